@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+)
+
+// Exit codes shared by every subcommand.
+const (
+	exitOK       = 0 // success (for explain: the event is routable)
+	exitFailure  = 1 // the command ran and failed, or the answer is "no"
+	exitUsage    = 2 // bad flags, arguments or config
+	exitNotReady = 3 // a dependency (Kafka, Redis, rules) is not available
+)
+
+// env is what a subcommand gets: its arguments and the process's streams.
+type env struct {
+	args   []string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// command is one subcommand of the residency binary.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, e env) int
+}
+
+// commands lists every subcommand; each lives in its own file.
+var commands = []command{
+	{name: "version", summary: "print the version", run: runVersion},
+}
+
+// errUsage marks errors caused by how the command was called.
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return c.run(ctx, env{args: args[1:], stdin: stdin, stdout: stdout, stderr: stderr})
+		}
+	}
+	fmt.Fprintf(stderr, "residency: unknown command %q (run `residency help`)\n", args[0])
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "residency keeps user data in the jurisdiction it belongs to.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Usage: residency COMMAND [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Commands:")
+	cs := append([]command(nil), commands...)
+	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run `residency COMMAND -h` for a command's flags.")
+}
+
+// newFlags returns a flag set for a subcommand that writes its usage to stderr
+// and returns errors instead of exiting.
+func newFlags(e env, name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: residency %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args and maps -h to exitOK and bad flags to exitUsage.
+// ok is false when the caller should return code.
+func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+// fail prints err for the user and returns the exit code it deserves.
+func fail(e env, cmd string, err error) int {
+	fmt.Fprintf(e.stderr, "residency %s: %v\n", cmd, err)
+	if errors.Is(err, errUsage) {
+		return exitUsage
+	}
+	return exitFailure
+}

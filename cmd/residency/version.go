@@ -1,0 +1,25 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+)
+
+// version is set at build time with -ldflags "-X main.version=..."; otherwise
+// it is read from the module build info.
+var version = ""
+
+func runVersion(_ context.Context, e env) int {
+	v := version
+	if v == "" {
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			v = bi.Main.Version
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	fmt.Fprintf(e.stdout, "residency %s\n", v)
+	return exitOK
+}

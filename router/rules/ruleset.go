@@ -1,0 +1,187 @@
+// Package rules is the residency policy: the ruleset model and its validation,
+// the versioned store in Redis, and the cache every router and sink keeps.
+//
+// A Ruleset is parsed from YAML, validated, and compiled into lookup tables.
+// Once compiled it is immutable and safe for concurrent use; a new version is
+// a new *Ruleset, swapped in whole.
+package rules
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// Ruleset is one version of the residency rules.
+//
+// The YAML form (see deploy/examples/rules.yaml):
+//
+//	jurisdictions:
+//	  - name: US
+//	    region: us
+//	    countries: [US, PR, GU, VI, AS, MP, UM]
+//	regions:
+//	  - name: us
+//	    cluster: us          # a Kafka cluster name from the router config
+//	    topic: residency.us  # the region's pinned topic
+//	stores:
+//	  - name: us-postgres
+//	    regions: [us]        # regions whose data this store may hold
+//	unplaceable: quarantine  # the only accepted value: nothing is guessed
+type Ruleset struct {
+	// Jurisdictions map countries to a region.
+	Jurisdictions []Jurisdiction `yaml:"jurisdictions" json:"jurisdictions"`
+	// Regions name each region's pinned topic and the cluster it lives on.
+	Regions []Region `yaml:"regions" json:"regions"`
+	// Stores list, per store, the regions it is approved to hold.
+	Stores []Store `yaml:"stores" json:"stores"`
+	// Unplaceable says what happens to an event whose country is missing or
+	// unknown. Only "quarantine" is accepted; empty means quarantine.
+	Unplaceable string `yaml:"unplaceable,omitempty" json:"unplaceable,omitempty"`
+
+	version    int64
+	versionStr string
+	byCountry  map[[2]byte]*Jurisdiction
+	byName     map[string]*Jurisdiction
+	regions    map[string]*Region
+	approvals  map[string]map[string]bool // store -> region -> approved
+}
+
+// Jurisdiction is a legal area whose users' data must stay in one region.
+type Jurisdiction struct {
+	// Name is the jurisdiction's code, e.g. "US", "EU", "UK".
+	Name string `yaml:"name" json:"name"`
+	// Region is the name of the region its data is pinned to.
+	Region string `yaml:"region" json:"region"`
+	// Countries are the ISO 3166-1 alpha-2 codes that belong to it.
+	Countries []string `yaml:"countries" json:"countries"`
+
+	region *Region
+}
+
+// RegionRef returns the region this jurisdiction maps to. It is nil before
+// the ruleset is compiled.
+func (j *Jurisdiction) RegionRef() *Region { return j.region }
+
+// Region is a place where data may rest, with its pinned topic.
+type Region struct {
+	// Name is the region's name, e.g. "us", "eu".
+	Name string `yaml:"name" json:"name"`
+	// Cluster is the name of the Kafka cluster (from the router's config)
+	// that holds the pinned topic.
+	Cluster string `yaml:"cluster" json:"cluster"`
+	// Topic is the region's pinned topic.
+	Topic string `yaml:"topic" json:"topic"`
+}
+
+// Store is a sink destination (a database, a bucket) and the regions whose
+// data it is approved to hold.
+type Store struct {
+	// Name is the store's name, used by `residency sink --store NAME`.
+	Name string `yaml:"name" json:"name"`
+	// Regions are the regions this store is approved for.
+	Regions []string `yaml:"regions" json:"regions"`
+}
+
+// Version is the ruleset's version number in the store; 0 for a ruleset that
+// has not been applied (read from a file).
+func (r *Ruleset) Version() int64 { return r.version }
+
+// VersionString is Version in decimal, precomputed for event headers.
+func (r *Ruleset) VersionString() string { return r.versionStr }
+
+// SetVersion records the version number the store assigned.
+func (r *Ruleset) SetVersion(v int64) {
+	r.version = v
+	r.versionStr = strconv.FormatInt(v, 10)
+}
+
+// JurisdictionOf returns the jurisdiction a country belongs to. country is
+// matched case-insensitively and must be two ASCII letters; anything else is
+// not found. It does not allocate.
+func (r *Ruleset) JurisdictionOf(country []byte) (*Jurisdiction, bool) {
+	k, ok := countryKey(country)
+	if !ok {
+		return nil, false
+	}
+	j, ok := r.byCountry[k]
+	return j, ok
+}
+
+// Jurisdiction returns the jurisdiction with the given name.
+func (r *Ruleset) Jurisdiction(name string) (*Jurisdiction, bool) {
+	j, ok := r.byName[name]
+	return j, ok
+}
+
+// Region returns the region with the given name.
+func (r *Ruleset) Region(name string) (*Region, bool) {
+	g, ok := r.regions[name]
+	return g, ok
+}
+
+// Approves reports whether store is approved to hold data of region.
+func (r *Ruleset) Approves(store, region string) bool {
+	return r.approvals[store][region]
+}
+
+// countryKey upper-cases a two-letter ASCII country code into a map key.
+func countryKey(c []byte) ([2]byte, bool) {
+	if len(c) != 2 {
+		return [2]byte{}, false
+	}
+	var k [2]byte
+	for i, b := range c {
+		switch {
+		case b >= 'A' && b <= 'Z':
+			k[i] = b
+		case b >= 'a' && b <= 'z':
+			k[i] = b - 'a' + 'A'
+		default:
+			return [2]byte{}, false
+		}
+	}
+	return k, true
+}
+
+// compile builds the lookup tables. It assumes the ruleset has been validated
+// and reports only inconsistencies that would make a lookup ambiguous.
+func (r *Ruleset) compile() error {
+	r.regions = make(map[string]*Region, len(r.Regions))
+	for i := range r.Regions {
+		g := &r.Regions[i]
+		r.regions[g.Name] = g
+	}
+	r.byCountry = make(map[[2]byte]*Jurisdiction)
+	r.byName = make(map[string]*Jurisdiction, len(r.Jurisdictions))
+	for i := range r.Jurisdictions {
+		j := &r.Jurisdictions[i]
+		g, ok := r.regions[j.Region]
+		if !ok {
+			return fmt.Errorf("jurisdiction %q: region %q is not defined", j.Name, j.Region)
+		}
+		j.region = g
+		r.byName[j.Name] = j
+		for _, c := range j.Countries {
+			k, ok := countryKey([]byte(c))
+			if !ok {
+				return fmt.Errorf("jurisdiction %q: %q is not a two-letter country code", j.Name, c)
+			}
+			if other, dup := r.byCountry[k]; dup && other != j {
+				return fmt.Errorf("country %s is in jurisdictions %q and %q", c, other.Name, j.Name)
+			}
+			r.byCountry[k] = j
+		}
+	}
+	r.approvals = make(map[string]map[string]bool, len(r.Stores))
+	for _, s := range r.Stores {
+		m := make(map[string]bool, len(s.Regions))
+		for _, g := range s.Regions {
+			m[g] = true
+		}
+		r.approvals[s.Name] = m
+	}
+	if r.versionStr == "" {
+		r.SetVersion(r.version)
+	}
+	return nil
+}
