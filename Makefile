@@ -1,0 +1,50 @@
+# residency — see README.md.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO          ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+DEV_ENV     := $(or $(RESIDENCY_DEV_DIR),/tmp/residency-dev)/env
+# Test flags; e.g. `make test TESTFLAGS='-run TestRouter -count=1'`.
+TESTFLAGS   ?=
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: test
+test: ## start the dev stack, vet and run every test against real Kafka, Redis and PostgreSQL, stop the stack
+	@deploy/dev/up >/dev/null || { deploy/dev/down; exit 1; }
+	@status=0; \
+	( set -a; . "$(DEV_ENV)"; set +a; \
+	  $(GO) vet ./... && \
+	  $(GO) test -race -shuffle=on -json $(TESTFLAGS) ./... | $(GO) run ./internal/tools/testreport -show '^TestSmoke' $(if $(CI),-no-skip) \
+	) || status=$$?; \
+	deploy/dev/down; exit $$status
+
+.PHONY: test-short
+test-short: ## run the quick tests with the embedded stand-ins, no services
+	$(GO) test -short ./...
+
+.PHONY: up
+up: ## start the dev stack (Kafka ×2, Redis, PostgreSQL) and leave it running
+	@deploy/dev/up
+
+.PHONY: down
+down: ## stop the dev stack and remove its data
+	@deploy/dev/down
+
+.PHONY: lint
+lint: ## gofmt check, go vet, staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+.PHONY: demo
+demo: ## run the demo on the embedded stack
+	$(GO) run ./cmd/residency demo
+
+.PHONY: build
+build: ## build bin/residency
+	$(GO) build -o bin/residency ./cmd/residency
