@@ -1,0 +1,421 @@
+package schemas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/linkedin/goavro/v2"
+)
+
+// DefaultTopic is the key of ExtractorConfig.RawSchemas that applies to every
+// raw-framed topic without its own entry.
+const DefaultTopic = "*"
+
+// ExtractorConfig configures an Extractor. The zero value is valid: every
+// topic is read as single-object encoding of the embedded schemas.
+type ExtractorConfig struct {
+	// CountryField is the dotted path of the country field in the event
+	// record, e.g. "country" or "geo.country". It must be a string, an enum
+	// or a union of null with one of them. Default: "country".
+	CountryField string `yaml:"country_field"`
+	// UserIDField is the dotted path of the user id field, read for pins.
+	// Same type rules as CountryField. Default: "user_id".
+	UserIDField string `yaml:"user_id_field"`
+	// DefaultFraming is the framing of topics not listed in Framings.
+	// Default: FramingSingleObject.
+	DefaultFraming Framing `yaml:"default_framing"`
+	// Framings gives the framing of individual topics. Default: empty.
+	Framings map[string]Framing `yaml:"framings"`
+	// RawSchemas gives the writer schema of each topic in the raw framing:
+	// either the full name of a catalogue or embedded schema (e.g.
+	// "io.residency.events.UserEvent") or the path of an .avsc file. The
+	// key DefaultTopic ("*") applies to raw topics without their own entry.
+	// Default: empty (a raw topic without a schema is a config error).
+	RawSchemas map[string]string `yaml:"raw_schemas"`
+	// MaxValueSize is the largest value, in bytes, that is read; larger
+	// values fail with ErrTooLarge. Default: 1 MiB (1048576).
+	MaxValueSize int `yaml:"max_value_size"`
+	// Registry is the schema registry of the confluent framing. Default:
+	// none (URL empty).
+	Registry RegistryConfig `yaml:"registry"`
+	// CatalogueDir is a directory of .avsc files: writer schemas of the
+	// single-object framing (by fingerprint) and names for RawSchemas. The
+	// embedded schemas are always known as well. Default: empty, embedded
+	// schemas only.
+	CatalogueDir string `yaml:"catalogue_dir"`
+}
+
+// DefaultMaxValueSize is the default of ExtractorConfig.MaxValueSize.
+const DefaultMaxValueSize = 1 << 20
+
+// writer is one known writer schema, parsed and compiled.
+type writer struct {
+	text    string
+	root    *node
+	plan    *prog
+	planErr error // the jurisdiction fields have an unreadable type
+	walk    *prog // validates a whole record before goavro decodes it
+	codec   *goavro.Codec
+	std     *goavro.Codec // renders standard (plain) JSON
+}
+
+// schemaSource fetches writer schemas by registry id. *Registry implements it.
+type schemaSource interface {
+	SchemaByID(ctx context.Context, id uint32) (string, error)
+}
+
+// Extractor reads the jurisdiction fields (and, for sinks, the whole record)
+// of encoded events. It is safe for concurrent use.
+type Extractor struct {
+	paths      []fieldPath
+	maxSize    int
+	defFraming Framing
+	framings   map[string]Framing
+	raw        map[string]*writer // by topic; DefaultTopic for the rest
+	byFP       map[uint64]*writer // single-object: catalogue and embedded
+	byName     map[string]*writer // catalogue and embedded, by full name
+	registry   schemaSource       // nil without a registry
+
+	mu   sync.RWMutex
+	byID map[uint32]*writer // confluent: schemas fetched from the registry
+}
+
+// NewExtractor validates cfg (errors name the offending field), loads the
+// catalogue and raw schemas and returns an Extractor.
+func NewExtractor(cfg ExtractorConfig) (*Extractor, error) {
+	if cfg.CountryField == "" {
+		cfg.CountryField = "country"
+	}
+	if cfg.UserIDField == "" {
+		cfg.UserIDField = "user_id"
+	}
+	if cfg.DefaultFraming == "" {
+		cfg.DefaultFraming = FramingSingleObject
+	}
+	if cfg.MaxValueSize == 0 {
+		cfg.MaxValueSize = DefaultMaxValueSize
+	}
+	country, err := splitPath(cfg.CountryField)
+	if err != nil {
+		return nil, fmt.Errorf("country_field: %w", err)
+	}
+	user, err := splitPath(cfg.UserIDField)
+	if err != nil {
+		return nil, fmt.Errorf("user_id_field: %w", err)
+	}
+	if cfg.CountryField == cfg.UserIDField {
+		return nil, fmt.Errorf("user_id_field: %q is also the country_field", cfg.UserIDField)
+	}
+	if cfg.MaxValueSize < 0 {
+		return nil, fmt.Errorf("max_value_size: %d is negative", cfg.MaxValueSize)
+	}
+	if !cfg.DefaultFraming.valid() {
+		return nil, fmt.Errorf("default_framing: %q is not one of confluent, single-object, raw", cfg.DefaultFraming)
+	}
+	e := &Extractor{
+		paths:      []fieldPath{{segs: country, slot: slotCountry}, {segs: user, slot: slotUserID}},
+		maxSize:    cfg.MaxValueSize,
+		defFraming: cfg.DefaultFraming,
+		framings:   map[string]Framing{},
+		raw:        map[string]*writer{},
+		byFP:       map[uint64]*writer{},
+		byName:     map[string]*writer{},
+		byID:       map[uint32]*writer{},
+	}
+	usesConfluent := cfg.DefaultFraming == FramingConfluent
+	for _, topic := range sortedKeys(cfg.Framings) {
+		f := cfg.Framings[topic]
+		if !f.valid() {
+			return nil, fmt.Errorf("framings[%q]: %q is not one of confluent, single-object, raw", topic, f)
+		}
+		if f == FramingRaw && cfg.RawSchemas[topic] == "" && cfg.RawSchemas[DefaultTopic] == "" {
+			return nil, fmt.Errorf("raw_schemas[%q]: topic %s is raw-framed but has no schema", topic, topic)
+		}
+		usesConfluent = usesConfluent || f == FramingConfluent
+		e.framings[topic] = f
+	}
+	if cfg.DefaultFraming == FramingRaw && cfg.RawSchemas[DefaultTopic] == "" {
+		return nil, fmt.Errorf("raw_schemas[%q]: default_framing is raw, so a default schema is needed", DefaultTopic)
+	}
+	if cfg.Registry.URL != "" {
+		r, err := NewRegistry(cfg.Registry, nil)
+		if err != nil {
+			return nil, err
+		}
+		e.registry = r
+	} else if usesConfluent {
+		return nil, errors.New("registry.url: the confluent framing is configured but no schema registry is")
+	}
+
+	embedded := Embedded()
+	for _, name := range sortedKeys(embedded) {
+		if err := e.addKnown(embedded[name]); err != nil {
+			return nil, fmt.Errorf("embedded schema %s: %w", name, err)
+		}
+	}
+	if cfg.CatalogueDir != "" {
+		if err := e.loadCatalogue(cfg.CatalogueDir); err != nil {
+			return nil, err
+		}
+	}
+	for _, topic := range sortedKeys(cfg.RawSchemas) {
+		ref := cfg.RawSchemas[topic]
+		w, err := e.resolveRaw(ref)
+		if err != nil {
+			return nil, fmt.Errorf("raw_schemas[%q]: %w", topic, err)
+		}
+		e.raw[topic] = w
+	}
+	return e, nil
+}
+
+// loadCatalogue adds every .avsc file of dir.
+func (e *Extractor) loadCatalogue(dir string) error {
+	files, err := filepath.Glob(filepath.Join(dir, "*.avsc"))
+	if err != nil {
+		return fmt.Errorf("catalogue_dir: %w", err)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("catalogue_dir: %q is not a readable directory", dir)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("catalogue_dir: %w", err)
+		}
+		if err := e.addKnown(string(b)); err != nil {
+			return fmt.Errorf("catalogue_dir: %s: %w", f, err)
+		}
+	}
+	return nil
+}
+
+// addKnown adds a schema to the single-object catalogue.
+func (e *Extractor) addKnown(text string) error {
+	w, err := e.newWriter(text)
+	if err != nil {
+		return err
+	}
+	if w.planErr != nil {
+		return w.planErr
+	}
+	e.byFP[rabin(canonicalForm(w.root))] = w
+	// goavro's encoder fingerprints schemas with logical types differently
+	// (see Fingerprint); accept its producers too.
+	e.byFP[w.codec.Rabin] = w
+	if w.root.name != "" {
+		e.byName[w.root.name] = w
+	}
+	return nil
+}
+
+// resolveRaw finds a raw topic's schema by full name or file path.
+func (e *Extractor) resolveRaw(ref string) (*writer, error) {
+	if w, ok := e.byName[ref]; ok {
+		return w, nil
+	}
+	b, err := os.ReadFile(ref)
+	if err != nil {
+		return nil, fmt.Errorf("%q is neither a known schema name nor a readable .avsc file: %w", ref, err)
+	}
+	w, err := e.newWriter(string(b))
+	if err != nil {
+		return nil, err
+	}
+	if w.planErr != nil {
+		return nil, w.planErr
+	}
+	return w, nil
+}
+
+// newWriter parses and compiles a writer schema. A schema whose jurisdiction
+// fields cannot be read is returned with planErr set.
+func (e *Extractor) newWriter(text string) (*writer, error) {
+	root, err := parseSchema(text)
+	if err != nil {
+		return nil, err
+	}
+	codec, err := goavro.NewCodec(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSchema, err)
+	}
+	std, err := goavro.NewCodecForStandardJSONFull(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSchema, err)
+	}
+	w := &writer{text: text, root: root, codec: codec, std: std, walk: compileWalk(root)}
+	w.plan, w.planErr = compilePlan(root, e.paths)
+	return w, nil
+}
+
+// Framing returns the framing the extractor expects on topic.
+func (e *Extractor) Framing(topic string) Framing {
+	if f, ok := e.framings[topic]; ok {
+		return f
+	}
+	return e.defFraming
+}
+
+// writerFor checks the value, removes its framing and finds its writer
+// schema.
+func (e *Extractor) writerFor(ctx context.Context, topic string, value []byte) (*writer, []byte, error) {
+	if len(value) == 0 {
+		return nil, nil, ErrEmptyValue
+	}
+	if len(value) > e.maxSize {
+		return nil, nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(value), e.maxSize)
+	}
+	f := e.Framing(topic)
+	u, err := unframe(f, value)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch f {
+	case FramingSingleObject:
+		w, ok := e.byFP[u.fingerprint]
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: fingerprint %016x is neither embedded nor in the catalogue", ErrUnknownSchema, u.fingerprint)
+		}
+		return w, u.body, nil
+	case FramingRaw:
+		w, ok := e.raw[topic]
+		if !ok {
+			if w, ok = e.raw[DefaultTopic]; !ok {
+				return nil, nil, fmt.Errorf("%w: raw topic %s has no configured schema", ErrUnknownSchema, topic)
+			}
+		}
+		return w, u.body, nil
+	default:
+		w, err := e.byRegistryID(ctx, u.id)
+		return w, u.body, err
+	}
+}
+
+// byRegistryID returns the writer of a confluent schema id, fetching and
+// compiling it on first use.
+func (e *Extractor) byRegistryID(ctx context.Context, id uint32) (*writer, error) {
+	e.mu.RLock()
+	w, ok := e.byID[id]
+	e.mu.RUnlock()
+	if ok {
+		return w, nil
+	}
+	text, err := e.registry.SchemaByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	w, err = e.newWriter(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w: registry schema id %d: %w", ErrUnknownSchema, id, err)
+	}
+	e.mu.Lock()
+	if prev, ok := e.byID[id]; ok {
+		w = prev
+	} else {
+		e.byID[id] = w
+	}
+	e.mu.Unlock()
+	return w, nil
+}
+
+// Extract reads the jurisdiction fields of one event value from topic,
+// skipping everything else. The returned slices alias value (or, for an enum
+// field, the schema's symbol): treat them as read-only. Errors wrap the
+// sentinels of this package: ErrRegistryUnavailable is transient (retry),
+// the others mean the event cannot be read (dead-letter it).
+func (e *Extractor) Extract(ctx context.Context, topic string, value []byte) (Fields, error) {
+	w, body, err := e.writerFor(ctx, topic, value)
+	if err != nil {
+		return Fields{}, err
+	}
+	if w.planErr != nil {
+		return Fields{}, w.planErr
+	}
+	var c captures
+	if _, err := w.plan.run(body, 0, &c, 0); err != nil {
+		return Fields{}, err
+	}
+	return Fields{
+		Country:    c[slotCountry].v,
+		HasCountry: c[slotCountry].ok,
+		UserID:     c[slotUserID].v,
+	}, nil
+}
+
+// Decode fully decodes one event value from topic with goavro, for sinks.
+// native is goavro's native form (map[string]any records, unions as
+// map[string]any{"type": value}, timestamp-millis as time.Time);
+// writerSchema is the schema it was written with. Trailing bytes after the
+// record are an error (ErrCorrupt).
+func (e *Extractor) Decode(ctx context.Context, topic string, value []byte) (native any, writerSchema string, err error) {
+	w, body, err := e.writerFor(ctx, topic, value)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := w.check(body); err != nil {
+		return nil, "", err
+	}
+	native, rest, err := w.codec.NativeFromBinary(body)
+	if err != nil {
+		return nil, "", decodeError(err)
+	}
+	if len(rest) > 0 {
+		return nil, "", fmt.Errorf("%w: %d bytes after the end of the record", ErrCorrupt, len(rest))
+	}
+	return native, w.text, nil
+}
+
+// DecodeJSON fully decodes one event value from topic and renders it as
+// plain JSON (unions unwrapped, timestamps as numbers, bytes as JSON strings
+// of code points 0-255), for sinks that store documents. Errors are those of
+// Decode.
+func (e *Extractor) DecodeJSON(ctx context.Context, topic string, value []byte) (doc []byte, writerSchema string, err error) {
+	w, body, err := e.writerFor(ctx, topic, value)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := w.check(body); err != nil {
+		return nil, "", err
+	}
+	native, rest, err := w.std.NativeFromBinary(body)
+	if err != nil {
+		return nil, "", decodeError(err)
+	}
+	if len(rest) > 0 {
+		return nil, "", fmt.Errorf("%w: %d bytes after the end of the record", ErrCorrupt, len(rest))
+	}
+	doc, err = w.std.TextualFromNative(nil, native)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: rendering JSON: %v", ErrCorrupt, err)
+	}
+	return doc, w.text, nil
+}
+
+// check walks the whole record before goavro decodes it: goavro allocates
+// for an array or map block count before reading its items, so a few bytes
+// claiming two billion items would exhaust memory. The walk refuses counts
+// the value cannot hold (see MaxEmptyItems) and trailing bytes.
+func (w *writer) check(body []byte) error {
+	end, err := w.walk.run(body, 0, nil, 0)
+	if err != nil {
+		return err
+	}
+	if end != len(body) {
+		return fmt.Errorf("%w: %d bytes after the end of the record", ErrCorrupt, len(body)-end)
+	}
+	return nil
+}
+
+// decodeError classifies a goavro decode error.
+func decodeError(err error) error {
+	if strings.Contains(err.Error(), io.ErrShortBuffer.Error()) {
+		return fmt.Errorf("%w: %v", ErrTruncated, err)
+	}
+	return fmt.Errorf("%w: %v", ErrCorrupt, err)
+}
