@@ -1,9 +1,12 @@
 // Package rules is the residency policy: the ruleset model and its validation,
-// the versioned store in Redis, and the cache every router and sink keeps.
+// the versioned store in Redis, the cache every router and sink keeps, and
+// per-user pins.
 //
-// A Ruleset is parsed from YAML, validated, and compiled into lookup tables.
-// Once compiled it is immutable and safe for concurrent use; a new version is
-// a new *Ruleset, swapped in whole.
+// A Ruleset is parsed from YAML, validated (Parse; every problem is reported
+// in a *ValidationError), and compiled into lookup tables. Once compiled it is
+// immutable and safe for concurrent use; a new version is a new *Ruleset,
+// swapped in whole by a Cache. A RedisStore keeps every applied version and
+// the pins; Pins caches pin lookups for a router. See docs/rules.md.
 package rules
 
 import (

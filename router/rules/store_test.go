@@ -1,0 +1,265 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/residency-router/residency/internal/testenv"
+)
+
+func newStore(t *testing.T) *RedisStore {
+	t.Helper()
+	r := testenv.NewRedis(t)
+	return NewRedisStore(r.Client(t), r.Prefix)
+}
+
+func example(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile("../../deploy/examples/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestStoreRoundTrip(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	s := newStore(t)
+
+	if v, err := s.LatestVersion(ctx); err != nil || v != 0 {
+		t.Fatalf("empty store: LatestVersion = %d, %v", v, err)
+	}
+	if _, _, err := s.Show(ctx, 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Show on an empty store = %v, want ErrNotFound", err)
+	}
+
+	v1content := example(t, "rules.yaml")
+	before := time.Now()
+	v1, err := s.Apply(ctx, v1content, ApplyOptions{Author: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v1.Number != 1 || v1.Previous != 0 || v1.Author != "alice" || v1.SHA256 != Hash(v1content) || v1.AppliedAt.Before(before.Add(-time.Second)) {
+		t.Fatalf("v1 = %+v", v1)
+	}
+	v2, err := s.Apply(ctx, example(t, "rules-next.yaml"), ApplyOptions{Base: 1, Author: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v2.Number != 2 || v2.Previous != 1 {
+		t.Fatalf("v2 = %+v", v2)
+	}
+
+	info, content, err := s.Show(ctx, 1)
+	if err != nil || string(content) != string(v1content) || info.Author != "alice" || !info.AppliedAt.Equal(v1.AppliedAt) {
+		t.Fatalf("Show(1) = %+v, %d bytes, %v", info, len(content), err)
+	}
+	if info, _, err := s.Show(ctx, 0); err != nil || info.Number != 2 {
+		t.Fatalf("Show(current) = %+v, %v", info, err)
+	}
+	if _, _, err := s.Show(ctx, 9); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Show(9) = %v, want ErrNotFound", err)
+	}
+
+	r, err := s.Load(ctx, 0)
+	if err != nil || r.Version() != 2 || r.VersionString() != "2" {
+		t.Fatalf("Load(current) = %v, %v", r, err)
+	}
+	if j, ok := r.JurisdictionOf([]byte("CH")); !ok || j.Name != "EU" {
+		t.Fatalf("version 2 should place CH in EU")
+	}
+
+	d, err := s.Diff(ctx, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Countries) != 1 || d.Countries[0] != (CountryChange{Country: "CH", ToJurisdiction: "EU", ToRegion: "eu"}) {
+		t.Fatalf("diff 1 2 = %+v", d)
+	}
+	if got := strings.Join(d.Lines(), "\n"); got != "country CH: unassigned (quarantined) → jurisdiction EU, region eu" {
+		t.Fatalf("diff words: %q", got)
+	}
+
+	v3, err := s.Rollback(ctx, 1, ApplyOptions{Base: 2, Author: "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v3.Number != 3 || v3.Previous != 2 || v3.Note != "rollback to 1" || v3.SHA256 != v1.SHA256 {
+		t.Fatalf("v3 = %+v", v3)
+	}
+	if r, err := s.Load(ctx, 0); err != nil || r.Version() != 3 {
+		t.Fatalf("after rollback: %v, %v", r, err)
+	} else if _, ok := r.JurisdictionOf([]byte("CH")); ok {
+		t.Fatalf("after rollback to 1, CH should be unassigned again")
+	}
+	if _, err := s.Rollback(ctx, 1, ApplyOptions{Base: 3}); !errors.Is(err, ErrUnchanged) {
+		t.Fatalf("rollback to the current content = %v, want ErrUnchanged", err)
+	}
+
+	h, err := s.History(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, i := range h {
+		got = append(got, fmt.Sprintf("%d<-%d %s %q", i.Number, i.Previous, i.Author, i.Note))
+	}
+	want := []string{`3<-2 carol "rollback to 1"`, `2<-1 bob ""`, `1<-0 alice ""`}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("history = %v, want %v", got, want)
+	}
+}
+
+func TestApplyRefusesInvalidAndStale(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	s := newStore(t)
+	bad := strings.Replace(small, "[FR, DE]", "[FR, XX]", 1)
+	_, err := s.Apply(ctx, []byte(bad), ApplyOptions{})
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("Apply(invalid) = %v, want a *ValidationError", err)
+	}
+	if v, err := s.LatestVersion(ctx); err != nil || v != 0 {
+		t.Fatalf("an invalid apply wrote version %d (%v)", v, err)
+	}
+	if _, err := s.Apply(ctx, []byte(small), ApplyOptions{Author: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply(ctx, []byte(small), ApplyOptions{Base: 1}); !errors.Is(err, ErrUnchanged) {
+		t.Fatalf("Apply(same content) = %v, want ErrUnchanged", err)
+	}
+	// Based on version 0, but version 1 exists.
+	_, err = s.Apply(ctx, example(t, "rules.yaml"), ApplyOptions{Base: 0, Author: "bob"})
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "version 1 was applied by alice at ") ||
+		!strings.Contains(err.Error(), "based on version 0") {
+		t.Fatalf("Apply(stale base) = %v, want ErrConflict naming version 1 and alice", err)
+	}
+	if v, _ := s.LatestVersion(ctx); v != 1 {
+		t.Fatalf("a refused apply changed the current version to %d", v)
+	}
+}
+
+func TestConcurrentApply(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	s := newStore(t)
+	if _, err := s.Apply(ctx, example(t, "rules.yaml"), ApplyOptions{Author: "setup"}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			// Each applier changes something different, based on version 1.
+			content := strings.Replace(string(example(t, "rules.yaml")), "countries: [JP]", fmt.Sprintf("countries: [JP] # change %d", i), 1)
+			_, errs[i] = s.Apply(ctx, []byte(content), ApplyOptions{Base: 1, Author: fmt.Sprintf("applier-%d", i)})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("appliers %d and %d both won", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, ErrConflict):
+			t.Fatalf("applier %d: %v, want ErrConflict", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no applier won")
+	}
+	for i, err := range errs {
+		if i != winner && !strings.Contains(err.Error(), fmt.Sprintf("version 2 was applied by applier-%d", winner)) {
+			t.Fatalf("applier %d's refusal does not name the winner: %v", i, err)
+		}
+	}
+	if h, err := s.History(ctx); err != nil || len(h) != 2 || h[0].Author != fmt.Sprintf("applier-%d", winner) {
+		t.Fatalf("history after the race: %+v, %v", h, err)
+	}
+}
+
+// corrupt writes version v by hand, as a broken tool or person might, and
+// makes it current.
+func corrupt(t *testing.T, s *RedisStore, v int64, content, sum string) {
+	t.Helper()
+	ctx := context.Background()
+	err := s.client.HSet(ctx, s.versionKey(v), "number", v, "sha256", sum, "author", "vandal",
+		"applied_at", time.Now().UTC().Format(time.RFC3339Nano), "previous", v-1, "note", "", "content", content).Err()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.client.Set(ctx, s.currentKey(), v, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.client.Publish(ctx, s.rulesChannel(), v).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadRefusesCorrupt(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	s := newStore(t)
+	if _, err := s.Apply(ctx, []byte(small), ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	invalid := strings.Replace(small, "[FR, DE]", "[FR, XX]", 1)
+	corrupt(t, s, 2, invalid, Hash([]byte(invalid)))
+	_, err := s.Load(ctx, 2)
+	var ve *ValidationError
+	if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ve) {
+		t.Fatalf("Load(invalid) = %v, want ErrCorrupt and a *ValidationError", err)
+	}
+	corrupt(t, s, 3, small+"# tampered\n", Hash([]byte(small)))
+	if _, err := s.Load(ctx, 3); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "does not match its SHA-256") {
+		t.Fatalf("Load(tampered) = %v, want ErrCorrupt (hash)", err)
+	}
+}
+
+func TestPinStore(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	s := newStore(t)
+	if err := s.Pin(ctx, "u1", "EU"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Pin before any ruleset = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Apply(ctx, []byte(small), ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pin(ctx, "u1", "MARS"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `jurisdiction "MARS" is not in version 1 (it has US, EU)`) {
+		t.Fatalf("Pin(unknown jurisdiction) = %v", err)
+	}
+	for _, p := range []Pin{{"u2", "US"}, {"u1", "EU"}} {
+		if err := s.Pin(ctx, p.UserID, p.Jurisdiction); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.LookupPins(ctx, [][]byte{[]byte("u1"), []byte("nobody"), []byte("u2")})
+	if err != nil || strings.Join(got, ",") != "EU,,US" {
+		t.Fatalf("LookupPins = %q, %v", got, err)
+	}
+	if list, err := s.ListPins(ctx); err != nil || fmt.Sprint(list) != "[{u1 EU} {u2 US}]" {
+		t.Fatalf("ListPins = %v, %v", list, err)
+	}
+	if err := s.Unpin(ctx, "u1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unpin(ctx, "u1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Unpin twice = %v, want ErrNotFound", err)
+	}
+	if list, err := s.ListPins(ctx); err != nil || fmt.Sprint(list) != "[{u2 US}]" {
+		t.Fatalf("ListPins after unpin = %v, %v", list, err)
+	}
+}
