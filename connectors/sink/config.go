@@ -1,0 +1,120 @@
+package sink
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Sentinel errors callers branch on (errors.Is).
+var (
+	// ErrNotApproved: the ruleset in force does not approve the store for
+	// the sink's region, the region is not defined, or the consumed topic is
+	// not the region's pinned topic. The message names the store, the region
+	// and the ruleset version. Run returns it at start; afterwards Ready
+	// reports it while writing is stopped.
+	ErrNotApproved = errors.New("store not approved for region")
+	// ErrNoRuleset: no valid ruleset is available (none loaded, stale,
+	// corrupt). Run returns it at start; afterwards Ready reports it while
+	// writing is stopped.
+	ErrNoRuleset = errors.New("no valid ruleset")
+	// ErrConfig: the configuration is invalid; the message names the field.
+	ErrConfig = errors.New("sink: bad config")
+	// ErrNotReady is wrapped by Ready's errors before Run started, while
+	// the store fails, or while the subscriber has not joined its group.
+	ErrNotReady = errors.New("sink not ready")
+)
+
+// Quarantine reasons, the values of the residency-reason header the sink
+// sets and of the "reason" metric label.
+const (
+	// ReasonNoRegion: the event has no residency-region header.
+	ReasonNoRegion = "sink_no_region"
+	// ReasonRegionNotApproved: the event's region is not one the store is
+	// approved for under the ruleset in force.
+	ReasonRegionNotApproved = "sink_region_not_approved"
+	// ReasonUndecodable: the event could not be decoded.
+	ReasonUndecodable = "sink_undecodable"
+	// ReasonMissingField: the decoded event lacks event_id or occurred_at.
+	ReasonMissingField = "sink_missing_field"
+)
+
+// HeaderStore is added to every event the sink quarantines: the name of the
+// store that refused it.
+const HeaderStore = "residency-sink-store"
+
+// Config configures a Sink.
+type Config struct {
+	// Store is the name of the store in the ruleset (stores[].name).
+	// Required.
+	Store string
+	// Region is the region whose pinned topic the sink drains. Required.
+	Region string
+	// Topic is the pinned topic consumed; it must be the region's topic in
+	// the ruleset in force. Required.
+	Topic string
+	// Cluster, if set, is the name of the Kafka cluster the topic is read
+	// from; it must then be the region's cluster in the ruleset in force.
+	// Default "": not checked.
+	Cluster string
+	// QuarantineTopic receives events the store must not hold. Required.
+	QuarantineTopic string
+	// BatchSize is the most events written in one batch. Default 1000.
+	BatchSize int
+	// BatchTimeout is how long a batch waits to fill after its first event.
+	// Default 200ms.
+	BatchTimeout time.Duration
+	// RetryBackoff is the first wait after a failed write, publish or
+	// commit; it doubles up to MaxBackoff. Default 100ms.
+	RetryBackoff time.Duration
+	// MaxBackoff bounds RetryBackoff's growth. Default 5s.
+	MaxBackoff time.Duration
+	// RulesPoll is how often a sink whose approval is missing checks the
+	// ruleset again. Default 250ms.
+	RulesPoll time.Duration
+	// DrainTimeout is how long, after Run's context ends, the batch in hand
+	// may take to be written and committed. Default 10s.
+	DrainTimeout time.Duration
+	// Logger receives the sink's logs (never payloads or user ids).
+	// Default: slog.Default().
+	Logger *slog.Logger
+	// Registerer, if not nil, gets the sink's metrics. Default nil (none).
+	Registerer prometheus.Registerer
+}
+
+// withDefaults validates c and fills in defaults.
+func (c Config) withDefaults() (Config, error) {
+	for _, f := range []struct{ name, v string }{
+		{"store", c.Store}, {"region", c.Region}, {"topic", c.Topic}, {"quarantine_topic", c.QuarantineTopic},
+	} {
+		if f.v == "" {
+			return c, fmt.Errorf("%w: %s: required", ErrConfig, f.name)
+		}
+	}
+	if c.QuarantineTopic == c.Topic {
+		return c, fmt.Errorf("%w: quarantine_topic: must differ from topic %q", ErrConfig, c.Topic)
+	}
+	if c.BatchSize < 0 || c.BatchTimeout < 0 || c.RetryBackoff < 0 || c.MaxBackoff < 0 || c.RulesPoll < 0 || c.DrainTimeout < 0 {
+		return c, fmt.Errorf("%w: batch_size, batch_timeout, retry_backoff, max_backoff, rules_poll and drain_timeout must not be negative", ErrConfig)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 1000
+	}
+	def(&c.BatchTimeout, 200*time.Millisecond)
+	def(&c.RetryBackoff, 100*time.Millisecond)
+	def(&c.MaxBackoff, 5*time.Second)
+	def(&c.RulesPoll, 250*time.Millisecond)
+	def(&c.DrainTimeout, 10*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}

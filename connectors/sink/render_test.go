@@ -1,0 +1,212 @@
+package sink
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"math"
+	"math/big"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/linkedin/goavro/v2"
+
+	"github.com/residency-router/residency/connectors/sink/sinktest"
+	"github.com/residency-router/residency/schemas"
+)
+
+// The rendering of the canonical event matches goavro's standard JSON
+// (schemas.DecodeJSON) except for bytes, which are base64.
+func TestRenderMatchesStandardJSON(t *testing.T) {
+	e, err := schemas.NewExtractor(schemas.ExtractorConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := sinktest.Event(3, "DE")
+	native, schema, err := e.Decode(context.Background(), "t", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := schemaFor(schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, err := renderJSON(nil, n, native)
+	if err != nil {
+		t.Fatal(err)
+	}
+	std, _, err := e.DecodeJSON(context.Background(), "t", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b map[string]any
+	if err := json.Unmarshal(mine, &a); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, mine)
+	}
+	if err := json.Unmarshal(std, &b); err != nil {
+		t.Fatal(err)
+	}
+	if a["client_ip_hash"] != base64.StdEncoding.EncodeToString(make([]byte, 32)) {
+		t.Errorf("client_ip_hash = %v", a["client_ip_hash"])
+	}
+	delete(a, "client_ip_hash")
+	delete(b, "client_ip_hash")
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("rendering differs from standard JSON:\n%s\n%s", mine, std)
+	}
+	var it item
+	if err := it.fill(native, schema); err != nil {
+		t.Fatal(err)
+	}
+	if it.eventID != sinktest.EventID(3) || it.userID != sinktest.UserID(3) || !it.occurredAt.Equal(sinktest.OccurredAt(3)) {
+		t.Errorf("key fields = %q %q %v", it.eventID, it.userID, it.occurredAt)
+	}
+}
+
+func TestRenderTypes(t *testing.T) {
+	schema := `{"type":"record","name":"R","namespace":"x.y","fields":[
+	  {"name":"inner","type":{"type":"record","name":"Inner","fields":[{"name":"e","type":{"type":"enum","name":"E","symbols":["A","B"]}}]}},
+	  {"name":"ts","type":{"type":"long","logicalType":"timestamp-micros"}},
+	  {"name":"d","type":{"type":"int","logicalType":"date"}},
+	  {"name":"f","type":"float"},
+	  {"name":"nan","type":"double"},
+	  {"name":"s","type":"string"},
+	  {"name":"u","type":["null","Inner",{"type":"long","logicalType":"timestamp-millis"}]},
+	  {"name":"u2","type":["null","Inner",{"type":"long","logicalType":"timestamp-millis"}]},
+	  {"name":"m","type":{"type":"map","values":{"type":"array","items":"Inner"}}},
+	  {"name":"fx","type":{"type":"fixed","name":"F2","size":2}},
+	  {"name":"dec","type":{"type":"bytes","logicalType":"decimal","precision":6,"scale":2}},
+	  {"name":"n","type":"null"},
+	  {"name":"b","type":"boolean"}
+	]}`
+	codec, err := goavro.NewCodec(schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := map[string]any{
+		"ts":    time.UnixMicro(1_700_000_000_123_456).UTC(),
+		"d":     time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC),
+		"f":     float32(1.5),
+		"nan":   math.NaN(),
+		"s":     "a\"b\\c\n\x01é",
+		"u":     goavro.Union("x.y.Inner", map[string]any{"e": "B"}),
+		"u2":    goavro.Union("long.timestamp-millis", time.UnixMilli(1_700_000_000_123).UTC()),
+		"inner": map[string]any{"e": "A"},
+		"m":     map[string]any{"z": []any{map[string]any{"e": "A"}}, "a": []any{}},
+		"fx":    []byte{0xff, 0x00},
+		"dec":   mustRat(t, "12.34"),
+		"n":     nil,
+		"b":     true,
+	}
+	bin, err := codec.BinaryFromNative(nil, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	native, _, err := codec.NativeFromBinary(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := schemaFor(schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := renderJSON(nil, n, native)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"inner":{"e":"A"},"ts":1700000000123456,"d":19754,"f":1.5,"nan":"NaN","s":"a\"b\\c\n\u0001é",` +
+		`"u":{"e":"B"},"u2":1700000000123,"m":{"a":[],"z":[{"e":"A"}]},` +
+		`"fx":"/wA=","dec":"12.34","n":null,"b":true}`
+	if string(got) != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	if !json.Valid(got) {
+		t.Error("not valid JSON")
+	}
+	tc, _, err := transcodeEvent(nil, n, bin)
+	var x, y any
+	if err != nil || json.Unmarshal(tc, &x) != nil || json.Unmarshal([]byte(want), &y) != nil || !reflect.DeepEqual(x, y) {
+		t.Errorf("transcoded %s (%v)\nwant       %s", tc, err, want)
+	}
+	if _, err := renderJSON(nil, n, map[string]any{"ts": "not a time"}); err == nil {
+		t.Error("a value that does not fit the schema rendered")
+	}
+}
+
+func mustRat(t *testing.T, s string) any {
+	t.Helper()
+	r, ok := new(big.Rat).SetString(s)
+	if !ok {
+		t.Fatal(s)
+	}
+	return r
+}
+
+func TestTranscodeMatchesRenderAndReadsKeyFields(t *testing.T) {
+	e, err := schemas.NewExtractor(schemas.ExtractorConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		v := sinktest.Event(i, []string{"US", "DE", ""}[i%3])
+		native, schema, err := e.Decode(context.Background(), "t", v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := schemaFor(schema)
+		want, err := renderJSON(nil, n, native)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, schema2, err := e.Body(context.Background(), "t", v)
+		if err != nil || schema2 != schema {
+			t.Fatal(err)
+		}
+		// Map keys are sorted by render, written in binary order by the
+		// transcoder: compare as values.
+		got, kf, err := transcodeEvent(nil, n, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, b any
+		if json.Unmarshal(got, &a) != nil || json.Unmarshal(want, &b) != nil || !reflect.DeepEqual(a, b) {
+			t.Fatalf("event %d:\n%s\n%s", i, got, want)
+		}
+		if kf.eventID != sinktest.EventID(i) || kf.userID != sinktest.UserID(i) || !kf.occurredAt.Equal(sinktest.OccurredAt(i)) {
+			t.Fatalf("event %d key fields %+v", i, kf)
+		}
+	}
+}
+
+func TestTranscodeRejectsBadBodies(t *testing.T) {
+	e, err := schemas.NewExtractor(schemas.ExtractorConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, schema, err := e.Body(context.Background(), "t", sinktest.Event(1, "US"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := schemaFor(schema)
+	for i := range len(body) {
+		if _, _, err := transcodeEvent(nil, n, body[:i]); err == nil {
+			t.Fatalf("a body cut at %d of %d bytes transcoded", i, len(body))
+		}
+	}
+	if _, _, err := transcodeEvent(nil, n, append(append([]byte(nil), body...), 0)); err == nil {
+		t.Fatal("trailing bytes accepted")
+	}
+	// Flipped bytes must give an error or valid JSON, never a panic.
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		b := append([]byte(nil), body...)
+		for range 1 + rnd.IntN(3) {
+			b[rnd.IntN(len(b))] = byte(rnd.IntN(256))
+		}
+		if doc, _, err := transcodeEvent(nil, n, b); err == nil && !json.Valid(doc) {
+			t.Fatalf("invalid JSON from a corrupted body: %s", doc)
+		}
+	}
+}
