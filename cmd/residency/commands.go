@@ -35,6 +35,12 @@ type command struct {
 // commands lists every subcommand; each lives in its own file.
 var commands = []command{
 	{name: "version", summary: "print the version", run: runVersion},
+	{name: "demo", summary: "route sample events through an embedded Kafka and Redis and show where they went", run: runDemo},
+	{name: "explain", summary: "say where the router would send an event, and why", run: runExplain},
+	{name: "route", summary: "route events from the ingest topics to their regions' pinned topics", run: runRoute},
+	{name: "rules", summary: "validate, apply, review and roll back residency rules; pin users", run: runRules},
+	{name: "schemas", summary: "check a new event schema version; print the event contract", run: runSchemas},
+	{name: "sink", summary: "drain a region's pinned topic into an approved store (PostgreSQL, object store)", run: runSink},
 }
 
 // errUsage marks errors caused by how the command was called.

@@ -1,0 +1,207 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/residency-router/residency/router"
+)
+
+// Admin runs administrative requests (topics, offsets) against one cluster.
+type Admin struct {
+	c       *kafka.Client
+	cluster Cluster
+}
+
+// NewAdmin returns an Admin for cluster.
+func NewAdmin(cluster Cluster) (*Admin, error) {
+	if err := cluster.Validate("cluster"); err != nil {
+		return nil, err
+	}
+	tr, err := cluster.transport()
+	if err != nil {
+		return nil, err
+	}
+	return &Admin{c: &kafka.Client{Addr: kafka.TCP(cluster.Brokers...), Timeout: 10 * time.Second, Transport: tr}, cluster: cluster}, nil
+}
+
+// CreateTopics creates the named topics with the given partition count and
+// replication factor, ignoring those that exist, and waits until every
+// partition has a leader or ctx ends.
+func (a *Admin) CreateTopics(ctx context.Context, partitions, replication int, names ...string) error {
+	req := &kafka.CreateTopicsRequest{}
+	for _, n := range names {
+		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: n, NumPartitions: partitions, ReplicationFactor: replication})
+	}
+	resp, err := a.c.CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("kafka: cluster %s: create topics: %w", a.cluster.Name, err)
+	}
+	for n, e := range resp.Errors {
+		if e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
+			return fmt.Errorf("kafka: cluster %s: create topic %s: %w", a.cluster.Name, n, e)
+		}
+	}
+	for {
+		md, err := a.c.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+		if err == nil && led(md, len(names)) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka: cluster %s: wait for topic leaders: %w", a.cluster.Name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func led(md *kafka.MetadataResponse, n int) bool {
+	if len(md.Topics) != n {
+		return false
+	}
+	for _, t := range md.Topics {
+		if t.Error != nil || len(t.Partitions) == 0 {
+			return false
+		}
+		for _, p := range t.Partitions {
+			if p.Error != nil || p.Leader.Host == "" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// partitions returns the partition ids of topic.
+func (a *Admin) partitions(ctx context.Context, topic string) ([]int, error) {
+	md, err := a.c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("kafka: cluster %s: metadata of %s: %w", a.cluster.Name, topic, err)
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		var terr error
+		if len(md.Topics) == 1 {
+			terr = md.Topics[0].Error
+		}
+		return nil, fmt.Errorf("kafka: cluster %s: topic %s: %w", a.cluster.Name, topic, errors.Join(terr, kafka.UnknownTopicOrPartition))
+	}
+	ps := make([]int, 0, len(md.Topics[0].Partitions))
+	for _, p := range md.Topics[0].Partitions {
+		ps = append(ps, p.ID)
+	}
+	return ps, nil
+}
+
+// EndOffsets returns the high-water mark of each partition of topic.
+func (a *Admin) EndOffsets(ctx context.Context, topic string) (map[int]int64, error) {
+	ps, err := a.partitions(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	req := make([]kafka.OffsetRequest, len(ps))
+	for i, p := range ps {
+		req[i] = kafka.LastOffsetOf(p)
+	}
+	resp, err := a.c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: req}})
+	if err != nil {
+		return nil, fmt.Errorf("kafka: cluster %s: end offsets of %s: %w", a.cluster.Name, topic, err)
+	}
+	out := make(map[int]int64, len(ps))
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			return nil, fmt.Errorf("kafka: cluster %s: end offset of %s/%d: %w", a.cluster.Name, topic, p.Partition, p.Error)
+		}
+		out[p.Partition] = p.LastOffset
+	}
+	return out, nil
+}
+
+// Lag returns how many records of topic the group has not committed yet,
+// summed over partitions.
+func (a *Admin) Lag(ctx context.Context, group, topic string) (int64, error) {
+	end, err := a.EndOffsets(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	ps := make([]int, 0, len(end))
+	for p := range end {
+		ps = append(ps, p)
+	}
+	resp, err := a.c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+	if err == nil {
+		err = resp.Error
+	}
+	if errors.Is(err, kafka.GroupIdNotFound) {
+		resp, err = &kafka.OffsetFetchResponse{}, nil // nothing committed yet
+	}
+	if err != nil {
+		return 0, fmt.Errorf("kafka: cluster %s: offsets of group %s: %w", a.cluster.Name, group, err)
+	}
+	committed := map[int]int64{}
+	for _, p := range resp.Topics[topic] {
+		committed[p.Partition] = max(p.CommittedOffset, 0)
+	}
+	var lag int64
+	for p, e := range end {
+		lag += max(e-committed[p], 0)
+	}
+	return lag, nil
+}
+
+// ReadAll returns every record of topic present when it is called, partition
+// by partition in offset order. It reads without a consumer group and
+// commits nothing.
+func (a *Admin) ReadAll(ctx context.Context, topic string) ([]router.Message, error) {
+	end, err := a.EndOffsets(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	d, err := a.cluster.dialer()
+	if err != nil {
+		return nil, err
+	}
+	var out []router.Message
+	for p, last := range end {
+		if last == 0 {
+			continue
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: a.cluster.Brokers, Topic: topic, Partition: p, Dialer: d,
+			MaxWait: 200 * time.Millisecond, MaxBytes: 4 << 20})
+		for {
+			m, err := r.FetchMessage(ctx)
+			if err != nil {
+				_ = r.Close()
+				return nil, fmt.Errorf("kafka: cluster %s: read %s/%d: %w", a.cluster.Name, topic, p, err)
+			}
+			out = append(out, fromKafka(m))
+			if m.Offset >= last-1 {
+				break
+			}
+		}
+		_ = r.Close()
+	}
+	return out, nil
+}
+
+func fromKafka(m kafka.Message) router.Message {
+	out := router.Message{
+		Topic:         m.Topic,
+		Partition:     m.Partition,
+		Offset:        m.Offset,
+		HighWaterMark: m.HighWaterMark,
+		Key:           m.Key,
+		Value:         m.Value,
+		Time:          m.Time,
+	}
+	if len(m.Headers) > 0 {
+		out.Headers = make([]router.Header, len(m.Headers))
+		for i, h := range m.Headers {
+			out.Headers[i] = router.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return out
+}

@@ -1,0 +1,157 @@
+package kafka_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/routertest"
+)
+
+func harness(k *testenv.Kafka) routertest.Harness {
+	cluster := kafka.Cluster{Name: k.Name, Brokers: k.Brokers}
+	return routertest.Harness{
+		NewTopic: func(t *testing.T, partitions int) string { return k.Topic(t, "conf", partitions) },
+		NewPublisher: func(t *testing.T) router.Publisher {
+			w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cluster})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return w
+		},
+		NewSubscriber: func(t *testing.T, group string, topics ...string) (router.Subscriber, func()) {
+			r, err := kafka.NewReader(kafka.ReaderConfig{Cluster: cluster, GroupID: group, Topics: topics,
+				SessionTimeout: 6 * time.Second, RebalanceTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			closed := false
+			closeFn := func() {
+				if !closed {
+					closed = true
+					_ = r.Close()
+				}
+			}
+			t.Cleanup(closeFn)
+			return r, closeFn
+		},
+		NewGroup: func(t *testing.T) string { return testenv.Name(t, "g") },
+		Timeout:  60 * time.Second,
+	}
+}
+
+func TestConformanceClusterA(t *testing.T) {
+	routertest.TestPubSub(t, harness(testenv.KafkaA(t)))
+}
+
+func TestConformanceClusterB(t *testing.T) {
+	routertest.TestPubSub(t, harness(testenv.KafkaB(t)))
+}
+
+func TestClusterValidateNamesField(t *testing.T) {
+	tests := []struct {
+		c    kafka.Cluster
+		want string
+	}{
+		{kafka.Cluster{}, "kafka.clusters.eu.brokers: required"},
+		{kafka.Cluster{Brokers: []string{"nohost"}}, "kafka.clusters.eu.brokers[0]"},
+		{kafka.Cluster{Brokers: []string{"h:1"}, SASL: kafka.SASL{Mechanism: "gssapi"}}, "kafka.clusters.eu.sasl.mechanism"},
+		{kafka.Cluster{Brokers: []string{"h:1"}, SASL: kafka.SASL{Mechanism: "scram-sha-512", Username: "u"}}, "kafka.clusters.eu.sasl.password: required"},
+		{kafka.Cluster{Brokers: []string{"h:1"}, TLS: kafka.TLS{Enabled: true, CertFile: "c.pem"}}, "kafka.clusters.eu.tls"},
+	}
+	for _, tt := range tests {
+		err := tt.c.Validate("kafka.clusters.eu")
+		if err == nil || !contains(err.Error(), tt.want) {
+			t.Errorf("Validate(%+v) = %v, want it to mention %q", tt.c, err, tt.want)
+		}
+	}
+	ok := kafka.Cluster{Brokers: []string{"h:1"}, SASL: kafka.SASL{Mechanism: "SCRAM-SHA-256", Username: "u", Password: "p"}}
+	if err := ok.Validate("x"); err != nil {
+		t.Errorf("valid cluster: %v", err)
+	}
+	if _, err := kafka.NewWriter(kafka.WriterConfig{Cluster: ok}); err != nil {
+		t.Errorf("writer with scram: %v", err)
+	}
+	if _, err := kafka.NewWriter(kafka.WriterConfig{Cluster: ok, Compression: "brotli"}); err == nil {
+		t.Error("unknown compression accepted")
+	}
+	if _, err := kafka.NewReader(kafka.ReaderConfig{Cluster: ok, Topics: []string{"t"}}); err == nil {
+		t.Error("reader without group accepted")
+	}
+}
+
+func contains(s, sub string) bool {
+	return strings.Contains(s, sub)
+}
+
+func TestAdmin(t *testing.T) {
+	k := testenv.KafkaA(t)
+	ctx := testenv.Context(t, 60*time.Second)
+	cluster := kafka.Cluster{Name: "a", Brokers: k.Brokers}
+	a, err := kafka.NewAdmin(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := testenv.Name(t, "admin")
+	if err := a.CreateTopics(ctx, 2, 1, topic); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.CreateTopic(t, topic, 2) }) // registers deletion; the topic exists already
+	w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cluster})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var msgs []router.Message
+	for i := range 10 {
+		msgs = append(msgs, router.Message{Topic: topic, Key: []byte{byte(i)}, Value: []byte{byte(i)},
+			Headers: []router.Header{{Key: "h", Value: []byte("v")}}})
+	}
+	if err := w.Publish(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.ReadAll(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 10 || string(got[0].Headers[0].Value) != "v" {
+		t.Fatalf("ReadAll = %d records (%v)", len(got), got)
+	}
+	lag, err := a.Lag(ctx, testenv.Name(t, "nogroup"), topic)
+	if err != nil || lag != 10 {
+		t.Fatalf("Lag of a group that read nothing = %d, %v; want 10", lag, err)
+	}
+	if _, err := a.ReadAll(ctx, "missing_"+topic); err == nil {
+		t.Fatal("ReadAll of a missing topic succeeded")
+	}
+}
+
+func TestTLSConfigFiles(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []kafka.TLS{
+		{Enabled: true, CAFile: garbage},
+		{Enabled: true, CAFile: filepath.Join(dir, "missing.pem")},
+		{Enabled: true, CertFile: garbage, KeyFile: garbage},
+	} {
+		c := kafka.Cluster{Name: "x", Brokers: []string{"h:1"}, TLS: tc}
+		if _, err := kafka.NewWriter(kafka.WriterConfig{Cluster: c}); err == nil {
+			t.Errorf("TLS %+v accepted", tc)
+		}
+		if _, err := kafka.NewReader(kafka.ReaderConfig{Cluster: c, GroupID: "g", Topics: []string{"t"}}); err == nil {
+			t.Errorf("reader with TLS %+v accepted", tc)
+		}
+	}
+	ok := kafka.Cluster{Name: "x", Brokers: []string{"h:1"}, TLS: kafka.TLS{Enabled: true}, SASL: kafka.SASL{Mechanism: "plain", Username: "u", Password: "p"}}
+	if _, err := kafka.NewReader(kafka.ReaderConfig{Cluster: ok, GroupID: "g", Topics: []string{"t"}}); err != nil {
+		t.Errorf("TLS with the system pool and SASL plain: %v", err)
+	}
+}

@@ -1,0 +1,98 @@
+package router_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/routertest"
+	"github.com/residency-router/residency/schemas"
+)
+
+// BenchmarkRouterInMemory measures the pipeline itself (field extraction,
+// decision, headers, publish and commit bookkeeping) over the in-memory
+// broker, with real single-object Avro events and the real extractor.
+func BenchmarkRouterInMemory(b *testing.B) {
+	enc, err := routertest.NewEncoder()
+	if err != nil {
+		b.Fatal(err)
+	}
+	fields, err := schemas.NewExtractor(schemas.ExtractorConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	countries := []string{"US", "DE", "GB", "IN", "FR", "PR"}
+	values := make([][]byte, 64)
+	for i := range values {
+		values[i], _ = enc.Encode(routertest.Event{ID: fmt.Sprint(i), UserID: fmt.Sprint("user-", i), Country: countries[i%len(countries)]})
+	}
+	a, bb := routertest.NewBroker(), routertest.NewBroker()
+	a.CreateTopic(ingest, 4)
+	for _, tp := range []string{quarantine, deadLetter, "pinned.us", "pinned.in"} {
+		a.CreateTopic(tp, 4)
+	}
+	bb.CreateTopic("pinned.eu", 4)
+	bb.CreateTopic("pinned.uk", 4)
+	msgs := make([]router.Message, b.N)
+	for i := range msgs {
+		msgs[i] = router.Message{Topic: ingest, Key: []byte(fmt.Sprint("user-", i%64)), Value: values[i%64], Time: time.Now()}
+	}
+	if err := a.Publisher().Publish(context.Background(), msgs...); err != nil {
+		b.Fatal(err)
+	}
+	r, err := router.New(router.Config{
+		Subscriber: a.Subscriber(group, ingest), Publishers: map[string]router.Publisher{"a": a.Publisher(), "b": bb.Publisher()},
+		IngestCluster: "a", QuarantineTopic: quarantine, DeadLetterTopic: deadLetter,
+		Fields: fields, Rules: &rulesBox{rs: mustRules(b, 1)}, Instance: "bench",
+		Logger: slog.New(slog.DiscardHandler), Metrics: router.NewMetrics(nil),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	go func() { done <- r.Run(ctx) }()
+	for {
+		var n int64
+		for p := range 4 {
+			n += a.Committed(group, ingest, p)
+		}
+		if n == int64(b.N) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkRouterKafka measures end-to-end routing over the test clusters
+// (kfake, or real Kafka under make test): b.N events produced beforehand,
+// routed to four regions on two clusters with acks from all replicas, and
+// committed. Use a fixed count, e.g. -benchtime 20000x.
+func BenchmarkRouterKafka(b *testing.B) {
+	s := newStack(b)
+	ctx := testenv.Context(b, 3*time.Minute)
+	samples := s.goodEvents(b, "bench", b.N)
+	for i := 0; i < len(samples); i += 5000 {
+		s.produce(b, ctx, samples[i:min(i+5000, len(samples))])
+	}
+	r, _ := s.newRouter(b, "bench", func(c *router.Config) { c.BatchSize = 500 })
+	b.ResetTimer()
+	stop := runRouter(b, r)
+	s.waitCommitted(b, ctx)
+	b.StopTimer()
+	if err := stop(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}

@@ -1,0 +1,125 @@
+package router
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the router's Prometheus metrics. Labels are bounded: region,
+// jurisdiction, reason and ingest topic, never user, key or offset.
+type Metrics struct {
+	routed       *prometheus.CounterVec
+	quarantined  *prometheus.CounterVec
+	deadLettered *prometheus.CounterVec
+	retries      *prometheus.CounterVec
+	batchSeconds prometheus.Histogram
+	batchEvents  prometheus.Histogram
+	endToEnd     prometheus.Histogram
+	lag          *prometheus.GaugeVec
+	version      prometheus.Gauge
+	ready        prometheus.Gauge
+
+	mu       sync.Mutex
+	seenVer  int64
+	seenAt   time.Time
+	hasRules bool
+}
+
+// NewMetrics creates the router metrics and registers them with reg (which
+// may be nil to leave them unregistered, e.g. in tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		routed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "residency_router_routed_events_total",
+			Help: "Events written to a region's pinned topic.",
+		}, []string{"region", "jurisdiction"}),
+		quarantined: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "residency_router_quarantined_events_total",
+			Help: "Events written to the quarantine topic, by reason.",
+		}, []string{"reason"}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "residency_router_dead_lettered_events_total",
+			Help: "Events written to the dead-letter topic, by reason.",
+		}, []string{"reason"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "residency_router_retries_total",
+			Help: "Retries of transient failures, by operation.",
+		}, []string{"op"}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "residency_router_batch_seconds",
+			Help:    "Time to route, publish and commit one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		batchEvents: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "residency_router_batch_events",
+			Help:    "Events per batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		endToEnd: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "residency_router_end_to_end_seconds",
+			Help:    "Time from the event's ingest timestamp to its acknowledgement at its destination.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "residency_router_consumer_lag",
+			Help: "Events behind the high-water mark, summed over the partitions this router last read, per ingest topic.",
+		}, []string{"topic"}),
+		version: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "residency_router_ruleset_version",
+			Help: "Version of the ruleset in force (0 for a ruleset read from a file).",
+		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "residency_router_ready",
+			Help: "1 when the router has a valid ruleset and has joined its consumer group.",
+		}),
+	}
+	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "residency_router_ruleset_age_seconds",
+		Help: "Seconds since this router first used the ruleset version in force.",
+	}, m.rulesetAge)
+	if reg != nil {
+		reg.MustRegister(m.routed, m.quarantined, m.deadLettered, m.retries, m.batchSeconds,
+			m.batchEvents, m.endToEnd, m.lag, m.version, m.ready, age)
+	}
+	return m
+}
+
+func (m *Metrics) rulesetAge() float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.hasRules {
+		return 0
+	}
+	return time.Since(m.seenAt).Seconds()
+}
+
+func (m *Metrics) setRuleset(v int64) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	if !m.hasRules || v != m.seenVer {
+		m.hasRules, m.seenVer, m.seenAt = true, v, time.Now()
+		m.version.Set(float64(v))
+	}
+	m.mu.Unlock()
+}
+
+func (m *Metrics) setReady(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.ready.Set(1)
+	} else {
+		m.ready.Set(0)
+	}
+}
+
+func (m *Metrics) retry(op string) {
+	if m != nil {
+		m.retries.WithLabelValues(op).Inc()
+	}
+}

@@ -1,0 +1,571 @@
+package router
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/schemas"
+)
+
+// Sentinel errors of the router.
+var (
+	// ErrConfig: the router's Config is incomplete or inconsistent.
+	ErrConfig = errors.New("router: bad config")
+	// ErrNotReady: the router cannot route now (no valid ruleset, or not in
+	// its consumer group yet). Ready wraps it with the reason.
+	ErrNotReady = errors.New("not ready")
+	// ErrGaveUp: a transient failure (publish, commit, pin lookup, schema
+	// registry) lasted longer than Config.GiveUp. Nothing was committed past
+	// the failure; the events will be read again after a restart.
+	ErrGaveUp = errors.New("router: gave up retrying")
+	// ErrRunning: Run was called while the router was already running.
+	ErrRunning = errors.New("router: already running")
+)
+
+// errNoRuleset is reported when a RulesSource returns neither a ruleset nor
+// an error.
+var errNoRuleset = errors.New("no ruleset")
+
+// Config configures a Router. Subscriber, Publishers, IngestCluster,
+// QuarantineTopic, DeadLetterTopic, Fields and Rules are required.
+type Config struct {
+	// Subscriber reads the ingest topics. Required.
+	Subscriber Subscriber
+	// Publishers holds one publisher per Kafka cluster, by cluster name (the
+	// names rulesets use in regions[].cluster). Required.
+	Publishers map[string]Publisher
+	// IngestCluster is the name of the cluster (a key of Publishers) that
+	// holds the quarantine and dead-letter topics. Required.
+	IngestCluster string
+	// QuarantineTopic receives events that could not be placed. Required.
+	QuarantineTopic string
+	// DeadLetterTopic receives events that could not be decoded. Required.
+	DeadLetterTopic string
+	// Fields reads the jurisdiction inputs of an event. Required.
+	Fields FieldReader
+	// Rules hands out the ruleset in force. Required.
+	Rules RulesSource
+	// Pins looks up per-user jurisdiction pins. Default nil: no pins.
+	Pins PinLookup
+	// Instance names this router in the residency-router header. Default:
+	// the host name.
+	Instance string
+	// BatchSize is the most events routed as one batch. Default 500.
+	BatchSize int
+	// Linger is how long a batch waits for more events after its first.
+	// Default 5ms.
+	Linger time.Duration
+	// MaxBatchBytes bounds the key and value bytes of one batch (the router
+	// holds one batch at a time). Default 16 MiB.
+	MaxBatchBytes int
+	// MaxValueBytes is the largest event value routed; larger values are
+	// dead-lettered with reason too_large. Default 1 MiB.
+	MaxValueBytes int
+	// RetryMin is the first backoff after a transient failure. Default 50ms.
+	RetryMin time.Duration
+	// RetryMax is the longest backoff between retries. Default 2s.
+	RetryMax time.Duration
+	// GiveUp is how long a transient failure is retried before Run fails
+	// with ErrGaveUp. Default 2m.
+	GiveUp time.Duration
+	// RulesPoll is how often the router checks for a valid ruleset while it
+	// has none. Default 100ms.
+	RulesPoll time.Duration
+	// ShutdownTimeout bounds how long Run, once its context is cancelled,
+	// spends publishing and committing the batch in hand. Default 10s.
+	ShutdownTimeout time.Duration
+	// Logger receives the router's logs (never payloads or user ids).
+	// Default: slog.Default().
+	Logger *slog.Logger
+	// Metrics receives the router's metrics. Default nil: none.
+	Metrics *Metrics
+}
+
+func (c *Config) validate() error {
+	var missing []string
+	if c.Subscriber == nil {
+		missing = append(missing, "Subscriber")
+	}
+	if len(c.Publishers) == 0 {
+		missing = append(missing, "Publishers")
+	}
+	if c.IngestCluster == "" {
+		missing = append(missing, "IngestCluster")
+	}
+	if c.QuarantineTopic == "" {
+		missing = append(missing, "QuarantineTopic")
+	}
+	if c.DeadLetterTopic == "" {
+		missing = append(missing, "DeadLetterTopic")
+	}
+	if c.Fields == nil {
+		missing = append(missing, "Fields")
+	}
+	if c.Rules == nil {
+		missing = append(missing, "Rules")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: missing %v", ErrConfig, missing)
+	}
+	if _, ok := c.Publishers[c.IngestCluster]; !ok {
+		return fmt.Errorf("%w: IngestCluster %q has no publisher", ErrConfig, c.IngestCluster)
+	}
+	for name, p := range c.Publishers {
+		if p == nil {
+			return fmt.Errorf("%w: publisher for cluster %q is nil", ErrConfig, name)
+		}
+	}
+	if c.BatchSize < 0 || c.Linger < 0 || c.MaxBatchBytes < 0 || c.MaxValueBytes < 0 || c.GiveUp < 0 || c.ShutdownTimeout < 0 {
+		return fmt.Errorf("%w: negative size or duration", ErrConfig)
+	}
+	return nil
+}
+
+func (c *Config) defaults() {
+	if c.Instance == "" {
+		c.Instance, _ = os.Hostname()
+		if c.Instance == "" {
+			c.Instance = "router"
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defInt(&c.BatchSize, 500)
+	defInt(&c.MaxBatchBytes, 16<<20)
+	defInt(&c.MaxValueBytes, 1<<20)
+	def(&c.Linger, 5*time.Millisecond)
+	def(&c.RetryMin, 50*time.Millisecond)
+	def(&c.RetryMax, 2*time.Second)
+	def(&c.GiveUp, 2*time.Minute)
+	def(&c.RulesPoll, 100*time.Millisecond)
+	def(&c.ShutdownTimeout, 10*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Router consumes the ingest topics and routes every event. Create it with
+// New and run it with Run.
+type Router struct {
+	cfg     Config
+	log     *slog.Logger
+	running atomic.Bool
+
+	notReady atomic.Pointer[string] // why the router cannot route; nil when it can
+	lags     map[topicPartition]int64
+	warned   map[string]bool // clusters already warned about
+}
+
+type topicPartition struct {
+	topic     string
+	partition int
+}
+
+// New checks cfg, fills in defaults and returns a router.
+func New(cfg Config) (*Router, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.defaults()
+	r := &Router{cfg: cfg, log: cfg.Logger, lags: map[topicPartition]int64{}, warned: map[string]bool{}}
+	why := "not started"
+	r.notReady.Store(&why)
+	return r, nil
+}
+
+// Ready returns nil when the router has a valid ruleset and has joined its
+// consumer group, or an error wrapping ErrNotReady that says why not.
+func (r *Router) Ready() error {
+	if why := r.notReady.Load(); why != nil {
+		return fmt.Errorf("%w: %s", ErrNotReady, *why)
+	}
+	if rs, err := r.cfg.Rules.Current(); err != nil || rs == nil {
+		return fmt.Errorf("%w: ruleset: %v", ErrNotReady, cmp.Or(err, errNoRuleset))
+	}
+	if gm, ok := r.cfg.Subscriber.(GroupMember); ok && !gm.Joined() {
+		return fmt.Errorf("%w: not yet in the consumer group", ErrNotReady)
+	}
+	return nil
+}
+
+func (r *Router) setNotReady(why string) {
+	if old := r.notReady.Load(); old == nil || *old != why {
+		r.log.Warn("router not ready: not consuming", "reason", why)
+	}
+	r.notReady.Store(&why)
+	r.cfg.Metrics.setReady(false)
+}
+
+func (r *Router) setReady() {
+	if r.notReady.Swap(nil) != nil {
+		r.log.Info("router ready: consuming")
+	}
+	r.cfg.Metrics.setReady(true)
+}
+
+// Run routes events until ctx is cancelled, then finishes the batch in hand
+// (publish and commit, within Config.ShutdownTimeout) and returns nil. It
+// returns an error when the subscriber fails or a transient failure outlasts
+// Config.GiveUp; offsets are never committed past an event that was not
+// acknowledged at its destination.
+func (r *Router) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer r.running.Store(false)
+	// work is the context for publishing and committing: it outlives ctx by
+	// ShutdownTimeout so the batch in hand can be finished.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(r.cfg.ShutdownTimeout, cancelWork)
+		context.AfterFunc(work, func() { t.Stop() })
+	})
+	defer stop()
+
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if _, ok := r.waitRules(ctx); !ok {
+			return nil
+		}
+		batch, err := r.collect(ctx)
+		if err != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			continue // ctx done before the first event
+		}
+		// Batch boundary: take the freshest ruleset. If it went away while
+		// the batch was fetched, hold the batch (uncommitted) until it is
+		// back; on shutdown without rules, leave it unrouted and uncommitted.
+		rs, ok := r.waitRules(ctx)
+		if !ok {
+			r.log.Info("shutting down with an unrouted batch; it will be read again", "events", len(batch))
+			return nil
+		}
+		start := time.Now()
+		if err := r.route(work, batch, rs); err != nil {
+			return err
+		}
+		if m := r.cfg.Metrics; m != nil {
+			m.batchSeconds.Observe(time.Since(start).Seconds())
+			m.batchEvents.Observe(float64(len(batch)))
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// waitRules returns the ruleset in force, waiting (not ready, not consuming)
+// while there is none. ok is false when ctx ended before there was one.
+func (r *Router) waitRules(ctx context.Context) (*rules.Ruleset, bool) {
+	for {
+		rs, err := r.cfg.Rules.Current()
+		if err == nil && rs == nil {
+			err = errNoRuleset
+		}
+		if err == nil {
+			r.setReady()
+			r.cfg.Metrics.setRuleset(rs.Version())
+			return rs, true
+		}
+		r.setNotReady("ruleset: " + err.Error())
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(r.cfg.RulesPoll):
+		}
+	}
+}
+
+// collect fetches one batch: it waits for the first event, then for more
+// until BatchSize, MaxBatchBytes or Linger is reached. It returns an empty
+// batch when no event came within RulesPoll, so the caller re-checks the
+// ruleset while the ingest topics are idle.
+func (r *Router) collect(ctx context.Context) ([]Message, error) {
+	fctx, cancelFirst := context.WithTimeout(ctx, max(r.cfg.RulesPoll, 100*time.Millisecond))
+	first, err := r.cfg.Subscriber.Fetch(fctx)
+	cancelFirst()
+	if err != nil {
+		if fctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("router: fetch: %w", err)
+	}
+	batch := make([]Message, 1, r.cfg.BatchSize)
+	batch[0] = first
+	size := len(first.Key) + len(first.Value)
+	if len(batch) >= r.cfg.BatchSize || size >= r.cfg.MaxBatchBytes {
+		return batch, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, r.cfg.Linger)
+	defer cancel()
+	for len(batch) < r.cfg.BatchSize && size < r.cfg.MaxBatchBytes {
+		m, err := r.cfg.Subscriber.Fetch(lctx)
+		if err != nil {
+			if lctx.Err() != nil {
+				break
+			}
+			return nil, fmt.Errorf("router: fetch: %w", err)
+		}
+		batch = append(batch, m)
+		size += len(m.Key) + len(m.Value)
+	}
+	return batch, nil
+}
+
+// placed is one event of a batch with its decision.
+type placed struct {
+	d   Decision
+	err error // the decode error, for dead-letter
+}
+
+// route decides, publishes and commits one batch.
+func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) error {
+	out := make([]placed, len(batch))
+	fields := make([]schemas.Fields, len(batch))
+	for i := range batch {
+		f, err := r.extract(ctx, &batch[i])
+		if err != nil {
+			if errors.Is(err, schemas.ErrRegistryUnavailable) {
+				return err // gave up or shutting down
+			}
+			out[i] = placed{d: DeadLetter(err), err: err}
+			continue
+		}
+		fields[i] = f
+	}
+	pins, err := r.lookupPins(ctx, out, fields)
+	if err != nil {
+		return err
+	}
+	for i := range batch {
+		if out[i].d.Outcome == DeadLettered {
+			continue
+		}
+		pin := ""
+		if pins != nil {
+			pin = pins[i]
+		}
+		d := Decide(fields[i], pin, rs)
+		if d.Outcome == Routed {
+			if _, ok := r.cfg.Publishers[d.Cluster]; !ok {
+				r.warnCluster(d.Cluster)
+				d = Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: d.Jurisdiction, Pinned: d.Pinned}
+			}
+		}
+		out[i].d = d
+	}
+
+	// Group the outgoing records by cluster, keeping batch order.
+	byCluster := map[string][]Message{}
+	ver := rs.VersionString()
+	for i := range batch {
+		m := &batch[i]
+		d := &out[i].d
+		cluster, topic := r.cfg.IngestCluster, d.Topic
+		switch d.Outcome {
+		case Routed:
+			cluster = d.Cluster
+		case Quarantined:
+			topic = r.cfg.QuarantineTopic
+		case DeadLettered:
+			topic = r.cfg.DeadLetterTopic
+		}
+		byCluster[cluster] = append(byCluster[cluster], Message{
+			Topic:   topic,
+			Key:     m.Key,
+			Value:   m.Value,
+			Headers: outHeaders(m, d, ver, r.cfg.Instance, out[i].err),
+			Time:    m.Time,
+		})
+	}
+	if err := r.publish(ctx, byCluster); err != nil {
+		return err
+	}
+	if err := r.retry(ctx, "commit", func(ctx context.Context) error {
+		return r.cfg.Subscriber.Commit(ctx, batch...)
+	}); err != nil {
+		return err
+	}
+	r.observe(batch, out)
+	return nil
+}
+
+// extract reads an event's fields, retrying while the schema registry is
+// unavailable. A returned error wrapping ErrRegistryUnavailable means the
+// router gave up or is shutting down; any other error dead-letters the event.
+func (r *Router) extract(ctx context.Context, m *Message) (schemas.Fields, error) {
+	if len(m.Value) == 0 {
+		return schemas.Fields{}, fmt.Errorf("router: %w", schemas.ErrEmptyValue)
+	}
+	if len(m.Value) > r.cfg.MaxValueBytes {
+		return schemas.Fields{}, fmt.Errorf("router: %w: %d bytes > %d", schemas.ErrTooLarge, len(m.Value), r.cfg.MaxValueBytes)
+	}
+	var f schemas.Fields
+	var decodeErr error
+	err := r.retry(ctx, "schema_registry", func(ctx context.Context) error {
+		f, decodeErr = r.cfg.Fields.Extract(ctx, m.Topic, m.Value)
+		switch {
+		case errors.Is(decodeErr, schemas.ErrRegistryUnavailable):
+			return decodeErr
+		case errors.Is(decodeErr, context.Canceled), errors.Is(decodeErr, context.DeadlineExceeded):
+			// Not the event's fault: never dead-letter it for that.
+			return fmt.Errorf("%w: %w", schemas.ErrRegistryUnavailable, decodeErr)
+		}
+		return nil
+	})
+	if err != nil {
+		return schemas.Fields{}, err
+	}
+	return f, decodeErr
+}
+
+// lookupPins looks up the pins of the batch's decoded events in one call.
+// The result is indexed like the batch, or nil when there are no pins.
+func (r *Router) lookupPins(ctx context.Context, out []placed, fields []schemas.Fields) ([]string, error) {
+	if r.cfg.Pins == nil {
+		return nil, nil
+	}
+	var ids [][]byte
+	var idx []int
+	for i := range fields {
+		if out[i].d.Outcome != DeadLettered && len(fields[i].UserID) > 0 {
+			ids = append(ids, fields[i].UserID)
+			idx = append(idx, i)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var got []string
+	err := r.retry(ctx, "pins", func(ctx context.Context) error {
+		var err error
+		got, err = r.cfg.Pins.Lookup(ctx, ids)
+		if err == nil && len(got) != len(ids) {
+			err = fmt.Errorf("pin lookup returned %d results for %d users", len(got), len(ids))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	pins := make([]string, len(fields))
+	for k, i := range idx {
+		pins[i] = got[k]
+	}
+	return pins, nil
+}
+
+// publish writes each cluster's records with its publisher, the clusters in
+// parallel, retrying each until it is acknowledged.
+func (r *Router) publish(ctx context.Context, byCluster map[string][]Message) error {
+	names := make([]string, 0, len(byCluster))
+	for n := range byCluster {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Go(func() {
+			p := r.cfg.Publishers[n]
+			errs[i] = r.retry(ctx, "publish", func(ctx context.Context) error {
+				if err := p.Publish(ctx, byCluster[n]...); err != nil {
+					return fmt.Errorf("publish to cluster %s: %w", n, err)
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// retry calls fn until it succeeds, backing off between attempts. It gives up
+// with ErrGaveUp after Config.GiveUp, or when ctx ends.
+func (r *Router) retry(ctx context.Context, op string, fn func(context.Context) error) error {
+	start := time.Now()
+	backoff := r.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		err := fn(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("router: %s: stopped while retrying: %w", op, errors.Join(ctx.Err(), err))
+		}
+		if time.Since(start) >= r.cfg.GiveUp {
+			return fmt.Errorf("%w: %s failed for %s (%d attempts): %w", ErrGaveUp, op, r.cfg.GiveUp, attempt, err)
+		}
+		r.log.Warn("transient failure, retrying", "op", op, "attempt", attempt, "backoff", backoff, "error", err)
+		r.cfg.Metrics.retry(op)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("router: %s: stopped while retrying: %w", op, errors.Join(ctx.Err(), err))
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, r.cfg.RetryMax)
+	}
+}
+
+func (r *Router) warnCluster(cluster string) {
+	if !r.warned[cluster] {
+		r.warned[cluster] = true
+		r.log.Error("ruleset names a cluster this router has no connection for; quarantining its events",
+			"cluster", cluster, "reason", ReasonNoRule)
+	}
+}
+
+// observe updates the metrics for a batch that has been committed.
+func (r *Router) observe(batch []Message, out []placed) {
+	m := r.cfg.Metrics
+	if m == nil {
+		return
+	}
+	now := time.Now()
+	for i := range batch {
+		d := &out[i].d
+		switch d.Outcome {
+		case Routed:
+			m.routed.WithLabelValues(d.Region, d.Jurisdiction).Inc()
+		case Quarantined:
+			m.quarantined.WithLabelValues(d.Reason).Inc()
+		case DeadLettered:
+			m.deadLettered.WithLabelValues(d.Reason).Inc()
+		}
+		if !batch[i].Time.IsZero() {
+			m.endToEnd.Observe(now.Sub(batch[i].Time).Seconds())
+		}
+		if hw := batch[i].HighWaterMark; hw > 0 {
+			r.lags[topicPartition{batch[i].Topic, batch[i].Partition}] = max(hw-batch[i].Offset-1, 0)
+		}
+	}
+	sums := map[string]int64{}
+	for tp, l := range r.lags {
+		sums[tp.topic] += l
+	}
+	for topic, l := range sums {
+		m.lag.WithLabelValues(topic).Set(float64(l))
+	}
+}

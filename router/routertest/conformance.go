@@ -1,0 +1,241 @@
+package routertest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/residency-router/residency/router"
+)
+
+// Harness connects the conformance suite to one adapter and one cluster.
+type Harness struct {
+	// NewTopic creates a topic with the given partition count, unique to
+	// the test, and returns its name.
+	NewTopic func(t *testing.T, partitions int) string
+	// NewPublisher returns a publisher to the cluster; the suite closes it.
+	NewPublisher func(t *testing.T) router.Publisher
+	// NewSubscriber returns a member of group reading topics, starting at
+	// the group's committed offsets (the earliest offset when none), and a
+	// function that closes it without committing anything.
+	NewSubscriber func(t *testing.T, group string, topics ...string) (router.Subscriber, func())
+	// NewGroup returns a consumer group name unique to the test.
+	NewGroup func(t *testing.T) string
+	// Timeout bounds each wait of the suite (joining a group on real Kafka
+	// takes seconds). Default 30s.
+	Timeout time.Duration
+}
+
+// TestPubSub runs the conformance suite: what the router relies on from a
+// Publisher and a Subscriber.
+func TestPubSub(t *testing.T, h Harness) {
+	if h.Timeout == 0 {
+		h.Timeout = 30 * time.Second
+	}
+	t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, h) })
+	t.Run("CommitResume", func(t *testing.T) { testCommitResume(t, h) })
+	t.Run("FetchCancelLosesNothing", func(t *testing.T) { testFetchCancel(t, h) })
+	t.Run("UnknownTopicFails", func(t *testing.T) { testUnknownTopic(t, h) })
+	t.Run("ManyTopicsInOneCall", func(t *testing.T) { testManyTopics(t, h) })
+}
+
+// testManyTopics: one Publish call may carry records for several topics
+// (the router sends quarantine and dead-letter records together); each lands
+// in its own topic only.
+func testManyTopics(t *testing.T, h Harness) {
+	t1, t2 := h.NewTopic(t, 1), h.NewTopic(t, 2)
+	p := publisher(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*h.Timeout)
+	defer cancel()
+	var msgs []router.Message
+	for i := range 10 {
+		topic := t1
+		if i%2 == 1 {
+			topic = t2
+		}
+		msgs = append(msgs, router.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: []byte(topic)})
+	}
+	if err := p.Publish(ctx, msgs...); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	for _, topic := range []string{t1, t2} {
+		s, closeSub := h.NewSubscriber(t, h.NewGroup(t), topic)
+		for _, m := range fetchN(t, ctx, s, 5) {
+			if m.Topic != topic || string(m.Value) != topic {
+				t.Fatalf("record for %s read from %s", m.Value, m.Topic)
+			}
+		}
+		short, c := context.WithTimeout(ctx, 300*time.Millisecond)
+		if m, err := s.Fetch(short); err == nil {
+			t.Fatalf("topic %s holds an extra record %q", topic, m.Value)
+		}
+		c()
+		closeSub()
+	}
+}
+
+func publisher(t *testing.T, h Harness) router.Publisher {
+	p := h.NewPublisher(t)
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func fetchN(t *testing.T, ctx context.Context, s router.Subscriber, n int) []router.Message {
+	t.Helper()
+	out := make([]router.Message, 0, n)
+	for len(out) < n {
+		m, err := s.Fetch(ctx)
+		if err != nil {
+			t.Fatalf("fetch %d of %d: %v", len(out)+1, n, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// testRoundTrip: records come back byte for byte with their headers; equal
+// keys share a partition and keep their order; offsets rise per partition.
+func testRoundTrip(t *testing.T, h Harness) {
+	topic := h.NewTopic(t, 3)
+	p := publisher(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
+	defer cancel()
+	const n, keys = 120, 8
+	var sent []router.Message
+	for i := range n {
+		sent = append(sent, router.Message{
+			Topic: topic,
+			Key:   fmt.Appendf(nil, "key-%d", i%keys),
+			Value: append([]byte{0, 0xff, byte(i)}, fmt.Appendf(nil, "value-%d", i)...),
+			Headers: []router.Header{
+				{Key: "trace", Value: fmt.Appendf(nil, "t%d", i)},
+				{Key: "binary", Value: []byte{0, 1, 2, byte(i)}},
+			},
+		})
+	}
+	// Two calls, so order must hold across calls too.
+	if err := p.Publish(ctx, sent[:n/2]...); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	if err := p.Publish(ctx, sent[n/2:]...); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	s, closeSub := h.NewSubscriber(t, h.NewGroup(t), topic)
+	defer closeSub()
+	got := fetchN(t, ctx, s, n)
+
+	byValue := map[string]router.Message{}
+	for _, m := range got {
+		if m.Topic != topic {
+			t.Fatalf("record from topic %q, want %q", m.Topic, topic)
+		}
+		byValue[string(m.Value)] = m
+	}
+	if len(byValue) != n {
+		t.Fatalf("got %d distinct records, want %d", len(byValue), n)
+	}
+	keyPart := map[string]int{}
+	lastOff := map[string]int64{}
+	for _, want := range sent {
+		m, ok := byValue[string(want.Value)]
+		if !ok {
+			t.Fatalf("record %q missing", want.Value)
+		}
+		if !bytes.Equal(m.Key, want.Key) {
+			t.Fatalf("key %q, want %q", m.Key, want.Key)
+		}
+		if len(m.Headers) != len(want.Headers) {
+			t.Fatalf("headers %v, want %v", m.Headers, want.Headers)
+		}
+		for i := range want.Headers {
+			if m.Headers[i].Key != want.Headers[i].Key || !bytes.Equal(m.Headers[i].Value, want.Headers[i].Value) {
+				t.Fatalf("header %d = %q:%q, want %q:%q", i, m.Headers[i].Key, m.Headers[i].Value, want.Headers[i].Key, want.Headers[i].Value)
+			}
+		}
+		k := string(want.Key)
+		if p, seen := keyPart[k]; seen && p != m.Partition {
+			t.Fatalf("key %s in partitions %d and %d", k, p, m.Partition)
+		}
+		keyPart[k] = m.Partition
+		if last, seen := lastOff[k]; seen && m.Offset <= last {
+			t.Fatalf("key %s: offset %d after %d, order lost", k, m.Offset, last)
+		}
+		lastOff[k] = m.Offset
+	}
+}
+
+// testCommitResume: a new member of the group starts right after the last
+// committed record and loses nothing that was not committed.
+func testCommitResume(t *testing.T, h Harness) {
+	topic := h.NewTopic(t, 1)
+	group := h.NewGroup(t)
+	p := publisher(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*h.Timeout)
+	defer cancel()
+	var sent []router.Message
+	for i := range 10 {
+		sent = append(sent, router.Message{Topic: topic, Key: []byte("k"), Value: fmt.Appendf(nil, "v%d", i)})
+	}
+	if err := p.Publish(ctx, sent...); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	s1, close1 := h.NewSubscriber(t, group, topic)
+	got := fetchN(t, ctx, s1, 10)
+	if err := s1.Commit(ctx, got[:4]...); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	close1()
+
+	s2, close2 := h.NewSubscriber(t, group, topic)
+	defer close2()
+	rest := fetchN(t, ctx, s2, 6)
+	for i, m := range rest {
+		if want := fmt.Sprintf("v%d", i+4); string(m.Value) != want {
+			t.Fatalf("after commit of 4, record %d is %q, want %q", i, m.Value, want)
+		}
+	}
+}
+
+// testFetchCancel: a Fetch that ends with its context does not swallow a
+// record.
+func testFetchCancel(t *testing.T, h Harness) {
+	topic := h.NewTopic(t, 1)
+	p := publisher(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*h.Timeout)
+	defer cancel()
+	s, closeSub := h.NewSubscriber(t, h.NewGroup(t), topic)
+	defer closeSub()
+	for range 3 {
+		short, c := context.WithTimeout(ctx, 100*time.Millisecond)
+		_, err := s.Fetch(short)
+		c()
+		if err == nil {
+			t.Fatal("fetch on an empty topic returned a record")
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("fetch on an empty topic: %v, want a deadline error", err)
+		}
+	}
+	if err := p.Publish(ctx, router.Message{Topic: topic, Value: []byte("one")}, router.Message{Topic: topic, Value: []byte("two")}); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	got := fetchN(t, ctx, s, 2)
+	if string(got[0].Value) != "one" || string(got[1].Value) != "two" {
+		t.Fatalf("got %q, %q; want one, two", got[0].Value, got[1].Value)
+	}
+}
+
+// testUnknownTopic: publishing to a topic that does not exist fails rather
+// than creating it or dropping the record.
+func testUnknownTopic(t *testing.T, h Harness) {
+	p := publisher(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
+	defer cancel()
+	err := p.Publish(ctx, router.Message{Topic: fmt.Sprintf("missing_%d", time.Now().UnixNano()), Value: []byte("x")})
+	if err == nil {
+		t.Fatal("publish to a missing topic succeeded")
+	}
+}
