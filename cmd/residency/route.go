@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/schemas"
+)
+
+const routeSynopsis = `route --config FILE [flags]
+
+Consume the ingest topics and route every event to its region's pinned
+topic (or to quarantine / dead-letter). Stops cleanly on SIGINT/SIGTERM:
+fetching stops, the batch in hand is published and committed, exit 0.
+Exit codes: 0 clean shutdown, 1 routing failed, 2 bad flags or config.`
+
+// runRoute is `residency route`.
+func runRoute(ctx context.Context, e env) int {
+	fs := newFlags(e, "route", routeSynopsis)
+	cfgPath := fs.String("config", os.Getenv("RESIDENCY_CONFIG"), "config `file` (default $RESIDENCY_CONFIG)")
+	listen := fs.String("listen", "", "override http.listen (host:port, or \"off\")")
+	level := fs.String("log-level", "", "override log_level (debug, info, warn, error)")
+	rulesFile := fs.String("rules", "", "override rules.file: route with this ruleset file instead of Redis")
+	redisAddr := fs.String("redis", "", "override redis.addr")
+	instance := fs.String("instance", "", "override instance")
+	group := fs.String("group", "", "override router.consumer_group")
+	if code, ok := parseFlags(fs, e.args); !ok {
+		return code
+	}
+	if *cfgPath == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	cfg, err := loadConfig(*cfgPath, os.LookupEnv)
+	if err != nil {
+		return fail(e, "route", fmt.Errorf("%w: %w", errUsage, err))
+	}
+	for dst, v := range map[*string]string{&cfg.HTTP.Listen: *listen, &cfg.LogLevel: *level, &cfg.Rules.File: *rulesFile,
+		&cfg.Redis.Addr: *redisAddr, &cfg.Instance: *instance, &cfg.Router.ConsumerGroup: *group} {
+		if v != "" {
+			*dst = v
+		}
+	}
+	if err := cfg.finish(); err != nil {
+		return fail(e, "route", fmt.Errorf("%w: %s: %w", errUsage, *cfgPath, err))
+	}
+	lvl, _ := parseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	w, err := wire(cfg, log, reg)
+	if err != nil {
+		return fail(e, "route", err)
+	}
+	var srv *http.Server
+	if cfg.HTTP.Listen != "off" {
+		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+		if err != nil {
+			w.close()
+			return fail(e, "route", fmt.Errorf("http.listen: %w", err))
+		}
+		srv = &http.Server{Handler: opsHandler(reg, w.router.Ready), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		log.Info("operations endpoint listening", "addr", ln.Addr().String())
+	}
+	log.Info("routing", "instance", cfg.Instance, "group", cfg.Router.ConsumerGroup, "ingest_topics", cfg.Router.IngestTopics)
+	err = w.run(ctx)
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	if err != nil {
+		log.Error("routing stopped", "error", err)
+		return fail(e, "route", err)
+	}
+	log.Info("routing stopped cleanly")
+	return exitOK
+}
+
+// opsHandler serves /metrics, /healthz and /readyz.
+func opsHandler(reg *prometheus.Registry, ready func() error) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	return mux
+}
+
+// wired is a router with everything it runs on.
+type wired struct {
+	router  *router.Router
+	reader  *kafka.Reader
+	writers map[string]*kafka.Writer
+	cache   *rules.Cache
+	pins    *rules.Pins
+	redis   *redis.Client
+	log     *slog.Logger
+}
+
+// wire builds the router from a finished config. Nothing connects yet.
+func wire(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (w *wired, err error) {
+	w = &wired{writers: map[string]*kafka.Writer{}, log: log}
+	defer func() {
+		if err != nil {
+			w.close()
+		}
+	}()
+	fields, err := schemas.NewExtractor(cfg.Schemas)
+	if err != nil {
+		return nil, fmt.Errorf("%w: schemas.%w", errUsage, err)
+	}
+	var src rules.Source
+	if cfg.Rules.File != "" {
+		_, rs, err := readRuleset(cfg.Rules.File)
+		if err != nil {
+			return nil, fmt.Errorf("%w: rules.file: %w", errUsage, err)
+		}
+		src = rules.NewStaticSource(rs)
+	} else {
+		opts := &redis.Options{Addr: cfg.Redis.Addr, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
+			DB: cfg.Redis.DB, DialTimeout: 3 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}
+		if cfg.Redis.TLS {
+			opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		redis.SetLogger(quietLogger{})
+		w.redis = redis.NewClient(opts)
+		store := rules.NewRedisStore(w.redis, cfg.Redis.Prefix)
+		src = store
+		if cfg.pinsEnabled() {
+			w.pins = rules.NewPins(store, rules.PinsOptions{Registerer: reg})
+		}
+	}
+	w.cache = rules.NewCache(src, rules.CacheOptions{
+		PollInterval: cfg.Rules.PollInterval, StalenessBound: cfg.Rules.StalenessBound,
+		Registerer: reg, Logger: log,
+	})
+	ingest := cfg.Kafka.Clusters[cfg.Kafka.IngestCluster]
+	if w.reader, err = kafka.NewReader(kafka.ReaderConfig{
+		Cluster: ingest, GroupID: cfg.Router.ConsumerGroup, Topics: cfg.Router.IngestTopics,
+		StartOffset: cfg.Router.StartOffset, SessionTimeout: cfg.Kafka.SessionTimeout,
+		RebalanceTimeout: cfg.Kafka.RebalanceTimeout, Logger: log,
+	}); err != nil {
+		return nil, fmt.Errorf("%w: kafka.clusters.%s: %w", errUsage, ingest.Name, err)
+	}
+	pubs := map[string]router.Publisher{}
+	for name, cl := range cfg.Kafka.Clusters {
+		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: cfg.Router.BatchSize,
+			BatchTimeout: cfg.Kafka.BatchTimeout, Compression: cfg.Kafka.Compression, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("%w: kafka.clusters.%s: %w", errUsage, name, err)
+		}
+		w.writers[name] = kw
+		pubs[name] = kw
+	}
+	rc := router.Config{
+		Subscriber: w.reader, Publishers: pubs, IngestCluster: cfg.Kafka.IngestCluster,
+		QuarantineTopic: cfg.Router.QuarantineTopic, DeadLetterTopic: cfg.Router.DeadLetterTopic,
+		Fields: fields, Rules: w.cache, Instance: cfg.Instance,
+		BatchSize: cfg.Router.BatchSize, Linger: cfg.Router.Linger, MaxBatchBytes: cfg.Router.MaxBatchBytes,
+		MaxValueBytes: cfg.Router.MaxValueBytes, RetryMin: cfg.Router.RetryMin, RetryMax: cfg.Router.RetryMax,
+		GiveUp: cfg.Router.GiveUp, ShutdownTimeout: cfg.Router.ShutdownTimeout,
+		Logger: log, Metrics: router.NewMetrics(reg),
+	}
+	if w.pins != nil {
+		rc.Pins = w.pins
+	}
+	if w.router, err = router.New(rc); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// run follows the rules and pins and routes until ctx ends, then closes
+// everything. The rules cache outlives the router so the last batch is
+// routed under a ruleset the cache still vouches for.
+func (w *wired) run(ctx context.Context) error {
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = w.cache.Run(bg) })
+	if w.pins != nil {
+		wg.Go(func() { _ = w.pins.Run(bg) })
+	}
+	err := w.router.Run(ctx)
+	cancel()
+	wg.Wait()
+	if cerr := w.close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// close releases the reader (leaving the group, committing nothing), the
+// writers (flushing) and Redis.
+func (w *wired) close() error {
+	var errs []error
+	if w.reader != nil {
+		errs = append(errs, w.reader.Close())
+	}
+	for name, kw := range w.writers {
+		if err := kw.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close writer of cluster %s: %w", name, err))
+		}
+	}
+	if w.redis != nil {
+		errs = append(errs, w.redis.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/routertest"
+	"github.com/residency-router/residency/router/rules"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func get(addr, path string) (int, string) {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRouteCommand runs `residency route` end to end: not ready (and not
+// consuming) without a ruleset, routing once one is applied, metrics, and a
+// clean exit 0 on shutdown.
+func TestRouteCommand(t *testing.T) {
+	a, b := testenv.KafkaA(t), testenv.KafkaB(t)
+	r := testenv.NewRedis(t)
+	ctx := testenv.Context(t, 90*time.Second)
+	ingest := a.Topic(t, "ingest", 2)
+	quarantine := a.Topic(t, "quarantine", 1)
+	deadLetter := a.Topic(t, "deadletter", 1)
+	us := a.Topic(t, "us", 2)
+	eu := b.Topic(t, "eu", 2)
+	group := testenv.Name(t, "g")
+	addr := freeAddr(t)
+	cfg := fmt.Sprintf(`
+log_level: debug
+http: {listen: "%s"}
+kafka:
+  clusters:
+    a: {brokers: [%s]}
+    b: {brokers: [%s]}
+  ingest_cluster: a
+  session_timeout: 6s
+  rebalance_timeout: 5s
+router:
+  ingest_topics: [%s]
+  consumer_group: %s
+  quarantine_topic: %s
+  dead_letter_topic: %s
+  shutdown_timeout: 5s
+redis: {addr: "%s", prefix: "%s"}
+rules: {poll_interval: 50ms}
+`, addr, strings.Join(a.Brokers, ","), strings.Join(b.Brokers, ","), ingest, group, quarantine, deadLetter, r.Addr, r.Prefix)
+	cfgFile := writeEventFile(t, "residency.yaml", []byte(cfg))
+
+	// Events first: the router must not touch them until a ruleset exists.
+	enc, err := routertest.NewEncoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: kafka.Cluster{Name: "a", Brokers: a.Brokers}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var msgs []router.Message
+	for i, c := range []string{"US", "DE", "US", "FR", "", "ZZ"} {
+		v, _ := enc.Encode(routertest.Event{ID: fmt.Sprint(i), UserID: fmt.Sprint("u", i), Country: c})
+		msgs = append(msgs, router.Message{Topic: ingest, Key: []byte(fmt.Sprint(i)), Value: v})
+	}
+	if err := w.Publish(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(rctx, []string{"route", "--config", cfgFile}, nil, &stdout, &stderr) }()
+
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; logs:\n%s", what, stderr.String())
+			}
+		}
+	}
+	waitUntil("/healthz", func() bool { code, _ := get(addr, "/healthz"); return code == 200 })
+	waitUntil("/readyz to say why not", func() bool {
+		code, body := get(addr, "/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "ruleset")
+	})
+	admin, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: a.Brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if lag, err := admin.Lag(ctx, group, ingest); err != nil || lag != int64(len(msgs)) {
+		t.Fatalf("lag without a ruleset = %d, %v; want %d (nothing consumed)", lag, err, len(msgs))
+	}
+
+	client := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer client.Close()
+	rs := fmt.Sprintf(`
+jurisdictions:
+  - {name: US, region: us, countries: [US]}
+  - {name: EU, region: eu, countries: [DE, FR]}
+regions:
+  - {name: us, cluster: a, topic: %s}
+  - {name: eu, cluster: b, topic: %s}
+stores:
+  - {name: us-postgres, regions: [us]}
+`, us, eu)
+	if _, err := rules.NewRedisStore(client, r.Prefix).Apply(ctx, []byte(rs), rules.ApplyOptions{Author: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("everything committed", func() bool { lag, err := admin.Lag(ctx, group, ingest); return err == nil && lag == 0 })
+	if code, body := get(addr, "/readyz"); code != 200 {
+		t.Fatalf("/readyz = %d %s", code, body)
+	}
+	_, metrics := get(addr, "/metrics")
+	for _, want := range []string{
+		`residency_router_routed_events_total{jurisdiction="US",region="us"} 2`,
+		`residency_router_routed_events_total{jurisdiction="EU",region="eu"} 2`,
+		`residency_router_quarantined_events_total{reason="no_country"} 1`,
+		`residency_router_quarantined_events_total{reason="unknown_country"} 1`,
+		`residency_router_ruleset_version 1`,
+		`residency_router_ready 1`,
+		"residency_router_end_to_end_seconds_bucket",
+		`residency_router_consumer_lag{topic="` + ingest + `"} 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	bAdmin, _ := kafka.NewAdmin(kafka.Cluster{Name: "b", Brokers: b.Brokers})
+	if got, err := bAdmin.ReadAll(ctx, eu); err != nil || len(got) != 2 {
+		t.Fatalf("eu pinned topic: %d events, %v", len(got), err)
+	}
+	stop()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("route exited %d; logs:\n%s", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("route did not stop")
+	}
+	logs := stderr.String()
+	if !strings.Contains(logs, `"msg":"routing stopped cleanly"`) {
+		t.Errorf("no clean-stop log line:\n%s", logs)
+	}
+	for _, leak := range []string{"u0", "u1", `"US"`} {
+		if strings.Contains(logs, leak) {
+			t.Errorf("logs contain %q (a user id or payload)", leak)
+		}
+	}
+}
+
+func TestRouteCommandBadConfig(t *testing.T) {
+	f := writeEventFile(t, "bad.yaml", []byte("kafka: {clusters: {eu: {}}}\n"))
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"route", "--config", f}, nil, &out, &errOut); code != exitUsage {
+		t.Fatalf("exit %d, want %d", code, exitUsage)
+	}
+	if !strings.Contains(errOut.String(), "kafka.clusters.eu.brokers: required") {
+		t.Fatalf("stderr %q does not name the field", errOut.String())
+	}
+	if code := run(context.Background(), []string{"route"}, nil, &out, &errOut); code != exitUsage {
+		t.Fatalf("no --config: exit %d", code)
+	}
+}

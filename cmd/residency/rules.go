@@ -1,0 +1,484 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/residency-router/residency/router/rules"
+)
+
+// envRedisAddr names the environment variable with the default --redis.
+const envRedisAddr = "RESIDENCY_REDIS_ADDR"
+
+// rulesUsage lists the rules subcommands.
+const rulesUsage = `Usage: residency rules SUBCOMMAND [flags]
+
+Subcommands:
+  validate FILE...                 check ruleset files; print every problem
+  apply FILE [--expect-version N] [--author NAME]
+                                   apply a ruleset as a new version
+  show [VERSION]                   print a version (default: the current one)
+  history                          list every version, newest first
+  diff A B                         what changes from A to B (versions, "current" or files)
+  rollback VERSION [--expect-version N] [--author NAME]
+                                   make an earlier version's content current again
+  pin USER JURISDICTION            pin a user to a jurisdiction
+  unpin USER                       remove a user's pin
+  pins                             list the pins
+
+Flags of the subcommands that use Redis:
+  --redis ADDR    Redis host:port (default $RESIDENCY_REDIS_ADDR, else 127.0.0.1:6379)
+  --prefix P      key prefix (default "residency:")
+
+Exit codes: 0 ok, 1 refused or invalid, 2 usage, 3 Redis unavailable.
+`
+
+// runRules is `residency rules`.
+func runRules(ctx context.Context, e env) int {
+	if len(e.args) == 0 {
+		fmt.Fprint(e.stderr, rulesUsage)
+		return exitUsage
+	}
+	sub, e2 := e.args[0], e
+	e2.args = e.args[1:]
+	switch sub {
+	case "-h", "--help", "help":
+		fmt.Fprint(e.stdout, rulesUsage)
+		return exitOK
+	case "validate":
+		return rulesValidate(e2)
+	case "apply", "show", "history", "diff", "rollback", "pin", "unpin", "pins":
+		return rulesRedis(ctx, sub, e2)
+	}
+	fmt.Fprintf(e.stderr, "residency rules: unknown subcommand %q\n\n%s", sub, rulesUsage)
+	return exitUsage
+}
+
+// parseInterleaved parses flags that may come before, between or after the
+// positional arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) (pos []string, code int, ok bool) {
+	for {
+		if code, ok := parseFlags(fs, args); !ok {
+			return nil, code, false
+		}
+		if fs.NArg() == 0 {
+			return pos, 0, true
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// rulesValidate is `residency rules validate FILE...`.
+func rulesValidate(e env) int {
+	fs := newFlags(e, "rules validate", "rules validate FILE...")
+	files, code, ok := parseInterleaved(fs, e.args)
+	if !ok {
+		return code
+	}
+	if len(files) == 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	worst := exitOK
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "residency rules validate: %v\n", err)
+			worst = max(worst, exitUsage)
+			continue
+		}
+		r, err := rules.Parse(data)
+		if err != nil {
+			printInvalid(e.stderr, f, err)
+			worst = max(worst, exitFailure)
+			continue
+		}
+		countries := 0
+		for _, j := range r.Jurisdictions {
+			countries += len(j.Countries)
+		}
+		fmt.Fprintf(e.stdout, "%s: valid: %d jurisdictions (%d countries), %d regions, %d stores\n",
+			f, len(r.Jurisdictions), countries, len(r.Regions), len(r.Stores))
+	}
+	return worst
+}
+
+// printInvalid prints a validation error as FILE:LINE: problem, one a line.
+func printInvalid(w io.Writer, file string, err error) {
+	var ve *rules.ValidationError
+	if !errors.As(err, &ve) {
+		fmt.Fprintf(w, "%s: %v\n", file, err)
+		return
+	}
+	fmt.Fprintf(w, "%s: invalid ruleset (%d problems):\n", file, len(ve.Problems))
+	for _, p := range ve.Problems {
+		loc := file
+		if p.Line > 0 {
+			loc += ":" + strconv.Itoa(p.Line)
+		}
+		p.Line = 0
+		fmt.Fprintf(w, "%s: %s\n", loc, p.String())
+	}
+}
+
+// rulesFlags are the flags of the subcommands that use Redis.
+type rulesFlags struct {
+	redis, prefix, author string
+	expect                int64
+	json                  bool
+}
+
+// rulesRedis runs the subcommands that use the store in Redis.
+func rulesRedis(ctx context.Context, sub string, e env) int {
+	synopsis := map[string]string{
+		"apply":    "rules apply FILE [--expect-version N] [--author NAME]",
+		"show":     "rules show [VERSION]",
+		"history":  "rules history",
+		"diff":     "rules diff A B   (each a version number, \"current\" or a file)",
+		"rollback": "rules rollback VERSION [--expect-version N] [--author NAME]",
+		"pin":      "rules pin USER JURISDICTION",
+		"unpin":    "rules unpin USER",
+		"pins":     "rules pins",
+	}[sub]
+	nargs := map[string][2]int{"apply": {1, 1}, "show": {0, 1}, "history": {0, 0}, "diff": {2, 2},
+		"rollback": {1, 1}, "pin": {2, 2}, "unpin": {1, 1}, "pins": {0, 0}}[sub]
+
+	fs := newFlags(e, "rules "+sub, synopsis)
+	var f rulesFlags
+	addr := os.Getenv(envRedisAddr)
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	fs.StringVar(&f.redis, "redis", addr, "Redis host:port; $"+envRedisAddr+" sets the default")
+	fs.StringVar(&f.prefix, "prefix", rules.DefaultPrefix, "prefix of every key in Redis")
+	switch sub {
+	case "apply", "rollback":
+		f.expect = -1
+		fs.Var((*optionalVersion)(&f.expect), "expect-version", "refuse unless version `N` is current (default: the version current when the command starts)")
+		fs.StringVar(&f.author, "author", defaultAuthor(), "who applies the change, recorded with the version")
+	case "history", "diff", "pins":
+		fs.BoolVar(&f.json, "json", false, "print JSON")
+	}
+	args, code, ok := parseInterleaved(fs, e.args)
+	if !ok {
+		return code
+	}
+	if len(args) < nargs[0] || len(args) > nargs[1] {
+		fmt.Fprintf(e.stderr, "residency rules %s: wrong number of arguments\n", sub)
+		fs.Usage()
+		return exitUsage
+	}
+
+	// go-redis logs dial failures itself; the error returned says it all.
+	redis.SetLogger(quietLogger{})
+	client := redis.NewClient(&redis.Options{Addr: f.redis, DialTimeout: 3 * time.Second, MaxRetries: 1})
+	defer client.Close()
+	s := rules.NewRedisStore(client, f.prefix)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+
+	var err error
+	switch sub {
+	case "apply":
+		err = rulesApply(ctx, e, s, f, args[0])
+	case "show":
+		err = rulesShow(ctx, e, s, args)
+	case "history":
+		err = rulesHistory(ctx, e, s, f)
+	case "diff":
+		err = rulesDiff(ctx, e, s, f, args[0], args[1])
+	case "rollback":
+		err = rulesRollback(ctx, e, s, f, args[0])
+	case "pin":
+		if err = s.Pin(ctx, args[0], args[1]); err == nil {
+			fmt.Fprintf(e.stdout, "pinned the user to jurisdiction %s\n", args[1])
+		}
+	case "unpin":
+		if err = s.Unpin(ctx, args[0]); err == nil {
+			fmt.Fprintln(e.stdout, "unpinned the user")
+		}
+	case "pins":
+		err = rulesPins(ctx, e, s, f)
+	}
+	return rulesFail(e, sub, err)
+}
+
+// optionalVersion is a version flag whose default (-1) means "not given".
+type optionalVersion int64
+
+func (v *optionalVersion) String() string {
+	if v == nil || *v <= 0 { // "" also for the zero value, so flag prints no default
+		return ""
+	}
+	return strconv.FormatInt(int64(*v), 10)
+}
+
+func (v *optionalVersion) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a version number", s)
+	}
+	*v = optionalVersion(n)
+	return nil
+}
+
+// quietLogger discards go-redis's own log lines.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// rulesFail prints err and maps it to an exit code; nil is exitOK.
+func rulesFail(e env, sub string, err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, rules.ErrUnavailable):
+		fmt.Fprintf(e.stderr, "residency rules %s: %v\n", sub, err)
+		return exitNotReady
+	}
+	var ve *rules.ValidationError
+	if errors.As(err, &ve) && !errors.Is(err, rules.ErrCorrupt) {
+		var pe *fileError
+		file := "ruleset"
+		if errors.As(err, &pe) {
+			file = pe.file
+		}
+		printInvalid(e.stderr, file, ve)
+		return exitFailure
+	}
+	return fail(e, "rules "+sub, err)
+}
+
+// fileError marks an error about a named file.
+type fileError struct {
+	file string
+	err  error
+}
+
+func (e *fileError) Error() string { return e.file + ": " + e.err.Error() }
+func (e *fileError) Unwrap() error { return e.err }
+
+// readRuleset reads and parses a ruleset file. A file that cannot be read is
+// a usage error.
+func readRuleset(file string) ([]byte, *rules.Ruleset, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	r, err := rules.Parse(data)
+	if err != nil {
+		return nil, nil, &fileError{file: file, err: err}
+	}
+	return data, r, nil
+}
+
+func defaultAuthor() string {
+	if u := os.Getenv("USER"); u != "" {
+		if h, err := os.Hostname(); err == nil {
+			return u + "@" + h
+		}
+		return u
+	}
+	return "unknown"
+}
+
+// base returns the version a change is based on: --expect-version, or the
+// current one.
+func base(ctx context.Context, s *rules.RedisStore, f rulesFlags) (int64, error) {
+	if f.expect >= 0 {
+		return f.expect, nil
+	}
+	return s.LatestVersion(ctx)
+}
+
+func printDiff(w io.Writer, d *rules.Diff) {
+	if d.Empty() {
+		fmt.Fprintln(w, "no change in where data goes")
+		return
+	}
+	for _, l := range d.Lines() {
+		fmt.Fprintln(w, "  "+l)
+	}
+}
+
+func rulesApply(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags, file string) error {
+	data, next, err := readRuleset(file)
+	if err != nil {
+		return err
+	}
+	b, err := base(ctx, s, f)
+	if err != nil {
+		return err
+	}
+	info, err := s.Apply(ctx, data, rules.ApplyOptions{Base: b, Author: f.author})
+	if errors.Is(err, rules.ErrUnchanged) {
+		fmt.Fprintf(e.stdout, "unchanged: version %d already has this content\n", b)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "applied %s as version %d (sha256 %s, based on version %d, by %s)\n",
+		file, info.Number, info.SHA256[:12], info.Previous, info.Author)
+	if b > 0 {
+		if prev, err := s.Load(ctx, b); err == nil {
+			next.SetVersion(info.Number)
+			fmt.Fprintf(e.stdout, "changes from version %d:\n", b)
+			printDiff(e.stdout, rules.Compare(prev, next))
+		}
+	}
+	return nil
+}
+
+// parseVersion reads a version argument: a number, or "current" (0).
+func parseVersion(s string) (int64, error) {
+	if s == "current" {
+		return 0, nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 1 {
+		return 0, fmt.Errorf("%w: %q is not a version (a number from 1, or \"current\")", errUsage, s)
+	}
+	return v, nil
+}
+
+func rulesShow(ctx context.Context, e env, s *rules.RedisStore, args []string) error {
+	var v int64
+	if len(args) == 1 {
+		var err error
+		if v, err = parseVersion(args[0]); err != nil {
+			return err
+		}
+	}
+	info, content, err := s.Show(ctx, v)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "# version %d, applied %s by %s, previous %d\n# sha256 %s\n",
+		info.Number, info.AppliedAt.Format(time.RFC3339), info.Author, info.Previous, info.SHA256)
+	if info.Note != "" {
+		fmt.Fprintf(e.stdout, "# %s\n", info.Note)
+	}
+	_, err = e.stdout.Write(content)
+	return err
+}
+
+func rulesHistory(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags) error {
+	h, err := s.History(ctx)
+	if err != nil {
+		return err
+	}
+	if f.json {
+		return json.NewEncoder(e.stdout).Encode(h)
+	}
+	if len(h) == 0 {
+		fmt.Fprintln(e.stdout, "no version has been applied")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tPREVIOUS\tAPPLIED\tAUTHOR\tSHA256\tNOTE")
+	for i, v := range h {
+		cur := ""
+		if i == 0 {
+			cur = " (current)"
+		}
+		fmt.Fprintf(tw, "%d%s\t%d\t%s\t%s\t%s\t%s\n", v.Number, cur, v.Previous, v.AppliedAt.Format(time.RFC3339), v.Author, v.SHA256[:12], v.Note)
+	}
+	return tw.Flush()
+}
+
+// loadArg loads a diff argument: an existing file, a version, or "current".
+func loadArg(ctx context.Context, s *rules.RedisStore, arg string) (*rules.Ruleset, error) {
+	if st, err := os.Stat(arg); err == nil && !st.IsDir() {
+		_, r, err := readRuleset(arg)
+		return r, err
+	}
+	v, err := parseVersion(arg)
+	if err != nil {
+		return nil, fmt.Errorf("%w (and no file %s exists)", err, arg)
+	}
+	return s.Load(ctx, v)
+}
+
+func rulesDiff(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags, a, b string) error {
+	ra, err := loadArg(ctx, s, a)
+	if err != nil {
+		return err
+	}
+	rb, err := loadArg(ctx, s, b)
+	if err != nil {
+		return err
+	}
+	d := rules.Compare(ra, rb)
+	if f.json {
+		return json.NewEncoder(e.stdout).Encode(d)
+	}
+	fmt.Fprintf(e.stdout, "from %s to %s:\n", describe(a, ra), describe(b, rb))
+	printDiff(e.stdout, d)
+	return nil
+}
+
+// describe names a diff argument for the reader.
+func describe(arg string, r *rules.Ruleset) string {
+	if r.Version() > 0 {
+		return "version " + r.VersionString()
+	}
+	return arg
+}
+
+func rulesRollback(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags, arg string) error {
+	v, err := parseVersion(arg)
+	if err != nil {
+		return err
+	}
+	b, err := base(ctx, s, f)
+	if err != nil {
+		return err
+	}
+	info, err := s.Rollback(ctx, v, rules.ApplyOptions{Base: b, Author: f.author})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "rolled back: version %d has the content of version %d (based on version %d, by %s)\n",
+		info.Number, v, info.Previous, info.Author)
+	if d, err := s.Diff(ctx, b, info.Number); err == nil {
+		fmt.Fprintf(e.stdout, "changes from version %d:\n", b)
+		printDiff(e.stdout, d)
+	}
+	return nil
+}
+
+func rulesPins(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags) error {
+	pins, err := s.ListPins(ctx)
+	if err != nil {
+		return err
+	}
+	if f.json {
+		if pins == nil {
+			pins = []rules.Pin{}
+		}
+		return json.NewEncoder(e.stdout).Encode(pins)
+	}
+	if len(pins) == 0 {
+		fmt.Fprintln(e.stdout, "no user is pinned")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USER\tJURISDICTION")
+	for _, p := range pins {
+		fmt.Fprintf(tw, "%s\t%s\n", strings.ReplaceAll(p.UserID, "\t", " "), p.Jurisdiction)
+	}
+	return tw.Flush()
+}

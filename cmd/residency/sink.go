@@ -1,0 +1,410 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/connectors/objectstore"
+	"github.com/residency-router/residency/connectors/postgres"
+	"github.com/residency-router/residency/connectors/sink"
+	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/schemas"
+)
+
+// SinkConfig is one entry of the config's sinks section: a sink draining one
+// region's pinned topic into one store. Exactly one of Postgres and
+// ObjectStore is set. The rest of the file (kafka, redis, rules, schemas,
+// http, log_level) is shared with `residency route`.
+type SinkConfig struct {
+	// Store is the store's name in the ruleset (stores[].name), and what
+	// --store selects. Required.
+	Store string `yaml:"store"`
+	// Region is the region whose pinned topic is drained. Required.
+	Region string `yaml:"region"`
+	// Topic is the pinned topic. Default: the region's topic in the ruleset
+	// in force at start (and it must stay that topic).
+	Topic string `yaml:"topic"`
+	// Cluster is the kafka.clusters entry holding the pinned topic.
+	// Default: the region's cluster in the ruleset in force at start.
+	Cluster string `yaml:"cluster"`
+	// ConsumerGroup is the sink's consumer group. Default
+	// "residency-sink-" + Store.
+	ConsumerGroup string `yaml:"consumer_group"`
+	// QuarantineTopic receives the events the store must not hold.
+	// Default "residency.sink-quarantine".
+	QuarantineTopic string `yaml:"quarantine_topic"`
+	// QuarantineCluster is the kafka.clusters entry holding
+	// QuarantineTopic. Default: kafka.ingest_cluster (quarantine stays on
+	// the ingest cluster).
+	QuarantineCluster string `yaml:"quarantine_cluster"`
+	// StartOffset is where a new consumer group starts: earliest or
+	// latest. Default "earliest".
+	StartOffset string `yaml:"start_offset"`
+	// BatchSize is the most events per write. Default 1000.
+	BatchSize int `yaml:"batch_size"`
+	// BatchTimeout is how long a batch waits to fill. Default 200ms.
+	BatchTimeout time.Duration `yaml:"batch_timeout"`
+	// DrainTimeout bounds writing and committing the batch in hand after
+	// SIGINT/SIGTERM. Default 10s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// RulesWait is how long to wait at start for the first ruleset before
+	// exiting with code 3. Default 30s.
+	RulesWait time.Duration `yaml:"rules_wait"`
+	// Listen is the host:port of /metrics, /healthz and /readyz for this
+	// sink, "off" to disable. Default: http.listen.
+	Listen string `yaml:"listen"`
+	// Postgres is the PostgreSQL store. Default: none.
+	Postgres *postgres.Config `yaml:"postgres"`
+	// ObjectStore is the object store. Default: none.
+	ObjectStore *objectstore.Config `yaml:"objectstore"`
+}
+
+const sinkSynopsis = `sink --config FILE --store NAME [flags]
+
+Drain one region's pinned topic into one store (the sinks[] entry whose
+store is NAME), and only if the ruleset in force approves that store for
+that region. Stops cleanly on SIGINT/SIGTERM: the batch in hand is written
+and committed, exit 0.
+Exit codes: 0 clean shutdown, 1 not approved or the sink failed, 2 bad
+flags or config, 3 no ruleset or store reachable.`
+
+// runSink is `residency sink`.
+func runSink(ctx context.Context, e env) int {
+	fs := newFlags(e, "sink", sinkSynopsis)
+	cfgPath := fs.String("config", os.Getenv("RESIDENCY_CONFIG"), "config `file` (default $RESIDENCY_CONFIG)")
+	storeName := fs.String("store", "", "the store to write, a sinks[].store of the config (required)")
+	listen := fs.String("listen", "", "override the sink's listen address (host:port, or \"off\")")
+	level := fs.String("log-level", "", "override log_level (debug, info, warn, error)")
+	rulesFile := fs.String("rules", "", "override rules.file: check approval against this ruleset file instead of Redis")
+	redisAddr := fs.String("redis", "", "override redis.addr")
+	if code, ok := parseFlags(fs, e.args); !ok {
+		return code
+	}
+	if *cfgPath == "" || *storeName == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	cfg, err := loadConfig(*cfgPath, os.LookupEnv)
+	if err != nil {
+		return fail(e, "sink", fmt.Errorf("%w: %w", errUsage, err))
+	}
+	for dst, v := range map[*string]string{&cfg.LogLevel: *level, &cfg.Rules.File: *rulesFile, &cfg.Redis.Addr: *redisAddr} {
+		if v != "" {
+			*dst = v
+		}
+	}
+	sc, err := cfg.finishSink(*storeName)
+	if err != nil {
+		return fail(e, "sink", fmt.Errorf("%w: %s: %w", errUsage, *cfgPath, err))
+	}
+	if *listen != "" {
+		sc.Listen = *listen
+	}
+	lvl, _ := parseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	sw := &sinkWiring{log: log}
+	defer sw.close()
+	code, err := sw.wire(ctx, cfg, sc, reg)
+	if err != nil {
+		if code == exitUsage {
+			return fail(e, "sink", fmt.Errorf("%w: %w", errUsage, err))
+		}
+		fmt.Fprintf(e.stderr, "residency sink: %v\n", err)
+		return code
+	}
+	var srv *http.Server
+	if sc.Listen != "off" {
+		ln, err := net.Listen("tcp", sc.Listen)
+		if err != nil {
+			return fail(e, "sink", fmt.Errorf("listen: %w", err))
+		}
+		srv = &http.Server{Handler: opsHandler(reg, sw.sink.Ready), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		log.Info("operations endpoint listening", "addr", ln.Addr().String())
+	}
+	log.Info("sinking", "region", sc.Region, "topic", sc.Topic, "cluster", sc.Cluster, "group", sc.ConsumerGroup)
+	err = sw.sink.Run(ctx)
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	if err != nil {
+		log.Error("sink stopped", "error", err)
+		fmt.Fprintf(e.stderr, "residency sink: %v\n", err)
+		if errors.Is(err, sink.ErrNoRuleset) {
+			return exitNotReady
+		}
+		return exitFailure
+	}
+	log.Info("sink stopped cleanly")
+	return exitOK
+}
+
+// finishSink validates the parts of the config a sink uses, fills in
+// defaults and returns the sinks[] entry of store; errors name the field.
+func (c *Config) finishSink(store string) (*SinkConfig, error) {
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = ":9090"
+	}
+	if c.Redis.Addr == "" {
+		c.Redis.Addr = "127.0.0.1:6379"
+	}
+	if c.Redis.Prefix == "" {
+		c.Redis.Prefix = rules.DefaultPrefix
+	}
+	if c.Kafka.IngestCluster == "" && len(c.Kafka.Clusters) == 1 {
+		for name := range c.Kafka.Clusters {
+			c.Kafka.IngestCluster = name
+		}
+	}
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		bad("log_level", "%v", err)
+	}
+	for name, cl := range c.Kafka.Clusters {
+		cl.Name = name
+		c.Kafka.Clusters[name] = cl
+		if err := cl.Validate("kafka.clusters." + name); err != nil {
+			errs = append(errs, errors.New(strings.TrimPrefix(err.Error(), kafka.ErrConfig.Error()+": ")))
+		}
+	}
+	var sc *SinkConfig
+	var names []string
+	for i := range c.Sinks {
+		s := &c.Sinks[i]
+		names = append(names, s.Store)
+		if s.Store == store {
+			if sc != nil {
+				bad(fmt.Sprintf("sinks[%d].store", i), "%q appears twice", store)
+			}
+			sc = s
+		}
+	}
+	if sc == nil {
+		bad("sinks", "no entry with store %q (have: %s)", store, strings.Join(names, ", "))
+		return nil, fmt.Errorf("%w: %w", errConfig, errors.Join(errs...))
+	}
+	i := slices.IndexFunc(c.Sinks, func(s SinkConfig) bool { return s.Store == store })
+	f := func(name string) string { return fmt.Sprintf("sinks[%d].%s", i, name) }
+	if sc.Region == "" {
+		bad(f("region"), "required")
+	}
+	if sc.ConsumerGroup == "" {
+		sc.ConsumerGroup = "residency-sink-" + sc.Store
+	}
+	if sc.QuarantineTopic == "" {
+		sc.QuarantineTopic = "residency.sink-quarantine"
+	}
+	if sc.QuarantineCluster == "" {
+		sc.QuarantineCluster = c.Kafka.IngestCluster
+	}
+	if _, ok := c.Kafka.Clusters[sc.QuarantineCluster]; !ok {
+		bad(f("quarantine_cluster"), "%q is not in kafka.clusters (set it or kafka.ingest_cluster)", sc.QuarantineCluster)
+	}
+	if sc.Cluster != "" {
+		if _, ok := c.Kafka.Clusters[sc.Cluster]; !ok {
+			bad(f("cluster"), "%q is not in kafka.clusters", sc.Cluster)
+		}
+	}
+	if sc.StartOffset == "" {
+		sc.StartOffset = "earliest"
+	}
+	if s := strings.ToLower(sc.StartOffset); s != "earliest" && s != "latest" {
+		bad(f("start_offset"), "%q is not earliest or latest", sc.StartOffset)
+	}
+	if sc.BatchSize < 0 {
+		bad(f("batch_size"), "must not be negative")
+	}
+	for name, v := range map[string]time.Duration{"batch_timeout": sc.BatchTimeout, "drain_timeout": sc.DrainTimeout, "rules_wait": sc.RulesWait} {
+		if v < 0 {
+			bad(f(name), "must not be negative")
+		}
+	}
+	if sc.RulesWait == 0 {
+		sc.RulesWait = 30 * time.Second
+	}
+	if sc.Listen == "" {
+		sc.Listen = c.HTTP.Listen
+	}
+	switch {
+	case sc.Postgres == nil && sc.ObjectStore == nil:
+		bad(f("postgres"), "one of postgres and objectstore is required")
+	case sc.Postgres != nil && sc.ObjectStore != nil:
+		bad(f("objectstore"), "set only one of postgres and objectstore")
+	case sc.Postgres != nil && sc.Postgres.DSN == "":
+		bad(f("postgres.dsn"), "required")
+	case sc.ObjectStore != nil && sc.ObjectStore.URL == "":
+		bad(f("objectstore.url"), "required")
+	}
+	if c.Rules.File == "" && c.Redis.Addr == "" {
+		bad("redis.addr", "required unless rules.file is set")
+	}
+	if len(errs) > 0 {
+		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+		return nil, fmt.Errorf("%w: %w", errConfig, errors.Join(errs...))
+	}
+	return sc, nil
+}
+
+// sinkWiring is a sink with everything it runs on.
+type sinkWiring struct {
+	log    *slog.Logger
+	redis  *redis.Client
+	cache  *rules.Cache
+	stopBg context.CancelFunc
+	bg     sync.WaitGroup
+	store  sink.Store
+	reader *kafka.Reader
+	writer *kafka.Writer
+	sink   *sink.Sink
+}
+
+// wire loads the ruleset, checks the approval before touching the store,
+// then opens the store and Kafka. On error it returns the exit code.
+func (w *sinkWiring) wire(ctx context.Context, cfg *Config, sc *SinkConfig, reg prometheus.Registerer) (int, error) {
+	dec, err := schemas.NewExtractor(cfg.Schemas)
+	if err != nil {
+		return exitUsage, fmt.Errorf("schemas.%w", err)
+	}
+	var src rules.Source
+	if cfg.Rules.File != "" {
+		_, rs, err := readRuleset(cfg.Rules.File)
+		if err != nil {
+			return exitUsage, fmt.Errorf("rules.file: %w", err)
+		}
+		src = rules.NewStaticSource(rs)
+	} else {
+		opts := &redis.Options{Addr: cfg.Redis.Addr, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
+			DB: cfg.Redis.DB, DialTimeout: 3 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}
+		if cfg.Redis.TLS {
+			opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		redis.SetLogger(quietLogger{})
+		w.redis = redis.NewClient(opts)
+		src = rules.NewRedisStore(w.redis, cfg.Redis.Prefix)
+	}
+	w.cache = rules.NewCache(src, rules.CacheOptions{PollInterval: cfg.Rules.PollInterval,
+		StalenessBound: cfg.Rules.StalenessBound, Registerer: reg, Logger: w.log})
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	w.stopBg = stop
+	w.bg.Go(func() { _ = w.cache.Run(bg) })
+	select {
+	case <-w.cache.Loaded():
+	case <-time.After(sc.RulesWait):
+		_, err := w.cache.Current()
+		return exitNotReady, fmt.Errorf("no ruleset after %s: %w", sc.RulesWait, err)
+	case <-ctx.Done():
+		return exitNotReady, ctx.Err()
+	}
+	rs, err := w.cache.Current()
+	if err != nil {
+		return exitNotReady, err
+	}
+	// Resolve the defaults from the ruleset, then check approval (1) before
+	// the store is even opened.
+	if g, ok := rs.Region(sc.Region); ok {
+		if sc.Topic == "" {
+			sc.Topic = g.Topic
+		}
+		if sc.Cluster == "" {
+			sc.Cluster = g.Cluster
+		}
+	}
+	if sc.Topic == "" {
+		sc.Topic = "(unknown)"
+	}
+	if err := sink.CheckApproval(rs, sc.Store, sc.Region, sc.Topic); err != nil {
+		return exitFailure, err
+	}
+	cluster, ok := cfg.Kafka.Clusters[sc.Cluster]
+	if !ok {
+		return exitUsage, fmt.Errorf("%w: the pinned topic of region %q is on cluster %q, which is not in kafka.clusters", errConfig, sc.Region, sc.Cluster)
+	}
+	switch {
+	case sc.Postgres != nil:
+		s, err := postgres.Open(ctx, *sc.Postgres)
+		if err != nil {
+			if errors.Is(err, postgres.ErrConfig) {
+				return exitUsage, err
+			}
+			return exitNotReady, err
+		}
+		w.store = s
+	default:
+		s, err := objectstore.Open(ctx, *sc.ObjectStore)
+		if err != nil {
+			if errors.Is(err, objectstore.ErrConfig) {
+				return exitUsage, err
+			}
+			return exitNotReady, err
+		}
+		w.store = s
+	}
+	if w.reader, err = kafka.NewReader(kafka.ReaderConfig{Cluster: cluster, GroupID: sc.ConsumerGroup, Topics: []string{sc.Topic},
+		StartOffset: sc.StartOffset, SessionTimeout: cfg.Kafka.SessionTimeout, RebalanceTimeout: cfg.Kafka.RebalanceTimeout,
+		Logger: w.log}); err != nil {
+		return exitUsage, err
+	}
+	if w.writer, err = kafka.NewWriter(kafka.WriterConfig{Cluster: cfg.Kafka.Clusters[sc.QuarantineCluster],
+		BatchTimeout: cfg.Kafka.BatchTimeout, Compression: cfg.Kafka.Compression, Logger: w.log}); err != nil {
+		return exitUsage, err
+	}
+	w.sink, err = sink.New(sink.Config{Store: sc.Store, Region: sc.Region, Topic: sc.Topic, Cluster: sc.Cluster, QuarantineTopic: sc.QuarantineTopic,
+		BatchSize: sc.BatchSize, BatchTimeout: sc.BatchTimeout, DrainTimeout: sc.DrainTimeout, Logger: w.log, Registerer: reg},
+		w.reader, w.store, w.writer, w.cache, dec)
+	if err != nil {
+		return exitUsage, err
+	}
+	return exitOK, nil
+}
+
+// close releases everything wire opened: the reader (leaving the group,
+// committing nothing), the quarantine writer, the store, the rules cache and
+// Redis.
+func (w *sinkWiring) close() {
+	if w.reader != nil {
+		_ = w.reader.Close()
+	}
+	if w.writer != nil {
+		_ = w.writer.Close()
+	}
+	if w.store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := w.store.Close(ctx); err != nil {
+			w.log.Warn("closing the store", "err", err)
+		}
+		cancel()
+	}
+	if w.stopBg != nil {
+		w.stopBg()
+		w.bg.Wait()
+	}
+	if w.redis != nil {
+		_ = w.redis.Close()
+	}
+}
