@@ -40,6 +40,7 @@ var commands = []command{
 	{name: "route", summary: "route events from the ingest topics to their regions' pinned topics", run: runRoute},
 	{name: "rules", summary: "validate, apply, review and roll back residency rules; pin users", run: runRules},
 	{name: "schemas", summary: "check a new event schema version; print the event contract", run: runSchemas},
+	{name: "replay", summary: "re-route a range of events (ingest, quarantine, dead-letter) after a rule change or a fix; --dry-run shows what would move", run: runReplay},
 	{name: "sink", summary: "drain a region's pinned topic into an approved store (PostgreSQL, object store)", run: runSink},
 }
 

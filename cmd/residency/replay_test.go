@@ -1,0 +1,320 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/replay"
+	"github.com/residency-router/residency/router/routertest"
+	"github.com/residency-router/residency/router/rules"
+)
+
+// replayBuf is a goroutine-safe buffer for the command's output.
+type replayBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *replayBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *replayBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const replayRulesV1 = `
+jurisdictions:
+  - {name: US, region: us, countries: [US]}
+  - {name: EU, region: eu, countries: [DE]}
+regions:
+  - {name: us, cluster: a, topic: %s}
+  - {name: eu, cluster: b, topic: %s}
+stores:
+  - {name: us-postgres, regions: [us]}
+`
+
+// replayStack is a config file over real topics and a rules store.
+type replayStack struct {
+	cfgFile                                string
+	ingest, quarantine, deadLetter, us, eu string
+	store                                  *rules.RedisStore
+	admins                                 map[string]*kafka.Admin
+	writer                                 *kafka.Writer
+	enc                                    *routertest.Encoder
+}
+
+func newReplayStack(t *testing.T) *replayStack {
+	t.Helper()
+	a, b := testenv.KafkaA(t), testenv.KafkaB(t)
+	r := testenv.NewRedis(t)
+	s := &replayStack{ingest: a.Topic(t, "ingest", 2), quarantine: a.Topic(t, "quarantine", 1), deadLetter: a.Topic(t, "deadletter", 1),
+		us: a.Topic(t, "us", 1), eu: b.Topic(t, "eu", 1), admins: map[string]*kafka.Admin{}}
+	s.store = rules.NewRedisStore(r.Client(t), r.Prefix)
+	cfg := fmt.Sprintf(`
+kafka:
+  clusters:
+    a: {brokers: [%s]}
+    b: {brokers: [%s]}
+  ingest_cluster: a
+router:
+  ingest_topics: [%s]
+  quarantine_topic: %s
+  dead_letter_topic: %s
+redis: {addr: "%s", prefix: "%s"}
+`, strings.Join(a.Brokers, ","), strings.Join(b.Brokers, ","), s.ingest, s.quarantine, s.deadLetter, r.Addr, r.Prefix)
+	s.cfgFile = filepath.Join(t.TempDir(), "residency.yaml")
+	if err := os.WriteFile(s.cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []*testenv.Kafka{a, b} {
+		ad, err := kafka.NewAdmin(kafka.Cluster{Name: k.Name, Brokers: k.Brokers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.admins[k.Name] = ad
+	}
+	var err error
+	if s.writer, err = kafka.NewWriter(kafka.WriterConfig{Cluster: kafka.Cluster{Name: "a", Brokers: a.Brokers}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.writer.Close() })
+	if s.enc, err = routertest.NewEncoder(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *replayStack) apply(t *testing.T, countries string) {
+	t.Helper()
+	ctx := testenv.Context(t, 10*time.Second)
+	cur, _ := s.store.LatestVersion(ctx)
+	src := strings.Replace(fmt.Sprintf(replayRulesV1, s.us, s.eu), "countries: [US]", "countries: ["+countries+"]", 1)
+	if _, err := s.store.Apply(ctx, []byte(src), rules.ApplyOptions{Base: cur}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// quarantine writes n events of country to quarantine as the router does.
+func (s *replayStack) quarantineEvents(t *testing.T, prefix, country, reason string, n int) {
+	t.Helper()
+	var msgs []router.Message
+	for i := range n {
+		v, err := s.enc.Encode(routertest.Event{ID: fmt.Sprintf("%s-%d", prefix, i), UserID: fmt.Sprintf("u-%s-%d", prefix, i), Country: country})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := router.Message{Topic: s.ingest, Partition: i % 2, Offset: int64(i), Key: []byte(fmt.Sprint(i)), Value: v}
+		d := router.Decision{Outcome: router.Quarantined, Reason: reason}
+		msgs = append(msgs, router.Message{Topic: s.quarantine, Key: m.Key, Value: v, Headers: router.ResidencyHeaders(&m, &d, "1", "router-0", nil)})
+	}
+	if err := s.writer.Publish(testenv.Context(t, 10*time.Second), msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *replayStack) ends(t *testing.T) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, tp := range [][2]string{{"a", s.ingest}, {"a", s.quarantine}, {"a", s.deadLetter}, {"a", s.us}, {"b", s.eu}} {
+		off, err := s.admins[tp[0]].EndOffsets(testenv.Context(t, 10*time.Second), tp[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		for _, o := range off {
+			n += o
+		}
+		out[tp[1]] = n
+	}
+	return out
+}
+
+func replayCmd(ctx context.Context, args ...string) (int, string, string) {
+	var stdout, stderr replayBuf
+	code := run(ctx, append([]string{"replay"}, args...), nil, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestReplayCommandUsage(t *testing.T) {
+	s := newReplayStack(t)
+	ctx := testenv.Context(t, 30*time.Second)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--source", "bogus"}, `--source "bogus" is not`},
+		{[]string{}, "--source is required"},
+		{[]string{"--source", "ingest", "--offsets", "0:1-2", "--from", "1h"}, "exclude each other"},
+		{[]string{"--source", "ingest", "--reason", "no_country"}, "have no reason"},
+		{[]string{"--source", "quarantine", "--output", "xml"}, "--output"},
+		{[]string{"--source", "ingest", "--offsets", "9:0-1"}, "no partition 9"},
+		{[]string{"--source", "ingest", "--offsets", "0:5-2"}, "bad end offset"},
+		{[]string{"--source", "ingest", "--from", "yesterday"}, "--from"},
+		{[]string{"--resume", "nope"}, "no checkpoint of that replay"},
+		{[]string{"--resume", "x", "--source", "ingest"}, "not with --resume"},
+		{[]string{"--source", "quarantine", "--id", "bad id!"}, "--id"},
+	} {
+		code, _, stderr := replayCmd(ctx, append([]string{"--config", s.cfgFile}, c.args...)...)
+		if code != exitUsage || !strings.Contains(stderr, c.want) {
+			t.Errorf("replay %v = %d, stderr %q; want exit 2 mentioning %q", c.args, code, stderr, c.want)
+		}
+	}
+}
+
+// TestReplayCommand runs `residency replay` end to end on real Kafka and
+// Redis: a dry run in JSON, the real run with its text report and progress
+// lines, a re-run of the finished replay, and an ingest dry run whose moves
+// come from the baseline (the previous ruleset version).
+func TestReplayCommand(t *testing.T) {
+	s := newReplayStack(t)
+	ctx := testenv.Context(t, 60*time.Second)
+	s.apply(t, "US")
+	s.quarantineEvents(t, "ca", "CA", router.ReasonUnknownCountry, 4)
+	s.quarantineEvents(t, "nc", "", router.ReasonNoCountry, 1)
+	s.apply(t, "US, CA")
+
+	before := s.ends(t)
+	code, stdout, stderr := replayCmd(ctx, "--config", s.cfgFile, "--source", "quarantine", "--dry-run", "--output", "json", "--progress", "off")
+	if code != exitOK {
+		t.Fatalf("dry run exit %d: %s", code, stderr)
+	}
+	var rep replay.Report
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("dry run output is not a JSON report: %v\n%s", err, stdout)
+	}
+	if !rep.DryRun || rep.Routed["us"] != 4 || rep.Stayed != 1 || rep.Written[s.us] != 4 || rep.RulesetVersion != "2" {
+		t.Fatalf("dry run report: %s", stdout)
+	}
+	if !maps.Equal(before, s.ends(t)) {
+		t.Fatal("the dry run wrote")
+	}
+
+	code, stdout, stderr = replayCmd(ctx, "--config", s.cfgFile, "--source", "quarantine", "--id", "cli-1", "--progress", "lines")
+	if code != exitOK {
+		t.Fatalf("replay exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"Replay cli-1: quarantine topic", "quarantine:unknown_country → region:us: 4  e.g. ca-", "quarantine:no_country (was quarantine:no_country): 1"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, stdout)
+		}
+	}
+	if !strings.Contains(stderr, "replay cli-1: 5/5 (100%) written 4 refused 0") {
+		t.Errorf("no final progress line:\n%s", stderr)
+	}
+	if after := s.ends(t); after[s.us] != before[s.us]+4 || after[s.quarantine] != before[s.quarantine] {
+		t.Fatalf("end offsets %v → %v", before, after)
+	}
+
+	code, _, stderr = replayCmd(ctx, "--config", s.cfgFile, "--resume", "cli-1", "--progress", "off")
+	if code != exitOK || !strings.Contains(stderr, "already complete") {
+		t.Fatalf("resume of a finished replay: %d %s", code, stderr)
+	}
+
+	// Ingest: CA events the router quarantined under v1 would now route to
+	// us; the baseline defaults to the version before the current one.
+	var msgs []router.Message
+	for i := range 3 {
+		v, _ := s.enc.Encode(routertest.Event{ID: fmt.Sprint("in-", i), UserID: "u", Country: []string{"CA", "US", "DE"}[i]})
+		msgs = append(msgs, router.Message{Topic: s.ingest, Key: []byte("u"), Value: v})
+	}
+	if err := s.writer.Publish(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = replayCmd(ctx, "--config", s.cfgFile, "--source", "ingest", "--from", "1h", "--dry-run", "--output", "json", "--progress", "off")
+	if code != exitOK {
+		t.Fatalf("ingest dry run exit %d: %s", code, stderr)
+	}
+	rep = replay.Report{}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	mv := rep.Moves()
+	if rep.Read != 3 || len(mv) != 1 || mv[0].From != "quarantine:unknown_country" || mv[0].To != "region:us" || mv[0].Count != 1 || mv[0].Samples[0] != "in-0" {
+		t.Fatalf("ingest dry run: %s", stdout)
+	}
+	// --only-moved writes only the CA event; US and DE stay where the
+	// router put them.
+	before = s.ends(t)
+	code, stdout, stderr = replayCmd(ctx, "--config", s.cfgFile, "--source", "ingest", "--from", "1h", "--only-moved", "--progress", "off")
+	if code != exitOK || !strings.Contains(stdout, "2 stay where they are") {
+		t.Fatalf("ingest --only-moved: %d\n%s\n%s", code, stdout, stderr)
+	}
+	if after := s.ends(t); after[s.us] != before[s.us]+1 || after[s.eu] != before[s.eu] || after[s.quarantine] != before[s.quarantine] {
+		t.Fatalf("--only-moved end offsets %v → %v", before, after)
+	}
+}
+
+// TestReplayCommandInterruptAndResume stops a rate-limited replay midway
+// (Ctrl-C), checks it says how to resume, and resumes it.
+func TestReplayCommandInterruptAndResume(t *testing.T) {
+	s := newReplayStack(t)
+	s.apply(t, "US")
+	s.quarantineEvents(t, "ca", "CA", router.ReasonUnknownCountry, 12)
+	s.apply(t, "US, CA")
+	before := s.ends(t)
+	dir := t.TempDir()
+
+	ctx, cancel := context.WithCancel(testenv.Context(t, 60*time.Second))
+	time.AfterFunc(1200*time.Millisecond, cancel)
+	code, stdout, stderr := replayCmd(ctx, "--config", s.cfgFile, "--source", "quarantine", "--id", "slow-1", "--rate", "4",
+		"--checkpoint-dir", dir, "--progress", "lines")
+	if code != exitFailure || !strings.Contains(stderr, "residency replay --config "+s.cfgFile+" --resume slow-1 --checkpoint-dir "+dir) {
+		t.Fatalf("interrupted replay: exit %d\n%s", code, stderr)
+	}
+	if !strings.Contains(stdout, "(incomplete)") {
+		t.Errorf("the partial report does not say it is incomplete:\n%s", stdout)
+	}
+	mid := s.ends(t)[s.us] - before[s.us]
+	if mid == 0 || mid >= 12 {
+		t.Fatalf("%d events written before the interrupt; want some, not all", mid)
+	}
+	code, stdout, stderr = replayCmd(testenv.Context(t, 60*time.Second), "--config", s.cfgFile, "--resume", "slow-1",
+		"--checkpoint-dir", dir, "--progress", "off", "--output", "json")
+	if code != exitOK {
+		t.Fatalf("resume exit %d: %s", code, stderr)
+	}
+	var rep replay.Report
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Complete || rep.Resumed != 1 || rep.Written[s.us] != 12 {
+		t.Fatalf("resumed report: %s", stdout)
+	}
+	if got := s.ends(t)[s.us] - before[s.us]; got != 12 {
+		t.Fatalf("%d events written in all, want 12 (nothing twice, nothing lost)", got)
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	p := replay.Progress{Done: 50, Total: 200, Written: 40, Refused: 2, Rate: 25, ETA: 6 * time.Second}
+	got := progressBar(p, 20)
+	want := "[====>               ] 50/200 (25%) written 40 refused 2  25 ev/s  ETA 6s "
+	if got != want {
+		t.Fatalf("progressBar = %q, want %q", got, want)
+	}
+	var buf replayBuf
+	v := newProgressView(&buf, "auto", "r-1") // not a terminal: lines
+	v.update(p)
+	v.update(p) // within 5s: no second line
+	v.finish()
+	if n := strings.Count(buf.String(), "replay r-1: 50/200 (25%)"); n != 2 {
+		t.Fatalf("progress lines:\n%s", buf.String())
+	}
+}

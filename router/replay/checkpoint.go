@@ -1,0 +1,176 @@
+package replay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Checkpoint is a replay's saved progress.
+type Checkpoint struct {
+	// Plan is the replay's plan; a resume must match it.
+	Plan Plan `json:"plan"`
+	// Next is, per partition, the next offset to read.
+	Next map[int]int64 `json:"next"`
+	// Report is the cumulative report so far.
+	Report Report `json:"report"`
+	// Updated is when the checkpoint was saved.
+	Updated time.Time `json:"updated"`
+}
+
+// Checkpoints keeps replay checkpoints by replay id.
+type Checkpoints interface {
+	// Load returns the checkpoint of replay id, or an error wrapping
+	// ErrNoCheckpoint.
+	Load(ctx context.Context, id string) (*Checkpoint, error)
+	// Save stores cp under cp.Plan.ID, atomically replacing the previous
+	// one.
+	Save(ctx context.Context, cp *Checkpoint) error
+}
+
+// differs names the first field in which p and q differ, or "".
+func (p *Plan) differs(q *Plan) string {
+	switch {
+	case p.Source != q.Source:
+		return "source"
+	case p.Topic != q.Topic:
+		return "topic"
+	case !slices.Equal(p.Ranges, q.Ranges):
+		return "offset range"
+	case p.RulesetVersion != q.RulesetVersion:
+		return "ruleset version (" + p.RulesetVersion + ")"
+	case p.RulesetHash != q.RulesetHash:
+		return "ruleset content"
+	case !slices.Equal(p.Filter.Jurisdictions, q.Filter.Jurisdictions) || !slices.Equal(p.Filter.Reasons, q.Filter.Reasons) ||
+		!slices.Equal(p.Filter.EventTypes, q.Filter.EventTypes):
+		return "filter"
+	case p.MaxReplays != q.MaxReplays:
+		return "loop limit"
+	case p.Baseline != q.Baseline:
+		return "baseline (" + p.Baseline + ")"
+	case p.OnlyMoved != q.OnlyMoved:
+		return "--only-moved"
+	}
+	return ""
+}
+
+var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ValidID reports whether id can name a replay: letters, digits, '.', '_'
+// and '-', at most 128 characters.
+func ValidID(id string) bool { return validID.MatchString(id) }
+
+// RedisCheckpoints keeps checkpoints in Redis under PREFIX + "replay:" + id,
+// one JSON value each, replaced atomically on every Save.
+type RedisCheckpoints struct {
+	c      redis.UniversalClient
+	prefix string
+	ttl    time.Duration
+}
+
+// NewRedisCheckpoints keeps checkpoints in c under prefix (e.g.
+// rules.DefaultPrefix). ttl bounds how long a checkpoint is kept after its
+// last save; 0 keeps it for 30 days.
+func NewRedisCheckpoints(c redis.UniversalClient, prefix string, ttl time.Duration) *RedisCheckpoints {
+	if ttl <= 0 {
+		ttl = 30 * 24 * time.Hour
+	}
+	return &RedisCheckpoints{c: c, prefix: prefix, ttl: ttl}
+}
+
+// Key returns the Redis key of replay id.
+func (s *RedisCheckpoints) Key(id string) string { return s.prefix + "replay:" + id }
+
+// Load implements Checkpoints.
+func (s *RedisCheckpoints) Load(ctx context.Context, id string) (*Checkpoint, error) {
+	b, err := s.c.Get(ctx, s.Key(id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: %s", ErrNoCheckpoint, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("replay: redis: load checkpoint %s: %w", id, err)
+	}
+	var cp Checkpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return nil, fmt.Errorf("replay: checkpoint %s is corrupt: %w", id, err)
+	}
+	return &cp, nil
+}
+
+// Save implements Checkpoints.
+func (s *RedisCheckpoints) Save(ctx context.Context, cp *Checkpoint) error {
+	b, err := json.Marshal(cp)
+	if err != nil {
+		return fmt.Errorf("replay: encode checkpoint: %w", err)
+	}
+	if err := s.c.Set(ctx, s.Key(cp.Plan.ID), b, s.ttl).Err(); err != nil {
+		return fmt.Errorf("replay: redis: save checkpoint %s: %w", cp.Plan.ID, err)
+	}
+	return nil
+}
+
+// FileCheckpoints keeps checkpoints as JSON files DIR/ID.json, replaced
+// atomically (write, sync, rename) on every Save.
+type FileCheckpoints struct {
+	dir string
+}
+
+// NewFileCheckpoints keeps checkpoints in dir, created if missing.
+func NewFileCheckpoints(dir string) (*FileCheckpoints, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("replay: checkpoint directory: %w", err)
+	}
+	return &FileCheckpoints{dir: dir}, nil
+}
+
+// Path returns the file of replay id.
+func (s *FileCheckpoints) Path(id string) string { return filepath.Join(s.dir, id+".json") }
+
+// Load implements Checkpoints.
+func (s *FileCheckpoints) Load(_ context.Context, id string) (*Checkpoint, error) {
+	b, err := os.ReadFile(s.Path(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNoCheckpoint, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("replay: load checkpoint: %w", err)
+	}
+	var cp Checkpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return nil, fmt.Errorf("replay: checkpoint %s is corrupt: %w", s.Path(id), err)
+	}
+	return &cp, nil
+}
+
+// Save implements Checkpoints.
+func (s *FileCheckpoints) Save(_ context.Context, cp *Checkpoint) error {
+	b, err := json.MarshalIndent(cp, "", "  ")
+	if err != nil {
+		return fmt.Errorf("replay: encode checkpoint: %w", err)
+	}
+	f, err := os.CreateTemp(s.dir, cp.Plan.ID+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("replay: save checkpoint: %w", err)
+	}
+	tmp := f.Name()
+	_, werr := f.Write(b)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("replay: save checkpoint: %w", err)
+	}
+	if err := os.Rename(tmp, s.Path(cp.Plan.ID)); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("replay: save checkpoint: %w", err)
+	}
+	return nil
+}

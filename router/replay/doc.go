@@ -1,0 +1,26 @@
+// Package replay re-routes ranges of events after a rule change or a fix:
+// it reads a range of the ingest topic, the quarantine topic or the
+// dead-letter topic, re-decides every event with the router's own decision
+// code (router.Decide, through router.DecideWritable) under a chosen
+// ruleset, and republishes it with the router's residency headers plus
+// replay provenance (router.HeaderReplayID, the coordinates it was read
+// from, router.HeaderReplayCount).
+//
+// A dry run (Config.DryRun) reads the same range and produces the same
+// Report without writing anything: how many events would go where, which
+// would move (from → to, with counts and sample event ids) and which stay
+// unplaceable and why.
+//
+// The residency invariant holds for replays as for the router: an event is
+// written only to the pinned topic of its decided region, or to quarantine
+// or dead-letter on the ingest cluster. An event read from quarantine that
+// is still unplaceable stays where it is (no new copy), as does one read
+// from dead-letter that still cannot be decoded. A loop guard refuses
+// events already replayed Config.MaxReplays times.
+//
+// Progress is checkpointed per partition (Checkpoints; RedisCheckpoints or
+// FileCheckpoints) after every published batch, keyed by the replay id, so
+// an interrupted replay resumes where it stopped. Events published but not
+// yet checkpointed when a replay dies are published again on resume; sinks
+// are idempotent on event_id, so stores still hold each event once.
+package replay

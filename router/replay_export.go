@@ -1,0 +1,63 @@
+package router
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/schemas"
+)
+
+// Replay provenance headers, added by replay (router/replay) to every event
+// it writes, after the residency headers. The residency-source-* headers of
+// a replayed event keep naming the ingest coordinates the event was first
+// read from.
+const (
+	// HeaderReplayID is the id of the replay that wrote the event.
+	HeaderReplayID = "residency-replay-id"
+	// HeaderReplayCount is how many times the event has been replayed,
+	// this replay included.
+	HeaderReplayCount = "residency-replay-count"
+	// HeaderReplayTopic is the topic the replay read the event from (the
+	// ingest, quarantine or dead-letter topic).
+	HeaderReplayTopic = "residency-replay-topic"
+	// HeaderReplayPartition is the partition the replay read it from.
+	HeaderReplayPartition = "residency-replay-partition"
+	// HeaderReplayOffset is the offset the replay read it from.
+	HeaderReplayOffset = "residency-replay-offset"
+)
+
+// ResidencyHeaders returns the headers the router writes with an event: the
+// original headers of m minus residency ones, followed by the residency
+// headers for decision d (the source coordinates are m's Topic, Partition
+// and Offset). decodeErr is the decode error of a dead-lettered event, or
+// nil. Replay uses it so replayed events carry exactly the router's headers.
+func ResidencyHeaders(m *Message, d *Decision, rulesetVersion, instance string, decodeErr error) []Header {
+	return outHeaders(m, d, rulesetVersion, instance, decodeErr)
+}
+
+// ReadFields reads the jurisdiction inputs of m as the router does: an empty
+// value fails with schemas.ErrEmptyValue, a value over maxValueBytes with
+// schemas.ErrTooLarge, anything else is fr.Extract's result. An error
+// wrapping schemas.ErrRegistryUnavailable is transient; any other error
+// dead-letters the event (see DeadLetter).
+func ReadFields(ctx context.Context, fr FieldReader, m *Message, maxValueBytes int) (schemas.Fields, error) {
+	if len(m.Value) == 0 {
+		return schemas.Fields{}, fmt.Errorf("router: %w", schemas.ErrEmptyValue)
+	}
+	if len(m.Value) > maxValueBytes {
+		return schemas.Fields{}, fmt.Errorf("router: %w: %d bytes > %d", schemas.ErrTooLarge, len(m.Value), maxValueBytes)
+	}
+	return fr.Extract(ctx, m.Topic, m.Value)
+}
+
+// DecideWritable is Decide followed by the router's own check that it can
+// write to the decided cluster: a Routed decision whose cluster canWrite
+// refuses becomes Quarantined with ReasonNoRule, as in the router.
+func DecideWritable(f schemas.Fields, pin string, rs *rules.Ruleset, canWrite func(cluster string) bool) Decision {
+	d := Decide(f, pin, rs)
+	if d.Outcome == Routed && !canWrite(d.Cluster) {
+		return Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: d.Jurisdiction, Pinned: d.Pinned}
+	}
+	return d
+}
