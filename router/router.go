@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sort"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -166,6 +164,7 @@ func (c *Config) defaults() {
 type Router struct {
 	cfg     Config
 	log     *slog.Logger
+	backoff Backoff
 	running atomic.Bool
 
 	notReady atomic.Pointer[string] // why the router cannot route; nil when it can
@@ -185,6 +184,7 @@ func New(cfg Config) (*Router, error) {
 	}
 	cfg.defaults()
 	r := &Router{cfg: cfg, log: cfg.Logger, lags: map[topicPartition]int64{}, warned: map[string]bool{}}
+	r.backoff = Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax, GiveUp: cfg.GiveUp, Component: "router", Logger: r.log, OnRetry: cfg.Metrics.retry}
 	why := "not started"
 	r.notReady.Store(&why)
 	return r, nil
@@ -400,10 +400,10 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 			Time:    m.Time,
 		})
 	}
-	if err := r.publish(ctx, byCluster); err != nil {
+	if err := PublishByCluster(ctx, r.cfg.Publishers, byCluster, r.backoff); err != nil {
 		return err
 	}
-	if err := r.retry(ctx, "commit", func(ctx context.Context) error {
+	if err := r.backoff.Do(ctx, "commit", func(ctx context.Context) error {
 		return r.cfg.Subscriber.Commit(ctx, batch...)
 	}); err != nil {
 		return err
@@ -424,7 +424,7 @@ func (r *Router) extract(ctx context.Context, m *Message) (schemas.Fields, error
 	}
 	var f schemas.Fields
 	var decodeErr error
-	err := r.retry(ctx, "schema_registry", func(ctx context.Context) error {
+	err := r.backoff.Do(ctx, "schema_registry", func(ctx context.Context) error {
 		f, decodeErr = r.cfg.Fields.Extract(ctx, m.Topic, m.Value)
 		switch {
 		case errors.Is(decodeErr, schemas.ErrRegistryUnavailable):
@@ -458,15 +458,7 @@ func (r *Router) lookupPins(ctx context.Context, out []placed, fields []schemas.
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	var got []string
-	err := r.retry(ctx, "pins", func(ctx context.Context) error {
-		var err error
-		got, err = r.cfg.Pins.Lookup(ctx, ids)
-		if err == nil && len(got) != len(ids) {
-			err = fmt.Errorf("pin lookup returned %d results for %d users", len(got), len(ids))
-		}
-		return err
-	})
+	got, err := LookupPins(ctx, r.cfg.Pins, ids, r.backoff)
 	if err != nil {
 		return nil, err
 	}
@@ -475,58 +467,6 @@ func (r *Router) lookupPins(ctx context.Context, out []placed, fields []schemas.
 		pins[i] = got[k]
 	}
 	return pins, nil
-}
-
-// publish writes each cluster's records with its publisher, the clusters in
-// parallel, retrying each until it is acknowledged.
-func (r *Router) publish(ctx context.Context, byCluster map[string][]Message) error {
-	names := make([]string, 0, len(byCluster))
-	for n := range byCluster {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	for i, n := range names {
-		wg.Go(func() {
-			p := r.cfg.Publishers[n]
-			errs[i] = r.retry(ctx, "publish", func(ctx context.Context) error {
-				if err := p.Publish(ctx, byCluster[n]...); err != nil {
-					return fmt.Errorf("publish to cluster %s: %w", n, err)
-				}
-				return nil
-			})
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// retry calls fn until it succeeds, backing off between attempts. It gives up
-// with ErrGaveUp after Config.GiveUp, or when ctx ends.
-func (r *Router) retry(ctx context.Context, op string, fn func(context.Context) error) error {
-	start := time.Now()
-	backoff := r.cfg.RetryMin
-	for attempt := 1; ; attempt++ {
-		err := fn(ctx)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("router: %s: stopped while retrying: %w", op, errors.Join(ctx.Err(), err))
-		}
-		if time.Since(start) >= r.cfg.GiveUp {
-			return fmt.Errorf("%w: %s failed for %s (%d attempts): %w", ErrGaveUp, op, r.cfg.GiveUp, attempt, err)
-		}
-		r.log.Warn("transient failure, retrying", "op", op, "attempt", attempt, "backoff", backoff, "error", err)
-		r.cfg.Metrics.retry(op)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("router: %s: stopped while retrying: %w", op, errors.Join(ctx.Err(), err))
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, r.cfg.RetryMax)
-	}
 }
 
 func (r *Router) warnCluster(cluster string) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
@@ -167,24 +168,7 @@ func (f *fixture) start(t *testing.T) (*router.Router, func() error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	var runErr error
-	stop := func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case runErr = <-done:
-			case <-time.After(20 * time.Second):
-				runErr = errors.New("Run did not return")
-			}
-		})
-		return runErr
-	}
-	t.Cleanup(func() { _ = stop() })
-	return r, stop
+	return r, testenv.Start(t, 20*time.Second, r.Run)
 }
 
 // committed is the number of ingest records committed by the group.
@@ -194,17 +178,6 @@ func (f *fixture) committed() int64 {
 		n += f.a.Committed(group, ingest, p)
 	}
 	return n
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func header(m router.Message, key string) string {
@@ -237,7 +210,7 @@ func TestRouterPlacesEveryEvent(t *testing.T) {
 	f.produce(t, bad...)
 	_, stop := f.start(t)
 	total := int64(len(sent) + len(bad))
-	waitFor(t, "all events committed", func() bool { return f.committed() == total })
+	testenv.Eventually(t, 10*time.Second, "all events committed", func() bool { return f.committed() == total })
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -339,7 +312,7 @@ func TestRouterFailsClosedWithoutRuleset(t *testing.T) {
 	f.cfg.Subscriber = countingSub{f.sub, &fetches}
 	f.produce(t, event("US", "u1", "1"), event("GB", "u2", "2"))
 	r, stop := f.start(t)
-	waitFor(t, "not ready with a reason", func() bool {
+	testenv.Eventually(t, 10*time.Second, "not ready with a reason", func() bool {
 		err := r.Ready()
 		return err != nil && strings.Contains(err.Error(), "no ruleset loaded")
 	})
@@ -352,13 +325,13 @@ func TestRouterFailsClosedWithoutRuleset(t *testing.T) {
 	}
 	// Rules come back: routing resumes by itself.
 	f.rules.set(mustRules(t, 4), nil)
-	waitFor(t, "events committed", func() bool { return f.committed() == 2 })
+	testenv.Eventually(t, 10*time.Second, "events committed", func() bool { return f.committed() == 2 })
 	if err := r.Ready(); err != nil {
 		t.Fatalf("Ready after rules are back: %v", err)
 	}
 	// Rules go stale: routing stops again.
 	f.rules.set(nil, rules.ErrStale)
-	waitFor(t, "not ready again", func() bool { return r.Ready() != nil })
+	testenv.Eventually(t, 10*time.Second, "not ready again", func() bool { return r.Ready() != nil })
 	f.produce(t, event("US", "u3", "3"))
 	time.Sleep(50 * time.Millisecond)
 	if got := len(f.a.Records("pinned.us")); got != 1 {
@@ -410,7 +383,7 @@ func TestRouterRetriesTransientFailures(t *testing.T) {
 	f.fields.unavailable.Store(3)
 	f.produce(t, event("GB", "u1", "1"), event("US", "u2", "2"))
 	_, stop := f.start(t)
-	waitFor(t, "events committed", func() bool { return f.committed() == 2 })
+	testenv.Eventually(t, 10*time.Second, "events committed", func() bool { return f.committed() == 2 })
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -452,7 +425,7 @@ func TestRouterPins(t *testing.T) {
 	f.cfg.Linger = time.Second // one batch
 	f.produce(t, event("US", "alice", "1"), event("-", "alice", "2"), event("US", "bob", "3"), event("US", "carol", "4"))
 	_, stop := f.start(t)
-	waitFor(t, "events committed", func() bool { return f.committed() == 4 })
+	testenv.Eventually(t, 10*time.Second, "events committed", func() bool { return f.committed() == 4 })
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -477,7 +450,7 @@ func TestRouterUnknownClusterQuarantines(t *testing.T) {
 	f.cfg.Publishers = map[string]router.Publisher{"a": f.pubs["a"]} // no "b"
 	f.produce(t, event("GB", "u1", "1"), event("US", "u2", "2"))
 	_, stop := f.start(t)
-	waitFor(t, "events committed", func() bool { return f.committed() == 2 })
+	testenv.Eventually(t, 10*time.Second, "events committed", func() bool { return f.committed() == 2 })
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -501,7 +474,7 @@ func TestRouterShutdownFlushes(t *testing.T) {
 	}
 	f.produce(t, msgs...)
 	_, stop := f.start(t)
-	waitFor(t, "events fetched", func() bool { return fetched.Load() == 30 })
+	testenv.Eventually(t, 10*time.Second, "events fetched", func() bool { return fetched.Load() == 30 })
 	if err := stop(); err != nil { // while the batch lingers
 		t.Fatalf("Run: %v", err)
 	}

@@ -48,10 +48,12 @@ type node struct {
 	name    string   // full name of a record, enum or fixed
 	aliases []string // full names
 	logical string   // logicalType, if any
+	scale   int      // a decimal's scale (bytes and fixed)
 
 	fields []*field // record
 
 	symbols        []string // enum
+	jsonSymbols    [][]byte // enum symbols as JSON strings, for the transcoder
 	enumDefault    string
 	hasEnumDefault bool
 
@@ -67,6 +69,7 @@ type field struct {
 	aliases    []string
 	typ        *node
 	hasDefault bool
+	jsonKey    []byte // `"name":`, for the transcoder
 }
 
 // shortName is the unqualified name of a named type.
@@ -313,7 +316,7 @@ func (p *schemaParser) object(m map[string]any, ns string) (*node, error) {
 			if err != nil {
 				return nil, fmt.Errorf("record %s: field %s: %w", n.name, fname, err)
 			}
-			fld := &field{name: fname, typ: ft}
+			fld := &field{name: fname, typ: ft, jsonKey: append(appendJSONString(nil, fname), ':')}
 			_, fld.hasDefault = fm["default"]
 			if al, ok := fm["aliases"].([]any); ok {
 				for _, a := range al {
@@ -342,6 +345,7 @@ func (p *schemaParser) object(m map[string]any, ns string) (*node, error) {
 			}
 			seen[sym] = true
 			n.symbols = append(n.symbols, sym)
+			n.jsonSymbols = append(n.jsonSymbols, appendJSONString(nil, sym))
 		}
 		if def, ok, err := str(m, "default"); err != nil {
 			return nil, fmt.Errorf("enum %s: %w", n.name, err)
@@ -366,6 +370,7 @@ func (p *schemaParser) object(m map[string]any, ns string) (*node, error) {
 			return nil, fmt.Errorf("fixed %s: invalid size %s", n.name, num)
 		}
 		n.size = int(size)
+		n.scale = scaleOf(m)
 		return n, nil
 	case "array":
 		it, ok := m["items"]
@@ -389,8 +394,21 @@ func (p *schemaParser) object(m map[string]any, ns string) (*node, error) {
 		return &node{kind: kMap, values: values, logical: logical}, nil
 	}
 	if k, ok := primitives[ts]; ok {
-		return &node{kind: k, logical: logical}, nil
+		return &node{kind: k, logical: logical, scale: scaleOf(m)}, nil
 	}
 	// {"type": "SomeNamedType"}
 	return p.ref(ts, ns)
+}
+
+// scaleOf is the "scale" of a decimal type object, 0 when absent or invalid.
+func scaleOf(m map[string]any) int {
+	num, ok := m["scale"].(json.Number)
+	if !ok {
+		return 0
+	}
+	scale, err := num.Int64()
+	if err != nil || scale < 0 || scale > 1<<10 {
+		return 0
+	}
+	return int(scale)
 }

@@ -227,26 +227,34 @@ func splitList(v string) []string {
 	return out
 }
 
-// finish fills in defaults and validates; errors name the field.
-func (c *Config) finish() error {
-	setDef := func(dst *string, v string) {
-		if *dst == "" {
-			*dst = v
-		}
+// setDefault sets *dst to v if it is empty.
+func setDefault(dst *string, v string) {
+	if *dst == "" {
+		*dst = v
 	}
-	setDef(&c.LogLevel, "info")
-	setDef(&c.HTTP.Listen, ":9090")
-	setDef(&c.Router.ConsumerGroup, "residency-router")
-	setDef(&c.Router.QuarantineTopic, "residency.quarantine")
-	setDef(&c.Router.DeadLetterTopic, "residency.dead-letter")
-	setDef(&c.Router.StartOffset, "earliest")
-	setDef(&c.Redis.Addr, "127.0.0.1:6379")
-	setDef(&c.Redis.Prefix, rules.DefaultPrefix)
+}
+
+// sharedDefaults fills in the defaults of the parts of the config that
+// route and sink share: log level, listen address, Redis, ingest cluster.
+func (c *Config) sharedDefaults() {
+	setDefault(&c.LogLevel, "info")
+	setDefault(&c.HTTP.Listen, ":9090")
+	setDefault(&c.Redis.Addr, "127.0.0.1:6379")
+	setDefault(&c.Redis.Prefix, rules.DefaultPrefix)
 	if c.Kafka.IngestCluster == "" && len(c.Kafka.Clusters) == 1 {
 		for name := range c.Kafka.Clusters {
 			c.Kafka.IngestCluster = name
 		}
 	}
+}
+
+// finish fills in defaults and validates; errors name the field.
+func (c *Config) finish() error {
+	c.sharedDefaults()
+	setDefault(&c.Router.ConsumerGroup, "residency-router")
+	setDefault(&c.Router.QuarantineTopic, "residency.quarantine")
+	setDefault(&c.Router.DeadLetterTopic, "residency.dead-letter")
+	setDefault(&c.Router.StartOffset, "earliest")
 
 	var errs []error
 	bad := func(field, format string, args ...any) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -135,13 +134,7 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	needRedis := cfg.Rules.File == "" || f.checkpointDir == "" || f.baselineVersion() > 0
 	var store *rules.RedisStore
 	if needRedis {
-		opts := &redis.Options{Addr: cfg.Redis.Addr, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
-			DB: cfg.Redis.DB, DialTimeout: 3 * time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second}
-		if cfg.Redis.TLS {
-			opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		redis.SetLogger(quietLogger{})
-		w.redis = redis.NewClient(opts)
+		w.redis = newRedis(cfg.Redis, 3*time.Second)
 		store = rules.NewRedisStore(w.redis, cfg.Redis.Prefix)
 	}
 	var cps replay.Checkpoints

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,24 +18,6 @@ import (
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 )
-
-// replayBuf is a goroutine-safe buffer for the command's output.
-type replayBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *replayBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *replayBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 const replayRulesV1 = `
 jurisdictions:
@@ -147,7 +127,7 @@ func (s *replayStack) ends(t *testing.T) map[string]int64 {
 }
 
 func replayCmd(ctx context.Context, args ...string) (int, string, string) {
-	var stdout, stderr replayBuf
+	var stdout, stderr testenv.SyncBuffer
 	code := run(ctx, append([]string{"replay"}, args...), nil, &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
 }
@@ -309,7 +289,7 @@ func TestProgressBar(t *testing.T) {
 	if got != want {
 		t.Fatalf("progressBar = %q, want %q", got, want)
 	}
-	var buf replayBuf
+	var buf testenv.SyncBuffer
 	v := newProgressView(&buf, "auto", "r-1") // not a terminal: lines
 	v.update(p)
 	v.update(p) // within 5s: no second line

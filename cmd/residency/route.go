@@ -2,20 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/connectors/kafka"
@@ -52,65 +45,30 @@ func runRoute(ctx context.Context, e env) int {
 	if err != nil {
 		return fail(e, "route", fmt.Errorf("%w: %w", errUsage, err))
 	}
-	for dst, v := range map[*string]string{&cfg.HTTP.Listen: *listen, &cfg.LogLevel: *level, &cfg.Rules.File: *rulesFile,
-		&cfg.Redis.Addr: *redisAddr, &cfg.Instance: *instance, &cfg.Router.ConsumerGroup: *group} {
-		if v != "" {
-			*dst = v
-		}
-	}
+	override(map[*string]string{&cfg.HTTP.Listen: *listen, &cfg.LogLevel: *level, &cfg.Rules.File: *rulesFile,
+		&cfg.Redis.Addr: *redisAddr, &cfg.Instance: *instance, &cfg.Router.ConsumerGroup: *group})
 	if err := cfg.finish(); err != nil {
 		return fail(e, "route", fmt.Errorf("%w: %s: %w", errUsage, *cfgPath, err))
 	}
-	lvl, _ := parseLevel(cfg.LogLevel)
-	log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	log, reg := newService(e.stderr, cfg.LogLevel)
 	w, err := wire(cfg, log, reg)
 	if err != nil {
 		return fail(e, "route", err)
 	}
-	var srv *http.Server
-	if cfg.HTTP.Listen != "off" {
-		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-		if err != nil {
-			w.close()
-			return fail(e, "route", fmt.Errorf("http.listen: %w", err))
-		}
-		srv = &http.Server{Handler: opsHandler(reg, w.router.Ready), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		log.Info("operations endpoint listening", "addr", ln.Addr().String())
+	shutdown, err := serveOps(cfg.HTTP.Listen, reg, w.router.Ready, log)
+	if err != nil {
+		w.close()
+		return fail(e, "route", fmt.Errorf("http.listen: %w", err))
 	}
 	log.Info("routing", "instance", cfg.Instance, "group", cfg.Router.ConsumerGroup, "ingest_topics", cfg.Router.IngestTopics)
 	err = w.run(ctx)
-	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = srv.Shutdown(sctx)
-		cancel()
-	}
+	shutdown()
 	if err != nil {
 		log.Error("routing stopped", "error", err)
 		return fail(e, "route", err)
 	}
 	log.Info("routing stopped cleanly")
 	return exitOK
-}
-
-// opsHandler serves /metrics, /healthz and /readyz.
-func opsHandler(reg *prometheus.Registry, ready func() error) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
-			return
-		}
-		_, _ = io.WriteString(w, "ready\n")
-	})
-	return mux
 }
 
 // wired is a router with everything it runs on.
@@ -136,26 +94,13 @@ func wire(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (w *wired, e
 	if err != nil {
 		return nil, fmt.Errorf("%w: schemas.%w", errUsage, err)
 	}
-	var src rules.Source
-	if cfg.Rules.File != "" {
-		_, rs, err := readRuleset(cfg.Rules.File)
-		if err != nil {
-			return nil, fmt.Errorf("%w: rules.file: %w", errUsage, err)
-		}
-		src = rules.NewStaticSource(rs)
-	} else {
-		opts := &redis.Options{Addr: cfg.Redis.Addr, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
-			DB: cfg.Redis.DB, DialTimeout: 3 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}
-		if cfg.Redis.TLS {
-			opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		redis.SetLogger(quietLogger{})
-		w.redis = redis.NewClient(opts)
-		store := rules.NewRedisStore(w.redis, cfg.Redis.Prefix)
-		src = store
-		if cfg.pinsEnabled() {
-			w.pins = rules.NewPins(store, rules.PinsOptions{Registerer: reg})
-		}
+	src, store, client, err := rulesSource(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	w.redis = client
+	if store != nil && cfg.pinsEnabled() {
+		w.pins = rules.NewPins(store, rules.PinsOptions{Registerer: reg})
 	}
 	w.cache = rules.NewCache(src, rules.CacheOptions{
 		PollInterval: cfg.Rules.PollInterval, StalenessBound: cfg.Rules.StalenessBound,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -46,38 +45,11 @@ Exit codes: 0 ok, 1 refused or invalid, 2 usage, 3 Redis unavailable.
 
 // runRules is `residency rules`.
 func runRules(ctx context.Context, e env) int {
-	if len(e.args) == 0 {
-		fmt.Fprint(e.stderr, rulesUsage)
-		return exitUsage
+	subs := map[string]func(env) int{"validate": rulesValidate}
+	for _, sub := range []string{"apply", "show", "history", "diff", "rollback", "pin", "unpin", "pins"} {
+		subs[sub] = func(e env) int { return rulesRedis(ctx, sub, e) }
 	}
-	sub, e2 := e.args[0], e
-	e2.args = e.args[1:]
-	switch sub {
-	case "-h", "--help", "help":
-		fmt.Fprint(e.stdout, rulesUsage)
-		return exitOK
-	case "validate":
-		return rulesValidate(e2)
-	case "apply", "show", "history", "diff", "rollback", "pin", "unpin", "pins":
-		return rulesRedis(ctx, sub, e2)
-	}
-	fmt.Fprintf(e.stderr, "residency rules: unknown subcommand %q\n\n%s", sub, rulesUsage)
-	return exitUsage
-}
-
-// parseInterleaved parses flags that may come before, between or after the
-// positional arguments, and returns the positional ones.
-func parseInterleaved(fs *flag.FlagSet, args []string) (pos []string, code int, ok bool) {
-	for {
-		if code, ok := parseFlags(fs, args); !ok {
-			return nil, code, false
-		}
-		if fs.NArg() == 0 {
-			return pos, 0, true
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
+	return subcommands(e, "rules", rulesUsage, subs)
 }
 
 // rulesValidate is `residency rules validate FILE...`.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -40,49 +39,25 @@ Exit codes: 0 yes, 1 no (the findings say why), 2 usage, 3 registry unavailable.
 
 // runSchemas is `residency schemas`.
 func runSchemas(ctx context.Context, e env) int {
-	if len(e.args) == 0 {
-		fmt.Fprint(e.stderr, schemasUsage)
-		return exitUsage
-	}
-	sub, e2 := e.args[0], e
-	e2.args = e.args[1:]
-	switch sub {
-	case "-h", "--help", "help":
-		fmt.Fprint(e.stdout, schemasUsage)
-		return exitOK
-	case "check":
-		return schemasCheck(ctx, e2)
-	case "show":
-		if len(e2.args) != 0 {
-			return fail(e, "schemas show", fmt.Errorf("%w: show takes no arguments", errUsage))
-		}
-		fmt.Fprint(e.stdout, schemas.UserEventSchema)
-		return exitOK
-	case "fingerprint":
-		return schemasFingerprint(e2)
-	}
-	fmt.Fprintf(e.stderr, "residency schemas: unknown subcommand %q\n\n%s", sub, schemasUsage)
-	return exitUsage
+	return subcommands(e, "schemas", schemasUsage, map[string]func(env) int{
+		"check":       func(e env) int { return schemasCheck(ctx, e) },
+		"show":        schemasShow,
+		"fingerprint": schemasFingerprint,
+	})
 }
 
-// positional parses flags that may come before or after the positional
-// arguments and returns the positional ones.
-func positional(fs *flag.FlagSet, args []string) (pos []string, code int, ok bool) {
-	for {
-		if code, ok := parseFlags(fs, args); !ok {
-			return nil, code, false
-		}
-		if fs.NArg() == 0 {
-			return pos, 0, true
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+// schemasShow is `residency schemas show`.
+func schemasShow(e env) int {
+	if len(e.args) != 0 {
+		return fail(e, "schemas show", fmt.Errorf("%w: show takes no arguments", errUsage))
 	}
+	fmt.Fprint(e.stdout, schemas.UserEventSchema)
+	return exitOK
 }
 
 func schemasFingerprint(e env) int {
 	fs := newFlags(e, "schemas fingerprint", "schemas fingerprint FILE")
-	pos, code, ok := positional(fs, e.args)
+	pos, code, ok := parseInterleaved(fs, e.args)
 	if !ok {
 		return code
 	}
@@ -117,7 +92,7 @@ func schemasCheck(ctx context.Context, e env) int {
 	country := fs.String("country-field", "country", "dotted path of the country field")
 	user := fs.String("user-id-field", "user_id", "dotted path of the user id field")
 	timeout := fs.Duration("timeout", 15*time.Second, "how long to wait for the registry")
-	pos, code, ok := positional(fs, e.args)
+	pos, code, ok := parseInterleaved(fs, e.args)
 	if !ok {
 		return code
 	}

@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -15,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/connectors/kafka"
@@ -103,22 +99,13 @@ func runSink(ctx context.Context, e env) int {
 	if err != nil {
 		return fail(e, "sink", fmt.Errorf("%w: %w", errUsage, err))
 	}
-	for dst, v := range map[*string]string{&cfg.LogLevel: *level, &cfg.Rules.File: *rulesFile, &cfg.Redis.Addr: *redisAddr} {
-		if v != "" {
-			*dst = v
-		}
-	}
+	override(map[*string]string{&cfg.LogLevel: *level, &cfg.Rules.File: *rulesFile, &cfg.Redis.Addr: *redisAddr})
 	sc, err := cfg.finishSink(*storeName)
 	if err != nil {
 		return fail(e, "sink", fmt.Errorf("%w: %s: %w", errUsage, *cfgPath, err))
 	}
-	if *listen != "" {
-		sc.Listen = *listen
-	}
-	lvl, _ := parseLevel(cfg.LogLevel)
-	log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	override(map[*string]string{&sc.Listen: *listen})
+	log, reg := newService(e.stderr, cfg.LogLevel)
 
 	sw := &sinkWiring{log: log}
 	defer sw.close()
@@ -130,23 +117,13 @@ func runSink(ctx context.Context, e env) int {
 		fmt.Fprintf(e.stderr, "residency sink: %v\n", err)
 		return code
 	}
-	var srv *http.Server
-	if sc.Listen != "off" {
-		ln, err := net.Listen("tcp", sc.Listen)
-		if err != nil {
-			return fail(e, "sink", fmt.Errorf("listen: %w", err))
-		}
-		srv = &http.Server{Handler: opsHandler(reg, sw.sink.Ready), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		log.Info("operations endpoint listening", "addr", ln.Addr().String())
+	shutdown, err := serveOps(sc.Listen, reg, sw.sink.Ready, log)
+	if err != nil {
+		return fail(e, "sink", fmt.Errorf("listen: %w", err))
 	}
 	log.Info("sinking", "region", sc.Region, "topic", sc.Topic, "cluster", sc.Cluster, "group", sc.ConsumerGroup)
 	err = sw.sink.Run(ctx)
-	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = srv.Shutdown(sctx)
-		cancel()
-	}
+	shutdown()
 	if err != nil {
 		log.Error("sink stopped", "error", err)
 		fmt.Fprintf(e.stderr, "residency sink: %v\n", err)
@@ -162,23 +139,7 @@ func runSink(ctx context.Context, e env) int {
 // finishSink validates the parts of the config a sink uses, fills in
 // defaults and returns the sinks[] entry of store; errors name the field.
 func (c *Config) finishSink(store string) (*SinkConfig, error) {
-	if c.LogLevel == "" {
-		c.LogLevel = "info"
-	}
-	if c.HTTP.Listen == "" {
-		c.HTTP.Listen = ":9090"
-	}
-	if c.Redis.Addr == "" {
-		c.Redis.Addr = "127.0.0.1:6379"
-	}
-	if c.Redis.Prefix == "" {
-		c.Redis.Prefix = rules.DefaultPrefix
-	}
-	if c.Kafka.IngestCluster == "" && len(c.Kafka.Clusters) == 1 {
-		for name := range c.Kafka.Clusters {
-			c.Kafka.IngestCluster = name
-		}
-	}
+	c.sharedDefaults()
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
@@ -291,23 +252,11 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *Config, sc *SinkConfig, reg 
 	if err != nil {
 		return exitUsage, fmt.Errorf("schemas.%w", err)
 	}
-	var src rules.Source
-	if cfg.Rules.File != "" {
-		_, rs, err := readRuleset(cfg.Rules.File)
-		if err != nil {
-			return exitUsage, fmt.Errorf("rules.file: %w", err)
-		}
-		src = rules.NewStaticSource(rs)
-	} else {
-		opts := &redis.Options{Addr: cfg.Redis.Addr, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
-			DB: cfg.Redis.DB, DialTimeout: 3 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}
-		if cfg.Redis.TLS {
-			opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		redis.SetLogger(quietLogger{})
-		w.redis = redis.NewClient(opts)
-		src = rules.NewRedisStore(w.redis, cfg.Redis.Prefix)
+	src, _, client, err := rulesSource(cfg)
+	if err != nil {
+		return exitUsage, err
 	}
+	w.redis = client
 	w.cache = rules.NewCache(src, rules.CacheOptions{PollInterval: cfg.Rules.PollInterval,
 		StalenessBound: cfg.Rules.StalenessBound, Registerer: reg, Logger: w.log})
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))

@@ -108,7 +108,7 @@ sinks:
 
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(rctx, []string{"sink", "--config", cfgFile, "--store", "us-postgres"}, nil, &stdout, &stderr)
@@ -270,7 +270,7 @@ sinks:
 	}
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(rctx, []string{"sink", "--config", cfgFile, "--store", "us-objects"}, nil, &stdout, &stderr)

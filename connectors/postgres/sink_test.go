@@ -48,39 +48,13 @@ func sinkConfig(topic string) sink.Config {
 // cleanup).
 func runSink(t *testing.T, s *sink.Sink) (stop func() error) {
 	t.Helper()
-	ctx, c := context.WithCancel(context.Background())
-	ch := make(chan error, 1)
-	go func() { ch <- s.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			c()
-			select {
-			case err = <-ch:
-			case <-time.After(30 * time.Second):
-				err = errors.New("sink did not stop")
-			}
-		})
-		return err
-	}
+	stop = testenv.Start(t, 30*time.Second, s.Run)
 	t.Cleanup(func() {
 		if err := stop(); err != nil {
 			t.Error(err)
 		}
 	})
 	return stop
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func usMessages(from, to int) []router.Message {
@@ -140,7 +114,7 @@ func TestSinkQuarantinesMismatchedRegion(t *testing.T) {
 		t.Fatal(err)
 	}
 	runSink(t, s)
-	waitFor(t, "all committed", 20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, "all committed", func() bool {
 		return b.Committed("g", usTopic, 0)+b.Committed("g", usTopic, 1) == int64(len(msgs))
 	})
 	if n, _ := count(t, store); n != 6 {
@@ -211,7 +185,7 @@ func TestSinkStopsWithinOneBatchWhenApprovalRevoked(t *testing.T) {
 		t.Fatal(err)
 	}
 	runSink(t, s)
-	waitFor(t, "not ready", 20*time.Second, func() bool { return errors.Is(s.Ready(), sink.ErrNotApproved) })
+	testenv.Eventually(t, 20*time.Second, "not ready", func() bool { return errors.Is(s.Ready(), sink.ErrNotApproved) })
 	time.Sleep(200 * time.Millisecond)
 	// Batch 2 was in flight when the approval went: it completes; nothing after it.
 	if n, _ := count(t, store); n != 20 {
@@ -313,7 +287,7 @@ func TestSinkKilledMidBatchExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	runSink(t, s2)
-	waitFor(t, "every event stored", 60*time.Second, func() bool { n, _ := count(t, store); return n >= total })
+	testenv.Eventually(t, 60*time.Second, "every event stored", func() bool { n, _ := count(t, store); return n >= total })
 	time.Sleep(300 * time.Millisecond) // let a faulty sink write duplicates
 	rows, distinct := count(t, store)
 	if rows != total || distinct != total {

@@ -292,14 +292,14 @@ func (s *Sink) fetchBatch(ctx context.Context) []item {
 // returns false if ctx ended first.
 func (s *Sink) decode(ctx context.Context, it *item) bool {
 	backoff := s.cfg.RetryBackoff
-	bd, fast := s.dec.(bodyDecoder)
+	jd, fast := s.dec.(jsonDecoder)
 	for {
 		var err error
 		if fast {
-			var body []byte
-			var schema string
-			if body, schema, err = bd.Body(ctx, it.msg.Topic, it.msg.Value); err == nil {
-				it.decodeErr = it.transcode(body, schema)
+			var doc []byte
+			var keys schemas.EventKeys
+			if doc, keys, err = jd.DecodeJSONFast(ctx, it.msg.Topic, it.msg.Value); err == nil {
+				it.doc, it.eventID, it.userID, it.occurredAt = doc, keys.EventID, keys.UserID, keys.OccurredAt
 				return true
 			}
 		} else {
@@ -323,34 +323,16 @@ func (s *Sink) decode(ctx context.Context, it *item) bool {
 	}
 }
 
-// bodyDecoder is implemented by decoders that hand out the Avro body and
-// its writer schema (schemas.Extractor); the sink then transcodes the body
-// to JSON directly, several times faster than through goavro's native form.
-type bodyDecoder interface {
-	Body(ctx context.Context, topic string, value []byte) (body []byte, writerSchema string, err error)
-}
-
-// transcode renders an Avro body as JSON and reads its key fields.
-func (it *item) transcode(body []byte, schema string) error {
-	n, err := schemaFor(schema)
-	if err != nil {
-		return err
-	}
-	doc, kf, err := transcodeEvent(make([]byte, 0, 2*len(body)+256), n, body)
-	if err != nil {
-		return err
-	}
-	it.doc, it.eventID, it.userID, it.occurredAt = doc, kf.eventID, kf.userID, kf.occurredAt
-	return nil
+// jsonDecoder is implemented by decoders that transcode the Avro body
+// straight to JSON and read the key fields (schemas.Extractor), several
+// times faster than rendering goavro's native form.
+type jsonDecoder interface {
+	DecodeJSONFast(ctx context.Context, topic string, value []byte) (doc []byte, keys schemas.EventKeys, err error)
 }
 
 // fill renders the decoded event as JSON and reads its key fields.
 func (it *item) fill(native any, schema string) error {
-	n, err := schemaFor(schema)
-	if err != nil {
-		return err
-	}
-	doc, err := renderJSON(make([]byte, 0, 1024), n, native)
+	doc, err := schemas.RenderJSON(make([]byte, 0, 1024), schema, native)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/residency-router/residency/connectors/sink"
 	"github.com/residency-router/residency/connectors/sink/sinktest"
+	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/schemas"
@@ -129,17 +130,6 @@ func start(t *testing.T, s *sink.Sink) <-chan error {
 	return done
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitWithin)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func committed(h *harness) int64 {
 	var n int64
 	for p := range 3 {
@@ -227,7 +217,7 @@ func TestWritesCommitsAndQuarantines(t *testing.T) {
 	h.publish(t, msgs...)
 	s := h.newSink(t)
 	start(t, s)
-	waitFor(t, "all offsets committed", func() bool { return committed(h) == int64(len(msgs)) })
+	testenv.Eventually(t, waitWithin, "all offsets committed", func() bool { return committed(h) == int64(len(msgs)) })
 
 	if n := h.store.count(); n != 12 {
 		t.Fatalf("store holds %d events, want 12", n)
@@ -325,7 +315,7 @@ func TestRevocationStopsWritingWithinOneBatch(t *testing.T) {
 	h.publish(t, msgs...)
 	s := h.newSink(t)
 	start(t, s)
-	waitFor(t, "not-ready", func() bool { return errors.Is(s.Ready(), sink.ErrNotApproved) })
+	testenv.Eventually(t, waitWithin, "not-ready", func() bool { return errors.Is(s.Ready(), sink.ErrNotApproved) })
 	time.Sleep(100 * time.Millisecond) // give a faulty sink time to write more
 	if n := h.store.count(); n != batchSize {
 		t.Fatalf("store holds %d events after the revocation, want %d (one batch)", n, batchSize)
@@ -342,8 +332,8 @@ func TestRevocationStopsWritingWithinOneBatch(t *testing.T) {
 
 	// Approval given back (e.g. `rules rollback`): writing resumes.
 	h.rules.Set(sinktest.Ruleset(9, usTopic, euTopic, storeName, "us"))
-	waitFor(t, "all events written", func() bool { return h.store.count() == 4*batchSize })
-	waitFor(t, "ready", func() bool { return s.Ready() == nil })
+	testenv.Eventually(t, waitWithin, "all events written", func() bool { return h.store.count() == 4*batchSize })
+	testenv.Eventually(t, waitWithin, "ready", func() bool { return s.Ready() == nil })
 }
 
 func TestRegionRevokedPerRecordUnderNewRuleset(t *testing.T) {
@@ -353,10 +343,10 @@ func TestRegionRevokedPerRecordUnderNewRuleset(t *testing.T) {
 	h.publish(t, sinktest.Message(usTopic, 1, "EU", "eu", "DE"))
 	s := h.newSink(t)
 	start(t, s)
-	waitFor(t, "first event written", func() bool { return h.store.count() == 1 })
+	testenv.Eventually(t, waitWithin, "first event written", func() bool { return h.store.count() == 1 })
 	h.rules.Set(sinktest.Ruleset(8, usTopic, euTopic, storeName, "us"))
 	h.publish(t, sinktest.Message(usTopic, 2, "EU", "eu", "DE"))
-	waitFor(t, "quarantined", func() bool { return len(h.broker.Records(quarTopic)) == 1 })
+	testenv.Eventually(t, waitWithin, "quarantined", func() bool { return len(h.broker.Records(quarTopic)) == 1 })
 	if h.store.count() != 1 {
 		t.Errorf("store holds %d events, want 1", h.store.count())
 	}
@@ -368,7 +358,7 @@ func TestStoreFailureIsRetriedNotCommitted(t *testing.T) {
 	h.publish(t, sinktest.Message(usTopic, 1, "US", "us", "US"))
 	s := h.newSink(t)
 	start(t, s)
-	waitFor(t, "committed", func() bool { return committed(h) == 1 })
+	testenv.Eventually(t, waitWithin, "committed", func() bool { return committed(h) == 1 })
 	if h.store.count() != 1 {
 		t.Fatalf("store holds %d", h.store.count())
 	}
@@ -382,9 +372,9 @@ func TestCloseWaitsForRun(t *testing.T) {
 	s := h.newSink(t)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(context.Background()) }()
-	waitFor(t, "ready", func() bool { return s.Ready() == nil })
+	testenv.Eventually(t, waitWithin, "ready", func() bool { return s.Ready() == nil })
 	h.publish(t, sinktest.Message(usTopic, 1, "US", "us", "US"))
-	waitFor(t, "written", func() bool { return committed(h) == 1 })
+	testenv.Eventually(t, waitWithin, "written", func() bool { return committed(h) == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), waitWithin)
 	defer cancel()
 	if err := s.Close(ctx); err != nil {
@@ -407,16 +397,16 @@ func TestReadinessFollowsTheRulesetWhileIdle(t *testing.T) {
 	h := newHarness(t, "us")
 	s := h.newSink(t)
 	start(t, s)
-	waitFor(t, "ready", func() bool { return s.Ready() == nil })
+	testenv.Eventually(t, waitWithin, "ready", func() bool { return s.Ready() == nil })
 	h.rules.Set(sinktest.Ruleset(8, usTopic, euTopic, storeName, "eu"))
-	waitFor(t, "not ready without a batch", func() bool { return errors.Is(s.Ready(), sink.ErrNotApproved) })
+	testenv.Eventually(t, waitWithin, "not ready without a batch", func() bool { return errors.Is(s.Ready(), sink.ErrNotApproved) })
 	if v := metric(t, h.reg, "residency_sink_approved", "store", storeName); v != 0 {
 		t.Errorf("approved gauge = %v", v)
 	}
 	h.rules.Set(nil)
-	waitFor(t, "not ready without a ruleset", func() bool { return errors.Is(s.Ready(), sink.ErrNoRuleset) })
+	testenv.Eventually(t, waitWithin, "not ready without a ruleset", func() bool { return errors.Is(s.Ready(), sink.ErrNoRuleset) })
 	h.rules.Set(sinktest.Ruleset(9, usTopic, euTopic, storeName, "us"))
-	waitFor(t, "ready again", func() bool { return s.Ready() == nil })
+	testenv.Eventually(t, waitWithin, "ready again", func() bool { return s.Ready() == nil })
 }
 
 func TestRefusesWhenThePinnedTopicIsOnAnotherCluster(t *testing.T) {
@@ -450,7 +440,7 @@ func TestNativeDecoderFallback(t *testing.T) {
 	h.publish(t, sinktest.Message(usTopic, 8, "US", "us", "US"), router.Message{Topic: usTopic, Key: []byte("k"), Value: []byte{1, 2},
 		Headers: []router.Header{{Key: router.HeaderRegion, Value: []byte("us")}}})
 	start(t, s)
-	waitFor(t, "committed", func() bool { return committed(h) == 2 })
+	testenv.Eventually(t, waitWithin, "committed", func() bool { return committed(h) == 2 })
 	r := h.store.rows[sinktest.EventID(8)]
 	var doc map[string]any
 	if err := json.Unmarshal(r.Event, &doc); err != nil || doc["country"] != "US" || r.UserID != sinktest.UserID(8) ||

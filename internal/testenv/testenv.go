@@ -14,6 +14,9 @@
 //
 // Every helper gives each test unique names (topics, groups, key prefixes,
 // database schemas) so tests can run in parallel and be run again.
+//
+// It also holds the small helpers tests of several packages share:
+// SyncBuffer, Eventually and Start.
 package testenv
 
 import (

@@ -1,7 +1,6 @@
 package replay_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,29 +63,12 @@ type env struct {
 	admins                         map[string]*kafka.Admin
 	reader                         *kafka.RangeReader
 	log                            *slog.Logger
-	logs                           *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs                           *testenv.SyncBuffer
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{a: testenv.KafkaA(t), b: testenv.KafkaB(t), pubs: map[string]router.Publisher{}, admins: map[string]*kafka.Admin{}, logs: &syncBuffer{}}
+	e := &env{a: testenv.KafkaA(t), b: testenv.KafkaB(t), pubs: map[string]router.Publisher{}, admins: map[string]*kafka.Admin{}, logs: &testenv.SyncBuffer{}}
 	e.log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e.ingest = e.a.Topic(t, "ingest", 2)
 	e.quarantine = e.a.Topic(t, "quarantine", 2)

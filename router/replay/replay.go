@@ -308,8 +308,9 @@ func (c *Config) defaults() {
 // Replay re-routes one plan. Create it with New, run it with Run, read the
 // outcome with Report.
 type Replay struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	backoff router.Backoff
 
 	mu    sync.Mutex
 	rep   Report
@@ -333,6 +334,7 @@ func New(cfg Config) (*Replay, error) {
 	}
 	cfg.defaults()
 	r := &Replay{cfg: cfg, log: cfg.Logger.With("replay_id", cfg.Plan.ID), trans: map[[2]string]*Transition{}, next: map[int]int64{}}
+	r.backoff = router.Backoff{Min: cfg.RetryMin, Max: 2 * time.Second, GiveUp: cfg.GiveUp, GaveUp: ErrGaveUp, Component: "replay", Logger: r.log}
 	r.rep = newReport(&cfg.Plan, cfg.DryRun)
 	return r, nil
 }
@@ -515,7 +517,7 @@ func (r *Replay) checkpoint(ctx context.Context) error {
 		cp.Next[p] = o
 	}
 	r.mu.Unlock()
-	return r.retry(ctx, "checkpoint", func(ctx context.Context) error { return r.cfg.Checkpoints.Save(ctx, cp) })
+	return r.backoff.Do(ctx, "checkpoint", func(ctx context.Context) error { return r.cfg.Checkpoints.Save(ctx, cp) })
 }
 
 func (r *Replay) emitProgress() {
@@ -569,7 +571,7 @@ func (r *Replay) process(ctx context.Context, batch []router.Message) error {
 	// Read the fields (retrying while the schema registry is away).
 	for i := range items {
 		it := &items[i]
-		err := r.retry(ctx, "schema_registry", func(ctx context.Context) error {
+		err := r.backoff.Do(ctx, "schema_registry", func(ctx context.Context) error {
 			it.fields, it.err = router.ReadFields(ctx, r.cfg.Fields, &it.orig, r.cfg.MaxValueBytes)
 			if errors.Is(it.err, schemas.ErrRegistryUnavailable) {
 				return it.err
@@ -622,7 +624,7 @@ func (r *Replay) process(ctx context.Context, batch []router.Message) error {
 		if err := r.limit(ctx, n); err != nil {
 			return err
 		}
-		if err := r.publish(ctx, byCluster); err != nil {
+		if err := router.PublishByCluster(ctx, r.cfg.Publishers, byCluster, r.backoff); err != nil {
 			return err
 		}
 	}
@@ -863,15 +865,7 @@ func (r *Replay) lookupPins(ctx context.Context, items []item) ([]string, error)
 	if len(ids) == 0 {
 		return pins, nil
 	}
-	var got []string
-	err := r.retry(ctx, "pins", func(ctx context.Context) error {
-		var err error
-		got, err = r.cfg.Pins.Lookup(ctx, ids)
-		if err == nil && len(got) != len(ids) {
-			err = fmt.Errorf("pin lookup returned %d results for %d users", len(got), len(ids))
-		}
-		return err
-	})
+	got, err := router.LookupPins(ctx, r.cfg.Pins, ids, r.backoff)
 	if err != nil {
 		return nil, err
 	}
@@ -908,54 +902,4 @@ func (r *Replay) limit(ctx context.Context, n int) error {
 		}
 	}
 	return nil
-}
-
-// publish writes each cluster's records, the clusters in parallel, each
-// retried until acknowledged.
-func (r *Replay) publish(ctx context.Context, byCluster map[string][]router.Message) error {
-	names := make([]string, 0, len(byCluster))
-	for n := range byCluster {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	for i, n := range names {
-		wg.Go(func() {
-			p := r.cfg.Publishers[n]
-			errs[i] = r.retry(ctx, "publish", func(ctx context.Context) error {
-				if err := p.Publish(ctx, byCluster[n]...); err != nil {
-					return fmt.Errorf("publish to cluster %s: %w", n, err)
-				}
-				return nil
-			})
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// retry calls fn until it succeeds, backing off, for at most GiveUp.
-func (r *Replay) retry(ctx context.Context, op string, fn func(context.Context) error) error {
-	start := time.Now()
-	backoff := r.cfg.RetryMin
-	for attempt := 1; ; attempt++ {
-		err := fn(ctx)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("replay: %s: stopped while retrying: %w", op, errors.Join(ctx.Err(), err))
-		}
-		if time.Since(start) >= r.cfg.GiveUp {
-			return fmt.Errorf("%w: %s failed for %s (%d attempts): %w", ErrGaveUp, op, r.cfg.GiveUp, attempt, err)
-		}
-		r.log.Warn("transient failure, retrying", "op", op, "attempt", attempt, "backoff", backoff, "error", err)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("replay: %s: stopped while retrying: %w", op, errors.Join(ctx.Err(), err))
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
 }

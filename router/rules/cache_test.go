@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,34 +14,16 @@ import (
 	"github.com/residency-router/residency/internal/testenv"
 )
 
-// runCache starts c.Run until the test ends and waits for it to return.
-func runCache(t *testing.T, c *Cache) {
+// runInBackground runs run (a Cache's or Pins' Run, named name) until the
+// test ends, then waits for it to return and reports its error.
+func runInBackground(t *testing.T, name string, run func(context.Context) error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
+	stop := testenv.Start(t, 30*time.Second, run)
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Cache.Run = %v", err)
+		if err := stop(); err != nil {
+			t.Errorf("%s = %v", name, err)
 		}
 	})
-}
-
-// waitFor polls cond every 5ms until it holds or timeout passes, and returns
-// when it first held.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Time {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return time.Now()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func currentVersion(c *Cache) int64 {
@@ -102,7 +83,7 @@ func TestCacheSeesNewVersionWithinASecond(t *testing.T) {
 			if _, err := c.Current(); !errors.Is(err, ErrNoRuleset) {
 				t.Fatalf("Current before Run = %v, want ErrNoRuleset", err)
 			}
-			runCache(t, c)
+			runInBackground(t, "Cache.Run", c.Run)
 			if _, err := s.Apply(ctx, example(t, "rules.yaml"), ApplyOptions{}); err != nil {
 				t.Fatal(err)
 			}
@@ -113,13 +94,13 @@ func TestCacheSeesNewVersionWithinASecond(t *testing.T) {
 			}
 			// Give the subscription time to be established: the first version
 			// came by polling or by it.
-			waitFor(t, 5*time.Second, "version 1", func() bool { return currentVersion(c) == 1 })
+			testenv.Eventually(t, 5*time.Second, "version 1", func() bool { return currentVersion(c) == 1 })
 
 			applied := time.Now()
 			if _, err := s.Apply(ctx, example(t, "rules-next.yaml"), ApplyOptions{Base: 1}); err != nil {
 				t.Fatal(err)
 			}
-			seen := waitFor(t, 10*time.Second, "version 2", func() bool { return currentVersion(c) == 2 })
+			seen := testenv.Eventually(t, 10*time.Second, "version 2", func() bool { return currentVersion(c) == 2 })
 			if lag := seen.Sub(applied); lag > time.Second {
 				t.Fatalf("version 2 seen %s after it was applied, want within 1s", lag)
 			} else {
@@ -148,17 +129,17 @@ func TestCacheOutage(t *testing.T) {
 	const bound = 500 * time.Millisecond
 	const poll = 50 * time.Millisecond
 	reg := prometheus.NewRegistry()
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	c := NewCache(viaProxy, CacheOptions{PollInterval: poll, StalenessBound: bound, CheckTimeout: 200 * time.Millisecond,
 		Registerer: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	runCache(t, c)
-	waitFor(t, 5*time.Second, "version 1", func() bool { return currentVersion(c) == 1 })
+	runInBackground(t, "Cache.Run", c.Run)
+	testenv.Eventually(t, 5*time.Second, "version 1", func() bool { return currentVersion(c) == 1 })
 
 	proxy.Cut()
 	cut := time.Now()
 	// Until the bound, the last-known-good version stays in use.
 	var staleErr error
-	staleAt := waitFor(t, 5*time.Second, "ErrStale", func() bool {
+	staleAt := testenv.Eventually(t, 5*time.Second, "ErrStale", func() bool {
 		rs, err := c.Current()
 		if err != nil {
 			staleErr = err
@@ -193,7 +174,7 @@ func TestCacheOutage(t *testing.T) {
 	if age, _ := metric(t, reg, "residency_rules_age_seconds", ""); age < bound.Seconds() {
 		t.Fatalf("residency_rules_age_seconds = %v, want past the bound", age)
 	}
-	waitFor(t, 5*time.Second, "the stale log line", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the stale log line", func() bool {
 		return strings.Contains(logs.String(), "level=ERROR msg=\"rules: ruleset is stale; routing must stop (fail closed)\"")
 	})
 	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
@@ -205,31 +186,13 @@ func TestCacheOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.Restore()
-	waitFor(t, 10*time.Second, "recovery with version 2", func() bool { return currentVersion(c) == 2 })
+	testenv.Eventually(t, 10*time.Second, "recovery with version 2", func() bool { return currentVersion(c) == 2 })
 	if usable, _ := metric(t, reg, "residency_rules_usable", ""); usable != 1 {
 		t.Fatalf("residency_rules_usable = %v after recovery, want 1", usable)
 	}
 	if !strings.Contains(logs.String(), "rules: switched ruleset version\" version=2 previous=1") {
 		t.Fatalf("no switch logged:\n%s", logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestCacheKeepsOldVersionOverCorrupt(t *testing.T) {
@@ -240,26 +203,26 @@ func TestCacheKeepsOldVersionOverCorrupt(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	c := NewCache(s, CacheOptions{PollInterval: 50 * time.Millisecond, Registerer: reg})
-	runCache(t, c)
+	runInBackground(t, "Cache.Run", c.Run)
 	// A second cache with a short bound shows the corrupt version is not
 	// trusted for ever either: it fails closed after its bound.
 	short := NewCache(s, CacheOptions{PollInterval: 50 * time.Millisecond, StalenessBound: 300 * time.Millisecond})
-	runCache(t, short)
-	waitFor(t, 5*time.Second, "version 1", func() bool { return currentVersion(c) == 1 && currentVersion(short) == 1 })
+	runInBackground(t, "Cache.Run", short.Run)
+	testenv.Eventually(t, 5*time.Second, "version 1", func() bool { return currentVersion(c) == 1 && currentVersion(short) == 1 })
 	if got, _ := metric(t, reg, "residency_rules_version", ""); got != 1 {
 		t.Fatalf("residency_rules_version = %v, want 1", got)
 	}
 
 	invalid := strings.Replace(small, "[FR, DE]", "[FR, XX]", 1)
 	corrupt(t, s, 2, invalid, Hash([]byte(invalid)))
-	waitFor(t, 5*time.Second, "a corrupt load error", func() bool {
+	testenv.Eventually(t, 5*time.Second, "a corrupt load error", func() bool {
 		v, _ := metric(t, reg, "residency_rules_load_errors_total", reasonCorrupt)
 		return v >= 2
 	})
 	if v := currentVersion(c); v != 1 {
 		t.Fatalf("after a corrupt version 2, Current is version %d, want 1", v)
 	}
-	waitFor(t, 5*time.Second, "the short-bound cache to fail closed", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the short-bound cache to fail closed", func() bool {
 		_, err := short.Current()
 		return errors.Is(err, ErrStale) && errors.Is(err, ErrCorrupt)
 	})
@@ -268,7 +231,7 @@ func TestCacheKeepsOldVersionOverCorrupt(t *testing.T) {
 	if _, err := s.Apply(ctx, example(t, "rules.yaml"), ApplyOptions{Base: 2}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "version 3", func() bool { return currentVersion(c) == 3 && currentVersion(short) == 3 })
+	testenv.Eventually(t, 5*time.Second, "version 3", func() bool { return currentVersion(c) == 3 && currentVersion(short) == 3 })
 	got, n := metric(t, reg, "residency_rules_version", "")
 	if got != 3 {
 		t.Fatalf("residency_rules_version = %v, want 3", got)
@@ -288,8 +251,8 @@ func TestStaticSource(t *testing.T) {
 	}
 	src := NewStaticSource(r1)
 	c := NewCache(src, CacheOptions{PollInterval: time.Hour})
-	runCache(t, c)
-	waitFor(t, 5*time.Second, "version 0", func() bool { return currentVersion(c) == 0 })
+	runInBackground(t, "Cache.Run", c.Run)
+	testenv.Eventually(t, 5*time.Second, "version 0", func() bool { return currentVersion(c) == 0 })
 
 	r2, err := Parse(example(t, "rules.yaml"))
 	if err != nil {
@@ -301,7 +264,7 @@ func TestStaticSource(t *testing.T) {
 	go func() { defer wg.Done(); src.Set(r2) }()
 	wg.Wait()
 	// PollInterval is an hour: only the Set announcement can switch it.
-	waitFor(t, 5*time.Second, "version 7", func() bool { return currentVersion(c) == 7 })
+	testenv.Eventually(t, 5*time.Second, "version 7", func() bool { return currentVersion(c) == 7 })
 }
 
 func TestCacheStartsWithRedisDown(t *testing.T) {
@@ -316,9 +279,9 @@ func TestCacheStartsWithRedisDown(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: proxy.Addr})
 	t.Cleanup(func() { _ = client.Close() })
 	c := NewCache(NewRedisStore(client, r.Prefix), CacheOptions{PollInterval: 50 * time.Millisecond, CheckTimeout: 200 * time.Millisecond})
-	runCache(t, c)
+	runInBackground(t, "Cache.Run", c.Run)
 	// Nothing loaded: Current refuses, and says why.
-	waitFor(t, 5*time.Second, "a failed first check", func() bool {
+	testenv.Eventually(t, 5*time.Second, "a failed first check", func() bool {
 		_, err := c.Current()
 		return errors.Is(err, ErrNoRuleset) && errors.Is(err, ErrUnavailable)
 	})

@@ -13,20 +13,6 @@ import (
 	"github.com/residency-router/residency/internal/testenv"
 )
 
-// runPins starts p.Run until the test ends.
-func runPins(t *testing.T, p *Pins) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Pins.Run = %v", err)
-		}
-	})
-}
-
 func ids(s ...string) [][]byte {
 	out := make([][]byte, len(s))
 	for i, x := range s {
@@ -54,12 +40,12 @@ func TestPinsFollowPinAndUnpin(t *testing.T) {
 	// what they answer.
 	a := NewPins(s, PinsOptions{TTL: time.Hour})
 	b := NewPins(s, PinsOptions{TTL: time.Hour})
-	runPins(t, a)
-	runPins(t, b)
+	runInBackground(t, "Pins.Run", a.Run)
+	runInBackground(t, "Pins.Run", b.Run)
 
 	// Once their subscriptions are up (which clears a cache), cache the
 	// negative answer in both.
-	waitFor(t, 5*time.Second, "subscriptions", func() bool { return subscribed(a) && subscribed(b) })
+	testenv.Eventually(t, 5*time.Second, "subscriptions", func() bool { return subscribed(a) && subscribed(b) })
 	if lookup1(t, a, "user-1") != "" || lookup1(t, b, "user-1") != "" || a.Len() != 1 || b.Len() != 1 {
 		t.Fatal("user-1 should be cached as not pinned")
 	}
@@ -67,13 +53,13 @@ func TestPinsFollowPinAndUnpin(t *testing.T) {
 	if err := s.Pin(ctx, "user-1", "EU"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "both to see the pin", func() bool {
+	testenv.Eventually(t, 5*time.Second, "both to see the pin", func() bool {
 		return lookup1(t, a, "user-1") == "EU" && lookup1(t, b, "user-1") == "EU"
 	})
 	if err := s.Unpin(ctx, "user-1"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "both to see the unpin", func() bool {
+	testenv.Eventually(t, 5*time.Second, "both to see the unpin", func() bool {
 		return lookup1(t, a, "user-1") == "" && lookup1(t, b, "user-1") == ""
 	})
 }
@@ -167,8 +153,8 @@ func TestPinsOutage(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: proxy.Addr, MaxRetries: -1})
 	t.Cleanup(func() { _ = client.Close() })
 	p := NewPins(NewRedisStore(client, r.Prefix), PinsOptions{TTL: time.Hour})
-	runPins(t, p)
-	waitFor(t, 5*time.Second, "subscription", func() bool { return subscribed(p) })
+	runInBackground(t, "Pins.Run", p.Run)
+	testenv.Eventually(t, 5*time.Second, "subscription", func() bool { return subscribed(p) })
 	if lookup1(t, p, "u1") != "" || p.Len() != 1 {
 		t.Fatal("u1 should be cached as not pinned")
 	}
@@ -185,7 +171,7 @@ func TestPinsOutage(t *testing.T) {
 	}
 	proxy.Restore()
 	// ...but the resubscription clears its cache.
-	waitFor(t, 10*time.Second, "u1's pin after the outage", func() bool {
+	testenv.Eventually(t, 10*time.Second, "u1's pin after the outage", func() bool {
 		got, err := p.Lookup(ctx, ids("u1"))
 		return err == nil && got[0] == "US"
 	})

@@ -1,4 +1,4 @@
-package sink
+package schemas
 
 import (
 	"context"
@@ -12,28 +12,38 @@ import (
 	"time"
 
 	"github.com/linkedin/goavro/v2"
-
-	"github.com/residency-router/residency/connectors/sink/sinktest"
-	"github.com/residency-router/residency/schemas"
 )
 
-// The rendering of the canonical event matches goavro's standard JSON
-// (schemas.DecodeJSON) except for bytes, which are base64.
-func TestRenderMatchesStandardJSON(t *testing.T) {
-	e, err := schemas.NewExtractor(schemas.ExtractorConfig{})
+// singleObjectEvent returns sampleEvent(i, country) in single-object
+// framing with the embedded UserEvent schema.
+func singleObjectEvent(t testing.TB, i int, country string) []byte {
+	t.Helper()
+	fp, err := Fingerprint(UserEventSchema)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := sinktest.Event(3, "DE")
+	return AppendSingleObject(nil, fp, encode(t, UserEventSchema, sampleEvent(i, country)))
+}
+
+// eventKeys are the EventKeys of sampleEvent(i, ...).
+func eventKeys(i int) EventKeys {
+	ev := sampleEvent(i, nil)
+	return EventKeys{EventID: ev["event_id"].(string), UserID: ev["user_id"].(string), OccurredAt: ev["occurred_at"].(time.Time)}
+}
+
+// The rendering of the canonical event matches goavro's standard JSON
+// (DecodeJSON) except for bytes, which are base64.
+func TestRenderMatchesStandardJSON(t *testing.T) {
+	e, err := NewExtractor(ExtractorConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := singleObjectEvent(t, 3, "DE")
 	native, schema, err := e.Decode(context.Background(), "t", v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := schemaFor(schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mine, err := renderJSON(nil, n, native)
+	mine, err := RenderJSON(nil, schema, native)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,13 +65,6 @@ func TestRenderMatchesStandardJSON(t *testing.T) {
 	delete(b, "client_ip_hash")
 	if !reflect.DeepEqual(a, b) {
 		t.Errorf("rendering differs from standard JSON:\n%s\n%s", mine, std)
-	}
-	var it item
-	if err := it.fill(native, schema); err != nil {
-		t.Fatal(err)
-	}
-	if it.eventID != sinktest.EventID(3) || it.userID != sinktest.UserID(3) || !it.occurredAt.Equal(sinktest.OccurredAt(3)) {
-		t.Errorf("key fields = %q %q %v", it.eventID, it.userID, it.occurredAt)
 	}
 }
 
@@ -108,7 +111,7 @@ func TestRenderTypes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := schemaFor(schema)
+	n, err := parseSchema(schema)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,28 +148,23 @@ func mustRat(t *testing.T, s string) any {
 }
 
 func TestTranscodeMatchesRenderAndReadsKeyFields(t *testing.T) {
-	e, err := schemas.NewExtractor(schemas.ExtractorConfig{})
+	e, err := NewExtractor(ExtractorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 50 {
-		v := sinktest.Event(i, []string{"US", "DE", ""}[i%3])
+		v := singleObjectEvent(t, i, []string{"US", "DE", ""}[i%3])
 		native, schema, err := e.Decode(context.Background(), "t", v)
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, _ := schemaFor(schema)
-		want, err := renderJSON(nil, n, native)
+		want, err := RenderJSON(nil, schema, native)
 		if err != nil {
-			t.Fatal(err)
-		}
-		body, schema2, err := e.Body(context.Background(), "t", v)
-		if err != nil || schema2 != schema {
 			t.Fatal(err)
 		}
 		// Map keys are sorted by render, written in binary order by the
 		// transcoder: compare as values.
-		got, kf, err := transcodeEvent(nil, n, body)
+		got, kf, err := e.DecodeJSONFast(context.Background(), "t", v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,22 +172,25 @@ func TestTranscodeMatchesRenderAndReadsKeyFields(t *testing.T) {
 		if json.Unmarshal(got, &a) != nil || json.Unmarshal(want, &b) != nil || !reflect.DeepEqual(a, b) {
 			t.Fatalf("event %d:\n%s\n%s", i, got, want)
 		}
-		if kf.eventID != sinktest.EventID(i) || kf.userID != sinktest.UserID(i) || !kf.occurredAt.Equal(sinktest.OccurredAt(i)) {
+		if want := eventKeys(i); kf.EventID != want.EventID || kf.UserID != want.UserID || !kf.OccurredAt.Equal(want.OccurredAt) {
 			t.Fatalf("event %d key fields %+v", i, kf)
 		}
 	}
 }
 
 func TestTranscodeRejectsBadBodies(t *testing.T) {
-	e, err := schemas.NewExtractor(schemas.ExtractorConfig{})
+	e, err := NewExtractor(ExtractorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, schema, err := e.Body(context.Background(), "t", sinktest.Event(1, "US"))
+	body, schema, err := e.Body(context.Background(), "t", singleObjectEvent(t, 1, "US"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, _ := schemaFor(schema)
+	n, err := parseSchema(schema)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range len(body) {
 		if _, _, err := transcodeEvent(nil, n, body[:i]); err == nil {
 			t.Fatalf("a body cut at %d of %d bytes transcoded", i, len(body))
