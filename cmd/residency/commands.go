@@ -35,6 +35,7 @@ type command struct {
 // commands lists every subcommand; each lives in its own file.
 var commands = []command{
 	{name: "version", summary: "print the version", run: runVersion},
+	{name: "bench", summary: "measure routing throughput, latency and memory against a plain Kafka pass-through", run: runBench},
 	{name: "demo", summary: "route sample events through an embedded Kafka and Redis and show where they went", run: runDemo},
 	{name: "explain", summary: "say where the router would send an event, and why", run: runExplain},
 	{name: "route", summary: "route events from the ingest topics to their regions' pinned topics", run: runRoute},

@@ -1,0 +1,484 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/schemas"
+)
+
+// The two contenders of `residency bench`.
+const (
+	contenderPassThrough = "pass-through"
+	contenderRouter      = "router"
+	// contenderFanOut (--diagnose) is the pass-through plus what the
+	// residency contract adds on the wire: each record goes to one of the
+	// router's seven destination topics (by key) with nine residency
+	// headers of the router's names and sizes, built without decoding.
+	contenderFanOut = "pass-through+fan-out+headers"
+)
+
+// benchChildEnv is set in the environment of contender child processes.
+// The residency binary ignores it; the cmd/residency test binary's TestMain
+// uses it to run main's dispatcher instead of the tests.
+const benchChildEnv = "RESIDENCY_BENCH_CHILD"
+
+// childSpec tells one contender run what to do. The parent passes it as
+// JSON to `residency bench --child`.
+type childSpec struct {
+	Mode          string        `json:"mode"` // contenderPassThrough or contenderRouter
+	Brokers       []string      `json:"brokers"`
+	RemoteBrokers []string      `json:"remote_brokers,omitempty"`
+	Ingest        string        `json:"ingest"`
+	Group         string        `json:"group"`
+	Dest          string        `json:"dest,omitempty"`   // pass-through destination topic
+	Prefix        string        `json:"prefix,omitempty"` // router: topic prefix of the bench ruleset
+	Expect        int           `json:"expect"`           // stop after committing this many events
+	BatchSize     int           `json:"batch_size"`
+	Linger        time.Duration `json:"linger"`
+	Timeout       time.Duration `json:"timeout"`
+	CPUProfile    string        `json:"cpu_profile,omitempty"` // write a CPU profile of the run here
+}
+
+// childResult is what one contender run measured.
+type childResult struct {
+	Mode string `json:"mode"`
+	// Events is how many events were committed.
+	Events int `json:"events"`
+	// Seconds is from the first fetched event to the commit of the last.
+	Seconds float64 `json:"seconds"`
+	// CPUSeconds is user+system CPU over the same span.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// PeakRSSBytes is the process's VmHWM at the end.
+	PeakRSSBytes int64 `json:"peak_rss_bytes"`
+}
+
+// meter wraps what a contender fetches and commits: it notes the first
+// fetch (time and CPU) and signals when Expect events are committed.
+type meter struct {
+	expect    int64
+	committed atomic.Int64
+	firstOnce sync.Once
+	first     time.Time
+	firstCPU  float64
+	last      time.Time
+	lastCPU   float64
+	done      chan struct{}
+}
+
+func newMeter(expect int) *meter {
+	return &meter{expect: int64(expect), done: make(chan struct{})}
+}
+
+func (m *meter) fetched() {
+	m.firstOnce.Do(func() {
+		m.first = time.Now()
+		m.firstCPU = cpuSeconds()
+	})
+}
+
+func (m *meter) commit(n int) {
+	if c := m.committed.Add(int64(n)); c >= m.expect && c-int64(n) < m.expect {
+		m.last = time.Now()
+		m.lastCPU = cpuSeconds()
+		close(m.done)
+	}
+}
+
+func (m *meter) result(mode string) childResult {
+	return childResult{Mode: mode, Events: int(m.committed.Load()), Seconds: m.last.Sub(m.first).Seconds(),
+		CPUSeconds: m.lastCPU - m.firstCPU, PeakRSSBytes: peakRSS()}
+}
+
+// meteredSubscriber is a router.Subscriber that feeds a meter.
+type meteredSubscriber struct {
+	*kafka.Reader
+	m *meter
+}
+
+// Fetch returns the next record and notes the first one.
+func (s meteredSubscriber) Fetch(ctx context.Context) (router.Message, error) {
+	msg, err := s.Reader.Fetch(ctx)
+	if err == nil {
+		s.m.fetched()
+	}
+	return msg, err
+}
+
+// Commit commits msgs and counts them.
+func (s meteredSubscriber) Commit(ctx context.Context, msgs ...router.Message) error {
+	if err := s.Reader.Commit(ctx, msgs...); err != nil {
+		return err
+	}
+	s.m.commit(len(msgs))
+	return nil
+}
+
+// runContender runs one contender until spec.Expect events are committed.
+func runContender(ctx context.Context, spec childSpec) (childResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, spec.Timeout)
+	defer cancel()
+	m := newMeter(spec.Expect)
+	if spec.CPUProfile != "" {
+		f, err := os.Create(spec.CPUProfile)
+		if err != nil {
+			return childResult{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return childResult{}, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	var err error
+	switch spec.Mode {
+	case contenderPassThrough, contenderFanOut:
+		err = runPassThrough(ctx, spec, m)
+	case contenderRouter:
+		err = runBenchRouter(ctx, spec, m)
+	default:
+		err = fmt.Errorf("%w: unknown contender %q", errUsage, spec.Mode)
+	}
+	if err != nil {
+		return childResult{}, err
+	}
+	return m.result(spec.Mode), nil
+}
+
+// runPassThrough is contender (a): plain kafka-go, no decoding. It consumes
+// the ingest topic as a consumer group with the settings connectors/kafka
+// gives the router's reader, and produces each batch's records (key, value,
+// headers, timestamp unchanged) to one topic with the settings of the
+// router's writers (acks from all in-sync replicas, hash partitioning, the
+// same batch size and 1ms batch timeout), then commits, like the router.
+func runPassThrough(ctx context.Context, spec childSpec, m *meter) error {
+	r := kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers: spec.Brokers, GroupID: spec.Group, GroupTopics: []string{spec.Ingest},
+		StartOffset: kafkago.FirstOffset, SessionTimeout: 10 * time.Second, HeartbeatInterval: time.Second,
+		RebalanceTimeout: 10 * time.Second, JoinGroupBackoff: time.Second, MaxWait: 500 * time.Millisecond,
+		MinBytes: 1, MaxBytes: 4 << 20, QueueCapacity: 1000, CommitInterval: 0,
+		ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: 500 * time.Millisecond,
+		GroupBalancers: []kafkago.GroupBalancer{kafkago.RangeGroupBalancer{}, kafkago.RoundRobinGroupBalancer{}},
+	})
+	defer r.Close()
+	w := &kafkago.Writer{
+		Addr: kafkago.TCP(spec.Brokers...), Balancer: &kafkago.Hash{}, RequiredAcks: kafkago.RequireAll,
+		BatchSize: spec.BatchSize, BatchBytes: 1 << 20, BatchTimeout: time.Millisecond,
+		WriteTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, MaxAttempts: 3,
+		WriteBackoffMin: 20 * time.Millisecond, WriteBackoffMax: 500 * time.Millisecond,
+	}
+	defer w.Close()
+	batch := make([]kafkago.Message, 0, spec.BatchSize)
+	out := make([]kafkago.Message, 0, spec.BatchSize)
+	type tp struct {
+		topic string
+		part  int
+	}
+	high := map[tp]int64{}
+	// For contenderFanOut: the destinations and the headers.
+	var dests []string
+	for _, d := range []string{"us", "eu", "uk", "in", "br", "quarantine", "dead-letter"} {
+		dests = append(dests, spec.Prefix+"."+d)
+	}
+	fixed := []kafkago.Header{{Key: router.HeaderJurisdiction, Value: []byte("EU")}, {Key: router.HeaderRegion, Value: []byte("eu")},
+		{Key: router.HeaderRulesetVersion, Value: []byte("1")}, {Key: router.HeaderDecidedBy, Value: []byte("country")},
+		{Key: router.HeaderRouter, Value: []byte("bench")}}
+	topic := []byte(spec.Ingest)
+	var arena []byte
+	for {
+		select {
+		case <-m.done:
+			return nil
+		default:
+		}
+		batch = batch[:0]
+		first, err := r.FetchMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("pass-through: fetch: %w", err)
+		}
+		m.fetched()
+		batch = append(batch, first)
+		lctx, lcancel := context.WithTimeout(ctx, spec.Linger)
+		for len(batch) < spec.BatchSize {
+			msg, err := r.FetchMessage(lctx)
+			if err != nil {
+				if lctx.Err() != nil && ctx.Err() == nil {
+					break
+				}
+				lcancel()
+				return fmt.Errorf("pass-through: fetch: %w", err)
+			}
+			batch = append(batch, msg)
+		}
+		lcancel()
+		out = out[:0]
+		if spec.Mode == contenderFanOut {
+			arena = arena[:0]
+			for _, msg := range batch {
+				hs := make([]kafkago.Header, 0, len(msg.Headers)+len(fixed)+3)
+				hs = append(append(hs, msg.Headers...), fixed...)
+				a := len(arena)
+				arena = strconv.AppendInt(arena, int64(msg.Partition), 10)
+				b := len(arena)
+				arena = strconv.AppendInt(arena, msg.Offset, 10)
+				hs = append(hs, kafkago.Header{Key: router.HeaderSourceTopic, Value: topic},
+					kafkago.Header{Key: router.HeaderSourcePartition, Value: arena[a:b:b]},
+					kafkago.Header{Key: router.HeaderSourceOffset, Value: arena[b:len(arena):len(arena)]})
+				out = append(out, kafkago.Message{Topic: dests[fnv32(msg.Key)%uint32(len(dests))], Key: msg.Key, Value: msg.Value, Headers: hs, Time: msg.Time})
+			}
+		} else {
+			for _, msg := range batch {
+				out = append(out, kafkago.Message{Topic: spec.Dest, Key: msg.Key, Value: msg.Value, Headers: msg.Headers, Time: msg.Time})
+			}
+		}
+		if err := writeRetry(ctx, w, out); err != nil {
+			return fmt.Errorf("pass-through: produce: %w", err)
+		}
+		clear(high)
+		for _, msg := range batch {
+			k := tp{msg.Topic, msg.Partition}
+			if o, ok := high[k]; !ok || msg.Offset > o {
+				high[k] = msg.Offset
+			}
+		}
+		ks := make([]kafkago.Message, 0, len(high))
+		for k, o := range high {
+			ks = append(ks, kafkago.Message{Topic: k.topic, Partition: k.part, Offset: o})
+		}
+		if err := r.CommitMessages(ctx, ks...); err != nil {
+			return fmt.Errorf("pass-through: commit: %w", err)
+		}
+		m.commit(len(batch))
+	}
+}
+
+// runBenchRouter is contender (b): the real router (connectors/kafka reader
+// and writers, the schemas extractor, router metrics) with the bench
+// ruleset from a static source behind the fail-closed cache.
+func runBenchRouter(ctx context.Context, spec childSpec, m *meter) error {
+	rs, err := rules.Parse([]byte(benchRulesYAML(spec.Prefix, len(spec.RemoteBrokers) > 0)))
+	if err != nil {
+		return fmt.Errorf("bench ruleset: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	reg := prometheus.NewRegistry()
+	cache := rules.NewCache(rules.NewStaticSource(rs), rules.CacheOptions{Registerer: reg, Logger: log})
+	fields, err := schemas.NewExtractor(schemas.ExtractorConfig{})
+	if err != nil {
+		return err
+	}
+	ingest := kafka.Cluster{Name: "ingest", Brokers: spec.Brokers}
+	rd, err := kafka.NewReader(kafka.ReaderConfig{Cluster: ingest, GroupID: spec.Group, Topics: []string{spec.Ingest}, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	clusters := map[string]kafka.Cluster{"ingest": ingest}
+	if len(spec.RemoteBrokers) > 0 {
+		clusters["remote"] = kafka.Cluster{Name: "remote", Brokers: spec.RemoteBrokers}
+	}
+	pubs := map[string]router.Publisher{}
+	for name, cl := range clusters {
+		w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: spec.BatchSize, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		pubs[name] = w
+	}
+	r, err := router.New(router.Config{
+		Subscriber: meteredSubscriber{Reader: rd, m: m}, Publishers: pubs, IngestCluster: "ingest",
+		QuarantineTopic: spec.Prefix + ".quarantine", DeadLetterTopic: spec.Prefix + ".dead-letter",
+		Fields: fields, Rules: cache, Instance: "bench", BatchSize: spec.BatchSize, Linger: spec.Linger,
+		Logger: log, Metrics: router.NewMetrics(reg),
+	})
+	if err != nil {
+		return err
+	}
+	bg, stopCache := context.WithCancel(ctx)
+	defer stopCache()
+	go func() { _ = cache.Run(bg) }()
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	select {
+	case <-m.done:
+		stop()
+		return <-done
+	case err := <-done:
+		if err == nil {
+			err = cmp.Or(ctx.Err(), errors.New("no error reported"))
+		}
+		return fmt.Errorf("router stopped before committing %d events: %w", spec.Expect, err)
+	}
+}
+
+// benchRulesYAML is the bench ruleset: five jurisdictions over five regions
+// whose pinned topics start with prefix. With remote, EU and UK live on the
+// "remote" cluster, as in the demo; otherwise every region is on the ingest
+// cluster, so the router and the pass-through write to the same broker.
+func benchRulesYAML(prefix string, remote bool) string {
+	far := "ingest"
+	if remote {
+		far = "remote"
+	}
+	return strings.NewReplacer("PREFIX", prefix, "FAR", far).Replace(`
+jurisdictions:
+  - {name: US, region: us, countries: [US, PR, GU, VI, AS, MP, UM]}
+  - name: EU
+    region: eu
+    countries: [AT, BE, BG, HR, CY, CZ, DK, EE, FI, FR, DE, GR, HU, IE,
+                IT, LV, LT, LU, MT, NL, PL, PT, RO, SK, SI, ES, SE]
+  - {name: UK, region: uk, countries: [GB, JE, GG, IM]}
+  - {name: IN, region: in, countries: [IN]}
+  - {name: BR, region: br, countries: [BR]}
+regions:
+  - {name: us, cluster: ingest, topic: PREFIX.us}
+  - {name: eu, cluster: FAR, topic: PREFIX.eu}
+  - {name: uk, cluster: FAR, topic: PREFIX.uk}
+  - {name: in, cluster: ingest, topic: PREFIX.in}
+  - {name: br, cluster: ingest, topic: PREFIX.br}
+stores:
+  - {name: us-store, regions: [us]}
+  - {name: eu-store, regions: [eu]}
+  - {name: uk-store, regions: [uk]}
+  - {name: in-store, regions: [in]}
+  - {name: br-store, regions: [br]}
+`)
+}
+
+// runBenchChild is `residency bench --child SPEC`: run one contender and
+// print its childResult as JSON.
+func runBenchChild(ctx context.Context, e env, specJSON string) int {
+	var spec childSpec
+	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
+		return fail(e, "bench", fmt.Errorf("%w: --child: %w", errUsage, err))
+	}
+	res, err := runContender(ctx, spec)
+	if err != nil {
+		return fail(e, "bench", err)
+	}
+	if err := json.NewEncoder(e.stdout).Encode(res); err != nil {
+		return fail(e, "bench", err)
+	}
+	return exitOK
+}
+
+// startContender runs spec in a child process of this binary (clean CPU
+// and peak-RSS figures) or, with inProcess, in a goroutine (CPU and RSS are
+// then the whole process's). wait returns the contender's result.
+func startContender(ctx context.Context, spec childSpec, inProcess bool, stderr io.Writer) (wait func() (childResult, error), err error) {
+	if inProcess {
+		ch := make(chan struct{})
+		var res childResult
+		var rerr error
+		go func() {
+			defer close(ch)
+			res, rerr = runContender(ctx, spec)
+		}()
+		return func() (childResult, error) { <-ch; return res, rerr }, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "bench", "--child", string(b))
+	cmd.Env = append(os.Environ(), benchChildEnv+"=1")
+	var out strings.Builder
+	cmd.Stdout = &out
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the %s contender: %w", spec.Mode, err)
+	}
+	return func() (childResult, error) {
+		if err := cmd.Wait(); err != nil {
+			return childResult{}, fmt.Errorf("%s contender: %w", spec.Mode, err)
+		}
+		var res childResult
+		if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+			return childResult{}, fmt.Errorf("%s contender printed %q: %w", spec.Mode, out.String(), err)
+		}
+		return res, nil
+	}, nil
+}
+
+// writeRetry writes msgs with w and, like the router's publish retries,
+// writes again those that failed (e.g. Not Leader For Partition while a
+// new topic's leadership settles) with a growing backoff, for up to two
+// minutes. Records written before a retry are not written again.
+func writeRetry(ctx context.Context, w *kafkago.Writer, msgs []kafkago.Message) error {
+	start, backoff := time.Now(), 50*time.Millisecond
+	for {
+		err := w.WriteMessages(ctx, msgs...)
+		if err == nil {
+			return nil
+		}
+		var we kafkago.WriteErrors
+		if errors.As(err, &we) && len(we) == len(msgs) {
+			var failed []kafkago.Message
+			for i, e := range we {
+				if e != nil {
+					failed = append(failed, msgs[i])
+				}
+			}
+			msgs = failed
+		}
+		if ctx.Err() != nil || time.Since(start) > 2*time.Minute {
+			return summarizeWriteError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return summarizeWriteError(err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// summarizeWriteError shortens kafka-go's per-record errors to one.
+func summarizeWriteError(err error) error {
+	var we kafkago.WriteErrors
+	if !errors.As(err, &we) {
+		return err
+	}
+	for _, e := range we {
+		if e != nil {
+			return fmt.Errorf("%d of %d records failed, e.g.: %w", we.Count(), len(we), e)
+		}
+	}
+	return err
+}
+
+// fnv32 is FNV-1a of b.
+func fnv32(b []byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range b {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return h
+}
