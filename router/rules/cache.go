@@ -214,6 +214,14 @@ func (c *Cache) refresh(ctx context.Context) error {
 	if cur != nil && cur.Version() == latest {
 		return nil
 	}
+	if cur != nil && latest < cur.Version() {
+		// Versions only grow (a rollback is a new version): an older current
+		// version means the source lost history, e.g. Redis restored from an
+		// old snapshot. Keep the newer ruleset until the staleness bound and
+		// say so; never switch back silently.
+		return fmt.Errorf("%w: the source's current version %d is older than version %d in use (restored from an old snapshot?)",
+			ErrCorrupt, latest, cur.Version())
+	}
 	next, err := c.src.Load(ctx, latest)
 	if err != nil {
 		return err

@@ -300,3 +300,31 @@ func TestCacheStartsWithRedisDown(t *testing.T) {
 		t.Fatalf("Current = version %d, want 1", v)
 	}
 }
+
+// TestCacheRefusesOlderVersion: versions only grow (a rollback is a new
+// version). A source whose current version goes backwards (Redis restored
+// from an old snapshot) must not switch routers back silently: the newer
+// ruleset is kept, the error says why, and the cache fails closed at its
+// bound.
+func TestCacheRefusesOlderVersion(t *testing.T) {
+	r5, err := Parse([]byte(small))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r5.SetVersion(5)
+	src := NewStaticSource(r5)
+	c := NewCache(src, CacheOptions{PollInterval: 20 * time.Millisecond, StalenessBound: 300 * time.Millisecond})
+	runInBackground(t, "Cache.Run", c.Run)
+	testenv.Eventually(t, 5*time.Second, "version 5", func() bool { return currentVersion(c) == 5 })
+
+	r3, err := Parse(example(t, "rules.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3.SetVersion(3)
+	src.Set(r3)
+	testenv.Eventually(t, 5*time.Second, "the cache to fail closed on a version going backwards", func() bool {
+		_, err := c.Current()
+		return errors.Is(err, ErrStale) && errors.Is(err, ErrCorrupt) && strings.Contains(err.Error(), "older than version 5")
+	})
+}
