@@ -92,8 +92,9 @@ type RouterConfig struct {
 	// DeadLetterTopic (on the ingest cluster) receives events that cannot
 	// be decoded. Default "residency.dead-letter".
 	DeadLetterTopic string `yaml:"dead_letter_topic"`
-	// StartOffset is where a new consumer group starts: earliest or
-	// latest. Default "earliest".
+	// StartOffset is where a new consumer group starts. Only "earliest" is
+	// accepted: starting at the end would skip events already ingested.
+	// Default "earliest".
 	StartOffset string `yaml:"start_offset"`
 	// BatchSize is the most events routed per batch. Default 500.
 	BatchSize int `yaml:"batch_size"`
@@ -307,8 +308,15 @@ func (c *Config) finish() error {
 		}
 		topics[tp] = field
 	}
-	if s := strings.ToLower(c.Router.StartOffset); s != "earliest" && s != "latest" {
-		bad("router.start_offset", "%q is not earliest or latest", c.Router.StartOffset)
+	switch strings.ToLower(c.Router.StartOffset) {
+	case "earliest":
+	case "latest":
+		// Every ingested offset must be accounted for: a new group starting
+		// at the end would skip what is already in the ingest topics.
+		bad("router.start_offset", "\"latest\" would skip every event already in the ingest topics when a new consumer group starts; "+
+			"only earliest is allowed (to start a group later on purpose, reset its offsets with Kafka's consumer-groups tool)")
+	default:
+		bad("router.start_offset", "%q is not earliest", c.Router.StartOffset)
 	}
 	for field, v := range map[string]int{"router.batch_size": c.Router.BatchSize, "router.max_batch_bytes": c.Router.MaxBatchBytes,
 		"router.max_value_bytes": c.Router.MaxValueBytes, "redis.db": c.Redis.DB} {

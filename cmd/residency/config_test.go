@@ -47,6 +47,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"kafka: {clusters: {a: {brokers: ['h:1'], sasl: {mechanism: kerberos}}}}\nrouter: {ingest_topics: [x]}\n", []string{"kafka.clusters.a.sasl.mechanism"}},
 		{"kafka: {clusters: {a: {brokers: ['h:1']}}}\nrouter: {ingest_topics: [x], quarantine_topic: x, linger: -1s, start_offset: middle}\nlog_level: loud\n",
 			[]string{"router.quarantine_topic: \"x\" is also router.ingest_topics[0]", "router.linger: must not be negative", "router.start_offset", "log_level"}},
+		{"kafka: {clusters: {a: {brokers: ['h:1']}}}\nrouter: {ingest_topics: [x], start_offset: latest}\n",
+			[]string{"router.start_offset: \"latest\" would skip every event already in the ingest topics"}},
 	}
 	for _, tt := range tests {
 		c, err := parseConfig([]byte(tt.yaml))
