@@ -58,6 +58,11 @@ type SinkConfig struct {
 	// DrainTimeout bounds writing and committing the batch in hand after
 	// SIGINT/SIGTERM. Default 10s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// WriteTimeout bounds each write to the store; a write that takes
+	// longer is cancelled and retried (nothing is committed). It must be
+	// less than rules.staleness_bound. Default: 20s, or half of
+	// rules.staleness_bound when that is 20s or less.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// RulesWait is how long to wait at start for the first ruleset before
 	// exiting with code 3. Default 30s.
 	RulesWait time.Duration `yaml:"rules_wait"`
@@ -69,6 +74,10 @@ type SinkConfig struct {
 	// ObjectStore is the object store. Default: none.
 	ObjectStore *objectstore.Config `yaml:"objectstore"`
 }
+
+// defaultStalenessBound is rules.staleness_bound's default (the rules
+// cache's).
+const defaultStalenessBound = 30 * time.Second
 
 const sinkSynopsis = `sink --config FILE --store NAME [flags]
 
@@ -201,10 +210,25 @@ func (c *Config) finishSink(store string) (*SinkConfig, error) {
 	if sc.BatchSize < 0 {
 		bad(f("batch_size"), "must not be negative")
 	}
-	for name, v := range map[string]time.Duration{"batch_timeout": sc.BatchTimeout, "drain_timeout": sc.DrainTimeout, "rules_wait": sc.RulesWait} {
+	for name, v := range map[string]time.Duration{"batch_timeout": sc.BatchTimeout, "drain_timeout": sc.DrainTimeout, "rules_wait": sc.RulesWait, "write_timeout": sc.WriteTimeout} {
 		if v < 0 {
 			bad(f(name), "must not be negative")
 		}
+	}
+	// A write may land up to write_timeout after its approval was checked:
+	// keep that below the time an unconfirmed ruleset stays in force.
+	staleness := c.Rules.StalenessBound
+	if staleness <= 0 {
+		staleness = defaultStalenessBound
+	}
+	if sc.WriteTimeout == 0 {
+		sc.WriteTimeout = sink.DefaultWriteTimeout
+		if sc.WriteTimeout >= staleness {
+			sc.WriteTimeout = staleness / 2
+		}
+	}
+	if sc.WriteTimeout >= staleness {
+		bad(f("write_timeout"), "%s must be less than rules.staleness_bound (%s)", sc.WriteTimeout, staleness)
 	}
 	if sc.RulesWait == 0 {
 		sc.RulesWait = 30 * time.Second
@@ -324,7 +348,7 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *Config, sc *SinkConfig, reg 
 		return exitUsage, err
 	}
 	w.sink, err = sink.New(sink.Config{Store: sc.Store, Region: sc.Region, Topic: sc.Topic, Cluster: sc.Cluster, QuarantineTopic: sc.QuarantineTopic,
-		BatchSize: sc.BatchSize, BatchTimeout: sc.BatchTimeout, DrainTimeout: sc.DrainTimeout, Logger: w.log, Registerer: reg},
+		BatchSize: sc.BatchSize, BatchTimeout: sc.BatchTimeout, DrainTimeout: sc.DrainTimeout, WriteTimeout: sc.WriteTimeout, Logger: w.log, Registerer: reg},
 		w.reader, w.store, w.writer, w.cache, dec)
 	if err != nil {
 		return exitUsage, err

@@ -217,7 +217,9 @@ sinks:
 		"two stores":       {"  - {store: us-postgres, region: us, postgres: {dsn: " + pg + "}, objectstore: {url: 'file:///tmp'}}\n", "", "sinks[0].objectstore", exitUsage},
 		"no region":        {"  - {store: us-postgres, postgres: {dsn: " + pg + "}}\n", "", "sinks[0].region: required", exitUsage},
 		"unknown field":    {"  - {store: us-postgres, region: us, colour: red, postgres: {dsn: " + pg + "}}\n", "", "colour", exitUsage},
-		"not approved":     {"  - {store: us-postgres, region: eu, postgres: {dsn: " + pg + "}}\n", "", `ruleset version 0 does not approve store "us-postgres" for region "eu"`, exitFailure},
+		"write_timeout not below the staleness bound": {"  - {store: us-postgres, region: us, write_timeout: 30s, postgres: {dsn: " + pg + "}}\n", "",
+			"sinks[0].write_timeout: 30s must be less than rules.staleness_bound (30s)", exitUsage},
+		"not approved": {"  - {store: us-postgres, region: eu, postgres: {dsn: " + pg + "}}\n", "", `ruleset version 0 does not approve store "us-postgres" for region "eu"`, exitFailure},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := writeFile(t, "residency.yaml", fmt.Sprintf(base, rulesFile, tc.sinks))

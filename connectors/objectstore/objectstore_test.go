@@ -109,18 +109,22 @@ func eventIDs(rs []stored) map[string]int {
 	return m
 }
 
-func TestRedeliveryOverwritesTheSameObject(t *testing.T) {
+// TestRedeliveryStoresEachOffsetOnce: a batch redelivered after a crash
+// (shorter or longer than the first delivery) stores only the offsets no
+// object holds yet: every event exactly once.
+func TestRedeliveryStoresEachOffsetOnce(t *testing.T) {
 	s, dir := openStore(t)
 	ctx := context.Background()
 	// First delivery of offsets 0-9 (not committed), then a shorter
-	// redelivery 0-4 and the rest 5-9 as the next batch.
+	// redelivery 0-4 and the rest 5-9 as the next batch: nothing new.
 	for _, b := range [][]sink.Record{records(0, 10, 0), records(0, 5, 0), records(5, 10, 0)} {
 		if err := s.Write(ctx, b); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// A longer redelivery on another partition: 20-24, then 20-29.
-	for _, b := range [][]sink.Record{records(20, 25, 1), records(20, 30, 1)} {
+	// A longer redelivery on another partition: 20-24, then 20-29 (25-29
+	// are new); the same batch again whole (nothing new).
+	for _, b := range [][]sink.Record{records(20, 25, 1), records(20, 30, 1), records(20, 30, 1)} {
 		if err := s.Write(ctx, b); err != nil {
 			t.Fatal(err)
 		}
@@ -128,16 +132,23 @@ func TestRedeliveryOverwritesTheSameObject(t *testing.T) {
 	got := readAll(t, s.Bucket())
 	ids := eventIDs(got)
 	if len(got) != 20 || len(ids) != 20 {
-		t.Fatalf("read %d records of %d events, want 20 each", len(got), len(ids))
+		t.Fatalf("read %d records of %d events, want 20 each (exactly once)", len(got), len(ids))
 	}
+	checkObjects(t, got,
+		"us/2026-11-23/02/residency.us-0-00000000000000000000-00000000000000000009.avro",
+		"us/2026-11-23/02/residency.us-1-00000000000000000020-00000000000000000024.avro",
+		"us/2026-11-23/02/residency.us-1-00000000000000000025-00000000000000000029.avro",
+	)
+	checkNoTempFiles(t, dir)
+}
+
+// checkObjects fails unless the records were read from exactly the objects
+// want.
+func checkObjects(t *testing.T, got []stored, want ...string) {
+	t.Helper()
 	keys := map[string]bool{}
 	for _, r := range got {
 		keys[r.key] = true
-	}
-	want := []string{
-		"us/2026-11-23/02/residency.us-0-00000000000000000000.avro",
-		"us/2026-11-23/02/residency.us-0-00000000000000000005.avro",
-		"us/2026-11-23/02/residency.us-1-00000000000000000020.avro",
 	}
 	if len(keys) != len(want) {
 		t.Errorf("objects %v, want %v", keys, want)
@@ -147,7 +158,144 @@ func TestRedeliveryOverwritesTheSameObject(t *testing.T) {
 			t.Errorf("object %s missing (have %v)", k, keys)
 		}
 	}
-	checkNoTempFiles(t, dir)
+}
+
+// offsets returns how many stored records hold each offset of partition.
+func offsets(got []stored, partition int32) map[int64]int {
+	m := map[int64]int{}
+	for _, r := range got {
+		if r.native["partition"] == partition {
+			m[r.native["offset"].(int64)]++
+		}
+	}
+	return m
+}
+
+// TestStaleWriterNeverRemovesOffsets: sink member A fetched 100-149 and its
+// write is retrying; a rebalance gives the partition to B, which stores
+// 100-199 and commits 200; A's retry then lands. Offsets 150-199 must still
+// be there (before the fix, A overwrote B's object with 100-149).
+func TestStaleWriterNeverRemovesOffsets(t *testing.T) {
+	s, _ := openStore(t)
+	ctx := context.Background()
+	if err := s.Write(ctx, records(100, 200, 0)); err != nil { // B
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, records(100, 150, 0)); err != nil { // A, stale
+		t.Fatal(err)
+	}
+	got := readAll(t, s.Bucket())
+	held := offsets(got, 0)
+	for o := int64(100); o < 200; o++ {
+		if held[o] != 1 {
+			t.Errorf("offset %d stored %d times, want once", o, held[o])
+		}
+	}
+	checkObjects(t, got, "us/2026-11-23/02/residency.us-0-00000000000000000100-00000000000000000199.avro")
+
+	// The other order (A's write lands first, then B's): B adds only
+	// what A's object does not hold.
+	s2, _ := openStore(t)
+	if err := s2.Write(ctx, records(100, 150, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Write(ctx, records(100, 200, 0)); err != nil {
+		t.Fatal(err)
+	}
+	got = readAll(t, s2.Bucket())
+	held = offsets(got, 0)
+	for o := int64(100); o < 200; o++ {
+		if held[o] != 1 {
+			t.Errorf("A then B: offset %d stored %d times, want once", o, held[o])
+		}
+	}
+}
+
+// TestGapsAreStoredWhenRedelivered: offsets the sink did not write (say, a
+// quarantined event) split the batch into objects of consecutive offsets,
+// so a later delivery that writes the missing offset (under a ruleset that
+// now lets the store hold it) is not mistaken for covered.
+func TestGapsAreStoredWhenRedelivered(t *testing.T) {
+	s, _ := openStore(t)
+	ctx := context.Background()
+	all := records(0, 10, 0)
+	gappy := append(append([]sink.Record{}, all[:5]...), all[6:]...)
+	for _, b := range [][]sink.Record{gappy, all} {
+		if err := s.Write(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := readAll(t, s.Bucket())
+	held := offsets(got, 0)
+	for o := int64(0); o < 10; o++ {
+		if held[o] != 1 {
+			t.Errorf("offset %d stored %d times, want once", o, held[o])
+		}
+	}
+	checkObjects(t, got,
+		"us/2026-11-23/02/residency.us-0-00000000000000000000-00000000000000000004.avro",
+		"us/2026-11-23/02/residency.us-0-00000000000000000005-00000000000000000005.avro",
+		"us/2026-11-23/02/residency.us-0-00000000000000000006-00000000000000000009.avro",
+	)
+}
+
+// TestObjectsFollowEachRecordsHour: a record's directory is the hour of its
+// own timestamp, so every delivery of an offset looks for it in the same
+// directory, however the batches are cut.
+func TestObjectsFollowEachRecordsHour(t *testing.T) {
+	s, _ := openStore(t)
+	ctx := context.Background()
+	hourOf := func(rs []sink.Record) []sink.Record {
+		for i := range rs {
+			h := 2
+			if rs[i].Offset >= 5 {
+				h = 3
+			}
+			rs[i].Time = time.Date(2026, 11, 23, h, 59*(3-h), 0, 0, time.UTC)
+		}
+		return rs
+	}
+	// 0-9 spans 02:59 and 03:00; the redelivery starts at 5 (03:00) and is
+	// longer.
+	for _, b := range [][]sink.Record{hourOf(records(0, 10, 0)), hourOf(records(5, 15, 0))} {
+		if err := s.Write(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := readAll(t, s.Bucket())
+	held := offsets(got, 0)
+	for o := int64(0); o < 15; o++ {
+		if held[o] != 1 {
+			t.Errorf("offset %d stored %d times, want once", o, held[o])
+		}
+	}
+	checkObjects(t, got,
+		"us/2026-11-23/02/residency.us-0-00000000000000000000-00000000000000000004.avro",
+		"us/2026-11-23/03/residency.us-0-00000000000000000005-00000000000000000009.avro",
+		"us/2026-11-23/03/residency.us-0-00000000000000000010-00000000000000000014.avro",
+	)
+}
+
+// TestOtherTopicsWithTheSamePrefixAreIgnored: topic "t" partition 1 and
+// topic "t-1" share the name prefix "t-1-"; one's objects never count as
+// the other's.
+func TestOtherTopicsWithTheSamePrefixAreIgnored(t *testing.T) {
+	s, _ := openStore(t)
+	ctx := context.Background()
+	a, b := records(0, 5, 1), records(0, 5, 2)
+	for i := range a {
+		a[i].Topic = "t"
+		b[i].Topic = "t-1"
+		b[i].EventID += "-b"
+	}
+	for _, batch := range [][]sink.Record{b, a} {
+		if err := s.Write(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := readAll(t, s.Bucket()); len(got) != 10 || len(eventIDs(got)) != 10 {
+		t.Fatalf("read %d records, want 10", len(got))
+	}
 }
 
 // checkNoTempFiles fails if dir holds anything but objects and fileblob's
@@ -304,13 +452,13 @@ func TestSinkRoundTripAndRestart(t *testing.T) {
 	for _, m := range b.Records(usTopic) {
 		byID[sinktest.EventID(eventNumber(t, m))] = m
 	}
-	keyRe := regexp.MustCompile(`^us/\d{4}-\d{2}-\d{2}/\d{2}/residency\.us-[01]-\d{20}\.avro$`)
+	keyRe := regexp.MustCompile(`^us/\d{4}-\d{2}-\d{2}/\d{2}/residency\.us-[01]-\d{20}-\d{20}\.avro$`)
 	for _, r := range got {
 		n := r.native
 		id := n["event_id"].(string)
 		m := byID[id]
 		if !keyRe.MatchString(r.key) {
-			t.Errorf("object name %s does not follow region/date/hour/topic-partition-offset.avro", r.key)
+			t.Errorf("object name %s does not follow region/date/hour/topic-partition-first-last.avro", r.key)
 		}
 		if !bytes.Equal(n["raw"].([]byte), m.Value) || n["region"] != "us" || n["jurisdiction"] != "US" ||
 			n["ruleset_version"] != "7" || n["topic"] != usTopic || n["partition"] != int32(m.Partition) ||

@@ -36,11 +36,22 @@ const (
 	// ReasonRegionNotApproved: the event's region is not one the store is
 	// approved for under the ruleset in force.
 	ReasonRegionNotApproved = "sink_region_not_approved"
+	// ReasonNoJurisdiction: the event has no residency-jurisdiction header,
+	// or it names a jurisdiction the ruleset in force does not define.
+	ReasonNoJurisdiction = "sink_no_jurisdiction"
+	// ReasonRegionMoved: under the ruleset in force the event's
+	// jurisdiction maps to another region than its residency-region header
+	// (the region it was routed to under an earlier ruleset). Replay routes
+	// it to its new region.
+	ReasonRegionMoved = "sink_region_moved"
 	// ReasonUndecodable: the event could not be decoded.
 	ReasonUndecodable = "sink_undecodable"
 	// ReasonMissingField: the decoded event lacks event_id or occurred_at.
 	ReasonMissingField = "sink_missing_field"
 )
+
+// DefaultWriteTimeout is Config.WriteTimeout's default.
+const DefaultWriteTimeout = 20 * time.Second
 
 // HeaderStore is added to every event the sink quarantines: the name of the
 // store that refused it.
@@ -78,6 +89,15 @@ type Config struct {
 	// DrainTimeout is how long, after Run's context ends, the batch in hand
 	// may take to be written and committed. Default 10s.
 	DrainTimeout time.Duration
+	// WriteTimeout bounds each Store.Write. A write that does not finish
+	// within it is cancelled and retried like any failed write (nothing is
+	// committed), after the approval is checked again: a hung COPY or PUT
+	// cannot land long after the approval was checked. Keep it below the
+	// rules cache's staleness bound (`residency sink` checks this): a write
+	// then lands at most WriteTimeout after the check it passed, less than
+	// the time an unconfirmed ruleset may stay in force. A store that does
+	// not honour ctx can still land later. Default 20s.
+	WriteTimeout time.Duration
 	// Logger receives the sink's logs (never payloads or user ids).
 	// Default: slog.Default().
 	Logger *slog.Logger
@@ -97,8 +117,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.QuarantineTopic == c.Topic {
 		return c, fmt.Errorf("%w: quarantine_topic: must differ from topic %q", ErrConfig, c.Topic)
 	}
-	if c.BatchSize < 0 || c.BatchTimeout < 0 || c.RetryBackoff < 0 || c.MaxBackoff < 0 || c.RulesPoll < 0 || c.DrainTimeout < 0 {
-		return c, fmt.Errorf("%w: batch_size, batch_timeout, retry_backoff, max_backoff, rules_poll and drain_timeout must not be negative", ErrConfig)
+	if c.BatchSize < 0 || c.BatchTimeout < 0 || c.RetryBackoff < 0 || c.MaxBackoff < 0 || c.RulesPoll < 0 || c.DrainTimeout < 0 || c.WriteTimeout < 0 {
+		return c, fmt.Errorf("%w: batch_size, batch_timeout, retry_backoff, max_backoff, rules_poll, drain_timeout and write_timeout must not be negative", ErrConfig)
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -113,6 +133,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.MaxBackoff, 5*time.Second)
 	def(&c.RulesPoll, 250*time.Millisecond)
 	def(&c.DrainTimeout, 10*time.Second)
+	def(&c.WriteTimeout, DefaultWriteTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -31,7 +31,7 @@ func newMetrics(reg prometheus.Registerer, store string) (*metrics, error) {
 		Help:        "Events the sink sent to its quarantine topic instead of the store, by reason.",
 		ConstLabels: constLabels,
 	}, []string{"reason"})
-	for _, r := range []string{ReasonNoRegion, ReasonRegionNotApproved, ReasonUndecodable, ReasonMissingField} {
+	for _, r := range []string{ReasonNoRegion, ReasonRegionNotApproved, ReasonNoJurisdiction, ReasonRegionMoved, ReasonUndecodable, ReasonMissingField} {
 		quarantined.WithLabelValues(r)
 	}
 	retries := prometheus.NewCounterVec(prometheus.CounterOpts{

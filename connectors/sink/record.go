@@ -7,7 +7,8 @@
 // committed only after the store has durably accepted the batch, so a crash
 // at any point loses nothing: the uncommitted events are fetched again.
 // Stores are idempotent on the event id (or, for the object store, on the
-// batch's source offsets), so redelivery never stores an event twice.
+// pinned-topic offsets it already holds), so redelivery never stores an
+// event twice.
 //
 // Approval is enforced three times:
 //
@@ -15,8 +16,12 @@
 //     ruleset version) unless the ruleset approves the store for the
 //     configured region and that region's pinned topic is the consumed one.
 //  2. Per event, the event's residency-region header must name a region the
-//     store is approved for; otherwise the event goes to the sink's
-//     quarantine topic with a reason header and is not written.
+//     store is approved for, and its residency-jurisdiction header a
+//     jurisdiction that maps to that region, under the ruleset in force at
+//     write time (an event routed under an older ruleset that moved its
+//     jurisdiction to another region is not written where it waits);
+//     otherwise the event goes to the sink's quarantine topic with a reason
+//     header and is not written.
 //  3. Before every batch the check of (1) is repeated against the ruleset in
 //     force; when a new ruleset revokes the approval (or no valid ruleset is
 //     available) the sink stops writing, keeps the batch uncommitted, reports
@@ -38,7 +43,8 @@ type Record struct {
 	EventID string
 	// UserID is the event's user_id.
 	UserID string
-	// Jurisdiction is the residency-jurisdiction header ("" if absent).
+	// Jurisdiction is the residency-jurisdiction header; always a
+	// jurisdiction that maps to Region under the ruleset in force.
 	Jurisdiction string
 	// Region is the residency-region header; always a region the store is
 	// approved for.
@@ -75,8 +81,12 @@ type Store interface {
 	// Write stores batch durably: when it returns nil, every record survives
 	// a crash of the sink and of the store's client. Write is idempotent:
 	// writing a record again (the same event id, or the same batch again
-	// after a crash) never creates a second copy. On error, any subset of
-	// the batch may have been written; the sink retries the whole batch.
+	// after a crash) never creates a second copy, except where the store's
+	// documentation says otherwise (the object store, for two group members
+	// writing the same offsets at the same moment); it never removes a
+	// record written before. On error, any subset of the batch may have been
+	// written; the sink retries the whole batch. ctx carries the sink's
+	// WriteTimeout: Write must give up when it ends.
 	Write(ctx context.Context, batch []Record) error
 	// Close releases the store's resources, waiting for them until ctx ends.
 	Close(ctx context.Context) error

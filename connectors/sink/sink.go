@@ -386,7 +386,10 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 		if len(write) == 0 {
 			break
 		}
-		err = s.store.Write(ctx, write)
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+		err = s.store.Write(wctx, write)
+		timedOut := wctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
+		cancel()
 		if err == nil {
 			s.storeErr.Store(nil)
 			break
@@ -394,7 +397,12 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("sink: write: %w", err)
 		}
-		s.storeErr.Store(&err)
+		if timedOut {
+			// Retried like any failure, approval checked again first.
+			err = fmt.Errorf("write timed out after %s (write_timeout): %w", s.cfg.WriteTimeout, err)
+		}
+		storeErr := err // a variable of its own: err is assigned again below
+		s.storeErr.Store(&storeErr)
 		s.m.ready.Set(0)
 		s.m.retries.WithLabelValues("write").Inc()
 		s.log.Warn("sink: store write failed; retrying", "err", err, "events", len(write))
@@ -518,6 +526,16 @@ func (s *Sink) classify(b []item, rs *rules.Ruleset) ([]Record, []router.Message
 			reason = ReasonNoRegion
 		case !rs.Approves(s.cfg.Store, string(region)):
 			reason = ReasonRegionNotApproved
+		default:
+			// The region header is the region the event's jurisdiction
+			// mapped to under the ruleset that placed it (whether a country
+			// or a pin chose the jurisdiction). Under the ruleset in force
+			// the jurisdiction must still map to it: otherwise the event
+			// waits in the pinned topic of a region it no longer belongs to.
+			reason = regionMismatch(it.msg.Headers, string(region), rs)
+		}
+		switch {
+		case reason != "":
 		case it.decodeErr != nil:
 			reason = ReasonUndecodable
 		default:
@@ -538,6 +556,25 @@ func (s *Sink) classify(b []item, rs *rules.Ruleset) ([]Record, []router.Message
 		write = append(write, rec)
 	}
 	return write, quar
+}
+
+// regionMismatch returns "" when the event's residency-jurisdiction header
+// names a jurisdiction that maps to region under rs, ReasonNoJurisdiction
+// when the header is missing or names no jurisdiction of rs, and
+// ReasonRegionMoved when the jurisdiction now maps to another region.
+func regionMismatch(hs []router.Header, region string, rs *rules.Ruleset) string {
+	jur, ok := router.HeaderValue(hs, router.HeaderJurisdiction)
+	if !ok || len(jur) == 0 {
+		return ReasonNoJurisdiction
+	}
+	j, ok := rs.Jurisdiction(string(jur))
+	if !ok {
+		return ReasonNoJurisdiction
+	}
+	if g := j.RegionRef(); g == nil || g.Name != region {
+		return ReasonRegionMoved
+	}
+	return ""
 }
 
 // record builds the Record of a decoded event; ok is false when event_id or

@@ -146,6 +146,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		"topic":            func(c *sink.Config) { c.Topic = "" },
 		"quarantine_topic": func(c *sink.Config) { c.QuarantineTopic = usTopic },
 		"batch_size":       func(c *sink.Config) { c.BatchSize = -1 },
+		"write_timeout":    func(c *sink.Config) { c.WriteTimeout = -time.Second },
 	} {
 		cfg := h.cfg
 		cfg.Registerer = nil
@@ -210,7 +211,8 @@ func TestWritesCommitsAndQuarantines(t *testing.T) {
 	bad := []router.Message{
 		sinktest.Message(usTopic, 100, "EU", "eu", "DE"), // region the store is not approved for
 		sinktest.Message(usTopic, 101, "", "", "US"),     // no region header
-		{Topic: usTopic, Key: []byte("k"), Value: []byte("not avro"), Headers: []router.Header{{Key: router.HeaderRegion, Value: []byte("us")}}},
+		{Topic: usTopic, Key: []byte("k"), Value: []byte("not avro"), Headers: []router.Header{
+			{Key: router.HeaderJurisdiction, Value: []byte("US")}, {Key: router.HeaderRegion, Value: []byte("us")}}},
 	}
 	msgs = append(msgs, bad...)
 	msgs = append(msgs, sinktest.Message(usTopic, 3, "US", "us", "US")) // the router's duplicate of event 3
@@ -438,7 +440,7 @@ func TestNativeDecoderFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.publish(t, sinktest.Message(usTopic, 8, "US", "us", "US"), router.Message{Topic: usTopic, Key: []byte("k"), Value: []byte{1, 2},
-		Headers: []router.Header{{Key: router.HeaderRegion, Value: []byte("us")}}})
+		Headers: []router.Header{{Key: router.HeaderJurisdiction, Value: []byte("US")}, {Key: router.HeaderRegion, Value: []byte("us")}}})
 	start(t, s)
 	testenv.Eventually(t, waitWithin, "committed", func() bool { return committed(h) == 2 })
 	r := h.store.rows[sinktest.EventID(8)]
@@ -449,5 +451,73 @@ func TestNativeDecoderFallback(t *testing.T) {
 	}
 	if q := h.broker.Records(quarTopic); len(q) != 1 {
 		t.Fatalf("quarantined %d, want the undecodable event", len(q))
+	}
+}
+
+// hangingStore blocks its first hang writes until their context ends, as a
+// hung COPY or PUT would, then behaves like its memStore.
+type hangingStore struct {
+	*memStore
+	mu        sync.Mutex
+	hang      int
+	deadlines []time.Duration // time left to each write's deadline
+}
+
+func (s *hangingStore) Write(ctx context.Context, batch []sink.Record) error {
+	s.mu.Lock()
+	if d, ok := ctx.Deadline(); ok {
+		s.deadlines = append(s.deadlines, time.Until(d))
+	} else {
+		s.deadlines = append(s.deadlines, -1)
+	}
+	hang := s.hang > 0
+	if hang {
+		s.hang--
+	}
+	s.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.memStore.Write(ctx, batch)
+}
+
+func TestHungWriteTimesOutAndIsRetried(t *testing.T) {
+	h := newHarness(t, "us")
+	h.cfg.WriteTimeout = 50 * time.Millisecond
+	hs := &hangingStore{memStore: h.store, hang: 2}
+	dec, err := schemas.NewExtractor(schemas.ExtractorConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sink.New(h.cfg, h.broker.Subscriber(groupName, usTopic), hs, h.broker.Publisher(), h.rules, dec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.publish(t, sinktest.Message(usTopic, 1, "US", "us", "US"))
+	start(t, s)
+	testenv.Eventually(t, waitWithin, "not ready while the write hangs", func() bool {
+		err := s.Ready()
+		return err != nil && strings.Contains(err.Error(), "timed out")
+	})
+	if c := committed(h); c != 0 {
+		t.Fatalf("%d offsets committed while the write timed out", c)
+	}
+	testenv.Eventually(t, waitWithin, "committed after the retry", func() bool { return committed(h) == 1 })
+	if n := h.store.count(); n != 1 {
+		t.Fatalf("store holds %d events, want 1", n)
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if len(hs.deadlines) != 3 {
+		t.Errorf("%d writes, want 3 (two timed out)", len(hs.deadlines))
+	}
+	for i, d := range hs.deadlines {
+		if d <= 0 || d > h.cfg.WriteTimeout {
+			t.Errorf("write %d: deadline in %v, want within WriteTimeout %v", i, d, h.cfg.WriteTimeout)
+		}
+	}
+	if v := metric(t, h.reg, "residency_sink_retries_total", "op", "write"); v != 2 {
+		t.Errorf("write retries = %v, want 2", v)
 	}
 }
