@@ -38,48 +38,197 @@ const (
 const maxErrorHeader = 200
 
 // outHeaders returns the original headers (minus residency ones) followed by
-// the residency headers for decision d.
+// the residency headers for decision d, in a slice and values of their own.
+// The router builds the same headers with a headerBuilder, per batch.
 func outHeaders(m *Message, d *Decision, rulesetVersion, instance string, decodeErr error) []Header {
-	hs := make([]Header, 0, len(m.Headers)+9)
+	var b headerBuilder
+	b.setConstants(rulesetVersion, instance)
+	b.slab = make([]Header, 0, len(m.Headers)+9)
+	return b.headers(m, d, decodeErr)
+}
+
+// maxInterned bounds the number of distinct values (jurisdictions,
+// regions, reasons, source topics) a headerBuilder keeps as bytes; past it
+// the cache starts over.
+const maxInterned = 1024
+
+// headerBuilder builds the outgoing headers of the router's events with a
+// few allocations per batch instead of several per event: the values that
+// depend only on the ruleset, the decision and the router (jurisdiction,
+// region, ruleset version, decided-by, reason, router instance, source
+// topic) are converted to bytes once and shared, read-only, by every event
+// that carries them; each batch gets one backing slice for all of its
+// events' headers (slab) and one for their source partitions and offsets
+// in decimal (arena). Every returned slice and value has its capacity cut
+// to its length, so appending to one never writes into another, and a new
+// batch never writes into the previous batch's headers.
+//
+// A headerBuilder is used by one goroutine at a time. The zero value works;
+// without startBatch, values are not cached and headers allocates.
+type headerBuilder struct {
+	version, instance   string
+	versionB, instanceB []byte
+	values              map[string][]byte     // interned values; nil: no caching
+	placed              map[string]*placedHdr // by jurisdiction, for this version
+	topic               string                // the last source topic
+	topicB              []byte                // and its bytes
+	slab                []Header              // the batch's headers
+	arena               []byte                // the batch's partition and offset digits
+}
+
+// placedHdr holds the first four residency headers of a jurisdiction's
+// events (jurisdiction, region, ruleset version, decided-by), for a routed
+// or quarantined decision of one region, by country and by pin.
+type placedHdr struct {
+	region  string
+	country []Header
+	pin     []Header
+}
+
+// residencyHeaders is the most residency headers of an event that is not
+// dead-lettered (jurisdiction, region, ruleset version, decided-by, source
+// topic, partition and offset, router; a quarantined one has a reason
+// instead of a region); a dead-lettered one has at most six.
+const residencyHeaders = 8
+
+// setConstants sets the ruleset version and router instance written into
+// the headers.
+func (b *headerBuilder) setConstants(rulesetVersion, instance string) {
+	if b.versionB == nil || rulesetVersion != b.version {
+		b.version, b.versionB = rulesetVersion, frozen([]byte(rulesetVersion))
+		b.placed = nil
+	}
+	if b.instanceB == nil || instance != b.instance {
+		b.instance, b.instanceB = instance, frozen([]byte(instance))
+	}
+}
+
+// startBatch prepares the builder for the headers of batch's events under
+// the given ruleset version and router instance: one slab large enough for
+// all of them and one arena for their digits. The slices handed out for the
+// previous batch stay valid and unchanged.
+func (b *headerBuilder) startBatch(batch []Message, rulesetVersion, instance string) {
+	b.setConstants(rulesetVersion, instance)
+	if b.values == nil || len(b.values) > maxInterned {
+		b.values = make(map[string][]byte)
+		b.topic, b.topicB = "", nil
+	}
+	if b.placed == nil || len(b.placed) > maxInterned {
+		b.placed = make(map[string]*placedHdr)
+	}
+	n := 0
+	for i := range batch {
+		n += len(batch[i].Headers)
+	}
+	b.slab = make([]Header, 0, n+residencyHeaders*len(batch))
+	// A partition and an offset take up to 10 + 19 digits; 24 bytes per event
+	// cover offsets below 10^19 / 10^5 and the arena grows if needed.
+	b.arena = make([]byte, 0, 24*len(batch))
+}
+
+// value returns s as bytes, converted once per builder when caching.
+func (b *headerBuilder) value(s string) []byte {
+	if b.values == nil {
+		return []byte(s)
+	}
+	v, ok := b.values[s]
+	if !ok {
+		v = frozen([]byte(s))
+		b.values[s] = v
+	}
+	return v
+}
+
+// number appends v in decimal to the arena and returns its digits.
+func (b *headerBuilder) number(v int64) []byte {
+	start := len(b.arena)
+	b.arena = strconv.AppendInt(b.arena, v, 10)
+	return b.arena[start:len(b.arena):len(b.arena)]
+}
+
+// placedHeaders returns the jurisdiction, region, ruleset version and
+// decided-by headers of d, which has a jurisdiction and is not
+// dead-lettered, built once per jurisdiction and ruleset version. The
+// builder must be caching (started).
+func (b *headerBuilder) placedHeaders(d *Decision) []Header {
+	p := b.placed[d.Jurisdiction]
+	if p == nil || p.region != d.Region {
+		p = &placedHdr{region: d.Region}
+		for _, by := range []string{"country", "pin"} {
+			hs := []Header{{HeaderJurisdiction, b.value(d.Jurisdiction)}}
+			if d.Region != "" {
+				hs = append(hs, Header{HeaderRegion, b.value(d.Region)})
+			}
+			hs = append(hs, Header{HeaderRulesetVersion, b.versionB}, Header{HeaderDecidedBy, b.value(by)})
+			if by == "pin" {
+				p.pin = hs
+			} else {
+				p.country = hs
+			}
+		}
+		b.placed[d.Jurisdiction] = p
+	}
+	if d.Pinned {
+		return p.pin
+	}
+	return p.country
+}
+
+// headers returns the original headers of m (minus residency ones) followed
+// by the residency headers for decision d, backed by the batch's slab.
+func (b *headerBuilder) headers(m *Message, d *Decision, decodeErr error) []Header {
+	start := len(b.slab)
+	hs := b.slab
 	for _, h := range m.Headers {
 		if !strings.HasPrefix(h.Key, HeaderPrefix) {
 			hs = append(hs, h)
 		}
 	}
-	if d.Jurisdiction != "" {
-		hs = append(hs, Header{HeaderJurisdiction, []byte(d.Jurisdiction)})
-	}
-	if d.Region != "" {
-		hs = append(hs, Header{HeaderRegion, []byte(d.Region)})
-	}
-	if d.Outcome != DeadLettered {
-		hs = append(hs, Header{HeaderRulesetVersion, []byte(rulesetVersion)})
+	if b.placed != nil && d.Jurisdiction != "" && d.Outcome != DeadLettered {
+		hs = append(hs, b.placedHeaders(d)...)
+	} else {
 		if d.Jurisdiction != "" {
-			by := "country"
-			if d.Pinned {
-				by = "pin"
+			hs = append(hs, Header{HeaderJurisdiction, b.value(d.Jurisdiction)})
+		}
+		if d.Region != "" {
+			hs = append(hs, Header{HeaderRegion, b.value(d.Region)})
+		}
+		if d.Outcome != DeadLettered {
+			hs = append(hs, Header{HeaderRulesetVersion, b.versionB})
+			if d.Jurisdiction != "" {
+				by := "country"
+				if d.Pinned {
+					by = "pin"
+				}
+				hs = append(hs, Header{HeaderDecidedBy, b.value(by)})
 			}
-			hs = append(hs, Header{HeaderDecidedBy, []byte(by)})
 		}
 	}
+	if b.topicB == nil || m.Topic != b.topic {
+		b.topic, b.topicB = m.Topic, b.value(m.Topic)
+	}
 	hs = append(hs,
-		Header{HeaderSourceTopic, []byte(m.Topic)},
-		Header{HeaderSourcePartition, strconv.AppendInt(nil, int64(m.Partition), 10)},
-		Header{HeaderSourceOffset, strconv.AppendInt(nil, m.Offset, 10)},
-		Header{HeaderRouter, []byte(instance)},
+		Header{HeaderSourceTopic, b.topicB},
+		Header{HeaderSourcePartition, b.number(int64(m.Partition))},
+		Header{HeaderSourceOffset, b.number(m.Offset)},
+		Header{HeaderRouter, b.instanceB},
 	)
 	if d.Reason != "" {
-		hs = append(hs, Header{HeaderReason, []byte(d.Reason)})
+		hs = append(hs, Header{HeaderReason, b.value(d.Reason)})
 	}
 	if decodeErr != nil {
 		msg := decodeErr.Error()
 		if len(msg) > maxErrorHeader {
 			msg = msg[:maxErrorHeader]
 		}
-		hs = append(hs, Header{HeaderError, []byte(msg)})
+		hs = append(hs, Header{HeaderError, frozen([]byte(msg))})
 	}
-	return hs
+	b.slab = hs
+	return hs[start:len(hs):len(hs)]
 }
+
+// frozen returns v with its capacity cut to its length.
+func frozen(v []byte) []byte { return v[:len(v):len(v)] }
 
 // HeaderValue returns the value of the last header named key, and whether
 // there is one.

@@ -170,6 +170,7 @@ type Router struct {
 	notReady atomic.Pointer[string] // why the router cannot route; nil when it can
 	lags     map[topicPartition]int64
 	warned   map[string]bool // clusters already warned about
+	hdr      headerBuilder   // builds the outgoing headers; used by route only
 }
 
 type topicPartition struct {
@@ -377,28 +378,35 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 		out[i].d = d
 	}
 
-	// Group the outgoing records by cluster, keeping batch order.
-	byCluster := map[string][]Message{}
-	ver := rs.VersionString()
+	// Group the outgoing records by cluster, keeping batch order: count the
+	// records per cluster, then fill one backing slice.
+	var groups []clusterGroup
+	for i := range out {
+		cluster, _ := r.destination(&out[i].d)
+		groups = countFor(groups, cluster)
+	}
+	backing := make([]Message, len(batch))
+	for g := range groups {
+		n := groups[g].n
+		groups[g].msgs, backing = backing[:0:n], backing[n:]
+	}
+	r.hdr.startBatch(batch, rs.VersionString(), r.cfg.Instance)
 	for i := range batch {
 		m := &batch[i]
 		d := &out[i].d
-		cluster, topic := r.cfg.IngestCluster, d.Topic
-		switch d.Outcome {
-		case Routed:
-			cluster = d.Cluster
-		case Quarantined:
-			topic = r.cfg.QuarantineTopic
-		case DeadLettered:
-			topic = r.cfg.DeadLetterTopic
-		}
-		byCluster[cluster] = append(byCluster[cluster], Message{
+		cluster, topic := r.destination(d)
+		g := groupOf(groups, cluster)
+		g.msgs = append(g.msgs, Message{
 			Topic:   topic,
 			Key:     m.Key,
 			Value:   m.Value,
-			Headers: outHeaders(m, d, ver, r.cfg.Instance, out[i].err),
+			Headers: r.hdr.headers(m, d, out[i].err),
 			Time:    m.Time,
 		})
+	}
+	byCluster := make(map[string][]Message, len(groups))
+	for _, g := range groups {
+		byCluster[g.cluster] = g.msgs
 	}
 	if err := PublishByCluster(ctx, r.cfg.Publishers, byCluster, r.backoff); err != nil {
 		return err
@@ -412,6 +420,46 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 	return nil
 }
 
+// destination returns the cluster and topic decision d sends an event to.
+func (r *Router) destination(d *Decision) (cluster, topic string) {
+	switch d.Outcome {
+	case Routed:
+		return d.Cluster, d.Topic
+	case Quarantined:
+		return r.cfg.IngestCluster, r.cfg.QuarantineTopic
+	case DeadLettered:
+		return r.cfg.IngestCluster, r.cfg.DeadLetterTopic
+	}
+	return r.cfg.IngestCluster, d.Topic
+}
+
+// clusterGroup is a batch's outgoing records for one cluster.
+type clusterGroup struct {
+	cluster string
+	n       int       // how many records go to cluster
+	msgs    []Message // the records, in batch order
+}
+
+// countFor counts one more record for cluster. A batch names few clusters,
+// so a slice searched in order beats a map.
+func countFor(groups []clusterGroup, cluster string) []clusterGroup {
+	if g := groupOf(groups, cluster); g != nil {
+		g.n++
+		return groups
+	}
+	return append(groups, clusterGroup{cluster: cluster, n: 1})
+}
+
+// groupOf returns the group of cluster, or nil.
+func groupOf(groups []clusterGroup, cluster string) *clusterGroup {
+	for i := range groups {
+		if groups[i].cluster == cluster {
+			return &groups[i]
+		}
+	}
+	return nil
+}
+
 // extract reads an event's fields, retrying while the schema registry is
 // unavailable. A returned error wrapping ErrRegistryUnavailable means the
 // router gave up or is shutting down; any other error dead-letters the event.
@@ -422,23 +470,41 @@ func (r *Router) extract(ctx context.Context, m *Message) (schemas.Fields, error
 	if len(m.Value) > r.cfg.MaxValueBytes {
 		return schemas.Fields{}, fmt.Errorf("router: %w: %d bytes > %d", schemas.ErrTooLarge, len(m.Value), r.cfg.MaxValueBytes)
 	}
-	var f schemas.Fields
-	var decodeErr error
+	// The common case, one attempt, without the retry loop's closure and
+	// clock reads.
+	f, decodeErr := r.cfg.Fields.Extract(ctx, m.Topic, m.Value)
+	if decodeErr == nil || transientExtract(decodeErr) == nil {
+		return f, decodeErr
+	}
+	// The schema registry is unavailable (or ctx ended): retry with backoff.
+	// The first call of the closure reports the attempt just made.
+	retried := false
 	err := r.backoff.Do(ctx, "schema_registry", func(ctx context.Context) error {
-		f, decodeErr = r.cfg.Fields.Extract(ctx, m.Topic, m.Value)
-		switch {
-		case errors.Is(decodeErr, schemas.ErrRegistryUnavailable):
-			return decodeErr
-		case errors.Is(decodeErr, context.Canceled), errors.Is(decodeErr, context.DeadlineExceeded):
-			// Not the event's fault: never dead-letter it for that.
-			return fmt.Errorf("%w: %w", schemas.ErrRegistryUnavailable, decodeErr)
+		if retried {
+			f, decodeErr = r.cfg.Fields.Extract(ctx, m.Topic, m.Value)
 		}
-		return nil
+		retried = true
+		return transientExtract(decodeErr)
 	})
 	if err != nil {
 		return schemas.Fields{}, err
 	}
 	return f, decodeErr
+}
+
+// transientExtract returns the error to retry for an extraction error: one
+// wrapping schemas.ErrRegistryUnavailable when the registry is unavailable
+// or ctx ended (never the event's fault, never dead-lettered), else nil.
+func transientExtract(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, schemas.ErrRegistryUnavailable):
+		return err
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %w", schemas.ErrRegistryUnavailable, err)
+	}
+	return nil
 }
 
 // lookupPins looks up the pins of the batch's decoded events in one call.
