@@ -26,16 +26,19 @@ import (
 	"github.com/residency-router/residency/schemas"
 )
 
-const replaySynopsis = `replay --config FILE --source ingest|quarantine|dead-letter [flags]
+const replaySynopsis = `replay --config FILE --source ingest|quarantine|dead-letter|sink-quarantine [flags]
        replay --config FILE --resume ID [--dry-run] [flags]
 
 Re-route a range of events after a rule change or a fix: read it from an
-ingest topic (a time range or per-partition offsets), the quarantine or
-the dead-letter topic, decide every event again with the router's
-decision code and republish it to its region's pinned topic (or to
-quarantine / dead-letter) with the router's headers plus replay
+ingest topic (a time range or per-partition offsets), the quarantine,
+dead-letter or sink quarantine topic, decide every event again with the
+router's decision code and republish it to its region's pinned topic (or
+to quarantine / dead-letter) with the router's headers plus replay
 provenance. --dry-run writes nothing and reports what would move.
 Still-unplaceable events read from quarantine stay there (no new copy).
+A real replay decides with the ruleset version in force in Redis and
+stops if another version is applied while it runs; --rules FILE and
+another --rules-version are for --dry-run only.
 Progress is checkpointed (Redis under redis.prefix, or --checkpoint-dir);
 Ctrl-C stops after the batch in hand and prints how to resume.
 Exit codes: 0 done, 1 failed or interrupted (resumable), 2 bad flags or
@@ -69,16 +72,16 @@ func runReplay(ctx context.Context, e env) int {
 	fs := newFlags(e, "replay", replaySynopsis)
 	var f replayFlags
 	fs.StringVar(&f.cfgPath, "config", os.Getenv("RESIDENCY_CONFIG"), "config `file` (default $RESIDENCY_CONFIG)")
-	fs.StringVar(&f.source, "source", "", "what to replay: ingest, quarantine or dead-letter")
-	fs.StringVar(&f.topic, "topic", "", "the ingest `topic` (default: the only one of router.ingest_topics)")
+	fs.StringVar(&f.source, "source", "", "what to replay: ingest, quarantine, dead-letter or sink-quarantine")
+	fs.StringVar(&f.topic, "topic", "", "the ingest or sink quarantine `topic` (default: the only one of router.ingest_topics, or of the sinks' quarantine_topic)")
 	fs.StringVar(&f.from, "from", "", "replay records produced at or after `TIME` (RFC 3339, or a duration ago such as 2h)")
 	fs.StringVar(&f.to, "to", "", "replay records produced before `TIME` (RFC 3339, or a duration ago)")
 	fs.StringVar(&f.offsets, "offsets", "", "per-partition offsets `P:START-END,...` (END exclusive; empty START or END: the log start or end)")
 	fs.Var(&f.jurisdictions, "jurisdiction", "only events recorded with or decided into this jurisdiction (repeatable)")
-	fs.Var(&f.reasons, "reason", "only quarantine/dead-letter events with this reason, e.g. unknown_country (repeatable)")
+	fs.Var(&f.reasons, "reason", "only quarantine/dead-letter/sink-quarantine events with this reason, e.g. unknown_country (repeatable)")
 	fs.Var(&f.eventTypes, "event-type", "only events of this event_type, e.g. LOGIN (repeatable)")
-	fs.Int64Var(&f.rulesVersion, "rules-version", 0, "decide with this ruleset `version` from Redis (default: the current one)")
-	fs.StringVar(&f.rulesFile, "rules", "", "decide with this ruleset `file` (default rules.file, else Redis)")
+	fs.Int64Var(&f.rulesVersion, "rules-version", 0, "decide with this ruleset `version` from Redis (default: the one in force; another one only with --dry-run)")
+	fs.StringVar(&f.rulesFile, "rules", "", "decide with this ruleset `file` (only with --dry-run; default rules.file, else Redis)")
 	fs.StringVar(&f.baseline, "baseline", "", "ingest source: the ruleset the events were first routed under, a `version` or file, to report moves (default: the version before --rules-version)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "read and report, write nothing")
 	fs.BoolVar(&f.onlyMoved, "only-moved", false, "ingest source: write only events whose decision differs from the baseline's")
@@ -166,10 +169,27 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		}
 	}
 
-	// The ruleset (and, for an ingest source, the baseline).
+	// The ruleset (and, for an ingest source, the baseline). A real run
+	// follows the ruleset in force and must start under it.
+	var inForce replay.RulesInForce
+	if !f.dryRun {
+		if code, err := f.realRulesOnly(cfg, &plan); err != nil {
+			return code, err
+		}
+		cache, err := w.followRules(ctx, cfg, store)
+		if err != nil {
+			return exitNotReady, err
+		}
+		inForce = cache
+	}
 	rs, baseline, code, err := f.rulesets(ctx, cfg, store, &plan)
 	if err != nil {
 		return code, err
+	}
+	if inForce != nil {
+		if code, err := inForceIs(inForce, rs, &plan, f); err != nil {
+			return code, err
+		}
 	}
 	var pins router.PinLookup
 	if cfg.pinsEnabled() && store != nil {
@@ -189,9 +209,10 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	if err != nil {
 		return usage("%v", err)
 	}
+	reader.Logger = log // offsets a range could not read are warned about
 	prog := newProgressView(e.stderr, f.progress, plan.ID)
 	rc := replay.Config{
-		Plan: plan, Rules: rs, Baseline: baseline, Reader: reader, Publishers: pubs, IngestCluster: cfg.Kafka.IngestCluster,
+		Plan: plan, Rules: rs, InForce: inForce, Baseline: baseline, Reader: reader, Publishers: pubs, IngestCluster: cfg.Kafka.IngestCluster,
 		QuarantineTopic: cfg.Router.QuarantineTopic, DeadLetterTopic: cfg.Router.DeadLetterTopic,
 		Fields: fx, Decoder: fx, Pins: pins, Checkpoints: cps, DryRun: f.dryRun, BatchSize: f.batch, Rate: f.rate,
 		MaxValueBytes: cfg.Router.MaxValueBytes, Instance: cmpOr(cfg.Instance, "replay"), Progress: prog.update, Logger: log,
@@ -212,6 +233,9 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	if errors.Is(runErr, replay.ErrPlanMismatch) {
 		return exitUsage, runErr
 	}
+	if errors.Is(runErr, replay.ErrRulesetChanged) && rep.Read == 0 {
+		return exitFailure, runErr
+	}
 	if runErr == nil || errors.Is(runErr, replay.ErrInterrupted) || rep.Read > 0 {
 		if f.output == "json" {
 			enc := json.NewEncoder(e.stdout)
@@ -222,6 +246,11 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		}
 	}
 	if runErr != nil {
+		if errors.Is(runErr, replay.ErrRulesetChanged) {
+			fmt.Fprintf(e.stderr, "\nreplay %s stopped: %v\nEverything published is checkpointed. To see what the new ruleset would move:\n  residency replay --config %s --source %s --dry-run ...\n",
+				plan.ID, runErr, f.cfgPath, plan.Source)
+			return exitFailure, nil
+		}
 		if !f.dryRun {
 			fmt.Fprintf(e.stderr, "\nreplay %s stopped: %v\nEverything published is checkpointed. Resume with:\n  residency replay --config %s --resume %s%s\n",
 				plan.ID, runErr, f.cfgPath, plan.ID, cpFlag(f))
@@ -268,20 +297,20 @@ func (f *replayFlags) check(fs *flag.FlagSet) error {
 		return f.checkCommon()
 	}
 	switch replay.SourceKind(f.source) {
-	case replay.SourceIngest, replay.SourceQuarantine, replay.SourceDeadLetter:
+	case replay.SourceIngest, replay.SourceQuarantine, replay.SourceDeadLetter, replay.SourceSinkQuarantine:
 	case "":
-		return errors.New("--source is required: ingest, quarantine or dead-letter")
+		return errors.New("--source is required: ingest, quarantine, dead-letter or sink-quarantine")
 	default:
-		return fmt.Errorf("--source %q is not ingest, quarantine or dead-letter", f.source)
+		return fmt.Errorf("--source %q is not ingest, quarantine, dead-letter or sink-quarantine", f.source)
 	}
 	if f.offsets != "" && (f.from != "" || f.to != "") {
 		return errors.New("--offsets and --from/--to exclude each other")
 	}
-	if f.topic != "" && f.source != string(replay.SourceIngest) {
-		return errors.New("--topic: only with --source ingest (quarantine and dead-letter topics come from the config)")
+	if f.topic != "" && f.source != string(replay.SourceIngest) && f.source != string(replay.SourceSinkQuarantine) {
+		return errors.New("--topic: only with --source ingest or sink-quarantine (quarantine and dead-letter topics come from the config)")
 	}
 	if len(f.reasons) > 0 && f.source == string(replay.SourceIngest) {
-		return errors.New("--reason: events of an ingest topic have no reason; use it with quarantine or dead-letter")
+		return errors.New("--reason: events of an ingest topic have no reason; use it with quarantine, dead-letter or sink-quarantine")
 	}
 	if (f.baseline != "" || f.onlyMoved) && f.source != string(replay.SourceIngest) {
 		return errors.New("--baseline and --only-moved: only with --source ingest")
@@ -405,6 +434,12 @@ func (f *replayFlags) plan(ctx context.Context, cfg *Config) (replay.Plan, error
 		p.Topic = cfg.Router.QuarantineTopic
 	case replay.SourceDeadLetter:
 		p.Topic = cfg.Router.DeadLetterTopic
+	case replay.SourceSinkQuarantine:
+		t, err := sinkQuarantineTopic(cfg, f.topic)
+		if err != nil {
+			return p, fmt.Errorf("%w: %w", errUsage, err)
+		}
+		p.Topic = t
 	default:
 		p.Topic = f.topic
 		if p.Topic == "" {
@@ -449,6 +484,105 @@ func (f *replayFlags) plan(ctx context.Context, cfg *Config) (replay.Plan, error
 		p.Ranges = append(p.Ranges, replay.Range{Partition: r.Partition, Start: r.Start, End: r.End})
 	}
 	return p, nil
+}
+
+// defaultSinkQuarantineTopic is a sink's quarantine_topic by default (see
+// SinkConfig).
+const defaultSinkQuarantineTopic = "residency.sink-quarantine"
+
+// sinkQuarantineTopic is the sink quarantine topic a replay reads: topic if
+// set, else the only one the config's sinks use (the default when none is
+// configured). It must be on the ingest cluster, where replay reads.
+func sinkQuarantineTopic(cfg *Config, topic string) (string, error) {
+	clusters := map[string]string{} // topic → cluster
+	var topics []string
+	for _, sc := range cfg.Sinks {
+		t := cmpOr(sc.QuarantineTopic, defaultSinkQuarantineTopic)
+		if _, ok := clusters[t]; !ok {
+			topics = append(topics, t)
+		}
+		if cl := cmpOr(sc.QuarantineCluster, cfg.Kafka.IngestCluster); clusters[t] == "" || cl != cfg.Kafka.IngestCluster {
+			clusters[t] = cl
+		}
+	}
+	if len(topics) == 0 {
+		topics = []string{defaultSinkQuarantineTopic}
+		clusters[defaultSinkQuarantineTopic] = cfg.Kafka.IngestCluster
+	}
+	switch {
+	case topic == "" && len(topics) > 1:
+		return "", fmt.Errorf("--topic: the config's sinks use %d quarantine topics %v; name one", len(topics), topics)
+	case topic == "":
+		topic = topics[0]
+	case !slices.Contains(topics, topic):
+		return "", fmt.Errorf("--topic %q is not the quarantine_topic of any sink %v", topic, topics)
+	}
+	if cl := clusters[topic]; cl != cfg.Kafka.IngestCluster {
+		return "", fmt.Errorf("sink quarantine topic %q is on cluster %q, not the ingest cluster %q replay reads from", topic, cl, cfg.Kafka.IngestCluster)
+	}
+	return topic, nil
+}
+
+// realRulesOnly refuses, for a real (not dry) run, a ruleset that cannot
+// be the one in force: a file (--rules or rules.file), or a plan decided
+// with one.
+func (f *replayFlags) realRulesOnly(cfg *Config, plan *replay.Plan) (int, error) {
+	if cfg.Rules.File != "" {
+		what := "--rules " + cfg.Rules.File
+		if f.rulesFile == "" {
+			what = "rules.file " + cfg.Rules.File
+		}
+		return exitUsage, fmt.Errorf("%s: a real replay publishes only under the ruleset version in force in Redis, and a file is not in force. "+
+			"See what it would do with --dry-run, or apply it first (residency rules apply) and replay without --rules", what)
+	}
+	if plan.RulesetHash != "" {
+		return exitUsage, fmt.Errorf("replay %s was planned with a ruleset file (%s), which is not in force: it can only be resumed with --dry-run; "+
+			"plan a new replay under the version in force", plan.ID, plan.RulesetVersion)
+	}
+	return exitOK, nil
+}
+
+// followRules starts a rules cache over the Redis store (stopped by
+// close) and waits for its first ruleset.
+func (w *replayWiring) followRules(ctx context.Context, cfg *Config, store *rules.RedisStore) (*rules.Cache, error) {
+	cache := rules.NewCache(store, rules.CacheOptions{PollInterval: cfg.Rules.PollInterval, StalenessBound: cfg.Rules.StalenessBound})
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = cache.Run(bg)
+	}()
+	w.stopRules = func() { stop(); <-done }
+	select {
+	case <-cache.Loaded():
+	case <-time.After(15 * time.Second):
+		_, err := cache.Current()
+		return nil, fmt.Errorf("no ruleset in force after 15s: %w", err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if _, err := cache.Current(); err != nil {
+		return nil, err
+	}
+	return cache, nil
+}
+
+// inForceIs refuses a real run whose ruleset is not the version in force.
+func inForceIs(inForce replay.RulesInForce, rs *rules.Ruleset, plan *replay.Plan, f *replayFlags) (int, error) {
+	cur, err := inForce.Current()
+	if err != nil {
+		return exitNotReady, fmt.Errorf("ruleset in force: %w", err)
+	}
+	if cur.Version() == rs.Version() {
+		return exitOK, nil
+	}
+	if f.resume != "" {
+		return exitUsage, fmt.Errorf("replay %s was planned under ruleset version %s but version %d is in force now: "+
+			"it can be resumed only while version %s is in force. Plan a new replay under version %d (run it with --dry-run first)",
+			plan.ID, plan.RulesetVersion, cur.Version(), plan.RulesetVersion, cur.Version())
+	}
+	return exitUsage, fmt.Errorf("--rules-version %d: version %d is in force, and a real replay publishes only under the version in force. "+
+		"See what version %d would do with --dry-run, or apply it first (residency rules rollback/apply)", rs.Version(), cur.Version(), rs.Version())
 }
 
 // rulesets loads the ruleset the replay decides with (and the baseline of
@@ -526,11 +660,15 @@ func (f *replayFlags) rulesets(ctx context.Context, cfg *Config, store *rules.Re
 
 // replayWiring holds what replayMain opened.
 type replayWiring struct {
-	redis   *redis.Client
-	writers []*kafka.Writer
+	redis     *redis.Client
+	writers   []*kafka.Writer
+	stopRules func() // stops the rules cache, if started
 }
 
 func (w *replayWiring) close() {
+	if w.stopRules != nil {
+		w.stopRules()
+	}
 	for _, kw := range w.writers {
 		_ = kw.Close()
 	}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ stores:
 type replayStack struct {
 	cfgFile                                string
 	ingest, quarantine, deadLetter, us, eu string
+	sinkQuarantine                         string
 	store                                  *rules.RedisStore
 	admins                                 map[string]*kafka.Admin
 	writer                                 *kafka.Writer
@@ -45,7 +47,7 @@ func newReplayStack(t *testing.T) *replayStack {
 	a, b := testenv.KafkaA(t), testenv.KafkaB(t)
 	r := testenv.NewRedis(t)
 	s := &replayStack{ingest: a.Topic(t, "ingest", 2), quarantine: a.Topic(t, "quarantine", 1), deadLetter: a.Topic(t, "deadletter", 1),
-		us: a.Topic(t, "us", 1), eu: b.Topic(t, "eu", 1), admins: map[string]*kafka.Admin{}}
+		us: a.Topic(t, "us", 1), eu: b.Topic(t, "eu", 1), sinkQuarantine: a.Topic(t, "sinkq", 1), admins: map[string]*kafka.Admin{}}
 	s.store = rules.NewRedisStore(r.Client(t), r.Prefix)
 	cfg := fmt.Sprintf(`
 kafka:
@@ -58,7 +60,10 @@ router:
   quarantine_topic: %s
   dead_letter_topic: %s
 redis: {addr: "%s", prefix: "%s"}
-`, strings.Join(a.Brokers, ","), strings.Join(b.Brokers, ","), s.ingest, s.quarantine, s.deadLetter, r.Addr, r.Prefix)
+rules: {poll_interval: 100ms}
+sinks:
+  - {store: us-postgres, region: us, quarantine_topic: %s}
+`, strings.Join(a.Brokers, ","), strings.Join(b.Brokers, ","), s.ingest, s.quarantine, s.deadLetter, r.Addr, r.Prefix, s.sinkQuarantine)
 	s.cfgFile = filepath.Join(t.TempDir(), "residency.yaml")
 	if err := os.WriteFile(s.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -150,6 +155,9 @@ func TestReplayCommandUsage(t *testing.T) {
 		{[]string{"--resume", "nope"}, "no checkpoint of that replay"},
 		{[]string{"--resume", "x", "--source", "ingest"}, "not with --resume"},
 		{[]string{"--source", "quarantine", "--id", "bad id!"}, "--id"},
+		{[]string{"--source", "quarantine", "--rules", "../../deploy/examples/rules.yaml"}, "a real replay publishes only under the ruleset version in force"},
+		{[]string{"--source", "sink-quarantine", "--topic", "nope"}, "not the quarantine_topic of any sink"},
+		{[]string{"--source", "dead-letter", "--topic", "x"}, "--topic: only with --source ingest or sink-quarantine"},
 	} {
 		code, _, stderr := replayCmd(ctx, append([]string{"--config", s.cfgFile}, c.args...)...)
 		if code != exitUsage || !strings.Contains(stderr, c.want) {
@@ -296,5 +304,112 @@ func TestProgressBar(t *testing.T) {
 	v.finish()
 	if n := strings.Count(buf.String(), "replay r-1: 50/200 (25%)"); n != 2 {
 		t.Fatalf("progress lines:\n%s", buf.String())
+	}
+}
+
+// TestReplayCommandRealRunFollowsRulesInForce: a real replay runs only
+// under the ruleset version in force: --rules FILE and another
+// --rules-version are refused without --dry-run (and allowed with it); a
+// version applied while a replay runs stops it before its next batch, with
+// the versions named, and its resume is refused while the new version is
+// in force.
+func TestReplayCommandRealRunFollowsRulesInForce(t *testing.T) {
+	s := newReplayStack(t)
+	s.apply(t, "US")
+	s.quarantineEvents(t, "ca", "CA", router.ReasonUnknownCountry, 12)
+	s.apply(t, "US, CA")
+	ctx := testenv.Context(t, 60*time.Second)
+	rulesFile := filepath.Join(t.TempDir(), "draft.yaml")
+	draft := strings.Replace(fmt.Sprintf(replayRulesV1, s.us, s.eu), "countries: [US]", "countries: [US, CA]", 1)
+	if err := os.WriteFile(rulesFile, []byte(draft), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := s.ends(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--rules", rulesFile}, "--rules " + rulesFile + ": a real replay publishes only under the ruleset version in force in Redis"},
+		{[]string{"--rules-version", "1"}, "--rules-version 1: version 2 is in force"},
+	} {
+		args := append([]string{"--config", s.cfgFile, "--source", "quarantine", "--progress", "off"}, c.args...)
+		code, _, stderr := replayCmd(ctx, args...)
+		if code != exitUsage || !strings.Contains(stderr, c.want) {
+			t.Errorf("replay %v = %d, %q; want exit 2 mentioning %q", c.args, code, stderr, c.want)
+		}
+		if code, _, stderr := replayCmd(ctx, append(args, "--dry-run")...); code != exitOK {
+			t.Errorf("replay %v --dry-run = %d, %s; want 0", c.args, code, stderr)
+		}
+	}
+	if !maps.Equal(before, s.ends(t)) {
+		t.Fatal("a refused replay or a dry run wrote")
+	}
+
+	// Version 3 is applied while a rate-limited replay under version 2 runs.
+	dir := t.TempDir()
+	applied := make(chan error, 1)
+	time.AfterFunc(1200*time.Millisecond, func() { // s.apply would t.Fatal off the test goroutine
+		src := strings.Replace(fmt.Sprintf(replayRulesV1, s.us, s.eu), "countries: [US]", "countries: [US, CA, MX]", 1)
+		_, err := s.store.Apply(ctx, []byte(src), rules.ApplyOptions{Base: 2})
+		applied <- err
+	})
+	code, stdout, stderr := replayCmd(ctx, "--config", s.cfgFile, "--source", "quarantine", "--id", "moving-1", "--rate", "4",
+		"--checkpoint-dir", dir, "--progress", "off")
+	if code != exitFailure || !strings.Contains(stderr, "the ruleset in force changed from version 2 to 3") ||
+		!strings.Contains(stderr, "Plan a new replay under version 3") {
+		t.Fatalf("replay across a rules change: exit %d\n%s", code, stderr)
+	}
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout, "(incomplete)") {
+		t.Errorf("the partial report does not say it is incomplete:\n%s", stdout)
+	}
+	t.Logf("stderr of the stopped replay:\n%s", stderr)
+	mid := s.ends(t)[s.us] - before[s.us]
+	if mid == 0 || mid >= 12 {
+		t.Fatalf("%d events written before the change; want some, not all", mid)
+	}
+	// The partial report counts what was published, not the batch dropped.
+	if !regexp.MustCompile(fmt.Sprintf(`region us +%d\n`, mid)).MatchString(stdout) {
+		t.Errorf("the partial report does not count %d events routed to us:\n%s", mid, stdout)
+	}
+	code, _, stderr = replayCmd(ctx, "--config", s.cfgFile, "--resume", "moving-1", "--checkpoint-dir", dir, "--progress", "off")
+	if code != exitUsage || !strings.Contains(stderr, "planned under ruleset version 2 but version 3 is in force") {
+		t.Fatalf("resume under a newer ruleset: exit %d\n%s", code, stderr)
+	}
+	if got := s.ends(t)[s.us] - before[s.us]; got != mid {
+		t.Fatalf("the refused resume wrote %d events", got-mid)
+	}
+}
+
+// TestReplayCommandSinkQuarantine: events a sink refused are replayed from
+// the sinks' quarantine topic to their region's pinned topic.
+func TestReplayCommandSinkQuarantine(t *testing.T) {
+	s := newReplayStack(t)
+	s.apply(t, "US")
+	ctx := testenv.Context(t, 60*time.Second)
+	var msgs []router.Message
+	for i := range 3 {
+		v, err := s.enc.Encode(routertest.Event{ID: fmt.Sprint("sq-", i), UserID: "u", Country: "US"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := router.Message{Topic: s.ingest, Partition: 1, Offset: int64(10 + i), Key: []byte("u"), Value: v}
+		d := router.Decision{Outcome: router.Routed, Jurisdiction: "US", Region: "us", Topic: s.us, Cluster: "a"}
+		hs := append(router.ResidencyHeaders(&in, &d, "1", "router-0", nil),
+			router.Header{Key: router.HeaderReason, Value: []byte("region_moved")})
+		msgs = append(msgs, router.Message{Topic: s.sinkQuarantine, Key: in.Key, Value: v, Headers: hs})
+	}
+	if err := s.writer.Publish(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	before := s.ends(t)
+	code, stdout, stderr := replayCmd(ctx, "--config", s.cfgFile, "--source", "sink-quarantine", "--reason", "region_moved", "--progress", "off")
+	if code != exitOK || !strings.Contains(stdout, "sink-quarantine:region_moved → region:us: 3") {
+		t.Fatalf("sink-quarantine replay: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if got := s.ends(t)[s.us] - before[s.us]; got != 3 {
+		t.Fatalf("%d events written to %s, want 3", got, s.us)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"time"
 
@@ -116,15 +117,56 @@ func (a *Admin) TimeRanges(ctx context.Context, topic string, from, to time.Time
 	})
 }
 
+// ErrStalled is returned by ReadRange when records the broker still holds
+// inside the range do not arrive through MaxIdle idle checks in a row (the
+// broker does not serve fetches): the range is not complete, and nothing
+// after the last record handed over was read.
+var ErrStalled = errors.New("kafka: range read stalled")
+
+// Reasons a part of a range was skipped, the values of Skip.Reason.
+const (
+	// SkipDeleted: the offsets are below the partition's log start offset
+	// (deleted by retention or delete-records) and cannot be read.
+	SkipDeleted = "deleted"
+	// SkipNoRecords: the broker holds no record there: a fetch at the first
+	// of them returned one at or beyond the range end (compaction,
+	// transaction markers).
+	SkipNoRecords = "no_records"
+	// SkipPastEnd: the offsets are at or past the partition's high-water
+	// mark (a range planned past it, or a log truncated by an unclean
+	// leader election).
+	SkipPastEnd = "past_end"
+)
+
+// Skip is a part [From, To) of a range ReadRange did not read.
+type Skip struct {
+	// Topic and Partition name the partition.
+	Topic     string
+	Partition int
+	// From is the first offset skipped, To the one after the last.
+	From, To int64
+	// Reason is one of SkipDeleted, SkipNoRecords and SkipPastEnd.
+	Reason string
+}
+
 // RangeReader reads offset ranges of partitions without a consumer group;
 // it commits nothing and changes no offsets.
 type RangeReader struct {
 	cluster Cluster
 	d       *kafka.Dialer
 	// IdleCheck is how long a read waits for the next record before it
-	// checks whether the range was cut short (retention, compaction).
+	// asks the broker whether the rest of the range still holds any.
 	// Default 2s.
 	IdleCheck time.Duration
+	// MaxIdle is how many idle checks in a row may find records left in
+	// the range that do not arrive before ReadRange fails with ErrStalled.
+	// Default 30.
+	MaxIdle int
+	// OnSkip, if set, is told of every part of a range that was not read,
+	// and why. Skips are also logged (Logger, warning level).
+	OnSkip func(Skip)
+	// Logger receives the skips. Default slog.Default().
+	Logger *slog.Logger
 }
 
 // NewRangeReader returns a RangeReader for cluster.
@@ -136,16 +178,18 @@ func NewRangeReader(cluster Cluster) (*RangeReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &RangeReader{cluster: cluster, d: d, IdleCheck: 2 * time.Second}, nil
+	return &RangeReader{cluster: cluster, d: d, IdleCheck: 2 * time.Second, MaxIdle: 30}, nil
 }
 
 // ReadRange reads the records of topic/partition with offsets in
 // [start, end), in offset order, and calls fn with batches of at most batch
-// records. It returns fn's first error, or nil once the range is read. An
-// offset range that no longer exists at its start (deleted by retention)
-// is read from the log start; offsets missing inside it (compaction,
-// transaction markers) are skipped, and the read ends after three idle
-// checks in a row find no record although the range is not exhausted.
+// records. It returns fn's first error, or nil once the range is read.
+// Offsets missing inside the range (compaction) are passed over. A part of
+// the range is skipped (and reported, see OnSkip) only when the broker
+// shows it holds no record there: below the log start offset (retention),
+// at or past the high-water mark, or a tail that a fetch shows empty. While
+// the broker holds records in the range that do not arrive, the read
+// waits, and fails with ErrStalled after MaxIdle idle checks in a row.
 func (r *RangeReader) ReadRange(ctx context.Context, topic string, partition int, start, end int64, batch int, fn func([]router.Message) error) error {
 	if end <= start {
 		return nil
@@ -153,16 +197,28 @@ func (r *RangeReader) ReadRange(ctx context.Context, topic string, partition int
 	if batch <= 0 {
 		batch = 100
 	}
+	next := start // the offset after the last record handed over or skipped
+	// A start deleted by retention: the reader jumps to the log start by
+	// itself; say what it skips.
+	if v, err := r.probe(ctx, topic, partition, next, end, false); err != nil {
+		return err
+	} else if next = v.next; v.done {
+		return nil
+	}
 	kr := kafka.NewReader(kafka.ReaderConfig{Brokers: r.cluster.Brokers, Topic: topic, Partition: partition, Dialer: r.d,
 		MaxWait: 200 * time.Millisecond, MinBytes: 1, MaxBytes: 4 << 20, QueueCapacity: max(batch, 100),
 		ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: 500 * time.Millisecond})
 	defer kr.Close()
-	if err := kr.SetOffset(start); err != nil {
-		return fmt.Errorf("kafka: cluster %s: read %s/%d from %d: %w", r.cluster.Name, topic, partition, start, err)
+	if err := kr.SetOffset(next); err != nil {
+		return fmt.Errorf("kafka: cluster %s: read %s/%d from %d: %w", r.cluster.Name, topic, partition, next, err)
 	}
 	idle := r.IdleCheck
 	if idle <= 0 {
 		idle = 2 * time.Second
+	}
+	maxIdle := r.MaxIdle
+	if maxIdle <= 0 {
+		maxIdle = 30
 	}
 	buf := make([]router.Message, 0, batch)
 	flush := func() error {
@@ -183,21 +239,21 @@ func (r *RangeReader) ReadRange(ctx context.Context, topic string, partition int
 				return ctx.Err()
 			}
 			if fctx.Err() != nil {
-				// Idle: hand over what we have; stop if the partition has
-				// nothing more inside the range.
+				// Idle: hand over what we have, then ask the broker
+				// whether anything is left to read in [next, end).
 				if err := flush(); err != nil {
 					return err
 				}
-				if done, derr := r.exhausted(ctx, topic, partition, kr.Offset(), end); derr != nil {
-					return derr
-				} else if done {
+				v, err := r.probe(ctx, topic, partition, next, end, true)
+				if err != nil {
+					return err
+				}
+				if next = v.next; v.done {
 					return nil
 				}
-				// Offsets below end exist (end was at most the high-water
-				// mark when planned), yet no record came: what is left is
-				// transaction markers or compacted away.
-				if idles++; idles >= 3 {
-					return nil
+				if idles++; idles >= maxIdle {
+					return fmt.Errorf("%w: cluster %s: %s/%d: no record arrived for %s although the broker holds offsets %d to %d of the range; "+
+						"the range is not complete", ErrStalled, r.cluster.Name, topic, partition, time.Duration(idles)*idle, next, end-1)
 				}
 				continue
 			}
@@ -207,6 +263,12 @@ func (r *RangeReader) ReadRange(ctx context.Context, topic string, partition int
 		if m.Offset >= end {
 			return flush()
 		}
+		if m.Offset > next {
+			// The reader jumped: below the log start (retention while
+			// reading) or compacted away. Report only what is deleted.
+			r.reportDeleted(ctx, topic, partition, next, m.Offset)
+		}
+		next = m.Offset + 1
 		buf = append(buf, fromKafka(m))
 		if len(buf) >= batch {
 			if err := flush(); err != nil {
@@ -219,24 +281,107 @@ func (r *RangeReader) ReadRange(ctx context.Context, topic string, partition int
 	}
 }
 
-// exhausted reports whether nothing is left to read in [next, end): the
-// partition's high-water mark is at or below next.
-func (r *RangeReader) exhausted(ctx context.Context, topic string, partition int, next, end int64) (bool, error) {
+// verdict is what probe found about [next, end).
+type verdict struct {
+	next int64 // next, past any offsets the broker no longer holds
+	done bool  // nothing is left to read in the range
+}
+
+// probe asks the partition's leader what is left of [next, end): offsets
+// below the log start are skipped as deleted, a range at or past the
+// high-water mark is done, and with fetch a fetch at next that returns a
+// record at or beyond end shows the rest holds no record. Anything else
+// (records inside the range, or a fetch that does not answer) is not done.
+func (r *RangeReader) probe(ctx context.Context, topic string, partition int, next, end int64, fetch bool) (verdict, error) {
+	v := verdict{next: next}
 	if next >= end {
-		return true, nil
+		v.done = true
+		return v, nil
 	}
+	c, err := r.leader(ctx, topic, partition)
+	if err != nil {
+		return v, err
+	}
+	defer c.Close()
+	first, last, err := c.ReadOffsets()
+	if err != nil {
+		return v, fmt.Errorf("kafka: cluster %s: offsets of %s/%d: %w", r.cluster.Name, topic, partition, err)
+	}
+	if first > v.next {
+		to := min(first, end)
+		r.skipped(Skip{Topic: topic, Partition: partition, From: v.next, To: to, Reason: SkipDeleted})
+		v.next = to
+	}
+	if v.next >= end {
+		v.done = true
+		return v, nil
+	}
+	if last <= v.next {
+		r.skipped(Skip{Topic: topic, Partition: partition, From: v.next, To: end, Reason: SkipPastEnd})
+		v.next, v.done = end, true
+		return v, nil
+	}
+	if !fetch {
+		return v, nil
+	}
+	if _, err := c.Seek(v.next, kafka.SeekAbsolute|kafka.SeekDontCheck); err != nil {
+		return v, nil // inconclusive
+	}
+	b := c.ReadBatch(1, 1<<20)
+	m, err := b.ReadMessage()
+	_ = b.Close()
+	if err == nil && m.Offset >= end {
+		r.skipped(Skip{Topic: topic, Partition: partition, From: v.next, To: end, Reason: SkipNoRecords})
+		v.next, v.done = end, true
+	}
+	return v, nil
+}
+
+// reportDeleted reports [from, to) as deleted if the partition's log start
+// is past from; a jump over compacted offsets is not a skip.
+func (r *RangeReader) reportDeleted(ctx context.Context, topic string, partition int, from, to int64) {
+	c, err := r.leader(ctx, topic, partition)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	first, _, err := c.ReadOffsets()
+	if err != nil || first <= from {
+		return
+	}
+	r.skipped(Skip{Topic: topic, Partition: partition, From: from, To: min(first, to), Reason: SkipDeleted})
+}
+
+func (r *RangeReader) skipped(s Skip) {
+	if s.To <= s.From {
+		return
+	}
+	log := r.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Warn(fmt.Sprintf("kafka: %s/%d: offsets %d to %d of the range were not read (%s)", s.Topic, s.Partition, s.From, s.To-1, s.Reason),
+		"cluster", r.cluster.Name, "topic", s.Topic, "partition", s.Partition, "from", s.From, "to", s.To, "reason", s.Reason)
+	if r.OnSkip != nil {
+		r.OnSkip(s)
+	}
+}
+
+// leader dials the partition's leader, with a deadline of at most 10s.
+func (r *RangeReader) leader(ctx context.Context, topic string, partition int) (*kafka.Conn, error) {
+	var lastErr error
 	for _, b := range r.cluster.Brokers {
 		c, err := r.d.DialLeader(ctx, "tcp", b, topic, partition)
 		if err != nil {
+			lastErr = err
 			continue
 		}
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		last, err := c.ReadLastOffset()
-		_ = c.Close()
-		if err != nil {
-			return false, fmt.Errorf("kafka: cluster %s: end offset of %s/%d: %w", r.cluster.Name, topic, partition, err)
+		dl := time.Now().Add(10 * time.Second)
+		if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+			dl = d
 		}
-		return last <= next, nil
+		_ = c.SetDeadline(dl)
+		return c, nil
 	}
-	return false, fmt.Errorf("kafka: cluster %s: no broker answers for %s/%d", r.cluster.Name, topic, partition)
+	return nil, fmt.Errorf("kafka: cluster %s: no broker answers for %s/%d: %w", r.cluster.Name, topic, partition, lastErr)
 }

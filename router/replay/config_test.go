@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/residency-router/residency/router"
@@ -35,7 +36,7 @@ func validConfig(t *testing.T) replay.Config {
 	}
 	rs.SetVersion(4)
 	return replay.Config{Plan: replay.Plan{ID: "r-1", Source: replay.SourceQuarantine, Topic: "q", Ranges: []replay.Range{{Partition: 0, Start: 0, End: 5}}},
-		Rules: rs, Reader: nopReader{}, Publishers: map[string]router.Publisher{"a": nopPublisher{}}, IngestCluster: "a",
+		Rules: rs, InForce: fixed(rs), Reader: nopReader{}, Publishers: map[string]router.Publisher{"a": nopPublisher{}}, IngestCluster: "a",
 		QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: fields(t, schemas.ExtractorConfig{})}
 }
 
@@ -57,12 +58,43 @@ func TestConfigErrors(t *testing.T) {
 		"not a range":  func(c *replay.Config) { c.Plan.Ranges[0].End = -1 },
 		"negative":     func(c *replay.Config) { c.Rate = -1 },
 		"noRangesHere": func(c *replay.Config) { c.Plan.Ranges = nil },
+		"InForce":      func(c *replay.Config) { c.InForce = nil },
 	} {
 		c := validConfig(t)
 		mod(&c)
 		if _, err := replay.New(c); !errors.Is(err, replay.ErrConfig) {
 			t.Errorf("%s: New = %v, want ErrConfig", name, err)
 		}
+	}
+}
+
+// inForce is a replay.RulesInForce whose ruleset (or error) a test
+// switches.
+type inForce struct {
+	mu  sync.Mutex
+	rs  *rules.Ruleset
+	err error
+}
+
+func fixed(rs *rules.Ruleset) *inForce { return &inForce{rs: rs} }
+
+func (f *inForce) Current() (*rules.Ruleset, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rs, f.err
+}
+
+func (f *inForce) set(rs *rules.Ruleset, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rs, f.err = rs, err
+}
+
+func TestConfigDryRunNeedsNoInForce(t *testing.T) {
+	c := validConfig(t)
+	c.InForce, c.DryRun = nil, true
+	if _, err := replay.New(c); err != nil {
+		t.Fatalf("dry run without InForce: %v", err)
 	}
 }
 
@@ -163,7 +195,7 @@ regions:
 		t.Fatal(err)
 	}
 	r, err := replay.New(replay.Config{Plan: replay.Plan{ID: "x", Source: replay.SourceIngest, Topic: "in", Ranges: []replay.Range{{Partition: 0, End: 5}}},
-		Rules: rs, Reader: sliceReader{b}, Publishers: map[string]router.Publisher{"a": b.Publisher()}, IngestCluster: "a",
+		Rules: rs, InForce: fixed(rs), Reader: sliceReader{b}, Publishers: map[string]router.Publisher{"a": b.Publisher()}, IngestCluster: "a",
 		QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: fields(t, schemas.ExtractorConfig{}), BatchSize: 2})
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,8 @@
 // Package replay re-routes ranges of events after a rule change or a fix:
-// it reads a range of the ingest topic, the quarantine topic or the
-// dead-letter topic, re-decides every event with the router's own decision
-// code (router.Decide, through router.DecideWritable) under a chosen
-// ruleset, and republishes it with the router's residency headers plus
+// it reads a range of the ingest topic, the quarantine topic, the
+// dead-letter topic or a sink quarantine topic, re-decides every event with
+// the router's own decision code (router.Decide, through
+// router.DecideWritable) under a chosen ruleset, and republishes it with the router's residency headers plus
 // replay provenance (router.HeaderReplayID, the coordinates it was read
 // from, router.HeaderReplayCount).
 //
@@ -16,7 +16,14 @@
 // or dead-letter on the ingest cluster. An event read from quarantine that
 // is still unplaceable stays where it is (no new copy), as does one read
 // from dead-letter that still cannot be decoded. A loop guard refuses
-// events already replayed Config.MaxReplays times.
+// events already replayed Config.MaxReplays times. The residency-* headers
+// of an ingest topic's records are ignored: producers, not residency, set
+// them.
+//
+// A real run publishes only while its ruleset is the one in force
+// (Config.InForce, a rules.Cache): it checks before every batch and stops
+// with ErrRulesetChanged, checkpointed, when another version is applied or
+// the ruleset in force cannot be confirmed. A dry run may use any ruleset.
 //
 // Progress is checkpointed per partition (Checkpoints; RedisCheckpoints or
 // FileCheckpoints) after every published batch, keyed by the replay id, so

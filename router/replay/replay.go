@@ -34,6 +34,12 @@ var (
 	// ErrGaveUp: publishing or checkpointing kept failing for longer than
 	// Config.GiveUp. What was checkpointed stays valid: resume later.
 	ErrGaveUp = errors.New("replay: gave up retrying")
+	// ErrRulesetChanged: a real replay stopped (or did not start) because
+	// the ruleset in force (Config.InForce) is no longer the plan's
+	// version, or cannot be confirmed (stale, unavailable). Nothing was
+	// published under the old version after the change was seen; what was
+	// published before is checkpointed. The message says how to go on.
+	ErrRulesetChanged = errors.New("replay: the ruleset in force is not the replay's")
 )
 
 // SourceKind is the kind of topic a replay reads.
@@ -49,12 +55,21 @@ const (
 	// SourceDeadLetter: the dead-letter topic (events that could not be
 	// decoded).
 	SourceDeadLetter SourceKind = "dead-letter"
+	// SourceSinkQuarantine: a sink quarantine topic (routed events a sink
+	// refused to store, e.g. sink_region_not_approved).
+	SourceSinkQuarantine SourceKind = "sink-quarantine"
 )
 
-// Valid reports whether k is one of the three sources.
+// Valid reports whether k is one of the four sources.
 func (k SourceKind) Valid() bool {
-	return k == SourceIngest || k == SourceQuarantine || k == SourceDeadLetter
+	return k == SourceIngest || k == SourceQuarantine || k == SourceDeadLetter || k == SourceSinkQuarantine
 }
+
+// trustsHeaders reports whether the residency-* headers of the records of
+// a source were written by residency (router, replay or sink) and so can
+// be believed. Those of an ingest topic come from producers: the router
+// strips them, and so does a replay of it.
+func (k SourceKind) trustsHeaders() bool { return k != SourceIngest }
 
 // Range is the half-open offset range [Start, End) of one partition.
 type Range struct {
@@ -71,11 +86,12 @@ type Range struct {
 // Empty lists match everything.
 type Filter struct {
 	// Jurisdictions keeps events recorded with (residency-jurisdiction
-	// header) or newly decided into one of these jurisdictions. Default:
-	// all.
+	// header; not for an ingest source, whose headers producers set) or
+	// newly decided into one of these jurisdictions. Default: all.
 	Jurisdictions []string `json:"jurisdictions,omitempty"`
-	// Reasons keeps events whose recorded quarantine or dead-letter reason
-	// (residency-reason header) is one of these. Default: all.
+	// Reasons keeps events whose recorded quarantine, dead-letter or sink
+	// quarantine reason (residency-reason header) is one of these.
+	// Default: all.
 	Reasons []string `json:"reasons,omitempty"`
 	// EventTypes keeps events whose event_type is one of these; it needs
 	// Config.Decoder, and events that cannot be decoded do not match.
@@ -166,12 +182,26 @@ type Progress struct {
 	ETA time.Duration
 }
 
+// RulesInForce tells which ruleset is in force now (the one routers and
+// sinks use). rules.Cache satisfies it.
+type RulesInForce interface {
+	// Current returns the ruleset in force, or an error when it cannot be
+	// confirmed (none loaded, stale).
+	Current() (*rules.Ruleset, error)
+}
+
 // Config configures a Replay.
 type Config struct {
 	// Plan is what to read and how to decide. Required.
 	Plan Plan
-	// Rules is the ruleset events are decided with. Required.
+	// Rules is the ruleset events are decided with. Required. A real run
+	// publishes only while it is the ruleset in force (InForce).
 	Rules *rules.Ruleset
+	// InForce follows the ruleset in force. Required unless DryRun: a real
+	// run checks at start and before publishing every batch that its
+	// version is still Plan.RulesetVersion, and otherwise stops with
+	// ErrRulesetChanged. A dry run does not consult it.
+	InForce RulesInForce
 	// Baseline, for an ingest source, is the ruleset the events were first
 	// routed under; the report's "from" side is its decision. Default nil:
 	// "from" is "ingest".
@@ -254,7 +284,10 @@ func (c *Config) check() error {
 		return fmt.Errorf("%w: Plan.ID %q: use letters, digits, '.', '_' and '-' (at most 128)", ErrConfig, c.Plan.ID)
 	}
 	if !c.Plan.Source.Valid() {
-		return fmt.Errorf("%w: Plan.Source %q is not ingest, quarantine or dead-letter", ErrConfig, c.Plan.Source)
+		return fmt.Errorf("%w: Plan.Source %q is not ingest, quarantine, dead-letter or sink-quarantine", ErrConfig, c.Plan.Source)
+	}
+	if c.InForce == nil && !c.DryRun {
+		return fmt.Errorf("%w: missing InForce: a real replay must follow the ruleset in force", ErrConfig)
 	}
 	if _, ok := c.Publishers[c.IngestCluster]; !ok {
 		return fmt.Errorf("%w: IngestCluster %q has no publisher", ErrConfig, c.IngestCluster)
@@ -392,6 +425,9 @@ func (r *Replay) Run(ctx context.Context) error {
 		r.log.Info("replay already complete; nothing to do")
 		return nil
 	}
+	if err := r.checkInForce(); err != nil {
+		return err
+	}
 	r.start = time.Now()
 	r.done0 = r.doneOffsets()
 	r.emitProgress()
@@ -412,13 +448,17 @@ func (r *Replay) Run(ctx context.Context) error {
 			return ctx.Err()
 		})
 		if err != nil {
+			if errors.Is(err, ErrRulesetChanged) {
+				return err
+			}
 			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 				return r.interrupted(ctx)
 			}
 			return fmt.Errorf("replay %s: partition %d: %w", r.cfg.Plan.ID, rg.Partition, err)
 		}
-		// The range is read: mark the partition done even if its tail was
-		// missing (retention, compaction), so a resume does not wait for it.
+		// The range is read: the reader returns nil only once the broker
+		// shows nothing more is there (offsets deleted by retention or past
+		// the end are reported by the reader), so mark the partition done.
 		r.mu.Lock()
 		r.next[rg.Partition] = rg.End
 		r.mu.Unlock()
@@ -430,6 +470,28 @@ func (r *Replay) Run(ctx context.Context) error {
 		return err
 	}
 	r.emitProgress()
+	return nil
+}
+
+// checkInForce returns an ErrRulesetChanged error when a real run's
+// ruleset is no longer (or cannot be confirmed to be) the one in force.
+func (r *Replay) checkInForce() error {
+	if r.cfg.DryRun {
+		return nil
+	}
+	want := r.cfg.Plan.RulesetVersion
+	cur, err := r.cfg.InForce.Current()
+	if err != nil {
+		return fmt.Errorf("%w: replay %s stopped at %d of %d offsets: cannot confirm that ruleset version %s is still in force (%w); "+
+			"nothing more is published until it is: resume when the rules store answers again",
+			ErrRulesetChanged, r.cfg.Plan.ID, r.doneOffsets(), r.cfg.Plan.Total(), want, err)
+	}
+	if got := cur.VersionString(); got != want {
+		return fmt.Errorf("%w: replay %s stopped at %d of %d offsets: the ruleset in force changed from version %s to %s; "+
+			"nothing more is published under version %s. Plan a new replay under version %s (run it with --dry-run first); "+
+			"this one can be resumed only while version %s is in force",
+			ErrRulesetChanged, r.cfg.Plan.ID, r.doneOffsets(), r.cfg.Plan.Total(), want, got, want, got, want)
+	}
 	return nil
 }
 
@@ -554,6 +616,30 @@ func (r *Replay) process(ctx context.Context, batch []router.Message) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	if err := r.checkInForce(); err != nil {
+		return err
+	}
+	// A batch dropped unpublished (interrupt during the rate limit, a
+	// ruleset change) is read again on resume: leave it out of the report.
+	var undo func(error) error
+	if !r.cfg.DryRun {
+		r.mu.Lock()
+		saved, read, refused := r.snapshot(), r.read, r.refused
+		r.mu.Unlock()
+		undo = func(err error) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.rep, r.read, r.refused = saved, read, refused
+			r.trans = make(map[[2]string]*Transition, len(saved.Transitions))
+			for _, t := range saved.Transitions {
+				c := t
+				c.Samples = slices.Clone(t.Samples)
+				r.trans[[2]string{t.From, t.To}] = &c
+			}
+			return err
+		}
+	}
+	trusted := r.cfg.Plan.Source.trustsHeaders()
 	items := make([]item, 0, len(batch))
 	for i := range batch {
 		m := &batch[i]
@@ -565,7 +651,12 @@ func (r *Replay) process(ctx context.Context, batch []router.Message) error {
 			r.filtered()
 			continue
 		}
-		it := item{m: m, orig: original(m)}
+		// An ingest event's own coordinates are its original ones; its
+		// residency-* headers, if any, were set by its producer.
+		it := item{m: m, orig: *m}
+		if trusted {
+			it.orig = original(m)
+		}
 		items = append(items, it)
 	}
 	// Read the fields (retrying while the schema registry is away).
@@ -599,13 +690,19 @@ func (r *Replay) process(ctx context.Context, batch []router.Message) error {
 			r.filtered()
 			continue
 		}
-		n, ok := replayCount(it.m)
+		n, ok := 0, true
+		if trusted {
+			n, ok = replayCount(it.m)
+		}
 		if !ok || n >= r.cfg.Plan.MaxReplays {
 			r.refuse(it, n, ok)
 			continue
 		}
 		it.count = n
 		from, to := r.fromLabel(it, pins[i]), label(&it.d)
+		// Still unplaceable events stay where they are; events a sink
+		// refused never stay: they are routed again, or quarantined by the
+		// router's rules for the first time.
 		stays := (r.cfg.Plan.Source == SourceQuarantine && it.d.Outcome == router.Quarantined) ||
 			(r.cfg.Plan.Source == SourceDeadLetter && it.d.Outcome == router.DeadLettered) ||
 			(r.cfg.Plan.OnlyMoved && from == to)
@@ -622,7 +719,12 @@ func (r *Replay) process(ctx context.Context, batch []router.Message) error {
 			n += len(ms)
 		}
 		if err := r.limit(ctx, n); err != nil {
-			return err
+			return undo(err)
+		}
+		// The ruleset may have changed while deciding or waiting for the
+		// rate limit: publish nothing under a ruleset no longer in force.
+		if err := r.checkInForce(); err != nil {
+			return undo(err)
 		}
 		if err := router.PublishByCluster(ctx, r.cfg.Publishers, byCluster, r.backoff); err != nil {
 			return err
@@ -649,7 +751,8 @@ func (r *Replay) filtered() {
 
 // original returns m with the coordinates it was first read from by the
 // router (its residency-source-* headers), or m's own coordinates when it
-// has none (an event of an ingest topic).
+// has none. Only for sources whose headers residency wrote: an ingest
+// event's own coordinates are its original ones, whatever its headers say.
 func original(m *router.Message) router.Message {
 	o := *m
 	t, ok1 := router.HeaderValue(m.Headers, router.HeaderSourceTopic)
@@ -669,7 +772,8 @@ func original(m *router.Message) router.Message {
 
 // replayCount reads the residency-replay-count header: 0 when absent; ok
 // is false when it is present but not a count (the event is refused: fail
-// closed).
+// closed). Only for sources whose headers residency wrote: an ingest
+// event has not been replayed.
 func replayCount(m *router.Message) (int, bool) {
 	v, ok := router.HeaderValue(m.Headers, router.HeaderReplayCount)
 	if !ok {
@@ -695,8 +799,14 @@ func (r *Replay) matchJurisdiction(it *item) bool {
 	if len(js) == 0 {
 		return true
 	}
+	if slices.Contains(js, it.d.Jurisdiction) {
+		return true
+	}
+	if !r.cfg.Plan.Source.trustsHeaders() {
+		return false // a producer's header: not a recorded decision
+	}
 	v, _ := router.HeaderValue(it.m.Headers, router.HeaderJurisdiction)
-	return slices.Contains(js, it.d.Jurisdiction) || (len(v) > 0 && slices.Contains(js, string(v)))
+	return len(v) > 0 && slices.Contains(js, string(v))
 }
 
 func (r *Replay) matchEventType(ctx context.Context, it *item) bool {
@@ -745,7 +855,7 @@ func (r *Replay) sampleID(ctx context.Context, it *item) string {
 // fromLabel says where the event was before this replay.
 func (r *Replay) fromLabel(it *item, pin string) string {
 	switch r.cfg.Plan.Source {
-	case SourceQuarantine, SourceDeadLetter:
+	case SourceQuarantine, SourceDeadLetter, SourceSinkQuarantine:
 		reason, _ := router.HeaderValue(it.m.Headers, router.HeaderReason)
 		return string(r.cfg.Plan.Source) + ":" + cmp.Or(string(reason), "unknown")
 	}
