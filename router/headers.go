@@ -32,6 +32,11 @@ const (
 	// HeaderError is, on dead-letter only, a short description of the
 	// decode error (never the payload).
 	HeaderError = "residency-error"
+	// HeaderOmittedBytes is, on a dead-letter record of an event too large
+	// to route (reason too_large), the size in bytes of the event's key,
+	// value and headers, none of which are copied: the event stays at its
+	// source coordinates in the ingest topic.
+	HeaderOmittedBytes = "residency-omitted-bytes"
 )
 
 // maxErrorHeader bounds the length of the residency-error header.

@@ -37,16 +37,16 @@ func ResidencyHeaders(m *Message, d *Decision, rulesetVersion, instance string, 
 }
 
 // ReadFields reads the jurisdiction inputs of m as the router does: an empty
-// value fails with schemas.ErrEmptyValue, a value over maxValueBytes with
-// schemas.ErrTooLarge, anything else is fr.Extract's result. An error
+// value fails with schemas.ErrEmptyValue, an event whose key, value and
+// headers add up to more than maxValueBytes with schemas.ErrTooLarge, anything else is fr.Extract's result. An error
 // wrapping schemas.ErrRegistryUnavailable is transient; any other error
 // dead-letters the event (see DeadLetter).
 func ReadFields(ctx context.Context, fr FieldReader, m *Message, maxValueBytes int) (schemas.Fields, error) {
 	if len(m.Value) == 0 {
 		return schemas.Fields{}, fmt.Errorf("router: %w", schemas.ErrEmptyValue)
 	}
-	if len(m.Value) > maxValueBytes {
-		return schemas.Fields{}, fmt.Errorf("router: %w: %d bytes > %d", schemas.ErrTooLarge, len(m.Value), maxValueBytes)
+	if err := checkSize(m, maxValueBytes); err != nil {
+		return schemas.Fields{}, err
 	}
 	return fr.Extract(ctx, m.Topic, m.Value)
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -65,8 +67,13 @@ type Config struct {
 	// MaxBatchBytes bounds the key and value bytes of one batch (the router
 	// holds one batch at a time). Default 16 MiB.
 	MaxBatchBytes int
-	// MaxValueBytes is the largest event value routed; larger values are
-	// dead-lettered with reason too_large. Default 1 MiB.
+	// MaxValueBytes is the largest event routed, counting its key, value
+	// and headers; a larger one is dead-lettered with reason too_large and
+	// without its body (see HeaderOmittedBytes), so one oversized event can
+	// never block its partition. Keep it at least 16 KiB below the
+	// max.message.bytes of the destination topics and below the publishers'
+	// request size. Default 1 MiB - 16 KiB (1032192), which fits Kafka's
+	// default limits.
 	MaxValueBytes int
 	// RetryMin is the first backoff after a transient failure. Default 50ms.
 	RetryMin time.Duration
@@ -147,7 +154,7 @@ func (c *Config) defaults() {
 	}
 	defInt(&c.BatchSize, 500)
 	defInt(&c.MaxBatchBytes, 16<<20)
-	defInt(&c.MaxValueBytes, 1<<20)
+	defInt(&c.MaxValueBytes, DefaultMaxValueBytes)
 	def(&c.Linger, 5*time.Millisecond)
 	def(&c.RetryMin, 50*time.Millisecond)
 	def(&c.RetryMax, 2*time.Second)
@@ -396,13 +403,15 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 		d := &out[i].d
 		cluster, topic := r.destination(d)
 		g := groupOf(groups, cluster)
-		g.msgs = append(g.msgs, Message{
+		msg := Message{
 			Topic:   topic,
 			Key:     m.Key,
 			Value:   m.Value,
 			Headers: r.hdr.headers(m, d, out[i].err),
 			Time:    m.Time,
-		})
+		}
+		OmitBody(&msg, m, out[i].err)
+		g.msgs = append(g.msgs, msg)
 	}
 	byCluster := make(map[string][]Message, len(groups))
 	for _, g := range groups {
@@ -460,6 +469,49 @@ func groupOf(groups []clusterGroup, cluster string) *clusterGroup {
 	return nil
 }
 
+// DefaultMaxValueBytes is the default Config.MaxValueBytes: Kafka's default
+// message size limit (1 MiB) less 16 KiB for the residency headers and the
+// record batch overhead.
+const DefaultMaxValueBytes = 1<<20 - 16<<10
+
+// RecordBytes is the size of m as the size limits count it: key, value and
+// every header's name and value.
+func RecordBytes(m *Message) int {
+	n := len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// checkSize fails with schemas.ErrTooLarge when m is larger than max.
+func checkSize(m *Message, max int) error {
+	if n := RecordBytes(m); n > max {
+		return fmt.Errorf("router: %w: %d bytes > %d", schemas.ErrTooLarge, n, max)
+	}
+	return nil
+}
+
+// OmitBody turns out, the outgoing dead-letter record of m, into one that
+// carries no key, value or producer headers when m was too large to route
+// (err wraps schemas.ErrTooLarge): writing its body again would fail for
+// the same reason and block the partition. The residency headers (reason,
+// error, source topic/partition/offset) stay, plus HeaderOmittedBytes, so
+// the event can be found in the ingest topic. Other records are unchanged.
+func OmitBody(out *Message, m *Message, err error) {
+	if err == nil || !errors.Is(err, schemas.ErrTooLarge) {
+		return
+	}
+	hs := make([]Header, 0, len(out.Headers)+1)
+	for _, h := range out.Headers {
+		if strings.HasPrefix(h.Key, HeaderPrefix) {
+			hs = append(hs, h)
+		}
+	}
+	out.Key, out.Value = nil, nil
+	out.Headers = append(hs, Header{HeaderOmittedBytes, strconv.AppendInt(nil, int64(RecordBytes(m)), 10)})
+}
+
 // extract reads an event's fields, retrying while the schema registry is
 // unavailable. A returned error wrapping ErrRegistryUnavailable means the
 // router gave up or is shutting down; any other error dead-letters the event.
@@ -467,8 +519,8 @@ func (r *Router) extract(ctx context.Context, m *Message) (schemas.Fields, error
 	if len(m.Value) == 0 {
 		return schemas.Fields{}, fmt.Errorf("router: %w", schemas.ErrEmptyValue)
 	}
-	if len(m.Value) > r.cfg.MaxValueBytes {
-		return schemas.Fields{}, fmt.Errorf("router: %w: %d bytes > %d", schemas.ErrTooLarge, len(m.Value), r.cfg.MaxValueBytes)
+	if err := checkSize(m, r.cfg.MaxValueBytes); err != nil {
+		return schemas.Fields{}, err
 	}
 	// The common case, one attempt, without the retry loop's closure and
 	// clock reads.

@@ -497,3 +497,65 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 		t.Fatalf("New with unknown ingest cluster = %v", err)
 	}
 }
+
+// sizeLimitPub refuses a whole Publish call when one record is larger than
+// limit, as kafka-go's writer does past its BatchBytes and a broker does past
+// max.message.bytes.
+type sizeLimitPub struct {
+	router.Publisher
+	limit int
+}
+
+func (p sizeLimitPub) Publish(ctx context.Context, msgs ...router.Message) error {
+	for i := range msgs {
+		if n := router.RecordBytes(&msgs[i]); n > p.limit {
+			return fmt.Errorf("message too large: %d bytes", n)
+		}
+	}
+	return p.Publisher.Publish(ctx, msgs...)
+}
+
+// TestRouterOversizedEventDoesNotBlock: an event larger than MaxValueBytes
+// (key, value and headers counted) is dead-lettered as too_large without its
+// body, so the dead-letter write cannot fail for the same reason and block
+// the partition; the events around it are routed and everything commits.
+func TestRouterOversizedEventDoesNotBlock(t *testing.T) {
+	f := newFixture(t)
+	const limit = 1 << 20
+	f.cfg.Publishers = map[string]router.Publisher{"a": sizeLimitPub{f.pubs["a"], limit}, "b": sizeLimitPub{f.pubs["b"], limit}}
+	f.cfg.GiveUp = 2 * time.Second
+	big := event("US", "u-big", "big")
+	big.Value = append(big.Value, bytes.Repeat([]byte("x"), limit)...)
+	// Value under the limit, but with a large producer header the record is
+	// over it: headers count too.
+	heavy := event("US", "u-heavy", "heavy")
+	heavy.Headers = append(heavy.Headers, router.Header{Key: "blob", Value: bytes.Repeat([]byte("h"), limit)})
+	f.produce(t, event("US", "u1", "before"), big, heavy, event("GB", "u2", "after"))
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "all four events committed", func() bool { return f.committed() == 4 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	dl := f.a.Records(deadLetter)
+	if len(dl) != 2 {
+		t.Fatalf("%d dead-letter records, want 2", len(dl))
+	}
+	for _, m := range dl {
+		if header(m, router.HeaderReason) != "too_large" {
+			t.Errorf("dead-letter reason %q, want too_large", header(m, router.HeaderReason))
+		}
+		if m.Key != nil || m.Value != nil || header(m, "blob") != "" || header(m, "trace") != "" {
+			t.Errorf("an oversized event's dead-letter record carries its body: key %d, value %d bytes, headers %d",
+				len(m.Key), len(m.Value), len(m.Headers))
+		}
+		if n := atoi(t, header(m, router.HeaderOmittedBytes)); n <= limit {
+			t.Errorf("%s = %d, want the event's size (> %d)", router.HeaderOmittedBytes, n, limit)
+		}
+		if header(m, router.HeaderSourceTopic) != ingest || header(m, router.HeaderSourceOffset) == "" {
+			t.Errorf("dead-letter record lacks its source coordinates: %v", m.Headers)
+		}
+	}
+	if n := len(f.a.Records("pinned.us")) + len(f.b.Records("pinned.uk")); n != 2 {
+		t.Errorf("%d events routed around the oversized ones, want 2", n)
+	}
+}

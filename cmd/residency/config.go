@@ -103,8 +103,10 @@ type RouterConfig struct {
 	// MaxBatchBytes bounds the bytes of one batch in flight. Default
 	// 16777216 (16 MiB).
 	MaxBatchBytes int `yaml:"max_batch_bytes"`
-	// MaxValueBytes is the largest event routed; larger ones are
-	// dead-lettered as too_large. Default 1048576 (1 MiB).
+	// MaxValueBytes is the largest event routed, counting key, value and
+	// headers; larger ones are dead-lettered as too_large without their
+	// body. Keep it 16 KiB below the destination topics' max.message.bytes.
+	// Default 1032192 (1 MiB - 16 KiB, within Kafka's default limits).
 	MaxValueBytes int `yaml:"max_value_bytes"`
 	// RetryMin is the first backoff after a transient failure. Default 50ms.
 	RetryMin time.Duration `yaml:"retry_min"`

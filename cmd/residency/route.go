@@ -117,6 +117,7 @@ func wire(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (w *wired, e
 	pubs := map[string]router.Publisher{}
 	for name, cl := range cfg.Kafka.Clusters {
 		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: cfg.Router.BatchSize,
+			BatchBytes:   writerBatchBytes(cfg.Router.MaxValueBytes),
 			BatchTimeout: cfg.Kafka.BatchTimeout, Compression: cfg.Kafka.Compression, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("%w: kafka.clusters.%s: %w", errUsage, name, err)
@@ -177,4 +178,16 @@ func (w *wired) close() error {
 		errs = append(errs, w.redis.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// writerBatchBytes is the request size of the router's writers: room for
+// the largest event the router routes (router.max_value_bytes, default
+// router.DefaultMaxValueBytes) plus its residency headers, and never less
+// than kafka-go's 1 MiB. kafka-go refuses a whole write when one record is
+// larger than this, which would stall the partition.
+func writerBatchBytes(maxValueBytes int) int64 {
+	if maxValueBytes <= 0 {
+		maxValueBytes = router.DefaultMaxValueBytes
+	}
+	return int64(max(1<<20, maxValueBytes+16<<10))
 }

@@ -956,7 +956,9 @@ func (r *Replay) outgoing(it *item) (string, router.Message) {
 		router.Header{Key: router.HeaderReplayPartition, Value: strconv.AppendInt(nil, int64(it.m.Partition), 10)},
 		router.Header{Key: router.HeaderReplayOffset, Value: strconv.AppendInt(nil, it.m.Offset, 10)},
 	)
-	return cluster, router.Message{Topic: topic, Key: it.m.Key, Value: it.m.Value, Headers: hs, Time: it.m.Time}
+	out := router.Message{Topic: topic, Key: it.m.Key, Value: it.m.Value, Headers: hs, Time: it.m.Time}
+	router.OmitBody(&out, it.m, it.err) // as the router does: an oversized body would block the write
+	return cluster, out
 }
 
 func (r *Replay) lookupPins(ctx context.Context, items []item) ([]string, error) {
