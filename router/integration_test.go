@@ -348,7 +348,16 @@ func TestIntegrationRoutesAcrossClusters(t *testing.T) {
 		if !ok {
 			continue
 		}
-		if string(m.Value) != string(sm.value) || string(m.Key) != sm.key {
+		if sm.dest == "deadletter:too_large" {
+			// The oversized value is not copied (it would block the write);
+			// its size and source coordinates say where it is.
+			if m.Value != nil || string(m.Key) != sm.key {
+				t.Errorf("event %s: too_large record has a %d-byte value or key %q", sm.id, len(m.Value), m.Key)
+			}
+			if v, _ := router.HeaderValue(m.Headers, router.HeaderOmittedBytes); len(v) == 0 {
+				t.Errorf("event %s: too_large record lacks %s", sm.id, router.HeaderOmittedBytes)
+			}
+		} else if string(m.Value) != string(sm.value) || string(m.Key) != sm.key {
 			t.Errorf("event %s: key or value bytes changed", sm.id)
 		}
 		for _, h := range []string{router.HeaderSourceTopic, router.HeaderSourcePartition, router.HeaderSourceOffset, router.HeaderRouter} {

@@ -492,24 +492,36 @@ func checkSize(m *Message, max int) error {
 	return nil
 }
 
+// omitKeepBytes bounds the key and producer headers an oversized event's
+// dead-letter record keeps for correlation (trace ids, event-id headers).
+const omitKeepBytes = 16 << 10
+
 // OmitBody turns out, the outgoing dead-letter record of m, into one that
-// carries no key, value or producer headers when m was too large to route
-// (err wraps schemas.ErrTooLarge): writing its body again would fail for
-// the same reason and block the partition. The residency headers (reason,
-// error, source topic/partition/offset) stay, plus HeaderOmittedBytes, so
-// the event can be found in the ingest topic. Other records are unchanged.
+// does not carry m's value when m was too large to route (err wraps
+// schemas.ErrTooLarge): writing it again would fail for the same reason and
+// block the partition. The key and the producer's headers are kept when
+// together they fit in 16 KiB, and dropped otherwise. The residency headers
+// (reason, error, source topic/partition/offset) stay, plus
+// HeaderOmittedBytes, so the event can be found in the ingest topic. Other
+// records are unchanged.
 func OmitBody(out *Message, m *Message, err error) {
 	if err == nil || !errors.Is(err, schemas.ErrTooLarge) {
 		return
 	}
+	size := RecordBytes(m)
+	out.Value = nil
 	hs := make([]Header, 0, len(out.Headers)+1)
-	for _, h := range out.Headers {
-		if strings.HasPrefix(h.Key, HeaderPrefix) {
-			hs = append(hs, h)
+	if size-len(m.Value) <= omitKeepBytes {
+		hs = append(hs, out.Headers...)
+	} else {
+		out.Key = nil
+		for _, h := range out.Headers {
+			if strings.HasPrefix(h.Key, HeaderPrefix) {
+				hs = append(hs, h)
+			}
 		}
 	}
-	out.Key, out.Value = nil, nil
-	out.Headers = append(hs, Header{HeaderOmittedBytes, strconv.AppendInt(nil, int64(RecordBytes(m)), 10)})
+	out.Headers = append(hs, Header{HeaderOmittedBytes, strconv.AppendInt(nil, int64(size), 10)})
 }
 
 // extract reads an event's fields, retrying while the schema registry is

@@ -131,9 +131,22 @@ func (a *Admin) Lag(ctx context.Context, group, topic string) (int64, error) {
 	for p := range end {
 		ps = append(ps, p)
 	}
-	resp, err := a.c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
-	if err == nil {
-		err = resp.Error
+	var resp *kafka.OffsetFetchResponse
+	for {
+		resp, err = a.c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+		if err == nil {
+			err = resp.Error
+		}
+		if !coordinatorMoving(err) {
+			break
+		}
+		// The group's coordinator is being elected or loaded (a new broker, a
+		// moved __consumer_offsets partition): ask again shortly.
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("kafka: cluster %s: offsets of group %s: %w", a.cluster.Name, group, errors.Join(err, ctx.Err()))
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	if errors.Is(err, kafka.GroupIdNotFound) {
 		resp, err = &kafka.OffsetFetchResponse{}, nil // nothing committed yet
@@ -204,4 +217,12 @@ func fromKafka(m kafka.Message) router.Message {
 		}
 	}
 	return out
+}
+
+// coordinatorMoving reports whether err says the group coordinator is not
+// ready yet: retriable, not an answer.
+func coordinatorMoving(err error) bool {
+	return errors.Is(err, kafka.NotCoordinatorForGroup) ||
+		errors.Is(err, kafka.GroupCoordinatorNotAvailable) ||
+		errors.Is(err, kafka.GroupLoadInProgress)
 }
