@@ -48,8 +48,9 @@ type SinkConfig struct {
 	// QuarantineTopic. Default: kafka.ingest_cluster (quarantine stays on
 	// the ingest cluster).
 	QuarantineCluster string `yaml:"quarantine_cluster"`
-	// StartOffset is where a new consumer group starts: earliest or
-	// latest. Default "earliest".
+	// StartOffset is where a new consumer group starts. Only "earliest" is
+	// accepted: starting at the end would skip events already pinned.
+	// Default "earliest".
 	StartOffset string `yaml:"start_offset"`
 	// BatchSize is the most events per write. Default 1000.
 	BatchSize int `yaml:"batch_size"`
@@ -204,8 +205,14 @@ func (c *Config) finishSink(store string) (*SinkConfig, error) {
 	if sc.StartOffset == "" {
 		sc.StartOffset = "earliest"
 	}
-	if s := strings.ToLower(sc.StartOffset); s != "earliest" && s != "latest" {
-		bad(f("start_offset"), "%q is not earliest or latest", sc.StartOffset)
+	switch strings.ToLower(sc.StartOffset) {
+	case "earliest":
+	case "latest":
+		// A new sink group starting at the end would never store what the
+		// pinned topic already holds.
+		bad(f("start_offset"), "\"latest\" would skip every event already in the pinned topic when a new consumer group starts; only earliest is allowed")
+	default:
+		bad(f("start_offset"), "%q is not earliest", sc.StartOffset)
 	}
 	if sc.BatchSize < 0 {
 		bad(f("batch_size"), "must not be negative")
