@@ -50,6 +50,13 @@ type Config struct {
 	QuarantineTopic string
 	// DeadLetterTopic receives events that could not be decoded. Required.
 	DeadLetterTopic string
+	// IngestTopics are the topics the Subscriber reads. A ruleset region
+	// whose pinned topic is one of them, or the quarantine or dead-letter
+	// topic, on the ingest cluster would loop events back into the router or
+	// mix them with unplaced ones: its events are quarantined (no_rule)
+	// instead. Default: none known (only quarantine and dead-letter are
+	// checked).
+	IngestTopics []string
 	// Fields reads the jurisdiction inputs of an event. Required.
 	Fields FieldReader
 	// Rules hands out the ruleset in force. Required.
@@ -176,7 +183,8 @@ type Router struct {
 
 	notReady atomic.Pointer[string] // why the router cannot route; nil when it can
 	lags     map[topicPartition]int64
-	warned   map[string]bool // clusters already warned about
+	warned   map[string]bool // clusters and topics already warned about
+	reserved map[string]bool // ingest-cluster topics no region may be pinned to
 	hdr      headerBuilder   // builds the outgoing headers; used by route only
 }
 
@@ -191,7 +199,11 @@ func New(cfg Config) (*Router, error) {
 		return nil, err
 	}
 	cfg.defaults()
-	r := &Router{cfg: cfg, log: cfg.Logger, lags: map[topicPartition]int64{}, warned: map[string]bool{}}
+	r := &Router{cfg: cfg, log: cfg.Logger, lags: map[topicPartition]int64{}, warned: map[string]bool{},
+		reserved: map[string]bool{cfg.QuarantineTopic: true, cfg.DeadLetterTopic: true}}
+	for _, t := range cfg.IngestTopics {
+		r.reserved[t] = true
+	}
 	r.backoff = Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax, GiveUp: cfg.GiveUp, Component: "router", Logger: r.log, OnRetry: cfg.Metrics.retry}
 	why := "not started"
 	r.notReady.Store(&why)
@@ -378,7 +390,12 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 		d := Decide(fields[i], pin, rs)
 		if d.Outcome == Routed {
 			if _, ok := r.cfg.Publishers[d.Cluster]; !ok {
-				r.warnCluster(d.Cluster)
+				r.warnOnce("cluster:"+d.Cluster, "ruleset names a cluster this router has no connection for; quarantining its events",
+					"cluster", d.Cluster)
+				d = Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: d.Jurisdiction, Pinned: d.Pinned}
+			} else if d.Cluster == r.cfg.IngestCluster && r.reserved[d.Topic] {
+				r.warnOnce("topic:"+d.Topic, "ruleset pins a region to an ingest, quarantine or dead-letter topic; quarantining its events",
+					"region", d.Region, "topic", d.Topic)
 				d = Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: d.Jurisdiction, Pinned: d.Pinned}
 			}
 		}
@@ -599,11 +616,11 @@ func (r *Router) lookupPins(ctx context.Context, out []placed, fields []schemas.
 	return pins, nil
 }
 
-func (r *Router) warnCluster(cluster string) {
-	if !r.warned[cluster] {
-		r.warned[cluster] = true
-		r.log.Error("ruleset names a cluster this router has no connection for; quarantining its events",
-			"cluster", cluster, "reason", ReasonNoRule)
+// warnOnce logs msg at error level the first time key is seen.
+func (r *Router) warnOnce(key, msg string, args ...any) {
+	if !r.warned[key] {
+		r.warned[key] = true
+		r.log.Error(msg, append(args, "reason", ReasonNoRule)...)
 	}
 }
 

@@ -572,3 +572,39 @@ func TestRouterOversizedEventDoesNotBlock(t *testing.T) {
 		t.Errorf("%d events routed around the oversized ones, want 2", n)
 	}
 }
+
+// TestRouterRefusesPinnedTopicOnIngestTopics: a region pinned to an ingest,
+// quarantine or dead-letter topic of the ingest cluster would loop events
+// back into the router or hide them among unplaced ones; its events are
+// quarantined (no_rule) instead.
+func TestRouterRefusesPinnedTopicOnIngestTopics(t *testing.T) {
+	f := newFixture(t)
+	looped := strings.Replace(testRules, "{name: in, cluster: a, topic: pinned.in}", "{name: in, cluster: a, topic: "+ingest+"}", 1)
+	looped = strings.Replace(looped, "{name: us, cluster: a, topic: pinned.us}", "{name: us, cluster: a, topic: "+deadLetter+"}", 1)
+	f.rules.set(mustRulesFrom(t, looped, 9), nil)
+	f.cfg.IngestTopics = []string{ingest}
+	f.produce(t, event("IN", "u1", "in"), event("US", "u2", "us"), event("GB", "u3", "uk"))
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "three events committed", func() bool { return f.committed() == 3 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := len(f.a.Records(ingest)); n != 3 {
+		t.Errorf("the ingest topic holds %d records, want the 3 produced (nothing looped back)", n)
+	}
+	if n := len(f.a.Records(deadLetter)); n != 0 {
+		t.Errorf("%d events routed into the dead-letter topic", n)
+	}
+	q := f.a.Records(quarantine)
+	if len(q) != 2 {
+		t.Fatalf("%d quarantined, want 2 (IN and US)", len(q))
+	}
+	for _, m := range q {
+		if header(m, router.HeaderReason) != router.ReasonNoRule {
+			t.Errorf("reason %q, want %s", header(m, router.HeaderReason), router.ReasonNoRule)
+		}
+	}
+	if n := len(f.b.Records("pinned.uk")); n != 1 {
+		t.Errorf("%d events on pinned.uk, want 1", n)
+	}
+}

@@ -130,6 +130,7 @@ func wire(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (w *wired, e
 		QuarantineTopic: cfg.Router.QuarantineTopic, DeadLetterTopic: cfg.Router.DeadLetterTopic,
 		Fields: fields, Rules: w.cache, Instance: cfg.Instance,
 		BatchSize: cfg.Router.BatchSize, Linger: cfg.Router.Linger, MaxBatchBytes: cfg.Router.MaxBatchBytes,
+		IngestTopics:  cfg.Router.IngestTopics,
 		MaxValueBytes: cfg.Router.MaxValueBytes, RetryMin: cfg.Router.RetryMin, RetryMax: cfg.Router.RetryMax,
 		GiveUp: cfg.Router.GiveUp, ShutdownTimeout: cfg.Router.ShutdownTimeout,
 		Logger: log, Metrics: router.NewMetrics(reg),

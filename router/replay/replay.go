@@ -677,7 +677,7 @@ func (r *Replay) process(ctx context.Context, batch []router.Message) error {
 	if err != nil {
 		return err
 	}
-	canWrite := func(cluster string) bool { _, ok := r.cfg.Publishers[cluster]; return ok }
+	canWrite := r.canWrite
 	byCluster := map[string][]router.Message{}
 	for i := range items {
 		it := &items[i]
@@ -865,7 +865,7 @@ func (r *Replay) fromLabel(it *item, pin string) string {
 	if it.err != nil {
 		return label(&it.d) // undecodable under any ruleset
 	}
-	canWrite := func(cluster string) bool { _, ok := r.cfg.Publishers[cluster]; return ok }
+	canWrite := r.canWrite
 	d := router.DecideWritable(it.fields, pin, r.cfg.Baseline, canWrite)
 	return label(&d)
 }
@@ -1014,4 +1014,18 @@ func (r *Replay) limit(ctx context.Context, n int) error {
 		}
 	}
 	return nil
+}
+
+// canWrite reports whether replay may write a routed event to topic on
+// cluster: there is a publisher for the cluster, and on the ingest cluster
+// the topic is not the replay's source, quarantine or dead-letter topic (a
+// region pinned there would loop events or hide them among unplaced ones).
+func (r *Replay) canWrite(cluster, topic string) bool {
+	if _, ok := r.cfg.Publishers[cluster]; !ok {
+		return false
+	}
+	if cluster != r.cfg.IngestCluster {
+		return true
+	}
+	return topic != r.cfg.Plan.Topic && topic != r.cfg.QuarantineTopic && topic != r.cfg.DeadLetterTopic
 }
