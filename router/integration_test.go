@@ -594,3 +594,100 @@ func TestIntegrationRedisOutageFailsClosed(t *testing.T) {
 	found, _ = s.collect(t, ctx)
 	checkPlacement(t, append(first, during...), found, true)
 }
+
+// TestIntegrationRulesAndPinsFromRedis runs the router on the real rules
+// machinery (RedisStore, Cache, Pins on real Redis): a newly applied
+// version is in force within a second and the events routed after it carry
+// it and go where it says; a pin moves a user's events to the pinned
+// jurisdiction's region and an unpin moves them back.
+func TestIntegrationRulesAndPinsFromRedis(t *testing.T) {
+	s := newStack(t)
+	ctx := testenv.Context(t, 120*time.Second)
+	rd := testenv.NewRedis(t)
+	store := rules.NewRedisStore(rd.Client(t), rd.Prefix)
+	v1 := s.rulesYAML()
+	if _, err := store.Apply(ctx, []byte(v1), rules.ApplyOptions{Author: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	cache := rules.NewCache(store, rules.CacheOptions{}) // production defaults
+	pins := rules.NewPins(store, rules.PinsOptions{})
+	stopCache := testenv.Start(t, 30*time.Second, cache.Run)
+	stopPins := testenv.Start(t, 30*time.Second, pins.Run)
+	defer func() { _ = stopPins(); _ = stopCache() }()
+	testenv.Eventually(t, 10*time.Second, "version 1 loaded", func() bool { r, err := cache.Current(); return err == nil && r.Version() == 1 })
+
+	r, _ := s.newRouter(t, "router-1", func(c *router.Config) { c.Rules = cache; c.Pins = pins })
+	stop := runRouter(t, r)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	ev := func(id, user, country string) sample {
+		v, err := s.enc.Encode(routertest.Event{ID: id, UserID: user, Country: country})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sample{id: id, key: user, value: v}
+	}
+	route := func(samples ...sample) map[string]router.Message {
+		s.produce(t, ctx, samples)
+		s.waitCommitted(t, ctx)
+		_, byID := s.collect(t, ctx)
+		return byID
+	}
+	where := func(m router.Message) (region, version, by string) {
+		g, _ := router.HeaderValue(m.Headers, router.HeaderRegion)
+		v, _ := router.HeaderValue(m.Headers, router.HeaderRulesetVersion)
+		b, _ := router.HeaderValue(m.Headers, router.HeaderDecidedBy)
+		return string(g), string(v), string(b)
+	}
+	expect := func(byID map[string]router.Message, id, region, version, by string) {
+		t.Helper()
+		m, ok := byID[id]
+		if !ok {
+			t.Fatalf("event %s not found in any pinned topic", id)
+		}
+		if g, v, b := where(m); g != region || v != version || b != by {
+			t.Errorf("event %s: region %q, ruleset version %q, decided by %q; want %q, %q, %q", id, g, v, b, region, version, by)
+		}
+	}
+
+	byID := route(ev("ie-1", "user-ie", "IE"))
+	expect(byID, "ie-1", "eu", "1", "country")
+
+	// Version 2 moves IE from EU to UK.
+	v2 := strings.Replace(v1, "countries: [DE, FR, IE]", "countries: [DE, FR]", 1)
+	v2 = strings.Replace(v2, "countries: [GB]", "countries: [GB, IE]", 1)
+	applied := time.Now()
+	if _, err := store.Apply(ctx, []byte(v2), rules.ApplyOptions{Author: "test", Base: 1}); err != nil {
+		t.Fatal(err)
+	}
+	inForce := testenv.Eventually(t, 10*time.Second, "version 2 in force", func() bool { r, err := cache.Current(); return err == nil && r.Version() == 2 })
+	if d := inForce.Sub(applied); d > time.Second {
+		t.Errorf("version 2 in force %v after apply, want within 1s", d)
+	}
+	byID = route(ev("ie-2", "user-ie", "IE"))
+	expect(byID, "ie-2", "uk", "2", "country")
+
+	// A pin overrides the country; an unpin moves the user back.
+	if err := store.Pin(ctx, "user-pinned", "IN"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the pin visible", func() bool {
+		got, err := pins.Lookup(ctx, [][]byte{[]byte("user-pinned")})
+		return err == nil && got[0] == "IN"
+	})
+	byID = route(ev("pin-1", "user-pinned", "US"))
+	expect(byID, "pin-1", "in", "2", "pin")
+	if err := store.Unpin(ctx, "user-pinned"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the unpin visible", func() bool {
+		got, err := pins.Lookup(ctx, [][]byte{[]byte("user-pinned")})
+		return err == nil && got[0] == ""
+	})
+	byID = route(ev("pin-2", "user-pinned", "US"))
+	expect(byID, "pin-2", "us", "2", "country")
+}
