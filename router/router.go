@@ -182,7 +182,7 @@ type Router struct {
 	running atomic.Bool
 
 	notReady atomic.Pointer[string] // why the router cannot route; nil when it can
-	lags     map[topicPartition]int64
+	lags     map[topicPartition]lagEntry
 	warned   map[string]bool // clusters and topics already warned about
 	reserved map[string]bool // ingest-cluster topics no region may be pinned to
 	hdr      headerBuilder   // builds the outgoing headers; used by route only
@@ -199,7 +199,7 @@ func New(cfg Config) (*Router, error) {
 		return nil, err
 	}
 	cfg.defaults()
-	r := &Router{cfg: cfg, log: cfg.Logger, lags: map[topicPartition]int64{}, warned: map[string]bool{},
+	r := &Router{cfg: cfg, log: cfg.Logger, lags: map[topicPartition]lagEntry{}, warned: map[string]bool{},
 		reserved: map[string]bool{cfg.QuarantineTopic: true, cfg.DeadLetterTopic: true}}
 	for _, t := range cfg.IngestTopics {
 		r.reserved[t] = true
@@ -645,14 +645,39 @@ func (r *Router) observe(batch []Message, out []placed) {
 			m.endToEnd.Observe(now.Sub(batch[i].Time).Seconds())
 		}
 		if hw := batch[i].HighWaterMark; hw > 0 {
-			r.lags[topicPartition{batch[i].Topic, batch[i].Partition}] = max(hw-batch[i].Offset-1, 0)
+			r.lags[topicPartition{batch[i].Topic, batch[i].Partition}] = lagEntry{lag: max(hw-batch[i].Offset-1, 0), at: now}
 		}
 	}
-	sums := map[string]int64{}
-	for tp, l := range r.lags {
-		sums[tp.topic] += l
-	}
-	for topic, l := range sums {
+	for topic, l := range sumLags(r.lags, now, lagExpiry) {
 		m.lag.WithLabelValues(topic).Set(float64(l))
 	}
+}
+
+// lagEntry is a partition's consumer lag as of a batch.
+type lagEntry struct {
+	lag int64
+	at  time.Time
+}
+
+// lagExpiry is how long a partition's lag counts without a new batch from
+// it. A partition this router still owns and that has events is read far
+// more often; one it lost in a rebalance stops counting here (its new owner
+// reports it) instead of being summed by two routers.
+const lagExpiry = 30 * time.Second
+
+// sumLags drops entries older than expiry and sums the rest per topic. A
+// topic whose partitions all expired reports 0.
+func sumLags(lags map[topicPartition]lagEntry, now time.Time, expiry time.Duration) map[string]int64 {
+	sums := map[string]int64{}
+	for tp, e := range lags {
+		if now.Sub(e.at) > expiry {
+			delete(lags, tp)
+			if _, seen := sums[tp.topic]; !seen {
+				sums[tp.topic] = 0 // reset the gauge rather than leave the last value
+			}
+			continue
+		}
+		sums[tp.topic] += e.lag
+	}
+	return sums
 }
