@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 )
 
@@ -49,17 +48,4 @@ func ReadFields(ctx context.Context, fr FieldReader, m *Message, maxValueBytes i
 		return schemas.Fields{}, err
 	}
 	return fr.Extract(ctx, m.Topic, m.Value)
-}
-
-// DecideWritable is Decide followed by the router's own check that it may
-// write to the decided cluster and pinned topic: a Routed decision canWrite
-// refuses (no publisher for the cluster; an ingest, quarantine or
-// dead-letter topic of the ingest cluster) becomes Quarantined with
-// ReasonNoRule, as in the router.
-func DecideWritable(f schemas.Fields, pin string, rs *rules.Ruleset, canWrite func(cluster, topic string) bool) Decision {
-	d := Decide(f, pin, rs)
-	if d.Outcome == Routed && !canWrite(d.Cluster, d.Topic) {
-		return Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: d.Jurisdiction, Pinned: d.Pinned}
-	}
-	return d
 }

@@ -183,9 +183,10 @@ type Router struct {
 
 	notReady atomic.Pointer[string] // why the router cannot route; nil when it can
 	lags     map[topicPartition]lagEntry
-	warned   map[string]bool // clusters and topics already warned about
-	reserved map[string]bool // ingest-cluster topics no region may be pinned to
-	hdr      headerBuilder   // builds the outgoing headers; used by route only
+	warned   map[string]bool                  // clusters and topics already warned about
+	reserved map[string]bool                  // ingest-cluster topics no region may be pinned to
+	writable func(cluster, topic string) bool // canWrite, bound once
+	hdr      headerBuilder                    // builds the outgoing headers; used by route only
 }
 
 type topicPartition struct {
@@ -204,6 +205,7 @@ func New(cfg Config) (*Router, error) {
 	for _, t := range cfg.IngestTopics {
 		r.reserved[t] = true
 	}
+	r.writable = r.canWrite
 	r.backoff = Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax, GiveUp: cfg.GiveUp, Component: "router", Logger: r.log, OnRetry: cfg.Metrics.retry}
 	why := "not started"
 	r.notReady.Store(&why)
@@ -387,18 +389,7 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 		if pins != nil {
 			pin = pins[i]
 		}
-		d := Decide(fields[i], pin, rs)
-		if d.Outcome == Routed {
-			if _, ok := r.cfg.Publishers[d.Cluster]; !ok {
-				r.warnOnce("cluster:"+d.Cluster, "ruleset names a cluster this router has no connection for; quarantining its events",
-					"cluster", d.Cluster)
-				d = Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: d.Jurisdiction, Pinned: d.Pinned}
-			} else if d.Cluster == r.cfg.IngestCluster && r.reserved[d.Topic] {
-				r.warnOnce("topic:"+d.Topic, "ruleset pins a region to an ingest, quarantine or dead-letter topic; quarantining its events",
-					"region", d.Region, "topic", d.Topic)
-				d = Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: d.Jurisdiction, Pinned: d.Pinned}
-			}
-		}
+		d := DecideWritable(fields[i], pin, rs, r.writable)
 		out[i].d = d
 	}
 
@@ -614,6 +605,25 @@ func (r *Router) lookupPins(ctx context.Context, out []placed, fields []schemas.
 		pins[i] = got[k]
 	}
 	return pins, nil
+}
+
+// canWrite reports whether the router may write a routed event to topic on
+// cluster: it has a publisher for the cluster, and on the ingest cluster the
+// topic is not one it reads, nor the quarantine or dead-letter topic (a
+// region pinned there would loop events back into the router or hide them
+// among unplaced ones). Refusals are logged once per cluster or topic.
+func (r *Router) canWrite(cluster, topic string) bool {
+	if _, ok := r.cfg.Publishers[cluster]; !ok {
+		r.warnOnce("cluster:"+cluster, "ruleset names a cluster this router has no connection for; quarantining its events",
+			"cluster", cluster)
+		return false
+	}
+	if cluster == r.cfg.IngestCluster && r.reserved[topic] {
+		r.warnOnce("topic:"+topic, "ruleset pins a region to an ingest, quarantine or dead-letter topic; quarantining its events",
+			"topic", topic)
+		return false
+	}
+	return true
 }
 
 // warnOnce logs msg at error level the first time key is seen.
