@@ -536,15 +536,9 @@ func OmitBody(out *Message, m *Message, err error) {
 // unavailable. A returned error wrapping ErrRegistryUnavailable means the
 // router gave up or is shutting down; any other error dead-letters the event.
 func (r *Router) extract(ctx context.Context, m *Message) (schemas.Fields, error) {
-	if len(m.Value) == 0 {
-		return schemas.Fields{}, fmt.Errorf("router: %w", schemas.ErrEmptyValue)
-	}
-	if err := checkSize(m, r.cfg.MaxValueBytes); err != nil {
-		return schemas.Fields{}, err
-	}
 	// The common case, one attempt, without the retry loop's closure and
-	// clock reads.
-	f, decodeErr := r.cfg.Fields.Extract(ctx, m.Topic, m.Value)
+	// clock reads. Empty and oversized events fail here, not transiently.
+	f, decodeErr := ReadFields(ctx, r.cfg.Fields, m, r.cfg.MaxValueBytes)
 	if decodeErr == nil || transientExtract(decodeErr) == nil {
 		return f, decodeErr
 	}
