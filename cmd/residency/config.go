@@ -66,9 +66,6 @@ type KafkaConfig struct {
 	// dead-letter topics. Required (it may be omitted when there is only
 	// one cluster).
 	IngestCluster string `yaml:"ingest_cluster"`
-	// BatchTimeout is how long a writer waits to fill a partial batch.
-	// Default 1ms.
-	BatchTimeout time.Duration `yaml:"batch_timeout"`
 	// Compression of written batches: none, gzip, snappy, lz4 or zstd.
 	// Default "none".
 	Compression string `yaml:"compression"`
@@ -329,7 +326,7 @@ func (c *Config) finish() error {
 	for field, v := range map[string]time.Duration{"router.linger": c.Router.Linger, "router.retry_min": c.Router.RetryMin,
 		"router.retry_max": c.Router.RetryMax, "router.give_up": c.Router.GiveUp, "router.shutdown_timeout": c.Router.ShutdownTimeout,
 		"rules.staleness_bound": c.Rules.StalenessBound, "rules.poll_interval": c.Rules.PollInterval,
-		"kafka.batch_timeout": c.Kafka.BatchTimeout, "kafka.session_timeout": c.Kafka.SessionTimeout, "kafka.rebalance_timeout": c.Kafka.RebalanceTimeout} {
+		"kafka.session_timeout": c.Kafka.SessionTimeout, "kafka.rebalance_timeout": c.Kafka.RebalanceTimeout} {
 		if v < 0 {
 			bad(field, "must not be negative")
 		}

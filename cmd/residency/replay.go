@@ -197,7 +197,7 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	}
 	pubs := map[string]router.Publisher{}
 	for name, cl := range cfg.Kafka.Clusters {
-		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: f.batch, BatchTimeout: cfg.Kafka.BatchTimeout,
+		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: f.batch,
 			Compression: cfg.Kafka.Compression, Logger: log})
 		if err != nil {
 			return usage("kafka.clusters.%s: %v", name, err)

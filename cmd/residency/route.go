@@ -117,8 +117,7 @@ func wire(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (w *wired, e
 	pubs := map[string]router.Publisher{}
 	for name, cl := range cfg.Kafka.Clusters {
 		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: cfg.Router.BatchSize,
-			BatchBytes:   writerBatchBytes(cfg.Router.MaxValueBytes),
-			BatchTimeout: cfg.Kafka.BatchTimeout, Compression: cfg.Kafka.Compression, Logger: log})
+			BatchBytes: writerBatchBytes(cfg.Router.MaxValueBytes), Compression: cfg.Kafka.Compression, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("%w: kafka.clusters.%s: %w", errUsage, name, err)
 		}

@@ -351,7 +351,7 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *Config, sc *SinkConfig, reg 
 		return exitUsage, err
 	}
 	if w.writer, err = kafka.NewWriter(kafka.WriterConfig{Cluster: cfg.Kafka.Clusters[sc.QuarantineCluster],
-		BatchTimeout: cfg.Kafka.BatchTimeout, Compression: cfg.Kafka.Compression, Logger: w.log}); err != nil {
+		Compression: cfg.Kafka.Compression, Logger: w.log}); err != nil {
 		return exitUsage, err
 	}
 	w.sink, err = sink.New(sink.Config{Store: sc.Store, Region: sc.Region, Topic: sc.Topic, Cluster: sc.Cluster, QuarantineTopic: sc.QuarantineTopic,

@@ -31,7 +31,7 @@ func NewAdmin(cluster Cluster) (*Admin, error) {
 
 // CreateTopics creates the named topics with the given partition count and
 // replication factor, ignoring those that exist, and waits until every
-// partition has a leader or ctx ends.
+// partition has a leader that answers for it, or ctx ends.
 func (a *Admin) CreateTopics(ctx context.Context, partitions, replication int, names ...string) error {
 	req := &kafka.CreateTopicsRequest{}
 	for _, n := range names {
@@ -48,7 +48,7 @@ func (a *Admin) CreateTopics(ctx context.Context, partitions, replication int, n
 	}
 	for {
 		md, err := a.c.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
-		if err == nil && led(md, len(names)) {
+		if err == nil && led(md, len(names)) && a.serving(ctx, names) {
 			return nil
 		}
 		select {
@@ -57,6 +57,19 @@ func (a *Admin) CreateTopics(ctx context.Context, partitions, replication int, n
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// serving reports whether the leader of every partition of topics answers
+// for it: metadata names a leader a moment before that broker has taken
+// the partition over (KRaft), and a produce in between fails with "not
+// leader".
+func (a *Admin) serving(ctx context.Context, topics []string) bool {
+	for _, t := range topics {
+		if _, err := a.EndOffsets(ctx, t); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func led(md *kafka.MetadataResponse, n int) bool {
@@ -210,12 +223,7 @@ func fromKafka(m kafka.Message) router.Message {
 		Value:         m.Value,
 		Time:          m.Time,
 	}
-	if len(m.Headers) > 0 {
-		out.Headers = make([]router.Header, len(m.Headers))
-		for i, h := range m.Headers {
-			out.Headers[i] = router.Header{Key: h.Key, Value: h.Value}
-		}
-	}
+	out.Headers = routerHeaders(m.Headers)
 	return out
 }
 

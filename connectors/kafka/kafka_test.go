@@ -1,8 +1,10 @@
 package kafka_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +155,64 @@ func TestTLSConfigFiles(t *testing.T) {
 	ok := kafka.Cluster{Name: "x", Brokers: []string{"h:1"}, TLS: kafka.TLS{Enabled: true}, SASL: kafka.SASL{Mechanism: "plain", Username: "u", Password: "p"}}
 	if _, err := kafka.NewReader(kafka.ReaderConfig{Cluster: ok, GroupID: "g", Topics: []string{"t"}}); err != nil {
 		t.Errorf("TLS with the system pool and SASL plain: %v", err)
+	}
+}
+
+// TestWriterChunksAndCompression publishes more than one request's worth of
+// records per partition, compressed, and reads every one back once, in
+// order per partition, with its headers.
+func TestWriterChunksAndCompression(t *testing.T) {
+	k := testenv.KafkaA(t)
+	ctx := testenv.Context(t, 60*time.Second)
+	cluster := kafka.Cluster{Name: "a", Brokers: k.Brokers}
+	topics := []string{k.Topic(t, "chunks", 3), k.Topic(t, "chunks", 1)}
+	for _, codec := range []string{"none", "lz4", "zstd"} {
+		w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cluster, BatchSize: 50, BatchBytes: 32 << 10,
+			MaxRequestBytes: 64 << 10, Compression: codec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []router.Message
+		for i := range 600 {
+			msgs = append(msgs, router.Message{Topic: topics[i%2], Key: fmt.Appendf(nil, "user-%d", i%17),
+				Value:   append(fmt.Appendf(nil, "%s-%04d-", codec, i), make([]byte, 900)...),
+				Headers: []router.Header{{Key: "seq", Value: fmt.Appendf(nil, "%d", i)}}})
+		}
+		if err := w.Publish(ctx, msgs...); err != nil {
+			t.Fatalf("%s: %v", codec, err)
+		}
+		_ = w.Close()
+	}
+	a, err := kafka.NewAdmin(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ti, topic := range topics {
+		got, err := a.ReadAll(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 900 {
+			t.Fatalf("%s: %d records, want 900", topic, len(got))
+		}
+		last := map[string]int{} // by key: the last sequence number seen
+		for _, m := range got {
+			codec, rest, _ := strings.Cut(string(m.Value), "-")
+			seq, err := strconv.Atoi(rest[:4])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h, _ := router.HeaderValue(m.Headers, "seq"); string(h) != strconv.Itoa(seq) {
+				t.Fatalf("record %d has header seq=%q", seq, h)
+			}
+			if seq%2 != ti {
+				t.Fatalf("record %d of topic %d in %s", seq, seq%2, topic)
+			}
+			k := codec + "/" + string(m.Key)
+			if prev, ok := last[k]; ok && seq <= prev {
+				t.Errorf("%s key %s: record %d after %d", topic, m.Key, seq, prev)
+			}
+			last[k] = seq
+		}
 	}
 }

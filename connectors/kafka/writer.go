@@ -10,6 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/compress"
+	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/residency-router/residency/router"
 )
@@ -18,35 +19,42 @@ import (
 type WriterConfig struct {
 	// Cluster is the cluster written to. Required.
 	Cluster Cluster
-	// BatchSize is the most records kafka-go sends to one partition in one
-	// request. Default 500.
+	// BatchSize is the most records of one partition sent in one produce
+	// request; more wait for the next request. Default 500.
 	BatchSize int
-	// BatchBytes is the most bytes of one such request. Default 1 MiB (the
-	// brokers' default message.max.bytes).
+	// BatchBytes is the most bytes of one partition's records in one
+	// produce request (before compression). Default 1 MiB (the brokers'
+	// default message.max.bytes).
 	BatchBytes int64
-	// BatchTimeout is how long kafka-go waits to fill a partial batch.
-	// Default 1ms (kafka-go's own default, 1s, would add a second to every
-	// routed event).
-	BatchTimeout time.Duration
+	// MaxRequestBytes is the most bytes of one produce request, all
+	// partitions together. Default 16 MiB, or BatchBytes when that is
+	// larger (the brokers' default socket.request.max.bytes is 100 MiB).
+	MaxRequestBytes int64
 	// WriteTimeout bounds one produce request. Default 10s.
 	WriteTimeout time.Duration
-	// MaxAttempts is how often kafka-go tries a batch before Publish fails
-	// (the router then retries the whole call). Default 3.
+	// MaxAttempts is how often a partition's records are tried within one
+	// Publish before it fails (the router then retries the whole call).
+	// Default 3.
 	MaxAttempts int
 	// Compression is "none", "gzip", "snappy", "lz4" or "zstd". Default
 	// "none".
 	Compression string
-	// Logger receives kafka-go's error messages at warn level. Default:
-	// slog.Default().
+	// Logger receives a warning when a Publish call retries partitions
+	// (topic, partition and the broker's error; never record contents).
+	// Default: slog.Default().
 	Logger *slog.Logger
 }
 
 // Writer publishes to any topic of one cluster and implements
 // router.Publisher: every Publish waits for acknowledgement by all in-sync
-// replicas, records are partitioned by a hash of their key (equal keys, same
-// partition, order kept) and topics are never auto-created.
+// replicas, records are partitioned by a hash of their key (kafka-go's Hash
+// balancer: equal keys, same partition, order kept) and topics are never
+// auto-created. A Publish call sends one produce request per partition
+// leader holding all of its partitions (kafka-go's Writer sends one per
+// partition), and keeps no reference to the records once it has returned
+// nil.
 type Writer struct {
-	w *kafka.Writer
+	p *producer
 }
 
 // NewWriter validates cfg and creates a writer; it connects on first use.
@@ -68,6 +76,20 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	default:
 		return nil, fmt.Errorf("%w: compression: %q is not none, gzip, snappy, lz4 or zstd", ErrConfig, cfg.Compression)
 	}
+	switch {
+	case cfg.BatchSize < 0:
+		return nil, fmt.Errorf("%w: batch_size: must not be negative", ErrConfig)
+	case cfg.BatchBytes < 0:
+		return nil, fmt.Errorf("%w: batch_bytes: must not be negative", ErrConfig)
+	case cfg.MaxRequestBytes < 0:
+		return nil, fmt.Errorf("%w: max_request_bytes: must not be negative", ErrConfig)
+	case cfg.MaxRequestBytes > 0 && cfg.MaxRequestBytes < orInt64(cfg.BatchBytes, 1<<20):
+		return nil, fmt.Errorf("%w: max_request_bytes (%d) is smaller than batch_bytes (%d)", ErrConfig, cfg.MaxRequestBytes, orInt64(cfg.BatchBytes, 1<<20))
+	case cfg.WriteTimeout < 0:
+		return nil, fmt.Errorf("%w: write_timeout: must not be negative", ErrConfig)
+	case cfg.MaxAttempts < 0:
+		return nil, fmt.Errorf("%w: max_attempts: must not be negative", ErrConfig)
+	}
 	tr, err := cfg.Cluster.transport()
 	if err != nil {
 		return nil, err
@@ -76,53 +98,35 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("cluster", cfg.Cluster.Name)
-	return &Writer{w: &kafka.Writer{
-		Addr:                   kafka.TCP(cfg.Cluster.Brokers...),
-		Balancer:               &kafka.Hash{},
-		RequiredAcks:           kafka.RequireAll,
-		AllowAutoTopicCreation: false,
-		BatchSize:              orInt(cfg.BatchSize, 500),
-		BatchBytes:             orInt64(cfg.BatchBytes, 1<<20),
-		BatchTimeout:           orDur(cfg.BatchTimeout, time.Millisecond),
-		WriteTimeout:           orDur(cfg.WriteTimeout, 10*time.Second),
-		ReadTimeout:            orDur(cfg.WriteTimeout, 10*time.Second),
-		MaxAttempts:            orInt(cfg.MaxAttempts, 3),
-		WriteBackoffMin:        20 * time.Millisecond,
-		WriteBackoffMax:        500 * time.Millisecond,
-		Compression:            codec,
-		Transport:              tr,
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			log.Warn(fmt.Sprintf(msg, args...), "source", "kafka-go")
-		}),
+	batchBytes := orInt64(cfg.BatchBytes, 1<<20)
+	return &Writer{p: &producer{
+		log:          log.With("cluster", cfg.Cluster.Name),
+		tr:           tr,
+		addr:         kafka.TCP(cfg.Cluster.Brokers...),
+		acks:         int16(kafka.RequireAll),
+		timeout:      orDur(cfg.WriteTimeout, 10*time.Second),
+		attributes:   protocol.Attributes(codec) & 0x7,
+		batchSize:    orInt(cfg.BatchSize, 500),
+		batchBytes:   batchBytes,
+		requestBytes: orInt64(cfg.MaxRequestBytes, max(16<<20, batchBytes)),
+		attempts:     orInt(cfg.MaxAttempts, 3),
+		backoffMin:   20 * time.Millisecond,
+		backoffMax:   500 * time.Millisecond,
 	}}, nil
 }
 
 // Publish writes msgs to their topics and returns once all are
-// acknowledged by all in-sync replicas, or with an error.
+// acknowledged by all in-sync replicas, or with an error. After it returns
+// nil it holds no reference to msgs; after an error a request may still be
+// reading them for a moment.
 func (w *Writer) Publish(ctx context.Context, msgs ...router.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	ks := toKafka(msgs)
-	if err := w.w.WriteMessages(ctx, ks...); err != nil {
-		return fmt.Errorf("kafka: publish: %w", summarize(err))
+	if err := w.p.publish(ctx, msgs); err != nil {
+		return fmt.Errorf("kafka: publish: %w", err)
 	}
 	return nil
-}
-
-// toKafka converts msgs to kafka-go messages with one allocation, not one
-// per record: keys, values and headers are shared, not copied (kafka-go
-// only reads them, and the router never changes a message it handed to a
-// publisher).
-func toKafka(msgs []router.Message) []kafka.Message {
-	ks := make([]kafka.Message, len(msgs))
-	for i := range msgs {
-		m, k := &msgs[i], &ks[i]
-		k.Topic, k.Key, k.Value, k.Time = m.Topic, m.Key, m.Value, m.Time
-		k.Headers = kafkaHeaders(m.Headers)
-	}
-	return ks
 }
 
 // router.Header and kafka.Header have identical underlying types (this
@@ -131,7 +135,8 @@ var _ = kafka.Header(router.Header{})
 
 // kafkaHeaders returns hs as kafka-go headers, in place (nil when empty),
 // saving a copy of every header of every record (measured: 5x faster per
-// batch, see BenchmarkToKafka). The result's capacity is its length.
+// batch of 500 records than copying them). The result's capacity is its
+// length.
 func kafkaHeaders(hs []router.Header) []kafka.Header {
 	if len(hs) == 0 {
 		return nil
@@ -139,29 +144,25 @@ func kafkaHeaders(hs []router.Header) []kafka.Header {
 	return unsafe.Slice((*kafka.Header)(unsafe.Pointer(unsafe.SliceData(hs))), len(hs))
 }
 
-// summarize shortens kafka-go's per-message WriteErrors to the distinct
-// errors, so logs stay small and carry no record contents.
-func summarize(err error) error {
-	we, ok := err.(kafka.WriteErrors)
-	if !ok {
-		return err
+// routerHeaders returns a fetched record's headers as router headers, in
+// place (nil when empty): kafka-go allocates a fresh header slice for
+// every record it reads, so the record's router.Message may own it. The
+// result's capacity is its length.
+func routerHeaders(hs []kafka.Header) []router.Header {
+	if len(hs) == 0 {
+		return nil
 	}
-	seen := map[string]error{}
-	failed := 0
-	for _, e := range we {
-		if e != nil {
-			failed++
-			seen[e.Error()] = e
-		}
-	}
-	for _, e := range seen {
-		return fmt.Errorf("%d of %d records failed: %w", failed, len(we), e)
-	}
-	return err
+	return unsafe.Slice((*router.Header)(unsafe.Pointer(unsafe.SliceData(hs))), len(hs))
 }
 
-// Close flushes pending writes and closes the connections.
-func (w *Writer) Close() error { return w.w.Close() }
+// Close closes the writer's idle connections. Publish is synchronous, so
+// there is nothing to flush.
+func (w *Writer) Close() error {
+	if t, ok := w.p.tr.(*kafka.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	return nil
+}
 
 func orInt64(v, def int64) int64 {
 	if v == 0 {

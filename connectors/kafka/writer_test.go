@@ -2,60 +2,239 @@ package kafka
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"testing"
 	"time"
+	"unsafe"
+
+	"github.com/segmentio/kafka-go"
+	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
 
 	"github.com/residency-router/residency/router"
 )
 
-// TestToKafka checks the conversion into kafka-go messages: every field and
-// every header in order, and no record's headers with room to grow into the
-// next record's.
-func TestToKafka(t *testing.T) {
+// TestRecordsReader checks what the encoder is handed: every field and
+// every header in order, in place, no header slice with room to grow into
+// the next record's, and the publish time for a record without one.
+func TestRecordsReader(t *testing.T) {
 	now := time.Now()
+	then := now.Add(-time.Hour)
 	msgs := []router.Message{
-		{Topic: "a", Key: []byte("k1"), Value: []byte("v1"), Time: now, Headers: []router.Header{{Key: "h1", Value: []byte("1")}, {Key: "h2", Value: []byte("2")}}},
+		{Topic: "a", Key: []byte("k1"), Value: []byte("v1"), Time: then, Headers: []router.Header{{Key: "h1", Value: []byte("1")}, {Key: "h2", Value: []byte("2")}}},
 		{Topic: "b", Key: []byte("k2"), Value: []byte("v2")},
 		{Topic: "c", Value: []byte("v3"), Headers: []router.Header{{Key: "h3", Value: nil}}},
 	}
-	ks := toKafka(msgs)
-	if len(ks) != len(msgs) {
-		t.Fatalf("%d messages, want %d", len(ks), len(msgs))
-	}
-	for i, m := range msgs {
-		k := ks[i]
-		if k.Topic != m.Topic || !bytes.Equal(k.Key, m.Key) || !bytes.Equal(k.Value, m.Value) || !k.Time.Equal(m.Time) {
-			t.Errorf("message %d = %+v, want %+v", i, k, m)
+	r := &recordsReader{msgs: msgs, idx: []int32{2, 0, 1}, now: now}
+	for _, i := range []int{2, 0, 1} {
+		m := msgs[i]
+		rec, err := r.ReadRecord()
+		if err != nil {
+			t.Fatal(err)
 		}
-		if len(k.Headers) != len(m.Headers) || cap(k.Headers) != len(k.Headers) {
-			t.Fatalf("message %d: headers %v (cap %d), want %v", i, k.Headers, cap(k.Headers), m.Headers)
+		if got := readAll(t, rec.Key); !bytes.Equal(got, m.Key) || (m.Key == nil) != (rec.Key == nil) {
+			t.Errorf("record %d key = %q, want %q", i, got, m.Key)
+		}
+		if got := readAll(t, rec.Value); !bytes.Equal(got, m.Value) {
+			t.Errorf("record %d value = %q, want %q", i, got, m.Value)
+		}
+		want := m.Time
+		if want.IsZero() {
+			want = now
+		}
+		if !rec.Time.Equal(want) {
+			t.Errorf("record %d time = %v, want %v", i, rec.Time, want)
+		}
+		if len(rec.Headers) != len(m.Headers) || cap(rec.Headers) != len(rec.Headers) {
+			t.Fatalf("record %d: headers %v (cap %d), want %v", i, rec.Headers, cap(rec.Headers), m.Headers)
 		}
 		for j, h := range m.Headers {
-			if k.Headers[j].Key != h.Key || !bytes.Equal(k.Headers[j].Value, h.Value) {
-				t.Errorf("message %d header %d = %v, want %v", i, j, k.Headers[j], h)
+			if rec.Headers[j].Key != h.Key || !bytes.Equal(rec.Headers[j].Value, h.Value) {
+				t.Errorf("record %d header %d = %v, want %v", i, j, rec.Headers[j], h)
 			}
 		}
+		if len(m.Headers) > 0 && unsafe.Pointer(&rec.Headers[0]) != unsafe.Pointer(&m.Headers[0]) {
+			t.Errorf("record %d: headers were copied, not handed over in place", i)
+		}
 	}
-	if ks[1].Headers != nil {
-		t.Errorf("a record without headers got %v", ks[1].Headers)
+	if _, err := r.ReadRecord(); err != io.EOF {
+		t.Fatalf("after the last record: %v, want io.EOF", err)
 	}
 }
 
-// BenchmarkToKafka times the conversion of a batch of 500 records with
-// eleven headers each (one producer header and the residency headers).
-func BenchmarkToKafka(b *testing.B) {
+func readAll(t *testing.T, b interface{ io.Reader }) []byte {
+	t.Helper()
+	if b == nil {
+		return nil
+	}
+	out, err := io.ReadAll(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestRequestChunks checks how one leader's records are cut into requests:
+// at most batchSize records and batchBytes bytes of a partition per request
+// (but always at least one), at most requestBytes per request, and each
+// partition's records in order.
+func TestRequestChunks(t *testing.T) {
+	val := bytes.Repeat([]byte("x"), 100-recordOverhead) // 100 bytes a record
+	var msgs []router.Message
+	for i := range 30 {
+		msgs = append(msgs, router.Message{Topic: fmt.Sprintf("t%d", i%3), Value: val})
+	}
+	batches := []*partBatch{{topic: "t0", partition: 0}, {topic: "t1", partition: 3}, {topic: "t2", partition: 1}}
+	for i := range msgs {
+		batches[i%3].idx = append(batches[i%3].idx, int32(i))
+	}
+	p := &producer{batchSize: 4, batchBytes: 350, requestBytes: 650, timeout: time.Second, acks: -1}
+	req, chunks := p.request(msgs, batches, time.Now())
+	// 3 records (350 bytes) of t0, then 3 of t1: 600 bytes; t2 would make 900.
+	if chunks[batches[0]] != 3 || chunks[batches[1]] != 3 {
+		t.Fatalf("chunks %v, want 3 records of t0 and of t1", chunkCounts(chunks, batches))
+	}
+	if _, ok := chunks[batches[2]]; ok {
+		t.Fatalf("t2 in the first request though it does not fit: %v", chunkCounts(chunks, batches))
+	}
+	if req.Acks != -1 || req.Timeout != 1000 || len(req.Topics) != 2 || req.Topics[1].Partitions[0].Partition != 3 {
+		t.Fatalf("request %+v", req)
+	}
+	checkOrder(t, req, msgs, map[string][]int32{"t0": {0, 3, 6}, "t1": {1, 4, 7}})
+
+	// One record larger than batch_bytes still goes, alone.
+	big := []router.Message{{Topic: "t0", Value: bytes.Repeat([]byte("x"), 1000)}, {Topic: "t0", Value: val}}
+	b := &partBatch{topic: "t0", idx: []int32{0, 1}}
+	_, chunks = p.request(big, []*partBatch{b}, time.Now())
+	if chunks[b] != 1 {
+		t.Fatalf("an oversized record: chunk of %d, want 1", chunks[b])
+	}
+}
+
+func chunkCounts(chunks map[*partBatch]int, bs []*partBatch) []int {
+	out := make([]int, len(bs))
+	for i, b := range bs {
+		out[i] = chunks[b]
+	}
+	return out
+}
+
+// checkOrder reads the request's record sets back and compares the record
+// order per topic with want (indexes into msgs, by value identity).
+func checkOrder(t *testing.T, req *produceAPI.Request, msgs []router.Message, want map[string][]int32) {
+	t.Helper()
+	for _, tp := range req.Topics {
+		var got []int32
+		for _, pt := range tp.Partitions {
+			r := pt.RecordSet.Records.(*recordsReader)
+			got = append(got, r.idx...)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want[tp.Topic]) {
+			t.Errorf("topic %s: records %v, want %v", tp.Topic, got, want[tp.Topic])
+		}
+	}
+}
+
+// TestAssignMatchesKafkaGo: a key goes to the partition kafka-go's Writer
+// (Hash balancer) would have chosen, so upgrading does not move keys.
+func TestAssignMatchesKafkaGo(t *testing.T) {
+	p := &producer{}
+	meta := map[string]topicMeta{"t": {leaders: make([]int32, 6)}}
+	var msgs []router.Message
+	for i := range 200 {
+		msgs = append(msgs, router.Message{Topic: "t", Key: fmt.Appendf(nil, "user-%d", i)})
+	}
+	batches, err := p.assign(msgs, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h kafka.Hash
+	seen := 0
+	for _, b := range batches {
+		for _, i := range b.idx {
+			seen++
+			if want := h.Balance(kafka.Message{Key: msgs[i].Key}, 0, 1, 2, 3, 4, 5); int32(want) != b.partition {
+				t.Errorf("key %s: partition %d, kafka-go's Hash gives %d", msgs[i].Key, b.partition, want)
+			}
+		}
+	}
+	if seen != len(msgs) || len(batches) != 6 {
+		t.Fatalf("%d records in %d batches, want %d in 6", seen, len(batches), len(msgs))
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	for attempt, want := range map[int]time.Duration{1: 20 * time.Millisecond, 2: 40 * time.Millisecond, 3: 80 * time.Millisecond, 10: 500 * time.Millisecond} {
+		if got := backoff(attempt, 20*time.Millisecond, 500*time.Millisecond); got != want {
+			t.Errorf("backoff(%d) = %v, want %v", attempt, got, want)
+		}
+	}
+}
+
+func TestWriterConfigNamesField(t *testing.T) {
+	c := Cluster{Name: "a", Brokers: []string{"h:1"}}
+	for _, tc := range []struct {
+		cfg  WriterConfig
+		want string
+	}{
+		{WriterConfig{Cluster: c, BatchSize: -1}, "batch_size"},
+		{WriterConfig{Cluster: c, BatchBytes: -1}, "batch_bytes"},
+		{WriterConfig{Cluster: c, MaxRequestBytes: 1000}, "max_request_bytes (1000) is smaller than batch_bytes (1048576)"},
+		{WriterConfig{Cluster: c, WriteTimeout: -time.Second}, "write_timeout"},
+		{WriterConfig{Cluster: c, MaxAttempts: -1}, "max_attempts"},
+		{WriterConfig{Cluster: c, Compression: "brotli"}, "compression"},
+	} {
+		_, err := NewWriter(tc.cfg)
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
+			t.Errorf("NewWriter(%+v) = %v, want an error naming %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+// BenchmarkRequest times building the produce request of a routed batch:
+// 500 records with eleven headers each over 7 topics of 6 partitions.
+func BenchmarkRequest(b *testing.B) {
 	hs := make([]router.Header, 11)
 	for i := range hs {
 		hs[i] = router.Header{Key: "residency-header", Value: []byte("value")}
 	}
 	msgs := make([]router.Message, 500)
 	for i := range msgs {
-		msgs[i] = router.Message{Topic: "pinned.eu", Key: []byte("k"), Value: []byte("v"), Headers: hs}
+		msgs[i] = router.Message{Topic: fmt.Sprintf("pinned.%d", i%7), Key: fmt.Appendf(nil, "user-%d", i), Value: make([]byte, 250), Headers: hs}
 	}
+	p := &producer{batchSize: 500, batchBytes: 1 << 20, requestBytes: 16 << 20, timeout: time.Second, acks: -1}
+	meta := map[string]topicMeta{}
+	for i := range 7 {
+		meta[fmt.Sprintf("pinned.%d", i)] = topicMeta{leaders: make([]int32, 6)}
+	}
+	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		if len(toKafka(msgs)) != len(msgs) {
-			b.Fatal("lost records")
+		batches, _ := p.assign(msgs, meta)
+		req, _ := p.request(msgs, batches, now)
+		if len(req.Topics) != 7 {
+			b.Fatal("lost topics")
 		}
+	}
+}
+
+// TestFromKafka: a fetched record becomes a router message with every field,
+// its headers in place and in order.
+func TestFromKafka(t *testing.T) {
+	now := time.Now()
+	k := kafka.Message{Topic: "t", Partition: 2, Offset: 7, HighWaterMark: 9, Key: []byte("k"), Value: []byte("v"), Time: now,
+		Headers: []kafka.Header{{Key: "a", Value: []byte("1")}, {Key: "b"}}}
+	m := fromKafka(k)
+	if m.Topic != "t" || m.Partition != 2 || m.Offset != 7 || m.HighWaterMark != 9 || string(m.Key) != "k" || string(m.Value) != "v" || !m.Time.Equal(now) {
+		t.Fatalf("fromKafka = %+v", m)
+	}
+	if len(m.Headers) != 2 || m.Headers[0].Key != "a" || string(m.Headers[0].Value) != "1" || m.Headers[1].Key != "b" || m.Headers[1].Value != nil {
+		t.Fatalf("headers %v", m.Headers)
+	}
+	if unsafe.Pointer(&m.Headers[0]) != unsafe.Pointer(&k.Headers[0]) {
+		t.Error("headers copied, not converted in place")
+	}
+	if fromKafka(kafka.Message{}).Headers != nil {
+		t.Error("a record without headers got some")
 	}
 }

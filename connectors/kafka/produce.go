@@ -1,0 +1,452 @@
+package kafka
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
+	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
+
+	"github.com/residency-router/residency/router"
+)
+
+// producer writes the records of one Publish call with one produce request
+// per partition leader: a request carries every topic and partition that
+// broker leads, where kafka-go's Writer sends one request per partition. A
+// routed batch is spread over every pinned topic's partitions (about 40 in
+// the bench), so this is the difference between one request per batch and
+// dozens, each of which the broker handles on its own (docs/performance.md).
+//
+// It keeps kafka-go's Hash balancer, so a key lands on the same partition
+// as with kafka-go's Writer (and as with earlier versions of this adapter).
+// Records of one partition are sent in the order given, in chunks of at
+// most batchSize records and batchBytes bytes; chunk k+1 of a partition is
+// sent only after chunk k was acknowledged, so a retry never reorders them.
+type producer struct {
+	log          *slog.Logger
+	tr           kafka.RoundTripper // a *kafka.Transport, but for tests
+	addr         net.Addr
+	balancer     kafka.Hash
+	acks         int16
+	timeout      time.Duration
+	attributes   protocol.Attributes // compression codec
+	batchSize    int                 // records of one partition per request
+	batchBytes   int64               // bytes of one partition's records per request
+	requestBytes int64               // bytes of one request
+	attempts     int
+	backoffMin   time.Duration
+	backoffMax   time.Duration
+
+	mu    sync.Mutex
+	parts map[int][]int // partition lists [0, n) for the balancer, by n
+}
+
+// recordOverhead is a generous bound on the framing bytes of one record in
+// a v2 record batch (length, attributes, timestamp and offset deltas, key
+// and value lengths, header count), used to keep requests under their
+// limits.
+const recordOverhead = 32
+
+// topicPartition names one partition of a topic.
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// partBatch is the records of one Publish call bound for one partition, by
+// index into the call's messages, in order; done counts the ones already
+// acknowledged.
+type partBatch struct {
+	topic     string
+	partition int32
+	idx       []int32
+	done      int
+	err       error // the last error, for the report
+}
+
+// publishError is what a partition batch that could not be written
+// reports: the partition and how many records it held.
+type publishError struct {
+	failed, total int
+	err           error
+}
+
+func (e *publishError) Error() string {
+	return fmt.Sprintf("%d of %d records failed: %v", e.failed, e.total, e.err)
+}
+
+func (e *publishError) Unwrap() error { return e.err }
+
+// partitions returns [0, n) for the balancer, shared read-only.
+func (p *producer) partitions(n int) []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ps, ok := p.parts[n]; ok {
+		return ps
+	}
+	if p.parts == nil {
+		p.parts = map[int][]int{}
+	}
+	ps := make([]int, n)
+	for i := range ps {
+		ps[i] = i
+	}
+	p.parts[n] = ps
+	return ps
+}
+
+// topicMeta is what the producer needs of a topic: its partition leaders.
+type topicMeta struct {
+	leaders []int32 // by partition; -1: none
+}
+
+// metadata returns the partition leaders of topics from the transport's
+// cached cluster metadata (kafka-go refreshes it every 6s), the same view
+// the transport uses to send a produce request to its leader. A topic the
+// cluster does not have is an error: topics are never auto-created.
+func (p *producer) metadata(ctx context.Context, topics []string) (map[string]topicMeta, error) {
+	r, err := p.tr.RoundTrip(ctx, p.addr, &metadataAPI.Request{TopicNames: topics})
+	if err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	resp, ok := r.(*metadataAPI.Response)
+	if !ok {
+		return nil, fmt.Errorf("metadata: unexpected response %T", r)
+	}
+	out := make(map[string]topicMeta, len(resp.Topics))
+	for _, t := range resp.Topics {
+		if t.ErrorCode != 0 {
+			return nil, fmt.Errorf("topic %s: %w", t.Name, kafka.Error(t.ErrorCode))
+		}
+		leaders := make([]int32, len(t.Partitions))
+		for i := range leaders {
+			leaders[i] = -1
+		}
+		for _, pt := range t.Partitions {
+			if int(pt.PartitionIndex) < len(leaders) && pt.PartitionIndex >= 0 {
+				leaders[pt.PartitionIndex] = pt.LeaderID
+			}
+		}
+		out[t.Name] = topicMeta{leaders: leaders}
+	}
+	for _, t := range topics {
+		if m, ok := out[t]; !ok || len(m.leaders) == 0 {
+			return nil, fmt.Errorf("topic %s: %w", t, kafka.UnknownTopicOrPartition)
+		}
+	}
+	return out, nil
+}
+
+// publish writes msgs and returns once every record is acknowledged, or
+// with an error after the retriable failures have been retried attempts
+// times. Records already acknowledged are not sent again.
+func (p *producer) publish(ctx context.Context, msgs []router.Message) error {
+	var topics []string
+	seen := map[string]bool{}
+	for i := range msgs {
+		if t := msgs[i].Topic; !seen[t] {
+			seen[t] = true
+			topics = append(topics, t)
+		}
+	}
+	meta, err := p.metadata(ctx, topics)
+	if err != nil {
+		return err
+	}
+	batches, err := p.assign(msgs, meta)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for attempt := 1; ; attempt++ {
+		retry, perm := p.attempt(ctx, msgs, batches, meta, now)
+		if perm != nil {
+			return perm
+		}
+		if len(retry) == 0 {
+			return nil
+		}
+		if ctx.Err() != nil || attempt >= p.attempts {
+			return batchesError(retry)
+		}
+		wait := backoff(attempt, p.backoffMin, p.backoffMax)
+		if p.log != nil {
+			p.log.Warn("kafka: produce: retrying partitions", "partitions", len(retry),
+				"attempt", attempt, "backoff", wait, "error", retry[0].err)
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return batchesError(retry)
+		}
+		for _, b := range retry {
+			b.idx, b.done = b.idx[b.done:], 0 // send only what is left
+		}
+		batches = retry
+		// Leaders may have moved; group by what the cache says now.
+		if m, err := p.metadata(ctx, topics); err == nil {
+			meta = m
+		}
+	}
+}
+
+// assign picks each record's partition with the balancer and groups the
+// records by partition, in order.
+func (p *producer) assign(msgs []router.Message, meta map[string]topicMeta) ([]*partBatch, error) {
+	byTP := map[topicPartition]*partBatch{}
+	var batches []*partBatch
+	for i := range msgs {
+		m := &msgs[i]
+		ps := p.partitions(len(meta[m.Topic].leaders))
+		part := int32(p.balancer.Balance(kafka.Message{Key: m.Key}, ps...))
+		k := topicPartition{m.Topic, part}
+		b := byTP[k]
+		if b == nil {
+			b = &partBatch{topic: m.Topic, partition: part}
+			byTP[k] = b
+			batches = append(batches, b)
+		}
+		b.idx = append(b.idx, int32(i))
+	}
+	return batches, nil
+}
+
+// attempt sends every batch once, one goroutine per leader. It returns the
+// batches that failed with a retriable error (with the records still to
+// send) and the first permanent error.
+func (p *producer) attempt(ctx context.Context, msgs []router.Message, batches []*partBatch, meta map[string]topicMeta, now time.Time) (retry []*partBatch, perm error) {
+	byLeader := map[int32][]*partBatch{}
+	var leaders []int32
+	for _, b := range batches {
+		l := meta[b.topic].leaders[b.partition]
+		if l < 0 {
+			b.err = fmt.Errorf("%s[%d]: %w", b.topic, b.partition, kafka.LeaderNotAvailable)
+			retry = append(retry, b)
+			continue
+		}
+		if _, ok := byLeader[l]; !ok {
+			leaders = append(leaders, l)
+		}
+		byLeader[l] = append(byLeader[l], b)
+	}
+	sort.Slice(leaders, func(i, j int) bool { return leaders[i] < leaders[j] })
+	results := make([][]*partBatch, len(leaders))
+	perms := make([]error, len(leaders))
+	if len(leaders) == 1 {
+		results[0], perms[0] = p.sendTo(ctx, msgs, byLeader[leaders[0]], now)
+	} else {
+		var wg sync.WaitGroup
+		for i, l := range leaders {
+			wg.Go(func() { results[i], perms[i] = p.sendTo(ctx, msgs, byLeader[l], now) })
+		}
+		wg.Wait()
+	}
+	for i := range leaders {
+		retry = append(retry, results[i]...)
+		if perm == nil {
+			perm = perms[i]
+		}
+	}
+	return retry, perm
+}
+
+// sendTo sends batches, all led by one broker, in as few requests as the
+// limits allow, and returns those that failed with a retriable error and
+// the first permanent error.
+func (p *producer) sendTo(ctx context.Context, msgs []router.Message, batches []*partBatch, now time.Time) (retry []*partBatch, perm error) {
+	active := batches
+	for len(active) > 0 {
+		req, chunks := p.request(msgs, active, now)
+		rctx, cancel := context.WithTimeout(ctx, p.timeout)
+		r, err := p.tr.RoundTrip(rctx, p.addr, req)
+		cancel()
+		if err != nil {
+			// The whole request failed (a connection, a moved leader, the
+			// deadline): every batch still active is retried.
+			for _, b := range active {
+				b.err = fmt.Errorf("%s[%d]: %w", b.topic, b.partition, err)
+			}
+			return append(retry, active...), perm
+		}
+		resp, ok := r.(*produceAPI.Response)
+		if !ok {
+			err := fmt.Errorf("produce: unexpected response %T", r)
+			for _, b := range active {
+				b.err = err
+			}
+			return append(retry, active...), perm
+		}
+		codes := make(map[topicPartition]int16, len(chunks))
+		for _, t := range resp.Topics {
+			for _, pr := range t.Partitions {
+				codes[topicPartition{t.Topic, pr.Partition}] = pr.ErrorCode
+			}
+		}
+		next := active[:0:0]
+		for _, b := range active {
+			n, sent := chunks[b]
+			if !sent {
+				next = append(next, b) // not in this request: the next one
+				continue
+			}
+			code, answered := codes[topicPartition{b.topic, b.partition}]
+			switch {
+			case !answered:
+				b.err = fmt.Errorf("%s[%d]: the broker did not answer for this partition", b.topic, b.partition)
+				retry = append(retry, b)
+			case code != 0:
+				kerr := kafka.Error(code)
+				b.err = fmt.Errorf("%s[%d]: %w", b.topic, b.partition, kerr)
+				if kerr.Temporary() {
+					retry = append(retry, b)
+				} else if perm == nil {
+					perm = &publishError{failed: len(b.idx) - b.done, total: len(msgs), err: b.err}
+				}
+			default:
+				b.done += n
+				if b.done < len(b.idx) {
+					next = append(next, b)
+				}
+			}
+		}
+		active = next
+	}
+	return retry, perm
+}
+
+// request builds one produce request with the next chunk of as many of
+// batches as fit; chunks says how many records of each batch it holds.
+func (p *producer) request(msgs []router.Message, batches []*partBatch, now time.Time) (*produceAPI.Request, map[*partBatch]int) {
+	req := &produceAPI.Request{Acks: p.acks, Timeout: int32(p.timeout / time.Millisecond)}
+	chunks := make(map[*partBatch]int, len(batches))
+	topicAt := map[string]int{}
+	readers := make([]recordsReader, len(batches))
+	var reqBytes int64
+	for k, b := range batches {
+		rest := b.idx[b.done:]
+		n, size := 0, int64(0)
+		for n < len(rest) && n < p.batchSize {
+			s := recordSize(&msgs[rest[n]])
+			if n > 0 && size+s > p.batchBytes {
+				break
+			}
+			size += s
+			n++
+		}
+		if len(chunks) > 0 && reqBytes+size > p.requestBytes {
+			continue // the next request
+		}
+		reqBytes += size
+		chunks[b] = n
+		readers[k] = recordsReader{msgs: msgs, idx: rest[:n], now: now}
+		ti, ok := topicAt[b.topic]
+		if !ok {
+			ti = len(req.Topics)
+			topicAt[b.topic] = ti
+			req.Topics = append(req.Topics, produceAPI.RequestTopic{Topic: b.topic})
+		}
+		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, produceAPI.RequestPartition{
+			Partition: b.partition,
+			RecordSet: protocol.RecordSet{Version: 2, Attributes: p.attributes, Records: &readers[k]},
+		})
+	}
+	return req, chunks
+}
+
+// recordSize estimates the encoded size of m in a record batch.
+func recordSize(m *router.Message) int64 {
+	n := len(m.Key) + len(m.Value) + recordOverhead
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value) + 4
+	}
+	return int64(n)
+}
+
+// recordsReader hands the records msgs[idx[0]], msgs[idx[1]], ... to
+// kafka-go's encoder without copying them: keys, values and headers are
+// read in place (router.Header and kafka-go's header have the same layout,
+// see kafkaHeaders). A record without a time gets now.
+type recordsReader struct {
+	msgs       []router.Message
+	idx        []int32
+	i          int
+	now        time.Time
+	rec        protocol.Record
+	key, value bytesReadCloser
+}
+
+// ReadRecord returns the next record, or io.EOF.
+func (r *recordsReader) ReadRecord() (*protocol.Record, error) {
+	if r.i >= len(r.idx) {
+		return nil, io.EOF
+	}
+	m := &r.msgs[r.idx[r.i]]
+	r.i++
+	r.rec = protocol.Record{Time: m.Time, Headers: kafkaHeaders(m.Headers)}
+	if r.rec.Time.IsZero() {
+		r.rec.Time = r.now
+	}
+	if m.Key != nil {
+		r.key.Reset(m.Key)
+		r.rec.Key = &r.key
+	}
+	if m.Value != nil {
+		r.value.Reset(m.Value)
+		r.rec.Value = &r.value
+	}
+	return &r.rec, nil
+}
+
+// bytesReadCloser is a protocol.Bytes over a byte slice.
+type bytesReadCloser struct{ bytes.Reader }
+
+// Close does nothing.
+func (*bytesReadCloser) Close() error { return nil }
+
+// batchesError summarizes the failures of the batches still unwritten.
+func batchesError(bs []*partBatch) error {
+	failed := 0
+	var first error
+	for _, b := range bs {
+		failed += len(b.idx) - b.done
+		if first == nil {
+			first = b.err
+		}
+	}
+	if first == nil {
+		first = errors.New("not acknowledged")
+	}
+	return fmt.Errorf("%d records in %d partitions not written: %w", failed, len(bs), first)
+}
+
+// backoff is the wait before attempt+1: doubling from min, at most max.
+func backoff(attempt int, min, max time.Duration) time.Duration {
+	d := min
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
