@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -84,19 +85,39 @@ func (b Backoff) stopped(ctx context.Context, op string, err error) error {
 // publisher, the clusters in parallel, each retried with b until it is
 // acknowledged. Every cluster in byCluster must have a publisher. The
 // errors of all clusters that failed are joined.
+//
+// The messages are passed unchanged to every attempt. Under the Publisher
+// memory contract a caller may reuse their memory only when no attempt
+// failed, not merely when PublishByCluster returned nil: a failed attempt's
+// publisher may still be reading them. PublishByCluster does not say which,
+// so its callers must not reuse that memory; replay builds fresh messages
+// for every batch. The router, which reuses its header memory, calls
+// publishByCluster, which does say.
 func PublishByCluster(ctx context.Context, publishers map[string]Publisher, byCluster map[string][]Message, b Backoff) error {
+	_, err := publishByCluster(ctx, publishers, byCluster, b)
+	return err
+}
+
+// publishByCluster is PublishByCluster that also reports whether any call
+// to Publish returned an error, including calls that a retry made good.
+// When anyFailed is false (and err is nil), every Publish given the
+// messages returned nil, so no publisher refers to them any more and their
+// memory may be reused.
+func publishByCluster(ctx context.Context, publishers map[string]Publisher, byCluster map[string][]Message, b Backoff) (anyFailed bool, err error) {
 	names := make([]string, 0, len(byCluster))
 	for n := range byCluster {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	errs := make([]error, len(names))
+	var failed atomic.Bool
 	var wg sync.WaitGroup
 	for i, n := range names {
 		wg.Go(func() {
 			p := publishers[n]
 			errs[i] = b.Do(ctx, "publish", func(ctx context.Context) error {
 				if err := p.Publish(ctx, byCluster[n]...); err != nil {
+					failed.Store(true)
 					return fmt.Errorf("publish to cluster %s: %w", n, err)
 				}
 				return nil
@@ -104,7 +125,7 @@ func PublishByCluster(ctx context.Context, publishers map[string]Publisher, byCl
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return failed.Load(), errors.Join(errs...)
 }
 
 // LookupPins looks up the pins of ids in one call to pins, retried with b.

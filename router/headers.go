@@ -57,16 +57,32 @@ func outHeaders(m *Message, d *Decision, rulesetVersion, instance string, decode
 // the cache starts over.
 const maxInterned = 1024
 
-// headerBuilder builds the outgoing headers of the router's events with a
-// few allocations per batch instead of several per event: the values that
-// depend only on the ruleset, the decision and the router (jurisdiction,
-// region, ruleset version, decided-by, reason, router instance, source
-// topic) are converted to bytes once and shared, read-only, by every event
-// that carries them; each batch gets one backing slice for all of its
-// events' headers (slab) and one for their source partitions and offsets
-// in decimal (arena). Every returned slice and value has its capacity cut
-// to its length, so appending to one never writes into another, and a new
-// batch never writes into the previous batch's headers.
+// headerBuilder builds the outgoing headers of the router's events without
+// allocating per event: the values that depend only on the ruleset, the
+// decision and the router (jurisdiction, region, ruleset version,
+// decided-by, reason, router instance, source topic) are converted to bytes
+// once and shared, read-only, by every event that carries them; the headers
+// of a batch's events share one backing slice (the slab), and their source
+// partitions and offsets in decimal one byte slice (the arena). Every
+// returned slice and value has its capacity cut to its length, so appending
+// to one never writes into another event's headers or values.
+//
+// The slab and the arena are reused from batch to batch, which saves
+// allocating and zeroing about nine 40-byte headers per event, and the
+// garbage collections that garbage would cause, but only when the caller has said that the previous batch's headers are no longer
+// referenced, by calling release. The router calls it once every Publish
+// given the batch returned nil (by the Publisher memory contract, no
+// publisher refers to the messages any more). After a failed Publish it
+// does not: the publisher may still be reading the headers, so the next
+// startBatch takes a fresh slab and arena, and the new batch never writes
+// into the previous batch's headers. So without release (and for
+// outHeaders, which builds one event's headers with a builder of its own),
+// every batch's headers stay valid and unchanged for good.
+//
+// A reused slab keeps the capacity of the largest batch so far. Its entries
+// past those the current batch uses still point at values of an earlier
+// batch (producer header values, residency-error), which stay reachable
+// until overwritten: at most one batch's worth.
 //
 // A headerBuilder is used by one goroutine at a time. The zero value works;
 // without startBatch, values are not cached and headers allocates.
@@ -79,6 +95,7 @@ type headerBuilder struct {
 	topicB              []byte                // and its bytes
 	slab                []Header              // the batch's headers
 	arena               []byte                // the batch's partition and offset digits
+	released            bool                  // nothing refers to slab and arena: startBatch may reuse them
 }
 
 // placedHdr holds the first four residency headers of a jurisdiction's
@@ -109,9 +126,11 @@ func (b *headerBuilder) setConstants(rulesetVersion, instance string) {
 }
 
 // startBatch prepares the builder for the headers of batch's events under
-// the given ruleset version and router instance: one slab large enough for
-// all of them and one arena for their digits. The slices handed out for the
-// previous batch stay valid and unchanged.
+// the given ruleset version and router instance: a slab large enough for all
+// of them and an arena for their digits. It reuses the previous batch's
+// slab and arena when release was called since and they are large enough,
+// overwriting the headers handed out for the previous batch; otherwise it
+// allocates new ones and those headers stay valid and unchanged.
 func (b *headerBuilder) startBatch(batch []Message, rulesetVersion, instance string) {
 	b.setConstants(rulesetVersion, instance)
 	if b.values == nil || len(b.values) > maxInterned {
@@ -125,11 +144,32 @@ func (b *headerBuilder) startBatch(batch []Message, rulesetVersion, instance str
 	for i := range batch {
 		n += len(batch[i].Headers)
 	}
-	b.slab = make([]Header, 0, n+residencyHeaders*len(batch))
+	// An event keeps at most its own headers and gets at most
+	// residencyHeaders more, so the slab never grows during the batch.
+	slabCap := n + residencyHeaders*len(batch)
 	// A partition and an offset take up to 10 + 19 digits; 24 bytes per event
-	// cover offsets below 10^19 / 10^5 and the arena grows if needed.
-	b.arena = make([]byte, 0, 24*len(batch))
+	// cover offsets below 10^19 / 10^5 and the arena grows if needed (the
+	// values already handed out stay in the old array).
+	arenaCap := 24 * len(batch)
+	if b.released && cap(b.slab) >= slabCap {
+		b.slab = b.slab[:0]
+	} else {
+		b.slab = make([]Header, 0, slabCap)
+	}
+	if b.released && cap(b.arena) >= arenaCap {
+		b.arena = b.arena[:0]
+	} else {
+		b.arena = make([]byte, 0, arenaCap)
+	}
+	b.released = false
 }
+
+// release tells the builder that nothing refers any longer to the headers
+// it handed out since startBatch, nor to their values: the next startBatch
+// may reuse their memory. Call it only when every Publish given messages
+// with those headers has returned nil (see Publisher), and never after one
+// of them returned an error, even if a retry succeeded.
+func (b *headerBuilder) release() { b.released = true }
 
 // value returns s as bytes, converted once per builder when caching.
 func (b *headerBuilder) value(s string) []byte {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestOutHeaders(t *testing.T) {
@@ -46,7 +47,8 @@ func TestOutHeaders(t *testing.T) {
 // TestHeaderBuilderMatchesOutHeaders checks that the router's per-batch
 // header builder writes exactly outHeaders' headers (names, values, order)
 // for every kind of decision, that no event's headers share room to grow
-// with another's, and that a new batch leaves the previous one's intact.
+// with another's, and that a new batch leaves the previous one's intact
+// when the previous one was not released (its publish failed).
 func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
 	orig := []Header{{"a", []byte("1")}, {HeaderReason, []byte("forged")}, {"b", []byte("2")}}
 	decodeErr := errors.New(strings.Repeat("y", 300))
@@ -127,6 +129,101 @@ func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
 	}
 }
 
+// TestHeaderBuilderReusesOnlyAfterRelease checks that a batch started after
+// release builds its headers in the previous batch's slab and arena, and
+// that they are exactly outHeaders' headers although they overwrite the
+// previous ones (a longer batch before, so stale entries lie past the new
+// ones); that a batch started without release gets a fresh slab and arena
+// and leaves the previous batch's headers unchanged; and that a batch too
+// large for the released slab gets a larger one.
+func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
+	cases := []Decision{
+		{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu"},
+		{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "XX", Pinned: true},
+		{Outcome: DeadLettered, Reason: "truncated"},
+		{Outcome: Routed, Jurisdiction: "US", Region: "us", Cluster: "a", Topic: "pinned.us", Pinned: true},
+	}
+	decodeErr := errors.New("truncated record")
+	// batch returns n events whose partitions and offsets depend on seed,
+	// every other one with a producer header (and a forged residency one).
+	batch := func(n, seed int) []Message {
+		var ms []Message
+		for i := range n {
+			m := Message{Topic: "in", Partition: (i + seed) % 7, Offset: int64(seed*1_000_000 + i*37)}
+			if i%2 == seed%2 {
+				m.Headers = []Header{{"trace", fmt.Appendf(nil, "t-%d-%d", seed, i)}, {HeaderRegion, []byte("forged")}}
+			}
+			ms = append(ms, m)
+		}
+		return ms
+	}
+	var hb headerBuilder
+	// build starts a batch and returns its events' headers and the slab's
+	// and the arena's backing arrays.
+	build := func(ms []Message) (hs [][]Header, slab *Header, arena *byte) {
+		hb.startBatch(ms, "7", "r1")
+		slab, arena = unsafe.SliceData(hb.slab), unsafe.SliceData(hb.arena)
+		for i := range ms {
+			var err error
+			if cases[i%len(cases)].Outcome == DeadLettered {
+				err = decodeErr
+			}
+			hs = append(hs, hb.headers(&ms[i], &cases[i%len(cases)], err))
+		}
+		return hs, slab, arena
+	}
+	// check compares every event's headers with outHeaders'.
+	check := func(name string, ms []Message, got [][]Header) {
+		t.Helper()
+		for i := range ms {
+			var err error
+			if cases[i%len(cases)].Outcome == DeadLettered {
+				err = decodeErr
+			}
+			want := outHeaders(&ms[i], &cases[i%len(cases)], "7", "r1", err)
+			if !slices.EqualFunc(got[i], want, func(x, y Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) }) {
+				t.Fatalf("%s, event %d: headers\n%v\nwant\n%v", name, i, got[i], want)
+			}
+		}
+	}
+
+	first := batch(40, 1)
+	hs1, slab1, arena1 := build(first)
+	check("first batch", first, hs1)
+
+	// Not released (the first batch's publish failed): fresh memory, and
+	// the first batch's headers stay as they were.
+	second := batch(30, 2)
+	hs2, slab2, arena2 := build(second)
+	if slab2 == slab1 || arena2 == arena1 {
+		t.Fatal("a batch started without release reuses the previous batch's slab or arena")
+	}
+	check("second batch", second, hs2)
+	check("first batch after the second", first, hs1)
+
+	// Released (the second batch was published): same memory, right headers.
+	hb.release()
+	third := batch(25, 3)
+	hs3, slab3, arena3 := build(third)
+	if slab3 != slab2 || arena3 != arena2 {
+		t.Fatal("a batch started after release does not reuse the previous batch's slab and arena")
+	}
+	check("third batch (reusing the second's memory)", third, hs3)
+	if unsafe.SliceData(hs3[0]) != unsafe.SliceData(hs2[0]) {
+		t.Fatal("the third batch's first headers are not where the second batch's were")
+	}
+
+	// Released, but the next batch needs more room: a larger slab.
+	hb.release()
+	fourth := batch(100, 4)
+	hs4, slab4, _ := build(fourth)
+	if slab4 == slab3 {
+		t.Fatal("a batch larger than the released slab was built in it")
+	}
+	check("fourth batch (larger)", fourth, hs4)
+	check("third batch after the fourth", third, hs3)
+}
+
 // TestHeaderBuilderAllocations checks the per-event allocation budget of
 // the router's headers: none once the batch is started (and the values
 // cached), except residency-error for dead-letters.
@@ -149,5 +246,22 @@ func TestHeaderBuilderAllocations(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("headers allocate %v times per two events", allocs)
+	}
+	// In the steady state (each batch released after a clean publish) a
+	// whole batch, startBatch included, allocates nothing.
+	batch = batch[:500]
+	allocs = testing.AllocsPerRun(20, func() {
+		hb.release()
+		hb.startBatch(batch, "7", "r1")
+		for i := range batch {
+			if i%10 == 0 {
+				hb.headers(&batch[i], &q, nil)
+			} else {
+				hb.headers(&batch[i], &d, nil)
+			}
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a released builder allocates %v times per batch of %d events", allocs, len(batch))
 	}
 }

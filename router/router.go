@@ -186,7 +186,7 @@ type Router struct {
 	warned   map[string]bool                  // clusters and topics already warned about
 	reserved map[string]bool                  // ingest-cluster topics no region may be pinned to
 	writable func(cluster, topic string) bool // canWrite, bound once
-	hdr      headerBuilder                    // builds the outgoing headers; used by route only
+	hdr      headerBuilder                    // builds the outgoing headers; used by route only, released after a clean publish
 }
 
 type topicPartition struct {
@@ -425,8 +425,16 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 	for _, g := range groups {
 		byCluster[g.cluster] = g.msgs
 	}
-	if err := PublishByCluster(ctx, r.cfg.Publishers, byCluster, r.backoff); err != nil {
-		return err
+	anyFailed, err := publishByCluster(ctx, r.cfg.Publishers, byCluster, r.backoff)
+	if err != nil {
+		return err // the headers are not released: a publisher may still read them
+	}
+	if !anyFailed {
+		// Every Publish given this batch returned nil, so no publisher
+		// refers to its messages any more (the Publisher memory contract):
+		// the next batch may build its headers in their memory. After a
+		// failed attempt, even one a retry made good, it gets fresh memory.
+		r.hdr.release()
 	}
 	if err := r.backoff.Do(ctx, "commit", func(ctx context.Context) error {
 		return r.cfg.Subscriber.Commit(ctx, batch...)

@@ -608,3 +608,97 @@ func TestRouterRefusesPinnedTopicOnIngestTopics(t *testing.T) {
 		t.Errorf("%d events on pinned.uk, want 1", n)
 	}
 }
+
+// keepingPub fails its first call and keeps the messages it was given, as
+// given (no copy), with a copy to compare them with: a publisher that may
+// still read the messages after returning an error, as the Publisher
+// memory contract allows.
+type keepingPub struct {
+	router.Publisher
+	mu             sync.Mutex
+	failed         bool
+	kept, keptCopy []router.Message
+}
+
+func (p *keepingPub) Publish(ctx context.Context, msgs ...router.Message) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.failed {
+		p.failed = true
+		p.kept = msgs
+		for _, m := range msgs {
+			c := router.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
+			for _, h := range m.Headers {
+				c.Headers = append(c.Headers, router.Header{Key: h.Key, Value: bytes.Clone(h.Value)})
+			}
+			p.keptCopy = append(p.keptCopy, c)
+		}
+		return errors.New("broker down")
+	}
+	return p.Publisher.Publish(ctx, msgs...)
+}
+
+// TestRouterLeavesFailedPublishIntact: the router reuses the memory of a
+// batch's headers for the next batch only when every Publish of the batch
+// returned nil. A batch whose first Publish failed (the retry succeeded) is
+// followed by one in fresh memory: the messages the failed call was given
+// stay exactly as they were, and both batches' events are routed with the
+// right headers.
+func TestRouterLeavesFailedPublishIntact(t *testing.T) {
+	f := newFixture(t)
+	pa := &keepingPub{Publisher: f.pubs["a"]}
+	f.cfg.Publishers = map[string]router.Publisher{"a": pa, "b": f.pubs["b"]}
+	batch := func(n int) []router.Message {
+		var ms []router.Message
+		for i := range 20 {
+			ms = append(ms, event([]string{"US", "DE", "IN", "ZZ"}[i%4], fmt.Sprintf("u%d", i), fmt.Sprintf("%d-%d", n, i)))
+		}
+		return ms
+	}
+	f.produce(t, batch(1)...)
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "first batch committed", func() bool { return f.committed() == 20 })
+	f.produce(t, batch(2)...) // same shape: it would fit in the first batch's memory
+	testenv.Eventually(t, 10*time.Second, "second batch committed", func() bool { return f.committed() == 40 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	if len(pa.kept) == 0 {
+		t.Fatal("the failing publisher was not called")
+	}
+	for i := range pa.kept {
+		g, w := &pa.kept[i], &pa.keptCopy[i]
+		same := bytes.Equal(g.Key, w.Key) && bytes.Equal(g.Value, w.Value) && len(g.Headers) == len(w.Headers)
+		for k := 0; same && k < len(w.Headers); k++ {
+			same = g.Headers[k].Key == w.Headers[k].Key && bytes.Equal(g.Headers[k].Value, w.Headers[k].Value)
+		}
+		if !same {
+			t.Fatalf("message %d of the failed publish was overwritten by a later batch: %v, was %v", i, g.Headers, w.Headers)
+		}
+	}
+	// Every event routed once, with its own trace and source coordinates.
+	source := map[string]string{} // value -> "partition/offset" in the ingest topic
+	for _, m := range f.a.Records(ingest) {
+		source[string(m.Value)] = fmt.Sprintf("%d/%d", m.Partition, m.Offset)
+	}
+	routed := append(f.a.Records("pinned.us"), f.a.Records("pinned.in")...)
+	routed = append(routed, f.a.Records(quarantine)...)
+	routed = append(routed, f.b.Records("pinned.eu")...)
+	seen := map[string]bool{}
+	for _, m := range routed {
+		id := strings.TrimPrefix(header(m, "trace"), "t-")
+		if seen[id] || !strings.HasSuffix(string(m.Value), "|"+id) {
+			t.Fatalf("record %q with trace %q routed twice or with another event's headers", m.Value, header(m, "trace"))
+		}
+		seen[id] = true
+		coords := header(m, router.HeaderSourcePartition) + "/" + header(m, router.HeaderSourceOffset)
+		if header(m, router.HeaderSourceTopic) != ingest || coords != source[string(m.Value)] {
+			t.Fatalf("record %q has source %s, want %s", m.Value, coords, source[string(m.Value)])
+		}
+	}
+	if len(seen) != 40 {
+		t.Fatalf("%d events routed, want 40", len(seen))
+	}
+}

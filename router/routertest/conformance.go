@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,6 +41,139 @@ func TestPubSub(t *testing.T, h Harness) {
 	t.Run("FetchCancelLosesNothing", func(t *testing.T) { testFetchCancel(t, h) })
 	t.Run("UnknownTopicFails", func(t *testing.T) { testUnknownTopic(t, h) })
 	t.Run("ManyTopicsInOneCall", func(t *testing.T) { testManyTopics(t, h) })
+	t.Run("NoReferenceAfterPublish", func(t *testing.T) { testNoReference(t, h) })
+}
+
+// testNoReference checks the Publisher memory contract: once Publish has
+// returned nil, it neither changed nor keeps a reference to the messages it
+// was given. The suite publishes as the router does, from memory it reuses:
+// every call's keys, values and header values live in one byte slice and
+// its headers in one header slice, and the next call's records are written
+// over them in place (and over the msgs slice); after the last call,
+// everything is overwritten with garbage. The records read back must be
+// the ones given. An adapter that keeps the caller's slices (an
+// asynchronous producer, a store that does not copy) reads back later
+// calls' records or garbage instead.
+func testNoReference(t *testing.T, h Harness) {
+	topic := h.NewTopic(t, 1) // one partition: records read back in order
+	p := publisher(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*h.Timeout)
+	defer cancel()
+	want, err := publishReusingMemory(ctx, p, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, closeSub := h.NewSubscriber(t, h.NewGroup(t), topic)
+	defer closeSub()
+	if err := sameRecords(fetchN(t, ctx, s, len(want)), want); err != nil {
+		t.Fatalf("%v: the publisher kept a reference to memory the caller reused after Publish returned nil "+
+			"(see the memory contract of router.Publisher)", err)
+	}
+}
+
+// Shape of publishReusingMemory's calls.
+const (
+	reuseCalls   = 3  // Publish calls
+	reuseRecords = 25 // records per call
+)
+
+// publishReusingMemory publishes reuseCalls batches of reuseRecords records
+// to topic, each batch written over the previous one's memory once its
+// Publish returned nil, then overwrites that memory with garbage. It returns
+// copies of the records given, in order. It fails when Publish fails or
+// changed the messages it was given.
+func publishReusingMemory(ctx context.Context, p router.Publisher, topic string) ([]router.Message, error) {
+	mem := make([]byte, 0, 64*reuseRecords)          // keys, values, header values
+	slab := make([]router.Header, 0, 2*reuseRecords) // headers
+	msgs := make([]router.Message, 0, reuseRecords)
+	// put appends v to mem and returns it, capacity cut (no append through
+	// it can reach the next value).
+	put := func(v []byte) []byte {
+		start := len(mem)
+		mem = append(mem, v...)
+		return mem[start:len(mem):len(mem)]
+	}
+	var want []router.Message
+	for call := range reuseCalls {
+		// Every call has the same sizes, so it lands on the same bytes.
+		mem, slab, msgs = mem[:0], slab[:0], msgs[:0]
+		for i := range reuseRecords {
+			start := len(slab)
+			slab = append(slab,
+				router.Header{Key: fmt.Sprintf("trace-%d", call), Value: put(fmt.Appendf(nil, "t-%d-%03d", call, i))},
+				router.Header{Key: "binary", Value: put([]byte{byte(call), byte(i), 0, 0xff})},
+			)
+			msgs = append(msgs, router.Message{
+				Topic:   topic,
+				Key:     put(fmt.Appendf(nil, "key-%d-%03d", call, i)),
+				Value:   put(append([]byte{0, 0xff, byte(call), byte(i)}, fmt.Appendf(nil, "value-%d-%03d", call, i)...)),
+				Headers: slab[start:len(slab):len(slab)],
+			})
+		}
+		given := cloneMessages(msgs)
+		if err := p.Publish(ctx, msgs...); err != nil {
+			return nil, fmt.Errorf("publish call %d: %w", call+1, err)
+		}
+		if err := sameRecords(msgs, given); err != nil {
+			return nil, fmt.Errorf("publish call %d changed the messages it was given: %w", call+1, err)
+		}
+		want = append(want, given...)
+	}
+	mem = mem[:cap(mem)]
+	for i := range mem {
+		mem[i] = 0xee
+	}
+	slab = slab[:cap(slab)]
+	for i := range slab {
+		slab[i] = router.Header{Key: "overwritten", Value: mem[:3:3]}
+	}
+	for i := range msgs {
+		msgs[i] = router.Message{Topic: topic, Key: mem[:3:3], Value: mem[3:6:6], Headers: slab[:1:1]}
+	}
+	return want, nil
+}
+
+// cloneMessages returns deep copies of msgs' topics, keys, values and
+// headers.
+func cloneMessages(msgs []router.Message) []router.Message {
+	out := make([]router.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = router.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value), Headers: cloneHeaders(m.Headers)}
+	}
+	return out
+}
+
+// sameRecords returns an error naming the first record of got whose topic,
+// key, value or headers differ from want's, in order.
+func sameRecords(got, want []router.Message) error {
+	if len(got) != len(want) {
+		return fmt.Errorf("%d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		g, w := &got[i], &want[i]
+		same := g.Topic == w.Topic && bytes.Equal(g.Key, w.Key) && bytes.Equal(g.Value, w.Value) && len(g.Headers) == len(w.Headers)
+		for k := 0; same && k < len(w.Headers); k++ {
+			same = g.Headers[k].Key == w.Headers[k].Key && bytes.Equal(g.Headers[k].Value, w.Headers[k].Value)
+		}
+		if !same {
+			return fmt.Errorf("record %d is %s, want %s", i, describe(g), describe(w))
+		}
+	}
+	return nil
+}
+
+// describe formats m's topic, key, value and headers for a failure message.
+func describe(m *router.Message) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{topic %s, key %q, value %q, headers [", m.Topic, m.Key, m.Value)
+	for i, h := range m.Headers {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s:%q", h.Key, h.Value)
+	}
+	b.WriteString("]}")
+	return b.String()
 }
 
 // testManyTopics: one Publish call may carry records for several topics
