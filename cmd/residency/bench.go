@@ -80,7 +80,7 @@ func runBench(ctx context.Context, e env) int {
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the event mix")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each contender run into `dir` (child processes only)")
-	fs.BoolVar(&o.diagnose, "diagnose", false, "add a third throughput contender: the pass-through plus the router's fan-out to seven topics and its nine headers, without decoding")
+	fs.BoolVar(&o.diagnose, "diagnose", false, "add two throughput contenders: the pass-through plus the router's fan-out to seven topics and its nine headers, without decoding; and the pass-through with the router's writer instead of kafka-go's")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	child := fs.String("child", "", "internal: run one contender from a JSON spec")
 	if code, ok := parseFlags(fs, e.args); !ok {
@@ -140,6 +140,13 @@ type benchReport struct {
 	FanOut *contenderReport `json:"fan_out,omitempty"`
 	// FanOutRatio is FanOut.EventsPerSecond / PassThrough.EventsPerSecond.
 	FanOutRatio float64 `json:"fan_out_ratio,omitempty"`
+	// WriterPass is the other --diagnose contender: the pass-through with
+	// the router's writer (throughput only).
+	WriterPass *contenderReport `json:"writer_pass,omitempty"`
+	// RouterToWriterPass is Router.EventsPerSecond /
+	// WriterPass.EventsPerSecond: the cost of routing on the same produce
+	// path.
+	RouterToWriterPass float64 `json:"router_to_writer_pass,omitempty"`
 	// Ratio is Router.EventsPerSecond / PassThrough.EventsPerSecond.
 	Ratio float64 `json:"ratio"`
 	// RoundRatios is the same ratio per round.
@@ -249,12 +256,12 @@ func bench(ctx context.Context, o benchOptions, log, stderr io.Writer) (*benchRe
 	fmt.Fprintf(log, "Preloaded in %s.\n", time.Since(start).Round(time.Millisecond))
 	cpu := map[string][]float64{}
 	if o.diagnose {
-		rep.FanOut = &contenderReport{}
+		rep.FanOut, rep.WriterPass = &contenderReport{}, &contenderReport{}
 	}
 	for round := range o.rounds {
 		order := []string{contenderPassThrough, contenderRouter}
 		if o.diagnose {
-			order = append(order, contenderFanOut)
+			order = append(order, contenderFanOut, contenderWriterPass)
 		}
 		if round%2 == 1 {
 			slices.Reverse(order)
@@ -281,7 +288,7 @@ func bench(ctx context.Context, o benchOptions, log, stderr io.Writer) (*benchRe
 		}
 		rep.RoundRatios = append(rep.RoundRatios, eps[1]/eps[0])
 	}
-	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderFanOut} {
+	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderFanOut, contenderWriterPass} {
 		if c := rep.contender(mode); c != nil {
 			c.EventsPerSecond = median(c.RoundEventsPerSecond)
 			c.CPUSecondsPerMillion = median(cpu[mode])
@@ -290,6 +297,7 @@ func bench(ctx context.Context, o benchOptions, log, stderr io.Writer) (*benchRe
 	rep.Ratio = rep.Router.EventsPerSecond / rep.PassThrough.EventsPerSecond
 	if rep.FanOut != nil {
 		rep.FanOutRatio = rep.FanOut.EventsPerSecond / rep.PassThrough.EventsPerSecond
+		rep.RouterToWriterPass = rep.Router.EventsPerSecond / rep.WriterPass.EventsPerSecond
 	}
 
 	// Latency at a fixed offered rate.
@@ -320,6 +328,8 @@ func (r *benchReport) contender(mode string) *contenderReport {
 		return &r.Router
 	case contenderFanOut:
 		return r.FanOut
+	case contenderWriterPass:
+		return r.WriterPass
 	}
 	return &r.PassThrough
 }
@@ -344,7 +354,7 @@ func (b *benchRun) profiled(spec childSpec, name string) childSpec {
 // writes to, by client.
 func (b *benchRun) destinations(ctx context.Context, mode, prefix string) (map[*kafkago.Client][]string, error) {
 	out := map[*kafkago.Client][]string{}
-	if mode == contenderPassThrough {
+	if mode == contenderPassThrough || mode == contenderWriterPass {
 		out[b.client] = []string{prefix + ".out"}
 	} else if mode == contenderFanOut {
 		out[b.client] = []string{prefix + ".us", prefix + ".eu", prefix + ".uk", prefix + ".in", prefix + ".br", prefix + ".quarantine", prefix + ".dead-letter"}
@@ -833,10 +843,14 @@ func (r *benchReport) table(out io.Writer) {
 	if f := r.FanOut; f != nil {
 		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.0f\t-\t-\t-\t-\t\n", contenderFanOut, f.EventsPerSecond, f.CPUSecondsPerMillion, f.PeakRSSMiB)
 	}
+	if f := r.WriterPass; f != nil {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.0f\t-\t-\t-\t-\t\n", contenderWriterPass, f.EventsPerSecond, f.CPUSecondsPerMillion, f.PeakRSSMiB)
+	}
 	_ = tw.Flush()
 	fmt.Fprintf(out, "\nRouter / pass-through: %.2f (per round: %s)\n", r.Ratio, joinFloats(r.RoundRatios))
 	if r.FanOut != nil {
 		fmt.Fprintf(out, "Pass-through with fan-out and headers / pass-through: %.2f\n", r.FanOutRatio)
+		fmt.Fprintf(out, "Router / pass-through with the router's writer: %.2f\n", r.RouterToWriterPass)
 	}
 }
 

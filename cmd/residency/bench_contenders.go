@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -36,6 +37,11 @@ const (
 	// router's seven destination topics (by key) with nine residency
 	// headers of the router's names and sizes, built without decoding.
 	contenderFanOut = "pass-through+fan-out+headers"
+	// contenderWriterPass (--diagnose) is the pass-through with the
+	// router's writer (connectors/kafka: one produce request per broker)
+	// instead of kafka-go's Writer (one per partition): router / it is what
+	// the routing costs on the same produce path.
+	contenderWriterPass = "pass-through+router-writer"
 )
 
 // benchChildEnv is set in the environment of contender child processes.
@@ -152,7 +158,7 @@ func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 	}
 	var err error
 	switch spec.Mode {
-	case contenderPassThrough, contenderFanOut:
+	case contenderPassThrough, contenderFanOut, contenderWriterPass:
 		err = runPassThrough(ctx, spec, m)
 	case contenderRouter:
 		err = runBenchRouter(ctx, spec, m)
@@ -188,6 +194,13 @@ func runPassThrough(ctx context.Context, spec childSpec, m *meter) error {
 		WriteBackoffMin: 20 * time.Millisecond, WriteBackoffMax: 500 * time.Millisecond,
 	}
 	defer w.Close()
+	publish := func(ctx context.Context, msgs []kafkago.Message) error { return writeRetry(ctx, w, msgs) }
+	if spec.Mode == contenderWriterPass {
+		var err error
+		if publish, err = routerWriterPublish(spec); err != nil {
+			return err
+		}
+	}
 	batch := make([]kafkago.Message, 0, spec.BatchSize)
 	out := make([]kafkago.Message, 0, spec.BatchSize)
 	type tp struct {
@@ -251,7 +264,7 @@ func runPassThrough(ctx context.Context, spec childSpec, m *meter) error {
 				out = append(out, kafkago.Message{Topic: spec.Dest, Key: msg.Key, Value: msg.Value, Headers: msg.Headers, Time: msg.Time})
 			}
 		}
-		if err := writeRetry(ctx, w, out); err != nil {
+		if err := publish(ctx, out); err != nil {
 			return fmt.Errorf("pass-through: produce: %w", err)
 		}
 		clear(high)
@@ -431,6 +444,44 @@ func startContender(ctx context.Context, spec childSpec, inProcess bool, stderr 
 // writes again those that failed (e.g. Not Leader For Partition while a
 // new topic's leadership settles) with a growing backoff, for up to two
 // minutes. Records written before a retry are not written again.
+// routerWriterPublish returns a publish function for contenderWriterPass:
+// the router's writer with the router's writer settings, retrying a failed
+// call as the router does.
+func routerWriterPublish(spec childSpec) (func(context.Context, []kafkago.Message) error, error) {
+	kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: kafka.Cluster{Name: "ingest", Brokers: spec.Brokers},
+		BatchSize: spec.BatchSize, BatchBytes: 1 << 20, WriteTimeout: 10 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		return nil, err
+	}
+	var rms []router.Message
+	return func(ctx context.Context, msgs []kafkago.Message) error {
+		rms = rms[:0]
+		for i := range msgs {
+			k := &msgs[i]
+			// kafka-go's and the router's headers have the same layout.
+			hs := unsafe.Slice((*router.Header)(unsafe.Pointer(unsafe.SliceData(k.Headers))), len(k.Headers))
+			rms = append(rms, router.Message{Topic: k.Topic, Key: k.Key, Value: k.Value, Headers: hs, Time: k.Time})
+		}
+		start, backoff := time.Now(), 50*time.Millisecond
+		for {
+			err := kw.Publish(ctx, rms...)
+			if err == nil || ctx.Err() != nil || time.Since(start) > 2*time.Minute {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+		}
+	}, nil
+}
+
+// The conversion above relies on it (this does not compile otherwise).
+var _ = kafkago.Header(router.Header{})
+
 func writeRetry(ctx context.Context, w *kafkago.Writer, msgs []kafkago.Message) error {
 	start, backoff := time.Now(), 50*time.Millisecond
 	for {

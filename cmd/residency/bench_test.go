@@ -91,6 +91,10 @@ func TestBenchReportsBothContenders(t *testing.T) {
 		rep.FanOutRatio != f.EventsPerSecond/rep.PassThrough.EventsPerSecond {
 		t.Errorf("--diagnose: fan-out contender %+v, ratio %v", f, rep.FanOutRatio)
 	}
+	if w := rep.WriterPass; w == nil || len(w.RoundEventsPerSecond) != 2 || w.EventsPerSecond <= 0 || w.CPUSecondsPerMillion <= 0 || w.Latency != nil ||
+		rep.RouterToWriterPass != rep.Router.EventsPerSecond/w.EventsPerSecond {
+		t.Errorf("--diagnose: pass-through with the router's writer %+v, router / it %v", w, rep.RouterToWriterPass)
+	}
 	if len(rep.RoundRatios) != 2 {
 		t.Errorf("round ratios %v, want 2", rep.RoundRatios)
 	}
