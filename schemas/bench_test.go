@@ -77,3 +77,21 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWalk is the validating walk of the whole record alone
+// (writer.check), which Decode runs before goavro's decode.
+func BenchmarkWalk(b *testing.B) {
+	e, err := NewExtractor(ExtractorConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := e.byName["io.residency.events.UserEvent"]
+	body := benchValue(b)[singleObjectHeaderLen:]
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := w.check(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -87,6 +88,7 @@ func fuzzCases(t testing.TB) []fuzzCase {
 				return unwrap(g.(map[string]any)["cc"])
 			},
 			func(m map[string]any) (any, bool) { return unwrap(m["who"].(map[string]any)["id"]) }},
+		unionsCase(t),
 	}
 }
 
@@ -215,8 +217,8 @@ func TestEnumIndexTruncatedLikeGoavro(t *testing.T) {
 }
 
 // FuzzExtract cross-checks fast extraction against goavro's full decode on
-// arbitrary bytes, for the canonical event and a schema with nesting and
-// recursion. Run: go test ./schemas -run '^$' -fuzz FuzzExtract -fuzztime 60s
+// arbitrary bytes, for the canonical event, a schema with nesting and
+// recursion, and one with unions of every shape (unionsSchema). Run: go test ./schemas -run '^$' -fuzz FuzzExtract -fuzztime 60s
 func FuzzExtract(f *testing.F) {
 	for i := range 4 {
 		f.Add(encode(f, UserEventSchema, sampleEvent(i, []any{"US", nil, "IN", "GB"}[i])))
@@ -233,6 +235,14 @@ func FuzzExtract(f *testing.F) {
 				f.Add(b)
 			}
 		}
+	}
+	unions, err := parseSchema(unionsSchema)
+	if err != nil {
+		f.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 4 {
+		f.Add(genValue(r, nil, unions, 0))
 	}
 	f.Add([]byte{})
 	f.Add([]byte{0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})

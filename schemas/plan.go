@@ -30,6 +30,7 @@ const (
 	numSlots
 )
 
+// opcode is the kind of a program step.
 type opcode uint8
 
 const (
@@ -40,30 +41,67 @@ const (
 	opBytes                   // skip a length-prefixed bytes or string
 	opArray                   // skip an array of sub
 	opMap                     // skip a map of string to sub
-	opUnion                   // read a branch index and run branches[i]
+	opUnion                   // read a branch index i and jump by jumps[i]
 	opCall                    // run sub (a recursive record)
 	opCapString               // capture a string into slot n
 	opCapEnum                 // capture an enum symbol (index < len(symbols)) into slot n
+	opJump                    // jump by n (from the end of a union branch to the end of the union)
 )
 
 // op is one step of a program.
 type op struct {
-	code     opcode
-	n        int // bytes, count, slot or symbol count
-	max      int // max varint length
-	sub      *prog
-	branches []*prog
-	symbols  [][]byte
-	where    string // field path, for error messages
+	code opcode
+	// target: a jump lands on this step, so it must never be merged into
+	// the step before it, which may belong to one union branch only.
+	target bool
+	// guard, when not 0, makes the step a whole union of two branches, one
+	// of which has no code (as in ["null", "string"]) and the other is this
+	// step: the step first reads the union index, and stops there when it
+	// is guard-1, the index of the branch without code.
+	guard uint8
+	// level is the number of unions the step is nested in within its
+	// program (for a guarded step: the union's own). The depth limit counts
+	// a union as a level of nesting (as when each branch was a program of
+	// its own), so the runner adds it.
+	level   int32
+	n       int // bytes, count, slot, symbol count or jump offset
+	max     int // max varint length
+	sub     *prog
+	jumps   []int // opUnion: per branch, offset of its code from this step
+	symbols [][]byte
+	where   string // field path, for error messages
 }
 
 // prog is a compiled "skip program": a flat list of steps that walks an Avro
 // binary record of one writer schema, skipping what it does not need and
 // capturing the jurisdiction fields. size is the constant encoded size of
 // what it walks, or -1 when that varies.
+//
+// Unions are flattened into the program rather than run as programs of
+// their own, which cost a call per union (the canonical event has 14
+// nullable fields before its country). A union of n branches is laid out as
+//
+//	union  jumps[0..n-1]  read the branch index i, jump by jumps[i]
+//	code of branch 0
+//	jump   to end
+//	code of branch 1
+//	jump   to end
+//	...
+//	code of the last branch that has code (it falls through)
+//	end:
+//
+// A branch without code (null, an empty record) jumps straight to end.
+// The most common union, a nullable field like ["null", "long"], is
+// compiled further, into one guarded step (see op.guard). Jumps are
+// relative to the step that makes them, so a compiled record's steps can be
+// copied into another program as they are (see inline). Arrays, maps and
+// recursive records (opCall) keep programs of their own.
 type prog struct {
 	ops  []op
 	size int
+	// barrier is set while the next step to be emitted is a jump target:
+	// the start of a union branch, or the end of a union.
+	barrier bool
 }
 
 // captures holds the captured field values of one run.
@@ -72,8 +110,11 @@ type captures [numSlots]struct {
 	ok bool
 }
 
+// emit appends o to the program. Consecutive steps that skip fixed bytes,
+// or varints of the same maximum length, are merged into one, unless o is
+// a jump target or one of them is guarded.
 func (p *prog) emit(o op) {
-	if n := len(p.ops); n > 0 {
+	if n := len(p.ops); n > 0 && !p.barrier && !o.target && o.guard == 0 && p.ops[n-1].guard == 0 {
 		last := &p.ops[n-1]
 		switch {
 		case o.code == opFixed && last.code == opFixed:
@@ -84,12 +125,27 @@ func (p *prog) emit(o op) {
 			return
 		}
 	}
-	p.ops = append(p.ops, o)
+	p.add(o)
 }
 
+// add appends o without merging it, marks it as a jump target if one is
+// pending, and returns its index.
+func (p *prog) add(o op) int {
+	o.target = o.target || p.barrier
+	p.barrier = false
+	p.ops = append(p.ops, o)
+	return len(p.ops) - 1
+}
+
+// computeSize sets p.size: the sum of its steps' sizes when all are
+// constant, else -1. Unions (guarded steps included) vary.
 func (p *prog) computeSize() {
 	size := 0
 	for _, o := range p.ops {
+		if o.guard != 0 {
+			p.size = -1
+			return
+		}
 		switch o.code {
 		case opFixed:
 			size += o.n
@@ -101,7 +157,7 @@ func (p *prog) computeSize() {
 				return
 			}
 			size += o.sub.size
-		default:
+		default: // unions (and their jumps) and everything of varying size
 			p.size = -1
 			return
 		}
@@ -112,6 +168,7 @@ func (p *prog) computeSize() {
 // compiler builds programs for one writer schema.
 type compiler struct {
 	records map[string]*prog // skip programs of records, by full name
+	level   int32            // unions enclosing the steps being emitted
 }
 
 // fieldPath is one path to capture.
@@ -197,23 +254,15 @@ func (c *compiler) capture(p *prog, t *node, slot int, where string) error {
 		p.emit(op{code: opCapEnum, n: slot, symbols: symbolBytes(t.symbols), where: where})
 		return nil
 	case kUnion:
-		u := op{code: opUnion, where: where}
-		for _, b := range t.types {
-			bp := &prog{}
+		return c.union(p, t, where, func(b *node) error {
 			switch b.kind {
 			case kNull:
+				return nil
 			case kString, kEnum:
-				if err := c.capture(bp, b, slot, where); err != nil {
-					return err
-				}
-			default:
-				return fmt.Errorf("%w: %s is a %s; want a string or a union of null and string", ErrFieldType, where, t.describe())
+				return c.capture(p, b, slot, where)
 			}
-			bp.computeSize()
-			u.branches = append(u.branches, bp)
-		}
-		p.emit(u)
-		return nil
+			return fmt.Errorf("%w: %s is a %s; want a string or a union of null and string", ErrFieldType, where, t.describe())
+		})
 	}
 	return fmt.Errorf("%w: %s is a %s; want a string or a union of null and string", ErrFieldType, where, t.describe())
 }
@@ -225,23 +274,81 @@ func (c *compiler) descend(p *prog, t *node, paths []fieldPath, where string) er
 	case kRecord:
 		return c.record(p, t, paths, where+".", true)
 	case kUnion:
-		u := op{code: opUnion, where: where}
-		for _, b := range t.types {
-			bp := &prog{}
+		return c.union(p, t, where, func(b *node) error {
 			if b.kind == kRecord {
-				if err := c.record(bp, b, paths, where+".", true); err != nil {
-					return err
-				}
-			} else {
-				c.skip(bp, b, where)
+				return c.record(p, b, paths, where+".", true)
 			}
-			bp.computeSize()
-			u.branches = append(u.branches, bp)
-		}
-		p.emit(u)
-		return nil
+			c.skip(p, b, where)
+			return nil
+		})
 	}
 	return fmt.Errorf("%w: %s is a %s, not a record, so no field below it can be read", ErrFieldType, where, t.describe())
+}
+
+// union emits the union t, flattened as prog describes: the union step, then
+// the code of each branch, which branch(b) emits into p.
+func (c *compiler) union(p *prog, t *node, where string, branch func(b *node) error) error {
+	jumps := make([]int, len(t.types)) // 0 until known
+	u := p.add(op{code: opUnion, level: c.level, jumps: jumps, where: where})
+	c.level++
+	var exits []int // the jumps that end branches
+	empty := -1     // a branch without code
+	for i, b := range t.types {
+		start := len(p.ops)
+		// The branch's first step is a jump target, so it is never merged
+		// into the step before: len(p.ops) tells whether the branch has code.
+		p.barrier = true
+		if err := branch(b); err != nil {
+			c.level--
+			return err
+		}
+		if len(p.ops) == start {
+			empty = i
+			continue // no code: jumps to the end
+		}
+		jumps[i] = start - u
+		exits = append(exits, p.add(op{code: opJump, where: where}))
+	}
+	c.level--
+	if len(exits) > 0 {
+		// The last branch with code falls through to the end instead: no
+		// step follows its jump, since the branches after it have no code.
+		p.ops = p.ops[:len(p.ops)-1]
+		exits = exits[:len(exits)-1]
+	}
+	end := len(p.ops)
+	for i := range jumps {
+		if jumps[i] == 0 {
+			jumps[i] = end - u
+		}
+	}
+	for _, j := range exits {
+		p.ops[j].n = end - j
+	}
+	// Two branches, one without code and one of a single simple step with
+	// the union's field name: make that step guarded, in place of the union.
+	if len(t.types) == 2 && end == u+2 && guardable(&p.ops[u+1], where) {
+		s := p.ops[u+1]
+		s.guard = uint8(empty + 1)
+		s.level = p.ops[u].level
+		s.target = p.ops[u].target
+		p.ops[u] = s
+		p.ops = p.ops[:u+1]
+	}
+	p.barrier = true // the end is a jump target
+	return nil
+}
+
+// guardable reports whether o, the only step of a union branch, can be
+// guarded (see op.guard): a step that reads no program of its own, is not
+// guarded already, and names the union's field (so errors name the same
+// field either way).
+func guardable(o *op, where string) bool {
+	switch o.code {
+	case opFixed, opVarint, opBool, opEnum, opBytes, opCapString, opCapEnum:
+		return o.guard == 0 && o.where == where
+	}
+	return false
 }
 
 // skip emits the steps that skip a value of type t.
@@ -267,37 +374,53 @@ func (c *compiler) skip(p *prog, t *node, where string) {
 	case kEnum:
 		p.emit(op{code: opEnum, n: len(t.symbols), where: where})
 	case kArray:
-		p.emit(op{code: opArray, sub: c.skipProg(t.items, where+"[]"), where: where})
+		p.emit(op{code: opArray, level: c.level, sub: c.skipProg(t.items, where+"[]"), where: where})
 	case kMap:
-		p.emit(op{code: opMap, sub: c.skipProg(t.values, where+"{}"), where: where})
+		p.emit(op{code: opMap, level: c.level, sub: c.skipProg(t.values, where+"{}"), where: where})
 	case kUnion:
-		u := op{code: opUnion, where: where}
-		for _, b := range t.types {
-			u.branches = append(u.branches, c.skipProg(b, where))
-		}
-		p.emit(u)
+		_ = c.union(p, t, where, func(b *node) error { // skipping never fails
+			c.skip(p, b, where)
+			return nil
+		})
 	case kRecord:
 		if rp, ok := c.records[t.name]; ok {
 			// Seen before: compiled (inline its steps) or being compiled
 			// (a recursive type: call it).
 			if rp.size != -2 {
-				for _, o := range rp.ops {
-					p.emit(o)
-				}
+				c.inline(p, rp)
 				return
 			}
-			p.emit(op{code: opCall, sub: rp, where: where})
+			p.emit(op{code: opCall, level: c.level, sub: rp, where: where})
 			return
 		}
 		rp := &prog{size: -2} // -2: being compiled
 		c.records[t.name] = rp
+		level := c.level
+		c.level = 0 // rp is a program of its own
 		for _, f := range t.fields {
 			c.skip(rp, f.typ, where+"."+f.name)
 		}
+		c.level = level
 		rp.computeSize()
-		for _, o := range rp.ops {
+		c.inline(p, rp)
+	}
+}
+
+// inline copies the steps of the record program rp into p. The first may be
+// merged into the step before it; the others are copied as they are, so the
+// relative jumps among them stay right. Their union levels are shifted by
+// the unions enclosing them in p.
+func (c *compiler) inline(p *prog, rp *prog) {
+	for k, o := range rp.ops {
+		o.level += c.level
+		if k == 0 {
 			p.emit(o)
+		} else {
+			p.add(o)
 		}
+	}
+	if len(rp.ops) > 0 {
+		p.barrier = rp.barrier // rp may end with the end of a union
 	}
 }
 
@@ -310,9 +433,12 @@ func compileWalk(root *node) *prog {
 
 // skipProg compiles a standalone program skipping one value of type t.
 func (c *compiler) skipProg(t *node, where string) *prog {
+	level := c.level
+	c.level = 0
 	p := &prog{}
 	c.skip(p, t, where)
 	p.computeSize()
+	c.level = level
 	return p
 }
 
@@ -351,23 +477,49 @@ func (e *runError) Error() string {
 
 func (e *runError) Unwrap() error { return e.err }
 
-// varint reads a zig-zag varint of at most max bytes at b[i:].
+// varint reads a zig-zag varint of at most max bytes at b[i:]. The runner
+// calls it for the varints varint1 does not read.
+//
+//go:noinline
 func varint(b []byte, i, max int) (int64, int, error) {
+	end := min(i+max, len(b))
 	var v uint64
-	var shift uint
-	for n := 0; n < max; n++ {
-		if i >= len(b) {
-			return 0, i, errShort
-		}
-		c := b[i]
-		i++
+	for j, shift := i, uint(0); j < end; j, shift = j+1, shift+7 {
+		c := b[j]
 		v |= uint64(c&0x7f) << shift
 		if c < 0x80 {
-			return int64(v>>1) ^ -int64(v&1), i, nil
+			return int64(v>>1) ^ -int64(v&1), j + 1, nil
 		}
-		shift += 7
 	}
-	return 0, i, errLongVarint
+	if end < i+max {
+		return 0, end, errShort
+	}
+	return 0, end, errLongVarint
+}
+
+// varint1 reads the zig-zag varint at b[i] when it is one byte long, the
+// common case, for which varint's loop costs several times more. ok is
+// false otherwise (a longer varint, or none: then call varint).
+func varint1(b []byte, i int) (v int64, ok bool) {
+	if i < len(b) && b[i] < 0x80 {
+		v = int64(b[i])
+		return v>>1 ^ -(v & 1), true
+	}
+	return 0, false
+}
+
+// validUTF8 is utf8.Valid, faster on the short ASCII strings that captured
+// fields (country codes, user ids) nearly always are.
+func validUTF8(s []byte) bool {
+	if len(s) > 16 {
+		return utf8.Valid(s)
+	}
+	for _, c := range s {
+		if c >= utf8.RuneSelf {
+			return utf8.Valid(s)
+		}
+	}
+	return true
 }
 
 // run executes p on b from offset i and returns the offset after it.
@@ -375,10 +527,33 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 	if depth > maxDepth {
 		return i, &runError{errTooDeep, "", i}
 	}
+	// The branches of a union at level l are at depth depth+l+1 (see
+	// op.level): from level deep on, they are too deep.
+	deep := int32(maxDepth - depth)
 	var err error
-	for k := range p.ops {
-		o := &p.ops[k]
+	ops := p.ops
+	for k := 0; k < len(ops); k++ {
+		o := &ops[k]
 		start := i
+		if o.guard != 0 {
+			// The union of a guarded step (see op.guard).
+			x, ok := varint1(b, i)
+			if ok {
+				i++
+			} else if x, i, err = varint(b, i, 10); err != nil {
+				return i, &runError{err, o.where, start}
+			}
+			if uint64(x) > 1 {
+				return i, &runError{errUnionRange, o.where, start}
+			}
+			if o.level >= deep {
+				return i, &runError{errTooDeep, "", i}
+			}
+			if x == int64(o.guard-1) {
+				continue // the branch without code
+			}
+			start = i
+		}
 		switch o.code {
 		case opFixed:
 			if len(b)-i < o.n {
@@ -387,7 +562,9 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 			i += o.n
 		case opVarint:
 			for range o.n {
-				if _, i, err = varint(b, i, o.max); err != nil {
+				if _, ok := varint1(b, i); ok {
+					i++
+				} else if _, i, err = varint(b, i, o.max); err != nil {
 					return i, &runError{err, o.where, start}
 				}
 			}
@@ -400,8 +577,10 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 			}
 			i++
 		case opEnum, opCapEnum:
-			var x int64
-			if x, i, err = varint(b, i, 5); err != nil {
+			x, ok := varint1(b, i)
+			if ok {
+				i++
+			} else if x, i, err = varint(b, i, 5); err != nil {
 				return i, &runError{err, o.where, start}
 			}
 			if o.code == opEnum {
@@ -415,8 +594,10 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 			}
 			c[o.n].v, c[o.n].ok = o.symbols[x], true
 		case opBytes, opCapString:
-			var n int64
-			if n, i, err = varint(b, i, 10); err != nil {
+			n, ok := varint1(b, i)
+			if ok {
+				i++
+			} else if n, i, err = varint(b, i, 10); err != nil {
 				return i, &runError{err, o.where, start}
 			}
 			if n < 0 {
@@ -427,29 +608,34 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 			}
 			if o.code == opCapString {
 				s := b[i : i+int(n) : i+int(n)]
-				if !utf8.Valid(s) {
+				if !validUTF8(s) {
 					return i, &runError{errBadUTF8, o.where, start}
 				}
 				c[o.n].v, c[o.n].ok = s, true
 			}
 			i += int(n)
 		case opUnion:
-			var x int64
-			if x, i, err = varint(b, i, 10); err != nil {
+			x, ok := varint1(b, i)
+			if ok {
+				i++
+			} else if x, i, err = varint(b, i, 10); err != nil {
 				return i, &runError{err, o.where, start}
 			}
-			if x < 0 || x >= int64(len(o.branches)) {
+			if uint64(x) >= uint64(len(o.jumps)) {
 				return i, &runError{errUnionRange, o.where, start}
 			}
-			if i, err = o.branches[x].run(b, i, c, depth+1); err != nil {
-				return i, err
+			if o.level >= deep {
+				return i, &runError{errTooDeep, "", i}
 			}
+			k += o.jumps[x] - 1 // -1: the loop adds 1
+		case opJump:
+			k += o.n - 1
 		case opCall:
-			if i, err = o.sub.run(b, i, c, depth+1); err != nil {
+			if i, err = o.sub.run(b, i, c, depth+int(o.level)+1); err != nil {
 				return i, err
 			}
 		case opArray, opMap:
-			if i, err = skipBlocks(o, b, i, depth); err != nil {
+			if i, err = skipBlocks(o, b, i, depth+int(o.level)); err != nil {
 				return i, err
 			}
 		}
@@ -462,8 +648,10 @@ func skipBlocks(o *op, b []byte, i, depth int) (int, error) {
 	var err error
 	for {
 		start := i
-		var count int64
-		if count, i, err = varint(b, i, 10); err != nil {
+		count, ok := varint1(b, i)
+		if ok {
+			i++
+		} else if count, i, err = varint(b, i, 10); err != nil {
 			return i, &runError{err, o.where, start}
 		}
 		if count == 0 {
@@ -500,9 +688,11 @@ func skipBlocks(o *op, b []byte, i, depth int) (int, error) {
 		}
 		for range count {
 			if o.code == opMap {
-				var n int64
 				ks := i
-				if n, i, err = varint(b, i, 10); err != nil {
+				n, ok := varint1(b, i)
+				if ok {
+					i++
+				} else if n, i, err = varint(b, i, 10); err != nil {
 					return i, &runError{err, o.where, ks}
 				}
 				if n < 0 {
