@@ -60,17 +60,18 @@ const maxInterned = 1024
 // headerBuilder builds the outgoing headers of the router's events without
 // allocating per event: the values that depend only on the ruleset, the
 // decision and the router (jurisdiction, region, ruleset version,
-// decided-by, reason, router instance, source topic) are converted to bytes
-// once and shared, read-only, by every event that carries them; the headers
-// of a batch's events share one backing slice (the slab), and their source
-// partitions and offsets in decimal one byte slice (the arena). Every
+// decided-by, reason, router instance, source topic, source partition) are
+// converted to bytes once and shared, read-only, by every event that carries
+// them; the headers of a batch's events share one backing slice (the slab),
+// and their source offsets in decimal one byte slice (the arena). Every
 // returned slice and value has its capacity cut to its length, so appending
 // to one never writes into another event's headers or values.
 //
 // The slab and the arena are reused from batch to batch, which saves
 // allocating and zeroing about nine 40-byte headers per event, and the
-// garbage collections that garbage would cause, but only when the caller has said that the previous batch's headers are no longer
-// referenced, by calling release. The router calls it once every Publish
+// garbage collections that garbage would cause, but only when the caller
+// has said that the previous batch's headers are no longer referenced, by
+// calling release. The router calls it once every Publish
 // given the batch returned nil (by the Publisher memory contract, no
 // publisher refers to the messages any more). After a failed Publish it
 // does not: the publisher may still be reading the headers, so the next
@@ -94,7 +95,8 @@ type headerBuilder struct {
 	topic               string                // the last source topic
 	topicB              []byte                // and its bytes
 	slab                []Header              // the batch's headers
-	arena               []byte                // the batch's partition and offset digits
+	arena               []byte                // the batch's offset digits (and those of partitions past maxCachedPartition)
+	parts               [][]byte              // partition digits, by partition, shared read-only
 	released            bool                  // nothing refers to slab and arena: startBatch may reuse them
 }
 
@@ -184,6 +186,26 @@ func (b *headerBuilder) value(s string) []byte {
 	return v
 }
 
+// maxCachedPartition bounds the partitions whose digits a headerBuilder
+// keeps; higher ones go to the arena like offsets.
+const maxCachedPartition = 4096
+
+// partition returns p in decimal: converted once per builder and shared,
+// read-only, by every event of that partition, when caching.
+func (b *headerBuilder) partition(p int) []byte {
+	if b.values == nil || p < 0 || p >= maxCachedPartition {
+		return b.number(int64(p))
+	}
+	if p < len(b.parts) && b.parts[p] != nil {
+		return b.parts[p]
+	}
+	if p >= len(b.parts) {
+		b.parts = append(b.parts, make([][]byte, p+1-len(b.parts))...)
+	}
+	b.parts[p] = frozen(strconv.AppendInt(nil, int64(p), 10))
+	return b.parts[p]
+}
+
 // number appends v in decimal to the arena and returns its digits.
 func (b *headerBuilder) number(v int64) []byte {
 	start := len(b.arena)
@@ -254,7 +276,7 @@ func (b *headerBuilder) headers(m *Message, d *Decision, decodeErr error) []Head
 	}
 	hs = append(hs,
 		Header{HeaderSourceTopic, b.topicB},
-		Header{HeaderSourcePartition, b.number(int64(m.Partition))},
+		Header{HeaderSourcePartition, b.partition(m.Partition)},
 		Header{HeaderSourceOffset, b.number(m.Offset)},
 		Header{HeaderRouter, b.instanceB},
 	)

@@ -43,7 +43,7 @@ type Ruleset struct {
 
 	version    int64
 	versionStr string
-	byCountry  map[[2]byte]*Jurisdiction
+	byCountry  *[26 * 26]*Jurisdiction // by countryIndex: a lookup per event, no hashing
 	byName     map[string]*Jurisdiction
 	regions    map[string]*Region
 	approvals  map[string]map[string]bool // store -> region -> approved
@@ -102,12 +102,12 @@ func (r *Ruleset) SetVersion(v int64) {
 // matched case-insensitively and must be two ASCII letters; anything else is
 // not found. It does not allocate.
 func (r *Ruleset) JurisdictionOf(country []byte) (*Jurisdiction, bool) {
-	k, ok := countryKey(country)
-	if !ok {
+	i, ok := countryIndex(country)
+	if !ok || r.byCountry == nil {
 		return nil, false
 	}
-	j, ok := r.byCountry[k]
-	return j, ok
+	j := r.byCountry[i]
+	return j, j != nil
 }
 
 // Jurisdiction returns the jurisdiction with the given name.
@@ -127,23 +127,17 @@ func (r *Ruleset) Approves(store, region string) bool {
 	return r.approvals[store][region]
 }
 
-// countryKey upper-cases a two-letter ASCII country code into a map key.
-func countryKey(c []byte) ([2]byte, bool) {
+// countryIndex maps a two-letter ASCII country code, in either case, to
+// 0..675; anything else is not a country code.
+func countryIndex(c []byte) (int, bool) {
 	if len(c) != 2 {
-		return [2]byte{}, false
+		return 0, false
 	}
-	var k [2]byte
-	for i, b := range c {
-		switch {
-		case b >= 'A' && b <= 'Z':
-			k[i] = b
-		case b >= 'a' && b <= 'z':
-			k[i] = b - 'a' + 'A'
-		default:
-			return [2]byte{}, false
-		}
+	a, b := c[0]|0x20, c[1]|0x20 // ASCII lower case; other bytes fail below
+	if a < 'a' || a > 'z' || b < 'a' || b > 'z' {
+		return 0, false
 	}
-	return k, true
+	return int(a-'a')*26 + int(b-'a'), true
 }
 
 // compile builds the lookup tables. It assumes the ruleset has been validated
@@ -154,7 +148,7 @@ func (r *Ruleset) compile() error {
 		g := &r.Regions[i]
 		r.regions[g.Name] = g
 	}
-	r.byCountry = make(map[[2]byte]*Jurisdiction)
+	r.byCountry = new([26 * 26]*Jurisdiction)
 	r.byName = make(map[string]*Jurisdiction, len(r.Jurisdictions))
 	for i := range r.Jurisdictions {
 		j := &r.Jurisdictions[i]
@@ -165,11 +159,11 @@ func (r *Ruleset) compile() error {
 		j.region = g
 		r.byName[j.Name] = j
 		for _, c := range j.Countries {
-			k, ok := countryKey([]byte(c))
+			k, ok := countryIndex([]byte(c))
 			if !ok {
 				return fmt.Errorf("jurisdiction %q: %q is not a two-letter country code", j.Name, c)
 			}
-			if other, dup := r.byCountry[k]; dup && other != j {
+			if other := r.byCountry[k]; other != nil && other != j {
 				return fmt.Errorf("country %s is in jurisdictions %q and %q", c, other.Name, j.Name)
 			}
 			r.byCountry[k] = j

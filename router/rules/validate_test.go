@@ -186,3 +186,37 @@ func TestValidationListsEveryProblem(t *testing.T) {
 		t.Fatalf("message: %v", err)
 	}
 }
+
+// TestJurisdictionOfEveryTwoBytes looks up every two-byte value: only the
+// ruleset's countries, in either case of ASCII letters, are found.
+func TestJurisdictionOfEveryTwoBytes(t *testing.T) {
+	r, err := Parse([]byte(small))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"US": "US", "PR": "US", "FR": "EU", "DE": "EU"}
+	found := 0
+	for a := range 256 {
+		for b := range 256 {
+			c := []byte{byte(a), byte(b)}
+			j, ok := r.JurisdictionOf(c)
+			name, wantOK := want[strings.ToUpper(string(c))]
+			isLetters := (c[0]|0x20) >= 'a' && (c[0]|0x20) <= 'z' && (c[1]|0x20) >= 'a' && (c[1]|0x20) <= 'z'
+			wantOK = wantOK && isLetters
+			if ok != wantOK || (ok && j.Name != name) {
+				t.Fatalf("JurisdictionOf(%q) = %v, %v; want %q, %v", c, j, ok, name, wantOK)
+			}
+			if ok {
+				found++
+			}
+		}
+	}
+	if found != 16 { // four countries, four spellings each
+		t.Fatalf("found %d spellings, want 16", found)
+	}
+	for _, c := range []string{"", "U", "USA", "U S"} {
+		if _, ok := r.JurisdictionOf([]byte(c)); ok {
+			t.Errorf("JurisdictionOf(%q) found", c)
+		}
+	}
+}
