@@ -37,10 +37,13 @@ same broker and partitions runs:
 Throughput: each contender consumes the N preloaded events (events/s from its
 first fetch to its last commit; CPU seconds per million events from
 getrusage; peak RSS from VmHWM). Latency: each contender then routes events
-produced at a fixed rate (default half the pass-through's events/s); the
+produced at a fixed rate (default half the pass-through's events/s), first
+for --latency-warmup untimed, then for --latency-duration timed; the
 latency of an event is its producer timestamp to its append time at the
 destination (LogAppendTime). Each contender runs in a child process of this
-binary unless --in-process. Without --brokers it starts the embedded stack.`
+binary unless --in-process. Without --brokers it starts the embedded stack.
+--diagnose adds two throughput contenders: the pass-through with the
+router's fan-out and headers, and the pass-through with the router's writer.`
 
 // benchOptions are the flags of `residency bench`.
 type benchOptions struct {
@@ -52,6 +55,7 @@ type benchOptions struct {
 	linger          time.Duration
 	rate            float64
 	latencyFor      time.Duration
+	latencyWarmup   time.Duration
 	rounds          int
 	inProcess       bool
 	keepTopics      bool
@@ -73,7 +77,8 @@ func runBench(ctx context.Context, e env) int {
 	fs.IntVar(&o.batchSize, "batch-size", 500, "events per batch, both contenders (router.batch_size)")
 	fs.DurationVar(&o.linger, "linger", 5*time.Millisecond, "how long a batch waits for more events, both contenders")
 	fs.Float64Var(&o.rate, "rate", 0, "offered rate of the latency pass in events/s (default: half the pass-through's events/s)")
-	fs.DurationVar(&o.latencyFor, "latency-duration", 10*time.Second, "how long the latency pass produces, per contender")
+	fs.DurationVar(&o.latencyFor, "latency-duration", 10*time.Second, "how long the latency pass produces timed events, per contender")
+	fs.DurationVar(&o.latencyWarmup, "latency-warmup", 2*time.Second, "how long the latency pass first produces at the offered rate without timing (0: no warm-up at rate)")
 	fs.IntVar(&o.rounds, "rounds", 1, "throughput rounds; each runs both contenders, alternating which goes first")
 	fs.BoolVar(&o.inProcess, "in-process", false, "run the contenders in this process (CPU and RSS then include everything else in it)")
 	fs.BoolVar(&o.keepTopics, "keep-topics", false, "do not delete the bench topics at the end")
@@ -90,7 +95,7 @@ func runBench(ctx context.Context, e env) int {
 		return runBenchChild(ctx, e, *child)
 	}
 	if fs.NArg() > 0 || o.events < 100 || o.partitions < 1 || o.replication < 1 || o.batchSize < 1 || o.rounds < 1 ||
-		o.rate < 0 || o.latencyFor <= 0 || o.linger < 0 {
+		o.rate < 0 || o.latencyFor <= 0 || o.latencyWarmup < 0 || o.linger < 0 {
 		fmt.Fprintln(e.stderr, "residency bench: --events must be at least 100; --partitions, --replication, --batch-size and --rounds at least 1; --rate and --linger not negative; no arguments are taken")
 		return exitUsage
 	}
@@ -171,9 +176,10 @@ type contenderReport struct {
 type latencyReport struct {
 	OfferedRate  float64 `json:"offered_rate"`  // events/s asked for
 	AchievedRate float64 `json:"achieved_rate"` // events/s the producer managed
-	Sent         int     `json:"sent"`
-	Received     int     `json:"received"`   // distinct events found at the destinations
-	Duplicates   int     `json:"duplicates"` // extra copies (at-least-once redeliveries)
+	Sent         int     `json:"sent"`          // timed events
+	WarmupSent   int     `json:"warmup_sent"`   // untimed events at the offered rate before them
+	Received     int     `json:"received"`      // distinct events found at the destinations
+	Duplicates   int     `json:"duplicates"`    // extra copies (at-least-once redeliveries)
 	// Clock is "log_append_time" when every latency ends at the broker's
 	// append time, "arrival" when the broker kept producer timestamps (the
 	// embedded stack) and latencies end when the record reached the bench.
@@ -401,7 +407,12 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64) (late
 	}
 	const warmup = 200
 	n := max(int(math.Round(rate*b.o.latencyFor.Seconds())), 1)
-	spec := b.profiled(b.childSpec(mode, ingest, prefix, warmup+n), "latency-"+mode)
+	// Untimed events at the offered rate before the timed ones: the first
+	// second at rate carries one-off costs (the broker's first appends to
+	// new partitions, the heap growing to its working size) that are not
+	// what the pass measures.
+	atRate := int(math.Round(rate * b.o.latencyWarmup.Seconds()))
+	spec := b.profiled(b.childSpec(mode, ingest, prefix, warmup+atRate+n), "latency-"+mode)
 	tl, err := b.startTail(ctx, dests, n)
 	if err != nil {
 		return latencyReport{}, 0, err
@@ -436,20 +447,30 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64) (late
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	// Offer n events at rate: every tick, send what is due since the start.
+	// Offer atRate untimed events, then the n timed ones, at rate: every
+	// tick, send what is due since the start.
 	start := time.Now()
-	sent := 0
+	var timedStart time.Time
+	sent, total := 0, atRate+n
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for sent < n {
-		due := min(int(time.Since(start).Seconds()*rate)+1, n)
+	for sent < total {
+		due := min(int(time.Since(start).Seconds()*rate)+1, total)
 		if due > sent {
 			msgs = msgs[:0]
-			now := strconv.AppendInt(nil, time.Now().UnixNano(), 10)
-			for range due - sent {
+			now := time.Now()
+			stamp := strconv.AppendInt(nil, now.UnixNano(), 10)
+			for k := sent; k < due; k++ {
 				m := b.pool.next(rng, ingest)
-				m.Headers = append(m.Headers, kafkago.Header{Key: benchSentHeader, Value: now},
-					kafkago.Header{Key: benchSeqHeader, Value: strconv.AppendInt(nil, int64(sent+len(msgs)), 10)})
+				if k < atRate {
+					m.Headers = append(m.Headers, kafkago.Header{Key: benchWarmupHeader, Value: []byte("1")})
+				} else {
+					if k == atRate {
+						timedStart = now
+					}
+					m.Headers = append(m.Headers, kafkago.Header{Key: benchSentHeader, Value: stamp},
+						kafkago.Header{Key: benchSeqHeader, Value: strconv.AppendInt(nil, int64(k-atRate), 10)})
+				}
 				msgs = append(msgs, m)
 			}
 			if err := writeRetry(ctx, w, msgs); err != nil {
@@ -463,7 +484,7 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64) (late
 		case <-tick.C:
 		}
 	}
-	produced := time.Since(start)
+	produced := time.Since(timedStart)
 	res, err := wait()
 	if err != nil {
 		return latencyReport{}, 0, err
@@ -472,7 +493,7 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64) (late
 	if err != nil {
 		return latencyReport{}, 0, err
 	}
-	rep := latencyReport{OfferedRate: rate, AchievedRate: float64(n) / produced.Seconds(), Sent: n, Received: len(lats),
+	rep := latencyReport{OfferedRate: rate, AchievedRate: float64(n) / produced.Seconds(), Sent: n, WarmupSent: atRate, Received: len(lats),
 		Duplicates: tl.dups, Clock: "log_append_time"}
 	if tl.arrivals > 0 {
 		rep.Clock = "arrival"
