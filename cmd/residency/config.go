@@ -66,6 +66,10 @@ type KafkaConfig struct {
 	// dead-letter topics. Required (it may be omitted when there is only
 	// one cluster).
 	IngestCluster string `yaml:"ingest_cluster"`
+	// BatchTimeout is ignored, and kept so that configuration files written
+	// for earlier versions still load: the writer no longer waits to fill
+	// batches. A warning says so when it is set. Default 0.
+	BatchTimeout time.Duration `yaml:"batch_timeout"`
 	// Compression of written batches: none, gzip, snappy, lz4 or zstd.
 	// Default "none".
 	Compression string `yaml:"compression"`
@@ -164,6 +168,14 @@ func parseConfig(data []byte) (*Config, error) {
 
 // loadConfig reads, decodes and env-overrides the config file; call finish
 // after applying flags.
+// warnDeprecated logs a warning for every setting that is accepted but no
+// longer has an effect.
+func (c *Config) warnDeprecated(log *slog.Logger) {
+	if c.Kafka.BatchTimeout != 0 {
+		log.Warn("kafka.batch_timeout is ignored: the writer sends each batch at once; remove it from the configuration")
+	}
+}
+
 func loadConfig(path string, lookup func(string) (string, bool)) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

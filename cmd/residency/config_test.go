@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -90,5 +91,29 @@ func TestConfigEnvOverrides(t *testing.T) {
 	}
 	if _, err := loadConfig("/nonexistent.yaml", os.LookupEnv); !errors.Is(err, errConfig) {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+// TestConfigDeprecatedBatchTimeout: a configuration written for an earlier
+// version, with kafka.batch_timeout, still loads, and says the setting is
+// ignored.
+func TestConfigDeprecatedBatchTimeout(t *testing.T) {
+	c, err := parseConfig([]byte("kafka: {clusters: {main: {brokers: ['h:9092']}}, batch_timeout: 1ms}\nrouter: {ingest_topics: [in]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.finish(); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	c.warnDeprecated(slog.New(slog.NewTextHandler(&out, nil)))
+	if !strings.Contains(out.String(), "kafka.batch_timeout is ignored") {
+		t.Fatalf("no warning: %q", out.String())
+	}
+	out.Reset()
+	c.Kafka.BatchTimeout = 0
+	c.warnDeprecated(slog.New(slog.NewTextHandler(&out, nil)))
+	if out.Len() != 0 {
+		t.Fatalf("warning without the setting: %q", out.String())
 	}
 }

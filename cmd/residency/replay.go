@@ -127,6 +127,7 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	}
 	lvl, _ := parseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: max(lvl, slog.LevelWarn)}))
+	cfg.warnDeprecated(log)
 	fx, err := schemas.NewExtractor(cfg.Schemas)
 	if err != nil {
 		return usage("schemas.%v", err)

@@ -51,6 +51,7 @@ func runRoute(ctx context.Context, e env) int {
 		return fail(e, "route", fmt.Errorf("%w: %s: %w", errUsage, *cfgPath, err))
 	}
 	log, reg := newService(e.stderr, cfg.LogLevel)
+	cfg.warnDeprecated(log)
 	w, err := wire(cfg, log, reg)
 	if err != nil {
 		return fail(e, "route", err)

@@ -116,6 +116,7 @@ func runSink(ctx context.Context, e env) int {
 	}
 	override(map[*string]string{&sc.Listen: *listen})
 	log, reg := newService(e.stderr, cfg.LogLevel)
+	cfg.warnDeprecated(log)
 
 	sw := &sinkWiring{log: log}
 	defer sw.close()

@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go/protocol"
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
 	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
+	rawProduceAPI "github.com/segmentio/kafka-go/protocol/rawproduce"
 
 	"github.com/residency-router/residency/router"
 )
@@ -31,7 +32,17 @@ import (
 // as with kafka-go's Writer (and as with earlier versions of this adapter).
 // Records of one partition are sent in the order given, in chunks of at
 // most batchSize records and batchBytes bytes; chunk k+1 of a partition is
-// sent only after chunk k was acknowledged, so a retry never reorders them.
+// sent only after chunk k was acknowledged, so the first copy of every
+// record is appended in order. (Without an idempotent producer, which
+// kafka-go does not have, a request that timed out may still be appended
+// after its retry: a later duplicate, as with any at-least-once producer.)
+//
+// Every record set is encoded in the caller's goroutine before its request
+// is handed to the transport, which then reads only those bytes: the
+// messages are never read after publish returns, whatever the outcome
+// (kafka-go may still be encoding a request whose context has ended, so a
+// request built on the messages themselves would break the Publisher
+// memory contract after a retried failure).
 type producer struct {
 	log          *slog.Logger
 	tr           kafka.RoundTripper // a *kafka.Transport, but for tests
@@ -50,6 +61,10 @@ type producer struct {
 	mu    sync.Mutex
 	parts map[int][]int // partition lists [0, n) for the balancer, by n
 }
+
+// batchOverhead is the size of a v2 record batch's header, counted against
+// batchBytes with the records.
+const batchOverhead = 61
 
 // recordOverhead is a generous bound on the framing bytes of one record in
 // a v2 record batch (length, attributes, timestamp and offset deltas, key
@@ -111,7 +126,8 @@ type topicMeta struct {
 }
 
 // metadata returns the partition leaders of topics from the transport's
-// cached cluster metadata (kafka-go refreshes it every 6s), the same view
+// cached cluster metadata (kafka-go refreshes it at random intervals of at
+// most its MetadataTTL, not on errors; see Cluster.transport), the same view
 // the transport uses to send a produce request to its leader. A topic the
 // cluster does not have is an error: topics are never auto-created.
 func (p *producer) metadata(ctx context.Context, topics []string) (map[string]topicMeta, error) {
@@ -151,6 +167,9 @@ func (p *producer) metadata(ctx context.Context, topics []string) (map[string]to
 // with an error after the retriable failures have been retried attempts
 // times. Records already acknowledged are not sent again.
 func (p *producer) publish(ctx context.Context, msgs []router.Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	var topics []string
 	seen := map[string]bool{}
 	for i := range msgs {
@@ -176,7 +195,10 @@ func (p *producer) publish(ctx context.Context, msgs []router.Message) error {
 		if len(retry) == 0 {
 			return nil
 		}
-		if ctx.Err() != nil || attempt >= p.attempts {
+		if ctx.Err() != nil {
+			return errors.Join(ctx.Err(), batchesError(retry))
+		}
+		if attempt >= p.attempts || time.Since(now) >= p.timeout {
 			return batchesError(retry)
 		}
 		wait := backoff(attempt, p.backoffMin, p.backoffMax)
@@ -185,7 +207,7 @@ func (p *producer) publish(ctx context.Context, msgs []router.Message) error {
 				"attempt", attempt, "backoff", wait, "error", retry[0].err)
 		}
 		if err := sleep(ctx, wait); err != nil {
-			return batchesError(retry)
+			return errors.Join(err, batchesError(retry))
 		}
 		for _, b := range retry {
 			b.idx, b.done = b.idx[b.done:], 0 // send only what is left
@@ -226,7 +248,16 @@ func (p *producer) attempt(ctx context.Context, msgs []router.Message, batches [
 	byLeader := map[int32][]*partBatch{}
 	var leaders []int32
 	for _, b := range batches {
-		l := meta[b.topic].leaders[b.partition]
+		tl := meta[b.topic].leaders
+		if int(b.partition) >= len(tl) {
+			// The topic has fewer partitions than when the records were
+			// assigned (recreated, or a broker behind): keep the partition,
+			// and with it the order, and wait for the metadata to catch up.
+			b.err = fmt.Errorf("%s[%d]: %w", b.topic, b.partition, kafka.UnknownTopicOrPartition)
+			retry = append(retry, b)
+			continue
+		}
+		l := tl[b.partition]
 		if l < 0 {
 			b.err = fmt.Errorf("%s[%d]: %w", b.topic, b.partition, kafka.LeaderNotAvailable)
 			retry = append(retry, b)
@@ -264,7 +295,21 @@ func (p *producer) attempt(ctx context.Context, msgs []router.Message, batches [
 func (p *producer) sendTo(ctx context.Context, msgs []router.Message, batches []*partBatch, now time.Time) (retry []*partBatch, perm error) {
 	active := batches
 	for len(active) > 0 {
-		req, chunks := p.request(msgs, active, now)
+		if ctx.Err() != nil {
+			// Not sent at all: kafka-go would still send a request whose
+			// context has ended if a connection is idle.
+			for _, b := range active {
+				b.err = fmt.Errorf("%s[%d]: %w", b.topic, b.partition, ctx.Err())
+			}
+			return append(retry, active...), perm
+		}
+		req, chunks, err := p.request(msgs, active, now)
+		if err != nil {
+			if perm == nil {
+				perm = err
+			}
+			return retry, perm
+		}
 		rctx, cancel := context.WithTimeout(ctx, p.timeout)
 		r, err := p.tr.RoundTrip(rctx, p.addr, req)
 		cancel()
@@ -300,7 +345,7 @@ func (p *producer) sendTo(ctx context.Context, msgs []router.Message, batches []
 			code, answered := codes[topicPartition{b.topic, b.partition}]
 			switch {
 			case !answered:
-				b.err = fmt.Errorf("%s[%d]: the broker did not answer for this partition", b.topic, b.partition)
+				b.err = fmt.Errorf("%s[%d]: %w", b.topic, b.partition, errNoAnswer)
 				retry = append(retry, b)
 			case code != 0:
 				kerr := kafka.Error(code)
@@ -323,16 +368,21 @@ func (p *producer) sendTo(ctx context.Context, msgs []router.Message, batches []
 }
 
 // request builds one produce request with the next chunk of as many of
-// batches as fit; chunks says how many records of each batch it holds.
-func (p *producer) request(msgs []router.Message, batches []*partBatch, now time.Time) (*produceAPI.Request, map[*partBatch]int) {
-	req := &produceAPI.Request{Acks: p.acks, Timeout: int32(p.timeout / time.Millisecond)}
+// batches as fit, each encoded as a v2 record batch; chunks says how many
+// records of each batch it holds. An error (encoding failed) is permanent.
+func (p *producer) request(msgs []router.Message, batches []*partBatch, now time.Time) (*rawProduceAPI.Request, map[*partBatch]int, error) {
+	// The broker's timeout is below the client's deadline for the request
+	// (which also covers connecting and queueing), so that a slow
+	// acknowledgement comes back as the broker's RequestTimedOut rather
+	// than as a dropped connection.
+	req := &rawProduceAPI.Request{Acks: p.acks, Timeout: int32(p.timeout * 3 / 4 / time.Millisecond)}
 	chunks := make(map[*partBatch]int, len(batches))
 	topicAt := map[string]int{}
-	readers := make([]recordsReader, len(batches))
 	var reqBytes int64
-	for k, b := range batches {
+	var reader recordsReader
+	for _, b := range batches {
 		rest := b.idx[b.done:]
-		n, size := 0, int64(0)
+		n, size := 0, int64(batchOverhead)
 		for n < len(rest) && n < p.batchSize {
 			s := recordSize(&msgs[rest[n]])
 			if n > 0 && size+s > p.batchBytes {
@@ -346,20 +396,30 @@ func (p *producer) request(msgs []router.Message, batches []*partBatch, now time
 		}
 		reqBytes += size
 		chunks[b] = n
-		readers[k] = recordsReader{msgs: msgs, idx: rest[:n], now: now}
+		reader = recordsReader{msgs: msgs, idx: rest[:n], now: now}
+		var buf bytes.Buffer
+		buf.Grow(int(size) + 4)
+		rs := protocol.RecordSet{Version: 2, Attributes: p.attributes, Records: &reader}
+		if _, err := rs.WriteTo(&buf); err != nil {
+			return nil, nil, fmt.Errorf("%s[%d]: encoding records: %w", b.topic, b.partition, err)
+		}
 		ti, ok := topicAt[b.topic]
 		if !ok {
 			ti = len(req.Topics)
 			topicAt[b.topic] = ti
-			req.Topics = append(req.Topics, produceAPI.RequestTopic{Topic: b.topic})
+			req.Topics = append(req.Topics, rawProduceAPI.RequestTopic{Topic: b.topic})
 		}
-		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, produceAPI.RequestPartition{
+		req.Topics[ti].Partitions = append(req.Topics[ti].Partitions, rawProduceAPI.RequestPartition{
 			Partition: b.partition,
-			RecordSet: protocol.RecordSet{Version: 2, Attributes: p.attributes, Records: &readers[k]},
+			RecordSet: protocol.RawRecordSet{Reader: &buf},
 		})
 	}
-	return req, chunks
+	return req, chunks, nil
 }
+
+// errNoAnswer: a produce response lacked a partition the request carried
+// (retried).
+var errNoAnswer = errors.New("the broker did not answer for this partition")
 
 // recordSize estimates the encoded size of m in a record batch.
 func recordSize(m *router.Message) int64 {
@@ -371,9 +431,10 @@ func recordSize(m *router.Message) int64 {
 }
 
 // recordsReader hands the records msgs[idx[0]], msgs[idx[1]], ... to
-// kafka-go's encoder without copying them: keys, values and headers are
-// read in place (router.Header and kafka-go's header have the same layout,
-// see kafkaHeaders). A record without a time gets now.
+// kafka-go's record-batch encoder, which request runs in the caller's
+// goroutine: keys, values and headers are read in place (router.Header and
+// kafka-go's header have the same layout, see kafkaHeaders). A record
+// without a time gets now.
 type recordsReader struct {
 	msgs       []router.Message
 	idx        []int32
@@ -412,19 +473,24 @@ type bytesReadCloser struct{ bytes.Reader }
 func (*bytesReadCloser) Close() error { return nil }
 
 // batchesError summarizes the failures of the batches still unwritten.
+// Distinct errors are joined (at most maxJoined), so errors.Is finds any
+// of the broker's error codes.
 func batchesError(bs []*partBatch) error {
+	const maxJoined = 5
 	failed := 0
-	var first error
+	seen := map[string]bool{}
+	var errs []error
 	for _, b := range bs {
 		failed += len(b.idx) - b.done
-		if first == nil {
-			first = b.err
+		if b.err != nil && !seen[b.err.Error()] && len(errs) < maxJoined {
+			seen[b.err.Error()] = true
+			errs = append(errs, b.err)
 		}
 	}
-	if first == nil {
-		first = errors.New("not acknowledged")
+	if len(errs) == 0 {
+		errs = append(errs, errors.New("not acknowledged"))
 	}
-	return fmt.Errorf("%d records in %d partitions not written: %w", failed, len(bs), first)
+	return fmt.Errorf("%d records in %d partitions not written: %w", failed, len(bs), errors.Join(errs...))
 }
 
 // backoff is the wait before attempt+1: doubling from min, at most max.

@@ -13,7 +13,9 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
+	"github.com/segmentio/kafka-go/protocol"
 	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
+	rawProduceAPI "github.com/segmentio/kafka-go/protocol/rawproduce"
 
 	"github.com/residency-router/residency/router"
 )
@@ -58,7 +60,7 @@ func (f *fakeCluster) RoundTrip(ctx context.Context, _ net.Addr, req kafka.Reque
 			resp.Topics = append(resp.Topics, t)
 		}
 		return resp, nil
-	case *produceAPI.Request:
+	case *rawProduceAPI.Request:
 		f.calls++
 		call := f.calls
 		if f.sendErr != nil {
@@ -76,17 +78,9 @@ func (f *fakeCluster) RoundTrip(ctx context.Context, _ net.Addr, req kafka.Reque
 					return nil, fmt.Errorf("mismatching leaders (%d!=%d)", l, leader)
 				}
 				leader = l
-				var values []string
-				for {
-					rec, err := p.RecordSet.Records.ReadRecord()
-					if err == io.EOF {
-						break
-					}
-					if err != nil {
-						return nil, err
-					}
-					v, _ := io.ReadAll(rec.Value)
-					values = append(values, string(v))
+				values, err := decodeValues(p.RecordSet)
+				if err != nil {
+					return nil, err
 				}
 				k := topicPartition{t.Topic, p.Partition}
 				f.sent[k] = append(f.sent[k], values)
@@ -105,6 +99,27 @@ func (f *fakeCluster) RoundTrip(ctx context.Context, _ net.Addr, req kafka.Reque
 		return resp, nil
 	}
 	return nil, fmt.Errorf("unexpected request %T", req)
+}
+
+// decodeValues decodes a raw record set as the broker would and returns
+// its records' values.
+func decodeValues(raw protocol.RawRecordSet) ([]string, error) {
+	var rs protocol.RecordSet
+	if _, err := rs.ReadFrom(raw.Reader); err != nil {
+		return nil, err
+	}
+	var values []string
+	for {
+		rec, err := rs.Records.ReadRecord()
+		if err == io.EOF {
+			return values, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		v, _ := io.ReadAll(rec.Value)
+		values = append(values, string(v))
+	}
 }
 
 func testProducer(rt kafka.RoundTripper) *producer {
@@ -279,5 +294,88 @@ func TestProduceNoLeader(t *testing.T) {
 	err := testProducer(f).publish(context.Background(), values("a", "v", 2))
 	if !errors.Is(err, kafka.LeaderNotAvailable) || f.calls != 0 {
 		t.Fatalf("error %v after %d requests, want LeaderNotAvailable and nothing sent", err, f.calls)
+	}
+}
+
+// TestProducePartitionsShrink: metadata that suddenly lists fewer
+// partitions than a record was assigned to (a recreated topic, a broker
+// behind) is retried and reported, never a crash, and the record keeps its
+// partition.
+func TestProducePartitionsShrink(t *testing.T) {
+	f := newFakeCluster(map[string][]int32{"a": {1, 1, 1, 1, 1, 1}})
+	f.fail = func(call int, _ string, partition int32, _ []string) kafka.Error {
+		if partition == 5 {
+			f.leaders["a"] = []int32{1, 1, 1, 1} // seen from the next metadata request
+			return kafka.NotLeaderForPartition
+		}
+		return 0
+	}
+	msgs := values("a", "v", 60)
+	err := testProducer(f).publish(context.Background(), msgs)
+	if !errors.Is(err, kafka.UnknownTopicOrPartition) || !strings.Contains(err.Error(), "a[5]") {
+		t.Fatalf("error %v, want UnknownTopicOrPartition for a[5]", err)
+	}
+	for k := range f.sent {
+		if k.partition == 5 && len(f.sent[k]) != 1 {
+			t.Errorf("a[5] sent %d times, want once (then held back)", len(f.sent[k]))
+		}
+	}
+}
+
+// TestProduceCancelledSendsNothing: a Publish whose context has ended sends
+// no request (kafka-go would still hand one to an idle connection).
+func TestProduceCancelledSendsNothing(t *testing.T) {
+	f := newFakeCluster(map[string][]int32{"a": {1}})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := testProducer(f).publish(ctx, values("a", "v", 3)); !errors.Is(err, context.Canceled) || f.calls != 0 {
+		t.Fatalf("error %v after %d requests, want context.Canceled and none", err, f.calls)
+	}
+}
+
+// TestRequestHoldsNoReference: a built request carries its own encoded
+// bytes, so overwriting the messages afterwards (what the router does with
+// its header memory once Publish returned) cannot change what is sent,
+// even by a request the transport is still encoding after a timeout.
+func TestRequestHoldsNoReference(t *testing.T) {
+	msgs := values("a", "v", 10)
+	for i := range msgs {
+		msgs[i].Headers = []router.Header{{Key: "h", Value: fmt.Appendf(nil, "%d", i)}}
+	}
+	p := testProducer(nil)
+	p.attributes = protocol.Attributes(kafka.Lz4) & 0x7
+	b := &partBatch{topic: "a", idx: []int32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}}
+	req, _, err := p.request(msgs, []*partBatch{b}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range msgs {
+		for j := range msgs[i].Value {
+			msgs[i].Value[j] = 'X'
+		}
+		msgs[i].Headers[0].Value[0] = 'X'
+	}
+	var rs protocol.RecordSet
+	if _, err := rs.ReadFrom(req.Topics[0].Partitions[0].RecordSet.Reader); err != nil {
+		t.Fatal(err)
+	}
+	if rs.Attributes.Compression() != protocol.Attributes(kafka.Lz4).Compression() {
+		t.Errorf("record batch compression %v, want lz4", rs.Attributes.Compression())
+	}
+	for i := 0; ; i++ {
+		rec, err := rs.Records.ReadRecord()
+		if err == io.EOF {
+			if i != 10 {
+				t.Fatalf("%d records, want 10", i)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := io.ReadAll(rec.Value)
+		if string(v) != fmt.Sprintf("v%d", i) || len(rec.Headers) != 1 || string(rec.Headers[0].Value) != fmt.Sprint(i) {
+			t.Fatalf("record %d = %q %v after the messages were overwritten", i, v, rec.Headers)
+		}
 	}
 }

@@ -30,11 +30,16 @@ type WriterConfig struct {
 	// partitions together. Default 16 MiB, or BatchBytes when that is
 	// larger (the brokers' default socket.request.max.bytes is 100 MiB).
 	MaxRequestBytes int64
-	// WriteTimeout bounds one produce request. Default 10s.
+	// WriteTimeout bounds one produce request, and the retries within one
+	// Publish call (see MaxAttempts). Default 10s.
 	WriteTimeout time.Duration
-	// MaxAttempts is how often a partition's records are tried within one
-	// Publish before it fails (the router then retries the whole call).
-	// Default 3.
+	// MaxAttempts is how often the records of a partition that failed with
+	// a retriable error (a moved leader, not enough replicas) are tried
+	// within one Publish, waiting 20ms, 40ms, ... up to 500ms in between,
+	// and for at most WriteTimeout in all; then Publish fails and the
+	// router retries the whole call, partitions already acknowledged
+	// included. Default 20: about 8s, longer than the at most 6s kafka-go
+	// takes to refresh its metadata after a leader moved.
 	MaxAttempts int
 	// Compression is "none", "gzip", "snappy", "lz4" or "zstd". Default
 	// "none".
@@ -109,7 +114,7 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 		batchSize:    orInt(cfg.BatchSize, 500),
 		batchBytes:   batchBytes,
 		requestBytes: orInt64(cfg.MaxRequestBytes, max(16<<20, batchBytes)),
-		attempts:     orInt(cfg.MaxAttempts, 3),
+		attempts:     orInt(cfg.MaxAttempts, 20),
 		backoffMin:   20 * time.Millisecond,
 		backoffMax:   500 * time.Millisecond,
 	}}, nil

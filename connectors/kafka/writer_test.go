@@ -9,7 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/segmentio/kafka-go"
-	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
+	rawProduceAPI "github.com/segmentio/kafka-go/protocol/rawproduce"
 
 	"github.com/residency-router/residency/router"
 )
@@ -82,22 +82,27 @@ func TestRequestChunks(t *testing.T) {
 	val := bytes.Repeat([]byte("x"), 100-recordOverhead) // 100 bytes a record
 	var msgs []router.Message
 	for i := range 30 {
-		msgs = append(msgs, router.Message{Topic: fmt.Sprintf("t%d", i%3), Value: val})
+		v := append(fmt.Appendf(nil, "%02d", i), val[2:]...) // 100 bytes a record, each its own
+		msgs = append(msgs, router.Message{Topic: fmt.Sprintf("t%d", i%3), Value: v})
 	}
 	batches := []*partBatch{{topic: "t0", partition: 0}, {topic: "t1", partition: 3}, {topic: "t2", partition: 1}}
 	for i := range msgs {
 		batches[i%3].idx = append(batches[i%3].idx, int32(i))
 	}
-	p := &producer{batchSize: 4, batchBytes: 350, requestBytes: 650, timeout: time.Second, acks: -1}
-	req, chunks := p.request(msgs, batches, time.Now())
-	// 3 records (350 bytes) of t0, then 3 of t1: 600 bytes; t2 would make 900.
+	p := &producer{batchSize: 4, batchBytes: 400, requestBytes: 750, timeout: time.Second, acks: -1}
+	req, chunks, err := p.request(msgs, batches, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 3 records of t0 (361 bytes with the batch header; 4 would be 461),
+	// then 3 of t1: 722 bytes; t2 would make 1083.
 	if chunks[batches[0]] != 3 || chunks[batches[1]] != 3 {
 		t.Fatalf("chunks %v, want 3 records of t0 and of t1", chunkCounts(chunks, batches))
 	}
 	if _, ok := chunks[batches[2]]; ok {
 		t.Fatalf("t2 in the first request though it does not fit: %v", chunkCounts(chunks, batches))
 	}
-	if req.Acks != -1 || req.Timeout != 1000 || len(req.Topics) != 2 || req.Topics[1].Partitions[0].Partition != 3 {
+	if req.Acks != -1 || req.Timeout != 750 || len(req.Topics) != 2 || req.Topics[1].Partitions[0].Partition != 3 {
 		t.Fatalf("request %+v", req)
 	}
 	checkOrder(t, req, msgs, map[string][]int32{"t0": {0, 3, 6}, "t1": {1, 4, 7}})
@@ -105,7 +110,9 @@ func TestRequestChunks(t *testing.T) {
 	// One record larger than batch_bytes still goes, alone.
 	big := []router.Message{{Topic: "t0", Value: bytes.Repeat([]byte("x"), 1000)}, {Topic: "t0", Value: val}}
 	b := &partBatch{topic: "t0", idx: []int32{0, 1}}
-	_, chunks = p.request(big, []*partBatch{b}, time.Now())
+	if _, chunks, err = p.request(big, []*partBatch{b}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	if chunks[b] != 1 {
 		t.Fatalf("an oversized record: chunk of %d, want 1", chunks[b])
 	}
@@ -119,15 +126,25 @@ func chunkCounts(chunks map[*partBatch]int, bs []*partBatch) []int {
 	return out
 }
 
-// checkOrder reads the request's record sets back and compares the record
-// order per topic with want (indexes into msgs, by value identity).
-func checkOrder(t *testing.T, req *produceAPI.Request, msgs []router.Message, want map[string][]int32) {
+// checkOrder decodes the request's record sets as the broker would and
+// compares the record order per topic with want (indexes into msgs, found
+// by value).
+func checkOrder(t *testing.T, req *rawProduceAPI.Request, msgs []router.Message, want map[string][]int32) {
 	t.Helper()
+	index := map[string]int32{}
+	for i, m := range msgs {
+		index[string(m.Value)] = int32(i)
+	}
 	for _, tp := range req.Topics {
 		var got []int32
 		for _, pt := range tp.Partitions {
-			r := pt.RecordSet.Records.(*recordsReader)
-			got = append(got, r.idx...)
+			values, err := decodeValues(pt.RecordSet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range values {
+				got = append(got, index[v])
+			}
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want[tp.Topic]) {
 			t.Errorf("topic %s: records %v, want %v", tp.Topic, got, want[tp.Topic])
@@ -211,7 +228,7 @@ func BenchmarkRequest(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		batches, _ := p.assign(msgs, meta)
-		req, _ := p.request(msgs, batches, now)
+		req, _, _ := p.request(msgs, batches, now)
 		if len(req.Topics) != 7 {
 			b.Fatal("lost topics")
 		}
