@@ -164,8 +164,9 @@ func (p *producer) metadata(ctx context.Context, topics []string) (map[string]to
 }
 
 // publish writes msgs and returns once every record is acknowledged, or
-// with an error after the retriable failures have been retried attempts
-// times. Records already acknowledged are not sent again.
+// with an error: at once for a permanent one, else when the retriable
+// failures have been tried p.attempts times or for p.timeout in all.
+// Records already acknowledged are not sent again within the call.
 func (p *producer) publish(ctx context.Context, msgs []router.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
