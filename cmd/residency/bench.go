@@ -38,7 +38,8 @@ Throughput: each contender consumes the N preloaded events (events/s from its
 first fetch to its last commit; CPU seconds per million events from
 getrusage; peak RSS from VmHWM). Latency: each contender then routes events
 produced at a fixed rate (default half the pass-through's events/s), first
-for --latency-warmup untimed, then for --latency-duration timed; the
+for --latency-warmup untimed, then for --latency-duration timed, in
+--latency-passes passes per contender run A B B A, pooled; the
 latency of an event is its producer timestamp to its append time at the
 destination (LogAppendTime). Each contender runs in a child process of this
 binary unless --in-process. Without --brokers it starts the embedded stack.
@@ -56,6 +57,7 @@ type benchOptions struct {
 	rate            float64
 	latencyFor      time.Duration
 	latencyWarmup   time.Duration
+	latencyPasses   int
 	rounds          int
 	inProcess       bool
 	keepTopics      bool
@@ -79,6 +81,7 @@ func runBench(ctx context.Context, e env) int {
 	fs.Float64Var(&o.rate, "rate", 0, "offered rate of the latency pass in events/s (default: half the pass-through's events/s)")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 10*time.Second, "how long the latency pass produces timed events, per contender")
 	fs.DurationVar(&o.latencyWarmup, "latency-warmup", 2*time.Second, "how long the latency pass first produces at the offered rate without timing (0: no warm-up at rate)")
+	fs.IntVar(&o.latencyPasses, "latency-passes", 2, "latency passes per contender, in the order A B B A ...; percentiles are over all their events")
 	fs.IntVar(&o.rounds, "rounds", 1, "throughput rounds; each runs both contenders, alternating which goes first")
 	fs.BoolVar(&o.inProcess, "in-process", false, "run the contenders in this process (CPU and RSS then include everything else in it)")
 	fs.BoolVar(&o.keepTopics, "keep-topics", false, "do not delete the bench topics at the end")
@@ -95,7 +98,7 @@ func runBench(ctx context.Context, e env) int {
 		return runBenchChild(ctx, e, *child)
 	}
 	if fs.NArg() > 0 || o.events < 100 || o.partitions < 1 || o.replication < 1 || o.batchSize < 1 || o.rounds < 1 ||
-		o.rate < 0 || o.latencyFor <= 0 || o.latencyWarmup < 0 || o.linger < 0 {
+		o.rate < 0 || o.latencyFor <= 0 || o.latencyWarmup < 0 || o.latencyPasses < 1 || o.linger < 0 {
 		fmt.Fprintln(e.stderr, "residency bench: --events must be at least 100; --partitions, --replication, --batch-size and --rounds at least 1; --rate and --linger not negative; no arguments are taken")
 		return exitUsage
 	}
@@ -176,6 +179,7 @@ type contenderReport struct {
 type latencyReport struct {
 	OfferedRate  float64 `json:"offered_rate"`  // events/s asked for
 	AchievedRate float64 `json:"achieved_rate"` // events/s the producer managed
+	Passes       int     `json:"passes"`        // latency passes pooled into this report
 	Sent         int     `json:"sent"`          // timed events
 	WarmupSent   int     `json:"warmup_sent"`   // untimed events at the offered rate before them
 	Received     int     `json:"received"`      // distinct events found at the destinations
@@ -187,7 +191,35 @@ type latencyReport struct {
 	P50Ms float64 `json:"p50_ms"`
 	P99Ms float64 `json:"p99_ms"`
 	MaxMs float64 `json:"max_ms"`
+	// PassP99Ms is each pass's own p99, in the order run.
+	PassP99Ms []float64 `json:"pass_p99_ms"`
 }
+
+// add pools one more pass into r: its counts, and its events' latencies
+// lats (sorted) with those of the earlier passes, pooled. It returns the
+// new pool.
+func (r *latencyReport) add(pass latencyReport, lats, pooled []time.Duration) []time.Duration {
+	r.OfferedRate = pass.OfferedRate
+	r.AchievedRate = (r.AchievedRate*float64(r.Passes) + pass.AchievedRate) / float64(r.Passes+1)
+	r.Passes++
+	r.Sent += pass.Sent
+	r.WarmupSent += pass.WarmupSent
+	r.Received += pass.Received
+	r.Duplicates += pass.Duplicates
+	if r.Clock == "" || pass.Clock == "arrival" {
+		r.Clock = pass.Clock
+	}
+	r.PassP99Ms = append(r.PassP99Ms, pass.P99Ms)
+	pooled = append(pooled, lats...)
+	slices.Sort(pooled)
+	if len(pooled) > 0 {
+		r.P50Ms, r.P99Ms, r.MaxMs = durMs(quantile(pooled, 0.50)), durMs(quantile(pooled, 0.99)), durMs(pooled[len(pooled)-1])
+	}
+	return pooled
+}
+
+// durMs is d in milliseconds.
+func durMs(d time.Duration) float64 { return float64(d) / 1e6 }
 
 // Record headers of bench events.
 const (
@@ -315,16 +347,30 @@ func bench(ctx context.Context, o benchOptions, log, stderr io.Writer) (*benchRe
 	if rate == 0 {
 		rate = rep.PassThrough.EventsPerSecond / 2
 	}
-	for _, mode := range []string{contenderPassThrough, contenderRouter} {
-		lat, peak, err := b.latency(ctx, mode, rate)
-		if err != nil {
-			return nil, err
+	// Passes in the order A B B A ...: whatever changes over the run (the
+	// broker after millions of records, the host's other load) weighs on
+	// both contenders alike; percentiles are over all of a contender's
+	// events.
+	pooled := map[string][]time.Duration{}
+	for k := range o.latencyPasses {
+		order := []string{contenderPassThrough, contenderRouter}
+		if k%2 == 1 {
+			slices.Reverse(order)
 		}
-		c := rep.contender(mode)
-		c.Latency = &lat
-		c.PeakRSSMiB = max(c.PeakRSSMiB, peak)
-		fmt.Fprintf(log, "Latency, %s at %.0f events/s offered (%.0f achieved): p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d of %d events, %d duplicates)\n",
-			mode, lat.OfferedRate, lat.AchievedRate, lat.P50Ms, lat.P99Ms, lat.MaxMs, lat.Received, lat.Sent, lat.Duplicates)
+		for _, mode := range order {
+			lat, lats, peak, err := b.latency(ctx, mode, rate, k+1)
+			if err != nil {
+				return nil, err
+			}
+			c := rep.contender(mode)
+			if c.Latency == nil {
+				c.Latency = &latencyReport{}
+			}
+			pooled[mode] = c.Latency.add(lat, lats, pooled[mode])
+			c.PeakRSSMiB = max(c.PeakRSSMiB, peak)
+			fmt.Fprintf(log, "Latency pass %d, %s at %.0f events/s offered (%.0f achieved): p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d of %d events, %d duplicates)\n",
+				k+1, mode, lat.OfferedRate, lat.AchievedRate, lat.P50Ms, lat.P99Ms, lat.MaxMs, lat.Received, lat.Sent, lat.Duplicates)
+		}
 	}
 	rep.LoadEnd = loadAverage()[0]
 	return rep, nil
@@ -397,17 +443,18 @@ func (b *benchRun) throughput(ctx context.Context, mode, ingest string, round in
 	return wait()
 }
 
-// latency runs one contender on a fresh ingest topic while events are
-// produced at rate, then reads the destinations back.
-func (b *benchRun) latency(ctx context.Context, mode string, rate float64) (latencyReport, float64, error) {
-	prefix := fmt.Sprintf("%s.lat.%s", b.id, mode)
+// latency runs one pass (numbered pass) of one contender on a fresh ingest
+// topic while events are produced at rate, then reads the destinations
+// back; it returns the pass's report and its events' latencies, sorted.
+func (b *benchRun) latency(ctx context.Context, mode string, rate float64, pass int) (latencyReport, []time.Duration, float64, error) {
+	prefix := fmt.Sprintf("%s.lat%d.%s", b.id, pass, mode)
 	ingest := prefix + ".ingest"
 	if err := b.createTopics(ctx, b.client, false, ingest); err != nil {
-		return latencyReport{}, 0, err
+		return latencyReport{}, nil, 0, err
 	}
 	dests, err := b.destinations(ctx, mode, prefix)
 	if err != nil {
-		return latencyReport{}, 0, err
+		return latencyReport{}, nil, 0, err
 	}
 	const warmup = 200
 	n := max(int(math.Round(rate*b.o.latencyFor.Seconds())), 1)
@@ -416,15 +463,15 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64) (late
 	// new partitions, the heap growing to its working size) that are not
 	// what the pass measures.
 	atRate := int(math.Round(rate * b.o.latencyWarmup.Seconds()))
-	spec := b.profiled(b.childSpec(mode, ingest, prefix, warmup+atRate+n), "latency-"+mode)
+	spec := b.profiled(b.childSpec(mode, ingest, prefix, warmup+atRate+n), fmt.Sprintf("latency-p%d-%s", pass, mode))
 	tl, err := b.startTail(ctx, dests, n)
 	if err != nil {
-		return latencyReport{}, 0, err
+		return latencyReport{}, nil, 0, err
 	}
 	defer tl.stop()
 	wait, err := startContender(ctx, spec, b.o.inProcess, b.stderr)
 	if err != nil {
-		return latencyReport{}, 0, err
+		return latencyReport{}, nil, 0, err
 	}
 	w := b.writer(b.o.batchSize)
 	defer w.Close()
@@ -438,7 +485,7 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64) (late
 		msgs = append(msgs, m)
 	}
 	if err := writeRetry(ctx, w, msgs); err != nil {
-		return latencyReport{}, 0, fmt.Errorf("produce warm-up events: %w", err)
+		return latencyReport{}, nil, 0, fmt.Errorf("produce warm-up events: %w", err)
 	}
 	for {
 		lag, err := b.admin.Lag(ctx, spec.Group, ingest)
@@ -447,7 +494,7 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64) (late
 		}
 		select {
 		case <-ctx.Done():
-			return latencyReport{}, 0, fmt.Errorf("the %s contender did not take the warm-up events: %w", mode, ctx.Err())
+			return latencyReport{}, nil, 0, fmt.Errorf("the %s contender did not take the warm-up events: %w", mode, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -478,24 +525,24 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64) (late
 				msgs = append(msgs, m)
 			}
 			if err := writeRetry(ctx, w, msgs); err != nil {
-				return latencyReport{}, 0, fmt.Errorf("produce at a fixed rate: %w", err)
+				return latencyReport{}, nil, 0, fmt.Errorf("produce at a fixed rate: %w", err)
 			}
 			sent = due
 		}
 		select {
 		case <-ctx.Done():
-			return latencyReport{}, 0, ctx.Err()
+			return latencyReport{}, nil, 0, ctx.Err()
 		case <-tick.C:
 		}
 	}
 	produced := time.Since(timedStart)
 	res, err := wait()
 	if err != nil {
-		return latencyReport{}, 0, err
+		return latencyReport{}, nil, 0, err
 	}
 	lats, err := tl.finish(ctx, b)
 	if err != nil {
-		return latencyReport{}, 0, err
+		return latencyReport{}, nil, 0, err
 	}
 	rep := latencyReport{OfferedRate: rate, AchievedRate: float64(n) / produced.Seconds(), Sent: n, WarmupSent: atRate, Received: len(lats),
 		Duplicates: tl.dups, Clock: "log_append_time"}
@@ -504,10 +551,9 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64) (late
 	}
 	if len(lats) > 0 {
 		slices.Sort(lats)
-		ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
-		rep.P50Ms, rep.P99Ms, rep.MaxMs = ms(quantile(lats, 0.50)), ms(quantile(lats, 0.99)), ms(lats[len(lats)-1])
+		rep.P50Ms, rep.P99Ms, rep.MaxMs = durMs(quantile(lats, 0.50)), durMs(quantile(lats, 0.99)), durMs(lats[len(lats)-1])
 	}
-	return rep, float64(res.PeakRSSBytes) / (1 << 20), nil
+	return rep, lats, float64(res.PeakRSSBytes) / (1 << 20), nil
 }
 
 // tail follows the destination topics of a latency pass from their start.

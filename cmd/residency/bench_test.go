@@ -39,7 +39,7 @@ func benchJSON(t *testing.T, args ...string) *benchReport {
 	return &rep
 }
 
-func checkContender(t *testing.T, name string, c contenderReport, rounds int, rate float64, warmup time.Duration) {
+func checkContender(t *testing.T, name string, c contenderReport, rounds int, rate float64, warmup time.Duration, passes int) {
 	t.Helper()
 	if len(c.RoundEventsPerSecond) != rounds || c.EventsPerSecond <= 0 {
 		t.Errorf("%s: events/s %v over rounds %v, want %d positive rounds", name, c.EventsPerSecond, c.RoundEventsPerSecond, rounds)
@@ -57,8 +57,16 @@ func checkContender(t *testing.T, name string, c contenderReport, rounds int, ra
 	if l.OfferedRate != rate || l.Sent < 1 || l.Received != l.Sent {
 		t.Errorf("%s: latency pass offered %v/s, sent %d, received %d; want %v/s and every event received", name, l.OfferedRate, l.Sent, l.Received, rate)
 	}
-	if want := int(math.Round(rate * warmup.Seconds())); l.WarmupSent != want {
-		t.Errorf("%s: %d untimed events at rate, want %d", name, l.WarmupSent, want)
+	if want := l.Passes * int(math.Round(rate*warmup.Seconds())); l.WarmupSent != want {
+		t.Errorf("%s: %d untimed events at rate in %d passes, want %d", name, l.WarmupSent, l.Passes, want)
+	}
+	if l.Passes != passes || len(l.PassP99Ms) != passes {
+		t.Errorf("%s: %d latency passes (p99s %v), want %d", name, l.Passes, l.PassP99Ms, passes)
+	}
+	for _, p99 := range l.PassP99Ms {
+		if p99 > l.MaxMs || p99 <= 0 {
+			t.Errorf("%s: a pass's p99 %v ms outside (0, max %v]", name, p99, l.MaxMs)
+		}
 	}
 	if l.P50Ms <= 0 || l.P50Ms > l.P99Ms || l.P99Ms > l.MaxMs || l.MaxMs > 60_000 {
 		t.Errorf("%s: latency p50 %v, p99 %v, max %v ms: want 0 < p50 <= p99 <= max < 60s", name, l.P50Ms, l.P99Ms, l.MaxMs)
@@ -87,8 +95,8 @@ func TestBenchReportsBothContenders(t *testing.T) {
 	if total != 3000 || kinds["routable"] < 2700 || kinds["unplaceable"] == 0 || kinds["unplaceable"] > 300 {
 		t.Errorf("event mix %v: want 3000 events, mostly routable, a few percent unplaceable", rep.Mix)
 	}
-	checkContender(t, "pass-through", rep.PassThrough, 2, 2000, 250*time.Millisecond)
-	checkContender(t, "router", rep.Router, 2, 2000, 250*time.Millisecond)
+	checkContender(t, "pass-through", rep.PassThrough, 2, 2000, 250*time.Millisecond, 2)
+	checkContender(t, "router", rep.Router, 2, 2000, 250*time.Millisecond, 2)
 	if want := rep.Router.EventsPerSecond / rep.PassThrough.EventsPerSecond; rep.Ratio != want || rep.Ratio <= 0 {
 		t.Errorf("ratio %v, want router/pass-through = %v", rep.Ratio, want)
 	}
@@ -111,7 +119,7 @@ func TestBenchReportsBothContenders(t *testing.T) {
 func TestBenchInProcessTwoClusters(t *testing.T) {
 	var out, errOut bytes.Buffer
 	code := run(context.Background(), []string{"bench", "--in-process", "--remote-brokers", "embedded", "--events", "1000",
-		"--partitions", "2", "--rate", "1000", "--latency-duration", "500ms", "--latency-warmup", "0s"}, nil, &out, &errOut)
+		"--partitions", "2", "--rate", "1000", "--latency-duration", "500ms", "--latency-warmup", "0s", "--latency-passes", "1"}, nil, &out, &errOut)
 	if code != exitOK {
 		t.Fatalf("bench exited %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
@@ -123,7 +131,7 @@ func TestBenchInProcessTwoClusters(t *testing.T) {
 }
 
 func TestBenchRejectsBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"--events", "5"}, {"--partitions", "0"}, {"--rate", "-1"}, {"--latency-warmup", "-1s"}, {"extra"}, {"--child", "{not json"}} {
+	for _, args := range [][]string{{"--events", "5"}, {"--partitions", "0"}, {"--rate", "-1"}, {"--latency-warmup", "-1s"}, {"--latency-passes", "0"}, {"extra"}, {"--child", "{not json"}} {
 		var out, errOut bytes.Buffer
 		if code := run(context.Background(), append([]string{"bench"}, args...), nil, &out, &errOut); code != exitUsage {
 			t.Errorf("bench %v exited %d, want %d", args, code, exitUsage)
