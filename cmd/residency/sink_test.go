@@ -66,7 +66,11 @@ func TestSinkCommand(t *testing.T) {
 	us := a.Topic(t, "us", 2)
 	quarantine := a.Topic(t, "sinkquar", 1)
 	addr := freeAddr(t)
+	// log_level debug: on a failure the logs printed include kafka-go's
+	// consumer-group messages (joins, assignments), which say why a sink
+	// did not read (once in CI the restarted sink read nothing for 45s).
 	cfg := fmt.Sprintf(`
+log_level: debug
 kafka:
   clusters:
     a: {brokers: [%s]}
