@@ -382,16 +382,22 @@ func TestCloseWaitsForRun(t *testing.T) {
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Close returns once Run's cleanup is over: Run has already reported
+	// itself stopped (not ready), which it does last, just before it
+	// returns. Had Close not waited, the sink would still be ready here.
+	if err := s.Ready(); !errors.Is(err, sink.ErrNotReady) || !strings.Contains(err.Error(), "stopped") {
+		t.Fatalf("Ready right after Close = %v, want not ready: stopped", err)
+	}
+	// Run then returns at once; its goroutine may still need a moment to be
+	// scheduled and deliver the result (a bare default case here mistook
+	// that for Close not waiting, once in CI).
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatalf("Run = %v", err)
 		}
-	default:
-		t.Fatal("Close returned before Run")
-	}
-	if !errors.Is(s.Ready(), sink.ErrNotReady) {
-		t.Errorf("Ready after Close = %v", s.Ready())
+	case <-time.After(time.Second):
+		t.Fatal("Run did not return within 1s of Close")
 	}
 }
 
