@@ -463,19 +463,7 @@ func routerWriterPublish(spec childSpec) (func(context.Context, []kafkago.Messag
 			hs := unsafe.Slice((*router.Header)(unsafe.Pointer(unsafe.SliceData(k.Headers))), len(k.Headers))
 			rms = append(rms, router.Message{Topic: k.Topic, Key: k.Key, Value: k.Value, Headers: hs, Time: k.Time})
 		}
-		start, backoff := time.Now(), 50*time.Millisecond
-		for {
-			err := kw.Publish(ctx, rms...)
-			if err == nil || ctx.Err() != nil || time.Since(start) > 2*time.Minute {
-				return err
-			}
-			select {
-			case <-ctx.Done():
-				return err
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 2*time.Second)
-		}
+		return retryBench(ctx, func() error { return kw.Publish(ctx, rms...) })
 	}, nil
 }
 
@@ -483,12 +471,8 @@ func routerWriterPublish(spec childSpec) (func(context.Context, []kafkago.Messag
 var _ = kafkago.Header(router.Header{})
 
 func writeRetry(ctx context.Context, w *kafkago.Writer, msgs []kafkago.Message) error {
-	start, backoff := time.Now(), 50*time.Millisecond
-	for {
+	err := retryBench(ctx, func() error {
 		err := w.WriteMessages(ctx, msgs...)
-		if err == nil {
-			return nil
-		}
 		var we kafkago.WriteErrors
 		if errors.As(err, &we) && len(we) == len(msgs) {
 			var failed []kafkago.Message
@@ -497,14 +481,29 @@ func writeRetry(ctx context.Context, w *kafkago.Writer, msgs []kafkago.Message) 
 					failed = append(failed, msgs[i])
 				}
 			}
-			msgs = failed
+			msgs = failed // the next attempt sends only these
 		}
-		if ctx.Err() != nil || time.Since(start) > 2*time.Minute {
-			return summarizeWriteError(err)
+		return err
+	})
+	if err != nil {
+		return summarizeWriteError(err)
+	}
+	return nil
+}
+
+// retryBench calls try until it succeeds, ctx ends or two minutes have
+// passed, waiting 50ms, 100ms, ... up to 2s in between, as the router
+// retries a publish; it returns try's last error.
+func retryBench(ctx context.Context, try func() error) error {
+	start, backoff := time.Now(), 50*time.Millisecond
+	for {
+		err := try()
+		if err == nil || ctx.Err() != nil || time.Since(start) > 2*time.Minute {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return summarizeWriteError(err)
+			return err
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)
