@@ -183,10 +183,7 @@ func (p *producer) publish(ctx context.Context, msgs []router.Message) error {
 	if err != nil {
 		return err
 	}
-	batches, err := p.assign(msgs, meta)
-	if err != nil {
-		return err
-	}
+	batches := p.assign(msgs, meta)
 	now := time.Now()
 	for attempt := 1; ; attempt++ {
 		retry, perm := p.attempt(ctx, msgs, batches, meta, now)
@@ -223,7 +220,7 @@ func (p *producer) publish(ctx context.Context, msgs []router.Message) error {
 
 // assign picks each record's partition with the balancer and groups the
 // records by partition, in order.
-func (p *producer) assign(msgs []router.Message, meta map[string]topicMeta) ([]*partBatch, error) {
+func (p *producer) assign(msgs []router.Message, meta map[string]topicMeta) []*partBatch {
 	byTP := map[topicPartition]*partBatch{}
 	var batches []*partBatch
 	for i := range msgs {
@@ -239,7 +236,7 @@ func (p *producer) assign(msgs []router.Message, meta map[string]topicMeta) ([]*
 		}
 		b.idx = append(b.idx, int32(i))
 	}
-	return batches, nil
+	return batches
 }
 
 // attempt sends every batch once, one goroutine per leader. It returns the

@@ -161,10 +161,7 @@ func TestAssignMatchesKafkaGo(t *testing.T) {
 	for i := range 200 {
 		msgs = append(msgs, router.Message{Topic: "t", Key: fmt.Appendf(nil, "user-%d", i)})
 	}
-	batches, err := p.assign(msgs, meta)
-	if err != nil {
-		t.Fatal(err)
-	}
+	batches := p.assign(msgs, meta)
 	var h kafka.Hash
 	seen := 0
 	for _, b := range batches {
@@ -227,7 +224,7 @@ func BenchmarkRequest(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		batches, _ := p.assign(msgs, meta)
+		batches := p.assign(msgs, meta)
 		req, _, _ := p.request(msgs, batches, now)
 		if len(req.Topics) != 7 {
 			b.Fatal("lost topics")
