@@ -32,6 +32,11 @@ const (
 	// HeaderError is, on dead-letter only, a short description of the
 	// decode error (never the payload).
 	HeaderError = "residency-error"
+	// HeaderSchema says how the router read the event: its framing and
+	// writer schema, in the form of schemas.WriterRef.String
+	// ("single-object:0123456789abcdef", "raw:…", "confluent:42"). Sinks
+	// read the event the same way.
+	HeaderSchema = "residency-schema"
 	// HeaderOmittedBytes is, on a dead-letter record of an event too large
 	// to route (reason too_large), the size in bytes of the event's key,
 	// value and headers, none of which are copied: the event stays at its

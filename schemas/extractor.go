@@ -57,6 +57,7 @@ const DefaultMaxValueSize = 1 << 20
 // writer is one known writer schema, parsed and compiled.
 type writer struct {
 	text    string
+	fp      uint64 // the fingerprint of its Parsing Canonical Form
 	root    *node
 	plan    *prog
 	planErr error // the jurisdiction fields have an unreadable type
@@ -205,7 +206,7 @@ func (e *Extractor) addKnown(text string) error {
 	if w.planErr != nil {
 		return w.planErr
 	}
-	e.byFP[rabin(canonicalForm(w.root))] = w
+	e.byFP[w.fp] = w
 	// goavro's encoder fingerprints schemas with logical types differently
 	// (see Fingerprint); accept its producers too.
 	e.byFP[w.codec.Rabin] = w
@@ -231,6 +232,11 @@ func (e *Extractor) resolveRaw(ref string) (*writer, error) {
 	if w.planErr != nil {
 		return nil, w.planErr
 	}
+	// Sinks read raw events by the fingerprint in their residency-schema
+	// header (see WriterRef).
+	if _, ok := e.byFP[w.fp]; !ok {
+		e.byFP[w.fp] = w
+	}
 	return w, nil
 }
 
@@ -249,7 +255,7 @@ func (e *Extractor) newWriter(text string) (*writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSchema, err)
 	}
-	w := &writer{text: text, root: root, codec: codec, std: std, walk: compileWalk(root)}
+	w := &writer{text: text, fp: rabin(canonicalForm(root)), root: root, codec: codec, std: std, walk: compileWalk(root)}
 	w.plan, w.planErr = compilePlan(root, e.paths)
 	return w, nil
 }
@@ -263,37 +269,43 @@ func (e *Extractor) Framing(topic string) Framing {
 }
 
 // writerFor checks the value, removes its framing and finds its writer
-// schema.
-func (e *Extractor) writerFor(ctx context.Context, topic string, value []byte) (*writer, []byte, error) {
+// schema. ref says how it was read, as far as known (see WriterRef): it is
+// set even with an error once the framing was read.
+func (e *Extractor) writerFor(ctx context.Context, topic string, value []byte) (w *writer, body []byte, ref WriterRef, err error) {
 	if len(value) == 0 {
-		return nil, nil, ErrEmptyValue
+		return nil, nil, ref, ErrEmptyValue
 	}
 	if len(value) > e.maxSize {
-		return nil, nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(value), e.maxSize)
+		return nil, nil, ref, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(value), e.maxSize)
 	}
 	f := e.Framing(topic)
 	u, err := unframe(f, value)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, ref, err
 	}
+	ref.Framing = f
 	switch f {
 	case FramingSingleObject:
+		ref.Fingerprint = u.fingerprint
 		w, ok := e.byFP[u.fingerprint]
 		if !ok {
-			return nil, nil, fmt.Errorf("%w: fingerprint %016x is neither embedded nor in the catalogue", ErrUnknownSchema, u.fingerprint)
+			return nil, nil, ref, fmt.Errorf("%w: fingerprint %016x is neither embedded nor in the catalogue", ErrUnknownSchema, u.fingerprint)
 		}
-		return w, u.body, nil
+		ref.Fingerprint = w.fp // the specification's, also for goavro's
+		return w, u.body, ref, nil
 	case FramingRaw:
 		w, ok := e.raw[topic]
 		if !ok {
 			if w, ok = e.raw[DefaultTopic]; !ok {
-				return nil, nil, fmt.Errorf("%w: raw topic %s has no configured schema", ErrUnknownSchema, topic)
+				return nil, nil, ref, fmt.Errorf("%w: raw topic %s has no configured schema", ErrUnknownSchema, topic)
 			}
 		}
-		return w, u.body, nil
+		ref.Fingerprint = w.fp
+		return w, u.body, ref, nil
 	default:
+		ref.ID = u.id
 		w, err := e.byRegistryID(ctx, u.id)
-		return w, u.body, err
+		return w, u.body, ref, err
 	}
 }
 
@@ -329,22 +341,32 @@ func (e *Extractor) byRegistryID(ctx context.Context, id uint32) (*writer, error
 // field, the schema's symbol): treat them as read-only. Errors wrap the
 // sentinels of this package: ErrRegistryUnavailable is transient (retry),
 // the others mean the event cannot be read (dead-letter it).
+//
+// Fields.Writer says how the value was read; on error it is set as far as
+// known (the framing, and the writer schema once found), so that a
+// dead-lettered event's headers can say it.
 func (e *Extractor) Extract(ctx context.Context, topic string, value []byte) (Fields, error) {
-	w, body, err := e.writerFor(ctx, topic, value)
+	w, body, ref, err := e.writerFor(ctx, topic, value)
 	if err != nil {
-		return Fields{}, err
+		return Fields{Writer: ref}, err
 	}
+	return w.extract(body, ref)
+}
+
+// extract reads the jurisdiction fields of body, written with w.
+func (w *writer) extract(body []byte, ref WriterRef) (Fields, error) {
 	if w.planErr != nil {
-		return Fields{}, w.planErr
+		return Fields{Writer: ref}, w.planErr
 	}
 	var c captures
 	if _, err := w.plan.run(body, 0, &c, 0); err != nil {
-		return Fields{}, err
+		return Fields{Writer: ref}, err
 	}
 	return Fields{
 		Country:    c[slotCountry].v,
 		HasCountry: c[slotCountry].ok,
 		UserID:     c[slotUserID].v,
+		Writer:     ref,
 	}, nil
 }
 
@@ -354,10 +376,15 @@ func (e *Extractor) Extract(ctx context.Context, topic string, value []byte) (Fi
 // writerSchema is the schema it was written with. Trailing bytes after the
 // record are an error (ErrCorrupt).
 func (e *Extractor) Decode(ctx context.Context, topic string, value []byte) (native any, writerSchema string, err error) {
-	w, body, err := e.writerFor(ctx, topic, value)
+	w, body, _, err := e.writerFor(ctx, topic, value)
 	if err != nil {
 		return nil, "", err
 	}
+	return w.decode(body)
+}
+
+// decode fully decodes body, written with w.
+func (w *writer) decode(body []byte) (native any, writerSchema string, err error) {
 	if err := w.check(body); err != nil {
 		return nil, "", err
 	}
@@ -376,7 +403,7 @@ func (e *Extractor) Decode(ctx context.Context, topic string, value []byte) (nat
 // of code points 0-255), for sinks that store documents. Errors are those of
 // Decode.
 func (e *Extractor) DecodeJSON(ctx context.Context, topic string, value []byte) (doc []byte, writerSchema string, err error) {
-	w, body, err := e.writerFor(ctx, topic, value)
+	w, body, _, err := e.writerFor(ctx, topic, value)
 	if err != nil {
 		return nil, "", err
 	}

@@ -14,6 +14,9 @@ type Fields struct {
 	HasCountry bool
 	// UserID is the event's user id, used to look up pins. Nil when absent.
 	UserID []byte
+	// Writer says how the value was read: framing and writer schema (see
+	// WriterRef). The router records it in the residency-schema header.
+	Writer WriterRef
 }
 
 // Sentinel errors for events that cannot be decoded. Callers branch on them
