@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -179,8 +180,9 @@ func (a *Admin) Lag(ctx context.Context, group, topic string) (int64, error) {
 }
 
 // ReadAll returns every record of topic present when it is called, partition
-// by partition in offset order. It reads without a consumer group and
-// commits nothing.
+// by partition in offset order, keys, values and header values exactly as
+// they are in the log (null apart from empty). It reads without a consumer
+// group and commits nothing.
 func (a *Admin) ReadAll(ctx context.Context, topic string) ([]router.Message, error) {
 	end, err := a.EndOffsets(ctx, topic)
 	if err != nil {
@@ -190,6 +192,7 @@ func (a *Admin) ReadAll(ctx context.Context, topic string) ([]router.Message, er
 	if err != nil {
 		return nil, err
 	}
+	x := newExact(a.c, a.cluster.Name, slog.Default)
 	var out []router.Message
 	for p, last := range end {
 		if last == 0 {
@@ -200,6 +203,10 @@ func (a *Admin) ReadAll(ctx context.Context, topic string) ([]router.Message, er
 		for {
 			m, err := r.FetchMessage(ctx)
 			if err != nil {
+				_ = r.Close()
+				return nil, fmt.Errorf("kafka: cluster %s: read %s/%d: %w", a.cluster.Name, topic, p, err)
+			}
+			if err := x.restore(ctx, &m); err != nil {
 				_ = r.Close()
 				return nil, fmt.Errorf("kafka: cluster %s: read %s/%d: %w", a.cluster.Name, topic, p, err)
 			}

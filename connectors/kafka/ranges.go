@@ -154,6 +154,7 @@ type Skip struct {
 type RangeReader struct {
 	cluster Cluster
 	d       *kafka.Dialer
+	client  *kafka.Client // for exact
 	// IdleCheck is how long a read waits for the next record before it
 	// asks the broker whether the rest of the range still holds any.
 	// Default 2s.
@@ -178,7 +179,19 @@ func NewRangeReader(cluster Cluster) (*RangeReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &RangeReader{cluster: cluster, d: d, IdleCheck: 2 * time.Second, MaxIdle: 30}, nil
+	tr, err := cluster.transport()
+	if err != nil {
+		return nil, err
+	}
+	return &RangeReader{cluster: cluster, d: d, client: &kafka.Client{Addr: kafka.TCP(cluster.Brokers...), Transport: tr},
+		IdleCheck: 2 * time.Second, MaxIdle: 30}, nil
+}
+
+func (r *RangeReader) logger() *slog.Logger {
+	if r.Logger == nil {
+		return slog.Default()
+	}
+	return r.Logger
 }
 
 // ReadRange reads the records of topic/partition with offsets in
@@ -190,6 +203,8 @@ func NewRangeReader(cluster Cluster) (*RangeReader, error) {
 // at or past the high-water mark, or a tail that a fetch shows empty. While
 // the broker holds records in the range that do not arrive, the read
 // waits, and fails with ErrStalled after MaxIdle idle checks in a row.
+// Keys, values and header values come out exactly as they are in the log,
+// null (nil) apart from empty (see exact).
 func (r *RangeReader) ReadRange(ctx context.Context, topic string, partition int, start, end int64, batch int, fn func([]router.Message) error) error {
 	if end <= start {
 		return nil
@@ -220,6 +235,7 @@ func (r *RangeReader) ReadRange(ctx context.Context, topic string, partition int
 	if maxIdle <= 0 {
 		maxIdle = 30
 	}
+	x := newExact(r.client, r.cluster.Name, r.logger)
 	buf := make([]router.Message, 0, batch)
 	flush := func() error {
 		if len(buf) == 0 {
@@ -267,6 +283,9 @@ func (r *RangeReader) ReadRange(ctx context.Context, topic string, partition int
 			// The reader jumped: below the log start (retention while
 			// reading) or compacted away. Report only what is deleted.
 			r.reportDeleted(ctx, topic, partition, next, m.Offset)
+		}
+		if err := x.restore(ctx, &m); err != nil {
+			return fmt.Errorf("kafka: cluster %s: read %s/%d at %d: %w", r.cluster.Name, topic, partition, m.Offset, err)
 		}
 		next = m.Offset + 1
 		buf = append(buf, fromKafka(m))
@@ -356,11 +375,7 @@ func (r *RangeReader) skipped(s Skip) {
 	if s.To <= s.From {
 		return
 	}
-	log := r.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	log.Warn(fmt.Sprintf("kafka: %s/%d: offsets %d to %d of the range were not read (%s)", s.Topic, s.Partition, s.From, s.To-1, s.Reason),
+	r.logger().Warn(fmt.Sprintf("kafka: %s/%d: offsets %d to %d of the range were not read (%s)", s.Topic, s.Partition, s.From, s.To-1, s.Reason),
 		"cluster", r.cluster.Name, "topic", s.Topic, "partition", s.Partition, "from", s.From, "to", s.To, "reason", s.Reason)
 	if r.OnSkip != nil {
 		r.OnSkip(s)

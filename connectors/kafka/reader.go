@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,10 +50,17 @@ type ReaderConfig struct {
 }
 
 // Reader is a consumer-group member that implements router.Subscriber and
-// router.GroupMember. Commits are synchronous.
+// router.GroupMember. Commits are synchronous. A record's key, value and
+// header values come out exactly as they are in the log: null (nil) apart
+// from empty (see exact).
 type Reader struct {
 	r      *kafka.Reader
+	tr     *kafka.Transport
 	joined atomic.Bool
+
+	mu      sync.Mutex     // serializes Fetch
+	exact   *exact         // restores empty fields kafka-go reads as nil
+	pending *kafka.Message // fetched but not returned: restoring it failed
 }
 
 // NewReader validates cfg and creates a reader; it connects on the first
@@ -79,12 +87,18 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
+	tr, err := cfg.Cluster.transport()
+	if err != nil {
+		return nil, err
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	log = log.With("cluster", cfg.Cluster.Name, "group", cfg.GroupID)
-	rd := &Reader{}
+	rd := &Reader{tr: tr}
+	rd.exact = newExact(&kafka.Client{Addr: kafka.TCP(cfg.Cluster.Brokers...), Transport: tr}, cfg.Cluster.Name,
+		func() *slog.Logger { return log })
 	rd.r = kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           cfg.Cluster.Brokers,
 		GroupID:           cfg.GroupID,
@@ -131,16 +145,32 @@ func (r *Reader) observe(msg string) {
 // Joined reports whether the reader holds a group assignment.
 func (r *Reader) Joined() bool { return r.joined.Load() }
 
-// Fetch returns the next record without committing it.
+// Fetch returns the next record without committing it. A record it could
+// not return (ctx ended, or telling an empty field from a null one failed)
+// is returned by the next call.
 func (r *Reader) Fetch(ctx context.Context) (router.Message, error) {
-	m, err := r.r.FetchMessage(ctx)
-	if err != nil {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.pending
+	r.pending = nil
+	if m == nil {
+		km, err := r.r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				return router.Message{}, err
+			}
+			return router.Message{}, fmt.Errorf("kafka: fetch: %w", err)
+		}
+		m = &km
+	}
+	if err := r.exact.restore(ctx, m); err != nil {
+		r.pending = m
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return router.Message{}, err
 		}
 		return router.Message{}, fmt.Errorf("kafka: fetch: %w", err)
 	}
-	return fromKafka(m), nil
+	return fromKafka(*m), nil
 }
 
 // Commit synchronously commits, per partition, the offset after the highest
@@ -175,7 +205,9 @@ func (r *Reader) Commit(ctx context.Context, msgs ...router.Message) error {
 // Close leaves the group and closes the connections. It commits nothing.
 func (r *Reader) Close() error {
 	r.joined.Store(false)
-	return r.r.Close()
+	err := r.r.Close()
+	r.tr.CloseIdleConnections()
+	return err
 }
 
 func orDur(v, def time.Duration) time.Duration {

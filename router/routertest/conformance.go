@@ -42,6 +42,150 @@ func TestPubSub(t *testing.T, h Harness) {
 	t.Run("UnknownTopicFails", func(t *testing.T) { testUnknownTopic(t, h) })
 	t.Run("ManyTopicsInOneCall", func(t *testing.T) { testManyTopics(t, h) })
 	t.Run("NoReferenceAfterPublish", func(t *testing.T) { testNoReference(t, h) })
+	t.Run("BytesExact", func(t *testing.T) { testBytesExact(t, h) })
+}
+
+// testBytesExact: a record comes back exactly as it was given, null kept
+// apart from empty (zero bytes): a null key, an empty key and a non-empty
+// one; a null value and an empty one; header values null, empty and not,
+// repeated header names, an empty header name, in their order. Records with
+// an empty key share one partition and keep their order, as records with
+// any other key do; only a null key leaves the partition to the publisher.
+func testBytesExact(t *testing.T, h Harness) {
+	one := h.NewTopic(t, 1) // one partition: records read back in order
+	three := h.NewTopic(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*h.Timeout)
+	defer cancel()
+	p := publisher(t, h)
+	want := exactRecords(one)
+	if err := p.Publish(ctx, want...); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	s, closeSub := h.NewSubscriber(t, h.NewGroup(t), one)
+	got := fetchN(t, ctx, s, len(want))
+	closeSub()
+	if err := sameRecords(got, want); err != nil {
+		t.Fatalf("%v (null and empty are different records)", err)
+	}
+
+	sent := keyedRecords(three)
+	if err := p.Publish(ctx, sent[:len(sent)/2]...); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	if err := p.Publish(ctx, sent[len(sent)/2:]...); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	s, closeSub = h.NewSubscriber(t, h.NewGroup(t), three)
+	defer closeSub()
+	if err := sameKeyOrder(fetchN(t, ctx, s, len(sent)), sent); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// exactRecords returns records for topic covering every shape of key,
+// value and headers a Kafka record can have (null and empty apart).
+func exactRecords(topic string) []router.Message {
+	empty := func() []byte { return []byte{} }
+	hs := func(kv ...any) []router.Header {
+		var out []router.Header
+		for i := 0; i < len(kv); i += 2 {
+			v, _ := kv[i+1].([]byte)
+			out = append(out, router.Header{Key: kv[i].(string), Value: v})
+		}
+		return out
+	}
+	return []router.Message{
+		{Topic: topic, Key: nil, Value: []byte("null key")},
+		{Topic: topic, Key: empty(), Value: []byte("empty key")},
+		{Topic: topic, Key: []byte("k"), Value: []byte("key")},
+		{Topic: topic, Key: []byte("k"), Value: nil},
+		{Topic: topic, Key: []byte("k"), Value: empty()},
+		{Topic: topic, Key: empty(), Value: empty()},
+		{Topic: topic, Key: nil, Value: nil},
+		{Topic: topic, Key: []byte{0}, Value: []byte{0}},
+		{Topic: topic, Key: []byte("k"), Value: []byte("null header"), Headers: hs("h", nil)},
+		{Topic: topic, Key: []byte("k"), Value: []byte("empty header"), Headers: hs("h", empty())},
+		{Topic: topic, Key: nil, Value: []byte("header values"),
+			Headers: hs("a", []byte("1"), "b", nil, "c", empty(), "d", []byte{0})},
+		{Topic: topic, Key: empty(), Value: []byte("repeated names, in order"),
+			Headers: hs("r", []byte("2"), "r", nil, "x", []byte("x"), "r", empty(), "r", []byte("1"))},
+		{Topic: topic, Key: []byte("k"), Value: []byte("empty header name"),
+			Headers: hs("", []byte("v"), "", nil, "", empty())},
+		{Topic: topic, Key: nil, Value: nil, Headers: hs("only", nil)},
+		{Topic: topic, Key: empty(), Value: empty(), Headers: hs("only", empty())},
+	}
+}
+
+// keyedRecords returns records for topic interleaving an empty key, a
+// non-empty key and a null key; every value is distinct.
+func keyedRecords(topic string) []router.Message {
+	var out []router.Message
+	for i := range 30 {
+		var key []byte
+		switch i % 3 {
+		case 0:
+			key = []byte{}
+		case 1:
+			key = []byte("k")
+		}
+		out = append(out, router.Message{Topic: topic, Key: key, Value: fmt.Appendf(nil, "v%d", i)})
+	}
+	return out
+}
+
+// sameKeyOrder checks got, the records of sent read back in any order, one
+// by one: each has its key (null kept apart from empty), and the records of
+// each non-null key, empty included, lie in one partition in the order sent.
+func sameKeyOrder(got, sent []router.Message) error {
+	byValue := map[string]*router.Message{}
+	for i := range got {
+		byValue[string(got[i].Value)] = &got[i]
+	}
+	if len(byValue) != len(sent) {
+		return fmt.Errorf("%d distinct records, want %d", len(byValue), len(sent))
+	}
+	type place struct {
+		partition int
+		offset    int64
+	}
+	last := map[string]place{}
+	for _, w := range sent {
+		g, ok := byValue[string(w.Value)]
+		if !ok {
+			return fmt.Errorf("record %q missing", w.Value)
+		}
+		if !sameBytes(g.Key, w.Key) {
+			return fmt.Errorf("record %q has key %s, want %s", w.Value, showBytes(g.Key), showBytes(w.Key))
+		}
+		if w.Key == nil {
+			continue
+		}
+		k := string(w.Key)
+		if l, seen := last[k]; seen {
+			if l.partition != g.Partition {
+				return fmt.Errorf("key %s in partitions %d and %d", showBytes(w.Key), l.partition, g.Partition)
+			}
+			if g.Offset <= l.offset {
+				return fmt.Errorf("key %s: offset %d after %d, order lost", showBytes(w.Key), g.Offset, l.offset)
+			}
+		}
+		last[k] = place{g.Partition, g.Offset}
+	}
+	return nil
+}
+
+// sameBytes reports whether a and b hold the same bytes and are both null
+// (nil) or both not.
+func sameBytes(a, b []byte) bool {
+	return (a == nil) == (b == nil) && bytes.Equal(a, b)
+}
+
+// showBytes formats b for a failure message: null, or quoted.
+func showBytes(b []byte) string {
+	if b == nil {
+		return "null"
+	}
+	return fmt.Sprintf("%q", b)
 }
 
 // testNoReference checks the Publisher memory contract: once Publish has
@@ -144,16 +288,17 @@ func cloneMessages(msgs []router.Message) []router.Message {
 }
 
 // sameRecords returns an error naming the first record of got whose topic,
-// key, value or headers differ from want's, in order.
+// key, value or headers differ from want's, in order. A null key, value or
+// header value differs from an empty one.
 func sameRecords(got, want []router.Message) error {
 	if len(got) != len(want) {
 		return fmt.Errorf("%d records, want %d", len(got), len(want))
 	}
 	for i := range want {
 		g, w := &got[i], &want[i]
-		same := g.Topic == w.Topic && bytes.Equal(g.Key, w.Key) && bytes.Equal(g.Value, w.Value) && len(g.Headers) == len(w.Headers)
+		same := g.Topic == w.Topic && sameBytes(g.Key, w.Key) && sameBytes(g.Value, w.Value) && len(g.Headers) == len(w.Headers)
 		for k := 0; same && k < len(w.Headers); k++ {
-			same = g.Headers[k].Key == w.Headers[k].Key && bytes.Equal(g.Headers[k].Value, w.Headers[k].Value)
+			same = g.Headers[k].Key == w.Headers[k].Key && sameBytes(g.Headers[k].Value, w.Headers[k].Value)
 		}
 		if !same {
 			return fmt.Errorf("record %d is %s, want %s", i, describe(g), describe(w))
@@ -162,15 +307,16 @@ func sameRecords(got, want []router.Message) error {
 	return nil
 }
 
-// describe formats m's topic, key, value and headers for a failure message.
+// describe formats m's topic, key, value and headers for a failure message
+// (null values as null).
 func describe(m *router.Message) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "{topic %s, key %q, value %q, headers [", m.Topic, m.Key, m.Value)
+	fmt.Fprintf(&b, "{topic %s, key %s, value %s, headers [", m.Topic, showBytes(m.Key), showBytes(m.Value))
 	for i, h := range m.Headers {
 		if i > 0 {
 			b.WriteString(" ")
 		}
-		fmt.Fprintf(&b, "%s:%q", h.Key, h.Value)
+		fmt.Fprintf(&b, "%q:%s", h.Key, showBytes(h.Value))
 	}
 	b.WriteString("]}")
 	return b.String()
@@ -278,14 +424,14 @@ func testRoundTrip(t *testing.T, h Harness) {
 		if !ok {
 			t.Fatalf("record %q missing", want.Value)
 		}
-		if !bytes.Equal(m.Key, want.Key) {
-			t.Fatalf("key %q, want %q", m.Key, want.Key)
+		if !sameBytes(m.Key, want.Key) {
+			t.Fatalf("key %s, want %s", showBytes(m.Key), showBytes(want.Key))
 		}
 		if len(m.Headers) != len(want.Headers) {
 			t.Fatalf("headers %v, want %v", m.Headers, want.Headers)
 		}
 		for i := range want.Headers {
-			if m.Headers[i].Key != want.Headers[i].Key || !bytes.Equal(m.Headers[i].Value, want.Headers[i].Value) {
+			if m.Headers[i].Key != want.Headers[i].Key || !sameBytes(m.Headers[i].Value, want.Headers[i].Value) {
 				t.Fatalf("header %d = %q:%q, want %q:%q", i, m.Headers[i].Key, m.Headers[i].Value, want.Headers[i].Key, want.Headers[i].Value)
 			}
 		}

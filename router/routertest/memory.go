@@ -30,7 +30,9 @@ type tp struct {
 // Broker is an in-memory, single-process stand-in for one Kafka cluster:
 // topics with partitions, key-hash partitioning, and consumer groups with
 // committed offsets. Every member of a group reads every partition (there is
-// no rebalancing). It is safe for concurrent use.
+// no rebalancing). Records are kept as given, a null (nil) key, value or
+// header value apart from an empty one, and read back as copies of those.
+// It is safe for concurrent use.
 type Broker struct {
 	mu      sync.Mutex
 	notify  chan struct{} // closed and replaced on every publish

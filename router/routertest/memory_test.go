@@ -3,6 +3,7 @@ package routertest
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,6 +84,91 @@ func TestNoReferenceCheckCatchesSharing(t *testing.T) {
 			}
 			if err != nil {
 				t.Logf("the check reports: %v", err)
+			}
+		})
+	}
+}
+
+// collapse returns b, or nil when b is empty: what a client that cannot
+// tell an empty key, value or header value from a null one hands over.
+func collapse(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// collapsed returns m with every empty key, value and header value made
+// null.
+func collapsed(m router.Message) router.Message {
+	m.Key, m.Value = collapse(m.Key), collapse(m.Value)
+	hs := make([]router.Header, len(m.Headers))
+	for i, h := range m.Headers {
+		hs[i] = router.Header{Key: h.Key, Value: collapse(h.Value)}
+	}
+	if m.Headers != nil {
+		m.Headers = hs
+	}
+	return m
+}
+
+// collapsingPublisher writes empty keys, values and header values as null.
+type collapsingPublisher struct{ *Publisher }
+
+func (p collapsingPublisher) Publish(ctx context.Context, msgs ...router.Message) error {
+	out := make([]router.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = collapsed(m)
+	}
+	return p.Publisher.Publish(ctx, out...)
+}
+
+// collapsingSubscriber reads empty keys, values and header values as null,
+// as kafka-go's Reader does.
+type collapsingSubscriber struct{ *Subscriber }
+
+func (s collapsingSubscriber) Fetch(ctx context.Context) (router.Message, error) {
+	m, err := s.Subscriber.Fetch(ctx)
+	return collapsed(m), err
+}
+
+// TestBytesExactCheckCatchesCollapse checks that the conformance suite's
+// BytesExact checks fail for adapters that write or read an empty key,
+// value or header value as null, and pass for the broker's own.
+func TestBytesExactCheckCatchesCollapse(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		pub     func(*Broker) router.Publisher
+		sub     func(*Broker, string) router.Subscriber
+		wantErr bool
+	}{
+		{"exact", func(b *Broker) router.Publisher { return b.Publisher() },
+			func(b *Broker, topic string) router.Subscriber { return b.Subscriber("g", topic) }, false},
+		{"collapsing publisher", func(b *Broker) router.Publisher { return collapsingPublisher{b.Publisher()} },
+			func(b *Broker, topic string) router.Subscriber { return b.Subscriber("g", topic) }, true},
+		{"collapsing subscriber", func(b *Broker) router.Publisher { return b.Publisher() },
+			func(b *Broker, topic string) router.Subscriber { return collapsingSubscriber{b.Subscriber("g", topic)} }, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := NewBroker()
+			b.CreateTopic("one", 1)
+			b.CreateTopic("three", 3)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			want, sent := exactRecords("one"), keyedRecords("three")
+			if err := c.pub(b).Publish(ctx, append(slices.Clone(want), sent...)...); err != nil {
+				t.Fatal(err)
+			}
+			errOne := sameRecords(fetchN(t, ctx, c.sub(b, "one"), len(want)), want)
+			errThree := sameKeyOrder(fetchN(t, ctx, c.sub(b, "three"), len(sent)), sent)
+			if c.wantErr && (errOne == nil || errThree == nil) {
+				t.Fatalf("the checks passed an adapter that collapses empty to null: exact records: %v; keyed records: %v", errOne, errThree)
+			}
+			if !c.wantErr && (errOne != nil || errThree != nil) {
+				t.Fatalf("the checks failed the exact broker: %v; %v", errOne, errThree)
+			}
+			if errOne != nil {
+				t.Logf("the checks report: %v; %v", errOne, errThree)
 			}
 		})
 	}
