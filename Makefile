@@ -14,7 +14,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: ## start the dev stack, vet and run every test against real Kafka, Redis and PostgreSQL, stop the stack
+test: ## start the dev stack, vet and run every test against the real services, stop the stack
 	@deploy/dev/up >/dev/null || { deploy/dev/down; exit 1; }
 	@status=0; \
 	( set -a; . "$(DEV_ENV)"; set +a; \
@@ -28,7 +28,7 @@ test-short: ## run the quick tests with the embedded stand-ins, no services
 	$(GO) test -short ./...
 
 .PHONY: up
-up: ## start the dev stack (Kafka ×2, Redis, PostgreSQL) and leave it running
+up: ## start the dev stack (Kafka ×2, Redis ×4, PostgreSQL, S3, schema registry) and leave it running
 	@deploy/dev/up
 
 .PHONY: down

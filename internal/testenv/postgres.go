@@ -23,13 +23,7 @@ type Postgres struct {
 // and fails otherwise, saying how to start it.
 func NewPostgres(t testing.TB) *Postgres {
 	t.Helper()
-	base, ok := lookup(EnvPostgres)
-	if !ok {
-		if testing.Short() && !CI() {
-			t.Skipf("testenv: PostgreSQL not available under -short (%s unset); %s", EnvPostgres, startHint)
-		}
-		t.Fatalf("testenv: this test needs PostgreSQL and %s is not set; %s", EnvPostgres, startHint)
-	}
+	base := required(t, EnvPostgres, "PostgreSQL")
 	schema := Name(t, "t")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

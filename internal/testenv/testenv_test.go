@@ -120,3 +120,52 @@ func TestProxyCutAndRestore(t *testing.T) {
 		t.Fatalf("after restore: %v", err)
 	}
 }
+
+func TestServiceWithoutStandInFailsOrSkips(t *testing.T) {
+	for _, ci := range []string{"true", ""} {
+		t.Run("CI="+ci, func(t *testing.T) {
+			t.Setenv("CI", ci)
+			t.Setenv(EnvRegistryURL, "")
+			r := &recorder{}
+			required(r, EnvRegistryURL, "a schema registry")
+			if testing.Short() && ci == "" {
+				if r.fatal != "" || !strings.Contains(r.skip, EnvRegistryURL) {
+					t.Fatalf("under -short outside CI a missing service is skipped naming its variable; fatal %q skip %q", r.fatal, r.skip)
+				}
+				return
+			}
+			if r.skip != "" || !strings.Contains(r.fatal, EnvRegistryURL) || !strings.Contains(r.fatal, "deploy/dev/up") {
+				t.Fatalf("a missing service without stand-in must fail naming its variable and how to start it; fatal %q skip %q", r.fatal, r.skip)
+			}
+		})
+	}
+}
+
+func TestConfiguredButDeadServicesFail(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	t.Setenv("CI", "")
+	t.Setenv(EnvRedisAuth, "redis://u:p@"+addr)
+	t.Setenv(EnvRegistryURL, "http://"+addr+"/apis/ccompat/v7")
+	t.Setenv(EnvS3Endpoint, "http://"+addr)
+	t.Setenv(EnvS3AccessKeyID, "k")
+	t.Setenv(EnvS3SecretAccessKey, "s")
+	for name, open := range map[string]func(testing.TB){
+		"redis auth": func(t testing.TB) { NewRedisAuth(t) },
+		"registry":   func(t testing.TB) { NewSchemaRegistry(t) },
+		"s3":         func(t testing.TB) { NewS3(t) },
+	} {
+		r := &recorder{}
+		func() {
+			defer func() { _ = recover() }() // the recorder's Fatalf returns; the code after it may panic
+			open(r)
+		}()
+		if r.fatal == "" || r.skip != "" {
+			t.Fatalf("%s: a configured service that does not answer must fail, never skip; fatal %q skip %q", name, r.fatal, r.skip)
+		}
+	}
+}
