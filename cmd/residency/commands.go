@@ -104,9 +104,10 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	return 0, true
 }
 
-// fail prints err for the user and returns the exit code it deserves.
+// fail prints err for the user, on one line, and returns the exit code it
+// deserves: 2 for usage and config errors, else 1.
 func fail(e env, cmd string, err error) int {
-	fmt.Fprintf(e.stderr, "residency %s: %v\n", cmd, err)
+	fmt.Fprintf(e.stderr, "residency %s: %s\n", cmd, oneLine(err.Error()))
 	if errors.Is(err, errUsage) {
 		return exitUsage
 	}
