@@ -48,6 +48,15 @@ var commands = []command{
 // errUsage marks errors caused by how the command was called.
 var errUsage = errors.New("usage")
 
+// usageError is an errUsage whose text is its message alone.
+type usageError struct{ err error }
+
+func (e usageError) Error() string   { return e.err.Error() }
+func (e usageError) Unwrap() []error { return []error{errUsage, e.err} }
+
+// usagef returns a usage error (exit code 2) with the message format says.
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)

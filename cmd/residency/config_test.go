@@ -34,6 +34,12 @@ func TestExampleConfigIsValid(t *testing.T) {
 		c.Router.IngestTopics[0] != "events.ingest" || c.Kafka.Clusters["eu"].Name != "eu" {
 		t.Fatalf("config %+v", c)
 	}
+	// The same file serves every command.
+	for _, s := range []scope{{sink: "us-postgres"}, {sink: "eu-objectstore"}, {}} {
+		if err := c.check(s); err != nil {
+			t.Errorf("scope %+v: %v", s, err)
+		}
+	}
 }
 
 func TestConfigDefaults(t *testing.T) {

@@ -122,12 +122,13 @@ type explainSetup struct {
 	source   string
 	pins     router.PinLookup // nil: pins not looked up
 	canWrite func(cluster, topic string) bool
-	maxBytes int // router.max_value_bytes
+	maxBytes int      // router.max_value_bytes
+	close    []func() // what loadRules opened
 }
 
 // explainMain runs explain for one EVENT and returns the exit code.
 func explainMain(ctx context.Context, e env, f *explainFlags, event string) (int, error) {
-	usage := func(format string, args ...any) (int, error) { return exitUsage, fmt.Errorf(format, args...) }
+	usage := func(format string, args ...any) (int, error) { return exitUsage, usagef(format, args...) }
 	if f.rulesFile != "" && f.redisAddr != "" {
 		return usage("--rules and --redis exclude each other")
 	}
@@ -149,6 +150,11 @@ func explainMain(ctx context.Context, e env, f *explainFlags, event string) (int
 	if err != nil {
 		return exitUsage, err
 	}
+	defer func() {
+		for _, c := range s.close {
+			c()
+		}
+	}()
 	data, err := readEventFile(e, event)
 	if err != nil {
 		return usage("%s: %v", event, err)
@@ -246,7 +252,7 @@ func (f *explainFlags) setup() (*explainSetup, error) {
 	switch {
 	case f.topic != "":
 		if len(cfg.Router.IngestTopics) > 0 && !slices.Contains(cfg.Router.IngestTopics, f.topic) {
-			return nil, fmt.Errorf("%w: --topic %q is not one of router.ingest_topics %v", errUsage, f.topic, cfg.Router.IngestTopics)
+			return nil, usagef("--topic %q is not one of router.ingest_topics %v", f.topic, cfg.Router.IngestTopics)
 		}
 		s.topic = f.topic
 	case len(cfg.Router.IngestTopics) > 0:
@@ -321,7 +327,7 @@ func (s *explainSetup) loadRules(ctx context.Context, f *explainFlags) (int, err
 			if s.cfg != nil && f.rulesFile == "" {
 				return exitUsage, &ConfigError{File: s.cfg.file, Problems: []Problem{{Field: "rules.file", Message: oneLine(err.Error())}}}
 			}
-			return exitUsage, fmt.Errorf("%w: --rules: %w", errUsage, err)
+			return exitUsage, usagef("--rules: %w", err)
 		}
 		s.rs = rs
 		return exitOK, nil
@@ -332,7 +338,7 @@ func (s *explainSetup) loadRules(ctx context.Context, f *explainFlags) (int, err
 	if err != nil {
 		return exitUsage, err
 	}
-	context.AfterFunc(ctx, func() { _ = client.Close() })
+	s.close = append(s.close, func() { _ = client.Close() })
 	store := rules.NewRedisStore(client, rc.Prefix)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -381,8 +387,12 @@ func (s *explainSetup) explain(ctx context.Context, e env, f *explainFlags, x ex
 		d = router.Decide(fl, pin, s.rs)
 		if s.canWrite != nil {
 			if w := router.DecideWritable(fl, pin, s.rs, s.canWrite); w.Outcome != d.Outcome {
-				x.Note = joinNote(x.Note, fmt.Sprintf("the ruleset places it in region %s (topic %s on cluster %s), which this router cannot write: "+
-					"the cluster is not in kafka.clusters, or the topic is an ingest, quarantine or dead-letter topic", d.Region, d.Topic, d.Cluster))
+				why := fmt.Sprintf("cluster %s is not in kafka.clusters", d.Cluster)
+				if _, ok := s.cfg.Kafka.Clusters[d.Cluster]; ok {
+					why = fmt.Sprintf("%s is an ingest, quarantine or dead-letter topic of the ingest cluster", d.Topic)
+				}
+				x.Note = joinNote(x.Note, fmt.Sprintf("the ruleset places it in region %s (topic %s on cluster %s), where this router does not write: %s",
+					d.Region, d.Topic, d.Cluster, why))
 				d = w
 			}
 		}
@@ -618,7 +628,7 @@ func jsonKind(v any) string {
 func (s *explainSetup) eventValues(data []byte, path, format string, f *explainFlags) (values [][]byte, describe string, cleanup func(), err error) {
 	cleanup = func() {}
 	bad := func(err error) ([][]byte, string, func(), error) {
-		return nil, "", cleanup, fmt.Errorf("%w: %s: %w", errUsage, path, err)
+		return nil, "", cleanup, usagef("%s: %w", path, err)
 	}
 	switch format {
 	case "json":
@@ -629,20 +639,24 @@ func (s *explainSetup) eventValues(data []byte, path, format string, f *explainF
 		text, name := schemas.UserEventSchema, canonicalName()
 		if ref != "" {
 			if text, name, err = resolveSchema(ref, s.xcfg.CatalogueDir); err != nil {
-				return nil, "", cleanup, fmt.Errorf("%w: --schema: %w", errUsage, err)
+				return nil, "", cleanup, usagef("--schema: %w", err)
 			}
 		}
 		codec, err := goavro.NewCodec(text)
 		if err != nil {
 			return bad(err)
 		}
+		hint := ""
+		if f.format == "auto" {
+			hint = fmt.Sprintf(" (for a quick answer from the routing fields alone, give only %s)", strings.Join(fieldPaths(s.xcfg), " and/or "))
+		}
 		native, err := jsonToNative(codec, data)
 		if err != nil {
-			return bad(err)
+			return bad(fmt.Errorf("%w%s", err, hint))
 		}
 		body, err := codec.BinaryFromNative(nil, native)
 		if err != nil {
-			return bad(fmt.Errorf("the JSON does not fit the schema %s: %w", name, err))
+			return bad(fmt.Errorf("the JSON does not fit the schema %s: %w%s", name, err, hint))
 		}
 		switch s.framing {
 		case schemas.FramingRaw:
