@@ -489,3 +489,18 @@ func TestBinaryRefusesBrokenConfigs(t *testing.T) {
 		t.Fatalf("ran %d of the %d picked configs: a name changed", n, len(pick))
 	}
 }
+
+// TestSinkWiringErrorNamesTheField: a problem only the ruleset reveals
+// (the region's pinned topic is on a cluster the config lacks) is found
+// while wiring the sink, and is still one line naming the field, exit 2.
+func TestSinkWiringErrorNamesTheField(t *testing.T) {
+	fx := brokenFixtures(t)
+	cfg := writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
+kafka: {clusters: {ingest: {brokers: ["127.0.0.1:1"]}}}
+rules: {file: %s}
+sinks:
+  - {store: eu-objectstore, region: eu, objectstore: {url: "file://%s"}}
+`, fx["rules"], t.TempDir())))
+	o := runCaught([]string{"sink", "--config", cfg, "--store", "eu-objectstore", "--listen", "off", "--log-level", "error"}, "")
+	checkOneLineError(t, "sink", o, "sinks[0].cluster", `cluster "eu"`, "kafka.clusters")
+}
