@@ -48,6 +48,15 @@ var commands = []command{
 // errUsage marks errors caused by how the command was called.
 var errUsage = errors.New("usage")
 
+// usageError is an errUsage whose text is its message alone.
+type usageError struct{ err error }
+
+func (e usageError) Error() string   { return e.err.Error() }
+func (e usageError) Unwrap() []error { return []error{errUsage, e.err} }
+
+// usagef returns a usage error (exit code 2) with the message format says.
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
@@ -104,9 +113,10 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	return 0, true
 }
 
-// fail prints err for the user and returns the exit code it deserves.
+// fail prints err for the user, on one line, and returns the exit code it
+// deserves: 2 for usage and config errors, else 1.
 func fail(e env, cmd string, err error) int {
-	fmt.Fprintf(e.stderr, "residency %s: %v\n", cmd, err)
+	fmt.Fprintf(e.stderr, "residency %s: %s\n", cmd, oneLine(err.Error()))
 	if errors.Is(err, errUsage) {
 		return exitUsage
 	}

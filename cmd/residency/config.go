@@ -7,24 +7,25 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/residency-router/residency/connectors/kafka"
-	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 )
 
 // errConfig marks an invalid configuration; the text names the field.
 var errConfig = errors.New("invalid config")
 
-// Config is the YAML configuration of `residency route` (see
-// deploy/examples/residency.yaml and docs/configuration.md). Values come
-// from the file, then RESIDENCY_* environment variables, then flags.
+// Config is the YAML configuration of the residency commands that take
+// --config (route, sink, replay, explain; see deploy/examples/residency.yaml
+// and docs/configuration.md). Values come from the file, then RESIDENCY_*
+// environment variables, then flags. Every command checks the whole file
+// (Config.validate) before wiring anything.
 type Config struct {
 	// Instance names this router in the residency-router header and logs.
 	// Default: the host name.
@@ -47,6 +48,8 @@ type Config struct {
 	// Sinks are the sinks `residency sink --store NAME` can run (see
 	// sink.go and docs/sinks.md). Default: none.
 	Sinks []SinkConfig `yaml:"sinks"`
+
+	file string // the file it was read from, for errors
 }
 
 // HTTPConfig configures the operations endpoint.
@@ -134,8 +137,43 @@ type RedisConfig struct {
 	Password string `yaml:"password"`
 	// DB is the Redis database number. Default 0.
 	DB int `yaml:"db"`
-	// TLS connects to Redis over TLS. Default false.
-	TLS bool `yaml:"tls"`
+	// TLS configures a TLS connection to Redis; `tls: true` is short for
+	// `tls: {enabled: true}`. Default: disabled (plaintext).
+	TLS TLSConfig `yaml:"tls"`
+}
+
+// TLSConfig configures a TLS connection (to Redis). In YAML it is either a
+// boolean (enabled or not, every other field at its default) or a mapping.
+type TLSConfig struct {
+	// Enabled turns TLS on. Default false.
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM file of CAs to trust. Default "": the system pool.
+	CAFile string `yaml:"ca_file"`
+	// CertFile is a PEM client certificate for mutual TLS. Default "":
+	// none. Set with KeyFile.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key of CertFile. Default "": none.
+	KeyFile string `yaml:"key_file"`
+	// ServerName is the name checked in the server's certificate. Default
+	// "": the host of the address.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify disables certificate verification (testing only).
+	// Default false.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// UnmarshalYAML reads `true`/`false` as Enabled, or the mapping of fields.
+func (t *TLSConfig) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var on bool
+		if err := n.Decode(&on); err != nil {
+			return fmt.Errorf("%q is not true, false or a mapping (enabled, ca_file, cert_file, key_file, server_name, insecure_skip_verify)", n.Value)
+		}
+		*t = TLSConfig{Enabled: on}
+		return nil
+	}
+	type plain TLSConfig // without this method
+	return n.Decode((*plain)(t))
 }
 
 // RulesConfig configures how the ruleset is followed.
@@ -155,19 +193,32 @@ type RulesConfig struct {
 	Pins *bool `yaml:"pins"`
 }
 
-// parseConfig decodes YAML, refusing unknown fields.
+// parseConfig decodes YAML. Every unknown field and every value of the
+// wrong type is reported by its field path (a *ConfigError), never by the
+// Go type it was meant for.
 func parseConfig(data []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, &ConfigError{Problems: []Problem{{Message: oneLine(err.Error())}}}
+	}
 	var c Config
+	if doc.Kind == 0 {
+		return &c, nil // an empty file
+	}
+	var ps problems
+	checkYAML(&doc, reflect.TypeFor[Config](), "", &ps)
+	if len(ps) > 0 {
+		return nil, &ConfigError{Problems: ps}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: %v", errConfig, err)
+		// checkYAML has already reported everything decoding refuses.
+		return nil, &ConfigError{Problems: []Problem{{Message: oneLine(err.Error())}}}
 	}
 	return &c, nil
 }
 
-// loadConfig reads, decodes and env-overrides the config file; call finish
-// after applying flags.
 // warnDeprecated logs a warning for every setting that is accepted but no
 // longer has an effect.
 func (c *Config) warnDeprecated(log *slog.Logger) {
@@ -176,15 +227,22 @@ func (c *Config) warnDeprecated(log *slog.Logger) {
 	}
 }
 
+// loadConfig reads, decodes and env-overrides the config file; call check
+// (finish, finishSink) after applying flags. Errors are *ConfigError.
 func loadConfig(path string, lookup func(string) (string, bool)) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errConfig, err)
+		return nil, &ConfigError{File: path, Problems: []Problem{{Message: "cannot read the config: " + oneLine(err.Error())}}}
 	}
 	c, err := parseConfig(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			ce.File = path
+		}
+		return nil, err
 	}
+	c.file = path
 	c.applyEnv(lookup)
 	return c, nil
 }
@@ -237,127 +295,6 @@ func splitList(v string) []string {
 		}
 	}
 	return out
-}
-
-// setDefault sets *dst to v if it is empty.
-func setDefault(dst *string, v string) {
-	if *dst == "" {
-		*dst = v
-	}
-}
-
-// sharedDefaults fills in the defaults of the parts of the config that
-// route and sink share: log level, listen address, Redis, ingest cluster.
-func (c *Config) sharedDefaults() {
-	setDefault(&c.LogLevel, "info")
-	setDefault(&c.HTTP.Listen, ":9090")
-	setDefault(&c.Redis.Addr, "127.0.0.1:6379")
-	setDefault(&c.Redis.Prefix, rules.DefaultPrefix)
-	if c.Kafka.IngestCluster == "" && len(c.Kafka.Clusters) == 1 {
-		for name := range c.Kafka.Clusters {
-			c.Kafka.IngestCluster = name
-		}
-	}
-}
-
-// finish fills in defaults and validates; errors name the field.
-func (c *Config) finish() error {
-	c.sharedDefaults()
-	setDefault(&c.Router.ConsumerGroup, "residency-router")
-	setDefault(&c.Router.QuarantineTopic, "residency.quarantine")
-	setDefault(&c.Router.DeadLetterTopic, "residency.dead-letter")
-	setDefault(&c.Router.StartOffset, "earliest")
-
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
-		bad("log_level", "%v", err)
-	}
-	if len(c.Kafka.Clusters) == 0 {
-		bad("kafka.clusters", "required: at least the ingest cluster")
-	}
-	names := make([]string, 0, len(c.Kafka.Clusters))
-	for name := range c.Kafka.Clusters {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		cl := c.Kafka.Clusters[name]
-		if cl.Name != "" && cl.Name != name {
-			bad("kafka.clusters."+name+".name", "%q differs from the key %q (leave it out)", cl.Name, name)
-		}
-		cl.Name = name
-		c.Kafka.Clusters[name] = cl
-		if err := cl.Validate("kafka.clusters." + name); err != nil {
-			for _, e := range unjoin(err) {
-				errs = append(errs, errors.New(strings.TrimPrefix(e.Error(), kafka.ErrConfig.Error()+": ")))
-			}
-		}
-	}
-	if c.Kafka.IngestCluster == "" {
-		bad("kafka.ingest_cluster", "required with more than one cluster")
-	} else if _, ok := c.Kafka.Clusters[c.Kafka.IngestCluster]; !ok && len(c.Kafka.Clusters) > 0 {
-		bad("kafka.ingest_cluster", "%q is not in kafka.clusters (%s)", c.Kafka.IngestCluster, strings.Join(names, ", "))
-	}
-	switch strings.ToLower(c.Kafka.Compression) {
-	case "", "none", "gzip", "snappy", "lz4", "zstd":
-	default:
-		bad("kafka.compression", "%q is not none, gzip, snappy, lz4 or zstd", c.Kafka.Compression)
-	}
-	if len(c.Router.IngestTopics) == 0 {
-		bad("router.ingest_topics", "required")
-	}
-	topics := map[string]string{}
-	for i, tp := range c.Router.IngestTopics {
-		topics[tp] = fmt.Sprintf("router.ingest_topics[%d]", i)
-	}
-	for field, tp := range map[string]string{"router.quarantine_topic": c.Router.QuarantineTopic, "router.dead_letter_topic": c.Router.DeadLetterTopic} {
-		if other, dup := topics[tp]; dup {
-			bad(field, "%q is also %s", tp, other)
-		}
-		topics[tp] = field
-	}
-	switch strings.ToLower(c.Router.StartOffset) {
-	case "earliest":
-	case "latest":
-		// Every ingested offset must be accounted for: a new group starting
-		// at the end would skip what is already in the ingest topics.
-		bad("router.start_offset", "\"latest\" would skip every event already in the ingest topics when a new consumer group starts; "+
-			"only earliest is allowed (to start a group later on purpose, reset its offsets with Kafka's consumer-groups tool)")
-	default:
-		bad("router.start_offset", "%q is not earliest", c.Router.StartOffset)
-	}
-	for field, v := range map[string]int{"router.batch_size": c.Router.BatchSize, "router.max_batch_bytes": c.Router.MaxBatchBytes,
-		"router.max_value_bytes": c.Router.MaxValueBytes, "redis.db": c.Redis.DB} {
-		if v < 0 {
-			bad(field, "must not be negative")
-		}
-	}
-	for field, v := range map[string]time.Duration{"router.linger": c.Router.Linger, "router.retry_min": c.Router.RetryMin,
-		"router.retry_max": c.Router.RetryMax, "router.give_up": c.Router.GiveUp, "router.shutdown_timeout": c.Router.ShutdownTimeout,
-		"rules.staleness_bound": c.Rules.StalenessBound, "rules.poll_interval": c.Rules.PollInterval,
-		"kafka.session_timeout": c.Kafka.SessionTimeout, "kafka.rebalance_timeout": c.Kafka.RebalanceTimeout} {
-		if v < 0 {
-			bad(field, "must not be negative")
-		}
-	}
-	if c.Rules.File == "" && c.Redis.Addr == "" {
-		bad("redis.addr", "required unless rules.file is set")
-	}
-	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-	if len(errs) > 0 {
-		return fmt.Errorf("%w: %w", errConfig, errors.Join(errs...))
-	}
-	return nil
-}
-
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 func parseLevel(s string) (slog.Level, error) {

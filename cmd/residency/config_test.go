@@ -1,12 +1,25 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/residency-router/residency/schemas"
 )
 
 func TestExampleConfigIsValid(t *testing.T) {
@@ -20,6 +33,12 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if c.Kafka.IngestCluster != "ingest" || len(c.Kafka.Clusters) != 2 || c.Router.Linger != 5*time.Millisecond ||
 		c.Router.IngestTopics[0] != "events.ingest" || c.Kafka.Clusters["eu"].Name != "eu" {
 		t.Fatalf("config %+v", c)
+	}
+	// The same file serves every command.
+	for _, s := range []scope{{sink: "us-postgres"}, {sink: "eu-objectstore"}, {}} {
+		if err := c.check(s); err != nil {
+			t.Errorf("scope %+v: %v", s, err)
+		}
 	}
 }
 
@@ -115,5 +134,168 @@ func TestConfigDeprecatedBatchTimeout(t *testing.T) {
 	c.warnDeprecated(slog.New(slog.NewTextHandler(&out, nil)))
 	if out.Len() != 0 {
 		t.Fatalf("warning without the setting: %q", out.String())
+	}
+}
+
+// TestWireErrorsNameTheField calls the route's wiring directly with the
+// configs of observation 6 of issue 12 (which made it panic on a nil
+// pointer in its cleanup), as if they had changed after validation: each is
+// an error naming the field, exit code 2, and wiring closes what it built.
+func TestWireErrorsNameTheField(t *testing.T) {
+	fx := brokenFixtures(t)
+	base := func() *Config {
+		c, err := parseConfig([]byte(strings.ReplaceAll(validBase, "RULES", fx["rules"])))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.finish(); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	tests := []struct {
+		name   string
+		change func(c *Config)
+		want   string
+	}{
+		{"catalogue dir missing", func(c *Config) { c.Schemas.CatalogueDir = "/nonexistent/schemas" }, "schemas.catalogue_dir: "},
+		{"catalogue file bad", func(c *Config) { c.Schemas.CatalogueDir = fx["badavscdir"] }, "schemas.catalogue_dir: "},
+		{"rules file missing", func(c *Config) { c.Rules.File = "/nonexistent/rules.yaml" }, "rules.file: "},
+		{"kafka ca file missing", func(c *Config) {
+			cl := c.Kafka.Clusters["ingest"]
+			cl.TLS.Enabled, cl.TLS.CAFile = true, "/nonexistent/ca.pem"
+			c.Kafka.Clusters["ingest"] = cl
+		}, "kafka.clusters.ingest.tls.ca_file: "},
+		{"confluent without registry", func(c *Config) { c.Schemas.DefaultFraming = schemas.FramingConfluent }, "schemas.registry.url: "},
+		{"unknown default framing", func(c *Config) { c.Schemas.DefaultFraming = "avro" }, "schemas.default_framing: "},
+		{"redis ca file missing", func(c *Config) {
+			c.Rules.File = ""
+			c.Redis.TLS = TLSConfig{Enabled: true, CAFile: "/nonexistent/redis-ca.pem"}
+		}, "redis.tls.ca_file: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base()
+			tt.change(c)
+			w, err := wire(c, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+			if err == nil {
+				_ = w.close()
+				t.Fatal("wire succeeded")
+			}
+			if w != nil || !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("wire = %v, %v; want a one-line usage error naming %q", w, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestRedisTLSConfig: redis.tls is `true` or a mapping; the client route,
+// sink, replay and explain build from it trusts the CA file, presents the
+// client certificate and checks the server name.
+func TestRedisTLSConfig(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key := writeTestCerts(t, dir)
+	c, err := parseConfig([]byte(fmt.Sprintf("redis: {addr: \"r:6380\", username: u, password: p, tls: {enabled: true, ca_file: %s, cert_file: %s, key_file: %s, server_name: redis.internal}}\n", ca, cert, key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := newRedis(c.Redis, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	o := client.Options()
+	if o.TLSConfig == nil || o.TLSConfig.RootCAs == nil || len(o.TLSConfig.Certificates) != 1 || o.TLSConfig.ServerName != "redis.internal" ||
+		o.Username != "u" || o.Password != "p" || o.Addr != "r:6380" {
+		t.Fatalf("client options %+v, TLS %+v", o, o.TLSConfig)
+	}
+	short, err := parseConfig([]byte("redis: {tls: true}\n"))
+	if err != nil || !short.Redis.TLS.Enabled {
+		t.Fatalf("tls: true = %+v, %v", short.Redis.TLS, err)
+	}
+	if client, err := newRedis(short.Redis, time.Second); err != nil || client.Options().TLSConfig == nil {
+		t.Fatalf("tls: true: %v", err)
+	}
+	off, err := parseConfig([]byte("redis: {tls: false}\n"))
+	if err != nil || off.Redis.TLS.Enabled {
+		t.Fatalf("tls: false = %+v, %v", off.Redis.TLS, err)
+	}
+	if client, err := newRedis(off.Redis, time.Second); err != nil || client.Options().TLSConfig != nil {
+		t.Fatalf("tls: false: %v", err)
+	}
+	if _, err := newRedis(RedisConfig{TLS: TLSConfig{Enabled: true, CAFile: cert + ".missing"}}, time.Second); err == nil ||
+		!strings.Contains(err.Error(), "redis.tls.ca_file") {
+		t.Fatalf("missing CA file: %v", err)
+	}
+}
+
+// writeTestCerts writes a self-signed CA and a client certificate and key
+// signed by it, as PEM files in dir.
+func writeTestCerts(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "residency"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	clDER, err := x509.CreateCertificate(rand.Reader, clTmpl, caTmpl, &clKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(clKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("client.pem", "CERTIFICATE", clDER), write("client-key.pem", "EC PRIVATE KEY", keyDER)
+}
+
+// TestKafkaTLSFilesCheckedAtStart: a cluster's TLS files are read by the
+// config's validation, so a good set passes and a bad one names its field.
+func TestKafkaTLSFilesCheckedAtStart(t *testing.T) {
+	ca, cert, key := writeTestCerts(t, t.TempDir())
+	good := fmt.Sprintf("kafka: {clusters: {eu: {brokers: ['h:1'], tls: {enabled: true, ca_file: %s, cert_file: %s, key_file: %s}}}}\nrouter: {ingest_topics: [x]}\n", ca, cert, key)
+	c, err := parseConfig([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.finish(); err != nil {
+		t.Fatalf("good TLS files: %v", err)
+	}
+	c, err = parseConfig([]byte(strings.Replace(good, "key_file: "+key, "key_file: "+ca, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.finish(); err == nil || !strings.Contains(err.Error(), "kafka.clusters.eu.tls.cert_file") {
+		t.Fatalf("a CA as the key: %v", err)
+	}
+}
+
+// TestConfigErrorsKeepSecretsOut: a DSN's password does not reach the error.
+func TestConfigErrorsKeepSecretsOut(t *testing.T) {
+	c, err := parseConfig([]byte("kafka: {clusters: {a: {brokers: ['h:1']}}}\nsinks: [{store: s, region: us, postgres: {dsn: \"postgres://u:hunter2@h:nope/db\"}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.check(scope{sink: "s"})
+	if err == nil || !strings.Contains(err.Error(), "sinks[0].postgres.dsn") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("check = %v; want the dsn named, without its password", err)
 	}
 }

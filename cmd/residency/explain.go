@@ -2,38 +2,57 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/linkedin/goavro/v2"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 )
 
-const explainSynopsis = `explain EVENT (--rules FILE | --redis ADDR) [flags]
+const explainSynopsis = `explain EVENT [--config FILE [--topic T]] [--rules FILE | --redis ADDR] [flags]
 
 Say where the router would send an event, and why. EVENT is a file (or -
-for stdin) holding either the event as JSON (encoded here with the
-canonical user event schema; plain JSON or Avro JSON), one Kafka message
-value (framed as --framing says), or an Avro object container file (each
-record is explained).
-Exit codes: 0 routable, 1 quarantined or dead-lettered, 2 usage,
-3 Redis unavailable.`
+for stdin) holding one of:
+  - only the routing fields, as JSON: {"country": "US", "user_id": "u-1"}
+    (or just one of them; the paths of schemas.country_field and
+    user_id_field, nested ones as nested objects). A quick answer from those
+    fields, the user's pin and the ruleset: the rest of the event, and
+    whether it decodes, is not checked;
+  - a whole event as JSON (plain or Avro JSON), encoded with --schema
+    (default: the topic's raw schema, else the canonical user event schema)
+    in the topic's framing;
+  - one Kafka message value, read as the router reads the topic;
+  - an Avro object container file (each record is explained).
+With --config, explain answers for that deployment: it reads events as the
+router reads --topic (default: the first of router.ingest_topics), with its
+framings, raw schemas, catalogue and registry, and decides with the ruleset
+in force (rules.file, or the Redis of the config with its credentials and
+TLS) and the user's pin. --rules, --redis, --prefix, --framing, --registry
+and --schema override the config. Without --config, one of --rules and
+--redis is required.
+Exit codes: 0 routable, 1 quarantined or dead-lettered, 2 usage or config,
+3 Redis or the schema registry unavailable.`
 
 // explanation is what explain prints for one event.
 type explanation struct {
 	Event          string `json:"event"`
 	Encoding       string `json:"encoding"`
+	IngestTopic    string `json:"ingest_topic,omitempty"`
+	Partial        bool   `json:"partial,omitempty"`
 	Decision       string `json:"decision"`
 	Jurisdiction   string `json:"jurisdiction,omitempty"`
 	DecidedBy      string `json:"decided_by,omitempty"`
@@ -43,145 +62,368 @@ type explanation struct {
 	Topic          string `json:"topic,omitempty"`
 	Reason         string `json:"reason,omitempty"`
 	Error          string `json:"error,omitempty"`
+	Pin            string `json:"pin,omitempty"`
+	PinsChecked    bool   `json:"pins_checked"`
+	Note           string `json:"note,omitempty"`
 	RulesetVersion int64  `json:"ruleset_version"`
 	RulesetSource  string `json:"ruleset_source"`
+}
+
+// partialNote is said of every answer from the routing fields alone.
+const partialNote = "only the routing fields were given: the rest of the event, and whether it decodes, was not checked"
+
+// explainFlags are the flags of `residency explain`.
+type explainFlags struct {
+	cfgPath, topic, rulesFile, redisAddr, prefix string
+	framing, registry, schema, format            string
+	asJSON                                       bool
+	set                                          map[string]bool // the flags given
 }
 
 // runExplain is `residency explain`.
 func runExplain(ctx context.Context, e env) int {
 	fs := newFlags(e, "explain", explainSynopsis)
-	rulesFile := fs.String("rules", "", "ruleset `file` to decide with")
-	redisAddr := fs.String("redis", "", "decide with the current ruleset (and pins) in the Redis at `host:port`")
-	prefix := fs.String("prefix", rules.DefaultPrefix, "Redis key prefix")
-	framing := fs.String("framing", string(schemas.FramingSingleObject), "framing of a message value: single-object, confluent or raw")
-	registry := fs.String("registry", "", "schema registry `URL` (confluent framing)")
-	schema := fs.String("schema", "", "writer schema of a raw value: a full name or an .avsc `file` (default the canonical user event schema)")
-	format := fs.String("format", "auto", "EVENT's format: auto, json, value or container")
-	asJSON := fs.Bool("json", false, "print JSON")
+	var f explainFlags
+	fs.StringVar(&f.cfgPath, "config", "", "answer for the deployment of this config `file`: its schemas settings, rules and Redis")
+	fs.StringVar(&f.topic, "topic", "", "with --config: the ingest `topic` whose framing and raw schema to read the event with (default: the first of router.ingest_topics)")
+	fs.StringVar(&f.rulesFile, "rules", "", "ruleset `file` to decide with (overrides rules.file and Redis)")
+	fs.StringVar(&f.redisAddr, "redis", "", "decide with the current ruleset (and pins) in the Redis at `host:port` (overrides redis.addr)")
+	fs.StringVar(&f.prefix, "prefix", rules.DefaultPrefix, "Redis key prefix (overrides redis.prefix)")
+	fs.StringVar(&f.framing, "framing", string(schemas.FramingSingleObject), "framing of a message value: single-object, confluent or raw (overrides the topic's framing)")
+	fs.StringVar(&f.registry, "registry", "", "schema registry `URL` for the confluent framing (overrides schemas.registry.url)")
+	fs.StringVar(&f.schema, "schema", "", "writer schema: a full name (embedded or catalogue schema) or an .avsc `file`; of a raw value, and of a whole JSON event (default: the topic's raw schema, else the canonical user event schema)")
+	fs.StringVar(&f.format, "format", "auto", "EVENT's format: auto, fields (the routing fields as JSON), json, value or container")
+	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
 	args, code, ok := parseInterleaved(fs, e.args)
 	if !ok {
 		return code
 	}
-	if len(args) != 1 || (*rulesFile == "") == (*redisAddr == "") {
-		fmt.Fprintln(e.stderr, "residency explain: need one EVENT and exactly one of --rules or --redis")
-		fs.Usage()
+	f.set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	if len(args) != 1 {
+		fmt.Fprintln(e.stderr, "residency explain: need one EVENT (a file, or - for stdin); see residency explain -h")
 		return exitUsage
 	}
-	data, err := readEventFile(e, args[0])
+	code, err := explainMain(ctx, e, &f, args[0])
 	if err != nil {
-		return fail(e, "explain", fmt.Errorf("%w: %w", errUsage, err))
+		fmt.Fprintf(e.stderr, "residency explain: %s\n", oneLine(err.Error()))
 	}
-	values, encoding, err := eventValues(data, args[0], *format, schemas.Framing(*framing))
+	return code
+}
+
+// explainSetup is what explain decides with: how to read the event, the
+// ruleset and pins, and where the router could write.
+type explainSetup struct {
+	cfg      *Config // nil without --config
+	topic    string  // the ingest topic the event is read as
+	xcfg     schemas.ExtractorConfig
+	framing  schemas.Framing // the topic's framing
+	rs       *rules.Ruleset
+	source   string
+	pins     router.PinLookup // nil: pins not looked up
+	canWrite func(cluster, topic string) bool
+	maxBytes int      // router.max_value_bytes
+	close    []func() // what loadRules opened
+}
+
+// explainMain runs explain for one EVENT and returns the exit code.
+func explainMain(ctx context.Context, e env, f *explainFlags, event string) (int, error) {
+	usage := func(format string, args ...any) (int, error) { return exitUsage, usagef(format, args...) }
+	if f.rulesFile != "" && f.redisAddr != "" {
+		return usage("--rules and --redis exclude each other")
+	}
+	if f.cfgPath == "" && (f.rulesFile == "") == (f.redisAddr == "") {
+		return usage("need --config FILE, or one of --rules FILE and --redis ADDR")
+	}
+	if f.cfgPath == "" && f.set["topic"] {
+		return usage("--topic: only with --config (it picks the framing and raw schema of one of its ingest topics)")
+	}
+	if f.set["framing"] && !slices.Contains([]schemas.Framing{schemas.FramingSingleObject, schemas.FramingConfluent, schemas.FramingRaw}, schemas.Framing(f.framing)) {
+		return usage("--framing %q is not single-object, confluent or raw", f.framing)
+	}
+	switch f.format {
+	case "auto", "fields", "json", "value", "container":
+	default:
+		return usage("--format %q is not auto, fields, json, value or container", f.format)
+	}
+	s, err := f.setup()
 	if err != nil {
-		return fail(e, "explain", fmt.Errorf("%w: %w", errUsage, err))
+		return exitUsage, err
 	}
-	xcfg := schemas.ExtractorConfig{DefaultFraming: schemas.Framing(*framing), Registry: schemas.RegistryConfig{URL: *registry}}
-	if encoding.framing != "" {
-		xcfg.DefaultFraming = encoding.framing
-	}
-	if xcfg.DefaultFraming == schemas.FramingRaw {
-		ref := *schema
-		if encoding.schemaFile != "" {
-			ref = encoding.schemaFile
-			defer os.Remove(encoding.schemaFile)
+	defer func() {
+		for _, c := range s.close {
+			c()
 		}
-		if ref == "" {
-			ref = canonicalName()
-		}
-		xcfg.RawSchemas = map[string]string{schemas.DefaultTopic: ref}
-	}
-	fields, err := schemas.NewExtractor(xcfg)
+	}()
+	data, err := readEventFile(e, event)
 	if err != nil {
-		return fail(e, "explain", fmt.Errorf("%w: %w", errUsage, err))
+		return usage("%s: %v", event, err)
+	}
+	format := f.format
+	if format == "auto" {
+		format = detectFormat(data, event, s.xcfg)
 	}
 
-	var rs *rules.Ruleset
-	var pins router.PinLookup
-	source := *rulesFile
-	if *rulesFile != "" {
-		if _, rs, err = readRuleset(*rulesFile); err != nil {
-			return fail(e, "explain", fmt.Errorf("%w: --rules: %w", errUsage, err))
-		}
-	} else {
-		redis.SetLogger(quietLogger{})
-		client := redis.NewClient(&redis.Options{Addr: *redisAddr, DialTimeout: 3 * time.Second, MaxRetries: 1})
-		defer client.Close()
-		store := rules.NewRedisStore(client, *prefix)
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		v, err := store.LatestVersion(rctx)
-		if err == nil {
-			rs, err = store.Load(rctx, v)
-		}
+	// The routing fields alone need no schema: the decision is made from
+	// them; nothing else is known about the event.
+	if format == "fields" {
+		fields, err := routingFields(data, s.xcfg)
 		if err != nil {
-			fmt.Fprintf(e.stderr, "residency explain: ruleset from Redis %s: %v\n", *redisAddr, err)
-			if errors.Is(err, rules.ErrUnavailable) {
-				return exitNotReady
-			}
-			return exitFailure
+			return usage("%s: %v", event, err)
 		}
-		pins = pinsFunc(store.LookupPins)
-		source = "redis " + *redisAddr
+		code, err := s.loadRules(ctx, f)
+		if err != nil {
+			return code, err
+		}
+		x := explanation{Event: event, Encoding: "JSON with the routing fields only (" + strings.Join(fieldPaths(s.xcfg), ", ") + ")",
+			Partial: true, Note: partialNote}
+		return s.explain(ctx, e, f, x, fields, nil)
 	}
 
+	values, enc, cleanup, err := s.eventValues(data, event, format, f)
+	defer cleanup()
+	if err != nil {
+		return exitUsage, err
+	}
+	fields, err := schemas.NewExtractor(s.xcfg)
+	if err != nil {
+		if s.cfg != nil {
+			return exitUsage, fieldError("schemas", err)
+		}
+		return exitUsage, err
+	}
+	code, err := s.loadRules(ctx, f)
+	if err != nil {
+		return code, err
+	}
 	worst := exitOK
 	for i, v := range values {
-		x := explanation{Event: args[0], Encoding: encoding.describe, RulesetVersion: rs.Version(), RulesetSource: source}
+		x := explanation{Event: event, Encoding: enc}
 		if len(values) > 1 {
-			x.Event = fmt.Sprintf("%s record %d", args[0], i+1)
+			x.Event = fmt.Sprintf("%s record %d", event, i+1)
 		}
-		d, f, derr := explainOne(ctx, fields, pins, rs, v)
-		if errors.Is(derr, schemas.ErrRegistryUnavailable) || errors.Is(derr, rules.ErrUnavailable) {
-			fmt.Fprintf(e.stderr, "residency explain: %v\n", derr)
-			return exitNotReady
+		fl, derr := router.ReadFields(ctx, fields, &router.Message{Topic: s.topic, Value: v}, s.maxBytes)
+		if errors.Is(derr, schemas.ErrRegistryUnavailable) {
+			return exitNotReady, derr
 		}
-		x.Decision, x.Jurisdiction, x.Region, x.Cluster, x.Topic, x.Reason = d.Outcome.String(), d.Jurisdiction, d.Region, d.Cluster, d.Topic, d.Reason
-		if f.HasCountry {
-			x.Country = string(f.Country)
+		code, err := s.explain(ctx, e, f, x, fl, derr)
+		if err != nil {
+			return code, err
 		}
-		if d.Jurisdiction != "" {
-			x.DecidedBy = "country"
-			if d.Pinned {
-				x.DecidedBy = "pin"
-			}
+		worst = max(worst, code)
+	}
+	return worst, nil
+}
+
+// setup reads the config (when given), applies the flags over it and says
+// how events are read. Errors are usage or config errors.
+func (f *explainFlags) setup() (*explainSetup, error) {
+	s := &explainSetup{topic: "explain", maxBytes: router.DefaultMaxValueBytes}
+	if f.cfgPath == "" {
+		s.xcfg = schemas.ExtractorConfig{DefaultFraming: schemas.Framing(f.framing), Registry: schemas.RegistryConfig{URL: f.registry}}
+		s.framing = s.xcfg.DefaultFraming
+		s.source = f.rulesFile
+		if f.redisAddr != "" {
+			s.source = "redis " + f.redisAddr
 		}
-		if derr != nil {
-			x.Error = derr.Error()
+		return s, s.rawSchema(f)
+	}
+	cfg, err := loadConfig(f.cfgPath, os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case f.rulesFile != "":
+		cfg.Rules.File = f.rulesFile
+	case f.redisAddr != "":
+		cfg.Rules.File, cfg.Redis.Addr = "", f.redisAddr
+	}
+	if f.set["prefix"] {
+		cfg.Redis.Prefix = f.prefix
+	}
+	if f.set["registry"] {
+		cfg.Schemas.Registry.URL = f.registry
+	}
+	if err := cfg.check(scope{}); err != nil {
+		return nil, err
+	}
+	s.cfg = cfg
+	s.maxBytes = cmp.Or(cfg.Router.MaxValueBytes, router.DefaultMaxValueBytes)
+	switch {
+	case f.topic != "":
+		if len(cfg.Router.IngestTopics) > 0 && !slices.Contains(cfg.Router.IngestTopics, f.topic) {
+			return nil, usagef("--topic %q is not one of router.ingest_topics %v", f.topic, cfg.Router.IngestTopics)
 		}
-		printExplanation(e.stdout, x, *asJSON)
-		if d.Outcome != router.Routed {
-			worst = exitFailure
+		s.topic = f.topic
+	case len(cfg.Router.IngestTopics) > 0:
+		s.topic = cfg.Router.IngestTopics[0]
+	}
+	s.xcfg = cfg.Schemas
+	s.xcfg.Framings = maps.Clone(cfg.Schemas.Framings)
+	s.xcfg.RawSchemas = maps.Clone(cfg.Schemas.RawSchemas)
+	if s.xcfg.Framings == nil {
+		s.xcfg.Framings = map[string]schemas.Framing{}
+	}
+	if s.xcfg.RawSchemas == nil {
+		s.xcfg.RawSchemas = map[string]string{}
+	}
+	if f.set["framing"] {
+		s.xcfg.Framings[s.topic] = schemas.Framing(f.framing)
+	}
+	s.framing = cmp.Or(s.xcfg.Framings[s.topic], cmp.Or(s.xcfg.DefaultFraming, schemas.FramingSingleObject))
+	if cfg.Rules.File != "" {
+		s.source = "rules.file " + cfg.Rules.File
+	} else {
+		s.source = "redis " + cfg.Redis.Addr
+	}
+	// Where the router can write: a cluster of the config, and not an
+	// ingest, quarantine or dead-letter topic of the ingest cluster.
+	if len(cfg.Kafka.Clusters) > 0 {
+		reserved := map[string]bool{cfg.Router.QuarantineTopic: true, cfg.Router.DeadLetterTopic: true}
+		for _, tp := range cfg.Router.IngestTopics {
+			reserved[tp] = true
+		}
+		s.canWrite = func(cluster, topic string) bool {
+			_, ok := cfg.Kafka.Clusters[cluster]
+			return ok && !(cluster == cfg.Kafka.IngestCluster && reserved[topic])
 		}
 	}
-	return worst
+	return s, s.rawSchema(f)
+}
+
+// rawSchema sets the writer schema of a raw topic from --schema, or the
+// canonical schema when a raw topic has none (explain without --config).
+func (s *explainSetup) rawSchema(f *explainFlags) error {
+	if s.framing != schemas.FramingRaw {
+		return nil
+	}
+	if s.xcfg.RawSchemas == nil {
+		s.xcfg.RawSchemas = map[string]string{}
+	}
+	key := s.topic
+	if s.cfg == nil {
+		key = schemas.DefaultTopic // without a config every topic is read the same way
+	}
+	switch {
+	case f.schema != "":
+		s.xcfg.RawSchemas[key] = f.schema
+	case s.xcfg.RawSchemas[s.topic] == "" && s.xcfg.RawSchemas[schemas.DefaultTopic] == "":
+		s.xcfg.RawSchemas[key] = canonicalName()
+	}
+	return nil
+}
+
+// loadRules loads the ruleset (a file, or the current version in Redis with
+// the pins) into s. On error it returns the exit code.
+func (s *explainSetup) loadRules(ctx context.Context, f *explainFlags) (int, error) {
+	file, rc := f.rulesFile, RedisConfig{Addr: f.redisAddr, Prefix: f.prefix}
+	pinsOn := true
+	if s.cfg != nil {
+		file, rc, pinsOn = s.cfg.Rules.File, s.cfg.Redis, s.cfg.pinsEnabled()
+	}
+	if file != "" {
+		_, rs, err := readRuleset(file)
+		if err != nil {
+			if s.cfg != nil && f.rulesFile == "" {
+				return exitUsage, &ConfigError{File: s.cfg.file, Problems: []Problem{{Field: "rules.file", Message: oneLine(err.Error())}}}
+			}
+			return exitUsage, usagef("--rules: %w", err)
+		}
+		s.rs = rs
+		return exitOK, nil
+	}
+	// The same client as route's, sink's and replay's: address, ACL user,
+	// password, database and TLS from the config.
+	client, err := newRedis(rc, 5*time.Second)
+	if err != nil {
+		return exitUsage, err
+	}
+	s.close = append(s.close, func() { _ = client.Close() })
+	store := rules.NewRedisStore(client, rc.Prefix)
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	v, err := store.LatestVersion(rctx)
+	if err == nil {
+		s.rs, err = store.Load(rctx, v)
+	}
+	if err != nil {
+		err = fmt.Errorf("ruleset from Redis %s: %w", rc.Addr, err)
+		if errors.Is(err, rules.ErrUnavailable) {
+			return exitNotReady, err
+		}
+		return exitFailure, err
+	}
+	if pinsOn {
+		s.pins = pinsFunc(store.LookupPins)
+	}
+	return exitOK, nil
+}
+
+// explain decides for one event's fields (or its decode error derr),
+// prints the explanation and returns the exit code for it.
+func (s *explainSetup) explain(ctx context.Context, e env, f *explainFlags, x explanation, fl schemas.Fields, derr error) (int, error) {
+	x.RulesetVersion, x.RulesetSource, x.PinsChecked = s.rs.Version(), s.source, s.pins != nil
+	if s.cfg != nil {
+		x.IngestTopic = s.topic
+	}
+	var d router.Decision
+	switch {
+	case derr != nil:
+		d = router.DeadLetter(derr)
+		x.Error = derr.Error()
+	default:
+		pin := ""
+		if s.pins != nil && len(fl.UserID) > 0 {
+			got, err := s.pins.Lookup(ctx, [][]byte{fl.UserID})
+			if err != nil {
+				if errors.Is(err, rules.ErrUnavailable) {
+					return exitNotReady, fmt.Errorf("pins: %w", err)
+				}
+				return exitFailure, fmt.Errorf("pins: %w", err)
+			}
+			pin = got[0]
+		}
+		x.Pin = pin
+		d = router.Decide(fl, pin, s.rs)
+		if s.canWrite != nil {
+			if w := router.DecideWritable(fl, pin, s.rs, s.canWrite); w.Outcome != d.Outcome {
+				why := fmt.Sprintf("cluster %s is not in kafka.clusters", d.Cluster)
+				if _, ok := s.cfg.Kafka.Clusters[d.Cluster]; ok {
+					why = fmt.Sprintf("%s is an ingest, quarantine or dead-letter topic of the ingest cluster", d.Topic)
+				}
+				x.Note = joinNote(x.Note, fmt.Sprintf("the ruleset places it in region %s (topic %s on cluster %s), where this router does not write: %s",
+					d.Region, d.Topic, d.Cluster, why))
+				d = w
+			}
+		}
+	}
+	x.Decision, x.Jurisdiction, x.Region, x.Cluster, x.Topic, x.Reason = d.Outcome.String(), d.Jurisdiction, d.Region, d.Cluster, d.Topic, d.Reason
+	if fl.HasCountry {
+		x.Country = string(fl.Country)
+	}
+	if d.Jurisdiction != "" {
+		x.DecidedBy = "country"
+		if d.Pinned {
+			x.DecidedBy = "pin"
+		}
+	}
+	printExplanation(e.stdout, x, f.asJSON)
+	if d.Outcome != router.Routed {
+		return exitFailure, nil
+	}
+	return exitOK, nil
+}
+
+func joinNote(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 type pinsFunc func(ctx context.Context, ids [][]byte) ([]string, error)
 
 func (f pinsFunc) Lookup(ctx context.Context, ids [][]byte) ([]string, error) { return f(ctx, ids) }
-
-func explainOne(ctx context.Context, fields router.FieldReader, pins router.PinLookup, rs *rules.Ruleset, v []byte) (router.Decision, schemas.Fields, error) {
-	if len(v) == 0 {
-		err := fmt.Errorf("explain: %w", schemas.ErrEmptyValue)
-		return router.DeadLetter(err), schemas.Fields{}, err
-	}
-	f, err := fields.Extract(ctx, "explain", v)
-	if err != nil {
-		if errors.Is(err, schemas.ErrRegistryUnavailable) {
-			return router.Decision{}, f, err
-		}
-		return router.DeadLetter(err), f, err
-	}
-	pin := ""
-	if pins != nil && len(f.UserID) > 0 {
-		got, err := pins.Lookup(ctx, [][]byte{f.UserID})
-		if err != nil {
-			return router.Decision{}, f, err
-		}
-		pin = got[0]
-	}
-	return router.Decide(f, pin, rs), f, nil
-}
 
 func printExplanation(w io.Writer, x explanation, asJSON bool) {
 	if asJSON {
@@ -196,6 +438,7 @@ func printExplanation(w io.Writer, x explanation, asJSON bool) {
 	}
 	line("event", x.Event)
 	line("encoding", x.Encoding)
+	line("ingest topic", x.IngestTopic)
 	line("decision", x.Decision)
 	if x.Jurisdiction != "" {
 		line("jurisdiction", fmt.Sprintf("%s (decided by %s)", x.Jurisdiction, x.DecidedBy))
@@ -207,7 +450,17 @@ func printExplanation(w io.Writer, x explanation, asJSON bool) {
 	}
 	line("reason", x.Reason)
 	line("error", x.Error)
+	switch {
+	case x.Error != "":
+	case !x.PinsChecked:
+		line("pin", "not looked up (a ruleset file has no pins, or rules.pins is false)")
+	case x.Pin != "":
+		line("pin", "the user is pinned to "+x.Pin)
+	default:
+		line("pin", "none")
+	}
 	line("ruleset", fmt.Sprintf("version %d (%s)", x.RulesetVersion, x.RulesetSource))
+	line("note", x.Note)
 	fmt.Fprintln(w)
 }
 
@@ -218,90 +471,301 @@ func readEventFile(e env, path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// encodingInfo says how explain turned EVENT into message values.
-type encodingInfo struct {
-	describe   string
-	framing    schemas.Framing // overrides --framing when set
-	schemaFile string          // a temporary .avsc for container files
-}
-
 func canonicalName() string {
 	var s struct{ Name, Namespace string }
 	_ = json.Unmarshal([]byte(schemas.UserEventSchema), &s)
 	return s.Namespace + "." + s.Name
 }
 
-// eventValues turns EVENT into the message values to explain.
-func eventValues(data []byte, path, format string, framing schemas.Framing) ([][]byte, encodingInfo, error) {
-	if format == "auto" {
-		trimmed := bytes.TrimSpace(data)
-		switch {
-		case strings.EqualFold(filepath.Ext(path), ".json") || (len(trimmed) > 0 && trimmed[0] == '{'):
-			format = "json"
-		case bytes.HasPrefix(data, []byte("Obj\x01")):
-			format = "container"
-		default:
-			format = "value"
+// detectFormat guesses EVENT's format: JSON holding only the routing fields
+// is "fields", other JSON "json", an Avro container file "container", and
+// anything else one message "value".
+func detectFormat(data []byte, path string, xcfg schemas.ExtractorConfig) string {
+	trimmed := bytes.TrimSpace(data)
+	switch {
+	case strings.EqualFold(filepath.Ext(path), ".json") || (len(trimmed) > 0 && trimmed[0] == '{'):
+		if doc, ok := jsonObject(data); ok && onlyRoutingFields(doc, fieldSegs(xcfg)) {
+			return "fields"
 		}
+		return "json"
+	case bytes.HasPrefix(data, []byte("Obj\x01")):
+		return "container"
+	default:
+		return "value"
+	}
+}
+
+// fieldPaths are the dotted paths of the routing fields (country, user id).
+func fieldPaths(xcfg schemas.ExtractorConfig) []string {
+	return []string{cmp.Or(xcfg.CountryField, "country"), cmp.Or(xcfg.UserIDField, "user_id")}
+}
+
+func fieldSegs(xcfg schemas.ExtractorConfig) [][]string {
+	var out [][]string
+	for _, p := range fieldPaths(xcfg) {
+		out = append(out, strings.Split(p, "."))
+	}
+	return out
+}
+
+func jsonObject(data []byte) (map[string]any, bool) {
+	var doc map[string]any
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil || doc == nil {
+		return nil, false
+	}
+	return doc, true
+}
+
+// onlyRoutingFields reports whether doc holds at least one routing field
+// and nothing else: every key lies on the path of one.
+func onlyRoutingFields(doc map[string]any, paths [][]string) bool {
+	if len(doc) == 0 {
+		return false
+	}
+	for k, v := range doc {
+		var rest [][]string
+		terminal := false
+		for _, p := range paths {
+			if p[0] != k {
+				continue
+			}
+			if len(p) == 1 {
+				terminal = true
+			} else {
+				rest = append(rest, p[1:])
+			}
+		}
+		switch sub, isObj := v.(map[string]any); {
+		case terminal:
+		case len(rest) > 0 && isObj && onlyRoutingFields(sub, rest):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// routingFields reads the routing fields of a JSON object: each a string
+// (or Avro JSON's {"string": "US"}), null or absent.
+func routingFields(data []byte, xcfg schemas.ExtractorConfig) (schemas.Fields, error) {
+	doc, ok := jsonObject(data)
+	if !ok {
+		var v any
+		if err := json.Unmarshal(data, &v); err != nil {
+			return schemas.Fields{}, fmt.Errorf("not JSON: %w", err)
+		}
+		return schemas.Fields{}, errors.New("want a JSON object with the routing fields, e.g. {\"country\": \"US\", \"user_id\": \"u-1\"}")
+	}
+	paths := fieldPaths(xcfg)
+	country, hasCountry, err := jsonString(doc, paths[0])
+	if err != nil {
+		return schemas.Fields{}, err
+	}
+	user, hasUser, err := jsonString(doc, paths[1])
+	if err != nil {
+		return schemas.Fields{}, err
+	}
+	if !hasCountry && !hasUser {
+		return schemas.Fields{}, fmt.Errorf("neither %s nor %s is set (the routing fields, from schemas.country_field and user_id_field)", paths[0], paths[1])
+	}
+	f := schemas.Fields{HasCountry: hasCountry}
+	if hasCountry {
+		f.Country = []byte(country)
+	}
+	if hasUser {
+		f.UserID = []byte(user)
+	}
+	return f, nil
+}
+
+// jsonString reads the string at a dotted path of doc; ok is false when it
+// is absent or null.
+func jsonString(doc map[string]any, path string) (s string, ok bool, err error) {
+	segs := strings.Split(path, ".")
+	var v any = doc
+	for i, seg := range segs {
+		obj, isObj := v.(map[string]any)
+		if !isObj {
+			return "", false, fmt.Errorf("%s: %s is not an object", path, strings.Join(segs[:i], "."))
+		}
+		if v = obj[seg]; v == nil {
+			return "", false, nil
+		}
+	}
+	if u, isObj := v.(map[string]any); isObj && len(u) == 1 {
+		for _, inner := range u { // Avro JSON: a union tagged with its branch
+			v = inner
+		}
+	}
+	switch v := v.(type) {
+	case nil:
+		return "", false, nil
+	case string:
+		return v, true, nil
+	}
+	return "", false, fmt.Errorf("%s: want a string or null, got %s", path, jsonKind(v))
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "an array"
+	case bool:
+		return "a boolean"
+	case json.Number:
+		return "a number"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// eventValues turns EVENT (format json, value or container) into the
+// message values to explain, as the ingest topic holds them, and says how.
+// cleanup removes temporary files.
+func (s *explainSetup) eventValues(data []byte, path, format string, f *explainFlags) (values [][]byte, describe string, cleanup func(), err error) {
+	cleanup = func() {}
+	bad := func(err error) ([][]byte, string, func(), error) {
+		return nil, "", cleanup, usagef("%s: %w", path, err)
 	}
 	switch format {
 	case "json":
-		codec, err := goavro.NewCodec(schemas.UserEventSchema)
+		ref := f.schema
+		if ref == "" && s.framing == schemas.FramingRaw {
+			ref = cmp.Or(s.xcfg.RawSchemas[s.topic], s.xcfg.RawSchemas[schemas.DefaultTopic])
+		}
+		text, name := schemas.UserEventSchema, canonicalName()
+		if ref != "" {
+			if text, name, err = resolveSchema(ref, s.xcfg.CatalogueDir); err != nil {
+				return nil, "", cleanup, usagef("--schema: %w", err)
+			}
+		}
+		codec, err := goavro.NewCodec(text)
 		if err != nil {
-			return nil, encodingInfo{}, err
+			return bad(err)
+		}
+		hint := ""
+		if f.format == "auto" {
+			hint = fmt.Sprintf(" (for a quick answer from the routing fields alone, give only %s)", strings.Join(fieldPaths(s.xcfg), " and/or "))
 		}
 		native, err := jsonToNative(codec, data)
 		if err != nil {
-			return nil, encodingInfo{}, err
+			return bad(fmt.Errorf("%w%s", err, hint))
 		}
 		body, err := codec.BinaryFromNative(nil, native)
 		if err != nil {
-			return nil, encodingInfo{}, fmt.Errorf("the JSON does not fit the user event schema: %w", err)
+			return bad(fmt.Errorf("the JSON does not fit the schema %s: %w%s", name, err, hint))
 		}
-		fp, err := schemas.Fingerprint(schemas.UserEventSchema)
+		switch s.framing {
+		case schemas.FramingRaw:
+			return [][]byte{body}, "JSON, encoded with " + name + " (raw, as topic " + s.topic + " is framed)", cleanup, nil
+		case schemas.FramingConfluent:
+			return bad(fmt.Errorf("topic %s uses the confluent framing, whose values carry a registry id: give the message value, or only the routing fields", s.topic))
+		}
+		fp, err := schemas.Fingerprint(text)
 		if err != nil {
-			return nil, encodingInfo{}, err
+			return bad(err)
 		}
-		return [][]byte{schemas.AppendSingleObject(nil, fp, body)},
-			encodingInfo{describe: "JSON, encoded with " + canonicalName() + " (single-object)", framing: schemas.FramingSingleObject}, nil
+		return [][]byte{schemas.AppendSingleObject(nil, fp, body)}, "JSON, encoded with " + name + " (single-object)", cleanup, nil
 	case "value":
-		return [][]byte{data}, encodingInfo{describe: "message value, " + string(framing) + " framing"}, nil
+		return [][]byte{data}, "message value, " + string(s.framing) + " framing", cleanup, nil
 	case "container":
 		ocf, err := goavro.NewOCFReader(bytes.NewReader(data))
 		if err != nil {
-			return nil, encodingInfo{}, fmt.Errorf("avro container file: %w", err)
+			return bad(fmt.Errorf("avro container file: %w", err))
 		}
 		codec := ocf.Codec()
-		var values [][]byte
 		for ocf.Scan() {
 			native, err := ocf.Read()
 			if err != nil {
-				return nil, encodingInfo{}, fmt.Errorf("avro container file: %w", err)
+				return bad(fmt.Errorf("avro container file: %w", err))
 			}
 			body, err := codec.BinaryFromNative(nil, native)
 			if err != nil {
-				return nil, encodingInfo{}, fmt.Errorf("avro container file: %w", err)
+				return bad(fmt.Errorf("avro container file: %w", err))
 			}
 			values = append(values, body)
 		}
 		if err := ocf.Err(); err != nil {
-			return nil, encodingInfo{}, fmt.Errorf("avro container file: %w", err)
+			return bad(fmt.Errorf("avro container file: %w", err))
 		}
-		f, err := os.CreateTemp("", "residency-explain-*.avsc")
+		tmp, err := os.CreateTemp("", "residency-explain-*.avsc")
 		if err != nil {
-			return nil, encodingInfo{}, err
+			return nil, "", cleanup, err
 		}
-		_, werr := f.WriteString(codec.Schema())
-		if cerr := f.Close(); werr == nil {
+		cleanup = func() { _ = os.Remove(tmp.Name()) }
+		_, werr := tmp.WriteString(codec.Schema())
+		if cerr := tmp.Close(); werr == nil {
 			werr = cerr
 		}
 		if werr != nil {
-			return nil, encodingInfo{}, werr
+			return nil, "", cleanup, werr
 		}
-		return values, encodingInfo{describe: "avro container file (its own writer schema)", framing: schemas.FramingRaw, schemaFile: f.Name()}, nil
-	default:
-		return nil, encodingInfo{}, fmt.Errorf("--format %q is not auto, json, value or container", format)
+		// Each record is read raw, with the file's own writer schema.
+		s.framing = schemas.FramingRaw
+		if s.xcfg.Framings == nil {
+			s.xcfg.Framings = map[string]schemas.Framing{}
+		}
+		if s.xcfg.RawSchemas == nil {
+			s.xcfg.RawSchemas = map[string]string{}
+		}
+		s.xcfg.Framings[s.topic], s.xcfg.RawSchemas[s.topic] = schemas.FramingRaw, tmp.Name()
+		return values, "avro container file (its own writer schema)", cleanup, nil
 	}
+	return bad(fmt.Errorf("--format %q", format))
+}
+
+// resolveSchema reads a writer schema given as an .avsc file or by full
+// name: an embedded schema, or one of the catalogue directory. A name
+// several catalogue files share is refused (say which file).
+func resolveSchema(ref, catalogueDir string) (text, name string, err error) {
+	if st, err := os.Stat(ref); err == nil && !st.IsDir() {
+		b, err := os.ReadFile(ref)
+		if err != nil {
+			return "", "", err
+		}
+		return string(b), schemaName(string(b)), nil
+	}
+	var found []string
+	var texts []string
+	for file, t := range schemas.Embedded() {
+		if schemaName(t) == ref {
+			found, texts = append(found, "embedded "+file), append(texts, t)
+		}
+	}
+	if catalogueDir != "" {
+		files, _ := filepath.Glob(filepath.Join(catalogueDir, "*.avsc"))
+		for _, file := range files {
+			b, err := os.ReadFile(file)
+			if err == nil && schemaName(string(b)) == ref {
+				found, texts = append(found, file), append(texts, string(b))
+			}
+		}
+	}
+	switch {
+	case len(found) == 1:
+		return texts[0], ref, nil
+	case len(found) > 1 && len(slices.Compact(slices.Sorted(slices.Values(texts)))) == 1:
+		return texts[0], ref, nil // the same schema twice
+	case len(found) > 1:
+		slices.Sort(found)
+		return "", "", fmt.Errorf("%q names %d different schemas (%s): give the .avsc file", ref, len(found), strings.Join(found, ", "))
+	}
+	return "", "", fmt.Errorf("%q is neither a readable .avsc file nor the full name of an embedded or catalogue schema", ref)
+}
+
+// schemaName is the full name of a named schema's JSON text, or "".
+func schemaName(text string) string {
+	var s struct{ Name, Namespace string }
+	if json.Unmarshal([]byte(text), &s) != nil || s.Name == "" {
+		return ""
+	}
+	if strings.Contains(s.Name, ".") || s.Namespace == "" {
+		return s.Name
+	}
+	return s.Namespace + "." + s.Name
 }
 
 // jsonToNative reads an event in Avro JSON (unions tagged with their branch)

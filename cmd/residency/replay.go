@@ -102,7 +102,7 @@ func runReplay(ctx context.Context, e env) int {
 	}
 	code, err := replayMain(ctx, e, &f, fs)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "residency replay: %v\n", err)
+		fmt.Fprintf(e.stderr, "residency replay: %s\n", oneLine(err.Error()))
 	}
 	return code
 }
@@ -117,20 +117,20 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	}
 	cfg, err := loadConfig(f.cfgPath, os.LookupEnv)
 	if err != nil {
-		return usage("%v", err)
+		return exitUsage, err
 	}
 	if f.rulesFile != "" {
 		cfg.Rules.File = f.rulesFile
 	}
 	if err := cfg.finish(); err != nil {
-		return usage("%s: %v", f.cfgPath, err)
+		return exitUsage, err
 	}
 	lvl, _ := parseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: max(lvl, slog.LevelWarn)}))
 	cfg.warnDeprecated(log)
 	fx, err := schemas.NewExtractor(cfg.Schemas)
 	if err != nil {
-		return usage("schemas.%v", err)
+		return exitUsage, fieldError("schemas", err)
 	}
 
 	w := &replayWiring{}
@@ -138,7 +138,9 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	needRedis := cfg.Rules.File == "" || f.checkpointDir == "" || f.baselineVersion() > 0
 	var store *rules.RedisStore
 	if needRedis {
-		w.redis = newRedis(cfg.Redis, 3*time.Second)
+		if w.redis, err = newRedis(cfg.Redis, 3*time.Second); err != nil {
+			return exitUsage, err
+		}
 		store = rules.NewRedisStore(w.redis, cfg.Redis.Prefix)
 	}
 	var cps replay.Checkpoints
@@ -201,14 +203,14 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: f.batch,
 			Compression: cfg.Kafka.Compression, Logger: log})
 		if err != nil {
-			return usage("kafka.clusters.%s: %v", name, err)
+			return exitUsage, clusterError(name, err)
 		}
 		w.writers = append(w.writers, kw)
 		pubs[name] = kw
 	}
 	reader, err := kafka.NewRangeReader(cfg.Kafka.Clusters[cfg.Kafka.IngestCluster])
 	if err != nil {
-		return usage("%v", err)
+		return exitUsage, clusterError(cfg.Kafka.IngestCluster, err)
 	}
 	reader.Logger = log // offsets a range could not read are warned about
 	prog := newProgressView(e.stderr, f.progress, plan.ID)
@@ -463,7 +465,7 @@ func (f *replayFlags) plan(ctx context.Context, cfg *Config) (replay.Plan, error
 	}
 	admin, err := kafka.NewAdmin(cfg.Kafka.Clusters[cfg.Kafka.IngestCluster])
 	if err != nil {
-		return p, fmt.Errorf("%w: %w", errUsage, err)
+		return p, clusterError(cfg.Kafka.IngestCluster, err)
 	}
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -62,7 +62,7 @@ router:
 redis: {addr: "%s", prefix: "%s"}
 rules: {poll_interval: 100ms}
 sinks:
-  - {store: us-postgres, region: us, quarantine_topic: %s}
+  - {store: us-postgres, region: us, quarantine_topic: %s, postgres: {dsn: "postgres://residency@127.0.0.1:1/unused"}}
 `, strings.Join(a.Brokers, ","), strings.Join(b.Brokers, ","), s.ingest, s.quarantine, s.deadLetter, r.Addr, r.Prefix, s.sinkQuarantine)
 	s.cfgFile = filepath.Join(t.TempDir(), "residency.yaml")
 	if err := os.WriteFile(s.cfgFile, []byte(cfg), 0o600); err != nil {

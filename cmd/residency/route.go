@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,12 +44,12 @@ func runRoute(ctx context.Context, e env) int {
 	}
 	cfg, err := loadConfig(*cfgPath, os.LookupEnv)
 	if err != nil {
-		return fail(e, "route", fmt.Errorf("%w: %w", errUsage, err))
+		return fail(e, "route", err)
 	}
 	override(map[*string]string{&cfg.HTTP.Listen: *listen, &cfg.LogLevel: *level, &cfg.Rules.File: *rulesFile,
 		&cfg.Redis.Addr: *redisAddr, &cfg.Instance: *instance, &cfg.Router.ConsumerGroup: *group})
 	if err := cfg.finish(); err != nil {
-		return fail(e, "route", fmt.Errorf("%w: %s: %w", errUsage, *cfgPath, err))
+		return fail(e, "route", err)
 	}
 	log, reg := newService(e.stderr, cfg.LogLevel)
 	cfg.warnDeprecated(log)
@@ -83,21 +84,26 @@ type wired struct {
 	log     *slog.Logger
 }
 
-// wire builds the router from a finished config. Nothing connects yet.
-func wire(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (w *wired, err error) {
-	w = &wired{writers: map[string]*kafka.Writer{}, log: log}
-	defer func() {
-		if err != nil {
-			w.close()
-		}
-	}()
+// wire builds the router from a finished config. Nothing connects yet. On
+// error everything built so far is closed; a config error names its field
+// (and is errUsage: exit code 2).
+func wire(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*wired, error) {
+	w := &wired{writers: map[string]*kafka.Writer{}, log: log}
+	if err := w.wire(cfg, reg); err != nil {
+		_ = w.close()
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *wired) wire(cfg *Config, reg prometheus.Registerer) error {
 	fields, err := schemas.NewExtractor(cfg.Schemas)
 	if err != nil {
-		return nil, fmt.Errorf("%w: schemas.%w", errUsage, err)
+		return fieldError("schemas", err)
 	}
 	src, store, client, err := rulesSource(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errUsage, err)
+		return err
 	}
 	w.redis = client
 	if store != nil && cfg.pinsEnabled() {
@@ -105,22 +111,22 @@ func wire(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (w *wired, e
 	}
 	w.cache = rules.NewCache(src, rules.CacheOptions{
 		PollInterval: cfg.Rules.PollInterval, StalenessBound: cfg.Rules.StalenessBound,
-		Registerer: reg, Logger: log,
+		Registerer: reg, Logger: w.log,
 	})
 	ingest := cfg.Kafka.Clusters[cfg.Kafka.IngestCluster]
 	if w.reader, err = kafka.NewReader(kafka.ReaderConfig{
 		Cluster: ingest, GroupID: cfg.Router.ConsumerGroup, Topics: cfg.Router.IngestTopics,
 		StartOffset: cfg.Router.StartOffset, SessionTimeout: cfg.Kafka.SessionTimeout,
-		RebalanceTimeout: cfg.Kafka.RebalanceTimeout, Logger: log,
+		RebalanceTimeout: cfg.Kafka.RebalanceTimeout, Logger: w.log,
 	}); err != nil {
-		return nil, fmt.Errorf("%w: kafka.clusters.%s: %w", errUsage, ingest.Name, err)
+		return clusterError(cfg.Kafka.IngestCluster, err)
 	}
 	pubs := map[string]router.Publisher{}
-	for name, cl := range cfg.Kafka.Clusters {
-		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: cfg.Router.BatchSize,
-			BatchBytes: writerBatchBytes(cfg.Router.MaxValueBytes), Compression: cfg.Kafka.Compression, Logger: log})
+	for _, name := range cfg.clusterNames() {
+		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cfg.Kafka.Clusters[name], BatchSize: cfg.Router.BatchSize,
+			BatchBytes: writerBatchBytes(cfg.Router.MaxValueBytes), Compression: cfg.Kafka.Compression, Logger: w.log})
 		if err != nil {
-			return nil, fmt.Errorf("%w: kafka.clusters.%s: %w", errUsage, name, err)
+			return clusterError(name, err)
 		}
 		w.writers[name] = kw
 		pubs[name] = kw
@@ -133,15 +139,29 @@ func wire(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (w *wired, e
 		IngestTopics:  cfg.Router.IngestTopics,
 		MaxValueBytes: cfg.Router.MaxValueBytes, RetryMin: cfg.Router.RetryMin, RetryMax: cfg.Router.RetryMax,
 		GiveUp: cfg.Router.GiveUp, ShutdownTimeout: cfg.Router.ShutdownTimeout,
-		Logger: log, Metrics: router.NewMetrics(reg),
+		Logger: w.log, Metrics: router.NewMetrics(reg),
 	}
 	if w.pins != nil {
 		rc.Pins = w.pins
 	}
 	if w.router, err = router.New(rc); err != nil {
-		return nil, err
+		return fieldError("router", err)
 	}
-	return w, nil
+	return nil
+}
+
+// clusterError is an error of the Kafka client set-up of cluster name (its
+// TLS files, SASL), naming the field: kafka.clusters.NAME.tls.ca_file: ...
+func clusterError(name string, err error) error {
+	var ps problems
+	for _, e := range unjoin(err) {
+		msg := strings.TrimPrefix(oneLine(e.Error()), kafka.ErrConfig.Error()+": ")
+		msg = strings.TrimPrefix(msg, "kafka: ")
+		msg = strings.TrimPrefix(msg, "cluster "+name+": ")
+		msg = strings.TrimPrefix(msg, "cluster.") // Cluster.Validate("cluster"), as NewReader calls it
+		ps.addErr("kafka.clusters."+name, errors.New(msg))
+	}
+	return &ConfigError{Problems: ps}
 }
 
 // run follows the rules and pins and routes until ctx ends, then closes
@@ -166,6 +186,9 @@ func (w *wired) run(ctx context.Context) error {
 // close releases the reader (leaving the group, committing nothing), the
 // writers (flushing) and Redis.
 func (w *wired) close() error {
+	if w == nil {
+		return nil
+	}
 	var errs []error
 	if w.reader != nil {
 		errs = append(errs, w.reader.Close())

@@ -1,12 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -107,12 +107,12 @@ func runSink(ctx context.Context, e env) int {
 	}
 	cfg, err := loadConfig(*cfgPath, os.LookupEnv)
 	if err != nil {
-		return fail(e, "sink", fmt.Errorf("%w: %w", errUsage, err))
+		return fail(e, "sink", err)
 	}
 	override(map[*string]string{&cfg.LogLevel: *level, &cfg.Rules.File: *rulesFile, &cfg.Redis.Addr: *redisAddr})
 	sc, err := cfg.finishSink(*storeName)
 	if err != nil {
-		return fail(e, "sink", fmt.Errorf("%w: %s: %w", errUsage, *cfgPath, err))
+		return fail(e, "sink", err)
 	}
 	override(map[*string]string{&sc.Listen: *listen})
 	log, reg := newService(e.stderr, cfg.LogLevel)
@@ -122,10 +122,7 @@ func runSink(ctx context.Context, e env) int {
 	defer sw.close()
 	code, err := sw.wire(ctx, cfg, sc, reg)
 	if err != nil {
-		if code == exitUsage {
-			return fail(e, "sink", fmt.Errorf("%w: %w", errUsage, err))
-		}
-		fmt.Fprintf(e.stderr, "residency sink: %v\n", err)
+		fmt.Fprintf(e.stderr, "residency sink: %s\n", oneLine(err.Error()))
 		return code
 	}
 	shutdown, err := serveOps(sc.Listen, reg, sw.sink.Ready, log)
@@ -137,7 +134,7 @@ func runSink(ctx context.Context, e env) int {
 	shutdown()
 	if err != nil {
 		log.Error("sink stopped", "error", err)
-		fmt.Fprintf(e.stderr, "residency sink: %v\n", err)
+		fmt.Fprintf(e.stderr, "residency sink: %s\n", oneLine(err.Error()))
 		if errors.Is(err, sink.ErrNoRuleset) {
 			return exitNotReady
 		}
@@ -147,121 +144,114 @@ func runSink(ctx context.Context, e env) int {
 	return exitOK
 }
 
-// finishSink validates the parts of the config a sink uses, fills in
-// defaults and returns the sinks[] entry of store; errors name the field.
-func (c *Config) finishSink(store string) (*SinkConfig, error) {
-	c.sharedDefaults()
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
-		bad("log_level", "%v", err)
-	}
-	for name, cl := range c.Kafka.Clusters {
-		cl.Name = name
-		c.Kafka.Clusters[name] = cl
-		if err := cl.Validate("kafka.clusters." + name); err != nil {
-			errs = append(errs, errors.New(strings.TrimPrefix(err.Error(), kafka.ErrConfig.Error()+": ")))
-		}
-	}
-	var sc *SinkConfig
-	var names []string
-	for i := range c.Sinks {
-		s := &c.Sinks[i]
-		names = append(names, s.Store)
-		if s.Store == store {
-			if sc != nil {
-				bad(fmt.Sprintf("sinks[%d].store", i), "%q appears twice", store)
-			}
-			sc = s
-		}
-	}
-	if sc == nil {
-		bad("sinks", "no entry with store %q (have: %s)", store, strings.Join(names, ", "))
-		return nil, fmt.Errorf("%w: %w", errConfig, errors.Join(errs...))
-	}
-	i := slices.IndexFunc(c.Sinks, func(s SinkConfig) bool { return s.Store == store })
-	f := func(name string) string { return fmt.Sprintf("sinks[%d].%s", i, name) }
-	if sc.Region == "" {
-		bad(f("region"), "required")
-	}
-	if sc.ConsumerGroup == "" {
+// defaults fills in the sink's defaults from the rest of the config c.
+func (sc *SinkConfig) defaults(c *Config) {
+	if sc.ConsumerGroup == "" && sc.Store != "" {
 		sc.ConsumerGroup = "residency-sink-" + sc.Store
 	}
-	if sc.QuarantineTopic == "" {
-		sc.QuarantineTopic = "residency.sink-quarantine"
-	}
-	if sc.QuarantineCluster == "" {
-		sc.QuarantineCluster = c.Kafka.IngestCluster
-	}
-	if _, ok := c.Kafka.Clusters[sc.QuarantineCluster]; !ok {
-		bad(f("quarantine_cluster"), "%q is not in kafka.clusters (set it or kafka.ingest_cluster)", sc.QuarantineCluster)
-	}
-	if sc.Cluster != "" {
-		if _, ok := c.Kafka.Clusters[sc.Cluster]; !ok {
-			bad(f("cluster"), "%q is not in kafka.clusters", sc.Cluster)
-		}
-	}
-	if sc.StartOffset == "" {
-		sc.StartOffset = "earliest"
-	}
-	switch strings.ToLower(sc.StartOffset) {
-	case "earliest":
-	case "latest":
-		// A new sink group starting at the end would never store what the
-		// pinned topic already holds.
-		bad(f("start_offset"), "\"latest\" would skip every event already in the pinned topic when a new consumer group starts; only earliest is allowed")
-	default:
-		bad(f("start_offset"), "%q is not earliest", sc.StartOffset)
-	}
-	if sc.BatchSize < 0 {
-		bad(f("batch_size"), "must not be negative")
-	}
-	for name, v := range map[string]time.Duration{"batch_timeout": sc.BatchTimeout, "drain_timeout": sc.DrainTimeout, "rules_wait": sc.RulesWait, "write_timeout": sc.WriteTimeout} {
-		if v < 0 {
-			bad(f(name), "must not be negative")
-		}
-	}
+	setDefault(&sc.QuarantineTopic, defaultSinkQuarantineTopic)
+	setDefault(&sc.QuarantineCluster, c.Kafka.IngestCluster)
+	setDefault(&sc.StartOffset, "earliest")
 	// A write may land up to write_timeout after its approval was checked:
 	// keep that below the time an unconfirmed ruleset stays in force.
-	staleness := c.Rules.StalenessBound
-	if staleness <= 0 {
-		staleness = defaultStalenessBound
-	}
 	if sc.WriteTimeout == 0 {
+		staleness, _ := effective(c.Rules.StalenessBound, defaultStalenessBound)
 		sc.WriteTimeout = sink.DefaultWriteTimeout
 		if sc.WriteTimeout >= staleness {
 			sc.WriteTimeout = staleness / 2
 		}
 	}
-	if sc.WriteTimeout >= staleness {
-		bad(f("write_timeout"), "%s must be less than rules.staleness_bound (%s)", sc.WriteTimeout, staleness)
-	}
 	if sc.RulesWait == 0 {
 		sc.RulesWait = 30 * time.Second
 	}
-	if sc.Listen == "" {
-		sc.Listen = c.HTTP.Listen
+	setDefault(&sc.Listen, c.HTTP.Listen)
+}
+
+// validateSinks checks every sinks[] entry (after defaults), and that the
+// one scope s runs exists.
+func (c *Config) validateSinks(ps *problems, s scope) {
+	stores := map[string]int{}
+	groups := map[string]string{c.Router.ConsumerGroup: "router.consumer_group"}
+	// Topics of the ingest cluster a sink quarantine topic must not be.
+	routerTopics := map[string]string{c.Router.QuarantineTopic: "router.quarantine_topic", c.Router.DeadLetterTopic: "router.dead_letter_topic"}
+	for i, tp := range c.Router.IngestTopics {
+		routerTopics[tp] = fmt.Sprintf("router.ingest_topics[%d]", i)
 	}
-	switch {
-	case sc.Postgres == nil && sc.ObjectStore == nil:
-		bad(f("postgres"), "one of postgres and objectstore is required")
-	case sc.Postgres != nil && sc.ObjectStore != nil:
-		bad(f("objectstore"), "set only one of postgres and objectstore")
-	case sc.Postgres != nil && sc.Postgres.DSN == "":
-		bad(f("postgres.dsn"), "required")
-	case sc.ObjectStore != nil && sc.ObjectStore.URL == "":
-		bad(f("objectstore.url"), "required")
+	for i := range c.Sinks {
+		sc := &c.Sinks[i]
+		f := func(name string) string { return fmt.Sprintf("sinks[%d].%s", i, name) }
+		dupStore := false
+		switch j, dup := stores[sc.Store]; {
+		case sc.Store == "":
+			ps.add(f("store"), "required: the store's name in the ruleset (stores[].name)")
+		case dup:
+			ps.add(f("store"), "%q is also sinks[%d].store", sc.Store, j)
+			dupStore = true
+		default:
+			stores[sc.Store] = i
+		}
+		if sc.Region == "" {
+			ps.add(f("region"), "required")
+		}
+		if other, dup := groups[sc.ConsumerGroup]; dup && sc.ConsumerGroup != "" && !dupStore {
+			ps.add(f("consumer_group"), "%q is also %s: each sink needs its own consumer group", sc.ConsumerGroup, other)
+		} else if !dup {
+			groups[sc.ConsumerGroup] = f("consumer_group")
+		}
+		// (A quarantine_cluster defaulted to a bad kafka.ingest_cluster is
+		// reported once, there.)
+		_, ingestKnown := c.Kafka.Clusters[c.Kafka.IngestCluster]
+		if _, ok := c.Kafka.Clusters[sc.QuarantineCluster]; !ok && len(c.Kafka.Clusters) > 0 && (ingestKnown || sc.QuarantineCluster != c.Kafka.IngestCluster) {
+			ps.add(f("quarantine_cluster"), "%q is not in kafka.clusters (set it or kafka.ingest_cluster)", sc.QuarantineCluster)
+		}
+		if _, ok := c.Kafka.Clusters[sc.Cluster]; !ok && sc.Cluster != "" && len(c.Kafka.Clusters) > 0 {
+			ps.add(f("cluster"), "%q is not in kafka.clusters", sc.Cluster)
+		}
+		if other, clash := routerTopics[sc.QuarantineTopic]; clash && sc.QuarantineCluster == c.Kafka.IngestCluster {
+			ps.add(f("quarantine_topic"), "%q is also %s on the ingest cluster: the sink quarantine needs its own topic", sc.QuarantineTopic, other)
+		}
+		switch strings.ToLower(sc.StartOffset) {
+		case "earliest":
+		case "latest":
+			// A new sink group starting at the end would never store what the
+			// pinned topic already holds.
+			ps.add(f("start_offset"), "\"latest\" would skip every event already in the pinned topic when a new consumer group starts; only earliest is allowed")
+		default:
+			ps.add(f("start_offset"), "%q is not earliest", sc.StartOffset)
+		}
+		notNegative(ps, map[string]int{f("batch_size"): sc.BatchSize})
+		notNegative(ps, map[string]time.Duration{f("batch_timeout"): sc.BatchTimeout, f("drain_timeout"): sc.DrainTimeout,
+			f("rules_wait"): sc.RulesWait, f("write_timeout"): sc.WriteTimeout})
+		if staleness, stalenessS := effective(c.Rules.StalenessBound, defaultStalenessBound); sc.WriteTimeout >= staleness && staleness > 0 {
+			ps.add(f("write_timeout"), "%s must be less than rules.staleness_bound (%s): a write could land after its approval went stale", sc.WriteTimeout, stalenessS)
+		}
+		checkListen(ps, f("listen"), sc.Listen)
+		switch {
+		case sc.Postgres == nil && sc.ObjectStore == nil:
+			ps.add(f("postgres"), "one of sinks[%d].postgres and sinks[%d].objectstore is required", i, i)
+		case sc.Postgres != nil && sc.ObjectStore != nil:
+			ps.add(f("objectstore"), "set only one of sinks[%d].postgres and sinks[%d].objectstore", i, i)
+		case sc.Postgres != nil:
+			if err := sc.Postgres.Validate(); err != nil {
+				ps.addErr(f("postgres"), err)
+			}
+		default:
+			if err := sc.ObjectStore.Validate(); err != nil {
+				ps.addErr(f("objectstore"), err)
+			}
+		}
 	}
-	if c.Rules.File == "" && c.Redis.Addr == "" {
-		bad("redis.addr", "required unless rules.file is set")
+	if s.sink != "" {
+		if _, ok := stores[s.sink]; !ok {
+			var names []string
+			for _, sc := range c.Sinks {
+				if sc.Store != "" {
+					names = append(names, sc.Store)
+				}
+			}
+			ps.add("sinks", "no entry with store %q (have: %s)", s.sink, cmp.Or(strings.Join(names, ", "), "none"))
+		}
 	}
-	if len(errs) > 0 {
-		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-		return nil, fmt.Errorf("%w: %w", errConfig, errors.Join(errs...))
-	}
-	return sc, nil
 }
 
 // sinkWiring is a sink with everything it runs on.
@@ -280,9 +270,15 @@ type sinkWiring struct {
 // wire loads the ruleset, checks the approval before touching the store,
 // then opens the store and Kafka. On error it returns the exit code.
 func (w *sinkWiring) wire(ctx context.Context, cfg *Config, sc *SinkConfig, reg prometheus.Registerer) (int, error) {
+	field := "sinks"
+	for i := range cfg.Sinks {
+		if &cfg.Sinks[i] == sc {
+			field = fmt.Sprintf("sinks[%d]", i)
+		}
+	}
 	dec, err := schemas.NewExtractor(cfg.Schemas)
 	if err != nil {
-		return exitUsage, fmt.Errorf("schemas.%w", err)
+		return exitUsage, fieldError("schemas", err)
 	}
 	src, _, client, err := rulesSource(cfg)
 	if err != nil {
@@ -324,14 +320,15 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *Config, sc *SinkConfig, reg 
 	}
 	cluster, ok := cfg.Kafka.Clusters[sc.Cluster]
 	if !ok {
-		return exitUsage, fmt.Errorf("%w: the pinned topic of region %q is on cluster %q, which is not in kafka.clusters", errConfig, sc.Region, sc.Cluster)
+		return exitUsage, fieldError(field+".cluster", fmt.Errorf("the pinned topic of region %q is on cluster %q (ruleset version %s), which is not in kafka.clusters",
+			sc.Region, sc.Cluster, rs.VersionString()))
 	}
 	switch {
 	case sc.Postgres != nil:
 		s, err := postgres.Open(ctx, *sc.Postgres)
 		if err != nil {
 			if errors.Is(err, postgres.ErrConfig) {
-				return exitUsage, err
+				return exitUsage, fieldError(field+".postgres", err)
 			}
 			return exitNotReady, err
 		}
@@ -340,7 +337,7 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *Config, sc *SinkConfig, reg 
 		s, err := objectstore.Open(ctx, *sc.ObjectStore)
 		if err != nil {
 			if errors.Is(err, objectstore.ErrConfig) {
-				return exitUsage, err
+				return exitUsage, fieldError(field+".objectstore", err)
 			}
 			return exitNotReady, err
 		}
@@ -349,17 +346,17 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *Config, sc *SinkConfig, reg 
 	if w.reader, err = kafka.NewReader(kafka.ReaderConfig{Cluster: cluster, GroupID: sc.ConsumerGroup, Topics: []string{sc.Topic},
 		StartOffset: sc.StartOffset, SessionTimeout: cfg.Kafka.SessionTimeout, RebalanceTimeout: cfg.Kafka.RebalanceTimeout,
 		Logger: w.log}); err != nil {
-		return exitUsage, err
+		return exitUsage, clusterError(sc.Cluster, err)
 	}
 	if w.writer, err = kafka.NewWriter(kafka.WriterConfig{Cluster: cfg.Kafka.Clusters[sc.QuarantineCluster],
 		Compression: cfg.Kafka.Compression, Logger: w.log}); err != nil {
-		return exitUsage, err
+		return exitUsage, clusterError(sc.QuarantineCluster, err)
 	}
 	w.sink, err = sink.New(sink.Config{Store: sc.Store, Region: sc.Region, Topic: sc.Topic, Cluster: sc.Cluster, QuarantineTopic: sc.QuarantineTopic,
 		BatchSize: sc.BatchSize, BatchTimeout: sc.BatchTimeout, DrainTimeout: sc.DrainTimeout, WriteTimeout: sc.WriteTimeout, Logger: w.log, Registerer: reg},
 		w.reader, w.store, w.writer, w.cache, dec)
 	if err != nil {
-		return exitUsage, err
+		return exitUsage, fieldError(field, err)
 	}
 	return exitOK, nil
 }

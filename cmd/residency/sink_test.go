@@ -222,7 +222,7 @@ sinks:
 		"no region":        {"  - {store: us-postgres, postgres: {dsn: " + pg + "}}\n", "", "sinks[0].region: required", exitUsage},
 		"unknown field":    {"  - {store: us-postgres, region: us, colour: red, postgres: {dsn: " + pg + "}}\n", "", "colour", exitUsage},
 		"write_timeout not below the staleness bound": {"  - {store: us-postgres, region: us, write_timeout: 30s, postgres: {dsn: " + pg + "}}\n", "",
-			"sinks[0].write_timeout: 30s must be less than rules.staleness_bound (30s)", exitUsage},
+			"sinks[0].write_timeout: 30s must be less than rules.staleness_bound (the default 30s)", exitUsage},
 		"start at latest": {"  - {store: us-postgres, region: us, start_offset: latest, postgres: {dsn: " + pg + "}}\n", "",
 			`sinks[0].start_offset: "latest" would skip every event already in the pinned topic`, exitUsage},
 		"not approved": {"  - {store: us-postgres, region: eu, postgres: {dsn: " + pg + "}}\n", "", `ruleset version 0 does not approve store "us-postgres" for region "eu"`, exitFailure},

@@ -11,6 +11,9 @@ import (
 var version = ""
 
 func runVersion(_ context.Context, e env) int {
+	if len(e.args) > 0 {
+		return fail(e, "version", fmt.Errorf("%w: version takes no arguments", errUsage))
+	}
 	v := version
 	if v == "" {
 		if bi, ok := debug.ReadBuildInfo(); ok {

@@ -94,6 +94,40 @@ func (c *Cluster) Validate(prefix string) error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls", "cert_file and key_file go together")
 	}
+	if !c.TLS.Enabled {
+		var set []string
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"ca_file", c.TLS.CAFile != ""}, {"cert_file", c.TLS.CertFile != ""}, {"key_file", c.TLS.KeyFile != ""},
+			{"server_name", c.TLS.ServerName != ""}, {"insecure_skip_verify", c.TLS.InsecureSkipVerify}} {
+			if f.set {
+				set = append(set, prefix+".tls."+f.name)
+			}
+		}
+		if len(set) > 0 {
+			verb := "is"
+			if len(set) > 1 {
+				verb = "are"
+			}
+			bad("tls.enabled", fmt.Sprintf("false, but %s %s set: set tls.enabled: true, or remove the TLS settings", strings.Join(set, ", "), verb))
+		}
+	} else {
+		// The files are read at start, so a bad one is a config error now
+		// rather than a failure at the first connection.
+		if c.TLS.CAFile != "" {
+			if pem, err := os.ReadFile(c.TLS.CAFile); err != nil {
+				bad("tls.ca_file", err.Error())
+			} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+				bad("tls.ca_file", fmt.Sprintf("%s holds no PEM certificate", c.TLS.CAFile))
+			}
+		}
+		if c.TLS.CertFile != "" && c.TLS.KeyFile != "" {
+			if _, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
+				bad("tls.cert_file", "with tls.key_file: "+err.Error())
+			}
+		}
+	}
 	switch strings.ToLower(c.SASL.Mechanism) {
 	case "":
 	case "plain", "scram-sha-256", "scram-sha-512":

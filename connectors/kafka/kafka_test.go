@@ -65,6 +65,12 @@ func TestClusterValidateNamesField(t *testing.T) {
 		{kafka.Cluster{Brokers: []string{"h:1"}, SASL: kafka.SASL{Mechanism: "gssapi"}}, "kafka.clusters.eu.sasl.mechanism"},
 		{kafka.Cluster{Brokers: []string{"h:1"}, SASL: kafka.SASL{Mechanism: "scram-sha-512", Username: "u"}}, "kafka.clusters.eu.sasl.password: required"},
 		{kafka.Cluster{Brokers: []string{"h:1"}, TLS: kafka.TLS{Enabled: true, CertFile: "c.pem"}}, "kafka.clusters.eu.tls"},
+		// The TLS files are read at validation, and TLS settings without
+		// tls.enabled are refused (they would be ignored).
+		{kafka.Cluster{Brokers: []string{"h:1"}, TLS: kafka.TLS{Enabled: true, CAFile: "/nonexistent/ca.pem"}}, "kafka.clusters.eu.tls.ca_file: open /nonexistent/ca.pem"},
+		{kafka.Cluster{Brokers: []string{"h:1"}, TLS: kafka.TLS{Enabled: true, CAFile: "kafka_test.go"}}, "kafka.clusters.eu.tls.ca_file: kafka_test.go holds no PEM certificate"},
+		{kafka.Cluster{Brokers: []string{"h:1"}, TLS: kafka.TLS{Enabled: true, CertFile: "kafka_test.go", KeyFile: "kafka_test.go"}}, "kafka.clusters.eu.tls.cert_file"},
+		{kafka.Cluster{Brokers: []string{"h:1"}, TLS: kafka.TLS{CAFile: "ca.pem", ServerName: "k"}}, "kafka.clusters.eu.tls.enabled: false, but kafka.clusters.eu.tls.ca_file, kafka.clusters.eu.tls.server_name are set"},
 	}
 	for _, tt := range tests {
 		err := tt.c.Validate("kafka.clusters.eu")

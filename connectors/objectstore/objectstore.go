@@ -63,6 +63,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -128,17 +129,30 @@ type Store struct {
 	cdc    *goavro.Codec
 }
 
-// Open validates cfg, opens the bucket and checks it can be reached.
-func Open(ctx context.Context, cfg Config) (*Store, error) {
+// Validate checks cfg without opening the bucket; each error wraps
+// ErrConfig and names its field (url, codec).
+func (cfg Config) Validate() error {
+	var errs []error
 	if cfg.URL == "" {
-		return nil, fmt.Errorf("%w: url: required", ErrConfig)
+		errs = append(errs, fmt.Errorf("%w: url: required", ErrConfig))
+	} else if u, err := url.Parse(cfg.URL); err != nil || u.Scheme == "" || !blob.DefaultURLMux().ValidBucketScheme(u.Scheme) {
+		errs = append(errs, fmt.Errorf("%w: url: %q is not a bucket URL (file:///DIR or s3://BUCKET?region=R)", ErrConfig, cfg.URL))
 	}
 	switch cfg.Codec {
-	case "":
-		cfg.Codec = goavro.CompressionDeflateLabel
-	case goavro.CompressionNullLabel, goavro.CompressionDeflateLabel, goavro.CompressionSnappyLabel:
+	case "", goavro.CompressionNullLabel, goavro.CompressionDeflateLabel, goavro.CompressionSnappyLabel:
 	default:
-		return nil, fmt.Errorf("%w: codec: %q is not null, deflate or snappy", ErrConfig, cfg.Codec)
+		errs = append(errs, fmt.Errorf("%w: codec: %q is not null, deflate or snappy", ErrConfig, cfg.Codec))
+	}
+	return errors.Join(errs...)
+}
+
+// Open validates cfg, opens the bucket and checks it can be reached.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Codec == "" {
+		cfg.Codec = goavro.CompressionDeflateLabel
 	}
 	cdc, err := goavro.NewCodec(Schema)
 	if err != nil {

@@ -86,25 +86,40 @@ var columnTypes = [][2]string{
 	{"written_at", "timestamptz NOT NULL DEFAULT now()"},
 }
 
+// Validate checks cfg without connecting; each error wraps ErrConfig and
+// names its field (dsn, table, max_conns, connect_timeout).
+func (cfg Config) Validate() error {
+	var errs []error
+	if cfg.DSN == "" {
+		errs = append(errs, fmt.Errorf("%w: dsn: required", ErrConfig))
+	} else if _, err := pgxpool.ParseConfig(cfg.DSN); err != nil {
+		errs = append(errs, fmt.Errorf("%w: dsn: %v", ErrConfig, err)) // %v: pgx redacts the password; do not wrap more
+	}
+	if cfg.Table != "" && !tableName.MatchString(cfg.Table) {
+		errs = append(errs, fmt.Errorf("%w: table: %q is not a table name (letters, digits, _; optionally schema.table)", ErrConfig, cfg.Table))
+	}
+	if cfg.MaxConns < 0 {
+		errs = append(errs, fmt.Errorf("%w: max_conns: must not be negative", ErrConfig))
+	}
+	if cfg.ConnectTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%w: connect_timeout: must not be negative", ErrConfig))
+	}
+	return errors.Join(errs...)
+}
+
 // Open connects, creates the table if it does not exist (or adds the
 // columns an older version lacks) and returns the store.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
-	if cfg.DSN == "" {
-		return nil, fmt.Errorf("%w: dsn: required", ErrConfig)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Table == "" {
 		cfg.Table = DefaultTable
 	}
-	if !tableName.MatchString(cfg.Table) {
-		return nil, fmt.Errorf("%w: table: %q is not a table name (letters, digits, _; optionally schema.table)", ErrConfig, cfg.Table)
-	}
-	if cfg.MaxConns < 0 {
-		return nil, fmt.Errorf("%w: max_conns: must not be negative", ErrConfig)
-	}
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 4
 	}
-	if cfg.ConnectTimeout <= 0 {
+	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 30 * time.Second
 	}
 	pc, err := pgxpool.ParseConfig(cfg.DSN)

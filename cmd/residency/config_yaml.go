@@ -1,0 +1,245 @@
+package main
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// checkYAML walks the YAML node n against t, the Go type of the field at
+// path, and reports every unknown field and every value of the wrong kind
+// by its field path (router.batch_size, kafka.clusters.eu.tls.ca_file,
+// sinks[0].store). yaml.v3's own errors name Go types (kafka.Cluster,
+// time.Duration) and stop at the first unknown field; these name fields,
+// and list every problem.
+func checkYAML(n *yaml.Node, t reflect.Type, path string, ps *problems) {
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return
+		}
+		n = n.Content[0]
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // the field's default
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	field := path
+	if field == "" {
+		field = "(top level)"
+	}
+	// A type with its own YAML form (e.g. redis.tls: true or a mapping)
+	// reads a scalar itself; a mapping is checked field by field below.
+	if reflect.PointerTo(t).Implements(unmarshalerType) && n.Kind == yaml.ScalarNode {
+		if err := n.Decode(reflect.New(t).Interface()); err != nil {
+			ps.add(field, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		return
+	}
+	switch {
+	case t == durationType:
+		if n.Kind != yaml.ScalarNode {
+			ps.add(field, "want a duration such as 500ms, 10s or 2m, got %s", kindOf(n))
+			return
+		}
+		var d time.Duration
+		if err := n.Decode(&d); err != nil {
+			ps.add(field, "%q is not a duration: write it with a unit, such as 500ms, 10s or 2m", n.Value)
+		}
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			ps.add(field, "want a mapping of fields (%s), got %s", strings.Join(yamlFields(t), ", "), kindOf(n))
+			return
+		}
+		fields := map[string]reflect.StructField{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if name := yamlName(f); name != "" {
+				fields[name] = f
+			}
+		}
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			sub := joinPath(path, k.Value)
+			if line, dup := seen[k.Value]; dup {
+				ps.add(sub, "set twice (lines %d and %d)", line, k.Line)
+				continue
+			}
+			seen[k.Value] = k.Line
+			f, ok := fields[k.Value]
+			if !ok {
+				ps.add(sub, "unknown field%s", suggest(k.Value, yamlFields(t)))
+				continue
+			}
+			checkYAML(v, f.Type, sub, ps)
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			ps.add(field, "want a mapping, got %s", kindOf(n))
+			return
+		}
+		elem := t.Elem()
+		for elem.Kind() == reflect.Pointer {
+			elem = elem.Elem()
+		}
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			// Entries that are sections (kafka.clusters.eu) read as fields;
+			// entries keyed by a topic read as an index (framings["a.b"]).
+			sub := fmt.Sprintf("%s[%q]", path, k.Value)
+			if elem.Kind() == reflect.Struct && elem != durationType {
+				sub = joinPath(path, k.Value)
+			}
+			if k.Kind != yaml.ScalarNode {
+				ps.add(field, "a key is %s, want a name", kindOf(k))
+				continue
+			}
+			if line, dup := seen[k.Value]; dup {
+				ps.add(sub, "set twice (lines %d and %d)", line, k.Line)
+				continue
+			}
+			seen[k.Value] = k.Line
+			checkYAML(v, t.Elem(), sub, ps)
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			ps.add(field, "want a list, got %s", kindOf(n))
+			return
+		}
+		for i, v := range n.Content {
+			checkYAML(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i), ps)
+		}
+	case reflect.Interface:
+		// anything goes
+	default:
+		if n.Kind != yaml.ScalarNode {
+			ps.add(field, "want %s, got %s", scalarKind(t), kindOf(n))
+			return
+		}
+		if err := n.Decode(reflect.New(t).Interface()); err != nil {
+			ps.add(field, "%q is not %s", n.Value, scalarKind(t))
+		}
+	}
+}
+
+var (
+	durationType    = reflect.TypeFor[time.Duration]()
+	unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+)
+
+func joinPath(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+// yamlName is the YAML key of a struct field ("" for none).
+func yamlName(f reflect.StructField) string {
+	if !f.IsExported() {
+		return ""
+	}
+	tag := f.Tag.Get("yaml")
+	name, _, _ := strings.Cut(tag, ",")
+	switch name {
+	case "-":
+		return ""
+	case "":
+		return strings.ToLower(f.Name)
+	}
+	return name
+}
+
+// yamlFields lists the YAML keys of struct type t, in order.
+func yamlFields(t reflect.Type) []string {
+	var out []string
+	for i := range t.NumField() {
+		if name := yamlName(t.Field(i)); name != "" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func kindOf(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	return fmt.Sprintf("%q", n.Value)
+}
+
+// scalarKind says in words what a scalar field holds.
+func scalarKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "a whole number"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number, not negative"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	}
+	return "a single value"
+}
+
+// suggest returns " (did you mean X?)" for the known field closest to
+// name, or the list of known fields when none is close.
+func suggest(name string, known []string) string {
+	best, bestD := "", 3
+	norm := func(s string) string { return strings.ReplaceAll(strings.ToLower(s), "_", "") }
+	for _, k := range known {
+		if norm(k) == norm(name) {
+			return fmt.Sprintf(" (did you mean %s?)", k)
+		}
+		if d := editDistance(name, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %s?)", best)
+	}
+	sorted := append([]string(nil), known...)
+	sort.Strings(sorted)
+	return " (known fields: " + strings.Join(sorted, ", ") + ")"
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
