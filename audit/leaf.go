@@ -321,7 +321,7 @@ func appendDigestField(dst []byte, name string, d *Digest) []byte {
 	dst = append(dst, ',', '"')
 	dst = append(dst, name...)
 	dst = append(dst, `":"`...)
-	dst = hex.AppendEncode(dst, d[:])
+	dst = appendHex(dst, d)
 	return append(dst, '"')
 }
 
@@ -347,9 +347,13 @@ const hexDigits = "0123456789abcdef"
 func appendString(dst []byte, s string) ([]byte, bool) {
 	dst = append(dst, '"')
 	start := 0
+	ascii := true
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= 0x20 && c != '"' && c != '\\' {
+			if c >= 0x80 {
+				ascii = false
+			}
 			continue
 		}
 		dst = append(dst, s[start:i]...)
@@ -372,7 +376,26 @@ func appendString(dst []byte, s string) ([]byte, bool) {
 		start = i + 1
 	}
 	dst = append(dst, s[start:]...)
-	return append(dst, '"'), utf8.ValidString(s)
+	return append(dst, '"'), ascii || utf8.ValidString(s)
+}
+
+// hexPairs holds the two hex digits of every byte value.
+var hexPairs = func() (t [512]byte) {
+	for i := 0; i < 256; i++ {
+		t[2*i], t[2*i+1] = hexDigits[i>>4], hexDigits[i&0xf]
+	}
+	return t
+}()
+
+// appendHex appends d in lower-case hex.
+func appendHex(dst []byte, d *Digest) []byte {
+	n := len(dst)
+	dst = append(dst, make([]byte, 64)...) // no allocation: constant size, appended in place
+	out := dst[n : n+64]
+	for i, c := range d {
+		out[2*i], out[2*i+1] = hexPairs[2*int(c)], hexPairs[2*int(c)+1]
+	}
+	return dst
 }
 
 // wire is the JSON shape of a leaf, for parsing.

@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -164,4 +166,22 @@ func (p *Policy) appendJSON(dst []byte) ([]byte, error) {
 		return dst, fmt.Errorf("%w: a policy string is not valid UTF-8", ErrInvalidLeaf)
 	}
 	return dst, nil
+}
+
+// parsePolicy decodes a policy's canonical JSON.
+func parsePolicy(b []byte) (*Policy, error) {
+	var p Policy
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("%w: policy: %w", ErrInvalidLeaf, err)
+	}
+	again, err := p.appendJSON(nil)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(again, b) {
+		return nil, fmt.Errorf("%w: policy is not canonical", ErrInvalidLeaf)
+	}
+	return &p, nil
 }

@@ -1,0 +1,82 @@
+package audit
+
+import (
+	"bytes"
+	"testing"
+)
+
+// benchValue is the size of the bench mix's canonical events (~250 bytes).
+var benchValue = bytes.Repeat([]byte("v"), 250)
+
+// BenchmarkPerEvent is what the router adds per event with the audit on:
+// the value and key digests (shared by the leaf and the tag), the leaf's
+// wire encoding into the batch's audit record, and the attestation tag.
+func BenchmarkPerEvent(b *testing.B) {
+	a, _ := NewAttester(testKey("k1"))
+	key := []byte("user-123456")
+	leaf := Leaf{Kind: KindRoute, Time: 1764028800123, Actor: "router-a",
+		Src:      Source{Topic: "events", Partition: 3, Offset: 42},
+		Decision: Routed, DecidedBy: "country", Jurisdiction: "EU", Region: "eu",
+		Ruleset: RulesetRef{Version: 7, Digest: Sum([]byte("r"))},
+		Dest:    Destination{Cluster: "b", Topic: "residency.eu", Partition: 1, Offset: 9000}}
+	in := AttestationInput{Decision: Routed, Jurisdiction: "EU", Region: "eu", RulesetVersion: 7,
+		DestCluster: "b", DestTopic: "residency.eu", SrcTopic: "events", SrcPartition: 3}
+	rec := NewWireRecord(1 << 13)
+	tag := make([]byte, 0, 128)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchValue)))
+	for i := 0; b.Loop(); i++ {
+		leaf.Src.Offset = int64(i)
+		leaf.SetRecord(key, benchValue)
+		in.Value, in.Key, in.SrcOffset = leaf.Value, leaf.Key, leaf.Src.Offset
+		tag = a.AppendTag(tag[:0], &in)
+		if len(rec) > cap(rec)-2048 {
+			rec = rec[:1]
+		}
+		rec, _ = AppendWireLeaf(rec, &leaf)
+	}
+}
+
+// BenchmarkPerEventParts splits BenchmarkPerEvent.
+func BenchmarkPerEventParts(b *testing.B) {
+	a, _ := NewAttester(testKey("k1"))
+	v, _ := NewAttestVerifier(testKey("k1"))
+	in := sampleInput()
+	leaf := vectorLeaves()[0].leaf
+	b.Run("value-sha256", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			leaf.Value = Sum(benchValue)
+		}
+	})
+	b.Run("leaf-encode", func(b *testing.B) {
+		buf := make([]byte, 0, 1024)
+		b.ReportAllocs()
+		for b.Loop() {
+			buf, _ = AppendLeaf(buf[:0], &leaf)
+		}
+	})
+	b.Run("leaf-wire", func(b *testing.B) {
+		rec := NewWireRecord(1)
+		b.ReportAllocs()
+		for b.Loop() {
+			rec, _ = AppendWireLeaf(rec[:1], &leaf)
+		}
+	})
+	b.Run("attest-sign", func(b *testing.B) {
+		buf := make([]byte, 0, 128)
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = a.AppendTag(buf[:0], &in)
+		}
+	})
+	b.Run("attest-verify", func(b *testing.B) {
+		tag := a.AppendTag(nil, &in)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := v.Verify(tag, &in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
