@@ -42,8 +42,8 @@ func vectorLeaves() []struct {
 		}()},
 		{"sink write with keyed hashes", func() Leaf {
 			l := Leaf{Kind: KindSinkWrite, Time: 1764028801000, Actor: "sink:eu-objectstore",
-				Src:      Source{Cluster: "b", Topic: "residency.eu", Partition: 1, Offset: 9000},
-				Event:    Sum([]byte("event")), Subject: Sum([]byte("subject")),
+				Src:   Source{Cluster: "b", Topic: "residency.eu", Partition: 1, Offset: 9000},
+				Event: Sum([]byte("event")), Subject: Sum([]byte("subject")),
 				Decision: Written, Jurisdiction: "EU", Region: "eu", Ruleset: rs,
 				Dest: Destination{Store: "eu-objectstore"}}
 			l.SetRecord([]byte("k"), []byte("value bytes"))
