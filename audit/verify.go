@@ -384,7 +384,7 @@ func (v *Verification) VerifyCompleteness(ranges []OffsetRange) {
 				v.add(f)
 				continue
 			}
-			v.count(refs[0].leaf)
+			v.counts(refs[0].leaf).Events++
 			for _, o := range refs[1:] {
 				f.Leaf = o.index
 				switch {
@@ -406,7 +406,7 @@ func (v *Verification) VerifyCompleteness(ranges []OffsetRange) {
 	}
 }
 
-func (v *Verification) count(l *Leaf) {
+func regionKey(l *Leaf) string {
 	key := l.Region
 	switch l.Decision {
 	case Quarantined:
@@ -416,21 +416,17 @@ func (v *Verification) count(l *Leaf) {
 	case Held:
 		key = "(held)"
 	}
+	return key
+}
+
+func (v *Verification) counts(l *Leaf) *RegionCount {
+	key := regionKey(l)
 	c := v.report.Counts[key]
 	if c == nil {
 		c = &RegionCount{Region: key}
 		v.report.Counts[key] = c
 	}
-	c.Events++
-}
-
-func (v *Verification) countRecord(region string) {
-	c := v.report.Counts[region]
-	if c == nil {
-		c = &RegionCount{Region: region}
-		v.report.Counts[region] = c
-	}
-	c.Records++
+	return c
 }
 
 // inWindow reports whether a leaf's time is within the window.
@@ -563,9 +559,7 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 	}
 	f.Leaf = ref.index
 	l := ref.leaf
-	if l.Decision == Routed || l.Decision == Released {
-		v.countRecord(l.Region)
-	}
+	v.counts(l).Records++
 	want := map[Role][]Decision{RolePinned: {Routed, Released}, RoleQuarantine: {Quarantined}, RoleDeadLetter: {DeadLettered}, RoleHold: {Held}}[r.Role]
 	if !slices.Contains(want, l.Decision) {
 		f.Code, f.Detail = CodeMisplacedRecord, fmt.Sprintf("a %s record in a %s topic", l.Decision, r.Role)
