@@ -2,7 +2,11 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"testing"
+	"time"
+
+	"gocloud.dev/blob/fileblob"
 )
 
 // benchValue is the size of the bench mix's canonical events (~250 bytes).
@@ -79,4 +83,41 @@ func BenchmarkPerEventParts(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkIntegrate measures the integrator's throughput into a file://
+// bucket: audit records of 500 leaves (one router batch each), 8 records
+// (4000 leaves) per integration batch and checkpoint.
+func BenchmarkIntegrate(b *testing.B) {
+	dir := b.TempDir()
+	bucket, err := fileblob.OpenBucket(dir, &fileblob.Options{NoTempDir: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bucket.Close()
+	feed := newMemFeed(1)
+	const perRecord = 500
+	n := 0
+	for n < b.N {
+		ls := make([]Leaf, 0, perRecord)
+		for i := 0; i < perRecord; i++ {
+			ls = append(ls, routeLeaf(0, int64(n)))
+			n++
+		}
+		feed.add(b, 0, ls...)
+	}
+	it, _ := NewIntegrator(IntegratorConfig{Store: BlobStore{Bucket: bucket}, Feed: feed, SignerKey: testLogKey, BatchRecords: 8})
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	for {
+		k, err := it.Step(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if k == 0 {
+			break
+		}
+	}
+	b.ReportMetric(float64(it.Size())/time.Since(start).Seconds(), "leaves/s")
 }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+	"golang.org/x/sync/errgroup"
 )
 
 // ErrAuditTopicChanged: re-reading the audit records of an interrupted
@@ -472,8 +473,14 @@ func (it *Integrator) compute(leaves [][]byte) (tlog.HashReader, Digest, error) 
 	return r, Digest(root), nil
 }
 
-// writeTiles writes the entry bundles and hash tiles of leaves [from, to).
+// writeTiles writes the entry bundles and hash tiles of leaves [from, to),
+// up to putParallel at a time.
 func (it *Integrator) writeTiles(ctx context.Context, from, to int64, leaves [][]byte, r tlog.HashReader) error {
+	type object struct {
+		path string
+		data []byte
+	}
+	var objs []object
 	bundle := bytes.Clone(it.bundle)
 	w := int(from % tileWidth)
 	for i, leaf := range leaves {
@@ -482,27 +489,36 @@ func (it *Integrator) writeTiles(ctx context.Context, from, to int64, leaves [][
 		n := from + int64(i)
 		if w == tileWidth || n == to-1 {
 			t := tlog.Tile{H: TileHeight, L: -1, N: n / tileWidth, W: w}
-			if err := it.cfg.Store.Put(ctx, TilePath(t), bundle); err != nil {
-				return err
-			}
+			objs = append(objs, object{TilePath(t), bundle})
 			if w == tileWidth {
 				bundle, w = nil, 0
 			}
 		}
 	}
-	for _, t := range tlog.NewTiles(TileHeight, from, to) {
+	tiles := tlog.NewTiles(TileHeight, from, to)
+	for _, t := range tiles {
 		data, err := tlog.ReadTileData(t, r)
 		if err != nil {
 			return err
 		}
-		if err := it.cfg.Store.Put(ctx, TilePath(t), data); err != nil {
-			return err
-		}
+		objs = append(objs, object{TilePath(t), data})
 		it.tiles.SaveTiles([]tlog.Tile{t}, [][]byte{data})
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(putParallel)
+	for _, o := range objs {
+		g.Go(func() error { return it.cfg.Store.Put(gctx, o.path, o.data) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	it.bundle = bundle
 	return nil
 }
+
+// putParallel bounds the tile and bundle writes in flight (an object
+// store's latency is per request).
+const putParallel = 8
 
 // writeState records the integrator's state, unless the store's is ahead
 // (another integrator moved it): the state never goes backwards.

@@ -196,3 +196,19 @@ func TestPolicyLookups(t *testing.T) {
 		t.Error("Approves wrong")
 	}
 }
+
+func TestNewRulesetLeaf(t *testing.T) {
+	p := vectorLeaves()[5].leaf.Policy
+	l, err := NewRulesetLeaf(4, []byte("small: true\n"), p, "rules-apply", 1)
+	if err != nil || l.Content != "small: true\n" || l.Ruleset.Digest != Sum([]byte("small: true\n")) {
+		t.Fatalf("small ruleset: %+v, %v", l, err)
+	}
+	big := []byte(strings.Repeat("# comment\n", 10000))
+	l, err = NewRulesetLeaf(5, big, p, "rules-apply", 1)
+	if err != nil || l.Content != "" || l.Ruleset.Digest != Sum(big) || l.Policy == nil {
+		t.Fatalf("big ruleset: content %d bytes, %v", len(l.Content), err)
+	}
+	if _, err := l.Encode(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -185,3 +185,20 @@ func parsePolicy(b []byte) (*Policy, error) {
 	}
 	return &p, nil
 }
+
+// NewRulesetLeaf returns the ruleset leaf of a ruleset version: its
+// digest (SHA-256 of content, as the rules store computes it), its policy,
+// and its content when the leaf stays within MaxLeafSize (else the leaf
+// carries the digest and policy only, and the content must be kept in the
+// ruleset history).
+func NewRulesetLeaf(version int64, content []byte, p *Policy, actor string, timeMillis int64) (Leaf, error) {
+	l := Leaf{Kind: KindRuleset, Time: timeMillis, Actor: actor,
+		Ruleset: RulesetRef{Version: version, Digest: Sum(content)}, Policy: p, Content: string(content)}
+	if _, err := l.Encode(); err != nil {
+		l.Content = ""
+		if _, err2 := l.Encode(); err2 != nil {
+			return Leaf{}, err
+		}
+	}
+	return l, nil
+}

@@ -333,7 +333,9 @@ func (v *Verification) index(i int64, l *Leaf) {
 			v.rulesets[l.Ruleset] = l.Policy
 		}
 	case KindRoute, KindReplay:
-		if l.Kind == KindRoute && l.Src.Cluster == "" {
+		if l.Kind == KindRoute && l.Src.Topic != "" {
+			// Ingest topics are on the ingest cluster: the cluster is not
+			// part of the key.
 			c := coords{"", l.Src.Topic, l.Src.Partition, l.Src.Offset}
 			v.bySource[c] = append(v.bySource[c], ref)
 		}
