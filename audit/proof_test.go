@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -168,5 +172,38 @@ func TestScanCatchesMissingAndReorderedBundles(t *testing.T) {
 	store.Delete("tile/entries/001")
 	if err := log.Scan(ctx, nil, nil); !errors.Is(err, ErrAlteredLog) {
 		t.Errorf("deleted bundle: %v", err)
+	}
+}
+
+// TestCrossCheckInPython checks the leaf vectors and a proof with a
+// verifier written in another language (testdata/crosscheck.py, Python's
+// standard library only), as docs/audit.md says anyone can.
+func TestCrossCheckInPython(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not installed")
+	}
+	ctx := context.Background()
+	_, log := logOf(t, 300, 37)
+	dir := t.TempDir()
+	for _, i := range []int64{0, 41, 255, 256, 299} {
+		p, err := Prove(ctx, log, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(p)
+		path := filepath.Join(dir, "proof.json")
+		os.WriteFile(path, b, 0o644)
+		out, err := exec.Command(py, "testdata/crosscheck.py", "testdata/leaves.json", path).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "ok" {
+			t.Fatalf("leaf %d: crosscheck.py: %v\n%s", i, err, out)
+		}
+		// And it fails on a wrong path.
+		p.Inclusion[0] = Sum(nil).String()
+		b, _ = json.Marshal(p)
+		os.WriteFile(path, b, 0o644)
+		if out, err := exec.Command(py, "testdata/crosscheck.py", "testdata/leaves.json", path).CombinedOutput(); err == nil {
+			t.Fatalf("leaf %d: a wrong path passed: %s", i, out)
+		}
 	}
 }
