@@ -78,6 +78,11 @@ const (
 	RoleDeadLetter Role = "dead_letter"
 	// RoleHold: a hold topic.
 	RoleHold Role = "hold"
+	// RoleSinkQuarantine: a sink's quarantine topic: records a sink
+	// refused, republished byte for byte with the router's headers. Their
+	// attestation is checked as of the pinned topic the sink read them
+	// from (the refusal leaf's source).
+	RoleSinkQuarantine Role = "sink_quarantine"
 )
 
 // decisionFor is the decision an attestation binds for a record in a topic
@@ -332,8 +337,8 @@ func (v *Verification) index(i int64, l *Leaf) {
 		if l.Policy != nil {
 			v.rulesets[l.Ruleset] = l.Policy
 		}
-	case KindRoute, KindReplay:
-		if l.Kind == KindRoute && l.Src.Topic != "" {
+	case KindRoute, KindReplay, KindSinkRefusal:
+		if l.Kind == KindRoute && l.Src.Topic != "" && l.Decision != Released {
 			// Ingest topics are on the ingest cluster: the cluster is not
 			// part of the key.
 			c := coords{"", l.Src.Topic, l.Src.Partition, l.Src.Offset}
@@ -417,6 +422,8 @@ func regionKey(l *Leaf) string {
 		key = "(dead-letter)"
 	case Held:
 		key = "(held)"
+	case Refused:
+		key = "(refused by a sink)"
 	}
 	return key
 }
@@ -528,20 +535,7 @@ func (v *Verification) purged(pk partKey, off int64) bool {
 
 func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 	f := Finding{Cluster: r.Cluster, Topic: r.Topic, Partition: r.Partition, Offset: rec.Offset, Leaf: -1}
-	if v.cfg.Attestation != nil {
-		in := AttestationInputOf(r.Cluster, r.Topic, r.Role, rec.Key, rec.Value, rec.Headers)
-		if err := v.cfg.Attestation.Verify(header(rec.Headers, HeaderAttestation), &in); err != nil {
-			g := f
-			g.Code, g.Detail = CodeBadAttestation, err.Error()
-			v.add(g)
-		}
-	}
 	refs := v.byDest[coords{r.Cluster, r.Topic, r.Partition, rec.Offset}]
-	if len(refs) == 0 {
-		f.Code, f.Detail = CodeUnloggedRecord, "no leaf wrote a record at these coordinates"
-		v.add(f)
-		return
-	}
 	value := Sum(rec.Value)
 	var key Digest
 	if rec.Key != nil {
@@ -554,6 +548,23 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 			break
 		}
 	}
+	if v.cfg.Attestation != nil {
+		cluster, topic, role := r.Cluster, r.Topic, r.Role
+		if role == RoleSinkQuarantine && ref.leaf != nil {
+			cluster, topic, role = ref.leaf.Src.Cluster, ref.leaf.Src.Topic, RolePinned
+		}
+		in := AttestationInputOf(cluster, topic, role, rec.Key, rec.Value, rec.Headers)
+		if err := v.cfg.Attestation.Verify(header(rec.Headers, HeaderAttestation), &in); err != nil {
+			g := f
+			g.Code, g.Detail = CodeBadAttestation, err.Error()
+			v.add(g)
+		}
+	}
+	if len(refs) == 0 {
+		f.Code, f.Detail = CodeUnloggedRecord, "no leaf wrote a record at these coordinates"
+		v.add(f)
+		return
+	}
 	if ref.leaf == nil {
 		f.Code, f.Leaf, f.Detail = CodeRecordMismatch, refs[0].index, "a leaf wrote here, but this record's value or key differs from it"
 		v.add(f)
@@ -562,7 +573,8 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 	f.Leaf = ref.index
 	l := ref.leaf
 	v.counts(l).Records++
-	want := map[Role][]Decision{RolePinned: {Routed, Released}, RoleQuarantine: {Quarantined}, RoleDeadLetter: {DeadLettered}, RoleHold: {Held}}[r.Role]
+	want := map[Role][]Decision{RolePinned: {Routed, Released}, RoleQuarantine: {Quarantined}, RoleDeadLetter: {DeadLettered},
+		RoleHold: {Held}, RoleSinkQuarantine: {Refused}}[r.Role]
 	if !slices.Contains(want, l.Decision) {
 		f.Code, f.Detail = CodeMisplacedRecord, fmt.Sprintf("a %s record in a %s topic", l.Decision, r.Role)
 		v.add(f)

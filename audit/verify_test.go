@@ -201,6 +201,8 @@ func (w *world) verify(cfg VerifyConfig) *Report {
 		switch {
 		case k.topic == "events":
 			offs = append(offs, OffsetRange{Topic: k.topic, Partition: k.partition, From: 0, To: int64(len(recs))})
+		case k.topic == "residency.sink-quarantine":
+			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleSinkQuarantine, Partition: k.partition, From: 0, To: int64(len(recs))})
 		case k.topic == "residency.quarantine":
 			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleQuarantine, Partition: k.partition, From: 0, To: int64(len(recs))})
 		default:
@@ -467,4 +469,30 @@ func TestVerifyPurgeAndErasureAreNotes(t *testing.T) {
 	if got := codes(r.Notes); !slices.Equal(got, []string{"purged"}) {
 		t.Fatalf("notes %v", got)
 	}
+}
+
+func TestVerifySinkRefusal(t *testing.T) {
+	w := newWorld(t)
+	w.run(4)
+	// A sink refuses a record of the EU pinned topic (say its region moved)
+	// and republishes it, byte for byte with the router's headers, to its
+	// quarantine topic on the ingest cluster.
+	rec := w.topics[partKey{"b", "residency.eu", 0}][0]
+	off := w.produce(ingest, "residency.sink-quarantine", 0, Record{Key: rec.Key, Value: rec.Value, Headers: rec.Headers})
+	l := Leaf{Kind: KindSinkRefusal, Time: w.time, Actor: "sink:eu-objectstore",
+		Src:      Source{Cluster: "b", Topic: "residency.eu", Partition: 0, Offset: rec.Offset},
+		Decision: Refused, Reason: "sink_region_moved", Jurisdiction: "EU", Region: "eu", Ruleset: w.rs,
+		Dest: Destination{Cluster: ingest, Topic: "residency.sink-quarantine", Partition: 0, Offset: off}}
+	l.SetRecord(rec.Key, rec.Value)
+	w.log(l)
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if r.Counts["(refused by a sink)"] == nil || r.Counts["(refused by a sink)"].Records != 1 {
+		t.Fatalf("counts %v", r.Counts)
+	}
+	// A record dropped into the sink quarantine topic by anyone else.
+	w.produce(ingest, "residency.sink-quarantine", 0, Record{Key: rec.Key, Value: []byte("other"), Headers: rec.Headers})
+	expect(t, w.verify(VerifyConfig{}), "unlogged_record", "bad_attestation")
 }
