@@ -232,7 +232,6 @@ func (it *Integrator) load(ctx context.Context) error {
 			return err
 		}
 	}
-	it.loaded = true
 	// An interrupted batch from this size?
 	raw, err := it.cfg.Store.Get(ctx, intentPrefix+strconv.FormatInt(it.size, 10))
 	switch {
@@ -242,13 +241,16 @@ func (it *Integrator) load(ctx context.Context) error {
 			return fmt.Errorf("audit: intent at size %d: %w", it.size, err)
 		}
 		if _, err := it.redo(ctx, in); err != nil {
-			it.loaded = false
 			return err
 		}
 	case !errors.Is(err, ErrNotFound):
 		return err
 	}
-	return it.ensureCheckpoint(ctx)
+	if err := it.ensureCheckpoint(ctx); err != nil {
+		return err
+	}
+	it.loaded = true
+	return nil
 }
 
 func (it *Integrator) readState(ctx context.Context) (integratorState, error) {
@@ -299,7 +301,18 @@ func (it *Integrator) rootOrEmpty() Digest {
 	return it.root
 }
 
+// writeCheckpoint signs and publishes the checkpoint of the current tree,
+// unless the published one is already larger (another integrator is ahead:
+// the checkpoint does not go backwards).
 func (it *Integrator) writeCheckpoint(ctx context.Context) error {
+	if raw, err := it.cfg.Store.Get(ctx, CheckpointPath); err == nil {
+		if cp, err := OpenCheckpoint(raw, it.vkey); err == nil && cp.Size > it.size {
+			it.loaded = false
+			return fmt.Errorf("%w: checkpoint at %d, this integrator at %d", ErrStateAhead, cp.Size, it.size)
+		}
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
 	signed, err := signCheckpoint(it.signer, it.size, it.rootOrEmpty())
 	if err != nil {
 		return fmt.Errorf("audit: sign checkpoint: %w", err)
