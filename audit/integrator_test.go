@@ -184,10 +184,22 @@ func checkLog(t *testing.T, store Store, want map[string]bool) *Log {
 }
 
 func TestIntegratorCrashAnywhere(t *testing.T) {
-	for _, parts := range []int32{1, 3} {
-		t.Run(fmt.Sprint(parts, " partitions"), func(t *testing.T) {
+	for _, tc := range []struct {
+		bucket string
+		parts  int32
+	}{{"mem", 1}, {"mem", 3}, {"file", 3}} {
+		parts := tc.parts
+		t.Run(fmt.Sprint(tc.bucket, " ", parts, " partitions"), func(t *testing.T) {
 			ctx := context.Background()
-			mem := &MemStore{}
+			var mem Store = &MemStore{}
+			if tc.bucket == "file" {
+				fb, err := fileblob.OpenBucket(t.TempDir(), &fileblob.Options{NoTempDir: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer fb.Close()
+				mem = BlobStore{Bucket: fb}
+			}
 			cs := &crashStore{Store: mem}
 			feed := newMemFeed(uint64(parts))
 			want := map[string]bool{}

@@ -496,3 +496,18 @@ func TestVerifySinkRefusal(t *testing.T) {
 	w.produce(ingest, "residency.sink-quarantine", 0, Record{Key: rec.Key, Value: []byte("other"), Headers: rec.Headers})
 	expect(t, w.verify(VerifyConfig{}), "unlogged_record", "bad_attestation")
 }
+
+func TestLogHoldsNoPayloads(t *testing.T) {
+	w := newWorld(t)
+	w.run(30)
+	for _, path := range w.store.Paths() {
+		b, _ := w.store.Get(context.Background(), path)
+		for _, recs := range w.topics {
+			for _, r := range recs {
+				if bytes.Contains(b, r.Value) || (len(r.Key) > 0 && bytes.Contains(b, r.Key)) {
+					t.Fatalf("%s holds a record's value or key", path)
+				}
+			}
+		}
+	}
+}
