@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -22,6 +23,7 @@ const (
 	CodeMissingLeaf            Code = "missing_leaf"
 	CodeConflictingDecisions   Code = "conflicting_decisions"
 	CodeUnknownRuleset         Code = "unknown_ruleset"
+	CodeRulesetMismatch        Code = "ruleset_mismatch"
 	CodeUnloggedRecord         Code = "unlogged_record"
 	CodeRecordMismatch         Code = "record_mismatch"
 	CodeMissingRecord          Code = "missing_record"
@@ -221,6 +223,7 @@ type Verification struct {
 	byStore    map[string][]leafRef
 	purges     map[partKey][]*Leaf
 	erasures   map[storeSubject]int64 // latest erasure leaf index
+	unknown    map[RulesetRef]bool    // unknown rulesets already reported
 
 	report Report
 }
@@ -248,6 +251,11 @@ type VerifyConfig struct {
 	// whose records and rows must still exist (missing_record,
 	// missing_row); 0 means unbounded.
 	Since, Until int64
+	// PolicyOf, when set, derives the policy from a ruleset leaf's content
+	// (the rules package's parser); a leaf whose policy differs is a
+	// ruleset_mismatch finding. Without it the logged policy is taken as
+	// the router wrote it.
+	PolicyOf func(content []byte) (*Policy, error)
 	// Progress, when set, is called now and then during long scans.
 	Progress func(stage string, done int64)
 }
@@ -334,9 +342,30 @@ func (v *Verification) index(i int64, l *Leaf) {
 			v.add(Finding{Code: CodeBadLeaf, Leaf: i, Offset: -1, Detail: fmt.Sprintf("ruleset version %d: content does not hash to its digest", l.Ruleset.Version)})
 			return
 		}
-		if l.Policy != nil {
-			v.rulesets[l.Ruleset] = l.Policy
+		if l.Policy == nil {
+			return
 		}
+		f := Finding{Code: CodeRulesetMismatch, Leaf: i, Offset: -1}
+		mine, _ := l.Policy.appendJSON(nil)
+		if old, ok := v.rulesets[l.Ruleset]; ok {
+			if theirs, _ := old.appendJSON(nil); !bytes.Equal(mine, theirs) {
+				f.Detail = fmt.Sprintf("ruleset version %d logged again with another policy", l.Ruleset.Version)
+				v.add(f)
+			}
+			return
+		}
+		if v.cfg.PolicyOf != nil && l.Content != "" {
+			p, err := v.cfg.PolicyOf([]byte(l.Content))
+			var want []byte
+			if err == nil {
+				want, err = p.appendJSON(nil)
+			}
+			if err != nil || !bytes.Equal(mine, want) {
+				f.Detail = fmt.Sprintf("ruleset version %d: the logged policy is not the one its content defines (%v)", l.Ruleset.Version, err)
+				v.add(f)
+			}
+		}
+		v.rulesets[l.Ruleset] = l.Policy
 	case KindRoute, KindReplay, KindSinkRefusal:
 		if l.Kind == KindRoute && l.Src.Topic != "" && l.Decision != Released {
 			// Ingest topics are on the ingest cluster: the cluster is not
@@ -362,10 +391,15 @@ func (v *Verification) index(i int64, l *Leaf) {
 	}
 }
 
-// policy returns the policy of a leaf's ruleset, or adds unknown_ruleset.
+// policy returns the policy of a leaf's ruleset, or adds unknown_ruleset
+// (once per ruleset).
 func (v *Verification) policy(ref leafRef, f Finding) *Policy {
 	p := v.rulesets[ref.leaf.Ruleset]
-	if p == nil {
+	if p == nil && !v.unknown[ref.leaf.Ruleset] {
+		if v.unknown == nil {
+			v.unknown = map[RulesetRef]bool{}
+		}
+		v.unknown[ref.leaf.Ruleset] = true
 		f.Code, f.Leaf = CodeUnknownRuleset, ref.index
 		f.Detail = fmt.Sprintf("leaf names ruleset version %d (%s…) that no ruleset leaf holds", ref.leaf.Ruleset.Version, ref.leaf.Ruleset.Digest.String()[:12])
 		v.add(f)

@@ -511,3 +511,26 @@ func TestLogHoldsNoPayloads(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifyRulesetMismatch(t *testing.T) {
+	w := newWorld(t)
+	w.run(3)
+	// The policy the world logged is the one its content stands for.
+	honest := func([]byte) (*Policy, error) { return w.policy, nil }
+	expect(t, w.verify(VerifyConfig{PolicyOf: honest}))
+	// A router that logs a policy its ruleset does not define (EU -> us).
+	lying := NewPolicy(
+		[]PolicyJurisdiction{{Name: "US", Region: "us"}, {Name: "EU", Region: "us"}},
+		w.policy.Regions, w.policy.Stores)
+	w2 := newWorld(t)
+	w2.batch[0].Policy = lying
+	w2.run(3)
+	expectHas(t, w2.verify(VerifyConfig{PolicyOf: honest}), "ruleset_mismatch")
+	// The same version logged twice with different policies.
+	w3 := newWorld(t)
+	l := w3.batch[0]
+	l.Policy = lying
+	w3.log(l)
+	w3.run(3)
+	expectHas(t, w3.verify(VerifyConfig{}), "ruleset_mismatch")
+}
