@@ -121,3 +121,33 @@ func BenchmarkIntegrate(b *testing.B) {
 	}
 	b.ReportMetric(float64(it.Size())/time.Since(start).Seconds(), "leaves/s")
 }
+
+// BenchmarkIntegrateMem is BenchmarkIntegrate into memory: the
+// integrator's own CPU, without the file system.
+func BenchmarkIntegrateMem(b *testing.B) {
+	feed := newMemFeed(1)
+	const perRecord = 500
+	n := 0
+	for n < b.N {
+		ls := make([]Leaf, 0, perRecord)
+		for i := 0; i < perRecord; i++ {
+			ls = append(ls, routeLeaf(0, int64(n)))
+			n++
+		}
+		feed.add(b, 0, ls...)
+	}
+	it, _ := NewIntegrator(IntegratorConfig{Store: &MemStore{}, Feed: feed, SignerKey: testLogKey, BatchRecords: 8})
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	for {
+		k, err := it.Step(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if k == 0 {
+			break
+		}
+	}
+	b.ReportMetric(float64(it.Size())/time.Since(start).Seconds(), "leaves/s")
+}

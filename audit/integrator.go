@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -330,32 +332,68 @@ func (it *Integrator) readBundle(ctx context.Context) ([]byte, error) {
 	return readTile(ctx, it.cfg.Store, tlog.Tile{H: TileHeight, L: -1, N: it.size / tileWidth, W: w})
 }
 
-// leavesOf decodes audit records into canonical leaves; records that do not
-// decode are skipped and logged.
-func (it *Integrator) leavesOf(recs []AuditRecord) [][]byte {
-	var out [][]byte
-	for _, r := range recs {
-		leaves, err := DecodeWireRecord(r.Value)
-		var encoded [][]byte
-		for i := 0; err == nil && i < len(leaves); i++ {
-			var b []byte
-			b, err = leaves[i].Encode()
-			encoded = append(encoded, b)
-		}
-		if err != nil {
-			it.skipped++
-			it.cfg.Logger.Error("audit record skipped: not decodable", "partition", r.Partition, "offset", r.Offset, "error", err)
-			continue
-		}
-		out = append(out, encoded...)
+// leavesOf decodes audit records into canonical leaves and their leaf
+// hashes, the records split among GOMAXPROCS goroutines; records that do
+// not decode are skipped and logged.
+func (it *Integrator) leavesOf(recs []AuditRecord) ([][]byte, []tlog.Hash) {
+	type part struct {
+		leaves  [][]byte
+		hashes  []tlog.Hash
+		skipped []error
 	}
-	return out
+	workers := min(runtime.GOMAXPROCS(0), len(recs))
+	parts := make([]part, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := len(recs)*w/workers, len(recs)*(w+1)/workers
+		wg.Go(func() {
+			p := &parts[w]
+			size := 0
+			for _, r := range recs[lo:hi] {
+				size += len(r.Value)
+			}
+			buf := make([]byte, 0, size*3+1024)
+			var ends []int
+			for _, r := range recs[lo:hi] {
+				leaves, err := DecodeWireRecord(r.Value)
+				mark, nends := len(buf), len(ends)
+				for i := 0; err == nil && i < len(leaves); i++ {
+					buf, err = AppendLeaf(buf, &leaves[i])
+					ends = append(ends, len(buf))
+				}
+				if err != nil {
+					buf, ends = buf[:mark], ends[:nends]
+					p.skipped = append(p.skipped, fmt.Errorf("audit record %d/%d: %w", r.Partition, r.Offset, err))
+				}
+			}
+			p.leaves = make([][]byte, len(ends))
+			p.hashes = make([]tlog.Hash, len(ends))
+			start := 0
+			for i, end := range ends {
+				p.leaves[i] = buf[start:end:end]
+				p.hashes[i] = tlog.RecordHash(p.leaves[i])
+				start = end
+			}
+		})
+	}
+	wg.Wait()
+	var leaves [][]byte
+	var hashes []tlog.Hash
+	for _, p := range parts {
+		leaves = append(leaves, p.leaves...)
+		hashes = append(hashes, p.hashes...)
+		for _, err := range p.skipped {
+			it.skipped++
+			it.cfg.Logger.Error("audit record skipped: not decodable", "error", err)
+		}
+	}
+	return leaves, hashes
 }
 
 // integrate integrates recs; with a non-nil redo it re-integrates the
 // interrupted batch redo described, whose records are recs.
 func (it *Integrator) integrate(ctx context.Context, recs []AuditRecord, redo *intent) (int, error) {
-	leaves := it.leavesOf(recs)
+	leaves, hashes := it.leavesOf(recs)
 	after := maps.Clone(it.cursor)
 	if after == nil {
 		after = Cursor{}
@@ -381,7 +419,7 @@ func (it *Integrator) integrate(ctx context.Context, recs []AuditRecord, redo *i
 		return 0, it.writeState(ctx)
 	}
 	from, to := it.size, it.size+int64(len(leaves))
-	r, root, err := it.compute(leaves)
+	r, root, err := it.compute(hashes)
 	if err != nil {
 		return 0, err
 	}
@@ -434,7 +472,7 @@ func (it *Integrator) redo(ctx context.Context, in intent) (int, error) {
 
 // compute returns a hash reader over the tree grown by leaves (the new
 // stored hashes in memory, the old ones from the tiles) and its root.
-func (it *Integrator) compute(leaves [][]byte) (tlog.HashReader, Digest, error) {
+func (it *Integrator) compute(leaves []tlog.Hash) (tlog.HashReader, Digest, error) {
 	var base tlog.HashReader = tlog.HashReaderFunc(func([]int64) ([]tlog.Hash, error) {
 		return nil, errors.New("audit: no hashes in an empty tree")
 	})
@@ -470,7 +508,7 @@ func (it *Integrator) compute(leaves [][]byte) (tlog.HashReader, Digest, error) 
 	})
 	for i, leaf := range leaves {
 		n := it.size + int64(i)
-		hs, err := tlog.StoredHashes(n, leaf, r)
+		hs, err := tlog.StoredHashesForRecordHash(n, leaf, r)
 		if err != nil {
 			return nil, Digest{}, fmt.Errorf("audit: hash leaf %d: %w", n, err)
 		}

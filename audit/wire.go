@@ -238,7 +238,7 @@ func DecodeWireRecord(b []byte) ([]Leaf, error) {
 		return nil, fmt.Errorf("%w: unknown format", ErrInvalidWire)
 	}
 	r := wireReader{b: b[1:]}
-	var leaves []Leaf
+	leaves := make([]Leaf, 0, len(b)/160+1)
 	for len(r.b) > 0 && r.err == nil {
 		body := r.bytes(r.uvarint())
 		if r.err != nil {
