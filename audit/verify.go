@@ -66,6 +66,10 @@ type Finding struct {
 	Detail string `json:"detail"`
 }
 
+// ReasonTooLarge is the dead-letter reason of an event too large to route,
+// whose dead-letter record carries neither key nor value.
+const ReasonTooLarge = "too_large"
+
 // Role says what a topic is for, and so which decisions may put records
 // there.
 type Role string
@@ -578,6 +582,13 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 	var ref leafRef
 	for _, x := range refs {
 		if x.leaf.Value == value && x.leaf.KeyNull == (rec.Key == nil) && x.leaf.Key == key {
+			ref = x
+			break
+		}
+		// An event too large to route is dead-lettered without its key and
+		// value (they stay at the source coordinates): the leaf's digests
+		// are the source record's.
+		if x.leaf.Decision == DeadLettered && x.leaf.Reason == ReasonTooLarge && len(rec.Value) == 0 && rec.Key == nil {
 			ref = x
 			break
 		}

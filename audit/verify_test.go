@@ -159,10 +159,15 @@ func (w *world) integrate() {
 	}
 }
 
+// drop deletes a record from a topic (a tombstone compacted, a purge).
+func (w *world) drop(k partKey, off int64) {
+	w.topics[k][off].Value, w.topics[k][off].Headers = nil, nil
+}
+
 func (w *world) Records(_ context.Context, r TopicRange, fn func(*Record) error) error {
 	for i := range w.topics[partKey{r.Cluster, r.Topic, r.Partition}] {
 		rec := w.topics[partKey{r.Cluster, r.Topic, r.Partition}][i]
-		if rec.Value == nil { // deleted (compacted away) in a test
+		if rec.Value == nil && rec.Headers == nil { // deleted (compacted away) in a test
 			continue
 		}
 		if err := fn(&rec); err != nil {
@@ -203,6 +208,8 @@ func (w *world) verify(cfg VerifyConfig) *Report {
 			offs = append(offs, OffsetRange{Topic: k.topic, Partition: k.partition, From: 0, To: int64(len(recs))})
 		case k.topic == "residency.sink-quarantine":
 			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleSinkQuarantine, Partition: k.partition, From: 0, To: int64(len(recs))})
+		case k.topic == "residency.dead-letter":
+			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleDeadLetter, Partition: k.partition, From: 0, To: int64(len(recs))})
 		case k.topic == "residency.quarantine":
 			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleQuarantine, Partition: k.partition, From: 0, To: int64(len(recs))})
 		default:
@@ -379,7 +386,7 @@ func TestVerifyTamperDropRecordFromPinnedTopic(t *testing.T) {
 	w := newWorld(t)
 	w.run(10)
 	// A compacted tombstone or a rewritten topic: the record is gone.
-	w.topics[partKey{"b", "residency.eu", 1}][1].Value = nil
+	w.drop(partKey{"b", "residency.eu", 1}, 1)
 	r := w.verify(VerifyConfig{})
 	expect(t, r, "missing_record")
 	if f := r.Findings[0]; f.Cluster != "b" || f.Topic != "residency.eu" || f.Partition != 1 || f.Offset != 1 {
@@ -432,7 +439,7 @@ func TestVerifyMisplacedAndUnapproved(t *testing.T) {
 	l := &w.batch[len(w.batch)-1]
 	l.Region = "us"
 	rec := w.topics[partKey{l.Dest.Cluster, l.Dest.Topic, l.Dest.Partition}][l.Dest.Offset]
-	w.topics[partKey{l.Dest.Cluster, l.Dest.Topic, l.Dest.Partition}][l.Dest.Offset].Value = nil
+	w.drop(partKey{l.Dest.Cluster, l.Dest.Topic, l.Dest.Partition}, l.Dest.Offset)
 	l.Dest = Destination{Cluster: "a", Topic: "residency.us", Partition: 0, Offset: w.produce("a", "residency.us", 0, rec)}
 	w.flush()
 	// A sink that writes EU data into the US store.
@@ -460,7 +467,8 @@ func TestVerifyPurgeAndErasureAreNotes(t *testing.T) {
 	w.run(6)
 	// Purge the first two records of a pinned topic and log it.
 	k := partKey{"a", "residency.us", 0}
-	w.topics[k][0].Value, w.topics[k][1].Value = nil, nil
+	w.drop(k, 0)
+	w.drop(k, 1)
 	w.log(Leaf{Kind: KindPurge, Time: w.time, Actor: "purge", Src: Source{Cluster: "a", Topic: "residency.us", Partition: 0, Offset: 0, EndOffset: 2}, Decision: Purged, Count: 2})
 	w.flush()
 	w.integrate()
@@ -533,4 +541,27 @@ func TestVerifyRulesetMismatch(t *testing.T) {
 	w3.log(l)
 	w3.run(3)
 	expectHas(t, w3.verify(VerifyConfig{}), "ruleset_mismatch")
+}
+
+func TestVerifyTooLargeDeadLetter(t *testing.T) {
+	w := newWorld(t)
+	w.run(2)
+	off := w.event(0, "EU", 77)
+	src := w.topics[partKey{ingest, "events", 0}][off]
+	// The router dead-letters it without key, value or producer headers,
+	// and attests the record it writes.
+	in := AttestationInput{Value: Sum(nil), KeyNull: true, Decision: DeadLettered, Reason: ReasonTooLarge,
+		RulesetVersion: 3, DestCluster: ingest, DestTopic: "residency.dead-letter", SrcTopic: "events", SrcOffset: off}
+	hs := []Header{{"residency-reason", []byte(ReasonTooLarge)}, {"residency-ruleset-version", []byte("3")},
+		{"residency-source-topic", []byte("events")}, {"residency-source-partition", []byte("0")},
+		{"residency-source-offset", []byte(strconv.FormatInt(off, 10))}, {HeaderAttestation, w.attester.AppendTag(nil, &in)}}
+	doff := w.produce(ingest, "residency.dead-letter", 0, Record{Headers: hs})
+	l := Leaf{Kind: KindRoute, Time: w.time, Actor: "router-a", Src: Source{Topic: "events", Partition: 0, Offset: off},
+		Decision: DeadLettered, Reason: ReasonTooLarge, Ruleset: w.rs,
+		Dest: Destination{Cluster: ingest, Topic: "residency.dead-letter", Partition: 0, Offset: doff}}
+	l.SetRecord(src.Key, src.Value)
+	w.log(l)
+	w.flush()
+	w.integrate()
+	expect(t, w.verify(VerifyConfig{}))
 }
