@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -89,7 +91,8 @@ type Integrator struct {
 	cursor Cursor
 	bundle []byte // leaves of the last, partial, entry bundle
 
-	skipped int64
+	skipped   atomic.Int64
+	published atomic.Int64 // size, for Size while Run runs
 }
 
 type integratorState struct {
@@ -161,23 +164,36 @@ func NewIntegrator(cfg IntegratorConfig) (*Integrator, error) {
 	return &Integrator{cfg: cfg, signer: signer, vkey: vkey}, nil
 }
 
-// Size returns the number of leaves integrated (as of the last Step).
-func (it *Integrator) Size() int64 { return it.size }
+// Size returns the number of leaves integrated, as of the last batch. It
+// is safe to call while Run runs (for a metric).
+func (it *Integrator) Size() int64 { return it.published.Load() }
 
 // Skipped returns how many audit records could not be decoded and were
 // skipped (their leaves are missing from the log; verify reports the
-// offsets they were about).
-func (it *Integrator) Skipped() int64 { return it.skipped }
+// offsets they were about). It is safe to call while Run runs.
+func (it *Integrator) Skipped() int64 { return it.skipped.Load() }
 
 // Run integrates until ctx is done; it returns nil then, or the first
-// error that is not ErrStateAhead.
+// error that is not ErrStateAhead (after which it waits a little, up to 5s,
+// and reloads).
 func (it *Integrator) Run(ctx context.Context) error {
+	wait := 100 * time.Millisecond
 	for {
 		_, err := it.Step(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err != nil && !errors.Is(err, ErrStateAhead) {
+		switch {
+		case err == nil:
+			wait = 100 * time.Millisecond
+		case errors.Is(err, ErrStateAhead):
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 5*time.Second)
+		default:
 			return err
 		}
 	}
@@ -193,6 +209,7 @@ func (it *Integrator) Step(ctx context.Context) (int, error) {
 			return 0, err
 		}
 	}
+	it.tiles.ctx = ctx
 	recs, err := it.cfg.Feed.Fetch(ctx, it.cursor, it.cfg.BatchRecords)
 	if err != nil {
 		return 0, fmt.Errorf("audit: fetch audit records: %w", err)
@@ -251,6 +268,7 @@ func (it *Integrator) load(ctx context.Context) error {
 	if err := it.ensureCheckpoint(ctx); err != nil {
 		return err
 	}
+	it.published.Store(it.size)
 	it.loaded = true
 	return nil
 }
@@ -383,7 +401,7 @@ func (it *Integrator) leavesOf(recs []AuditRecord) ([][]byte, []tlog.Hash) {
 		leaves = append(leaves, p.leaves...)
 		hashes = append(hashes, p.hashes...)
 		for _, err := range p.skipped {
-			it.skipped++
+			it.skipped.Add(1)
 			it.cfg.Logger.Error("audit record skipped: not decodable", "error", err)
 		}
 	}
@@ -451,6 +469,7 @@ func (it *Integrator) integrate(ctx context.Context, recs []AuditRecord, redo *i
 	if err := it.writeCheckpoint(ctx); err != nil {
 		return 0, err
 	}
+	it.published.Store(it.size)
 	return len(leaves), nil
 }
 

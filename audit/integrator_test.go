@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"gocloud.dev/blob/fileblob"
 	"gocloud.dev/blob/memblob"
@@ -374,5 +376,38 @@ func TestIntegratorRefusesChangedAuditTopic(t *testing.T) {
 	it, _ = NewIntegrator(IntegratorConfig{Store: cs, Feed: feed, SignerKey: testLogKey})
 	if _, err := it.Step(ctx); !errors.Is(err, ErrAuditTopicChanged) {
 		t.Fatalf("Step = %v, want ErrAuditTopicChanged", err)
+	}
+}
+
+func TestIntegratorRunStopsWithContext(t *testing.T) {
+	feed := newMemFeed(1)
+	feed.add(t, 0, routeLeaf(0, 0))
+	it, _ := NewIntegrator(IntegratorConfig{Store: &MemStore{}, Feed: &blockingFeed{feed}, SignerKey: testLogKey})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- it.Run(ctx) }()
+	for it.Size() < 1 {
+		runtime.Gosched()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+// blockingFeed blocks in Fetch while nothing is new, as a Kafka feed does.
+type blockingFeed struct{ *memFeed }
+
+func (f *blockingFeed) Fetch(ctx context.Context, from Cursor, max int) ([]AuditRecord, error) {
+	for {
+		recs, _ := f.memFeed.Fetch(ctx, from, max)
+		if len(recs) > 0 {
+			return recs, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
 	}
 }
