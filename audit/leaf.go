@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -90,7 +91,10 @@ func Sum(b []byte) Digest { return sha256.Sum256(b) }
 func (d Digest) String() string { return hex.EncodeToString(d[:]) }
 
 // IsZero reports whether d is the zero value (absent).
-func (d Digest) IsZero() bool { return d == Digest{} }
+func (d *Digest) IsZero() bool {
+	return binary.LittleEndian.Uint64(d[0:])|binary.LittleEndian.Uint64(d[8:])|
+		binary.LittleEndian.Uint64(d[16:])|binary.LittleEndian.Uint64(d[24:]) == 0
+}
 
 // ParseDigest parses 64 lower-case hex digits.
 func ParseDigest(s string) (Digest, error) {
