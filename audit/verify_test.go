@@ -83,7 +83,7 @@ func (w *world) route(p int32, off int64) {
 	l := Leaf{Kind: KindRoute, Time: w.time, Actor: "router-a", Src: Source{Topic: "events", Partition: p, Offset: off}, Ruleset: w.rs}
 	l.SetRecord(src.Key, src.Value)
 	in := AttestationInput{Value: l.Value, Key: l.Key, KeyNull: l.KeyNull, RulesetVersion: w.rs.Version, SrcTopic: "events", SrcPartition: p, SrcOffset: off}
-	hs := []Header{{"residency-ruleset-version", []byte("3")}, {"residency-source-topic", []byte("events")},
+	hs := []Header{{"residency-ruleset-version", []byte(strconv.FormatInt(w.rs.Version, 10))}, {"residency-source-topic", []byte("events")},
 		{"residency-source-partition", []byte(strconv.Itoa(int(p)))}, {"residency-source-offset", []byte(strconv.FormatInt(off, 10))}}
 	var cluster, topic string
 	if region, ok := w.policy.RegionOf(jur); ok {
@@ -208,6 +208,8 @@ func (w *world) verify(cfg VerifyConfig) *Report {
 			offs = append(offs, OffsetRange{Topic: k.topic, Partition: k.partition, From: 0, To: int64(len(recs))})
 		case k.topic == "residency.sink-quarantine":
 			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleSinkQuarantine, Partition: k.partition, From: 0, To: int64(len(recs))})
+		case k.topic == "residency.hold":
+			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleHold, Partition: k.partition, From: 0, To: int64(len(recs))})
 		case k.topic == "residency.dead-letter":
 			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleDeadLetter, Partition: k.partition, From: 0, To: int64(len(recs))})
 		case k.topic == "residency.quarantine":
@@ -564,4 +566,108 @@ func TestVerifyTooLargeDeadLetter(t *testing.T) {
 	w.flush()
 	w.integrate()
 	expect(t, w.verify(VerifyConfig{}))
+}
+
+func TestVerifyHoldReleaseAndReplay(t *testing.T) {
+	w := newWorld(t)
+	w.run(2)
+	// An EU event held while region eu is down, then released.
+	off := w.event(1, "EU", 50)
+	src := w.topics[partKey{ingest, "events", 1}][off]
+	attest := func(in AttestationInput) []Header {
+		return []Header{{"residency-jurisdiction", []byte("EU")}, {"residency-region", []byte("eu")},
+			{"residency-ruleset-version", []byte("3")}, {"residency-source-topic", []byte("events")},
+			{"residency-source-partition", []byte("1")}, {"residency-source-offset", []byte(strconv.FormatInt(off, 10))},
+			{HeaderAttestation, w.attester.AppendTag(nil, &in)}}
+	}
+	in := AttestationInput{Value: Sum(src.Value), Key: Sum(src.Key), Decision: Held, Jurisdiction: "EU", Region: "eu",
+		RulesetVersion: 3, DestCluster: ingest, DestTopic: "residency.hold", SrcTopic: "events", SrcPartition: 1, SrcOffset: off}
+	hoff := w.produce(ingest, "residency.hold", 0, Record{Key: src.Key, Value: src.Value, Headers: attest(in)})
+	held := Leaf{Kind: KindRoute, Time: w.time, Actor: "router-a", Src: Source{Topic: "events", Partition: 1, Offset: off},
+		Decision: Held, Jurisdiction: "EU", Region: "eu", Ruleset: w.rs,
+		Dest: Destination{Cluster: ingest, Topic: "residency.hold", Partition: 0, Offset: hoff}}
+	held.SetRecord(src.Key, src.Value)
+	w.log(held)
+	in.Decision, in.DestCluster, in.DestTopic = Routed, "b", "residency.eu"
+	roff := w.produce("b", "residency.eu", 1, Record{Key: src.Key, Value: src.Value, Headers: attest(in)})
+	rel := held
+	rel.Src = Source{Cluster: ingest, Topic: "residency.hold", Partition: 0, Offset: hoff}
+	rel.Decision, rel.Dest = Released, Destination{Cluster: "b", Topic: "residency.eu", Partition: 1, Offset: roff}
+	w.log(rel)
+	// A quarantined event replayed after a fix, to the US pinned topic.
+	qoff := w.event(0, "ZZ", 51)
+	w.route(0, qoff)
+	q := w.batch[len(w.batch)-1]
+	qrec := w.topics[partKey{q.Dest.Cluster, q.Dest.Topic, q.Dest.Partition}][q.Dest.Offset]
+	in = AttestationInput{Value: q.Value, Key: q.Key, Decision: Routed, Jurisdiction: "US", Region: "us", RulesetVersion: 3,
+		DestCluster: "a", DestTopic: "residency.us", SrcTopic: "events", SrcPartition: 0, SrcOffset: qoff}
+	hs := []Header{{"residency-jurisdiction", []byte("US")}, {"residency-region", []byte("us")},
+		{"residency-ruleset-version", []byte("3")}, {"residency-source-topic", []byte("events")},
+		{"residency-source-partition", []byte("0")}, {"residency-source-offset", []byte(strconv.FormatInt(qoff, 10))},
+		{HeaderAttestation, w.attester.AppendTag(nil, &in)}}
+	poff := w.produce("a", "residency.us", 0, Record{Key: qrec.Key, Value: qrec.Value, Headers: hs})
+	rp := Leaf{Kind: KindReplay, Time: w.time, Actor: "replay:fix-1",
+		Src:      Source{Cluster: ingest, Topic: q.Dest.Topic, Partition: q.Dest.Partition, Offset: q.Dest.Offset},
+		Decision: Routed, DecidedBy: "pin", Jurisdiction: "US", Region: "us", Ruleset: w.rs,
+		Dest: Destination{Cluster: "a", Topic: "residency.us", Partition: 0, Offset: poff}}
+	rp.SetRecord(qrec.Key, qrec.Value)
+	w.log(rp)
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if r.Counts["(held)"] == nil || r.Counts["(held)"].Events != 1 || r.Counts["(held)"].Records != 1 {
+		t.Fatalf("held counts %+v", r.Counts["(held)"])
+	}
+}
+
+func TestVerifyDecisionChangedAndWindow(t *testing.T) {
+	w := newWorld(t)
+	off := w.event(0, "EU", 1)
+	w.route(0, off)
+	w.flush()
+	// A new ruleset version (same policy) before the offset was committed:
+	// routed again under it.
+	content2 := "jurisdictions: [US, EU] # v4\n"
+	rs2 := RulesetRef{Version: 4, Digest: Sum([]byte(content2))}
+	w.log(Leaf{Kind: KindRuleset, Time: w.time, Actor: "router-b", Ruleset: rs2, Policy: w.policy, Content: content2})
+	w.rs = rs2
+	w.route(0, off)
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if got := codes(r.Notes); !slices.Equal(got, []string{"decision_changed"}) {
+		t.Fatalf("notes %v", got)
+	}
+	// A record dropped before the window is not required any more.
+	k := partKey{"b", "residency.eu", 0}
+	w.drop(k, 0)
+	expect(t, w.verify(VerifyConfig{}), "missing_record")
+	expect(t, w.verify(VerifyConfig{Since: w.time + 1}))
+}
+
+func TestVerifyErasureIsANote(t *testing.T) {
+	pz, _ := NewPseudonymizer(bytes.Repeat([]byte("s"), 32))
+	// The sink leaf carries the subject; the user's row is erased
+	// afterwards.
+	w2 := newWorld(t)
+	off := w2.event(0, "US", 0)
+	w2.route(0, off)
+	w2.flush()
+	w2.sink("us-postgres", "us")
+	for i := range w2.batch {
+		w2.batch[i].Subject = pz.Subject([]byte("user-0"))
+	}
+	w2.flush()
+	w2.rows["us-postgres"] = nil
+	w2.log(Leaf{Kind: KindErasure, Time: w2.time + 1, Actor: "erase", Subject: pz.Subject([]byte("user-0")),
+		Decision: Erased, Dest: Destination{Store: "us-postgres"}, Count: 1})
+	w2.flush()
+	w2.integrate()
+	r := w2.verify(VerifyConfig{})
+	expect(t, r)
+	if got := codes(r.Notes); !slices.Equal(got, []string{"erased"}) {
+		t.Fatalf("notes %v", got)
+	}
 }
