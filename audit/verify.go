@@ -38,6 +38,7 @@ const (
 	CodeDecisionChanged Code = "decision_changed"
 	CodePurged          Code = "purged"
 	CodeErased          Code = "erased"
+	CodeGap             Code = "gap"
 )
 
 // Finding is one problem (or, with Note, one explained irregularity) found
@@ -76,6 +77,8 @@ type Role string
 
 // Topic roles.
 const (
+	// RoleIngest: an ingest topic (VerifyCompleteness).
+	RoleIngest Role = "ingest"
 	// RolePinned: a region's pinned topic (routed and released records).
 	RolePinned Role = "pinned"
 	// RoleQuarantine: the quarantine topic.
@@ -176,19 +179,6 @@ type RowSource interface {
 	Rows(ctx context.Context, store string, fn func(*Row) error) error
 }
 
-// OffsetRange is an offset range of one ingest topic partition, for
-// VerifyCompleteness.
-type OffsetRange struct {
-	// Topic is the ingest topic.
-	Topic string
-	// Partition is the partition.
-	Partition int32
-	// From is the first offset; To the offset after the last.
-	From int64
-	// To: see From.
-	To int64
-}
-
 type coords struct {
 	cluster, topic string
 	partition      int32
@@ -255,6 +245,11 @@ type VerifyConfig struct {
 	// whose records and rows must still exist (missing_record,
 	// missing_row); 0 means unbounded.
 	Since, Until int64
+	// AllowGaps makes an ingest offset with neither record nor leaf a note
+	// (gap) instead of a missing_leaf finding: for ingest topics written
+	// by transactional producers (markers take offsets) or compacted.
+	// Default false.
+	AllowGaps bool
 	// PolicyOf, when set, derives the policy from a ruleset leaf's content
 	// (the rules package's parser); a leaf whose policy differs is a
 	// ruleset_mismatch finding. Without it the logged policy is taken as
@@ -416,38 +411,90 @@ func sameDecision(a, b *Leaf) bool {
 		a.Region == b.Region && a.Dest.Cluster == b.Dest.Cluster && a.Dest.Topic == b.Dest.Topic
 }
 
-// VerifyCompleteness checks that every offset of each ingest range has a
-// route leaf, and explains the offsets that have several.
-func (v *Verification) VerifyCompleteness(ranges []OffsetRange) {
+// VerifyCompleteness checks that every offset of each ingest range (Role
+// RoleIngest) has a route leaf, and explains the offsets that have several.
+// With src (nil skips it) it also reads the ingest records still there and
+// checks that each leaf's digests are its record's (record_mismatch);
+// offsets without a record (a transaction marker, compaction, or deleted by
+// purge or retention) need their leaf all the same, unless cfg.AllowGaps.
+func (v *Verification) VerifyCompleteness(ctx context.Context, ranges []TopicRange, src RecordSource) error {
 	for _, r := range ranges {
-		for off := r.From; off < r.To; off++ {
-			v.report.Checked.Offsets++
-			refs := v.bySource[coords{"", r.Topic, r.Partition, off}]
-			f := Finding{Topic: r.Topic, Partition: r.Partition, Offset: off, Leaf: -1}
-			if len(refs) == 0 {
-				f.Code, f.Detail = CodeMissingLeaf, "no decision leaf for this ingest offset"
-				v.add(f)
-				continue
+		if src == nil {
+			for off := r.From; off < r.To; off++ {
+				v.checkOffset(r, off, nil)
 			}
-			v.counts(refs[0].leaf).Events++
-			for _, o := range refs[1:] {
-				f.Leaf = o.index
-				switch {
-				case o.leaf.Ruleset != refs[0].leaf.Ruleset:
-					f.Code, f.Note = CodeDecisionChanged, true
-					f.Detail = fmt.Sprintf("decided again under ruleset version %d (leaf %d: version %d): %s", o.leaf.Ruleset.Version, refs[0].index, refs[0].leaf.Ruleset.Version, o.leaf.Decision)
-				case sameDecision(o.leaf, refs[0].leaf):
-					f.Code, f.Note = CodeDuplicateLeaf, true
-					f.Detail = fmt.Sprintf("same decision as leaf %d (routed again after a crash or a rebalance)", refs[0].index)
-				default:
-					f.Code, f.Note = CodeConflictingDecisions, false
-					f.Detail = fmt.Sprintf("leaf %d says %s %s/%s, leaf %d says %s %s/%s under the same ruleset",
-						refs[0].index, refs[0].leaf.Decision, refs[0].leaf.Jurisdiction, refs[0].leaf.Region,
-						o.index, o.leaf.Decision, o.leaf.Jurisdiction, o.leaf.Region)
-				}
-				v.add(f)
+			continue
+		}
+		next := r.From
+		err := src.Records(ctx, r, func(rec *Record) error {
+			if rec.Offset < r.From || rec.Offset >= r.To {
+				return nil
+			}
+			for ; next < rec.Offset; next++ {
+				v.checkOffset(r, next, nil)
+			}
+			v.checkOffset(r, rec.Offset, rec)
+			next = rec.Offset + 1
+			if v.cfg.Progress != nil && v.report.Checked.Offsets%100000 == 0 {
+				v.cfg.Progress("ingest", v.report.Checked.Offsets)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("audit: read %s/%d: %w", r.Topic, r.Partition, err)
+		}
+		for ; next < r.To; next++ {
+			v.checkOffset(r, next, nil)
+		}
+	}
+	return nil
+}
+
+// checkOffset checks one ingest offset; rec is its record, nil when it was
+// not read (no source, or no record there).
+func (v *Verification) checkOffset(r TopicRange, off int64, rec *Record) {
+	v.report.Checked.Offsets++
+	refs := v.bySource[coords{"", r.Topic, r.Partition, off}]
+	f := Finding{Topic: r.Topic, Partition: r.Partition, Offset: off, Leaf: -1}
+	if len(refs) == 0 {
+		if rec == nil && v.cfg.AllowGaps {
+			f.Code, f.Note, f.Detail = CodeGap, true, "no record and no leaf at this offset"
+		} else {
+			f.Code, f.Detail = CodeMissingLeaf, "no decision leaf for this ingest offset"
+		}
+		v.add(f)
+		return
+	}
+	if rec != nil {
+		value, key := Sum(rec.Value), Digest{}
+		if rec.Key != nil {
+			key = Sum(rec.Key)
+		}
+		for _, x := range refs {
+			if x.leaf.Value != value || x.leaf.KeyNull != (rec.Key == nil) || x.leaf.Key != key {
+				g := f
+				g.Code, g.Leaf, g.Detail = CodeRecordMismatch, x.index, "the decision leaf's digests are not this ingest record's"
+				v.add(g)
 			}
 		}
+	}
+	v.counts(refs[0].leaf).Events++
+	for _, o := range refs[1:] {
+		f.Leaf = o.index
+		switch {
+		case o.leaf.Ruleset != refs[0].leaf.Ruleset:
+			f.Code, f.Note = CodeDecisionChanged, true
+			f.Detail = fmt.Sprintf("decided again under ruleset version %d (leaf %d: version %d): %s", o.leaf.Ruleset.Version, refs[0].index, refs[0].leaf.Ruleset.Version, o.leaf.Decision)
+		case sameDecision(o.leaf, refs[0].leaf):
+			f.Code, f.Note = CodeDuplicateLeaf, true
+			f.Detail = fmt.Sprintf("same decision as leaf %d (routed again after a crash or a rebalance)", refs[0].index)
+		default:
+			f.Code, f.Note = CodeConflictingDecisions, false
+			f.Detail = fmt.Sprintf("leaf %d says %s %s/%s, leaf %d says %s %s/%s under the same ruleset",
+				refs[0].index, refs[0].leaf.Decision, refs[0].leaf.Jurisdiction, refs[0].leaf.Region,
+				o.index, o.leaf.Decision, o.leaf.Jurisdiction, o.leaf.Region)
+		}
+		v.add(f)
 	}
 }
 

@@ -200,12 +200,12 @@ func (w *world) verify(cfg VerifyConfig) *Report {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	var offs []OffsetRange
+	var offs []TopicRange
 	var ranges []TopicRange
 	for k, recs := range w.topics {
 		switch {
 		case k.topic == "events":
-			offs = append(offs, OffsetRange{Topic: k.topic, Partition: k.partition, From: 0, To: int64(len(recs))})
+			offs = append(offs, TopicRange{Cluster: ingest, Topic: k.topic, Role: RoleIngest, Partition: k.partition, From: 0, To: int64(len(recs))})
 		case k.topic == "residency.sink-quarantine":
 			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleSinkQuarantine, Partition: k.partition, From: 0, To: int64(len(recs))})
 		case k.topic == "residency.hold":
@@ -218,7 +218,9 @@ func (w *world) verify(cfg VerifyConfig) *Report {
 			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RolePinned, Partition: k.partition, From: 0, To: int64(len(recs))})
 		}
 	}
-	v.VerifyCompleteness(offs)
+	if err := v.VerifyCompleteness(ctx, offs, w); err != nil {
+		w.t.Fatal(err)
+	}
 	if err := v.VerifyPlacement(ctx, ranges, w); err != nil {
 		w.t.Fatal(err)
 	}
@@ -668,6 +670,35 @@ func TestVerifyErasureIsANote(t *testing.T) {
 	r := w2.verify(VerifyConfig{})
 	expect(t, r)
 	if got := codes(r.Notes); !slices.Equal(got, []string{"erased"}) {
+		t.Fatalf("notes %v", got)
+	}
+}
+
+func TestVerifyCompletenessAgainstIngestRecords(t *testing.T) {
+	w := newWorld(t)
+	w.run(5)
+	// A leaf that lies about the record it decided on.
+	off := w.event(0, "EU", 90)
+	w.route(0, off)
+	w.batch[len(w.batch)-1].Value = Sum([]byte("another event"))
+	w.batch[len(w.batch)-1].Dest.Offset = 999 // its record is not where it says either
+	w.flush()
+	w.integrate()
+	expectHas(t, w.verify(VerifyConfig{}), "record_mismatch")
+
+	// Offsets without a record: with a leaf (purged after routing) fine;
+	// without one a missing_leaf, or a gap note when gaps are allowed.
+	w2 := newWorld(t)
+	w2.run(3)
+	k := partKey{ingest, "events", 1}
+	w2.drop(k, 0)
+	expect(t, w2.verify(VerifyConfig{}))
+	w2.event(1, "US", 100) // never routed
+	w2.drop(k, int64(len(w2.topics[k])-1))
+	expect(t, w2.verify(VerifyConfig{}), "missing_leaf")
+	r := w2.verify(VerifyConfig{AllowGaps: true})
+	expect(t, r)
+	if got := codes(r.Notes); !slices.Equal(got, []string{"gap"}) {
 		t.Fatalf("notes %v", got)
 	}
 }
