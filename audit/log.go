@@ -29,7 +29,14 @@ func OpenLog(ctx context.Context, store Store, vkey string) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp, err := OpenCheckpoint(raw, vkey)
+	return OpenLogAt(ctx, store, vkey, raw)
+}
+
+// OpenLogAt opens the log at a given signed checkpoint (an earlier one, or
+// one a witness cosigned) instead of the latest: the tiles are
+// append-only, so every checkpoint the log published stays readable.
+func OpenLogAt(ctx context.Context, store Store, vkey string, signed []byte) (*Log, error) {
+	cp, err := OpenCheckpoint(signed, vkey)
 	if err != nil {
 		return nil, err
 	}

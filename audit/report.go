@@ -21,6 +21,9 @@ type Report struct {
 	Previous *CheckpointInfo `json:"previous,omitempty"`
 	// Window is a free description of the window (set by the caller).
 	Window string `json:"window,omitempty"`
+	// Witnessed is the number of witnesses whose cosignature on the
+	// checkpoint was required and checked.
+	Witnessed int `json:"witnessed,omitempty"`
 	// Attestation says whether record attestations were checked.
 	Attestation bool `json:"attestation_checked"`
 	// Counts are, per region (and "(quarantine)", "(dead-letter)",
@@ -130,6 +133,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.Previous != nil {
 		fmt.Fprintf(tw, "extends\tprevious checkpoint\tsize %d\troot %s\n", r.Previous.Size, r.Previous.Root)
 	}
+	if r.Witnessed > 0 {
+		fmt.Fprintf(tw, "witnessed\tcosigned by %d required witnesses\n", r.Witnessed)
+	}
 	if r.Window != "" {
 		fmt.Fprintf(tw, "window\t%s\n", r.Window)
 	}
@@ -187,6 +193,7 @@ pre{background:#f7f7f7;padding:.6rem;overflow-x:auto}
 <tr><th>size</th><td>{{.Checkpoint.Size}} leaves</td></tr>
 <tr><th>root</th><td><code>{{.Checkpoint.Root}}</code></td></tr>
 {{with .Previous}}<tr><th>extends</th><td>the previous checkpoint of {{.Size}} leaves, root <code>{{.Root}}</code></td></tr>{{end}}
+{{if .Witnessed}}<tr><th>witnessed</th><td>cosigned by {{.Witnessed}} required witnesses</td></tr>{{end}}
 </table>
 {{with .Checkpoint.Signed}}<details><summary>signed checkpoint (keep it for the next verification)</summary><pre>{{.}}</pre></details>{{end}}
 <h2>Checked</h2>

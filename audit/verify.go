@@ -19,6 +19,7 @@ const (
 	CodeBadSignature           Code = "bad_signature"
 	CodeAlteredLog             Code = "altered_log"
 	CodeCheckpointNotExtending Code = "checkpoint_not_extending"
+	CodeUnwitnessed            Code = "unwitnessed_checkpoint"
 	CodeBadLeaf                Code = "bad_leaf"
 	CodeMissingLeaf            Code = "missing_leaf"
 	CodeConflictingDecisions   Code = "conflicting_decisions"
@@ -235,6 +236,13 @@ type VerifyConfig struct {
 	// Previous is the checkpoint the reviewer verified last time (the
 	// signed note); nil for a first verification.
 	Previous []byte
+	// Checkpoint, when set, is the signed checkpoint to verify the log at
+	// (e.g. one a witness cosigned); default: the latest in the bucket.
+	Checkpoint []byte
+	// Witnesses are the cosignature/v1 verifier keys of witnesses whose
+	// cosignature the checkpoint must carry (unwitnessed_checkpoint);
+	// default none.
+	Witnesses []string
 	// IngestCluster is the name of the ingest cluster, where quarantine,
 	// dead-letter and hold topics live (required for placement).
 	IngestCluster string
@@ -277,7 +285,13 @@ func VerifyLog(ctx context.Context, store Store, cfg VerifyConfig) (*Verificatio
 	}
 	v.report.Counts = map[string]*RegionCount{}
 	v.report.Attestation = cfg.Attestation != nil
-	log, err := OpenLog(ctx, store, cfg.LogKey)
+	var log *Log
+	var err error
+	if cfg.Checkpoint != nil {
+		log, err = OpenLogAt(ctx, store, cfg.LogKey, cfg.Checkpoint)
+	} else {
+		log, err = OpenLog(ctx, store, cfg.LogKey)
+	}
 	if errors.Is(err, ErrBadCheckpoint) {
 		v.add(Finding{Code: CodeBadSignature, Leaf: -1, Offset: -1, Detail: err.Error()})
 		return v, nil
@@ -287,6 +301,13 @@ func VerifyLog(ctx context.Context, store Store, cfg VerifyConfig) (*Verificatio
 	}
 	v.cp = log.Checkpoint()
 	v.report.Checkpoint = CheckpointInfo{Origin: v.cp.Origin, Size: v.cp.Size, Root: v.cp.Root.String(), Signed: string(v.cp.Signed)}
+	if len(cfg.Witnesses) > 0 {
+		if err := checkWitnesses(v.cp.Signed, cfg.LogKey, cfg.Witnesses); err != nil {
+			v.add(Finding{Code: CodeUnwitnessed, Leaf: -1, Offset: -1, Detail: err.Error()})
+		} else {
+			v.report.Witnessed = len(cfg.Witnesses)
+		}
+	}
 	if cfg.Previous != nil {
 		prev, err := OpenCheckpoint(cfg.Previous, cfg.LogKey)
 		if err != nil {
