@@ -51,7 +51,8 @@ type Cursor map[int32]int64
 type Feed interface {
 	// Fetch returns up to max records at or after the cursor, in offset
 	// order within each partition (partitions in any interleaving). It
-	// blocks until at least one record is available or ctx is done.
+	// blocks until at least one record is available, or until ctx is done
+	// and then returns ctx's error. audittest.TestFeed checks an adapter.
 	Fetch(ctx context.Context, from Cursor, max int) ([]AuditRecord, error)
 	// Read returns exactly the records of partition p with offsets in
 	// [from, to), in offset order.
