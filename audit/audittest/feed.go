@@ -140,4 +140,6 @@ func TestFeed(t *testing.T, newFeed func(t *testing.T) FeedUnderTest) {
 	})
 }
 
-func value(p int32, i int) []byte { return []byte(fmt.Sprintf("audit record %d of partition %d", i, p)) }
+func value(p int32, i int) []byte {
+	return []byte(fmt.Sprintf("audit record %d of partition %d", i, p))
+}
