@@ -15,7 +15,8 @@ import (
 	"gocloud.dev/blob/memblob"
 )
 
-// memFeed is an in-memory audit topic. Fetch interleaves partitions in a
+// memFeed is an in-memory audit topic (Fetch returns at once when nothing is
+// new, so tests take a Step of 0 leaves as caught up). Fetch interleaves partitions in a
 // random order, so an integration batch's order is not a function of the
 // cursor: only the intent makes a redo write the same tree.
 type memFeed struct {
