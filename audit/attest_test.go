@@ -1,0 +1,155 @@
+package audit
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func testKey(id string) AttestKey {
+	return AttestKey{ID: id, Secret: bytes.Repeat([]byte(id[:1]), 32)}
+}
+
+func sampleInput() AttestationInput {
+	return AttestationInput{
+		Value: Sum([]byte("value")), Key: Sum([]byte("key")),
+		Decision: Routed, Jurisdiction: "EU", Region: "eu", RulesetVersion: 7,
+		DestCluster: "b", DestTopic: "residency.eu",
+		SrcTopic: "events", SrcPartition: 3, SrcOffset: 42,
+	}
+}
+
+func TestAttestationRoundTripAndTampering(t *testing.T) {
+	a, err := NewAttester(testKey("k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewAttestVerifier(testKey("k1"), testKey("k2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := sampleInput()
+	tag := a.AppendTag(nil, &in)
+	if !strings.HasPrefix(string(tag), "v1.k1.") || len(tag) != len("v1.k1.")+43 {
+		t.Fatalf("tag %q", tag)
+	}
+	if err := v.Verify(tag, &in); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	// Every field is bound.
+	changes := map[string]func(*AttestationInput){
+		"value":         func(x *AttestationInput) { x.Value[0] ^= 1 },
+		"key":           func(x *AttestationInput) { x.Key[0] ^= 1 },
+		"null key":      func(x *AttestationInput) { x.KeyNull = true },
+		"decision":      func(x *AttestationInput) { x.Decision = Quarantined },
+		"reason":        func(x *AttestationInput) { x.Reason = "no_rule" },
+		"jurisdiction":  func(x *AttestationInput) { x.Jurisdiction = "US" },
+		"region":        func(x *AttestationInput) { x.Region = "us" },
+		"ruleset":       func(x *AttestationInput) { x.RulesetVersion = 8 },
+		"dest cluster":  func(x *AttestationInput) { x.DestCluster = "a" },
+		"dest topic":    func(x *AttestationInput) { x.DestTopic = "residency.us" },
+		"src topic":     func(x *AttestationInput) { x.SrcTopic = "events2" },
+		"src partition": func(x *AttestationInput) { x.SrcPartition = 4 },
+		"src offset":    func(x *AttestationInput) { x.SrcOffset = 43 },
+		// Length prefixes keep field boundaries: moving a byte from one
+		// field to the next changes the input.
+		"boundary": func(x *AttestationInput) { x.Jurisdiction, x.Region = "EUe", "u" },
+	}
+	for name, change := range changes {
+		x := in
+		change(&x)
+		if err := v.Verify(tag, &x); !errors.Is(err, ErrBadAttestation) {
+			t.Errorf("%s changed: Verify = %v, want ErrBadAttestation", name, err)
+		}
+	}
+	if err := v.Verify(nil, &in); !errors.Is(err, ErrNoAttestation) {
+		t.Errorf("no tag: %v", err)
+	}
+	other, _ := NewAttester(AttestKey{ID: "k3", Secret: bytes.Repeat([]byte("z"), 32)})
+	if err := v.Verify(other.AppendTag(nil, &in), &in); !errors.Is(err, ErrUnknownAttestationKey) {
+		t.Errorf("unknown key: %v", err)
+	}
+	forged, _ := NewAttester(AttestKey{ID: "k1", Secret: bytes.Repeat([]byte("z"), 32)})
+	if err := v.Verify(forged.AppendTag(nil, &in), &in); !errors.Is(err, ErrBadAttestation) {
+		t.Errorf("right id, wrong secret: %v", err)
+	}
+	for _, bad := range []string{"v2.k1.xxx", "v1.k1", "v1.k1.short", "v1.k1." + strings.Repeat("!", 43), "garbage"} {
+		if err := v.Verify([]byte(bad), &in); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestAttestationKeyRotation(t *testing.T) {
+	in := sampleInput()
+	old, _ := NewAttester(testKey("old"))
+	oldTag := old.AppendTag(nil, &in)
+	// 1. Sinks verify with both keys; 2. routers sign with the new one.
+	both, _ := NewAttestVerifier(testKey("old"), testKey("new"))
+	nw, _ := NewAttester(testKey("new"))
+	newTag := nw.AppendTag(nil, &in)
+	if both.Verify(oldTag, &in) != nil || both.Verify(newTag, &in) != nil {
+		t.Fatal("during rotation both tags must verify")
+	}
+	// 3. The old key retired: its records are refused.
+	onlyNew, _ := NewAttestVerifier(testKey("new"))
+	if err := onlyNew.Verify(oldTag, &in); !errors.Is(err, ErrUnknownAttestationKey) {
+		t.Fatalf("retired key: %v", err)
+	}
+}
+
+func TestAttestKeyChecks(t *testing.T) {
+	if _, err := NewAttester(AttestKey{ID: "k", Secret: []byte("short")}); !errors.Is(err, ErrKey) {
+		t.Errorf("short secret: %v", err)
+	}
+	if _, err := NewAttester(AttestKey{ID: "a.b", Secret: bytes.Repeat([]byte("x"), 32)}); !errors.Is(err, ErrKey) {
+		t.Errorf("dot in id: %v", err)
+	}
+	if _, err := NewAttestVerifier(testKey("k1"), testKey("k1")); !errors.Is(err, ErrKey) {
+		t.Errorf("duplicate id: %v", err)
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "key")
+	os.WriteFile(p, []byte("  "+strings.Repeat("s", 44)+"\n"), 0o600)
+	k, err := LoadAttestKey("k1", p)
+	if err != nil || len(k.Secret) != 44 {
+		t.Fatalf("LoadAttestKey = %d bytes, %v", len(k.Secret), err)
+	}
+	if _, err := LoadAttestKey("k1", filepath.Join(dir, "missing")); !errors.Is(err, ErrKey) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestAttestationDoesNotAllocate(t *testing.T) {
+	a, _ := NewAttester(testKey("k1"))
+	v, _ := NewAttestVerifier(testKey("k1"))
+	in := sampleInput()
+	buf := make([]byte, 0, 128)
+	if n := testing.AllocsPerRun(100, func() { buf = a.AppendTag(buf[:0], &in) }); n != 0 {
+		t.Errorf("AppendTag allocates %v times", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = v.Verify(buf, &in) }); n != 0 {
+		t.Errorf("Verify allocates %v times", n)
+	}
+}
+
+func TestPseudonymizer(t *testing.T) {
+	if _, err := NewPseudonymizer([]byte("short")); !errors.Is(err, ErrKey) {
+		t.Fatalf("short key: %v", err)
+	}
+	p, _ := NewPseudonymizer(bytes.Repeat([]byte("p"), 32))
+	q, _ := NewPseudonymizer(bytes.Repeat([]byte("q"), 32))
+	p2, _ := NewPseudonymizer(bytes.Repeat([]byte("p"), 32))
+	if p.Subject([]byte("u1")) != p2.Subject([]byte("u1")) {
+		t.Error("not deterministic")
+	}
+	if p.Subject([]byte("u1")) == p.Event([]byte("u1")) {
+		t.Error("subject and event hashes of the same id must differ")
+	}
+	if p.Subject([]byte("u1")) == q.Subject([]byte("u1")) || p.Subject([]byte("u1")) == Sum([]byte("u1")) {
+		t.Error("hash does not depend on the key")
+	}
+}

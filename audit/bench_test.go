@@ -1,0 +1,167 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"gocloud.dev/blob/fileblob"
+)
+
+// benchValue is the size of the bench mix's canonical events (~250 bytes).
+var benchValue = bytes.Repeat([]byte("v"), 250)
+
+// BenchmarkPerEvent is what the router adds per event with the audit on:
+// the value and key digests (shared by the leaf and the tag), the leaf's
+// wire encoding into the batch's audit record, and the attestation tag.
+func BenchmarkPerEvent(b *testing.B) {
+	a, _ := NewAttester(testKey("k1"))
+	key := []byte("user-123456")
+	leaf := Leaf{Kind: KindRoute, Time: 1764028800123, Actor: "router-a",
+		Src:      Source{Topic: "events", Partition: 3, Offset: 42},
+		Decision: Routed, DecidedBy: "country", Jurisdiction: "EU", Region: "eu",
+		Ruleset: RulesetRef{Version: 7, Digest: Sum([]byte("r"))},
+		Dest:    Destination{Cluster: "b", Topic: "residency.eu", Partition: 1, Offset: 9000}}
+	in := AttestationInput{Decision: Routed, Jurisdiction: "EU", Region: "eu", RulesetVersion: 7,
+		DestCluster: "b", DestTopic: "residency.eu", SrcTopic: "events", SrcPartition: 3}
+	rec := NewWireRecord(1 << 13)
+	tag := make([]byte, 0, 128)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchValue)))
+	cpu := cpuTime()
+	for i := 0; b.Loop(); i++ {
+		leaf.Src.Offset = int64(i)
+		leaf.SetRecord(key, benchValue)
+		in.Value, in.Key, in.SrcOffset = leaf.Value, leaf.Key, leaf.Src.Offset
+		tag = a.AppendTag(tag[:0], &in)
+		if len(rec) > cap(rec)-2048 {
+			rec = rec[:1]
+		}
+		rec, _ = AppendWireLeaf(rec, &leaf)
+	}
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkPerEventParts splits BenchmarkPerEvent.
+func BenchmarkPerEventParts(b *testing.B) {
+	a, _ := NewAttester(testKey("k1"))
+	v, _ := NewAttestVerifier(testKey("k1"))
+	in := sampleInput()
+	leaf := vectorLeaves()[0].leaf
+	b.Run("value-sha256", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			leaf.Value = Sum(benchValue)
+		}
+	})
+	b.Run("leaf-encode", func(b *testing.B) {
+		buf := make([]byte, 0, 1024)
+		b.ReportAllocs()
+		for b.Loop() {
+			buf, _ = AppendLeaf(buf[:0], &leaf)
+		}
+	})
+	b.Run("leaf-wire", func(b *testing.B) {
+		rec := NewWireRecord(1)
+		b.ReportAllocs()
+		for b.Loop() {
+			rec, _ = AppendWireLeaf(rec[:1], &leaf)
+		}
+	})
+	b.Run("attest-sign", func(b *testing.B) {
+		buf := make([]byte, 0, 128)
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = a.AppendTag(buf[:0], &in)
+		}
+	})
+	b.Run("attest-verify", func(b *testing.B) {
+		tag := a.AppendTag(nil, &in)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := v.Verify(tag, &in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkIntegrate measures the integrator's throughput into a file://
+// bucket: audit records of 500 leaves (one router batch each), 8 records
+// (4000 leaves) per integration batch and checkpoint.
+func BenchmarkIntegrate(b *testing.B) {
+	dir := b.TempDir()
+	bucket, err := fileblob.OpenBucket(dir, &fileblob.Options{NoTempDir: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bucket.Close()
+	feed := newMemFeed(1)
+	const perRecord = 500
+	n := 0
+	for n < b.N {
+		ls := make([]Leaf, 0, perRecord)
+		for i := 0; i < perRecord; i++ {
+			ls = append(ls, routeLeaf(0, int64(n)))
+			n++
+		}
+		feed.add(b, 0, ls...)
+	}
+	it, _ := NewIntegrator(IntegratorConfig{Store: BlobStore{Bucket: bucket}, Feed: feed, SignerKey: testLogKey, BatchRecords: 8})
+	ctx := context.Background()
+	b.ResetTimer()
+	start, cpu := time.Now(), cpuTime()
+	for {
+		k, err := it.Step(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if k == 0 {
+			break
+		}
+	}
+	b.ReportMetric(float64(it.Size())/time.Since(start).Seconds(), "leaves/s")
+	b.ReportMetric(float64(it.Size())/(cpuTime()-cpu).Seconds(), "leaves/cpu-s")
+}
+
+// BenchmarkIntegrateMem is BenchmarkIntegrate into memory: the
+// integrator's own CPU, without the file system.
+func BenchmarkIntegrateMem(b *testing.B) {
+	feed := newMemFeed(1)
+	const perRecord = 500
+	n := 0
+	for n < b.N {
+		ls := make([]Leaf, 0, perRecord)
+		for i := 0; i < perRecord; i++ {
+			ls = append(ls, routeLeaf(0, int64(n)))
+			n++
+		}
+		feed.add(b, 0, ls...)
+	}
+	it, _ := NewIntegrator(IntegratorConfig{Store: &MemStore{}, Feed: feed, SignerKey: testLogKey, BatchRecords: 8})
+	ctx := context.Background()
+	b.ResetTimer()
+	start, cpu := time.Now(), cpuTime()
+	for {
+		k, err := it.Step(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if k == 0 {
+			break
+		}
+	}
+	b.ReportMetric(float64(it.Size())/time.Since(start).Seconds(), "leaves/s")
+	b.ReportMetric(float64(it.Size())/(cpuTime()-cpu).Seconds(), "leaves/cpu-s")
+}
+
+// cpuTime returns the process's user and system CPU time: benchmarks
+// report it per operation beside the wall time, since the machine they run
+// on is shared (wall time includes waiting for a core, CPU time does not).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,704 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// world is a small residency deployment in memory: an ingest topic, pinned
+// topics on two clusters, quarantine, stores, routers and sinks that log
+// leaves to an audit feed and attest what they write, as the wiring of the
+// next phase will.
+type world struct {
+	t        *testing.T
+	feed     *memFeed
+	store    *MemStore
+	topics   map[partKey][]Record
+	rows     map[string][]Row
+	attester *Attester
+	verifier *AttestVerifier
+	policy   *Policy
+	rs       RulesetRef
+	batch    []Leaf
+	time     int64
+}
+
+const ingest = "ingest"
+
+func newWorld(t *testing.T) *world {
+	w := &world{
+		t: t, feed: newMemFeed(3), store: &MemStore{},
+		topics: map[partKey][]Record{}, rows: map[string][]Row{}, time: 1764028800000,
+	}
+	w.attester, _ = NewAttester(testKey("k1"))
+	w.verifier, _ = NewAttestVerifier(testKey("k1"))
+	w.policy = NewPolicy(
+		[]PolicyJurisdiction{{Name: "US", Region: "us"}, {Name: "EU", Region: "eu"}},
+		[]PolicyRegion{{Name: "us", Cluster: "a", Topic: "residency.us"}, {Name: "eu", Cluster: "b", Topic: "residency.eu"}},
+		[]PolicyStore{{Name: "us-postgres", Regions: []string{"us"}}, {Name: "eu-objectstore", Regions: []string{"eu"}}})
+	content := "jurisdictions: [US, EU]\n"
+	w.rs = RulesetRef{Version: 3, Digest: Sum([]byte(content))}
+	w.log(Leaf{Kind: KindRuleset, Time: w.time, Actor: "router-a", Ruleset: w.rs, Policy: w.policy, Content: content})
+	return w
+}
+
+func (w *world) log(l Leaf) {
+	w.batch = append(w.batch, l)
+}
+
+// flush appends the batch's leaves to the audit feed (the Ledger.Append
+// before the commit).
+func (w *world) flush() {
+	if len(w.batch) > 0 {
+		w.feed.add(w.t, 0, w.batch...)
+		w.batch = nil
+	}
+}
+
+func (w *world) produce(cluster, topic string, p int32, rec Record) int64 {
+	k := partKey{cluster, topic, p}
+	rec.Partition, rec.Offset = p, int64(len(w.topics[k]))
+	w.topics[k] = append(w.topics[k], rec)
+	return rec.Offset
+}
+
+// event puts one event on the ingest topic and returns its offset.
+func (w *world) event(p int32, jurisdiction string, n int) int64 {
+	return w.produce(ingest, "events", p, Record{Key: []byte("user-" + strconv.Itoa(n)), Value: []byte(fmt.Sprintf("event %d of %s", n, jurisdiction))})
+}
+
+// route decides and writes ingest record (p, off) as a router does, with
+// leaf and attestation.
+func (w *world) route(p int32, off int64) {
+	src := w.topics[partKey{ingest, "events", p}][off]
+	jur := strings.Fields(string(src.Value))[3]
+	w.time++
+	l := Leaf{Kind: KindRoute, Time: w.time, Actor: "router-a", Src: Source{Topic: "events", Partition: p, Offset: off}, Ruleset: w.rs}
+	l.SetRecord(src.Key, src.Value)
+	in := AttestationInput{Value: l.Value, Key: l.Key, KeyNull: l.KeyNull, RulesetVersion: w.rs.Version, SrcTopic: "events", SrcPartition: p, SrcOffset: off}
+	hs := []Header{{"residency-ruleset-version", []byte(strconv.FormatInt(w.rs.Version, 10))}, {"residency-source-topic", []byte("events")},
+		{"residency-source-partition", []byte(strconv.Itoa(int(p)))}, {"residency-source-offset", []byte(strconv.FormatInt(off, 10))}}
+	var cluster, topic string
+	if region, ok := w.policy.RegionOf(jur); ok {
+		g, _ := w.policy.Region(region)
+		l.Decision, l.DecidedBy, l.Jurisdiction, l.Region = Routed, "country", jur, region
+		cluster, topic = g.Cluster, g.Topic
+		hs = append(hs, Header{"residency-jurisdiction", []byte(jur)}, Header{"residency-region", []byte(region)})
+	} else {
+		l.Decision, l.Reason = Quarantined, "unknown_country"
+		cluster, topic = ingest, "residency.quarantine"
+		hs = append(hs, Header{"residency-reason", []byte("unknown_country")})
+	}
+	in.Decision, in.Reason, in.Jurisdiction, in.Region, in.DestCluster, in.DestTopic = l.Decision, l.Reason, l.Jurisdiction, l.Region, cluster, topic
+	hs = append(hs, Header{HeaderAttestation, w.attester.AppendTag(nil, &in)})
+	dp := p % 2
+	doff := w.produce(cluster, topic, dp, Record{Key: src.Key, Value: src.Value, Headers: hs})
+	l.Dest = Destination{Cluster: cluster, Topic: topic, Partition: dp, Offset: doff}
+	w.log(l)
+}
+
+// sink stores every record of a region's pinned topic into store.
+func (w *world) sink(store, region string) {
+	g, _ := w.policy.Region(region)
+	for p := int32(0); p < 2; p++ {
+		for _, rec := range w.topics[partKey{g.Cluster, g.Topic, p}] {
+			w.time++
+			jur := string(header(rec.Headers, "residency-jurisdiction"))
+			l := Leaf{Kind: KindSinkWrite, Time: w.time, Actor: "sink:" + store,
+				Src:      Source{Cluster: g.Cluster, Topic: g.Topic, Partition: p, Offset: rec.Offset},
+				Decision: Written, Jurisdiction: jur, Region: region, Ruleset: w.rs, Dest: Destination{Store: store}}
+			l.SetRecord(rec.Key, rec.Value)
+			w.log(l)
+			w.rows[store] = append(w.rows[store], Row{Topic: g.Topic, Partition: p, Offset: rec.Offset, Value: l.Value, Region: region, Jurisdiction: jur})
+		}
+	}
+}
+
+// run routes n events per partition (every 7th of no known jurisdiction),
+// then sinks both regions, and integrates the log.
+func (w *world) run(n int) {
+	for i := 0; i < n; i++ {
+		for p := int32(0); p < 2; p++ {
+			jur := []string{"US", "EU"}[i%2]
+			if i%7 == 3 {
+				jur = "ZZ"
+			}
+			w.route(p, w.event(p, jur, i*2+int(p)))
+		}
+		if i%10 == 9 {
+			w.flush()
+		}
+	}
+	w.flush()
+	w.sink("us-postgres", "us")
+	w.sink("eu-objectstore", "eu")
+	w.flush()
+	w.integrate()
+}
+
+func (w *world) integrate() {
+	it, err := NewIntegrator(IntegratorConfig{Store: w.store, Feed: w.feed, SignerKey: testLogKey})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for {
+		n, err := it.Step(context.Background())
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// drop deletes a record from a topic (a tombstone compacted, a purge).
+func (w *world) drop(k partKey, off int64) {
+	w.topics[k][off].Value, w.topics[k][off].Headers = nil, nil
+}
+
+func (w *world) Records(_ context.Context, r TopicRange, fn func(*Record) error) error {
+	for i := range w.topics[partKey{r.Cluster, r.Topic, r.Partition}] {
+		rec := w.topics[partKey{r.Cluster, r.Topic, r.Partition}][i]
+		if rec.Value == nil && rec.Headers == nil { // deleted (compacted away) in a test
+			continue
+		}
+		if err := fn(&rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *world) Rows(_ context.Context, store string, fn func(*Row) error) error {
+	for i := range w.rows[store] {
+		row := w.rows[store][i]
+		if err := fn(&row); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// verify runs every check over the whole world.
+func (w *world) verify(cfg VerifyConfig) *Report {
+	w.t.Helper()
+	ctx := context.Background()
+	cfg.LogKey = testLogPub
+	cfg.IngestCluster = ingest
+	if cfg.Attestation == nil {
+		cfg.Attestation = w.verifier
+	}
+	v, err := VerifyLog(ctx, w.store, cfg)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	var offs []TopicRange
+	var ranges []TopicRange
+	for k, recs := range w.topics {
+		switch {
+		case k.topic == "events":
+			offs = append(offs, TopicRange{Cluster: ingest, Topic: k.topic, Role: RoleIngest, Partition: k.partition, From: 0, To: int64(len(recs))})
+		case k.topic == "residency.sink-quarantine":
+			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleSinkQuarantine, Partition: k.partition, From: 0, To: int64(len(recs))})
+		case k.topic == "residency.hold":
+			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleHold, Partition: k.partition, From: 0, To: int64(len(recs))})
+		case k.topic == "residency.dead-letter":
+			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleDeadLetter, Partition: k.partition, From: 0, To: int64(len(recs))})
+		case k.topic == "residency.quarantine":
+			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RoleQuarantine, Partition: k.partition, From: 0, To: int64(len(recs))})
+		default:
+			ranges = append(ranges, TopicRange{Cluster: k.cluster, Topic: k.topic, Role: RolePinned, Partition: k.partition, From: 0, To: int64(len(recs))})
+		}
+	}
+	if err := v.VerifyCompleteness(ctx, offs, w); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := v.VerifyPlacement(ctx, ranges, w); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := v.VerifyStores(ctx, []StoreCheck{{Store: "us-postgres", Cluster: "a"}, {Store: "eu-objectstore", Cluster: "b"}}, w); err != nil {
+		w.t.Fatal(err)
+	}
+	return v.Report()
+}
+
+func codes(fs []Finding) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, string(f.Code))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// expect checks that the report's findings have exactly the given codes.
+func expect(t *testing.T, r *Report, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	if got := codes(r.Findings); !slices.Equal(got, want) {
+		var b bytes.Buffer
+		r.WriteTable(&b)
+		t.Fatalf("finding codes %v, want %v\n%s", got, want, b.String())
+	}
+}
+
+// expectHas checks that the report's findings include code (a tampered log
+// also breaks what was derived from it).
+func expectHas(t *testing.T, r *Report, code string) {
+	t.Helper()
+	if !slices.Contains(codes(r.Findings), code) {
+		var b bytes.Buffer
+		r.WriteTable(&b)
+		t.Fatalf("no %s finding\n%s", code, b.String())
+	}
+}
+
+func TestVerifyCleanWorldPasses(t *testing.T) {
+	w := newWorld(t)
+	w.run(60)
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if r.Checked.Offsets != 120 || r.Checked.Rows == 0 || r.Checked.Records != 120 {
+		t.Fatalf("checked %+v", r.Checked)
+	}
+	if r.Counts["us"].Events == 0 || r.Counts["eu"].Events == 0 || r.Counts["(quarantine)"].Events == 0 ||
+		r.Counts["us"].Events+r.Counts["eu"].Events+r.Counts["(quarantine)"].Events != 120 {
+		t.Fatalf("counts %+v %+v %+v", r.Counts["us"], r.Counts["eu"], r.Counts["(quarantine)"])
+	}
+}
+
+func TestVerifyExplainsDuplicates(t *testing.T) {
+	w := newWorld(t)
+	off := w.event(0, "EU", 1)
+	w.route(0, off)
+	w.flush()
+	// The router crashed after logging and producing, before committing:
+	// the next member routes the offset again.
+	w.route(0, off)
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if got := codes(r.Notes); !slices.Equal(got, []string{"duplicate_leaf"}) {
+		t.Fatalf("notes %v", got)
+	}
+}
+
+func TestVerifyConflictingDecisions(t *testing.T) {
+	w := newWorld(t)
+	off := w.event(0, "EU", 1)
+	w.route(0, off)
+	// A second leaf for the offset, same ruleset, another decision.
+	l := w.batch[len(w.batch)-1]
+	l.Decision, l.Jurisdiction, l.Region, l.Dest = Quarantined, "", "", Destination{}
+	l.Reason = "no_country"
+	w.log(l)
+	w.flush()
+	w.integrate()
+	expect(t, w.verify(VerifyConfig{}), "conflicting_decisions")
+}
+
+// Each tampering class of the acceptance, one at a time.
+
+func TestVerifyTamperDeleteLeafInLog(t *testing.T) {
+	w := newWorld(t)
+	w.run(20)
+	path := w.firstBundle()
+	b, _ := w.store.Get(context.Background(), path)
+	leaves, _ := SplitBundle(b)
+	var nb []byte
+	for i, l := range leaves {
+		if i != 5 {
+			nb = AppendBundle(nb, l)
+		}
+	}
+	w.store.Put(context.Background(), path, nb)
+	expectHas(t, w.verify(VerifyConfig{}), "altered_log")
+}
+
+// firstBundle returns the path of the first entry bundle.
+func (w *world) firstBundle() string {
+	log, err := OpenLog(context.Background(), w.store, testLogPub)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return TilePath(tlog.Tile{H: TileHeight, L: -1, N: 0, W: int(min(log.Checkpoint().Size, tileWidth))})
+}
+
+func TestVerifyTamperDeleteLeafBeforeIntegration(t *testing.T) {
+	w := newWorld(t)
+	off := w.event(1, "US", 1)
+	w.route(1, off)
+	w.batch = w.batch[:len(w.batch)-1] // the leaf never reaches the log
+	w.run(5)
+	r := w.verify(VerifyConfig{})
+	expect(t, r, "missing_leaf", "unlogged_record")
+	for _, f := range r.Findings {
+		if f.Code == CodeMissingLeaf && (f.Topic != "events" || f.Partition != 1 || f.Offset != off) {
+			t.Errorf("missing_leaf at %s", f.where())
+		}
+	}
+}
+
+func TestVerifyTamperAlterLeaf(t *testing.T) {
+	w := newWorld(t)
+	w.run(20)
+	path := w.firstBundle()
+	b, _ := w.store.Get(context.Background(), path)
+	nb := bytes.Replace(b, []byte(`"jurisdiction":"EU","region":"eu"`), []byte(`"jurisdiction":"EU","region":"us"`), 1)
+	if bytes.Equal(b, nb) {
+		t.Fatal("nothing altered")
+	}
+	w.store.Put(context.Background(), path, nb)
+	expectHas(t, w.verify(VerifyConfig{}), "altered_log")
+}
+
+func TestVerifyTamperRecordWithCopiedHeaders(t *testing.T) {
+	w := newWorld(t)
+	w.run(10)
+	// Someone writes straight into the US pinned topic, copying every
+	// header (the attestation too) from a real record.
+	k := partKey{"a", "residency.us", 0}
+	real := w.topics[k][0]
+	w.produce("a", "residency.us", 0, Record{Key: real.Key, Value: []byte("forged event"), Headers: real.Headers})
+	expect(t, w.verify(VerifyConfig{}), "unlogged_record", "bad_attestation")
+}
+
+func TestVerifyTamperInsertRow(t *testing.T) {
+	w := newWorld(t)
+	w.run(10)
+	w.rows["us-postgres"] = append(w.rows["us-postgres"], Row{Topic: "residency.us", Partition: 0, Offset: 999, Value: Sum([]byte("x")), Region: "us", Jurisdiction: "US"})
+	expect(t, w.verify(VerifyConfig{}), "unlogged_row")
+}
+
+func TestVerifyTamperChangeRowRegion(t *testing.T) {
+	w := newWorld(t)
+	w.run(10)
+	w.rows["us-postgres"][2].Region = "eu"
+	expect(t, w.verify(VerifyConfig{}), "row_mismatch")
+}
+
+func TestVerifyTamperDropRecordFromPinnedTopic(t *testing.T) {
+	w := newWorld(t)
+	w.run(10)
+	// A compacted tombstone or a rewritten topic: the record is gone.
+	w.drop(partKey{"b", "residency.eu", 1}, 1)
+	r := w.verify(VerifyConfig{})
+	expect(t, r, "missing_record")
+	if f := r.Findings[0]; f.Cluster != "b" || f.Topic != "residency.eu" || f.Partition != 1 || f.Offset != 1 {
+		t.Errorf("missing_record at %s", f.where())
+	}
+}
+
+func TestVerifyTamperDropRowFromStore(t *testing.T) {
+	w := newWorld(t)
+	w.run(10)
+	w.rows["eu-objectstore"] = w.rows["eu-objectstore"][1:]
+	expect(t, w.verify(VerifyConfig{}), "missing_row")
+}
+
+func TestVerifyTamperCheckpointNotExtending(t *testing.T) {
+	w := newWorld(t)
+	w.run(10)
+	prev, _ := w.store.Get(context.Background(), CheckpointPath)
+	// The log is rebuilt from scratch with one leaf fewer and more after
+	// it, and signed with the real key.
+	w2 := newWorld(t)
+	w2.run(12)
+	expect(t, w2.verify(VerifyConfig{Previous: prev}), "checkpoint_not_extending")
+	// The honest continuation extends it.
+	w.run(3)
+	r := w.verify(VerifyConfig{Previous: prev})
+	expect(t, r)
+	if r.Previous == nil || r.Previous.Size >= r.Checkpoint.Size {
+		t.Fatalf("previous %+v", r.Previous)
+	}
+}
+
+func TestVerifyBadSignature(t *testing.T) {
+	w := newWorld(t)
+	w.run(3)
+	_, otherPub, _ := GenerateLogKey("residency.test/audit")
+	v, err := VerifyLog(context.Background(), w.store, VerifyConfig{LogKey: otherPub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, v.Report(), "bad_signature")
+}
+
+func TestVerifyMisplacedAndUnapproved(t *testing.T) {
+	w := newWorld(t)
+	w.run(4)
+	// A router that logs EU events as region us (and writes them there).
+	off := w.event(0, "EU", 100)
+	w.route(0, off)
+	l := &w.batch[len(w.batch)-1]
+	l.Region = "us"
+	rec := w.topics[partKey{l.Dest.Cluster, l.Dest.Topic, l.Dest.Partition}][l.Dest.Offset]
+	w.drop(partKey{l.Dest.Cluster, l.Dest.Topic, l.Dest.Partition}, l.Dest.Offset)
+	l.Dest = Destination{Cluster: "a", Topic: "residency.us", Partition: 0, Offset: w.produce("a", "residency.us", 0, rec)}
+	w.flush()
+	// A sink that writes EU data into the US store.
+	w.time++
+	sl := Leaf{Kind: KindSinkWrite, Time: w.time, Actor: "sink:us-postgres", Src: Source{Cluster: "a", Topic: "residency.us", Partition: 0, Offset: l.Dest.Offset},
+		Decision: Written, Jurisdiction: "EU", Region: "eu", Ruleset: w.rs, Dest: Destination{Store: "us-postgres"}}
+	sl.SetRecord(rec.Key, rec.Value)
+	w.log(sl)
+	w.rows["us-postgres"] = append(w.rows["us-postgres"], Row{Topic: "residency.us", Partition: 0, Offset: l.Dest.Offset, Value: sl.Value, Region: "eu", Jurisdiction: "EU"})
+	w.flush()
+	w.integrate()
+	// The record was attested for eu on cluster b, so it fails there too.
+	expect(t, w.verify(VerifyConfig{}), "misplaced_record", "unapproved_store", "bad_attestation")
+}
+
+func TestVerifyUnknownRuleset(t *testing.T) {
+	w := newWorld(t)
+	w.batch = nil // no ruleset leaf
+	w.run(3)
+	expect(t, w.verify(VerifyConfig{}), "unknown_ruleset")
+}
+
+func TestVerifyPurgeAndErasureAreNotes(t *testing.T) {
+	w := newWorld(t)
+	w.run(6)
+	// Purge the first two records of a pinned topic and log it.
+	k := partKey{"a", "residency.us", 0}
+	w.drop(k, 0)
+	w.drop(k, 1)
+	w.log(Leaf{Kind: KindPurge, Time: w.time, Actor: "purge", Src: Source{Cluster: "a", Topic: "residency.us", Partition: 0, Offset: 0, EndOffset: 2}, Decision: Purged, Count: 2})
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if got := codes(r.Notes); !slices.Equal(got, []string{"purged"}) {
+		t.Fatalf("notes %v", got)
+	}
+}
+
+func TestVerifySinkRefusal(t *testing.T) {
+	w := newWorld(t)
+	w.run(4)
+	// A sink refuses a record of the EU pinned topic (say its region moved)
+	// and republishes it, byte for byte with the router's headers, to its
+	// quarantine topic on the ingest cluster.
+	rec := w.topics[partKey{"b", "residency.eu", 0}][0]
+	off := w.produce(ingest, "residency.sink-quarantine", 0, Record{Key: rec.Key, Value: rec.Value, Headers: rec.Headers})
+	l := Leaf{Kind: KindSinkRefusal, Time: w.time, Actor: "sink:eu-objectstore",
+		Src:      Source{Cluster: "b", Topic: "residency.eu", Partition: 0, Offset: rec.Offset},
+		Decision: Refused, Reason: "sink_region_moved", Jurisdiction: "EU", Region: "eu", Ruleset: w.rs,
+		Dest: Destination{Cluster: ingest, Topic: "residency.sink-quarantine", Partition: 0, Offset: off}}
+	l.SetRecord(rec.Key, rec.Value)
+	w.log(l)
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if r.Counts["(refused by a sink)"] == nil || r.Counts["(refused by a sink)"].Records != 1 {
+		t.Fatalf("counts %v", r.Counts)
+	}
+	// A record dropped into the sink quarantine topic by anyone else.
+	w.produce(ingest, "residency.sink-quarantine", 0, Record{Key: rec.Key, Value: []byte("other"), Headers: rec.Headers})
+	expect(t, w.verify(VerifyConfig{}), "unlogged_record", "bad_attestation")
+}
+
+func TestLogHoldsNoPayloads(t *testing.T) {
+	w := newWorld(t)
+	w.run(30)
+	for _, path := range w.store.Paths() {
+		b, _ := w.store.Get(context.Background(), path)
+		for _, recs := range w.topics {
+			for _, r := range recs {
+				if bytes.Contains(b, r.Value) || (len(r.Key) > 0 && bytes.Contains(b, r.Key)) {
+					t.Fatalf("%s holds a record's value or key", path)
+				}
+			}
+		}
+	}
+}
+
+func TestVerifyRulesetMismatch(t *testing.T) {
+	w := newWorld(t)
+	w.run(3)
+	// The policy the world logged is the one its content stands for.
+	honest := func([]byte) (*Policy, error) { return w.policy, nil }
+	expect(t, w.verify(VerifyConfig{PolicyOf: honest}))
+	// A router that logs a policy its ruleset does not define (EU -> us).
+	lying := NewPolicy(
+		[]PolicyJurisdiction{{Name: "US", Region: "us"}, {Name: "EU", Region: "us"}},
+		w.policy.Regions, w.policy.Stores)
+	w2 := newWorld(t)
+	w2.batch[0].Policy = lying
+	w2.run(3)
+	expectHas(t, w2.verify(VerifyConfig{PolicyOf: honest}), "ruleset_mismatch")
+	// The same version logged twice with different policies.
+	w3 := newWorld(t)
+	l := w3.batch[0]
+	l.Policy = lying
+	w3.log(l)
+	w3.run(3)
+	expectHas(t, w3.verify(VerifyConfig{}), "ruleset_mismatch")
+}
+
+func TestVerifyTooLargeDeadLetter(t *testing.T) {
+	w := newWorld(t)
+	w.run(2)
+	off := w.event(0, "EU", 77)
+	src := w.topics[partKey{ingest, "events", 0}][off]
+	// The router dead-letters it without key, value or producer headers,
+	// and attests the record it writes.
+	in := AttestationInput{Value: Sum(nil), KeyNull: true, Decision: DeadLettered, Reason: ReasonTooLarge,
+		RulesetVersion: 3, DestCluster: ingest, DestTopic: "residency.dead-letter", SrcTopic: "events", SrcOffset: off}
+	hs := []Header{{"residency-reason", []byte(ReasonTooLarge)}, {"residency-ruleset-version", []byte("3")},
+		{"residency-source-topic", []byte("events")}, {"residency-source-partition", []byte("0")},
+		{"residency-source-offset", []byte(strconv.FormatInt(off, 10))}, {HeaderAttestation, w.attester.AppendTag(nil, &in)}}
+	doff := w.produce(ingest, "residency.dead-letter", 0, Record{Headers: hs})
+	l := Leaf{Kind: KindRoute, Time: w.time, Actor: "router-a", Src: Source{Topic: "events", Partition: 0, Offset: off},
+		Decision: DeadLettered, Reason: ReasonTooLarge, Ruleset: w.rs,
+		Dest: Destination{Cluster: ingest, Topic: "residency.dead-letter", Partition: 0, Offset: doff}}
+	l.SetRecord(src.Key, src.Value)
+	w.log(l)
+	w.flush()
+	w.integrate()
+	expect(t, w.verify(VerifyConfig{}))
+}
+
+func TestVerifyHoldReleaseAndReplay(t *testing.T) {
+	w := newWorld(t)
+	w.run(2)
+	// An EU event held while region eu is down, then released.
+	off := w.event(1, "EU", 50)
+	src := w.topics[partKey{ingest, "events", 1}][off]
+	attest := func(in AttestationInput) []Header {
+		return []Header{{"residency-jurisdiction", []byte("EU")}, {"residency-region", []byte("eu")},
+			{"residency-ruleset-version", []byte("3")}, {"residency-source-topic", []byte("events")},
+			{"residency-source-partition", []byte("1")}, {"residency-source-offset", []byte(strconv.FormatInt(off, 10))},
+			{HeaderAttestation, w.attester.AppendTag(nil, &in)}}
+	}
+	in := AttestationInput{Value: Sum(src.Value), Key: Sum(src.Key), Decision: Held, Jurisdiction: "EU", Region: "eu",
+		RulesetVersion: 3, DestCluster: ingest, DestTopic: "residency.hold", SrcTopic: "events", SrcPartition: 1, SrcOffset: off}
+	hoff := w.produce(ingest, "residency.hold", 0, Record{Key: src.Key, Value: src.Value, Headers: attest(in)})
+	held := Leaf{Kind: KindRoute, Time: w.time, Actor: "router-a", Src: Source{Topic: "events", Partition: 1, Offset: off},
+		Decision: Held, Jurisdiction: "EU", Region: "eu", Ruleset: w.rs,
+		Dest: Destination{Cluster: ingest, Topic: "residency.hold", Partition: 0, Offset: hoff}}
+	held.SetRecord(src.Key, src.Value)
+	w.log(held)
+	in.Decision, in.DestCluster, in.DestTopic = Routed, "b", "residency.eu"
+	roff := w.produce("b", "residency.eu", 1, Record{Key: src.Key, Value: src.Value, Headers: attest(in)})
+	rel := held
+	rel.Src = Source{Cluster: ingest, Topic: "residency.hold", Partition: 0, Offset: hoff}
+	rel.Decision, rel.Dest = Released, Destination{Cluster: "b", Topic: "residency.eu", Partition: 1, Offset: roff}
+	w.log(rel)
+	// A quarantined event replayed after a fix, to the US pinned topic.
+	qoff := w.event(0, "ZZ", 51)
+	w.route(0, qoff)
+	q := w.batch[len(w.batch)-1]
+	qrec := w.topics[partKey{q.Dest.Cluster, q.Dest.Topic, q.Dest.Partition}][q.Dest.Offset]
+	in = AttestationInput{Value: q.Value, Key: q.Key, Decision: Routed, Jurisdiction: "US", Region: "us", RulesetVersion: 3,
+		DestCluster: "a", DestTopic: "residency.us", SrcTopic: "events", SrcPartition: 0, SrcOffset: qoff}
+	hs := []Header{{"residency-jurisdiction", []byte("US")}, {"residency-region", []byte("us")},
+		{"residency-ruleset-version", []byte("3")}, {"residency-source-topic", []byte("events")},
+		{"residency-source-partition", []byte("0")}, {"residency-source-offset", []byte(strconv.FormatInt(qoff, 10))},
+		{HeaderAttestation, w.attester.AppendTag(nil, &in)}}
+	poff := w.produce("a", "residency.us", 0, Record{Key: qrec.Key, Value: qrec.Value, Headers: hs})
+	rp := Leaf{Kind: KindReplay, Time: w.time, Actor: "replay:fix-1",
+		Src:      Source{Cluster: ingest, Topic: q.Dest.Topic, Partition: q.Dest.Partition, Offset: q.Dest.Offset},
+		Decision: Routed, DecidedBy: "pin", Jurisdiction: "US", Region: "us", Ruleset: w.rs,
+		Dest: Destination{Cluster: "a", Topic: "residency.us", Partition: 0, Offset: poff}}
+	rp.SetRecord(qrec.Key, qrec.Value)
+	w.log(rp)
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if r.Counts["(held)"] == nil || r.Counts["(held)"].Events != 1 || r.Counts["(held)"].Records != 1 {
+		t.Fatalf("held counts %+v", r.Counts["(held)"])
+	}
+}
+
+func TestVerifyDecisionChangedAndWindow(t *testing.T) {
+	w := newWorld(t)
+	off := w.event(0, "EU", 1)
+	w.route(0, off)
+	w.flush()
+	// A new ruleset version (same policy) before the offset was committed:
+	// routed again under it.
+	content2 := "jurisdictions: [US, EU] # v4\n"
+	rs2 := RulesetRef{Version: 4, Digest: Sum([]byte(content2))}
+	w.log(Leaf{Kind: KindRuleset, Time: w.time, Actor: "router-b", Ruleset: rs2, Policy: w.policy, Content: content2})
+	w.rs = rs2
+	w.route(0, off)
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if got := codes(r.Notes); !slices.Equal(got, []string{"decision_changed"}) {
+		t.Fatalf("notes %v", got)
+	}
+	// A record dropped before the window is not required any more.
+	k := partKey{"b", "residency.eu", 0}
+	w.drop(k, 0)
+	expect(t, w.verify(VerifyConfig{}), "missing_record")
+	expect(t, w.verify(VerifyConfig{Since: w.time + 1}))
+}
+
+func TestVerifyErasureIsANote(t *testing.T) {
+	pz, _ := NewPseudonymizer(bytes.Repeat([]byte("s"), 32))
+	// The sink leaf carries the subject; the user's row is erased
+	// afterwards.
+	w2 := newWorld(t)
+	off := w2.event(0, "US", 0)
+	w2.route(0, off)
+	w2.flush()
+	w2.sink("us-postgres", "us")
+	for i := range w2.batch {
+		w2.batch[i].Subject = pz.Subject([]byte("user-0"))
+	}
+	w2.flush()
+	w2.rows["us-postgres"] = nil
+	w2.log(Leaf{Kind: KindErasure, Time: w2.time + 1, Actor: "erase", Subject: pz.Subject([]byte("user-0")),
+		Decision: Erased, Dest: Destination{Store: "us-postgres"}, Count: 1})
+	w2.flush()
+	w2.integrate()
+	r := w2.verify(VerifyConfig{})
+	expect(t, r)
+	if got := codes(r.Notes); !slices.Equal(got, []string{"erased"}) {
+		t.Fatalf("notes %v", got)
+	}
+}
+
+func TestVerifyCompletenessAgainstIngestRecords(t *testing.T) {
+	w := newWorld(t)
+	w.run(5)
+	// A leaf that lies about the record it decided on.
+	off := w.event(0, "EU", 90)
+	w.route(0, off)
+	w.batch[len(w.batch)-1].Value = Sum([]byte("another event"))
+	w.batch[len(w.batch)-1].Dest.Offset = 999 // its record is not where it says either
+	w.flush()
+	w.integrate()
+	expectHas(t, w.verify(VerifyConfig{}), "record_mismatch")
+
+	// Offsets without a record: with a leaf (purged after routing) fine;
+	// without one a missing_leaf, or a gap note when gaps are allowed.
+	w2 := newWorld(t)
+	w2.run(3)
+	k := partKey{ingest, "events", 1}
+	w2.drop(k, 0)
+	expect(t, w2.verify(VerifyConfig{}))
+	w2.event(1, "US", 100) // never routed
+	w2.drop(k, int64(len(w2.topics[k])-1))
+	expect(t, w2.verify(VerifyConfig{}), "missing_leaf")
+	r := w2.verify(VerifyConfig{AllowGaps: true})
+	expect(t, r)
+	if got := codes(r.Notes); !slices.Equal(got, []string{"gap"}) {
+		t.Fatalf("notes %v", got)
+	}
+}
