@@ -177,39 +177,29 @@ type fieldPath struct {
 	slot int
 }
 
-// compilePlan compiles the program that captures the given paths from a
-// record of writer schema root. Paths missing from the schema are left
-// uncaptured; paths of an unreadable type give ErrFieldType.
+// compilePlan compiles the program that walks (validates) a whole record
+// of writer schema root and captures the given paths on the way, in one
+// pass. Paths missing from the schema are left uncaptured; paths of an
+// unreadable type give ErrFieldType.
 func compilePlan(root *node, paths []fieldPath) (*prog, error) {
 	if root.kind != kRecord {
 		return nil, fmt.Errorf("%w: the writer schema is a %s, not a record", ErrFieldType, root.kind)
 	}
 	c := &compiler{records: map[string]*prog{}}
 	p := &prog{}
-	if err := c.record(p, root, paths, "", false); err != nil {
+	if err := c.record(p, root, paths, ""); err != nil {
 		return nil, err
 	}
 	p.computeSize()
 	return p, nil
 }
 
-// record emits the steps that walk rec capturing paths (relative to rec).
-// The top-level record (whole false) stops after the last field a path
-// needs; a nested one is walked whole, since what follows it must be found.
-func (c *compiler) record(p *prog, rec *node, paths []fieldPath, prefix string, whole bool) error {
-	last := -1
-	if whole {
-		last = len(rec.fields) - 1
-	}
-	for i, f := range rec.fields {
-		for _, fp := range paths {
-			if fp.segs[0] == f.name && i > last {
-				last = i
-			}
-		}
-	}
-	for i := 0; i <= last; i++ {
-		f := rec.fields[i]
+// record emits the steps that walk the whole of rec, capturing paths
+// (relative to rec). Every field is walked, also after the last one a path
+// needs: only a value that is a whole, valid record is read (see
+// writer.extract).
+func (c *compiler) record(p *prog, rec *node, paths []fieldPath, prefix string) error {
+	for _, f := range rec.fields {
 		where := prefix + f.name
 		var leaf *fieldPath
 		var sub []fieldPath
@@ -272,11 +262,11 @@ func (c *compiler) capture(p *prog, t *node, slot int, where string) error {
 func (c *compiler) descend(p *prog, t *node, paths []fieldPath, where string) error {
 	switch t.kind {
 	case kRecord:
-		return c.record(p, t, paths, where+".", true)
+		return c.record(p, t, paths, where+".")
 	case kUnion:
 		return c.union(p, t, where, func(b *node) error {
 			if b.kind == kRecord {
-				return c.record(p, b, paths, where+".", true)
+				return c.record(p, b, paths, where+".")
 			}
 			c.skip(p, b, where)
 			return nil
@@ -461,7 +451,8 @@ var (
 	errBadUTF8       = fmt.Errorf("%w: string is not valid UTF-8", ErrCorrupt)
 	errBlockCount    = fmt.Errorf("%w: bad array or map block count", ErrCorrupt)
 	errTooDeep       = fmt.Errorf("%w: values nested deeper than %d levels", ErrCorrupt, maxDepth)
-	errCountOverflow = fmt.Errorf("%w: array or map larger than the value", ErrCorrupt)
+	errCountOverflow = fmt.Errorf("%w: array or map has more items than the value has bytes left", ErrTruncated)
+	errDuplicateKey  = fmt.Errorf("%w: map has a duplicate key", ErrCorrupt)
 )
 
 // runError is a runner error with the field it happened in.
@@ -643,9 +634,18 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 	return i, nil
 }
 
-// skipBlocks skips the blocks of an array or map.
+// inlineKeys is how many keys of one map skipBlocks remembers on the stack
+// to find a duplicate; a larger map's keys go into a Go map.
+const inlineKeys = 16
+
+// skipBlocks skips the blocks of an array or map. A map with a duplicate
+// key is refused (errDuplicateKey): goavro refuses it, so the sinks could
+// not read it.
 func skipBlocks(o *op, b []byte, i, depth int) (int, error) {
 	var err error
+	var keys [inlineKeys][2]int // offsets of the first keys in b
+	var more map[string]struct{} // the keys, once there are more than inlineKeys
+	nkeys := 0
 	for {
 		start := i
 		count, ok := varint1(b, i)
@@ -701,6 +701,27 @@ func skipBlocks(o *op, b []byte, i, depth int) (int, error) {
 				if int64(len(b)-i) < n {
 					return i, &runError{errShort, o.where, ks}
 				}
+				key := b[i : i+int(n)]
+				if nkeys < inlineKeys {
+					for _, k := range keys[:nkeys] {
+						if string(b[k[0]:k[1]]) == string(key) {
+							return i, &runError{errDuplicateKey, o.where, ks}
+						}
+					}
+					keys[nkeys] = [2]int{i, i + int(n)}
+				} else {
+					if more == nil {
+						more = make(map[string]struct{}, 2*inlineKeys)
+						for _, k := range keys {
+							more[string(b[k[0]:k[1]])] = struct{}{}
+						}
+					}
+					if _, dup := more[string(key)]; dup {
+						return i, &runError{errDuplicateKey, o.where, ks}
+					}
+					more[string(key)] = struct{}{}
+				}
+				nkeys++
 				i += int(n)
 			}
 			if i, err = o.sub.run(b, i, nil, depth+1); err != nil {

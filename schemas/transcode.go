@@ -242,7 +242,7 @@ func transcodeEvent(dst []byte, n *node, body []byte) ([]byte, EventKeys, error)
 	if n.kind != kRecord {
 		dst, rest, err := transcode(dst, n, body)
 		if err == nil && len(rest) > 0 {
-			err = fmt.Errorf("%w: %d bytes after the end of the value", ErrCorrupt, len(rest))
+			err = fmt.Errorf("%w: %d bytes after the end of the value", ErrTrailingBytes, len(rest))
 		}
 		return dst, kf, err
 	}
@@ -268,7 +268,7 @@ func transcodeEvent(dst []byte, n *node, body []byte) ([]byte, EventKeys, error)
 		}
 	}
 	if len(src) > 0 {
-		return nil, kf, fmt.Errorf("%w: %d bytes after the end of the record", ErrCorrupt, len(src))
+		return nil, kf, trailingError(len(src))
 	}
 	return append(dst, '}'), kf, nil
 }
