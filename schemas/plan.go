@@ -643,7 +643,7 @@ const inlineKeys = 16
 // not read it.
 func skipBlocks(o *op, b []byte, i, depth int) (int, error) {
 	var err error
-	var keys [inlineKeys][2]int // offsets of the first keys in b
+	var keys [inlineKeys][2]int  // offsets of the first keys in b
 	var more map[string]struct{} // the keys, once there are more than inlineKeys
 	nkeys := 0
 	for {

@@ -90,10 +90,10 @@ func TestRawSchemaResolvedExactly(t *testing.T) {
 	e, err := NewExtractor(ExtractorConfig{
 		DefaultFraming: FramingRaw,
 		RawSchemas: map[string]string{
-			"v1":          fmt.Sprintf("io.residency.events.UserEvent@%016x", fp1),
-			"v2":          fmt.Sprintf("io.residency.events.UserEvent@%016X", fp2), // upper case too
-			"v2-file":     v2File,
-			"v3":          fmt.Sprintf("io.residency.events.UserEvent@%016x", mustFingerprint(t, UserEventSchema)),
+			"v1":         fmt.Sprintf("io.residency.events.UserEvent@%016x", fp1),
+			"v2":         fmt.Sprintf("io.residency.events.UserEvent@%016X", fp2), // upper case too
+			"v2-file":    v2File,
+			"v3":         fmt.Sprintf("io.residency.events.UserEvent@%016x", mustFingerprint(t, UserEventSchema)),
 			DefaultTopic: fmt.Sprintf("io.residency.events.UserEvent@%016x", fp1),
 		},
 		CatalogueDir: dir,
