@@ -428,9 +428,13 @@ func (e *Extractor) byRegistryID(ctx context.Context, id uint32) (*writer, error
 // sentinels of this package: ErrRegistryUnavailable is transient (retry),
 // the others mean the event cannot be read (dead-letter it).
 //
-// Fields.Writer says how the value was read; on error it is set as far as
-// known (the framing, and the writer schema once found), so that a
-// dead-lettered event's headers can say it.
+// Fields.Writer says how the value was read. On error it is set as far as
+// the value was read, so that a dead-lettered event's headers can say it:
+// zero before the framing was read (empty_value, too_large, bad_magic, a
+// cut framing header), the framing and the schema key the value carries
+// once it was (a fingerprint or registry id even when it is unknown; the
+// framing alone for a raw topic without a schema), the whole WriterRef
+// once the writer schema was found (truncated, trailing_bytes, corrupt).
 func (e *Extractor) Extract(ctx context.Context, topic string, value []byte) (Fields, error) {
 	w, body, ref, err := e.writerFor(ctx, topic, value)
 	if err != nil {

@@ -19,6 +19,7 @@ type Fields struct {
 	UserID []byte
 	// Writer says how the value was read: framing and writer schema (see
 	// WriterRef). The router records it in the residency-schema header.
+	// On error, set as far as the value was read (see Extractor.Extract).
 	Writer WriterRef
 }
 

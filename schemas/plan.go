@@ -636,7 +636,26 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 
 // inlineKeys is how many keys of one map skipBlocks remembers on the stack
 // to find a duplicate; a larger map's keys go into a Go map.
-const inlineKeys = 16
+const inlineKeys = 8
+
+// skipString skips the length-prefixed bytes or string at b[i:] and
+// returns the offset after it and its own start. where names the field.
+func skipString(b []byte, i int, where string) (end, start int, err error) {
+	ls := i
+	n, ok := varint1(b, i)
+	if ok {
+		i++
+	} else if n, i, err = varint(b, i, 10); err != nil {
+		return i, i, &runError{err, where, ls}
+	}
+	if n < 0 {
+		return i, i, &runError{errNegativeLen, where, ls}
+	}
+	if int64(len(b)-i) < n {
+		return i, i, &runError{errShort, where, ls}
+	}
+	return i + int(n), i, nil
+}
 
 // skipBlocks skips the blocks of an array or map. A map with a duplicate
 // key is refused (errDuplicateKey): goavro refuses it, so the sinks could
@@ -646,6 +665,9 @@ func skipBlocks(o *op, b []byte, i, depth int) (int, error) {
 	var keys [inlineKeys][2]int  // offsets of the first keys in b
 	var more map[string]struct{} // the keys, once there are more than inlineKeys
 	nkeys := 0
+	// Items that are one string or bytes (the most common arrays and maps)
+	// are skipped here, without running their program.
+	strItems := len(o.sub.ops) == 1 && o.sub.ops[0].code == opBytes && o.sub.ops[0].guard == 0
 	for {
 		start := i
 		count, ok := varint1(b, i)
@@ -689,26 +711,18 @@ func skipBlocks(o *op, b []byte, i, depth int) (int, error) {
 		for range count {
 			if o.code == opMap {
 				ks := i
-				n, ok := varint1(b, i)
-				if ok {
-					i++
-				} else if n, i, err = varint(b, i, 10); err != nil {
-					return i, &runError{err, o.where, ks}
+				var k0 int
+				if i, k0, err = skipString(b, i, o.where); err != nil {
+					return i, err
 				}
-				if n < 0 {
-					return i, &runError{errNegativeLen, o.where, ks}
-				}
-				if int64(len(b)-i) < n {
-					return i, &runError{errShort, o.where, ks}
-				}
-				key := b[i : i+int(n)]
+				key := b[k0:i]
 				if nkeys < inlineKeys {
 					for _, k := range keys[:nkeys] {
 						if string(b[k[0]:k[1]]) == string(key) {
 							return i, &runError{errDuplicateKey, o.where, ks}
 						}
 					}
-					keys[nkeys] = [2]int{i, i + int(n)}
+					keys[nkeys] = [2]int{k0, i}
 				} else {
 					if more == nil {
 						more = make(map[string]struct{}, 2*inlineKeys)
@@ -722,7 +736,12 @@ func skipBlocks(o *op, b []byte, i, depth int) (int, error) {
 					more[string(key)] = struct{}{}
 				}
 				nkeys++
-				i += int(n)
+			}
+			if strItems {
+				if i, _, err = skipString(b, i, o.sub.ops[0].where); err != nil {
+					return i, err
+				}
+				continue
 			}
 			if i, err = o.sub.run(b, i, nil, depth+1); err != nil {
 				return i, err
