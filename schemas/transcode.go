@@ -437,6 +437,7 @@ func transcode(dst []byte, n *node, src []byte) ([]byte, []byte, error) {
 		}
 		dst = append(dst, open)
 		first := true
+		var keys mapKeys // a map's keys so far: a duplicate is refused, as goavro and Extract refuse it
 		for {
 			count, rest, err := readLong(src)
 			if err != nil {
@@ -467,6 +468,9 @@ func transcode(dst []byte, n *node, src []byte) ([]byte, []byte, error) {
 					k, rest, err := readBytes(src)
 					if err != nil {
 						return nil, nil, err
+					}
+					if keys.seen(k) {
+						return nil, nil, errDuplicateKey
 					}
 					dst = append(appendJSONString(dst, unsafe.String(unsafe.SliceData(k), len(k))), ':')
 					src = rest
@@ -562,3 +566,36 @@ func appendJSONString(dst []byte, s string) []byte {
 }
 
 const hexDigit = "0123456789abcdef"
+
+// mapKeys remembers the keys of one map, to find a duplicate: the first
+// inlineKeys in place, the others in a Go map.
+type mapKeys struct {
+	n     int
+	first [inlineKeys][]byte
+	more  map[string]struct{}
+}
+
+// seen reports whether k was added before, and adds it.
+func (m *mapKeys) seen(k []byte) bool {
+	if m.n < inlineKeys {
+		for _, p := range m.first[:m.n] {
+			if string(p) == string(k) {
+				return true
+			}
+		}
+		m.first[m.n] = k
+		m.n++
+		return false
+	}
+	if m.more == nil {
+		m.more = make(map[string]struct{}, 2*inlineKeys)
+		for _, p := range m.first {
+			m.more[string(p)] = struct{}{}
+		}
+	}
+	if _, ok := m.more[string(k)]; ok {
+		return true
+	}
+	m.more[string(k)] = struct{}{}
+	return false
+}

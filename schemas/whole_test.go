@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"testing"
+
+	"github.com/linkedin/goavro/v2"
 )
 
 // wholeCases returns valid events of several writer schemas, each with the
@@ -201,4 +204,92 @@ func TestExtractErrorKeepsTheWriter(t *testing.T) {
 			t.Fatalf("%s %x: %+v, %v; want an error and writer %v", c.topic, c.value, got, err, c.want)
 		}
 	}
+}
+
+// A map with a duplicate key is not a record goavro (so a sink) can read:
+// Extract, Decode and DecodeJSONFast refuse it as corrupt, whether the
+// duplicate is among the first keys or far down a large map; a large map
+// without duplicates is read.
+func TestDuplicateMapKeysRefused(t *testing.T) {
+	ctx := context.Background()
+	fp := mustFingerprint(t, UserEventSchema)
+	e, err := NewExtractor(ExtractorConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		keys []string
+		dup  bool
+	}{
+		{"two keys, distinct", []string{"a", "b"}, false},
+		{"two keys, equal", []string{"a", "a"}, true},
+		{"40 keys, distinct", nil, false},
+		{"40 keys, the last repeats the 20th", nil, true},
+		{"40 keys, the 9th repeats the 1st", nil, true},
+	} {
+		keys := c.keys
+		if keys == nil {
+			for i := range 40 {
+				keys = append(keys, "key-"+string(rune('A'+i)))
+			}
+			switch {
+			case strings.Contains(c.name, "last"):
+				keys[39] = keys[19]
+			case strings.Contains(c.name, "9th"):
+				keys[8] = keys[0]
+			}
+		}
+		// properties is map<string>: write its block by hand, since a Go map
+		// cannot hold a duplicate.
+		ev := sampleEvent(1, "US")
+		ev["properties"] = map[string]any{}
+		body := encode(t, UserEventSchema, ev)
+		at := afterCountry(t, body)
+		if body[at] != 0x04 { // tags: two items
+			t.Fatalf("layout %x", body[at:])
+		}
+		tagsEnd := at + 1 + 4 + 8 + 1 // "fyp", "cooking", end of tags
+		var block []byte
+		block = appendVarint(block, uint64(2*len(keys)))
+		for _, k := range keys {
+			block = appendVarint(block, uint64(2*len(k)))
+			block = append(block, k...)
+			block = append(block, 0x02, 'v')
+		}
+		v := append(append(append([]byte(nil), body[:tagsEnd]...), block...), body[tagsEnd:]...)
+		value := AppendSingleObject(nil, fp, v)
+		_, gerr := goavroDecode(t, v)
+		_, xerr := e.Extract(ctx, "t", value)
+		_, _, derr := e.Decode(ctx, "t", value)
+		_, _, ferr := e.DecodeJSONFast(ctx, "t", value)
+		if !c.dup {
+			if gerr != nil || xerr != nil || derr != nil || ferr != nil {
+				t.Fatalf("%s: goavro %v, Extract %v, Decode %v, DecodeJSONFast %v", c.name, gerr, xerr, derr, ferr)
+			}
+			continue
+		}
+		if gerr == nil {
+			t.Fatalf("%s: goavro reads a duplicate key", c.name)
+		}
+		for what, err := range map[string]error{"Extract": xerr, "Decode": derr, "DecodeJSONFast": ferr} {
+			if !errors.Is(err, ErrCorrupt) || Reason(err) != "corrupt" {
+				t.Errorf("%s: %s: %v, want corrupt", c.name, what, err)
+			}
+		}
+	}
+}
+
+// goavroDecode decodes a canonical event body with goavro.
+func goavroDecode(t *testing.T, body []byte) (any, error) {
+	t.Helper()
+	c, err := goavro.NewCodec(UserEventSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	native, rest, err := c.NativeFromBinary(body)
+	if err == nil && len(rest) > 0 {
+		t.Fatalf("%d bytes left", len(rest))
+	}
+	return native, err
 }
