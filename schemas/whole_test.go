@@ -118,7 +118,7 @@ func TestExtractTrailingBytes(t *testing.T) {
 func afterCountry(t *testing.T, body []byte) int {
 	t.Helper()
 	i := bytes.Index(body, []byte{0x02, 0x04, 'U', 'S'})
-	if i < 0 || bytes.Index(body[i+1:], []byte{0x02, 0x04, 'U', 'S'}) >= 0 {
+	if i < 0 || bytes.Contains(body[i+1:], []byte{0x02, 0x04, 'U', 'S'}) {
 		t.Fatalf("country US not found once in %x", body)
 	}
 	return i + 4
