@@ -234,7 +234,7 @@ func (b *headerBuilder) partition(p int) []byte {
 // shared, read-only, by every event read with that writer schema, when
 // caching.
 func (b *headerBuilder) writerValue(writer schemas.WriterRef) []byte {
-	if writer == b.writer && b.writerB != nil {
+	if writer.Fingerprint == b.writer.Fingerprint && writer.ID == b.writer.ID && writer.Framing == b.writer.Framing && b.writerB != nil {
 		return b.writerB
 	}
 	if b.writers == nil {
