@@ -295,22 +295,26 @@ func (e *Extractor) resolveNameFingerprint(name, fpText string) (*writer, error)
 	if len(fpText) != 16 || err != nil {
 		return nil, fmt.Errorf("%s@%s: the fingerprint after @ must be 16 hex digits, as `residency schemas fingerprint` prints it", name, fpText)
 	}
-	w, ok := e.byFP[fp]
-	if !ok {
-		var fps []string
-		for _, w := range e.byName[name] {
-			fps = append(fps, fmt.Sprintf("%016x", w.fp))
+	var fps []string
+	for _, w := range e.byName[name] {
+		// goavro's fingerprint of the schema names it too (see register).
+		if w.fp == fp || w.codec.Rabin == fp {
+			return w, nil
 		}
-		known := "none has that name"
-		if len(fps) > 0 {
-			known = "those named " + name + " have " + strings.Join(fps, ", ")
+		fps = append(fps, fmt.Sprintf("%016x", w.fp))
+	}
+	for _, ws := range e.byName {
+		for _, w := range ws {
+			if w.fp == fp || w.codec.Rabin == fp {
+				return nil, fmt.Errorf("%s@%s: fingerprint %016x is %s, not %s", name, fpText, fp, w.root.name, name)
+			}
 		}
-		return nil, fmt.Errorf("%s@%s: no embedded or catalogue schema has fingerprint %016x (%s)", name, fpText, fp, known)
 	}
-	if w.root.name != name {
-		return nil, fmt.Errorf("%s@%s: fingerprint %016x is %s, not %s", name, fpText, fp, w.root.name, name)
+	known := "none has that name"
+	if len(fps) > 0 {
+		known = "those named " + name + " have " + strings.Join(fps, ", ")
 	}
-	return w, nil
+	return nil, fmt.Errorf("%s@%s: no embedded or catalogue schema has fingerprint %016x (%s)", name, fpText, fp, known)
 }
 
 // validFullName reports whether s is an Avro full name: names joined by dots.
