@@ -3,6 +3,8 @@ package router
 import (
 	"strconv"
 	"strings"
+
+	"github.com/residency-router/residency/schemas"
 )
 
 // Residency headers added to every event the router writes. Incoming headers
@@ -35,7 +37,13 @@ const (
 	// HeaderSchema says how the router read the event: its framing and
 	// writer schema, in the form of schemas.WriterRef.String
 	// ("single-object:0123456789abcdef", "raw:…", "confluent:42"). Sinks
-	// read the event the same way.
+	// read the event the same way. Every event the router writes carries
+	// it when the writer is known: routed and quarantined events always,
+	// dead-lettered ones as far as the value was read (see
+	// schemas.Extractor.Extract): truncated, trailing_bytes and corrupt
+	// ones, and unknown_schema ones with the fingerprint or registry id
+	// they carry; not empty_value, too_large, bad_magic, nor a raw topic
+	// without a schema.
 	HeaderSchema = "residency-schema"
 	// HeaderOmittedBytes is, on a dead-letter record of an event too large
 	// to route (reason too_large), the size in bytes of the event's key,
@@ -48,18 +56,19 @@ const (
 const maxErrorHeader = 200
 
 // outHeaders returns the original headers (minus residency ones) followed by
-// the residency headers for decision d, in a slice and values of their own.
-// The router builds the same headers with a headerBuilder, per batch.
-func outHeaders(m *Message, d *Decision, rulesetVersion, instance string, decodeErr error) []Header {
+// the residency headers for decision d of an event read as writer says, in
+// a slice and values of their own. The router builds the same headers with
+// a headerBuilder, per batch.
+func outHeaders(m *Message, d *Decision, writer schemas.WriterRef, rulesetVersion, instance string, decodeErr error) []Header {
 	var b headerBuilder
 	b.setConstants(rulesetVersion, instance)
-	b.slab = make([]Header, 0, len(m.Headers)+9)
-	return b.headers(m, d, decodeErr)
+	b.slab = make([]Header, 0, len(m.Headers)+residencyHeaders)
+	return b.headers(m, d, writer, decodeErr)
 }
 
 // maxInterned bounds the number of distinct values (jurisdictions,
-// regions, reasons, source topics) a headerBuilder keeps as bytes; past it
-// the cache starts over.
+// regions, reasons, source topics; writer schemas apart) a headerBuilder
+// keeps as bytes; past it the cache starts over.
 const maxInterned = 1024
 
 // headerBuilder builds the outgoing headers of the router's events without
@@ -67,7 +76,9 @@ const maxInterned = 1024
 // decision and the router (jurisdiction, region, ruleset version,
 // decided-by, reason, router instance, source topic, source partition) are
 // converted to bytes once and shared, read-only, by every event that carries
-// them; the headers of a batch's events share one backing slice (the slab),
+// them, and so is each writer schema's residency-schema value (converted
+// once per schemas.WriterRef); the headers of a batch's events share one
+// backing slice (the slab),
 // and their source offsets in decimal one byte slice (the arena). Every
 // returned slice and value has its capacity cut to its length, so appending
 // to one never writes into another event's headers or values.
@@ -95,14 +106,17 @@ const maxInterned = 1024
 type headerBuilder struct {
 	version, instance   string
 	versionB, instanceB []byte
-	values              map[string][]byte     // interned values; nil: no caching
-	placed              map[string]*placedHdr // by jurisdiction, for this version
-	topic               string                // the last source topic
-	topicB              []byte                // and its bytes
-	slab                []Header              // the batch's headers
-	arena               []byte                // the batch's offset digits (and those of partitions past maxCachedPartition)
-	parts               [][]byte              // partition digits, by partition, shared read-only
-	released            bool                  // nothing refers to slab and arena: startBatch may reuse them
+	values              map[string][]byte            // interned values; nil: no caching
+	placed              map[string]*placedHdr        // by jurisdiction, for this version
+	writers             map[schemas.WriterRef][]byte // interned residency-schema values, when caching
+	topic               string                       // the last source topic
+	topicB              []byte                       // and its bytes
+	writer              schemas.WriterRef            // the last writer schema
+	writerB             []byte                       // and its header value
+	slab                []Header                     // the batch's headers
+	arena               []byte                       // the batch's offset digits (and those of partitions past maxCachedPartition)
+	parts               [][]byte                     // partition digits, by partition, shared read-only
+	released            bool                         // nothing refers to slab and arena: startBatch may reuse them
 }
 
 // placedHdr holds the first four residency headers of a jurisdiction's
@@ -115,10 +129,10 @@ type placedHdr struct {
 }
 
 // residencyHeaders is the most residency headers of an event that is not
-// dead-lettered (jurisdiction, region, ruleset version, decided-by, source
-// topic, partition and offset, router; a quarantined one has a reason
-// instead of a region); a dead-lettered one has at most six.
-const residencyHeaders = 8
+// dead-lettered (jurisdiction, region, ruleset version, decided-by, schema,
+// source topic, partition and offset, router; a quarantined one has a
+// reason instead of a region); a dead-lettered one has at most seven.
+const residencyHeaders = 9
 
 // setConstants sets the ruleset version and router instance written into
 // the headers.
@@ -146,6 +160,10 @@ func (b *headerBuilder) startBatch(batch []Message, rulesetVersion, instance str
 	}
 	if b.placed == nil || len(b.placed) > maxInterned {
 		b.placed = make(map[string]*placedHdr)
+	}
+	if b.writers == nil || len(b.writers) > maxInterned {
+		b.writers = make(map[schemas.WriterRef][]byte)
+		b.writer, b.writerB = schemas.WriterRef{}, nil
 	}
 	n := 0
 	for i := range batch {
@@ -211,6 +229,28 @@ func (b *headerBuilder) partition(p int) []byte {
 	return b.parts[p]
 }
 
+// writerValue returns the residency-schema value of writer (its header
+// form, see schemas.WriterRef.String): converted once per builder and
+// shared, read-only, by every event read with that writer schema, when
+// caching.
+func (b *headerBuilder) writerValue(writer schemas.WriterRef) []byte {
+	if writer.Fingerprint == b.writer.Fingerprint && writer.ID == b.writer.ID && writer.Framing == b.writer.Framing && b.writerB != nil {
+		return b.writerB
+	}
+	if b.writers == nil {
+		v, _ := writer.AppendText(nil)
+		return frozen(v)
+	}
+	v, ok := b.writers[writer]
+	if !ok {
+		v, _ = writer.AppendText(nil)
+		v = frozen(v)
+		b.writers[writer] = v
+	}
+	b.writer, b.writerB = writer, v
+	return v
+}
+
 // number appends v in decimal to the arena and returns its digits.
 func (b *headerBuilder) number(v int64) []byte {
 	start := len(b.arena)
@@ -247,8 +287,10 @@ func (b *headerBuilder) placedHeaders(d *Decision) []Header {
 }
 
 // headers returns the original headers of m (minus residency ones) followed
-// by the residency headers for decision d, backed by the batch's slab.
-func (b *headerBuilder) headers(m *Message, d *Decision, decodeErr error) []Header {
+// by the residency headers for decision d of an event read as writer says
+// (no residency-schema header when it names no schema: the zero WriterRef,
+// or the framing alone), backed by the batch's slab.
+func (b *headerBuilder) headers(m *Message, d *Decision, writer schemas.WriterRef, decodeErr error) []Header {
 	start := len(b.slab)
 	hs := b.slab
 	for _, h := range m.Headers {
@@ -275,6 +317,9 @@ func (b *headerBuilder) headers(m *Message, d *Decision, decodeErr error) []Head
 				hs = append(hs, Header{HeaderDecidedBy, b.value(by)})
 			}
 		}
+	}
+	if writer.Framing == schemas.FramingConfluent || writer.Fingerprint != 0 {
+		hs = append(hs, Header{HeaderSchema, b.writerValue(writer)})
 	}
 	if b.topicB == nil || m.Topic != b.topic {
 		b.topic, b.topicB = m.Topic, b.value(m.Topic)

@@ -8,6 +8,15 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/residency-router/residency/schemas"
+)
+
+// Writer schemas of the header tests.
+var (
+	soRef   = schemas.WriterRef{Framing: schemas.FramingSingleObject, Fingerprint: 0x0123456789abcdef}
+	rawRef  = schemas.WriterRef{Framing: schemas.FramingRaw, Fingerprint: 0xfedcba9876543210}
+	confRef = schemas.WriterRef{Framing: schemas.FramingConfluent, ID: 42}
 )
 
 func TestOutHeaders(t *testing.T) {
@@ -15,7 +24,7 @@ func TestOutHeaders(t *testing.T) {
 		{"a", []byte("1")}, {HeaderRegion, []byte("forged")}, {"b", []byte("2")},
 	}}
 	d := &Decision{Outcome: DeadLettered, Reason: "corrupt"}
-	hs := outHeaders(m, d, "9", "r1", errors.New(strings.Repeat("x", 500)))
+	hs := outHeaders(m, d, rawRef, "9", "r1", errors.New(strings.Repeat("x", 500)))
 	if hs[0].Key != "a" || hs[1].Key != "b" {
 		t.Fatalf("original headers not first and in order: %v", hs)
 	}
@@ -25,7 +34,8 @@ func TestOutHeaders(t *testing.T) {
 	if _, ok := HeaderValue(hs, HeaderRulesetVersion); ok {
 		t.Fatal("dead-letter carries a ruleset version")
 	}
-	for k, want := range map[string]string{HeaderSourceTopic: "in", HeaderSourcePartition: "2", HeaderSourceOffset: "41", HeaderRouter: "r1", HeaderReason: "corrupt"} {
+	for k, want := range map[string]string{HeaderSourceTopic: "in", HeaderSourcePartition: "2", HeaderSourceOffset: "41", HeaderRouter: "r1", HeaderReason: "corrupt",
+		HeaderSchema: "raw:fedcba9876543210"} {
 		if v, _ := HeaderValue(hs, k); string(v) != want {
 			t.Errorf("%s = %q, want %q", k, v, want)
 		}
@@ -33,14 +43,34 @@ func TestOutHeaders(t *testing.T) {
 	if v, _ := HeaderValue(hs, HeaderError); len(v) != maxErrorHeader {
 		t.Errorf("error header is %d bytes, want it cut to %d", len(v), maxErrorHeader)
 	}
-	routed := outHeaders(m, &Decision{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Pinned: true}, "9", "r1", nil)
-	for k, want := range map[string]string{HeaderJurisdiction: "EU", HeaderRegion: "eu", HeaderRulesetVersion: "9", HeaderDecidedBy: "pin"} {
+	routed := outHeaders(m, &Decision{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Pinned: true}, soRef, "9", "r1", nil)
+	for k, want := range map[string]string{HeaderJurisdiction: "EU", HeaderRegion: "eu", HeaderRulesetVersion: "9", HeaderDecidedBy: "pin",
+		HeaderSchema: "single-object:0123456789abcdef"} {
 		if v, _ := HeaderValue(routed, k); string(v) != want {
 			t.Errorf("routed %s = %q, want %q", k, v, want)
 		}
 	}
 	if _, ok := HeaderValue(routed, HeaderReason); ok {
 		t.Error("routed event has a reason")
+	}
+	// The schema header comes after the placement, before the source.
+	var keys []string
+	for _, h := range routed[2:] {
+		keys = append(keys, h.Key)
+	}
+	if want := []string{HeaderJurisdiction, HeaderRegion, HeaderRulesetVersion, HeaderDecidedBy, HeaderSchema,
+		HeaderSourceTopic, HeaderSourcePartition, HeaderSourceOffset, HeaderRouter}; !slices.Equal(keys, want) {
+		t.Errorf("routed headers %v, want %v", keys, want)
+	}
+	q := outHeaders(m, &Decision{Outcome: Quarantined, Reason: ReasonNoCountry}, confRef, "9", "r1", nil)
+	if v, _ := HeaderValue(q, HeaderSchema); string(v) != "confluent:42" {
+		t.Errorf("quarantined schema header %q", v)
+	}
+	// No schema known (zero, or the framing alone): no header.
+	for _, w := range []schemas.WriterRef{{}, {Framing: schemas.FramingRaw}, {Framing: schemas.FramingSingleObject}} {
+		if v, ok := HeaderValue(outHeaders(m, d, w, "9", "r1", errors.New("x")), HeaderSchema); ok {
+			t.Errorf("writer %+v: schema header %q", w, v)
+		}
 	}
 }
 
@@ -54,18 +84,20 @@ func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
 	decodeErr := errors.New(strings.Repeat("y", 300))
 	cases := []struct {
 		d   Decision
+		w   schemas.WriterRef
 		err error
 	}{
-		{Decision{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu"}, nil},
-		{Decision{Outcome: Routed, Jurisdiction: "US", Region: "us", Cluster: "a", Topic: "pinned.us", Pinned: true}, nil},
-		{Decision{Outcome: Quarantined, Reason: ReasonNoCountry}, nil},
-		{Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "XX", Pinned: true}, nil},
-		{Decision{Outcome: Quarantined, Reason: ReasonUnknownCountry}, nil},
+		{Decision{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu"}, soRef, nil},
+		{Decision{Outcome: Routed, Jurisdiction: "US", Region: "us", Cluster: "a", Topic: "pinned.us", Pinned: true}, rawRef, nil},
+		{Decision{Outcome: Quarantined, Reason: ReasonNoCountry}, confRef, nil},
+		{Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "XX", Pinned: true}, soRef, nil},
+		{Decision{Outcome: Quarantined, Reason: ReasonUnknownCountry}, soRef, nil},
 		// EU again, without a region (its cluster unreachable): the cached
 		// EU headers must not be reused.
-		{Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "EU"}, nil},
-		{Decision{Outcome: DeadLettered, Reason: "truncated"}, decodeErr},
-		{Decision{Outcome: DeadLettered, Reason: "empty"}, errors.New("short")},
+		{Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "EU"}, confRef, nil},
+		{Decision{Outcome: DeadLettered, Reason: "truncated"}, rawRef, decodeErr},
+		{Decision{Outcome: DeadLettered, Reason: "empty"}, schemas.WriterRef{}, errors.New("short")},
+		{Decision{Outcome: DeadLettered, Reason: "unknown_schema"}, schemas.WriterRef{Framing: schemas.FramingRaw}, errors.New("no schema")},
 	}
 	var batch []Message
 	for i := range 3 * len(cases) {
@@ -77,7 +109,7 @@ func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
 	}
 	want := func(i int) []Header {
 		c := cases[i%len(cases)]
-		return outHeaders(&batch[i], &c.d, "7", "r1", c.err)
+		return outHeaders(&batch[i], &c.d, c.w, "7", "r1", c.err)
 	}
 	equal := func(a, b []Header) bool {
 		return slices.EqualFunc(a, b, func(x, y Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) })
@@ -89,7 +121,7 @@ func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
 		var got [][]Header
 		for i := range batch {
 			c := cases[i%len(cases)]
-			got = append(got, hb.headers(&batch[i], &c.d, c.err))
+			got = append(got, hb.headers(&batch[i], &c.d, c.w, c.err))
 		}
 		for i, hs := range got {
 			w := want(i)
@@ -143,6 +175,7 @@ func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
 		{Outcome: DeadLettered, Reason: "truncated"},
 		{Outcome: Routed, Jurisdiction: "US", Region: "us", Cluster: "a", Topic: "pinned.us", Pinned: true},
 	}
+	writers := []schemas.WriterRef{soRef, confRef, rawRef, {}, soRef}
 	decodeErr := errors.New("truncated record")
 	// batch returns n events whose partitions and offsets depend on seed,
 	// every other one with a producer header (and a forged residency one).
@@ -168,7 +201,7 @@ func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
 			if cases[i%len(cases)].Outcome == DeadLettered {
 				err = decodeErr
 			}
-			hs = append(hs, hb.headers(&ms[i], &cases[i%len(cases)], err))
+			hs = append(hs, hb.headers(&ms[i], &cases[i%len(cases)], writers[i%len(writers)], err))
 		}
 		return hs, slab, arena
 	}
@@ -180,7 +213,7 @@ func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
 			if cases[i%len(cases)].Outcome == DeadLettered {
 				err = decodeErr
 			}
-			want := outHeaders(&ms[i], &cases[i%len(cases)], "7", "r1", err)
+			want := outHeaders(&ms[i], &cases[i%len(cases)], writers[i%len(writers)], "7", "r1", err)
 			if !slices.EqualFunc(got[i], want, func(x, y Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) }) {
 				t.Fatalf("%s, event %d: headers\n%v\nwant\n%v", name, i, got[i], want)
 			}
@@ -237,12 +270,12 @@ func TestHeaderBuilderAllocations(t *testing.T) {
 	}
 	var hb headerBuilder
 	hb.startBatch(batch[:2], "7", "r1")
-	hb.headers(&m, &d, nil) // cache the values
-	hb.headers(&m, &q, nil)
+	hb.headers(&m, &d, soRef, nil) // cache the values
+	hb.headers(&m, &q, confRef, nil)
 	hb.startBatch(batch, "7", "r1")
 	allocs := testing.AllocsPerRun(500, func() {
-		hb.headers(&m, &d, nil)
-		hb.headers(&m, &q, nil)
+		hb.headers(&m, &d, soRef, nil)
+		hb.headers(&m, &q, confRef, nil)
 	})
 	if allocs != 0 {
 		t.Fatalf("headers allocate %v times per two events", allocs)
@@ -255,13 +288,37 @@ func TestHeaderBuilderAllocations(t *testing.T) {
 		hb.startBatch(batch, "7", "r1")
 		for i := range batch {
 			if i%10 == 0 {
-				hb.headers(&batch[i], &q, nil)
+				hb.headers(&batch[i], &q, rawRef, nil)
 			} else {
-				hb.headers(&batch[i], &d, nil)
+				hb.headers(&batch[i], &d, soRef, nil)
 			}
 		}
 	})
 	if allocs != 0 {
 		t.Fatalf("a released builder allocates %v times per batch of %d events", allocs, len(batch))
+	}
+}
+
+// TestHeaderBuilderWritersBounded checks that the interned residency-schema
+// values stay bounded however many writer schemas (registry ids) come by,
+// and stay right after the cache starts over.
+func TestHeaderBuilderWritersBounded(t *testing.T) {
+	m := Message{Topic: "in", Partition: 1, Offset: 5}
+	d := Decision{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu"}
+	batch := make([]Message, 100)
+	var hb headerBuilder
+	for id := range 5 * maxInterned {
+		if id%len(batch) == 0 {
+			hb.release()
+			hb.startBatch(batch, "7", "r1")
+			if len(hb.writers) > maxInterned+len(batch) {
+				t.Fatalf("%d interned writer schemas", len(hb.writers))
+			}
+		}
+		w := schemas.WriterRef{Framing: schemas.FramingConfluent, ID: uint32(id + 1)}
+		v, _ := HeaderValue(hb.headers(&m, &d, w, nil), HeaderSchema)
+		if string(v) != w.String() {
+			t.Fatalf("id %d: schema header %q", id+1, v)
+		}
 	}
 }

@@ -158,7 +158,7 @@ func perEvent(ctx context.Context, r *Router, rs *rules.Ruleset, m *Message) int
 	} else {
 		d = Decide(f, "", rs)
 	}
-	return len(r.hdr.headers(m, &d, err))
+	return len(r.hdr.headers(m, &d, f.Writer, err))
 }
 
 // BenchmarkPerEventPath times extract + decide + headers per event: "mix"
@@ -215,6 +215,7 @@ func BenchmarkPerEventPath(b *testing.B) {
 func BenchmarkOutHeaders(b *testing.B) {
 	m := Message{Topic: "events.ingest", Partition: 3, Offset: 1_234_567, Headers: []Header{{Key: "producer", Value: []byte("app-1")}}}
 	d := &Decision{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "remote", Topic: "residency.eu"}
+	w := schemas.WriterRef{Framing: schemas.FramingSingleObject, Fingerprint: 0x0123456789abcdef}
 	batch := make([]Message, 500)
 	for i := range batch {
 		batch[i] = m
@@ -227,7 +228,7 @@ func BenchmarkOutHeaders(b *testing.B) {
 			hb.release() // the previous batch was published
 			hb.startBatch(batch, "42", "router-0")
 		}
-		if len(hb.headers(&batch[i], d, nil)) == 0 {
+		if len(hb.headers(&batch[i], d, w, nil)) == 0 {
 			b.Fatal("no headers")
 		}
 		if i++; i == len(batch) {
@@ -250,7 +251,7 @@ func TestPerEventPathPlacesTheMix(t *testing.T) {
 			d = Decide(f, "", rs)
 		}
 		count[d.Outcome]++
-		hs := outHeaders(&m, &d, rs.VersionString(), "router-0", err)
+		hs := outHeaders(&m, &d, f.Writer, rs.VersionString(), "router-0", err)
 		if v, _ := HeaderValue(hs, HeaderSourceOffset); string(v) != fmt.Sprint(1_000_000+i) {
 			t.Errorf("event %d: source offset header %q", i, v)
 		}

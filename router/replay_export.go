@@ -29,10 +29,12 @@ const (
 // ResidencyHeaders returns the headers the router writes with an event: the
 // original headers of m minus residency ones, followed by the residency
 // headers for decision d (the source coordinates are m's Topic, Partition
-// and Offset). decodeErr is the decode error of a dead-lettered event, or
-// nil. Replay uses it so replayed events carry exactly the router's headers.
-func ResidencyHeaders(m *Message, d *Decision, rulesetVersion, instance string, decodeErr error) []Header {
-	return outHeaders(m, d, rulesetVersion, instance, decodeErr)
+// and Offset). writer is how the event was read (schemas.Fields.Writer,
+// also on error), for the residency-schema header. decodeErr is the decode
+// error of a dead-lettered event, or nil. Replay uses it so replayed events
+// carry exactly the router's headers.
+func ResidencyHeaders(m *Message, d *Decision, writer schemas.WriterRef, rulesetVersion, instance string, decodeErr error) []Header {
+	return outHeaders(m, d, writer, rulesetVersion, instance, decodeErr)
 }
 
 // ReadFields reads the jurisdiction inputs of m as the router does: an empty

@@ -368,6 +368,7 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 	fields := make([]schemas.Fields, len(batch))
 	for i := range batch {
 		f, err := r.extract(ctx, &batch[i])
+		fields[i] = f // on error too: f.Writer says how far it was read
 		if err != nil {
 			if errors.Is(err, schemas.ErrRegistryUnavailable) {
 				return err // gave up or shutting down
@@ -375,7 +376,6 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 			out[i] = placed{d: DeadLetter(err), err: err}
 			continue
 		}
-		fields[i] = f
 	}
 	pins, err := r.lookupPins(ctx, out, fields)
 	if err != nil {
@@ -415,7 +415,7 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 			Topic:   topic,
 			Key:     m.Key,
 			Value:   m.Value,
-			Headers: r.hdr.headers(m, d, out[i].err),
+			Headers: r.hdr.headers(m, d, fields[i].Writer, out[i].err),
 			Time:    m.Time,
 		}
 		OmitBody(&msg, m, out[i].err)

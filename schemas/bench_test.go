@@ -85,7 +85,7 @@ func BenchmarkWalk(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	w := e.byName["io.residency.events.UserEvent"]
+	w := e.byName["io.residency.events.UserEvent"][0]
 	body := benchValue(b)[singleObjectHeaderLen:]
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()

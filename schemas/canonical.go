@@ -19,6 +19,18 @@ func Fingerprint(schemaJSON string) (uint64, error) {
 	return rabin(canonicalForm(n)), nil
 }
 
+// FullName returns the full name of a schema's top-level type (e.g.
+// "io.residency.events.UserEvent"), or "" when it is not a named type (a
+// record, enum or fixed). A schema that is not valid Avro fails with
+// ErrBadSchema.
+func FullName(schemaJSON string) (string, error) {
+	n, err := parseSchema(schemaJSON)
+	if err != nil {
+		return "", err
+	}
+	return n.name, nil
+}
+
 // canonicalForm renders n in Parsing Canonical Form.
 func canonicalForm(n *node) []byte {
 	var b strings.Builder

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -32,10 +33,14 @@ type ExtractorConfig struct {
 	DefaultFraming Framing `yaml:"default_framing"`
 	// Framings gives the framing of individual topics. Default: empty.
 	Framings map[string]Framing `yaml:"framings"`
-	// RawSchemas gives the writer schema of each topic in the raw framing:
-	// either the full name of a catalogue or embedded schema (e.g.
-	// "io.residency.events.UserEvent") or the path of an .avsc file. The
-	// key DefaultTopic ("*") applies to raw topics without their own entry.
+	// RawSchemas gives the writer schema of each topic in the raw framing,
+	// exactly one schema per topic: the path of an .avsc file, or a
+	// catalogue or embedded schema named by its full name and fingerprint
+	// ("io.residency.events.UserEvent@0123456789abcdef", the fingerprint
+	// as `residency schemas fingerprint` prints it), or by its full name
+	// alone when exactly one catalogue or embedded schema has that name (a
+	// name that several versions carry is a config error). The key
+	// DefaultTopic ("*") applies to raw topics without their own entry.
 	// Default: empty (a raw topic without a schema is a config error).
 	RawSchemas map[string]string `yaml:"raw_schemas"`
 	// MaxValueSize is the largest value, in bytes, that is read; larger
@@ -45,9 +50,10 @@ type ExtractorConfig struct {
 	// none (URL empty).
 	Registry RegistryConfig `yaml:"registry"`
 	// CatalogueDir is a directory of .avsc files: writer schemas of the
-	// single-object framing (by fingerprint) and names for RawSchemas. The
-	// embedded schemas are always known as well. Default: empty, embedded
-	// schemas only.
+	// single-object framing, keyed by fingerprint (files with the same
+	// fingerprint are the same schema; several versions of one full name
+	// are several entries), and names for RawSchemas. The embedded schemas
+	// are always known as well. Default: empty, embedded schemas only.
 	CatalogueDir string `yaml:"catalogue_dir"`
 }
 
@@ -57,9 +63,10 @@ const DefaultMaxValueSize = 1 << 20
 // writer is one known writer schema, parsed and compiled.
 type writer struct {
 	text    string
+	source  string // where it came from, for messages: "embedded user_event.avsc", a file path
 	fp      uint64 // the fingerprint of its Parsing Canonical Form
 	root    *node
-	plan    *prog
+	plan    *prog // validates a whole record and captures the jurisdiction fields
 	planErr error // the jurisdiction fields have an unreadable type
 	walk    *prog // validates a whole record before goavro decodes it
 	codec   *goavro.Codec
@@ -78,10 +85,10 @@ type Extractor struct {
 	maxSize    int
 	defFraming Framing
 	framings   map[string]Framing
-	raw        map[string]*writer // by topic; DefaultTopic for the rest
-	byFP       map[uint64]*writer // single-object: catalogue and embedded
-	byName     map[string]*writer // catalogue and embedded, by full name
-	registry   schemaSource       // nil without a registry
+	raw        map[string]*writer   // by topic; DefaultTopic for the rest
+	byFP       map[uint64]*writer   // catalogue, embedded and raw files, by fingerprint (see register)
+	byName     map[string][]*writer // catalogue and embedded, by full name: one per fingerprint, in load order
+	registry   schemaSource         // nil without a registry
 
 	mu   sync.RWMutex
 	byID map[uint32]*writer // confluent: schemas fetched from the registry
@@ -126,7 +133,7 @@ func NewExtractor(cfg ExtractorConfig) (*Extractor, error) {
 		framings:   map[string]Framing{},
 		raw:        map[string]*writer{},
 		byFP:       map[uint64]*writer{},
-		byName:     map[string]*writer{},
+		byName:     map[string][]*writer{},
 		byID:       map[uint32]*writer{},
 	}
 	usesConfluent := cfg.DefaultFraming == FramingConfluent
@@ -156,7 +163,7 @@ func NewExtractor(cfg ExtractorConfig) (*Extractor, error) {
 
 	embedded := Embedded()
 	for _, name := range sortedKeys(embedded) {
-		if err := e.addKnown(embedded[name]); err != nil {
+		if err := e.addKnown(embedded[name], "embedded "+name); err != nil {
 			return nil, fmt.Errorf("embedded schema %s: %w", name, err)
 		}
 	}
@@ -190,42 +197,85 @@ func (e *Extractor) loadCatalogue(dir string) error {
 		if err != nil {
 			return fmt.Errorf("catalogue_dir: %w", err)
 		}
-		if err := e.addKnown(string(b)); err != nil {
+		if err := e.addKnown(string(b), f); err != nil {
 			return fmt.Errorf("catalogue_dir: %s: %w", f, err)
 		}
 	}
 	return nil
 }
 
-// addKnown adds a schema to the single-object catalogue.
-func (e *Extractor) addKnown(text string) error {
-	w, err := e.newWriter(text)
+// addKnown adds a catalogue or embedded schema: known by its fingerprints
+// (see register) for the single-object framing, and by its full name for
+// RawSchemas. A file with the fingerprint of a schema already known is the
+// same schema and adds nothing.
+func (e *Extractor) addKnown(text, source string) error {
+	w, err := e.newWriter(text, source)
 	if err != nil {
 		return err
 	}
 	if w.planErr != nil {
 		return w.planErr
 	}
-	e.byFP[w.fp] = w
-	// goavro's encoder fingerprints schemas with logical types differently
-	// (see Fingerprint); accept its producers too.
-	e.byFP[w.codec.Rabin] = w
-	if w.root.name != "" {
-		e.byName[w.root.name] = w
+	known, err := e.register(w)
+	if err != nil {
+		return err
+	}
+	if known == w && w.root.name != "" {
+		e.byName[w.root.name] = append(e.byName[w.root.name], w)
 	}
 	return nil
 }
 
-// resolveRaw finds a raw topic's schema by full name or file path.
+// register makes w known by its fingerprint and, for goavro's producers, by
+// goavro's fingerprint of it (which differs for schemas with logical types,
+// see Fingerprint), and returns the writer now known by w's fingerprint: w,
+// or the schema registered before with the same fingerprint (the same
+// schema: same Parsing Canonical Form). No key ever names two schemas: a
+// fingerprint that is already goavro's fingerprint of another schema, or
+// the reverse, is an error.
+func (e *Extractor) register(w *writer) (*writer, error) {
+	if prev, ok := e.byFP[w.fp]; ok {
+		if prev.fp != w.fp {
+			return nil, fmt.Errorf("%w: fingerprint %016x of %s is goavro's fingerprint of %s (%016x); rename one of them",
+				ErrBadSchema, w.fp, w.source, prev.source, prev.fp)
+		}
+		return prev, nil
+	}
+	if g := w.codec.Rabin; g != w.fp {
+		if prev, ok := e.byFP[g]; ok {
+			return nil, fmt.Errorf("%w: goavro's fingerprint %016x of %s is the fingerprint of %s; rename one of them",
+				ErrBadSchema, g, w.source, prev.source)
+		}
+		e.byFP[g] = w
+	}
+	e.byFP[w.fp] = w
+	return w, nil
+}
+
+// resolveRaw finds the one schema a raw_schemas entry names: NAME@FINGERPRINT
+// (a catalogue or embedded schema), a full name that exactly one catalogue
+// or embedded schema has, or the path of an .avsc file.
 func (e *Extractor) resolveRaw(ref string) (*writer, error) {
-	if w, ok := e.byName[ref]; ok {
-		return w, nil
+	if name, fpText, ok := strings.Cut(ref, "@"); ok && validFullName(name) {
+		if _, err := os.Stat(ref); err != nil { // not a file whose name has an @
+			return e.resolveNameFingerprint(name, fpText)
+		}
+	}
+	if ws := e.byName[ref]; len(ws) == 1 {
+		return ws[0], nil
+	} else if len(ws) > 1 {
+		var fps []string
+		for _, w := range ws {
+			fps = append(fps, fmt.Sprintf("%016x from %s", w.fp, w.source))
+		}
+		return nil, fmt.Errorf("name %s matches %d schemas (fingerprints %s): name one with NAME@FINGERPRINT or a file path",
+			ref, len(ws), strings.Join(fps, ", "))
 	}
 	b, err := os.ReadFile(ref)
 	if err != nil {
 		return nil, fmt.Errorf("%q is neither a known schema name nor a readable .avsc file: %w", ref, err)
 	}
-	w, err := e.newWriter(string(b))
+	w, err := e.newWriter(string(b), ref)
 	if err != nil {
 		return nil, err
 	}
@@ -233,16 +283,56 @@ func (e *Extractor) resolveRaw(ref string) (*writer, error) {
 		return nil, w.planErr
 	}
 	// Sinks read raw events by the fingerprint in their residency-schema
-	// header (see WriterRef).
-	if _, ok := e.byFP[w.fp]; !ok {
-		e.byFP[w.fp] = w
+	// header (see WriterRef), so the file is known by it too; a catalogue
+	// or embedded schema with that fingerprint is the same schema.
+	return e.register(w)
+}
+
+// resolveNameFingerprint finds the catalogue or embedded schema named
+// name whose fingerprint is fpText (16 hex digits).
+func (e *Extractor) resolveNameFingerprint(name, fpText string) (*writer, error) {
+	fp, err := strconv.ParseUint(fpText, 16, 64)
+	if len(fpText) != 16 || err != nil {
+		return nil, fmt.Errorf("%s@%s: the fingerprint after @ must be 16 hex digits, as `residency schemas fingerprint` prints it", name, fpText)
 	}
-	return w, nil
+	var fps []string
+	for _, w := range e.byName[name] {
+		// goavro's fingerprint of the schema names it too (see register).
+		if w.fp == fp || w.codec.Rabin == fp {
+			return w, nil
+		}
+		fps = append(fps, fmt.Sprintf("%016x", w.fp))
+	}
+	for _, ws := range e.byName {
+		for _, w := range ws {
+			if w.fp == fp || w.codec.Rabin == fp {
+				return nil, fmt.Errorf("%s@%s: fingerprint %016x is %s, not %s", name, fpText, fp, w.root.name, name)
+			}
+		}
+	}
+	known := "none has that name"
+	if len(fps) > 0 {
+		known = "those named " + name + " have " + strings.Join(fps, ", ")
+	}
+	return nil, fmt.Errorf("%s@%s: no embedded or catalogue schema has fingerprint %016x (%s)", name, fpText, fp, known)
+}
+
+// validFullName reports whether s is an Avro full name: names joined by dots.
+func validFullName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, seg := range strings.Split(s, ".") {
+		if !validName(seg) {
+			return false
+		}
+	}
+	return true
 }
 
 // newWriter parses and compiles a writer schema. A schema whose jurisdiction
 // fields cannot be read is returned with planErr set.
-func (e *Extractor) newWriter(text string) (*writer, error) {
+func (e *Extractor) newWriter(text, source string) (*writer, error) {
 	root, err := parseSchema(text)
 	if err != nil {
 		return nil, err
@@ -255,7 +345,7 @@ func (e *Extractor) newWriter(text string) (*writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSchema, err)
 	}
-	w := &writer{text: text, fp: rabin(canonicalForm(root)), root: root, codec: codec, std: std, walk: compileWalk(root)}
+	w := &writer{text: text, source: source, fp: rabin(canonicalForm(root)), root: root, codec: codec, std: std, walk: compileWalk(root)}
 	w.plan, w.planErr = compilePlan(root, e.paths)
 	return w, nil
 }
@@ -322,7 +412,7 @@ func (e *Extractor) byRegistryID(ctx context.Context, id uint32) (*writer, error
 	if err != nil {
 		return nil, err
 	}
-	w, err = e.newWriter(text)
+	w, err = e.newWriter(text, fmt.Sprintf("registry schema id %d", id))
 	if err != nil {
 		return nil, fmt.Errorf("%w: registry schema id %d: %w", ErrUnknownSchema, id, err)
 	}
@@ -342,9 +432,13 @@ func (e *Extractor) byRegistryID(ctx context.Context, id uint32) (*writer, error
 // sentinels of this package: ErrRegistryUnavailable is transient (retry),
 // the others mean the event cannot be read (dead-letter it).
 //
-// Fields.Writer says how the value was read; on error it is set as far as
-// known (the framing, and the writer schema once found), so that a
-// dead-lettered event's headers can say it.
+// Fields.Writer says how the value was read. On error it is set as far as
+// the value was read, so that a dead-lettered event's headers can say it:
+// zero before the framing was read (empty_value, too_large, bad_magic, a
+// cut framing header), the framing and the schema key the value carries
+// once it was (a fingerprint or registry id even when it is unknown; the
+// framing alone for a raw topic without a schema), the whole WriterRef
+// once the writer schema was found (truncated, trailing_bytes, corrupt).
 func (e *Extractor) Extract(ctx context.Context, topic string, value []byte) (Fields, error) {
 	w, body, ref, err := e.writerFor(ctx, topic, value)
 	if err != nil {
@@ -359,8 +453,12 @@ func (w *writer) extract(body []byte, ref WriterRef) (Fields, error) {
 		return Fields{Writer: ref}, w.planErr
 	}
 	var c captures
-	if _, err := w.plan.run(body, 0, &c, 0); err != nil {
+	end, err := w.plan.run(body, 0, &c, 0)
+	if err != nil {
 		return Fields{Writer: ref}, err
+	}
+	if end != len(body) {
+		return Fields{Writer: ref}, trailingError(len(body) - end)
 	}
 	return Fields{
 		Country:    c[slotCountry].v,
@@ -374,7 +472,7 @@ func (w *writer) extract(body []byte, ref WriterRef) (Fields, error) {
 // native is goavro's native form (map[string]any records, unions as
 // map[string]any{"type": value}, timestamp-millis as time.Time);
 // writerSchema is the schema it was written with. Trailing bytes after the
-// record are an error (ErrCorrupt).
+// record are an error (ErrTrailingBytes).
 func (e *Extractor) Decode(ctx context.Context, topic string, value []byte) (native any, writerSchema string, err error) {
 	w, body, _, err := e.writerFor(ctx, topic, value)
 	if err != nil {
@@ -393,7 +491,7 @@ func (w *writer) decode(body []byte) (native any, writerSchema string, err error
 		return nil, "", decodeError(err)
 	}
 	if len(rest) > 0 {
-		return nil, "", fmt.Errorf("%w: %d bytes after the end of the record", ErrCorrupt, len(rest))
+		return nil, "", trailingError(len(rest))
 	}
 	return native, w.text, nil
 }
@@ -415,7 +513,7 @@ func (e *Extractor) DecodeJSON(ctx context.Context, topic string, value []byte) 
 		return nil, "", decodeError(err)
 	}
 	if len(rest) > 0 {
-		return nil, "", fmt.Errorf("%w: %d bytes after the end of the record", ErrCorrupt, len(rest))
+		return nil, "", trailingError(len(rest))
 	}
 	doc, err = w.std.TextualFromNative(nil, native)
 	if err != nil {
@@ -434,9 +532,14 @@ func (w *writer) check(body []byte) error {
 		return err
 	}
 	if end != len(body) {
-		return fmt.Errorf("%w: %d bytes after the end of the record", ErrCorrupt, len(body)-end)
+		return trailingError(len(body) - end)
 	}
 	return nil
+}
+
+// trailingError is the error of a value with n bytes after its record.
+func trailingError(n int) error {
+	return fmt.Errorf("%w: %d bytes after the end of the record", ErrTrailingBytes, n)
 }
 
 // decodeError classifies a goavro decode error.

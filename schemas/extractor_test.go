@@ -152,30 +152,6 @@ func corruptAt(t *testing.T, body []byte, fieldName string, b byte) []byte {
 	return out
 }
 
-func TestExtractEveryTruncation(t *testing.T) {
-	ctx := context.Background()
-	body := encode(t, UserEventSchema, sampleEvent(4, "FR"))
-	e, _ := framed(t, UserEventSchema, body)
-	full, err := e.Extract(ctx, "t-raw", body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The country ends where its bytes end within body.
-	end := strings.Index(string(body), "FR") + 2
-	for n := 1; n < len(body); n++ {
-		got, err := e.Extract(ctx, "t-raw", body[:n])
-		if n < end {
-			if !errors.Is(err, ErrTruncated) {
-				t.Fatalf("prefix of %d bytes: err = %v, want ErrTruncated", n, err)
-			}
-			continue
-		}
-		if err != nil || string(got.Country) != string(full.Country) {
-			t.Fatalf("prefix of %d bytes (country ends at %d): %q, %v", n, end, got.Country, err)
-		}
-	}
-}
-
 // Older and newer writer schemas: the field is found by name wherever it is.
 func TestExtractSchemaEvolution(t *testing.T) {
 	v1 := `{"type":"record","name":"UserEvent","namespace":"io.residency.events","fields":[

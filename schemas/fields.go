@@ -1,6 +1,9 @@
 package schemas
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Fields are the jurisdiction inputs of one event, read straight from its
 // encoded bytes. The slices alias the event's value: they are valid only while
@@ -16,6 +19,7 @@ type Fields struct {
 	UserID []byte
 	// Writer says how the value was read: framing and writer schema (see
 	// WriterRef). The router records it in the residency-schema header.
+	// On error, set as far as the value was read (see Extractor.Extract).
 	Writer WriterRef
 }
 
@@ -32,19 +36,24 @@ var (
 	// ErrUnknownSchema: the schema id or fingerprint is not known to the
 	// registry or catalogue.
 	ErrUnknownSchema = errors.New("unknown schema")
-	// ErrTruncated: the value ends before the record does.
+	// ErrTruncated: the value ends before the record does (also when a
+	// length or an array or map count claims more than the value holds).
 	ErrTruncated = errors.New("truncated avro")
 	// ErrCorrupt: the bytes are not a valid encoding of the writer schema
 	// (bad varint, negative length, union index out of range, bad UTF-8 ...).
 	ErrCorrupt = errors.New("corrupt avro")
+	// ErrTrailingBytes: the value holds bytes after the end of the record.
+	// It wraps ErrCorrupt (such a value is not a valid encoding either), so
+	// callers that branch on ErrCorrupt see it too; Reason tells it apart.
+	ErrTrailingBytes = fmt.Errorf("%w: bytes after the end of the record", ErrCorrupt)
 	// ErrRegistryUnavailable: the schema registry could not be reached. This is
 	// transient: the event is not dead-lettered, the caller retries.
 	ErrRegistryUnavailable = errors.New("schema registry unavailable")
 )
 
 // Reason maps a decode error to the short, bounded-cardinality reason used in
-// dead-letter headers and metric labels ("bad_magic", "unknown_schema", ...).
-// Errors that match no sentinel map to "corrupt".
+// dead-letter headers and metric labels: one of Reasons. Errors that match
+// no sentinel map to "corrupt".
 func Reason(err error) string {
 	switch {
 	case errors.Is(err, ErrEmptyValue):
@@ -57,7 +66,15 @@ func Reason(err error) string {
 		return "unknown_schema"
 	case errors.Is(err, ErrTruncated):
 		return "truncated"
+	case errors.Is(err, ErrTrailingBytes):
+		return "trailing_bytes"
 	default:
 		return "corrupt"
 	}
+}
+
+// Reasons lists every reason Reason returns, in the order of the
+// dead-letter reasons table of docs/ingest-contract.md.
+func Reasons() []string {
+	return []string{"empty_value", "too_large", "bad_magic", "unknown_schema", "truncated", "trailing_bytes", "corrupt"}
 }

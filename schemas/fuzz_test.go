@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -108,9 +111,12 @@ func longVarintRun(b []byte) bool {
 	return false
 }
 
-// crossCheck extracts body with c.e and decodes it with goavro. When goavro
-// decodes it, Extract must give the same fields, or ErrCorrupt for what we
-// are stricter about (over-long varints, invalid UTF-8 in a captured field).
+// crossCheck extracts body with c.e and decodes it with goavro. Extract
+// checks the whole record, so it accepts exactly what goavro decodes with
+// no bytes left over, and reads the same fields; what goavro decodes with
+// bytes left over is refused as trailing_bytes. The exceptions are what we
+// are stricter about (over-long varints, invalid UTF-8 in a captured field,
+// values nested deeper than maxDepth): refused as corrupt.
 func crossCheck(t *testing.T, c fuzzCase, body []byte) {
 	got, err := c.e.Extract(context.Background(), "raw", body)
 	native, rest, gerr := c.codec.NativeFromBinary(body)
@@ -124,22 +130,34 @@ func crossCheck(t *testing.T, c fuzzCase, body []byte) {
 		t.Fatalf("%s: Decode accepts %x, goavro: %v, %d trailing bytes", c.name, body, gerr, len(rest))
 	case derr == nil && fmt.Sprint(decoded) != fmt.Sprint(native):
 		t.Fatalf("%s: Decode = %v, goavro %v", c.name, decoded, native)
-	case derr != nil && gerr == nil && len(rest) == 0 && (!errors.Is(derr, ErrCorrupt) || !longVarintRun(body)):
+	case derr != nil && gerr == nil && len(rest) == 0 && (!errors.Is(derr, ErrCorrupt) || !(longVarintRun(body) || errors.Is(derr, errTooDeep))):
 		t.Fatalf("%s: goavro decodes %x but Decode fails: %v", c.name, body, derr)
 	}
 	if gerr != nil {
-		return // we read a prefix: success or an error are both fine
+		if err == nil {
+			t.Fatalf("%s: Extract accepts %x, goavro refuses it: %v", c.name, body, gerr)
+		}
+		if r := Reason(err); r != "truncated" && r != "corrupt" && r != "empty_value" {
+			t.Fatalf("%s: goavro refuses %x (%v), Extract says %s: %v", c.name, body, gerr, r, err)
+		}
+		return
 	}
 	m := native.(map[string]any)
 	wantC, hasC := c.country(m)
 	wantU, hasU := c.user(m)
+	strict := longVarintRun(body) || errors.Is(err, errTooDeep) ||
+		(hasC && !utf8.ValidString(fmt.Sprint(wantC))) || (hasU && !utf8.ValidString(fmt.Sprint(wantU)))
 	if err != nil {
-		strict := longVarintRun(body) ||
-			(hasC && !utf8.ValidString(fmt.Sprint(wantC))) || (hasU && !utf8.ValidString(fmt.Sprint(wantU)))
-		if !errors.Is(err, ErrCorrupt) || !strict {
-			t.Fatalf("%s: goavro decodes %x but Extract fails: %v", c.name, body, err)
+		switch {
+		case strict && errors.Is(err, ErrCorrupt):
+		case len(rest) > 0 && errors.Is(err, ErrTrailingBytes) && Reason(err) == "trailing_bytes":
+		default:
+			t.Fatalf("%s: goavro decodes %x (%d bytes left over) but Extract fails: %v", c.name, body, len(rest), err)
 		}
 		return
+	}
+	if len(rest) > 0 {
+		t.Fatalf("%s: Extract accepts %x, goavro leaves %d bytes after the record", c.name, body, len(rest))
 	}
 	if got.HasCountry != hasC || (hasC && string(got.Country) != fmt.Sprint(wantC)) {
 		t.Fatalf("%s: country %q/%v, goavro %v/%v (body %x)", c.name, got.Country, got.HasCountry, wantC, hasC, body)
@@ -246,12 +264,154 @@ func FuzzExtract(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	// testdata/fuzz/FuzzExtract/reason-* hold one single-object value per
+	// reason the router can give (TestFuzzCorpusHasEveryReason).
 	cases := fuzzCases(f)
+	framed := newFramedCase(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, c := range cases {
 			crossCheck(t, c, body)
 		}
+		framed.check(t, body)
 	})
+}
+
+// framedMaxValue is the max_value_size of framedCase's extractor, small so
+// that a too_large seed stays small.
+const framedMaxValue = 4096
+
+// framedCase reads a whole value (framing included) as the router does:
+// single-object framing, the embedded schemas plus the nested and unions
+// schemas in a catalogue, max_value_size framedMaxValue.
+type framedCase struct {
+	e      *Extractor
+	codecs map[uint64]*goavro.Codec // by fingerprint (the specification's and goavro's)
+}
+
+func newFramedCase(t testing.TB) framedCase {
+	dir := t.TempDir()
+	codecs := map[uint64]*goavro.Codec{}
+	for name, text := range map[string]string{"user_event.avsc": UserEventSchema, "nested.avsc": nestedSchema, "unions.avsc": unionsSchema} {
+		if name != "user_event.avsc" {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, err := goavro.NewCodec(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fp, err := Fingerprint(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		codecs[fp], codecs[c.Rabin] = c, c
+	}
+	e, err := NewExtractor(ExtractorConfig{CatalogueDir: dir, MaxValueSize: framedMaxValue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return framedCase{e, codecs}
+}
+
+// reference is the reading of value that Extract must agree with: the
+// reason it is refused for, "" when it is accepted, and the decoded record.
+// strictOK is set when Extract may refuse as corrupt what goavro reads
+// (see crossCheck).
+func (fc framedCase) reference(value []byte) (reason string, native map[string]any, strictOK bool) {
+	switch {
+	case len(value) == 0:
+		return "empty_value", nil, false
+	case len(value) > framedMaxValue:
+		return "too_large", nil, false
+	case value[0] != 0xC3 || len(value) > 1 && value[1] != 0x01:
+		return "bad_magic", nil, false
+	case len(value) < singleObjectHeaderLen:
+		return "truncated", nil, false
+	}
+	codec, ok := fc.codecs[binary.LittleEndian.Uint64(value[2:10])]
+	if !ok {
+		return "unknown_schema", nil, false
+	}
+	body := value[singleObjectHeaderLen:]
+	n, rest, err := codec.NativeFromBinary(body)
+	if err != nil {
+		return "truncated|corrupt", nil, false
+	}
+	native = n.(map[string]any)
+	strictOK = longVarintRun(body)
+	for _, k := range []string{"country", "user_id"} {
+		if v, ok := unwrap(native[k]); ok && !utf8.ValidString(fmt.Sprint(v)) {
+			strictOK = true
+		}
+	}
+	if len(rest) > 0 {
+		return "trailing_bytes", native, strictOK
+	}
+	return "", native, strictOK
+}
+
+// check extracts value and compares with the reference reading.
+func (fc framedCase) check(t *testing.T, value []byte) {
+	got, err := fc.e.Extract(context.Background(), "events", value)
+	want, native, strictOK := fc.reference(value)
+	reason := ""
+	if err != nil {
+		reason = Reason(err)
+	}
+	switch {
+	case reason == want:
+	case want == "truncated|corrupt" && (reason == "truncated" || reason == "corrupt"):
+	case strictOK && reason == "corrupt", errors.Is(err, errTooDeep):
+	default:
+		t.Fatalf("framed %x: Extract says %q (%v), the reference %q", value, reason, err, want)
+	}
+	if err != nil || native == nil {
+		return
+	}
+	wantC, hasC := unwrap(native["country"])
+	if got.HasCountry != hasC || hasC && string(got.Country) != fmt.Sprint(wantC) {
+		t.Fatalf("framed %x: country %q/%v, goavro %v/%v", value, got.Country, got.HasCountry, wantC, hasC)
+	}
+	if want := (WriterRef{Framing: FramingSingleObject, Fingerprint: mustFingerprintOf(fc.codecs[binary.LittleEndian.Uint64(value[2:10])])}); got.Writer != want {
+		t.Fatalf("framed %x: writer %v, want %v", value, got.Writer, want)
+	}
+}
+
+// mustFingerprintOf is the specification's fingerprint of c's schema.
+func mustFingerprintOf(c *goavro.Codec) uint64 {
+	fp, err := Fingerprint(c.Schema())
+	if err != nil {
+		panic(err)
+	}
+	return fp
+}
+
+// The fuzz corpus holds one value per reason the router can give, each
+// named reason-REASON, and framedCase gives each its reason.
+func TestFuzzCorpusHasEveryReason(t *testing.T) {
+	fc := newFramedCase(t)
+	for _, reason := range Reasons() {
+		p := filepath.Join("testdata", "fuzz", "FuzzExtract", "reason-"+reason)
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			t.Errorf("no seed for reason %s: %v", reason, err)
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+		if len(lines) != 2 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "[]byte(") {
+			t.Fatalf("%s: not a go test fuzz v1 []byte file", p)
+		}
+		value, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		_, err = fc.e.Extract(context.Background(), "events", []byte(value))
+		if got := Reason(err); err == nil || got != reason {
+			t.Errorf("%s: Extract: %v (%s), want %s", p, err, got, reason)
+		}
+		fc.check(t, []byte(value))
+	}
 }
 
 // Arrays and maps written in several blocks, with negative counts followed

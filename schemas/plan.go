@@ -177,39 +177,29 @@ type fieldPath struct {
 	slot int
 }
 
-// compilePlan compiles the program that captures the given paths from a
-// record of writer schema root. Paths missing from the schema are left
-// uncaptured; paths of an unreadable type give ErrFieldType.
+// compilePlan compiles the program that walks (validates) a whole record
+// of writer schema root and captures the given paths on the way, in one
+// pass. Paths missing from the schema are left uncaptured; paths of an
+// unreadable type give ErrFieldType.
 func compilePlan(root *node, paths []fieldPath) (*prog, error) {
 	if root.kind != kRecord {
 		return nil, fmt.Errorf("%w: the writer schema is a %s, not a record", ErrFieldType, root.kind)
 	}
 	c := &compiler{records: map[string]*prog{}}
 	p := &prog{}
-	if err := c.record(p, root, paths, "", false); err != nil {
+	if err := c.record(p, root, paths, ""); err != nil {
 		return nil, err
 	}
 	p.computeSize()
 	return p, nil
 }
 
-// record emits the steps that walk rec capturing paths (relative to rec).
-// The top-level record (whole false) stops after the last field a path
-// needs; a nested one is walked whole, since what follows it must be found.
-func (c *compiler) record(p *prog, rec *node, paths []fieldPath, prefix string, whole bool) error {
-	last := -1
-	if whole {
-		last = len(rec.fields) - 1
-	}
-	for i, f := range rec.fields {
-		for _, fp := range paths {
-			if fp.segs[0] == f.name && i > last {
-				last = i
-			}
-		}
-	}
-	for i := 0; i <= last; i++ {
-		f := rec.fields[i]
+// record emits the steps that walk the whole of rec, capturing paths
+// (relative to rec). Every field is walked, also after the last one a path
+// needs: only a value that is a whole, valid record is read (see
+// writer.extract).
+func (c *compiler) record(p *prog, rec *node, paths []fieldPath, prefix string) error {
+	for _, f := range rec.fields {
 		where := prefix + f.name
 		var leaf *fieldPath
 		var sub []fieldPath
@@ -272,11 +262,11 @@ func (c *compiler) capture(p *prog, t *node, slot int, where string) error {
 func (c *compiler) descend(p *prog, t *node, paths []fieldPath, where string) error {
 	switch t.kind {
 	case kRecord:
-		return c.record(p, t, paths, where+".", true)
+		return c.record(p, t, paths, where+".")
 	case kUnion:
 		return c.union(p, t, where, func(b *node) error {
 			if b.kind == kRecord {
-				return c.record(p, b, paths, where+".", true)
+				return c.record(p, b, paths, where+".")
 			}
 			c.skip(p, b, where)
 			return nil
@@ -461,7 +451,8 @@ var (
 	errBadUTF8       = fmt.Errorf("%w: string is not valid UTF-8", ErrCorrupt)
 	errBlockCount    = fmt.Errorf("%w: bad array or map block count", ErrCorrupt)
 	errTooDeep       = fmt.Errorf("%w: values nested deeper than %d levels", ErrCorrupt, maxDepth)
-	errCountOverflow = fmt.Errorf("%w: array or map larger than the value", ErrCorrupt)
+	errCountOverflow = fmt.Errorf("%w: array or map has more items than the value has bytes left", ErrTruncated)
+	errDuplicateKey  = fmt.Errorf("%w: map has a duplicate key", ErrCorrupt)
 )
 
 // runError is a runner error with the field it happened in.
@@ -634,8 +625,12 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 			if i, err = o.sub.run(b, i, c, depth+int(o.level)+1); err != nil {
 				return i, err
 			}
-		case opArray, opMap:
-			if i, err = skipBlocks(o, b, i, depth+int(o.level)); err != nil {
+		case opArray:
+			if i, err = skipArray(o, b, i, depth+int(o.level)); err != nil {
+				return i, err
+			}
+		case opMap:
+			if i, err = skipMap(o, b, i, depth+int(o.level)); err != nil {
 				return i, err
 			}
 		}
@@ -643,67 +638,174 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 	return i, nil
 }
 
-// skipBlocks skips the blocks of an array or map.
-func skipBlocks(o *op, b []byte, i, depth int) (int, error) {
+// inlineKeys is how many keys of one map skipMap remembers on the stack
+// to find a duplicate; a larger map's keys go into a Go map.
+const inlineKeys = 8
+
+// skipString skips the length-prefixed bytes or string at b[i:] and
+// returns the offset after it and its own start. where names the field.
+func skipString(b []byte, i int, where string) (end, start int, err error) {
+	ls := i
+	n, ok := varint1(b, i)
+	if ok {
+		i++
+	} else if n, i, err = varint(b, i, 10); err != nil {
+		return i, i, &runError{err, where, ls}
+	}
+	if n < 0 {
+		return i, i, &runError{errNegativeLen, where, ls}
+	}
+	if int64(len(b)-i) < n {
+		return i, i, &runError{errShort, where, ls}
+	}
+	return i + int(n), i, nil
+}
+
+// blockCount reads the item count of the next block of an array or map
+// at b[i:]: 0 at the end, else the count, which is at most the bytes left
+// (every item takes one byte at least) unless fixedSize says the items
+// take a constant number of bytes (then the count is bounded by it, or by
+// MaxEmptyItems for items of no bytes).
+func blockCount(o *op, b []byte, i, fixedSize int) (int64, int, error) {
+	start := i
+	count, ok := varint1(b, i)
 	var err error
-	for {
-		start := i
-		count, ok := varint1(b, i)
-		if ok {
-			i++
-		} else if count, i, err = varint(b, i, 10); err != nil {
-			return i, &runError{err, o.where, start}
+	if ok {
+		i++
+	} else if count, i, err = varint(b, i, 10); err != nil {
+		return 0, i, &runError{err, o.where, start}
+	}
+	if count == 0 {
+		return 0, i, nil
+	}
+	if count < 0 {
+		if count == math.MinInt64 {
+			return 0, i, &runError{errBlockCount, o.where, start}
 		}
-		if count == 0 {
-			return i, nil
+		count = -count
+		// The block's byte size follows; like goavro, walk the items
+		// rather than trust it.
+		if _, i, err = varint(b, i, 10); err != nil {
+			return 0, i, &runError{err, o.where, start}
 		}
-		if count < 0 {
-			if count == math.MinInt64 {
-				return i, &runError{errBlockCount, o.where, start}
-			}
-			count = -count
-			// The block's byte size follows; like goavro, walk the items
-			// rather than trust it.
-			if _, i, err = varint(b, i, 10); err != nil {
-				return i, &runError{err, o.where, start}
-			}
+	}
+	switch {
+	case fixedSize == 0:
+		if count > MaxEmptyItems {
+			return 0, i, &runError{errBlockCount, o.where, start}
 		}
-		if o.code == opArray && o.sub.size >= 0 {
-			// Constant-size items: skip them at once.
-			if o.sub.size == 0 {
-				if count > MaxEmptyItems {
-					return i, &runError{errBlockCount, o.where, start}
-				}
-				continue
-			}
-			if count > int64(len(b)-i)/int64(o.sub.size) {
-				return i, &runError{errShort, o.where, start}
-			}
-			i += int(count) * o.sub.size
-			continue
+	case fixedSize > 0:
+		if count > int64(len(b)-i)/int64(fixedSize) {
+			return 0, i, &runError{errShort, o.where, start}
 		}
-		// Every item (or map key) takes at least one byte.
+	default:
 		if count > int64(len(b)-i) {
-			return i, &runError{errCountOverflow, o.where, start}
+			return 0, i, &runError{errCountOverflow, o.where, start}
+		}
+	}
+	return count, i, nil
+}
+
+// strItems reports whether the items of array or map o are each one
+// string or bytes: the most common arrays and maps, skipped without
+// running their program.
+func strItems(o *op) bool {
+	return len(o.sub.ops) == 1 && o.sub.ops[0].code == opBytes && o.sub.ops[0].guard == 0
+}
+
+// skipString1 skips the string or bytes at b[i:] when its length is a
+// one-byte varint and its bytes are there, the common case, for which the
+// call of skipString costs several times more. ok is false otherwise (then
+// call skipString).
+func skipString1(b []byte, i int) (end int, ok bool) {
+	if i < len(b) {
+		if c := b[i]; c < 0x80 && c&1 == 0 {
+			if end = i + 1 + int(c>>1); end <= len(b) {
+				return end, true
+			}
+		}
+	}
+	return i, false
+}
+
+// skipArray skips the blocks of an array.
+func skipArray(o *op, b []byte, i, depth int) (int, error) {
+	size := o.sub.size // constant item size, or -1
+	str := strItems(o)
+	for {
+		count, j, err := blockCount(o, b, i, size)
+		if i = j; err != nil || count == 0 {
+			return i, err
+		}
+		switch {
+		case size >= 0: // constant-size items: skip them at once
+			i += int(count) * size
+		case str:
+			for range count {
+				if end, ok := skipString1(b, i); ok {
+					i = end
+				} else if i, _, err = skipString(b, i, o.sub.ops[0].where); err != nil {
+					return i, err
+				}
+			}
+		default:
+			for range count {
+				if i, err = o.sub.run(b, i, nil, depth+1); err != nil {
+					return i, err
+				}
+			}
+		}
+	}
+}
+
+// skipMap skips the blocks of a map. A map with a duplicate key is refused
+// (errDuplicateKey): goavro refuses it, so the sinks could not read it.
+func skipMap(o *op, b []byte, i, depth int) (int, error) {
+	var keys [inlineKeys][2]int  // offsets of the first keys in b
+	var more map[string]struct{} // the keys, once there are more than inlineKeys
+	nkeys := 0
+	str := strItems(o)
+	for {
+		count, j, err := blockCount(o, b, i, -1) // a key takes a byte at least
+		if i = j; err != nil || count == 0 {
+			return i, err
 		}
 		for range count {
-			if o.code == opMap {
-				ks := i
-				n, ok := varint1(b, i)
-				if ok {
-					i++
-				} else if n, i, err = varint(b, i, 10); err != nil {
-					return i, &runError{err, o.where, ks}
-				}
-				if n < 0 {
-					return i, &runError{errNegativeLen, o.where, ks}
-				}
-				if int64(len(b)-i) < n {
-					return i, &runError{errShort, o.where, ks}
-				}
-				i += int(n)
+			ks := i
+			k0 := i + 1
+			if end, ok := skipString1(b, i); ok {
+				i = end
+			} else if i, k0, err = skipString(b, i, o.where); err != nil {
+				return i, err
 			}
-			if i, err = o.sub.run(b, i, nil, depth+1); err != nil {
+			key := b[k0:i]
+			if nkeys < inlineKeys {
+				for _, k := range keys[:nkeys] {
+					if string(b[k[0]:k[1]]) == string(key) {
+						return i, &runError{errDuplicateKey, o.where, ks}
+					}
+				}
+				keys[nkeys] = [2]int{k0, i}
+			} else {
+				if more == nil {
+					more = make(map[string]struct{}, 2*inlineKeys)
+					for _, k := range keys {
+						more[string(b[k[0]:k[1]])] = struct{}{}
+					}
+				}
+				if _, dup := more[string(key)]; dup {
+					return i, &runError{errDuplicateKey, o.where, ks}
+				}
+				more[string(key)] = struct{}{}
+			}
+			nkeys++
+			if str {
+				if end, ok := skipString1(b, i); ok {
+					i = end
+				} else if i, _, err = skipString(b, i, o.sub.ops[0].where); err != nil {
+					return i, err
+				}
+			} else if i, err = o.sub.run(b, i, nil, depth+1); err != nil {
 				return i, err
 			}
 		}

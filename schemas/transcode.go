@@ -242,7 +242,7 @@ func transcodeEvent(dst []byte, n *node, body []byte) ([]byte, EventKeys, error)
 	if n.kind != kRecord {
 		dst, rest, err := transcode(dst, n, body)
 		if err == nil && len(rest) > 0 {
-			err = fmt.Errorf("%w: %d bytes after the end of the value", ErrCorrupt, len(rest))
+			err = fmt.Errorf("%w: %d bytes after the end of the value", ErrTrailingBytes, len(rest))
 		}
 		return dst, kf, err
 	}
@@ -268,7 +268,7 @@ func transcodeEvent(dst []byte, n *node, body []byte) ([]byte, EventKeys, error)
 		}
 	}
 	if len(src) > 0 {
-		return nil, kf, fmt.Errorf("%w: %d bytes after the end of the record", ErrCorrupt, len(src))
+		return nil, kf, trailingError(len(src))
 	}
 	return append(dst, '}'), kf, nil
 }
@@ -437,6 +437,7 @@ func transcode(dst []byte, n *node, src []byte) ([]byte, []byte, error) {
 		}
 		dst = append(dst, open)
 		first := true
+		var keys mapKeys // a map's keys so far: a duplicate is refused, as goavro and Extract refuse it
 		for {
 			count, rest, err := readLong(src)
 			if err != nil {
@@ -467,6 +468,9 @@ func transcode(dst []byte, n *node, src []byte) ([]byte, []byte, error) {
 					k, rest, err := readBytes(src)
 					if err != nil {
 						return nil, nil, err
+					}
+					if keys.seen(k) {
+						return nil, nil, errDuplicateKey
 					}
 					dst = append(appendJSONString(dst, unsafe.String(unsafe.SliceData(k), len(k))), ':')
 					src = rest
@@ -562,3 +566,36 @@ func appendJSONString(dst []byte, s string) []byte {
 }
 
 const hexDigit = "0123456789abcdef"
+
+// mapKeys remembers the keys of one map, to find a duplicate: the first
+// inlineKeys in place, the others in a Go map.
+type mapKeys struct {
+	n     int
+	first [inlineKeys][]byte
+	more  map[string]struct{}
+}
+
+// seen reports whether k was added before, and adds it.
+func (m *mapKeys) seen(k []byte) bool {
+	if m.n < inlineKeys {
+		for _, p := range m.first[:m.n] {
+			if string(p) == string(k) {
+				return true
+			}
+		}
+		m.first[m.n] = k
+		m.n++
+		return false
+	}
+	if m.more == nil {
+		m.more = make(map[string]struct{}, 2*inlineKeys)
+		for _, p := range m.first {
+			m.more[string(p)] = struct{}{}
+		}
+	}
+	if _, ok := m.more[string(k)]; ok {
+		return true
+	}
+	m.more[string(k)] = struct{}{}
+	return false
+}

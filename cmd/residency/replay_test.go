@@ -18,6 +18,7 @@ import (
 	"github.com/residency-router/residency/router/replay"
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/schemas"
 )
 
 const replayRulesV1 = `
@@ -107,7 +108,7 @@ func (s *replayStack) quarantineEvents(t *testing.T, prefix, country, reason str
 		}
 		m := router.Message{Topic: s.ingest, Partition: i % 2, Offset: int64(i), Key: []byte(fmt.Sprint(i)), Value: v}
 		d := router.Decision{Outcome: router.Quarantined, Reason: reason}
-		msgs = append(msgs, router.Message{Topic: s.quarantine, Key: m.Key, Value: v, Headers: router.ResidencyHeaders(&m, &d, "1", "router-0", nil)})
+		msgs = append(msgs, router.Message{Topic: s.quarantine, Key: m.Key, Value: v, Headers: router.ResidencyHeaders(&m, &d, schemas.WriterRef{}, "1", "router-0", nil)})
 	}
 	if err := s.writer.Publish(testenv.Context(t, 10*time.Second), msgs...); err != nil {
 		t.Fatal(err)
@@ -397,7 +398,7 @@ func TestReplayCommandSinkQuarantine(t *testing.T) {
 		}
 		in := router.Message{Topic: s.ingest, Partition: 1, Offset: int64(10 + i), Key: []byte("u"), Value: v}
 		d := router.Decision{Outcome: router.Routed, Jurisdiction: "US", Region: "us", Topic: s.us, Cluster: "a"}
-		hs := append(router.ResidencyHeaders(&in, &d, "1", "router-0", nil),
+		hs := append(router.ResidencyHeaders(&in, &d, schemas.WriterRef{}, "1", "router-0", nil),
 			router.Header{Key: router.HeaderReason, Value: []byte("region_moved")})
 		msgs = append(msgs, router.Message{Topic: s.sinkQuarantine, Key: in.Key, Value: v, Headers: hs})
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -28,8 +29,10 @@ Subcommands:
                       readers using NEW read events written with the previous
                       schema (backward compatibility)?
   show                print the canonical user event schema (embedded)
-  fingerprint FILE    print the CRC-64-AVRO fingerprint of a schema, as used
-                      by single-object encoding
+  fingerprint FILE    print the CRC-64-AVRO fingerprint of a schema: as a
+                      number (raw_schemas NAME@FINGERPRINT, the
+                      residency-schema header) and in wire order (the 8
+                      bytes after C3 01 in single-object encoding)
 
 Registry credentials come from $` + envRegistryUser + ` and
 $` + envRegistryPassword + ` (basic auth) or $` + envRegistryToken + ` (bearer).
@@ -73,8 +76,25 @@ func schemasFingerprint(e env) int {
 	if err != nil {
 		return fail(e, "schemas fingerprint", fmt.Errorf("%s: %w", pos[0], err))
 	}
-	fmt.Fprintf(e.stdout, "%016x\n", fp)
+	name, _ := schemas.FullName(string(text))
+	printFingerprint(e.stdout, name, fp)
 	return exitOK
+}
+
+// printFingerprint prints fp both ways, labelled: the number (16 hex
+// digits, most significant first), as raw_schemas NAME@FINGERPRINT and the
+// residency-schema header write it, and the wire order, the 8 bytes
+// (little-endian) that follow C3 01 in a single-object encoded value.
+func printFingerprint(w io.Writer, name string, fp uint64) {
+	wire := binary.LittleEndian.AppendUint64(nil, fp)
+	if name != "" {
+		fmt.Fprintf(w, "name:         %s\n", name)
+	}
+	fmt.Fprintf(w, "fingerprint:  %016x  (the number, most significant byte first: raw_schemas NAME@FINGERPRINT, residency-schema header)\n", fp)
+	fmt.Fprintf(w, "wire order:   % x  (the 8 bytes after C3 01 in single-object encoding, little-endian)\n", wire)
+	if name != "" {
+		fmt.Fprintf(w, "raw_schemas:  %s@%016x\n", name, fp)
+	}
 }
 
 // previousSchema is the schema NEW is compared with.

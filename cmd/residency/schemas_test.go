@@ -201,8 +201,21 @@ func TestSchemasShowAndFingerprint(t *testing.T) {
 	code, out, errs = schemasCLI(t, "fingerprint", f)
 	expectCode(t, 0, code, out, errs)
 	want, _ := schemas.Fingerprint(schemas.UserEventSchema)
-	if strings.TrimSpace(out) != fmt.Sprintf("%016x", want) {
-		t.Fatalf("fingerprint %q, want %016x", out, want)
+	// Both byte orders, labelled: the number, and the wire order as the
+	// bytes appear after C3 01 in a single-object value.
+	wire := schemas.AppendSingleObject(nil, want, nil)[2:]
+	for _, line := range []string{
+		"name:         io.residency.events.UserEvent",
+		fmt.Sprintf("fingerprint:  %016x  (the number", want),
+		fmt.Sprintf("wire order:   % x  (the 8 bytes after C3 01", wire),
+		fmt.Sprintf("raw_schemas:  io.residency.events.UserEvent@%016x", want),
+	} {
+		if !strings.Contains(out, line) {
+			t.Fatalf("fingerprint output lacks %q:\n%s", line, out)
+		}
+	}
+	if fmt.Sprintf("%016x", want) == fmt.Sprintf("%x", wire) {
+		t.Fatal("a palindromic fingerprint cannot tell the byte orders apart")
 	}
 	code, out, errs = schemasCLI(t, "fingerprint", avscFile(t, "bad.avsc", "{"))
 	expectCode(t, 1, code, out, errs)

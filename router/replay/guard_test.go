@@ -238,7 +238,7 @@ func TestReplaySinkQuarantine(t *testing.T) {
 		v, _ := enc.Encode(routertest.Event{ID: eventID("05c0", i), UserID: "u", Country: c})
 		in := router.Message{Topic: "in", Partition: 0, Offset: int64(40 + i), Key: []byte("u"), Value: v}
 		d := router.Decision{Outcome: router.Routed, Jurisdiction: "US", Region: "us", Topic: "t.us", Cluster: "a"}
-		hs := router.ResidencyHeaders(&in, &d, "3", "router-0", nil)
+		hs := router.ResidencyHeaders(&in, &d, schemas.WriterRef{}, "3", "router-0", nil)
 		hs = append(hs, router.Header{Key: router.HeaderReplayCount, Value: []byte("1")},
 			router.Header{Key: router.HeaderReason, Value: []byte("sink_region_not_approved")},
 			router.Header{Key: "residency-sink-store", Value: []byte("us-postgres")})

@@ -948,7 +948,7 @@ func (r *Replay) outgoing(it *item) (string, router.Message) {
 	case router.DeadLettered:
 		topic = r.cfg.DeadLetterTopic
 	}
-	hs := router.ResidencyHeaders(&it.orig, &it.d, r.cfg.Rules.VersionString(), r.cfg.Instance, it.err)
+	hs := router.ResidencyHeaders(&it.orig, &it.d, it.fields.Writer, r.cfg.Rules.VersionString(), r.cfg.Instance, it.err)
 	hs = append(hs,
 		router.Header{Key: router.HeaderReplayID, Value: []byte(r.cfg.Plan.ID)},
 		router.Header{Key: router.HeaderReplayCount, Value: strconv.AppendInt(nil, int64(it.count+1), 10)},

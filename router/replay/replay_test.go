@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkedin/goavro/v2"
+
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
@@ -43,8 +45,16 @@ func TestReplayQuarantinedUnknownCountry(t *testing.T) {
 	e.produce(t, vals)
 	fx := fields(t, schemas.ExtractorConfig{})
 	e.route(t, fx)
-	if got := len(e.readAll(t, "a", e.quarantine)); got != 12 {
+	quarantined := e.readAll(t, "a", e.quarantine)
+	if got := len(quarantined); got != 12 {
 		t.Fatalf("quarantine holds %d events after routing under v1, want 12", got)
+	}
+	// The router says how it read each event; replay says the same.
+	schemaHeader := fmt.Sprintf("single-object:%016x", e.enc.Fingerprint())
+	for _, m := range quarantined {
+		if header(m, router.HeaderSchema) != schemaHeader {
+			t.Fatalf("quarantined event's %s header %q, want %q", router.HeaderSchema, header(m, router.HeaderSchema), schemaHeader)
+		}
 	}
 	v2 := e.apply(t, rulesV2)
 
@@ -92,7 +102,8 @@ func TestReplayQuarantinedUnknownCountry(t *testing.T) {
 		if header(m, router.HeaderReplayID) != "real-1" || header(m, router.HeaderReplayCount) != "1" ||
 			header(m, router.HeaderReplayTopic) != e.quarantine || header(m, router.HeaderSourceTopic) != e.ingest ||
 			header(m, router.HeaderRegion) != "us" || header(m, router.HeaderJurisdiction) != "US" ||
-			header(m, router.HeaderRulesetVersion) != v2.VersionString() || header(m, router.HeaderReason) != "" {
+			header(m, router.HeaderRulesetVersion) != v2.VersionString() || header(m, router.HeaderReason) != "" ||
+			header(m, router.HeaderSchema) != schemaHeader {
 			t.Fatalf("replayed event headers: %v", m.Headers)
 		}
 	}
@@ -132,6 +143,25 @@ func TestReplayDeadLetterAfterSchemaAvailable(t *testing.T) {
 	if len(dl) != 9 {
 		t.Fatalf("dead-letter holds %d events, want 9", len(dl))
 	}
+	// An unknown schema's dead-letter record names the fingerprint the
+	// value carries (goavro's, here); junk that was never unframed, none.
+	variantCodec, err := goavro.NewCodec(variantSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range dl {
+		want := fmt.Sprintf("single-object:%016x", variantCodec.Rabin)
+		if header(m, router.HeaderReason) == "bad_magic" {
+			want = ""
+		}
+		if header(m, router.HeaderSchema) != want {
+			t.Fatalf("dead-letter %s: %s header %q, want %q", header(m, router.HeaderReason), router.HeaderSchema, header(m, router.HeaderSchema), want)
+		}
+	}
+	variantFP, err := schemas.Fingerprint(variantSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	fx := fields(t, schemas.ExtractorConfig{CatalogueDir: catalogue(t)})
 	before := e.ends(t)
@@ -158,7 +188,8 @@ func TestReplayDeadLetterAfterSchemaAvailable(t *testing.T) {
 		t.Fatalf("end offsets %v → %v", before, after)
 	}
 	for _, m := range e.readAll(t, "b", e.eu) {
-		if header(m, router.HeaderRegion) != "eu" || header(m, router.HeaderReplayID) != "dl-1" || header(m, router.HeaderError) != "" {
+		if header(m, router.HeaderRegion) != "eu" || header(m, router.HeaderReplayID) != "dl-1" || header(m, router.HeaderError) != "" ||
+			header(m, router.HeaderSchema) != fmt.Sprintf("single-object:%016x", variantFP) {
 			t.Fatalf("eu event headers: %v", m.Headers)
 		}
 	}
@@ -255,7 +286,7 @@ func TestLoopGuard(t *testing.T) {
 		m := router.Message{Topic: e.ingest, Partition: 0, Offset: int64(100 + i), Key: []byte("k"),
 			Value: e.event(t, eventID("0100", i), "u", "CA")}
 		d := router.Decision{Outcome: router.Quarantined, Reason: router.ReasonUnknownCountry}
-		hs := router.ResidencyHeaders(&m, &d, "1", "router-0", nil)
+		hs := router.ResidencyHeaders(&m, &d, schemas.WriterRef{}, "1", "router-0", nil)
 		if count != "" {
 			hs = append(hs, router.Header{Key: router.HeaderReplayCount, Value: []byte(count)})
 		}
