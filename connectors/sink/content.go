@@ -43,6 +43,9 @@ const (
 // regions and the ruleset version, never a field's value. The decision is
 // returned either way.
 func CheckContent(hs []router.Header, f schemas.Fields, pin string, placedBy *rules.Ruleset) (router.Decision, error) {
+	if placedBy == nil {
+		return router.Decision{}, errors.New("sink: no ruleset to check the event's content against")
+	}
 	jur, _ := router.HeaderValue(hs, router.HeaderJurisdiction)
 	region, _ := router.HeaderValue(hs, router.HeaderRegion)
 	by, ok := router.HeaderValue(hs, router.HeaderDecidedBy)
