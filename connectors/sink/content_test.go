@@ -492,3 +492,28 @@ func TestCheckContent(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownWhileLookingUpPins: a sink stopped while its pin lookups fail
+// stops cleanly, and neither writes, quarantines nor commits the batch it
+// could not check: the next member of the group reads it again.
+func TestShutdownWhileLookingUpPins(t *testing.T) {
+	h := newRefusalHarness(t)
+	h.pins.FailNext(1 << 30)
+	h.publish(t, sinktest.Message(usTopic, 1, "US", "us", "US"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.sink.Run(ctx) }()
+	testenv.Eventually(t, waitWithin, "pin lookups retried", func() bool { return h.pins.Lookups() >= 3 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(waitWithin):
+		t.Fatal("the sink did not stop")
+	}
+	if c, n, q := committed(h.harness), h.store.count(), len(h.broker.Records(quarTopic)); c != 0 || n != 0 || q != 0 {
+		t.Errorf("committed %d, stored %d, quarantined %d; want nothing", c, n, q)
+	}
+}
