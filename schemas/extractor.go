@@ -408,6 +408,11 @@ func (e *Extractor) byRegistryID(ctx context.Context, id uint32) (*writer, error
 	if ok {
 		return w, nil
 	}
+	if e.registry == nil {
+		// Reached through a WriterRef (a sink reading by the residency-schema
+		// header) when no topic is confluent-framed.
+		return nil, fmt.Errorf("%w: registry schema id %d: no schema registry is configured", ErrUnknownSchema, id)
+	}
 	text, err := e.registry.SchemaByID(ctx, id)
 	if err != nil {
 		return nil, err

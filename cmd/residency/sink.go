@@ -259,6 +259,7 @@ type sinkWiring struct {
 	log    *slog.Logger
 	redis  *redis.Client
 	cache  *rules.Cache
+	pins   *rules.Pins
 	stopBg context.CancelFunc
 	bg     sync.WaitGroup
 	store  sink.Store
@@ -280,16 +281,25 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *Config, sc *SinkConfig, reg 
 	if err != nil {
 		return exitUsage, fieldError("schemas", err)
 	}
-	src, _, client, err := rulesSource(cfg)
+	src, store, client, err := rulesSource(cfg)
 	if err != nil {
 		return exitUsage, err
 	}
 	w.redis = client
 	w.cache = rules.NewCache(src, rules.CacheOptions{PollInterval: cfg.Rules.PollInterval,
 		StalenessBound: cfg.Rules.StalenessBound, Registerer: reg, Logger: w.log})
+	// The sink re-decides each event under the ruleset version that placed
+	// it (from Redis; a rules.file knows its one version) and with its
+	// user's pin, as the router decided it.
+	if store != nil && cfg.pinsEnabled() {
+		w.pins = rules.NewPins(store, rules.PinsOptions{Registerer: reg})
+	}
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	w.stopBg = stop
 	w.bg.Go(func() { _ = w.cache.Run(bg) })
+	if w.pins != nil {
+		w.bg.Go(func() { _ = w.pins.Run(bg) })
+	}
 	select {
 	case <-w.cache.Loaded():
 	case <-time.After(sc.RulesWait):
@@ -352,9 +362,13 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *Config, sc *SinkConfig, reg 
 		Compression: cfg.Kafka.Compression, Logger: w.log}); err != nil {
 		return exitUsage, clusterError(sc.QuarantineCluster, err)
 	}
-	w.sink, err = sink.New(sink.Config{Store: sc.Store, Region: sc.Region, Topic: sc.Topic, Cluster: sc.Cluster, QuarantineTopic: sc.QuarantineTopic,
-		BatchSize: sc.BatchSize, BatchTimeout: sc.BatchTimeout, DrainTimeout: sc.DrainTimeout, WriteTimeout: sc.WriteTimeout, Logger: w.log, Registerer: reg},
-		w.reader, w.store, w.writer, w.cache, dec)
+	scfg := sink.Config{Store: sc.Store, Region: sc.Region, Topic: sc.Topic, Cluster: sc.Cluster, QuarantineTopic: sc.QuarantineTopic,
+		BatchSize: sc.BatchSize, BatchTimeout: sc.BatchTimeout, DrainTimeout: sc.DrainTimeout, WriteTimeout: sc.WriteTimeout,
+		Rulesets: sink.NewVersions(src, 0), Logger: w.log, Registerer: reg}
+	if w.pins != nil {
+		scfg.Pins = w.pins
+	}
+	w.sink, err = sink.New(scfg, w.reader, w.store, w.writer, w.cache, dec)
 	if err != nil {
 		return exitUsage, fieldError(field, err)
 	}

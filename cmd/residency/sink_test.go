@@ -102,7 +102,9 @@ sinks:
 		t.Helper()
 		var msgs []router.Message
 		for i := from; i < to; i++ {
-			msgs = append(msgs, sinktest.Message(us, i, "US", "us", "US"))
+			// Placed by version 1: the sink re-decides it under version 1,
+			// loaded from Redis, whatever version is in force.
+			msgs = append(msgs, sinktest.WithHeader(sinktest.Message(us, i, "US", "us", "US"), router.HeaderRulesetVersion, "1"))
 		}
 		if err := w.Publish(ctx, msgs...); err != nil {
 			t.Fatal(err)
@@ -189,13 +191,20 @@ sinks:
 	// `rules rollback`-style re-approval: a new sink drains the rest.
 	code, out, errs = rulesCLI(t, r, "apply", writeFile(t, "rules3.yaml", sinkRules(us, "us")))
 	mustCode(t, exitOK, code, out, errs)
+	// And an event a pin placed: the sink checks the pin in Redis.
+	code, out, errs = rulesCLI(t, r, "pin", sinktest.UserID(99), "US")
+	mustCode(t, exitOK, code, out, errs)
+	pinned := sinktest.WithHeader(sinktest.Message(us, 99, "US", "us", "DE"), router.HeaderDecidedBy, "pin")
+	if err := w.Publish(ctx, sinktest.WithHeader(pinned, router.HeaderRulesetVersion, "3")); err != nil {
+		t.Fatal(err)
+	}
 	rctx2, stop2 := context.WithCancel(ctx)
 	defer stop2()
 	done = make(chan int, 1)
 	go func() {
 		done <- run(rctx2, []string{"sink", "--config", cfgFile, "--store", "us-postgres", "--listen", "off"}, nil, &stdout, &stderr)
 	}()
-	waitUntil("45 rows", func() bool { return pgRows(t, pg.DSN) == 45 })
+	waitUntil("46 rows", func() bool { return pgRows(t, pg.DSN) == 46 })
 	stop2()
 	if c := <-done; c != exitOK {
 		t.Fatalf("exit code %d", c)
@@ -271,7 +280,8 @@ sinks:
 	defer w.Close()
 	var msgs []router.Message
 	for i := range 12 {
-		msgs = append(msgs, sinktest.Message(us, i, "US", "us", "US"))
+		// A ruleset file has version 0.
+		msgs = append(msgs, sinktest.WithHeader(sinktest.Message(us, i, "US", "us", "US"), router.HeaderRulesetVersion, "0"))
 	}
 	if err := w.Publish(ctx, msgs...); err != nil {
 		t.Fatal(err)

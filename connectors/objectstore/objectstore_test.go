@@ -381,7 +381,7 @@ func TestSinkRoundTripAndRestart(t *testing.T) {
 	if err := b.Publisher().Publish(context.Background(), msgs...); err != nil {
 		t.Fatal(err)
 	}
-	rs := sinktest.NewRules(sinktest.Ruleset(4, usTopic, euTopic, storeName, "us"))
+	rs := sinktest.NewRules(sinktest.Ruleset(7, usTopic, euTopic, storeName, "us"))
 	dec, err := schemas.NewExtractor(schemas.ExtractorConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -51,7 +51,7 @@ func BenchmarkSinkVsCopy(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	rs := sinktest.NewRules(sinktest.Ruleset(1, usTopic, euTopic, storeName, "us"))
+	rs := sinktest.NewRules(sinktest.Ruleset(7, usTopic, euTopic, storeName, "us"))
 	dec := decoder(b)
 
 	var copyDur, sinkDur time.Duration
@@ -126,7 +126,7 @@ func decodeAll(b *testing.B, msgs []router.Message) []sink.Record {
 	cfg := sinkConfig(usTopic)
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	s, err := sink.New(cfg, broker.Subscriber("g", usTopic), cs, broker.Publisher(),
-		sinktest.NewRules(sinktest.Ruleset(1, usTopic, euTopic, storeName, "us")), decoder(b))
+		sinktest.NewRules(sinktest.Ruleset(7, usTopic, euTopic, storeName, "us")), decoder(b))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -108,7 +108,7 @@ func TestSinkQuarantinesMismatchedRegion(t *testing.T) {
 	if err := b.Publisher().Publish(context.Background(), msgs...); err != nil {
 		t.Fatal(err)
 	}
-	rs := sinktest.NewRules(sinktest.Ruleset(3, usTopic, euTopic, storeName, "us"))
+	rs := sinktest.NewRules(sinktest.Ruleset(7, usTopic, euTopic, storeName, "us"))
 	s, err := sink.New(sinkConfig(usTopic), b.Subscriber("g", usTopic), store, b.Publisher(), rs, decoder(t))
 	if err != nil {
 		t.Fatal(err)
@@ -167,8 +167,8 @@ func TestSinkStopsWithinOneBatchWhenApprovalRevoked(t *testing.T) {
 	b := routertest.NewBroker()
 	b.CreateTopic(usTopic, 1)
 	b.CreateTopic(quarTopic, 1)
-	rs := sinktest.NewRules(sinktest.Ruleset(20, usTopic, euTopic, storeName, "us"))
-	revoked := sinktest.Ruleset(21, usTopic, euTopic, storeName, "eu")
+	rs := sinktest.NewRules(sinktest.Ruleset(7, usTopic, euTopic, storeName, "us"))
+	revoked := sinktest.Ruleset(8, usTopic, euTopic, storeName, "eu")
 	hs := &hookStore{Store: store, before: func(_ context.Context, n int, _ []sink.Record) error {
 		if n == 2 {
 			rs.Set(revoked) // `rules apply` lands while batch 2 is being written
@@ -194,7 +194,7 @@ func TestSinkStopsWithinOneBatchWhenApprovalRevoked(t *testing.T) {
 	if c := b.Committed("g", usTopic, 0); c != 20 {
 		t.Fatalf("committed %d, want 20", c)
 	}
-	if err := s.Ready(); !strings.Contains(err.Error(), "ruleset version 21") || !strings.Contains(err.Error(), storeName) {
+	if err := s.Ready(); !strings.Contains(err.Error(), "ruleset version 8") || !strings.Contains(err.Error(), storeName) {
 		t.Errorf("Ready = %v", err)
 	}
 }
@@ -224,7 +224,7 @@ func TestSinkKilledMidBatchExactlyOnce(t *testing.T) {
 	if err := w.Publish(ctx, msgs...); err != nil {
 		t.Fatal(err)
 	}
-	rs := sinktest.NewRules(sinktest.Ruleset(5, topic, euTopic, storeName, "us"))
+	rs := sinktest.NewRules(sinktest.Ruleset(7, topic, euTopic, storeName, "us"))
 	group := testenv.Name(t, "sink")
 	cfg := sinkConfig(topic)
 	cfg.QuarantineTopic = quar

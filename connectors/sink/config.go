@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/residency-router/residency/router"
 )
 
 // Sentinel errors callers branch on (errors.Is).
@@ -29,26 +31,57 @@ var (
 )
 
 // Quarantine reasons, the values of the residency-reason header the sink
-// sets and of the "reason" metric label.
+// sets and of the "reason" metric label, in the order they are checked.
+// Every quarantined event also gets a residency-error header saying what
+// exactly was wrong (never payload).
 const (
 	// ReasonNoRegion: the event has no residency-region header.
 	ReasonNoRegion = "sink_no_region"
-	// ReasonRegionNotApproved: the event's region is not one the store is
-	// approved for under the ruleset in force.
-	ReasonRegionNotApproved = "sink_region_not_approved"
-	// ReasonNoJurisdiction: the event has no residency-jurisdiction header,
-	// or it names a jurisdiction the ruleset in force does not define.
+	// ReasonNoJurisdiction: the event has no residency-jurisdiction header.
 	ReasonNoJurisdiction = "sink_no_jurisdiction"
-	// ReasonRegionMoved: under the ruleset in force the event's
-	// jurisdiction maps to another region than its residency-region header
-	// (the region it was routed to under an earlier ruleset). Replay routes
-	// it to its new region.
-	ReasonRegionMoved = "sink_region_moved"
-	// ReasonUndecodable: the event could not be decoded.
+	// ReasonNoSchemaHeader: the event has no residency-schema header, or
+	// one that is not a writer schema reference (schemas.WriterRef): the
+	// sink does not know how the event was read, and never guesses.
+	ReasonNoSchemaHeader = "sink_no_schema_header"
+	// ReasonUnknownSchema: the writer schema the residency-schema header
+	// names is not known to this sink (a fingerprint neither embedded, in
+	// the catalogue nor a raw schema; a registry id the registry does not
+	// have, or no registry). A registry that cannot be reached is retried,
+	// not quarantined.
+	ReasonUnknownSchema = "sink_unknown_schema"
+	// ReasonUndecodable: the value does not decode the way its
+	// residency-schema header says (corrupt or cut short, trailing bytes,
+	// or framing bytes that disagree with the header).
 	ReasonUndecodable = "sink_undecodable"
 	// ReasonMissingField: the decoded event lacks event_id or occurred_at.
 	ReasonMissingField = "sink_missing_field"
+	// ReasonUnknownRuleset: the residency-ruleset-version header is
+	// missing, is not a version number, or names a version the sink cannot
+	// load (not found, corrupt). A rules store that cannot be reached is
+	// retried, not quarantined.
+	ReasonUnknownRuleset = "sink_unknown_ruleset"
+	// ReasonContentMismatch: the event's own fields (country, user id and
+	// the user's pin) do not give, under the ruleset version that placed
+	// it, the jurisdiction, region and decided-by its headers claim: the
+	// router did not write it this way (forged, or written into the pinned
+	// topic by something else). See CheckContent.
+	ReasonContentMismatch = "sink_content_mismatch"
+	// ReasonRegionNotApproved: the event's region is not one the store is
+	// approved for under the ruleset in force.
+	ReasonRegionNotApproved = "sink_region_not_approved"
+	// ReasonRegionMoved: the event was placed right under the ruleset that
+	// placed it, but under the ruleset in force (and its user's pin now) it
+	// belongs to another region, or to none: its jurisdiction moved, its
+	// country moved to another jurisdiction, or its user was pinned or
+	// unpinned since. Replay routes it to where it now belongs.
+	ReasonRegionMoved = "sink_region_moved"
 )
+
+// reasons lists every quarantine reason, in the order they are checked.
+var reasons = []string{
+	ReasonNoRegion, ReasonNoJurisdiction, ReasonNoSchemaHeader, ReasonUnknownSchema, ReasonUndecodable,
+	ReasonMissingField, ReasonUnknownRuleset, ReasonContentMismatch, ReasonRegionNotApproved, ReasonRegionMoved,
+}
 
 // DefaultWriteTimeout is Config.WriteTimeout's default.
 const DefaultWriteTimeout = 20 * time.Second
@@ -98,6 +131,17 @@ type Config struct {
 	// the time an unconfirmed ruleset may stay in force. A store that does
 	// not honour ctx can still land later. Default 20s.
 	WriteTimeout time.Duration
+	// Rulesets hands out ruleset versions by number: each event is
+	// re-decided under the version its residency-ruleset-version header
+	// names. Production uses Versions over the rules store. Default nil:
+	// only the version of the ruleset in force is known, and events placed
+	// under any other version are quarantined (sink_unknown_ruleset).
+	Rulesets RulesetVersions
+	// Pins looks up the users' pins (rules.Pins), once per batch; a failed
+	// lookup is retried. Default nil: no user is pinned, so an event whose
+	// residency-decided-by header says pin is quarantined
+	// (sink_content_mismatch).
+	Pins router.PinLookup
 	// Logger receives the sink's logs (never payloads or user ids).
 	// Default: slog.Default().
 	Logger *slog.Logger

@@ -31,14 +31,17 @@ func newMetrics(reg prometheus.Registerer, store string) (*metrics, error) {
 		Help:        "Events the sink sent to its quarantine topic instead of the store, by reason.",
 		ConstLabels: constLabels,
 	}, []string{"reason"})
-	for _, r := range []string{ReasonNoRegion, ReasonRegionNotApproved, ReasonNoJurisdiction, ReasonRegionMoved, ReasonUndecodable, ReasonMissingField} {
+	for _, r := range reasons {
 		quarantined.WithLabelValues(r)
 	}
 	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "residency_sink_retries_total",
-		Help:        "Retries of failed operations, by operation (fetch, decode, write, quarantine, commit).",
+		Help:        "Retries of failed operations, by operation (fetch, decode, rules, pins, write, quarantine, commit).",
 		ConstLabels: constLabels,
 	}, []string{"op"})
+	for _, op := range []string{"fetch", "decode", "rules", "pins", "write", "quarantine", "commit"} {
+		retries.WithLabelValues(op)
+	}
 	batchSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:        "residency_sink_batch_seconds",
 		Help:        "Time to write, quarantine and commit one batch, retries included.",

@@ -2,26 +2,31 @@
 // one store, and only into a store the ruleset in force approves for that
 // region.
 //
-// A Sink fetches events from the pinned topic (a router.Subscriber), decodes
-// each one fully, and writes them in batches through a Store. Offsets are
-// committed only after the store has durably accepted the batch, so a crash
-// at any point loses nothing: the uncommitted events are fetched again.
-// Stores are idempotent on the event id (or, for the object store, on the
-// pinned-topic offsets it already holds), so redelivery never stores an
-// event twice.
+// A Sink fetches events from the pinned topic (a router.Subscriber), reads
+// each one the way its residency-schema header says the router read it
+// (framing and writer schema: one pinned topic may hold every framing), and
+// writes them in batches through a Store. Offsets are committed only after
+// the store has durably accepted the batch, so a crash at any point loses
+// nothing: the uncommitted events are fetched again. Stores are idempotent
+// on the event id (or, for the object store, on the pinned-topic offsets it
+// already holds), so redelivery never stores an event twice.
 //
 // Approval is enforced three times:
 //
 //  1. At start, Run refuses to run (ErrNotApproved, naming store, region and
 //     ruleset version) unless the ruleset approves the store for the
 //     configured region and that region's pinned topic is the consumed one.
-//  2. Per event, the event's residency-region header must name a region the
-//     store is approved for, and its residency-jurisdiction header a
-//     jurisdiction that maps to that region, under the ruleset in force at
-//     write time (an event routed under an older ruleset that moved its
-//     jurisdiction to another region is not written where it waits);
-//     otherwise the event goes to the sink's quarantine topic with a reason
-//     header and is not written.
+//  2. Per event, the sink believes no header it can check: it re-decides
+//     the event's placement from its own fields (country, user id and the
+//     user's pin) under the ruleset version that placed it, with
+//     router.Decide, and refuses it unless that gives the jurisdiction,
+//     region and decided-by its headers claim (CheckContent). Then, under
+//     the ruleset in force at write time, the store must be approved for
+//     the event's region and the event must still belong to that region
+//     (an event routed under an older ruleset that moved its jurisdiction
+//     to another region is not written where it waits). A refused event
+//     goes to the sink's quarantine topic with its reason and what exactly
+//     was wrong in its headers, and is not written.
 //  3. Before every batch the check of (1) is repeated against the ruleset in
 //     force; when a new ruleset revokes the approval (or no valid ruleset is
 //     available) the sink stops writing, keeps the batch uncommitted, reports
@@ -33,6 +38,7 @@ import (
 	"time"
 
 	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/schemas"
 )
 
 // Record is one event as a store receives it: the residency metadata from
@@ -43,11 +49,12 @@ type Record struct {
 	EventID string
 	// UserID is the event's user_id.
 	UserID string
-	// Jurisdiction is the residency-jurisdiction header; always a
-	// jurisdiction that maps to Region under the ruleset in force.
+	// Jurisdiction is the residency-jurisdiction header; always the
+	// jurisdiction the event's own fields give under the ruleset version
+	// that placed it.
 	Jurisdiction string
 	// Region is the residency-region header; always a region the store is
-	// approved for.
+	// approved for, and the event's region under the ruleset in force.
 	Region string
 	// OccurredAt is the event's occurred_at, in UTC.
 	OccurredAt time.Time
@@ -99,11 +106,17 @@ type RulesSource interface {
 	Current() (*rules.Ruleset, error)
 }
 
-// Decoder fully decodes an event value. schemas.Extractor satisfies it.
-// Errors wrapping schemas.ErrRegistryUnavailable are transient and retried;
-// any other error quarantines the event.
+// Decoder reads an event value the way its residency-schema header says
+// (framing and writer schema, a schemas.WriterRef), whatever the framing of
+// the topic it was read from. schemas.Extractor satisfies it. Errors
+// wrapping schemas.ErrRegistryUnavailable are transient and retried;
+// schemas.ErrUnknownSchema quarantines the event as sink_unknown_schema,
+// any other error as sink_undecodable.
 type Decoder interface {
-	// Decode decodes value, read from topic, into goavro's native form and
-	// returns the writer schema it was encoded with.
-	Decode(ctx context.Context, topic string, value []byte) (native any, writerSchema string, err error)
+	// DecodeRef fully decodes value, written as ref says, into goavro's
+	// native form and returns the writer schema.
+	DecodeRef(ctx context.Context, ref schemas.WriterRef, value []byte) (native any, writerSchema string, err error)
+	// ExtractRef reads the fields a placement is decided on (country and
+	// user id) from value, written as ref says.
+	ExtractRef(ctx context.Context, ref schemas.WriterRef, value []byte) (schemas.Fields, error)
 }

@@ -217,18 +217,27 @@ func (s *Sink) Close(ctx context.Context) error {
 	}
 }
 
-// item is one fetched event and what decoding it gave.
+// item is one fetched event and what preparing it gave.
 type item struct {
 	msg        router.Message
-	doc        []byte    // the event as JSON
-	eventID    string    // "" when missing
-	userID     string    // "" when missing
-	occurredAt time.Time // zero when missing
-	decodeErr  error
+	doc        []byte         // the event as JSON
+	eventID    string         // "" when missing
+	userID     string         // "" when missing
+	occurredAt time.Time      // zero when missing
+	fields     schemas.Fields // country and user id, for the content check
+	placedBy   *rules.Ruleset // the ruleset version its header names
+	pin        string         // its user's pin now ("" for none)
+	reason     string         // a refusal found while preparing, "" for none
+	err        error          // why, for the residency-error header
 }
 
-// collect fetches and decodes batches and sends them on out until ctx ends;
-// it then sends the partial batch in hand and closes out.
+// refuse records that it must be quarantined for reason, because of err.
+func (it *item) refuse(reason string, err error) {
+	it.reason, it.err = reason, err
+}
+
+// collect fetches and prepares batches and sends them on out until ctx
+// ends; it then sends the partial batch in hand and closes out.
 func (s *Sink) collect(ctx context.Context, out chan<- []item) {
 	defer close(out)
 	for ctx.Err() == nil {
@@ -247,7 +256,7 @@ func (s *Sink) collect(ctx context.Context, out chan<- []item) {
 }
 
 // fetchBatch fetches up to BatchSize events, waiting at most BatchTimeout
-// after the first, and decodes them. The result is a prefix of the fetch
+// after the first, and prepares them. The result is a prefix of the fetch
 // order, so it holds contiguous offsets per partition.
 func (s *Sink) fetchBatch(ctx context.Context) []item {
 	var b []item
@@ -280,38 +289,62 @@ func (s *Sink) fetchBatch(ctx context.Context) []item {
 		}
 		b = append(b, item{msg: m})
 	}
+	return s.prepare(ctx, b)
+}
+
+// prepare decodes the events of b, finds the ruleset versions they name and
+// looks up their users' pins, retrying transient failures (a registry or
+// rules store out of reach, a failed pin lookup). If ctx ends first it
+// returns the prefix of b that is prepared, possibly none: the rest is not
+// committed, so it is fetched again.
+func (s *Sink) prepare(ctx context.Context, b []item) []item {
 	for i := range b {
 		if !s.decode(ctx, &b[i]) {
-			return b[:i]
+			b = b[:i]
+			break
 		}
+	}
+	if !s.resolveRulesets(ctx, b) || !s.lookupPins(ctx, b) {
+		return nil
 	}
 	return b
 }
 
-// decode decodes it, retrying while the schema registry is unavailable. It
-// returns false if ctx ended first.
+// Errors of refusals found while preparing.
+var (
+	errNoSchemaHeader  = errors.New("no residency-schema header: how the event was written is not known")
+	errMissingField    = errors.New("the event has no event_id or no occurred_at")
+	errNoRulesetHeader = errors.New("no residency-ruleset-version header")
+)
+
+// decode reads it the way its residency-schema header says, retrying while
+// the schema registry is unavailable. It returns false if ctx ended first.
 func (s *Sink) decode(ctx context.Context, it *item) bool {
+	h, ok := router.HeaderValue(it.msg.Headers, router.HeaderSchema)
+	if !ok || len(h) == 0 {
+		it.refuse(ReasonNoSchemaHeader, errNoSchemaHeader)
+		return true
+	}
+	ref, err := schemas.ParseWriterRef(string(h))
+	if err != nil {
+		it.refuse(ReasonNoSchemaHeader, err)
+		return true
+	}
 	backoff := s.cfg.RetryBackoff
-	jd, fast := s.dec.(jsonDecoder)
 	for {
-		var err error
-		if fast {
-			var doc []byte
-			var keys schemas.EventKeys
-			if doc, keys, err = jd.DecodeJSONFast(ctx, it.msg.Topic, it.msg.Value); err == nil {
-				it.doc, it.eventID, it.userID, it.occurredAt = doc, keys.EventID, keys.UserID, keys.OccurredAt
-				return true
+		err := s.read(ctx, it, ref)
+		switch {
+		case err == nil:
+			if it.eventID == "" || it.occurredAt.IsZero() {
+				it.refuse(ReasonMissingField, errMissingField)
 			}
-		} else {
-			var native any
-			var schema string
-			if native, schema, err = s.dec.Decode(ctx, it.msg.Topic, it.msg.Value); err == nil {
-				it.decodeErr = it.fill(native, schema)
-				return true
-			}
-		}
-		if !errors.Is(err, schemas.ErrRegistryUnavailable) {
-			it.decodeErr = err
+			return true
+		case errors.Is(err, schemas.ErrRegistryUnavailable):
+		case errors.Is(err, schemas.ErrUnknownSchema):
+			it.refuse(ReasonUnknownSchema, err)
+			return true
+		default:
+			it.refuse(ReasonUndecodable, err)
 			return true
 		}
 		s.m.retries.WithLabelValues("decode").Inc()
@@ -323,11 +356,152 @@ func (s *Sink) decode(ctx context.Context, it *item) bool {
 	}
 }
 
+// read decodes it's value, written as ref says, and reads its key fields
+// and the fields its placement is decided on.
+func (s *Sink) read(ctx context.Context, it *item, ref schemas.WriterRef) error {
+	if jd, ok := s.dec.(jsonDecoder); ok {
+		doc, keys, err := jd.DecodeJSONFastRef(ctx, ref, it.msg.Value)
+		if err != nil {
+			return err
+		}
+		it.doc, it.eventID, it.userID, it.occurredAt = doc, keys.EventID, keys.UserID, keys.OccurredAt
+	} else {
+		native, schema, err := s.dec.DecodeRef(ctx, ref, it.msg.Value)
+		if err != nil {
+			return err
+		}
+		if err := it.fill(native, schema); err != nil {
+			return err
+		}
+	}
+	f, err := s.dec.ExtractRef(ctx, ref, it.msg.Value)
+	if err != nil {
+		return err
+	}
+	it.fields = f
+	return nil
+}
+
 // jsonDecoder is implemented by decoders that transcode the Avro body
 // straight to JSON and read the key fields (schemas.Extractor), several
 // times faster than rendering goavro's native form.
 type jsonDecoder interface {
-	DecodeJSONFast(ctx context.Context, topic string, value []byte) (doc []byte, keys schemas.EventKeys, err error)
+	DecodeJSONFastRef(ctx context.Context, ref schemas.WriterRef, value []byte) (doc []byte, keys schemas.EventKeys, err error)
+}
+
+// resolveRulesets finds, for every event of b not yet refused, the ruleset
+// version its residency-ruleset-version header names: the ruleset in force
+// if it is that version, otherwise from Config.Rulesets (once per version
+// and batch), retrying while the rules store is unavailable. Events naming
+// no version, or one that cannot be loaded, are refused. It returns false
+// if ctx ended first.
+func (s *Sink) resolveRulesets(ctx context.Context, b []item) bool {
+	cur, _ := s.rules.Current()
+	known := map[string]resolved{}
+	for i := range b {
+		it := &b[i]
+		if it.reason != "" {
+			continue
+		}
+		h, ok := router.HeaderValue(it.msg.Headers, router.HeaderRulesetVersion)
+		if !ok {
+			it.refuse(ReasonUnknownRuleset, errNoRulesetHeader)
+			continue
+		}
+		r, ok := known[string(h)]
+		if !ok {
+			var done bool
+			if r, done = s.rulesetVersion(ctx, cur, h); !done {
+				return false
+			}
+			known[string(h)] = r
+		}
+		if r.err != nil {
+			it.refuse(ReasonUnknownRuleset, r.err)
+			continue
+		}
+		it.placedBy = r.rs
+	}
+	return true
+}
+
+// resolved is the ruleset of one version named by events, or why it is
+// not known.
+type resolved struct {
+	rs  *rules.Ruleset
+	err error // refuses the events naming the version
+}
+
+// rulesetVersion returns the ruleset of the version header h names, or the
+// error that refuses the events naming it. done is false if ctx ended
+// before the rules store answered.
+func (s *Sink) rulesetVersion(ctx context.Context, cur *rules.Ruleset, h []byte) (r resolved, done bool) {
+	v, err := strconv.ParseInt(string(h), 10, 64)
+	if err != nil || v < 0 || strconv.FormatInt(v, 10) != string(h) {
+		return resolved{err: fmt.Errorf("residency-ruleset-version %s is not a version number", short(h))}, true
+	}
+	if cur != nil && cur.Version() == v {
+		return resolved{rs: cur}, true
+	}
+	if s.cfg.Rulesets == nil {
+		inForce := "none"
+		if cur != nil {
+			inForce = cur.VersionString()
+		}
+		return resolved{err: fmt.Errorf("ruleset version %d is not the ruleset in force (version %s), the only one this sink knows", v, inForce)}, true
+	}
+	backoff := s.cfg.RetryBackoff
+	for {
+		rs, err := s.cfg.Rulesets.Ruleset(ctx, v)
+		if err == nil {
+			return resolved{rs: rs}, true
+		}
+		if !errors.Is(err, rules.ErrUnavailable) {
+			return resolved{err: err}, true
+		}
+		s.m.retries.WithLabelValues("rules").Inc()
+		s.log.Warn("sink: rules store unavailable; retrying", "err", err)
+		if !sleep(ctx, backoff) {
+			return resolved{}, false
+		}
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
+	}
+}
+
+// lookupPins looks up, in one call, the pins of the users of the events of
+// b not yet refused, retrying failures. It returns false if ctx ended
+// first.
+func (s *Sink) lookupPins(ctx context.Context, b []item) bool {
+	if s.cfg.Pins == nil {
+		return true
+	}
+	var ids [][]byte
+	var at []int
+	for i := range b {
+		if b[i].reason == "" && len(b[i].fields.UserID) > 0 {
+			ids = append(ids, b[i].fields.UserID)
+			at = append(at, i)
+		}
+	}
+	if len(ids) == 0 {
+		return true
+	}
+	var got []string
+	err := s.retry(ctx, "pins", func(ctx context.Context) error {
+		var err error
+		got, err = s.cfg.Pins.Lookup(ctx, ids)
+		if err == nil && len(got) != len(ids) {
+			err = fmt.Errorf("pin lookup returned %d results for %d users", len(got), len(ids))
+		}
+		return err
+	})
+	if err != nil {
+		return false
+	}
+	for n, i := range at {
+		b[i].pin = got[n]
+	}
+	return true
 }
 
 // fill renders the decoded event as JSON and reads its key fields.
@@ -420,10 +594,7 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 		}); err != nil {
 			return err
 		}
-		for i := range quar {
-			r, _ := router.HeaderValue(quar[i].Headers, router.HeaderReason)
-			s.m.quarantined.WithLabelValues(string(r)).Inc()
-		}
+		s.countQuarantined(quar)
 	}
 	if err := s.retry(ctx, "commit", func(ctx context.Context) error {
 		return s.sub.Commit(ctx, lastPerPartition(b)...)
@@ -436,6 +607,32 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 		s.m.ready.Set(1)
 	}
 	return nil
+}
+
+// countQuarantined counts the events of quar by reason and logs, per
+// reason, how many there were and the error of the first (never payload).
+func (s *Sink) countQuarantined(quar []router.Message) {
+	type seen struct {
+		n     int
+		first string
+	}
+	byReason := map[string]*seen{}
+	var order []string
+	for i := range quar {
+		r, _ := router.HeaderValue(quar[i].Headers, router.HeaderReason)
+		s.m.quarantined.WithLabelValues(string(r)).Inc()
+		c := byReason[string(r)]
+		if c == nil {
+			e, _ := router.HeaderValue(quar[i].Headers, router.HeaderError)
+			c = &seen{first: string(e)}
+			byReason[string(r)] = c
+			order = append(order, string(r))
+		}
+		c.n++
+	}
+	for _, r := range order {
+		s.log.Warn("sink: events quarantined", "reason", r, "events", byReason[r].n, "first_error", byReason[r].first)
+	}
 }
 
 // watchApproval checks the approval every RulesPoll until ctx ends, so
@@ -518,76 +715,66 @@ func (s *Sink) classify(b []item, rs *rules.Ruleset) ([]Record, []router.Message
 	seen := make(map[string]struct{}, len(b))
 	for i := range b {
 		it := &b[i]
-		region, ok := router.HeaderValue(it.msg.Headers, router.HeaderRegion)
-		var reason string
-		var rec Record
-		switch {
-		case !ok || len(region) == 0:
-			reason = ReasonNoRegion
-		case !rs.Approves(s.cfg.Store, string(region)):
-			reason = ReasonRegionNotApproved
-		default:
-			// The region header is the region the event's jurisdiction
-			// mapped to under the ruleset that placed it (whether a country
-			// or a pin chose the jurisdiction). Under the ruleset in force
-			// the jurisdiction must still map to it: otherwise the event
-			// waits in the pinned topic of a region it no longer belongs to.
-			reason = regionMismatch(it.msg.Headers, string(region), rs)
-		}
-		switch {
-		case reason != "":
-		case it.decodeErr != nil:
-			reason = ReasonUndecodable
-		default:
-			var good bool
-			rec, good = s.record(it, string(region))
-			if !good {
-				reason = ReasonMissingField
-			}
-		}
+		reason, err := s.check(it, rs)
 		if reason != "" {
-			quar = append(quar, s.quarantined(&it.msg, reason))
+			quar = append(quar, s.quarantined(&it.msg, reason, err))
 			continue
 		}
-		if _, dup := seen[rec.EventID]; dup {
+		if _, dup := seen[it.eventID]; dup {
 			continue
 		}
-		seen[rec.EventID] = struct{}{}
-		write = append(write, rec)
+		seen[it.eventID] = struct{}{}
+		write = append(write, s.record(it))
 	}
 	return write, quar
 }
 
-// regionMismatch returns "" when the event's residency-jurisdiction header
-// names a jurisdiction that maps to region under rs, ReasonNoJurisdiction
-// when the header is missing or names no jurisdiction of rs, and
-// ReasonRegionMoved when the jurisdiction now maps to another region.
-func regionMismatch(hs []router.Header, region string, rs *rules.Ruleset) string {
-	jur, ok := router.HeaderValue(hs, router.HeaderJurisdiction)
-	if !ok || len(jur) == 0 {
-		return ReasonNoJurisdiction
+// check returns "" when the store may hold it under rs, the ruleset in
+// force, and otherwise the reason and the error that refuse it. The checks,
+// in order: the residency headers are there; the event was read the way
+// its residency-schema header says, has its key fields and names a ruleset
+// version the sink knows (see prepare); its content gives, under that
+// version, the placement its headers claim (CheckContent); the store is
+// approved for its region under rs; and under rs, with its user's pin now,
+// it still belongs to that region.
+func (s *Sink) check(it *item, rs *rules.Ruleset) (reason string, err error) {
+	hs := it.msg.Headers
+	region, _ := router.HeaderValue(hs, router.HeaderRegion)
+	if len(region) == 0 {
+		return ReasonNoRegion, errors.New("no residency-region header")
 	}
-	j, ok := rs.Jurisdiction(string(jur))
-	if !ok {
-		return ReasonNoJurisdiction
+	if jur, _ := router.HeaderValue(hs, router.HeaderJurisdiction); len(jur) == 0 {
+		return ReasonNoJurisdiction, errors.New("no residency-jurisdiction header")
 	}
-	if g := j.RegionRef(); g == nil || g.Name != region {
-		return ReasonRegionMoved
+	if it.reason != "" {
+		return it.reason, it.err
 	}
-	return ""
+	if _, err := CheckContent(hs, it.fields, it.pin, it.placedBy); err != nil {
+		return ReasonContentMismatch, err
+	}
+	if !rs.Approves(s.cfg.Store, string(region)) {
+		return ReasonRegionNotApproved, fmt.Errorf("ruleset version %s does not approve store %q for region %s", rs.VersionString(), s.cfg.Store, short(region))
+	}
+	// The event was placed right under the version that placed it. Under
+	// the ruleset in force, and with its user's pin now, it must still
+	// belong to that region: otherwise it waits in the pinned topic of a
+	// region it no longer belongs to (its jurisdiction or country moved, or
+	// its user was pinned or unpinned).
+	switch d := router.Decide(it.fields, it.pin, rs); {
+	case d.Outcome != router.Routed:
+		return ReasonRegionMoved, fmt.Errorf("under the ruleset in force (version %s) the event is routed nowhere (%s), not to region %s", rs.VersionString(), d.Reason, short(region))
+	case d.Region != string(region):
+		return ReasonRegionMoved, fmt.Errorf("under the ruleset in force (version %s) the event belongs to jurisdiction %q, region %q, not region %s", rs.VersionString(), d.Jurisdiction, d.Region, short(region))
+	}
+	return "", nil
 }
 
-// record builds the Record of a decoded event; ok is false when event_id or
-// occurred_at is missing.
-func (s *Sink) record(it *item, region string) (Record, bool) {
-	if it.eventID == "" || it.occurredAt.IsZero() {
-		return Record{}, false
-	}
+// record builds the Record of an event check accepted.
+func (s *Sink) record(it *item) Record {
 	m := &it.msg
 	r := Record{
 		EventID:         it.eventID,
 		UserID:          it.userID,
-		Region:          region,
 		OccurredAt:      it.occurredAt,
 		Topic:           m.Topic,
 		Partition:       m.Partition,
@@ -602,6 +789,8 @@ func (s *Sink) record(it *item, region string) (Record, bool) {
 		switch h.Key {
 		case router.HeaderJurisdiction:
 			r.Jurisdiction = string(h.Value)
+		case router.HeaderRegion:
+			r.Region = string(h.Value)
 		case router.HeaderRulesetVersion:
 			r.RulesetVersion = string(h.Value)
 		case router.HeaderSourceTopic:
@@ -616,20 +805,32 @@ func (s *Sink) record(it *item, region string) (Record, bool) {
 			}
 		}
 	}
-	return r, true
+	return r
 }
 
+// maxErrorHeader bounds the residency-error header of a quarantined event.
+const maxErrorHeader = 200
+
 // quarantined returns the quarantine copy of m: key, value and headers kept,
-// the reason and the refusing store added.
-func (s *Sink) quarantined(m *router.Message, reason string) router.Message {
-	hs := make([]router.Header, 0, len(m.Headers)+2)
+// the reason, what exactly was wrong (err, cut to maxErrorHeader bytes) and
+// the refusing store added.
+func (s *Sink) quarantined(m *router.Message, reason string, err error) router.Message {
+	hs := make([]router.Header, 0, len(m.Headers)+3)
 	for _, h := range m.Headers {
-		if h.Key != router.HeaderReason && h.Key != HeaderStore {
+		if h.Key != router.HeaderReason && h.Key != router.HeaderError && h.Key != HeaderStore {
 			hs = append(hs, h)
 		}
 	}
+	msg := reason
+	if err != nil {
+		msg = err.Error()
+	}
+	if len(msg) > maxErrorHeader {
+		msg = msg[:maxErrorHeader]
+	}
 	hs = append(hs,
 		router.Header{Key: router.HeaderReason, Value: []byte(reason)},
+		router.Header{Key: router.HeaderError, Value: []byte(msg)},
 		router.Header{Key: HeaderStore, Value: []byte(s.cfg.Store)},
 	)
 	return router.Message{Topic: s.cfg.QuarantineTopic, Key: m.Key, Value: m.Value, Headers: hs, Time: m.Time}

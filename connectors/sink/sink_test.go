@@ -88,7 +88,7 @@ func newHarness(t *testing.T, approved ...string) *harness {
 	h.rules = sinktest.NewRules(sinktest.Ruleset(7, usTopic, euTopic, storeName, approved...))
 	h.cfg = sink.Config{Store: storeName, Region: "us", Topic: usTopic, QuarantineTopic: quarTopic,
 		BatchSize: batchSize, BatchTimeout: 20 * time.Millisecond, RetryBackoff: 5 * time.Millisecond,
-		RulesPoll: 10 * time.Millisecond, Registerer: h.reg, Logger: slog.New(slog.DiscardHandler)}
+		RulesPoll: 10 * time.Millisecond, Registerer: h.reg, Logger: slog.New(slog.DiscardHandler), Rulesets: h.rules}
 	return h
 }
 
@@ -211,8 +211,7 @@ func TestWritesCommitsAndQuarantines(t *testing.T) {
 	bad := []router.Message{
 		sinktest.Message(usTopic, 100, "EU", "eu", "DE"), // region the store is not approved for
 		sinktest.Message(usTopic, 101, "", "", "US"),     // no region header
-		{Topic: usTopic, Key: []byte("k"), Value: []byte("not avro"), Headers: []router.Header{
-			{Key: router.HeaderJurisdiction, Value: []byte("US")}, {Key: router.HeaderRegion, Value: []byte("us")}}},
+		undecodable(sinktest.Message(usTopic, 102, "US", "us", "US")),
 	}
 	msgs = append(msgs, bad...)
 	msgs = append(msgs, sinktest.Message(usTopic, 3, "US", "us", "US")) // the router's duplicate of event 3
@@ -273,6 +272,12 @@ func TestWritesCommitsAndQuarantines(t *testing.T) {
 	if err := s.Ready(); err != nil {
 		t.Errorf("Ready = %v", err)
 	}
+}
+
+// undecodable returns m with key "k" and a value that is not Avro.
+func undecodable(m router.Message) router.Message {
+	m.Key, m.Value = []byte("k"), []byte("not avro")
+	return m
 }
 
 // metric returns the value of one labelled counter or gauge series in reg.
@@ -426,12 +431,16 @@ func TestRefusesWhenThePinnedTopicIsOnAnotherCluster(t *testing.T) {
 	}
 }
 
-// nativeOnly hides schemas.Extractor's Body: the sink falls back to goavro's
-// native form and renders it.
+// nativeOnly hides schemas.Extractor's DecodeJSONFastRef: the sink falls
+// back to goavro's native form and renders it.
 type nativeOnly struct{ e *schemas.Extractor }
 
-func (n nativeOnly) Decode(ctx context.Context, topic string, value []byte) (any, string, error) {
-	return n.e.Decode(ctx, topic, value)
+func (n nativeOnly) DecodeRef(ctx context.Context, ref schemas.WriterRef, value []byte) (any, string, error) {
+	return n.e.DecodeRef(ctx, ref, value)
+}
+
+func (n nativeOnly) ExtractRef(ctx context.Context, ref schemas.WriterRef, value []byte) (schemas.Fields, error) {
+	return n.e.ExtractRef(ctx, ref, value)
 }
 
 func TestNativeDecoderFallback(t *testing.T) {
@@ -445,8 +454,9 @@ func TestNativeDecoderFallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.publish(t, sinktest.Message(usTopic, 8, "US", "us", "US"), router.Message{Topic: usTopic, Key: []byte("k"), Value: []byte{1, 2},
-		Headers: []router.Header{{Key: router.HeaderJurisdiction, Value: []byte("US")}, {Key: router.HeaderRegion, Value: []byte("us")}}})
+	corrupt := sinktest.Message(usTopic, 9, "US", "us", "US")
+	corrupt.Key, corrupt.Value = []byte("k"), corrupt.Value[:20]
+	h.publish(t, sinktest.Message(usTopic, 8, "US", "us", "US"), corrupt)
 	start(t, s)
 	testenv.Eventually(t, waitWithin, "committed", func() bool { return committed(h) == 2 })
 	r := h.store.rows[sinktest.EventID(8)]

@@ -288,7 +288,8 @@ func (e *env) usSink(t *testing.T, rs *rules.Ruleset) *postgres.Store {
 	t.Cleanup(func() { _ = rd.Close() })
 	sq := e.a.Topic(t, "sinkquar", 1)
 	s, err := sink.New(sink.Config{Store: "us-postgres", Region: "us", Topic: e.us, QuarantineTopic: sq, BatchSize: 50,
-		BatchTimeout: 50 * time.Millisecond, RetryBackoff: 10 * time.Millisecond, DrainTimeout: 2 * time.Second, Logger: e.log},
+		BatchTimeout: 50 * time.Millisecond, RetryBackoff: 10 * time.Millisecond, DrainTimeout: 2 * time.Second, Logger: e.log,
+		Rulesets: sink.NewVersions(e.store, 0)},
 		rd, store, e.pubs["a"], sinktest.NewRules(rs), fields(t, schemas.ExtractorConfig{}))
 	if err != nil {
 		t.Fatal(err)
