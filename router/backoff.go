@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/residency-router/residency/stream"
 )
 
 // Backoff retries transient failures with exponential backoff. The router
@@ -93,7 +95,7 @@ func (b Backoff) stopped(ctx context.Context, op string, err error) error {
 // so its callers must not reuse that memory; replay builds fresh messages
 // for every batch. The router, which reuses its header memory, calls
 // publishByCluster, which does say.
-func PublishByCluster(ctx context.Context, publishers map[string]Publisher, byCluster map[string][]Message, b Backoff) error {
+func PublishByCluster(ctx context.Context, publishers map[string]stream.Publisher, byCluster map[string][]stream.Message, b Backoff) error {
 	_, err := publishByCluster(ctx, publishers, byCluster, b)
 	return err
 }
@@ -103,7 +105,7 @@ func PublishByCluster(ctx context.Context, publishers map[string]Publisher, byCl
 // When anyFailed is false (and err is nil), every Publish given the
 // messages returned nil, so no publisher refers to them any more and their
 // memory may be reused.
-func publishByCluster(ctx context.Context, publishers map[string]Publisher, byCluster map[string][]Message, b Backoff) (anyFailed bool, err error) {
+func publishByCluster(ctx context.Context, publishers map[string]stream.Publisher, byCluster map[string][]stream.Message, b Backoff) (anyFailed bool, err error) {
 	names := make([]string, 0, len(byCluster))
 	for n := range byCluster {
 		names = append(names, n)

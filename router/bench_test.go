@@ -11,6 +11,8 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
 )
 
 // BenchmarkRouterInMemory measures the pipeline itself (field extraction,
@@ -30,22 +32,22 @@ func BenchmarkRouterInMemory(b *testing.B) {
 	for i := range values {
 		values[i], _ = enc.Encode(routertest.Event{ID: fmt.Sprint(i), UserID: fmt.Sprint("user-", i), Country: countries[i%len(countries)]})
 	}
-	a, bb := routertest.NewBroker(), routertest.NewBroker()
+	a, bb := streamtest.NewBroker(), streamtest.NewBroker()
 	a.CreateTopic(ingest, 4)
 	for _, tp := range []string{quarantine, deadLetter, "pinned.us", "pinned.in"} {
 		a.CreateTopic(tp, 4)
 	}
 	bb.CreateTopic("pinned.eu", 4)
 	bb.CreateTopic("pinned.uk", 4)
-	msgs := make([]router.Message, b.N)
+	msgs := make([]stream.Message, b.N)
 	for i := range msgs {
-		msgs[i] = router.Message{Topic: ingest, Key: []byte(fmt.Sprint("user-", i%64)), Value: values[i%64], Time: time.Now()}
+		msgs[i] = stream.Message{Topic: ingest, Key: []byte(fmt.Sprint("user-", i%64)), Value: values[i%64], Time: time.Now()}
 	}
 	if err := a.Publisher().Publish(context.Background(), msgs...); err != nil {
 		b.Fatal(err)
 	}
 	r, err := router.New(router.Config{
-		Subscriber: a.Subscriber(group, ingest), Publishers: map[string]router.Publisher{"a": a.Publisher(), "b": bb.Publisher()},
+		Subscriber: a.Subscriber(group, ingest), Publishers: map[string]stream.Publisher{"a": a.Publisher(), "b": bb.Publisher()},
 		IngestCluster: "a", QuarantineTopic: quarantine, DeadLetterTopic: deadLetter,
 		Fields: fields, Rules: &rulesBox{rs: mustRules(b, 1)}, Instance: "bench",
 		Logger: slog.New(slog.DiscardHandler), Metrics: router.NewMetrics(nil),

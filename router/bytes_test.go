@@ -9,10 +9,11 @@ import (
 
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/stream"
 )
 
 // TestRouterKeepsBytesExactly runs the pipeline over the in-memory brokers
-// (which keep null apart from empty, see routertest.TestPubSub) with every
+// (which keep null apart from empty, see streamtest.TestPubSub) with every
 // shape of key and producer headers, to every destination, over several
 // batches (so the header memory of one batch is reused by the next): the
 // router itself turns no empty key, value or header value into a null one
@@ -23,7 +24,7 @@ func TestRouterKeepsBytesExactly(t *testing.T) {
 	f.cfg.BatchSize = 7
 	f.cfg.MaxValueBytes = 1000
 	keys := [][]byte{nil, {}, []byte("user-1")}
-	headers := [][]router.Header{
+	headers := [][]stream.Header{
 		nil,
 		{{Key: "h", Value: nil}},
 		{{Key: "h", Value: []byte{}}},
@@ -41,15 +42,15 @@ func TestRouterKeepsBytesExactly(t *testing.T) {
 		{"a/" + deadLetter, func(string) []byte { return nil }},
 		{"a/" + deadLetter, func(id string) []byte { return append([]byte("E|US|u|"+id), make([]byte, 2000)...) }},
 	}
-	var sent []router.Message
+	var sent []stream.Message
 	var dests []string
 	for _, v := range values {
 		for _, k := range keys {
 			for _, hs := range headers {
 				id := fmt.Sprint(len(sent))
 				// The id header comes first, so the record can be found.
-				sent = append(sent, router.Message{Key: k, Value: v.value(id),
-					Headers: append([]router.Header{{Key: "id", Value: []byte(id)}}, hs...)})
+				sent = append(sent, stream.Message{Key: k, Value: v.value(id),
+					Headers: append([]stream.Header{{Key: "id", Value: []byte(id)}}, hs...)})
 				dests = append(dests, v.dest)
 			}
 		}
@@ -61,7 +62,7 @@ func TestRouterKeepsBytesExactly(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	same := func(a, b []byte) bool { return (a == nil) == (b == nil) && bytes.Equal(a, b) }
-	found := map[string]router.Message{}
+	found := map[string]stream.Message{}
 	where := map[string]string{}
 	for _, tp := range []string{"pinned.us", "pinned.in", quarantine, deadLetter} {
 		for _, m := range f.a.Records(tp) {
@@ -84,7 +85,7 @@ func TestRouterKeepsBytesExactly(t *testing.T) {
 			t.Errorf("event %s: key %q (null %v), value null %v; want %q (null %v), null %v",
 				id, out.Key, out.Key == nil, out.Value == nil, in.Key, in.Key == nil, wantValue == nil)
 		}
-		var want []router.Header
+		var want []stream.Header
 		for _, h := range in.Headers {
 			if !strings.HasPrefix(h.Key, router.HeaderPrefix) {
 				want = append(want, h)
@@ -105,12 +106,12 @@ func TestRouterKeepsBytesExactly(t *testing.T) {
 
 // cloneMessages returns deep copies of msgs, null kept apart from empty,
 // so the test compares against memory no broker shares.
-func cloneMessages(msgs []router.Message) []router.Message {
-	out := make([]router.Message, len(msgs))
+func cloneMessages(msgs []stream.Message) []stream.Message {
+	out := make([]stream.Message, len(msgs))
 	for i, m := range msgs {
-		out[i] = router.Message{Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
+		out[i] = stream.Message{Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
 		for _, h := range m.Headers {
-			out[i].Headers = append(out[i].Headers, router.Header{Key: h.Key, Value: bytes.Clone(h.Value)})
+			out[i].Headers = append(out[i].Headers, stream.Header{Key: h.Key, Value: bytes.Clone(h.Value)})
 		}
 	}
 	return out

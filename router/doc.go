@@ -5,10 +5,11 @@
 // cluster.
 //
 // The decision (Decide) is pure code with no I/O. The pipeline (Router)
-// speaks to Kafka, Redis and the schemas package only through the small
-// interfaces declared here (Subscriber, Publisher, FieldReader, RulesSource,
-// PinLookup), so it can be tested with in-memory fakes (package routertest)
-// and run against real services with the adapters in connectors/kafka.
+// speaks to Kafka, Redis and the schemas package only through small
+// interfaces: the record ports of package stream (Subscriber, Publisher)
+// and its own (FieldReader, RulesSource, PinLookup, in ports.go), so it can
+// be tested with in-memory fakes (package stream/streamtest) and run
+// against real services with the adapters in connectors/kafka.
 //
 // The pipeline keeps the residency invariant: an event goes only to its
 // region's pinned topic or to quarantine/dead-letter; an offset is committed

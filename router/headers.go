@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // Residency headers added to every event the router writes. Incoming headers
@@ -59,10 +60,10 @@ const maxErrorHeader = 200
 // the residency headers for decision d of an event read as writer says, in
 // a slice and values of their own. The router builds the same headers with
 // a headerBuilder, per batch.
-func outHeaders(m *Message, d *Decision, writer schemas.WriterRef, rulesetVersion, instance string, decodeErr error) []Header {
+func outHeaders(m *stream.Message, d *Decision, writer schemas.WriterRef, rulesetVersion, instance string, decodeErr error) []stream.Header {
 	var b headerBuilder
 	b.setConstants(rulesetVersion, instance)
-	b.slab = make([]Header, 0, len(m.Headers)+residencyHeaders)
+	b.slab = make([]stream.Header, 0, len(m.Headers)+residencyHeaders)
 	return b.headers(m, d, writer, decodeErr)
 }
 
@@ -113,7 +114,7 @@ type headerBuilder struct {
 	topicB              []byte                       // and its bytes
 	writer              schemas.WriterRef            // the last writer schema
 	writerB             []byte                       // and its header value
-	slab                []Header                     // the batch's headers
+	slab                []stream.Header              // the batch's headers
 	arena               []byte                       // the batch's offset digits (and those of partitions past maxCachedPartition)
 	parts               [][]byte                     // partition digits, by partition, shared read-only
 	released            bool                         // nothing refers to slab and arena: startBatch may reuse them
@@ -124,8 +125,8 @@ type headerBuilder struct {
 // or quarantined decision of one region, by country and by pin.
 type placedHdr struct {
 	region  string
-	country []Header
-	pin     []Header
+	country []stream.Header
+	pin     []stream.Header
 }
 
 // residencyHeaders is the most residency headers of an event that is not
@@ -152,7 +153,7 @@ func (b *headerBuilder) setConstants(rulesetVersion, instance string) {
 // slab and arena when release was called since and they are large enough,
 // overwriting the headers handed out for the previous batch; otherwise it
 // allocates new ones and those headers stay valid and unchanged.
-func (b *headerBuilder) startBatch(batch []Message, rulesetVersion, instance string) {
+func (b *headerBuilder) startBatch(batch []stream.Message, rulesetVersion, instance string) {
 	b.setConstants(rulesetVersion, instance)
 	if b.values == nil || len(b.values) > maxInterned {
 		b.values = make(map[string][]byte)
@@ -179,7 +180,7 @@ func (b *headerBuilder) startBatch(batch []Message, rulesetVersion, instance str
 	if b.released && cap(b.slab) >= slabCap {
 		b.slab = b.slab[:0]
 	} else {
-		b.slab = make([]Header, 0, slabCap)
+		b.slab = make([]stream.Header, 0, slabCap)
 	}
 	if b.released && cap(b.arena) >= arenaCap {
 		b.arena = b.arena[:0]
@@ -262,16 +263,16 @@ func (b *headerBuilder) number(v int64) []byte {
 // decided-by headers of d, which has a jurisdiction and is not
 // dead-lettered, built once per jurisdiction and ruleset version. The
 // builder must be caching (started).
-func (b *headerBuilder) placedHeaders(d *Decision) []Header {
+func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
 	p := b.placed[d.Jurisdiction]
 	if p == nil || p.region != d.Region {
 		p = &placedHdr{region: d.Region}
 		for _, by := range []string{"country", "pin"} {
-			hs := []Header{{HeaderJurisdiction, b.value(d.Jurisdiction)}}
+			hs := []stream.Header{{Key: HeaderJurisdiction, Value: b.value(d.Jurisdiction)}}
 			if d.Region != "" {
-				hs = append(hs, Header{HeaderRegion, b.value(d.Region)})
+				hs = append(hs, stream.Header{Key: HeaderRegion, Value: b.value(d.Region)})
 			}
-			hs = append(hs, Header{HeaderRulesetVersion, b.versionB}, Header{HeaderDecidedBy, b.value(by)})
+			hs = append(hs, stream.Header{Key: HeaderRulesetVersion, Value: b.versionB}, stream.Header{Key: HeaderDecidedBy, Value: b.value(by)})
 			if by == "pin" {
 				p.pin = hs
 			} else {
@@ -290,7 +291,7 @@ func (b *headerBuilder) placedHeaders(d *Decision) []Header {
 // by the residency headers for decision d of an event read as writer says
 // (no residency-schema header when it names no schema: the zero WriterRef,
 // or the framing alone), backed by the batch's slab.
-func (b *headerBuilder) headers(m *Message, d *Decision, writer schemas.WriterRef, decodeErr error) []Header {
+func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.WriterRef, decodeErr error) []stream.Header {
 	start := len(b.slab)
 	hs := b.slab
 	for _, h := range m.Headers {
@@ -302,43 +303,43 @@ func (b *headerBuilder) headers(m *Message, d *Decision, writer schemas.WriterRe
 		hs = append(hs, b.placedHeaders(d)...)
 	} else {
 		if d.Jurisdiction != "" {
-			hs = append(hs, Header{HeaderJurisdiction, b.value(d.Jurisdiction)})
+			hs = append(hs, stream.Header{Key: HeaderJurisdiction, Value: b.value(d.Jurisdiction)})
 		}
 		if d.Region != "" {
-			hs = append(hs, Header{HeaderRegion, b.value(d.Region)})
+			hs = append(hs, stream.Header{Key: HeaderRegion, Value: b.value(d.Region)})
 		}
 		if d.Outcome != DeadLettered {
-			hs = append(hs, Header{HeaderRulesetVersion, b.versionB})
+			hs = append(hs, stream.Header{Key: HeaderRulesetVersion, Value: b.versionB})
 			if d.Jurisdiction != "" {
 				by := "country"
 				if d.Pinned {
 					by = "pin"
 				}
-				hs = append(hs, Header{HeaderDecidedBy, b.value(by)})
+				hs = append(hs, stream.Header{Key: HeaderDecidedBy, Value: b.value(by)})
 			}
 		}
 	}
 	if writer.Framing == schemas.FramingConfluent || writer.Fingerprint != 0 {
-		hs = append(hs, Header{HeaderSchema, b.writerValue(writer)})
+		hs = append(hs, stream.Header{Key: HeaderSchema, Value: b.writerValue(writer)})
 	}
 	if b.topicB == nil || m.Topic != b.topic {
 		b.topic, b.topicB = m.Topic, b.value(m.Topic)
 	}
 	hs = append(hs,
-		Header{HeaderSourceTopic, b.topicB},
-		Header{HeaderSourcePartition, b.partition(m.Partition)},
-		Header{HeaderSourceOffset, b.number(m.Offset)},
-		Header{HeaderRouter, b.instanceB},
+		stream.Header{Key: HeaderSourceTopic, Value: b.topicB},
+		stream.Header{Key: HeaderSourcePartition, Value: b.partition(m.Partition)},
+		stream.Header{Key: HeaderSourceOffset, Value: b.number(m.Offset)},
+		stream.Header{Key: HeaderRouter, Value: b.instanceB},
 	)
 	if d.Reason != "" {
-		hs = append(hs, Header{HeaderReason, b.value(d.Reason)})
+		hs = append(hs, stream.Header{Key: HeaderReason, Value: b.value(d.Reason)})
 	}
 	if decodeErr != nil {
 		msg := decodeErr.Error()
 		if len(msg) > maxErrorHeader {
 			msg = msg[:maxErrorHeader]
 		}
-		hs = append(hs, Header{HeaderError, frozen([]byte(msg))})
+		hs = append(hs, stream.Header{Key: HeaderError, Value: frozen([]byte(msg))})
 	}
 	b.slab = hs
 	return hs[start:len(hs):len(hs)]
@@ -349,7 +350,7 @@ func frozen(v []byte) []byte { return v[:len(v):len(v)] }
 
 // HeaderValue returns the value of the last header named key, and whether
 // there is one.
-func HeaderValue(hs []Header, key string) ([]byte, bool) {
+func HeaderValue(hs []stream.Header, key string) ([]byte, bool) {
 	for i := len(hs) - 1; i >= 0; i-- {
 		if hs[i].Key == key {
 			return hs[i].Value, true

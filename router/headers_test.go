@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // Writer schemas of the header tests.
@@ -20,8 +21,8 @@ var (
 )
 
 func TestOutHeaders(t *testing.T) {
-	m := &Message{Topic: "in", Partition: 2, Offset: 41, Headers: []Header{
-		{"a", []byte("1")}, {HeaderRegion, []byte("forged")}, {"b", []byte("2")},
+	m := &stream.Message{Topic: "in", Partition: 2, Offset: 41, Headers: []stream.Header{
+		{Key: "a", Value: []byte("1")}, {Key: HeaderRegion, Value: []byte("forged")}, {Key: "b", Value: []byte("2")},
 	}}
 	d := &Decision{Outcome: DeadLettered, Reason: "corrupt"}
 	hs := outHeaders(m, d, rawRef, "9", "r1", errors.New(strings.Repeat("x", 500)))
@@ -80,7 +81,7 @@ func TestOutHeaders(t *testing.T) {
 // with another's, and that a new batch leaves the previous one's intact
 // when the previous one was not released (its publish failed).
 func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
-	orig := []Header{{"a", []byte("1")}, {HeaderReason, []byte("forged")}, {"b", []byte("2")}}
+	orig := []stream.Header{{Key: "a", Value: []byte("1")}, {Key: HeaderReason, Value: []byte("forged")}, {Key: "b", Value: []byte("2")}}
 	decodeErr := errors.New(strings.Repeat("y", 300))
 	cases := []struct {
 		d   Decision
@@ -99,26 +100,26 @@ func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
 		{Decision{Outcome: DeadLettered, Reason: "empty"}, schemas.WriterRef{}, errors.New("short")},
 		{Decision{Outcome: DeadLettered, Reason: "unknown_schema"}, schemas.WriterRef{Framing: schemas.FramingRaw}, errors.New("no schema")},
 	}
-	var batch []Message
+	var batch []stream.Message
 	for i := range 3 * len(cases) {
-		var hs []Header
+		var hs []stream.Header
 		if i%2 == 0 {
 			hs = orig
 		}
-		batch = append(batch, Message{Topic: fmt.Sprint("in-", i%2), Partition: i, Offset: int64(i) * 1_000_003, Headers: hs})
+		batch = append(batch, stream.Message{Topic: fmt.Sprint("in-", i%2), Partition: i, Offset: int64(i) * 1_000_003, Headers: hs})
 	}
-	want := func(i int) []Header {
+	want := func(i int) []stream.Header {
 		c := cases[i%len(cases)]
 		return outHeaders(&batch[i], &c.d, c.w, "7", "r1", c.err)
 	}
-	equal := func(a, b []Header) bool {
-		return slices.EqualFunc(a, b, func(x, y Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) })
+	equal := func(a, b []stream.Header) bool {
+		return slices.EqualFunc(a, b, func(x, y stream.Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) })
 	}
 	var hb headerBuilder
-	var first [][]Header
+	var first [][]stream.Header
 	for round, ver := range []string{"7", "8"} {
 		hb.startBatch(batch, ver, "r1")
-		var got [][]Header
+		var got [][]stream.Header
 		for i := range batch {
 			c := cases[i%len(cases)]
 			got = append(got, hb.headers(&batch[i], &c.d, c.w, c.err))
@@ -146,7 +147,7 @@ func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
 		}
 		// Appending to one event's headers must not touch the next one's.
 		next := slices.Clone(got[1])
-		_ = append(got[0], Header{"x", []byte("x")})
+		_ = append(got[0], stream.Header{Key: "x", Value: []byte("x")})
 		if !equal(got[1], next) {
 			t.Fatal("appending to one event's headers changed the next event's")
 		}
@@ -179,12 +180,12 @@ func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
 	decodeErr := errors.New("truncated record")
 	// batch returns n events whose partitions and offsets depend on seed,
 	// every other one with a producer header (and a forged residency one).
-	batch := func(n, seed int) []Message {
-		var ms []Message
+	batch := func(n, seed int) []stream.Message {
+		var ms []stream.Message
 		for i := range n {
-			m := Message{Topic: "in", Partition: (i + seed) % 7, Offset: int64(seed*1_000_000 + i*37)}
+			m := stream.Message{Topic: "in", Partition: (i + seed) % 7, Offset: int64(seed*1_000_000 + i*37)}
 			if i%2 == seed%2 {
-				m.Headers = []Header{{"trace", fmt.Appendf(nil, "t-%d-%d", seed, i)}, {HeaderRegion, []byte("forged")}}
+				m.Headers = []stream.Header{{Key: "trace", Value: fmt.Appendf(nil, "t-%d-%d", seed, i)}, {Key: HeaderRegion, Value: []byte("forged")}}
 			}
 			ms = append(ms, m)
 		}
@@ -193,7 +194,7 @@ func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
 	var hb headerBuilder
 	// build starts a batch and returns its events' headers and the slab's
 	// and the arena's backing arrays.
-	build := func(ms []Message) (hs [][]Header, slab *Header, arena *byte) {
+	build := func(ms []stream.Message) (hs [][]stream.Header, slab *stream.Header, arena *byte) {
 		hb.startBatch(ms, "7", "r1")
 		slab, arena = unsafe.SliceData(hb.slab), unsafe.SliceData(hb.arena)
 		for i := range ms {
@@ -206,7 +207,7 @@ func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
 		return hs, slab, arena
 	}
 	// check compares every event's headers with outHeaders'.
-	check := func(name string, ms []Message, got [][]Header) {
+	check := func(name string, ms []stream.Message, got [][]stream.Header) {
 		t.Helper()
 		for i := range ms {
 			var err error
@@ -214,7 +215,7 @@ func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
 				err = decodeErr
 			}
 			want := outHeaders(&ms[i], &cases[i%len(cases)], writers[i%len(writers)], "7", "r1", err)
-			if !slices.EqualFunc(got[i], want, func(x, y Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) }) {
+			if !slices.EqualFunc(got[i], want, func(x, y stream.Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) }) {
 				t.Fatalf("%s, event %d: headers\n%v\nwant\n%v", name, i, got[i], want)
 			}
 		}
@@ -261,10 +262,10 @@ func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
 // the router's headers: none once the batch is started (and the values
 // cached), except residency-error for dead-letters.
 func TestHeaderBuilderAllocations(t *testing.T) {
-	m := Message{Topic: "in", Partition: 3, Offset: 1_234_567, Headers: []Header{{"producer", []byte("app-1")}}}
+	m := stream.Message{Topic: "in", Partition: 3, Offset: 1_234_567, Headers: []stream.Header{{Key: "producer", Value: []byte("app-1")}}}
 	d := Decision{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu"}
 	q := Decision{Outcome: Quarantined, Reason: ReasonUnknownCountry}
-	batch := make([]Message, 2000)
+	batch := make([]stream.Message, 2000)
 	for i := range batch {
 		batch[i] = m
 	}
@@ -303,9 +304,9 @@ func TestHeaderBuilderAllocations(t *testing.T) {
 // values stay bounded however many writer schemas (registry ids) come by,
 // and stay right after the cache starts over.
 func TestHeaderBuilderWritersBounded(t *testing.T) {
-	m := Message{Topic: "in", Partition: 1, Offset: 5}
+	m := stream.Message{Topic: "in", Partition: 1, Offset: 5}
 	d := Decision{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu"}
-	batch := make([]Message, 100)
+	batch := make([]stream.Message, 100)
 	var hb headerBuilder
 	for id := range 5 * maxInterned {
 		if id%len(batch) == 0 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // The per-event path benchmarks time the work the router does for each
@@ -74,7 +75,7 @@ func hotpathEvent(tb testing.TB, codec *goavro.Codec, fp uint64, id int, country
 // hotpathMessages returns 100 ingest records in the mix of `residency
 // bench` (per hundred: 96 routable, 3 unplaceable, 1 malformed; the bench
 // itself has 0.3% malformed), each with one producer header.
-func hotpathMessages(tb testing.TB) []Message {
+func hotpathMessages(tb testing.TB) []stream.Message {
 	tb.Helper()
 	codec, err := goavro.NewCodec(schemas.UserEventSchema)
 	if err != nil {
@@ -85,7 +86,7 @@ func hotpathMessages(tb testing.TB) []Message {
 		tb.Fatal(err)
 	}
 	countries := []string{"US", "US", "US", "PR", "DE", "FR", "IT", "ES", "GB", "IN", "IN", "BR"}
-	var ms []Message
+	var ms []stream.Message
 	for i := range 100 {
 		var v []byte
 		switch {
@@ -99,8 +100,8 @@ func hotpathMessages(tb testing.TB) []Message {
 		default:
 			v = hotpathEvent(tb, codec, fp, i, countries[i%len(countries)])
 		}
-		ms = append(ms, Message{Topic: "events.ingest", Partition: i % 6, Offset: int64(1_000_000 + i),
-			Key: fmt.Appendf(nil, "user-%d", i), Value: v, Headers: []Header{{Key: "producer", Value: []byte("app-1")}},
+		ms = append(ms, stream.Message{Topic: "events.ingest", Partition: i % 6, Offset: int64(1_000_000 + i),
+			Key: fmt.Appendf(nil, "user-%d", i), Value: v, Headers: []stream.Header{{Key: "producer", Value: []byte("app-1")}},
 			Time: time.Now()})
 	}
 	return ms
@@ -110,16 +111,16 @@ func hotpathMessages(tb testing.TB) []Message {
 // path never calls them.
 type nopSubscriber struct{}
 
-func (nopSubscriber) Fetch(ctx context.Context) (Message, error) {
+func (nopSubscriber) Fetch(ctx context.Context) (stream.Message, error) {
 	<-ctx.Done()
-	return Message{}, ctx.Err()
+	return stream.Message{}, ctx.Err()
 }
-func (nopSubscriber) Commit(context.Context, ...Message) error { return nil }
+func (nopSubscriber) Commit(context.Context, ...stream.Message) error { return nil }
 
 type nopPublisher struct{}
 
-func (nopPublisher) Publish(context.Context, ...Message) error { return nil }
-func (nopPublisher) Close() error                              { return nil }
+func (nopPublisher) Publish(context.Context, ...stream.Message) error { return nil }
+func (nopPublisher) Close() error                                     { return nil }
 
 type fixedRules struct{ rs *rules.Ruleset }
 
@@ -138,7 +139,7 @@ func hotpathRouter(tb testing.TB) (*Router, *rules.Ruleset) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r, err := New(Config{Subscriber: nopSubscriber{}, Publishers: map[string]Publisher{"ingest": nopPublisher{}, "remote": nopPublisher{}},
+	r, err := New(Config{Subscriber: nopSubscriber{}, Publishers: map[string]stream.Publisher{"ingest": nopPublisher{}, "remote": nopPublisher{}},
 		IngestCluster: "ingest", QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: fields, Rules: fixedRules{rs},
 		Instance: "router-0", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -150,7 +151,7 @@ func hotpathRouter(tb testing.TB) (*Router, *rules.Ruleset) {
 // perEvent is the router's per-event work in route(): fields, decision,
 // headers (from the batch's header builder, which the caller starts). It
 // returns the number of headers so the work is not optimised away.
-func perEvent(ctx context.Context, r *Router, rs *rules.Ruleset, m *Message) int {
+func perEvent(ctx context.Context, r *Router, rs *rules.Ruleset, m *stream.Message) int {
 	f, err := r.extract(ctx, m)
 	var d Decision
 	if err != nil {
@@ -188,7 +189,7 @@ func BenchmarkPerEventPath(b *testing.B) {
 		}
 	})
 	b.Run("routed", func(b *testing.B) {
-		batch := make([]Message, 500)
+		batch := make([]stream.Message, 500)
 		for i := range batch {
 			batch[i] = msgs[0]
 		}
@@ -213,10 +214,10 @@ func BenchmarkPerEventPath(b *testing.B) {
 // the router builds them: a header builder started for a batch of 500,
 // released after each batch as after a clean publish.
 func BenchmarkOutHeaders(b *testing.B) {
-	m := Message{Topic: "events.ingest", Partition: 3, Offset: 1_234_567, Headers: []Header{{Key: "producer", Value: []byte("app-1")}}}
+	m := stream.Message{Topic: "events.ingest", Partition: 3, Offset: 1_234_567, Headers: []stream.Header{{Key: "producer", Value: []byte("app-1")}}}
 	d := &Decision{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "remote", Topic: "residency.eu"}
 	w := schemas.WriterRef{Framing: schemas.FramingSingleObject, Fingerprint: 0x0123456789abcdef}
-	batch := make([]Message, 500)
+	batch := make([]stream.Message, 500)
 	for i := range batch {
 		batch[i] = m
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // stack is a routing set-up on the two test clusters: ingest, quarantine,
@@ -94,7 +95,7 @@ func (s *stack) newRouter(t testing.TB, instance string, mod func(*router.Config
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rd.Close() })
-	pubs := map[string]router.Publisher{}
+	pubs := map[string]stream.Publisher{}
 	for _, c := range []*testenv.Kafka{s.a, s.b} {
 		w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: kafka.Cluster{Name: c.Name, Brokers: c.Brokers}, Logger: log})
 		if err != nil {
@@ -159,10 +160,10 @@ func (s *stack) produce(t testing.TB, ctx context.Context, samples []sample) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	msgs := make([]router.Message, len(samples))
+	msgs := make([]stream.Message, len(samples))
 	for i, sm := range samples {
-		msgs[i] = router.Message{Topic: s.ingest, Key: []byte(sm.key), Value: sm.value,
-			Headers: []router.Header{{Key: "event-id", Value: []byte(sm.id)}}}
+		msgs[i] = stream.Message{Topic: s.ingest, Key: []byte(sm.key), Value: sm.value,
+			Headers: []stream.Header{{Key: "event-id", Value: []byte(sm.id)}}}
 	}
 	if err := w.Publish(ctx, msgs...); err != nil {
 		t.Fatalf("produce: %v", err)
@@ -209,14 +210,14 @@ func (s *stack) waitCommitted(t testing.TB, ctx context.Context) {
 }
 
 // readAll reads every record of topic on k.
-func readAll(t *testing.T, ctx context.Context, k *testenv.Kafka, topic string) []router.Message {
+func readAll(t *testing.T, ctx context.Context, k *testenv.Kafka, topic string) []stream.Message {
 	t.Helper()
 	c := &kafkago.Client{Addr: kafkago.TCP(k.Brokers...), Timeout: 10 * time.Second}
 	md, err := c.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
 	if err != nil || len(md.Topics) != 1 {
 		t.Fatalf("metadata of %s: %v", topic, err)
 	}
-	var out []router.Message
+	var out []stream.Message
 	for _, p := range md.Topics[0].Partitions {
 		lo, err := c.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: {kafkago.LastOffsetOf(p.ID)}}})
 		if err != nil {
@@ -233,11 +234,11 @@ func readAll(t *testing.T, ctx context.Context, k *testenv.Kafka, topic string) 
 				_ = r.Close()
 				t.Fatalf("read %s/%d: %v", topic, p.ID, err)
 			}
-			hs := make([]router.Header, len(m.Headers))
+			hs := make([]stream.Header, len(m.Headers))
 			for i, h := range m.Headers {
-				hs[i] = router.Header{Key: h.Key, Value: h.Value}
+				hs[i] = stream.Header{Key: h.Key, Value: h.Value}
 			}
-			out = append(out, router.Message{Topic: topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: hs})
+			out = append(out, stream.Message{Topic: topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: hs})
 			if m.Offset >= last-1 {
 				break
 			}
@@ -250,10 +251,10 @@ func readAll(t *testing.T, ctx context.Context, k *testenv.Kafka, topic string) 
 // placement is where each event id was found ("region:us", ...) and how often.
 type placement map[string][]string
 
-func (s *stack) collect(t *testing.T, ctx context.Context) (placement, map[string]router.Message) {
+func (s *stack) collect(t *testing.T, ctx context.Context) (placement, map[string]stream.Message) {
 	t.Helper()
 	found := placement{}
-	byID := map[string]router.Message{}
+	byID := map[string]stream.Message{}
 	add := func(k *testenv.Kafka, topic, label string, withReason bool) {
 		for _, m := range readAll(t, ctx, k, topic) {
 			id, _ := router.HeaderValue(m.Headers, "event-id")
@@ -403,13 +404,13 @@ func TestIntegrationRoutesAcrossClusters(t *testing.T) {
 // crashingPub publishes part of a batch and then fails forever, like a
 // process that died mid-flush.
 type crashingPub struct {
-	router.Publisher
+	stream.Publisher
 	after   int32 // calls before the crash
 	calls   atomic.Int32
 	crashed atomic.Bool
 }
 
-func (p *crashingPub) Publish(ctx context.Context, msgs ...router.Message) error {
+func (p *crashingPub) Publish(ctx context.Context, msgs ...stream.Message) error {
 	if p.calls.Add(1) <= p.after {
 		return p.Publisher.Publish(ctx, msgs...)
 	}
@@ -631,19 +632,19 @@ func TestIntegrationRulesAndPinsFromRedis(t *testing.T) {
 		}
 		return sample{id: id, key: user, value: v}
 	}
-	route := func(samples ...sample) map[string]router.Message {
+	route := func(samples ...sample) map[string]stream.Message {
 		s.produce(t, ctx, samples)
 		s.waitCommitted(t, ctx)
 		_, byID := s.collect(t, ctx)
 		return byID
 	}
-	where := func(m router.Message) (region, version, by string) {
+	where := func(m stream.Message) (region, version, by string) {
 		g, _ := router.HeaderValue(m.Headers, router.HeaderRegion)
 		v, _ := router.HeaderValue(m.Headers, router.HeaderRulesetVersion)
 		b, _ := router.HeaderValue(m.Headers, router.HeaderDecidedBy)
 		return string(g), string(v), string(b)
 	}
-	expect := func(byID map[string]router.Message, id, region, version, by string) {
+	expect := func(byID map[string]stream.Message, id, region, version, by string) {
 		t.Helper()
 		m, ok := byID[id]
 		if !ok {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // Replay provenance headers, added by replay (router/replay) to every event
@@ -33,7 +34,7 @@ const (
 // also on error), for the residency-schema header. decodeErr is the decode
 // error of a dead-lettered event, or nil. Replay uses it so replayed events
 // carry exactly the router's headers.
-func ResidencyHeaders(m *Message, d *Decision, writer schemas.WriterRef, rulesetVersion, instance string, decodeErr error) []Header {
+func ResidencyHeaders(m *stream.Message, d *Decision, writer schemas.WriterRef, rulesetVersion, instance string, decodeErr error) []stream.Header {
 	return outHeaders(m, d, writer, rulesetVersion, instance, decodeErr)
 }
 
@@ -42,7 +43,7 @@ func ResidencyHeaders(m *Message, d *Decision, writer schemas.WriterRef, ruleset
 // headers add up to more than maxValueBytes with schemas.ErrTooLarge, anything else is fr.Extract's result. An error
 // wrapping schemas.ErrRegistryUnavailable is transient; any other error
 // dead-letters the event (see DeadLetter).
-func ReadFields(ctx context.Context, fr FieldReader, m *Message, maxValueBytes int) (schemas.Fields, error) {
+func ReadFields(ctx context.Context, fr FieldReader, m *stream.Message, maxValueBytes int) (schemas.Fields, error) {
 	if len(m.Value) == 0 {
 		return schemas.Fields{}, fmt.Errorf("router: %w", schemas.ErrEmptyValue)
 	}

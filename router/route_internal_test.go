@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // recordingPub is a Publisher that honours the memory contract: it copies
@@ -23,12 +24,12 @@ import (
 type recordingPub struct {
 	mu        sync.Mutex
 	fail      int
-	published []Message // copies of the accepted messages
-	kept      []Message // the messages of the first failed call, as given
-	keptCopy  []Message // and a copy of them at the time
+	published []stream.Message // copies of the accepted messages
+	kept      []stream.Message // the messages of the first failed call, as given
+	keptCopy  []stream.Message // and a copy of them at the time
 }
 
-func (p *recordingPub) Publish(_ context.Context, msgs ...Message) error {
+func (p *recordingPub) Publish(_ context.Context, msgs ...stream.Message) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fail != 0 {
@@ -47,7 +48,7 @@ func (p *recordingPub) Publish(_ context.Context, msgs ...Message) error {
 func (*recordingPub) Close() error { return nil }
 
 // take returns and forgets the accepted messages.
-func (p *recordingPub) take() []Message {
+func (p *recordingPub) take() []stream.Message {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ms := p.published
@@ -55,19 +56,19 @@ func (p *recordingPub) take() []Message {
 	return ms
 }
 
-func cloneMessages(msgs []Message) []Message {
-	out := make([]Message, len(msgs))
+func cloneMessages(msgs []stream.Message) []stream.Message {
+	out := make([]stream.Message, len(msgs))
 	for i, m := range msgs {
-		out[i] = Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
+		out[i] = stream.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
 		for _, h := range m.Headers {
-			out[i].Headers = append(out[i].Headers, Header{h.Key, bytes.Clone(h.Value)})
+			out[i].Headers = append(out[i].Headers, stream.Header{Key: h.Key, Value: bytes.Clone(h.Value)})
 		}
 	}
 	return out
 }
 
-func sameHeaders(a, b []Header) bool {
-	return slices.EqualFunc(a, b, func(x, y Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) })
+func sameHeaders(a, b []stream.Header) bool {
+	return slices.EqualFunc(a, b, func(x, y stream.Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) })
 }
 
 // TestRouteReusesHeadersOnlyAfterCleanPublish checks how route reuses the
@@ -84,7 +85,7 @@ func TestRouteReusesHeadersOnlyAfterCleanPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	ingest, remote := &recordingPub{}, &recordingPub{}
-	r, err := New(Config{Subscriber: nopSubscriber{}, Publishers: map[string]Publisher{"ingest": ingest, "remote": remote},
+	r, err := New(Config{Subscriber: nopSubscriber{}, Publishers: map[string]stream.Publisher{"ingest": ingest, "remote": remote},
 		IngestCluster: "ingest", QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: fields, Rules: fixedRules{rs},
 		Instance: "router-0", Logger: slog.New(slog.DiscardHandler), RetryMin: time.Millisecond, RetryMax: time.Millisecond})
 	if err != nil {
@@ -94,7 +95,7 @@ func TestRouteReusesHeadersOnlyAfterCleanPublish(t *testing.T) {
 	mix := hotpathMessages(t)
 	// batch returns the mix with offsets of its own, so every batch's
 	// digits differ.
-	batch := func(n int) []Message {
+	batch := func(n int) []stream.Message {
 		ms := slices.Clone(mix)
 		for i := range ms {
 			ms[i].Offset = int64(n*10_000_000 + i*7)
@@ -104,12 +105,12 @@ func TestRouteReusesHeadersOnlyAfterCleanPublish(t *testing.T) {
 	// route routes b, checks that every event was published once with
 	// exactly outHeaders' headers, and returns the backing arrays of the
 	// builder's slab and arena.
-	route := func(name string, b []Message) (*Header, *byte) {
+	route := func(name string, b []stream.Message) (*stream.Header, *byte) {
 		t.Helper()
 		if err := r.route(ctx, b, rs); err != nil {
 			t.Fatalf("%s: route: %v", name, err)
 		}
-		want := map[string][]Header{} // by source offset
+		want := map[string][]stream.Header{} // by source offset
 		for i := range b {
 			f, err := r.extract(ctx, &b[i])
 			d := DeadLetter(err)
@@ -178,7 +179,7 @@ func TestRouteDoesNotReuseAfterFailedPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub := &recordingPub{}
-	r, err := New(Config{Subscriber: nopSubscriber{}, Publishers: map[string]Publisher{"ingest": pub, "remote": pub},
+	r, err := New(Config{Subscriber: nopSubscriber{}, Publishers: map[string]stream.Publisher{"ingest": pub, "remote": pub},
 		IngestCluster: "ingest", QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: fields, Rules: fixedRules{rs},
 		Instance: "router-0", Logger: slog.New(slog.DiscardHandler),
 		RetryMin: time.Millisecond, RetryMax: time.Millisecond, GiveUp: 20 * time.Millisecond})

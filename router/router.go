@@ -14,6 +14,7 @@ import (
 
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // Sentinel errors of the router.
@@ -39,10 +40,10 @@ var errNoRuleset = errors.New("no ruleset")
 // QuarantineTopic, DeadLetterTopic, Fields and Rules are required.
 type Config struct {
 	// Subscriber reads the ingest topics. Required.
-	Subscriber Subscriber
+	Subscriber stream.Subscriber
 	// Publishers holds one publisher per Kafka cluster, by cluster name (the
 	// names rulesets use in regions[].cluster). Required.
-	Publishers map[string]Publisher
+	Publishers map[string]stream.Publisher
 	// IngestCluster is the name of the cluster (a key of Publishers) that
 	// holds the quarantine and dead-letter topics. Required.
 	IngestCluster string
@@ -221,7 +222,7 @@ func (r *Router) Ready() error {
 	if rs, err := r.cfg.Rules.Current(); err != nil || rs == nil {
 		return fmt.Errorf("%w: ruleset: %v", ErrNotReady, cmp.Or(err, errNoRuleset))
 	}
-	if gm, ok := r.cfg.Subscriber.(GroupMember); ok && !gm.Joined() {
+	if gm, ok := r.cfg.Subscriber.(stream.GroupMember); ok && !gm.Joined() {
 		return fmt.Errorf("%w: not yet in the consumer group", ErrNotReady)
 	}
 	return nil
@@ -324,7 +325,7 @@ func (r *Router) waitRules(ctx context.Context) (*rules.Ruleset, bool) {
 // until BatchSize, MaxBatchBytes or Linger is reached. It returns an empty
 // batch when no event came within RulesPoll, so the caller re-checks the
 // ruleset while the ingest topics are idle.
-func (r *Router) collect(ctx context.Context) ([]Message, error) {
+func (r *Router) collect(ctx context.Context) ([]stream.Message, error) {
 	fctx, cancelFirst := context.WithTimeout(ctx, max(r.cfg.RulesPoll, 100*time.Millisecond))
 	first, err := r.cfg.Subscriber.Fetch(fctx)
 	cancelFirst()
@@ -334,7 +335,7 @@ func (r *Router) collect(ctx context.Context) ([]Message, error) {
 		}
 		return nil, fmt.Errorf("router: fetch: %w", err)
 	}
-	batch := make([]Message, 1, r.cfg.BatchSize)
+	batch := make([]stream.Message, 1, r.cfg.BatchSize)
 	batch[0] = first
 	size := len(first.Key) + len(first.Value)
 	if len(batch) >= r.cfg.BatchSize || size >= r.cfg.MaxBatchBytes {
@@ -363,7 +364,7 @@ type placed struct {
 }
 
 // route decides, publishes and commits one batch.
-func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) error {
+func (r *Router) route(ctx context.Context, batch []stream.Message, rs *rules.Ruleset) error {
 	out := make([]placed, len(batch))
 	fields := make([]schemas.Fields, len(batch))
 	for i := range batch {
@@ -400,7 +401,7 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 		cluster, _ := r.destination(&out[i].d)
 		groups = countFor(groups, cluster)
 	}
-	backing := make([]Message, len(batch))
+	backing := make([]stream.Message, len(batch))
 	for g := range groups {
 		n := groups[g].n
 		groups[g].msgs, backing = backing[:0:n], backing[n:]
@@ -411,7 +412,7 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 		d := &out[i].d
 		cluster, topic := r.destination(d)
 		g := groupOf(groups, cluster)
-		msg := Message{
+		msg := stream.Message{
 			Topic:   topic,
 			Key:     m.Key,
 			Value:   m.Value,
@@ -421,7 +422,7 @@ func (r *Router) route(ctx context.Context, batch []Message, rs *rules.Ruleset) 
 		OmitBody(&msg, m, out[i].err)
 		g.msgs = append(g.msgs, msg)
 	}
-	byCluster := make(map[string][]Message, len(groups))
+	byCluster := make(map[string][]stream.Message, len(groups))
 	for _, g := range groups {
 		byCluster[g.cluster] = g.msgs
 	}
@@ -461,8 +462,8 @@ func (r *Router) destination(d *Decision) (cluster, topic string) {
 // clusterGroup is a batch's outgoing records for one cluster.
 type clusterGroup struct {
 	cluster string
-	n       int       // how many records go to cluster
-	msgs    []Message // the records, in batch order
+	n       int              // how many records go to cluster
+	msgs    []stream.Message // the records, in batch order
 }
 
 // countFor counts one more record for cluster. A batch names few clusters,
@@ -492,7 +493,7 @@ const DefaultMaxValueBytes = 1<<20 - 16<<10
 
 // RecordBytes is the size of m as the size limits count it: key, value and
 // every header's name and value.
-func RecordBytes(m *Message) int {
+func RecordBytes(m *stream.Message) int {
 	n := len(m.Key) + len(m.Value)
 	for _, h := range m.Headers {
 		n += len(h.Key) + len(h.Value)
@@ -501,7 +502,7 @@ func RecordBytes(m *Message) int {
 }
 
 // checkSize fails with schemas.ErrTooLarge when m is larger than max.
-func checkSize(m *Message, max int) error {
+func checkSize(m *stream.Message, max int) error {
 	if n := RecordBytes(m); n > max {
 		return fmt.Errorf("router: %w: %d bytes > %d", schemas.ErrTooLarge, n, max)
 	}
@@ -520,13 +521,13 @@ const omitKeepBytes = 16 << 10
 // (reason, error, source topic/partition/offset) stay, plus
 // HeaderOmittedBytes, so the event can be found in the ingest topic. Other
 // records are unchanged.
-func OmitBody(out *Message, m *Message, err error) {
+func OmitBody(out *stream.Message, m *stream.Message, err error) {
 	if err == nil || !errors.Is(err, schemas.ErrTooLarge) {
 		return
 	}
 	size := RecordBytes(m)
 	out.Value = nil
-	hs := make([]Header, 0, len(out.Headers)+1)
+	hs := make([]stream.Header, 0, len(out.Headers)+1)
 	if size-len(m.Value) <= omitKeepBytes {
 		hs = append(hs, out.Headers...)
 	} else {
@@ -537,13 +538,13 @@ func OmitBody(out *Message, m *Message, err error) {
 			}
 		}
 	}
-	out.Headers = append(hs, Header{HeaderOmittedBytes, strconv.AppendInt(nil, int64(size), 10)})
+	out.Headers = append(hs, stream.Header{Key: HeaderOmittedBytes, Value: strconv.AppendInt(nil, int64(size), 10)})
 }
 
 // extract reads an event's fields, retrying while the schema registry is
 // unavailable. A returned error wrapping ErrRegistryUnavailable means the
 // router gave up or is shutting down; any other error dead-letters the event.
-func (r *Router) extract(ctx context.Context, m *Message) (schemas.Fields, error) {
+func (r *Router) extract(ctx context.Context, m *stream.Message) (schemas.Fields, error) {
 	// The common case, one attempt, without the retry loop's closure and
 	// clock reads. Empty and oversized events fail here, not transiently.
 	f, decodeErr := ReadFields(ctx, r.cfg.Fields, m, r.cfg.MaxValueBytes)
@@ -637,7 +638,7 @@ func (r *Router) warnOnce(key, msg string, args ...any) {
 }
 
 // observe updates the metrics for a batch that has been committed.
-func (r *Router) observe(batch []Message, out []placed) {
+func (r *Router) observe(batch []stream.Message, out []placed) {
 	m := r.cfg.Metrics
 	if m == nil {
 		return

@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/stream/streamtest"
+
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 const testRules = `
@@ -110,9 +112,9 @@ func (p *pinMap) Lookup(_ context.Context, ids [][]byte) ([]string, error) {
 // fixture is a router over two in-memory clusters: "a" (ingest, quarantine,
 // dead-letter, pinned.us, pinned.in) and "b" (pinned.eu, pinned.uk).
 type fixture struct {
-	a, b   *routertest.Broker
-	sub    router.Subscriber
-	pubs   map[string]router.Publisher
+	a, b   *streamtest.Broker
+	sub    stream.Subscriber
+	pubs   map[string]stream.Publisher
 	fields *textFields
 	rules  *rulesBox
 	cfg    router.Config
@@ -121,7 +123,7 @@ type fixture struct {
 const ingest, quarantine, deadLetter, group = "ingest", "quarantine", "dead-letter", "routers"
 
 func newFixture(t *testing.T) *fixture {
-	f := &fixture{a: routertest.NewBroker(), b: routertest.NewBroker(), fields: &textFields{}, rules: &rulesBox{}}
+	f := &fixture{a: streamtest.NewBroker(), b: streamtest.NewBroker(), fields: &textFields{}, rules: &rulesBox{}}
 	f.a.CreateTopic(ingest, 3)
 	for _, tp := range []string{quarantine, deadLetter, "pinned.us", "pinned.in"} {
 		f.a.CreateTopic(tp, 2)
@@ -130,7 +132,7 @@ func newFixture(t *testing.T) *fixture {
 	f.b.CreateTopic("pinned.uk", 2)
 	f.rules.set(mustRules(t, 3), nil)
 	f.sub = f.a.Subscriber(group, ingest)
-	f.pubs = map[string]router.Publisher{"a": f.a.Publisher(), "b": f.b.Publisher()}
+	f.pubs = map[string]stream.Publisher{"a": f.a.Publisher(), "b": f.b.Publisher()}
 	f.cfg = router.Config{
 		Subscriber: f.sub, Publishers: f.pubs, IngestCluster: "a",
 		QuarantineTopic: quarantine, DeadLetterTopic: deadLetter,
@@ -142,7 +144,7 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func (f *fixture) produce(t *testing.T, msgs ...router.Message) {
+func (f *fixture) produce(t *testing.T, msgs ...stream.Message) {
 	t.Helper()
 	for i := range msgs {
 		msgs[i].Topic = ingest
@@ -152,11 +154,11 @@ func (f *fixture) produce(t *testing.T, msgs ...router.Message) {
 	}
 }
 
-func event(country, user, id string) router.Message {
-	return router.Message{
+func event(country, user, id string) stream.Message {
+	return stream.Message{
 		Key:     []byte(user),
 		Value:   fmt.Appendf(nil, "E|%s|%s|%s", country, user, id),
-		Headers: []router.Header{{Key: "trace", Value: []byte("t-" + id)}, {Key: "residency-region", Value: []byte("forged")}},
+		Headers: []stream.Header{{Key: "trace", Value: []byte("t-" + id)}, {Key: "residency-region", Value: []byte("forged")}},
 	}
 }
 
@@ -180,7 +182,7 @@ func (f *fixture) committed() int64 {
 	return n
 }
 
-func header(m router.Message, key string) string {
+func header(m stream.Message, key string) string {
 	v, _ := router.HeaderValue(m.Headers, key)
 	return string(v)
 }
@@ -188,7 +190,7 @@ func header(m router.Message, key string) string {
 func TestRouterPlacesEveryEvent(t *testing.T) {
 	f := newFixture(t)
 	want := map[string]string{} // id -> "cluster/topic"
-	var sent []router.Message
+	var sent []stream.Message
 	countries := []struct{ country, topic string }{
 		{"US", "a/pinned.us"}, {"PR", "a/pinned.us"}, {"de", "b/pinned.eu"}, {"FR", "b/pinned.eu"},
 		{"GB", "b/pinned.uk"}, {"IN", "a/pinned.in"}, {"-", "a/quarantine"}, {"ZZ", "a/quarantine"},
@@ -200,7 +202,7 @@ func TestRouterPlacesEveryEvent(t *testing.T) {
 		sent = append(sent, event(c.country, fmt.Sprintf("user-%s-%d", c.country, i%3), id))
 		want[id] = c.topic
 	}
-	bad := []router.Message{
+	bad := []stream.Message{
 		{Key: []byte("k"), Value: []byte("X|garbage")},
 		{Key: []byte("k"), Value: []byte("E|US|u")},
 		{Key: []byte("k"), Value: nil},
@@ -217,7 +219,7 @@ func TestRouterPlacesEveryEvent(t *testing.T) {
 
 	found := map[string]string{}
 	lastOffsetPerKey := map[string]int64{}
-	check := func(cluster string, b *routertest.Broker, topic string) {
+	check := func(cluster string, b *streamtest.Broker, topic string) {
 		for _, m := range b.Records(topic) {
 			if topic == deadLetter {
 				continue
@@ -346,11 +348,11 @@ func TestRouterFailsClosedWithoutRuleset(t *testing.T) {
 }
 
 type countingSub struct {
-	router.Subscriber
+	stream.Subscriber
 	n *atomic.Int32
 }
 
-func (c countingSub) Fetch(ctx context.Context) (router.Message, error) {
+func (c countingSub) Fetch(ctx context.Context) (stream.Message, error) {
 	m, err := c.Subscriber.Fetch(ctx)
 	if err == nil {
 		c.n.Add(1)
@@ -361,12 +363,12 @@ func (c countingSub) Fetch(ctx context.Context) (router.Message, error) {
 // flakyPub fails its first failures calls; it records whether a commit
 // happened while a publish was still unacknowledged.
 type flakyPub struct {
-	router.Publisher
+	stream.Publisher
 	failures atomic.Int32
 	calls    atomic.Int32
 }
 
-func (p *flakyPub) Publish(ctx context.Context, msgs ...router.Message) error {
+func (p *flakyPub) Publish(ctx context.Context, msgs ...stream.Message) error {
 	p.calls.Add(1)
 	if p.failures.Load() != 0 {
 		p.failures.Add(-1)
@@ -379,7 +381,7 @@ func TestRouterRetriesTransientFailures(t *testing.T) {
 	f := newFixture(t)
 	pb := &flakyPub{Publisher: f.pubs["b"]}
 	pb.failures.Store(5)
-	f.cfg.Publishers = map[string]router.Publisher{"a": f.pubs["a"], "b": pb}
+	f.cfg.Publishers = map[string]stream.Publisher{"a": f.pubs["a"], "b": pb}
 	f.fields.unavailable.Store(3)
 	f.produce(t, event("GB", "u1", "1"), event("US", "u2", "2"))
 	_, stop := f.start(t)
@@ -399,7 +401,7 @@ func TestRouterGivesUpWithoutCommitting(t *testing.T) {
 	f := newFixture(t)
 	pb := &flakyPub{Publisher: f.pubs["b"]}
 	pb.failures.Store(-1) // forever
-	f.cfg.Publishers = map[string]router.Publisher{"a": f.pubs["a"], "b": pb}
+	f.cfg.Publishers = map[string]stream.Publisher{"a": f.pubs["a"], "b": pb}
 	f.cfg.GiveUp = 50 * time.Millisecond
 	f.produce(t, event("GB", "u1", "1"), event("US", "u2", "2"))
 	r, err := router.New(f.cfg)
@@ -447,7 +449,7 @@ func TestRouterPins(t *testing.T) {
 
 func TestRouterUnknownClusterQuarantines(t *testing.T) {
 	f := newFixture(t)
-	f.cfg.Publishers = map[string]router.Publisher{"a": f.pubs["a"]} // no "b"
+	f.cfg.Publishers = map[string]stream.Publisher{"a": f.pubs["a"]} // no "b"
 	f.produce(t, event("GB", "u1", "1"), event("US", "u2", "2"))
 	_, stop := f.start(t)
 	testenv.Eventually(t, 10*time.Second, "events committed", func() bool { return f.committed() == 2 })
@@ -468,7 +470,7 @@ func TestRouterShutdownFlushes(t *testing.T) {
 	f.cfg.Subscriber = countingSub{f.sub, &fetched}
 	f.cfg.Linger = 200 * time.Millisecond
 	f.cfg.BatchSize = 1000
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 30 {
 		msgs = append(msgs, event("FR", fmt.Sprintf("u%d", i), fmt.Sprint(i)))
 	}
@@ -502,11 +504,11 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 // limit, as kafka-go's writer does past its BatchBytes and a broker does past
 // max.message.bytes.
 type sizeLimitPub struct {
-	router.Publisher
+	stream.Publisher
 	limit int
 }
 
-func (p sizeLimitPub) Publish(ctx context.Context, msgs ...router.Message) error {
+func (p sizeLimitPub) Publish(ctx context.Context, msgs ...stream.Message) error {
 	for i := range msgs {
 		if n := router.RecordBytes(&msgs[i]); n > p.limit {
 			return fmt.Errorf("message too large: %d bytes", n)
@@ -522,14 +524,14 @@ func (p sizeLimitPub) Publish(ctx context.Context, msgs ...router.Message) error
 func TestRouterOversizedEventDoesNotBlock(t *testing.T) {
 	f := newFixture(t)
 	const limit = 1 << 20
-	f.cfg.Publishers = map[string]router.Publisher{"a": sizeLimitPub{f.pubs["a"], limit}, "b": sizeLimitPub{f.pubs["b"], limit}}
+	f.cfg.Publishers = map[string]stream.Publisher{"a": sizeLimitPub{f.pubs["a"], limit}, "b": sizeLimitPub{f.pubs["b"], limit}}
 	f.cfg.GiveUp = 2 * time.Second
 	big := event("US", "u-big", "big")
 	big.Value = append(big.Value, bytes.Repeat([]byte("x"), limit)...)
 	// Value under the limit, but with a large producer header the record is
 	// over it: headers count too.
 	heavy := event("US", "u-heavy", "heavy")
-	heavy.Headers = append(heavy.Headers, router.Header{Key: "blob", Value: bytes.Repeat([]byte("h"), limit)})
+	heavy.Headers = append(heavy.Headers, stream.Header{Key: "blob", Value: bytes.Repeat([]byte("h"), limit)})
 	f.produce(t, event("US", "u1", "before"), big, heavy, event("GB", "u2", "after"))
 	_, stop := f.start(t)
 	testenv.Eventually(t, 10*time.Second, "all four events committed", func() bool { return f.committed() == 4 })
@@ -614,22 +616,22 @@ func TestRouterRefusesPinnedTopicOnIngestTopics(t *testing.T) {
 // still read the messages after returning an error, as the Publisher
 // memory contract allows.
 type keepingPub struct {
-	router.Publisher
+	stream.Publisher
 	mu             sync.Mutex
 	failed         bool
-	kept, keptCopy []router.Message
+	kept, keptCopy []stream.Message
 }
 
-func (p *keepingPub) Publish(ctx context.Context, msgs ...router.Message) error {
+func (p *keepingPub) Publish(ctx context.Context, msgs ...stream.Message) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.failed {
 		p.failed = true
 		p.kept = msgs
 		for _, m := range msgs {
-			c := router.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
+			c := stream.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
 			for _, h := range m.Headers {
-				c.Headers = append(c.Headers, router.Header{Key: h.Key, Value: bytes.Clone(h.Value)})
+				c.Headers = append(c.Headers, stream.Header{Key: h.Key, Value: bytes.Clone(h.Value)})
 			}
 			p.keptCopy = append(p.keptCopy, c)
 		}
@@ -647,9 +649,9 @@ func (p *keepingPub) Publish(ctx context.Context, msgs ...router.Message) error 
 func TestRouterLeavesFailedPublishIntact(t *testing.T) {
 	f := newFixture(t)
 	pa := &keepingPub{Publisher: f.pubs["a"]}
-	f.cfg.Publishers = map[string]router.Publisher{"a": pa, "b": f.pubs["b"]}
-	batch := func(n int) []router.Message {
-		var ms []router.Message
+	f.cfg.Publishers = map[string]stream.Publisher{"a": pa, "b": f.pubs["b"]}
+	batch := func(n int) []stream.Message {
+		var ms []stream.Message
 		for i := range 20 {
 			ms = append(ms, event([]string{"US", "DE", "IN", "ZZ"}[i%4], fmt.Sprintf("u%d", i), fmt.Sprintf("%d-%d", n, i)))
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // The two contenders of `residency bench`.
@@ -116,14 +117,14 @@ func (m *meter) result(mode string) childResult {
 		CPUSeconds: m.lastCPU - m.firstCPU, PeakRSSBytes: peakRSS()}
 }
 
-// meteredSubscriber is a router.Subscriber that feeds a meter.
+// meteredSubscriber is a stream.Subscriber that feeds a meter.
 type meteredSubscriber struct {
 	*kafka.Reader
 	m *meter
 }
 
 // Fetch returns the next record and notes the first one.
-func (s meteredSubscriber) Fetch(ctx context.Context) (router.Message, error) {
+func (s meteredSubscriber) Fetch(ctx context.Context) (stream.Message, error) {
 	msg, err := s.Reader.Fetch(ctx)
 	if err == nil {
 		s.m.fetched()
@@ -132,7 +133,7 @@ func (s meteredSubscriber) Fetch(ctx context.Context) (router.Message, error) {
 }
 
 // Commit commits msgs and counts them.
-func (s meteredSubscriber) Commit(ctx context.Context, msgs ...router.Message) error {
+func (s meteredSubscriber) Commit(ctx context.Context, msgs ...stream.Message) error {
 	if err := s.Reader.Commit(ctx, msgs...); err != nil {
 		return err
 	}
@@ -310,7 +311,7 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) error {
 	if len(spec.RemoteBrokers) > 0 {
 		clusters["remote"] = kafka.Cluster{Name: "remote", Brokers: spec.RemoteBrokers}
 	}
-	pubs := map[string]router.Publisher{}
+	pubs := map[string]stream.Publisher{}
 	for name, cl := range clusters {
 		w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: spec.BatchSize, Logger: log})
 		if err != nil {
@@ -454,21 +455,21 @@ func routerWriterPublish(spec childSpec) (func(context.Context, []kafkago.Messag
 	if err != nil {
 		return nil, err
 	}
-	var rms []router.Message
+	var rms []stream.Message
 	return func(ctx context.Context, msgs []kafkago.Message) error {
 		rms = rms[:0]
 		for i := range msgs {
 			k := &msgs[i]
 			// kafka-go's and the router's headers have the same layout.
-			hs := unsafe.Slice((*router.Header)(unsafe.Pointer(unsafe.SliceData(k.Headers))), len(k.Headers))
-			rms = append(rms, router.Message{Topic: k.Topic, Key: k.Key, Value: k.Value, Headers: hs, Time: k.Time})
+			hs := unsafe.Slice((*stream.Header)(unsafe.Pointer(unsafe.SliceData(k.Headers))), len(k.Headers))
+			rms = append(rms, stream.Message{Topic: k.Topic, Key: k.Key, Value: k.Value, Headers: hs, Time: k.Time})
 		}
 		return retryBench(ctx, func() error { return kw.Publish(ctx, rms...) })
 	}, nil
 }
 
 // The conversion above relies on it (this does not compile otherwise).
-var _ = kafkago.Header(router.Header{})
+var _ = kafkago.Header(stream.Header{})
 
 func writeRetry(ctx context.Context, w *kafkago.Writer, msgs []kafkago.Message) error {
 	err := retryBench(ctx, func() error {

@@ -20,6 +20,7 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/stream"
 )
 
 //go:embed demo_rules.yaml
@@ -65,7 +66,7 @@ func runDemo(ctx context.Context, e env) int {
 
 // demoEvent is one produced event and where it must end up.
 type demoEvent struct {
-	msg  router.Message
+	msg  stream.Message
 	want string // row label of the table
 }
 
@@ -203,8 +204,8 @@ func demoEvents(n int, rs *rules.Ruleset) ([]demoEvent, error) {
 	types := []string{"VIDEO_VIEW", "VIDEO_LIKE", "COMMENT", "FOLLOW", "SEARCH", "LOGIN"}
 	var out []demoEvent
 	add := func(key string, value []byte, want string) {
-		out = append(out, demoEvent{msg: router.Message{Topic: demoIngest, Key: []byte(key), Value: value,
-			Headers: []router.Header{{Key: "event-id", Value: fmt.Appendf(nil, "%d", len(out))}}}, want: want})
+		out = append(out, demoEvent{msg: stream.Message{Topic: demoIngest, Key: []byte(key), Value: value,
+			Headers: []stream.Header{{Key: "event-id", Value: fmt.Appendf(nil, "%d", len(out))}}}, want: want})
 	}
 	region := func(country string) string {
 		j, _ := rs.JurisdictionOf([]byte(country))
@@ -269,7 +270,7 @@ func demoProduce(ctx context.Context, cfg *Config, log *slog.Logger, events []de
 	}
 	defer w.Close()
 	for i := 0; i < len(events); i += 500 {
-		var batch []router.Message
+		var batch []stream.Message
 		for _, ev := range events[i:min(i+500, len(events))] {
 			batch = append(batch, ev.msg)
 		}
@@ -290,7 +291,7 @@ type demoRow struct {
 // demoCount reads every destination topic and groups what it holds.
 func demoCount(ctx context.Context, admins map[string]*kafka.Admin, rs *rules.Ruleset) (map[string]*demoRow, error) {
 	rows := map[string]*demoRow{}
-	add := func(label, cluster, topic string, m router.Message) {
+	add := func(label, cluster, topic string, m stream.Message) {
 		r := rows[label]
 		if r == nil {
 			r = &demoRow{label: label, cluster: cluster, topic: topic}

@@ -21,6 +21,7 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 const explainSynopsis = `explain EVENT [--config FILE [--topic T]] [--rules FILE | --redis ADDR] [flags]
@@ -202,7 +203,7 @@ func explainMain(ctx context.Context, e env, f *explainFlags, event string) (int
 		if len(values) > 1 {
 			x.Event = fmt.Sprintf("%s record %d", event, i+1)
 		}
-		fl, derr := router.ReadFields(ctx, fields, &router.Message{Topic: s.topic, Value: v}, s.maxBytes)
+		fl, derr := router.ReadFields(ctx, fields, &stream.Message{Topic: s.topic, Value: v}, s.maxBytes)
 		if errors.Is(derr, schemas.ErrRegistryUnavailable) {
 			return exitNotReady, derr
 		}

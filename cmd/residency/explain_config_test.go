@@ -16,6 +16,7 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // partnerSchema is a writer schema known only to the deployment's
@@ -142,7 +143,7 @@ func TestExplainWithConfigAgreesWithRouter(t *testing.T) {
 		}
 	}
 	values := map[string][]byte{}
-	var msgs []router.Message
+	var msgs []stream.Message
 	for _, e := range evs {
 		var country any
 		if e.country != "" {
@@ -153,7 +154,7 @@ func TestExplainWithConfigAgreesWithRouter(t *testing.T) {
 			v = schemas.AppendSingleObject(nil, d.fp, v)
 		}
 		values[e.key] = v
-		msgs = append(msgs, router.Message{Topic: e.topic, Key: []byte(e.key), Value: v})
+		msgs = append(msgs, stream.Message{Topic: e.topic, Key: []byte(e.key), Value: v})
 	}
 	w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: kafka.Cluster{Name: "a", Brokers: d.a.Brokers}})
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/residency-router/residency/router/replay"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 const replaySynopsis = `replay --config FILE --source ingest|quarantine|dead-letter|sink-quarantine [flags]
@@ -198,7 +199,7 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	if cfg.pinsEnabled() && store != nil {
 		pins = rules.NewPins(store, rules.PinsOptions{})
 	}
-	pubs := map[string]router.Publisher{}
+	pubs := map[string]stream.Publisher{}
 	for name, cl := range cfg.Kafka.Clusters {
 		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: f.batch,
 			Compression: cfg.Kafka.Compression, Logger: log})

@@ -19,6 +19,7 @@ import (
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 const replayRulesV1 = `
@@ -100,15 +101,15 @@ func (s *replayStack) apply(t *testing.T, countries string) {
 // quarantine writes n events of country to quarantine as the router does.
 func (s *replayStack) quarantineEvents(t *testing.T, prefix, country, reason string, n int) {
 	t.Helper()
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range n {
 		v, err := s.enc.Encode(routertest.Event{ID: fmt.Sprintf("%s-%d", prefix, i), UserID: fmt.Sprintf("u-%s-%d", prefix, i), Country: country})
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := router.Message{Topic: s.ingest, Partition: i % 2, Offset: int64(i), Key: []byte(fmt.Sprint(i)), Value: v}
+		m := stream.Message{Topic: s.ingest, Partition: i % 2, Offset: int64(i), Key: []byte(fmt.Sprint(i)), Value: v}
 		d := router.Decision{Outcome: router.Quarantined, Reason: reason}
-		msgs = append(msgs, router.Message{Topic: s.quarantine, Key: m.Key, Value: v, Headers: router.ResidencyHeaders(&m, &d, schemas.WriterRef{}, "1", "router-0", nil)})
+		msgs = append(msgs, stream.Message{Topic: s.quarantine, Key: m.Key, Value: v, Headers: router.ResidencyHeaders(&m, &d, schemas.WriterRef{}, "1", "router-0", nil)})
 	}
 	if err := s.writer.Publish(testenv.Context(t, 10*time.Second), msgs...); err != nil {
 		t.Fatal(err)
@@ -218,10 +219,10 @@ func TestReplayCommand(t *testing.T) {
 
 	// Ingest: CA events the router quarantined under v1 would now route to
 	// us; the baseline defaults to the version before the current one.
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 3 {
 		v, _ := s.enc.Encode(routertest.Event{ID: fmt.Sprint("in-", i), UserID: "u", Country: []string{"CA", "US", "DE"}[i]})
-		msgs = append(msgs, router.Message{Topic: s.ingest, Key: []byte("u"), Value: v})
+		msgs = append(msgs, stream.Message{Topic: s.ingest, Key: []byte("u"), Value: v})
 	}
 	if err := s.writer.Publish(ctx, msgs...); err != nil {
 		t.Fatal(err)
@@ -390,17 +391,17 @@ func TestReplayCommandSinkQuarantine(t *testing.T) {
 	s := newReplayStack(t)
 	s.apply(t, "US")
 	ctx := testenv.Context(t, 60*time.Second)
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 3 {
 		v, err := s.enc.Encode(routertest.Event{ID: fmt.Sprint("sq-", i), UserID: "u", Country: "US"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := router.Message{Topic: s.ingest, Partition: 1, Offset: int64(10 + i), Key: []byte("u"), Value: v}
+		in := stream.Message{Topic: s.ingest, Partition: 1, Offset: int64(10 + i), Key: []byte("u"), Value: v}
 		d := router.Decision{Outcome: router.Routed, Jurisdiction: "US", Region: "us", Topic: s.us, Cluster: "a"}
 		hs := append(router.ResidencyHeaders(&in, &d, schemas.WriterRef{}, "1", "router-0", nil),
-			router.Header{Key: router.HeaderReason, Value: []byte("region_moved")})
-		msgs = append(msgs, router.Message{Topic: s.sinkQuarantine, Key: in.Key, Value: v, Headers: hs})
+			stream.Header{Key: router.HeaderReason, Value: []byte("region_moved")})
+		msgs = append(msgs, stream.Message{Topic: s.sinkQuarantine, Key: in.Key, Value: v, Headers: hs})
 	}
 	if err := s.writer.Publish(ctx, msgs...); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 const routeSynopsis = `route --config FILE [flags]
@@ -121,7 +122,7 @@ func (w *wired) wire(cfg *Config, reg prometheus.Registerer) error {
 	}); err != nil {
 		return clusterError(cfg.Kafka.IngestCluster, err)
 	}
-	pubs := map[string]router.Publisher{}
+	pubs := map[string]stream.Publisher{}
 	for _, name := range cfg.clusterNames() {
 		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cfg.Kafka.Clusters[name], BatchSize: cfg.Router.BatchSize,
 			BatchBytes: writerBatchBytes(cfg.Router.MaxValueBytes), Compression: cfg.Kafka.Compression, Logger: w.log})

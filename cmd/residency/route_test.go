@@ -15,9 +15,9 @@ import (
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/internal/testenv"
-	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/stream"
 )
 
 func freeAddr(t *testing.T) string {
@@ -85,10 +85,10 @@ rules: {poll_interval: 50ms}
 		t.Fatal(err)
 	}
 	defer w.Close()
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i, c := range []string{"US", "DE", "US", "FR", "", "ZZ"} {
 		v, _ := enc.Encode(routertest.Event{ID: fmt.Sprint(i), UserID: fmt.Sprint("u", i), Country: c})
-		msgs = append(msgs, router.Message{Topic: ingest, Key: []byte(fmt.Sprint(i)), Value: v})
+		msgs = append(msgs, stream.Message{Topic: ingest, Key: []byte(fmt.Sprint(i)), Value: v})
 	}
 	if err := w.Publish(ctx, msgs...); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/residency-router/residency/connectors/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/stream"
 )
 
 // sinkRules is a ruleset whose region us has pinned topic usTopic and whose
@@ -100,7 +101,7 @@ sinks:
 	defer w.Close()
 	publish := func(from, to int) {
 		t.Helper()
-		var msgs []router.Message
+		var msgs []stream.Message
 		for i := from; i < to; i++ {
 			// Placed by version 1: the sink re-decides it under version 1,
 			// loaded from Redis, whatever version is in force.
@@ -278,7 +279,7 @@ sinks:
 		t.Fatal(err)
 	}
 	defer w.Close()
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 12 {
 		// A ruleset file has version 0.
 		msgs = append(msgs, sinktest.WithHeader(sinktest.Message(us, i, "US", "us", "US"), router.HeaderRulesetVersion, "0"))

@@ -7,9 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/residency-router/residency/stream"
 	"github.com/segmentio/kafka-go"
-
-	"github.com/residency-router/residency/router"
 )
 
 // Admin runs administrative requests (topics, offsets) against one cluster.
@@ -183,7 +182,7 @@ func (a *Admin) Lag(ctx context.Context, group, topic string) (int64, error) {
 // by partition in offset order, keys, values and header values exactly as
 // they are in the log (null apart from empty). It reads without a consumer
 // group and commits nothing.
-func (a *Admin) ReadAll(ctx context.Context, topic string) ([]router.Message, error) {
+func (a *Admin) ReadAll(ctx context.Context, topic string) ([]stream.Message, error) {
 	end, err := a.EndOffsets(ctx, topic)
 	if err != nil {
 		return nil, err
@@ -193,7 +192,7 @@ func (a *Admin) ReadAll(ctx context.Context, topic string) ([]router.Message, er
 		return nil, err
 	}
 	x := newExact(a.c, a.cluster.Name, slog.Default)
-	var out []router.Message
+	var out []stream.Message
 	for p, last := range end {
 		if last == 0 {
 			continue
@@ -220,8 +219,8 @@ func (a *Admin) ReadAll(ctx context.Context, topic string) ([]router.Message, er
 	return out, nil
 }
 
-func fromKafka(m kafka.Message) router.Message {
-	out := router.Message{
+func fromKafka(m kafka.Message) stream.Message {
+	out := stream.Message{
 		Topic:         m.Topic,
 		Partition:     m.Partition,
 		Offset:        m.Offset,

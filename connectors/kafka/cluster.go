@@ -1,10 +1,10 @@
 // Package kafka adapts github.com/segmentio/kafka-go to the router's ports:
-// Reader is a router.Subscriber (a consumer-group member that fetches and
+// Reader is a stream.Subscriber (a consumer-group member that fetches and
 // commits explicitly, never ReadMessage's commit-before-process) and Writer a
-// router.Publisher (acknowledged by all in-sync replicas, a small batch
+// stream.Publisher (acknowledged by all in-sync replicas, a small batch
 // timeout, hash partitioning on the key, no topic auto-creation).
 //
-// kafka-go types stay in this package; the router sees only router.Message.
+// kafka-go types stay in this package; the router sees only stream.Message.
 package kafka
 
 import (

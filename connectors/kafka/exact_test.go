@@ -16,7 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/residency-router/residency/internal/testenv"
-	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/stream"
 )
 
 // faultyFetch passes requests to the cluster, but answers fetch requests
@@ -66,8 +66,8 @@ func TestReaderKeepsARecordItCouldNotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	if err := w.Publish(ctx, router.Message{Topic: topic, Key: []byte{}, Value: []byte("v0")},
-		router.Message{Topic: topic, Key: []byte("k"), Value: []byte("v1")}); err != nil {
+	if err := w.Publish(ctx, stream.Message{Topic: topic, Key: []byte{}, Value: []byte("v0")},
+		stream.Message{Topic: topic, Key: []byte("k"), Value: []byte("v1")}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := NewReader(ReaderConfig{Cluster: cl, GroupID: testenv.Name(t, "g"), Topics: []string{topic},
@@ -100,7 +100,7 @@ func TestReaderKeepsARecordItCouldNotRestore(t *testing.T) {
 		t.Fatalf("Fetch while the fetch hangs = %v, want the deadline", err)
 	}
 	ff.set(nil)
-	for i, want := range []router.Message{{Key: []byte{}, Value: []byte("v0")}, {Key: []byte("k"), Value: []byte("v1")}} {
+	for i, want := range []stream.Message{{Key: []byte{}, Value: []byte("v0")}, {Key: []byte("k"), Value: []byte("v1")}} {
 		m, err := r.Fetch(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -247,7 +247,7 @@ func TestRangeReaderAndReadAllAreExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	same := func(a, b []byte) bool { return (a == nil) == (b == nil) && string(a) == string(b) }
-	check := func(what string, got []router.Message) {
+	check := func(what string, got []stream.Message) {
 		t.Helper()
 		if len(got) != len(recs) {
 			t.Fatalf("%s: %d records, want %d", what, len(got), len(recs))
@@ -269,8 +269,8 @@ func TestRangeReaderAndReadAllAreExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []router.Message
-	if err := rr.ReadRange(ctx, topic, 0, 0, int64(len(recs)), 4, func(ms []router.Message) error {
+	var got []stream.Message
+	if err := rr.ReadRange(ctx, topic, 0, 0, int64(len(recs)), 4, func(ms []stream.Message) error {
 		got = append(got, ms...)
 		return nil
 	}); err != nil {

@@ -12,21 +12,22 @@ import (
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
+	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
 )
 
-func harness(k *testenv.Kafka) routertest.Harness {
+func harness(k *testenv.Kafka) streamtest.Harness {
 	cluster := kafka.Cluster{Name: k.Name, Brokers: k.Brokers}
-	return routertest.Harness{
+	return streamtest.Harness{
 		NewTopic: func(t *testing.T, partitions int) string { return k.Topic(t, "conf", partitions) },
-		NewPublisher: func(t *testing.T) router.Publisher {
+		NewPublisher: func(t *testing.T) stream.Publisher {
 			w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cluster})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return w
 		},
-		NewSubscriber: func(t *testing.T, group string, topics ...string) (router.Subscriber, func()) {
+		NewSubscriber: func(t *testing.T, group string, topics ...string) (stream.Subscriber, func()) {
 			r, err := kafka.NewReader(kafka.ReaderConfig{Cluster: cluster, GroupID: group, Topics: topics,
 				SessionTimeout: 6 * time.Second, RebalanceTimeout: 5 * time.Second})
 			if err != nil {
@@ -48,11 +49,11 @@ func harness(k *testenv.Kafka) routertest.Harness {
 }
 
 func TestConformanceClusterA(t *testing.T) {
-	routertest.TestPubSub(t, harness(testenv.KafkaA(t)))
+	streamtest.TestPubSub(t, harness(testenv.KafkaA(t)))
 }
 
 func TestConformanceClusterB(t *testing.T) {
-	routertest.TestPubSub(t, harness(testenv.KafkaB(t)))
+	streamtest.TestPubSub(t, harness(testenv.KafkaB(t)))
 }
 
 func TestClusterValidateNamesField(t *testing.T) {
@@ -115,10 +116,10 @@ func TestAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 10 {
-		msgs = append(msgs, router.Message{Topic: topic, Key: []byte{byte(i)}, Value: []byte{byte(i)},
-			Headers: []router.Header{{Key: "h", Value: []byte("v")}}})
+		msgs = append(msgs, stream.Message{Topic: topic, Key: []byte{byte(i)}, Value: []byte{byte(i)},
+			Headers: []stream.Header{{Key: "h", Value: []byte("v")}}})
 	}
 	if err := w.Publish(ctx, msgs...); err != nil {
 		t.Fatal(err)
@@ -178,11 +179,11 @@ func TestWriterChunksAndCompression(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var msgs []router.Message
+		var msgs []stream.Message
 		for i := range 600 {
-			msgs = append(msgs, router.Message{Topic: topics[i%2], Key: fmt.Appendf(nil, "user-%d", i%17),
+			msgs = append(msgs, stream.Message{Topic: topics[i%2], Key: fmt.Appendf(nil, "user-%d", i%17),
 				Value:   append(fmt.Appendf(nil, "%s-%04d-", codec, i), make([]byte, 900)...),
-				Headers: []router.Header{{Key: "seq", Value: fmt.Appendf(nil, "%d", i)}}})
+				Headers: []stream.Header{{Key: "seq", Value: fmt.Appendf(nil, "%d", i)}}})
 		}
 		if err := w.Publish(ctx, msgs...); err != nil {
 			t.Fatalf("%s: %v", codec, err)

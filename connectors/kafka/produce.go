@@ -12,13 +12,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/residency-router/residency/stream"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
 	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
 	rawProduceAPI "github.com/segmentio/kafka-go/protocol/rawproduce"
-
-	"github.com/residency-router/residency/router"
 )
 
 // producer writes the records of one Publish call with one produce request
@@ -167,7 +166,7 @@ func (p *producer) metadata(ctx context.Context, topics []string) (map[string]to
 // with an error: at once for a permanent one, else when the retriable
 // failures have been tried p.attempts times or for p.timeout in all.
 // Records already acknowledged are not sent again within the call.
-func (p *producer) publish(ctx context.Context, msgs []router.Message) error {
+func (p *producer) publish(ctx context.Context, msgs []stream.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -220,7 +219,7 @@ func (p *producer) publish(ctx context.Context, msgs []router.Message) error {
 
 // assign picks each record's partition with the balancer and groups the
 // records by partition, in order.
-func (p *producer) assign(msgs []router.Message, meta map[string]topicMeta) []*partBatch {
+func (p *producer) assign(msgs []stream.Message, meta map[string]topicMeta) []*partBatch {
 	byTP := map[topicPartition]*partBatch{}
 	var batches []*partBatch
 	for i := range msgs {
@@ -242,7 +241,7 @@ func (p *producer) assign(msgs []router.Message, meta map[string]topicMeta) []*p
 // attempt sends every batch once, one goroutine per leader. It returns the
 // batches that failed with a retriable error (with the records still to
 // send) and the first permanent error.
-func (p *producer) attempt(ctx context.Context, msgs []router.Message, batches []*partBatch, meta map[string]topicMeta, now time.Time) (retry []*partBatch, perm error) {
+func (p *producer) attempt(ctx context.Context, msgs []stream.Message, batches []*partBatch, meta map[string]topicMeta, now time.Time) (retry []*partBatch, perm error) {
 	byLeader := map[int32][]*partBatch{}
 	var leaders []int32
 	for _, b := range batches {
@@ -290,7 +289,7 @@ func (p *producer) attempt(ctx context.Context, msgs []router.Message, batches [
 // sendTo sends batches, all led by one broker, in as few requests as the
 // limits allow, and returns those that failed with a retriable error and
 // the first permanent error.
-func (p *producer) sendTo(ctx context.Context, msgs []router.Message, batches []*partBatch, now time.Time) (retry []*partBatch, perm error) {
+func (p *producer) sendTo(ctx context.Context, msgs []stream.Message, batches []*partBatch, now time.Time) (retry []*partBatch, perm error) {
 	active := batches
 	for len(active) > 0 {
 		if ctx.Err() != nil {
@@ -368,7 +367,7 @@ func (p *producer) sendTo(ctx context.Context, msgs []router.Message, batches []
 // request builds one produce request with the next chunk of as many of
 // batches as fit, each encoded as a v2 record batch; chunks says how many
 // records of each batch it holds. An error (encoding failed) is permanent.
-func (p *producer) request(msgs []router.Message, batches []*partBatch, now time.Time) (*rawProduceAPI.Request, map[*partBatch]int, error) {
+func (p *producer) request(msgs []stream.Message, batches []*partBatch, now time.Time) (*rawProduceAPI.Request, map[*partBatch]int, error) {
 	// The broker's timeout is below the client's deadline for the request
 	// (which also covers connecting and queueing), so that a slow
 	// acknowledgement comes back as the broker's RequestTimedOut rather
@@ -420,7 +419,7 @@ func (p *producer) request(msgs []router.Message, batches []*partBatch, now time
 var errNoAnswer = errors.New("the broker did not answer for this partition")
 
 // recordSize estimates the encoded size of m in a record batch.
-func recordSize(m *router.Message) int64 {
+func recordSize(m *stream.Message) int64 {
 	n := len(m.Key) + len(m.Value) + recordOverhead
 	for _, h := range m.Headers {
 		n += len(h.Key) + len(h.Value) + 4
@@ -430,11 +429,11 @@ func recordSize(m *router.Message) int64 {
 
 // recordsReader hands the records msgs[idx[0]], msgs[idx[1]], ... to
 // kafka-go's record-batch encoder, which request runs in the caller's
-// goroutine: keys, values and headers are read in place (router.Header and
+// goroutine: keys, values and headers are read in place (stream.Header and
 // kafka-go's header have the same layout, see kafkaHeaders). A record
 // without a time gets now.
 type recordsReader struct {
-	msgs       []router.Message
+	msgs       []stream.Message
 	idx        []int32
 	i          int
 	now        time.Time

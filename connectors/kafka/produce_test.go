@@ -11,13 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/stream"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
 	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
 	rawProduceAPI "github.com/segmentio/kafka-go/protocol/rawproduce"
-
-	"github.com/residency-router/residency/router"
 )
 
 // fakeCluster is a kafka.RoundTripper standing in for a cluster whose
@@ -129,17 +128,17 @@ func testProducer(rt kafka.RoundTripper) *producer {
 
 // values returns n messages to topic with values prefix0, prefix1, ... and
 // keys spreading them over partitions.
-func values(topic, prefix string, n int) []router.Message {
-	var msgs []router.Message
+func values(topic, prefix string, n int) []stream.Message {
+	var msgs []stream.Message
 	for i := range n {
-		msgs = append(msgs, router.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: fmt.Appendf(nil, "%s%d", prefix, i)})
+		msgs = append(msgs, stream.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: fmt.Appendf(nil, "%s%d", prefix, i)})
 	}
 	return msgs
 }
 
 // expectOrder checks that every published value was acknowledged exactly
 // once, and in each partition in the order published.
-func expectOrder(t *testing.T, f *fakeCluster, msgs []router.Message) {
+func expectOrder(t *testing.T, f *fakeCluster, msgs []stream.Message) {
 	t.Helper()
 	pos := map[string]int{}
 	for i, m := range msgs {
@@ -340,7 +339,7 @@ func TestProduceCancelledSendsNothing(t *testing.T) {
 func TestRequestHoldsNoReference(t *testing.T) {
 	msgs := values("a", "v", 10)
 	for i := range msgs {
-		msgs[i].Headers = []router.Header{{Key: "h", Value: fmt.Appendf(nil, "%d", i)}}
+		msgs[i].Headers = []stream.Header{{Key: "h", Value: fmt.Appendf(nil, "%d", i)}}
 	}
 	p := testProducer(nil)
 	p.attributes = protocol.Attributes(kafka.Lz4) & 0x7

@@ -8,9 +8,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/residency-router/residency/stream"
 	"github.com/segmentio/kafka-go"
-
-	"github.com/residency-router/residency/router"
 )
 
 // ErrNoPartition is returned for a partition the topic does not have.
@@ -205,7 +204,7 @@ func (r *RangeReader) logger() *slog.Logger {
 // waits, and fails with ErrStalled after MaxIdle idle checks in a row.
 // Keys, values and header values come out exactly as they are in the log,
 // null (nil) apart from empty (see exact).
-func (r *RangeReader) ReadRange(ctx context.Context, topic string, partition int, start, end int64, batch int, fn func([]router.Message) error) error {
+func (r *RangeReader) ReadRange(ctx context.Context, topic string, partition int, start, end int64, batch int, fn func([]stream.Message) error) error {
 	if end <= start {
 		return nil
 	}
@@ -236,13 +235,13 @@ func (r *RangeReader) ReadRange(ctx context.Context, topic string, partition int
 		maxIdle = 30
 	}
 	x := newExact(r.client, r.cluster.Name, r.logger)
-	buf := make([]router.Message, 0, batch)
+	buf := make([]stream.Message, 0, batch)
 	flush := func() error {
 		if len(buf) == 0 {
 			return nil
 		}
 		err := fn(buf)
-		buf = make([]router.Message, 0, batch)
+		buf = make([]stream.Message, 0, batch)
 		return err
 	}
 	idles := 0

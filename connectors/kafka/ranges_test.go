@@ -13,7 +13,7 @@ import (
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/internal/testenv"
-	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/stream"
 )
 
 // TestRanges reads offset and time ranges of a real topic without a
@@ -29,10 +29,10 @@ func TestRanges(t *testing.T) {
 	}
 	defer w.Close()
 	t0 := time.Now().Add(-3 * time.Hour).Truncate(time.Millisecond)
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 10 {
 		at := t0.Add(time.Duration(i/5) * time.Hour) // 5 records at t0, 5 an hour later
-		msgs = append(msgs, router.Message{Topic: topic, Key: []byte("k"), Value: fmt.Appendf(nil, "v%d", i), Time: at})
+		msgs = append(msgs, stream.Message{Topic: topic, Key: []byte("k"), Value: fmt.Appendf(nil, "v%d", i), Time: at})
 	}
 	if err := w.Publish(ctx, msgs...); err != nil {
 		t.Fatal(err)
@@ -69,7 +69,7 @@ func TestRanges(t *testing.T) {
 	}
 	var got []string
 	var batches int
-	err = rr.ReadRange(ctx, topic, 0, 3, 8, 2, func(ms []router.Message) error {
+	err = rr.ReadRange(ctx, topic, 0, 3, 8, 2, func(ms []stream.Message) error {
 		batches++
 		for _, m := range ms {
 			got = append(got, fmt.Sprintf("%d:%s", m.Offset, m.Value))
@@ -85,7 +85,7 @@ func TestRanges(t *testing.T) {
 	var skips []kafka.Skip
 	rr.OnSkip = func(s kafka.Skip) { skips = append(skips, s) }
 	got = nil
-	if err := rr.ReadRange(ctx, topic, 0, 8, 20, 10, func(ms []router.Message) error {
+	if err := rr.ReadRange(ctx, topic, 0, 8, 20, 10, func(ms []stream.Message) error {
 		for _, m := range ms {
 			got = append(got, string(m.Value))
 		}
@@ -98,13 +98,13 @@ func TestRanges(t *testing.T) {
 	}
 	// fn's error stops the read.
 	stop := errors.New("stop")
-	if err := rr.ReadRange(ctx, topic, 0, 0, 10, 4, func([]router.Message) error { return stop }); !errors.Is(err, stop) {
+	if err := rr.ReadRange(ctx, topic, 0, 0, 10, 4, func([]stream.Message) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("ReadRange with a failing fn = %v", err)
 	}
 	// Cancelling stops the read too.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := rr.ReadRange(cctx, topic, 0, 0, 10, 4, func([]router.Message) error { return nil }); !errors.Is(err, context.Canceled) {
+	if err := rr.ReadRange(cctx, topic, 0, 0, 10, 4, func([]stream.Message) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Fatalf("ReadRange cancelled = %v", err)
 	}
 }
@@ -124,9 +124,9 @@ func faultCluster(t *testing.T) (*kfake.Cluster, kafka.Cluster, string) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 10 {
-		msgs = append(msgs, router.Message{Topic: "faults", Key: []byte("k"), Value: fmt.Appendf(nil, "v%d", i)})
+		msgs = append(msgs, stream.Message{Topic: "faults", Key: []byte("k"), Value: fmt.Appendf(nil, "v%d", i)})
 	}
 	if err := w.Publish(testenv.Context(t, 20*time.Second), msgs...); err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func TestReadRangeReportsDeletedOffsets(t *testing.T) {
 	rr.OnSkip = func(s kafka.Skip) { skips = append(skips, s) }
 	ctx := testenv.Context(t, 30*time.Second)
 	var got []int64
-	read := func(ms []router.Message) error {
+	read := func(ms []stream.Message) error {
 		for _, m := range ms {
 			got = append(got, m.Offset)
 		}
@@ -190,7 +190,7 @@ func TestReadRangeDoesNotSkipRecordsItCannotFetch(t *testing.T) {
 	var skips []kafka.Skip
 	rr.OnSkip = func(s kafka.Skip) { skips = append(skips, s) }
 	n := 0
-	err = rr.ReadRange(testenv.Context(t, 60*time.Second), topic, 0, 2, 10, 100, func(ms []router.Message) error { n += len(ms); return nil })
+	err = rr.ReadRange(testenv.Context(t, 60*time.Second), topic, 0, 2, 10, 100, func(ms []stream.Message) error { n += len(ms); return nil })
 	if !errors.Is(err, kafka.ErrStalled) || !strings.Contains(err.Error(), "offsets 2 to 9") {
 		t.Fatalf("ReadRange while fetches fail = %v, want ErrStalled", err)
 	}

@@ -10,9 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/residency-router/residency/stream"
 	"github.com/segmentio/kafka-go"
-
-	"github.com/residency-router/residency/router"
 )
 
 // ReaderConfig configures a Reader.
@@ -49,8 +48,8 @@ type ReaderConfig struct {
 	Logger *slog.Logger
 }
 
-// Reader is a consumer-group member that implements router.Subscriber and
-// router.GroupMember. Commits are synchronous. A record's key, value and
+// Reader is a consumer-group member that implements stream.Subscriber and
+// stream.GroupMember. Commits are synchronous. A record's key, value and
 // header values come out exactly as they are in the log: null (nil) apart
 // from empty (see exact).
 type Reader struct {
@@ -148,7 +147,7 @@ func (r *Reader) Joined() bool { return r.joined.Load() }
 // Fetch returns the next record without committing it. A record it could
 // not return (ctx ended, or telling an empty field from a null one failed)
 // is returned by the next call.
-func (r *Reader) Fetch(ctx context.Context) (router.Message, error) {
+func (r *Reader) Fetch(ctx context.Context) (stream.Message, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m := r.pending
@@ -157,25 +156,25 @@ func (r *Reader) Fetch(ctx context.Context) (router.Message, error) {
 		km, err := r.r.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-				return router.Message{}, err
+				return stream.Message{}, err
 			}
-			return router.Message{}, fmt.Errorf("kafka: fetch: %w", err)
+			return stream.Message{}, fmt.Errorf("kafka: fetch: %w", err)
 		}
 		m = &km
 	}
 	if err := r.exact.restore(ctx, m); err != nil {
 		r.pending = m
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-			return router.Message{}, err
+			return stream.Message{}, err
 		}
-		return router.Message{}, fmt.Errorf("kafka: fetch: %w", err)
+		return stream.Message{}, fmt.Errorf("kafka: fetch: %w", err)
 	}
 	return fromKafka(*m), nil
 }
 
 // Commit synchronously commits, per partition, the offset after the highest
 // of msgs.
-func (r *Reader) Commit(ctx context.Context, msgs ...router.Message) error {
+func (r *Reader) Commit(ctx context.Context, msgs ...stream.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}

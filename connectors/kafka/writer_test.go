@@ -8,10 +8,9 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/residency-router/residency/stream"
 	"github.com/segmentio/kafka-go"
 	rawProduceAPI "github.com/segmentio/kafka-go/protocol/rawproduce"
-
-	"github.com/residency-router/residency/router"
 )
 
 // TestRecordsReader checks what the encoder is handed: every field and
@@ -20,10 +19,10 @@ import (
 func TestRecordsReader(t *testing.T) {
 	now := time.Now()
 	then := now.Add(-time.Hour)
-	msgs := []router.Message{
-		{Topic: "a", Key: []byte("k1"), Value: []byte("v1"), Time: then, Headers: []router.Header{{Key: "h1", Value: []byte("1")}, {Key: "h2", Value: []byte("2")}}},
+	msgs := []stream.Message{
+		{Topic: "a", Key: []byte("k1"), Value: []byte("v1"), Time: then, Headers: []stream.Header{{Key: "h1", Value: []byte("1")}, {Key: "h2", Value: []byte("2")}}},
 		{Topic: "b", Key: []byte("k2"), Value: []byte("v2")},
-		{Topic: "c", Value: []byte("v3"), Headers: []router.Header{{Key: "h3", Value: nil}}},
+		{Topic: "c", Value: []byte("v3"), Headers: []stream.Header{{Key: "h3", Value: nil}}},
 	}
 	r := &recordsReader{msgs: msgs, idx: []int32{2, 0, 1}, now: now}
 	for _, i := range []int{2, 0, 1} {
@@ -80,10 +79,10 @@ func readAll(t *testing.T, b interface{ io.Reader }) []byte {
 // partition's records in order.
 func TestRequestChunks(t *testing.T) {
 	val := bytes.Repeat([]byte("x"), 100-recordOverhead) // 100 bytes a record
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 30 {
 		v := append(fmt.Appendf(nil, "%02d", i), val[2:]...) // 100 bytes a record, each its own
-		msgs = append(msgs, router.Message{Topic: fmt.Sprintf("t%d", i%3), Value: v})
+		msgs = append(msgs, stream.Message{Topic: fmt.Sprintf("t%d", i%3), Value: v})
 	}
 	batches := []*partBatch{{topic: "t0", partition: 0}, {topic: "t1", partition: 3}, {topic: "t2", partition: 1}}
 	for i := range msgs {
@@ -108,7 +107,7 @@ func TestRequestChunks(t *testing.T) {
 	checkOrder(t, req, msgs, map[string][]int32{"t0": {0, 3, 6}, "t1": {1, 4, 7}})
 
 	// One record larger than batch_bytes still goes, alone.
-	big := []router.Message{{Topic: "t0", Value: bytes.Repeat([]byte("x"), 1000)}, {Topic: "t0", Value: val}}
+	big := []stream.Message{{Topic: "t0", Value: bytes.Repeat([]byte("x"), 1000)}, {Topic: "t0", Value: val}}
 	b := &partBatch{topic: "t0", idx: []int32{0, 1}}
 	if _, chunks, err = p.request(big, []*partBatch{b}, time.Now()); err != nil {
 		t.Fatal(err)
@@ -129,7 +128,7 @@ func chunkCounts(chunks map[*partBatch]int, bs []*partBatch) []int {
 // checkOrder decodes the request's record sets as the broker would and
 // compares the record order per topic with want (indexes into msgs, found
 // by value).
-func checkOrder(t *testing.T, req *rawProduceAPI.Request, msgs []router.Message, want map[string][]int32) {
+func checkOrder(t *testing.T, req *rawProduceAPI.Request, msgs []stream.Message, want map[string][]int32) {
 	t.Helper()
 	index := map[string]int32{}
 	for i, m := range msgs {
@@ -157,9 +156,9 @@ func checkOrder(t *testing.T, req *rawProduceAPI.Request, msgs []router.Message,
 func TestAssignMatchesKafkaGo(t *testing.T) {
 	p := &producer{}
 	meta := map[string]topicMeta{"t": {leaders: make([]int32, 6)}}
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 200 {
-		msgs = append(msgs, router.Message{Topic: "t", Key: fmt.Appendf(nil, "user-%d", i)})
+		msgs = append(msgs, stream.Message{Topic: "t", Key: fmt.Appendf(nil, "user-%d", i)})
 	}
 	batches := p.assign(msgs, meta)
 	var h kafka.Hash
@@ -208,13 +207,13 @@ func TestWriterConfigNamesField(t *testing.T) {
 // BenchmarkRequest times building the produce request of a routed batch:
 // 500 records with eleven headers each over 7 topics of 6 partitions.
 func BenchmarkRequest(b *testing.B) {
-	hs := make([]router.Header, 11)
+	hs := make([]stream.Header, 11)
 	for i := range hs {
-		hs[i] = router.Header{Key: "residency-header", Value: []byte("value")}
+		hs[i] = stream.Header{Key: "residency-header", Value: []byte("value")}
 	}
-	msgs := make([]router.Message, 500)
+	msgs := make([]stream.Message, 500)
 	for i := range msgs {
-		msgs[i] = router.Message{Topic: fmt.Sprintf("pinned.%d", i%7), Key: fmt.Appendf(nil, "user-%d", i), Value: make([]byte, 250), Headers: hs}
+		msgs[i] = stream.Message{Topic: fmt.Sprintf("pinned.%d", i%7), Key: fmt.Appendf(nil, "user-%d", i), Value: make([]byte, 250), Headers: hs}
 	}
 	p := &producer{batchSize: 500, batchBytes: 1 << 20, requestBytes: 16 << 20, timeout: time.Second, acks: -1}
 	meta := map[string]topicMeta{}

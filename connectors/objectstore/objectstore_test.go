@@ -21,9 +21,9 @@ import (
 	"github.com/residency-router/residency/connectors/objectstore"
 	"github.com/residency-router/residency/connectors/sink"
 	"github.com/residency-router/residency/connectors/sink/sinktest"
-	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
 )
 
 const (
@@ -370,11 +370,11 @@ func (h *hookStore) Write(ctx context.Context, batch []sink.Record) error {
 // every object back as OCF: each event exactly once, contents matching.
 func TestSinkRoundTripAndRestart(t *testing.T) {
 	s, dir := openStore(t)
-	b := routertest.NewBroker()
+	b := streamtest.NewBroker()
 	b.CreateTopic(usTopic, 2)
 	b.CreateTopic(quarTopic, 1)
 	const total = 45
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range total {
 		msgs = append(msgs, sinktest.Message(usTopic, i, "US", "us", "US"))
 	}
@@ -448,7 +448,7 @@ func TestSinkRoundTripAndRestart(t *testing.T) {
 	if len(got) != total || len(ids) != total {
 		t.Fatalf("read %d records of %d distinct events, want %d each", len(got), len(ids), total)
 	}
-	byID := map[string]router.Message{}
+	byID := map[string]stream.Message{}
 	for _, m := range b.Records(usTopic) {
 		byID[sinktest.EventID(eventNumber(t, m))] = m
 	}
@@ -477,7 +477,7 @@ func TestSinkRoundTripAndRestart(t *testing.T) {
 }
 
 // eventNumber recovers i from the key sinktest gives event i.
-func eventNumber(t *testing.T, m router.Message) int {
+func eventNumber(t *testing.T, m stream.Message) int {
 	t.Helper()
 	var n int
 	for _, c := range strings.TrimPrefix(string(m.Key), "u-") {

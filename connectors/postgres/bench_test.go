@@ -12,8 +12,8 @@ import (
 	"github.com/residency-router/residency/connectors/sink"
 	"github.com/residency-router/residency/connectors/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
-	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
+	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
 )
 
 // BenchmarkSinkVsCopy measures, in one run, the PostgreSQL sink (fetch from
@@ -28,7 +28,7 @@ func BenchmarkSinkVsCopy(b *testing.B) {
 	store := open(b, pg.DSN)
 	ctx := context.Background()
 
-	msgs := make([]router.Message, rows)
+	msgs := make([]stream.Message, rows)
 	for i := range msgs {
 		msgs[i] = sinktest.Message(usTopic, i, "US", "us", "US")
 	}
@@ -70,7 +70,7 @@ func BenchmarkSinkVsCopy(b *testing.B) {
 
 		b.StopTimer()
 		truncate()
-		broker := routertest.NewBroker()
+		broker := streamtest.NewBroker()
 		broker.CreateTopic(usTopic, 3)
 		broker.CreateTopic(quarTopic, 1)
 		if err := broker.Publisher().Publish(ctx, msgs...); err != nil {
@@ -114,9 +114,9 @@ func BenchmarkSinkVsCopy(b *testing.B) {
 
 // decodeAll turns messages into the records the sink would write, by
 // running them through a sink into a capturing store.
-func decodeAll(b *testing.B, msgs []router.Message) []sink.Record {
+func decodeAll(b *testing.B, msgs []stream.Message) []sink.Record {
 	b.Helper()
-	broker := routertest.NewBroker()
+	broker := streamtest.NewBroker()
 	broker.CreateTopic(usTopic, 1)
 	broker.CreateTopic(quarTopic, 1)
 	if err := broker.Publisher().Publish(context.Background(), msgs...); err != nil {

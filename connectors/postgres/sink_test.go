@@ -18,8 +18,9 @@ import (
 	"github.com/residency-router/residency/connectors/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
 )
 
 const (
@@ -57,8 +58,8 @@ func runSink(t *testing.T, s *sink.Sink) (stop func() error) {
 	return stop
 }
 
-func usMessages(from, to int) []router.Message {
-	var out []router.Message
+func usMessages(from, to int) []stream.Message {
+	var out []stream.Message
 	for i := from; i < to; i++ {
 		out = append(out, sinktest.Message(usTopic, i, "US", "us", "US"))
 	}
@@ -68,7 +69,7 @@ func usMessages(from, to int) []router.Message {
 func TestSinkNotApprovedFailsAndWritesNothing(t *testing.T) {
 	pg := testenv.NewPostgres(t)
 	store := open(t, pg.DSN)
-	b := routertest.NewBroker()
+	b := streamtest.NewBroker()
 	b.CreateTopic(usTopic, 1)
 	b.CreateTopic(quarTopic, 1)
 	if err := b.Publisher().Publish(context.Background(), usMessages(0, 5)...); err != nil {
@@ -100,7 +101,7 @@ func TestSinkNotApprovedFailsAndWritesNothing(t *testing.T) {
 func TestSinkQuarantinesMismatchedRegion(t *testing.T) {
 	pg := testenv.NewPostgres(t)
 	store := open(t, pg.DSN)
-	b := routertest.NewBroker()
+	b := streamtest.NewBroker()
 	b.CreateTopic(usTopic, 2)
 	b.CreateTopic(quarTopic, 1)
 	msgs := usMessages(0, 6)
@@ -164,7 +165,7 @@ func (h *hookStore) Write(ctx context.Context, batch []sink.Record) error {
 func TestSinkStopsWithinOneBatchWhenApprovalRevoked(t *testing.T) {
 	pg := testenv.NewPostgres(t)
 	store := open(t, pg.DSN)
-	b := routertest.NewBroker()
+	b := streamtest.NewBroker()
 	b.CreateTopic(usTopic, 1)
 	b.CreateTopic(quarTopic, 1)
 	rs := sinktest.NewRules(sinktest.Ruleset(7, usTopic, euTopic, storeName, "us"))
@@ -215,7 +216,7 @@ func TestSinkKilledMidBatchExactlyOnce(t *testing.T) {
 	}
 	defer w.Close()
 	const total = 60
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range total {
 		m := sinktest.Message(topic, i, "US", "us", "US")
 		msgs = append(msgs, m)

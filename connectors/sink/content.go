@@ -7,6 +7,7 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // ErrContentMismatch is wrapped by CheckContent's errors: the event's own
@@ -42,7 +43,7 @@ const (
 // wraps ErrContentMismatch and says what disagrees, naming jurisdictions,
 // regions and the ruleset version, never a field's value. The decision is
 // returned either way.
-func CheckContent(hs []router.Header, f schemas.Fields, pin string, placedBy *rules.Ruleset) (router.Decision, error) {
+func CheckContent(hs []stream.Header, f schemas.Fields, pin string, placedBy *rules.Ruleset) (router.Decision, error) {
 	if placedBy == nil {
 		return router.Decision{}, errors.New("sink: no ruleset to check the event's content against")
 	}

@@ -18,9 +18,10 @@ import (
 	"github.com/residency-router/residency/connectors/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
 )
 
 const (
@@ -54,7 +55,7 @@ stores:
 // apacHarness is a sink of apac-store draining the apac pinned topic.
 func apacHarness(t *testing.T, rs *rules.Ruleset) *harness {
 	t.Helper()
-	h := &harness{broker: routertest.NewBroker(), store: newMemStore(), reg: prometheus.NewRegistry(), rules: sinktest.NewRules(rs)}
+	h := &harness{broker: streamtest.NewBroker(), store: newMemStore(), reg: prometheus.NewRegistry(), rules: sinktest.NewRules(rs)}
 	h.broker.CreateTopic(apacTopic, 1)
 	h.broker.CreateTopic(quarTopic, 1)
 	h.cfg = sink.Config{Store: apacStore, Region: "apac", Topic: apacTopic, QuarantineTopic: quarTopic,
@@ -75,9 +76,9 @@ func apacHarness(t *testing.T, rs *rules.Ruleset) *harness {
 
 // quarantined returns the quarantined events by key, checking that each
 // records its reason (one of the sink's), what was wrong and the store.
-func quarantined(t *testing.T, h *harness, topic string) map[string]router.Message {
+func quarantined(t *testing.T, h *harness, topic string) map[string]stream.Message {
 	t.Helper()
-	out := map[string]router.Message{}
+	out := map[string]stream.Message{}
 	for _, m := range h.broker.Records(quarTopic) {
 		reason, _ := router.HeaderValue(m.Headers, router.HeaderReason)
 		why, _ := router.HeaderValue(m.Headers, router.HeaderError)
@@ -90,7 +91,7 @@ func quarantined(t *testing.T, h *harness, topic string) map[string]router.Messa
 	return out
 }
 
-func header(m router.Message, key string) string {
+func header(m stream.Message, key string) string {
 	v, _ := router.HeaderValue(m.Headers, key)
 	return string(v)
 }
@@ -107,7 +108,7 @@ func TestRegionMovedByRulesetChangeIsQuarantined(t *testing.T) {
 			h.rules.Set(apacRuleset(t, 8, "in")) // `rules apply` lands while batch 1 is written
 		}
 	}
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 2 * batchSize {
 		msgs = append(msgs, sinktest.Message(apacTopic, i, "IN", "apac", "IN")) // routed under v7
 	}
@@ -204,10 +205,10 @@ func miniEvent(t *testing.T, id uint32, user, country string) []byte {
 // and the events that pass, in every framing, stored and decoded right.
 func TestEveryRefusalHasItsReason(t *testing.T) {
 	h := newRefusalHarness(t)
-	us := func(i int) router.Message { return sinktest.Message(usTopic, i, "US", "us", "US") }
+	us := func(i int) stream.Message { return sinktest.Message(usTopic, i, "US", "us", "US") }
 	with := sinktest.WithHeader
 	without := sinktest.WithoutHeader
-	pinned := func(m router.Message) router.Message { return with(m, router.HeaderDecidedBy, "pin") }
+	pinned := func(m stream.Message) stream.Message { return with(m, router.HeaderDecidedBy, "pin") }
 	h.pins.Pin(sinktest.UserID(40), "US") // a DE user pinned to US
 	h.pins.Pin(sinktest.UserID(41), "US")
 	h.pins.Pin(sinktest.UserID(42), "EU") // a US user pinned to EU, since
@@ -223,12 +224,12 @@ func TestEveryRefusalHasItsReason(t *testing.T) {
 	notMine := with(with(us(24), router.HeaderReason, "forged"), router.HeaderError, "forged")
 
 	type refusal struct {
-		m           router.Message
+		m           stream.Message
 		reason, err string
 	}
 	var cases []refusal
-	add := func(m router.Message, reason, errPart string) { cases = append(cases, refusal{m, reason, errPart}) }
-	stored := []router.Message{
+	add := func(m stream.Message, reason, errPart string) { cases = append(cases, refusal{m, reason, errPart}) }
+	stored := []stream.Message{
 		us(1),
 		sinktest.MessageAs(sinktest.Raw(), usTopic, 2, "US", "us", "US"),
 		sinktest.MessageAs(sinktest.Confluent(h.userID), usTopic, 3, "US", "us", "US"),
@@ -242,7 +243,7 @@ func TestEveryRefusalHasItsReason(t *testing.T) {
 	add(with(us(13), router.HeaderSchema, "avro:0123456789abcdef"), sink.ReasonNoSchemaHeader, "framing is not one of")
 	add(with(us(14), router.HeaderSchema, "single-object:0000000000000001"), sink.ReasonUnknownSchema, "fingerprint 0000000000000001")
 	add(with(us(15), router.HeaderSchema, "confluent:7"), sink.ReasonUndecodable, "") // the value is single-object
-	add(func() router.Message {
+	add(func() stream.Message {
 		m := sinktest.MessageAs(sinktest.Confluent(9), usTopic, 16, "US", "us", "US")
 		return m
 	}(), sink.ReasonUnknownSchema, "schema id 9")
@@ -263,7 +264,7 @@ func TestEveryRefusalHasItsReason(t *testing.T) {
 	add(pinned(sinktest.Message(usTopic, 44, "EU", "eu", "US")), sink.ReasonRegionNotApproved, `region "eu"`)
 	add(sinktest.Message(usTopic, 42, "US", "us", "US"), sink.ReasonRegionMoved, `jurisdiction "EU", region "eu"`)
 
-	var msgs []router.Message
+	var msgs []stream.Message
 	msgs = append(msgs, stored...)
 	for _, c := range cases {
 		msgs = append(msgs, c.m)
@@ -321,7 +322,7 @@ func TestEveryRefusalHasItsReason(t *testing.T) {
 }
 
 // eventNumber recovers i from the key sinktest gives event i.
-func eventNumber(t *testing.T, m router.Message) int {
+func eventNumber(t *testing.T, m stream.Message) int {
 	t.Helper()
 	var i int
 	if _, err := fmt.Sscanf(string(m.Key), "u-%d", &i); err != nil {
@@ -337,7 +338,7 @@ func eventNumber(t *testing.T, m router.Message) int {
 func TestPinnedEventFollowsItsPin(t *testing.T) {
 	h := newRefusalHarness(t)
 	h.pins.Pin(sinktest.UserID(1), "US")
-	pinned := func(i int) router.Message {
+	pinned := func(i int) stream.Message {
 		return sinktest.WithHeader(sinktest.Message(usTopic, i, "US", "us", "DE"), router.HeaderDecidedBy, "pin")
 	}
 	h.publish(t, pinned(1))
@@ -458,12 +459,12 @@ func TestCheckContent(t *testing.T) {
 	fields := func(country string) schemas.Fields {
 		return schemas.Fields{Country: []byte(country), HasCountry: country != "", UserID: []byte("u-1")}
 	}
-	hs := func(jur, region, by string) []router.Header {
-		return []router.Header{{Key: router.HeaderJurisdiction, Value: []byte(jur)}, {Key: router.HeaderRegion, Value: []byte(region)},
+	hs := func(jur, region, by string) []stream.Header {
+		return []stream.Header{{Key: router.HeaderJurisdiction, Value: []byte(jur)}, {Key: router.HeaderRegion, Value: []byte(region)},
 			{Key: router.HeaderDecidedBy, Value: []byte(by)}}
 	}
 	for name, c := range map[string]struct {
-		hs      []router.Header
+		hs      []stream.Header
 		country string
 		pin     string
 		ok      bool

@@ -27,6 +27,7 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // rig is a pinned topic and a sink-quarantine topic on the real Kafka
@@ -68,7 +69,7 @@ func newRig(t *testing.T) *rig {
 	return r
 }
 
-func (r *rig) publish(t *testing.T, msgs ...router.Message) {
+func (r *rig) publish(t *testing.T, msgs ...stream.Message) {
 	t.Helper()
 	for i := range msgs {
 		msgs[i].Topic = r.topic
@@ -174,13 +175,13 @@ func (r *rig) objectEvents(t *testing.T) map[string]stored {
 }
 
 // quarantined returns the records of the sink-quarantine topic by key.
-func (r *rig) quarantined(t *testing.T) map[string][]router.Message {
+func (r *rig) quarantined(t *testing.T) map[string][]stream.Message {
 	t.Helper()
 	ms, err := r.admin.ReadAll(testenv.Context(t, 30*time.Second), r.quar)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string][]router.Message{}
+	out := map[string][]stream.Message{}
 	for _, m := range ms {
 		out[string(m.Key)] = append(out[string(m.Key)], m)
 	}
@@ -226,7 +227,7 @@ func extractorFor(t *testing.T, f schemas.Framing, registry string) *schemas.Ext
 
 // routed returns test event i in framing ref as the router writes it, its
 // residency-schema header the one the router's extractor gives.
-func routed(t *testing.T, x *schemas.Extractor, ref schemas.WriterRef, i int, jur, region, country string) router.Message {
+func routed(t *testing.T, x *schemas.Extractor, ref schemas.WriterRef, i int, jur, region, country string) stream.Message {
 	t.Helper()
 	m := sinktest.MessageAs(ref, "", i, jur, region, country)
 	f, err := x.Extract(context.Background(), "events", m.Value)
@@ -247,7 +248,7 @@ func TestRealSinkStoresEveryFraming(t *testing.T) {
 	r := newRig(t)
 	reg := sinktest.NewRegistry(t)
 	id := reg.Register(schemas.UserEventSchema)
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 12 {
 		ref, x := sinktest.SingleObject(), extractorFor(t, schemas.FramingSingleObject, "")
 		switch i % 3 {
@@ -298,7 +299,7 @@ func TestRealSinkStoresEveryFraming(t *testing.T) {
 func TestRealSinkRefusesWhatItCannotVerify(t *testing.T) {
 	r := newRig(t)
 	x := extractorFor(t, schemas.FramingSingleObject, "")
-	genuine := []router.Message{routed(t, x, sinktest.SingleObject(), 1, "US", "us", "US"), routed(t, x, sinktest.SingleObject(), 2, "US", "us", "US")}
+	genuine := []stream.Message{routed(t, x, sinktest.SingleObject(), 1, "US", "us", "US"), routed(t, x, sinktest.SingleObject(), 2, "US", "us", "US")}
 	forged := routed(t, x, sinktest.SingleObject(), 50, "US", "us", "DE") // an EU user, headers saying us/US
 	refused := map[string]struct{ reason, err string }{
 		sinktest.UserID(50): {sink.ReasonContentMismatch, `jurisdiction "EU", region "eu"`},
@@ -379,10 +380,10 @@ func TestRealSinkPinsAndRulesetVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := extractorFor(t, schemas.FramingSingleObject, "")
-	byPin := func(i int) router.Message {
+	byPin := func(i int) stream.Message {
 		return sinktest.WithHeader(routedAt(t, x, i, "US", "us", "DE", "1"), router.HeaderDecidedBy, "pin")
 	}
-	first := []router.Message{
+	first := []stream.Message{
 		byPin(10), byPin(11),
 		routedAt(t, x, 20, "CA", "us", "CA", "1"), // placed under v1; v2 moves CA to region ca
 		routedAt(t, x, 21, "US", "us", "US", "1"), // placed under v1, still us under v2
@@ -440,7 +441,7 @@ func TestRealSinkPinsAndRulesetVersions(t *testing.T) {
 }
 
 // routedAt is routed (single-object) with the given ruleset version.
-func routedAt(t *testing.T, x *schemas.Extractor, i int, jur, region, country, version string) router.Message {
+func routedAt(t *testing.T, x *schemas.Extractor, i int, jur, region, country, version string) stream.Message {
 	t.Helper()
 	return sinktest.WithHeader(routed(t, x, sinktest.SingleObject(), i, jur, region, country), router.HeaderRulesetVersion, version)
 }

@@ -2,7 +2,7 @@
 // one store, and only into a store the ruleset in force approves for that
 // region.
 //
-// A Sink fetches events from the pinned topic (a router.Subscriber), reads
+// A Sink fetches events from the pinned topic (a stream.Subscriber), reads
 // each one the way its residency-schema header says the router read it
 // (framing and writer schema: one pinned topic may hold every framing), and
 // writes them in batches through a Store. Offsets are committed only after

@@ -11,6 +11,7 @@ import (
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // TestRealRouterToSinkEveryFraming (issue 12, observation 4, end to end):
@@ -40,13 +41,13 @@ func TestRealRouterToSinkEveryFraming(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rd.Close() })
-	rt, err := router.New(router.Config{Subscriber: rd, Publishers: map[string]router.Publisher{"ingest": r.w}, IngestCluster: "ingest",
+	rt, err := router.New(router.Config{Subscriber: rd, Publishers: map[string]stream.Publisher{"ingest": r.w}, IngestCluster: "ingest",
 		QuarantineTopic: quar, DeadLetterTopic: dl, IngestTopics: []string{so, raw, cf}, Fields: fields, Rules: rs,
 		Instance: "router-0", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var in []router.Message
+	var in []stream.Message
 	const n = 12
 	for i := range n {
 		topic, ref := so, sinktest.SingleObject()
@@ -60,7 +61,7 @@ func TestRealRouterToSinkEveryFraming(t *testing.T) {
 		if i >= n-3 {
 			country = "DE" // routed to eu, never to the us stores
 		}
-		in = append(in, router.Message{Topic: topic, Key: []byte(sinktest.UserID(i)), Value: sinktest.Framed(ref, i, country)})
+		in = append(in, stream.Message{Topic: topic, Key: []byte(sinktest.UserID(i)), Value: sinktest.Framed(ref, i, country)})
 	}
 	if err := r.w.Publish(testenv.Context(t, 30*time.Second), in...); err != nil {
 		t.Fatal(err)

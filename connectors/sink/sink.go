@@ -13,15 +13,16 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // Sink drains one pinned topic into one store. Create it with New, run it
 // with Run, stop it by ending Run's context or with Close.
 type Sink struct {
 	cfg        Config
-	sub        router.Subscriber
+	sub        stream.Subscriber
 	store      Store
-	quarantine router.Publisher
+	quarantine stream.Publisher
 	rules      RulesSource
 	dec        Decoder
 	log        *slog.Logger
@@ -43,7 +44,7 @@ type Sink struct {
 // quarantining through quarantine (a publisher to the cluster holding
 // cfg.QuarantineTopic), checking approval against rs and decoding with dec.
 // It does not touch any of them.
-func New(cfg Config, sub router.Subscriber, store Store, quarantine router.Publisher, rs RulesSource, dec Decoder) (*Sink, error) {
+func New(cfg Config, sub stream.Subscriber, store Store, quarantine stream.Publisher, rs RulesSource, dec Decoder) (*Sink, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -114,7 +115,7 @@ func (s *Sink) Ready() error {
 	if e := s.storeErr.Load(); e != nil {
 		return fmt.Errorf("%w: store: %w", ErrNotReady, *e)
 	}
-	if gm, ok := s.sub.(router.GroupMember); ok && !gm.Joined() {
+	if gm, ok := s.sub.(stream.GroupMember); ok && !gm.Joined() {
 		return fmt.Errorf("%w: not a member of the consumer group yet", ErrNotReady)
 	}
 	return nil
@@ -219,7 +220,7 @@ func (s *Sink) Close(ctx context.Context) error {
 
 // item is one fetched event and what preparing it gave.
 type item struct {
-	msg        router.Message
+	msg        stream.Message
 	doc        []byte         // the event as JSON
 	eventID    string         // "" when missing
 	userID     string         // "" when missing
@@ -545,7 +546,7 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 	start := time.Now()
 	var (
 		write []Record
-		quar  []router.Message
+		quar  []stream.Message
 		rs    *rules.Ruleset
 		err   error
 	)
@@ -611,7 +612,7 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 
 // countQuarantined counts the events of quar by reason and logs, per
 // reason, how many there were and the error of the first (never payload).
-func (s *Sink) countQuarantined(quar []router.Message) {
+func (s *Sink) countQuarantined(quar []stream.Message) {
 	type seen struct {
 		n     int
 		first string
@@ -709,9 +710,9 @@ func (s *Sink) retry(ctx context.Context, name string, op func(context.Context) 
 
 // classify splits a batch into the records the store may hold under rs
 // (first occurrence of each event id only) and the events to quarantine.
-func (s *Sink) classify(b []item, rs *rules.Ruleset) ([]Record, []router.Message) {
+func (s *Sink) classify(b []item, rs *rules.Ruleset) ([]Record, []stream.Message) {
 	write := make([]Record, 0, len(b))
-	var quar []router.Message
+	var quar []stream.Message
 	seen := make(map[string]struct{}, len(b))
 	for i := range b {
 		it := &b[i]
@@ -814,8 +815,8 @@ const maxErrorHeader = 200
 // quarantined returns the quarantine copy of m: key, value and headers kept,
 // the reason, what exactly was wrong (err, cut to maxErrorHeader bytes) and
 // the refusing store added.
-func (s *Sink) quarantined(m *router.Message, reason string, err error) router.Message {
-	hs := make([]router.Header, 0, len(m.Headers)+3)
+func (s *Sink) quarantined(m *stream.Message, reason string, err error) stream.Message {
+	hs := make([]stream.Header, 0, len(m.Headers)+3)
 	for _, h := range m.Headers {
 		if h.Key != router.HeaderReason && h.Key != router.HeaderError && h.Key != HeaderStore {
 			hs = append(hs, h)
@@ -829,15 +830,15 @@ func (s *Sink) quarantined(m *router.Message, reason string, err error) router.M
 		msg = msg[:maxErrorHeader]
 	}
 	hs = append(hs,
-		router.Header{Key: router.HeaderReason, Value: []byte(reason)},
-		router.Header{Key: router.HeaderError, Value: []byte(msg)},
-		router.Header{Key: HeaderStore, Value: []byte(s.cfg.Store)},
+		stream.Header{Key: router.HeaderReason, Value: []byte(reason)},
+		stream.Header{Key: router.HeaderError, Value: []byte(msg)},
+		stream.Header{Key: HeaderStore, Value: []byte(s.cfg.Store)},
 	)
-	return router.Message{Topic: s.cfg.QuarantineTopic, Key: m.Key, Value: m.Value, Headers: hs, Time: m.Time}
+	return stream.Message{Topic: s.cfg.QuarantineTopic, Key: m.Key, Value: m.Value, Headers: hs, Time: m.Time}
 }
 
 // lastPerPartition returns the last message of each partition of b.
-func lastPerPartition(b []item) []router.Message {
+func lastPerPartition(b []item) []stream.Message {
 	type tp struct {
 		topic string
 		part  int
@@ -846,10 +847,10 @@ func lastPerPartition(b []item) []router.Message {
 	for i := range b {
 		last[tp{b[i].msg.Topic, b[i].msg.Partition}] = i
 	}
-	out := make([]router.Message, 0, len(last))
+	out := make([]stream.Message, 0, len(last))
 	for _, i := range last {
 		m := b[i].msg
-		out = append(out, router.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset})
+		out = append(out, stream.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset})
 	}
 	return out
 }

@@ -16,8 +16,9 @@ import (
 	"github.com/residency-router/residency/connectors/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
 )
 
 const (
@@ -72,7 +73,7 @@ func (m *memStore) count() int {
 }
 
 type harness struct {
-	broker *routertest.Broker
+	broker *streamtest.Broker
 	store  *memStore
 	rules  *sinktest.Rules
 	reg    *prometheus.Registry
@@ -82,7 +83,7 @@ type harness struct {
 
 func newHarness(t *testing.T, approved ...string) *harness {
 	t.Helper()
-	h := &harness{broker: routertest.NewBroker(), store: newMemStore(), reg: prometheus.NewRegistry()}
+	h := &harness{broker: streamtest.NewBroker(), store: newMemStore(), reg: prometheus.NewRegistry()}
 	h.broker.CreateTopic(usTopic, 3)
 	h.broker.CreateTopic(quarTopic, 1)
 	h.rules = sinktest.NewRules(sinktest.Ruleset(7, usTopic, euTopic, storeName, approved...))
@@ -106,7 +107,7 @@ func (h *harness) newSink(t *testing.T) *sink.Sink {
 	return s
 }
 
-func (h *harness) publish(t *testing.T, msgs ...router.Message) {
+func (h *harness) publish(t *testing.T, msgs ...stream.Message) {
 	t.Helper()
 	if err := h.broker.Publisher().Publish(context.Background(), msgs...); err != nil {
 		t.Fatal(err)
@@ -204,11 +205,11 @@ func TestRefusesToStartWithoutRuleset(t *testing.T) {
 
 func TestWritesCommitsAndQuarantines(t *testing.T) {
 	h := newHarness(t, "us")
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 12 {
 		msgs = append(msgs, sinktest.Message(usTopic, i, "US", "us", "US"))
 	}
-	bad := []router.Message{
+	bad := []stream.Message{
 		sinktest.Message(usTopic, 100, "EU", "eu", "DE"), // region the store is not approved for
 		sinktest.Message(usTopic, 101, "", "", "US"),     // no region header
 		undecodable(sinktest.Message(usTopic, 102, "US", "us", "US")),
@@ -275,7 +276,7 @@ func TestWritesCommitsAndQuarantines(t *testing.T) {
 }
 
 // undecodable returns m with key "k" and a value that is not Avro.
-func undecodable(m router.Message) router.Message {
+func undecodable(m stream.Message) stream.Message {
 	m.Key, m.Value = []byte("k"), []byte("not avro")
 	return m
 }
@@ -315,7 +316,7 @@ func TestRevocationStopsWritingWithinOneBatch(t *testing.T) {
 			h.rules.Set(revoked) // `rules apply` lands while batch 1 is written
 		}
 	}
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 4 * batchSize {
 		msgs = append(msgs, sinktest.Message(usTopic, i, "US", "us", "US"))
 	}

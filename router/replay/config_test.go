@@ -14,17 +14,19 @@ import (
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
 )
 
 type nopReader struct{}
 
-func (nopReader) ReadRange(context.Context, string, int, int64, int64, int, func([]router.Message) error) error {
+func (nopReader) ReadRange(context.Context, string, int, int64, int64, int, func([]stream.Message) error) error {
 	return nil
 }
 
 type nopPublisher struct{}
 
-func (nopPublisher) Publish(context.Context, ...router.Message) error {
+func (nopPublisher) Publish(context.Context, ...stream.Message) error {
 	return errors.New("must not publish")
 }
 func (nopPublisher) Close() error { return nil }
@@ -36,7 +38,7 @@ func validConfig(t *testing.T) replay.Config {
 	}
 	rs.SetVersion(4)
 	return replay.Config{Plan: replay.Plan{ID: "r-1", Source: replay.SourceQuarantine, Topic: "q", Ranges: []replay.Range{{Partition: 0, Start: 0, End: 5}}},
-		Rules: rs, InForce: fixed(rs), Reader: nopReader{}, Publishers: map[string]router.Publisher{"a": nopPublisher{}}, IngestCluster: "a",
+		Rules: rs, InForce: fixed(rs), Reader: nopReader{}, Publishers: map[string]stream.Publisher{"a": nopPublisher{}}, IngestCluster: "a",
 		QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: fields(t, schemas.ExtractorConfig{})}
 }
 
@@ -143,10 +145,10 @@ func TestFileCheckpoints(t *testing.T) {
 }
 
 // sliceReader serves ranges from a broker's records.
-type sliceReader struct{ b *routertest.Broker }
+type sliceReader struct{ b *streamtest.Broker }
 
-func (s sliceReader) ReadRange(_ context.Context, topic string, partition int, start, end int64, batch int, fn func([]router.Message) error) error {
-	var buf []router.Message
+func (s sliceReader) ReadRange(_ context.Context, topic string, partition int, start, end int64, batch int, fn func([]stream.Message) error) error {
+	var buf []stream.Message
 	for _, m := range s.b.Records(topic) {
 		if m.Partition == partition && m.Offset >= start && m.Offset < end {
 			buf = append(buf, m)
@@ -178,7 +180,7 @@ regions:
 		t.Fatal(err)
 	}
 	rs.SetVersion(9)
-	b := routertest.NewBroker()
+	b := streamtest.NewBroker()
 	for _, tp := range []string{"in", "q", "dl", "t.us", "t.eu"} {
 		b.CreateTopic(tp, 1)
 	}
@@ -186,16 +188,16 @@ regions:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i, c := range []string{"US", "DE", "US", "DE", "ZZ"} {
 		v, _ := enc.Encode(routertest.Event{ID: eventID("0001", i), UserID: "u", Country: c})
-		msgs = append(msgs, router.Message{Topic: "in", Key: []byte("u"), Value: v})
+		msgs = append(msgs, stream.Message{Topic: "in", Key: []byte("u"), Value: v})
 	}
 	if err := b.Publisher().Publish(context.Background(), msgs...); err != nil {
 		t.Fatal(err)
 	}
 	r, err := replay.New(replay.Config{Plan: replay.Plan{ID: "x", Source: replay.SourceIngest, Topic: "in", Ranges: []replay.Range{{Partition: 0, End: 5}}},
-		Rules: rs, InForce: fixed(rs), Reader: sliceReader{b}, Publishers: map[string]router.Publisher{"a": b.Publisher()}, IngestCluster: "a",
+		Rules: rs, InForce: fixed(rs), Reader: sliceReader{b}, Publishers: map[string]stream.Publisher{"a": b.Publisher()}, IngestCluster: "a",
 		QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: fields(t, schemas.ExtractorConfig{}), BatchSize: 2})
 	if err != nil {
 		t.Fatal(err)

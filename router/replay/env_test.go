@@ -24,6 +24,7 @@ import (
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // rulesV1 knows US and EU but not Canada; rulesV2 assigns CA to US.
@@ -59,7 +60,7 @@ type env struct {
 	redis                          *testenv.Redis
 	store                          *rules.RedisStore
 	enc                            *routertest.Encoder
-	pubs                           map[string]router.Publisher
+	pubs                           map[string]stream.Publisher
 	admins                         map[string]*kafka.Admin
 	reader                         *kafka.RangeReader
 	log                            *slog.Logger
@@ -68,7 +69,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{a: testenv.KafkaA(t), b: testenv.KafkaB(t), pubs: map[string]router.Publisher{}, admins: map[string]*kafka.Admin{}, logs: &testenv.SyncBuffer{}}
+	e := &env{a: testenv.KafkaA(t), b: testenv.KafkaB(t), pubs: map[string]stream.Publisher{}, admins: map[string]*kafka.Admin{}, logs: &testenv.SyncBuffer{}}
 	e.log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e.ingest = e.a.Topic(t, "ingest", 2)
 	e.quarantine = e.a.Topic(t, "quarantine", 2)
@@ -135,9 +136,9 @@ func eventID(prefix string, i int) string {
 // produce writes events to the ingest topic.
 func (e *env) produce(t *testing.T, values map[string][]byte) {
 	t.Helper()
-	var msgs []router.Message
+	var msgs []stream.Message
 	for key, v := range values {
-		msgs = append(msgs, router.Message{Topic: e.ingest, Key: []byte(key), Value: v})
+		msgs = append(msgs, stream.Message{Topic: e.ingest, Key: []byte(key), Value: v})
 	}
 	if err := e.pubs["a"].Publish(testenv.Context(t, 20*time.Second), msgs...); err != nil {
 		t.Fatal(err)
@@ -255,7 +256,7 @@ func run(t *testing.T, cfg replay.Config) replay.Report {
 }
 
 // readAll returns every record of topic on cluster.
-func (e *env) readAll(t *testing.T, cluster, topic string) []router.Message {
+func (e *env) readAll(t *testing.T, cluster, topic string) []stream.Message {
 	t.Helper()
 	ms, err := e.admins[cluster].ReadAll(testenv.Context(t, 30*time.Second), topic)
 	if err != nil {
@@ -264,7 +265,7 @@ func (e *env) readAll(t *testing.T, cluster, topic string) []router.Message {
 	return ms
 }
 
-func header(m router.Message, key string) string {
+func header(m stream.Message, key string) string {
 	v, _ := router.HeaderValue(m.Headers, key)
 	return string(v)
 }

@@ -11,11 +11,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/residency-router/residency/stream/streamtest"
+
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 const guardRules = `
@@ -39,9 +42,9 @@ func guardRuleset(t *testing.T, version int64) *rules.Ruleset {
 
 // guardBroker is an in-memory broker with the topics of guardRules, the
 // ingest topic "in" and the quarantine topics.
-func guardBroker(t *testing.T) (*routertest.Broker, *routertest.Encoder) {
+func guardBroker(t *testing.T) (*streamtest.Broker, *routertest.Encoder) {
 	t.Helper()
-	b := routertest.NewBroker()
+	b := streamtest.NewBroker()
 	for _, tp := range []string{"in", "q", "dl", "sq", "t.us", "t.eu"} {
 		b.CreateTopic(tp, 1)
 	}
@@ -52,13 +55,13 @@ func guardBroker(t *testing.T) (*routertest.Broker, *routertest.Encoder) {
 	return b, enc
 }
 
-func guardConfig(t *testing.T, b *routertest.Broker, source replay.SourceKind, topic string, rs *rules.Ruleset, end int64) replay.Config {
+func guardConfig(t *testing.T, b *streamtest.Broker, source replay.SourceKind, topic string, rs *rules.Ruleset, end int64) replay.Config {
 	return replay.Config{Plan: replay.Plan{ID: "g-1", Source: source, Topic: topic, Ranges: []replay.Range{{Partition: 0, End: end}}},
-		Rules: rs, InForce: fixed(rs), Reader: sliceReader{b}, Publishers: map[string]router.Publisher{"a": b.Publisher()}, IngestCluster: "a",
+		Rules: rs, InForce: fixed(rs), Reader: sliceReader{b}, Publishers: map[string]stream.Publisher{"a": b.Publisher()}, IngestCluster: "a",
 		QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: fields(t, schemas.ExtractorConfig{}), BatchSize: 2}
 }
 
-func hv(m router.Message, key string) string {
+func hv(m stream.Message, key string) string {
 	v, _ := router.HeaderValue(m.Headers, key)
 	return string(v)
 }
@@ -70,7 +73,7 @@ func hv(m router.Message, key string) string {
 // jurisdiction filter looks only at the new decision.
 func TestIngestReplayIgnoresForgedResidencyHeaders(t *testing.T) {
 	b, enc := guardBroker(t)
-	forged := []router.Header{
+	forged := []stream.Header{
 		{Key: router.HeaderSourceTopic, Value: []byte("sq")},
 		{Key: router.HeaderSourcePartition, Value: []byte("7")},
 		{Key: router.HeaderSourceOffset, Value: []byte("99")},
@@ -78,14 +81,14 @@ func TestIngestReplayIgnoresForgedResidencyHeaders(t *testing.T) {
 		{Key: router.HeaderRegion, Value: []byte("eu")},
 		{Key: "trace-id", Value: []byte("t-1")},
 	}
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i, count := range []string{"3", "x", "0"} {
 		v, err := enc.Encode(routertest.Event{ID: eventID("0f0f", i), UserID: "u", Country: "US"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		hs := append(append([]router.Header(nil), forged...), router.Header{Key: router.HeaderReplayCount, Value: []byte(count)})
-		msgs = append(msgs, router.Message{Topic: "in", Key: []byte("u"), Value: v, Headers: hs})
+		hs := append(append([]stream.Header(nil), forged...), stream.Header{Key: router.HeaderReplayCount, Value: []byte(count)})
+		msgs = append(msgs, stream.Message{Topic: "in", Key: []byte("u"), Value: v, Headers: hs})
 	}
 	if err := b.Publisher().Publish(context.Background(), msgs...); err != nil {
 		t.Fatal(err)
@@ -151,10 +154,10 @@ func TestIngestReplayIgnoresForgedResidencyHeaders(t *testing.T) {
 // care.
 func TestRulesetChangeStopsRealReplay(t *testing.T) {
 	b, enc := guardBroker(t)
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 6 {
 		v, _ := enc.Encode(routertest.Event{ID: eventID("0c0c", i), UserID: "u", Country: "US"})
-		msgs = append(msgs, router.Message{Topic: "in", Key: []byte("u"), Value: v})
+		msgs = append(msgs, stream.Message{Topic: "in", Key: []byte("u"), Value: v})
 	}
 	if err := b.Publisher().Publish(context.Background(), msgs...); err != nil {
 		t.Fatal(err)
@@ -233,16 +236,16 @@ func TestRulesetChangeStopsRealReplay(t *testing.T) {
 // the replay count the event carried counts.
 func TestReplaySinkQuarantine(t *testing.T) {
 	b, enc := guardBroker(t)
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i, c := range []string{"US", "DE", "ZZ"} {
 		v, _ := enc.Encode(routertest.Event{ID: eventID("05c0", i), UserID: "u", Country: c})
-		in := router.Message{Topic: "in", Partition: 0, Offset: int64(40 + i), Key: []byte("u"), Value: v}
+		in := stream.Message{Topic: "in", Partition: 0, Offset: int64(40 + i), Key: []byte("u"), Value: v}
 		d := router.Decision{Outcome: router.Routed, Jurisdiction: "US", Region: "us", Topic: "t.us", Cluster: "a"}
 		hs := router.ResidencyHeaders(&in, &d, schemas.WriterRef{}, "3", "router-0", nil)
-		hs = append(hs, router.Header{Key: router.HeaderReplayCount, Value: []byte("1")},
-			router.Header{Key: router.HeaderReason, Value: []byte("sink_region_not_approved")},
-			router.Header{Key: "residency-sink-store", Value: []byte("us-postgres")})
-		msgs = append(msgs, router.Message{Topic: "sq", Key: in.Key, Value: v, Headers: hs})
+		hs = append(hs, stream.Header{Key: router.HeaderReplayCount, Value: []byte("1")},
+			stream.Header{Key: router.HeaderReason, Value: []byte("sink_region_not_approved")},
+			stream.Header{Key: "residency-sink-store", Value: []byte("us-postgres")})
+		msgs = append(msgs, stream.Message{Topic: "sq", Key: in.Key, Value: v, Headers: hs})
 	}
 	if err := b.Publisher().Publish(context.Background(), msgs...); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // Sentinel errors callers branch on (errors.Is).
@@ -149,7 +150,7 @@ type RangeReader interface {
 	// ReadRange reads the records of topic/partition with offsets in
 	// [start, end) in offset order and calls fn with batches of at most
 	// batch records, returning fn's first error.
-	ReadRange(ctx context.Context, topic string, partition int, start, end int64, batch int, fn func([]router.Message) error) error
+	ReadRange(ctx context.Context, topic string, partition int, start, end int64, batch int, fn func([]stream.Message) error) error
 }
 
 // Decoder fully decodes an event, for its event_id (report samples) and
@@ -211,7 +212,7 @@ type Config struct {
 	// Publishers holds one publisher per Kafka cluster by name, as for the
 	// router; a region whose cluster has none is quarantined (no_rule).
 	// Required (a dry run never calls them).
-	Publishers map[string]router.Publisher
+	Publishers map[string]stream.Publisher
 	// IngestCluster names the publisher of the quarantine and dead-letter
 	// topics. Required.
 	IngestCluster string
@@ -440,7 +441,7 @@ func (r *Replay) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return r.interrupted(ctx)
 		}
-		err := r.cfg.Reader.ReadRange(ctx, r.cfg.Plan.Topic, rg.Partition, from, rg.End, r.cfg.BatchSize, func(batch []router.Message) error {
+		err := r.cfg.Reader.ReadRange(ctx, r.cfg.Plan.Topic, rg.Partition, from, rg.End, r.cfg.BatchSize, func(batch []stream.Message) error {
 			if err := r.process(work, batch); err != nil {
 				return err
 			}
@@ -601,8 +602,8 @@ func (r *Replay) emitProgress() {
 
 // item is one event of a batch on its way through process.
 type item struct {
-	m       *router.Message
-	orig    router.Message // the event with its original ingest coordinates
+	m       *stream.Message
+	orig    stream.Message // the event with its original ingest coordinates
 	count   int            // replays so far
 	fields  schemas.Fields
 	err     error // decode error: dead-letter
@@ -612,7 +613,7 @@ type item struct {
 }
 
 // process decides, publishes and checkpoints one batch.
-func (r *Replay) process(ctx context.Context, batch []router.Message) error {
+func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -678,7 +679,7 @@ func (r *Replay) process(ctx context.Context, batch []router.Message) error {
 		return err
 	}
 	canWrite := r.canWrite
-	byCluster := map[string][]router.Message{}
+	byCluster := map[string][]stream.Message{}
 	for i := range items {
 		it := &items[i]
 		if it.err != nil {
@@ -753,7 +754,7 @@ func (r *Replay) filtered() {
 // router (its residency-source-* headers), or m's own coordinates when it
 // has none. Only for sources whose headers residency wrote: an ingest
 // event's own coordinates are its original ones, whatever its headers say.
-func original(m *router.Message) router.Message {
+func original(m *stream.Message) stream.Message {
 	o := *m
 	t, ok1 := router.HeaderValue(m.Headers, router.HeaderSourceTopic)
 	p, ok2 := router.HeaderValue(m.Headers, router.HeaderSourcePartition)
@@ -774,7 +775,7 @@ func original(m *router.Message) router.Message {
 // is false when it is present but not a count (the event is refused: fail
 // closed). Only for sources whose headers residency wrote: an ingest
 // event has not been replayed.
-func replayCount(m *router.Message) (int, bool) {
+func replayCount(m *stream.Message) (int, bool) {
 	v, ok := router.HeaderValue(m.Headers, router.HeaderReplayCount)
 	if !ok {
 		return 0, true
@@ -786,7 +787,7 @@ func replayCount(m *router.Message) (int, bool) {
 	return n, true
 }
 
-func (r *Replay) matchReason(m *router.Message) bool {
+func (r *Replay) matchReason(m *stream.Message) bool {
 	if len(r.cfg.Plan.Filter.Reasons) == 0 {
 		return true
 	}
@@ -938,7 +939,7 @@ func (r *Replay) refuse(it *item, n int, ok bool) {
 }
 
 // outgoing builds the record written for it, and the cluster it goes to.
-func (r *Replay) outgoing(it *item) (string, router.Message) {
+func (r *Replay) outgoing(it *item) (string, stream.Message) {
 	cluster, topic := r.cfg.IngestCluster, it.d.Topic
 	switch it.d.Outcome {
 	case router.Routed:
@@ -950,13 +951,13 @@ func (r *Replay) outgoing(it *item) (string, router.Message) {
 	}
 	hs := router.ResidencyHeaders(&it.orig, &it.d, it.fields.Writer, r.cfg.Rules.VersionString(), r.cfg.Instance, it.err)
 	hs = append(hs,
-		router.Header{Key: router.HeaderReplayID, Value: []byte(r.cfg.Plan.ID)},
-		router.Header{Key: router.HeaderReplayCount, Value: strconv.AppendInt(nil, int64(it.count+1), 10)},
-		router.Header{Key: router.HeaderReplayTopic, Value: []byte(it.m.Topic)},
-		router.Header{Key: router.HeaderReplayPartition, Value: strconv.AppendInt(nil, int64(it.m.Partition), 10)},
-		router.Header{Key: router.HeaderReplayOffset, Value: strconv.AppendInt(nil, it.m.Offset, 10)},
+		stream.Header{Key: router.HeaderReplayID, Value: []byte(r.cfg.Plan.ID)},
+		stream.Header{Key: router.HeaderReplayCount, Value: strconv.AppendInt(nil, int64(it.count+1), 10)},
+		stream.Header{Key: router.HeaderReplayTopic, Value: []byte(it.m.Topic)},
+		stream.Header{Key: router.HeaderReplayPartition, Value: strconv.AppendInt(nil, int64(it.m.Partition), 10)},
+		stream.Header{Key: router.HeaderReplayOffset, Value: strconv.AppendInt(nil, it.m.Offset, 10)},
 	)
-	out := router.Message{Topic: topic, Key: it.m.Key, Value: it.m.Value, Headers: hs, Time: it.m.Time}
+	out := stream.Message{Topic: topic, Key: it.m.Key, Value: it.m.Value, Headers: hs, Time: it.m.Time}
 	router.OmitBody(&out, it.m, it.err) // as the router does: an oversized body would block the write
 	return cluster, out
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // TestReplayQuarantinedUnknownCountry: events quarantined for an unknown
@@ -281,16 +282,16 @@ func TestLoopGuard(t *testing.T) {
 	e := newEnv(t)
 	v2 := e.apply(t, rulesV2)
 	fx := fields(t, schemas.ExtractorConfig{})
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i, count := range []string{"", "1", "2", "3", "7", "x"} {
-		m := router.Message{Topic: e.ingest, Partition: 0, Offset: int64(100 + i), Key: []byte("k"),
+		m := stream.Message{Topic: e.ingest, Partition: 0, Offset: int64(100 + i), Key: []byte("k"),
 			Value: e.event(t, eventID("0100", i), "u", "CA")}
 		d := router.Decision{Outcome: router.Quarantined, Reason: router.ReasonUnknownCountry}
 		hs := router.ResidencyHeaders(&m, &d, schemas.WriterRef{}, "1", "router-0", nil)
 		if count != "" {
-			hs = append(hs, router.Header{Key: router.HeaderReplayCount, Value: []byte(count)})
+			hs = append(hs, stream.Header{Key: router.HeaderReplayCount, Value: []byte(count)})
 		}
-		msgs = append(msgs, router.Message{Topic: e.quarantine, Key: m.Key, Value: m.Value, Headers: hs})
+		msgs = append(msgs, stream.Message{Topic: e.quarantine, Key: m.Key, Value: m.Value, Headers: hs})
 	}
 	if err := e.pubs["a"].Publish(testenv.Context(t, 10*time.Second), msgs...); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 var (
@@ -140,35 +141,35 @@ func Framed(ref schemas.WriterRef, i int, country string) []byte {
 // jurisdiction and region (no region header when region is "", no
 // jurisdiction header when jurisdiction is ""), ruleset version 7, decided
 // by country, and its residency-schema header.
-func Message(topic string, i int, jurisdiction, region, country string) router.Message {
+func Message(topic string, i int, jurisdiction, region, country string) stream.Message {
 	return MessageAs(SingleObject(), topic, i, jurisdiction, region, country)
 }
 
 // MessageAs is Message with the event framed as ref says.
-func MessageAs(ref schemas.WriterRef, topic string, i int, jurisdiction, region, country string) router.Message {
-	hs := []router.Header{{Key: "traceparent", Value: []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")}}
+func MessageAs(ref schemas.WriterRef, topic string, i int, jurisdiction, region, country string) stream.Message {
+	hs := []stream.Header{{Key: "traceparent", Value: []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")}}
 	if jurisdiction != "" {
-		hs = append(hs, router.Header{Key: router.HeaderJurisdiction, Value: []byte(jurisdiction)})
+		hs = append(hs, stream.Header{Key: router.HeaderJurisdiction, Value: []byte(jurisdiction)})
 	}
 	if region != "" {
-		hs = append(hs, router.Header{Key: router.HeaderRegion, Value: []byte(region)})
+		hs = append(hs, stream.Header{Key: router.HeaderRegion, Value: []byte(region)})
 	}
 	hs = append(hs,
-		router.Header{Key: router.HeaderRulesetVersion, Value: []byte("7")},
-		router.Header{Key: router.HeaderDecidedBy, Value: []byte("country")},
-		router.Header{Key: router.HeaderSourceTopic, Value: []byte("events")},
-		router.Header{Key: router.HeaderSourcePartition, Value: []byte(strconv.Itoa(i % 3))},
-		router.Header{Key: router.HeaderSourceOffset, Value: []byte(strconv.Itoa(10_000 + i))},
-		router.Header{Key: router.HeaderRouter, Value: []byte("router-0")},
-		router.Header{Key: router.HeaderSchema, Value: []byte(ref.String())},
+		stream.Header{Key: router.HeaderRulesetVersion, Value: []byte("7")},
+		stream.Header{Key: router.HeaderDecidedBy, Value: []byte("country")},
+		stream.Header{Key: router.HeaderSourceTopic, Value: []byte("events")},
+		stream.Header{Key: router.HeaderSourcePartition, Value: []byte(strconv.Itoa(i % 3))},
+		stream.Header{Key: router.HeaderSourceOffset, Value: []byte(strconv.Itoa(10_000 + i))},
+		stream.Header{Key: router.HeaderRouter, Value: []byte("router-0")},
+		stream.Header{Key: router.HeaderSchema, Value: []byte(ref.String())},
 	)
-	return router.Message{Topic: topic, Key: []byte(UserID(i)), Value: Framed(ref, i, country), Headers: hs, Time: OccurredAt(i).Add(time.Second)}
+	return stream.Message{Topic: topic, Key: []byte(UserID(i)), Value: Framed(ref, i, country), Headers: hs, Time: OccurredAt(i).Add(time.Second)}
 }
 
 // WithHeader returns m with the header key set to value: the last header
 // of that name replaced, or one appended. m's headers are not changed.
-func WithHeader(m router.Message, key, value string) router.Message {
-	hs := make([]router.Header, len(m.Headers), len(m.Headers)+1)
+func WithHeader(m stream.Message, key, value string) stream.Message {
+	hs := make([]stream.Header, len(m.Headers), len(m.Headers)+1)
 	copy(hs, m.Headers)
 	for i := len(hs) - 1; i >= 0; i-- {
 		if hs[i].Key == key {
@@ -177,14 +178,14 @@ func WithHeader(m router.Message, key, value string) router.Message {
 			return m
 		}
 	}
-	m.Headers = append(hs, router.Header{Key: key, Value: []byte(value)})
+	m.Headers = append(hs, stream.Header{Key: key, Value: []byte(value)})
 	return m
 }
 
 // WithoutHeader returns m without any header named key. m's headers are
 // not changed.
-func WithoutHeader(m router.Message, key string) router.Message {
-	hs := make([]router.Header, 0, len(m.Headers))
+func WithoutHeader(m stream.Message, key string) stream.Message {
+	hs := make([]stream.Header, 0, len(m.Headers))
 	for _, h := range m.Headers {
 		if h.Key != key {
 			hs = append(hs, h)

@@ -1,4 +1,4 @@
-package routertest
+package streamtest
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/stream"
 )
 
 // Harness connects the conformance suite to one adapter and one cluster.
@@ -18,11 +18,11 @@ type Harness struct {
 	// the test, and returns its name.
 	NewTopic func(t *testing.T, partitions int) string
 	// NewPublisher returns a publisher to the cluster; the suite closes it.
-	NewPublisher func(t *testing.T) router.Publisher
+	NewPublisher func(t *testing.T) stream.Publisher
 	// NewSubscriber returns a member of group reading topics, starting at
 	// the group's committed offsets (the earliest offset when none), and a
 	// function that closes it without committing anything.
-	NewSubscriber func(t *testing.T, group string, topics ...string) (router.Subscriber, func())
+	NewSubscriber func(t *testing.T, group string, topics ...string) (stream.Subscriber, func())
 	// NewGroup returns a consumer group name unique to the test.
 	NewGroup func(t *testing.T) string
 	// Timeout bounds each wait of the suite (joining a group on real Kafka
@@ -84,17 +84,17 @@ func testBytesExact(t *testing.T, h Harness) {
 
 // exactRecords returns records for topic covering every shape of key,
 // value and headers a Kafka record can have (null and empty apart).
-func exactRecords(topic string) []router.Message {
+func exactRecords(topic string) []stream.Message {
 	empty := func() []byte { return []byte{} }
-	hs := func(kv ...any) []router.Header {
-		var out []router.Header
+	hs := func(kv ...any) []stream.Header {
+		var out []stream.Header
 		for i := 0; i < len(kv); i += 2 {
 			v, _ := kv[i+1].([]byte)
-			out = append(out, router.Header{Key: kv[i].(string), Value: v})
+			out = append(out, stream.Header{Key: kv[i].(string), Value: v})
 		}
 		return out
 	}
-	return []router.Message{
+	return []stream.Message{
 		{Topic: topic, Key: nil, Value: []byte("null key")},
 		{Topic: topic, Key: empty(), Value: []byte("empty key")},
 		{Topic: topic, Key: []byte("k"), Value: []byte("key")},
@@ -118,8 +118,8 @@ func exactRecords(topic string) []router.Message {
 
 // keyedRecords returns records for topic interleaving an empty key, a
 // non-empty key and a null key; every value is distinct.
-func keyedRecords(topic string) []router.Message {
-	var out []router.Message
+func keyedRecords(topic string) []stream.Message {
+	var out []stream.Message
 	for i := range 30 {
 		var key []byte
 		switch i % 3 {
@@ -128,7 +128,7 @@ func keyedRecords(topic string) []router.Message {
 		case 1:
 			key = []byte("k")
 		}
-		out = append(out, router.Message{Topic: topic, Key: key, Value: fmt.Appendf(nil, "v%d", i)})
+		out = append(out, stream.Message{Topic: topic, Key: key, Value: fmt.Appendf(nil, "v%d", i)})
 	}
 	return out
 }
@@ -136,8 +136,8 @@ func keyedRecords(topic string) []router.Message {
 // sameKeyOrder checks got, the records of sent read back in any order, one
 // by one: each has its key (null kept apart from empty), and the records of
 // each non-null key, empty included, lie in one partition in the order sent.
-func sameKeyOrder(got, sent []router.Message) error {
-	byValue := map[string]*router.Message{}
+func sameKeyOrder(got, sent []stream.Message) error {
+	byValue := map[string]*stream.Message{}
 	for i := range got {
 		byValue[string(got[i].Value)] = &got[i]
 	}
@@ -211,7 +211,7 @@ func testNoReference(t *testing.T, h Harness) {
 	defer closeSub()
 	if err := sameRecords(fetchN(t, ctx, s, len(want)), want); err != nil {
 		t.Fatalf("%v: the publisher kept a reference to memory the caller reused after Publish returned nil "+
-			"(see the memory contract of router.Publisher)", err)
+			"(see the memory contract of stream.Publisher)", err)
 	}
 }
 
@@ -226,10 +226,10 @@ const (
 // Publish returned nil, then overwrites that memory with garbage. It returns
 // copies of the records given, in order. It fails when Publish fails or
 // changed the messages it was given.
-func publishReusingMemory(ctx context.Context, p router.Publisher, topic string) ([]router.Message, error) {
+func publishReusingMemory(ctx context.Context, p stream.Publisher, topic string) ([]stream.Message, error) {
 	mem := make([]byte, 0, 64*reuseRecords)          // keys, values, header values
-	slab := make([]router.Header, 0, 2*reuseRecords) // headers
-	msgs := make([]router.Message, 0, reuseRecords)
+	slab := make([]stream.Header, 0, 2*reuseRecords) // headers
+	msgs := make([]stream.Message, 0, reuseRecords)
 	// put appends v to mem and returns it, capacity cut (no append through
 	// it can reach the next value).
 	put := func(v []byte) []byte {
@@ -237,17 +237,17 @@ func publishReusingMemory(ctx context.Context, p router.Publisher, topic string)
 		mem = append(mem, v...)
 		return mem[start:len(mem):len(mem)]
 	}
-	var want []router.Message
+	var want []stream.Message
 	for call := range reuseCalls {
 		// Every call has the same sizes, so it lands on the same bytes.
 		mem, slab, msgs = mem[:0], slab[:0], msgs[:0]
 		for i := range reuseRecords {
 			start := len(slab)
 			slab = append(slab,
-				router.Header{Key: fmt.Sprintf("trace-%d", call), Value: put(fmt.Appendf(nil, "t-%d-%03d", call, i))},
-				router.Header{Key: "binary", Value: put([]byte{byte(call), byte(i), 0, 0xff})},
+				stream.Header{Key: fmt.Sprintf("trace-%d", call), Value: put(fmt.Appendf(nil, "t-%d-%03d", call, i))},
+				stream.Header{Key: "binary", Value: put([]byte{byte(call), byte(i), 0, 0xff})},
 			)
-			msgs = append(msgs, router.Message{
+			msgs = append(msgs, stream.Message{
 				Topic:   topic,
 				Key:     put(fmt.Appendf(nil, "key-%d-%03d", call, i)),
 				Value:   put(append([]byte{0, 0xff, byte(call), byte(i)}, fmt.Appendf(nil, "value-%d-%03d", call, i)...)),
@@ -269,20 +269,20 @@ func publishReusingMemory(ctx context.Context, p router.Publisher, topic string)
 	}
 	slab = slab[:cap(slab)]
 	for i := range slab {
-		slab[i] = router.Header{Key: "overwritten", Value: mem[:3:3]}
+		slab[i] = stream.Header{Key: "overwritten", Value: mem[:3:3]}
 	}
 	for i := range msgs {
-		msgs[i] = router.Message{Topic: topic, Key: mem[:3:3], Value: mem[3:6:6], Headers: slab[:1:1]}
+		msgs[i] = stream.Message{Topic: topic, Key: mem[:3:3], Value: mem[3:6:6], Headers: slab[:1:1]}
 	}
 	return want, nil
 }
 
 // cloneMessages returns deep copies of msgs' topics, keys, values and
 // headers.
-func cloneMessages(msgs []router.Message) []router.Message {
-	out := make([]router.Message, len(msgs))
+func cloneMessages(msgs []stream.Message) []stream.Message {
+	out := make([]stream.Message, len(msgs))
 	for i, m := range msgs {
-		out[i] = router.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value), Headers: cloneHeaders(m.Headers)}
+		out[i] = stream.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value), Headers: cloneHeaders(m.Headers)}
 	}
 	return out
 }
@@ -290,7 +290,7 @@ func cloneMessages(msgs []router.Message) []router.Message {
 // sameRecords returns an error naming the first record of got whose topic,
 // key, value or headers differ from want's, in order. A null key, value or
 // header value differs from an empty one.
-func sameRecords(got, want []router.Message) error {
+func sameRecords(got, want []stream.Message) error {
 	if len(got) != len(want) {
 		return fmt.Errorf("%d records, want %d", len(got), len(want))
 	}
@@ -309,7 +309,7 @@ func sameRecords(got, want []router.Message) error {
 
 // describe formats m's topic, key, value and headers for a failure message
 // (null values as null).
-func describe(m *router.Message) string {
+func describe(m *stream.Message) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "{topic %s, key %s, value %s, headers [", m.Topic, showBytes(m.Key), showBytes(m.Value))
 	for i, h := range m.Headers {
@@ -330,13 +330,13 @@ func testManyTopics(t *testing.T, h Harness) {
 	p := publisher(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*h.Timeout)
 	defer cancel()
-	var msgs []router.Message
+	var msgs []stream.Message
 	for i := range 10 {
 		topic := t1
 		if i%2 == 1 {
 			topic = t2
 		}
-		msgs = append(msgs, router.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: []byte(topic)})
+		msgs = append(msgs, stream.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: []byte(topic)})
 	}
 	if err := p.Publish(ctx, msgs...); err != nil {
 		t.Fatalf("publish: %v", err)
@@ -357,15 +357,15 @@ func testManyTopics(t *testing.T, h Harness) {
 	}
 }
 
-func publisher(t *testing.T, h Harness) router.Publisher {
+func publisher(t *testing.T, h Harness) stream.Publisher {
 	p := h.NewPublisher(t)
 	t.Cleanup(func() { _ = p.Close() })
 	return p
 }
 
-func fetchN(t *testing.T, ctx context.Context, s router.Subscriber, n int) []router.Message {
+func fetchN(t *testing.T, ctx context.Context, s stream.Subscriber, n int) []stream.Message {
 	t.Helper()
-	out := make([]router.Message, 0, n)
+	out := make([]stream.Message, 0, n)
 	for len(out) < n {
 		m, err := s.Fetch(ctx)
 		if err != nil {
@@ -384,13 +384,13 @@ func testRoundTrip(t *testing.T, h Harness) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
 	defer cancel()
 	const n, keys = 120, 8
-	var sent []router.Message
+	var sent []stream.Message
 	for i := range n {
-		sent = append(sent, router.Message{
+		sent = append(sent, stream.Message{
 			Topic: topic,
 			Key:   fmt.Appendf(nil, "key-%d", i%keys),
 			Value: append([]byte{0, 0xff, byte(i)}, fmt.Appendf(nil, "value-%d", i)...),
-			Headers: []router.Header{
+			Headers: []stream.Header{
 				{Key: "trace", Value: fmt.Appendf(nil, "t%d", i)},
 				{Key: "binary", Value: []byte{0, 1, 2, byte(i)}},
 			},
@@ -407,7 +407,7 @@ func testRoundTrip(t *testing.T, h Harness) {
 	defer closeSub()
 	got := fetchN(t, ctx, s, n)
 
-	byValue := map[string]router.Message{}
+	byValue := map[string]stream.Message{}
 	for _, m := range got {
 		if m.Topic != topic {
 			t.Fatalf("record from topic %q, want %q", m.Topic, topic)
@@ -455,9 +455,9 @@ func testCommitResume(t *testing.T, h Harness) {
 	p := publisher(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*h.Timeout)
 	defer cancel()
-	var sent []router.Message
+	var sent []stream.Message
 	for i := range 10 {
-		sent = append(sent, router.Message{Topic: topic, Key: []byte("k"), Value: fmt.Appendf(nil, "v%d", i)})
+		sent = append(sent, stream.Message{Topic: topic, Key: []byte("k"), Value: fmt.Appendf(nil, "v%d", i)})
 	}
 	if err := p.Publish(ctx, sent...); err != nil {
 		t.Fatalf("publish: %v", err)
@@ -499,7 +499,7 @@ func testFetchCancel(t *testing.T, h Harness) {
 			t.Fatalf("fetch on an empty topic: %v, want a deadline error", err)
 		}
 	}
-	if err := p.Publish(ctx, router.Message{Topic: topic, Value: []byte("one")}, router.Message{Topic: topic, Value: []byte("two")}); err != nil {
+	if err := p.Publish(ctx, stream.Message{Topic: topic, Value: []byte("one")}, stream.Message{Topic: topic, Value: []byte("two")}); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
 	got := fetchN(t, ctx, s, 2)
@@ -514,7 +514,7 @@ func testUnknownTopic(t *testing.T, h Harness) {
 	p := publisher(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
 	defer cancel()
-	err := p.Publish(ctx, router.Message{Topic: fmt.Sprintf("missing_%d", time.Now().UnixNano()), Value: []byte("x")})
+	err := p.Publish(ctx, stream.Message{Topic: fmt.Sprintf("missing_%d", time.Now().UnixNano()), Value: []byte("x")})
 	if err == nil {
 		t.Fatal("publish to a missing topic succeeded")
 	}

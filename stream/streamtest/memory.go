@@ -1,7 +1,8 @@
-// Package routertest provides an in-memory Kafka stand-in for router tests
-// (Broker) and the conformance suite every router.Publisher and
-// router.Subscriber adapter must pass (TestPubSub).
-package routertest
+// Package streamtest provides an in-memory Kafka stand-in for tests
+// (Broker) and the conformance suite every stream.Publisher and
+// stream.Subscriber adapter must pass (TestPubSub). It is for tests only:
+// no package the residency binary links imports it.
+package streamtest
 
 import (
 	"context"
@@ -12,15 +13,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/stream"
 )
 
 // ErrUnknownTopic is returned by a memory publisher for a topic that was not
 // created.
-var ErrUnknownTopic = errors.New("routertest: unknown topic")
+var ErrUnknownTopic = errors.New("streamtest: unknown topic")
 
 // ErrClosed is returned by a closed memory subscriber or publisher.
-var ErrClosed = errors.New("routertest: closed")
+var ErrClosed = errors.New("streamtest: closed")
 
 type tp struct {
 	topic     string
@@ -36,13 +37,13 @@ type tp struct {
 type Broker struct {
 	mu      sync.Mutex
 	notify  chan struct{} // closed and replaced on every publish
-	topics  map[string][][]router.Message
+	topics  map[string][][]stream.Message
 	commits map[string]map[tp]int64 // group -> partition -> next offset
 }
 
 // NewBroker returns an empty broker.
 func NewBroker() *Broker {
-	return &Broker{notify: make(chan struct{}), topics: map[string][][]router.Message{}, commits: map[string]map[tp]int64{}}
+	return &Broker{notify: make(chan struct{}), topics: map[string][][]stream.Message{}, commits: map[string]map[tp]int64{}}
 }
 
 // CreateTopic creates a topic with the given number of partitions (at least
@@ -51,16 +52,16 @@ func (b *Broker) CreateTopic(name string, partitions int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, ok := b.topics[name]; !ok {
-		b.topics[name] = make([][]router.Message, max(partitions, 1))
+		b.topics[name] = make([][]stream.Message, max(partitions, 1))
 	}
 }
 
 // Records returns a copy of every record of topic, partition by partition in
 // offset order.
-func (b *Broker) Records(topic string) []router.Message {
+func (b *Broker) Records(topic string) []stream.Message {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []router.Message
+	var out []stream.Message
 	for _, p := range b.topics[topic] {
 		out = append(out, p...)
 	}
@@ -83,7 +84,7 @@ func (b *Broker) Subscriber(group string, topics ...string) *Subscriber {
 	return &Subscriber{b: b, group: group, topics: topics, pos: map[tp]int64{}}
 }
 
-// Publisher is an in-memory router.Publisher.
+// Publisher is an in-memory stream.Publisher.
 type Publisher struct {
 	b      *Broker
 	mu     sync.Mutex
@@ -93,7 +94,7 @@ type Publisher struct {
 // Publish appends msgs to their topics; a record's partition is the FNV-1a
 // hash of its key modulo the partition count. It fails, writing nothing, if
 // any topic does not exist.
-func (p *Publisher) Publish(ctx context.Context, msgs ...router.Message) error {
+func (p *Publisher) Publish(ctx context.Context, msgs ...stream.Message) error {
 	p.mu.Lock()
 	closed := p.closed
 	p.mu.Unlock()
@@ -138,18 +139,18 @@ func (p *Publisher) Close() error {
 	return nil
 }
 
-func cloneHeaders(hs []router.Header) []router.Header {
+func cloneHeaders(hs []stream.Header) []stream.Header {
 	if hs == nil {
 		return nil
 	}
-	out := make([]router.Header, len(hs))
+	out := make([]stream.Header, len(hs))
 	for i, h := range hs {
-		out[i] = router.Header{Key: h.Key, Value: slices.Clone(h.Value)}
+		out[i] = stream.Header{Key: h.Key, Value: slices.Clone(h.Value)}
 	}
 	return out
 }
 
-// Subscriber is an in-memory router.Subscriber. It starts each partition at
+// Subscriber is an in-memory stream.Subscriber. It starts each partition at
 // the group's committed offset.
 type Subscriber struct {
 	b      *Broker
@@ -164,12 +165,12 @@ type Subscriber struct {
 
 // Fetch returns the next record of any of the subscribed partitions, waiting
 // for one until ctx is done.
-func (s *Subscriber) Fetch(ctx context.Context) (router.Message, error) {
+func (s *Subscriber) Fetch(ctx context.Context) (stream.Message, error) {
 	for {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
-			return router.Message{}, ErrClosed
+			return stream.Message{}, ErrClosed
 		}
 		s.b.mu.Lock()
 		m, ok := s.poll()
@@ -181,7 +182,7 @@ func (s *Subscriber) Fetch(ctx context.Context) (router.Message, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return router.Message{}, ctx.Err()
+			return stream.Message{}, ctx.Err()
 		case <-wait:
 		case <-time.After(50 * time.Millisecond): // topics created later
 		}
@@ -189,7 +190,7 @@ func (s *Subscriber) Fetch(ctx context.Context) (router.Message, error) {
 }
 
 // poll must be called with s.mu and s.b.mu held.
-func (s *Subscriber) poll() (router.Message, bool) {
+func (s *Subscriber) poll() (stream.Message, bool) {
 	var all []tp
 	for _, t := range s.topics {
 		for p := range s.b.topics[t] {
@@ -211,11 +212,11 @@ func (s *Subscriber) poll() (router.Message, bool) {
 			return m, true
 		}
 	}
-	return router.Message{}, false
+	return stream.Message{}, false
 }
 
 // Commit records, per partition, the offset after the highest given record.
-func (s *Subscriber) Commit(ctx context.Context, msgs ...router.Message) error {
+func (s *Subscriber) Commit(ctx context.Context, msgs ...stream.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

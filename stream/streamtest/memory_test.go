@@ -1,4 +1,4 @@
-package routertest
+package streamtest
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/stream"
 )
 
 func TestMemoryConformance(t *testing.T) {
@@ -20,8 +20,8 @@ func TestMemoryConformance(t *testing.T) {
 			b.CreateTopic(name, partitions)
 			return name
 		},
-		NewPublisher: func(t *testing.T) router.Publisher { return b.Publisher() },
-		NewSubscriber: func(t *testing.T, group string, topics ...string) (router.Subscriber, func()) {
+		NewPublisher: func(t *testing.T) stream.Publisher { return b.Publisher() },
+		NewSubscriber: func(t *testing.T, group string, topics ...string) (stream.Subscriber, func()) {
 			s := b.Subscriber(group, topics...)
 			return s, func() { _ = s.Close() }
 		},
@@ -35,7 +35,7 @@ func TestMemoryConformance(t *testing.T) {
 // would.
 type sharingPublisher struct{ b *Broker }
 
-func (p sharingPublisher) Publish(_ context.Context, msgs ...router.Message) error {
+func (p sharingPublisher) Publish(_ context.Context, msgs ...stream.Message) error {
 	p.b.mu.Lock()
 	defer p.b.mu.Unlock()
 	for _, m := range msgs {
@@ -59,11 +59,11 @@ func (sharingPublisher) Close() error { return nil }
 func TestNoReferenceCheckCatchesSharing(t *testing.T) {
 	for _, c := range []struct {
 		name    string
-		pub     func(*Broker) router.Publisher
+		pub     func(*Broker) stream.Publisher
 		wantErr bool
 	}{
-		{"copying", func(b *Broker) router.Publisher { return b.Publisher() }, false},
-		{"sharing", func(b *Broker) router.Publisher { return sharingPublisher{b} }, true},
+		{"copying", func(b *Broker) stream.Publisher { return b.Publisher() }, false},
+		{"sharing", func(b *Broker) stream.Publisher { return sharingPublisher{b} }, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := NewBroker()
@@ -100,11 +100,11 @@ func collapse(b []byte) []byte {
 
 // collapsed returns m with every empty key, value and header value made
 // null.
-func collapsed(m router.Message) router.Message {
+func collapsed(m stream.Message) stream.Message {
 	m.Key, m.Value = collapse(m.Key), collapse(m.Value)
-	hs := make([]router.Header, len(m.Headers))
+	hs := make([]stream.Header, len(m.Headers))
 	for i, h := range m.Headers {
-		hs[i] = router.Header{Key: h.Key, Value: collapse(h.Value)}
+		hs[i] = stream.Header{Key: h.Key, Value: collapse(h.Value)}
 	}
 	if m.Headers != nil {
 		m.Headers = hs
@@ -115,8 +115,8 @@ func collapsed(m router.Message) router.Message {
 // collapsingPublisher writes empty keys, values and header values as null.
 type collapsingPublisher struct{ *Publisher }
 
-func (p collapsingPublisher) Publish(ctx context.Context, msgs ...router.Message) error {
-	out := make([]router.Message, len(msgs))
+func (p collapsingPublisher) Publish(ctx context.Context, msgs ...stream.Message) error {
+	out := make([]stream.Message, len(msgs))
 	for i, m := range msgs {
 		out[i] = collapsed(m)
 	}
@@ -127,7 +127,7 @@ func (p collapsingPublisher) Publish(ctx context.Context, msgs ...router.Message
 // as kafka-go's Reader does.
 type collapsingSubscriber struct{ *Subscriber }
 
-func (s collapsingSubscriber) Fetch(ctx context.Context) (router.Message, error) {
+func (s collapsingSubscriber) Fetch(ctx context.Context) (stream.Message, error) {
 	m, err := s.Subscriber.Fetch(ctx)
 	return collapsed(m), err
 }
@@ -138,16 +138,16 @@ func (s collapsingSubscriber) Fetch(ctx context.Context) (router.Message, error)
 func TestBytesExactCheckCatchesCollapse(t *testing.T) {
 	for _, c := range []struct {
 		name    string
-		pub     func(*Broker) router.Publisher
-		sub     func(*Broker, string) router.Subscriber
+		pub     func(*Broker) stream.Publisher
+		sub     func(*Broker, string) stream.Subscriber
 		wantErr bool
 	}{
-		{"exact", func(b *Broker) router.Publisher { return b.Publisher() },
-			func(b *Broker, topic string) router.Subscriber { return b.Subscriber("g", topic) }, false},
-		{"collapsing publisher", func(b *Broker) router.Publisher { return collapsingPublisher{b.Publisher()} },
-			func(b *Broker, topic string) router.Subscriber { return b.Subscriber("g", topic) }, true},
-		{"collapsing subscriber", func(b *Broker) router.Publisher { return b.Publisher() },
-			func(b *Broker, topic string) router.Subscriber { return collapsingSubscriber{b.Subscriber("g", topic)} }, true},
+		{"exact", func(b *Broker) stream.Publisher { return b.Publisher() },
+			func(b *Broker, topic string) stream.Subscriber { return b.Subscriber("g", topic) }, false},
+		{"collapsing publisher", func(b *Broker) stream.Publisher { return collapsingPublisher{b.Publisher()} },
+			func(b *Broker, topic string) stream.Subscriber { return b.Subscriber("g", topic) }, true},
+		{"collapsing subscriber", func(b *Broker) stream.Publisher { return b.Publisher() },
+			func(b *Broker, topic string) stream.Subscriber { return collapsingSubscriber{b.Subscriber("g", topic)} }, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := NewBroker()
