@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/residency-router/residency/connectors/redis"
+
+	goredis "github.com/redis/go-redis/v9"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/residency-router/residency/connectors/kafka"
@@ -542,9 +544,9 @@ func TestIntegrationRedisOutageFailsClosed(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
 	rd := testenv.NewRedis(t)
 	proxy := testenv.NewProxy(t, rd.Addr)
-	client := redis.NewClient(&redis.Options{Addr: proxy.Addr, DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	client := goredis.NewClient(&goredis.Options{Addr: proxy.Addr, DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, MaxRetries: -1})
 	t.Cleanup(func() { _ = client.Close() })
-	store := rules.NewRedisStore(client, rd.Prefix)
+	store := redis.NewRules(client, rd.Prefix)
 	if _, err := store.Apply(ctx, []byte(s.rulesYAML()), rules.ApplyOptions{Author: "test"}); err != nil {
 		t.Fatal(err)
 	}
@@ -605,7 +607,7 @@ func TestIntegrationRulesAndPinsFromRedis(t *testing.T) {
 	s := newStack(t)
 	ctx := testenv.Context(t, 120*time.Second)
 	rd := testenv.NewRedis(t)
-	store := rules.NewRedisStore(rd.Client(t), rd.Prefix)
+	store := redis.NewRules(rd.Client(t), rd.Prefix)
 	v1 := s.rulesYAML()
 	if _, err := store.Apply(ctx, []byte(v1), rules.ApplyOptions{Author: "test"}); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/schemas"
 )
 
@@ -39,7 +40,7 @@ type Config struct {
 	// Router configures consumption, topics, batching and retries.
 	Router RouterConfig `yaml:"router"`
 	// Redis is where the ruleset versions and pins live.
-	Redis RedisConfig `yaml:"redis"`
+	Redis redis.Config `yaml:"redis"`
 	// Rules configures the ruleset cache (or a fixed ruleset file).
 	Rules RulesConfig `yaml:"rules"`
 	// Schemas configures how event fields are read (framing, field paths,
@@ -123,57 +124,6 @@ type RouterConfig struct {
 	// ShutdownTimeout bounds the flush and commit after SIGINT/SIGTERM.
 	// Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-}
-
-// RedisConfig says where the rules store is.
-type RedisConfig struct {
-	// Addr is Redis's host:port. Default "127.0.0.1:6379".
-	Addr string `yaml:"addr"`
-	// Prefix starts every key residency uses. Default "residency:".
-	Prefix string `yaml:"prefix"`
-	// Username for Redis ACLs. Default "": none.
-	Username string `yaml:"username"`
-	// Password for Redis. Default "": none. Prefer RESIDENCY_REDIS_PASSWORD.
-	Password string `yaml:"password"`
-	// DB is the Redis database number. Default 0.
-	DB int `yaml:"db"`
-	// TLS configures a TLS connection to Redis; `tls: true` is short for
-	// `tls: {enabled: true}`. Default: disabled (plaintext).
-	TLS TLSConfig `yaml:"tls"`
-}
-
-// TLSConfig configures a TLS connection (to Redis). In YAML it is either a
-// boolean (enabled or not, every other field at its default) or a mapping.
-type TLSConfig struct {
-	// Enabled turns TLS on. Default false.
-	Enabled bool `yaml:"enabled"`
-	// CAFile is a PEM file of CAs to trust. Default "": the system pool.
-	CAFile string `yaml:"ca_file"`
-	// CertFile is a PEM client certificate for mutual TLS. Default "":
-	// none. Set with KeyFile.
-	CertFile string `yaml:"cert_file"`
-	// KeyFile is the PEM private key of CertFile. Default "": none.
-	KeyFile string `yaml:"key_file"`
-	// ServerName is the name checked in the server's certificate. Default
-	// "": the host of the address.
-	ServerName string `yaml:"server_name"`
-	// InsecureSkipVerify disables certificate verification (testing only).
-	// Default false.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-}
-
-// UnmarshalYAML reads `true`/`false` as Enabled, or the mapping of fields.
-func (t *TLSConfig) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind == yaml.ScalarNode {
-		var on bool
-		if err := n.Decode(&on); err != nil {
-			return fmt.Errorf("%q is not true, false or a mapping (enabled, ca_file, cert_file, key_file, server_name, insecure_skip_verify)", n.Value)
-		}
-		*t = TLSConfig{Enabled: on}
-		return nil
-	}
-	type plain TLSConfig // without this method
-	return n.Decode((*plain)(t))
 }
 
 // RulesConfig configures how the ruleset is followed.

@@ -388,7 +388,7 @@ func (c *Config) validateRedis(ps *problems) {
 		ps.add("redis.addr", "%q is not host:port", c.Redis.Addr)
 	}
 	notNegative(ps, map[string]int{"redis.db": c.Redis.DB})
-	if _, err := c.Redis.TLS.config("redis.tls"); err != nil {
+	if _, err := c.Redis.TLS.Build("redis.tls"); err != nil {
 		ps.addErr("", err)
 	}
 }

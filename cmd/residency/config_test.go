@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/connectors/redis"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/residency-router/residency/schemas"
@@ -170,7 +172,7 @@ func TestWireErrorsNameTheField(t *testing.T) {
 		{"unknown default framing", func(c *Config) { c.Schemas.DefaultFraming = "avro" }, "schemas.default_framing: "},
 		{"redis ca file missing", func(c *Config) {
 			c.Rules.File = ""
-			c.Redis.TLS = TLSConfig{Enabled: true, CAFile: "/nonexistent/redis-ca.pem"}
+			c.Redis.TLS = redis.TLSConfig{Enabled: true, CAFile: "/nonexistent/redis-ca.pem"}
 		}, "redis.tls.ca_file: "},
 	}
 	for _, tt := range tests {
@@ -223,7 +225,7 @@ func TestRedisTLSConfig(t *testing.T) {
 	if client, err := newRedis(off.Redis, time.Second); err != nil || client.Options().TLSConfig != nil {
 		t.Fatalf("tls: false: %v", err)
 	}
-	if _, err := newRedis(RedisConfig{TLS: TLSConfig{Enabled: true, CAFile: cert + ".missing"}}, time.Second); err == nil ||
+	if _, err := newRedis(redis.Config{TLS: redis.TLSConfig{Enabled: true, CAFile: cert + ".missing"}}, time.Second); err == nil ||
 		!strings.Contains(err.Error(), "redis.tls.ca_file") {
 		t.Fatalf("missing CA file: %v", err)
 	}

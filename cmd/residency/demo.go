@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/internal/embedded"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/routertest"
@@ -82,9 +82,12 @@ func demo(ctx context.Context, out io.Writer, log *slog.Logger, n int) error {
 	defer st.Close()
 
 	// Apply the ruleset and a pin the way ops would: into Redis.
-	rdb := redis.NewClient(&redis.Options{Addr: st.RedisAddr()})
+	rdb, err := redis.NewClient(redis.Config{Addr: st.RedisAddr()}, redis.ClientOptions{})
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
-	store := rules.NewRedisStore(rdb, rules.DefaultPrefix)
+	store := redis.NewRules(rdb, rules.DefaultPrefix)
 	info, err := store.Apply(ctx, demoRules, rules.ApplyOptions{Author: "residency demo", Note: "sample ruleset"})
 	if err != nil {
 		return fmt.Errorf("apply the sample ruleset: %w", err)
@@ -112,7 +115,7 @@ func demo(ctx context.Context, out io.Writer, log *slog.Logger, n int) error {
 		},
 		Router: RouterConfig{IngestTopics: []string{demoIngest}, QuarantineTopic: demoQuarantine, DeadLetterTopic: demoDeadLetter,
 			GiveUp: 20 * time.Second},
-		Redis: RedisConfig{Addr: st.RedisAddr()},
+		Redis: redis.Config{Addr: st.RedisAddr()},
 	}
 	if err := cfg.finish(); err != nil {
 		return fmt.Errorf("demo config: %w", err)

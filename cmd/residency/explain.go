@@ -18,6 +18,7 @@ import (
 
 	"github.com/linkedin/goavro/v2"
 
+	"github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
@@ -317,7 +318,7 @@ func (s *explainSetup) rawSchema(f *explainFlags) error {
 // loadRules loads the ruleset (a file, or the current version in Redis with
 // the pins) into s. On error it returns the exit code.
 func (s *explainSetup) loadRules(ctx context.Context, f *explainFlags) (int, error) {
-	file, rc := f.rulesFile, RedisConfig{Addr: f.redisAddr, Prefix: f.prefix}
+	file, rc := f.rulesFile, redis.Config{Addr: f.redisAddr, Prefix: f.prefix}
 	pinsOn := true
 	if s.cfg != nil {
 		file, rc, pinsOn = s.cfg.Rules.File, s.cfg.Redis, s.cfg.pinsEnabled()
@@ -340,7 +341,7 @@ func (s *explainSetup) loadRules(ctx context.Context, f *explainFlags) (int, err
 		return exitUsage, err
 	}
 	s.close = append(s.close, func() { _ = client.Close() })
-	store := rules.NewRedisStore(client, rc.Prefix)
+	store := redis.NewRules(client, rc.Prefix)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	v, err := store.LatestVersion(rctx)

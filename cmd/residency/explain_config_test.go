@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/connectors/redis"
+
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/residency-router/residency/connectors/kafka"
@@ -64,7 +66,7 @@ func newExplainDeployment(t *testing.T) *explainDeployment {
 	}
 	ctx := testenv.Context(t, 30*time.Second)
 	client := d.redis.Client(t)
-	store := rules.NewRedisStore(client, d.redis.Prefix)
+	store := redis.NewRules(client, d.redis.Prefix)
 	rs := fmt.Sprintf(`
 jurisdictions:
   - {name: US, region: us, countries: [US]}

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/residency-router/residency/connectors/redis"
+
 	"github.com/linkedin/goavro/v2"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router/routertest"
@@ -127,9 +129,9 @@ func TestExplainUsage(t *testing.T) {
 func TestExplainFromRedisWithPin(t *testing.T) {
 	r := testenv.NewRedis(t)
 	ctx := testenv.Context(t, 30e9)
-	client := redis.NewClient(&redis.Options{Addr: r.Addr})
+	client := goredis.NewClient(&goredis.Options{Addr: r.Addr})
 	defer client.Close()
-	store := rules.NewRedisStore(client, r.Prefix)
+	store := redis.NewRules(client, r.Prefix)
 	data, err := os.ReadFile("../../deploy/examples/rules.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -2,23 +2,20 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/residency-router/residency/connectors/redis"
 
 	"github.com/residency-router/residency/router/rules"
 )
@@ -86,88 +83,22 @@ func opsHandler(reg *prometheus.Registry, ready func() error) http.Handler {
 	return mux
 }
 
-// newRedis returns a client for the config's Redis (address, ACL user,
-// password, database, TLS with its CA, client certificate and server name),
-// with readWrite as its read and write timeouts, and silences go-redis's
-// own logging. Every command that reaches Redis through the config (route,
-// sink, replay, explain) builds its client here, so they all reach it the
-// same way. Errors name the field (redis.tls.ca_file).
-func newRedis(c RedisConfig, readWrite time.Duration) (*redis.Client, error) {
-	tlsCfg, err := c.TLS.config("redis.tls")
+// newRedis returns a client for the config's Redis with readWrite as its
+// read and write timeouts (connectors/redis.NewClient: every command that
+// reaches Redis through the config builds its client there). Errors name
+// the field (redis.tls.ca_file).
+func newRedis(c redis.Config, readWrite time.Duration) (*goredis.Client, error) {
+	client, err := redis.NewClient(c, redis.ClientOptions{Timeout: readWrite})
 	if err != nil {
 		return nil, fieldError("", err)
 	}
-	opts := &redis.Options{Addr: c.Addr, Username: c.Username, Password: c.Password,
-		DB: c.DB, DialTimeout: 3 * time.Second, ReadTimeout: readWrite, WriteTimeout: readWrite, TLSConfig: tlsCfg}
-	redis.SetLogger(quietLogger{})
-	return redis.NewClient(opts), nil
-}
-
-// config returns the crypto/tls settings t describes, nil when TLS is off.
-// It reads the CA and client certificate files; errors name the field under
-// prefix ("redis.tls.ca_file"), and settings given while TLS is off are an
-// error too (they would be silently ignored).
-func (t TLSConfig) config(prefix string) (*tls.Config, error) {
-	if !t.Enabled {
-		var set []string
-		for _, f := range []struct {
-			name string
-			set  bool
-		}{{"ca_file", t.CAFile != ""}, {"cert_file", t.CertFile != ""}, {"key_file", t.KeyFile != ""},
-			{"server_name", t.ServerName != ""}, {"insecure_skip_verify", t.InsecureSkipVerify}} {
-			if f.set {
-				set = append(set, prefix+"."+f.name)
-			}
-		}
-		if len(set) > 0 {
-			verb := "is"
-			if len(set) > 1 {
-				verb = "are"
-			}
-			return nil, fmt.Errorf("%s.enabled: false, but %s %s set: set %s.enabled: true, or remove the TLS settings",
-				prefix, strings.Join(set, ", "), verb, prefix)
-		}
-		return nil, nil
-	}
-	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // opt-in, documented as testing only
-	}
-	var errs []error
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("%s.ca_file: %w", prefix, err))
-		default:
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				errs = append(errs, fmt.Errorf("%s.ca_file: %s holds no PEM certificate", prefix, t.CAFile))
-			}
-			cfg.RootCAs = pool
-		}
-	}
-	switch {
-	case (t.CertFile == "") != (t.KeyFile == ""):
-		errs = append(errs, fmt.Errorf("%s: cert_file and key_file go together", prefix))
-	case t.CertFile != "":
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s.cert_file: with %s.key_file: %w", prefix, prefix, err))
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return cfg, nil
+	return client, nil
 }
 
 // rulesSource returns where a route or sink reads its rulesets: the file of
 // rules.file, or else the Redis store (its client returned for closing).
 // Errors name the field (rules.file, redis.tls.ca_file).
-func rulesSource(cfg *Config) (src rules.Source, store *rules.RedisStore, client *redis.Client, err error) {
+func rulesSource(cfg *Config) (src rules.Source, store *redis.Rules, client *goredis.Client, err error) {
 	if cfg.Rules.File != "" {
 		_, rs, err := readRuleset(cfg.Rules.File)
 		if err != nil {
@@ -179,7 +110,7 @@ func rulesSource(cfg *Config) (src rules.Source, store *rules.RedisStore, client
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	store = rules.NewRedisStore(client, cfg.Redis.Prefix)
+	store = redis.NewRules(client, cfg.Redis.Prefix)
 	return store, store, client, nil
 }
 

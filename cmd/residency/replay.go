@@ -17,9 +17,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
 	"github.com/residency-router/residency/router/rules"
@@ -137,12 +138,12 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	w := &replayWiring{}
 	defer w.close()
 	needRedis := cfg.Rules.File == "" || f.checkpointDir == "" || f.baselineVersion() > 0
-	var store *rules.RedisStore
+	var store *redis.Rules
 	if needRedis {
 		if w.redis, err = newRedis(cfg.Redis, 3*time.Second); err != nil {
 			return exitUsage, err
 		}
-		store = rules.NewRedisStore(w.redis, cfg.Redis.Prefix)
+		store = redis.NewRules(w.redis, cfg.Redis.Prefix)
 	}
 	var cps replay.Checkpoints
 	if f.checkpointDir != "" {
@@ -150,7 +151,7 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 			return usage("--checkpoint-dir: %v", err)
 		}
 	} else {
-		cps = replay.NewRedisCheckpoints(w.redis, cfg.Redis.Prefix, 0)
+		cps = redis.NewCheckpoints(w.redis, cfg.Redis.Prefix, 0)
 	}
 
 	// The plan: from the checkpoint when resuming, else from the flags.
@@ -548,7 +549,7 @@ func (f *replayFlags) realRulesOnly(cfg *Config, plan *replay.Plan) (int, error)
 
 // followRules starts a rules cache over the Redis store (stopped by
 // close) and waits for its first ruleset.
-func (w *replayWiring) followRules(ctx context.Context, cfg *Config, store *rules.RedisStore) (*rules.Cache, error) {
+func (w *replayWiring) followRules(ctx context.Context, cfg *Config, store *redis.Rules) (*rules.Cache, error) {
 	cache := rules.NewCache(store, rules.CacheOptions{PollInterval: cfg.Rules.PollInterval, StalenessBound: cfg.Rules.StalenessBound})
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
@@ -591,7 +592,7 @@ func inForceIs(inForce replay.RulesInForce, rs *rules.Ruleset, plan *replay.Plan
 
 // rulesets loads the ruleset the replay decides with (and the baseline of
 // an ingest replay) and pins it in the plan.
-func (f *replayFlags) rulesets(ctx context.Context, cfg *Config, store *rules.RedisStore, plan *replay.Plan) (rs, baseline *rules.Ruleset, code int, err error) {
+func (f *replayFlags) rulesets(ctx context.Context, cfg *Config, store *redis.Rules, plan *replay.Plan) (rs, baseline *rules.Ruleset, code int, err error) {
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	notReady := func(err error) (*rules.Ruleset, *rules.Ruleset, int, error) {
@@ -664,7 +665,7 @@ func (f *replayFlags) rulesets(ctx context.Context, cfg *Config, store *rules.Re
 
 // replayWiring holds what replayMain opened.
 type replayWiring struct {
-	redis     *redis.Client
+	redis     *goredis.Client
 	writers   []*kafka.Writer
 	stopRules func() // stops the rules cache, if started
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/connectors/redis"
+
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
@@ -38,7 +40,7 @@ type replayStack struct {
 	cfgFile                                string
 	ingest, quarantine, deadLetter, us, eu string
 	sinkQuarantine                         string
-	store                                  *rules.RedisStore
+	store                                  *redis.Rules
 	admins                                 map[string]*kafka.Admin
 	writer                                 *kafka.Writer
 	enc                                    *routertest.Encoder
@@ -50,7 +52,7 @@ func newReplayStack(t *testing.T) *replayStack {
 	r := testenv.NewRedis(t)
 	s := &replayStack{ingest: a.Topic(t, "ingest", 2), quarantine: a.Topic(t, "quarantine", 1), deadLetter: a.Topic(t, "deadletter", 1),
 		us: a.Topic(t, "us", 1), eu: b.Topic(t, "eu", 1), sinkQuarantine: a.Topic(t, "sinkq", 1), admins: map[string]*kafka.Admin{}}
-	s.store = rules.NewRedisStore(r.Client(t), r.Prefix)
+	s.store = redis.NewRules(r.Client(t), r.Prefix)
 	cfg := fmt.Sprintf(`
 kafka:
   clusters:

@@ -10,7 +10,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/router"
@@ -81,7 +81,7 @@ type wired struct {
 	writers map[string]*kafka.Writer
 	cache   *rules.Cache
 	pins    *rules.Pins
-	redis   *redis.Client
+	redis   *goredis.Client
 	log     *slog.Logger
 }
 

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/residency-router/residency/connectors/redis"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/internal/testenv"
@@ -122,7 +124,7 @@ rules: {poll_interval: 50ms}
 		t.Fatalf("lag without a ruleset = %d, %v; want %d (nothing consumed)", lag, err, len(msgs))
 	}
 
-	client := redis.NewClient(&redis.Options{Addr: r.Addr})
+	client := goredis.NewClient(&goredis.Options{Addr: r.Addr})
 	defer client.Close()
 	rs := fmt.Sprintf(`
 jurisdictions:
@@ -134,7 +136,7 @@ regions:
 stores:
   - {name: us-postgres, regions: [us]}
 `, us, eu)
-	if _, err := rules.NewRedisStore(client, r.Prefix).Apply(ctx, []byte(rs), rules.ApplyOptions{Author: "test"}); err != nil {
+	if _, err := redis.NewRules(client, r.Prefix).Apply(ctx, []byte(rs), rules.ApplyOptions{Author: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil("everything committed", func() bool { lag, err := admin.Lag(ctx, group, ingest); return err == nil && lag == 0 })

@@ -12,8 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/router/rules"
 )
 
@@ -153,15 +152,15 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 		return exitUsage
 	}
 
-	// go-redis logs dial failures itself; the error returned says it all.
-	redis.SetLogger(quietLogger{})
-	client := redis.NewClient(&redis.Options{Addr: f.redis, DialTimeout: 3 * time.Second, MaxRetries: 1})
+	client, err := redis.NewClient(redis.Config{Addr: f.redis}, redis.ClientOptions{MaxRetries: 1})
+	if err != nil {
+		return rulesFail(e, sub, err)
+	}
 	defer client.Close()
-	s := rules.NewRedisStore(client, f.prefix)
+	s := redis.NewRules(client, f.prefix)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 
-	var err error
 	switch sub {
 	case "apply":
 		err = rulesApply(ctx, e, s, f, args[0])
@@ -207,10 +206,6 @@ func (v *optionalVersion) Set(s string) error {
 }
 
 // quietLogger discards go-redis's own log lines.
-type quietLogger struct{}
-
-func (quietLogger) Printf(context.Context, string, ...any) {}
-
 // rulesFail prints err and maps it to an exit code; nil is exitOK.
 func rulesFail(e env, sub string, err error) int {
 	switch {
@@ -268,7 +263,7 @@ func defaultAuthor() string {
 
 // base returns the version a change is based on: --expect-version, or the
 // current one.
-func base(ctx context.Context, s *rules.RedisStore, f rulesFlags) (int64, error) {
+func base(ctx context.Context, s *redis.Rules, f rulesFlags) (int64, error) {
 	if f.expect >= 0 {
 		return f.expect, nil
 	}
@@ -285,7 +280,7 @@ func printDiff(w io.Writer, d *rules.Diff) {
 	}
 }
 
-func rulesApply(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags, file string) error {
+func rulesApply(ctx context.Context, e env, s *redis.Rules, f rulesFlags, file string) error {
 	data, next, err := readRuleset(file)
 	if err != nil {
 		return err
@@ -326,7 +321,7 @@ func parseVersion(s string) (int64, error) {
 	return v, nil
 }
 
-func rulesShow(ctx context.Context, e env, s *rules.RedisStore, args []string) error {
+func rulesShow(ctx context.Context, e env, s *redis.Rules, args []string) error {
 	var v int64
 	if len(args) == 1 {
 		var err error
@@ -347,8 +342,8 @@ func rulesShow(ctx context.Context, e env, s *rules.RedisStore, args []string) e
 	return err
 }
 
-func rulesHistory(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags) error {
-	h, err := s.History(ctx)
+func rulesHistory(ctx context.Context, e env, s *redis.Rules, f rulesFlags) error {
+	h, err := s.Versions(ctx)
 	if err != nil {
 		return err
 	}
@@ -372,7 +367,7 @@ func rulesHistory(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags)
 }
 
 // loadArg loads a diff argument: an existing file, a version, or "current".
-func loadArg(ctx context.Context, s *rules.RedisStore, arg string) (*rules.Ruleset, error) {
+func loadArg(ctx context.Context, s *redis.Rules, arg string) (*rules.Ruleset, error) {
 	if st, err := os.Stat(arg); err == nil && !st.IsDir() {
 		_, r, err := readRuleset(arg)
 		return r, err
@@ -384,7 +379,7 @@ func loadArg(ctx context.Context, s *rules.RedisStore, arg string) (*rules.Rules
 	return s.Load(ctx, v)
 }
 
-func rulesDiff(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags, a, b string) error {
+func rulesDiff(ctx context.Context, e env, s *redis.Rules, f rulesFlags, a, b string) error {
 	ra, err := loadArg(ctx, s, a)
 	if err != nil {
 		return err
@@ -410,7 +405,7 @@ func describe(arg string, r *rules.Ruleset) string {
 	return arg
 }
 
-func rulesRollback(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags, arg string) error {
+func rulesRollback(ctx context.Context, e env, s *redis.Rules, f rulesFlags, arg string) error {
 	v, err := parseVersion(arg)
 	if err != nil {
 		return err
@@ -425,14 +420,14 @@ func rulesRollback(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags
 	}
 	fmt.Fprintf(e.stdout, "rolled back: version %d has the content of version %d (based on version %d, by %s)\n",
 		info.Number, v, info.Previous, info.Author)
-	if d, err := s.Diff(ctx, b, info.Number); err == nil {
+	if d, err := rules.DiffVersions(ctx, s, b, info.Number); err == nil {
 		fmt.Fprintf(e.stdout, "changes from version %d:\n", b)
 		printDiff(e.stdout, d)
 	}
 	return nil
 }
 
-func rulesPins(ctx context.Context, e env, s *rules.RedisStore, f rulesFlags) error {
+func rulesPins(ctx context.Context, e env, s *redis.Rules, f rulesFlags) error {
 	pins, err := s.ListPins(ctx)
 	if err != nil {
 		return err

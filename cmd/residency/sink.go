@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/objectstore"
@@ -257,7 +257,7 @@ func (c *Config) validateSinks(ps *problems, s scope) {
 // sinkWiring is a sink with everything it runs on.
 type sinkWiring struct {
 	log    *slog.Logger
-	redis  *redis.Client
+	redis  *goredis.Client
 	cache  *rules.Cache
 	pins   *rules.Pins
 	stopBg context.CancelFunc

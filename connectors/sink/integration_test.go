@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/connectors/redis"
+
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/residency-router/residency/connectors/kafka"
@@ -368,7 +370,7 @@ stores:
 func TestRealSinkPinsAndRulesetVersions(t *testing.T) {
 	r := newRig(t)
 	red := testenv.NewRedis(t)
-	store := rules.NewRedisStore(red.Client(t), red.Prefix)
+	store := redis.NewRules(red.Client(t), red.Prefix)
 	ctx := testenv.Context(t, 90*time.Second)
 	if _, err := store.Apply(ctx, []byte(rulesV(r.topic, "us")), rules.ApplyOptions{Base: 0}); err != nil {
 		t.Fatal(err)

@@ -20,8 +20,8 @@ type RulesetVersions interface {
 	Ruleset(ctx context.Context, v int64) (*rules.Ruleset, error)
 }
 
-// RulesetLoader loads one version of the ruleset. rules.RedisStore (every
-// applied version) and rules.StaticSource (its one version, for
+// RulesetLoader loads one version of the ruleset. connectors/redis.Rules
+// (every applied version) and rules.StaticSource (its one version, for
 // `--rules FILE`) satisfy it, as every rules.Source does.
 type RulesetLoader interface {
 	// Load returns version v with its version number set.

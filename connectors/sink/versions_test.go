@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/residency-router/residency/connectors/redis"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/connectors/sink"
 	"github.com/residency-router/residency/connectors/sink/sinktest"
@@ -100,7 +102,7 @@ func TestVersionsOverAStaticSource(t *testing.T) {
 // ErrUnavailable, which the sink retries.
 func TestVersionsOverRedis(t *testing.T) {
 	r := testenv.NewRedis(t)
-	store := rules.NewRedisStore(r.Client(t), r.Prefix)
+	store := redis.NewRules(r.Client(t), r.Prefix)
 	ctx := testenv.Context(t, 30*time.Second)
 	for base, content := range []string{rulesV("residency.us", "us"), rulesV("residency.us", "ca")} {
 		if _, err := store.Apply(ctx, []byte(content), rules.ApplyOptions{Base: int64(base)}); err != nil {
@@ -125,7 +127,7 @@ func TestVersionsOverRedis(t *testing.T) {
 			t.Errorf("Ruleset(%d) = %v, want ErrNotFound", v, err)
 		}
 	}
-	down := rules.NewRedisStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), r.Prefix)
+	down := redis.NewRules(goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), r.Prefix)
 	if _, err := sink.NewVersions(down, 0).Ruleset(ctx, 1); !errors.Is(err, rules.ErrUnavailable) {
 		t.Errorf("Ruleset with Redis down = %v, want ErrUnavailable", err)
 	}

@@ -10,8 +10,6 @@ import (
 	"regexp"
 	"slices"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Checkpoint is a replay's saved progress.
@@ -67,55 +65,6 @@ var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 // ValidID reports whether id can name a replay: letters, digits, '.', '_'
 // and '-', at most 128 characters.
 func ValidID(id string) bool { return validID.MatchString(id) }
-
-// RedisCheckpoints keeps checkpoints in Redis under PREFIX + "replay:" + id,
-// one JSON value each, replaced atomically on every Save.
-type RedisCheckpoints struct {
-	c      redis.UniversalClient
-	prefix string
-	ttl    time.Duration
-}
-
-// NewRedisCheckpoints keeps checkpoints in c under prefix (e.g.
-// rules.DefaultPrefix). ttl bounds how long a checkpoint is kept after its
-// last save; 0 keeps it for 30 days.
-func NewRedisCheckpoints(c redis.UniversalClient, prefix string, ttl time.Duration) *RedisCheckpoints {
-	if ttl <= 0 {
-		ttl = 30 * 24 * time.Hour
-	}
-	return &RedisCheckpoints{c: c, prefix: prefix, ttl: ttl}
-}
-
-// Key returns the Redis key of replay id.
-func (s *RedisCheckpoints) Key(id string) string { return s.prefix + "replay:" + id }
-
-// Load implements Checkpoints.
-func (s *RedisCheckpoints) Load(ctx context.Context, id string) (*Checkpoint, error) {
-	b, err := s.c.Get(ctx, s.Key(id)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("%w: %s", ErrNoCheckpoint, id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("replay: redis: load checkpoint %s: %w", id, err)
-	}
-	var cp Checkpoint
-	if err := json.Unmarshal(b, &cp); err != nil {
-		return nil, fmt.Errorf("replay: checkpoint %s is corrupt: %w", id, err)
-	}
-	return &cp, nil
-}
-
-// Save implements Checkpoints.
-func (s *RedisCheckpoints) Save(ctx context.Context, cp *Checkpoint) error {
-	b, err := json.Marshal(cp)
-	if err != nil {
-		return fmt.Errorf("replay: encode checkpoint: %w", err)
-	}
-	if err := s.c.Set(ctx, s.Key(cp.Plan.ID), b, s.ttl).Err(); err != nil {
-		return fmt.Errorf("replay: redis: save checkpoint %s: %w", cp.Plan.ID, err)
-	}
-	return nil
-}
 
 // FileCheckpoints keeps checkpoints as JSON files DIR/ID.json, replaced
 // atomically (write, sync, rename) on every Save.

@@ -25,8 +25,8 @@
 // with ErrRulesetChanged, checkpointed, when another version is applied or
 // the ruleset in force cannot be confirmed. A dry run may use any ruleset.
 //
-// Progress is checkpointed per partition (Checkpoints; RedisCheckpoints or
-// FileCheckpoints) after every published batch, keyed by the replay id, so
+// Progress is checkpointed per partition (Checkpoints: connectors/redis's in
+// Redis, or FileCheckpoints) after every published batch, keyed by the replay id, so
 // an interrupted replay resumes where it stopped. Events published but not
 // yet checkpointed when a replay dies are published again on resume; sinks
 // are idempotent on event_id, so stores still hold each event once.

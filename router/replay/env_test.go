@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/connectors/redis"
+
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/residency-router/residency/connectors/kafka"
@@ -58,7 +60,7 @@ type env struct {
 	ingest, quarantine, deadLetter string
 	us, eu                         string
 	redis                          *testenv.Redis
-	store                          *rules.RedisStore
+	store                          *redis.Rules
 	enc                            *routertest.Encoder
 	pubs                           map[string]stream.Publisher
 	admins                         map[string]*kafka.Admin
@@ -77,7 +79,7 @@ func newEnv(t *testing.T) *env {
 	e.us = e.a.Topic(t, "us", 2)
 	e.eu = e.b.Topic(t, "eu", 2)
 	e.redis = testenv.NewRedis(t)
-	e.store = rules.NewRedisStore(e.redis.Client(t), e.redis.Prefix)
+	e.store = redis.NewRules(e.redis.Client(t), e.redis.Prefix)
 	var err error
 	if e.enc, err = routertest.NewEncoder(); err != nil {
 		t.Fatal(err)

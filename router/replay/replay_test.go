@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/connectors/redis"
+
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/residency-router/residency/internal/testenv"
@@ -213,7 +215,7 @@ func TestReplayInterruptedAndResumed(t *testing.T) {
 	store := e.usSink(t, v2)
 
 	plan := e.plan(t, "resume-1", replay.SourceQuarantine, e.quarantine)
-	cps := replay.NewRedisCheckpoints(e.redis.Client(t), e.redis.Prefix, time.Hour)
+	cps := redis.NewCheckpoints(e.redis.Client(t), e.redis.Prefix, time.Hour)
 	ctx, cancel := context.WithCancel(testenv.Context(t, 60*time.Second))
 	cfg := e.config(plan, v2, fx)
 	cfg.Checkpoints = cps

@@ -12,8 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Source is where a Cache reads rulesets from: the RedisStore in
-// production, a StaticSource for `--rules FILE` and tests.
+// Source is where a Cache reads rulesets from: the ruleset history in
+// Redis in production (connectors/redis.Rules), a StaticSource for
+// `--rules FILE` and tests.
 type Source interface {
 	// LatestVersion returns the current version number (0 when none).
 	LatestVersion(ctx context.Context) (int64, error)

@@ -2,20 +2,16 @@ package rules
 
 import (
 	"context"
-	"errors"
-	"log/slog"
-	"strings"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"github.com/residency-router/residency/internal/testenv"
 )
 
-// runInBackground runs run (a Cache's or Pins' Run, named name) until the
-// test ends, then waits for it to return and reports its error.
+// runInBackground runs run (a Cache's Run, named name) until the test ends,
+// then waits for it to return and reports its error.
 func runInBackground(t *testing.T, name string, run func(context.Context) error) {
 	t.Helper()
 	stop := testenv.Start(t, 30*time.Second, run)
@@ -34,215 +30,17 @@ func currentVersion(c *Cache) int64 {
 	return r.Version()
 }
 
-// metric returns the value of the gauge or counter name (with label
-// reason=want when want is not empty) gathered from reg, and how many series
-// reg has in all; -1 when not found.
-func metric(t *testing.T, reg *prometheus.Registry, name, reason string) (float64, int) {
+func example(t *testing.T, name string) []byte {
 	t.Helper()
-	mfs, err := reg.Gather()
+	data, err := os.ReadFile("../../deploy/examples/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, n := -1.0, 0
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			n++
-			if mf.GetName() != name {
-				continue
-			}
-			if reason != "" && (len(m.GetLabel()) != 1 || m.GetLabel()[0].GetValue() != reason) {
-				continue
-			}
-			if m.GetGauge() != nil {
-				v = m.GetGauge().GetValue()
-			} else {
-				v = m.GetCounter().GetValue()
-			}
-		}
-	}
-	return v, n
+	return data
 }
 
-// noWatch hides a source's announcements, leaving only polling.
-type noWatch struct{ Source }
-
-func (noWatch) Watch(context.Context) <-chan struct{} { return nil }
-
-func TestCacheSeesNewVersionWithinASecond(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		src  func(*RedisStore) Source
-	}{
-		{"announced", func(s *RedisStore) Source { return s }},
-		{"polling only", func(s *RedisStore) Source { return noWatch{s} }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := testenv.Context(t, 30*time.Second)
-			s := newStore(t)
-			c := NewCache(tc.src(s), CacheOptions{})
-			if _, err := c.Current(); !errors.Is(err, ErrNoRuleset) {
-				t.Fatalf("Current before Run = %v, want ErrNoRuleset", err)
-			}
-			runInBackground(t, "Cache.Run", c.Run)
-			if _, err := s.Apply(ctx, example(t, "rules.yaml"), ApplyOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case <-c.Loaded():
-			case <-time.After(5 * time.Second):
-				t.Fatal("first version not loaded within 5s")
-			}
-			// Give the subscription time to be established: the first version
-			// came by polling or by it.
-			testenv.Eventually(t, 5*time.Second, "version 1", func() bool { return currentVersion(c) == 1 })
-
-			applied := time.Now()
-			if _, err := s.Apply(ctx, example(t, "rules-next.yaml"), ApplyOptions{Base: 1}); err != nil {
-				t.Fatal(err)
-			}
-			seen := testenv.Eventually(t, 10*time.Second, "version 2", func() bool { return currentVersion(c) == 2 })
-			if lag := seen.Sub(applied); lag > time.Second {
-				t.Fatalf("version 2 seen %s after it was applied, want within 1s", lag)
-			} else {
-				t.Logf("version 2 seen %s after it was applied", lag)
-			}
-			r, _ := c.Current()
-			if j, ok := r.JurisdictionOf([]byte("CH")); !ok || j.Name != "EU" {
-				t.Fatal("the cache's version 2 does not place CH in EU")
-			}
-		})
-	}
-}
-
-func TestCacheOutage(t *testing.T) {
-	ctx := testenv.Context(t, 60*time.Second)
-	r := testenv.NewRedis(t)
-	direct := NewRedisStore(r.Client(t), r.Prefix)
-	proxy := testenv.NewProxy(t, r.Addr)
-	client := redis.NewClient(&redis.Options{Addr: proxy.Addr})
-	t.Cleanup(func() { _ = client.Close() })
-	viaProxy := NewRedisStore(client, r.Prefix)
-
-	if _, err := direct.Apply(ctx, example(t, "rules.yaml"), ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	const bound = 500 * time.Millisecond
-	const poll = 50 * time.Millisecond
-	reg := prometheus.NewRegistry()
-	var logs testenv.SyncBuffer
-	c := NewCache(viaProxy, CacheOptions{PollInterval: poll, StalenessBound: bound, CheckTimeout: 200 * time.Millisecond,
-		Registerer: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	runInBackground(t, "Cache.Run", c.Run)
-	testenv.Eventually(t, 5*time.Second, "version 1", func() bool { return currentVersion(c) == 1 })
-
-	proxy.Cut()
-	cut := time.Now()
-	// Until the bound, the last-known-good version stays in use.
-	var staleErr error
-	staleAt := testenv.Eventually(t, 5*time.Second, "ErrStale", func() bool {
-		rs, err := c.Current()
-		if err != nil {
-			staleErr = err
-			return true
-		}
-		if rs.Version() != 1 {
-			t.Fatalf("during the outage Current returned version %d", rs.Version())
-		}
-		return false
-	})
-	if !errors.Is(staleErr, ErrStale) || !errors.Is(staleErr, ErrUnavailable) || !strings.Contains(staleErr.Error(), "version 1 was last confirmed at ") {
-		t.Fatalf("Current after the bound = %v, want ErrStale wrapping ErrUnavailable", staleErr)
-	}
-	if early := cut.Add(bound - 2*poll); staleAt.Before(early) {
-		t.Fatalf("stale %s after the cut, before the bound %s", staleAt.Sub(cut), bound)
-	}
-	if late := cut.Add(bound + time.Second); staleAt.After(late) {
-		t.Fatalf("stale only %s after the cut, bound %s", staleAt.Sub(cut), bound)
-	}
-	t.Logf("stale %s after the cut (bound %s): %v", staleAt.Sub(cut), bound, staleErr)
-	// It stays stale while Redis is away, and says so.
-	time.Sleep(3 * poll)
-	if _, err := c.Current(); !errors.Is(err, ErrStale) {
-		t.Fatalf("Current later in the outage = %v, want ErrStale", err)
-	}
-	if usable, _ := metric(t, reg, "residency_rules_usable", ""); usable != 0 {
-		t.Fatalf("residency_rules_usable = %v during the outage, want 0", usable)
-	}
-	if n, _ := metric(t, reg, "residency_rules_load_errors_total", reasonUnavailable); n < 3 {
-		t.Fatalf("load_errors_total{reason=unavailable} = %v, want several", n)
-	}
-	if age, _ := metric(t, reg, "residency_rules_age_seconds", ""); age < bound.Seconds() {
-		t.Fatalf("residency_rules_age_seconds = %v, want past the bound", age)
-	}
-	testenv.Eventually(t, 5*time.Second, "the stale log line", func() bool {
-		return strings.Contains(logs.String(), "level=ERROR msg=\"rules: ruleset is stale; routing must stop (fail closed)\"")
-	})
-	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
-		t.Fatalf("%d warnings logged during the outage, want 1 (no log per poll):\n%s", n, logs.String())
-	}
-
-	// A version applied during the outage is picked up on recovery.
-	if _, err := direct.Apply(ctx, example(t, "rules-next.yaml"), ApplyOptions{Base: 1}); err != nil {
-		t.Fatal(err)
-	}
-	proxy.Restore()
-	testenv.Eventually(t, 10*time.Second, "recovery with version 2", func() bool { return currentVersion(c) == 2 })
-	if usable, _ := metric(t, reg, "residency_rules_usable", ""); usable != 1 {
-		t.Fatalf("residency_rules_usable = %v after recovery, want 1", usable)
-	}
-	if !strings.Contains(logs.String(), "rules: switched ruleset version\" version=2 previous=1") {
-		t.Fatalf("no switch logged:\n%s", logs.String())
-	}
-}
-
-func TestCacheKeepsOldVersionOverCorrupt(t *testing.T) {
-	ctx := testenv.Context(t, 30*time.Second)
-	s := newStore(t)
-	if _, err := s.Apply(ctx, []byte(small), ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	c := NewCache(s, CacheOptions{PollInterval: 50 * time.Millisecond, Registerer: reg})
-	runInBackground(t, "Cache.Run", c.Run)
-	// A second cache with a short bound shows the corrupt version is not
-	// trusted for ever either: it fails closed after its bound.
-	short := NewCache(s, CacheOptions{PollInterval: 50 * time.Millisecond, StalenessBound: 300 * time.Millisecond})
-	runInBackground(t, "Cache.Run", short.Run)
-	testenv.Eventually(t, 5*time.Second, "version 1", func() bool { return currentVersion(c) == 1 && currentVersion(short) == 1 })
-	if got, _ := metric(t, reg, "residency_rules_version", ""); got != 1 {
-		t.Fatalf("residency_rules_version = %v, want 1", got)
-	}
-
-	invalid := strings.Replace(small, "[FR, DE]", "[FR, XX]", 1)
-	corrupt(t, s, 2, invalid, Hash([]byte(invalid)))
-	testenv.Eventually(t, 5*time.Second, "a corrupt load error", func() bool {
-		v, _ := metric(t, reg, "residency_rules_load_errors_total", reasonCorrupt)
-		return v >= 2
-	})
-	if v := currentVersion(c); v != 1 {
-		t.Fatalf("after a corrupt version 2, Current is version %d, want 1", v)
-	}
-	testenv.Eventually(t, 5*time.Second, "the short-bound cache to fail closed", func() bool {
-		_, err := short.Current()
-		return errors.Is(err, ErrStale) && errors.Is(err, ErrCorrupt)
-	})
-
-	// A valid version applied on top is loaded by both.
-	if _, err := s.Apply(ctx, example(t, "rules.yaml"), ApplyOptions{Base: 2}); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 5*time.Second, "version 3", func() bool { return currentVersion(c) == 3 && currentVersion(short) == 3 })
-	got, n := metric(t, reg, "residency_rules_version", "")
-	if got != 3 {
-		t.Fatalf("residency_rules_version = %v, want 3", got)
-	}
-	if n != 7 {
-		t.Fatalf("gathered %d series, want 7 (version, age, usable, 4 load error reasons)", n)
-	}
-	if usable, _ := metric(t, reg, "residency_rules_usable", ""); usable != 1 {
-		t.Fatalf("residency_rules_usable = %v, want 1", usable)
-	}
-}
+// The cache over Redis (announcements, outages, corrupt versions) is tested
+// with the Redis adapter, in connectors/redis.
 
 func TestStaticSource(t *testing.T) {
 	r1, err := Parse([]byte(small))
@@ -265,66 +63,4 @@ func TestStaticSource(t *testing.T) {
 	wg.Wait()
 	// PollInterval is an hour: only the Set announcement can switch it.
 	testenv.Eventually(t, 5*time.Second, "version 7", func() bool { return currentVersion(c) == 7 })
-}
-
-func TestCacheStartsWithRedisDown(t *testing.T) {
-	ctx := testenv.Context(t, 30*time.Second)
-	r := testenv.NewRedis(t)
-	direct := NewRedisStore(r.Client(t), r.Prefix)
-	if _, err := direct.Apply(ctx, []byte(small), ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	proxy := testenv.NewProxy(t, r.Addr)
-	proxy.Cut()
-	client := redis.NewClient(&redis.Options{Addr: proxy.Addr})
-	t.Cleanup(func() { _ = client.Close() })
-	c := NewCache(NewRedisStore(client, r.Prefix), CacheOptions{PollInterval: 50 * time.Millisecond, CheckTimeout: 200 * time.Millisecond})
-	runInBackground(t, "Cache.Run", c.Run)
-	// Nothing loaded: Current refuses, and says why.
-	testenv.Eventually(t, 5*time.Second, "a failed first check", func() bool {
-		_, err := c.Current()
-		return errors.Is(err, ErrNoRuleset) && errors.Is(err, ErrUnavailable)
-	})
-	select {
-	case <-c.Loaded():
-		t.Fatal("Loaded closed with Redis down")
-	default:
-	}
-	proxy.Restore()
-	select {
-	case <-c.Loaded():
-	case <-time.After(10 * time.Second):
-		t.Fatal("not loaded 10s after Redis came back")
-	}
-	if v := currentVersion(c); v != 1 {
-		t.Fatalf("Current = version %d, want 1", v)
-	}
-}
-
-// TestCacheRefusesOlderVersion: versions only grow (a rollback is a new
-// version). A source whose current version goes backwards (Redis restored
-// from an old snapshot) must not switch routers back silently: the newer
-// ruleset is kept, the error says why, and the cache fails closed at its
-// bound.
-func TestCacheRefusesOlderVersion(t *testing.T) {
-	r5, err := Parse([]byte(small))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r5.SetVersion(5)
-	src := NewStaticSource(r5)
-	c := NewCache(src, CacheOptions{PollInterval: 20 * time.Millisecond, StalenessBound: 300 * time.Millisecond})
-	runInBackground(t, "Cache.Run", c.Run)
-	testenv.Eventually(t, 5*time.Second, "version 5", func() bool { return currentVersion(c) == 5 })
-
-	r3, err := Parse(example(t, "rules.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r3.SetVersion(3)
-	src.Set(r3)
-	testenv.Eventually(t, 5*time.Second, "the cache to fail closed on a version going backwards", func() bool {
-		_, err := c.Current()
-		return errors.Is(err, ErrStale) && errors.Is(err, ErrCorrupt) && strings.Contains(err.Error(), "older than version 5")
-	})
 }

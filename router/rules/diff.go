@@ -229,13 +229,13 @@ func (d *Diff) Lines() []string {
 	return out
 }
 
-// Diff loads versions a and b and compares them.
-func (s *RedisStore) Diff(ctx context.Context, a, b int64) (*Diff, error) {
-	ra, err := s.Load(ctx, a)
+// DiffVersions loads versions a and b from src and compares them.
+func DiffVersions(ctx context.Context, src Source, a, b int64) (*Diff, error) {
+	ra, err := src.Load(ctx, a)
 	if err != nil {
 		return nil, err
 	}
-	rb, err := s.Load(ctx, b)
+	rb, err := src.Load(ctx, b)
 	if err != nil {
 		return nil, err
 	}

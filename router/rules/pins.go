@@ -19,8 +19,8 @@ type PinChange struct {
 	All bool
 }
 
-// PinSource is where Pins reads per-user pins from: the RedisStore in
-// production.
+// PinSource is where Pins reads per-user pins from: Redis in production
+// (connectors/redis.Rules).
 type PinSource interface {
 	// LookupPins returns the jurisdiction pinned for each user id ("" for
 	// none) in one round trip.

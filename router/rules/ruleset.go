@@ -5,8 +5,10 @@
 // A Ruleset is parsed from YAML, validated (Parse; every problem is reported
 // in a *ValidationError), and compiled into lookup tables. Once compiled it is
 // immutable and safe for concurrent use; a new version is a new *Ruleset,
-// swapped in whole by a Cache. A RedisStore keeps every applied version and
-// the pins; Pins caches pin lookups for a router. See docs/rules.md.
+// swapped in whole by a Cache. A History keeps every applied version
+// (connectors/redis.Rules, in Redis, with the pins); Pins caches pin lookups
+// for a router. This package does no I/O of its own: it reaches Redis only
+// through the ports it owns (Source, History, PinSource). See docs/rules.md.
 package rules
 
 import (

@@ -1,4 +1,4 @@
-package rules
+package redis
 
 import (
 	"context"
@@ -11,13 +11,31 @@ import (
 	"time"
 
 	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/router/rules"
 )
 
-func newStore(t *testing.T) *RedisStore {
+func newStore(t *testing.T) *Rules {
 	t.Helper()
 	r := testenv.NewRedis(t)
-	return NewRedisStore(r.Client(t), r.Prefix)
+	return NewRules(r.Client(t), r.Prefix)
 }
+
+// small is a valid ruleset (as router/rules' validation tests use it).
+const small = `jurisdictions:
+  - name: US
+    region: us
+    countries: [US, PR]
+  - name: EU
+    region: eu
+    countries: [FR, DE]
+regions:
+  - {name: us, cluster: ingest, topic: residency.us}
+  - {name: eu, cluster: eu, topic: residency.eu}
+stores:
+  - {name: us-postgres, regions: [us]}
+  - {name: eu-objectstore, regions: [eu]}
+unplaceable: quarantine
+`
 
 func example(t *testing.T, name string) []byte {
 	t.Helper()
@@ -35,20 +53,20 @@ func TestStoreRoundTrip(t *testing.T) {
 	if v, err := s.LatestVersion(ctx); err != nil || v != 0 {
 		t.Fatalf("empty store: LatestVersion = %d, %v", v, err)
 	}
-	if _, _, err := s.Show(ctx, 0); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Show on an empty store = %v, want ErrNotFound", err)
+	if _, _, err := s.Show(ctx, 0); !errors.Is(err, rules.ErrNotFound) {
+		t.Fatalf("Show on an empty store = %v, want rules.ErrNotFound", err)
 	}
 
 	v1content := example(t, "rules.yaml")
 	before := time.Now()
-	v1, err := s.Apply(ctx, v1content, ApplyOptions{Author: "alice"})
+	v1, err := s.Apply(ctx, v1content, rules.ApplyOptions{Author: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v1.Number != 1 || v1.Previous != 0 || v1.Author != "alice" || v1.SHA256 != Hash(v1content) || v1.AppliedAt.Before(before.Add(-time.Second)) {
+	if v1.Number != 1 || v1.Previous != 0 || v1.Author != "alice" || v1.SHA256 != rules.Hash(v1content) || v1.AppliedAt.Before(before.Add(-time.Second)) {
 		t.Fatalf("v1 = %+v", v1)
 	}
-	v2, err := s.Apply(ctx, example(t, "rules-next.yaml"), ApplyOptions{Base: 1, Author: "bob"})
+	v2, err := s.Apply(ctx, example(t, "rules-next.yaml"), rules.ApplyOptions{Base: 1, Author: "bob"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,8 +81,8 @@ func TestStoreRoundTrip(t *testing.T) {
 	if info, _, err := s.Show(ctx, 0); err != nil || info.Number != 2 {
 		t.Fatalf("Show(current) = %+v, %v", info, err)
 	}
-	if _, _, err := s.Show(ctx, 9); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Show(9) = %v, want ErrNotFound", err)
+	if _, _, err := s.Show(ctx, 9); !errors.Is(err, rules.ErrNotFound) {
+		t.Fatalf("Show(9) = %v, want rules.ErrNotFound", err)
 	}
 
 	r, err := s.Load(ctx, 0)
@@ -75,18 +93,18 @@ func TestStoreRoundTrip(t *testing.T) {
 		t.Fatalf("version 2 should place CH in EU")
 	}
 
-	d, err := s.Diff(ctx, 1, 2)
+	d, err := rules.DiffVersions(ctx, s, 1, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.Countries) != 1 || d.Countries[0] != (CountryChange{Country: "CH", ToJurisdiction: "EU", ToRegion: "eu"}) {
+	if len(d.Countries) != 1 || d.Countries[0] != (rules.CountryChange{Country: "CH", ToJurisdiction: "EU", ToRegion: "eu"}) {
 		t.Fatalf("diff 1 2 = %+v", d)
 	}
 	if got := strings.Join(d.Lines(), "\n"); got != "country CH: unassigned (quarantined) → jurisdiction EU, region eu" {
 		t.Fatalf("diff words: %q", got)
 	}
 
-	v3, err := s.Rollback(ctx, 1, ApplyOptions{Base: 2, Author: "carol"})
+	v3, err := s.Rollback(ctx, 1, rules.ApplyOptions{Base: 2, Author: "carol"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,11 +116,11 @@ func TestStoreRoundTrip(t *testing.T) {
 	} else if _, ok := r.JurisdictionOf([]byte("CH")); ok {
 		t.Fatalf("after rollback to 1, CH should be unassigned again")
 	}
-	if _, err := s.Rollback(ctx, 1, ApplyOptions{Base: 3}); !errors.Is(err, ErrUnchanged) {
-		t.Fatalf("rollback to the current content = %v, want ErrUnchanged", err)
+	if _, err := s.Rollback(ctx, 1, rules.ApplyOptions{Base: 3}); !errors.Is(err, rules.ErrUnchanged) {
+		t.Fatalf("rollback to the current content = %v, want rules.ErrUnchanged", err)
 	}
 
-	h, err := s.History(ctx)
+	h, err := s.Versions(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,25 +138,25 @@ func TestApplyRefusesInvalidAndStale(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
 	s := newStore(t)
 	bad := strings.Replace(small, "[FR, DE]", "[FR, XX]", 1)
-	_, err := s.Apply(ctx, []byte(bad), ApplyOptions{})
-	var ve *ValidationError
+	_, err := s.Apply(ctx, []byte(bad), rules.ApplyOptions{})
+	var ve *rules.ValidationError
 	if !errors.As(err, &ve) {
-		t.Fatalf("Apply(invalid) = %v, want a *ValidationError", err)
+		t.Fatalf("Apply(invalid) = %v, want a *rules.ValidationError", err)
 	}
 	if v, err := s.LatestVersion(ctx); err != nil || v != 0 {
 		t.Fatalf("an invalid apply wrote version %d (%v)", v, err)
 	}
-	if _, err := s.Apply(ctx, []byte(small), ApplyOptions{Author: "alice"}); err != nil {
+	if _, err := s.Apply(ctx, []byte(small), rules.ApplyOptions{Author: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Apply(ctx, []byte(small), ApplyOptions{Base: 1}); !errors.Is(err, ErrUnchanged) {
-		t.Fatalf("Apply(same content) = %v, want ErrUnchanged", err)
+	if _, err := s.Apply(ctx, []byte(small), rules.ApplyOptions{Base: 1}); !errors.Is(err, rules.ErrUnchanged) {
+		t.Fatalf("Apply(same content) = %v, want rules.ErrUnchanged", err)
 	}
 	// Based on version 0, but version 1 exists.
-	_, err = s.Apply(ctx, example(t, "rules.yaml"), ApplyOptions{Base: 0, Author: "bob"})
-	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "version 1 was applied by alice at ") ||
+	_, err = s.Apply(ctx, example(t, "rules.yaml"), rules.ApplyOptions{Base: 0, Author: "bob"})
+	if !errors.Is(err, rules.ErrConflict) || !strings.Contains(err.Error(), "version 1 was applied by alice at ") ||
 		!strings.Contains(err.Error(), "based on version 0") {
-		t.Fatalf("Apply(stale base) = %v, want ErrConflict naming version 1 and alice", err)
+		t.Fatalf("Apply(stale base) = %v, want rules.ErrConflict naming version 1 and alice", err)
 	}
 	if v, _ := s.LatestVersion(ctx); v != 1 {
 		t.Fatalf("a refused apply changed the current version to %d", v)
@@ -148,7 +166,7 @@ func TestApplyRefusesInvalidAndStale(t *testing.T) {
 func TestConcurrentApply(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
 	s := newStore(t)
-	if _, err := s.Apply(ctx, example(t, "rules.yaml"), ApplyOptions{Author: "setup"}); err != nil {
+	if _, err := s.Apply(ctx, example(t, "rules.yaml"), rules.ApplyOptions{Author: "setup"}); err != nil {
 		t.Fatal(err)
 	}
 	const n = 8
@@ -162,7 +180,7 @@ func TestConcurrentApply(t *testing.T) {
 			<-start
 			// Each applier changes something different, based on version 1.
 			content := strings.Replace(string(example(t, "rules.yaml")), "countries: [JP]", fmt.Sprintf("countries: [JP] # change %d", i), 1)
-			_, errs[i] = s.Apply(ctx, []byte(content), ApplyOptions{Base: 1, Author: fmt.Sprintf("applier-%d", i)})
+			_, errs[i] = s.Apply(ctx, []byte(content), rules.ApplyOptions{Base: 1, Author: fmt.Sprintf("applier-%d", i)})
 		}()
 	}
 	close(start)
@@ -175,8 +193,8 @@ func TestConcurrentApply(t *testing.T) {
 				t.Fatalf("appliers %d and %d both won", winner, i)
 			}
 			winner = i
-		case !errors.Is(err, ErrConflict):
-			t.Fatalf("applier %d: %v, want ErrConflict", i, err)
+		case !errors.Is(err, rules.ErrConflict):
+			t.Fatalf("applier %d: %v, want rules.ErrConflict", i, err)
 		}
 	}
 	if winner < 0 {
@@ -187,14 +205,14 @@ func TestConcurrentApply(t *testing.T) {
 			t.Fatalf("applier %d's refusal does not name the winner: %v", i, err)
 		}
 	}
-	if h, err := s.History(ctx); err != nil || len(h) != 2 || h[0].Author != fmt.Sprintf("applier-%d", winner) {
+	if h, err := s.Versions(ctx); err != nil || len(h) != 2 || h[0].Author != fmt.Sprintf("applier-%d", winner) {
 		t.Fatalf("history after the race: %+v, %v", h, err)
 	}
 }
 
 // corrupt writes version v by hand, as a broken tool or person might, and
 // makes it current.
-func corrupt(t *testing.T, s *RedisStore, v int64, content, sum string) {
+func corrupt(t *testing.T, s *Rules, v int64, content, sum string) {
 	t.Helper()
 	ctx := context.Background()
 	err := s.client.HSet(ctx, s.versionKey(v), "number", v, "sha256", sum, "author", "vandal",
@@ -213,35 +231,35 @@ func corrupt(t *testing.T, s *RedisStore, v int64, content, sum string) {
 func TestLoadRefusesCorrupt(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
 	s := newStore(t)
-	if _, err := s.Apply(ctx, []byte(small), ApplyOptions{}); err != nil {
+	if _, err := s.Apply(ctx, []byte(small), rules.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	invalid := strings.Replace(small, "[FR, DE]", "[FR, XX]", 1)
-	corrupt(t, s, 2, invalid, Hash([]byte(invalid)))
+	corrupt(t, s, 2, invalid, rules.Hash([]byte(invalid)))
 	_, err := s.Load(ctx, 2)
-	var ve *ValidationError
-	if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ve) {
-		t.Fatalf("Load(invalid) = %v, want ErrCorrupt and a *ValidationError", err)
+	var ve *rules.ValidationError
+	if !errors.Is(err, rules.ErrCorrupt) || !errors.As(err, &ve) {
+		t.Fatalf("Load(invalid) = %v, want rules.ErrCorrupt and a *rules.ValidationError", err)
 	}
-	corrupt(t, s, 3, small+"# tampered\n", Hash([]byte(small)))
-	if _, err := s.Load(ctx, 3); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "does not match its SHA-256") {
-		t.Fatalf("Load(tampered) = %v, want ErrCorrupt (hash)", err)
+	corrupt(t, s, 3, small+"# tampered\n", rules.Hash([]byte(small)))
+	if _, err := s.Load(ctx, 3); !errors.Is(err, rules.ErrCorrupt) || !strings.Contains(err.Error(), "does not match its SHA-256") {
+		t.Fatalf("Load(tampered) = %v, want rules.ErrCorrupt (hash)", err)
 	}
 }
 
 func TestPinStore(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
 	s := newStore(t)
-	if err := s.Pin(ctx, "u1", "EU"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Pin before any ruleset = %v, want ErrNotFound", err)
+	if err := s.Pin(ctx, "u1", "EU"); !errors.Is(err, rules.ErrNotFound) {
+		t.Fatalf("Pin before any ruleset = %v, want rules.ErrNotFound", err)
 	}
-	if _, err := s.Apply(ctx, []byte(small), ApplyOptions{}); err != nil {
+	if _, err := s.Apply(ctx, []byte(small), rules.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Pin(ctx, "u1", "MARS"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `jurisdiction "MARS" is not in version 1 (it has US, EU)`) {
+	if err := s.Pin(ctx, "u1", "MARS"); !errors.Is(err, rules.ErrNotFound) || !strings.Contains(err.Error(), `jurisdiction "MARS" is not in version 1 (it has US, EU)`) {
 		t.Fatalf("Pin(unknown jurisdiction) = %v", err)
 	}
-	for _, p := range []Pin{{"u2", "US"}, {"u1", "EU"}} {
+	for _, p := range []rules.Pin{{UserID: "u2", Jurisdiction: "US"}, {UserID: "u1", Jurisdiction: "EU"}} {
 		if err := s.Pin(ctx, p.UserID, p.Jurisdiction); err != nil {
 			t.Fatal(err)
 		}
@@ -256,8 +274,8 @@ func TestPinStore(t *testing.T) {
 	if err := s.Unpin(ctx, "u1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Unpin(ctx, "u1"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Unpin twice = %v, want ErrNotFound", err)
+	if err := s.Unpin(ctx, "u1"); !errors.Is(err, rules.ErrNotFound) {
+		t.Fatalf("Unpin twice = %v, want rules.ErrNotFound", err)
 	}
 	if list, err := s.ListPins(ctx); err != nil || fmt.Sprint(list) != "[{u2 US}]" {
 		t.Fatalf("ListPins after unpin = %v, %v", list, err)

@@ -1,9 +1,7 @@
-package rules
+package redis
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -11,45 +9,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/residency-router/residency/router/rules"
 )
 
-// DefaultPrefix is the key prefix production uses for everything residency
-// keeps in Redis.
-const DefaultPrefix = "residency:"
-
-// VersionInfo describes one applied version of the ruleset. Versions are
-// immutable: a change, and a rollback, is a new version.
-type VersionInfo struct {
-	// Number is the version number: 1 for the first, then one more each time.
-	Number int64 `json:"number"`
-	// SHA256 is the hex SHA-256 of the YAML content as applied.
-	SHA256 string `json:"sha256"`
-	// Author is who applied it (from --author).
-	Author string `json:"author"`
-	// AppliedAt is when it was applied.
-	AppliedAt time.Time `json:"applied_at"`
-	// Previous is the version that was current when it was applied; 0 for
-	// the first.
-	Previous int64 `json:"previous"`
-	// Note says why it exists when not a plain apply, e.g. "rollback to 3".
-	Note string `json:"note,omitempty"`
-}
-
-// ApplyOptions say who applies a change and what it is based on.
-type ApplyOptions struct {
-	// Base is the version the change was reviewed against. The apply is
-	// refused with ErrConflict if another version is current. Default 0: no
-	// version may exist yet.
-	Base int64
-	// Author is recorded with the version. Default "unknown".
-	Author string
-	// Note is recorded with the version. Default empty.
-	Note string
-}
-
-// RedisStore keeps the versions of the ruleset and the per-user pins in
-// Redis, every key under one prefix:
+// Rules keeps the ruleset history (every applied version) and the per-user
+// pins in Redis, every key under one prefix:
 //
 //	PREFIX rules:current    the current version number
 //	PREFIX rules:v:N        version N (hash: content, sha256, author, ...)
@@ -57,47 +23,44 @@ type ApplyOptions struct {
 //	PREFIX pins             hash: user id -> jurisdiction
 //	PREFIX pins:changed     pub/sub channel: a user id whose pin changed
 //
-// It implements Source for a Cache and PinSource for Pins.
-type RedisStore struct {
-	client redis.UniversalClient
+// It implements rules.History (and so rules.Source, what a rules.Cache
+// follows) and rules.PinSource (what rules.Pins looks up). Apply, Rollback,
+// Pin, Unpin, ListPins and Versions are for the `residency rules` commands.
+type Rules struct {
+	client goredis.UniversalClient
 	prefix string
 }
 
-// NewRedisStore returns a store using client with every key under prefix
-// (production uses DefaultPrefix; tests use a prefix of their own).
-func NewRedisStore(client redis.UniversalClient, prefix string) *RedisStore {
-	return &RedisStore{client: client, prefix: prefix}
+// NewRules returns the ruleset history and pins in client's Redis, every
+// key under prefix (production uses rules.DefaultPrefix; tests use a prefix
+// of their own).
+func NewRules(client goredis.UniversalClient, prefix string) *Rules {
+	return &Rules{client: client, prefix: prefix}
 }
 
-func (s *RedisStore) currentKey() string { return s.prefix + "rules:current" }
-func (s *RedisStore) versionKey(v int64) string {
+func (s *Rules) currentKey() string { return s.prefix + "rules:current" }
+func (s *Rules) versionKey(v int64) string {
 	return s.prefix + "rules:v:" + strconv.FormatInt(v, 10)
 }
-func (s *RedisStore) rulesChannel() string { return s.prefix + "rules:changed" }
-func (s *RedisStore) pinsKey() string      { return s.prefix + "pins" }
-func (s *RedisStore) pinsChannel() string  { return s.prefix + "pins:changed" }
+func (s *Rules) rulesChannel() string { return s.prefix + "rules:changed" }
+func (s *Rules) pinsKey() string      { return s.prefix + "pins" }
+func (s *Rules) pinsChannel() string  { return s.prefix + "pins:changed" }
 
 // redisErr wraps an error from go-redis: network and timeout errors become
-// ErrUnavailable; replies from the server are kept as they are.
+// rules.ErrUnavailable; replies from the server are kept as they are.
 func redisErr(op string, err error) error {
-	var reply redis.Error
+	var reply goredis.Error
 	if errors.As(err, &reply) && !strings.HasPrefix(err.Error(), "LOADING") {
 		return fmt.Errorf("rules: %s: %w", op, err)
 	}
-	return fmt.Errorf("rules: %s: %w: %w", op, ErrUnavailable, err)
-}
-
-// Hash returns the hex SHA-256 of ruleset content, as VersionInfo.SHA256.
-func Hash(content []byte) string {
-	sum := sha256.Sum256(content)
-	return hex.EncodeToString(sum[:])
+	return fmt.Errorf("rules: %s: %w: %w", op, rules.ErrUnavailable, err)
 }
 
 // LatestVersion returns the current version number; 0 when none has been
 // applied.
-func (s *RedisStore) LatestVersion(ctx context.Context) (int64, error) {
+func (s *Rules) LatestVersion(ctx context.Context) (int64, error) {
 	v, err := s.client.Get(ctx, s.currentKey()).Result()
-	if errors.Is(err, redis.Nil) {
+	if errors.Is(err, goredis.Nil) {
 		return 0, nil
 	}
 	if err != nil {
@@ -105,7 +68,7 @@ func (s *RedisStore) LatestVersion(ctx context.Context) (int64, error) {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("rules: current version %q: %w", v, ErrCorrupt)
+		return 0, fmt.Errorf("rules: current version %q: %w", v, rules.ErrCorrupt)
 	}
 	return n, nil
 }
@@ -113,7 +76,7 @@ func (s *RedisStore) LatestVersion(ctx context.Context) (int64, error) {
 var infoFields = []string{"number", "sha256", "author", "applied_at", "previous", "note"}
 
 // parseInfo decodes a version's fields (in infoFields order).
-func parseInfo(v int64, vals []any) (VersionInfo, error) {
+func parseInfo(v int64, vals []any) (rules.VersionInfo, error) {
 	str := make([]string, len(vals))
 	missing := 0
 	for i, x := range vals {
@@ -124,76 +87,76 @@ func parseInfo(v int64, vals []any) (VersionInfo, error) {
 		}
 	}
 	if missing == len(vals) {
-		return VersionInfo{}, fmt.Errorf("rules: version %d: %w", v, ErrNotFound)
+		return rules.VersionInfo{}, fmt.Errorf("rules: version %d: %w", v, rules.ErrNotFound)
 	}
-	info := VersionInfo{SHA256: str[1], Author: str[2], Note: str[5]}
+	info := rules.VersionInfo{SHA256: str[1], Author: str[2], Note: str[5]}
 	var err1, err2, err3 error
 	info.Number, err1 = strconv.ParseInt(str[0], 10, 64)
 	info.AppliedAt, err2 = time.Parse(time.RFC3339Nano, str[3])
 	info.Previous, err3 = strconv.ParseInt(str[4], 10, 64)
 	if err := errors.Join(err1, err2, err3); err != nil || info.Number != v || len(info.SHA256) != 64 {
-		return VersionInfo{}, fmt.Errorf("rules: version %d: %w: bad metadata", v, ErrCorrupt)
+		return rules.VersionInfo{}, fmt.Errorf("rules: version %d: %w: bad metadata", v, rules.ErrCorrupt)
 	}
 	return info, nil
 }
 
 // Show returns version v's record and its YAML content as applied; v 0 means
 // the current version. The content is checked against its hash and parsed:
-// a version that does not match or no longer parses is ErrCorrupt.
-func (s *RedisStore) Show(ctx context.Context, v int64) (VersionInfo, []byte, error) {
+// a version that does not match or no longer parses is rules.ErrCorrupt.
+func (s *Rules) Show(ctx context.Context, v int64) (rules.VersionInfo, []byte, error) {
 	if v == 0 {
 		cur, err := s.LatestVersion(ctx)
 		if err != nil {
-			return VersionInfo{}, nil, err
+			return rules.VersionInfo{}, nil, err
 		}
 		if cur == 0 {
-			return VersionInfo{}, nil, fmt.Errorf("rules: no version has been applied: %w", ErrNotFound)
+			return rules.VersionInfo{}, nil, fmt.Errorf("rules: no version has been applied: %w", rules.ErrNotFound)
 		}
 		v = cur
 	}
 	vals, err := s.client.HMGet(ctx, s.versionKey(v), append(infoFields, "content")...).Result()
 	if err != nil {
-		return VersionInfo{}, nil, redisErr(fmt.Sprintf("read version %d", v), err)
+		return rules.VersionInfo{}, nil, redisErr(fmt.Sprintf("read version %d", v), err)
 	}
 	info, err := parseInfo(v, vals[:len(infoFields)])
 	if err != nil {
-		return VersionInfo{}, nil, err
+		return rules.VersionInfo{}, nil, err
 	}
 	content, ok := vals[len(infoFields)].(string)
 	if !ok {
-		return VersionInfo{}, nil, fmt.Errorf("rules: version %d: %w: no content", v, ErrCorrupt)
+		return rules.VersionInfo{}, nil, fmt.Errorf("rules: version %d: %w: no content", v, rules.ErrCorrupt)
 	}
-	if Hash([]byte(content)) != info.SHA256 {
-		return VersionInfo{}, nil, fmt.Errorf("rules: version %d: %w: content does not match its SHA-256", v, ErrCorrupt)
+	if rules.Hash([]byte(content)) != info.SHA256 {
+		return rules.VersionInfo{}, nil, fmt.Errorf("rules: version %d: %w: content does not match its SHA-256", v, rules.ErrCorrupt)
 	}
 	return info, []byte(content), nil
 }
 
 // Load returns version v (0: the current one), parsed, validated and compiled, with its version
-// number set. A version that fails its hash or validation is ErrCorrupt (the
+// number set. A version that fails its hash or validation is rules.ErrCorrupt (the
 // *ValidationError is wrapped too).
-func (s *RedisStore) Load(ctx context.Context, v int64) (*Ruleset, error) {
+func (s *Rules) Load(ctx context.Context, v int64) (*rules.Ruleset, error) {
 	info, content, err := s.Show(ctx, v)
 	if err != nil {
 		return nil, err
 	}
-	r, err := Parse(content)
+	r, err := rules.Parse(content)
 	if err != nil {
-		return nil, fmt.Errorf("rules: version %d: %w: %w", info.Number, ErrCorrupt, err)
+		return nil, fmt.Errorf("rules: version %d: %w: %w", info.Number, rules.ErrCorrupt, err)
 	}
 	r.SetVersion(info.Number)
 	return r, nil
 }
 
-// History returns every version's record, newest first. Versions whose
+// Versions returns every version's record, newest first. Versions whose
 // record is missing are left out.
-func (s *RedisStore) History(ctx context.Context) ([]VersionInfo, error) {
+func (s *Rules) Versions(ctx context.Context) ([]rules.VersionInfo, error) {
 	cur, err := s.LatestVersion(ctx)
 	if err != nil || cur == 0 {
 		return nil, err
 	}
-	cmds := make([]*redis.SliceCmd, 0, cur)
-	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	cmds := make([]*goredis.SliceCmd, 0, cur)
+	_, err = s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for v := cur; v >= 1; v-- {
 			cmds = append(cmds, p.HMGet(ctx, s.versionKey(v), infoFields...))
 		}
@@ -202,10 +165,10 @@ func (s *RedisStore) History(ctx context.Context) ([]VersionInfo, error) {
 	if err != nil {
 		return nil, redisErr("read history", err)
 	}
-	out := make([]VersionInfo, 0, len(cmds))
+	out := make([]rules.VersionInfo, 0, len(cmds))
 	for i, c := range cmds {
 		info, err := parseInfo(cur-int64(i), c.Val())
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, rules.ErrNotFound) {
 			continue
 		}
 		if err != nil {
@@ -219,7 +182,7 @@ func (s *RedisStore) History(ctx context.Context) ([]VersionInfo, error) {
 // applyScript writes a new version if the current one is still the base.
 // KEYS: current, new version's key. ARGV: base, new number, sha256, author,
 // applied_at, note, content, channel. Returns {1, new} or {0, current}.
-var applyScript = redis.NewScript(`
+var applyScript = goredis.NewScript(`
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if cur ~= tonumber(ARGV[1]) or redis.call('EXISTS', KEYS[2]) == 1 then
   return {0, cur}
@@ -233,32 +196,32 @@ return {1, tonumber(ARGV[2])}
 
 // Apply validates content and writes it as a new version based on
 // opts.Base, atomically: if another version became current meanwhile it is
-// refused with ErrConflict and a message naming that version. An invalid
+// refused with rules.ErrConflict and a message naming that version. An invalid
 // ruleset is refused (a *ValidationError) before anything is written;
-// content identical to the current version's is ErrUnchanged. Routers are
+// content identical to the current version's is rules.ErrUnchanged. Routers are
 // told by pub/sub.
-func (s *RedisStore) Apply(ctx context.Context, content []byte, opts ApplyOptions) (VersionInfo, error) {
-	if _, err := Parse(content); err != nil {
-		return VersionInfo{}, err
+func (s *Rules) Apply(ctx context.Context, content []byte, opts rules.ApplyOptions) (rules.VersionInfo, error) {
+	if _, err := rules.Parse(content); err != nil {
+		return rules.VersionInfo{}, err
 	}
 	if opts.Author == "" {
 		opts.Author = "unknown"
 	}
-	sum := Hash(content)
+	sum := rules.Hash(content)
 	if opts.Base > 0 {
 		cur, err := s.client.HGet(ctx, s.versionKey(opts.Base), "sha256").Result()
 		switch {
-		case errors.Is(err, redis.Nil):
+		case errors.Is(err, goredis.Nil):
 			// Checked by the script: the base is not current.
 		case err != nil:
-			return VersionInfo{}, redisErr("read base version", err)
+			return rules.VersionInfo{}, redisErr("read base version", err)
 		case cur == sum:
 			if latest, err := s.LatestVersion(ctx); err == nil && latest == opts.Base {
-				return VersionInfo{}, fmt.Errorf("rules: version %d already has this content: %w", opts.Base, ErrUnchanged)
+				return rules.VersionInfo{}, fmt.Errorf("rules: version %d already has this content: %w", opts.Base, rules.ErrUnchanged)
 			}
 		}
 	}
-	info := VersionInfo{
+	info := rules.VersionInfo{
 		Number:    opts.Base + 1,
 		SHA256:    sum,
 		Author:    opts.Author,
@@ -271,22 +234,22 @@ func (s *RedisStore) Apply(ctx context.Context, content []byte, opts ApplyOption
 		opts.Base, info.Number, info.SHA256, info.Author, info.AppliedAt.Format(time.RFC3339Nano),
 		info.Note, content, s.rulesChannel()).Int64Slice()
 	if err != nil {
-		return VersionInfo{}, redisErr("apply", err)
+		return rules.VersionInfo{}, redisErr("apply", err)
 	}
 	if len(res) != 2 {
-		return VersionInfo{}, fmt.Errorf("rules: apply: unexpected reply %v", res)
+		return rules.VersionInfo{}, fmt.Errorf("rules: apply: unexpected reply %v", res)
 	}
 	if res[0] == 1 {
 		return info, nil
 	}
-	return VersionInfo{}, s.conflict(ctx, opts.Base, res[1])
+	return rules.VersionInfo{}, s.conflict(ctx, opts.Base, res[1])
 }
 
-// conflict builds the ErrConflict for a change based on base when cur is
+// conflict builds the rules.ErrConflict for a change based on base when cur is
 // current.
-func (s *RedisStore) conflict(ctx context.Context, base, cur int64) error {
+func (s *Rules) conflict(ctx context.Context, base, cur int64) error {
 	if base > cur {
-		return fmt.Errorf("rules: refused: this change is based on version %d, but the current version is %d: %w", base, cur, ErrConflict)
+		return fmt.Errorf("rules: refused: this change is based on version %d, but the current version is %d: %w", base, cur, rules.ErrConflict)
 	}
 	by := ""
 	if cur > 0 {
@@ -295,15 +258,15 @@ func (s *RedisStore) conflict(ctx context.Context, base, cur int64) error {
 		}
 	}
 	return fmt.Errorf("rules: refused: version %d was applied%s, but this change is based on version %d: %w; review what changed (`residency rules diff %d %d`), then retry with --expect-version %d",
-		cur, by, base, ErrConflict, base, cur, cur)
+		cur, by, base, rules.ErrConflict, base, cur, cur)
 }
 
 // Rollback makes the content of version v current again, as a new version
 // based on opts.Base (see Apply), noted "rollback to v".
-func (s *RedisStore) Rollback(ctx context.Context, v int64, opts ApplyOptions) (VersionInfo, error) {
+func (s *Rules) Rollback(ctx context.Context, v int64, opts rules.ApplyOptions) (rules.VersionInfo, error) {
 	_, content, err := s.Show(ctx, v)
 	if err != nil {
-		return VersionInfo{}, err
+		return rules.VersionInfo{}, err
 	}
 	if opts.Note == "" {
 		opts.Note = "rollback to " + strconv.FormatInt(v, 10)
@@ -314,7 +277,7 @@ func (s *RedisStore) Rollback(ctx context.Context, v int64, opts ApplyOptions) (
 // Watch returns a channel that receives a value whenever a new version is
 // announced, and when the subscription is (re-)established after a loss
 // (announcements may have been missed). It is closed when ctx ends.
-func (s *RedisStore) Watch(ctx context.Context) <-chan struct{} {
+func (s *Rules) Watch(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	go s.follow(ctx, s.rulesChannel(), func(string, bool) {
 		select {
@@ -328,11 +291,11 @@ func (s *RedisStore) Watch(ctx context.Context) <-chan struct{} {
 // follow subscribes to channel until ctx ends, calling fn with each message
 // payload, and with reset true when the subscription is (re-)established.
 // go-redis reconnects and resubscribes by itself.
-func (s *RedisStore) follow(ctx context.Context, channel string, fn func(payload string, reset bool), done func()) {
+func (s *Rules) follow(ctx context.Context, channel string, fn func(payload string, reset bool), done func()) {
 	defer done()
 	ps := s.client.Subscribe(ctx, channel)
 	defer ps.Close()
-	ch := ps.ChannelWithSubscriptions(redis.WithChannelHealthCheckInterval(time.Second))
+	ch := ps.ChannelWithSubscriptions(goredis.WithChannelHealthCheckInterval(time.Second))
 	for {
 		select {
 		case <-ctx.Done():
@@ -342,34 +305,25 @@ func (s *RedisStore) follow(ctx context.Context, channel string, fn func(payload
 				return
 			}
 			switch m := m.(type) {
-			case *redis.Subscription:
+			case *goredis.Subscription:
 				if m.Kind == "subscribe" {
 					fn("", true)
 				}
-			case *redis.Message:
+			case *goredis.Message:
 				fn(m.Payload, false)
 			}
 		}
 	}
 }
 
-// Pin is one per-user override.
-type Pin struct {
-	// UserID is the user's id as events carry it.
-	UserID string `json:"user_id"`
-	// Jurisdiction is the jurisdiction the user's events belong to,
-	// whatever their country.
-	Jurisdiction string `json:"jurisdiction"`
-}
-
 // Pin pins a user to a jurisdiction, which must exist in the current
 // version, and tells every Pins cache.
-func (s *RedisStore) Pin(ctx context.Context, userID, jurisdiction string) error {
+func (s *Rules) Pin(ctx context.Context, userID, jurisdiction string) error {
 	if userID == "" {
 		return errors.New("rules: pin: empty user id")
 	}
 	r, err := s.Load(ctx, 0)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, rules.ErrNotFound) {
 		return fmt.Errorf("rules: pin: no ruleset has been applied, so no jurisdiction exists yet: %w", err)
 	}
 	if err != nil {
@@ -380,9 +334,9 @@ func (s *RedisStore) Pin(ctx context.Context, userID, jurisdiction string) error
 		for i, j := range r.Jurisdictions {
 			names[i] = j.Name
 		}
-		return fmt.Errorf("rules: pin: jurisdiction %q is not in version %d (it has %s): %w", jurisdiction, r.Version(), strings.Join(names, ", "), ErrNotFound)
+		return fmt.Errorf("rules: pin: jurisdiction %q is not in version %d (it has %s): %w", jurisdiction, r.Version(), strings.Join(names, ", "), rules.ErrNotFound)
 	}
-	_, err = s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = s.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		p.HSet(ctx, s.pinsKey(), userID, jurisdiction)
 		p.Publish(ctx, s.pinsChannel(), userID)
 		return nil
@@ -394,10 +348,10 @@ func (s *RedisStore) Pin(ctx context.Context, userID, jurisdiction string) error
 }
 
 // Unpin removes a user's pin and tells every Pins cache. A user who is not
-// pinned is ErrNotFound.
-func (s *RedisStore) Unpin(ctx context.Context, userID string) error {
-	var del *redis.IntCmd
-	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+// pinned is rules.ErrNotFound.
+func (s *Rules) Unpin(ctx context.Context, userID string) error {
+	var del *goredis.IntCmd
+	_, err := s.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		del = p.HDel(ctx, s.pinsKey(), userID)
 		p.Publish(ctx, s.pinsChannel(), userID)
 		return nil
@@ -406,21 +360,21 @@ func (s *RedisStore) Unpin(ctx context.Context, userID string) error {
 		return redisErr("unpin", err)
 	}
 	if del.Val() == 0 {
-		return fmt.Errorf("rules: unpin: the user is not pinned: %w", ErrNotFound)
+		return fmt.Errorf("rules: unpin: the user is not pinned: %w", rules.ErrNotFound)
 	}
 	return nil
 }
 
 // ListPins returns every pin, ordered by user id.
-func (s *RedisStore) ListPins(ctx context.Context) ([]Pin, error) {
-	var out []Pin
+func (s *Rules) ListPins(ctx context.Context) ([]rules.Pin, error) {
+	var out []rules.Pin
 	iter := s.client.HScan(ctx, s.pinsKey(), 0, "", 1000).Iterator()
 	for iter.Next(ctx) {
 		user := iter.Val()
 		if !iter.Next(ctx) {
 			break
 		}
-		out = append(out, Pin{UserID: user, Jurisdiction: iter.Val()})
+		out = append(out, rules.Pin{UserID: user, Jurisdiction: iter.Val()})
 	}
 	if err := iter.Err(); err != nil {
 		return nil, redisErr("list pins", err)
@@ -431,7 +385,7 @@ func (s *RedisStore) ListPins(ctx context.Context) ([]Pin, error) {
 
 // LookupPins returns the jurisdiction pinned for each user id ("" for none)
 // in one round trip.
-func (s *RedisStore) LookupPins(ctx context.Context, userIDs [][]byte) ([]string, error) {
+func (s *Rules) LookupPins(ctx context.Context, userIDs [][]byte) ([]string, error) {
 	if len(userIDs) == 0 {
 		return nil, nil
 	}
@@ -455,11 +409,11 @@ func (s *RedisStore) LookupPins(ctx context.Context, userIDs [][]byte) ([]string
 // WatchPins returns a channel of pin changes: a user id whose pin changed,
 // or All after the subscription is (re-)established. It is closed when ctx
 // ends.
-func (s *RedisStore) WatchPins(ctx context.Context) <-chan PinChange {
-	out := make(chan PinChange, 64)
+func (s *Rules) WatchPins(ctx context.Context) <-chan rules.PinChange {
+	out := make(chan rules.PinChange, 64)
 	go s.follow(ctx, s.pinsChannel(), func(payload string, reset bool) {
 		select {
-		case out <- PinChange{UserID: payload, All: reset}:
+		case out <- rules.PinChange{UserID: payload, All: reset}:
 		case <-ctx.Done():
 		}
 	}, func() { close(out) })

@@ -1,4 +1,4 @@
-package rules
+package redis
 
 import (
 	"context"
@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/router/rules"
 )
 
 func ids(s ...string) [][]byte {
@@ -21,7 +23,7 @@ func ids(s ...string) [][]byte {
 	return out
 }
 
-func lookup1(t *testing.T, p *Pins, user string) string {
+func lookup1(t *testing.T, p *rules.Pins, user string) string {
 	t.Helper()
 	got, err := p.Lookup(context.Background(), ids(user))
 	if err != nil {
@@ -33,19 +35,20 @@ func lookup1(t *testing.T, p *Pins, user string) string {
 func TestPinsFollowPinAndUnpin(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
 	s := newStore(t)
-	if _, err := s.Apply(ctx, []byte(small), ApplyOptions{}); err != nil {
+	if _, err := s.Apply(ctx, []byte(small), rules.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Two routers' caches; TTL an hour, so only invalidations can change
 	// what they answer.
-	a := NewPins(s, PinsOptions{TTL: time.Hour})
-	b := NewPins(s, PinsOptions{TTL: time.Hour})
+	wa, wb := watch(s), watch(s)
+	a := rules.NewPins(wa, rules.PinsOptions{TTL: time.Hour})
+	b := rules.NewPins(wb, rules.PinsOptions{TTL: time.Hour})
 	runInBackground(t, "Pins.Run", a.Run)
 	runInBackground(t, "Pins.Run", b.Run)
 
 	// Once their subscriptions are up (which clears a cache), cache the
 	// negative answer in both.
-	testenv.Eventually(t, 5*time.Second, "subscriptions", func() bool { return subscribed(a) && subscribed(b) })
+	testenv.Eventually(t, 5*time.Second, "subscriptions", func() bool { return wa.subscribed() && wb.subscribed() })
 	if lookup1(t, a, "user-1") != "" || lookup1(t, b, "user-1") != "" || a.Len() != 1 || b.Len() != 1 {
 		t.Fatal("user-1 should be cached as not pinned")
 	}
@@ -64,16 +67,49 @@ func TestPinsFollowPinAndUnpin(t *testing.T) {
 	})
 }
 
-// subscribed reports whether p has processed its subscription's start.
-func subscribed(p *Pins) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.gen > 0
+// watched is a PinSource whose Pins has processed the start of its
+// subscription (which clears its cache) once subscribed returns true. It
+// passes the changes through an unbuffered channel and, after the first
+// reset, a change for a user no test uses: once the Pins' Run loop has
+// taken that one, it is done with the reset.
+type watched struct {
+	rules.PinSource
+	done atomic.Bool
 }
+
+func watch(src rules.PinSource) *watched { return &watched{PinSource: src} }
+
+func (w *watched) WatchPins(ctx context.Context) <-chan rules.PinChange {
+	in := w.PinSource.WatchPins(ctx)
+	out := make(chan rules.PinChange)
+	go func() {
+		defer close(out)
+		for c := range in {
+			select {
+			case out <- c:
+			case <-ctx.Done():
+				return
+			}
+			if c.All && !w.done.Load() {
+				select {
+				case out <- rules.PinChange{UserID: "\x00probe"}:
+					w.done.Store(true)
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// subscribed reports whether the Pins reading w has processed its
+// subscription's start.
+func (w *watched) subscribed() bool { return w.done.Load() }
 
 // countingSource counts round trips to a PinSource.
 type countingSource struct {
-	PinSource
+	rules.PinSource
 	mu    sync.Mutex
 	calls [][]string
 	err   error
@@ -97,14 +133,14 @@ func (c *countingSource) LookupPins(ctx context.Context, userIDs [][]byte) ([]st
 func TestPinsOneRoundTripAndBound(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
 	s := newStore(t)
-	if _, err := s.Apply(ctx, []byte(small), ApplyOptions{}); err != nil {
+	if _, err := s.Apply(ctx, []byte(small), rules.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Pin(ctx, "u2", "US"); err != nil {
 		t.Fatal(err)
 	}
 	src := &countingSource{PinSource: s}
-	p := NewPins(src, PinsOptions{Size: 3})
+	p := rules.NewPins(src, rules.PinsOptions{Size: 3})
 
 	got, err := p.Lookup(ctx, ids("u1", "u2", "u1", "u3", "u2"))
 	if err != nil || strings.Join(got, ",") != ",US,,,US" {
@@ -136,8 +172,8 @@ func TestPinsOneRoundTripAndBound(t *testing.T) {
 	}
 
 	// A source failure is an error, not a guess.
-	src.err = fmt.Errorf("boom: %w", ErrUnavailable)
-	if got, err := p.Lookup(ctx, ids("u7", "u9")); !errors.Is(err, ErrUnavailable) || got != nil {
+	src.err = fmt.Errorf("boom: %w", rules.ErrUnavailable)
+	if got, err := p.Lookup(ctx, ids("u7", "u9")); !errors.Is(err, rules.ErrUnavailable) || got != nil {
 		t.Fatalf("Lookup with the source down = %q, %v", got, err)
 	}
 }
@@ -145,16 +181,17 @@ func TestPinsOneRoundTripAndBound(t *testing.T) {
 func TestPinsOutage(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
 	r := testenv.NewRedis(t)
-	direct := NewRedisStore(r.Client(t), r.Prefix)
-	if _, err := direct.Apply(ctx, []byte(small), ApplyOptions{}); err != nil {
+	direct := NewRules(r.Client(t), r.Prefix)
+	if _, err := direct.Apply(ctx, []byte(small), rules.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	proxy := testenv.NewProxy(t, r.Addr)
-	client := redis.NewClient(&redis.Options{Addr: proxy.Addr, MaxRetries: -1})
+	client := goredis.NewClient(&goredis.Options{Addr: proxy.Addr, MaxRetries: -1})
 	t.Cleanup(func() { _ = client.Close() })
-	p := NewPins(NewRedisStore(client, r.Prefix), PinsOptions{TTL: time.Hour})
+	w := watch(NewRules(client, r.Prefix))
+	p := rules.NewPins(w, rules.PinsOptions{TTL: time.Hour})
 	runInBackground(t, "Pins.Run", p.Run)
-	testenv.Eventually(t, 5*time.Second, "subscription", func() bool { return subscribed(p) })
+	testenv.Eventually(t, 5*time.Second, "subscription", func() bool { return w.subscribed() })
 	if lookup1(t, p, "u1") != "" || p.Len() != 1 {
 		t.Fatal("u1 should be cached as not pinned")
 	}
@@ -162,8 +199,8 @@ func TestPinsOutage(t *testing.T) {
 	proxy.Cut()
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if _, err := p.Lookup(lctx, ids("u1", "u2")); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("Lookup of an uncached id during the outage = %v, want ErrUnavailable", err)
+	if _, err := p.Lookup(lctx, ids("u1", "u2")); !errors.Is(err, rules.ErrUnavailable) {
+		t.Fatalf("Lookup of an uncached id during the outage = %v, want rules.ErrUnavailable", err)
 	}
 	// Changes made meanwhile are not announced to p...
 	if err := direct.Pin(ctx, "u1", "US"); err != nil {

@@ -1,0 +1,63 @@
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/residency-router/residency/router/replay"
+)
+
+// Checkpoints keeps replay checkpoints in Redis under PREFIX + "replay:" +
+// id, one JSON value each, replaced atomically on every Save. It implements
+// replay.Checkpoints.
+type Checkpoints struct {
+	c      goredis.UniversalClient
+	prefix string
+	ttl    time.Duration
+}
+
+// NewCheckpoints keeps checkpoints in c under prefix (e.g.
+// rules.DefaultPrefix). ttl bounds how long a checkpoint is kept after its
+// last save; 0 keeps it for 30 days.
+func NewCheckpoints(c goredis.UniversalClient, prefix string, ttl time.Duration) *Checkpoints {
+	if ttl <= 0 {
+		ttl = 30 * 24 * time.Hour
+	}
+	return &Checkpoints{c: c, prefix: prefix, ttl: ttl}
+}
+
+// Key returns the Redis key of replay id.
+func (s *Checkpoints) Key(id string) string { return s.prefix + "replay:" + id }
+
+// Load implements replay.Checkpoints.
+func (s *Checkpoints) Load(ctx context.Context, id string) (*replay.Checkpoint, error) {
+	b, err := s.c.Get(ctx, s.Key(id)).Bytes()
+	if errors.Is(err, goredis.Nil) {
+		return nil, fmt.Errorf("%w: %s", replay.ErrNoCheckpoint, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("replay: redis: load checkpoint %s: %w", id, err)
+	}
+	var cp replay.Checkpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return nil, fmt.Errorf("replay: checkpoint %s is corrupt: %w", id, err)
+	}
+	return &cp, nil
+}
+
+// Save implements replay.Checkpoints.
+func (s *Checkpoints) Save(ctx context.Context, cp *replay.Checkpoint) error {
+	b, err := json.Marshal(cp)
+	if err != nil {
+		return fmt.Errorf("replay: encode checkpoint: %w", err)
+	}
+	if err := s.c.Set(ctx, s.Key(cp.Plan.ID), b, s.ttl).Err(); err != nil {
+		return fmt.Errorf("replay: redis: save checkpoint %s: %w", cp.Plan.ID, err)
+	}
+	return nil
+}
