@@ -43,7 +43,9 @@ type Publisher interface {
 	// contract above: after returning nil it keeps no reference to msgs
 	// or to their keys, values, headers and header values.
 	Publish(ctx context.Context, msgs ...Message) error
-	// Close flushes and releases the publisher's resources.
+	// Close releases the publisher's resources. Publish returns only once
+	// its records are acknowledged, so nothing is left to send: Close does
+	// not flush. Publish after Close may fail.
 	Close() error
 }
 

@@ -185,7 +185,7 @@ func (w *wired) run(ctx context.Context) error {
 }
 
 // close releases the reader (leaving the group, committing nothing), the
-// writers (flushing) and Redis.
+// writers (their connections; every Publish has returned) and Redis.
 func (w *wired) close() error {
 	if w == nil {
 		return nil

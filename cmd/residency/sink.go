@@ -17,7 +17,7 @@ import (
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/objectstore"
 	"github.com/residency-router/residency/connectors/postgres"
-	"github.com/residency-router/residency/connectors/sink"
+	"github.com/residency-router/residency/sink"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 )

@@ -73,7 +73,7 @@ import (
 	_ "gocloud.dev/blob/fileblob" // file:// buckets
 	_ "gocloud.dev/blob/s3blob"   // s3:// buckets (AWS and S3-compatible stores)
 
-	"github.com/residency-router/residency/connectors/sink"
+	"github.com/residency-router/residency/sink"
 )
 
 // ErrConfig marks an invalid configuration; the message names the field.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/residency-router/residency/connectors/sink"
+	"github.com/residency-router/residency/sink"
 )
 
 // TestConcurrentWritersDuplicateNeverLose: two members that list before

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/residency-router/residency/connectors/objectstore"
-	"github.com/residency-router/residency/connectors/sink"
+	"github.com/residency-router/residency/sink"
 	"github.com/residency-router/residency/internal/testenv"
 )
 

@@ -22,7 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/residency-router/residency/connectors/sink"
+	"github.com/residency-router/residency/sink"
 )
 
 // ErrConfig marks an invalid configuration; the message names the field.

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/residency-router/residency/connectors/postgres"
-	"github.com/residency-router/residency/connectors/sink"
-	"github.com/residency-router/residency/connectors/sink/sinktest"
+	"github.com/residency-router/residency/sink"
+	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
 )
 

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/residency-router/residency/connectors/sink/sinktest"
+	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/schemas"
 )
 

@@ -82,8 +82,10 @@ type Record struct {
 	Raw []byte
 }
 
-// Store is where a sink writes. Implementations: connectors/postgres and
-// connectors/objectstore.
+// Store is where a sink writes: a store in the ruleset's sense, a sink's
+// destination. Implementations: connectors/postgres and
+// connectors/objectstore; every implementation passes the conformance suite
+// sink/storetest.TestStore.
 type Store interface {
 	// Write stores batch durably: when it returns nil, every record survives
 	// a crash of the sink and of the store's client. Write is idempotent:

@@ -12,8 +12,8 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/residency-router/residency/connectors/sink"
-	"github.com/residency-router/residency/connectors/sink/sinktest"
+	"github.com/residency-router/residency/sink"
+	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router/rules"
 )
