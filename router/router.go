@@ -143,35 +143,51 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// Defaults of Config, shared by replay (router/replay) and the YAML config
+// (internal/config), so a limit has one default wherever it is set.
+const (
+	// DefaultBatchSize is the default of Config.BatchSize.
+	DefaultBatchSize = 500
+	// DefaultLinger is the default of Config.Linger.
+	DefaultLinger = 5 * time.Millisecond
+	// DefaultMaxBatchBytes is the default of Config.MaxBatchBytes.
+	DefaultMaxBatchBytes = 16 << 20
+	// DefaultMaxValueBytes is the default of Config.MaxValueBytes: Kafka's
+	// default message size limit (1 MiB) less 16 KiB for the residency
+	// headers and the record batch overhead.
+	DefaultMaxValueBytes = 1<<20 - 16<<10
+	// DefaultRetryMin is the default of Config.RetryMin.
+	DefaultRetryMin = 50 * time.Millisecond
+	// DefaultRetryMax is the default of Config.RetryMax.
+	DefaultRetryMax = 2 * time.Second
+	// DefaultGiveUp is the default of Config.GiveUp.
+	DefaultGiveUp = 2 * time.Minute
+	// DefaultRulesPoll is the default of Config.RulesPoll.
+	DefaultRulesPoll = 100 * time.Millisecond
+	// DefaultShutdownTimeout is the default of Config.ShutdownTimeout.
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// defaults fills in every unset field: the one defaults table of Config.
 func (c *Config) defaults() {
-	if c.Instance == "" {
-		c.Instance, _ = os.Hostname()
-		if c.Instance == "" {
-			c.Instance = "router"
-		}
-	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	defInt := func(d *int, v int) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	defInt(&c.BatchSize, 500)
-	defInt(&c.MaxBatchBytes, 16<<20)
-	defInt(&c.MaxValueBytes, DefaultMaxValueBytes)
-	def(&c.Linger, 5*time.Millisecond)
-	def(&c.RetryMin, 50*time.Millisecond)
-	def(&c.RetryMax, 2*time.Second)
-	def(&c.GiveUp, 2*time.Minute)
-	def(&c.RulesPoll, 100*time.Millisecond)
-	def(&c.ShutdownTimeout, 10*time.Second)
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Instance = cmp.Or(c.Instance, hostname())
+	c.BatchSize = cmp.Or(c.BatchSize, DefaultBatchSize)
+	c.Linger = cmp.Or(c.Linger, DefaultLinger)
+	c.MaxBatchBytes = cmp.Or(c.MaxBatchBytes, DefaultMaxBatchBytes)
+	c.MaxValueBytes = cmp.Or(c.MaxValueBytes, DefaultMaxValueBytes)
+	c.RetryMin = cmp.Or(c.RetryMin, DefaultRetryMin)
+	c.RetryMax = cmp.Or(c.RetryMax, DefaultRetryMax)
+	c.GiveUp = cmp.Or(c.GiveUp, DefaultGiveUp)
+	c.RulesPoll = cmp.Or(c.RulesPoll, DefaultRulesPoll)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+}
+
+// hostname is the host name, or "router" when it cannot be read: the
+// default router instance name.
+func hostname() string {
+	h, _ := os.Hostname()
+	return cmp.Or(h, "router")
 }
 
 // Router consumes the ingest topics and routes every event. Create it with
@@ -485,11 +501,6 @@ func groupOf(groups []clusterGroup, cluster string) *clusterGroup {
 	}
 	return nil
 }
-
-// DefaultMaxValueBytes is the default Config.MaxValueBytes: Kafka's default
-// message size limit (1 MiB) less 16 KiB for the residency headers and the
-// record batch overhead.
-const DefaultMaxValueBytes = 1<<20 - 16<<10
 
 // RecordBytes is the size of m as the size limits count it: key, value and
 // every header's name and value.

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,8 +58,15 @@ type ExtractorConfig struct {
 	CatalogueDir string `yaml:"catalogue_dir"`
 }
 
-// DefaultMaxValueSize is the default of ExtractorConfig.MaxValueSize.
-const DefaultMaxValueSize = 1 << 20
+// Defaults of ExtractorConfig.
+const (
+	// DefaultCountryField is the default of ExtractorConfig.CountryField.
+	DefaultCountryField = "country"
+	// DefaultUserIDField is the default of ExtractorConfig.UserIDField.
+	DefaultUserIDField = "user_id"
+	// DefaultMaxValueSize is the default of ExtractorConfig.MaxValueSize.
+	DefaultMaxValueSize = 1 << 20
+)
 
 // writer is one known writer schema, parsed and compiled.
 type writer struct {
@@ -97,18 +105,10 @@ type Extractor struct {
 // NewExtractor validates cfg (errors name the offending field), loads the
 // catalogue and raw schemas and returns an Extractor.
 func NewExtractor(cfg ExtractorConfig) (*Extractor, error) {
-	if cfg.CountryField == "" {
-		cfg.CountryField = "country"
-	}
-	if cfg.UserIDField == "" {
-		cfg.UserIDField = "user_id"
-	}
-	if cfg.DefaultFraming == "" {
-		cfg.DefaultFraming = FramingSingleObject
-	}
-	if cfg.MaxValueSize == 0 {
-		cfg.MaxValueSize = DefaultMaxValueSize
-	}
+	cfg.CountryField = cmp.Or(cfg.CountryField, DefaultCountryField)
+	cfg.UserIDField = cmp.Or(cfg.UserIDField, DefaultUserIDField)
+	cfg.DefaultFraming = cmp.Or(cfg.DefaultFraming, FramingSingleObject)
+	cfg.MaxValueSize = cmp.Or(cfg.MaxValueSize, DefaultMaxValueSize)
 	country, err := splitPath(cfg.CountryField)
 	if err != nil {
 		return nil, fmt.Errorf("country_field: %w", err)

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -51,24 +52,26 @@ type RegistryConfig struct {
 	UnknownTTL time.Duration `yaml:"unknown_ttl"`
 }
 
+// Defaults of RegistryConfig.
+const (
+	// DefaultRegistryTimeout is the default of RegistryConfig.Timeout.
+	DefaultRegistryTimeout = 5 * time.Second
+	// DefaultRegistryRetries is the default of RegistryConfig.Retries.
+	DefaultRegistryRetries = 3
+	// DefaultRegistryBackoff is the default of RegistryConfig.Backoff.
+	DefaultRegistryBackoff = 100 * time.Millisecond
+	// DefaultRegistryMaxBackoff is the default of RegistryConfig.MaxBackoff.
+	DefaultRegistryMaxBackoff = 2 * time.Second
+	// DefaultRegistryUnknownTTL is the default of RegistryConfig.UnknownTTL.
+	DefaultRegistryUnknownTTL = 30 * time.Second
+)
+
 func (c RegistryConfig) withDefaults() RegistryConfig {
-	if c.Timeout == 0 {
-		c.Timeout = 5 * time.Second
-	}
-	if c.Retries == 0 {
-		c.Retries = 3
-	} else if c.Retries < 0 {
-		c.Retries = 0
-	}
-	if c.Backoff == 0 {
-		c.Backoff = 100 * time.Millisecond
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = 2 * time.Second
-	}
-	if c.UnknownTTL == 0 {
-		c.UnknownTTL = 30 * time.Second
-	}
+	c.Timeout = cmp.Or(c.Timeout, DefaultRegistryTimeout)
+	c.Retries = max(cmp.Or(c.Retries, DefaultRegistryRetries), 0) // negative: no retries
+	c.Backoff = cmp.Or(c.Backoff, DefaultRegistryBackoff)
+	c.MaxBackoff = cmp.Or(c.MaxBackoff, DefaultRegistryMaxBackoff)
+	c.UnknownTTL = cmp.Or(c.UnknownTTL, DefaultRegistryUnknownTTL)
 	return c
 }
 

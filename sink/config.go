@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,8 +84,23 @@ var reasons = []string{
 	ReasonMissingField, ReasonUnknownRuleset, ReasonContentMismatch, ReasonRegionNotApproved, ReasonRegionMoved,
 }
 
-// DefaultWriteTimeout is Config.WriteTimeout's default.
-const DefaultWriteTimeout = 20 * time.Second
+// Defaults of Config.
+const (
+	// DefaultBatchSize is the default of Config.BatchSize.
+	DefaultBatchSize = 1000
+	// DefaultBatchTimeout is the default of Config.BatchTimeout.
+	DefaultBatchTimeout = 200 * time.Millisecond
+	// DefaultRetryBackoff is the default of Config.RetryBackoff.
+	DefaultRetryBackoff = 100 * time.Millisecond
+	// DefaultMaxBackoff is the default of Config.MaxBackoff.
+	DefaultMaxBackoff = 5 * time.Second
+	// DefaultRulesPoll is the default of Config.RulesPoll.
+	DefaultRulesPoll = 250 * time.Millisecond
+	// DefaultDrainTimeout is the default of Config.DrainTimeout.
+	DefaultDrainTimeout = 10 * time.Second
+	// DefaultWriteTimeout is the default of Config.WriteTimeout.
+	DefaultWriteTimeout = 20 * time.Second
+)
 
 // HeaderStore is added to every event the sink quarantines: the name of the
 // store that refused it.
@@ -164,22 +180,13 @@ func (c Config) withDefaults() (Config, error) {
 	if c.BatchSize < 0 || c.BatchTimeout < 0 || c.RetryBackoff < 0 || c.MaxBackoff < 0 || c.RulesPoll < 0 || c.DrainTimeout < 0 || c.WriteTimeout < 0 {
 		return c, fmt.Errorf("%w: batch_size, batch_timeout, retry_backoff, max_backoff, rules_poll, drain_timeout and write_timeout must not be negative", ErrConfig)
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	if c.BatchSize == 0 {
-		c.BatchSize = 1000
-	}
-	def(&c.BatchTimeout, 200*time.Millisecond)
-	def(&c.RetryBackoff, 100*time.Millisecond)
-	def(&c.MaxBackoff, 5*time.Second)
-	def(&c.RulesPoll, 250*time.Millisecond)
-	def(&c.DrainTimeout, 10*time.Second)
-	def(&c.WriteTimeout, DefaultWriteTimeout)
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.BatchSize = cmp.Or(c.BatchSize, DefaultBatchSize)
+	c.BatchTimeout = cmp.Or(c.BatchTimeout, DefaultBatchTimeout)
+	c.RetryBackoff = cmp.Or(c.RetryBackoff, DefaultRetryBackoff)
+	c.MaxBackoff = cmp.Or(c.MaxBackoff, DefaultMaxBackoff)
+	c.RulesPoll = cmp.Or(c.RulesPoll, DefaultRulesPoll)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c, nil
 }

@@ -4,8 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/sink/sinktest"
 )
 
 // Both decoding paths of the sink (the transcoder and goavro's native form)

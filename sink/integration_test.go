@@ -23,12 +23,12 @@ import (
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/objectstore"
 	"github.com/residency-router/residency/connectors/postgres"
-	"github.com/residency-router/residency/sink"
-	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/sink"
+	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/stream"
 )
 

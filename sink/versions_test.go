@@ -12,10 +12,10 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/residency-router/residency/sink"
-	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/sink"
+	"github.com/residency-router/residency/sink/sinktest"
 )
 
 // countingLoader loads sinktest rulesets of any positive version, counting

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/residency-router/residency/internal/config"
 )
 
 // outcome is what one in-process run of the binary's run function did.
@@ -317,48 +319,15 @@ func contains(list []string, s string) bool {
 // case fails for the reason it names.
 func TestBrokenConfigsAreValidOtherwise(t *testing.T) {
 	fx := brokenFixtures(t)
-	c, err := parseConfig([]byte(strings.ReplaceAll(validBase, "RULES", fx["rules"])))
+	c, err := config.Parse([]byte(strings.ReplaceAll(validBase, "RULES", fx["rules"])))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []scope{{route: true}, {sink: "us-postgres"}, {}} {
+	for _, s := range []config.Scope{{Route: true}, {Sink: "us-postgres"}, {}} {
 		c2 := *c
-		if err := c2.check(s); err != nil {
+		if err := c2.Finish(s); err != nil {
 			t.Errorf("scope %+v: the base config is refused: %v", s, err)
 		}
-	}
-}
-
-// TestConfigProblemsAreAllListed: the validator returns every problem of a
-// config, each with its field path, so `config lint` can print them all.
-func TestConfigProblemsAreAllListed(t *testing.T) {
-	c, err := parseConfig([]byte(`
-kafka: {clusters: {ingest: {brokers: [nohost]}}, compression: brotli}
-router: {ingest_topics: [x], batch_size: -1, retry_min: 5s, retry_max: 1s}
-rules: {poll_interval: 1m}
-log_level: loud
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fields []string
-	for _, p := range c.validate(scope{route: true}) {
-		fields = append(fields, p.Field)
-	}
-	for _, want := range []string{"kafka.clusters.ingest.brokers[0]", "kafka.compression", "router.batch_size", "router.retry_min", "rules.poll_interval", "log_level"} {
-		if !contains(fields, want) {
-			t.Errorf("problems %v lack %s", fields, want)
-		}
-	}
-	err = c.check(scope{route: true})
-	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "6 problems") {
-		t.Errorf("check = %v, want one line counting 6 problems", err)
-	}
-	// Structural problems (unknown fields, wrong types) are all listed too.
-	_, err = parseConfig([]byte("router: {batchsize: 1, linger: 5}\nredis: {db: zero}\nrouting: {}\n"))
-	var ce *ConfigError
-	if !asConfigError(err, &ce) || len(ce.Problems) != 4 {
-		t.Fatalf("parseConfig = %v, want 4 problems", err)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/internal/embedded"
 	"github.com/residency-router/residency/router/routertest"
 )
@@ -102,7 +103,7 @@ func runBench(ctx context.Context, e env) int {
 		fmt.Fprintln(e.stderr, "residency bench: --events must be at least 100; --partitions, --replication, --batch-size and --rounds at least 1; --rate and --linger not negative; no arguments are taken")
 		return exitUsage
 	}
-	o.brokers, o.remote = splitList(*brokers), splitList(*remote)
+	o.brokers, o.remote = config.SplitList(*brokers), config.SplitList(*remote)
 	progress := e.stderr
 	if !*asJSON {
 		progress = e.stdout

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+
+	"github.com/residency-router/residency/internal/config"
 )
 
 // Exit codes shared by every subcommand.
@@ -116,8 +118,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 // fail prints err for the user, on one line, and returns the exit code it
 // deserves: 2 for usage and config errors, else 1.
 func fail(e env, cmd string, err error) int {
-	fmt.Fprintf(e.stderr, "residency %s: %s\n", cmd, oneLine(err.Error()))
-	if errors.Is(err, errUsage) {
+	fmt.Fprintf(e.stderr, "residency %s: %s\n", cmd, config.OneLine(err.Error()))
+	if errors.Is(err, errUsage) || errors.Is(err, config.ErrInvalid) {
 		return exitUsage
 	}
 	return exitFailure

@@ -16,6 +16,7 @@ import (
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/redis"
+	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/internal/embedded"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/routertest"
@@ -102,22 +103,22 @@ func demo(ctx context.Context, out io.Writer, log *slog.Logger, n int) error {
 	fmt.Fprintf(out, "Applied the sample ruleset as version %d (%d jurisdictions, %d regions) and pinned one user to EU.\n",
 		info.Number, len(rs.Jurisdictions), len(rs.Regions))
 
-	cfg := &Config{
+	cfg := &config.Config{
 		Instance: "demo-router",
 		LogLevel: "info",
-		HTTP:     HTTPConfig{Listen: "off"},
-		Kafka: KafkaConfig{
+		HTTP:     config.HTTPConfig{Listen: "off"},
+		Kafka: config.KafkaConfig{
 			IngestCluster: "ingest",
 			Clusters: map[string]kafka.Cluster{
 				"ingest": {Brokers: st.IngestBrokers()},
 				"remote": {Brokers: st.RemoteBrokers()},
 			},
 		},
-		Router: RouterConfig{IngestTopics: []string{demoIngest}, QuarantineTopic: demoQuarantine, DeadLetterTopic: demoDeadLetter,
+		Router: config.RouterConfig{IngestTopics: []string{demoIngest}, QuarantineTopic: demoQuarantine, DeadLetterTopic: demoDeadLetter,
 			GiveUp: 20 * time.Second},
 		Redis: redis.Config{Addr: st.RedisAddr()},
 	}
-	if err := cfg.finish(); err != nil {
+	if err := cfg.Finish(config.Scope{Route: true}); err != nil {
 		return fmt.Errorf("demo config: %w", err)
 	}
 	admins := map[string]*kafka.Admin{}
@@ -266,7 +267,7 @@ func demoEvents(n int, rs *rules.Ruleset) ([]demoEvent, error) {
 	return out, nil
 }
 
-func demoProduce(ctx context.Context, cfg *Config, log *slog.Logger, events []demoEvent) error {
+func demoProduce(ctx context.Context, cfg *config.Config, log *slog.Logger, events []demoEvent) error {
 	w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cfg.Kafka.Clusters["ingest"], Logger: log})
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/residency-router/residency/connectors/redis"
+	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
@@ -108,7 +109,7 @@ func runExplain(ctx context.Context, e env) int {
 	}
 	code, err := explainMain(ctx, e, &f, args[0])
 	if err != nil {
-		fmt.Fprintf(e.stderr, "residency explain: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(e.stderr, "residency explain: %s\n", config.OneLine(err.Error()))
 	}
 	return code
 }
@@ -116,8 +117,8 @@ func runExplain(ctx context.Context, e env) int {
 // explainSetup is what explain decides with: how to read the event, the
 // ruleset and pins, and where the router could write.
 type explainSetup struct {
-	cfg      *Config // nil without --config
-	topic    string  // the ingest topic the event is read as
+	cfg      *config.Config // nil without --config
+	topic    string         // the ingest topic the event is read as
 	xcfg     schemas.ExtractorConfig
 	framing  schemas.Framing // the topic's framing
 	rs       *rules.Ruleset
@@ -190,7 +191,7 @@ func explainMain(ctx context.Context, e env, f *explainFlags, event string) (int
 	fields, err := schemas.NewExtractor(s.xcfg)
 	if err != nil {
 		if s.cfg != nil {
-			return exitUsage, fieldError("schemas", err)
+			return exitUsage, config.FieldError("schemas", err)
 		}
 		return exitUsage, err
 	}
@@ -230,7 +231,7 @@ func (f *explainFlags) setup() (*explainSetup, error) {
 		}
 		return s, s.rawSchema(f)
 	}
-	cfg, err := loadConfig(f.cfgPath, os.LookupEnv)
+	cfg, err := config.Load(f.cfgPath, os.LookupEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +247,7 @@ func (f *explainFlags) setup() (*explainSetup, error) {
 	if f.set["registry"] {
 		cfg.Schemas.Registry.URL = f.registry
 	}
-	if err := cfg.check(scope{}); err != nil {
+	if err := cfg.Finish(config.Scope{}); err != nil {
 		return nil, err
 	}
 	s.cfg = cfg
@@ -321,13 +322,13 @@ func (s *explainSetup) loadRules(ctx context.Context, f *explainFlags) (int, err
 	file, rc := f.rulesFile, redis.Config{Addr: f.redisAddr, Prefix: f.prefix}
 	pinsOn := true
 	if s.cfg != nil {
-		file, rc, pinsOn = s.cfg.Rules.File, s.cfg.Redis, s.cfg.pinsEnabled()
+		file, rc, pinsOn = s.cfg.Rules.File, s.cfg.Redis, s.cfg.PinsEnabled()
 	}
 	if file != "" {
 		_, rs, err := readRuleset(file)
 		if err != nil {
 			if s.cfg != nil && f.rulesFile == "" {
-				return exitUsage, &ConfigError{File: s.cfg.file, Problems: []Problem{{Field: "rules.file", Message: oneLine(err.Error())}}}
+				return exitUsage, &config.Error{File: s.cfg.File(), Problems: []config.Problem{{Field: "rules.file", Message: config.OneLine(err.Error())}}}
 			}
 			return exitUsage, usagef("--rules: %w", err)
 		}

@@ -16,6 +16,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/connectors/redis"
+	"github.com/residency-router/residency/internal/config"
 
 	"github.com/residency-router/residency/router/rules"
 )
@@ -37,7 +38,7 @@ func override(flags map[*string]string) {
 // metrics registry, with the Go and process collectors, of a long-running
 // subcommand.
 func newService(stderr io.Writer, level string) (*slog.Logger, *prometheus.Registry) {
-	lvl, _ := parseLevel(level)
+	lvl, _ := config.ParseLevel(level)
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -90,7 +91,7 @@ func opsHandler(reg *prometheus.Registry, ready func() error) http.Handler {
 func newRedis(c redis.Config, readWrite time.Duration) (*goredis.Client, error) {
 	client, err := redis.NewClient(c, redis.ClientOptions{Timeout: readWrite})
 	if err != nil {
-		return nil, fieldError("", err)
+		return nil, config.FieldError("", err)
 	}
 	return client, nil
 }
@@ -98,11 +99,11 @@ func newRedis(c redis.Config, readWrite time.Duration) (*goredis.Client, error) 
 // rulesSource returns where a route or sink reads its rulesets: the file of
 // rules.file, or else the Redis store (its client returned for closing).
 // Errors name the field (rules.file, redis.tls.ca_file).
-func rulesSource(cfg *Config) (src rules.Source, store *redis.Rules, client *goredis.Client, err error) {
+func rulesSource(cfg *config.Config) (src rules.Source, store *redis.Rules, client *goredis.Client, err error) {
 	if cfg.Rules.File != "" {
 		_, rs, err := readRuleset(cfg.Rules.File)
 		if err != nil {
-			return nil, nil, nil, &ConfigError{Problems: []Problem{{Field: "rules.file", Message: oneLine(err.Error())}}}
+			return nil, nil, nil, &config.Error{Problems: []config.Problem{{Field: "rules.file", Message: config.OneLine(err.Error())}}}
 		}
 		return rules.NewStaticSource(rs), nil, nil, nil
 	}

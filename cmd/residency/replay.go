@@ -21,6 +21,7 @@ import (
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/redis"
+	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
 	"github.com/residency-router/residency/router/rules"
@@ -52,7 +53,7 @@ type listFlag []string
 func (l *listFlag) String() string { return strings.Join(*l, ",") }
 
 func (l *listFlag) Set(v string) error {
-	*l = append(*l, splitList(v)...)
+	*l = append(*l, config.SplitList(v)...)
 	return nil
 }
 
@@ -104,7 +105,7 @@ func runReplay(ctx context.Context, e env) int {
 	}
 	code, err := replayMain(ctx, e, &f, fs)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "residency replay: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(e.stderr, "residency replay: %s\n", config.OneLine(err.Error()))
 	}
 	return code
 }
@@ -117,22 +118,22 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	if err := f.check(fs); err != nil {
 		return usage("%v", err)
 	}
-	cfg, err := loadConfig(f.cfgPath, os.LookupEnv)
+	cfg, err := config.Load(f.cfgPath, os.LookupEnv)
 	if err != nil {
 		return exitUsage, err
 	}
 	if f.rulesFile != "" {
 		cfg.Rules.File = f.rulesFile
 	}
-	if err := cfg.finish(); err != nil {
+	if err := cfg.Finish(config.Scope{Route: true}); err != nil {
 		return exitUsage, err
 	}
-	lvl, _ := parseLevel(cfg.LogLevel)
+	lvl, _ := config.ParseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: max(lvl, slog.LevelWarn)}))
-	cfg.warnDeprecated(log)
+	cfg.WarnDeprecated(log)
 	fx, err := schemas.NewExtractor(cfg.Schemas)
 	if err != nil {
-		return exitUsage, fieldError("schemas", err)
+		return exitUsage, config.FieldError("schemas", err)
 	}
 
 	w := &replayWiring{}
@@ -167,7 +168,7 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		plan = cp.Plan
 	} else {
 		if plan, err = f.plan(ctx, cfg); err != nil {
-			if errors.Is(err, errUsage) || errors.Is(err, kafka.ErrConfig) {
+			if errors.Is(err, errUsage) || errors.Is(err, config.ErrInvalid) || errors.Is(err, kafka.ErrConfig) {
 				return exitUsage, err
 			}
 			return exitNotReady, err
@@ -197,7 +198,7 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		}
 	}
 	var pins router.PinLookup
-	if cfg.pinsEnabled() && store != nil {
+	if cfg.PinsEnabled() && store != nil {
 		pins = rules.NewPins(store, rules.PinsOptions{})
 	}
 	pubs := map[string]stream.Publisher{}
@@ -205,14 +206,14 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: f.batch,
 			Compression: cfg.Kafka.Compression, Logger: log})
 		if err != nil {
-			return exitUsage, clusterError(name, err)
+			return exitUsage, config.ClusterError(name, err)
 		}
 		w.writers = append(w.writers, kw)
 		pubs[name] = kw
 	}
 	reader, err := kafka.NewRangeReader(cfg.Kafka.Clusters[cfg.Kafka.IngestCluster])
 	if err != nil {
-		return exitUsage, clusterError(cfg.Kafka.IngestCluster, err)
+		return exitUsage, config.ClusterError(cfg.Kafka.IngestCluster, err)
 	}
 	reader.Logger = log // offsets a range could not read are warned about
 	prog := newProgressView(e.stderr, f.progress, plan.ID)
@@ -279,7 +280,7 @@ func cpFlag(f *replayFlags) string {
 	return ""
 }
 
-func cpWhere(f *replayFlags, cfg *Config) string {
+func cpWhere(f *replayFlags, cfg *config.Config) string {
 	if f.checkpointDir != "" {
 		return f.checkpointDir
 	}
@@ -392,7 +393,7 @@ func parseOffsets(s string, bounds []kafka.PartitionRange) ([]replay.Range, erro
 	}
 	var out []replay.Range
 	seen := map[int]bool{}
-	for _, part := range splitList(s) {
+	for _, part := range config.SplitList(s) {
 		p, rng, ok := strings.Cut(part, ":")
 		lo, hi, ok2 := strings.Cut(rng, "-")
 		pi, err := strconv.Atoi(p)
@@ -431,7 +432,7 @@ func parseOffsets(s string, bounds []kafka.PartitionRange) ([]replay.Range, erro
 }
 
 // plan builds the replay plan from the flags and the topic's offsets.
-func (f *replayFlags) plan(ctx context.Context, cfg *Config) (replay.Plan, error) {
+func (f *replayFlags) plan(ctx context.Context, cfg *config.Config) (replay.Plan, error) {
 	p := replay.Plan{ID: f.id, Source: replay.SourceKind(f.source), MaxReplays: f.maxReplays, OnlyMoved: f.onlyMoved,
 		Filter: replay.Filter{Jurisdictions: f.jurisdictions, Reasons: f.reasons, EventTypes: f.eventTypes}}
 	switch p.Source {
@@ -440,7 +441,7 @@ func (f *replayFlags) plan(ctx context.Context, cfg *Config) (replay.Plan, error
 	case replay.SourceDeadLetter:
 		p.Topic = cfg.Router.DeadLetterTopic
 	case replay.SourceSinkQuarantine:
-		t, err := sinkQuarantineTopic(cfg, f.topic)
+		t, err := cfg.SinkQuarantineTopic(f.topic)
 		if err != nil {
 			return p, fmt.Errorf("%w: %w", errUsage, err)
 		}
@@ -467,7 +468,7 @@ func (f *replayFlags) plan(ctx context.Context, cfg *Config) (replay.Plan, error
 	}
 	admin, err := kafka.NewAdmin(cfg.Kafka.Clusters[cfg.Kafka.IngestCluster])
 	if err != nil {
-		return p, clusterError(cfg.Kafka.IngestCluster, err)
+		return p, config.ClusterError(cfg.Kafka.IngestCluster, err)
 	}
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -491,47 +492,10 @@ func (f *replayFlags) plan(ctx context.Context, cfg *Config) (replay.Plan, error
 	return p, nil
 }
 
-// defaultSinkQuarantineTopic is a sink's quarantine_topic by default (see
-// SinkConfig).
-const defaultSinkQuarantineTopic = "residency.sink-quarantine"
-
-// sinkQuarantineTopic is the sink quarantine topic a replay reads: topic if
-// set, else the only one the config's sinks use (the default when none is
-// configured). It must be on the ingest cluster, where replay reads.
-func sinkQuarantineTopic(cfg *Config, topic string) (string, error) {
-	clusters := map[string]string{} // topic → cluster
-	var topics []string
-	for _, sc := range cfg.Sinks {
-		t := cmpOr(sc.QuarantineTopic, defaultSinkQuarantineTopic)
-		if _, ok := clusters[t]; !ok {
-			topics = append(topics, t)
-		}
-		if cl := cmpOr(sc.QuarantineCluster, cfg.Kafka.IngestCluster); clusters[t] == "" || cl != cfg.Kafka.IngestCluster {
-			clusters[t] = cl
-		}
-	}
-	if len(topics) == 0 {
-		topics = []string{defaultSinkQuarantineTopic}
-		clusters[defaultSinkQuarantineTopic] = cfg.Kafka.IngestCluster
-	}
-	switch {
-	case topic == "" && len(topics) > 1:
-		return "", fmt.Errorf("--topic: the config's sinks use %d quarantine topics %v; name one", len(topics), topics)
-	case topic == "":
-		topic = topics[0]
-	case !slices.Contains(topics, topic):
-		return "", fmt.Errorf("--topic %q is not the quarantine_topic of any sink %v", topic, topics)
-	}
-	if cl := clusters[topic]; cl != cfg.Kafka.IngestCluster {
-		return "", fmt.Errorf("sink quarantine topic %q is on cluster %q, not the ingest cluster %q replay reads from", topic, cl, cfg.Kafka.IngestCluster)
-	}
-	return topic, nil
-}
-
 // realRulesOnly refuses, for a real (not dry) run, a ruleset that cannot
 // be the one in force: a file (--rules or rules.file), or a plan decided
 // with one.
-func (f *replayFlags) realRulesOnly(cfg *Config, plan *replay.Plan) (int, error) {
+func (f *replayFlags) realRulesOnly(cfg *config.Config, plan *replay.Plan) (int, error) {
 	if cfg.Rules.File != "" {
 		what := "--rules " + cfg.Rules.File
 		if f.rulesFile == "" {
@@ -549,7 +513,7 @@ func (f *replayFlags) realRulesOnly(cfg *Config, plan *replay.Plan) (int, error)
 
 // followRules starts a rules cache over the Redis store (stopped by
 // close) and waits for its first ruleset.
-func (w *replayWiring) followRules(ctx context.Context, cfg *Config, store *redis.Rules) (*rules.Cache, error) {
+func (w *replayWiring) followRules(ctx context.Context, cfg *config.Config, store *redis.Rules) (*rules.Cache, error) {
 	cache := rules.NewCache(store, rules.CacheOptions{PollInterval: cfg.Rules.PollInterval, StalenessBound: cfg.Rules.StalenessBound})
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
@@ -592,7 +556,7 @@ func inForceIs(inForce replay.RulesInForce, rs *rules.Ruleset, plan *replay.Plan
 
 // rulesets loads the ruleset the replay decides with (and the baseline of
 // an ingest replay) and pins it in the plan.
-func (f *replayFlags) rulesets(ctx context.Context, cfg *Config, store *redis.Rules, plan *replay.Plan) (rs, baseline *rules.Ruleset, code int, err error) {
+func (f *replayFlags) rulesets(ctx context.Context, cfg *config.Config, store *redis.Rules, plan *replay.Plan) (rs, baseline *rules.Ruleset, code int, err error) {
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	notReady := func(err error) (*rules.Ruleset, *rules.Ruleset, int, error) {

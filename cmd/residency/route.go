@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
@@ -43,17 +43,17 @@ func runRoute(ctx context.Context, e env) int {
 		fs.Usage()
 		return exitUsage
 	}
-	cfg, err := loadConfig(*cfgPath, os.LookupEnv)
+	cfg, err := config.Load(*cfgPath, os.LookupEnv)
 	if err != nil {
 		return fail(e, "route", err)
 	}
 	override(map[*string]string{&cfg.HTTP.Listen: *listen, &cfg.LogLevel: *level, &cfg.Rules.File: *rulesFile,
 		&cfg.Redis.Addr: *redisAddr, &cfg.Instance: *instance, &cfg.Router.ConsumerGroup: *group})
-	if err := cfg.finish(); err != nil {
+	if err := cfg.Finish(config.Scope{Route: true}); err != nil {
 		return fail(e, "route", err)
 	}
 	log, reg := newService(e.stderr, cfg.LogLevel)
-	cfg.warnDeprecated(log)
+	cfg.WarnDeprecated(log)
 	w, err := wire(cfg, log, reg)
 	if err != nil {
 		return fail(e, "route", err)
@@ -87,8 +87,8 @@ type wired struct {
 
 // wire builds the router from a finished config. Nothing connects yet. On
 // error everything built so far is closed; a config error names its field
-// (and is errUsage: exit code 2).
-func wire(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*wired, error) {
+// (config.ErrInvalid: exit code 2).
+func wire(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*wired, error) {
 	w := &wired{writers: map[string]*kafka.Writer{}, log: log}
 	if err := w.wire(cfg, reg); err != nil {
 		_ = w.close()
@@ -97,17 +97,17 @@ func wire(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*wired, err
 	return w, nil
 }
 
-func (w *wired) wire(cfg *Config, reg prometheus.Registerer) error {
+func (w *wired) wire(cfg *config.Config, reg prometheus.Registerer) error {
 	fields, err := schemas.NewExtractor(cfg.Schemas)
 	if err != nil {
-		return fieldError("schemas", err)
+		return config.FieldError("schemas", err)
 	}
 	src, store, client, err := rulesSource(cfg)
 	if err != nil {
 		return err
 	}
 	w.redis = client
-	if store != nil && cfg.pinsEnabled() {
+	if store != nil && cfg.PinsEnabled() {
 		w.pins = rules.NewPins(store, rules.PinsOptions{Registerer: reg})
 	}
 	w.cache = rules.NewCache(src, rules.CacheOptions{
@@ -120,14 +120,14 @@ func (w *wired) wire(cfg *Config, reg prometheus.Registerer) error {
 		StartOffset: cfg.Router.StartOffset, SessionTimeout: cfg.Kafka.SessionTimeout,
 		RebalanceTimeout: cfg.Kafka.RebalanceTimeout, Logger: w.log,
 	}); err != nil {
-		return clusterError(cfg.Kafka.IngestCluster, err)
+		return config.ClusterError(cfg.Kafka.IngestCluster, err)
 	}
 	pubs := map[string]stream.Publisher{}
-	for _, name := range cfg.clusterNames() {
+	for _, name := range cfg.ClusterNames() {
 		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cfg.Kafka.Clusters[name], BatchSize: cfg.Router.BatchSize,
 			BatchBytes: writerBatchBytes(cfg.Router.MaxValueBytes), Compression: cfg.Kafka.Compression, Logger: w.log})
 		if err != nil {
-			return clusterError(name, err)
+			return config.ClusterError(name, err)
 		}
 		w.writers[name] = kw
 		pubs[name] = kw
@@ -146,23 +146,9 @@ func (w *wired) wire(cfg *Config, reg prometheus.Registerer) error {
 		rc.Pins = w.pins
 	}
 	if w.router, err = router.New(rc); err != nil {
-		return fieldError("router", err)
+		return config.FieldError("router", err)
 	}
 	return nil
-}
-
-// clusterError is an error of the Kafka client set-up of cluster name (its
-// TLS files, SASL), naming the field: kafka.clusters.NAME.tls.ca_file: ...
-func clusterError(name string, err error) error {
-	var ps problems
-	for _, e := range unjoin(err) {
-		msg := strings.TrimPrefix(oneLine(e.Error()), kafka.ErrConfig.Error()+": ")
-		msg = strings.TrimPrefix(msg, "kafka: ")
-		msg = strings.TrimPrefix(msg, "cluster "+name+": ")
-		msg = strings.TrimPrefix(msg, "cluster.") // Cluster.Validate("cluster"), as NewReader calls it
-		ps.addErr("kafka.clusters."+name, errors.New(msg))
-	}
-	return &ConfigError{Problems: ps}
 }
 
 // run follows the rules and pins and routes until ctx ends, then closes

@@ -242,7 +242,7 @@ func (e *fileError) Unwrap() error { return e.err }
 func readRuleset(file string) ([]byte, *rules.Ruleset, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", errUsage, err)
+		return nil, nil, usageError{err}
 	}
 	r, err := rules.Parse(data)
 	if err != nil {

@@ -15,9 +15,9 @@ import (
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/residency-router/residency/connectors/kafka"
-	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/stream"
 )
 

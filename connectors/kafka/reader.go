@@ -14,6 +14,14 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
+// Defaults of ReaderConfig.
+const (
+	// DefaultSessionTimeout is the default of ReaderConfig.SessionTimeout.
+	DefaultSessionTimeout = 10 * time.Second
+	// DefaultRebalanceTimeout is the default of ReaderConfig.RebalanceTimeout.
+	DefaultRebalanceTimeout = 10 * time.Second
+)
+
 // ReaderConfig configures a Reader.
 type ReaderConfig struct {
 	// Cluster is the cluster holding the ingest topics. Required.
@@ -104,9 +112,9 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 		GroupTopics:       cfg.Topics,
 		Dialer:            d,
 		StartOffset:       start,
-		SessionTimeout:    orDur(cfg.SessionTimeout, 10*time.Second),
+		SessionTimeout:    orDur(cfg.SessionTimeout, DefaultSessionTimeout),
 		HeartbeatInterval: orDur(cfg.HeartbeatInterval, time.Second),
-		RebalanceTimeout:  orDur(cfg.RebalanceTimeout, 10*time.Second),
+		RebalanceTimeout:  orDur(cfg.RebalanceTimeout, DefaultRebalanceTimeout),
 		JoinGroupBackoff:  orDur(cfg.JoinGroupBackoff, time.Second),
 		MaxWait:           orDur(cfg.MaxWait, 500*time.Millisecond),
 		MinBytes:          1,

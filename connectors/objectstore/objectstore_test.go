@@ -19,9 +19,9 @@ import (
 	"gocloud.dev/blob"
 
 	"github.com/residency-router/residency/connectors/objectstore"
+	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/sink"
 	"github.com/residency-router/residency/sink/sinktest"
-	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
 	"github.com/residency-router/residency/stream/streamtest"
 )

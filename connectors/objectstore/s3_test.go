@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/residency-router/residency/connectors/objectstore"
-	"github.com/residency-router/residency/sink"
 	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/sink"
 )
 
 // TestS3StoresEachOffsetOnce runs the store on a real S3 API (the dev

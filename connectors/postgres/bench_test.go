@@ -9,9 +9,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/sink"
 	"github.com/residency-router/residency/sink/sinktest"
-	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/stream"
 	"github.com/residency-router/residency/stream/streamtest"
 )

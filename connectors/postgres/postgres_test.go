@@ -11,9 +11,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/residency-router/residency/connectors/postgres"
+	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/sink"
 	"github.com/residency-router/residency/sink/sinktest"
-	"github.com/residency-router/residency/internal/testenv"
 )
 
 // records returns sink records for test events from..to-1, as the sink

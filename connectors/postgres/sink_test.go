@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/residency-router/residency/connectors/kafka"
-	"github.com/residency-router/residency/sink"
-	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/sink"
+	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/stream"
 	"github.com/residency-router/residency/stream/streamtest"
 )

@@ -18,14 +18,14 @@ import (
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/postgres"
-	"github.com/residency-router/residency/sink"
-	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
 	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/sink"
+	"github.com/residency-router/residency/sink/sinktest"
 	"github.com/residency-router/residency/stream"
 )
 

@@ -26,6 +26,16 @@ type Source interface {
 	Watch(ctx context.Context) <-chan struct{}
 }
 
+// Defaults of CacheOptions.
+const (
+	// DefaultPollInterval is the default of CacheOptions.PollInterval.
+	DefaultPollInterval = 500 * time.Millisecond
+	// DefaultStalenessBound is the default of CacheOptions.StalenessBound.
+	DefaultStalenessBound = 30 * time.Second
+	// DefaultCheckTimeout is the default of CacheOptions.CheckTimeout.
+	DefaultCheckTimeout = time.Second
+)
+
 // CacheOptions tune a Cache. The zero value is usable.
 type CacheOptions struct {
 	// PollInterval is how often the source is checked besides
@@ -79,13 +89,13 @@ const (
 // NewCache returns a cache reading from src; call Run to load and follow.
 func NewCache(src Source, opts CacheOptions) *Cache {
 	if opts.PollInterval <= 0 {
-		opts.PollInterval = 500 * time.Millisecond
+		opts.PollInterval = DefaultPollInterval
 	}
 	if opts.StalenessBound <= 0 {
-		opts.StalenessBound = 30 * time.Second
+		opts.StalenessBound = DefaultStalenessBound
 	}
 	if opts.CheckTimeout <= 0 {
-		opts.CheckTimeout = time.Second
+		opts.CheckTimeout = DefaultCheckTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"errors"
@@ -34,16 +34,16 @@ func (p Problem) String() string {
 	return p.Field + ": " + p.Message
 }
 
-// ConfigError is an invalid configuration, with every problem found. Its
-// Error is one line. It is errConfig and errUsage (exit code 2).
-type ConfigError struct {
+// Error is an invalid configuration, with every problem found. Its Error
+// is one line. It is ErrInvalid (exit code 2).
+type Error struct {
 	// File is the config file, when the config came from one.
 	File string
 	// Problems lists every problem, each naming its field.
 	Problems []Problem
 }
 
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	var b strings.Builder
 	if e.File != "" {
 		b.WriteString(e.File)
@@ -62,16 +62,14 @@ func (e *ConfigError) Error() string {
 	return b.String()
 }
 
-// Is makes a ConfigError errConfig and errUsage.
-func (e *ConfigError) Is(target error) bool { return target == errConfig || target == errUsage }
-
-func asConfigError(err error, target **ConfigError) bool { return errors.As(err, target) }
+// Is makes an Error ErrInvalid.
+func (e *Error) Is(target error) bool { return target == ErrInvalid }
 
 // problems collects the problems of a config.
 type problems []Problem
 
 func (ps *problems) add(field, format string, args ...any) {
-	*ps = append(*ps, Problem{Field: field, Message: oneLine(fmt.Sprintf(format, args...))})
+	*ps = append(*ps, Problem{Field: field, Message: OneLine(fmt.Sprintf(format, args...))})
 }
 
 // leadingField matches an error text that starts with a field path
@@ -98,7 +96,7 @@ func (ps *problems) addErr(prefix string, err error) {
 // splitField returns the field path of err under prefix and the rest of its
 // text, on one line.
 func splitField(prefix string, err error) (field, msg string) {
-	msg = oneLine(err.Error())
+	msg = OneLine(err.Error())
 	for _, p := range packagePrefixes {
 		msg = strings.TrimPrefix(msg, p)
 	}
@@ -108,19 +106,34 @@ func splitField(prefix string, err error) (field, msg string) {
 	return prefix, msg
 }
 
-// fieldError is one error naming its field, for the errors of wiring (after
-// the config was checked): e.g. "schemas.catalogue_dir: ...".
-func fieldError(prefix string, err error) error {
+// FieldError is one error naming its field, for the errors of wiring
+// (after the config was checked): e.g. "schemas.catalogue_dir: ...". The
+// result is an *Error; nil for nil.
+func FieldError(prefix string, err error) error {
 	if err == nil {
 		return nil
 	}
 	var ps problems
 	ps.addErr(prefix, err)
-	return &ConfigError{Problems: ps}
+	return &Error{Problems: ps}
 }
 
-// oneLine joins the lines of a multi-line message with "; ".
-func oneLine(s string) string {
+// ClusterError is an error of the Kafka client set-up of cluster name (its
+// TLS files, SASL), naming the field: kafka.clusters.NAME.tls.ca_file: ...
+func ClusterError(name string, err error) error {
+	var ps problems
+	for _, e := range unjoin(err) {
+		msg := strings.TrimPrefix(OneLine(e.Error()), kafka.ErrConfig.Error()+": ")
+		msg = strings.TrimPrefix(msg, "kafka: ")
+		msg = strings.TrimPrefix(msg, "cluster "+name+": ")
+		msg = strings.TrimPrefix(msg, "cluster.") // Cluster.Validate("cluster"), as NewReader calls it
+		ps.addErr("kafka.clusters."+name, errors.New(msg))
+	}
+	return &Error{Problems: ps}
+}
+
+// OneLine joins the lines of a multi-line message with "; ".
+func OneLine(s string) string {
 	if !strings.Contains(s, "\n") {
 		return s
 	}
@@ -152,94 +165,56 @@ func unjoin(err error) []error {
 	return []error{err}
 }
 
-// scope says what a command needs from the config beyond what is set: every
-// field that is set is always checked, whatever the command.
-type scope struct {
-	// route: route and replay need kafka.clusters and router.ingest_topics.
-	route bool
-	// sink: `sink --store NAME` needs kafka.clusters and the sinks entry of
+// Scope says what a command needs from the config beyond what is set:
+// every field that is set is always checked, whatever the command.
+type Scope struct {
+	// Route: route and replay need kafka.clusters and router.ingest_topics.
+	Route bool
+	// Sink: `sink --store NAME` needs kafka.clusters and the sinks entry of
 	// this store.
-	sink string
+	Sink string
 }
 
-// Defaults the config's checks compare against, where the packages that
-// own them apply them (router, rules cache, schema registry).
-const (
-	defaultRetryMin           = 50 * time.Millisecond
-	defaultRetryMax           = 2 * time.Second
-	defaultGiveUp             = 2 * time.Minute
-	defaultMaxBatchBytes      = 16 << 20
-	defaultPollInterval       = 500 * time.Millisecond
-	defaultRegistryBackoff    = 100 * time.Millisecond
-	defaultRegistryMaxBackoff = 2 * time.Second
-)
-
-// setDefault sets *dst to v if it is empty.
-func setDefault(dst *string, v string) {
-	if *dst == "" {
-		*dst = v
-	}
-}
-
-// defaults fills in the defaults that the commands read from the config
-// itself (the packages the config feeds apply the others).
-func (c *Config) defaults() {
-	setDefault(&c.LogLevel, "info")
-	setDefault(&c.HTTP.Listen, ":9090")
-	setDefault(&c.Redis.Addr, "127.0.0.1:6379")
-	setDefault(&c.Redis.Prefix, rules.DefaultPrefix)
-	if c.Kafka.IngestCluster == "" && len(c.Kafka.Clusters) == 1 {
-		for name := range c.Kafka.Clusters {
-			c.Kafka.IngestCluster = name
-		}
-	}
-	for name, cl := range c.Kafka.Clusters {
-		if cl.Name == "" {
-			cl.Name = name
-			c.Kafka.Clusters[name] = cl
-		}
-	}
-	setDefault(&c.Router.ConsumerGroup, "residency-router")
-	setDefault(&c.Router.QuarantineTopic, "residency.quarantine")
-	setDefault(&c.Router.DeadLetterTopic, "residency.dead-letter")
-	setDefault(&c.Router.StartOffset, "earliest")
-	for i := range c.Sinks {
-		c.Sinks[i].defaults(c)
-	}
-}
-
-// check fills in defaults and validates the config for a command of scope
-// s; the error is a *ConfigError listing every problem.
-func (c *Config) check(s scope) error {
-	c.defaults()
-	if ps := c.validate(s); len(ps) > 0 {
-		return &ConfigError{File: c.file, Problems: ps}
+// Finish fills in the defaults (once: the defaults table, defaults.go) and
+// validates the config for a command of scope s; the error is an *Error
+// listing every problem.
+func (c *Config) Finish(s Scope) error {
+	if ps := c.Validate(s); len(ps) > 0 {
+		return &Error{File: c.file, Problems: ps}
 	}
 	return nil
 }
 
-// finish fills in defaults and validates the config of `route` (and
-// replay); errors name the field.
-func (c *Config) finish() error { return c.check(scope{route: true}) }
-
-// finishSink validates the config of `sink --store store`, fills in
-// defaults and returns the sinks[] entry of store; errors name the field.
-func (c *Config) finishSink(store string) (*SinkConfig, error) {
-	if err := c.check(scope{sink: store}); err != nil {
-		return nil, err
-	}
+// Sink returns the sinks[] entry of store, nil if there is none. Call it
+// after Finish(Scope{Sink: store}).
+func (c *Config) Sink(store string) *SinkConfig {
 	i := slices.IndexFunc(c.Sinks, func(s SinkConfig) bool { return s.Store == store })
-	return &c.Sinks[i], nil
+	if i < 0 {
+		return nil
+	}
+	return &c.Sinks[i]
 }
 
-// validate returns every problem of the config (after defaults), each
-// naming its field: values out of range, fields that conflict (naming
-// both), files that cannot be read, and what scope s requires. It is what
-// every command runs before wiring anything, so wiring never meets a bad
-// config.
-func (c *Config) validate(s scope) []Problem {
+// SinkField returns the path of the sinks[] entry sc ("sinks[1]"), or
+// "sinks".
+func (c *Config) SinkField(sc *SinkConfig) string {
+	for i := range c.Sinks {
+		if &c.Sinks[i] == sc {
+			return fmt.Sprintf("sinks[%d]", i)
+		}
+	}
+	return "sinks"
+}
+
+// Validate fills in the defaults (once) and returns every problem of the
+// config, each naming its field: values out of range, fields that conflict
+// (naming both), files that cannot be read, and what scope s requires. It
+// is what every command runs before wiring anything (through Finish), so
+// wiring never meets a bad config, and what `config lint` prints.
+func (c *Config) Validate(s Scope) []Problem {
+	c.applyDefaults()
 	var ps problems
-	if _, err := parseLevel(c.LogLevel); err != nil {
+	if _, err := ParseLevel(c.LogLevel); err != nil {
 		ps.add("log_level", "%v", err)
 	}
 	checkListen(&ps, "http.listen", c.HTTP.Listen)
@@ -262,16 +237,16 @@ func checkListen(ps *problems, field, listen string) {
 	}
 }
 
-func (c *Config) validateKafka(ps *problems, s scope) {
+func (c *Config) validateKafka(ps *problems, s Scope) {
 	if len(c.Kafka.Clusters) == 0 {
-		if s.route || s.sink != "" {
+		if s.Route || s.Sink != "" {
 			ps.add("kafka.clusters", "required: at least the ingest cluster")
 		}
 		if c.Kafka.IngestCluster != "" {
 			ps.add("kafka.ingest_cluster", "%q is not in kafka.clusters (there are none)", c.Kafka.IngestCluster)
 		}
 	}
-	names := c.clusterNames()
+	names := c.ClusterNames()
 	for _, name := range names {
 		cl := c.Kafka.Clusters[name]
 		if cl.Name != name {
@@ -299,7 +274,8 @@ func (c *Config) validateKafka(ps *problems, s scope) {
 		"kafka.rebalance_timeout": c.Kafka.RebalanceTimeout, "kafka.batch_timeout": c.Kafka.BatchTimeout})
 }
 
-func (c *Config) clusterNames() []string {
+// ClusterNames returns the names of kafka.clusters, sorted.
+func (c *Config) ClusterNames() []string {
 	names := make([]string, 0, len(c.Kafka.Clusters))
 	for name := range c.Kafka.Clusters {
 		names = append(names, name)
@@ -316,18 +292,18 @@ func notNegative[T int | int32 | time.Duration](ps *problems, fields map[string]
 	}
 }
 
-// effective is v, or def when v is 0 (unset), and how to name it in a
-// message: "3s" or "the default 2s".
-func effective[T int | time.Duration](v, def T) (T, string) {
-	if v == 0 {
-		return def, fmt.Sprintf("the default %v", def)
+// show names the value of field in a message: "3s", or "the default 2s"
+// when the defaults table set it.
+func (c *Config) show(field string, v any) string {
+	if c.defaulted[field] {
+		return fmt.Sprintf("the default %v", v)
 	}
-	return v, fmt.Sprintf("%v", v)
+	return fmt.Sprintf("%v", v)
 }
 
-func (c *Config) validateRouter(ps *problems, s scope) {
+func (c *Config) validateRouter(ps *problems, s Scope) {
 	r := &c.Router
-	if len(r.IngestTopics) == 0 && s.route {
+	if len(r.IngestTopics) == 0 && s.Route {
 		ps.add("router.ingest_topics", "required")
 	}
 	topics := map[string]string{}
@@ -363,21 +339,18 @@ func (c *Config) validateRouter(ps *problems, s scope) {
 
 	// Fields that conflict, compared with their defaults when unset.
 	if r.RetryMin >= 0 && r.RetryMax >= 0 && r.GiveUp >= 0 {
-		lo, loS := effective(r.RetryMin, defaultRetryMin)
-		hi, hiS := effective(r.RetryMax, defaultRetryMax)
-		if lo > hi {
-			ps.add("router.retry_min", "%s is more than router.retry_max (%s): the first backoff would exceed the longest", loS, hiS)
+		if r.RetryMin > r.RetryMax {
+			ps.add("router.retry_min", "%s is more than router.retry_max (%s): the first backoff would exceed the longest",
+				c.show("router.retry_min", r.RetryMin), c.show("router.retry_max", r.RetryMax))
 		}
-		if up, upS := effective(r.GiveUp, defaultGiveUp); up < lo {
-			ps.add("router.give_up", "%s is less than router.retry_min (%s): a transient failure would never be retried", upS, loS)
+		if r.GiveUp < r.RetryMin {
+			ps.add("router.give_up", "%s is less than router.retry_min (%s): a transient failure would never be retried",
+				c.show("router.give_up", r.GiveUp), c.show("router.retry_min", r.RetryMin))
 		}
 	}
-	if r.MaxValueBytes >= 0 && r.MaxBatchBytes >= 0 {
-		value, valueS := effective(r.MaxValueBytes, router.DefaultMaxValueBytes)
-		batch, batchS := effective(r.MaxBatchBytes, defaultMaxBatchBytes)
-		if value > batch {
-			ps.add("router.max_value_bytes", "%s is more than router.max_batch_bytes (%s): an event the router accepts would not fit in a batch", valueS, batchS)
-		}
+	if r.MaxValueBytes >= 0 && r.MaxBatchBytes >= 0 && r.MaxValueBytes > r.MaxBatchBytes {
+		ps.add("router.max_value_bytes", "%s is more than router.max_batch_bytes (%s): an event the router accepts would not fit in a batch",
+			c.show("router.max_value_bytes", r.MaxValueBytes), c.show("router.max_batch_bytes", r.MaxBatchBytes))
 	}
 }
 
@@ -395,13 +368,9 @@ func (c *Config) validateRedis(ps *problems) {
 
 func (c *Config) validateRules(ps *problems) {
 	notNegative(ps, map[string]time.Duration{"rules.staleness_bound": c.Rules.StalenessBound, "rules.poll_interval": c.Rules.PollInterval})
-	if c.Rules.StalenessBound >= 0 && c.Rules.PollInterval >= 0 {
-		stale, staleS := effective(c.Rules.StalenessBound, defaultStalenessBound)
-		poll, pollS := effective(c.Rules.PollInterval, defaultPollInterval)
-		if poll >= stale {
-			ps.add("rules.poll_interval", "%s is not less than rules.staleness_bound (%s): without change announcements the ruleset would go stale between two checks and routing would stop",
-				pollS, staleS)
-		}
+	if c.Rules.StalenessBound >= 0 && c.Rules.PollInterval >= 0 && c.Rules.PollInterval >= c.Rules.StalenessBound {
+		ps.add("rules.poll_interval", "%s is not less than rules.staleness_bound (%s): without change announcements the ruleset would go stale between two checks and routing would stop",
+			c.show("rules.poll_interval", c.Rules.PollInterval), c.show("rules.staleness_bound", c.Rules.StalenessBound))
 	}
 	if c.Rules.File != "" {
 		if data, err := os.ReadFile(c.Rules.File); err != nil {
@@ -417,11 +386,8 @@ func (c *Config) validateSchemas(ps *problems) {
 		ps.addErr("schemas", err)
 	}
 	reg := c.Schemas.Registry
-	if reg.Backoff >= 0 && reg.MaxBackoff >= 0 {
-		lo, loS := effective(reg.Backoff, defaultRegistryBackoff)
-		hi, hiS := effective(reg.MaxBackoff, defaultRegistryMaxBackoff)
-		if lo > hi {
-			ps.add("schemas.registry.backoff", "%s is more than schemas.registry.max_backoff (%s)", loS, hiS)
-		}
+	if reg.Backoff >= 0 && reg.MaxBackoff >= 0 && reg.Backoff > reg.MaxBackoff {
+		ps.add("schemas.registry.backoff", "%s is more than schemas.registry.max_backoff (%s)",
+			c.show("schemas.registry.backoff", reg.Backoff), c.show("schemas.registry.max_backoff", reg.MaxBackoff))
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"crypto/ecdsa"
@@ -13,23 +13,25 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/redis"
-
-	"github.com/prometheus/client_golang/prometheus"
-
+	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/sink"
 )
 
 func TestExampleConfigIsValid(t *testing.T) {
-	c, err := loadConfig("../../deploy/examples/residency.yaml", func(string) (string, bool) { return "", false })
+	c, err := Load("../../deploy/examples/residency.yaml", func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.finish(); err != nil {
+	if err := c.Finish(Scope{Route: true}); err != nil {
 		t.Fatal(err)
 	}
 	if c.Kafka.IngestCluster != "ingest" || len(c.Kafka.Clusters) != 2 || c.Router.Linger != 5*time.Millisecond ||
@@ -37,23 +39,23 @@ func TestExampleConfigIsValid(t *testing.T) {
 		t.Fatalf("config %+v", c)
 	}
 	// The same file serves every command.
-	for _, s := range []scope{{sink: "us-postgres"}, {sink: "eu-objectstore"}, {}} {
-		if err := c.check(s); err != nil {
+	for _, s := range []Scope{{Sink: "us-postgres"}, {Sink: "eu-objectstore"}, {}} {
+		if err := c.Finish(s); err != nil {
 			t.Errorf("scope %+v: %v", s, err)
 		}
 	}
 }
 
 func TestConfigDefaults(t *testing.T) {
-	c, err := parseConfig([]byte("kafka: {clusters: {main: {brokers: ['h:9092']}}}\nrouter: {ingest_topics: [in]}\n"))
+	c, err := Parse([]byte("kafka: {clusters: {main: {brokers: ['h:9092']}}}\nrouter: {ingest_topics: [in]}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.finish(); err != nil {
+	if err := c.Finish(Scope{Route: true}); err != nil {
 		t.Fatal(err)
 	}
 	if c.Kafka.IngestCluster != "main" || c.Router.ConsumerGroup != "residency-router" || c.Router.QuarantineTopic != "residency.quarantine" ||
-		c.HTTP.Listen != ":9090" || c.Redis.Prefix != "residency:" || !c.pinsEnabled() {
+		c.HTTP.Listen != ":9090" || c.Redis.Prefix != "residency:" || !c.PinsEnabled() {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }
@@ -73,13 +75,13 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 			[]string{"router.start_offset: \"latest\" would skip every event already in the ingest topics"}},
 	}
 	for _, tt := range tests {
-		c, err := parseConfig([]byte(tt.yaml))
+		c, err := Parse([]byte(tt.yaml))
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = c.finish()
-		if !errors.Is(err, errConfig) {
-			t.Fatalf("finish(%q) = %v, want errConfig", tt.yaml, err)
+		err = c.Finish(Scope{Route: true})
+		if !errors.Is(err, ErrInvalid) {
+			t.Fatalf("finish(%q) = %v, want ErrInvalid", tt.yaml, err)
 		}
 		for _, w := range tt.want {
 			if !strings.Contains(err.Error(), w) {
@@ -87,13 +89,21 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 			}
 		}
 	}
-	if _, err := parseConfig([]byte("router: {ingest_topic: [x]}\n")); err == nil || !strings.Contains(err.Error(), "ingest_topic") {
+	if _, err := Parse([]byte("router: {ingest_topic: [x]}\n")); err == nil || !strings.Contains(err.Error(), "ingest_topic") {
 		t.Errorf("unknown field: %v", err)
 	}
 }
 
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestConfigEnvOverrides(t *testing.T) {
-	p := writeEventFile(t, "c.yaml", []byte("kafka: {clusters: {eu-west: {brokers: ['h:1']}}}\nrouter: {ingest_topics: [x]}\n"))
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	writeFile(t, p, "kafka: {clusters: {eu-west: {brokers: ['h:1']}}}\nrouter: {ingest_topics: [x]}\n")
 	env := map[string]string{
 		"RESIDENCY_KAFKA_EU_WEST_BROKERS":       "b1:9092, b2:9092",
 		"RESIDENCY_KAFKA_EU_WEST_SASL_PASSWORD": "secret",
@@ -101,7 +111,7 @@ func TestConfigEnvOverrides(t *testing.T) {
 		"RESIDENCY_REDIS_ADDR":                  "r:6379",
 		"RESIDENCY_LOG_LEVEL":                   "debug",
 	}
-	c, err := loadConfig(p, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	c, err := Load(p, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +120,7 @@ func TestConfigEnvOverrides(t *testing.T) {
 		strings.Join(c.Router.IngestTopics, ",") != "t1,t2" || c.Redis.Addr != "r:6379" || c.LogLevel != "debug" {
 		t.Fatalf("env not applied: %+v", c)
 	}
-	if _, err := loadConfig("/nonexistent.yaml", os.LookupEnv); !errors.Is(err, errConfig) {
+	if _, err := Load("/nonexistent.yaml", os.LookupEnv); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
@@ -119,75 +129,23 @@ func TestConfigEnvOverrides(t *testing.T) {
 // version, with kafka.batch_timeout, still loads, and says the setting is
 // ignored.
 func TestConfigDeprecatedBatchTimeout(t *testing.T) {
-	c, err := parseConfig([]byte("kafka: {clusters: {main: {brokers: ['h:9092']}}, batch_timeout: 1ms}\nrouter: {ingest_topics: [in]}\n"))
+	c, err := Parse([]byte("kafka: {clusters: {main: {brokers: ['h:9092']}}, batch_timeout: 1ms}\nrouter: {ingest_topics: [in]}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.finish(); err != nil {
+	if err := c.Finish(Scope{Route: true}); err != nil {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	c.warnDeprecated(slog.New(slog.NewTextHandler(&out, nil)))
+	c.WarnDeprecated(slog.New(slog.NewTextHandler(&out, nil)))
 	if !strings.Contains(out.String(), "kafka.batch_timeout is ignored") {
 		t.Fatalf("no warning: %q", out.String())
 	}
 	out.Reset()
 	c.Kafka.BatchTimeout = 0
-	c.warnDeprecated(slog.New(slog.NewTextHandler(&out, nil)))
+	c.WarnDeprecated(slog.New(slog.NewTextHandler(&out, nil)))
 	if out.Len() != 0 {
 		t.Fatalf("warning without the setting: %q", out.String())
-	}
-}
-
-// TestWireErrorsNameTheField calls the route's wiring directly with the
-// configs of observation 6 of issue 12 (which made it panic on a nil
-// pointer in its cleanup), as if they had changed after validation: each is
-// an error naming the field, exit code 2, and wiring closes what it built.
-func TestWireErrorsNameTheField(t *testing.T) {
-	fx := brokenFixtures(t)
-	base := func() *Config {
-		c, err := parseConfig([]byte(strings.ReplaceAll(validBase, "RULES", fx["rules"])))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.finish(); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	tests := []struct {
-		name   string
-		change func(c *Config)
-		want   string
-	}{
-		{"catalogue dir missing", func(c *Config) { c.Schemas.CatalogueDir = "/nonexistent/schemas" }, "schemas.catalogue_dir: "},
-		{"catalogue file bad", func(c *Config) { c.Schemas.CatalogueDir = fx["badavscdir"] }, "schemas.catalogue_dir: "},
-		{"rules file missing", func(c *Config) { c.Rules.File = "/nonexistent/rules.yaml" }, "rules.file: "},
-		{"kafka ca file missing", func(c *Config) {
-			cl := c.Kafka.Clusters["ingest"]
-			cl.TLS.Enabled, cl.TLS.CAFile = true, "/nonexistent/ca.pem"
-			c.Kafka.Clusters["ingest"] = cl
-		}, "kafka.clusters.ingest.tls.ca_file: "},
-		{"confluent without registry", func(c *Config) { c.Schemas.DefaultFraming = schemas.FramingConfluent }, "schemas.registry.url: "},
-		{"unknown default framing", func(c *Config) { c.Schemas.DefaultFraming = "avro" }, "schemas.default_framing: "},
-		{"redis ca file missing", func(c *Config) {
-			c.Rules.File = ""
-			c.Redis.TLS = redis.TLSConfig{Enabled: true, CAFile: "/nonexistent/redis-ca.pem"}
-		}, "redis.tls.ca_file: "},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := base()
-			tt.change(c)
-			w, err := wire(c, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-			if err == nil {
-				_ = w.close()
-				t.Fatal("wire succeeded")
-			}
-			if w != nil || !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
-				t.Fatalf("wire = %v, %v; want a one-line usage error naming %q", w, err, tt.want)
-			}
-		})
 	}
 }
 
@@ -197,11 +155,11 @@ func TestWireErrorsNameTheField(t *testing.T) {
 func TestRedisTLSConfig(t *testing.T) {
 	dir := t.TempDir()
 	ca, cert, key := writeTestCerts(t, dir)
-	c, err := parseConfig([]byte(fmt.Sprintf("redis: {addr: \"r:6380\", username: u, password: p, tls: {enabled: true, ca_file: %s, cert_file: %s, key_file: %s, server_name: redis.internal}}\n", ca, cert, key)))
+	c, err := Parse([]byte(fmt.Sprintf("redis: {addr: \"r:6380\", username: u, password: p, tls: {enabled: true, ca_file: %s, cert_file: %s, key_file: %s, server_name: redis.internal}}\n", ca, cert, key)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := newRedis(c.Redis, time.Second)
+	client, err := redis.NewClient(c.Redis, redis.ClientOptions{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,21 +169,21 @@ func TestRedisTLSConfig(t *testing.T) {
 		o.Username != "u" || o.Password != "p" || o.Addr != "r:6380" {
 		t.Fatalf("client options %+v, TLS %+v", o, o.TLSConfig)
 	}
-	short, err := parseConfig([]byte("redis: {tls: true}\n"))
+	short, err := Parse([]byte("redis: {tls: true}\n"))
 	if err != nil || !short.Redis.TLS.Enabled {
 		t.Fatalf("tls: true = %+v, %v", short.Redis.TLS, err)
 	}
-	if client, err := newRedis(short.Redis, time.Second); err != nil || client.Options().TLSConfig == nil {
+	if client, err := redis.NewClient(short.Redis, redis.ClientOptions{}); err != nil || client.Options().TLSConfig == nil {
 		t.Fatalf("tls: true: %v", err)
 	}
-	off, err := parseConfig([]byte("redis: {tls: false}\n"))
+	off, err := Parse([]byte("redis: {tls: false}\n"))
 	if err != nil || off.Redis.TLS.Enabled {
 		t.Fatalf("tls: false = %+v, %v", off.Redis.TLS, err)
 	}
-	if client, err := newRedis(off.Redis, time.Second); err != nil || client.Options().TLSConfig != nil {
+	if client, err := redis.NewClient(off.Redis, redis.ClientOptions{}); err != nil || client.Options().TLSConfig != nil {
 		t.Fatalf("tls: false: %v", err)
 	}
-	if _, err := newRedis(redis.Config{TLS: redis.TLSConfig{Enabled: true, CAFile: cert + ".missing"}}, time.Second); err == nil ||
+	if _, err := redis.NewClient(redis.Config{TLS: redis.TLSConfig{Enabled: true, CAFile: cert + ".missing"}}, redis.ClientOptions{}); err == nil ||
 		!strings.Contains(err.Error(), "redis.tls.ca_file") {
 		t.Fatalf("missing CA file: %v", err)
 	}
@@ -274,30 +232,92 @@ func writeTestCerts(t *testing.T, dir string) (ca, cert, key string) {
 func TestKafkaTLSFilesCheckedAtStart(t *testing.T) {
 	ca, cert, key := writeTestCerts(t, t.TempDir())
 	good := fmt.Sprintf("kafka: {clusters: {eu: {brokers: ['h:1'], tls: {enabled: true, ca_file: %s, cert_file: %s, key_file: %s}}}}\nrouter: {ingest_topics: [x]}\n", ca, cert, key)
-	c, err := parseConfig([]byte(good))
+	c, err := Parse([]byte(good))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.finish(); err != nil {
+	if err := c.Finish(Scope{Route: true}); err != nil {
 		t.Fatalf("good TLS files: %v", err)
 	}
-	c, err = parseConfig([]byte(strings.Replace(good, "key_file: "+key, "key_file: "+ca, 1)))
+	c, err = Parse([]byte(strings.Replace(good, "key_file: "+key, "key_file: "+ca, 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.finish(); err == nil || !strings.Contains(err.Error(), "kafka.clusters.eu.tls.cert_file") {
+	if err := c.Finish(Scope{Route: true}); err == nil || !strings.Contains(err.Error(), "kafka.clusters.eu.tls.cert_file") {
 		t.Fatalf("a CA as the key: %v", err)
 	}
 }
 
 // TestConfigErrorsKeepSecretsOut: a DSN's password does not reach the error.
 func TestConfigErrorsKeepSecretsOut(t *testing.T) {
-	c, err := parseConfig([]byte("kafka: {clusters: {a: {brokers: ['h:1']}}}\nsinks: [{store: s, region: us, postgres: {dsn: \"postgres://u:hunter2@h:nope/db\"}}]\n"))
+	c, err := Parse([]byte("kafka: {clusters: {a: {brokers: ['h:1']}}}\nsinks: [{store: s, region: us, postgres: {dsn: \"postgres://u:hunter2@h:nope/db\"}}]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = c.check(scope{sink: "s"})
+	err = c.Finish(Scope{Sink: "s"})
 	if err == nil || !strings.Contains(err.Error(), "sinks[0].postgres.dsn") || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("check = %v; want the dsn named, without its password", err)
+	}
+}
+
+// TestConfigProblemsAreAllListed: the validator returns every problem of a
+// config, each with its field path, so `config lint` can print them all.
+func TestConfigProblemsAreAllListed(t *testing.T) {
+	c, err := Parse([]byte(`
+kafka: {clusters: {ingest: {brokers: [nohost]}}, compression: brotli}
+router: {ingest_topics: [x], batch_size: -1, retry_min: 5s, retry_max: 1s}
+rules: {poll_interval: 1m}
+log_level: loud
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields []string
+	for _, p := range c.Validate(Scope{Route: true}) {
+		fields = append(fields, p.Field)
+	}
+	for _, want := range []string{"kafka.clusters.ingest.brokers[0]", "kafka.compression", "router.batch_size", "router.retry_min", "rules.poll_interval", "log_level"} {
+		if !slices.Contains(fields, want) {
+			t.Errorf("problems %v lack %s", fields, want)
+		}
+	}
+	err = c.Finish(Scope{Route: true})
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "6 problems") {
+		t.Errorf("check = %v, want one line counting 6 problems", err)
+	}
+	// Structural problems (unknown fields, wrong types) are all listed too.
+	_, err = Parse([]byte("router: {batchsize: 1, linger: 5}\nredis: {db: zero}\nrouting: {}\n"))
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Problems) != 4 {
+		t.Fatalf("parseConfig = %v, want 4 problems", err)
+	}
+}
+
+// TestDefaultsTable: Finish gives every unset field the default of the
+// package the setting feeds, keeps what is set, and names a defaulted value
+// as the default in messages.
+func TestDefaultsTable(t *testing.T) {
+	c, err := Parse([]byte("kafka: {clusters: {main: {brokers: ['h:9092']}}}\nrouter: {ingest_topics: [in], linger: 7ms}\nsinks: [{store: s, region: us, postgres: {dsn: 'postgres://h/db'}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Finish(Scope{Route: true}); err != nil {
+		t.Fatal(err)
+	}
+	r, sc := c.Router, c.Sinks[0]
+	if r.BatchSize != router.DefaultBatchSize || r.MaxValueBytes != router.DefaultMaxValueBytes || r.GiveUp != router.DefaultGiveUp ||
+		r.Linger != 7*time.Millisecond || c.Rules.StalenessBound != rules.DefaultStalenessBound ||
+		c.Schemas.Registry.Backoff != schemas.DefaultRegistryBackoff || c.Kafka.SessionTimeout != kafka.DefaultSessionTimeout {
+		t.Fatalf("router %+v, rules %+v, registry %+v", r, c.Rules, c.Schemas.Registry)
+	}
+	if sc.BatchSize != sink.DefaultBatchSize || sc.WriteTimeout != sink.DefaultWriteTimeout || sc.ConsumerGroup != "residency-sink-s" ||
+		sc.QuarantineCluster != "main" || sc.Listen != DefaultListen {
+		t.Fatalf("sink %+v", sc)
+	}
+	if got := c.show("router.linger", r.Linger); got != "7ms" {
+		t.Errorf("a set value shows as %q", got)
+	}
+	if got := c.show("router.retry_max", r.RetryMax); got != "the default 2s" {
+		t.Errorf("a defaulted value shows as %q", got)
 	}
 }

@@ -1,4 +1,17 @@
-package main
+// Package config is the YAML configuration of every residency command that
+// takes --config (route, sink, replay, explain): the model (Config), how it
+// is read (Load: the file, then RESIDENCY_* environment variables), its one
+// defaults table (defaults.go, applied once by Finish) and its one
+// validation (Config.Validate), which returns every problem, each naming
+// its field path (router.batch_size, kafka.clusters.eu.tls.ca_file,
+// sinks[0].store), never a Go type. cmd/residency parses flags, calls
+// Load and Finish, and wires.
+//
+// This package depends on the adapters whose settings it holds
+// (connectors/kafka, connectors/redis, connectors/postgres,
+// connectors/objectstore) and on the packages whose defaults it applies;
+// none of them depends on it.
+package config
 
 import (
 	"bytes"
@@ -19,17 +32,18 @@ import (
 	"github.com/residency-router/residency/schemas"
 )
 
-// errConfig marks an invalid configuration; the text names the field.
-var errConfig = errors.New("invalid config")
+// ErrInvalid marks an invalid configuration (an *Error); the text names
+// the field. Commands exit with code 2 on it.
+var ErrInvalid = errors.New("invalid config")
 
 // Config is the YAML configuration of the residency commands that take
 // --config (route, sink, replay, explain; see deploy/examples/residency.yaml
 // and docs/configuration.md). Values come from the file, then RESIDENCY_*
 // environment variables, then flags. Every command checks the whole file
-// (Config.validate) before wiring anything.
+// (Finish: defaults, then Validate) before wiring anything.
 type Config struct {
 	// Instance names this router in the residency-router header and logs.
-	// Default: the host name.
+	// Default: the host name (route), "replay" (replay).
 	Instance string `yaml:"instance"`
 	// LogLevel is debug, info, warn or error. Default "info".
 	LogLevel string `yaml:"log_level"`
@@ -47,10 +61,12 @@ type Config struct {
 	// schema registry); see schemas.ExtractorConfig for each field's default.
 	Schemas schemas.ExtractorConfig `yaml:"schemas"`
 	// Sinks are the sinks `residency sink --store NAME` can run (see
-	// sink.go and docs/sinks.md). Default: none.
+	// SinkConfig and docs/sinks.md). Default: none.
 	Sinks []SinkConfig `yaml:"sinks"`
 
-	file string // the file it was read from, for errors
+	file      string          // the file it was read from, for errors
+	defaulted map[string]bool // the fields Finish gave their default, by path
+	finished  bool            // defaults applied
 }
 
 // HTTPConfig configures the operations endpoint.
@@ -143,13 +159,13 @@ type RulesConfig struct {
 	Pins *bool `yaml:"pins"`
 }
 
-// parseConfig decodes YAML. Every unknown field and every value of the
-// wrong type is reported by its field path (a *ConfigError), never by the
-// Go type it was meant for.
-func parseConfig(data []byte) (*Config, error) {
+// Parse decodes YAML. Every unknown field and every value of the wrong
+// type is reported by its field path (an *Error), never by the Go type it
+// was meant for. Call Finish before using the config.
+func Parse(data []byte) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, &ConfigError{Problems: []Problem{{Message: oneLine(err.Error())}}}
+		return nil, &Error{Problems: []Problem{{Message: OneLine(err.Error())}}}
 	}
 	var c Config
 	if doc.Kind == 0 {
@@ -158,35 +174,36 @@ func parseConfig(data []byte) (*Config, error) {
 	var ps problems
 	checkYAML(&doc, reflect.TypeFor[Config](), "", &ps)
 	if len(ps) > 0 {
-		return nil, &ConfigError{Problems: ps}
+		return nil, &Error{Problems: ps}
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		// checkYAML has already reported everything decoding refuses.
-		return nil, &ConfigError{Problems: []Problem{{Message: oneLine(err.Error())}}}
+		return nil, &Error{Problems: []Problem{{Message: OneLine(err.Error())}}}
 	}
 	return &c, nil
 }
 
-// warnDeprecated logs a warning for every setting that is accepted but no
+// WarnDeprecated logs a warning for every setting that is accepted but no
 // longer has an effect.
-func (c *Config) warnDeprecated(log *slog.Logger) {
+func (c *Config) WarnDeprecated(log *slog.Logger) {
 	if c.Kafka.BatchTimeout != 0 {
 		log.Warn("kafka.batch_timeout is ignored: the writer sends each batch at once; remove it from the configuration")
 	}
 }
 
-// loadConfig reads, decodes and env-overrides the config file; call check
-// (finish, finishSink) after applying flags. Errors are *ConfigError.
-func loadConfig(path string, lookup func(string) (string, bool)) (*Config, error) {
+// Load reads, decodes and env-overrides the config file (lookup reads the
+// environment: os.LookupEnv); call Finish after applying flags. Errors are
+// *Error.
+func Load(path string, lookup func(string) (string, bool)) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, &ConfigError{File: path, Problems: []Problem{{Message: "cannot read the config: " + oneLine(err.Error())}}}
+		return nil, &Error{File: path, Problems: []Problem{{Message: "cannot read the config: " + OneLine(err.Error())}}}
 	}
-	c, err := parseConfig(data)
+	c, err := Parse(data)
 	if err != nil {
-		var ce *ConfigError
+		var ce *Error
 		if errors.As(err, &ce) {
 			ce.File = path
 		}
@@ -215,7 +232,7 @@ func (c *Config) applyEnv(lookup func(string) (string, bool)) {
 	}
 	list := func(name string, dst *[]string) {
 		if v, ok := lookup(name); ok {
-			*dst = splitList(v)
+			*dst = SplitList(v)
 		}
 	}
 	str("RESIDENCY_INSTANCE", &c.Instance)
@@ -237,7 +254,9 @@ func (c *Config) applyEnv(lookup func(string) (string, bool)) {
 	}
 }
 
-func splitList(v string) []string {
+// SplitList splits a comma-separated list, trimming spaces and dropping
+// empty items.
+func SplitList(v string) []string {
 	var out []string
 	for _, s := range strings.Split(v, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -247,7 +266,8 @@ func splitList(v string) []string {
 	return out
 }
 
-func parseLevel(s string) (slog.Level, error) {
+// ParseLevel reads a log_level: debug, info, warn or error.
+func ParseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
 		return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
@@ -255,7 +275,10 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// pinsEnabled reports whether per-user pins are looked up.
-func (c *Config) pinsEnabled() bool {
+// File is the file the config was read from ("" if none).
+func (c *Config) File() string { return c.file }
+
+// PinsEnabled reports whether per-user pins are looked up.
+func (c *Config) PinsEnabled() bool {
 	return c.Rules.File == "" && (c.Rules.Pins == nil || *c.Rules.Pins)
 }

@@ -1,0 +1,161 @@
+package config
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/sink"
+)
+
+// Defaults of the config's own settings (the others are the defaults of
+// the packages the settings feed: router, sink, rules, schemas, kafka).
+const (
+	// DefaultListen is http.listen's default.
+	DefaultListen = ":9090"
+	// DefaultRedisAddr is redis.addr's default.
+	DefaultRedisAddr = "127.0.0.1:6379"
+	// DefaultConsumerGroup is router.consumer_group's default.
+	DefaultConsumerGroup = "residency-router"
+	// DefaultQuarantineTopic is router.quarantine_topic's default.
+	DefaultQuarantineTopic = "residency.quarantine"
+	// DefaultDeadLetterTopic is router.dead_letter_topic's default.
+	DefaultDeadLetterTopic = "residency.dead-letter"
+	// DefaultSinkQuarantineTopic is sinks[].quarantine_topic's default.
+	DefaultSinkQuarantineTopic = "residency.sink-quarantine"
+	// DefaultRulesWait is sinks[].rules_wait's default.
+	DefaultRulesWait = 30 * time.Second
+)
+
+// fieldDefault is one entry of the defaults table: a field by its YAML
+// path, and how to give it its default when it is unset (its zero value).
+type fieldDefault struct {
+	field string
+	apply func() bool // sets the default if the field is unset; reports whether it did
+}
+
+// def is the entry of field, at p, whose default is v.
+func def[T comparable](field string, p *T, v T) fieldDefault {
+	return derived(field, p, func() T { return v })
+}
+
+// derived is the entry of field, at p, whose default v computes from the
+// fields above it in the table.
+func derived[T comparable](field string, p *T, v func() T) fieldDefault {
+	return fieldDefault{field: field, apply: func() bool {
+		var zero T
+		if *p != zero {
+			return false
+		}
+		*p = v()
+		return *p != zero
+	}}
+}
+
+// table is the one defaults table of the config: every field that has a
+// default, in the order they are applied (a derived default reads only
+// fields above it). The values are the owning packages' exported defaults,
+// so a limit has one default whether it is set here or in Go. Fields of
+// kafka.clusters.*, sinks[].postgres and sinks[].objectstore are defaulted
+// by their adapters (connectors/kafka, postgres, objectstore).
+func (c *Config) table() []fieldDefault {
+	r, reg := &c.Router, &c.Schemas.Registry
+	t := []fieldDefault{
+		def("log_level", &c.LogLevel, "info"),
+		def("http.listen", &c.HTTP.Listen, DefaultListen),
+		derived("kafka.ingest_cluster", &c.Kafka.IngestCluster, func() string {
+			if len(c.Kafka.Clusters) != 1 {
+				return ""
+			}
+			for name := range c.Kafka.Clusters {
+				return name
+			}
+			return ""
+		}),
+		def("kafka.compression", &c.Kafka.Compression, "none"),
+		def("kafka.session_timeout", &c.Kafka.SessionTimeout, kafka.DefaultSessionTimeout),
+		def("kafka.rebalance_timeout", &c.Kafka.RebalanceTimeout, kafka.DefaultRebalanceTimeout),
+		def("router.consumer_group", &r.ConsumerGroup, DefaultConsumerGroup),
+		def("router.quarantine_topic", &r.QuarantineTopic, DefaultQuarantineTopic),
+		def("router.dead_letter_topic", &r.DeadLetterTopic, DefaultDeadLetterTopic),
+		def("router.start_offset", &r.StartOffset, "earliest"),
+		def("router.batch_size", &r.BatchSize, router.DefaultBatchSize),
+		def("router.linger", &r.Linger, router.DefaultLinger),
+		def("router.max_batch_bytes", &r.MaxBatchBytes, router.DefaultMaxBatchBytes),
+		def("router.max_value_bytes", &r.MaxValueBytes, router.DefaultMaxValueBytes),
+		def("router.retry_min", &r.RetryMin, router.DefaultRetryMin),
+		def("router.retry_max", &r.RetryMax, router.DefaultRetryMax),
+		def("router.give_up", &r.GiveUp, router.DefaultGiveUp),
+		def("router.shutdown_timeout", &r.ShutdownTimeout, router.DefaultShutdownTimeout),
+		def("redis.addr", &c.Redis.Addr, DefaultRedisAddr),
+		def("redis.prefix", &c.Redis.Prefix, rules.DefaultPrefix),
+		def("rules.staleness_bound", &c.Rules.StalenessBound, rules.DefaultStalenessBound),
+		def("rules.poll_interval", &c.Rules.PollInterval, rules.DefaultPollInterval),
+		def("rules.pins", &c.Rules.Pins, ptr(true)),
+		def("schemas.country_field", &c.Schemas.CountryField, schemas.DefaultCountryField),
+		def("schemas.user_id_field", &c.Schemas.UserIDField, schemas.DefaultUserIDField),
+		def("schemas.default_framing", &c.Schemas.DefaultFraming, schemas.FramingSingleObject),
+		def("schemas.max_value_size", &c.Schemas.MaxValueSize, schemas.DefaultMaxValueSize),
+		def("schemas.registry.timeout", &reg.Timeout, schemas.DefaultRegistryTimeout),
+		def("schemas.registry.retries", &reg.Retries, schemas.DefaultRegistryRetries),
+		def("schemas.registry.backoff", &reg.Backoff, schemas.DefaultRegistryBackoff),
+		def("schemas.registry.max_backoff", &reg.MaxBackoff, schemas.DefaultRegistryMaxBackoff),
+		def("schemas.registry.unknown_ttl", &reg.UnknownTTL, schemas.DefaultRegistryUnknownTTL),
+	}
+	for _, name := range c.ClusterNames() {
+		cl := c.Kafka.Clusters[name]
+		if cl.Name == "" { // the key names the cluster
+			cl.Name = name
+			c.Kafka.Clusters[name] = cl
+		}
+	}
+	for i := range c.Sinks {
+		sc := &c.Sinks[i]
+		f := func(name string) string { return fmt.Sprintf("sinks[%d].%s", i, name) }
+		t = append(t,
+			derived(f("consumer_group"), &sc.ConsumerGroup, func() string {
+				if sc.Store == "" {
+					return ""
+				}
+				return "residency-sink-" + sc.Store
+			}),
+			def(f("quarantine_topic"), &sc.QuarantineTopic, DefaultSinkQuarantineTopic),
+			derived(f("quarantine_cluster"), &sc.QuarantineCluster, func() string { return c.Kafka.IngestCluster }),
+			def(f("start_offset"), &sc.StartOffset, "earliest"),
+			def(f("batch_size"), &sc.BatchSize, sink.DefaultBatchSize),
+			def(f("batch_timeout"), &sc.BatchTimeout, sink.DefaultBatchTimeout),
+			def(f("drain_timeout"), &sc.DrainTimeout, sink.DefaultDrainTimeout),
+			// A write may land up to write_timeout after its approval was
+			// checked: keep that below the time an unconfirmed ruleset
+			// stays in force.
+			derived(f("write_timeout"), &sc.WriteTimeout, func() time.Duration {
+				if sink.DefaultWriteTimeout >= c.Rules.StalenessBound {
+					return c.Rules.StalenessBound / 2
+				}
+				return sink.DefaultWriteTimeout
+			}),
+			def(f("rules_wait"), &sc.RulesWait, DefaultRulesWait),
+			derived(f("listen"), &sc.Listen, func() string { return c.HTTP.Listen }),
+		)
+	}
+	return t
+}
+
+// applyDefaults applies the defaults table, once.
+func (c *Config) applyDefaults() {
+	if c.finished {
+		return
+	}
+	c.finished = true
+	c.defaulted = map[string]bool{}
+	for _, d := range c.table() {
+		if d.apply() {
+			c.defaulted[d.field] = true
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
