@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
 	"github.com/residency-router/residency/stream/streamtest"
@@ -19,7 +19,7 @@ import (
 // decision, headers, publish and commit bookkeeping) over the in-memory
 // broker, with real single-object Avro events and the real extractor.
 func BenchmarkRouterInMemory(b *testing.B) {
-	enc, err := routertest.NewEncoder()
+	enc, err := sample.NewEncoder()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func BenchmarkRouterInMemory(b *testing.B) {
 	countries := []string{"US", "DE", "GB", "IN", "FR", "PR"}
 	values := make([][]byte, 64)
 	for i := range values {
-		values[i], _ = enc.Encode(routertest.Event{ID: fmt.Sprint(i), UserID: fmt.Sprint("user-", i), Country: countries[i%len(countries)]})
+		values[i], _ = enc.Encode(sample.Event{ID: fmt.Sprint(i), UserID: fmt.Sprint("user-", i), Country: countries[i%len(countries)]})
 	}
 	a, bb := streamtest.NewBroker(), streamtest.NewBroker()
 	a.CreateTopic(ingest, 4)

@@ -10,9 +10,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
 )
 
 // Shapes of keys and producer headers the byte-for-byte tests produce: a
@@ -130,7 +130,7 @@ func TestIntegrationBytesExact(t *testing.T) {
 	s := newStack(t)
 	ctx := testenv.Context(t, 120*time.Second)
 	enc := func(id, country string) []byte {
-		v, err := s.enc.Encode(routertest.Event{ID: id, UserID: "u-" + id, Country: country})
+		v, err := s.enc.Encode(sample.Event{ID: id, UserID: "u-" + id, Country: country})
 		if err != nil {
 			t.Fatal(err)
 		}

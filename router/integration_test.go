@@ -16,9 +16,9 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
@@ -35,7 +35,7 @@ type stack struct {
 	cluster    map[string]string // region -> cluster name
 	group      string
 	rules      *rulesBox
-	enc        *routertest.Encoder
+	enc        *sample.Encoder
 	fields     *schemas.Extractor
 }
 
@@ -57,7 +57,7 @@ func newStack(t testing.TB) *stack {
 	}
 	s.group = testenv.Name(t, "routers")
 	var err error
-	if s.enc, err = routertest.NewEncoder(); err != nil {
+	if s.enc, err = sample.NewEncoder(); err != nil {
 		t.Fatal(err)
 	}
 	if s.fields, err = schemas.NewExtractor(schemas.ExtractorConfig{}); err != nil {
@@ -146,7 +146,7 @@ func (s *stack) goodEvents(t testing.TB, prefix string, n int) []sample {
 		cs := jurisdictionCountries[region]
 		user := fmt.Sprintf("%s-user-%s-%d", prefix, region, i%5)
 		id := fmt.Sprintf("%s-%d", prefix, i)
-		v, err := s.enc.Encode(routertest.Event{ID: id, UserID: user, Country: cs[i%len(cs)]})
+		v, err := s.enc.Encode(sample.Event{ID: id, UserID: user, Country: cs[i%len(cs)]})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -316,10 +316,10 @@ func TestIntegrationRoutesAcrossClusters(t *testing.T) {
 	bad := func(id, key string, v []byte, dest string) sample {
 		return sample{id: id, key: key, value: v, dest: dest}
 	}
-	noCountry, _ := s.enc.Encode(routertest.Event{ID: "q-null", UserID: "u-null"})
-	unknown, _ := s.enc.Encode(routertest.Event{ID: "q-zz", UserID: "u-zz", Country: "ZZ"})
-	notCode, _ := s.enc.Encode(routertest.Event{ID: "q-usa", UserID: "u-usa", Country: "USA"})
-	good, _ := s.enc.Encode(routertest.Event{ID: "x", UserID: "u", Country: "US"})
+	noCountry, _ := s.enc.Encode(sample.Event{ID: "q-null", UserID: "u-null"})
+	unknown, _ := s.enc.Encode(sample.Event{ID: "q-zz", UserID: "u-zz", Country: "ZZ"})
+	notCode, _ := s.enc.Encode(sample.Event{ID: "q-usa", UserID: "u-usa", Country: "USA"})
+	good, _ := s.enc.Encode(sample.Event{ID: "x", UserID: "u", Country: "US"})
 	unknownSchema := append([]byte{0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8}, good[10:]...)
 	samples = append(samples,
 		bad("q-null", "u-null", noCountry, "quarantine:no_country"),
@@ -628,7 +628,7 @@ func TestIntegrationRulesAndPinsFromRedis(t *testing.T) {
 	}()
 
 	ev := func(id, user, country string) sample {
-		v, err := s.enc.Encode(routertest.Event{ID: id, UserID: user, Country: country})
+		v, err := s.enc.Encode(sample.Event{ID: id, UserID: user, Country: country})
 		if err != nil {
 			t.Fatal(err)
 		}

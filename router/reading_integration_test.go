@@ -11,9 +11,9 @@ import (
 
 	"github.com/linkedin/goavro/v2"
 
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/schemas"
 )
 
@@ -154,7 +154,7 @@ func TestIntegrationOnlyWholeRecordsRouted(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
 	fp := s.enc.Fingerprint()
 	body := func(id string) []byte {
-		b, err := s.enc.Body(routertest.Event{ID: id, UserID: "u-" + id, Country: "US"})
+		b, err := s.enc.Body(sample.Event{ID: id, UserID: "u-" + id, Country: "US"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -187,7 +187,7 @@ func TestIntegrationOnlyWholeRecordsRouted(t *testing.T) {
 		{id: "union", key: "k", value: frame(union), dest: "deadletter:corrupt"},
 		{id: "whole", key: "k", value: frame(body("whole")), dest: "region:us"},
 	}
-	noCountry, _ := s.enc.Encode(routertest.Event{ID: "nc", UserID: "u-nc"})
+	noCountry, _ := s.enc.Encode(sample.Event{ID: "nc", UserID: "u-nc"})
 	samples = append(samples, sample{id: "nc", key: "k", value: noCountry, dest: "quarantine:no_country"},
 		sample{id: "magic", key: "k", value: []byte("not avro"), dest: "deadletter:bad_magic"})
 	r, _ := s.newRouter(t, "router-whole", nil)

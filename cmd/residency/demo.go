@@ -18,8 +18,8 @@ import (
 	"github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/internal/embedded"
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/stream"
 )
@@ -199,7 +199,7 @@ func demo(ctx context.Context, out io.Writer, log *slog.Logger, n int) error {
 // demoEvents builds the sample events: ~93% routable across the
 // jurisdictions (one user pinned to EU), the rest unplaceable or malformed.
 func demoEvents(n int, rs *rules.Ruleset) ([]demoEvent, error) {
-	enc, err := routertest.NewEncoder()
+	enc, err := sample.NewEncoder()
 	if err != nil {
 		return nil, err
 	}
@@ -221,43 +221,33 @@ func demoEvents(n int, rs *rules.Ruleset) ([]demoEvent, error) {
 		typ := types[rng.IntN(len(types))]
 		switch r := rng.IntN(100); {
 		case r < 3: // no country
-			v, err := enc.Encode(routertest.Event{ID: id, UserID: user, Type: typ})
+			v, err := enc.Encode(sample.Event{ID: id, UserID: user, Type: typ})
 			if err != nil {
 				return nil, err
 			}
 			add(user, v, "quarantine no_country")
 		case r < 5: // a country no jurisdiction holds
-			v, err := enc.Encode(routertest.Event{ID: id, UserID: user, Country: []string{"ZZ", "XK", "AQ"}[rng.IntN(3)], Type: typ})
+			v, err := enc.Encode(sample.Event{ID: id, UserID: user, Country: []string{"ZZ", "XK", "AQ"}[rng.IntN(3)], Type: typ})
 			if err != nil {
 				return nil, err
 			}
 			add(user, v, "quarantine unknown_country")
 		case r < 6: // malformed
-			v, err := enc.Encode(routertest.Event{ID: id, UserID: user, Country: "US", Type: typ})
+			m := []sample.Malformation{sample.BadMagic, sample.Truncated, sample.EmptyValue, sample.UnknownSchema}[rng.IntN(4)]
+			v, err := enc.Malformed(sample.Event{ID: id, UserID: user, Country: "US", Type: typ}, m)
 			if err != nil {
 				return nil, err
 			}
-			switch rng.IntN(4) {
-			case 0:
-				add(user, []byte(`{"event_id":"`+id+`","country":"US"}`), "dead-letter bad_magic")
-			case 1:
-				add(user, v[:len(v)/2], "dead-letter truncated")
-			case 2:
-				add(user, nil, "dead-letter empty_value")
-			default:
-				bad := slices.Clone(v)
-				bad[2] ^= 0xff // unknown fingerprint
-				add(user, bad, "dead-letter unknown_schema")
-			}
+			add(user, v, "dead-letter "+string(m))
 		case r < 8: // the pinned user: country says US, the pin says EU
-			v, err := enc.Encode(routertest.Event{ID: id, UserID: demoPinnedUser, Country: "US", Type: typ})
+			v, err := enc.Encode(sample.Event{ID: id, UserID: demoPinnedUser, Country: "US", Type: typ})
 			if err != nil {
 				return nil, err
 			}
 			add(demoPinnedUser, v, "region eu")
 		default:
 			c := countries[rng.IntN(len(countries))]
-			v, err := enc.Encode(routertest.Event{ID: id, UserID: user, Country: c, Type: typ})
+			v, err := enc.Encode(sample.Event{ID: id, UserID: user, Country: c, Type: typ})
 			if err != nil {
 				return nil, err
 			}

@@ -14,8 +14,8 @@ import (
 	"github.com/linkedin/goavro/v2"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 )
@@ -48,12 +48,12 @@ func explain(t *testing.T, args ...string) (int, map[string]any, string) {
 
 func TestExplain(t *testing.T) {
 	rulesFile := "../../deploy/examples/rules.yaml"
-	enc, err := routertest.NewEncoder()
+	enc, err := sample.NewEncoder()
 	if err != nil {
 		t.Fatal(err)
 	}
-	value, _ := enc.Encode(routertest.Event{ID: "e", UserID: "u", Country: "IN"})
-	body, _ := enc.Body(routertest.Event{ID: "e", UserID: "u", Country: "PR"})
+	value, _ := enc.Encode(sample.Event{ID: "e", UserID: "u", Country: "IN"})
+	body, _ := enc.Body(sample.Event{ID: "e", UserID: "u", Country: "PR"})
 	tests := []struct {
 		name     string
 		file     string

@@ -15,10 +15,10 @@ import (
 	"github.com/residency-router/residency/connectors/redis"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
@@ -43,7 +43,7 @@ type replayStack struct {
 	store                                  *redis.Rules
 	admins                                 map[string]*kafka.Admin
 	writer                                 *kafka.Writer
-	enc                                    *routertest.Encoder
+	enc                                    *sample.Encoder
 }
 
 func newReplayStack(t *testing.T) *replayStack {
@@ -84,7 +84,7 @@ sinks:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.writer.Close() })
-	if s.enc, err = routertest.NewEncoder(); err != nil {
+	if s.enc, err = sample.NewEncoder(); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -105,7 +105,7 @@ func (s *replayStack) quarantineEvents(t *testing.T, prefix, country, reason str
 	t.Helper()
 	var msgs []stream.Message
 	for i := range n {
-		v, err := s.enc.Encode(routertest.Event{ID: fmt.Sprintf("%s-%d", prefix, i), UserID: fmt.Sprintf("u-%s-%d", prefix, i), Country: country})
+		v, err := s.enc.Encode(sample.Event{ID: fmt.Sprintf("%s-%d", prefix, i), UserID: fmt.Sprintf("u-%s-%d", prefix, i), Country: country})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +223,7 @@ func TestReplayCommand(t *testing.T) {
 	// us; the baseline defaults to the version before the current one.
 	var msgs []stream.Message
 	for i := range 3 {
-		v, _ := s.enc.Encode(routertest.Event{ID: fmt.Sprint("in-", i), UserID: "u", Country: []string{"CA", "US", "DE"}[i]})
+		v, _ := s.enc.Encode(sample.Event{ID: fmt.Sprint("in-", i), UserID: "u", Country: []string{"CA", "US", "DE"}[i]})
 		msgs = append(msgs, stream.Message{Topic: s.ingest, Key: []byte("u"), Value: v})
 	}
 	if err := s.writer.Publish(ctx, msgs...); err != nil {
@@ -395,7 +395,7 @@ func TestReplayCommandSinkQuarantine(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
 	var msgs []stream.Message
 	for i := range 3 {
-		v, err := s.enc.Encode(routertest.Event{ID: fmt.Sprint("sq-", i), UserID: "u", Country: "US"})
+		v, err := s.enc.Encode(sample.Event{ID: fmt.Sprint("sq-", i), UserID: "u", Country: "US"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,8 +16,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/stream"
 )
@@ -78,7 +78,7 @@ rules: {poll_interval: 50ms}
 	cfgFile := writeEventFile(t, "residency.yaml", []byte(cfg))
 
 	// Events first: the router must not touch them until a ruleset exists.
-	enc, err := routertest.NewEncoder()
+	enc, err := sample.NewEncoder()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ rules: {poll_interval: 50ms}
 	defer w.Close()
 	var msgs []stream.Message
 	for i, c := range []string{"US", "DE", "US", "FR", "", "ZZ"} {
-		v, _ := enc.Encode(routertest.Event{ID: fmt.Sprint(i), UserID: fmt.Sprint("u", i), Country: c})
+		v, _ := enc.Encode(sample.Event{ID: fmt.Sprint(i), UserID: fmt.Sprint("u", i), Country: c})
 		msgs = append(msgs, stream.Message{Topic: ingest, Key: []byte(fmt.Sprint(i)), Value: v})
 	}
 	if err := w.Publish(ctx, msgs...); err != nil {

@@ -9,9 +9,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
@@ -184,13 +184,13 @@ regions:
 	for _, tp := range []string{"in", "q", "dl", "t.us", "t.eu"} {
 		b.CreateTopic(tp, 1)
 	}
-	enc, err := routertest.NewEncoder()
+	enc, err := sample.NewEncoder()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var msgs []stream.Message
 	for i, c := range []string{"US", "DE", "US", "DE", "ZZ"} {
-		v, _ := enc.Encode(routertest.Event{ID: eventID("0001", i), UserID: "u", Country: c})
+		v, _ := enc.Encode(sample.Event{ID: eventID("0001", i), UserID: "u", Country: c})
 		msgs = append(msgs, stream.Message{Topic: "in", Key: []byte("u"), Value: v})
 	}
 	if err := b.Publisher().Publish(context.Background(), msgs...); err != nil {

@@ -18,10 +18,10 @@ import (
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/postgres"
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/sink"
@@ -61,7 +61,7 @@ type env struct {
 	us, eu                         string
 	redis                          *testenv.Redis
 	store                          *redis.Rules
-	enc                            *routertest.Encoder
+	enc                            *sample.Encoder
 	pubs                           map[string]stream.Publisher
 	admins                         map[string]*kafka.Admin
 	reader                         *kafka.RangeReader
@@ -81,7 +81,7 @@ func newEnv(t *testing.T) *env {
 	e.redis = testenv.NewRedis(t)
 	e.store = redis.NewRules(e.redis.Client(t), e.redis.Prefix)
 	var err error
-	if e.enc, err = routertest.NewEncoder(); err != nil {
+	if e.enc, err = sample.NewEncoder(); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []*testenv.Kafka{e.a, e.b} {
@@ -150,7 +150,7 @@ func (e *env) produce(t *testing.T, values map[string][]byte) {
 // event encodes one canonical user event.
 func (e *env) event(t *testing.T, id, user, country string) []byte {
 	t.Helper()
-	v, err := e.enc.Encode(routertest.Event{ID: id, UserID: user, Country: country})
+	v, err := e.enc.Encode(sample.Event{ID: id, UserID: user, Country: country})
 	if err != nil {
 		t.Fatal(err)
 	}

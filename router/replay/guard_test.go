@@ -13,9 +13,9 @@ import (
 
 	"github.com/residency-router/residency/stream/streamtest"
 
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
-	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
@@ -42,13 +42,13 @@ func guardRuleset(t *testing.T, version int64) *rules.Ruleset {
 
 // guardBroker is an in-memory broker with the topics of guardRules, the
 // ingest topic "in" and the quarantine topics.
-func guardBroker(t *testing.T) (*streamtest.Broker, *routertest.Encoder) {
+func guardBroker(t *testing.T) (*streamtest.Broker, *sample.Encoder) {
 	t.Helper()
 	b := streamtest.NewBroker()
 	for _, tp := range []string{"in", "q", "dl", "sq", "t.us", "t.eu"} {
 		b.CreateTopic(tp, 1)
 	}
-	enc, err := routertest.NewEncoder()
+	enc, err := sample.NewEncoder()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestIngestReplayIgnoresForgedResidencyHeaders(t *testing.T) {
 	}
 	var msgs []stream.Message
 	for i, count := range []string{"3", "x", "0"} {
-		v, err := enc.Encode(routertest.Event{ID: eventID("0f0f", i), UserID: "u", Country: "US"})
+		v, err := enc.Encode(sample.Event{ID: eventID("0f0f", i), UserID: "u", Country: "US"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +156,7 @@ func TestRulesetChangeStopsRealReplay(t *testing.T) {
 	b, enc := guardBroker(t)
 	var msgs []stream.Message
 	for i := range 6 {
-		v, _ := enc.Encode(routertest.Event{ID: eventID("0c0c", i), UserID: "u", Country: "US"})
+		v, _ := enc.Encode(sample.Event{ID: eventID("0c0c", i), UserID: "u", Country: "US"})
 		msgs = append(msgs, stream.Message{Topic: "in", Key: []byte("u"), Value: v})
 	}
 	if err := b.Publisher().Publish(context.Background(), msgs...); err != nil {
@@ -238,7 +238,7 @@ func TestReplaySinkQuarantine(t *testing.T) {
 	b, enc := guardBroker(t)
 	var msgs []stream.Message
 	for i, c := range []string{"US", "DE", "ZZ"} {
-		v, _ := enc.Encode(routertest.Event{ID: eventID("05c0", i), UserID: "u", Country: c})
+		v, _ := enc.Encode(sample.Event{ID: eventID("05c0", i), UserID: "u", Country: c})
 		in := stream.Message{Topic: "in", Partition: 0, Offset: int64(40 + i), Key: []byte("u"), Value: v}
 		d := router.Decision{Outcome: router.Routed, Jurisdiction: "US", Region: "us", Topic: "t.us", Cluster: "a"}
 		hs := router.ResidencyHeaders(&in, &d, schemas.WriterRef{}, "3", "router-0", nil)

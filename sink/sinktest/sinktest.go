@@ -18,8 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/linkedin/goavro/v2"
-
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
@@ -27,11 +26,19 @@ import (
 )
 
 var (
-	codecOnce sync.Once
-	codec     *goavro.Codec
-	fp        uint64
-	codecErr  error
+	encOnce sync.Once
+	enc     *sample.Encoder
+	encErr  error
 )
+
+// encoder is the one sample-event encoder (internal/sample).
+func encoder() *sample.Encoder {
+	encOnce.Do(func() { enc, encErr = sample.NewEncoder() })
+	if encErr != nil {
+		panic(encErr)
+	}
+	return enc
+}
 
 // EventID is the event_id of test event i.
 func EventID(i int) string { return fmt.Sprintf("6f1c2a4e-0000-4000-8000-%012d", i) }
@@ -44,18 +51,7 @@ func OccurredAt(i int) time.Time { return time.UnixMilli(1_763_800_000_000 + int
 
 // Fingerprint returns the fingerprint of the embedded UserEvent schema, the
 // writer schema of every test event.
-func Fingerprint() uint64 {
-	codecOnce.Do(func() {
-		codec, codecErr = goavro.NewCodec(schemas.UserEventSchema)
-		if codecErr == nil {
-			fp, codecErr = schemas.Fingerprint(schemas.UserEventSchema)
-		}
-	})
-	if codecErr != nil {
-		panic(codecErr)
-	}
-	return fp
-}
+func Fingerprint() uint64 { return encoder().Fingerprint() }
 
 // SingleObject is the WriterRef of test events in the single-object
 // framing, as Event encodes them.
@@ -75,42 +71,10 @@ func Confluent(id uint32) schemas.WriterRef {
 }
 
 // Body returns test event i as a bare Avro body (the raw framing), written
-// with the embedded UserEvent schema.
+// with the embedded UserEvent schema: every optional field set, country
+// null when country is "".
 func Body(i int, country string) []byte {
-	Fingerprint()
-	ev := map[string]any{
-		"event_id":    EventID(i),
-		"user_id":     UserID(i),
-		"occurred_at": OccurredAt(i),
-		"event_type":  "VIDEO_VIEW",
-		"session_id":  goavro.Union("string", "s-"+strconv.Itoa(i)),
-		"device": map[string]any{
-			"device_id":     "d-8c1f",
-			"os":            "ANDROID",
-			"os_version":    goavro.Union("string", "14"),
-			"model":         goavro.Union("string", "Pixel 8"),
-			"app_version":   "34.1.2",
-			"screen_width":  goavro.Union("int", int32(1080)),
-			"screen_height": goavro.Union("int", int32(2400)),
-		},
-		"network":           "WIFI",
-		"locale":            goavro.Union("string", "en-US"),
-		"timezone":          goavro.Union("string", "America/Chicago"),
-		"video_id":          goavro.Union("string", "v-7301"),
-		"creator_id":        goavro.Union("string", "c-42"),
-		"watch_time_ms":     goavro.Union("long", int64(15_300)),
-		"video_duration_ms": goavro.Union("long", int64(31_000)),
-		"position_ms":       nil,
-		"muted":             false,
-		"geo_lat":           goavro.Union("double", 41.88),
-		"geo_lon":           goavro.Union("double", -87.63),
-		"country":           goavro.Union("string", country),
-		"tags":              []any{"fyp", "cooking"},
-		"properties":        map[string]any{"source": "for_you", "ab_bucket": "b7"},
-		"client_ip_hash":    goavro.Union("io.residency.events.Sha256", make([]byte, 32)),
-		"schema_version":    int32(3),
-	}
-	body, err := codec.BinaryFromNative(nil, ev)
+	body, err := encoder().Body(sample.Event{ID: EventID(i), UserID: UserID(i), Country: country, OccurredAt: OccurredAt(i), Full: true})
 	if err != nil {
 		panic(err)
 	}

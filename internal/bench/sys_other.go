@@ -1,6 +1,6 @@
 //go:build !unix
 
-package main
+package bench
 
 // cpuSeconds is not measured on this platform.
 func cpuSeconds() float64 { return 0 }

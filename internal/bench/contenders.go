@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"cmp"
@@ -45,10 +45,11 @@ const (
 	contenderWriterPass = "pass-through+router-writer"
 )
 
-// benchChildEnv is set in the environment of contender child processes.
-// The residency binary ignores it; the cmd/residency test binary's TestMain
-// uses it to run main's dispatcher instead of the tests.
-const benchChildEnv = "RESIDENCY_BENCH_CHILD"
+// ChildEnv is set in the environment of contender child processes. The
+// residency binary ignores it; a test binary that runs the harness (this
+// package's) checks it in TestMain and runs RunChild instead of the tests,
+// standing in for the binary.
+const ChildEnv = "RESIDENCY_BENCH_CHILD"
 
 // childSpec tells one contender run what to do. The parent passes it as
 // JSON to `residency bench --child`.
@@ -164,7 +165,7 @@ func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 	case contenderRouter:
 		err = runBenchRouter(ctx, spec, m)
 	default:
-		err = fmt.Errorf("%w: unknown contender %q", errUsage, spec.Mode)
+		err = fmt.Errorf("%w: unknown contender %q", ErrSpec, spec.Mode)
 	}
 	if err != nil {
 		return childResult{}, err
@@ -382,21 +383,22 @@ stores:
 `)
 }
 
-// runBenchChild is `residency bench --child SPEC`: run one contender and
-// print its childResult as JSON.
-func runBenchChild(ctx context.Context, e env, specJSON string) int {
+// ErrSpec: RunChild was given a spec that is not one of a contender run.
+var ErrSpec = errors.New("bench: bad contender spec")
+
+// RunChild is `residency bench --child SPEC`: it runs the one contender
+// specJSON describes (the harness starts the residency binary so, see
+// startContender) and prints its result as JSON on stdout.
+func RunChild(ctx context.Context, specJSON string, stdout io.Writer) error {
 	var spec childSpec
 	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
-		return fail(e, "bench", fmt.Errorf("%w: --child: %w", errUsage, err))
+		return fmt.Errorf("%w: %w", ErrSpec, err)
 	}
 	res, err := runContender(ctx, spec)
 	if err != nil {
-		return fail(e, "bench", err)
+		return err
 	}
-	if err := json.NewEncoder(e.stdout).Encode(res); err != nil {
-		return fail(e, "bench", err)
-	}
-	return exitOK
+	return json.NewEncoder(stdout).Encode(res)
 }
 
 // startContender runs spec in a child process of this binary (clean CPU
@@ -422,7 +424,7 @@ func startContender(ctx context.Context, spec childSpec, inProcess bool, stderr 
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, exe, "bench", "--child", string(b))
-	cmd.Env = append(os.Environ(), benchChildEnv+"=1")
+	cmd.Env = append(os.Environ(), ChildEnv+"=1")
 	var out strings.Builder
 	cmd.Stdout = &out
 	cmd.Stderr = stderr

@@ -1,0 +1,924 @@
+// Package bench is the harness of `residency bench`: it measures what
+// routing costs over moving the bytes, running the real router and a plain
+// kafka-go pass-through (and, with Options.Diagnose, two diagnostic
+// contenders) against the same brokers, each in a child process of the
+// residency binary (RunChild) unless Options.InProcess. The sample events
+// come from internal/sample. It imports no testing code.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/internal/embedded"
+	"github.com/residency-router/residency/internal/sample"
+)
+
+// Options configure a bench run: the flags of `residency bench`, which
+// gives each its default.
+type Options struct {
+	// Brokers are the bootstrap addresses of the Kafka cluster. Default:
+	// none, start the embedded stack.
+	Brokers []string
+	// Remote are those of a second cluster for the EU and UK pinned topics
+	// (with the embedded stack, any value uses its second cluster).
+	// Default: none, every region on Brokers.
+	Remote []string
+	// Events is how many events are preloaded and routed in the throughput
+	// pass. At least 100.
+	Events int
+	// Partitions of every topic. At least 1.
+	Partitions int
+	// Replication is the replication factor of every topic. At least 1.
+	Replication int
+	// BatchSize is the events per batch of both contenders. At least 1.
+	BatchSize int
+	// Linger is how long a batch waits for more events, both contenders.
+	Linger time.Duration
+	// Rate is the offered rate of the latency pass in events/s; 0: half
+	// the pass-through's events/s.
+	Rate float64
+	// LatencyFor is how long the latency pass produces timed events, per
+	// contender.
+	LatencyFor time.Duration
+	// LatencyWarmup is how long the latency pass first produces at the
+	// offered rate without timing (0: no warm-up at rate).
+	LatencyWarmup time.Duration
+	// LatencyPasses is the latency passes per contender, in the order
+	// A B B A ...
+	LatencyPasses int
+	// Rounds is the throughput rounds; each runs every contender,
+	// alternating which goes first.
+	Rounds int
+	// InProcess runs the contenders in this process instead of child
+	// processes (CPU and RSS then include everything else in it).
+	InProcess bool
+	// KeepTopics leaves the bench topics in place at the end.
+	KeepTopics bool
+	// Timeout bounds the whole run.
+	Timeout time.Duration
+	// Seed seeds the event mix.
+	Seed uint64
+	// CPUProfile, if set, is a directory where each contender run (child
+	// processes only) writes a CPU profile.
+	CPUProfile string
+	// Diagnose adds two throughput contenders: the pass-through plus the
+	// router's fan-out and headers, and the pass-through with the router's
+	// writer.
+	Diagnose bool
+}
+
+// DefaultOptions returns the defaults of `residency bench`'s flags.
+func DefaultOptions() Options {
+	return Options{Events: 200_000, Partitions: 6, Replication: 1, BatchSize: 500, Linger: 5 * time.Millisecond,
+		LatencyFor: 10 * time.Second, LatencyWarmup: 2 * time.Second, LatencyPasses: 2, Rounds: 1,
+		Timeout: 30 * time.Minute, Seed: 1}
+}
+
+// Validate reports options Run cannot use, in the flags' words.
+func (o Options) Validate() error {
+	if o.Events < 100 || o.Partitions < 1 || o.Replication < 1 || o.BatchSize < 1 || o.Rounds < 1 ||
+		o.Rate < 0 || o.LatencyFor <= 0 || o.LatencyWarmup < 0 || o.LatencyPasses < 1 || o.Linger < 0 {
+		return errors.New("--events must be at least 100; --partitions, --replication, --batch-size, --rounds and --latency-passes at least 1; " +
+			"--latency-duration positive; --rate, --latency-warmup and --linger not negative")
+	}
+	return nil
+}
+
+// Report is the result of `residency bench` (its --json output).
+type Report struct {
+	// Target is "embedded" or the --brokers list.
+	Target string `json:"target"`
+	// Remote is the --remote-brokers list, if any.
+	Remote     string  `json:"remote,omitempty"`
+	Events     int     `json:"events"`
+	Partitions int     `json:"partitions"`
+	BatchSize  int     `json:"batch_size"`
+	Rounds     int     `json:"rounds"`
+	Processes  string  `json:"processes"` // "child" or "in-process"
+	GoVersion  string  `json:"go_version"`
+	Platform   string  `json:"platform"`
+	CPUs       int     `json:"cpus"`
+	LoadStart  float64 `json:"load_average_start"` // 1-minute load average
+	LoadEnd    float64 `json:"load_average_end"`
+	// Mix counts the preloaded events by kind.
+	Mix map[string]int `json:"mix"`
+	// PassThrough and Router are the two contenders.
+	PassThrough ContenderReport `json:"pass_through"`
+	Router      ContenderReport `json:"router"`
+	// FanOut is the --diagnose contender (throughput only).
+	FanOut *ContenderReport `json:"fan_out,omitempty"`
+	// FanOutRatio is FanOut.EventsPerSecond / PassThrough.EventsPerSecond.
+	FanOutRatio float64 `json:"fan_out_ratio,omitempty"`
+	// WriterPass is the other --diagnose contender: the pass-through with
+	// the router's writer (throughput only).
+	WriterPass *ContenderReport `json:"writer_pass,omitempty"`
+	// RouterToWriterPass is Router.EventsPerSecond /
+	// WriterPass.EventsPerSecond: the cost of routing on the same produce
+	// path.
+	RouterToWriterPass float64 `json:"router_to_writer_pass,omitempty"`
+	// Ratio is Router.EventsPerSecond / PassThrough.EventsPerSecond.
+	Ratio float64 `json:"ratio"`
+	// RoundRatios is the same ratio per round.
+	RoundRatios []float64 `json:"round_ratios"`
+}
+
+// ContenderReport is what one contender measured.
+type ContenderReport struct {
+	// EventsPerSecond is the median over rounds of the throughput pass.
+	EventsPerSecond float64 `json:"events_per_second"`
+	// RoundEventsPerSecond lists every round.
+	RoundEventsPerSecond []float64 `json:"round_events_per_second"`
+	// CPUSecondsPerMillion is CPU seconds per million events (median).
+	CPUSecondsPerMillion float64 `json:"cpu_seconds_per_million"`
+	// PeakRSSMiB is the largest VmHWM of the contender's processes.
+	PeakRSSMiB float64 `json:"peak_rss_mib"`
+	// Latency is the fixed-rate pass (none for the --diagnose contender).
+	Latency *LatencyReport `json:"latency,omitempty"`
+}
+
+// LatencyReport is the fixed-rate pass of one contender.
+type LatencyReport struct {
+	OfferedRate  float64 `json:"offered_rate"`  // events/s asked for
+	AchievedRate float64 `json:"achieved_rate"` // events/s the producer managed
+	Passes       int     `json:"passes"`        // latency passes pooled into this report
+	Sent         int     `json:"sent"`          // timed events
+	WarmupSent   int     `json:"warmup_sent"`   // untimed events at the offered rate before them
+	Received     int     `json:"received"`      // distinct events found at the destinations
+	Duplicates   int     `json:"duplicates"`    // extra copies (at-least-once redeliveries)
+	// Clock is "log_append_time" when every latency ends at the broker's
+	// append time, "arrival" when the broker kept producer timestamps (the
+	// embedded stack) and latencies end when the record reached the bench.
+	Clock string  `json:"clock"`
+	P50Ms float64 `json:"p50_ms"`
+	P99Ms float64 `json:"p99_ms"`
+	MaxMs float64 `json:"max_ms"`
+	// PassP99Ms is each pass's own p99, in the order run.
+	PassP99Ms []float64 `json:"pass_p99_ms"`
+}
+
+// add pools one more pass into r: its counts, and its events' latencies
+// lats (sorted) with those of the earlier passes, pooled. It returns the
+// new pool.
+func (r *LatencyReport) add(pass LatencyReport, lats, pooled []time.Duration) []time.Duration {
+	r.OfferedRate = pass.OfferedRate
+	r.AchievedRate = (r.AchievedRate*float64(r.Passes) + pass.AchievedRate) / float64(r.Passes+1)
+	r.Passes++
+	r.Sent += pass.Sent
+	r.WarmupSent += pass.WarmupSent
+	r.Received += pass.Received
+	r.Duplicates += pass.Duplicates
+	if r.Clock == "" || pass.Clock == "arrival" {
+		r.Clock = pass.Clock
+	}
+	r.PassP99Ms = append(r.PassP99Ms, pass.P99Ms)
+	pooled = append(pooled, lats...)
+	slices.Sort(pooled)
+	if len(pooled) > 0 {
+		r.P50Ms, r.P99Ms, r.MaxMs = durMs(quantile(pooled, 0.50)), durMs(quantile(pooled, 0.99)), durMs(pooled[len(pooled)-1])
+	}
+	return pooled
+}
+
+// durMs is d in milliseconds.
+func durMs(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// Record headers of bench events.
+const (
+	benchSentHeader   = "bench-sent"   // producer timestamp, Unix nanoseconds
+	benchWarmupHeader = "bench-warmup" // present on warm-up events
+	benchSeqHeader    = "bench-seq"    // sequence number of a timed event
+)
+
+// benchRun is one invocation's shared state.
+type benchRun struct {
+	o      Options
+	id     string
+	admin  *kafka.Admin
+	client *kafkago.Client
+	remote *kafkago.Client
+	topics map[*kafkago.Client][]string // created, to delete at the end
+	// embedded: the bench started the embedded stack, whose broker keeps
+	// producer timestamps, so latencies end when records reach the bench.
+	embedded bool
+	pool     *benchPool
+	log      io.Writer
+	stderr   io.Writer
+}
+
+// Run measures as the package doc says and returns the report; log gets
+// the progress lines, stderr the contenders' own output.
+func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	rep := &Report{Target: "embedded", Events: o.Events, Partitions: o.Partitions, BatchSize: o.BatchSize, Rounds: o.Rounds,
+		Processes: "child", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(),
+		LoadStart: loadAverage()[0]}
+	if o.InProcess {
+		rep.Processes = "in-process"
+	}
+	if len(o.Brokers) == 0 {
+		fmt.Fprintln(log, "Starting the embedded stack ...")
+		st, err := embedded.Start(embedded.Options{Partitions: o.Partitions})
+		if err != nil {
+			return nil, err
+		}
+		defer st.Close()
+		o.Brokers = st.IngestBrokers()
+		if len(o.Remote) > 0 {
+			o.Remote = st.RemoteBrokers()
+		}
+	} else {
+		rep.Target = strings.Join(o.Brokers, ",")
+		rep.Remote = strings.Join(o.Remote, ",")
+	}
+	b := &benchRun{o: o, id: fmt.Sprintf("bench-%d", time.Now().UnixNano()), topics: map[*kafkago.Client][]string{}, log: log, stderr: stderr,
+		embedded: rep.Target == "embedded"}
+	var err error
+	if b.admin, err = kafka.NewAdmin(kafka.Cluster{Name: "ingest", Brokers: o.Brokers}); err != nil {
+		return nil, err
+	}
+	b.client = &kafkago.Client{Addr: kafkago.TCP(o.Brokers...), Timeout: 30 * time.Second}
+	if len(o.Remote) > 0 {
+		b.remote = &kafkago.Client{Addr: kafkago.TCP(o.Remote...), Timeout: 30 * time.Second}
+	}
+	if !o.KeepTopics {
+		defer b.deleteTopics()
+	}
+	if b.pool, err = newBenchPool(o.Seed); err != nil {
+		return nil, err
+	}
+
+	// Throughput: preload, then each contender consumes everything.
+	ingest := b.id + ".ingest"
+	if err := b.createTopics(ctx, b.client, false, ingest); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "Preloading %d events into %s (%d partitions) ...\n", o.Events, ingest, o.Partitions)
+	start := time.Now()
+	if rep.Mix, err = b.preload(ctx, ingest); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "Preloaded in %s.\n", time.Since(start).Round(time.Millisecond))
+	cpu := map[string][]float64{}
+	if o.Diagnose {
+		rep.FanOut, rep.WriterPass = &ContenderReport{}, &ContenderReport{}
+	}
+	for round := range o.Rounds {
+		order := []string{contenderPassThrough, contenderRouter}
+		if o.Diagnose {
+			order = append(order, contenderFanOut, contenderWriterPass)
+		}
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		var eps [2]float64
+		for _, mode := range order {
+			res, err := b.throughput(ctx, mode, ingest, round)
+			if err != nil {
+				return nil, err
+			}
+			rate := float64(res.Events) / res.Seconds
+			c := rep.contender(mode)
+			c.RoundEventsPerSecond = append(c.RoundEventsPerSecond, rate)
+			c.PeakRSSMiB = max(c.PeakRSSMiB, float64(res.PeakRSSBytes)/(1<<20))
+			cpu[mode] = append(cpu[mode], res.CPUSeconds/float64(res.Events)*1e6)
+			switch mode {
+			case contenderRouter:
+				eps[1] = rate
+			case contenderPassThrough:
+				eps[0] = rate
+			}
+			fmt.Fprintf(log, "Round %d, %s: %d events in %.2fs: %.0f events/s, %.2f CPU s per million, peak RSS %.0f MiB\n",
+				round+1, mode, res.Events, res.Seconds, rate, res.CPUSeconds/float64(res.Events)*1e6, float64(res.PeakRSSBytes)/(1<<20))
+		}
+		rep.RoundRatios = append(rep.RoundRatios, eps[1]/eps[0])
+	}
+	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderFanOut, contenderWriterPass} {
+		if c := rep.contender(mode); c != nil {
+			c.EventsPerSecond = median(c.RoundEventsPerSecond)
+			c.CPUSecondsPerMillion = median(cpu[mode])
+		}
+	}
+	rep.Ratio = rep.Router.EventsPerSecond / rep.PassThrough.EventsPerSecond
+	if rep.FanOut != nil {
+		rep.FanOutRatio = rep.FanOut.EventsPerSecond / rep.PassThrough.EventsPerSecond
+		rep.RouterToWriterPass = rep.Router.EventsPerSecond / rep.WriterPass.EventsPerSecond
+	}
+
+	// Latency at a fixed offered rate.
+	rate := o.Rate
+	if rate == 0 {
+		rate = rep.PassThrough.EventsPerSecond / 2
+	}
+	// Passes in the order A B B A ...: whatever changes over the run (the
+	// broker after millions of records, the host's other load) weighs on
+	// both contenders alike; percentiles are over all of a contender's
+	// events.
+	pooled := map[string][]time.Duration{}
+	for k := range o.LatencyPasses {
+		order := []string{contenderPassThrough, contenderRouter}
+		if k%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, mode := range order {
+			lat, lats, peak, err := b.latency(ctx, mode, rate, k+1)
+			if err != nil {
+				return nil, err
+			}
+			c := rep.contender(mode)
+			if c.Latency == nil {
+				c.Latency = &LatencyReport{}
+			}
+			pooled[mode] = c.Latency.add(lat, lats, pooled[mode])
+			c.PeakRSSMiB = max(c.PeakRSSMiB, peak)
+			fmt.Fprintf(log, "Latency pass %d, %s at %.0f events/s offered (%.0f achieved): p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d of %d events, %d duplicates)\n",
+				k+1, mode, lat.OfferedRate, lat.AchievedRate, lat.P50Ms, lat.P99Ms, lat.MaxMs, lat.Received, lat.Sent, lat.Duplicates)
+		}
+	}
+	rep.LoadEnd = loadAverage()[0]
+	return rep, nil
+}
+
+// contender returns the report of mode; for contenderFanOut, nil unless
+// it has been started with fanOut.
+func (r *Report) contender(mode string) *ContenderReport {
+	switch mode {
+	case contenderRouter:
+		return &r.Router
+	case contenderFanOut:
+		return r.FanOut
+	case contenderWriterPass:
+		return r.WriterPass
+	}
+	return &r.PassThrough
+}
+
+// childSpec returns the spec of a contender reading ingest; destinations
+// are named after prefix.
+func (b *benchRun) childSpec(mode, ingest, prefix string, expect int) childSpec {
+	return childSpec{Mode: mode, Brokers: b.o.Brokers, RemoteBrokers: b.o.Remote, Ingest: ingest,
+		Group: prefix + ".group", Dest: prefix + ".out", Prefix: prefix, Expect: expect,
+		BatchSize: b.o.BatchSize, Linger: b.o.Linger, Timeout: b.o.Timeout}
+}
+
+// profiled sets spec's CPU profile file when --cpuprofile is given.
+func (b *benchRun) profiled(spec childSpec, name string) childSpec {
+	if b.o.CPUProfile != "" && !b.o.InProcess {
+		spec.CPUProfile = filepath.Join(b.o.CPUProfile, name+".pprof")
+	}
+	return spec
+}
+
+// destinations creates (LogAppendTime) and returns the topics a contender
+// writes to, by client.
+func (b *benchRun) destinations(ctx context.Context, mode, prefix string) (map[*kafkago.Client][]string, error) {
+	out := map[*kafkago.Client][]string{}
+	if mode == contenderPassThrough || mode == contenderWriterPass {
+		out[b.client] = []string{prefix + ".out"}
+	} else if mode == contenderFanOut {
+		out[b.client] = []string{prefix + ".us", prefix + ".eu", prefix + ".uk", prefix + ".in", prefix + ".br", prefix + ".quarantine", prefix + ".dead-letter"}
+	} else {
+		out[b.client] = []string{prefix + ".us", prefix + ".in", prefix + ".br", prefix + ".quarantine", prefix + ".dead-letter"}
+		far := b.client
+		if b.remote != nil {
+			far = b.remote
+		}
+		out[far] = append(out[far], prefix+".eu", prefix+".uk")
+	}
+	for c, names := range out {
+		if err := b.createTopics(ctx, c, true, names...); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// throughput runs one contender over the preloaded ingest topic.
+func (b *benchRun) throughput(ctx context.Context, mode, ingest string, round int) (childResult, error) {
+	prefix := fmt.Sprintf("%s.r%d.%s", b.id, round, strings.ReplaceAll(mode, "+", "_")) // Kafka topic names allow [a-zA-Z0-9._-]
+	if _, err := b.destinations(ctx, mode, prefix); err != nil {
+		return childResult{}, err
+	}
+	wait, err := startContender(ctx, b.profiled(b.childSpec(mode, ingest, prefix, b.o.Events), fmt.Sprintf("throughput-r%d-%s", round+1, mode)), b.o.InProcess, b.stderr)
+	if err != nil {
+		return childResult{}, err
+	}
+	return wait()
+}
+
+// latency runs one pass (numbered pass) of one contender on a fresh ingest
+// topic while events are produced at rate, then reads the destinations
+// back; it returns the pass's report and its events' latencies, sorted.
+func (b *benchRun) latency(ctx context.Context, mode string, rate float64, pass int) (LatencyReport, []time.Duration, float64, error) {
+	prefix := fmt.Sprintf("%s.lat%d.%s", b.id, pass, mode)
+	ingest := prefix + ".ingest"
+	if err := b.createTopics(ctx, b.client, false, ingest); err != nil {
+		return LatencyReport{}, nil, 0, err
+	}
+	dests, err := b.destinations(ctx, mode, prefix)
+	if err != nil {
+		return LatencyReport{}, nil, 0, err
+	}
+	const warmup = 200
+	n := max(int(math.Round(rate*b.o.LatencyFor.Seconds())), 1)
+	// Untimed events at the offered rate before the timed ones: the first
+	// second at rate carries one-off costs (the broker's first appends to
+	// new partitions, the heap growing to its working size) that are not
+	// what the pass measures.
+	atRate := int(math.Round(rate * b.o.LatencyWarmup.Seconds()))
+	spec := b.profiled(b.childSpec(mode, ingest, prefix, warmup+atRate+n), fmt.Sprintf("latency-p%d-%s", pass, mode))
+	tl, err := b.startTail(ctx, dests, n)
+	if err != nil {
+		return LatencyReport{}, nil, 0, err
+	}
+	defer tl.stop()
+	wait, err := startContender(ctx, spec, b.o.InProcess, b.stderr)
+	if err != nil {
+		return LatencyReport{}, nil, 0, err
+	}
+	w := b.writer(b.o.BatchSize)
+	defer w.Close()
+	rng := rand.New(rand.NewPCG(b.o.Seed, 99))
+	// Warm up: the contender has joined its group and reached every
+	// partition's leader once these are committed.
+	var msgs []kafkago.Message
+	for range warmup {
+		m := b.pool.next(rng, ingest)
+		m.Headers = append(m.Headers, kafkago.Header{Key: benchWarmupHeader, Value: []byte("1")})
+		msgs = append(msgs, m)
+	}
+	if err := writeRetry(ctx, w, msgs); err != nil {
+		return LatencyReport{}, nil, 0, fmt.Errorf("produce warm-up events: %w", err)
+	}
+	for {
+		lag, err := b.admin.Lag(ctx, spec.Group, ingest)
+		if err == nil && lag == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return LatencyReport{}, nil, 0, fmt.Errorf("the %s contender did not take the warm-up events: %w", mode, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// Offer atRate untimed events, then the n timed ones, at rate: every
+	// tick, send what is due since the start.
+	start := time.Now()
+	var timedStart time.Time
+	sent, total := 0, atRate+n
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for sent < total {
+		due := min(int(time.Since(start).Seconds()*rate)+1, total)
+		if due > sent {
+			msgs = msgs[:0]
+			now := time.Now()
+			stamp := strconv.AppendInt(nil, now.UnixNano(), 10)
+			for k := sent; k < due; k++ {
+				m := b.pool.next(rng, ingest)
+				if k < atRate {
+					m.Headers = append(m.Headers, kafkago.Header{Key: benchWarmupHeader, Value: []byte("1")})
+				} else {
+					if k == atRate {
+						timedStart = now
+					}
+					m.Headers = append(m.Headers, kafkago.Header{Key: benchSentHeader, Value: stamp},
+						kafkago.Header{Key: benchSeqHeader, Value: strconv.AppendInt(nil, int64(k-atRate), 10)})
+				}
+				msgs = append(msgs, m)
+			}
+			if err := writeRetry(ctx, w, msgs); err != nil {
+				return LatencyReport{}, nil, 0, fmt.Errorf("produce at a fixed rate: %w", err)
+			}
+			sent = due
+		}
+		select {
+		case <-ctx.Done():
+			return LatencyReport{}, nil, 0, ctx.Err()
+		case <-tick.C:
+		}
+	}
+	produced := time.Since(timedStart)
+	res, err := wait()
+	if err != nil {
+		return LatencyReport{}, nil, 0, err
+	}
+	lats, err := tl.finish(ctx, b)
+	if err != nil {
+		return LatencyReport{}, nil, 0, err
+	}
+	rep := LatencyReport{OfferedRate: rate, AchievedRate: float64(n) / produced.Seconds(), Sent: n, WarmupSent: atRate, Received: len(lats),
+		Duplicates: tl.dups, Clock: "log_append_time"}
+	if tl.arrivals > 0 {
+		rep.Clock = "arrival"
+	}
+	if len(lats) > 0 {
+		slices.Sort(lats)
+		rep.P50Ms, rep.P99Ms, rep.MaxMs = durMs(quantile(lats, 0.50)), durMs(quantile(lats, 0.99)), durMs(lats[len(lats)-1])
+	}
+	return rep, lats, float64(res.PeakRSSBytes) / (1 << 20), nil
+}
+
+// tail follows the destination topics of a latency pass from their start.
+// For each of the n timed events (by sequence number; a redelivered copy
+// counts once, at its first append) it keeps the append time minus the
+// producer timestamp. It reads with franz-go, which reports the broker's
+// LogAppendTime (kafka-go reports the producer's timestamp instead). A
+// broker that keeps the producer's timestamp even so (kfake applies
+// LogAppendTime only when the producer asks for it) gets the time the
+// record reached the tail instead, an upper bound of the append time.
+type tail struct {
+	dests   map[*kafkago.Client][]string
+	clients []*kgo.Client
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex
+	n        int
+	first    []time.Duration
+	seen     []bool
+	distinct int
+	dups     int
+	arrivals int   // latencies taken at arrival, not from LogAppendTime
+	consumed int64 // every record, warm-up included
+}
+
+func (b *benchRun) startTail(ctx context.Context, dests map[*kafkago.Client][]string, n int) (*tail, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	t := &tail{dests: dests, cancel: cancel, n: n, first: make([]time.Duration, n), seen: make([]bool, n)}
+	for c, topics := range dests {
+		brokers := b.o.Brokers
+		if c == b.remote {
+			brokers = b.o.Remote
+		}
+		opts := []kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100 * time.Millisecond)}
+		if !b.embedded {
+			// A latency ends at the broker's append time, not when the
+			// bench reads the record: read in large, lazy fetches, so that
+			// following the router's 42 destination partitions (against the
+			// pass-through's 6) costs the shared CPUs as little as it can.
+			opts = append(opts, kgo.FetchMinBytes(1<<20), kgo.FetchMaxWait(250*time.Millisecond))
+		}
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			t.stop()
+			return nil, err
+		}
+		t.clients = append(t.clients, cl)
+		t.wg.Go(func() {
+			for ctx.Err() == nil {
+				fs := cl.PollFetches(ctx)
+				now := time.Now()
+				t.mu.Lock()
+				fs.EachRecord(func(r *kgo.Record) { t.record(r, now) })
+				t.mu.Unlock()
+			}
+		})
+	}
+	return t, nil
+}
+
+// record notes one record; t.mu is held.
+func (t *tail) record(r *kgo.Record, now time.Time) {
+	t.consumed++
+	var sent, seq int64 = 0, -1
+	for _, h := range r.Headers {
+		switch h.Key {
+		case benchSentHeader:
+			sent, _ = strconv.ParseInt(string(h.Value), 10, 64)
+		case benchSeqHeader:
+			seq, _ = strconv.ParseInt(string(h.Value), 10, 64)
+		}
+	}
+	if seq < 0 || seq >= int64(t.n) {
+		return // a warm-up event
+	}
+	at := r.Timestamp
+	if r.Attrs.TimestampType() != 1 { // not LogAppendTime
+		at = now
+		t.arrivals++
+	}
+	lat := at.Sub(time.Unix(0, sent))
+	if t.seen[seq] {
+		t.dups++
+		t.first[seq] = min(t.first[seq], lat)
+		return
+	}
+	t.seen[seq] = true
+	t.distinct++
+	t.first[seq] = lat
+}
+
+// finish waits until the tail has read every record now in the
+// destinations, stops it and returns the latencies. It fails if a timed
+// event is missing.
+func (t *tail) finish(ctx context.Context, b *benchRun) ([]time.Duration, error) {
+	var end int64
+	for c, topics := range t.dests {
+		brokers := b.o.Brokers
+		if c == b.remote {
+			brokers = b.o.Remote
+		}
+		e, err := b.endOffsets(ctx, brokers, topics)
+		if err != nil {
+			return nil, err
+		}
+		end += e
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		t.mu.Lock()
+		consumed := t.consumed
+		t.mu.Unlock()
+		if consumed >= end {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("read back the destinations: %d of %d records", consumed, end)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.stop()
+	if t.distinct != t.n {
+		return nil, fmt.Errorf("the destinations hold %d of the %d events produced: %d lost", t.distinct, t.n, t.n-t.distinct)
+	}
+	return t.first, nil
+}
+
+// stop ends the tail's reading; it is safe to call twice.
+func (t *tail) stop() {
+	t.cancel()
+	t.wg.Wait()
+	for _, cl := range t.clients {
+		cl.Close()
+	}
+	t.clients = nil
+}
+
+// endOffsets sums the high-water marks of topics.
+func (b *benchRun) endOffsets(ctx context.Context, brokers, topics []string) (int64, error) {
+	a, err := kafka.NewAdmin(kafka.Cluster{Name: "bench", Brokers: brokers})
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, t := range topics {
+		end, err := a.EndOffsets(ctx, t)
+		if err != nil {
+			return 0, err
+		}
+		for _, o := range end {
+			sum += o
+		}
+	}
+	return sum, nil
+}
+
+// writer returns the producer of the bench: acks from all replicas, hash
+// partitioning on the key.
+func (b *benchRun) writer(batch int) *kafkago.Writer {
+	return &kafkago.Writer{Addr: kafkago.TCP(b.o.Brokers...), Balancer: &kafkago.Hash{}, RequiredAcks: kafkago.RequireAll,
+		BatchSize: batch, BatchBytes: 1 << 20, BatchTimeout: time.Millisecond, WriteTimeout: 30 * time.Second}
+}
+
+// preload writes o.Events events to topic and counts them by kind.
+func (b *benchRun) preload(ctx context.Context, topic string) (map[string]int, error) {
+	w := b.writer(1000)
+	defer w.Close()
+	rng := rand.New(rand.NewPCG(b.o.Seed, 1))
+	mix := map[string]int{}
+	msgs := make([]kafkago.Message, 0, 20_000)
+	for sent := 0; sent < b.o.Events; {
+		msgs = msgs[:0]
+		now := strconv.AppendInt(nil, time.Now().UnixNano(), 10)
+		for range min(cap(msgs), b.o.Events-sent) {
+			m := b.pool.next(rng, topic)
+			mix[b.pool.lastKind]++
+			m.Headers = append(m.Headers, kafkago.Header{Key: benchSentHeader, Value: now})
+			msgs = append(msgs, m)
+		}
+		if err := writeRetry(ctx, w, msgs); err != nil {
+			return nil, fmt.Errorf("preload: %w", err)
+		}
+		sent += len(msgs)
+	}
+	return mix, nil
+}
+
+// createTopics creates names on c with the bench's partitions, and
+// LogAppendTime timestamps when appendTime (destinations, so a record's
+// timestamp there is when the broker appended it).
+func (b *benchRun) createTopics(ctx context.Context, c *kafkago.Client, appendTime bool, names ...string) error {
+	req := &kafkago.CreateTopicsRequest{}
+	for _, n := range names {
+		tc := kafkago.TopicConfig{Topic: n, NumPartitions: b.o.Partitions, ReplicationFactor: b.o.Replication}
+		if appendTime {
+			tc.ConfigEntries = []kafkago.ConfigEntry{{ConfigName: "message.timestamp.type", ConfigValue: "LogAppendTime"}}
+		}
+		req.Topics = append(req.Topics, tc)
+	}
+	resp, err := c.CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	for n, e := range resp.Errors {
+		if e != nil {
+			return fmt.Errorf("create topic %s: %w", n, e)
+		}
+	}
+	b.topics[c] = append(b.topics[c], names...)
+	brokers := b.o.Brokers
+	if c == b.remote {
+		brokers = b.o.Remote
+	}
+	a, err := kafka.NewAdmin(kafka.Cluster{Name: "bench", Brokers: brokers})
+	if err != nil {
+		return err
+	}
+	return a.CreateTopics(ctx, b.o.Partitions, b.o.Replication, names...) // exist already: waits for leaders
+}
+
+// deleteTopics deletes what the run created (best effort).
+func (b *benchRun) deleteTopics() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for c, names := range b.topics {
+		if _, err := c.DeleteTopics(ctx, &kafkago.DeleteTopicsRequest{Topics: names}); err != nil {
+			fmt.Fprintf(b.stderr, "residency bench: delete topics: %v\n", err)
+		}
+	}
+}
+
+// benchPool holds pre-encoded events of the canonical schema in the mix the
+// bench produces; encoding each event with goavro would make the producer,
+// not the contenders, the bottleneck.
+type benchPool struct {
+	kinds    []benchKind
+	lastKind string
+}
+
+// benchKind is one kind of event, how often it occurs (per 10 000) and
+// encoded samples of it.
+type benchKind struct {
+	name   string
+	per10k int
+	keys   [][]byte
+	values [][]byte
+}
+
+func newBenchPool(seed uint64) (*benchPool, error) {
+	enc, err := sample.NewEncoder()
+	if err != nil {
+		return nil, err
+	}
+	rng := rand.New(rand.NewPCG(seed, 2))
+	p := &benchPool{}
+	// Routable 96.7%, unplaceable 3% (no country, unknown country),
+	// malformed 0.3% (bad magic, truncated, unknown fingerprint).
+	kinds := []struct {
+		name      string
+		per10k    int
+		countries []string
+		malformed sample.Malformation // "": a well-formed event
+	}{
+		{"routable US", 3500, []string{"US", "US", "US", "PR"}, ""},
+		{"routable EU", 2500, []string{"DE", "FR", "IT", "ES", "NL", "PL", "SE"}, ""},
+		{"routable UK", 1000, []string{"GB"}, ""},
+		{"routable IN", 1570, []string{"IN"}, ""},
+		{"routable BR", 1100, []string{"BR"}, ""},
+		{"unplaceable no_country", 150, []string{""}, ""},
+		{"unplaceable unknown_country", 150, []string{"ZZ", "XK", "AQ"}, ""},
+		{"malformed bad_magic", 10, []string{"US"}, sample.BadMagic},
+		{"malformed truncated", 10, []string{"US"}, sample.Truncated},
+		{"malformed unknown_schema", 10, []string{"US"}, sample.UnknownSchema},
+	}
+	total := 0
+	types := []string{"VIDEO_VIEW", "VIDEO_LIKE", "COMMENT", "FOLLOW", "SEARCH", "LOGIN"}
+	for _, k := range kinds {
+		total += k.per10k
+		bk := benchKind{name: k.name, per10k: k.per10k}
+		for i := range 256 {
+			user := fmt.Sprintf("user-%d", rng.IntN(1_000_000))
+			ev := sample.Event{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", rng.IntN(1e12)), UserID: user,
+				Country: k.countries[i%len(k.countries)], Type: types[rng.IntN(len(types))]}
+			var v []byte
+			var err error
+			if k.malformed == "" {
+				v, err = enc.Encode(ev)
+			} else {
+				v, err = enc.Malformed(ev, k.malformed)
+			}
+			if err != nil {
+				return nil, err
+			}
+			bk.keys = append(bk.keys, []byte(user))
+			bk.values = append(bk.values, v)
+		}
+		p.kinds = append(p.kinds, bk)
+	}
+	if total != 10_000 {
+		return nil, errors.New("bench: the event mix does not add up to 100%")
+	}
+	return p, nil
+}
+
+// next returns a random event of the mix for topic.
+func (p *benchPool) next(rng *rand.Rand, topic string) kafkago.Message {
+	r := rng.IntN(10_000)
+	for _, k := range p.kinds {
+		if r < k.per10k {
+			i := rng.IntN(len(k.values))
+			p.lastKind = k.name
+			return kafkago.Message{Topic: topic, Key: k.keys[i], Value: k.values[i]}
+		}
+		r -= k.per10k
+	}
+	panic("unreachable")
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// quantile of sorted xs (nearest rank).
+func quantile(xs []time.Duration, q float64) time.Duration {
+	i := int(math.Ceil(q*float64(len(xs)))) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
+
+// table prints the report for people.
+func (r *Report) Table(out io.Writer) {
+	where := "child processes"
+	if r.Processes == "in-process" {
+		where = "this process"
+	}
+	target := r.Target
+	if r.Remote != "" {
+		target += " (EU and UK pinned topics on " + r.Remote + ")"
+	}
+	fmt.Fprintf(out, "\nTarget %s, %d events, %d partitions, batches of %d, %d round(s), contenders in %s;\n",
+		target, r.Events, r.Partitions, r.BatchSize, r.Rounds, where)
+	fmt.Fprintf(out, "%s %s, %d CPUs, load average %.2f at start, %.2f at end.\n\n", r.GoVersion, r.Platform, r.CPUs, r.LoadStart, r.LoadEnd)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "CONTENDER\tEVENTS/S\tCPU S/1M EVENTS\tPEAK RSS MiB\tOFFERED/S\tP50 ms\tP99 ms\tMAX ms\t")
+	for _, c := range []struct {
+		name string
+		c    *ContenderReport
+	}{{contenderPassThrough, &r.PassThrough}, {contenderRouter, &r.Router}} {
+		l := c.c.Latency
+		if l == nil {
+			l = &LatencyReport{}
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t\n", c.name, c.c.EventsPerSecond, c.c.CPUSecondsPerMillion,
+			c.c.PeakRSSMiB, l.OfferedRate, l.P50Ms, l.P99Ms, l.MaxMs)
+	}
+	if f := r.FanOut; f != nil {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.0f\t-\t-\t-\t-\t\n", contenderFanOut, f.EventsPerSecond, f.CPUSecondsPerMillion, f.PeakRSSMiB)
+	}
+	if f := r.WriterPass; f != nil {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.0f\t-\t-\t-\t-\t\n", contenderWriterPass, f.EventsPerSecond, f.CPUSecondsPerMillion, f.PeakRSSMiB)
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(out, "\nRouter / pass-through: %.2f (per round: %s)\n", r.Ratio, joinFloats(r.RoundRatios))
+	if r.FanOut != nil {
+		fmt.Fprintf(out, "Pass-through with fan-out and headers / pass-through: %.2f\n", r.FanOutRatio)
+		fmt.Fprintf(out, "Router / pass-through with the router's writer: %.2f\n", r.RouterToWriterPass)
+	}
+}
+
+func joinFloats(xs []float64) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(s, ", ")
+}
