@@ -127,8 +127,8 @@ func runRouter(t testing.TB, r *router.Router) (stop func() error) {
 	return testenv.Start(t, 30*time.Second, r.Run)
 }
 
-// sample is one produced event and where it must end up.
-type sample struct {
+// produced is one produced event and where it must end up.
+type produced struct {
 	id, key string
 	value   []byte
 	dest    string // "region:<r>", "quarantine:<reason>" or "deadletter:<reason>"
@@ -137,10 +137,10 @@ type sample struct {
 var jurisdictionCountries = map[string][]string{"us": {"US", "PR"}, "eu": {"DE", "FR", "IE"}, "uk": {"GB"}, "in": {"IN"}}
 
 // goodEvents returns n routable events over the four regions, keyed by user.
-func (s *stack) goodEvents(t testing.TB, prefix string, n int) []sample {
+func (s *stack) goodEvents(t testing.TB, prefix string, n int) []produced {
 	t.Helper()
 	regions := []string{"us", "eu", "uk", "in"}
-	var out []sample
+	var out []produced
 	for i := range n {
 		region := regions[i%len(regions)]
 		cs := jurisdictionCountries[region]
@@ -150,12 +150,12 @@ func (s *stack) goodEvents(t testing.TB, prefix string, n int) []sample {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, sample{id: id, key: user, value: v, dest: "region:" + region})
+		out = append(out, produced{id: id, key: user, value: v, dest: "region:" + region})
 	}
 	return out
 }
 
-func (s *stack) produce(t testing.TB, ctx context.Context, samples []sample) {
+func (s *stack) produce(t testing.TB, ctx context.Context, samples []produced) {
 	t.Helper()
 	w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: kafka.Cluster{Name: "a", Brokers: s.a.Brokers}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -280,7 +280,7 @@ func (s *stack) collect(t *testing.T, ctx context.Context) (placement, map[strin
 
 // checkPlacement asserts every sample is at its destination at least once
 // (exactly once when exact) and nowhere else.
-func checkPlacement(t *testing.T, samples []sample, found placement, exact bool) {
+func checkPlacement(t *testing.T, samples []produced, found placement, exact bool) {
 	t.Helper()
 	want := map[string]string{}
 	for _, sm := range samples {
@@ -313,8 +313,8 @@ func TestIntegrationRoutesAcrossClusters(t *testing.T) {
 	ctx := testenv.Context(t, 90*time.Second)
 	samples := s.goodEvents(t, "good", 400)
 	// Bad input, each class with its reason.
-	bad := func(id, key string, v []byte, dest string) sample {
-		return sample{id: id, key: key, value: v, dest: dest}
+	bad := func(id, key string, v []byte, dest string) produced {
+		return produced{id: id, key: key, value: v, dest: dest}
 	}
 	noCountry, _ := s.enc.Encode(sample.Event{ID: "q-null", UserID: "u-null"})
 	unknown, _ := s.enc.Encode(sample.Event{ID: "q-zz", UserID: "u-zz", Country: "ZZ"})
@@ -627,14 +627,14 @@ func TestIntegrationRulesAndPinsFromRedis(t *testing.T) {
 		}
 	}()
 
-	ev := func(id, user, country string) sample {
+	ev := func(id, user, country string) produced {
 		v, err := s.enc.Encode(sample.Event{ID: id, UserID: user, Country: country})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return sample{id: id, key: user, value: v}
+		return produced{id: id, key: user, value: v}
 	}
-	route := func(samples ...sample) map[string]stream.Message {
+	route := func(samples ...produced) map[string]stream.Message {
 		s.produce(t, ctx, samples)
 		s.waitCommitted(t, ctx)
 		_, byID := s.collect(t, ctx)

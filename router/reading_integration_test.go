@@ -114,7 +114,7 @@ func TestIntegrationRawSchemaResolvedExactly(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			samples := []sample{
+			samples := []produced{
 				{id: "us-de-locale", key: "k1", value: rawEvent(t, c.schema, "us-de-locale", "US", "DE"), dest: "region:us"},
 				{id: "us", key: "k2", value: rawEvent(t, c.schema, "us", "US", ""), dest: "region:us"},
 				{id: "de", key: "k3", value: rawEvent(t, c.schema, "de", "DE", ""), dest: "region:eu"},
@@ -180,7 +180,7 @@ func TestIntegrationOnlyWholeRecordsRouted(t *testing.T) {
 	count = append(append(append([]byte(nil), count[:at]...), 0xd0, 0x0f), count[at+1:]...) // 1000 items
 	union := body("union")
 	union[len(union)-2] = 0x04 // client_ip_hash: branch 2 of ["null", fixed]
-	samples := []sample{
+	samples := []produced{
 		{id: "cut", key: "k", value: frame(cut[:afterCountry(cut)]), dest: "deadletter:truncated"},
 		{id: "count", key: "k", value: frame(count), dest: "deadletter:truncated"},
 		{id: "trailing", key: "k", value: append(frame(body("trailing")), 0x00, 0x01), dest: "deadletter:trailing_bytes"},
@@ -188,8 +188,8 @@ func TestIntegrationOnlyWholeRecordsRouted(t *testing.T) {
 		{id: "whole", key: "k", value: frame(body("whole")), dest: "region:us"},
 	}
 	noCountry, _ := s.enc.Encode(sample.Event{ID: "nc", UserID: "u-nc"})
-	samples = append(samples, sample{id: "nc", key: "k", value: noCountry, dest: "quarantine:no_country"},
-		sample{id: "magic", key: "k", value: []byte("not avro"), dest: "deadletter:bad_magic"})
+	samples = append(samples, produced{id: "nc", key: "k", value: noCountry, dest: "quarantine:no_country"},
+		produced{id: "magic", key: "k", value: []byte("not avro"), dest: "deadletter:bad_magic"})
 	r, _ := s.newRouter(t, "router-whole", nil)
 	stop := runRouter(t, r)
 	s.produce(t, ctx, samples)

@@ -96,7 +96,11 @@ func TestExplainContainerFile(t *testing.T) {
 	codec, _ := goavro.NewCodec(schemas.UserEventSchema)
 	var recs []any
 	for _, c := range []string{`"FR"`, `"ZZ"`} {
-		native, err := jsonToNative(codec, []byte(strings.Replace(explainEvent, "COUNTRY", c, 1)))
+		body, err := schemas.EncodeJSON(schemas.UserEventSchema, []byte(strings.Replace(explainEvent, "COUNTRY", c, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		native, _, err := codec.NativeFromBinary(body)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,19 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -138,7 +133,7 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 
 	w := &replayWiring{}
 	defer w.close()
-	needRedis := cfg.Rules.File == "" || f.checkpointDir == "" || f.baselineVersion() > 0
+	needRedis := cfg.Rules.File == "" || f.checkpointDir == "" || f.choice(cfg).BaselineVersion() > 0
 	var store *redis.Rules
 	if needRedis {
 		if w.redis, err = newRedis(cfg.Redis, 3*time.Second); err != nil {
@@ -168,7 +163,7 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		plan = cp.Plan
 	} else {
 		if plan, err = f.plan(ctx, cfg); err != nil {
-			if errors.Is(err, errUsage) || errors.Is(err, config.ErrInvalid) || errors.Is(err, kafka.ErrConfig) {
+			if errors.Is(err, errUsage) || errors.Is(err, replay.ErrPlan) || errors.Is(err, config.ErrInvalid) || errors.Is(err, kafka.ErrConfig) {
 				return exitUsage, err
 			}
 			return exitNotReady, err
@@ -177,10 +172,11 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 
 	// The ruleset (and, for an ingest source, the baseline). A real run
 	// follows the ruleset in force and must start under it.
+	choice := f.choice(cfg)
 	var inForce replay.RulesInForce
 	if !f.dryRun {
-		if code, err := f.realRulesOnly(cfg, &plan); err != nil {
-			return code, err
+		if err := replay.CheckRealRun(&plan, choice); err != nil {
+			return exitUsage, err
 		}
 		cache, err := w.followRules(ctx, cfg, store)
 		if err != nil {
@@ -188,13 +184,25 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		}
 		inForce = cache
 	}
-	rs, baseline, code, err := f.rulesets(ctx, cfg, store, &plan)
-	if err != nil {
-		return code, err
+	var history rules.History
+	if store != nil {
+		history = store
+	}
+	rs, baseline, err := replay.Rulesets(ctx, history, &plan, choice)
+	switch {
+	case errors.Is(err, replay.ErrPlan), errors.Is(err, replay.ErrPlanMismatch):
+		return exitUsage, err
+	case errors.Is(err, rules.ErrUnavailable):
+		return exitNotReady, err
+	case err != nil:
+		return exitFailure, err
 	}
 	if inForce != nil {
-		if code, err := inForceIs(inForce, rs, &plan, f); err != nil {
-			return code, err
+		if err := replay.CheckInForce(inForce, rs, &plan, choice); err != nil {
+			if errors.Is(err, replay.ErrPlan) {
+				return exitUsage, err
+			}
+			return exitNotReady, err
 		}
 	}
 	var pins router.PinLookup
@@ -216,12 +224,12 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		return exitUsage, config.ClusterError(cfg.Kafka.IngestCluster, err)
 	}
 	reader.Logger = log // offsets a range could not read are warned about
-	prog := newProgressView(e.stderr, f.progress, plan.ID)
+	prog := replay.NewProgressView(e.stderr, f.progress, plan.ID)
 	rc := replay.Config{
 		Plan: plan, Rules: rs, InForce: inForce, Baseline: baseline, Reader: reader, Publishers: pubs, IngestCluster: cfg.Kafka.IngestCluster,
 		QuarantineTopic: cfg.Router.QuarantineTopic, DeadLetterTopic: cfg.Router.DeadLetterTopic,
 		Fields: fx, Decoder: fx, Pins: pins, Checkpoints: cps, DryRun: f.dryRun, BatchSize: f.batch, Rate: f.rate,
-		MaxValueBytes: cfg.Router.MaxValueBytes, Instance: cmpOr(cfg.Instance, "replay"), Progress: prog.update, Logger: log,
+		MaxValueBytes: cfg.Router.MaxValueBytes, Instance: cmpOr(cfg.Instance, "replay"), Progress: prog.Update, Logger: log,
 	}
 	if f.dryRun {
 		rc.Checkpoints = nil
@@ -231,7 +239,7 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		return usage("%v", err)
 	}
 	runErr := rp.Run(ctx)
-	prog.finish()
+	prog.Finish()
 	rep := rp.Report()
 	if rp.AlreadyComplete() {
 		fmt.Fprintf(e.stderr, "replay %s was already complete; nothing was replayed again. Its report:\n", plan.ID)
@@ -321,9 +329,7 @@ func (f *replayFlags) check(fs *flag.FlagSet) error {
 	if (f.baseline != "" || f.onlyMoved) && f.source != string(replay.SourceIngest) {
 		return errors.New("--baseline and --only-moved: only with --source ingest")
 	}
-	if f.id == "" {
-		f.id = newReplayID()
-	} else if !replay.ValidID(f.id) {
+	if f.id != "" && !replay.ValidID(f.id) {
 		return fmt.Errorf("--id %q: use letters, digits, '.', '_' and '-'", f.id)
 	}
 	if f.maxReplays < 1 {
@@ -356,164 +362,81 @@ func (f *replayFlags) checkCommon() error {
 	return nil
 }
 
-// baselineVersion is --baseline as a version number, or 0.
-func (f *replayFlags) baselineVersion() int64 {
-	v, err := strconv.ParseInt(f.baseline, 10, 64)
-	if err != nil || v < 1 {
-		return 0
-	}
-	return v
-}
-
-func newReplayID() string {
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return "replay-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
-}
-
-// parseWhen reads RFC 3339 or a duration ago ("" is the zero time).
-func parseWhen(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil && d > 0 {
-		return now.Add(-d), nil
-	}
-	return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration such as 2h", s)
-}
-
-// parseOffsets reads P:START-END,... against the partitions' bounds.
-func parseOffsets(s string, bounds []kafka.PartitionRange) ([]replay.Range, error) {
-	byP := map[int]kafka.PartitionRange{}
-	for _, b := range bounds {
-		byP[b.Partition] = b
-	}
-	var out []replay.Range
-	seen := map[int]bool{}
-	for _, part := range config.SplitList(s) {
-		p, rng, ok := strings.Cut(part, ":")
-		lo, hi, ok2 := strings.Cut(rng, "-")
-		pi, err := strconv.Atoi(p)
-		if !ok || !ok2 || err != nil {
-			return nil, fmt.Errorf("%q is not PARTITION:START-END", part)
-		}
-		b, exists := byP[pi]
-		if !exists {
-			return nil, fmt.Errorf("%q: the topic has no partition %d", part, pi)
-		}
-		if seen[pi] {
-			return nil, fmt.Errorf("partition %d is given twice", pi)
-		}
-		seen[pi] = true
-		r := replay.Range{Partition: pi, Start: b.Start, End: b.End}
-		if lo != "" {
-			if r.Start, err = strconv.ParseInt(lo, 10, 64); err != nil || r.Start < 0 {
-				return nil, fmt.Errorf("%q: bad start offset", part)
-			}
-		}
-		if hi != "" {
-			if r.End, err = strconv.ParseInt(hi, 10, 64); err != nil || r.End < r.Start {
-				return nil, fmt.Errorf("%q: bad end offset (it is exclusive and must not be before the start)", part)
-			}
-		}
-		// Only what exists now: retention may have deleted the start, and
-		// the end is fixed so a replay never chases its own writes.
-		r.Start = min(max(r.Start, b.Start), b.End)
-		r.End = max(min(r.End, b.End), r.Start)
-		out = append(out, r)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no partition given")
-	}
-	return out, nil
-}
-
-// plan builds the replay plan from the flags and the topic's offsets.
+// plan plans a new replay from the flags: the topic from the config, the
+// ranges from the topic's offsets (replay.NewPlan).
 func (f *replayFlags) plan(ctx context.Context, cfg *config.Config) (replay.Plan, error) {
-	p := replay.Plan{ID: f.id, Source: replay.SourceKind(f.source), MaxReplays: f.maxReplays, OnlyMoved: f.onlyMoved,
-		Filter: replay.Filter{Jurisdictions: f.jurisdictions, Reasons: f.reasons, EventTypes: f.eventTypes}}
-	switch p.Source {
+	o := replay.PlanOptions{ID: f.id, Source: replay.SourceKind(f.source), MaxReplays: f.maxReplays, OnlyMoved: f.onlyMoved,
+		Filter: replay.Filter{Jurisdictions: f.jurisdictions, Reasons: f.reasons, EventTypes: f.eventTypes}, Offsets: f.offsets}
+	switch o.Source {
 	case replay.SourceQuarantine:
-		p.Topic = cfg.Router.QuarantineTopic
+		o.Topic = cfg.Router.QuarantineTopic
 	case replay.SourceDeadLetter:
-		p.Topic = cfg.Router.DeadLetterTopic
+		o.Topic = cfg.Router.DeadLetterTopic
 	case replay.SourceSinkQuarantine:
 		t, err := cfg.SinkQuarantineTopic(f.topic)
 		if err != nil {
-			return p, fmt.Errorf("%w: %w", errUsage, err)
+			return replay.Plan{}, fmt.Errorf("%w: %w", errUsage, err)
 		}
-		p.Topic = t
+		o.Topic = t
 	default:
-		p.Topic = f.topic
-		if p.Topic == "" {
+		o.Topic = f.topic
+		if o.Topic == "" {
 			if len(cfg.Router.IngestTopics) != 1 {
-				return p, fmt.Errorf("%w: --topic: the config has %d ingest topics; name one", errUsage, len(cfg.Router.IngestTopics))
+				return replay.Plan{}, fmt.Errorf("%w: --topic: the config has %d ingest topics; name one", errUsage, len(cfg.Router.IngestTopics))
 			}
-			p.Topic = cfg.Router.IngestTopics[0]
-		} else if !slices.Contains(cfg.Router.IngestTopics, p.Topic) {
-			return p, fmt.Errorf("%w: --topic %q is not one of router.ingest_topics %v", errUsage, p.Topic, cfg.Router.IngestTopics)
+			o.Topic = cfg.Router.IngestTopics[0]
+		} else if !slices.Contains(cfg.Router.IngestTopics, o.Topic) {
+			return replay.Plan{}, fmt.Errorf("%w: --topic %q is not one of router.ingest_topics %v", errUsage, o.Topic, cfg.Router.IngestTopics)
 		}
 	}
 	now := time.Now()
-	from, err := parseWhen(f.from, now)
-	if err != nil {
-		return p, fmt.Errorf("%w: --from: %w", errUsage, err)
+	var err error
+	if o.From, err = replay.ParseWhen(f.from, now); err != nil {
+		return replay.Plan{}, fmt.Errorf("%w: --from: %w", errUsage, err)
 	}
-	to, err := parseWhen(f.to, now)
-	if err != nil {
-		return p, fmt.Errorf("%w: --to: %w", errUsage, err)
+	if o.To, err = replay.ParseWhen(f.to, now); err != nil {
+		return replay.Plan{}, fmt.Errorf("%w: --to: %w", errUsage, err)
 	}
 	admin, err := kafka.NewAdmin(cfg.Kafka.Clusters[cfg.Kafka.IngestCluster])
 	if err != nil {
-		return p, config.ClusterError(cfg.Kafka.IngestCluster, err)
+		return replay.Plan{}, config.ClusterError(cfg.Kafka.IngestCluster, err)
 	}
-	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var ranges []kafka.PartitionRange
-	if f.offsets != "" {
-		bounds, err := admin.Bounds(actx, p.Topic)
-		if err != nil {
-			return p, err
-		}
-		if p.Ranges, err = parseOffsets(f.offsets, bounds); err != nil {
-			return p, fmt.Errorf("%w: --offsets: %w", errUsage, err)
-		}
-		return p, nil
-	}
-	if ranges, err = admin.TimeRanges(actx, p.Topic, from, to); err != nil {
-		return p, err
-	}
-	for _, r := range ranges {
-		p.Ranges = append(p.Ranges, replay.Range{Partition: r.Partition, Start: r.Start, End: r.End})
-	}
-	return p, nil
+	return replay.NewPlan(ctx, o, offsets{admin})
 }
 
-// realRulesOnly refuses, for a real (not dry) run, a ruleset that cannot
-// be the one in force: a file (--rules or rules.file), or a plan decided
-// with one.
-func (f *replayFlags) realRulesOnly(cfg *config.Config, plan *replay.Plan) (int, error) {
-	if cfg.Rules.File != "" {
-		what := "--rules " + cfg.Rules.File
-		if f.rulesFile == "" {
-			what = "rules.file " + cfg.Rules.File
-		}
-		return exitUsage, fmt.Errorf("%s: a real replay publishes only under the ruleset version in force in Redis, and a file is not in force. "+
-			"See what it would do with --dry-run, or apply it first (residency rules apply) and replay without --rules", what)
+// offsets adapts kafka.Admin to replay.Offsets.
+type offsets struct{ a *kafka.Admin }
+
+func (o offsets) Bounds(ctx context.Context, topic string) ([]replay.Range, error) {
+	b, err := o.a.Bounds(ctx, topic)
+	return ranges(b), err
+}
+
+func (o offsets) TimeRanges(ctx context.Context, topic string, from, to time.Time) ([]replay.Range, error) {
+	b, err := o.a.TimeRanges(ctx, topic, from, to)
+	return ranges(b), err
+}
+
+func ranges(ps []kafka.PartitionRange) []replay.Range {
+	out := make([]replay.Range, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, replay.Range{Partition: p.Partition, Start: p.Start, End: p.End})
 	}
-	if plan.RulesetHash != "" {
-		return exitUsage, fmt.Errorf("replay %s was planned with a ruleset file (%s), which is not in force: it can only be resumed with --dry-run; "+
-			"plan a new replay under the version in force", plan.ID, plan.RulesetVersion)
+	return out
+}
+
+// choice is the ruleset the flags (and config) choose.
+func (f *replayFlags) choice(cfg *config.Config) replay.RulesetChoice {
+	c := replay.RulesetChoice{File: cfg.Rules.File, FileFrom: "rules.file", Version: f.rulesVersion, Baseline: f.baseline, Resume: f.resume != ""}
+	if f.rulesFile != "" {
+		c.FileFrom = "--rules"
 	}
-	return exitOK, nil
+	return c
 }
 
 // followRules starts a rules cache over the Redis store (stopped by
 // close) and waits for its first ruleset.
-func (w *replayWiring) followRules(ctx context.Context, cfg *config.Config, store *redis.Rules) (*rules.Cache, error) {
+func (w *replayWiring) followRules(ctx context.Context, cfg *config.Config, store rules.Source) (*rules.Cache, error) {
 	cache := rules.NewCache(store, rules.CacheOptions{PollInterval: cfg.Rules.PollInterval, StalenessBound: cfg.Rules.StalenessBound})
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
@@ -536,97 +459,6 @@ func (w *replayWiring) followRules(ctx context.Context, cfg *config.Config, stor
 	return cache, nil
 }
 
-// inForceIs refuses a real run whose ruleset is not the version in force.
-func inForceIs(inForce replay.RulesInForce, rs *rules.Ruleset, plan *replay.Plan, f *replayFlags) (int, error) {
-	cur, err := inForce.Current()
-	if err != nil {
-		return exitNotReady, fmt.Errorf("ruleset in force: %w", err)
-	}
-	if cur.Version() == rs.Version() {
-		return exitOK, nil
-	}
-	if f.resume != "" {
-		return exitUsage, fmt.Errorf("replay %s was planned under ruleset version %s but version %d is in force now: "+
-			"it can be resumed only while version %s is in force. Plan a new replay under version %d (run it with --dry-run first)",
-			plan.ID, plan.RulesetVersion, cur.Version(), plan.RulesetVersion, cur.Version())
-	}
-	return exitUsage, fmt.Errorf("--rules-version %d: version %d is in force, and a real replay publishes only under the version in force. "+
-		"See what version %d would do with --dry-run, or apply it first (residency rules rollback/apply)", rs.Version(), cur.Version(), rs.Version())
-}
-
-// rulesets loads the ruleset the replay decides with (and the baseline of
-// an ingest replay) and pins it in the plan.
-func (f *replayFlags) rulesets(ctx context.Context, cfg *config.Config, store *redis.Rules, plan *replay.Plan) (rs, baseline *rules.Ruleset, code int, err error) {
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	notReady := func(err error) (*rules.Ruleset, *rules.Ruleset, int, error) {
-		if errors.Is(err, rules.ErrUnavailable) {
-			return nil, nil, exitNotReady, fmt.Errorf("ruleset: %w", err)
-		}
-		return nil, nil, exitFailure, fmt.Errorf("ruleset: %w", err)
-	}
-	var prev int64
-	switch {
-	case cfg.Rules.File != "":
-		content, r, err := readRuleset(cfg.Rules.File)
-		if err != nil {
-			return nil, nil, exitUsage, fmt.Errorf("rules file: %w", err)
-		}
-		rs = r
-		if plan.RulesetHash != "" && plan.RulesetHash != rules.Hash(content) {
-			return nil, nil, exitUsage, fmt.Errorf("%w: replay %s was started with another ruleset file content", replay.ErrPlanMismatch, plan.ID)
-		}
-		plan.RulesetHash = rules.Hash(content)
-	default:
-		v := f.rulesVersion
-		if f.resume != "" && v == 0 {
-			if v, err = strconv.ParseInt(plan.RulesetVersion, 10, 64); err != nil {
-				return nil, nil, exitUsage, fmt.Errorf("replay %s was decided with ruleset %q, not a Redis version; pass --rules FILE", plan.ID, plan.RulesetVersion)
-			}
-		}
-		info, _, err := store.Show(rctx, v)
-		if err != nil {
-			return notReady(err)
-		}
-		if rs, err = store.Load(rctx, info.Number); err != nil {
-			return notReady(err)
-		}
-		prev = info.Previous
-	}
-	if plan.RulesetVersion == "" {
-		plan.RulesetVersion = rs.VersionString()
-	}
-	if plan.Source != replay.SourceIngest {
-		return rs, nil, exitOK, nil
-	}
-	name := ""
-	switch {
-	case f.baseline == "" && prev > 0:
-		baseline, err = store.Load(rctx, prev)
-		name = fmt.Sprintf("version %d", prev)
-	case f.baseline == "":
-	case f.baselineVersion() > 0:
-		baseline, err = store.Load(rctx, f.baselineVersion())
-		name = fmt.Sprintf("version %d", f.baselineVersion())
-	default:
-		var content []byte
-		content, baseline, err = readRuleset(f.baseline)
-		if err != nil {
-			return nil, nil, exitUsage, fmt.Errorf("--baseline: %w", err)
-		}
-		name = "sha256:" + rules.Hash(content)
-	}
-	if err != nil {
-		return notReady(fmt.Errorf("baseline: %w", err))
-	}
-	if f.resume != "" && plan.Baseline != name {
-		return nil, nil, exitUsage, fmt.Errorf("%w: replay %s was started with baseline %q, not %q; pass the same --baseline",
-			replay.ErrPlanMismatch, plan.ID, plan.Baseline, name)
-	}
-	plan.Baseline = name
-	return rs, baseline, exitOK, nil
-}
-
 // replayWiring holds what replayMain opened.
 type replayWiring struct {
 	redis     *goredis.Client
@@ -644,94 +476,4 @@ func (w *replayWiring) close() {
 	if w.redis != nil {
 		_ = w.redis.Close()
 	}
-}
-
-// progressView shows a replay's progress on stderr: a bar redrawn in place
-// on a terminal, a plain line every few seconds otherwise.
-type progressView struct {
-	mu    sync.Mutex
-	w     io.Writer
-	mode  string // bar, lines or off
-	id    string
-	last  time.Time
-	every time.Duration
-	drawn bool
-	p     replay.Progress
-}
-
-func newProgressView(w io.Writer, mode, id string) *progressView {
-	if mode == "auto" {
-		mode = "lines"
-		if isTerminal(w) {
-			mode = "bar"
-		}
-	}
-	return &progressView{w: w, mode: mode, id: id, every: 5 * time.Second}
-}
-
-// isTerminal reports whether w is a character device (a terminal).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-func (v *progressView) update(p replay.Progress) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.p = p
-	switch v.mode {
-	case "bar":
-		if time.Since(v.last) < 100*time.Millisecond && p.Done < p.Total {
-			return
-		}
-		v.last = time.Now()
-		fmt.Fprintf(v.w, "\r%s", progressBar(p, 30))
-		v.drawn = true
-	case "lines":
-		if time.Since(v.last) < v.every && !v.last.IsZero() {
-			return
-		}
-		v.last = time.Now()
-		fmt.Fprintf(v.w, "replay %s: %s\n", v.id, progressLine(p))
-	}
-}
-
-func (v *progressView) finish() {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	switch {
-	case v.mode == "bar" && v.drawn:
-		fmt.Fprintf(v.w, "\r%s\n", progressBar(v.p, 30))
-	case v.mode == "lines" && !v.last.IsZero():
-		fmt.Fprintf(v.w, "replay %s: %s\n", v.id, progressLine(v.p))
-	}
-}
-
-func progressBar(p replay.Progress, width int) string {
-	frac := 1.0
-	if p.Total > 0 {
-		frac = float64(p.Done) / float64(p.Total)
-	}
-	n := int(frac * float64(width))
-	bar := strings.Repeat("=", n) + strings.Repeat(" ", width-n)
-	if n > 0 && n < width {
-		bar = bar[:n-1] + ">" + bar[n:]
-	}
-	return fmt.Sprintf("[%s] %s", bar, progressLine(p))
-}
-
-func progressLine(p replay.Progress) string {
-	pct := 100.0
-	if p.Total > 0 {
-		pct = 100 * float64(p.Done) / float64(p.Total)
-	}
-	eta := "-"
-	if p.ETA > 0 {
-		eta = p.ETA.Round(time.Second).String()
-	}
-	return fmt.Sprintf("%d/%d (%.0f%%) written %d refused %d  %.0f ev/s  ETA %s ", p.Done, p.Total, pct, p.Written, p.Refused, p.Rate, eta)
 }

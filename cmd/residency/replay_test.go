@@ -294,23 +294,6 @@ func TestReplayCommandInterruptAndResume(t *testing.T) {
 	}
 }
 
-func TestProgressBar(t *testing.T) {
-	p := replay.Progress{Done: 50, Total: 200, Written: 40, Refused: 2, Rate: 25, ETA: 6 * time.Second}
-	got := progressBar(p, 20)
-	want := "[====>               ] 50/200 (25%) written 40 refused 2  25 ev/s  ETA 6s "
-	if got != want {
-		t.Fatalf("progressBar = %q, want %q", got, want)
-	}
-	var buf testenv.SyncBuffer
-	v := newProgressView(&buf, "auto", "r-1") // not a terminal: lines
-	v.update(p)
-	v.update(p) // within 5s: no second line
-	v.finish()
-	if n := strings.Count(buf.String(), "replay r-1: 50/200 (25%)"); n != 2 {
-		t.Fatalf("progress lines:\n%s", buf.String())
-	}
-}
-
 // TestReplayCommandRealRunFollowsRulesInForce: a real replay runs only
 // under the ruleset version in force: --rules FILE and another
 // --rules-version are refused without --dry-run (and allowed with it); a

@@ -217,10 +217,10 @@ func rulesFail(e env, sub string, err error) int {
 	}
 	var ve *rules.ValidationError
 	if errors.As(err, &ve) && !errors.Is(err, rules.ErrCorrupt) {
-		var pe *fileError
+		var pe *rules.FileError
 		file := "ruleset"
 		if errors.As(err, &pe) {
-			file = pe.file
+			file = pe.File
 		}
 		printInvalid(e.stderr, file, ve)
 		return exitFailure
@@ -229,26 +229,15 @@ func rulesFail(e env, sub string, err error) int {
 }
 
 // fileError marks an error about a named file.
-type fileError struct {
-	file string
-	err  error
-}
-
-func (e *fileError) Error() string { return e.file + ": " + e.err.Error() }
-func (e *fileError) Unwrap() error { return e.err }
-
-// readRuleset reads and parses a ruleset file. A file that cannot be read is
-// a usage error.
+// readRuleset reads and parses a ruleset file (rules.ReadFile). A file that
+// cannot be read is a usage error.
 func readRuleset(file string) ([]byte, *rules.Ruleset, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
+	data, r, err := rules.ReadFile(file)
+	var fe *rules.FileError
+	if err != nil && !errors.As(err, &fe) {
 		return nil, nil, usageError{err}
 	}
-	r, err := rules.Parse(data)
-	if err != nil {
-		return nil, nil, &fileError{file: file, err: err}
-	}
-	return data, r, nil
+	return data, r, err
 }
 
 func defaultAuthor() string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -49,6 +50,33 @@ func Parse(data []byte) (*Ruleset, error) {
 		return nil, &ValidationError{Problems: []Problem{{Message: err.Error()}}}
 	}
 	return &r, nil
+}
+
+// FileError is a ruleset file that does not parse: the file and the
+// *ValidationError.
+type FileError struct {
+	// File is the file's path.
+	File string
+	// Err is the parse error (a *ValidationError).
+	Err error
+}
+
+func (e *FileError) Error() string { return e.File + ": " + e.Err.Error() }
+func (e *FileError) Unwrap() error { return e.Err }
+
+// ReadFile reads and parses a ruleset file (Parse), returning its content
+// too. A file that cannot be read is the *fs.PathError of reading it; one
+// that does not parse a *FileError.
+func ReadFile(path string) ([]byte, *Ruleset, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := Parse(data)
+	if err != nil {
+		return nil, nil, &FileError{File: path, Err: err}
+	}
+	return data, r, nil
 }
 
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
