@@ -53,6 +53,25 @@ const (
 	HeaderOmittedBytes = "residency-omitted-bytes"
 )
 
+// Replay provenance headers, added by replay (router/replay) to every event
+// it writes, after the residency headers. The residency-source-* headers of
+// a replayed event keep naming the ingest coordinates the event was first
+// read from.
+const (
+	// HeaderReplayID is the id of the replay that wrote the event.
+	HeaderReplayID = "residency-replay-id"
+	// HeaderReplayCount is how many times the event has been replayed,
+	// this replay included.
+	HeaderReplayCount = "residency-replay-count"
+	// HeaderReplayTopic is the topic the replay read the event from (the
+	// ingest, quarantine or dead-letter topic).
+	HeaderReplayTopic = "residency-replay-topic"
+	// HeaderReplayPartition is the partition the replay read it from.
+	HeaderReplayPartition = "residency-replay-partition"
+	// HeaderReplayOffset is the offset the replay read it from.
+	HeaderReplayOffset = "residency-replay-offset"
+)
+
 // maxErrorHeader bounds the length of the residency-error header.
 const maxErrorHeader = 200
 

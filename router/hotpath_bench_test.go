@@ -152,14 +152,14 @@ func hotpathRouter(tb testing.TB) (*Router, *rules.Ruleset) {
 // headers (from the batch's header builder, which the caller starts). It
 // returns the number of headers so the work is not optimised away.
 func perEvent(ctx context.Context, r *Router, rs *rules.Ruleset, m *stream.Message) int {
-	f, err := r.extract(ctx, m)
+	f, err := r.pipe.extract(ctx, m)
 	var d Decision
 	if err != nil {
 		d = DeadLetter(err)
 	} else {
 		d = Decide(f, "", rs)
 	}
-	return len(r.hdr.headers(m, &d, f.Writer, err))
+	return len(r.pipe.hdr.headers(m, &d, f.Writer, err))
 }
 
 // BenchmarkPerEventPath times extract + decide + headers per event: "mix"
@@ -176,8 +176,8 @@ func BenchmarkPerEventPath(b *testing.B) {
 		i, n := 0, 0
 		for b.Loop() {
 			if i == 0 {
-				r.hdr.release() // the previous batch was published
-				r.hdr.startBatch(msgs, ver, r.cfg.Instance)
+				r.pipe.hdr.release() // the previous batch was published
+				r.pipe.hdr.startBatch(msgs, ver, r.cfg.Instance)
 			}
 			n += perEvent(ctx, r, rs, &msgs[i])
 			if i++; i == len(msgs) {
@@ -197,8 +197,8 @@ func BenchmarkPerEventPath(b *testing.B) {
 		i := 0
 		for b.Loop() {
 			if i == 0 {
-				r.hdr.release() // the previous batch was published
-				r.hdr.startBatch(batch, ver, r.cfg.Instance)
+				r.pipe.hdr.release() // the previous batch was published
+				r.pipe.hdr.startBatch(batch, ver, r.cfg.Instance)
 			}
 			if perEvent(ctx, r, rs, &batch[i]) == 0 {
 				b.Fatal("no headers")
@@ -246,7 +246,7 @@ func TestPerEventPathPlacesTheMix(t *testing.T) {
 	ctx := context.Background()
 	count := map[Outcome]int{}
 	for i, m := range hotpathMessages(t) {
-		f, err := r.extract(ctx, &m)
+		f, err := r.pipe.extract(ctx, &m)
 		d := DeadLetter(err)
 		if err == nil {
 			d = Decide(f, "", rs)
@@ -275,7 +275,7 @@ func TestExtractDoesNotAllocate(t *testing.T) {
 	ctx := context.Background()
 	m := &hotpathMessages(t)[0]
 	allocs := testing.AllocsPerRun(1000, func() {
-		if _, err := r.extract(ctx, m); err != nil {
+		if _, err := r.pipe.extract(ctx, m); err != nil {
 			t.Fatal(err)
 		}
 	})

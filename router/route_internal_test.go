@@ -112,7 +112,7 @@ func TestRouteReusesHeadersOnlyAfterCleanPublish(t *testing.T) {
 		}
 		want := map[string][]stream.Header{} // by source offset
 		for i := range b {
-			f, err := r.extract(ctx, &b[i])
+			f, err := r.pipe.extract(ctx, &b[i])
 			d := DeadLetter(err)
 			if err == nil {
 				d = Decide(f, "", rs)
@@ -134,7 +134,7 @@ func TestRouteReusesHeadersOnlyAfterCleanPublish(t *testing.T) {
 				t.Fatalf("%s: event at offset %s published with headers\n%v\nwant\n%v", name, off, m.Headers, w)
 			}
 		}
-		return unsafe.SliceData(r.hdr.slab), unsafe.SliceData(r.hdr.arena)
+		return unsafe.SliceData(r.pipe.hdr.slab), unsafe.SliceData(r.pipe.hdr.arena)
 	}
 
 	slab1, arena1 := route("batch 1", batch(1))
@@ -191,13 +191,13 @@ func TestRouteDoesNotReuseAfterFailedPublish(t *testing.T) {
 	if err := r.route(ctx, mix, rs); err != nil { // a clean batch: released
 		t.Fatal(err)
 	}
-	slab1 := unsafe.SliceData(r.hdr.slab)
+	slab1 := unsafe.SliceData(r.pipe.hdr.slab)
 	// Every Publish of the next batch fails until route gives up.
 	pub.fail = -1
 	if err := r.route(ctx, mix, rs); !errors.Is(err, ErrGaveUp) {
 		t.Fatalf("route = %v, want ErrGaveUp", err)
 	}
-	if slab := unsafe.SliceData(r.hdr.slab); slab != slab1 {
+	if slab := unsafe.SliceData(r.pipe.hdr.slab); slab != slab1 {
 		t.Fatal("the failed batch did not reuse the clean batch's slab")
 	}
 	if len(pub.kept) == 0 {
@@ -208,7 +208,7 @@ func TestRouteDoesNotReuseAfterFailedPublish(t *testing.T) {
 	if err := r.route(ctx, mix, rs); err != nil {
 		t.Fatal(err)
 	}
-	if unsafe.SliceData(r.hdr.slab) == slab1 {
+	if unsafe.SliceData(r.pipe.hdr.slab) == slab1 {
 		t.Fatal("the batch after a failed one reused its slab")
 	}
 	for i := range pub.kept {

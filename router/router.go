@@ -7,13 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/residency-router/residency/router/rules"
-	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
 )
 
@@ -55,8 +52,8 @@ type Config struct {
 	// whose pinned topic is one of them, or the quarantine or dead-letter
 	// topic, on the ingest cluster would loop events back into the router or
 	// mix them with unplaced ones: its events are quarantined (no_rule)
-	// instead. Default: none known (only quarantine and dead-letter are
-	// checked).
+	// instead (Destinations). Default: none known (only quarantine and
+	// dead-letter are checked).
 	IngestTopics []string
 	// Fields reads the jurisdiction inputs of an event. Required.
 	Fields FieldReader
@@ -129,14 +126,6 @@ func (c *Config) validate() error {
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: missing %v", ErrConfig, missing)
 	}
-	if _, ok := c.Publishers[c.IngestCluster]; !ok {
-		return fmt.Errorf("%w: IngestCluster %q has no publisher", ErrConfig, c.IngestCluster)
-	}
-	for name, p := range c.Publishers {
-		if p == nil {
-			return fmt.Errorf("%w: publisher for cluster %q is nil", ErrConfig, name)
-		}
-	}
 	if c.BatchSize < 0 || c.Linger < 0 || c.MaxBatchBytes < 0 || c.MaxValueBytes < 0 || c.GiveUp < 0 || c.ShutdownTimeout < 0 {
 		return fmt.Errorf("%w: negative size or duration", ErrConfig)
 	}
@@ -195,15 +184,12 @@ func hostname() string {
 type Router struct {
 	cfg     Config
 	log     *slog.Logger
-	backoff Backoff
+	retry   stream.Retry
+	pipe    *Pipeline // decides and publishes every batch
 	running atomic.Bool
 
 	notReady atomic.Pointer[string] // why the router cannot route; nil when it can
 	lags     map[topicPartition]lagEntry
-	warned   map[string]bool                  // clusters and topics already warned about
-	reserved map[string]bool                  // ingest-cluster topics no region may be pinned to
-	writable func(cluster, topic string) bool // canWrite, bound once
-	hdr      headerBuilder                    // builds the outgoing headers; used by route only, released after a clean publish
 }
 
 type topicPartition struct {
@@ -217,13 +203,16 @@ func New(cfg Config) (*Router, error) {
 		return nil, err
 	}
 	cfg.defaults()
-	r := &Router{cfg: cfg, log: cfg.Logger, lags: map[topicPartition]lagEntry{}, warned: map[string]bool{},
-		reserved: map[string]bool{cfg.QuarantineTopic: true, cfg.DeadLetterTopic: true}}
-	for _, t := range cfg.IngestTopics {
-		r.reserved[t] = true
+	r := &Router{cfg: cfg, log: cfg.Logger, lags: map[topicPartition]lagEntry{}}
+	r.retry = stream.Retry{Min: cfg.RetryMin, Max: cfg.RetryMax, GiveUp: cfg.GiveUp, GaveUp: ErrGaveUp, Component: "router",
+		Logger: r.log, OnRetry: cfg.Metrics.retry}
+	var err error
+	if r.pipe, err = NewPipeline(PipelineConfig{Publishers: cfg.Publishers, IngestCluster: cfg.IngestCluster,
+		QuarantineTopic: cfg.QuarantineTopic, DeadLetterTopic: cfg.DeadLetterTopic, Reserved: cfg.IngestTopics,
+		Fields: cfg.Fields, Pins: cfg.Pins, Instance: cfg.Instance, MaxValueBytes: cfg.MaxValueBytes, Retry: r.retry,
+		Logger: r.log}); err != nil {
+		return nil, err
 	}
-	r.writable = r.canWrite
-	r.backoff = Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax, GiveUp: cfg.GiveUp, Component: "router", Logger: r.log, OnRetry: cfg.Metrics.retry}
 	why := "not started"
 	r.notReady.Store(&why)
 	return r, nil
@@ -373,290 +362,33 @@ func (r *Router) collect(ctx context.Context) ([]stream.Message, error) {
 	return batch, nil
 }
 
-// placed is one event of a batch with its decision.
-type placed struct {
-	d   Decision
-	err error // the decode error, for dead-letter
-}
-
 // route decides, publishes and commits one batch.
 func (r *Router) route(ctx context.Context, batch []stream.Message, rs *rules.Ruleset) error {
-	out := make([]placed, len(batch))
-	fields := make([]schemas.Fields, len(batch))
-	for i := range batch {
-		f, err := r.extract(ctx, &batch[i])
-		fields[i] = f // on error too: f.Writer says how far it was read
-		if err != nil {
-			if errors.Is(err, schemas.ErrRegistryUnavailable) {
-				return err // gave up or shutting down
-			}
-			out[i] = placed{d: DeadLetter(err), err: err}
-			continue
-		}
-	}
-	pins, err := r.lookupPins(ctx, out, fields)
+	b, err := r.pipe.Decide(ctx, batch, rs)
 	if err != nil {
 		return err
 	}
-	for i := range batch {
-		if out[i].d.Outcome == DeadLettered {
-			continue
-		}
-		pin := ""
-		if pins != nil {
-			pin = pins[i]
-		}
-		d := DecideWritable(fields[i], pin, rs, r.writable)
-		out[i].d = d
+	if err := r.pipe.Publish(ctx, b); err != nil {
+		return err
 	}
-
-	// Group the outgoing records by cluster, keeping batch order: count the
-	// records per cluster, then fill one backing slice.
-	var groups []clusterGroup
-	for i := range out {
-		cluster, _ := r.destination(&out[i].d)
-		groups = countFor(groups, cluster)
-	}
-	backing := make([]stream.Message, len(batch))
-	for g := range groups {
-		n := groups[g].n
-		groups[g].msgs, backing = backing[:0:n], backing[n:]
-	}
-	r.hdr.startBatch(batch, rs.VersionString(), r.cfg.Instance)
-	for i := range batch {
-		m := &batch[i]
-		d := &out[i].d
-		cluster, topic := r.destination(d)
-		g := groupOf(groups, cluster)
-		msg := stream.Message{
-			Topic:   topic,
-			Key:     m.Key,
-			Value:   m.Value,
-			Headers: r.hdr.headers(m, d, fields[i].Writer, out[i].err),
-			Time:    m.Time,
-		}
-		OmitBody(&msg, m, out[i].err)
-		g.msgs = append(g.msgs, msg)
-	}
-	byCluster := make(map[string][]stream.Message, len(groups))
-	for _, g := range groups {
-		byCluster[g.cluster] = g.msgs
-	}
-	anyFailed, err := publishByCluster(ctx, r.cfg.Publishers, byCluster, r.backoff)
-	if err != nil {
-		return err // the headers are not released: a publisher may still read them
-	}
-	if !anyFailed {
-		// Every Publish given this batch returned nil, so no publisher
-		// refers to its messages any more (the Publisher memory contract):
-		// the next batch may build its headers in their memory. After a
-		// failed attempt, even one a retry made good, it gets fresh memory.
-		r.hdr.release()
-	}
-	if err := r.backoff.Do(ctx, "commit", func(ctx context.Context) error {
+	if err := r.retry.Do(ctx, "commit", func(ctx context.Context) error {
 		return r.cfg.Subscriber.Commit(ctx, batch...)
 	}); err != nil {
 		return err
 	}
-	r.observe(batch, out)
+	r.observe(batch, b.Events)
 	return nil
-}
-
-// destination returns the cluster and topic decision d sends an event to.
-func (r *Router) destination(d *Decision) (cluster, topic string) {
-	switch d.Outcome {
-	case Routed:
-		return d.Cluster, d.Topic
-	case Quarantined:
-		return r.cfg.IngestCluster, r.cfg.QuarantineTopic
-	case DeadLettered:
-		return r.cfg.IngestCluster, r.cfg.DeadLetterTopic
-	}
-	return r.cfg.IngestCluster, d.Topic
-}
-
-// clusterGroup is a batch's outgoing records for one cluster.
-type clusterGroup struct {
-	cluster string
-	n       int              // how many records go to cluster
-	msgs    []stream.Message // the records, in batch order
-}
-
-// countFor counts one more record for cluster. A batch names few clusters,
-// so a slice searched in order beats a map.
-func countFor(groups []clusterGroup, cluster string) []clusterGroup {
-	if g := groupOf(groups, cluster); g != nil {
-		g.n++
-		return groups
-	}
-	return append(groups, clusterGroup{cluster: cluster, n: 1})
-}
-
-// groupOf returns the group of cluster, or nil.
-func groupOf(groups []clusterGroup, cluster string) *clusterGroup {
-	for i := range groups {
-		if groups[i].cluster == cluster {
-			return &groups[i]
-		}
-	}
-	return nil
-}
-
-// RecordBytes is the size of m as the size limits count it: key, value and
-// every header's name and value.
-func RecordBytes(m *stream.Message) int {
-	n := len(m.Key) + len(m.Value)
-	for _, h := range m.Headers {
-		n += len(h.Key) + len(h.Value)
-	}
-	return n
-}
-
-// checkSize fails with schemas.ErrTooLarge when m is larger than max.
-func checkSize(m *stream.Message, max int) error {
-	if n := RecordBytes(m); n > max {
-		return fmt.Errorf("router: %w: %d bytes > %d", schemas.ErrTooLarge, n, max)
-	}
-	return nil
-}
-
-// omitKeepBytes bounds the key and producer headers an oversized event's
-// dead-letter record keeps for correlation (trace ids, event-id headers).
-const omitKeepBytes = 16 << 10
-
-// OmitBody turns out, the outgoing dead-letter record of m, into one that
-// does not carry m's value when m was too large to route (err wraps
-// schemas.ErrTooLarge): writing it again would fail for the same reason and
-// block the partition. The key and the producer's headers are kept when
-// together they fit in 16 KiB, and dropped otherwise. The residency headers
-// (reason, error, source topic/partition/offset) stay, plus
-// HeaderOmittedBytes, so the event can be found in the ingest topic. Other
-// records are unchanged.
-func OmitBody(out *stream.Message, m *stream.Message, err error) {
-	if err == nil || !errors.Is(err, schemas.ErrTooLarge) {
-		return
-	}
-	size := RecordBytes(m)
-	out.Value = nil
-	hs := make([]stream.Header, 0, len(out.Headers)+1)
-	if size-len(m.Value) <= omitKeepBytes {
-		hs = append(hs, out.Headers...)
-	} else {
-		out.Key = nil
-		for _, h := range out.Headers {
-			if strings.HasPrefix(h.Key, HeaderPrefix) {
-				hs = append(hs, h)
-			}
-		}
-	}
-	out.Headers = append(hs, stream.Header{Key: HeaderOmittedBytes, Value: strconv.AppendInt(nil, int64(size), 10)})
-}
-
-// extract reads an event's fields, retrying while the schema registry is
-// unavailable. A returned error wrapping ErrRegistryUnavailable means the
-// router gave up or is shutting down; any other error dead-letters the event.
-func (r *Router) extract(ctx context.Context, m *stream.Message) (schemas.Fields, error) {
-	// The common case, one attempt, without the retry loop's closure and
-	// clock reads. Empty and oversized events fail here, not transiently.
-	f, decodeErr := ReadFields(ctx, r.cfg.Fields, m, r.cfg.MaxValueBytes)
-	if decodeErr == nil || transientExtract(decodeErr) == nil {
-		return f, decodeErr
-	}
-	// The schema registry is unavailable (or ctx ended): retry with backoff.
-	// The first call of the closure reports the attempt just made.
-	retried := false
-	err := r.backoff.Do(ctx, "schema_registry", func(ctx context.Context) error {
-		if retried {
-			f, decodeErr = r.cfg.Fields.Extract(ctx, m.Topic, m.Value)
-		}
-		retried = true
-		return transientExtract(decodeErr)
-	})
-	if err != nil {
-		return schemas.Fields{}, err
-	}
-	return f, decodeErr
-}
-
-// transientExtract returns the error to retry for an extraction error: one
-// wrapping schemas.ErrRegistryUnavailable when the registry is unavailable
-// or ctx ended (never the event's fault, never dead-lettered), else nil.
-func transientExtract(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, schemas.ErrRegistryUnavailable):
-		return err
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: %w", schemas.ErrRegistryUnavailable, err)
-	}
-	return nil
-}
-
-// lookupPins looks up the pins of the batch's decoded events in one call.
-// The result is indexed like the batch, or nil when there are no pins.
-func (r *Router) lookupPins(ctx context.Context, out []placed, fields []schemas.Fields) ([]string, error) {
-	if r.cfg.Pins == nil {
-		return nil, nil
-	}
-	var ids [][]byte
-	var idx []int
-	for i := range fields {
-		if out[i].d.Outcome != DeadLettered && len(fields[i].UserID) > 0 {
-			ids = append(ids, fields[i].UserID)
-			idx = append(idx, i)
-		}
-	}
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	got, err := LookupPins(ctx, r.cfg.Pins, ids, r.backoff)
-	if err != nil {
-		return nil, err
-	}
-	pins := make([]string, len(fields))
-	for k, i := range idx {
-		pins[i] = got[k]
-	}
-	return pins, nil
-}
-
-// canWrite reports whether the router may write a routed event to topic on
-// cluster: it has a publisher for the cluster, and on the ingest cluster the
-// topic is not one it reads, nor the quarantine or dead-letter topic (a
-// region pinned there would loop events back into the router or hide them
-// among unplaced ones). Refusals are logged once per cluster or topic.
-func (r *Router) canWrite(cluster, topic string) bool {
-	if _, ok := r.cfg.Publishers[cluster]; !ok {
-		r.warnOnce("cluster:"+cluster, "ruleset names a cluster this router has no connection for; quarantining its events",
-			"cluster", cluster)
-		return false
-	}
-	if cluster == r.cfg.IngestCluster && r.reserved[topic] {
-		r.warnOnce("topic:"+topic, "ruleset pins a region to an ingest, quarantine or dead-letter topic; quarantining its events",
-			"topic", topic)
-		return false
-	}
-	return true
-}
-
-// warnOnce logs msg at error level the first time key is seen.
-func (r *Router) warnOnce(key, msg string, args ...any) {
-	if !r.warned[key] {
-		r.warned[key] = true
-		r.log.Error(msg, append(args, "reason", ReasonNoRule)...)
-	}
 }
 
 // observe updates the metrics for a batch that has been committed.
-func (r *Router) observe(batch []stream.Message, out []placed) {
+func (r *Router) observe(batch []stream.Message, out []Event) {
 	m := r.cfg.Metrics
 	if m == nil {
 		return
 	}
 	now := time.Now()
 	for i := range batch {
-		d := &out[i].d
+		d := &out[i].Decision
 		switch d.Outcome {
 		case Routed:
 			m.routed.WithLabelValues(d.Region, d.Jurisdiction).Inc()

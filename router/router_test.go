@@ -510,7 +510,11 @@ type sizeLimitPub struct {
 
 func (p sizeLimitPub) Publish(ctx context.Context, msgs ...stream.Message) error {
 	for i := range msgs {
-		if n := router.RecordBytes(&msgs[i]); n > p.limit {
+		n := len(msgs[i].Key) + len(msgs[i].Value)
+		for _, h := range msgs[i].Headers {
+			n += len(h.Key) + len(h.Value)
+		}
+		if n > p.limit {
 			return fmt.Errorf("message too large: %d bytes", n)
 		}
 	}

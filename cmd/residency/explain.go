@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -122,9 +123,9 @@ type explainSetup struct {
 	rs       *rules.Ruleset
 	source   string
 	pins     router.PinLookup // nil: pins not looked up
-	canWrite func(cluster, topic string) bool
-	maxBytes int      // router.max_value_bytes
-	close    []func() // what loadRules opened
+	pipe     *router.Pipeline // reads and places events as the router does
+	maxBytes int              // router.max_value_bytes
+	close    []func()         // what loadRules opened
 }
 
 // explainMain runs explain for one EVENT and returns the exit code.
@@ -177,6 +178,9 @@ func explainMain(ctx context.Context, e env, f *explainFlags, event string) (int
 		if err != nil {
 			return code, err
 		}
+		if err := s.pipeline(noFields{}); err != nil {
+			return exitFailure, err
+		}
 		x := explanation{Event: event, Encoding: "JSON with the routing fields only (" + strings.Join(fieldPaths(s.xcfg), ", ") + ")",
 			Partial: true, Note: partialNote}
 		return s.explain(ctx, e, f, x, fields, nil)
@@ -198,13 +202,16 @@ func explainMain(ctx context.Context, e env, f *explainFlags, event string) (int
 	if err != nil {
 		return code, err
 	}
+	if err := s.pipeline(fields); err != nil {
+		return exitFailure, err
+	}
 	worst := exitOK
 	for i, v := range values {
 		x := explanation{Event: event, Encoding: enc}
 		if len(values) > 1 {
 			x.Event = fmt.Sprintf("%s record %d", event, i+1)
 		}
-		fl, derr := router.ReadFields(ctx, fields, &stream.Message{Topic: s.topic, Value: v}, s.maxBytes)
+		fl, derr := s.pipe.Read(ctx, &stream.Message{Topic: s.topic, Value: v})
 		if errors.Is(derr, schemas.ErrRegistryUnavailable) {
 			return exitNotReady, derr
 		}
@@ -278,18 +285,6 @@ func (f *explainFlags) setup() (*explainSetup, error) {
 	} else {
 		s.source = "redis " + cfg.Redis.Addr
 	}
-	// Where the router can write: a cluster of the config, and not an
-	// ingest, quarantine or dead-letter topic of the ingest cluster.
-	if len(cfg.Kafka.Clusters) > 0 {
-		reserved := map[string]bool{cfg.Router.QuarantineTopic: true, cfg.Router.DeadLetterTopic: true}
-		for _, tp := range cfg.Router.IngestTopics {
-			reserved[tp] = true
-		}
-		s.canWrite = func(cluster, topic string) bool {
-			_, ok := cfg.Kafka.Clusters[cluster]
-			return ok && !(cluster == cfg.Kafka.IngestCluster && reserved[topic])
-		}
-	}
 	return s, s.rawSchema(f)
 }
 
@@ -361,6 +356,50 @@ func (s *explainSetup) loadRules(ctx context.Context, f *explainFlags) (int, err
 	return exitOK, nil
 }
 
+// pipeline builds the router's pipeline explain reads and places events
+// with (it never publishes): with --config, over the config's clusters and
+// topics; without, every cluster the ruleset names is writable.
+func (s *explainSetup) pipeline(fields router.FieldReader) error {
+	pc := router.PipelineConfig{Publishers: map[string]stream.Publisher{}, IngestCluster: "(ingest)",
+		QuarantineTopic: config.DefaultQuarantineTopic, DeadLetterTopic: config.DefaultDeadLetterTopic,
+		Fields: fields, MaxValueBytes: s.maxBytes, Logger: slog.New(slog.DiscardHandler),
+		// One attempt: a schema registry that does not answer is exit 3
+		// at once, not after the router's retries.
+		Retry: stream.Retry{Min: time.Millisecond, Max: time.Millisecond, Attempts: 1, Component: "explain"}}
+	if s.cfg != nil && len(s.cfg.Kafka.Clusters) > 0 {
+		for name := range s.cfg.Kafka.Clusters {
+			pc.Publishers[name] = noPublisher{}
+		}
+		pc.IngestCluster, pc.Reserved = s.cfg.Kafka.IngestCluster, s.cfg.Router.IngestTopics
+		pc.QuarantineTopic, pc.DeadLetterTopic = s.cfg.Router.QuarantineTopic, s.cfg.Router.DeadLetterTopic
+	} else {
+		for _, g := range s.rs.Regions {
+			pc.Publishers[g.Cluster] = noPublisher{}
+		}
+	}
+	pc.Publishers[pc.IngestCluster] = noPublisher{}
+	var err error
+	s.pipe, err = router.NewPipeline(pc)
+	return err
+}
+
+// noPublisher stands for a cluster explain's pipeline may write to; it
+// never publishes.
+type noPublisher struct{}
+
+func (noPublisher) Publish(context.Context, ...stream.Message) error {
+	return errors.New("explain does not publish")
+}
+func (noPublisher) Close() error { return nil }
+
+// noFields stands for the field reader when explain is given the routing
+// fields themselves: nothing is read.
+type noFields struct{}
+
+func (noFields) Extract(context.Context, string, []byte) (schemas.Fields, error) {
+	return schemas.Fields{}, errors.New("explain was given the routing fields")
+}
+
 // explain decides for one event's fields (or its decode error derr),
 // prints the explanation and returns the exit code for it.
 func (s *explainSetup) explain(ctx context.Context, e env, f *explainFlags, x explanation, fl schemas.Fields, derr error) (int, error) {
@@ -387,16 +426,10 @@ func (s *explainSetup) explain(ctx context.Context, e env, f *explainFlags, x ex
 		}
 		x.Pin = pin
 		d = router.Decide(fl, pin, s.rs)
-		if s.canWrite != nil {
-			if w := router.DecideWritable(fl, pin, s.rs, s.canWrite); w.Outcome != d.Outcome {
-				why := fmt.Sprintf("cluster %s is not in kafka.clusters", d.Cluster)
-				if _, ok := s.cfg.Kafka.Clusters[d.Cluster]; ok {
-					why = fmt.Sprintf("%s is an ingest, quarantine or dead-letter topic of the ingest cluster", d.Topic)
-				}
-				x.Note = joinNote(x.Note, fmt.Sprintf("the ruleset places it in region %s (topic %s on cluster %s), where this router does not write: %s",
-					d.Region, d.Topic, d.Cluster, why))
-				d = w
-			}
+		if w := s.pipe.Place(fl, pin, s.rs); w.Outcome != d.Outcome {
+			x.Note = joinNote(x.Note, fmt.Sprintf("the ruleset places it in region %s (topic %s on cluster %s), where this router does not write: %v",
+				d.Region, d.Topic, d.Cluster, s.pipe.Allows(d.Cluster, d.Topic)))
+			d = w
 		}
 	}
 	x.Decision, x.Jurisdiction, x.Region, x.Cluster, x.Topic, x.Reason = d.Outcome.String(), d.Jurisdiction, d.Region, d.Cluster, d.Topic, d.Reason

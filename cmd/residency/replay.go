@@ -89,7 +89,7 @@ func runReplay(ctx context.Context, e env) int {
 	fs.StringVar(&f.checkpointDir, "checkpoint-dir", "", "keep checkpoints as files in `DIR` instead of Redis")
 	fs.StringVar(&f.progress, "progress", "auto", "progress display: auto (a bar on a terminal, else lines), bar, lines or off")
 	fs.IntVar(&f.maxReplays, "max-replays", 3, "loop guard: refuse events already replayed this many times")
-	fs.IntVar(&f.batch, "batch", 200, "events decided and published together")
+	fs.IntVar(&f.batch, "batch", router.DefaultBatchSize, "events decided and published together (as router.batch_size)")
 	fs.Float64Var(&f.rate, "rate", 0, "most events written per second (0: unlimited)")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code

@@ -19,8 +19,8 @@ import (
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
+	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
-	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
 )
 
@@ -103,15 +103,27 @@ func (s *replayStack) apply(t *testing.T, countries string) {
 // quarantine writes n events of country to quarantine as the router does.
 func (s *replayStack) quarantineEvents(t *testing.T, prefix, country, reason string, n int) {
 	t.Helper()
-	var msgs []stream.Message
+	// The router's records of these events under a ruleset that does not
+	// place them: unknown country (no jurisdiction has it), or none.
+	rs, err := rules.Parse([]byte(fmt.Sprintf(replayRulesV1, s.us, s.eu)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.SetVersion(1)
+	var in []stream.Message
 	for i := range n {
 		v, err := s.enc.Encode(sample.Event{ID: fmt.Sprintf("%s-%d", prefix, i), UserID: fmt.Sprintf("u-%s-%d", prefix, i), Country: country})
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := stream.Message{Topic: s.ingest, Partition: i % 2, Offset: int64(i), Key: []byte(fmt.Sprint(i)), Value: v}
-		d := router.Decision{Outcome: router.Quarantined, Reason: reason}
-		msgs = append(msgs, stream.Message{Topic: s.quarantine, Key: m.Key, Value: v, Headers: router.ResidencyHeaders(&m, &d, schemas.WriterRef{}, "1", "router-0", nil)})
+		in = append(in, stream.Message{Topic: s.ingest, Partition: i % 2, Offset: int64(i), Key: []byte(fmt.Sprint(i)), Value: v})
+	}
+	var msgs []stream.Message
+	for _, rec := range routertest.Records(t, rs, nil, in...) {
+		if r, _ := router.HeaderValue(rec.Headers, router.HeaderReason); string(r) != reason {
+			t.Fatalf("the router quarantines %s events for %s, not %s", country, r, reason)
+		}
+		msgs = append(msgs, stream.Message{Topic: s.quarantine, Key: rec.Key, Value: rec.Value, Headers: rec.Headers})
 	}
 	if err := s.writer.Publish(testenv.Context(t, 10*time.Second), msgs...); err != nil {
 		t.Fatal(err)
@@ -376,17 +388,24 @@ func TestReplayCommandSinkQuarantine(t *testing.T) {
 	s := newReplayStack(t)
 	s.apply(t, "US")
 	ctx := testenv.Context(t, 60*time.Second)
-	var msgs []stream.Message
+	rs, err := rules.Parse([]byte(fmt.Sprintf(replayRulesV1, s.us, s.eu)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.SetVersion(1)
+	var in []stream.Message
 	for i := range 3 {
 		v, err := s.enc.Encode(sample.Event{ID: fmt.Sprint("sq-", i), UserID: "u", Country: "US"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := stream.Message{Topic: s.ingest, Partition: 1, Offset: int64(10 + i), Key: []byte("u"), Value: v}
-		d := router.Decision{Outcome: router.Routed, Jurisdiction: "US", Region: "us", Topic: s.us, Cluster: "a"}
-		hs := append(router.ResidencyHeaders(&in, &d, schemas.WriterRef{}, "1", "router-0", nil),
-			stream.Header{Key: router.HeaderReason, Value: []byte("region_moved")})
-		msgs = append(msgs, stream.Message{Topic: s.sinkQuarantine, Key: in.Key, Value: v, Headers: hs})
+		in = append(in, stream.Message{Topic: s.ingest, Partition: 1, Offset: int64(10 + i), Key: []byte("u"), Value: v})
+	}
+	// The router's records (routed to us), as a sink quarantined them.
+	var msgs []stream.Message
+	for _, rec := range routertest.Records(t, rs, nil, in...) {
+		hs := append(rec.Headers, stream.Header{Key: router.HeaderReason, Value: []byte("region_moved")})
+		msgs = append(msgs, stream.Message{Topic: s.sinkQuarantine, Key: rec.Key, Value: rec.Value, Headers: hs})
 	}
 	if err := s.writer.Publish(ctx, msgs...); err != nil {
 		t.Fatal(err)

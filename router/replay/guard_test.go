@@ -16,6 +16,7 @@ import (
 	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
+	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
@@ -237,15 +238,21 @@ func TestRulesetChangeStopsRealReplay(t *testing.T) {
 func TestReplaySinkQuarantine(t *testing.T) {
 	b, enc := guardBroker(t)
 	var msgs []stream.Message
-	for i, c := range []string{"US", "DE", "ZZ"} {
-		v, _ := enc.Encode(sample.Event{ID: eventID("05c0", i), UserID: "u", Country: c})
-		in := stream.Message{Topic: "in", Partition: 0, Offset: int64(40 + i), Key: []byte("u"), Value: v}
-		d := router.Decision{Outcome: router.Routed, Jurisdiction: "US", Region: "us", Topic: "t.us", Cluster: "a"}
-		hs := router.ResidencyHeaders(&in, &d, schemas.WriterRef{}, "3", "router-0", nil)
-		hs = append(hs, stream.Header{Key: router.HeaderReplayCount, Value: []byte("1")},
+	// Events the router placed in us under version 3 (so a US event, as
+	// the records' own residency headers say), then a sink refused.
+	var in []stream.Message
+	for i := range 3 {
+		v, _ := enc.Encode(sample.Event{ID: eventID("05c0", i), UserID: "u", Country: "US"})
+		in = append(in, stream.Message{Topic: "in", Partition: 0, Offset: int64(40 + i), Key: []byte("u"), Value: v})
+	}
+	for i, rec := range routertest.Records(t, guardRuleset(t, 3), nil, in...) {
+		// The value the sink refused is the event as it is now (its
+		// country changed under the same user: US, DE, then ZZ).
+		v, _ := enc.Encode(sample.Event{ID: eventID("05c0", i), UserID: "u", Country: []string{"US", "DE", "ZZ"}[i]})
+		hs := append(rec.Headers, stream.Header{Key: router.HeaderReplayCount, Value: []byte("1")},
 			stream.Header{Key: router.HeaderReason, Value: []byte("sink_region_not_approved")},
 			stream.Header{Key: "residency-sink-store", Value: []byte("us-postgres")})
-		msgs = append(msgs, stream.Message{Topic: "sq", Key: in.Key, Value: v, Headers: hs})
+		msgs = append(msgs, stream.Message{Topic: "sq", Key: rec.Key, Value: v, Headers: hs})
 	}
 	if err := b.Publisher().Publish(context.Background(), msgs...); err != nil {
 		t.Fatal(err)

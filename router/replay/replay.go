@@ -14,7 +14,6 @@ import (
 
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
-	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
 )
 
@@ -236,12 +235,14 @@ type Config struct {
 	// checkpoint). Default false.
 	DryRun bool
 	// BatchSize is the most events decided and published together.
-	// Default 200.
+	// Default router.DefaultBatchSize (500), as the router.
 	BatchSize int
 	// Rate is the most events written per second. Default 0: unlimited.
 	Rate float64
-	// MaxValueBytes is the largest event value routed; larger ones are
-	// dead-lettered (too_large), as in the router. Default 1 MiB.
+	// MaxValueBytes is the largest event routed, counting its key, value
+	// and headers; larger ones are dead-lettered (too_large) without their
+	// body, as by the router. Default router.DefaultMaxValueBytes, as the
+	// router.
 	MaxValueBytes int
 	// Samples is how many sample event ids the report keeps per
 	// from → to pair. Default 5.
@@ -250,13 +251,18 @@ type Config struct {
 	// "replay".
 	Instance string
 	// RetryMin is the first backoff after a failed publish, pin lookup,
-	// schema registry call or checkpoint. Default 50ms.
+	// schema registry call or checkpoint. Default router.DefaultRetryMin
+	// (50ms), as the router.
 	RetryMin time.Duration
+	// RetryMax is the longest backoff between retries. Default
+	// router.DefaultRetryMax (2s), as the router.
+	RetryMax time.Duration
 	// GiveUp is how long such a failure is retried before Run fails with
-	// ErrGaveUp. Default 1m.
+	// ErrGaveUp. Default router.DefaultGiveUp (2m), as the router.
 	GiveUp time.Duration
 	// ShutdownTimeout bounds how long Run, once its context ends, spends
-	// publishing and checkpointing the batch in hand. Default 10s.
+	// publishing and checkpointing the batch in hand. Default
+	// router.DefaultShutdownTimeout (10s), as the router.
 	ShutdownTimeout time.Duration
 	// Progress, if set, is called after every batch. Default nil.
 	Progress func(Progress)
@@ -305,8 +311,9 @@ func (c *Config) check() error {
 	if len(c.Plan.Filter.Reasons) > 0 && c.Plan.Source == SourceIngest {
 		return fmt.Errorf("%w: Plan.Filter.Reasons: events of an ingest topic have no reason", ErrConfig)
 	}
-	if c.Plan.MaxReplays < 0 || c.BatchSize < 0 || c.Rate < 0 || c.MaxValueBytes < 0 || c.Samples < 0 || c.GiveUp < 0 {
-		return fmt.Errorf("%w: negative MaxReplays, BatchSize, Rate, MaxValueBytes, Samples or GiveUp", ErrConfig)
+	if c.Plan.MaxReplays < 0 || c.BatchSize < 0 || c.Rate < 0 || c.MaxValueBytes < 0 || c.Samples < 0 || c.GiveUp < 0 ||
+		c.RetryMin < 0 || c.RetryMax < 0 {
+		return fmt.Errorf("%w: negative MaxReplays, BatchSize, Rate, MaxValueBytes, Samples, RetryMin, RetryMax or GiveUp", ErrConfig)
 	}
 	seen := map[int]bool{}
 	for _, r := range c.Plan.Ranges {
@@ -326,25 +333,25 @@ func (c *Config) defaults() {
 	if c.Plan.MaxReplays == 0 {
 		c.Plan.MaxReplays = 3
 	}
-	c.BatchSize = cmp.Or(c.BatchSize, 200)
-	c.MaxValueBytes = cmp.Or(c.MaxValueBytes, 1<<20)
+	c.BatchSize = cmp.Or(c.BatchSize, router.DefaultBatchSize)
+	c.MaxValueBytes = cmp.Or(c.MaxValueBytes, router.DefaultMaxValueBytes)
 	c.Samples = cmp.Or(c.Samples, 5)
 	c.Instance = cmp.Or(c.Instance, "replay")
-	c.RetryMin = cmp.Or(c.RetryMin, 50*time.Millisecond)
-	c.GiveUp = cmp.Or(c.GiveUp, time.Minute)
-	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 10*time.Second)
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.RetryMin = cmp.Or(c.RetryMin, router.DefaultRetryMin)
+	c.RetryMax = cmp.Or(c.RetryMax, router.DefaultRetryMax)
+	c.GiveUp = cmp.Or(c.GiveUp, router.DefaultGiveUp)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, router.DefaultShutdownTimeout)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	sort.Slice(c.Plan.Ranges, func(i, j int) bool { return c.Plan.Ranges[i].Partition < c.Plan.Ranges[j].Partition })
 }
 
 // Replay re-routes one plan. Create it with New, run it with Run, read the
 // outcome with Report.
 type Replay struct {
-	cfg     Config
-	log     *slog.Logger
-	backoff router.Backoff
+	cfg   Config
+	log   *slog.Logger
+	retry stream.Retry
+	pipe  *router.Pipeline // the router's pipeline: decides and publishes every batch
 
 	mu    sync.Mutex
 	rep   Report
@@ -368,7 +375,15 @@ func New(cfg Config) (*Replay, error) {
 	}
 	cfg.defaults()
 	r := &Replay{cfg: cfg, log: cfg.Logger.With("replay_id", cfg.Plan.ID), trans: map[[2]string]*Transition{}, next: map[int]int64{}}
-	r.backoff = router.Backoff{Min: cfg.RetryMin, Max: 2 * time.Second, GiveUp: cfg.GiveUp, GaveUp: ErrGaveUp, Component: "replay", Logger: r.log}
+	r.retry = stream.Retry{Min: cfg.RetryMin, Max: cfg.RetryMax, GiveUp: cfg.GiveUp, GaveUp: ErrGaveUp, Component: "replay", Logger: r.log}
+	var err error
+	// The topic read is reserved too: a region pinned to it would feed
+	// the replay its own writes.
+	if r.pipe, err = router.NewPipeline(router.PipelineConfig{Publishers: cfg.Publishers, IngestCluster: cfg.IngestCluster,
+		QuarantineTopic: cfg.QuarantineTopic, DeadLetterTopic: cfg.DeadLetterTopic, Reserved: []string{cfg.Plan.Topic},
+		Fields: cfg.Fields, Pins: cfg.Pins, Instance: cfg.Instance, MaxValueBytes: cfg.MaxValueBytes, Retry: r.retry, Logger: r.log}); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	r.rep = newReport(&cfg.Plan, cfg.DryRun)
 	return r, nil
 }
@@ -580,7 +595,7 @@ func (r *Replay) checkpoint(ctx context.Context) error {
 		cp.Next[p] = o
 	}
 	r.mu.Unlock()
-	return r.backoff.Do(ctx, "checkpoint", func(ctx context.Context) error { return r.cfg.Checkpoints.Save(ctx, cp) })
+	return r.retry.Do(ctx, "checkpoint", func(ctx context.Context) error { return r.cfg.Checkpoints.Save(ctx, cp) })
 }
 
 func (r *Replay) emitProgress() {
@@ -600,14 +615,12 @@ func (r *Replay) emitProgress() {
 	r.cfg.Progress(p)
 }
 
-// item is one event of a batch on its way through process.
+// item is one event of a batch on its way through process: the record
+// read, and its event in the pipeline's batch.
 type item struct {
-	m       *stream.Message
-	orig    stream.Message // the event with its original ingest coordinates
-	count   int            // replays so far
-	fields  schemas.Fields
-	err     error // decode error: dead-letter
-	d       router.Decision
+	m       *stream.Message // as read from the replay's source
+	ev      *router.Event   // decided by the pipeline (its Msg has the original ingest coordinates)
+	count   int             // replays so far
 	native  map[string]any
 	decoded bool
 }
@@ -641,7 +654,12 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 		}
 	}
 	trusted := r.cfg.Plan.Source.trustsHeaders()
-	items := make([]item, 0, len(batch))
+	// The events as the pipeline decides and writes them: with the
+	// coordinates the router first read them from. An ingest event's own
+	// coordinates are its original ones; its residency-* headers, if any,
+	// were set by its producer.
+	origs := make([]stream.Message, 0, len(batch))
+	read := make([]*stream.Message, 0, len(batch))
 	for i := range batch {
 		m := &batch[i]
 		r.mu.Lock()
@@ -652,41 +670,20 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 			r.filtered()
 			continue
 		}
-		// An ingest event's own coordinates are its original ones; its
-		// residency-* headers, if any, were set by its producer.
-		it := item{m: m, orig: *m}
+		o := *m
 		if trusted {
-			it.orig = original(m)
+			o = original(m)
 		}
-		items = append(items, it)
+		origs = append(origs, o)
+		read = append(read, m)
 	}
-	// Read the fields (retrying while the schema registry is away).
-	for i := range items {
-		it := &items[i]
-		err := r.backoff.Do(ctx, "schema_registry", func(ctx context.Context) error {
-			it.fields, it.err = router.ReadFields(ctx, r.cfg.Fields, &it.orig, r.cfg.MaxValueBytes)
-			if errors.Is(it.err, schemas.ErrRegistryUnavailable) {
-				return it.err
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	}
-	pins, err := r.lookupPins(ctx, items)
+	b, err := r.pipe.Decide(ctx, origs, r.cfg.Rules)
 	if err != nil {
 		return err
 	}
-	canWrite := r.canWrite
-	byCluster := map[string][]stream.Message{}
-	for i := range items {
-		it := &items[i]
-		if it.err != nil {
-			it.d = router.DeadLetter(it.err)
-		} else {
-			it.d = router.DecideWritable(it.fields, pins[i], r.cfg.Rules, canWrite)
-		}
+	for i := range b.Events {
+		it := &item{m: read[i], ev: &b.Events[i]}
+		it.ev.Skip = true // until it is known to be written
 		if !r.matchJurisdiction(it) || !r.matchEventType(ctx, it) {
 			r.filtered()
 			continue
@@ -700,24 +697,32 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 			continue
 		}
 		it.count = n
-		from, to := r.fromLabel(it, pins[i]), label(&it.d)
+		d := &it.ev.Decision
+		from, to := r.fromLabel(it), label(d)
 		// Still unplaceable events stay where they are; events a sink
 		// refused never stay: they are routed again, or quarantined by the
 		// router's rules for the first time.
-		stays := (r.cfg.Plan.Source == SourceQuarantine && it.d.Outcome == router.Quarantined) ||
-			(r.cfg.Plan.Source == SourceDeadLetter && it.d.Outcome == router.DeadLettered) ||
+		stays := (r.cfg.Plan.Source == SourceQuarantine && d.Outcome == router.Quarantined) ||
+			(r.cfg.Plan.Source == SourceDeadLetter && d.Outcome == router.DeadLettered) ||
 			(r.cfg.Plan.OnlyMoved && from == to)
 		r.record(ctx, it, from, to, stays)
 		if stays {
 			continue
 		}
-		cluster, out := r.outgoing(it)
-		byCluster[cluster] = append(byCluster[cluster], out)
+		it.ev.Skip = false
+		it.ev.Extra = r.provenance(it)
+	}
+	written := map[string]int64{}
+	for i := range b.Events {
+		if ev := &b.Events[i]; !ev.Skip {
+			_, topic := r.pipe.Destination(&ev.Decision)
+			written[topic]++
+		}
 	}
 	if !r.cfg.DryRun {
-		n := 0
-		for _, ms := range byCluster {
-			n += len(ms)
+		var n int
+		for _, c := range written {
+			n += int(c)
 		}
 		if err := r.limit(ctx, n); err != nil {
 			return undo(err)
@@ -727,16 +732,14 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 		if err := r.checkInForce(); err != nil {
 			return undo(err)
 		}
-		if err := router.PublishByCluster(ctx, r.cfg.Publishers, byCluster, r.backoff); err != nil {
+		if err := r.pipe.Publish(ctx, b); err != nil {
 			return err
 		}
 	}
 	r.mu.Lock()
-	for _, ms := range byCluster {
-		for _, m := range ms {
-			r.rep.Written[m.Topic]++
-			r.wrote++
-		}
+	for topic, c := range written {
+		r.rep.Written[topic] += c
+		r.wrote += c
 	}
 	last := batch[len(batch)-1]
 	r.next[last.Partition] = last.Offset + 1
@@ -800,7 +803,7 @@ func (r *Replay) matchJurisdiction(it *item) bool {
 	if len(js) == 0 {
 		return true
 	}
-	if slices.Contains(js, it.d.Jurisdiction) {
+	if slices.Contains(js, it.ev.Decision.Jurisdiction) {
 		return true
 	}
 	if !r.cfg.Plan.Source.trustsHeaders() {
@@ -823,11 +826,11 @@ func (r *Replay) matchEventType(ctx context.Context, it *item) bool {
 // decode decodes it once, if a Decoder is configured; failures leave
 // native nil.
 func (r *Replay) decode(ctx context.Context, it *item) {
-	if it.decoded || r.cfg.Decoder == nil || it.err != nil {
+	if it.decoded || r.cfg.Decoder == nil || it.ev.Err != nil {
 		return
 	}
 	it.decoded = true
-	native, _, err := r.cfg.Decoder.Decode(ctx, it.orig.Topic, it.orig.Value)
+	native, _, err := r.cfg.Decoder.Decode(ctx, it.ev.Msg.Topic, it.ev.Msg.Value)
 	if err == nil {
 		it.native, _ = native.(map[string]any)
 	}
@@ -854,7 +857,7 @@ func (r *Replay) sampleID(ctx context.Context, it *item) string {
 }
 
 // fromLabel says where the event was before this replay.
-func (r *Replay) fromLabel(it *item, pin string) string {
+func (r *Replay) fromLabel(it *item) string {
 	switch r.cfg.Plan.Source {
 	case SourceQuarantine, SourceDeadLetter, SourceSinkQuarantine:
 		reason, _ := router.HeaderValue(it.m.Headers, router.HeaderReason)
@@ -863,11 +866,10 @@ func (r *Replay) fromLabel(it *item, pin string) string {
 	if r.cfg.Baseline == nil {
 		return "ingest"
 	}
-	if it.err != nil {
-		return label(&it.d) // undecodable under any ruleset
+	if it.ev.Err != nil {
+		return label(&it.ev.Decision) // undecodable under any ruleset
 	}
-	canWrite := r.canWrite
-	d := router.DecideWritable(it.fields, pin, r.cfg.Baseline, canWrite)
+	d := r.pipe.Place(it.ev.Fields, it.ev.Pin, r.cfg.Baseline)
 	return label(&d)
 }
 
@@ -895,13 +897,13 @@ func (r *Replay) record(ctx context.Context, it *item, from, to string, stays bo
 	}
 	t.Count++
 	needSample := len(t.Samples) < r.cfg.Samples
-	switch it.d.Outcome {
+	switch d := &it.ev.Decision; d.Outcome {
 	case router.Routed:
-		r.rep.Routed[it.d.Region]++
+		r.rep.Routed[d.Region]++
 	case router.Quarantined:
-		r.rep.Quarantined[it.d.Reason]++
+		r.rep.Quarantined[d.Reason]++
 	case router.DeadLettered:
-		r.rep.DeadLettered[it.d.Reason]++
+		r.rep.DeadLettered[d.Reason]++
 	}
 	if stays {
 		r.rep.Stayed++
@@ -938,54 +940,16 @@ func (r *Replay) refuse(it *item, n int, ok bool) {
 		coords, n, r.cfg.Plan.MaxReplays), "event", coords, "replays", n, "limit", r.cfg.Plan.MaxReplays)
 }
 
-// outgoing builds the record written for it, and the cluster it goes to.
-func (r *Replay) outgoing(it *item) (string, stream.Message) {
-	cluster, topic := r.cfg.IngestCluster, it.d.Topic
-	switch it.d.Outcome {
-	case router.Routed:
-		cluster = it.d.Cluster
-	case router.Quarantined:
-		topic = r.cfg.QuarantineTopic
-	case router.DeadLettered:
-		topic = r.cfg.DeadLetterTopic
+// provenance returns the replay headers written after the residency
+// headers of it.
+func (r *Replay) provenance(it *item) []stream.Header {
+	return []stream.Header{
+		{Key: router.HeaderReplayID, Value: []byte(r.cfg.Plan.ID)},
+		{Key: router.HeaderReplayCount, Value: strconv.AppendInt(nil, int64(it.count+1), 10)},
+		{Key: router.HeaderReplayTopic, Value: []byte(it.m.Topic)},
+		{Key: router.HeaderReplayPartition, Value: strconv.AppendInt(nil, int64(it.m.Partition), 10)},
+		{Key: router.HeaderReplayOffset, Value: strconv.AppendInt(nil, it.m.Offset, 10)},
 	}
-	hs := router.ResidencyHeaders(&it.orig, &it.d, it.fields.Writer, r.cfg.Rules.VersionString(), r.cfg.Instance, it.err)
-	hs = append(hs,
-		stream.Header{Key: router.HeaderReplayID, Value: []byte(r.cfg.Plan.ID)},
-		stream.Header{Key: router.HeaderReplayCount, Value: strconv.AppendInt(nil, int64(it.count+1), 10)},
-		stream.Header{Key: router.HeaderReplayTopic, Value: []byte(it.m.Topic)},
-		stream.Header{Key: router.HeaderReplayPartition, Value: strconv.AppendInt(nil, int64(it.m.Partition), 10)},
-		stream.Header{Key: router.HeaderReplayOffset, Value: strconv.AppendInt(nil, it.m.Offset, 10)},
-	)
-	out := stream.Message{Topic: topic, Key: it.m.Key, Value: it.m.Value, Headers: hs, Time: it.m.Time}
-	router.OmitBody(&out, it.m, it.err) // as the router does: an oversized body would block the write
-	return cluster, out
-}
-
-func (r *Replay) lookupPins(ctx context.Context, items []item) ([]string, error) {
-	pins := make([]string, len(items))
-	if r.cfg.Pins == nil {
-		return pins, nil
-	}
-	var ids [][]byte
-	var idx []int
-	for i := range items {
-		if items[i].err == nil && len(items[i].fields.UserID) > 0 {
-			ids = append(ids, items[i].fields.UserID)
-			idx = append(idx, i)
-		}
-	}
-	if len(ids) == 0 {
-		return pins, nil
-	}
-	got, err := router.LookupPins(ctx, r.cfg.Pins, ids, r.backoff)
-	if err != nil {
-		return nil, err
-	}
-	for k, i := range idx {
-		pins[i] = got[k]
-	}
-	return pins, nil
 }
 
 // limit waits so that writes stay under Config.Rate per second.
@@ -1015,18 +979,4 @@ func (r *Replay) limit(ctx context.Context, n int) error {
 		}
 	}
 	return nil
-}
-
-// canWrite reports whether replay may write a routed event to topic on
-// cluster: there is a publisher for the cluster, and on the ingest cluster
-// the topic is not the replay's source, quarantine or dead-letter topic (a
-// region pinned there would loop events or hide them among unplaced ones).
-func (r *Replay) canWrite(cluster, topic string) bool {
-	if _, ok := r.cfg.Publishers[cluster]; !ok {
-		return false
-	}
-	if cluster != r.cfg.IngestCluster {
-		return true
-	}
-	return topic != r.cfg.Plan.Topic && topic != r.cfg.QuarantineTopic && topic != r.cfg.DeadLetterTopic
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
+	"github.com/residency-router/residency/router/routertest"
+	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
 )
@@ -285,15 +287,24 @@ func TestLoopGuard(t *testing.T) {
 	v2 := e.apply(t, rulesV2)
 	fx := fields(t, schemas.ExtractorConfig{})
 	var msgs []stream.Message
-	for i, count := range []string{"", "1", "2", "3", "7", "x"} {
-		m := stream.Message{Topic: e.ingest, Partition: 0, Offset: int64(100 + i), Key: []byte("k"),
-			Value: e.event(t, eventID("0100", i), "u", "CA")}
-		d := router.Decision{Outcome: router.Quarantined, Reason: router.ReasonUnknownCountry}
-		hs := router.ResidencyHeaders(&m, &d, schemas.WriterRef{}, "1", "router-0", nil)
-		if count != "" {
-			hs = append(hs, stream.Header{Key: router.HeaderReplayCount, Value: []byte(count)})
+	// Records the router quarantined (CA unknown) under version 1.
+	v1, err := rules.Parse([]byte(fmt.Sprintf(rulesV1, e.us, e.eu)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1.SetVersion(1)
+	given := []string{"", "1", "2", "3", "7", "x"}
+	var in []stream.Message
+	for i := range given {
+		in = append(in, stream.Message{Topic: e.ingest, Partition: 0, Offset: int64(100 + i), Key: []byte("k"),
+			Value: e.event(t, eventID("0100", i), "u", "CA")})
+	}
+	for i, rec := range routertest.Records(t, v1, fx, in...) {
+		hs := rec.Headers
+		if given[i] != "" {
+			hs = append(hs, stream.Header{Key: router.HeaderReplayCount, Value: []byte(given[i])})
 		}
-		msgs = append(msgs, stream.Message{Topic: e.quarantine, Key: m.Key, Value: m.Value, Headers: hs})
+		msgs = append(msgs, stream.Message{Topic: e.quarantine, Key: rec.Key, Value: rec.Value, Headers: hs})
 	}
 	if err := e.pubs["a"].Publish(testenv.Context(t, 10*time.Second), msgs...); err != nil {
 		t.Fatal(err)
