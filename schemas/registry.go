@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/residency-router/residency/stream"
 )
 
 // ErrSubjectNotFound: the registry has no such subject (or no such version of
@@ -254,29 +256,24 @@ const maxUnknown = 10000
 // maxResponse bounds a registry answer.
 const maxResponse = 8 << 20
 
-// get fetches path into out, retrying transient failures.
+// get fetches path into out, retrying transient failures (the one retry
+// policy, stream.Retry: Backoff doubling to MaxBackoff, Retries times). A
+// registry that keeps failing, or a ctx that ends, is
+// ErrRegistryUnavailable.
 func (r *Registry) get(ctx context.Context, path string, out any) error {
-	wait := r.cfg.Backoff
-	var last error
-	for attempt := 0; ; attempt++ {
+	policy := stream.Retry{Min: r.cfg.Backoff, Max: r.cfg.MaxBackoff, Attempts: r.cfg.Retries + 1,
+		GaveUp: ErrRegistryUnavailable, Component: "schema registry"}
+	err := policy.Do(ctx, "GET "+path, func(ctx context.Context) error {
 		retry, err := r.once(ctx, path, out)
-		if err == nil || !retry {
-			return err
+		if !retry {
+			return stream.Permanent(err)
 		}
-		last = err
-		if attempt >= r.cfg.Retries {
-			break
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w: %w (after %v)", ErrRegistryUnavailable, ctx.Err(), last)
-		case <-t.C:
-		}
-		wait = min(wait*2, r.cfg.MaxBackoff)
+		return err
+	})
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrRegistryUnavailable) {
+		return fmt.Errorf("%w: %w", ErrRegistryUnavailable, err)
 	}
-	return fmt.Errorf("%w: gave up after %d attempts: %v", ErrRegistryUnavailable, r.cfg.Retries+1, last)
+	return err
 }
 
 // once makes one request. retry says whether a failure is worth retrying.

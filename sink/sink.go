@@ -27,6 +27,7 @@ type Sink struct {
 	dec        Decoder
 	log        *slog.Logger
 	m          *metrics
+	retry      stream.Retry // fetch, decode, rules, pins, write, quarantine, commit: never gives up
 
 	notReady atomic.Pointer[error] // nil when ready
 	revoked  atomic.Bool           // approval missing: writing stopped
@@ -58,6 +59,8 @@ func New(cfg Config, sub stream.Subscriber, store Store, quarantine stream.Publi
 	}
 	s := &Sink{cfg: cfg, sub: sub, store: store, quarantine: quarantine, rules: rs, dec: dec,
 		log: cfg.Logger.With("store", cfg.Store, "region", cfg.Region, "topic", cfg.Topic), m: m}
+	s.retry = stream.Retry{Min: cfg.RetryBackoff, Max: cfg.MaxBackoff, Component: "sink", Logger: s.log,
+		OnRetry: func(op string) { s.m.retries.WithLabelValues(op).Inc() }}
 	s.setNotReady(fmt.Errorf("%w: not started", ErrNotReady))
 	return s, nil
 }
@@ -270,20 +273,14 @@ func (s *Sink) fetchBatch(ctx context.Context) []item {
 			timer.Stop()
 		}
 	}()
-	backoff := s.cfg.RetryBackoff
 	for len(b) < s.cfg.BatchSize {
-		m, err := s.sub.Fetch(bctx)
-		if err != nil {
-			if bctx.Err() != nil {
-				break // batch timeout or shutdown
-			}
-			s.m.retries.WithLabelValues("fetch").Inc()
-			s.log.Warn("sink: fetch failed; retrying", "err", err)
-			if !sleep(bctx, backoff) {
-				break
-			}
-			backoff = min(backoff*2, s.cfg.MaxBackoff)
-			continue
+		var m stream.Message
+		if err := s.retry.Do(bctx, "fetch", func(ctx context.Context) error {
+			var err error
+			m, err = s.sub.Fetch(ctx)
+			return err
+		}); err != nil {
+			break // batch timeout or shutdown
 		}
 		if timer == nil {
 			timer = time.AfterFunc(s.cfg.BatchTimeout, cancel)
@@ -331,30 +328,26 @@ func (s *Sink) decode(ctx context.Context, it *item) bool {
 		it.refuse(ReasonNoSchemaHeader, err)
 		return true
 	}
-	backoff := s.cfg.RetryBackoff
-	for {
-		err := s.read(ctx, it, ref)
-		switch {
-		case err == nil:
-			if it.eventID == "" || it.occurredAt.IsZero() {
-				it.refuse(ReasonMissingField, errMissingField)
-			}
-			return true
-		case errors.Is(err, schemas.ErrRegistryUnavailable):
-		case errors.Is(err, schemas.ErrUnknownSchema):
-			it.refuse(ReasonUnknownSchema, err)
-			return true
-		default:
-			it.refuse(ReasonUndecodable, err)
-			return true
+	if s.retry.Do(ctx, "decode", func(ctx context.Context) error {
+		err = s.read(ctx, it, ref)
+		if errors.Is(err, schemas.ErrRegistryUnavailable) {
+			return err
 		}
-		s.m.retries.WithLabelValues("decode").Inc()
-		s.log.Warn("sink: schema registry unavailable; retrying", "err", err)
-		if !sleep(ctx, backoff) {
-			return false
-		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
+		return nil
+	}) != nil {
+		return false // ctx ended while the registry was away
 	}
+	switch {
+	case err == nil:
+		if it.eventID == "" || it.occurredAt.IsZero() {
+			it.refuse(ReasonMissingField, errMissingField)
+		}
+	case errors.Is(err, schemas.ErrUnknownSchema):
+		it.refuse(ReasonUnknownSchema, err)
+	default:
+		it.refuse(ReasonUndecodable, err)
+	}
+	return true
 }
 
 // read decodes it's value, written as ref says, and reads its key fields
@@ -451,22 +444,20 @@ func (s *Sink) rulesetVersion(ctx context.Context, cur *rules.Ruleset, h []byte)
 		}
 		return resolved{err: fmt.Errorf("ruleset version %d is not the ruleset in force (version %s), the only one this sink knows", v, inForce)}, true
 	}
-	backoff := s.cfg.RetryBackoff
-	for {
-		rs, err := s.cfg.Rulesets.Ruleset(ctx, v)
-		if err == nil {
-			return resolved{rs: rs}, true
+	var rs *rules.Ruleset
+	if s.retry.Do(ctx, "rules", func(ctx context.Context) error {
+		rs, err = s.cfg.Rulesets.Ruleset(ctx, v)
+		if errors.Is(err, rules.ErrUnavailable) {
+			return err
 		}
-		if !errors.Is(err, rules.ErrUnavailable) {
-			return resolved{err: err}, true
-		}
-		s.m.retries.WithLabelValues("rules").Inc()
-		s.log.Warn("sink: rules store unavailable; retrying", "err", err)
-		if !sleep(ctx, backoff) {
-			return resolved{}, false
-		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
+		return nil
+	}) != nil {
+		return resolved{}, false // ctx ended while the rules store was away
 	}
+	if err != nil {
+		return resolved{err: err}, true
+	}
+	return resolved{rs: rs}, true
 }
 
 // lookupPins looks up, in one call, the pins of the users of the events of
@@ -488,7 +479,7 @@ func (s *Sink) lookupPins(ctx context.Context, b []item) bool {
 		return true
 	}
 	var got []string
-	err := s.retry(ctx, "pins", func(ctx context.Context) error {
+	err := s.retry.Do(ctx, "pins", func(ctx context.Context) error {
 		var err error
 		got, err = s.cfg.Pins.Lookup(ctx, ids)
 		if err == nil && len(got) != len(ids) {
@@ -547,19 +538,17 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 	var (
 		write []Record
 		quar  []stream.Message
-		rs    *rules.Ruleset
-		err   error
 	)
-	backoff := s.cfg.RetryBackoff
-	for {
+	if err := s.retry.Do(ctx, "write", func(ctx context.Context) error {
 		// (3) the ruleset in force at write time must still approve us.
-		if rs, err = s.waitApproved(run, ctx); err != nil {
-			return err
+		rs, err := s.waitApproved(run, ctx)
+		if err != nil {
+			return stream.Permanent(err)
 		}
 		// (2) every event's region must be one the store is approved for.
 		write, quar = s.classify(b, rs)
 		if len(write) == 0 {
-			break
+			return nil
 		}
 		wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 		err = s.store.Write(wctx, write)
@@ -567,37 +556,30 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 		cancel()
 		if err == nil {
 			s.storeErr.Store(nil)
-			break
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("sink: write: %w", err)
+			return nil
 		}
 		if timedOut {
 			// Retried like any failure, approval checked again first.
 			err = fmt.Errorf("write timed out after %s (write_timeout): %w", s.cfg.WriteTimeout, err)
 		}
-		storeErr := err // a variable of its own: err is assigned again below
-		s.storeErr.Store(&storeErr)
+		s.storeErr.Store(&err)
 		s.m.ready.Set(0)
-		s.m.retries.WithLabelValues("write").Inc()
-		s.log.Warn("sink: store write failed; retrying", "err", err, "events", len(write))
-		if !sleep(ctx, backoff) {
-			return fmt.Errorf("sink: write: %w", err)
-		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
+		return fmt.Errorf("%d events: %w", len(write), err)
+	}); err != nil {
+		return err
 	}
 	for i := range write {
 		s.m.written.WithLabelValues(write[i].Region).Inc()
 	}
 	if len(quar) > 0 {
-		if err := s.retry(ctx, "quarantine", func(ctx context.Context) error {
+		if err := s.retry.Do(ctx, "quarantine", func(ctx context.Context) error {
 			return s.quarantine.Publish(ctx, quar...)
 		}); err != nil {
 			return err
 		}
 		s.countQuarantined(quar)
 	}
-	if err := s.retry(ctx, "commit", func(ctx context.Context) error {
+	if err := s.retry.Do(ctx, "commit", func(ctx context.Context) error {
 		return s.sub.Commit(ctx, lastPerPartition(b)...)
 	}); err != nil {
 		return err
@@ -682,29 +664,9 @@ func (s *Sink) waitApproved(run, ctx context.Context) (*rules.Ruleset, error) {
 		if err == nil {
 			return rs, nil
 		}
-		if run.Err() != nil || !sleep(ctx, s.cfg.RulesPoll) {
+		if run.Err() != nil || !stream.Sleep(ctx, s.cfg.RulesPoll) {
 			return nil, err
 		}
-	}
-}
-
-// retry runs op until it succeeds or ctx ends.
-func (s *Sink) retry(ctx context.Context, name string, op func(context.Context) error) error {
-	backoff := s.cfg.RetryBackoff
-	for {
-		err := op(ctx)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("sink: %s: %w", name, err)
-		}
-		s.m.retries.WithLabelValues(name).Inc()
-		s.log.Warn("sink: "+name+" failed; retrying", "err", err)
-		if !sleep(ctx, backoff) {
-			return fmt.Errorf("sink: %s: %w", name, err)
-		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
 	}
 }
 
@@ -853,16 +815,4 @@ func lastPerPartition(b []item) []stream.Message {
 		out = append(out, stream.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset})
 	}
 	return out
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/residency-router/residency/stream"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -90,16 +91,16 @@ type exact struct {
 	log      func() *slog.Logger
 	maxBytes int
 	notes    map[topicPartition]*notes
-	// retryMin and retryMax bound the wait between attempts of a fetch
-	// that failed with a retriable error.
-	retryMin, retryMax time.Duration
+	// retry is the wait between attempts of a fetch that failed with a
+	// retriable error (its Delay).
+	retry stream.Retry
 }
 
 // newExact returns an exact fetching through client from cluster (named in
 // errors and logs); log gives the logger for records it cannot resolve.
 func newExact(client *kafka.Client, cluster string, log func() *slog.Logger) *exact {
 	return &exact{client: client, cluster: cluster, log: log, maxBytes: exactMaxBytes,
-		notes: map[topicPartition]*notes{}, retryMin: 50 * time.Millisecond, retryMax: time.Second}
+		notes: map[topicPartition]*notes{}, retry: stream.Retry{Min: 50 * time.Millisecond, Max: time.Second}}
 }
 
 // errGone: the broker no longer holds the record (retention, compaction).
@@ -176,7 +177,7 @@ func (x *exact) fetch(ctx context.Context, topic string, partition int, offset i
 		if errors.As(err, &kerr) && !kerr.Temporary() {
 			return nil, fmt.Errorf("kafka: cluster %s: fetch %s/%d at %d: %w", x.cluster, topic, partition, offset, err)
 		}
-		if err := sleep(ctx, backoff(attempt, x.retryMin, x.retryMax)); err != nil {
+		if err := sleep(ctx, x.retry.Delay(attempt)); err != nil {
 			return nil, err
 		}
 	}

@@ -78,7 +78,7 @@ func TestReaderKeepsARecordItCouldNotRestore(t *testing.T) {
 	defer r.Close()
 	ff := &faultyFetch{RoundTripper: r.exact.client.Transport}
 	r.exact.client.Transport = ff
-	r.exact.retryMin, r.exact.retryMax = time.Millisecond, 5*time.Millisecond
+	r.exact.retry = stream.Retry{Min: time.Millisecond, Max: 5 * time.Millisecond}
 
 	refused := errors.New("refused by the test")
 	ff.set(func() error { return kafka.TopicAuthorizationFailed }) // not retriable

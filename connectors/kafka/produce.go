@@ -53,9 +53,7 @@ type producer struct {
 	batchSize    int                 // records of one partition per request
 	batchBytes   int64               // bytes of one partition's records per request
 	requestBytes int64               // bytes of one request
-	attempts     int
-	backoffMin   time.Duration
-	backoffMax   time.Duration
+	retry        stream.Retry        // the waits (Delay) and bound (Attempts) of retrying partitions within one publish
 
 	mu    sync.Mutex
 	parts map[int][]int // partition lists [0, n) for the balancer, by n
@@ -164,7 +162,7 @@ func (p *producer) metadata(ctx context.Context, topics []string) (map[string]to
 
 // publish writes msgs and returns once every record is acknowledged, or
 // with an error: at once for a permanent one, else when the retriable
-// failures have been tried p.attempts times or for p.timeout in all.
+// failures have been tried p.retry.Attempts times or for p.timeout in all.
 // Records already acknowledged are not sent again within the call.
 func (p *producer) publish(ctx context.Context, msgs []stream.Message) error {
 	if err := ctx.Err(); err != nil {
@@ -195,10 +193,10 @@ func (p *producer) publish(ctx context.Context, msgs []stream.Message) error {
 		if ctx.Err() != nil {
 			return errors.Join(ctx.Err(), batchesError(retry))
 		}
-		if attempt >= p.attempts || time.Since(now) >= p.timeout {
+		if attempt >= p.retry.Attempts || time.Since(now) >= p.timeout {
 			return batchesError(retry)
 		}
-		wait := backoff(attempt, p.backoffMin, p.backoffMax)
+		wait := p.retry.Delay(attempt)
 		if p.log != nil {
 			p.log.Warn("kafka: produce: retrying partitions", "partitions", len(retry),
 				"attempt", attempt, "backoff", wait, "error", retry[0].err)
@@ -488,18 +486,6 @@ func batchesError(bs []*partBatch) error {
 		errs = append(errs, errors.New("not acknowledged"))
 	}
 	return fmt.Errorf("%d records in %d partitions not written: %w", failed, len(bs), errors.Join(errs...))
-}
-
-// backoff is the wait before attempt+1: doubling from min, at most max.
-func backoff(attempt int, min, max time.Duration) time.Duration {
-	d := min
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	return d
 }
 
 // sleep waits d or until ctx is done.

@@ -123,7 +123,7 @@ func decodeValues(raw protocol.RawRecordSet) ([]string, error) {
 
 func testProducer(rt kafka.RoundTripper) *producer {
 	return &producer{tr: rt, acks: -1, timeout: time.Second, batchSize: 500, batchBytes: 1 << 20,
-		requestBytes: 16 << 20, attempts: 3, backoffMin: time.Millisecond, backoffMax: 2 * time.Millisecond}
+		requestBytes: 16 << 20, retry: stream.Retry{Min: time.Millisecond, Max: 2 * time.Millisecond, Attempts: 3}}
 }
 
 // values returns n messages to topic with values prefix0, prefix1, ... and

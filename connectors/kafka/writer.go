@@ -113,9 +113,7 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 		batchSize:    orInt(cfg.BatchSize, 500),
 		batchBytes:   batchBytes,
 		requestBytes: orInt64(cfg.MaxRequestBytes, max(16<<20, batchBytes)),
-		attempts:     orInt(cfg.MaxAttempts, 20),
-		backoffMin:   20 * time.Millisecond,
-		backoffMax:   500 * time.Millisecond,
+		retry:        stream.Retry{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond, Attempts: orInt(cfg.MaxAttempts, 20)},
 	}}, nil
 }
 

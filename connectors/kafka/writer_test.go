@@ -176,14 +176,6 @@ func TestAssignMatchesKafkaGo(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	for attempt, want := range map[int]time.Duration{1: 20 * time.Millisecond, 2: 40 * time.Millisecond, 3: 80 * time.Millisecond, 10: 500 * time.Millisecond} {
-		if got := backoff(attempt, 20*time.Millisecond, 500*time.Millisecond); got != want {
-			t.Errorf("backoff(%d) = %v, want %v", attempt, got, want)
-		}
-	}
-}
-
 func TestWriterConfigNamesField(t *testing.T) {
 	c := Cluster{Name: "a", Brokers: []string{"h:1"}}
 	for _, tc := range []struct {

@@ -495,22 +495,10 @@ func writeRetry(ctx context.Context, w *kafkago.Writer, msgs []kafkago.Message) 
 }
 
 // retryBench calls try until it succeeds, ctx ends or two minutes have
-// passed, waiting 50ms, 100ms, ... up to 2s in between, as the router
-// retries a publish; it returns try's last error.
+// passed, with the router's retry policy (router.DefaultRetry: 50ms, 100ms,
+// ... up to 2s in between).
 func retryBench(ctx context.Context, try func() error) error {
-	start, backoff := time.Now(), 50*time.Millisecond
-	for {
-		err := try()
-		if err == nil || ctx.Err() != nil || time.Since(start) > 2*time.Minute {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
+	return router.DefaultRetry.Do(ctx, "produce", func(context.Context) error { return try() })
 }
 
 // summarizeWriteError shortens kafka-go's per-record errors to one.
