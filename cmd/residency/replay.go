@@ -58,7 +58,7 @@ type replayFlags struct {
 	jurisdictions, reasons, eventTypes        listFlag
 	rulesFile, baseline                       string
 	rulesVersion                              int64
-	dryRun, onlyMoved                         bool
+	dryRun, onlyMoved, again                  bool
 	output, id, resume, checkpointDir         string
 	progress                                  string
 	maxReplays, batch                         int
@@ -83,6 +83,7 @@ func runReplay(ctx context.Context, e env) int {
 	fs.StringVar(&f.baseline, "baseline", "", "ingest source: the ruleset the events were first routed under, a `version` or file, to report moves (default: the version before --rules-version)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "read and report, write nothing")
 	fs.BoolVar(&f.onlyMoved, "only-moved", false, "ingest source: write only events whose decision differs from the baseline's")
+	fs.BoolVar(&f.again, "again", false, "replay even the offsets an earlier replay already replayed under the same ruleset version (they are skipped otherwise)")
 	fs.StringVar(&f.output, "output", "text", "report format: text or json")
 	fs.StringVar(&f.id, "id", "", "replay `id` (default: generated)")
 	fs.StringVar(&f.resume, "resume", "", "resume the interrupted replay `ID` (its checkpoint fixes source, range, rules and filters)")
@@ -227,13 +228,12 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	prog := replay.NewProgressView(e.stderr, f.progress, plan.ID)
 	rc := replay.Config{
 		Plan: plan, Rules: rs, InForce: inForce, Baseline: baseline, Reader: reader, Publishers: pubs, IngestCluster: cfg.Kafka.IngestCluster,
-		QuarantineTopic: cfg.Router.QuarantineTopic, DeadLetterTopic: cfg.Router.DeadLetterTopic,
+		QuarantineTopic: cfg.Router.QuarantineTopic, DeadLetterTopic: cfg.Router.DeadLetterTopic, IngestTopics: cfg.Router.IngestTopics,
 		Fields: fx, Decoder: fx, Pins: pins, Checkpoints: cps, DryRun: f.dryRun, BatchSize: f.batch, Rate: f.rate,
 		MaxValueBytes: cfg.Router.MaxValueBytes, Instance: cmpOr(cfg.Instance, "replay"), Progress: prog.Update, Logger: log,
 	}
-	if f.dryRun {
-		rc.Checkpoints = nil
-	}
+	// A dry run saves no checkpoint but reads the others' (what was
+	// already replayed).
 	rp, err := replay.New(rc)
 	if err != nil {
 		return usage("%v", err)
@@ -300,7 +300,7 @@ func (f *replayFlags) check(fs *flag.FlagSet) error {
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	if f.resume != "" {
-		for _, n := range []string{"source", "topic", "from", "to", "offsets", "jurisdiction", "reason", "event-type", "max-replays", "id", "only-moved"} {
+		for _, n := range []string{"source", "topic", "from", "to", "offsets", "jurisdiction", "reason", "event-type", "max-replays", "id", "only-moved", "again"} {
 			if set[n] {
 				return fmt.Errorf("--%s: not with --resume (the checkpoint fixes it)", n)
 			}
@@ -365,7 +365,7 @@ func (f *replayFlags) checkCommon() error {
 // plan plans a new replay from the flags: the topic from the config, the
 // ranges from the topic's offsets (replay.NewPlan).
 func (f *replayFlags) plan(ctx context.Context, cfg *config.Config) (replay.Plan, error) {
-	o := replay.PlanOptions{ID: f.id, Source: replay.SourceKind(f.source), MaxReplays: f.maxReplays, OnlyMoved: f.onlyMoved,
+	o := replay.PlanOptions{ID: f.id, Source: replay.SourceKind(f.source), MaxReplays: f.maxReplays, OnlyMoved: f.onlyMoved, Again: f.again,
 		Filter: replay.Filter{Jurisdictions: f.jurisdictions, Reasons: f.reasons, EventTypes: f.eventTypes}, Offsets: f.offsets}
 	switch o.Source {
 	case replay.SourceQuarantine:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -33,6 +34,52 @@ func NewCheckpoints(c goredis.UniversalClient, prefix string, ttl time.Duration)
 
 // Key returns the Redis key of replay id.
 func (s *Checkpoints) Key(id string) string { return s.prefix + "replay:" + id }
+
+// List implements replay.Checkpoints: every key PREFIX replay:* that
+// reads as a checkpoint (SCAN, then GET in one pipeline).
+func (s *Checkpoints) List(ctx context.Context) ([]*replay.Checkpoint, error) {
+	var keys []string
+	iter := s.c.Scan(ctx, 0, globEscape(s.prefix)+"replay:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("replay: redis: list checkpoints: %w", err)
+	}
+	cmds := make([]*goredis.StringCmd, len(keys))
+	if _, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.Get(ctx, k)
+		}
+		return nil
+	}); err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, fmt.Errorf("replay: redis: list checkpoints: %w", err)
+	}
+	var out []*replay.Checkpoint
+	for _, c := range cmds {
+		b, err := c.Bytes()
+		if err != nil {
+			continue // expired meanwhile
+		}
+		var cp replay.Checkpoint
+		if json.Unmarshal(b, &cp) == nil && cp.Plan.ID != "" {
+			out = append(out, &cp)
+		}
+	}
+	return out, nil
+}
+
+// globEscape escapes the characters a Redis MATCH pattern gives a meaning.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
 
 // Load implements replay.Checkpoints.
 func (s *Checkpoints) Load(ctx context.Context, id string) (*replay.Checkpoint, error) {

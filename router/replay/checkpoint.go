@@ -32,6 +32,11 @@ type Checkpoints interface {
 	// Save stores cp under cp.Plan.ID, atomically replacing the previous
 	// one.
 	Save(ctx context.Context, cp *Checkpoint) error
+	// List returns every checkpoint kept, of every replay, in any order;
+	// checkpoints that cannot be read are left out. A replay reads them to
+	// skip what an earlier replay already replayed under the same ruleset
+	// version (see Plan.covers).
+	List(ctx context.Context) ([]*Checkpoint, error)
 }
 
 // differs names the first field in which p and q differ, or "".
@@ -56,8 +61,25 @@ func (p *Plan) differs(q *Plan) string {
 		return "baseline (" + p.Baseline + ")"
 	case p.OnlyMoved != q.OnlyMoved:
 		return "--only-moved"
+	case p.Again != q.Again:
+		return "--again"
 	}
 	return ""
+}
+
+// covers reports whether p, a replay that ran earlier, wrote everything q
+// would write from the offsets p read: it read the same topic as the same
+// source and decided under the same ruleset version (and content), with no
+// filter or q's, writing every event or (with OnlyMoved) what q's baseline
+// would move, with a loop limit at least q's. Replaying those offsets again
+// under q would write the same events to the same places again.
+func (p *Plan) covers(q *Plan) bool {
+	emptyFilter := len(p.Filter.Jurisdictions)+len(p.Filter.Reasons)+len(p.Filter.EventTypes) == 0
+	sameFilter := slices.Equal(p.Filter.Jurisdictions, q.Filter.Jurisdictions) && slices.Equal(p.Filter.Reasons, q.Filter.Reasons) &&
+		slices.Equal(p.Filter.EventTypes, q.Filter.EventTypes)
+	return p.ID != q.ID && p.Topic == q.Topic && p.Source == q.Source && p.RulesetVersion == q.RulesetVersion &&
+		p.RulesetHash == q.RulesetHash && (emptyFilter || sameFilter) && p.MaxReplays >= q.MaxReplays &&
+		(!p.OnlyMoved || (q.OnlyMoved && p.Baseline == q.Baseline))
 }
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -82,6 +104,27 @@ func NewFileCheckpoints(dir string) (*FileCheckpoints, error) {
 
 // Path returns the file of replay id.
 func (s *FileCheckpoints) Path(id string) string { return filepath.Join(s.dir, id+".json") }
+
+// List implements Checkpoints: every DIR/*.json that reads as a
+// checkpoint.
+func (s *FileCheckpoints) List(_ context.Context) ([]*Checkpoint, error) {
+	files, err := filepath.Glob(filepath.Join(s.dir, "*.json"))
+	if err != nil {
+		return nil, fmt.Errorf("replay: list checkpoints: %w", err)
+	}
+	var out []*Checkpoint
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var cp Checkpoint
+		if json.Unmarshal(b, &cp) == nil && cp.Plan.ID != "" {
+			out = append(out, &cp)
+		}
+	}
+	return out, nil
+}
 
 // Load implements Checkpoints.
 func (s *FileCheckpoints) Load(_ context.Context, id string) (*Checkpoint, error) {

@@ -38,7 +38,7 @@ func validConfig(t *testing.T) replay.Config {
 	}
 	rs.SetVersion(4)
 	return replay.Config{Plan: replay.Plan{ID: "r-1", Source: replay.SourceQuarantine, Topic: "q", Ranges: []replay.Range{{Partition: 0, Start: 0, End: 5}}},
-		Rules: rs, InForce: fixed(rs), Reader: nopReader{}, Publishers: map[string]stream.Publisher{"a": nopPublisher{}}, IngestCluster: "a",
+		Rules: rs, InForce: fixed(rs), Reader: nopReader{}, Publishers: map[string]stream.Publisher{"a": nopPublisher{}}, IngestCluster: "a", IngestTopics: []string{"in"},
 		QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: fields(t, schemas.ExtractorConfig{})}
 }
 
@@ -135,6 +135,10 @@ func TestFileCheckpoints(t *testing.T) {
 	if _, err := cps.Load(ctx, "r-2"); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("corrupt checkpoint: %v", err)
 	}
+	// List returns the readable checkpoints.
+	if list, err := cps.List(ctx); err != nil || len(list) != 1 || list[0].Plan.ID != "r-1" {
+		t.Fatalf("List = %v, %v; want r-1's only", list, err)
+	}
 	// A resume under another ruleset version is refused.
 	c.Plan.RulesetVersion = ""
 	c.Rules.SetVersion(5)
@@ -197,7 +201,7 @@ regions:
 		t.Fatal(err)
 	}
 	r, err := replay.New(replay.Config{Plan: replay.Plan{ID: "x", Source: replay.SourceIngest, Topic: "in", Ranges: []replay.Range{{Partition: 0, End: 5}}},
-		Rules: rs, InForce: fixed(rs), Reader: sliceReader{b}, Publishers: map[string]stream.Publisher{"a": b.Publisher()}, IngestCluster: "a",
+		Rules: rs, InForce: fixed(rs), Reader: sliceReader{b}, Publishers: map[string]stream.Publisher{"a": b.Publisher()}, IngestCluster: "a", IngestTopics: []string{"in"},
 		QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: fields(t, schemas.ExtractorConfig{}), BatchSize: 2})
 	if err != nil {
 		t.Fatal(err)

@@ -240,7 +240,7 @@ func (e *env) plan(t *testing.T, id string, src replay.SourceKind, topic string)
 }
 
 func (e *env) config(plan replay.Plan, rs *rules.Ruleset, fx *schemas.Extractor) replay.Config {
-	return replay.Config{Plan: plan, Rules: rs, InForce: fixed(rs), Reader: e.reader, Publishers: e.pubs, IngestCluster: "a",
+	return replay.Config{Plan: plan, Rules: rs, InForce: fixed(rs), Reader: e.reader, Publishers: e.pubs, IngestCluster: "a", IngestTopics: []string{e.ingest},
 		QuarantineTopic: e.quarantine, DeadLetterTopic: e.deadLetter, Fields: fx, Decoder: fx, Pins: rules.NewPins(e.store, rules.PinsOptions{}),
 		BatchSize: 10, RetryMin: 10 * time.Millisecond, GiveUp: 20 * time.Second, Logger: e.log}
 }

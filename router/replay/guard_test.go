@@ -58,7 +58,7 @@ func guardBroker(t *testing.T) (*streamtest.Broker, *sample.Encoder) {
 
 func guardConfig(t *testing.T, b *streamtest.Broker, source replay.SourceKind, topic string, rs *rules.Ruleset, end int64) replay.Config {
 	return replay.Config{Plan: replay.Plan{ID: "g-1", Source: source, Topic: topic, Ranges: []replay.Range{{Partition: 0, End: end}}},
-		Rules: rs, InForce: fixed(rs), Reader: sliceReader{b}, Publishers: map[string]stream.Publisher{"a": b.Publisher()}, IngestCluster: "a",
+		Rules: rs, InForce: fixed(rs), Reader: sliceReader{b}, Publishers: map[string]stream.Publisher{"a": b.Publisher()}, IngestCluster: "a", IngestTopics: []string{"in"},
 		QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: fields(t, schemas.ExtractorConfig{}), BatchSize: 2}
 }
 
@@ -287,5 +287,41 @@ func TestReplaySinkQuarantine(t *testing.T) {
 			hv(m, router.HeaderReplayTopic) != "sq" || hv(m, "residency-sink-store") != "" {
 			t.Errorf("%s: headers %v", tp, m.Headers)
 		}
+	}
+}
+
+// TestReplayRefusesTheRoutersIngestTopics: a region pinned to one of the
+// router's ingest topics (not the topic the replay reads) is refused as
+// the router refuses it: the events are decided no_rule and stay in
+// quarantine; nothing is written to the ingest topic.
+func TestReplayRefusesTheRoutersIngestTopics(t *testing.T) {
+	b, enc := guardBroker(t)
+	rs, err := rules.Parse([]byte(strings.Replace(guardRules, "topic: t.us", "topic: in", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.SetVersion(4)
+	var in []stream.Message
+	for i := range 3 {
+		v, _ := enc.Encode(sample.Event{ID: eventID("0511", i), UserID: "u", Country: "US"})
+		in = append(in, stream.Message{Topic: "in", Offset: int64(i), Key: []byte("u"), Value: v})
+	}
+	var q []stream.Message
+	for _, rec := range routertest.Records(t, guardRuleset(t, 3), nil, in...) {
+		rec.Topic = "q" // as if quarantined: the replay reads its headers' source coordinates
+		q = append(q, rec)
+	}
+	if err := b.Publisher().Publish(context.Background(), q...); err != nil {
+		t.Fatal(err)
+	}
+	r, err := replay.New(guardConfig(t, b, replay.SourceQuarantine, "q", rs, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rep := r.Report(); rep.Quarantined[router.ReasonNoRule] != 3 || rep.Stayed != 3 || len(b.Records("in")) != 0 {
+		t.Fatalf("report %+v; %d records in the ingest topic", rep, len(b.Records("in")))
 	}
 }

@@ -113,7 +113,7 @@ func TestRouterAndReplayWriteIdenticalRecords(t *testing.T) {
 	rpub := replayed.Publisher()
 	cfg := replay.Config{Plan: replay.Plan{ID: "same-1", Source: replay.SourceIngest, Topic: "in", Ranges: []replay.Range{{Partition: 0, End: int64(len(in))}}},
 		Rules: rs, InForce: fixed(rs), Reader: sliceReader{src}, Publishers: map[string]stream.Publisher{"a": rpub, "b": rpub},
-		IngestCluster: "a", QuarantineTopic: "q", DeadLetterTopic: "dl", Fields: x, Pins: pins, Instance: "router-0", Logger: log}
+		IngestCluster: "a", QuarantineTopic: "q", DeadLetterTopic: "dl", IngestTopics: []string{"in"}, Fields: x, Pins: pins, Instance: "router-0", Logger: log}
 	rp, err := replay.New(cfg)
 	if err != nil {
 		t.Fatal(err)

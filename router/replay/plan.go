@@ -57,6 +57,8 @@ type PlanOptions struct {
 	MaxReplays int
 	// OnlyMoved: Plan.OnlyMoved.
 	OnlyMoved bool
+	// Again: Plan.Again.
+	Again bool
 }
 
 // NewPlan plans a replay: it resolves the offsets to read, only what the
@@ -64,7 +66,7 @@ type PlanOptions struct {
 // so a replay never chases its own writes). Errors in the options wrap
 // ErrPlan.
 func NewPlan(ctx context.Context, o PlanOptions, offs Offsets) (Plan, error) {
-	p := Plan{ID: o.ID, Source: o.Source, Topic: o.Topic, MaxReplays: o.MaxReplays, OnlyMoved: o.OnlyMoved, Filter: o.Filter}
+	p := Plan{ID: o.ID, Source: o.Source, Topic: o.Topic, MaxReplays: o.MaxReplays, OnlyMoved: o.OnlyMoved, Filter: o.Filter, Again: o.Again}
 	if p.ID == "" {
 		p.ID = NewID()
 	}
@@ -256,6 +258,9 @@ func Rulesets(ctx context.Context, h rules.History, plan *Plan, c RulesetChoice)
 			}
 		}
 		info, _, err := h.Show(rctx, v)
+		if errors.Is(err, rules.ErrNotFound) && c.Version > 0 {
+			return nil, nil, planErr("--rules-version %d: no such ruleset version%s", c.Version, latest(rctx, h))
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("ruleset: %w", err)
 		}
@@ -287,6 +292,9 @@ func Rulesets(ctx context.Context, h rules.History, plan *Plan, c RulesetChoice)
 		}
 		name = "sha256:" + rules.Hash(content)
 	}
+	if errors.Is(err, rules.ErrNotFound) && c.BaselineVersion() > 0 {
+		return nil, nil, planErr("--baseline %d: no such ruleset version%s", c.BaselineVersion(), latest(rctx, h))
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("ruleset: baseline: %w", err)
 	}
@@ -296,4 +304,14 @@ func Rulesets(ctx context.Context, h rules.History, plan *Plan, c RulesetChoice)
 	}
 	plan.Baseline = name
 	return rs, baseline, nil
+}
+
+// latest says which version is the latest, for a message: " (the latest is
+// version N)", or "" when that cannot be told.
+func latest(ctx context.Context, h rules.History) string {
+	v, err := h.LatestVersion(ctx)
+	if err != nil || v == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (the latest is version %d)", v)
 }

@@ -132,6 +132,10 @@ type Plan struct {
 	// "sha256:…" of a file) so a resume uses the same one. Default "":
 	// none, or not checked.
 	Baseline string `json:"baseline,omitempty"`
+	// Again replays even the offsets an earlier replay already replayed
+	// under the same ruleset version (see Config.Checkpoints), writing
+	// their events once more. Default false: they are skipped.
+	Again bool `json:"again,omitempty"`
 }
 
 // Total is the number of offsets in the plan's ranges.
@@ -220,6 +224,13 @@ type Config struct {
 	QuarantineTopic string
 	// DeadLetterTopic receives events that cannot be decoded. Required.
 	DeadLetterTopic string
+	// IngestTopics are the router's ingest topics (router.Config's). A
+	// region pinned to one of them (or to the quarantine or dead-letter
+	// topic, or the topic the replay reads) on the ingest cluster is
+	// refused as the router refuses it: its events are quarantined
+	// (no_rule), never written where the router would read them again.
+	// Required: a replay that did not know them could write into them.
+	IngestTopics []string
 	// Fields reads the jurisdiction inputs of an event. Required.
 	Fields router.FieldReader
 	// Decoder decodes whole events for sample event ids and the event-type
@@ -228,8 +239,13 @@ type Config struct {
 	Decoder Decoder
 	// Pins looks up per-user pins, as the router does. Default nil: none.
 	Pins router.PinLookup
-	// Checkpoints keeps the replay's progress. Default nil: a replay
-	// cannot be resumed.
+	// Checkpoints keeps the replay's progress (not in a dry run), and the
+	// other replays' checkpoints tell what they already replayed: offsets
+	// of the plan's topic that an earlier replay read as the same source
+	// under the same ruleset version, writing what this one would
+	// (Plan.covers), are skipped, not written again (Report.AlreadyReplayed;
+	// Plan.Again writes them anyway). Default nil: a replay can be neither
+	// resumed nor told what was already replayed.
 	Checkpoints Checkpoints
 	// DryRun reads and decides but writes nothing (no events, no
 	// checkpoint). Default false.
@@ -277,7 +293,7 @@ func (c *Config) check() error {
 		"Plan.ID": c.Plan.ID == "", "Plan.Topic": c.Plan.Topic == "", "Plan.Ranges": len(c.Plan.Ranges) == 0,
 		"Rules": c.Rules == nil, "Reader": c.Reader == nil, "Publishers": len(c.Publishers) == 0,
 		"IngestCluster": c.IngestCluster == "", "QuarantineTopic": c.QuarantineTopic == "",
-		"DeadLetterTopic": c.DeadLetterTopic == "", "Fields": c.Fields == nil,
+		"DeadLetterTopic": c.DeadLetterTopic == "", "IngestTopics": len(c.IngestTopics) == 0, "Fields": c.Fields == nil,
 	} {
 		if bad {
 			missing = append(missing, name)
@@ -358,6 +374,7 @@ type Replay struct {
 	trans map[[2]string]*Transition
 	next  map[int]int64 // per partition, the next offset to read
 
+	covered     map[int][]coverage // per partition, offsets earlier replays already replayed
 	start       time.Time
 	done0       int64 // offsets behind the replay when this run started
 	read, wrote int64
@@ -377,10 +394,11 @@ func New(cfg Config) (*Replay, error) {
 	r := &Replay{cfg: cfg, log: cfg.Logger.With("replay_id", cfg.Plan.ID), trans: map[[2]string]*Transition{}, next: map[int]int64{}}
 	r.retry = stream.Retry{Min: cfg.RetryMin, Max: cfg.RetryMax, GiveUp: cfg.GiveUp, GaveUp: ErrGaveUp, Component: "replay", Logger: r.log}
 	var err error
-	// The topic read is reserved too: a region pinned to it would feed
-	// the replay its own writes.
+	// The router's destinations, so replay refuses what the router
+	// refuses; the topic read is reserved too: a region pinned to it would
+	// feed the replay its own writes.
 	if r.pipe, err = router.NewPipeline(router.PipelineConfig{Publishers: cfg.Publishers, IngestCluster: cfg.IngestCluster,
-		QuarantineTopic: cfg.QuarantineTopic, DeadLetterTopic: cfg.DeadLetterTopic, Reserved: []string{cfg.Plan.Topic},
+		QuarantineTopic: cfg.QuarantineTopic, DeadLetterTopic: cfg.DeadLetterTopic, Reserved: append(slices.Clone(cfg.IngestTopics), cfg.Plan.Topic),
 		Fields: cfg.Fields, Pins: cfg.Pins, Instance: cfg.Instance, MaxValueBytes: cfg.MaxValueBytes, Retry: r.retry, Logger: r.log}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -442,6 +460,9 @@ func (r *Replay) Run(ctx context.Context) error {
 		return nil
 	}
 	if err := r.checkInForce(); err != nil {
+		return err
+	}
+	if err := r.coverage(ctx); err != nil {
 		return err
 	}
 	r.start = time.Now()
@@ -666,6 +687,10 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 		r.rep.Read++
 		r.read++
 		r.mu.Unlock()
+		if by := r.coveredBy(m); by != "" {
+			r.alreadyReplayed(by)
+			continue
+		}
 		if !r.matchReason(m) {
 			r.filtered()
 			continue
@@ -745,6 +770,63 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 	r.next[last.Partition] = last.Offset + 1
 	r.mu.Unlock()
 	return r.checkpoint(ctx)
+}
+
+// coverage is a range of offsets an earlier replay already replayed.
+type coverage struct {
+	start, end int64
+	by         string // its replay id
+}
+
+// coverage reads the other replays' checkpoints and keeps, per partition,
+// the offsets of those that cover this plan (Plan.covers).
+func (r *Replay) coverage(ctx context.Context) error {
+	if r.cfg.Checkpoints == nil || r.cfg.Plan.Again {
+		return nil
+	}
+	var cps []*Checkpoint
+	if err := r.retry.Do(ctx, "checkpoints", func(ctx context.Context) error {
+		var err error
+		cps, err = r.cfg.Checkpoints.List(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	r.covered = map[int][]coverage{}
+	for _, cp := range cps {
+		if !cp.Plan.covers(&r.cfg.Plan) {
+			continue
+		}
+		for _, rg := range cp.Plan.Ranges {
+			if next, ok := cp.Next[rg.Partition]; ok && next > rg.Start {
+				r.covered[rg.Partition] = append(r.covered[rg.Partition], coverage{rg.Start, min(next, rg.End), cp.Plan.ID})
+			}
+		}
+	}
+	return nil
+}
+
+// coveredBy returns the id of an earlier replay that already replayed m,
+// or "".
+func (r *Replay) coveredBy(m *stream.Message) string {
+	for _, c := range r.covered[m.Partition] {
+		if m.Offset >= c.start && m.Offset < c.end {
+			return c.by
+		}
+	}
+	return ""
+}
+
+// alreadyReplayed counts an event an earlier replay, by, already
+// replayed.
+func (r *Replay) alreadyReplayed(by string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rep.AlreadyReplayed++
+	if !slices.Contains(r.rep.AlreadyReplayedBy, by) {
+		r.rep.AlreadyReplayedBy = append(r.rep.AlreadyReplayedBy, by)
+		slices.Sort(r.rep.AlreadyReplayedBy)
+	}
 }
 
 func (r *Replay) filtered() {

@@ -72,6 +72,13 @@ type Report struct {
 	// read from dead-letter, and with Plan.OnlyMoved unchanged events of
 	// an ingest topic. No copy of them is written.
 	Stayed int64 `json:"stayed"`
+	// AlreadyReplayed is the number of events read that an earlier replay
+	// of the same offsets under the same ruleset version already wrote
+	// where this one would (see Config.Checkpoints): they are not written
+	// again, nor decided into the counts above.
+	AlreadyReplayed int64 `json:"already_replayed"`
+	// AlreadyReplayedBy are the ids of those earlier replays.
+	AlreadyReplayedBy []string `json:"already_replayed_by,omitempty"`
 	// Transitions are the from → to pairs, sorted.
 	Transitions []Transition `json:"transitions"`
 	// LoopGuard reports the events refused by the loop guard.
@@ -96,6 +103,7 @@ func (r Report) clone() Report {
 	c.Written = maps.Clone(r.Written)
 	c.Transitions = slices.Clone(r.Transitions)
 	c.LoopGuard.Samples = slices.Clone(r.LoopGuard.Samples)
+	c.AlreadyReplayedBy = slices.Clone(r.AlreadyReplayedBy)
 	return c
 }
 
@@ -124,6 +132,10 @@ func (r *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "  read %d of %d offsets", r.Read, r.Planned)
 	if r.Filtered > 0 {
 		fmt.Fprintf(w, ", %d left out by the filters", r.Filtered)
+	}
+	if r.AlreadyReplayed > 0 {
+		fmt.Fprintf(w, ", %d already replayed under ruleset version %s by %s (not written again; --again writes them anyway)",
+			r.AlreadyReplayed, r.RulesetVersion, strings.Join(r.AlreadyReplayedBy, ", "))
 	}
 	if !r.Complete && !r.DryRun {
 		fmt.Fprint(w, " (incomplete)")
