@@ -104,16 +104,3 @@ func Decide(f schemas.Fields, pin string, rs *rules.Ruleset) Decision {
 func DeadLetter(err error) Decision {
 	return Decision{Outcome: DeadLettered, Reason: schemas.Reason(err)}
 }
-
-// DecideWritable is Decide followed by the caller's check that it may write
-// to the decided cluster and pinned topic: a Routed decision canWrite
-// refuses (no publisher for the cluster; an ingest, quarantine or
-// dead-letter topic of the ingest cluster) becomes Quarantined with
-// ReasonNoRule. The router and replay both decide through it.
-func DecideWritable(f schemas.Fields, pin string, rs *rules.Ruleset, canWrite func(cluster, topic string) bool) Decision {
-	d := Decide(f, pin, rs)
-	if d.Outcome == Routed && !canWrite(d.Cluster, d.Topic) {
-		return Decision{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: d.Jurisdiction, Pinned: d.Pinned}
-	}
-	return d
-}

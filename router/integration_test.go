@@ -599,7 +599,7 @@ func TestIntegrationRedisOutageFailsClosed(t *testing.T) {
 }
 
 // TestIntegrationRulesAndPinsFromRedis runs the router on the real rules
-// machinery (RedisStore, Cache, Pins on real Redis): a newly applied
+// machinery (connectors/redis.Rules, Cache, Pins on real Redis): a newly applied
 // version is in force within a second and the events routed after it carry
 // it and go where it says; a pin moves a user's events to the pinned
 // jurisdiction's region and an unpin moves them back.

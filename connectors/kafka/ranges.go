@@ -12,9 +12,6 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// ErrNoPartition is returned for a partition the topic does not have.
-var ErrNoPartition = errors.New("kafka: no such partition")
-
 // PartitionRange is the half-open offset range [Start, End) of one
 // partition.
 type PartitionRange struct {

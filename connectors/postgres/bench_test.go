@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/connectors/postgres"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/residency-router/residency/internal/testenv"
@@ -62,7 +64,7 @@ func BenchmarkSinkVsCopy(b *testing.B) {
 		truncate()
 		b.StartTimer()
 		t0 := time.Now()
-		n, err := store.Pool().CopyFrom(ctx, store.TableIdentifier(), cols, pgx.CopyFromRows(vals))
+		n, err := store.Pool().CopyFrom(ctx, pgx.Identifier{postgres.DefaultTable}, cols, pgx.CopyFromRows(vals))
 		copyDur += time.Since(t0)
 		if err != nil || n != rows {
 			b.Fatalf("copy: %d rows, %v", n, err)

@@ -197,10 +197,8 @@ func (s *Store) migrate(ctx context.Context) error {
 // Table returns the quoted, possibly schema-qualified name of the table.
 func (s *Store) Table() string { return s.ident }
 
-// TableIdentifier returns the table as a pgx identifier (for CopyFrom).
-func (s *Store) TableIdentifier() pgx.Identifier { return s.table }
-
-// Pool returns the store's connection pool (for health checks and tests).
+// Pool returns the store's connection pool, for reading the table back
+// (tests, tools).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Write stores batch durably and idempotently (see the package doc).
@@ -248,14 +246,6 @@ func (s *Store) upsert(ctx context.Context, batch []sink.Record) error {
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("postgres: commit: %w", err)
-	}
-	return nil
-}
-
-// Ping checks that the database answers.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("postgres: ping: %w", err)
 	}
 	return nil
 }
