@@ -118,7 +118,7 @@ const topic = "residency.us"
 // refuses a valid batch.
 func write(ctx context.Context, s sink.Store, batch []sink.Record) error {
 	if err := s.Write(ctx, batch); err != nil {
-		return fmt.Errorf("Write of %d valid records: %w", len(batch), err)
+		return fmt.Errorf("writing %d valid records: %w", len(batch), err)
 	}
 	return nil
 }
@@ -194,7 +194,7 @@ func checkCancelledWrite(ctx context.Context, t *testing.T, h Harness) error {
 	dead, cancel := context.WithCancel(ctx)
 	cancel()
 	if err := s.Write(dead, batch); err == nil {
-		return errors.New("Write with an ended context returned nil: it must give up when its context ends")
+		return errors.New("a Write with an ended context returned nil: it must give up when its context ends")
 	}
 	if err := Subset(h.Read(t, s), batch); err != nil {
 		return fmt.Errorf("after a Write with an ended context: %w", err)
@@ -221,10 +221,10 @@ func checkClose(ctx context.Context, t *testing.T, h Harness) error {
 	start := time.Now()
 	err := s.Close(cctx)
 	if err != nil && cctx.Err() == nil {
-		return fmt.Errorf("Close = %v", err)
+		return fmt.Errorf("close = %v", err)
 	}
 	if took := time.Since(start); took > 25*time.Second {
-		return fmt.Errorf("Close took %s with a context of 20s", took)
+		return fmt.Errorf("closing took %s with a context of 20s", took)
 	}
 	wg.Wait()
 	got := h.Read(t, s)
@@ -250,10 +250,10 @@ func checkWriteAfterClose(ctx context.Context, t *testing.T, h Harness) error {
 		return err
 	}
 	if err := s.Close(ctx); err != nil {
-		return fmt.Errorf("Close = %v", err)
+		return fmt.Errorf("close = %v", err)
 	}
 	if err := s.Write(ctx, Records(topic, 0, 3, 6)); err == nil {
-		return errors.New("Write after Close returned nil")
+		return errors.New("a Write after Close returned nil")
 	}
 	return Same(h.Read(t, s), Records(topic, 0, 0, 3))
 }

@@ -16,11 +16,10 @@ import (
 // per pinned-topic offset, nothing written once ctx has ended, nothing
 // after Close. The broken stores below each break one part of it.
 type memStore struct {
-	mu      sync.Mutex
-	recs    []sink.Record
-	closed  bool
-	flaw    string // "" (none), "duplicates", "drops_user_id", "ignores_ctx", "writes_after_close", "half_records"
-	written []sink.Record
+	mu     sync.Mutex
+	recs   []sink.Record
+	closed bool
+	flaw   string // "" (none), "duplicates", "drops_user_id", "ignores_ctx", "writes_after_close", "half_records"
 }
 
 func (s *memStore) Write(ctx context.Context, batch []sink.Record) error {
