@@ -112,6 +112,7 @@ func TestQuarantineBytesExact(t *testing.T) {
 		}
 		want := append(append([]kgo.RecordHeader{}, in.Headers...),
 			kgo.RecordHeader{Key: router.HeaderReason, Value: []byte(sink.ReasonNoRegion)},
+			kgo.RecordHeader{Key: router.HeaderError, Value: []byte("no residency-region header")},
 			kgo.RecordHeader{Key: sink.HeaderStore, Value: []byte(storeName)})
 		ok := len(out.Headers) == len(want)
 		for j := 0; ok && j < len(want); j++ {
