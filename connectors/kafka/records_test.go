@@ -160,13 +160,13 @@ func TestScanSkipsAndChecks(t *testing.T) {
 		return b
 	}
 	var raw []byte
-	raw = append(raw, mk(0, -1, 0, "a0", "a1")...)                 // 0-1 plain
-	raw = append(raw, mk(2, 5, attrTransactional, "t2", "t3")...)  // 2-3 txn 5, aborted
-	raw = append(raw, mk(4, 6, attrTransactional, "c4")...)        // 4 txn 6, committed
-	raw = append(raw, marker(5, 5, true)...)                       // 5 abort marker for 5
-	raw = append(raw, marker(6, 6, false)...)                      // 6 commit marker for 6
-	raw = append(raw, mk(7, 5, attrTransactional, "t7")...)        // 7 txn 5 again, committed later
-	raw = append(raw, mk(8, -1, 0, "a8")...)                       // 8 plain
+	raw = append(raw, mk(0, -1, 0, "a0", "a1")...)                // 0-1 plain
+	raw = append(raw, mk(2, 5, attrTransactional, "t2", "t3")...) // 2-3 txn 5, aborted
+	raw = append(raw, mk(4, 6, attrTransactional, "c4")...)       // 4 txn 6, committed
+	raw = append(raw, marker(5, 5, true)...)                      // 5 abort marker for 5
+	raw = append(raw, marker(6, 6, false)...)                     // 6 commit marker for 6
+	raw = append(raw, mk(7, 5, attrTransactional, "t7")...)       // 7 txn 5 again, committed later
+	raw = append(raw, mk(8, -1, 0, "a8")...)                      // 8 plain
 	aborted := []abortedTxn{{producerID: 5, firstOffset: 2}}
 
 	values := func(readCommitted bool, from int64, raw []byte) ([]string, int64) {
