@@ -63,16 +63,16 @@ func fetchRequest(clientID string, parts []fetchPart, maxWait time.Duration, max
 
 // partOutcome is what one fetch brought for one partition.
 type partOutcome struct {
-	fp        fetchPart
-	code      int16 // the broker's error code
-	hwm       int64
-	lso       int64
-	logStart  int64
-	next      int64 // the offset to fetch next
-	views     []batchView
-	err       error // the records did not decode (corrupt, unsupported format)
-	answered  bool
-	nrecords  int // records in views (an upper bound: records before from are skipped)
+	fp       fetchPart
+	code     int16 // the broker's error code
+	hwm      int64
+	lso      int64
+	logStart int64
+	next     int64 // the offset to fetch next
+	views    []batchView
+	err      error // the records did not decode (corrupt, unsupported format)
+	answered bool
+	nrecords int // records in views (an upper bound: records before from are skipped)
 }
 
 // respReader reads a response body.
