@@ -23,7 +23,7 @@ func consumerHarness(k *testenv.Kafka) routertest.Harness {
 	cluster := kafka.Cluster{Name: k.Name, Brokers: k.Brokers}
 	h := harness(k)
 	h.NewPublisher = func(t *testing.T) router.Publisher {
-		p, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cluster})
+		p, err := kafka.NewProducer(kafka.ProducerConfig{Cluster: cluster})
 		if err != nil {
 			t.Fatal(err)
 		}

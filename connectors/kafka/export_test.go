@@ -18,3 +18,14 @@ func viaDial(addr string) dialFunc {
 		return d.DialContext(ctx, network, addr)
 	}
 }
+
+// ProducerDialVia makes every connection of the producer go to addr.
+func ProducerDialVia(cfg *ProducerConfig, addr string) {
+	cfg.dial = viaDial(addr)
+}
+
+// ProducerStats returns how many batches the producer resent and how
+// often it bumped its epoch.
+func ProducerStats(p *Producer) (retries, bumps int64) {
+	return p.retries.Load(), p.bumps.Load()
+}
