@@ -219,6 +219,14 @@ type pstate struct {
 	resend   bool // a batch failed: resend from the head once nothing is in flight
 	retryAt  time.Time
 	fails    int
+
+	// The broker that last acknowledged a batch of this partition under
+	// the current producer id and epoch, and when. Only such a broker is
+	// known to hold our state for the partition: a broker without it
+	// accepts any first sequence, so a batch pipelined behind one that
+	// fails would be written before it. Until then one batch at a time.
+	trustLeader int32
+	trustAt     time.Time
 }
 
 type pbroker struct {

@@ -25,6 +25,12 @@ import (
 // produce response before giving up on the connection.
 const responseGrace = 5 * time.Second
 
+// stateTrust is how long after a partition's last acknowledgement we trust
+// its leader to still hold our producer state (brokers forget an idle
+// producer after producer.id.expiration.ms, one day by default) and so
+// pipeline more than one batch.
+const stateTrust = 10 * time.Minute
+
 func (p *Producer) run() {
 	defer close(p.exited)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -73,7 +79,7 @@ func (p *Producer) absorb() {
 	for _, b := range in {
 		ps := p.parts[b.tp]
 		if ps == nil {
-			ps = &pstate{tp: b.tp}
+			ps = &pstate{tp: b.tp, trustLeader: -1}
 			p.parts[b.tp] = ps
 		}
 		ps.queue = append(ps.queue, b)
@@ -183,7 +189,7 @@ func (p *Producer) pump(ctx context.Context, now time.Time) time.Time {
 			continue
 		}
 		for br.inflight < p.maxInFlight {
-			if !p.sendRequest(br, pss) {
+			if !p.sendRequest(br, pss, now) {
 				break
 			}
 		}
@@ -223,7 +229,7 @@ type preq struct {
 
 // sendRequest sends one produce request to br with the next batch of as
 // many of pss as fit; false when there was nothing to send.
-func (p *Producer) sendRequest(br *pbroker, pss []*pstate) bool {
+func (p *Producer) sendRequest(br *pbroker, pss []*pstate, now time.Time) bool {
 	v, err := br.conn.version(protocol.Produce, 3, 8)
 	if err != nil {
 		p.setErr(fmt.Sprintf("broker %d", br.id), err)
@@ -232,7 +238,11 @@ func (p *Producer) sendRequest(br *pbroker, pss []*pstate) bool {
 	var batches []*pbatch
 	size := 0
 	for _, ps := range pss {
-		if ps.sendIdx >= len(ps.queue) || ps.inflight >= p.maxInFlight || ps.resend {
+		limit := p.maxInFlight
+		if ps.trustLeader != br.id || now.Sub(ps.trustAt) > stateTrust {
+			limit = 1
+		}
+		if ps.sendIdx >= len(ps.queue) || ps.inflight >= limit || ps.resend {
 			continue
 		}
 		b := ps.queue[ps.sendIdx]
@@ -409,7 +419,7 @@ func (p *Producer) produced(req *preq, cl *call) {
 				p.retry(ps, b, true, fmt.Errorf("%s[%d]: %w", b.tp.topic, b.tp.partition, errNoAnswer))
 				continue
 			}
-			p.answer(ps, b, r)
+			p.answer(ps, b, r, br.id)
 		}
 	}
 	for ps := range touched {
@@ -418,7 +428,7 @@ func (p *Producer) produced(req *preq, cl *call) {
 }
 
 // answer applies a broker's answer for batch b of partition ps.
-func (p *Producer) answer(ps *pstate, b *pbatch, r presult) {
+func (p *Producer) answer(ps *pstate, b *pbatch, r presult, broker int32) {
 	kerr := kafka.Error(r.code)
 	err := error(nil)
 	if r.code != 0 {
@@ -428,16 +438,19 @@ func (p *Producer) answer(ps *pstate, b *pbatch, r presult) {
 		}
 	}
 	switch kerr {
-	case 0:
-		p.acked(ps, b, r.base)
-	case kafka.DuplicateSequenceNumber:
-		// Written before (an old broker's answer to a resent batch).
+	case 0, kafka.DuplicateSequenceNumber:
+		// (DuplicateSequenceNumber: written before, an old broker's
+		// answer to a resent batch.)
+		if b.pid == p.pid && b.epoch == p.epoch {
+			ps.trustLeader, ps.trustAt = broker, time.Now()
+		}
 		p.acked(ps, b, r.base)
 	case kafka.OutOfOrderSequenceNumber:
 		if p.isHead(ps, b) {
 			// Every earlier batch is acknowledged, yet the broker expects
 			// another sequence: it lost our state (or records). Start over
 			// under a new epoch.
+			ps.trustLeader = -1
 			p.resequence(ps, b, err)
 		} else {
 			p.retry(ps, b, false, err) // an earlier batch failed: resend in order
@@ -672,6 +685,7 @@ func (p *Producer) pidDone(resp *initPIDAPI.Response, err error) {
 		ps.nextSeq = seq
 		ps.sendIdx = 0
 		ps.resend = false
+		ps.trustLeader = -1
 	}
 }
 
