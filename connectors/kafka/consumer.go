@@ -134,13 +134,18 @@ type ConsumerConfig struct {
 	// this). Default 30s.
 	RequestTimeout time.Duration
 	// OnRevoke, when set, is called when the member is about to give up
-	// partitions: a rebalance (every partition: the group uses the eager
-	// protocol), a lost session, or Close. It runs before the member
-	// rejoins the group, after Poll has stopped returning records of those
-	// partitions (records Poll returned before are the caller's), so the
-	// caller can commit what it has processed of them: Commit works within
-	// the hook. It must return within RebalanceTimeout, or the group goes
-	// on without this member. Default: none.
+	// its partitions: at a rebalance (every partition: the group uses the
+	// eager protocol), after a lost session, and at Close. It runs inside
+	// Poll, in the caller's goroutine (as Java's onPartitionsRevoked), so
+	// every record Poll returned before has reached the caller, and no
+	// record of those partitions is returned after: the caller can wait
+	// for what it has in flight and commit it (Commit works within the
+	// hook; its ctx ends at RebalanceTimeout - 1s). The member rejoins the
+	// group once it returns. If the caller does not call Poll within
+	// RebalanceTimeout/2 of the rebalance, the partitions are given up
+	// without it (what was processed and not committed is then read again
+	// by the next owner: duplicates, never a loss). At Close it runs in
+	// Close's goroutine, with Close's ctx. Default: none.
 	OnRevoke func(ctx context.Context, revoked []TopicPartition)
 	// Logger receives the consumer's warnings (fetch errors, offset
 	// resets, rebalances; never record contents). Default: slog.Default().
@@ -186,6 +191,7 @@ type Consumer struct {
 	mu      sync.Mutex
 	genSeq  uint64
 	gen     *cgen // the current generation, until its revocation is over
+	revoked *cgen // a generation whose OnRevoke Poll should run
 	queue   []*fetchResult
 	cur     *fetchResult
 	pollErr error // returned once by Poll
@@ -210,6 +216,11 @@ type cgen struct {
 	delivering bool // Poll may return its records (false once revoked)
 	cancel     context.CancelFunc
 	done       chan struct{} // its fetch manager has stopped
+
+	hookOnce   sync.Once
+	hookDone   chan struct{} // OnRevoke has returned (or was skipped)
+	hookCtx    context.Context
+	hookCancel context.CancelFunc
 }
 
 // NewConsumer validates cfg and starts a consumer: it joins the group and
@@ -325,7 +336,7 @@ func (c *Consumer) groupLoop() {
 
 // begin starts fetching the partitions of a new generation.
 func (c *Consumer) begin(kg *kafka.Generation) {
-	g := &cgen{kg: kg, held: map[TopicPartition]bool{}, delivering: true, done: make(chan struct{})}
+	g := &cgen{kg: kg, held: map[TopicPartition]bool{}, delivering: true, done: make(chan struct{}), hookDone: make(chan struct{})}
 	topics := make([]string, 0, len(kg.Assignments))
 	for t := range kg.Assignments {
 		topics = append(topics, t)
@@ -362,11 +373,15 @@ func (c *Consumer) begin(kg *kafka.Generation) {
 	})
 }
 
-// revoke ends generation g: it stops fetching, drops what Poll has not
-// returned yet, then calls OnRevoke (commits still use g meanwhile).
+// revoke ends generation g (in kafka-go's generation goroutine, which
+// rejoins once it returns): it stops fetching, drops what Poll has not
+// returned yet, and has Poll run OnRevoke (commits still use g meanwhile).
 func (c *Consumer) revoke(g *cgen) {
 	g.cancel()
 	<-g.done
+	start := time.Now()
+	g.hookCtx, g.hookCancel = context.WithDeadline(context.Background(), start.Add(max(c.rebalanceWait-time.Second, c.rebalanceWait/2)))
+	defer g.hookCancel()
 	c.mu.Lock()
 	g.delivering = false
 	for _, r := range c.queue {
@@ -376,23 +391,50 @@ func (c *Consumer) revoke(g *cgen) {
 		c.cur.broker.release()
 	}
 	c.queue, c.cur = nil, nil
+	hook := c.cfg.OnRevoke != nil && len(g.assigned) > 0
+	if hook {
+		c.revoked = g
+	}
 	c.mu.Unlock()
 	c.joined.Store(false)
-	if c.cfg.OnRevoke != nil && len(g.assigned) > 0 {
-		parent, wait := context.Background(), c.rebalanceWait
-		if cc := c.closeCtx.Load(); cc != nil {
-			parent = *cc // closing: the caller's deadline
+	if hook {
+		poke(c.ready)
+		t := time.NewTimer(c.rebalanceWait / 2)
+		select {
+		case <-g.hookDone:
+		case <-c.closing:
+			// Close runs here (its caller waits for it), with its ctx.
+			c.runHook(g, *c.closeCtx.Load())
+		case <-t.C:
+			skipped := false
+			g.hookOnce.Do(func() { skipped = true; close(g.hookDone) })
+			if skipped {
+				c.log.Warn("kafka: partitions given up without OnRevoke: Poll was not called in time", "generation", g.kg.ID,
+					"waited", c.rebalanceWait/2)
+			} else {
+				<-g.hookDone // Poll started it just now
+			}
 		}
-		ctx, cancel := context.WithTimeout(parent, wait)
-		c.cfg.OnRevoke(ctx, slices.Clone(g.assigned))
-		cancel()
+		t.Stop()
 	}
 	c.mu.Lock()
+	if c.revoked == g {
+		c.revoked = nil
+	}
 	if c.gen == g {
 		c.gen = nil
 	}
 	c.mu.Unlock()
-	c.log.Info("kafka: consumer gave up its partitions", "generation", g.kg.ID, "partitions", len(g.assigned))
+	c.log.Info("kafka: consumer gave up its partitions", "generation", g.kg.ID, "partitions", len(g.assigned),
+		"after", time.Since(start).Round(time.Millisecond))
+}
+
+// runHook runs OnRevoke for g once.
+func (c *Consumer) runHook(g *cgen, ctx context.Context) {
+	g.hookOnce.Do(func() {
+		defer close(g.hookDone)
+		c.cfg.OnRevoke(ctx, slices.Clone(g.assigned))
+	})
 }
 
 // Poll appends up to max records (max <= 0: no limit but what is
@@ -422,6 +464,12 @@ func (c *Consumer) Poll(ctx context.Context, dst []router.Message, max int) ([]r
 			return dst, ErrClosed
 		}
 		c.mu.Lock()
+		if g := c.revoked; g != nil && len(dst) == n0 {
+			c.revoked = nil
+			c.mu.Unlock()
+			c.runHook(g, g.hookCtx)
+			continue
+		}
 		dst = c.fillLocked(dst, n0, max)
 		err := c.fatal
 		if err == nil && len(dst) == n0 {
@@ -618,8 +666,8 @@ func (c *Consumer) setErr(source string, err error) {
 	c.mu.Unlock()
 }
 
-// Close stops fetching, calls OnRevoke for the partitions held (with
-// ctx), leaves the group and closes the connections, waiting for that
+// Close stops fetching, calls OnRevoke for the partitions held (in its
+// goroutine, with ctx), leaves the group and closes the connections, waiting for that
 // until ctx ends (then it returns ctx's error and leaves the rest to
 // finish in the background). It commits nothing itself.
 func (c *Consumer) Close(ctx context.Context) error {

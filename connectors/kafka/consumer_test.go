@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/internal/testenv"
@@ -243,4 +244,244 @@ func TestConsumerReadCommitted(t *testing.T) {
 			t.Errorf("%s: after the last record, Poll = %d records, %v", tc.isolation, len(more), err)
 		}
 	}
+}
+
+// member is a consumer-group member of the rebalance test: it processes
+// what Poll returns (records every value it sees), commits every second,
+// and, with hook, commits what it processed when its partitions are
+// revoked.
+type member struct {
+	c          *kafka.Consumer
+	pending    []kafka.Offset
+	revokes    int
+	commitErrs int
+}
+
+func startMember(t *testing.T, ctx context.Context, cluster kafka.Cluster, group, topic string, hook bool, seen func(router.Message)) (*member, func()) {
+	m := &member{}
+	cfg := kafka.ConsumerConfig{Cluster: cluster, GroupID: group, Topics: []string{topic}, HeartbeatInterval: 300 * time.Millisecond}
+	if hook {
+		cfg.OnRevoke = func(ctx context.Context, _ []kafka.TopicPartition) {
+			m.revokes++ // runs in Poll, in the member's goroutine: no lock needed
+			if err := m.c.Commit(ctx, m.pending...); err != nil {
+				m.commitErrs++
+				t.Logf("commit in OnRevoke: %v", err)
+			}
+			m.pending = nil
+		}
+	}
+	m.c = newConsumer(t, cfg)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var buf []router.Message
+		lastCommit := time.Now()
+		for ctx.Err() == nil {
+			var err error
+			buf, err = m.c.Poll(ctx, buf[:0], 40)
+			if err != nil {
+				return
+			}
+			for _, msg := range buf {
+				seen(msg)
+			}
+			m.pending = mergeOffsets(m.pending, kafka.OffsetsAfter(buf...))
+			time.Sleep(5 * time.Millisecond) // processing takes time
+			if time.Since(lastCommit) > time.Second {
+				if err := m.c.Commit(ctx, m.pending...); err == nil {
+					m.pending = nil
+				}
+				lastCommit = time.Now()
+			}
+		}
+	}()
+	return m, func() { <-done }
+}
+
+func mergeOffsets(a, b []kafka.Offset) []kafka.Offset {
+	for _, o := range b {
+		found := false
+		for i := range a {
+			if a[i].Topic == o.Topic && a[i].Partition == o.Partition {
+				a[i].Next = max(a[i].Next, o.Next)
+				found = true
+			}
+		}
+		if !found {
+			a = append(a, o)
+		}
+	}
+	return a
+}
+
+// TestConsumerRebalanceHandover: a second member joins while the first
+// is reading. With OnRevoke committing what was processed, no record
+// reaches the caller twice across the handover (and none is lost);
+// without it, the new owner reads the processed but uncommitted tail
+// again (logged: the duplicates a rebalance causes without the hook).
+func TestConsumerRebalanceHandover(t *testing.T) {
+	k := testenv.KafkaA(t)
+	cluster := kafka.Cluster{Name: "a", Brokers: k.Brokers}
+	for _, hook := range []bool{true, false} {
+		t.Run(fmt.Sprintf("hook=%v", hook), func(t *testing.T) {
+			ctx := testenv.Context(t, 120*time.Second)
+			topic := k.Topic(t, "rebal", 6)
+			const n = 8000
+			var sent []router.Message
+			for i := range n {
+				sent = append(sent, router.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i%97), Value: fmt.Appendf(nil, "v%06d", i)})
+			}
+			p := newProducer(t, kafka.ProducerConfig{Cluster: cluster})
+			if err := p.Publish(ctx, sent...); err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			count := map[string]int{}
+			by := map[string]int{}
+			seen := func(who string) func(router.Message) {
+				return func(m router.Message) {
+					mu.Lock()
+					count[string(m.Value)]++
+					by[who]++
+					mu.Unlock()
+				}
+			}
+			distinct := func() int {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(count)
+			}
+			group := testenv.Name(t, "g")
+			runCtx, stop := context.WithCancel(ctx)
+			a, waitA := startMember(t, runCtx, cluster, group, topic, hook, seen("a"))
+			testenv.Eventually(t, 60*time.Second, "member a reads", func() bool { return distinct() > n/5 })
+			b, waitB := startMember(t, runCtx, cluster, group, topic, hook, seen("b"))
+			testenv.Eventually(t, 90*time.Second, "every record read", func() bool { return distinct() == n })
+			time.Sleep(time.Second) // let a late duplicate show
+			stop()
+			waitA()
+			waitB()
+			dups := 0
+			for _, c := range count {
+				dups += c - 1
+			}
+			mu.Lock()
+			t.Logf("hook=%v: member a read %d, b %d; a revoked %d times, b %d; %d duplicates", hook, by["a"], by["b"], a.revokes, b.revokes, dups)
+			mu.Unlock()
+			if by["b"] == 0 {
+				t.Fatal("member b read nothing: no handover happened")
+			}
+			if hook {
+				if a.revokes == 0 {
+					t.Error("OnRevoke was not called for member a")
+				}
+				if dups != 0 {
+					t.Errorf("%d records reached the caller twice across the handover", dups)
+				}
+			}
+		})
+	}
+}
+
+// TestConsumerOffsetOutOfRange: a committed offset the partition no
+// longer has (records deleted below it) restarts the partition at the
+// earliest offset it has, per start_offset.
+func TestConsumerOffsetOutOfRange(t *testing.T) {
+	k := testenv.KafkaA(t)
+	ctx := testenv.Context(t, 60*time.Second)
+	topic := k.Topic(t, "oor", 1)
+	cluster := kafka.Cluster{Name: "a", Brokers: k.Brokers}
+	p := newProducer(t, kafka.ProducerConfig{Cluster: cluster})
+	var sent []router.Message
+	for i := range 10 {
+		sent = append(sent, router.Message{Topic: topic, Value: fmt.Appendf(nil, "v%d", i)})
+	}
+	if err := p.Publish(ctx, sent...); err != nil {
+		t.Fatal(err)
+	}
+	group := testenv.Name(t, "g")
+	// The group committed offset 2; then records below 6 are deleted.
+	cl := kgoClient(t, k)
+	commit := kmsg.NewPtrOffsetCommitRequest()
+	commit.Group, commit.Generation = group, -1
+	ct := kmsg.NewOffsetCommitRequestTopic()
+	ct.Topic = topic
+	cp := kmsg.NewOffsetCommitRequestTopicPartition()
+	cp.Partition, cp.Offset = 0, 2
+	ct.Partitions = append(ct.Partitions, cp)
+	commit.Topics = append(commit.Topics, ct)
+	if resp, err := commit.RequestWith(ctx, cl); err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("commit offset 2: %v %+v", err, resp)
+	}
+	del := kmsg.NewPtrDeleteRecordsRequest()
+	dt := kmsg.NewDeleteRecordsRequestTopic()
+	dt.Topic = topic
+	dp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	dp.Partition, dp.Offset = 0, 6
+	dt.Partitions = append(dt.Partitions, dp)
+	del.Topics = append(del.Topics, dt)
+	del.TimeoutMillis = 10000
+	if resp, err := del.RequestWith(ctx, cl); err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("delete records below 6: %v %+v", err, resp)
+	}
+	c := newConsumer(t, kafka.ConsumerConfig{Cluster: cluster, GroupID: group, Topics: []string{topic}})
+	got := pollN(t, ctx, c, 4)
+	for i, m := range got {
+		if m.Offset != int64(6+i) || string(m.Value) != fmt.Sprintf("v%d", 6+i) {
+			t.Errorf("record %d: offset %d %q, want offset %d", i, m.Offset, m.Value, 6+i)
+		}
+	}
+}
+
+// TestConsumerBrokerOutage: the connections to the broker are cut (the
+// outage proxy) while the consumer reads: Err reports it during the
+// outage, and once the broker is back every record arrives, each
+// partition in order.
+func TestConsumerBrokerOutage(t *testing.T) {
+	k := testenv.KafkaA(t)
+	ctx := testenv.Context(t, 120*time.Second)
+	topic := k.Topic(t, "cout", 3)
+	cluster := kafka.Cluster{Name: "a", Brokers: k.Brokers}
+	p := newProducer(t, kafka.ProducerConfig{Cluster: cluster})
+	var sent []router.Message
+	for i := range 3000 {
+		sent = append(sent, router.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i%17), Value: fmt.Appendf(nil, "v%06d", i)})
+	}
+	if err := p.Publish(ctx, sent[:1000]...); err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewProxy(t, k.Brokers[0])
+	cfg := kafka.ConsumerConfig{Cluster: kafka.Cluster{Name: "a", Brokers: []string{proxy.Addr}, DialTimeout: time.Second},
+		GroupID: testenv.Name(t, "g"), Topics: []string{topic}, RequestTimeout: 2 * time.Second, MaxWait: 200 * time.Millisecond}
+	kafka.DialVia(&cfg, proxy.Addr)
+	c := newConsumer(t, cfg)
+	got := pollN(t, ctx, c, 1000)
+	proxy.Cut()
+	if err := p.Publish(ctx, sent[1000:]...); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "Err reports the outage", func() bool { return c.Err() != nil })
+	t.Logf("during the outage: %v", c.Err())
+	time.Sleep(time.Second)
+	proxy.Restore()
+	seen := map[string]bool{}
+	last := map[int]int64{}
+	check := func(ms []router.Message) {
+		for _, m := range ms {
+			if l, ok := last[m.Partition]; ok && m.Offset <= l && !seen[string(m.Value)] {
+				t.Errorf("partition %d: offset %d after %d", m.Partition, m.Offset, l)
+			}
+			last[m.Partition] = max(last[m.Partition], m.Offset)
+			seen[string(m.Value)] = true
+		}
+	}
+	check(got)
+	for len(seen) < len(sent) {
+		more, err := c.Poll(ctx, nil, 500)
+		if err != nil {
+			t.Fatalf("poll after the outage, %d of %d records: %v", len(seen), len(sent), err)
+		}
+		check(more)
+	}
+	testenv.Eventually(t, 30*time.Second, "Err clears", func() bool { return c.Err() == nil })
 }
