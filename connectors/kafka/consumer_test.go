@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -401,18 +402,13 @@ func TestConsumerOffsetOutOfRange(t *testing.T) {
 	}
 	group := testenv.Name(t, "g")
 	// The group committed offset 2; then records below 6 are deleted.
-	cl := kgoClient(t, k)
-	commit := kmsg.NewPtrOffsetCommitRequest()
-	commit.Group, commit.Generation = group, -1
-	ct := kmsg.NewOffsetCommitRequestTopic()
-	ct.Topic = topic
-	cp := kmsg.NewOffsetCommitRequestTopicPartition()
-	cp.Partition, cp.Offset = 0, 2
-	ct.Partitions = append(ct.Partitions, cp)
-	commit.Topics = append(commit.Topics, ct)
-	if resp, err := commit.RequestWith(ctx, cl); err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+	kc := &kafkago.Client{Addr: kafkago.TCP(k.Brokers...), Timeout: 10 * time.Second}
+	resp, err := kc.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: group, GenerationID: -1,
+		Topics: map[string][]kafkago.OffsetCommit{topic: {{Partition: 0, Offset: 2}}}})
+	if err != nil || resp.Topics[topic][0].Error != nil {
 		t.Fatalf("commit offset 2: %v %+v", err, resp)
 	}
+	cl := kgoClient(t, k)
 	del := kmsg.NewPtrDeleteRecordsRequest()
 	dt := kmsg.NewDeleteRecordsRequestTopic()
 	dt.Topic = topic
