@@ -36,8 +36,10 @@ import (
 //     same bytes (acks=all, idempotent) → Commit after the acks, in order;
 //     up to 8 polls in flight, commits at most every 50ms and at the end.
 //   - franz-go: kgo with the same shape (PollRecords of up to 1000 →
-//     Produce, acks=all and idempotence, kgo's defaults otherwise → commit
-//     after the acks, in order, at most every 50ms and at the end).
+//     Produce, acks=all and idempotence, no compression like ours (kgo
+//     compresses with snappy by default), kgo's defaults otherwise, e.g.
+//     its 10ms linger → commit after the acks, in order, at most every
+//     50ms and at the end).
 //
 // Throughput is from the first record polled to the last commit; CPU is
 // getrusage of the process over the same span; allocations are the
@@ -221,7 +223,7 @@ func passFranz(b *testing.B, k *testenv.Kafka, src, dst string, n int) passResul
 	defer cancel()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers...), kgo.ConsumerGroup(testenv.Name(b, "franz")), kgo.ConsumeTopics(src),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(), kgo.DefaultProduceTopic(dst),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(franzLinger()))
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(franzLinger()), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	if err != nil {
 		b.Fatal(err)
 	}

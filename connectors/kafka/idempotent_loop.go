@@ -594,6 +594,10 @@ func (p *Producer) resolve(b *pbatch, err error) {
 			c.errs = append(c.errs, err)
 		}
 	}
+	if err == nil && b.state == bAcked {
+		// Answered: no request reads it any more.
+		putBatchBuf(b.data)
+	}
 	b.data = nil
 	p.release(b.reserved)
 	c.pending--

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"math"
 	"math/bits"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -109,7 +110,7 @@ func (e *batchEncoder) encode(msgs []router.Message, idx []int32, now time.Time)
 	for _, i := range idx {
 		size += encodedSize(&msgs[i])
 	}
-	out := make([]byte, batchHeaderSize, batchHeaderSize+size)
+	out := getBatchBuf(batchHeaderSize + size)[:batchHeaderSize]
 	recs := out
 	if e.codec != 0 {
 		recs = e.scratch[:0]
@@ -165,6 +166,30 @@ func (e *batchEncoder) encode(msgs []router.Message, idx []int32, now time.Time)
 	be.PutUint32(out[offRecordCount:], uint32(len(idx)))
 	setProducer(out, -1, -1, -1)
 	return out, nil
+}
+
+// batchBufs recycles the buffers of encoded batches once the broker has
+// acknowledged them (Producer.resolve), sparing the allocation and zeroing
+// of a large buffer per batch.
+var batchBufs sync.Pool
+
+// getBatchBuf returns an empty buffer with room for n bytes.
+func getBatchBuf(n int) []byte {
+	if b, ok := batchBufs.Get().(*[]byte); ok {
+		if cap(*b) >= n {
+			return (*b)[:0]
+		}
+		batchBufs.Put(b)
+	}
+	return make([]byte, 0, n)
+}
+
+// putBatchBuf recycles b, which nothing reads or writes any more.
+func putBatchBuf(b []byte) {
+	if cap(b) == 0 || cap(b) > 8<<20 {
+		return
+	}
+	batchBufs.Put(&b)
 }
 
 // appendWriter is an io.Writer appending to a byte slice.
