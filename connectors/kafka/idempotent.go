@@ -154,6 +154,7 @@ type Producer struct {
 	metaBusy    bool
 	metaRetryAt time.Time
 	metaFails   int
+	metaAt      time.Time // last metadata refresh
 	inflight    int // requests in flight, all brokers
 	stopping    bool
 
@@ -303,6 +304,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		brokers:     map[int32]*pbroker{},
 		pid:         -1,
 		epoch:       -1,
+		metaAt:      time.Now(),
 	}
 	p.reqBytes = orInt(cfg.MaxRequestBytes, max(16<<20, p.batchBytes))
 	if p.reqBytes < p.batchBytes {

@@ -31,6 +31,10 @@ const responseGrace = 5 * time.Second
 // pipeline more than one batch.
 const stateTrust = 10 * time.Minute
 
+// metadataMaxAge is how often the producer refreshes its topics' metadata
+// even without an error (as Java's metadata.max.age.ms).
+const metadataMaxAge = 5 * time.Minute
+
 func (p *Producer) run() {
 	defer close(p.exited)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -137,6 +141,9 @@ func (p *Producer) pump(ctx context.Context, now time.Time) time.Time {
 	}
 	if p.pid < 0 || p.bumpWanted || p.pidBusy {
 		return next
+	}
+	if now.Sub(p.metaAt) > metadataMaxAge {
+		p.needMeta = true // new partitions, moved leaders nobody told us about
 	}
 	if p.needMeta && !p.metaBusy {
 		if now.Before(p.metaRetryAt) {
@@ -720,6 +727,7 @@ func (p *Producer) metadataDone(resp *metadataAPI.Response, err error) {
 	}
 	p.setErr("metadata", nil)
 	p.metaFails = 0
+	p.metaAt = time.Now()
 	// Do not ask again at once if a leader is still unknown.
 	p.metaRetryAt = time.Now().Add(100 * time.Millisecond)
 	for _, t := range resp.Topics {

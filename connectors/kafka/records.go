@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"math"
 	"math/bits"
 	"sync"
@@ -262,6 +263,10 @@ func parseBatchHeader(b []byte) (batchHeader, error) {
 	return h, nil
 }
 
+// maxDecompressed bounds a decompressed batch (a batch is at most
+// message.max.bytes, 1 MiB by default, compressed).
+const maxDecompressed = 256 << 20
+
 // decompress returns the records section of a compressed batch, in a new
 // buffer.
 func decompress(codec compress.Compression, src []byte) ([]byte, error) {
@@ -272,8 +277,11 @@ func decompress(codec compress.Compression, src []byte) ([]byte, error) {
 	r := c.NewReader(bytes.NewReader(src))
 	defer r.Close()
 	buf := bytes.NewBuffer(make([]byte, 0, 4*len(src)+512))
-	if _, err := buf.ReadFrom(r); err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(r, maxDecompressed+1)); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", errCorrupt, codec, err)
+	}
+	if buf.Len() > maxDecompressed {
+		return nil, fmt.Errorf("%w: %s batch of more than %d bytes decompressed", errCorrupt, codec, maxDecompressed)
 	}
 	return buf.Bytes(), nil
 }
@@ -371,12 +379,17 @@ type recDecoder struct {
 }
 
 func (d *recDecoder) varint() int64 {
-	if d.i < len(d.b) && d.b[d.i] < 0x80 {
-		c := d.b[d.i]
+	b := d.b[d.i:]
+	if len(b) > 0 && b[0] < 0x80 {
 		d.i++
-		return int64(c>>1) ^ -int64(c&1)
+		return int64(b[0]>>1) ^ -int64(b[0]&1)
 	}
-	v, n := binary.Varint(d.b[d.i:])
+	if len(b) > 1 && b[1] < 0x80 { // lengths of 64 to 8191 bytes
+		ux := uint64(b[0]&0x7f) | uint64(b[1])<<7
+		d.i += 2
+		return int64(ux>>1) ^ -int64(ux&1)
+	}
+	v, n := binary.Varint(b)
 	if n <= 0 {
 		d.bad = true
 		return 0
