@@ -155,7 +155,7 @@ type Producer struct {
 	metaRetryAt time.Time
 	metaFails   int
 	metaAt      time.Time // last metadata refresh
-	inflight    int // requests in flight, all brokers
+	inflight    int       // requests in flight, all brokers
 	stopping    bool
 
 	// Counters, for tests and logs.
