@@ -156,7 +156,6 @@ type Producer struct {
 	metaFails   int
 	metaAt      time.Time // last metadata refresh
 	inflight    int       // requests in flight, all brokers
-	stopping    bool
 
 	// Counters, for tests and logs.
 	retries atomic.Int64

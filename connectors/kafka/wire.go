@@ -682,18 +682,6 @@ func (w *wire) metadata(ctx context.Context, topics []string, timeout time.Durat
 	return resp, nil
 }
 
-// dropConn closes the connection of kind to broker id, if it is c (a
-// connection that failed is replaced on next use anyway; this one is
-// dropped because a request on it timed out or the broker is wrong).
-func (w *wire) dropConn(id int32, kind connKind, c *brokerConn) {
-	w.mu.Lock()
-	if w.conns[wireKey{id, kind}] == c {
-		delete(w.conns, wireKey{id, kind})
-	}
-	w.mu.Unlock()
-	c.close()
-}
-
 // close closes every connection.
 func (w *wire) close() {
 	w.mu.Lock()
