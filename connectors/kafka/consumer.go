@@ -1116,8 +1116,12 @@ func (m *fetchManager) partitionError(p *partFetch, code int16, now time.Time) {
 		p.retryAt = now.Add(m.backoff(p.fails))
 	}
 	m.c.setErr(p.tp().String(), err)
-	if p.fails == 1 || p.fails%20 == 0 {
+	// A moved leader is routine: say so only when it persists.
+	switch {
+	case p.fails == 3 || p.fails%20 == 0:
 		m.c.log.Warn("kafka: fetch error; retrying", "partition", p.tp().String(), "attempt", p.fails, "error", err)
+	case p.fails < 3:
+		m.c.log.Debug("kafka: fetch error; retrying", "partition", p.tp().String(), "attempt", p.fails, "error", err)
 	}
 }
 

@@ -423,3 +423,48 @@ func sorted(s []string) []string {
 	}
 	return out
 }
+
+// TestConsumerFollowsLeaderMoves: partitions moving between brokers while
+// the Consumer reads (NotLeader, metadata refreshed, fetch from the new
+// leader): every record arrives once, each partition in order.
+func TestConsumerFollowsLeaderMoves(t *testing.T) {
+	c := fakeKafka(t, 3, 4, "t")
+	p := fakeProducer(t, c, ProducerConfig{})
+	msgs := seqMessages("t", "v", 16, 0, 4000)
+	for _, a := range produceAll(t, p, split(msgs, 500)) {
+		if a.Err != nil {
+			t.Fatal(a.Err)
+		}
+	}
+	cons, err := NewConsumer(ConsumerConfig{Cluster: Cluster{Name: "fake", Brokers: c.ListenAddrs()}, GroupID: "g",
+		Topics: []string{"t"}, PartitionMaxBytes: 4 << 10, FetchMaxBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	seen := map[string]bool{}
+	last := map[int]int64{}
+	var buf []router.Message
+	for polls := 0; len(seen) < len(msgs); polls++ {
+		if buf, err = cons.Poll(ctx, buf[:0], 100); err != nil {
+			t.Fatalf("after %d records: %v", len(seen), err)
+		}
+		for _, m := range buf {
+			if seen[string(m.Value)] {
+				t.Fatalf("%q twice", m.Value)
+			}
+			seen[string(m.Value)] = true
+			if l, ok := last[m.Partition]; ok && m.Offset != l+1 {
+				t.Fatalf("partition %d: offset %d after %d", m.Partition, m.Offset, l)
+			}
+			last[m.Partition] = m.Offset
+		}
+		if polls%5 == 0 {
+			for part := int32(0); part < 4; part++ {
+				_ = c.MoveTopicPartition("t", part, (c.LeaderFor("t", part)+1)%3)
+			}
+		}
+	}
+}

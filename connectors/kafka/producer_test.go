@@ -28,9 +28,14 @@ func newProducer(t *testing.T, cfg kafka.ProducerConfig) *kafka.Producer {
 // back byte for byte, nil and empty kept apart, with our Consumer and with
 // another client (franz-go).
 func TestProducerFidelity(t *testing.T) {
-	k := testenv.KafkaA(t)
+	for _, k := range []*testenv.Kafka{testenv.KafkaA(t), testenv.KafkaB(t)} {
+		t.Run("cluster_"+k.Name, func(t *testing.T) { testProducerFidelity(t, k) })
+	}
+}
+
+func testProducerFidelity(t *testing.T, k *testenv.Kafka) {
 	ctx := testenv.Context(t, 90*time.Second)
-	cluster := kafka.Cluster{Name: "a", Brokers: k.Brokers}
+	cluster := kafka.Cluster{Name: k.Name, Brokers: k.Brokers}
 	for _, codec := range []string{"none", "gzip", "snappy", "lz4", "zstd"} {
 		t.Run(codec, func(t *testing.T) {
 			topic := k.Topic(t, "pfid", 1)
