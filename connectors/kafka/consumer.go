@@ -36,6 +36,7 @@ type TopicPartition struct {
 	Partition int
 }
 
+// String returns "topic[partition]".
 func (tp TopicPartition) String() string { return fmt.Sprintf("%s[%d]", tp.Topic, tp.Partition) }
 
 // Offset is a position to commit: Next is the offset of the next record

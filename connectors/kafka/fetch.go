@@ -268,7 +268,7 @@ func (r *fetchResult) decode(dst []router.Message, limit int) ([]router.Message,
 // done reports whether every record was handed out.
 func (r *fetchResult) done() bool { return r.pi >= len(r.parts) }
 
-// fetchFrame builds the call of a fetch request.
+// fetchCall builds the call of a fetch request.
 func fetchCall(frame []byte, maxWait, timeout time.Duration) *call {
 	return &call{frame: net.Buffers{frame}, timeout: maxWait + timeout, done: make(chan struct{})}
 }
