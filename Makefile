@@ -46,11 +46,11 @@ down: ## stop the dev stack and remove its data
 	@deploy/dev/down
 
 .PHONY: lint
-lint: ## gofmt check, go vet, staticcheck
+lint: ## gofmt check, go vet, staticcheck (the residency module and deploy/check)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	cd deploy/check && $(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	cd deploy/check && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
 
 .PHONY: demo
 demo: ## run the demo on the embedded stack
