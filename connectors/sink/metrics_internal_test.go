@@ -31,7 +31,10 @@ func TestMetricsReasonsStartAtZero(t *testing.T) {
 			}
 		}
 	}
-	want := []string{ReasonNoRegion, ReasonRegionNotApproved, ReasonNoJurisdiction, ReasonRegionMoved, ReasonUndecodable, ReasonMissingField}
+	want := reasons
+	if len(want) != 10 {
+		t.Fatalf("the sink has %d refusal reasons, this test knows 10: update it", len(want))
+	}
 	for _, r := range want {
 		if v, ok := got[r]; !ok || v != 0 {
 			t.Errorf("residency_sink_quarantined_events_total{reason=%q} at start: %v (exported: %v), want 0", r, v, ok)
