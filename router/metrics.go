@@ -5,6 +5,21 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/residency-router/residency/schemas"
+)
+
+// quarantineReasons and deadLetterReasons are every value the reason label
+// of the quarantined and dead-lettered counters takes. Their counters are
+// exported from the start, at zero, so increase() over them sees the first
+// event of a reason.
+var (
+	quarantineReasons = []string{ReasonNoCountry, ReasonUnknownCountry, ReasonNoRule}
+	deadLetterReasons = []string{
+		schemas.Reason(schemas.ErrEmptyValue), schemas.Reason(schemas.ErrTooLarge),
+		schemas.Reason(schemas.ErrBadMagic), schemas.Reason(schemas.ErrUnknownSchema),
+		schemas.Reason(schemas.ErrTruncated), schemas.Reason(schemas.ErrCorrupt),
+	}
 )
 
 // Metrics are the router's Prometheus metrics. Labels are bounded: region,
@@ -74,6 +89,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "residency_router_ready",
 			Help: "1 when the router has a valid ruleset and has joined its consumer group.",
 		}),
+	}
+	for _, r := range quarantineReasons {
+		m.quarantined.WithLabelValues(r)
+	}
+	for _, r := range deadLetterReasons {
+		m.deadLettered.WithLabelValues(r)
 	}
 	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "residency_router_ruleset_age_seconds",

@@ -4,6 +4,12 @@
 // stream.Publisher (acknowledged by all in-sync replicas, a small batch
 // timeout, hash partitioning on the key, no topic auto-creation).
 //
+// Consumer (a batch consumer-group member: one fetch per broker, records
+// decoded in bulk without an allocation per record) and Producer (an
+// idempotent producer with several requests in flight per broker) are their
+// lower-level counterparts, on kafka-go's group membership and protocol
+// package over connections of their own.
+//
 // kafka-go types stay in this package; the router sees only stream.Message.
 package kafka
 
