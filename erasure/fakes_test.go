@@ -376,3 +376,23 @@ func pseudonymizer(t *testing.T) *audit.Pseudonymizer {
 func src(topic string, partition int, offset int64) []string {
 	return []string{router.HeaderSourceTopic, topic, router.HeaderSourcePartition, strconv.Itoa(partition), router.HeaderSourceOffset, strconv.FormatInt(offset, 10)}
 }
+
+func (s *memStore) HasEvents(_ context.Context, ids []string) (map[string]bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]bool{}
+	for _, r := range s.rows {
+		if slices.Contains(ids, r.EventID) {
+			out[r.EventID] = true
+		}
+	}
+	return out, nil
+}
+
+func (s *memStore) EraseEvents(_ context.Context, ids []string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.rows)
+	s.rows = slices.DeleteFunc(s.rows, func(r erasure.Row) bool { return slices.Contains(ids, r.EventID) })
+	return n - len(s.rows), nil
+}

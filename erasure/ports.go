@@ -149,6 +149,18 @@ type Store interface {
 	Scan(ctx context.Context, fn func(Row) error) error
 }
 
+// RowStore is a Store that also finds and removes given events, for the
+// residue clean-up (ResidueScanner.Clean). connectors/postgres.Store and
+// connectors/objectstore.Store satisfy it.
+type RowStore interface {
+	Store
+	// HasEvents returns which of eventIDs the store holds.
+	HasEvents(ctx context.Context, eventIDs []string) (map[string]bool, error)
+	// EraseEvents removes the rows of eventIDs, atomically per unit of
+	// storage as Erase, and returns how many it removed.
+	EraseEvents(ctx context.Context, eventIDs []string) (removed int, err error)
+}
+
 // StoreRef is one store of the config.
 type StoreRef struct {
 	// Name is the store's name (stores[].name in the ruleset, sinks[].store

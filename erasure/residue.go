@@ -197,7 +197,7 @@ func (s *ResidueScanner) Scan(ctx context.Context, jurisdiction string) (*Residu
 	for _, st := range s.cfg.Stores {
 		ps := PlaceScan{Kind: "store", Store: st.Name, StoreRegion: st.Region, Approved: rs.Approves(st.Name, region)}
 		if !ps.Approved {
-			if err := s.scanStore(ctx, rs, j.Name, st, &ps); err != nil {
+			if err := s.scanStore(ctx, rs, j.Name, st, &ps, nil); err != nil {
 				return rep, err
 			}
 		}
@@ -331,7 +331,9 @@ func (s *ResidueScanner) scanTopic(ctx context.Context, rs *rules.Ruleset, jur s
 	return nil
 }
 
-func (s *ResidueScanner) scanStore(ctx context.Context, rs *rules.Ruleset, jur string, st StoreRef, ps *PlaceScan) error {
+// scanStore reads every row of st into ps and calls found (if not nil)
+// with each residue row.
+func (s *ResidueScanner) scanStore(ctx context.Context, rs *rules.Ruleset, jur string, st StoreRef, ps *PlaceScan, found func(*Row)) error {
 	place := "store " + st.Name
 	var batch []Row
 	flush := func() error {
@@ -367,11 +369,14 @@ func (s *ResidueScanner) scanStore(ctx context.Context, rs *rules.Ruleset, jur s
 				continue
 			}
 			ps.Residue++
+			r := &batch[i]
+			if found != nil {
+				found(r)
+			}
 			if len(ps.Rows) >= s.cfg.MaxListed {
 				ps.Truncated = true
 				continue
 			}
-			r := &batch[i]
 			by := "country"
 			if d.Pinned {
 				by = "pin"

@@ -17,9 +17,10 @@ import (
 	"github.com/residency-router/residency/erasure"
 )
 
-// This file makes the Store an erasure.Store: Erase rewrites the objects
-// holding a user's records without them, Count counts them, Scan reads
-// every record for the residue scan.
+// This file makes the Store an erasure.Store and an erasure.RowStore:
+// Erase rewrites the objects holding a user's records without them, Count
+// counts them, Scan reads every record for the residue scan, HasEvents and
+// EraseEvents find and remove given events (residue clean-up).
 //
 // # Erasure, atomically
 //
@@ -55,7 +56,7 @@ import (
 // back the other's user in an object both rewrite: erasure.Eraser holds a
 // lock (erasure.LockName) while it erases.
 
-var _ erasure.Store = (*Store)(nil)
+var _ erasure.RowStore = (*Store)(nil)
 
 // erasedMeta is the metadata key counting the records erasures removed
 // from an object.
@@ -179,19 +180,55 @@ func (s *Store) rewrite(ctx context.Context, o *ocfObject, keep []any, removed i
 // the objects rewritten before stay rewritten, and running it again
 // finishes the rest. An empty user id is refused (erasure.ErrEmptyUser).
 func (s *Store) Erase(ctx context.Context, userID string) (int, error) {
-	return s.eachUserObject(ctx, userID, true)
+	if userID == "" {
+		return 0, erasure.ErrEmptyUser
+	}
+	return s.eachObject(ctx, func(m map[string]any) bool { return userOf(m) == userID }, true)
 }
 
 // Count returns how many records of userID the store holds (a read of
 // every object).
 func (s *Store) Count(ctx context.Context, userID string) (int, error) {
-	return s.eachUserObject(ctx, userID, false)
-}
-
-func (s *Store) eachUserObject(ctx context.Context, userID string, erase bool) (int, error) {
 	if userID == "" {
 		return 0, erasure.ErrEmptyUser
 	}
+	return s.eachObject(ctx, func(m map[string]any) bool { return userOf(m) == userID }, false)
+}
+
+// EraseEvents rewrites every object holding records of the given event ids
+// without them, as Erase does for a user, and returns how many records it
+// removed (residue clean-up).
+func (s *Store) EraseEvents(ctx context.Context, eventIDs []string) (int, error) {
+	if len(eventIDs) == 0 {
+		return 0, nil
+	}
+	ids := make(map[string]bool, len(eventIDs))
+	for _, id := range eventIDs {
+		ids[id] = true
+	}
+	return s.eachObject(ctx, func(m map[string]any) bool { id, _ := m["event_id"].(string); return ids[id] }, true)
+}
+
+// HasEvents returns which of eventIDs the store holds (a read of every
+// object).
+func (s *Store) HasEvents(ctx context.Context, eventIDs []string) (map[string]bool, error) {
+	want := make(map[string]bool, len(eventIDs))
+	for _, id := range eventIDs {
+		want[id] = true
+	}
+	out := map[string]bool{}
+	_, err := s.eachObject(ctx, func(m map[string]any) bool {
+		if id, _ := m["event_id"].(string); want[id] {
+			out[id] = true
+		}
+		return false
+	}, false)
+	return out, err
+}
+
+// eachObject counts the records of every object that match and, with
+// erase, rewrites the objects holding any without them.
+func (s *Store) eachObject(ctx context.Context, match func(map[string]any) bool, erase bool) (int, error) {
 	keys, err := s.keys(ctx)
 	if err != nil {
 		return 0, err
@@ -204,7 +241,7 @@ func (s *Store) eachUserObject(ctx context.Context, userID string, erase bool) (
 		}
 		keep := make([]any, 0, len(o.records))
 		for _, m := range o.records {
-			if userOf(m) != userID {
+			if !match(m) {
 				keep = append(keep, m)
 			}
 		}

@@ -324,3 +324,30 @@ func TestEraseRefusesUnreadableObject(t *testing.T) {
 		t.Fatalf("Scan = %v", err)
 	}
 }
+
+// TestEraseEvents looks up and removes given events, rewriting their
+// objects as Erase does; other records stay.
+func TestEraseEvents(t *testing.T) {
+	eraseBuckets(t, func(t *testing.T, s *objectstore.Store) {
+		ctx := testenv.Context(t, time.Minute)
+		batch := erasureBatches()[0]
+		if err := s.Write(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		ids := []string{batch[2].EventID, batch[7].EventID, "no-such-event"}
+		has, err := s.HasEvents(ctx, ids)
+		if err != nil || len(has) != 2 || !has[batch[2].EventID] {
+			t.Fatalf("HasEvents = %v, %v", has, err)
+		}
+		if n, err := s.EraseEvents(ctx, ids); err != nil || n != 2 {
+			t.Fatalf("EraseEvents = %d, %v", n, err)
+		}
+		var left []string
+		if err := s.Scan(ctx, func(r erasure.Row) error { left = append(left, r.EventID); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if len(left) != 8 || slices.Contains(left, batch[2].EventID) || slices.Contains(left, batch[7].EventID) {
+			t.Fatalf("left %v", left)
+		}
+	})
+}

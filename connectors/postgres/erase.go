@@ -14,8 +14,10 @@ import (
 	"github.com/residency-router/residency/erasure"
 )
 
-// This file makes the Store an erasure.Store: Erase removes one user's rows,
-// Count counts them, Scan reads every row for the residue scan.
+// This file makes the Store an erasure.Store and an erasure.RowStore: Erase
+// removes one user's rows, Count counts them, Scan reads every row for the
+// residue scan, HasEvents and EraseEvents find and remove given events by
+// their key (residue clean-up).
 //
 // Erase is one DELETE ... WHERE user_id = $1: one statement, so atomic (all
 // of the user's rows at that moment, or none), and it touches no other
@@ -23,7 +25,7 @@ import (
 // it is created when Erase or Count first needs it (EnsureUserIndex),
 // CONCURRENTLY, so that sinks keep writing while it is built.
 
-var _ erasure.Store = (*Store)(nil)
+var _ erasure.RowStore = (*Store)(nil)
 
 // userIndexName is the name of the index on user_id: derived from the
 // table's name (within the 63 bytes PostgreSQL allows).
@@ -126,6 +128,46 @@ func (s *Store) Count(ctx context.Context, userID string) (int, error) {
 		return 0, fmt.Errorf("postgres: count in %s: %w", s.ident, err)
 	}
 	return n, nil
+}
+
+// EraseEvents deletes the rows of the given event ids (by the primary key)
+// and returns how many it deleted.
+func (s *Store) EraseEvents(ctx context.Context, eventIDs []string) (int, error) {
+	total := 0
+	for start := 0; start < len(eventIDs); start += 10000 {
+		ids := eventIDs[start:min(start+10000, len(eventIDs))]
+		tag, err := s.pool.Exec(ctx, `DELETE FROM `+s.ident+` WHERE event_id = ANY($1)`, ids)
+		if err != nil {
+			return total, fmt.Errorf("postgres: erase events from %s: %w", s.ident, err)
+		}
+		total += int(tag.RowsAffected())
+	}
+	return total, nil
+}
+
+// HasEvents returns which of eventIDs the table holds.
+func (s *Store) HasEvents(ctx context.Context, eventIDs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for start := 0; start < len(eventIDs); start += 10000 {
+		ids := eventIDs[start:min(start+10000, len(eventIDs))]
+		rows, err := s.pool.Query(ctx, `SELECT event_id FROM `+s.ident+` WHERE event_id = ANY($1)`, ids)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: look up events in %s: %w", s.ident, err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("postgres: look up events in %s: %w", s.ident, err)
+			}
+			out[id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("postgres: look up events in %s: %w", s.ident, err)
+		}
+	}
+	return out, nil
 }
 
 // Scan calls fn with every row of the table, in no particular order,

@@ -202,3 +202,34 @@ func TestScanRows(t *testing.T) {
 		t.Fatalf("Scan stopped by fn: %v after %d", err, n)
 	}
 }
+
+// TestEraseEvents looks up and removes given events by their key, for the
+// residue clean-up; other rows stay.
+func TestEraseEvents(t *testing.T) {
+	pg := testenv.NewPostgres(t)
+	s := open(t, pg.DSN)
+	ctx := testenv.Context(t, time.Minute)
+	recs := records(0, 6)
+	if err := s.Write(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, s)
+	ids := []string{recs[1].EventID, recs[4].EventID, "no-such-event"}
+	has, err := s.HasEvents(ctx, ids)
+	if err != nil || len(has) != 2 || !has[recs[1].EventID] || !has[recs[4].EventID] {
+		t.Fatalf("HasEvents = %v, %v", has, err)
+	}
+	if n, err := s.EraseEvents(ctx, ids); err != nil || n != 2 {
+		t.Fatalf("EraseEvents = %d, %v", n, err)
+	}
+	after := snapshot(t, s)
+	for i, r := range recs {
+		_, ok := after[r.EventID]
+		if gone := i == 1 || i == 4; gone == ok || (!gone && after[r.EventID] != before[r.EventID]) {
+			t.Errorf("row %d: present %v", i, ok)
+		}
+	}
+	if n, err := s.EraseEvents(ctx, nil); err != nil || n != 0 {
+		t.Fatalf("EraseEvents(nil) = %d, %v", n, err)
+	}
+}
