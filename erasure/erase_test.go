@@ -45,7 +45,7 @@ func (l *fakeLocker) Lock(ctx context.Context, name string) (context.Context, fu
 // match; a leaf per store and pass, with the user only as its keyed hash.
 func TestEraseEverywhere(t *testing.T) {
 	us, eu := eraseFixture()
-	markers := erasure.NewMemMarkers()
+	markers := newMemMarkers()
 	subjects := pseudonymizer(t)
 	subject := subjects.Subject([]byte(alice))
 	// A sink that checked the markers before the erasure writes a late
@@ -122,7 +122,7 @@ func TestEraseEverywhere(t *testing.T) {
 // TestEraseDryRun counts and changes nothing.
 func TestEraseDryRun(t *testing.T) {
 	us, eu := eraseFixture()
-	markers := erasure.NewMemMarkers()
+	markers := newMemMarkers()
 	ledger := &memLedger{}
 	e, err := erasure.NewEraser(erasure.EraseConfig{
 		Stores:   []erasure.StoreRef{{Name: "us-postgres", Region: "us", Store: us}, {Name: "eu-objectstore", Region: "eu", Store: eu}},
@@ -148,7 +148,7 @@ func TestEraseDryRun(t *testing.T) {
 func TestEraseRefusals(t *testing.T) {
 	us, _ := eraseFixture()
 	cfg := erasure.EraseConfig{Stores: []erasure.StoreRef{{Name: "us-postgres", Region: "us", Store: us}}, Subjects: pseudonymizer(t),
-		Markers: erasure.NewMemMarkers(), Locker: &fakeLocker{busy: true}, Settle: time.Millisecond}
+		Markers: newMemMarkers(), Locker: &fakeLocker{busy: true}, Settle: time.Millisecond}
 	e, err := erasure.NewEraser(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +185,7 @@ func TestEraseStoreFails(t *testing.T) {
 	us.fail = errors.New("connection refused")
 	e, err := erasure.NewEraser(erasure.EraseConfig{
 		Stores:   []erasure.StoreRef{{Name: "us-postgres", Region: "us", Store: us}, {Name: "eu-objectstore", Region: "eu", Store: eu}},
-		Subjects: pseudonymizer(t), Markers: erasure.NewMemMarkers(), Settle: time.Millisecond,
+		Subjects: pseudonymizer(t), Markers: newMemMarkers(), Settle: time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +219,7 @@ func (failingMarkers) Lookup(context.Context, []audit.Digest) ([]time.Time, erro
 func TestGuard(t *testing.T) {
 	ctx := context.Background()
 	subjects := pseudonymizer(t)
-	m := erasure.NewMemMarkers()
+	m := newMemMarkers()
 	erasedAt := t0.Add(time.Hour)
 	if err := m.Mark(ctx, subjects.Subject([]byte(alice)), erasedAt); err != nil {
 		t.Fatal(err)

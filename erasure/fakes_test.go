@@ -396,3 +396,31 @@ func (s *memStore) EraseEvents(_ context.Context, ids []string) (int, error) {
 	s.rows = slices.DeleteFunc(s.rows, func(r erasure.Row) bool { return slices.Contains(ids, r.EventID) })
 	return n - len(s.rows), nil
 }
+
+// memMarkers is an in-memory erasure.Markers.
+type memMarkers struct {
+	mu sync.Mutex
+	m  map[audit.Digest]time.Time
+}
+
+// newMemMarkers returns an empty memMarkers. It is safe for concurrent use.
+func newMemMarkers() *memMarkers { return &memMarkers{m: map[audit.Digest]time.Time{}} }
+
+func (s *memMarkers) Mark(_ context.Context, subject audit.Digest, at time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.m[subject]; !ok || at.After(cur) {
+		s.m[subject] = at
+	}
+	return nil
+}
+
+func (s *memMarkers) Lookup(_ context.Context, subjects []audit.Digest) ([]time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]time.Time, len(subjects))
+	for i, d := range subjects {
+		out[i] = s.m[d]
+	}
+	return out, nil
+}

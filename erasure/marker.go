@@ -3,7 +3,6 @@ package erasure
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/residency-router/residency/audit"
@@ -74,36 +73,6 @@ func (g *Guard) Erased(ctx context.Context, users [][]byte, occurred []time.Time
 			continue
 		}
 		out[i] = occurred[i].IsZero() || !occurred[i].After(at[j])
-	}
-	return out, nil
-}
-
-// MemMarkers is an in-memory Markers, for tests and the demo.
-type MemMarkers struct {
-	mu sync.Mutex
-	m  map[audit.Digest]time.Time
-}
-
-// NewMemMarkers returns an empty MemMarkers. It is safe for concurrent use.
-func NewMemMarkers() *MemMarkers { return &MemMarkers{m: map[audit.Digest]time.Time{}} }
-
-// Mark implements Markers.
-func (s *MemMarkers) Mark(_ context.Context, subject audit.Digest, at time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur, ok := s.m[subject]; !ok || at.After(cur) {
-		s.m[subject] = at
-	}
-	return nil
-}
-
-// Lookup implements Markers.
-func (s *MemMarkers) Lookup(_ context.Context, subjects []audit.Digest) ([]time.Time, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]time.Time, len(subjects))
-	for i, d := range subjects {
-		out[i] = s.m[d]
 	}
 	return out, nil
 }
