@@ -47,7 +47,8 @@ var rules = map[string]rule{
 	"router":        {module: []string{"stream", "schemas", "router/rules"}, clients: clientLibraries, why: "router imports only stream, schemas and router/rules, and no client library"},
 	"router/replay": {module: []string{"router", "stream", "schemas", "router/rules"}, clients: clientLibraries, why: "router/replay imports only router, stream, schemas and router/rules, and no client library"},
 	"sink":          {module: []string{"stream", "router", "router/rules", "schemas"}, clients: clientLibraries, why: "sink imports only stream, router, router/rules and schemas, and no client library"},
-	"connectors/":   {module: []string{"stream", "router", "router/rules", "router/replay", "schemas", "sink"}, why: "an adapter in connectors/ imports only the packages whose ports it implements (stream, router, router/rules, router/replay, schemas, sink): never cmd, internal/ or another adapter"},
+	"erasure":       {module: []string{"stream", "router", "router/rules", "schemas", "audit"}, clients: clientLibraries, why: "erasure imports only stream, router, router/rules, schemas and audit, and no client library"},
+	"connectors/":   {module: []string{"stream", "router", "router/rules", "router/replay", "schemas", "sink", "erasure", "audit"}, why: "an adapter in connectors/ imports only the packages whose ports it implements (stream, router, router/rules, router/replay, schemas, sink, erasure, audit): never cmd, internal/ or another adapter"},
 	"audit":         {module: []string{}, why: "audit imports no package of this module"},
 }
 
