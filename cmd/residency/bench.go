@@ -20,7 +20,7 @@ same broker and partitions runs:
       topic with the router's batching and acks, no decoding;
   (b) router: the real router with the bench ruleset loaded (and, with
       --pins N, N pins loaded into Redis first and looked up there);
-  (c) franz-go: consume with kgo and produce the same bytes to one topic,
+  franz-go: consume with kgo and produce the same bytes to one topic,
       acks=all and idempotent, committing after the acks, several polls in
       flight: the reference for what a Go client moves on this broker.
 Throughput: each contender consumes the N preloaded events, rounds
