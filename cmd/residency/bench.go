@@ -18,16 +18,25 @@ percent unplaceable, a fraction of a percent malformed), then against the
 same broker and partitions runs:
   (a) pass-through: plain kafka-go, consume and produce the same bytes to one
       topic with the router's batching and acks, no decoding;
-  (b) router: the real router with the bench ruleset loaded.
-Throughput: each contender consumes the N preloaded events (events/s from its
-first fetch to its last commit; CPU seconds per million events from
-getrusage; peak RSS from VmHWM). Latency: each contender then routes events
-produced at a fixed rate (default half the pass-through's events/s), first
-for --latency-warmup untimed, then for --latency-duration timed, in
---latency-passes passes per contender run A B B A, pooled; the
-latency of an event is its producer timestamp to its append time at the
-destination (LogAppendTime). Each contender runs in a child process of this
-binary unless --in-process. Without --brokers it starts the embedded stack.
+  (b) router: the real router with the bench ruleset loaded (and, with
+      --pins N, N pins loaded into Redis first and looked up there);
+  franz-go: consume with kgo and produce the same bytes to one topic,
+      acks=all and idempotent, committing after the acks, several polls in
+      flight: the reference for what a Go client moves on this broker.
+Throughput: each contender consumes the N preloaded events, rounds
+interleaved (events/s from its first fetch to its last commit; CPU seconds
+per million events, the same as µs per event, from getrusage; peak RSS from
+VmHWM). Latency: each contender then moves events produced at a fixed rate
+(default half the router's events/s), first for --latency-warmup untimed,
+then for --latency-duration timed, in --latency-passes passes per contender
+run A B C C B A, pooled; the latency of an event is its producer timestamp
+to its append time at the destination (LogAppendTime). The report sets the
+targets of issue 16 beside the figures (router / franz-go events/s >= 0.5,
+CPU per event <= 2x franz-go's, p99 <= 25 ms, peak RSS <= 100 MB with a
+million pins), each with pass or miss and where the run differs from the
+target's. Each contender runs in a child process of this binary unless
+--in-process; --cpuprofile DIR writes a CPU profile of each. Without
+--brokers it starts the embedded stack (and its Redis for --pins).
 --diagnose adds two throughput contenders: the pass-through with the
 router's fan-out and headers, and the pass-through with the router's writer.`
 
@@ -42,16 +51,18 @@ func runBench(ctx context.Context, e env) int {
 	fs.IntVar(&o.Replication, "replication", o.Replication, "replication factor of every topic")
 	fs.IntVar(&o.BatchSize, "batch-size", o.BatchSize, "events per batch, both contenders (router.batch_size)")
 	fs.DurationVar(&o.Linger, "linger", o.Linger, "how long a batch waits for more events, both contenders")
-	fs.Float64Var(&o.Rate, "rate", o.Rate, "offered rate of the latency pass in events/s (default: half the pass-through's events/s)")
+	fs.Float64Var(&o.Rate, "rate", o.Rate, "offered rate of the latency pass in events/s (default: half the router's events/s)")
 	fs.DurationVar(&o.LatencyFor, "latency-duration", o.LatencyFor, "how long the latency pass produces timed events, per contender")
 	fs.DurationVar(&o.LatencyWarmup, "latency-warmup", o.LatencyWarmup, "how long the latency pass first produces at the offered rate without timing (0: no warm-up at rate)")
 	fs.IntVar(&o.LatencyPasses, "latency-passes", o.LatencyPasses, "latency passes per contender, in the order A B B A ...; percentiles are over all their events")
-	fs.IntVar(&o.Rounds, "rounds", o.Rounds, "throughput rounds; each runs both contenders, alternating which goes first")
+	fs.IntVar(&o.Rounds, "rounds", o.Rounds, "throughput rounds; each runs every contender, in reverse order every other round")
 	fs.BoolVar(&o.InProcess, "in-process", false, "run the contenders in this process (CPU and RSS then include everything else in it)")
 	fs.BoolVar(&o.KeepTopics, "keep-topics", false, "do not delete the bench topics at the end")
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "give up after this long")
 	fs.Uint64Var(&o.Seed, "seed", o.Seed, "seed of the event mix")
-	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of each contender run into `dir` (child processes only)")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of each contender run into `dir` (child processes only), e.g. throughput-r1-router.pprof")
+	fs.IntVar(&o.Pins, "pins", o.Pins, "load this many per-user pins into Redis first and route with pins on (0: pins off)")
+	fs.StringVar(&o.Redis, "redis", "", "`host:port` of the Redis to load the pins into, no password (default: the embedded stack's; needed with --brokers and --pins)")
 	fs.BoolVar(&o.Diagnose, "diagnose", false, "add two throughput contenders: the pass-through plus the router's fan-out to seven topics and its nine headers, without decoding; and the pass-through with the router's writer instead of kafka-go's")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	child := fs.String("child", "", "internal: run one contender from a JSON spec")
@@ -71,11 +82,11 @@ func runBench(ctx context.Context, e env) int {
 		fmt.Fprintln(e.stderr, "residency bench: no arguments are taken")
 		return exitUsage
 	}
+	o.Brokers, o.Remote = config.SplitList(*brokers), config.SplitList(*remote)
 	if err := o.Validate(); err != nil {
 		fmt.Fprintf(e.stderr, "residency bench: %v\n", err)
 		return exitUsage
 	}
-	o.Brokers, o.Remote = config.SplitList(*brokers), config.SplitList(*remote)
 	progress := e.stderr
 	if !*asJSON {
 		progress = e.stdout

@@ -1,9 +1,11 @@
 // Package bench is the harness of `residency bench`: it measures what
-// routing costs over moving the bytes, running the real router and a plain
-// kafka-go pass-through (and, with Options.Diagnose, two diagnostic
-// contenders) against the same brokers, each in a child process of the
-// residency binary (RunChild) unless Options.InProcess. The sample events
-// come from internal/sample. It imports no testing code.
+// routing costs over moving the bytes, running the real router, a plain
+// kafka-go pass-through and a franz-go pass-through (the reference for what
+// a Go client moves on the broker; and, with Options.Diagnose, two
+// diagnostic contenders) against the same brokers, each in a child process
+// of the residency binary (RunChild) unless Options.InProcess, and checks
+// the results against the targets of issue 16 (Report.Targets). The sample
+// events come from internal/sample. It imports no testing code.
 package bench
 
 import (
@@ -26,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	redisconn "github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/internal/embedded"
 	"github.com/residency-router/residency/internal/sample"
 )
@@ -52,7 +55,7 @@ type Options struct {
 	// Linger is how long a batch waits for more events, both contenders.
 	Linger time.Duration
 	// Rate is the offered rate of the latency pass in events/s; 0: half
-	// the pass-through's events/s.
+	// the router's own events/s in the throughput pass.
 	Rate float64
 	// LatencyFor is how long the latency pass produces timed events, per
 	// contender.
@@ -82,6 +85,13 @@ type Options struct {
 	// router's fan-out and headers, and the pass-through with the router's
 	// writer.
 	Diagnose bool
+	// Pins is how many per-user pins are loaded into Redis before the
+	// contenders run; the router then looks its events' users up there
+	// (pins on). Default 0: pins off.
+	Pins int
+	// Redis is the host:port of the Redis the pins go to (no password).
+	// Default: the embedded stack's Redis; needed with Brokers and Pins.
+	Redis string
 }
 
 // DefaultOptions returns the defaults of `residency bench`'s flags.
@@ -97,6 +107,12 @@ func (o Options) Validate() error {
 		o.Rate < 0 || o.LatencyFor <= 0 || o.LatencyWarmup < 0 || o.LatencyPasses < 1 || o.Linger < 0 {
 		return errors.New("--events must be at least 100; --partitions, --replication, --batch-size, --rounds and --latency-passes at least 1; " +
 			"--latency-duration positive; --rate, --latency-warmup and --linger not negative")
+	}
+	if o.Pins < 0 {
+		return errors.New("--pins must not be negative")
+	}
+	if o.Pins > 0 && len(o.Brokers) > 0 && o.Redis == "" {
+		return errors.New("--pins needs --redis (the Redis to load the pins into) when --brokers is given")
 	}
 	return nil
 }
@@ -117,11 +133,19 @@ type Report struct {
 	CPUs       int     `json:"cpus"`
 	LoadStart  float64 `json:"load_average_start"` // 1-minute load average
 	LoadEnd    float64 `json:"load_average_end"`
+	// Pins is how many pins were loaded into Redis (--pins); 0: the router
+	// ran with pins off.
+	Pins int `json:"pins"`
+	// PinnedEvents is how many preloaded events belong to a pinned user
+	// (a pin, not the country, places them).
+	PinnedEvents int `json:"pinned_events"`
 	// Mix counts the preloaded events by kind.
 	Mix map[string]int `json:"mix"`
-	// PassThrough and Router are the two contenders.
+	// PassThrough (kafka-go), Router and FranzGo are the three contenders
+	// of every run.
 	PassThrough ContenderReport `json:"pass_through"`
 	Router      ContenderReport `json:"router"`
+	FranzGo     ContenderReport `json:"franz_go"`
 	// FanOut is the --diagnose contender (throughput only).
 	FanOut *ContenderReport `json:"fan_out,omitempty"`
 	// FanOutRatio is FanOut.EventsPerSecond / PassThrough.EventsPerSecond.
@@ -133,10 +157,23 @@ type Report struct {
 	// WriterPass.EventsPerSecond: the cost of routing on the same produce
 	// path.
 	RouterToWriterPass float64 `json:"router_to_writer_pass,omitempty"`
-	// Ratio is Router.EventsPerSecond / PassThrough.EventsPerSecond.
+	// Ratio is Router.EventsPerSecond / PassThrough.EventsPerSecond
+	// (router / kafka-go).
 	Ratio float64 `json:"ratio"`
 	// RoundRatios is the same ratio per round.
 	RoundRatios []float64 `json:"round_ratios"`
+	// RouterToFranzGo is Router.EventsPerSecond / FranzGo.EventsPerSecond.
+	RouterToFranzGo float64 `json:"router_to_franz_go"`
+	// RouterToFranzGoRounds is the same ratio per round.
+	RouterToFranzGoRounds []float64 `json:"router_to_franz_go_rounds"`
+	// CPURouterToFranzGo is Router.CPUMicrosPerEvent /
+	// FranzGo.CPUMicrosPerEvent.
+	CPURouterToFranzGo float64 `json:"cpu_router_to_franz_go"`
+	// RateBasis says where the latency passes' offered rate came from:
+	// "half the router's events/s" or "--rate".
+	RateBasis string `json:"rate_basis"`
+	// Targets are issue 16's targets with the values measured here.
+	Targets []TargetCheck `json:"targets"`
 }
 
 // ContenderReport is what one contender measured.
@@ -147,11 +184,120 @@ type ContenderReport struct {
 	RoundEventsPerSecond []float64 `json:"round_events_per_second"`
 	// CPUSecondsPerMillion is CPU seconds per million events (median).
 	CPUSecondsPerMillion float64 `json:"cpu_seconds_per_million"`
+	// CPUMicrosPerEvent is CPU microseconds per event (median): the same
+	// figure as CPUSecondsPerMillion, in the unit of one event.
+	CPUMicrosPerEvent float64 `json:"cpu_us_per_event"`
+	// RoundCPUSecondsPerMillion lists every round.
+	RoundCPUSecondsPerMillion []float64 `json:"round_cpu_seconds_per_million"`
 	// PeakRSSMiB is the largest VmHWM of the contender's processes.
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
-	// Latency is the fixed-rate pass (none for the --diagnose contender).
+	// Decisions counts the router's decisions in the last throughput round
+	// ("routed", "quarantined", "dead_lettered"); router only.
+	Decisions map[string]int `json:"decisions,omitempty"`
+	// Latency is the fixed-rate pass (none for the --diagnose contenders).
 	Latency *LatencyReport `json:"latency,omitempty"`
 }
+
+// TargetCheck is one target of issue 16 next to what this run measured.
+type TargetCheck struct {
+	// Name is "throughput", "cpu_per_event", "p99_latency" or "peak_rss".
+	Name string `json:"name"`
+	// Target says the target in words, e.g. "router events/s >= 0.5 x
+	// franz-go's".
+	Target string `json:"target"`
+	// Limit is the target's bound, in Unit.
+	Limit float64 `json:"limit"`
+	// Measured is this run's value, in Unit.
+	Measured float64 `json:"measured"`
+	// Unit of Limit and Measured: "x franz-go", "ms" or "MB".
+	Unit string `json:"unit"`
+	// Verdict is "pass" when Measured is within Limit, else "miss".
+	Verdict string `json:"verdict"`
+	// Caveat lists where this run's conditions differ from the target's
+	// (e.g. pins off, fewer events, --rate); "" when they do not.
+	Caveat string `json:"caveat,omitempty"`
+}
+
+// Issue 16's targets.
+const (
+	// TargetThroughputVsFranzGo: router events/s at least this fraction
+	// of the franz-go pass-through's.
+	TargetThroughputVsFranzGo = 0.5
+	// TargetCPUVsFranzGo: router CPU per event at most this multiple of
+	// the franz-go pass-through's.
+	TargetCPUVsFranzGo = 2.0
+	// TargetP99Ms: router p99 end-to-end latency at half its own maximum
+	// rate, at most this many milliseconds.
+	TargetP99Ms = 25.0
+	// TargetPeakRSSMB: router peak RSS routing a million events with a
+	// million pins loaded, at most this many megabytes (10^6 bytes).
+	TargetPeakRSSMB = 100.0
+	// targetEvents and targetRounds are the run the targets are stated
+	// for (`residency bench --events 1000000 --rounds 3`), targetPins the
+	// pins of the memory target.
+	targetEvents, targetRounds, targetPins = 1_000_000, 3, 1_000_000
+)
+
+// checkTargets fills r.Targets from r's figures. Each check's caveat names
+// where the run differs from the one the target is stated for.
+func (r *Report) checkTargets() {
+	var common []string
+	if r.Events < targetEvents {
+		common = append(common, fmt.Sprintf("%d events, not %d", r.Events, targetEvents))
+	}
+	if r.Rounds < targetRounds {
+		common = append(common, fmt.Sprintf("%d round(s), not %d", r.Rounds, targetRounds))
+	}
+	if r.Processes == "in-process" {
+		common = append(common, "contenders in the bench's process (CPU and RSS are the whole process's)")
+	}
+	pinsOff := []string{}
+	if r.Pins == 0 {
+		pinsOff = append(pinsOff, "pins off (--pins 0)")
+	}
+	caveat := func(extra ...string) string {
+		return strings.Join(append(slices.Clone(common), extra...), "; ")
+	}
+	check := func(name, target string, limit, measured float64, unit string, atMost bool, cav string) TargetCheck {
+		ok := measured >= limit
+		if atMost {
+			ok = measured <= limit
+		}
+		verdict := "miss"
+		if ok && !math.IsNaN(measured) && !math.IsInf(measured, 0) {
+			verdict = "pass"
+		}
+		return TargetCheck{Name: name, Target: target, Limit: limit, Measured: measured, Unit: unit, Verdict: verdict, Caveat: cav}
+	}
+	var p99 float64 = math.NaN()
+	if l := r.Router.Latency; l != nil {
+		p99 = l.P99Ms
+	}
+	rateCaveat := []string{}
+	if r.RateBasis != rateBasisRouter {
+		rateCaveat = append(rateCaveat, "offered rate from --rate, not half the router's events/s")
+	}
+	rssCaveat := []string{}
+	if r.Pins < targetPins {
+		rssCaveat = append(rssCaveat, fmt.Sprintf("%d pins loaded, not %d", r.Pins, targetPins))
+	}
+	r.Targets = []TargetCheck{
+		check("throughput", fmt.Sprintf("router events/s >= %.1f x franz-go's", TargetThroughputVsFranzGo),
+			TargetThroughputVsFranzGo, r.RouterToFranzGo, "x franz-go", false, caveat(pinsOff...)),
+		check("cpu_per_event", fmt.Sprintf("router CPU per event <= %.0f x franz-go's", TargetCPUVsFranzGo),
+			TargetCPUVsFranzGo, r.CPURouterToFranzGo, "x franz-go", true, caveat(pinsOff...)),
+		check("p99_latency", fmt.Sprintf("router p99 <= %.0f ms at half its own max rate", TargetP99Ms),
+			TargetP99Ms, p99, "ms", true, caveat(append(pinsOff, rateCaveat...)...)),
+		check("peak_rss", fmt.Sprintf("router peak RSS <= %.0f MB with %d pins loaded", TargetPeakRSSMB, targetPins),
+			TargetPeakRSSMB, r.Router.PeakRSSMiB*(1<<20)/1e6, "MB", true, caveat(rssCaveat...)),
+	}
+}
+
+// Where the latency passes' offered rate came from (Report.RateBasis).
+const (
+	rateBasisRouter = "half the router's events/s"
+	rateBasisFlag   = "--rate"
+)
 
 // LatencyReport is the fixed-rate pass of one contender.
 type LatencyReport struct {
@@ -220,6 +366,8 @@ type benchRun struct {
 	pool     *benchPool
 	log      io.Writer
 	stderr   io.Writer
+	// redisAddr and redisPrefix: where the pins were loaded ("": pins off).
+	redisAddr, redisPrefix string
 }
 
 // Run measures as the package doc says and returns the report; log gets
@@ -247,6 +395,9 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 		if len(o.Remote) > 0 {
 			o.Remote = st.RemoteBrokers()
 		}
+		if o.Redis == "" {
+			o.Redis = st.RedisAddr()
+		}
 	} else {
 		rep.Target = strings.Join(o.Brokers, ",")
 		rep.Remote = strings.Join(o.Remote, ",")
@@ -264,8 +415,21 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	if !o.KeepTopics {
 		defer b.deleteTopics()
 	}
-	if b.pool, err = newBenchPool(o.Seed); err != nil {
+	if b.pool, err = newBenchPool(o.Seed, o.Pins); err != nil {
 		return nil, err
+	}
+	if o.Pins > 0 {
+		fmt.Fprintf(log, "Loading %d pins into Redis at %s ...\n", o.Pins, o.Redis)
+		start := time.Now()
+		cleanup, err := b.loadPins(ctx)
+		if cleanup != nil {
+			defer cleanup()
+		}
+		if err != nil {
+			return nil, err
+		}
+		rep.Pins = o.Pins
+		fmt.Fprintf(log, "Loaded in %s.\n", time.Since(start).Round(time.Millisecond))
 	}
 
 	// Throughput: preload, then each contender consumes everything.
@@ -275,51 +439,53 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	}
 	fmt.Fprintf(log, "Preloading %d events into %s (%d partitions) ...\n", o.Events, ingest, o.Partitions)
 	start := time.Now()
-	if rep.Mix, err = b.preload(ctx, ingest); err != nil {
+	if rep.Mix, rep.PinnedEvents, err = b.preload(ctx, ingest); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(log, "Preloaded in %s.\n", time.Since(start).Round(time.Millisecond))
-	cpu := map[string][]float64{}
 	if o.Diagnose {
 		rep.FanOut, rep.WriterPass = &ContenderReport{}, &ContenderReport{}
 	}
 	for round := range o.Rounds {
-		order := []string{contenderPassThrough, contenderRouter}
+		order := []string{contenderPassThrough, contenderRouter, contenderFranzGo}
 		if o.Diagnose {
 			order = append(order, contenderFanOut, contenderWriterPass)
 		}
 		if round%2 == 1 {
 			slices.Reverse(order)
 		}
-		var eps [2]float64
+		eps := map[string]float64{}
 		for _, mode := range order {
 			res, err := b.throughput(ctx, mode, ingest, round)
 			if err != nil {
 				return nil, err
 			}
 			rate := float64(res.Events) / res.Seconds
+			cpu := res.CPUSeconds / float64(res.Events) * 1e6
 			c := rep.contender(mode)
 			c.RoundEventsPerSecond = append(c.RoundEventsPerSecond, rate)
+			c.RoundCPUSecondsPerMillion = append(c.RoundCPUSecondsPerMillion, cpu)
 			c.PeakRSSMiB = max(c.PeakRSSMiB, float64(res.PeakRSSBytes)/(1<<20))
-			cpu[mode] = append(cpu[mode], res.CPUSeconds/float64(res.Events)*1e6)
-			switch mode {
-			case contenderRouter:
-				eps[1] = rate
-			case contenderPassThrough:
-				eps[0] = rate
+			if res.Decisions != nil {
+				c.Decisions = res.Decisions
 			}
-			fmt.Fprintf(log, "Round %d, %s: %d events in %.2fs: %.0f events/s, %.2f CPU s per million, peak RSS %.0f MiB\n",
-				round+1, mode, res.Events, res.Seconds, rate, res.CPUSeconds/float64(res.Events)*1e6, float64(res.PeakRSSBytes)/(1<<20))
+			eps[mode] = rate
+			fmt.Fprintf(log, "Round %d, %s: %d events in %.2fs: %.0f events/s, %.2f CPU s per million (µs per event), peak RSS %.0f MiB\n",
+				round+1, mode, res.Events, res.Seconds, rate, cpu, float64(res.PeakRSSBytes)/(1<<20))
 		}
-		rep.RoundRatios = append(rep.RoundRatios, eps[1]/eps[0])
+		rep.RoundRatios = append(rep.RoundRatios, eps[contenderRouter]/eps[contenderPassThrough])
+		rep.RouterToFranzGoRounds = append(rep.RouterToFranzGoRounds, eps[contenderRouter]/eps[contenderFranzGo])
 	}
-	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderFanOut, contenderWriterPass} {
+	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderFranzGo, contenderFanOut, contenderWriterPass} {
 		if c := rep.contender(mode); c != nil {
 			c.EventsPerSecond = median(c.RoundEventsPerSecond)
-			c.CPUSecondsPerMillion = median(cpu[mode])
+			c.CPUSecondsPerMillion = median(c.RoundCPUSecondsPerMillion)
+			c.CPUMicrosPerEvent = c.CPUSecondsPerMillion // 1 s per million events is 1 µs per event
 		}
 	}
 	rep.Ratio = rep.Router.EventsPerSecond / rep.PassThrough.EventsPerSecond
+	rep.RouterToFranzGo = rep.Router.EventsPerSecond / rep.FranzGo.EventsPerSecond
+	rep.CPURouterToFranzGo = rep.Router.CPUMicrosPerEvent / rep.FranzGo.CPUMicrosPerEvent
 	if rep.FanOut != nil {
 		rep.FanOutRatio = rep.FanOut.EventsPerSecond / rep.PassThrough.EventsPerSecond
 		rep.RouterToWriterPass = rep.Router.EventsPerSecond / rep.WriterPass.EventsPerSecond
@@ -327,8 +493,9 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 
 	// Latency at a fixed offered rate.
 	rate := o.Rate
+	rep.RateBasis = rateBasisFlag
 	if rate == 0 {
-		rate = rep.PassThrough.EventsPerSecond / 2
+		rate, rep.RateBasis = rep.Router.EventsPerSecond/2, rateBasisRouter
 	}
 	// Passes in the order A B B A ...: whatever changes over the run (the
 	// broker after millions of records, the host's other load) weighs on
@@ -336,7 +503,7 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	// events.
 	pooled := map[string][]time.Duration{}
 	for k := range o.LatencyPasses {
-		order := []string{contenderPassThrough, contenderRouter}
+		order := []string{contenderPassThrough, contenderRouter, contenderFranzGo}
 		if k%2 == 1 {
 			slices.Reverse(order)
 		}
@@ -356,6 +523,7 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 		}
 	}
 	rep.LoadEnd = loadAverage()[0]
+	rep.checkTargets()
 	return rep, nil
 }
 
@@ -369,16 +537,22 @@ func (r *Report) contender(mode string) *ContenderReport {
 		return r.FanOut
 	case contenderWriterPass:
 		return r.WriterPass
+	case contenderFranzGo:
+		return &r.FranzGo
 	}
 	return &r.PassThrough
 }
 
 // childSpec returns the spec of a contender reading ingest; destinations
-// are named after prefix.
+// are named after prefix. The router gets the pins' Redis, if any.
 func (b *benchRun) childSpec(mode, ingest, prefix string, expect int) childSpec {
-	return childSpec{Mode: mode, Brokers: b.o.Brokers, RemoteBrokers: b.o.Remote, Ingest: ingest,
+	spec := childSpec{Mode: mode, Brokers: b.o.Brokers, RemoteBrokers: b.o.Remote, Ingest: ingest,
 		Group: prefix + ".group", Dest: prefix + ".out", Prefix: prefix, Expect: expect,
 		BatchSize: b.o.BatchSize, Linger: b.o.Linger, Timeout: b.o.Timeout}
+	if mode == contenderRouter {
+		spec.RedisAddr, spec.RedisPrefix = b.redisAddr, b.redisPrefix
+	}
+	return spec
 }
 
 // profiled sets spec's CPU profile file when --cpuprofile is given.
@@ -393,7 +567,7 @@ func (b *benchRun) profiled(spec childSpec, name string) childSpec {
 // writes to, by client.
 func (b *benchRun) destinations(ctx context.Context, mode, prefix string) (map[*kafkago.Client][]string, error) {
 	out := map[*kafkago.Client][]string{}
-	if mode == contenderPassThrough || mode == contenderWriterPass {
+	if mode == contenderPassThrough || mode == contenderWriterPass || mode == contenderFranzGo {
 		out[b.client] = []string{prefix + ".out"}
 	} else if mode == contenderFanOut {
 		out[b.client] = []string{prefix + ".us", prefix + ".eu", prefix + ".uk", prefix + ".in", prefix + ".br", prefix + ".quarantine", prefix + ".dead-letter"}
@@ -702,12 +876,13 @@ func (b *benchRun) writer(batch int) *kafkago.Writer {
 		BatchSize: batch, BatchBytes: 1 << 20, BatchTimeout: time.Millisecond, WriteTimeout: 30 * time.Second}
 }
 
-// preload writes o.Events events to topic and counts them by kind.
-func (b *benchRun) preload(ctx context.Context, topic string) (map[string]int, error) {
+// preload writes o.Events events to topic and counts them by kind, and
+// those of pinned users.
+func (b *benchRun) preload(ctx context.Context, topic string) (mix map[string]int, pinned int, err error) {
 	w := b.writer(1000)
 	defer w.Close()
 	rng := rand.New(rand.NewPCG(b.o.Seed, 1))
-	mix := map[string]int{}
+	mix = map[string]int{}
 	msgs := make([]kafkago.Message, 0, 20_000)
 	for sent := 0; sent < b.o.Events; {
 		msgs = msgs[:0]
@@ -715,15 +890,91 @@ func (b *benchRun) preload(ctx context.Context, topic string) (map[string]int, e
 		for range min(cap(msgs), b.o.Events-sent) {
 			m := b.pool.next(rng, topic)
 			mix[b.pool.lastKind]++
+			if _, ok := b.pool.pinned[string(m.Key)]; ok {
+				pinned++
+			}
 			m.Headers = append(m.Headers, kafkago.Header{Key: benchSentHeader, Value: now})
 			msgs = append(msgs, m)
 		}
 		if err := writeRetry(ctx, w, msgs); err != nil {
-			return nil, fmt.Errorf("preload: %w", err)
+			return nil, 0, fmt.Errorf("preload: %w", err)
 		}
 		sent += len(msgs)
 	}
-	return mix, nil
+	return mix, pinned, nil
+}
+
+// pinsKey is the Redis hash of the pins under prefix, user id →
+// jurisdiction: the layout connectors/redis.Rules reads (and `residency
+// rules pin` writes one pin at a time).
+func pinsKey(prefix string) string { return prefix + "pins" }
+
+// loadPins writes the pool's pinned users and then synthetic ones
+// ("bench-pin-N", users no event has) into Redis under a prefix of this
+// run, o.Pins in all, in pipelined HSETs, and checks the count. The
+// returned cleanup (nil if nothing was written) deletes them.
+func (b *benchRun) loadPins(ctx context.Context) (cleanup func(), err error) {
+	client, err := redisconn.NewClient(redisconn.Config{Addr: b.o.Redis}, redisconn.ClientOptions{Timeout: time.Minute})
+	if err != nil {
+		return nil, err
+	}
+	prefix := b.id + ":"
+	key := pinsKey(prefix)
+	cleanup = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := client.Unlink(ctx, key).Err(); err != nil {
+			fmt.Fprintf(b.stderr, "residency bench: delete the pins: %v\n", err)
+		}
+		_ = client.Close()
+	}
+	jurisdictions := []string{"EU", "US", "UK", "IN", "BR"}
+	const perHSet, perPipeline = 5_000, 20
+	args := make([]any, 0, 2*perHSet)
+	pipe := client.Pipeline()
+	queued := 0
+	flush := func() error {
+		if len(args) > 0 {
+			pipe.HSet(ctx, key, args...)
+			args = args[:0]
+			queued++
+		}
+		if queued > 0 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return fmt.Errorf("load pins into Redis at %s: %w", b.o.Redis, err)
+			}
+			queued = 0
+		}
+		return nil
+	}
+	for i := range b.o.Pins {
+		user := fmt.Sprintf("bench-pin-%d", i)
+		if i < len(b.pool.pinList) {
+			user = b.pool.pinList[i]
+		}
+		args = append(args, user, jurisdictions[i%len(jurisdictions)])
+		if len(args) == cap(args) {
+			pipe.HSet(ctx, key, args...)
+			args = make([]any, 0, 2*perHSet) // the pipeline holds the old slice until Exec
+			if queued++; queued == perPipeline {
+				if err := flush(); err != nil {
+					return cleanup, err
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return cleanup, err
+	}
+	n, err := client.HLen(ctx, key).Result()
+	if err != nil {
+		return cleanup, fmt.Errorf("count the pins in Redis at %s: %w", b.o.Redis, err)
+	}
+	if n != int64(b.o.Pins) {
+		return cleanup, fmt.Errorf("loaded %d pins into Redis at %s, found %d", b.o.Pins, b.o.Redis, n)
+	}
+	b.redisAddr, b.redisPrefix = b.o.Redis, prefix
+	return cleanup, nil
 }
 
 // createTopics creates names on c with the bench's partitions, and
@@ -776,6 +1027,12 @@ func (b *benchRun) deleteTopics() {
 type benchPool struct {
 	kinds    []benchKind
 	lastKind string
+	// pinList are the sample users pinned first with --pins, in order:
+	// every user of the events without a country (a pin places them
+	// instead of quarantine) and every 64th sample of each routable kind.
+	// pinned holds those of them that --pins covers.
+	pinList []string
+	pinned  map[string]struct{}
 }
 
 // benchKind is one kind of event, how often it occurs (per 10 000) and
@@ -787,13 +1044,17 @@ type benchKind struct {
 	values [][]byte
 }
 
-func newBenchPool(seed uint64) (*benchPool, error) {
+// newBenchPool returns the pool of the seed's events, pins of them pinned
+// (see benchPool.pinList). Every sample has a user of its own.
+func newBenchPool(seed uint64, pins int) (*benchPool, error) {
 	enc, err := sample.NewEncoder()
 	if err != nil {
 		return nil, err
 	}
 	rng := rand.New(rand.NewPCG(seed, 2))
-	p := &benchPool{}
+	p := &benchPool{pinned: map[string]struct{}{}}
+	users := map[string]bool{}
+	var routablePins []string
 	// Routable 96.7%, unplaceable 3% (no country, unknown country),
 	// malformed 0.3% (bad magic, truncated, unknown fingerprint).
 	kinds := []struct {
@@ -820,6 +1081,16 @@ func newBenchPool(seed uint64) (*benchPool, error) {
 		bk := benchKind{name: k.name, per10k: k.per10k}
 		for i := range 256 {
 			user := fmt.Sprintf("user-%d", rng.IntN(1_000_000))
+			for users[user] {
+				user = fmt.Sprintf("user-%d", rng.IntN(1_000_000))
+			}
+			users[user] = true
+			switch {
+			case k.name == "unplaceable no_country":
+				p.pinList = append(p.pinList, user)
+			case strings.HasPrefix(k.name, "routable") && i%64 == 0:
+				routablePins = append(routablePins, user)
+			}
 			ev := sample.Event{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", rng.IntN(1e12)), UserID: user,
 				Country: k.countries[i%len(k.countries)], Type: types[rng.IntN(len(types))]}
 			var v []byte
@@ -839,6 +1110,10 @@ func newBenchPool(seed uint64) (*benchPool, error) {
 	}
 	if total != 10_000 {
 		return nil, errors.New("bench: the event mix does not add up to 100%")
+	}
+	p.pinList = append(p.pinList, routablePins...)
+	for _, u := range p.pinList[:min(pins, len(p.pinList))] {
+		p.pinned[u] = struct{}{}
 	}
 	return p, nil
 }
@@ -875,7 +1150,7 @@ func quantile(xs []time.Duration, q float64) time.Duration {
 	return xs[min(max(i, 0), len(xs)-1)]
 }
 
-// table prints the report for people.
+// Table prints the report for people.
 func (r *Report) Table(out io.Writer) {
 	where := "child processes"
 	if r.Processes == "in-process" {
@@ -885,34 +1160,57 @@ func (r *Report) Table(out io.Writer) {
 	if r.Remote != "" {
 		target += " (EU and UK pinned topics on " + r.Remote + ")"
 	}
-	fmt.Fprintf(out, "\nTarget %s, %d events, %d partitions, batches of %d, %d round(s), contenders in %s;\n",
-		target, r.Events, r.Partitions, r.BatchSize, r.Rounds, where)
+	pins := "pins off"
+	if r.Pins > 0 {
+		pins = fmt.Sprintf("%d pins loaded (%d events of pinned users)", r.Pins, r.PinnedEvents)
+	}
+	fmt.Fprintf(out, "\nTarget %s, %d events, %d partitions, batches of %d, %d round(s), contenders in %s, %s;\n",
+		target, r.Events, r.Partitions, r.BatchSize, r.Rounds, where, pins)
 	fmt.Fprintf(out, "%s %s, %d CPUs, load average %.2f at start, %.2f at end.\n\n", r.GoVersion, r.Platform, r.CPUs, r.LoadStart, r.LoadEnd)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "CONTENDER\tEVENTS/S\tCPU S/1M EVENTS\tPEAK RSS MiB\tOFFERED/S\tP50 ms\tP99 ms\tMAX ms\t")
+	fmt.Fprintln(tw, "CONTENDER\tEVENTS/S\tCPU S/1M EVENTS\tCPU µs/EVENT\tPEAK RSS MiB\tOFFERED/S\tP50 ms\tP99 ms\tMAX ms\t")
 	for _, c := range []struct {
 		name string
 		c    *ContenderReport
-	}{{contenderPassThrough, &r.PassThrough}, {contenderRouter, &r.Router}} {
-		l := c.c.Latency
-		if l == nil {
-			l = &LatencyReport{}
+	}{{contenderPassThrough + " (kafka-go)", &r.PassThrough}, {contenderFranzGo, &r.FranzGo}, {contenderRouter, &r.Router},
+		{contenderFanOut, r.FanOut}, {contenderWriterPass, r.WriterPass}} {
+		if c.c == nil {
+			continue
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t\n", c.name, c.c.EventsPerSecond, c.c.CPUSecondsPerMillion,
-			c.c.PeakRSSMiB, l.OfferedRate, l.P50Ms, l.P99Ms, l.MaxMs)
-	}
-	if f := r.FanOut; f != nil {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.0f\t-\t-\t-\t-\t\n", contenderFanOut, f.EventsPerSecond, f.CPUSecondsPerMillion, f.PeakRSSMiB)
-	}
-	if f := r.WriterPass; f != nil {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.0f\t-\t-\t-\t-\t\n", contenderWriterPass, f.EventsPerSecond, f.CPUSecondsPerMillion, f.PeakRSSMiB)
+		lat := "-\t-\t-\t-"
+		if l := c.c.Latency; l != nil {
+			lat = fmt.Sprintf("%.0f\t%.1f\t%.1f\t%.1f", l.OfferedRate, l.P50Ms, l.P99Ms, l.MaxMs)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.0f\t%s\t\n", c.name, c.c.EventsPerSecond, c.c.CPUSecondsPerMillion,
+			c.c.CPUMicrosPerEvent, c.c.PeakRSSMiB, lat)
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(out, "\nRouter / pass-through: %.2f (per round: %s)\n", r.Ratio, joinFloats(r.RoundRatios))
+	fmt.Fprintf(out, "\nRouter / franz-go: %.2f (per round: %s); router CPU per event / franz-go's: %.2f\n",
+		r.RouterToFranzGo, joinFloats(r.RouterToFranzGoRounds), r.CPURouterToFranzGo)
+	fmt.Fprintf(out, "Router / pass-through (kafka-go): %.2f (per round: %s)\n", r.Ratio, joinFloats(r.RoundRatios))
 	if r.FanOut != nil {
 		fmt.Fprintf(out, "Pass-through with fan-out and headers / pass-through: %.2f\n", r.FanOutRatio)
+	}
+	if r.WriterPass != nil {
 		fmt.Fprintf(out, "Router / pass-through with the router's writer: %.2f\n", r.RouterToWriterPass)
 	}
+	if r.RateBasis != "" {
+		fmt.Fprintf(out, "Latency passes offered %s.\n", r.RateBasis)
+	}
+	if len(r.Targets) == 0 {
+		return
+	}
+	fmt.Fprintln(out, "\nIssue 16's targets:")
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TARGET\tMEASURED\tVERDICT\tCAVEAT")
+	for _, c := range r.Targets {
+		measured := fmt.Sprintf("%.2f %s", c.Measured, c.Unit)
+		if c.Unit == "ms" || c.Unit == "MB" {
+			measured = fmt.Sprintf("%.1f %s", c.Measured, c.Unit)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Target, measured, c.Verdict, c.Caveat)
+	}
+	_ = tw.Flush()
 }
 
 func joinFloats(xs []float64) string {

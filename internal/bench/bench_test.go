@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/residency-router/residency/internal/testenv"
 )
 
 // TestMain lets the test binary stand in for the residency binary when the
@@ -33,8 +35,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// benchJSON runs the harness with o on the embedded stack, contenders in
-// child processes (this test binary, via TestMain), and decodes its report
+// benchJSON runs the harness with o, contenders in child processes (this
+// test binary, via TestMain) unless o.InProcess, and decodes its report
 // from JSON as `residency bench --json` prints it, refusing unknown fields.
 func benchJSON(t *testing.T, o Options) *Report {
 	t.Helper()
@@ -96,14 +98,84 @@ func checkContender(t *testing.T, name string, c ContenderReport, rounds int, ra
 	}
 }
 
-// TestBenchReportsBothContenders runs a tiny bench on the embedded stack
-// with the contenders in child processes (this test binary, via TestMain)
-// and checks the report's fields and their sanity.
-func TestBenchReportsBothContenders(t *testing.T) {
+// checkTargetsOf: the report carries issue 16's four targets, each with
+// the run's own figure and a verdict that agrees with it.
+func checkTargetsOf(t *testing.T, rep *Report) {
+	t.Helper()
+	want := map[string]float64{"throughput": rep.RouterToFranzGo, "cpu_per_event": rep.CPURouterToFranzGo,
+		"p99_latency": rep.Router.Latency.P99Ms, "peak_rss": rep.Router.PeakRSSMiB * (1 << 20) / 1e6}
+	if len(rep.Targets) != len(want) {
+		t.Fatalf("targets %+v, want %d", rep.Targets, len(want))
+	}
+	for _, c := range rep.Targets {
+		m, ok := want[c.Name]
+		if !ok || c.Measured != m || c.Limit <= 0 || c.Target == "" {
+			t.Errorf("target %+v: want measured %v", c, m)
+		}
+		pass := c.Measured >= c.Limit
+		if c.Name != "throughput" {
+			pass = c.Measured <= c.Limit
+		}
+		if (c.Verdict == "pass") != pass || (c.Verdict != "pass" && c.Verdict != "miss") {
+			t.Errorf("target %s: measured %v, limit %v, verdict %q", c.Name, c.Measured, c.Limit, c.Verdict)
+		}
+		if !strings.Contains(c.Caveat, "events, not 1000000") {
+			t.Errorf("target %s: caveat %q does not say the run is smaller than the target's", c.Name, c.Caveat)
+		}
+	}
+}
+
+// checkFranzGo: the franz-go contender is reported like the others, with
+// the ratios the report derives from it.
+func checkFranzGo(t *testing.T, rep *Report, rounds int) {
+	t.Helper()
+	f := rep.FranzGo
+	if f.CPUMicrosPerEvent != f.CPUSecondsPerMillion || len(f.RoundCPUSecondsPerMillion) != rounds {
+		t.Errorf("franz-go CPU: %v µs/event, %v s/1M, rounds %v", f.CPUMicrosPerEvent, f.CPUSecondsPerMillion, f.RoundCPUSecondsPerMillion)
+	}
+	if want := rep.Router.EventsPerSecond / f.EventsPerSecond; rep.RouterToFranzGo != want || want <= 0 {
+		t.Errorf("router / franz-go %v, want %v", rep.RouterToFranzGo, want)
+	}
+	if want := rep.Router.CPUMicrosPerEvent / f.CPUMicrosPerEvent; rep.CPURouterToFranzGo != want || want <= 0 {
+		t.Errorf("router / franz-go CPU per event %v, want %v", rep.CPURouterToFranzGo, want)
+	}
+	if len(rep.RouterToFranzGoRounds) != rounds || len(rep.RoundRatios) != rounds {
+		t.Errorf("per-round ratios %v (franz-go), %v (kafka-go), want %d each", rep.RouterToFranzGoRounds, rep.RoundRatios, rounds)
+	}
+}
+
+// checkPinsTookEffect: with every user of the events without a country
+// pinned, the router routed those events instead of quarantining them.
+func checkPinsTookEffect(t *testing.T, rep *Report) {
+	t.Helper()
+	d := rep.Router.Decisions
+	noCountry, unknown, malformed := rep.Mix["unplaceable no_country"], rep.Mix["unplaceable unknown_country"], 0
+	for k, n := range rep.Mix {
+		if strings.HasPrefix(k, "malformed") {
+			malformed += n
+		}
+	}
+	if noCountry == 0 || rep.PinnedEvents <= noCountry {
+		t.Fatalf("mix %v, %d events of pinned users: want events without a country, all pinned, and some routable ones pinned", rep.Mix, rep.PinnedEvents)
+	}
+	if d["quarantined"] != unknown || d["dead_lettered"] != malformed || d["routed"] != rep.Events-unknown-malformed {
+		t.Errorf("router decisions %v with %d pins: want %d quarantined (only the unknown countries: the pins place the %d without one), %d dead-lettered, the rest routed",
+			d, rep.Pins, unknown, noCountry, malformed)
+	}
+}
+
+// TestBenchReportsEveryContender runs a small bench on the real Kafka and
+// Redis (the dev stack; the embedded stand-ins without it), contenders in
+// child processes (this test binary, via TestMain), pins loaded and
+// --diagnose, and checks every contender, the ratios, the pins and the
+// targets.
+func TestBenchReportsEveryContender(t *testing.T) {
+	k, r := testenv.KafkaA(t), testenv.NewRedis(t)
 	o := DefaultOptions()
+	o.Brokers, o.Redis, o.Pins = k.Brokers, r.Addr, 400
 	o.Events, o.Partitions, o.Rounds, o.Rate, o.LatencyFor, o.LatencyWarmup, o.Diagnose = 3000, 3, 2, 2000, time.Second, 250*time.Millisecond, true
 	rep := benchJSON(t, o)
-	if rep.Target != "embedded" || rep.Events != 3000 || rep.Partitions != 3 || rep.Rounds != 2 || rep.Processes != "child" {
+	if rep.Target != strings.Join(k.Brokers, ",") || rep.Events != 3000 || rep.Partitions != 3 || rep.Rounds != 2 || rep.Processes != "child" || rep.Pins != 400 {
 		t.Errorf("report header: %+v", rep)
 	}
 	total, kinds := 0, map[string]int{}
@@ -116,6 +188,16 @@ func TestBenchReportsBothContenders(t *testing.T) {
 	}
 	checkContender(t, "pass-through", rep.PassThrough, 2, 2000, 250*time.Millisecond, 2)
 	checkContender(t, "router", rep.Router, 2, 2000, 250*time.Millisecond, 2)
+	checkContender(t, "franz-go", rep.FranzGo, 2, 2000, 250*time.Millisecond, 2)
+	if k.Real && (rep.Router.Latency.Clock != "log_append_time" || rep.FranzGo.Latency.Clock != "log_append_time") {
+		t.Errorf("latency clocks %q (router), %q (franz-go) on Apache Kafka, want log_append_time", rep.Router.Latency.Clock, rep.FranzGo.Latency.Clock)
+	}
+	checkFranzGo(t, rep, 2)
+	checkPinsTookEffect(t, rep)
+	if rep.RateBasis != rateBasisFlag {
+		t.Errorf("rate basis %q with --rate, want %q", rep.RateBasis, rateBasisFlag)
+	}
+	checkTargetsOf(t, rep)
 	if want := rep.Router.EventsPerSecond / rep.PassThrough.EventsPerSecond; rep.Ratio != want || rep.Ratio <= 0 {
 		t.Errorf("ratio %v, want router/pass-through = %v", rep.Ratio, want)
 	}
@@ -127,29 +209,56 @@ func TestBenchReportsBothContenders(t *testing.T) {
 		rep.RouterToWriterPass != rep.Router.EventsPerSecond/w.EventsPerSecond {
 		t.Errorf("--diagnose: pass-through with the router's writer %+v, router / it %v", w, rep.RouterToWriterPass)
 	}
-	if len(rep.RoundRatios) != 2 {
-		t.Errorf("round ratios %v, want 2", rep.RoundRatios)
-	}
 }
 
-// TestBenchInProcessTwoClusters runs the contenders in this process with
-// the EU and UK pinned topics on the embedded stack's second cluster, and
-// prints the table.
+// TestBenchInProcessTwoClusters runs the contenders in this process on the
+// real Kafka clusters, the EU and UK pinned topics on the second, pins off,
+// with the latency passes at the default rate (half the router's events/s),
+// and prints the table.
 func TestBenchInProcessTwoClusters(t *testing.T) {
+	a, b := testenv.KafkaA(t), testenv.KafkaB(t)
 	o := DefaultOptions()
-	o.InProcess, o.Remote, o.Events, o.Partitions, o.Rate = true, []string{"embedded"}, 1000, 2, 1000
+	o.Brokers, o.Remote = a.Brokers, b.Brokers
+	o.InProcess, o.Events, o.Partitions = true, 1000, 2
 	o.LatencyFor, o.LatencyWarmup, o.LatencyPasses = 500*time.Millisecond, 0, 1
 	var log, errOut, out bytes.Buffer
 	rep, err := Run(context.Background(), o, &log, &errOut)
 	if err != nil {
 		t.Fatalf("bench: %v\nprogress:\n%s\nstderr:\n%s", err, log.String(), errOut.String())
 	}
+	checkFranzGo(t, rep, 1)
+	if rep.RateBasis != rateBasisRouter || rep.Router.Latency.OfferedRate != rep.Router.EventsPerSecond/2 ||
+		rep.FranzGo.Latency.OfferedRate != rep.Router.EventsPerSecond/2 {
+		t.Errorf("offered %v/s (%s), want half the router's %v events/s", rep.Router.Latency.OfferedRate, rep.RateBasis, rep.Router.EventsPerSecond)
+	}
+	if rep.Pins != 0 || rep.Router.Decisions["quarantined"] != rep.Mix["unplaceable no_country"]+rep.Mix["unplaceable unknown_country"] {
+		t.Errorf("pins off: %d pins, router decisions %v, mix %v", rep.Pins, rep.Router.Decisions, rep.Mix)
+	}
 	rep.Table(&out)
-	for _, want := range []string{"contenders in this process", "pass-through", "router", "Router / pass-through:", "P99 ms"} {
+	for _, want := range []string{"contenders in this process", "pins off", "pass-through (kafka-go)", "franz-go", "router",
+		"Router / franz-go:", "Router / pass-through (kafka-go):", "P99 ms", "half the router's events/s",
+		"router events/s >= 0.5 x franz-go's", "router peak RSS <= 100 MB", "pins off (--pins 0)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
 	}
+}
+
+// TestBenchEmbeddedStack: without --brokers the bench starts the embedded
+// stack, whose Redis takes the pins; latencies end at arrival there.
+func TestBenchEmbeddedStack(t *testing.T) {
+	o := DefaultOptions()
+	o.InProcess, o.Remote, o.Events, o.Partitions, o.Rate, o.Pins = true, []string{"embedded"}, 1000, 2, 1000, 300
+	o.LatencyFor, o.LatencyWarmup, o.LatencyPasses = 500*time.Millisecond, 0, 1
+	var log, errOut bytes.Buffer
+	rep, err := Run(context.Background(), o, &log, &errOut)
+	if err != nil {
+		t.Fatalf("bench: %v\nprogress:\n%s\nstderr:\n%s", err, log.String(), errOut.String())
+	}
+	if rep.Target != "embedded" || rep.Pins != 300 || rep.FranzGo.Latency == nil || rep.FranzGo.Latency.Clock != "arrival" {
+		t.Errorf("embedded run: target %q, %d pins, franz-go latency %+v", rep.Target, rep.Pins, rep.FranzGo.Latency)
+	}
+	checkPinsTookEffect(t, rep)
 }
 
 // TestBenchRefusesBadOptions: Run refuses what the flags refuse, before
@@ -158,6 +267,7 @@ func TestBenchRefusesBadOptions(t *testing.T) {
 	for _, bad := range []func(*Options){
 		func(o *Options) { o.Events = 5 }, func(o *Options) { o.Partitions = 0 }, func(o *Options) { o.Rate = -1 },
 		func(o *Options) { o.LatencyWarmup = -time.Second }, func(o *Options) { o.LatencyPasses = 0 },
+		func(o *Options) { o.Pins = -1 }, func(o *Options) { o.Brokers, o.Pins = []string{"127.0.0.1:1"}, 10 },
 	} {
 		o := DefaultOptions()
 		bad(&o)

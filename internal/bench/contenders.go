@@ -19,20 +19,28 @@ import (
 	"unsafe"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	redisconn "github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
 )
 
-// The two contenders of `residency bench`.
+// The contenders of `residency bench`.
 const (
+	// contenderPassThrough is the plain kafka-go pass-through.
 	contenderPassThrough = "pass-through"
 	contenderRouter      = "router"
+	// contenderFranzGo is the franz-go pass-through: the reference for
+	// what a Go client moves on the broker.
+	contenderFranzGo = "franz-go"
 	// contenderFanOut (--diagnose) is the pass-through plus what the
 	// residency contract adds on the wire: each record goes to one of the
 	// router's seven destination topics (by key) with nine residency
@@ -54,7 +62,7 @@ const ChildEnv = "RESIDENCY_BENCH_CHILD"
 // childSpec tells one contender run what to do. The parent passes it as
 // JSON to `residency bench --child`.
 type childSpec struct {
-	Mode          string        `json:"mode"` // contenderPassThrough or contenderRouter
+	Mode          string        `json:"mode"` // one of the contender* constants
 	Brokers       []string      `json:"brokers"`
 	RemoteBrokers []string      `json:"remote_brokers,omitempty"`
 	Ingest        string        `json:"ingest"`
@@ -66,6 +74,10 @@ type childSpec struct {
 	Linger        time.Duration `json:"linger"`
 	Timeout       time.Duration `json:"timeout"`
 	CPUProfile    string        `json:"cpu_profile,omitempty"` // write a CPU profile of the run here
+	// RedisAddr and RedisPrefix: the router looks pins up in this Redis,
+	// under this key prefix (connectors/redis.Rules); "": pins off.
+	RedisAddr   string `json:"redis_addr,omitempty"`
+	RedisPrefix string `json:"redis_prefix,omitempty"`
 }
 
 // childResult is what one contender run measured.
@@ -79,6 +91,9 @@ type childResult struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// PeakRSSBytes is the process's VmHWM at the end.
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
+	// Decisions counts the router's decisions by outcome ("routed",
+	// "quarantined", "dead_lettered"), from its metrics; router only.
+	Decisions map[string]int `json:"decisions,omitempty"`
 }
 
 // meter wraps what a contender fetches and commits: it notes the first
@@ -159,18 +174,23 @@ func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 		defer pprof.StopCPUProfile()
 	}
 	var err error
+	var decisions map[string]int
 	switch spec.Mode {
 	case contenderPassThrough, contenderFanOut, contenderWriterPass:
 		err = runPassThrough(ctx, spec, m)
+	case contenderFranzGo:
+		err = runFranzGo(ctx, spec, m)
 	case contenderRouter:
-		err = runBenchRouter(ctx, spec, m)
+		decisions, err = runBenchRouter(ctx, spec, m)
 	default:
 		err = fmt.Errorf("%w: unknown contender %q", ErrSpec, spec.Mode)
 	}
 	if err != nil {
 		return childResult{}, err
 	}
-	return m.result(spec.Mode), nil
+	res := m.result(spec.Mode)
+	res.Decisions = decisions
+	return res, nil
 }
 
 // runPassThrough is contender (a): plain kafka-go, no decoding. It consumes
@@ -289,23 +309,26 @@ func runPassThrough(ctx context.Context, spec childSpec, m *meter) error {
 
 // runBenchRouter is contender (b): the real router (connectors/kafka reader
 // and writers, the schemas extractor, router metrics) with the bench
-// ruleset from a static source behind the fail-closed cache.
-func runBenchRouter(ctx context.Context, spec childSpec, m *meter) error {
+// ruleset from a static source behind the fail-closed cache and, when
+// spec names a Redis, pins looked up there (rules.Pins over
+// connectors/redis.Rules, as `residency route` wires them). It returns the
+// router's decisions by outcome, from its metrics.
+func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]int, error) {
 	rs, err := rules.Parse([]byte(benchRulesYAML(spec.Prefix, len(spec.RemoteBrokers) > 0)))
 	if err != nil {
-		return fmt.Errorf("bench ruleset: %w", err)
+		return nil, fmt.Errorf("bench ruleset: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := prometheus.NewRegistry()
 	cache := rules.NewCache(rules.NewStaticSource(rs), rules.CacheOptions{Registerer: reg, Logger: log})
 	fields, err := schemas.NewExtractor(schemas.ExtractorConfig{})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ingest := kafka.Cluster{Name: "ingest", Brokers: spec.Brokers}
 	rd, err := kafka.NewReader(kafka.ReaderConfig{Cluster: ingest, GroupID: spec.Group, Topics: []string{spec.Ingest}, Logger: log})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer rd.Close()
 	clusters := map[string]kafka.Cluster{"ingest": ingest}
@@ -316,22 +339,33 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) error {
 	for name, cl := range clusters {
 		w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: spec.BatchSize, Logger: log})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer w.Close()
 		pubs[name] = w
 	}
-	r, err := router.New(router.Config{
+	cfg := router.Config{
 		Subscriber: meteredSubscriber{Reader: rd, m: m}, Publishers: pubs, IngestCluster: "ingest",
 		QuarantineTopic: spec.Prefix + ".quarantine", DeadLetterTopic: spec.Prefix + ".dead-letter",
 		Fields: fields, Rules: cache, Instance: "bench", BatchSize: spec.BatchSize, Linger: spec.Linger,
 		Logger: log, Metrics: router.NewMetrics(reg),
-	})
-	if err != nil {
-		return err
 	}
-	bg, stopCache := context.WithCancel(ctx)
-	defer stopCache()
+	bg, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	if spec.RedisAddr != "" {
+		client, err := redisconn.NewClient(redisconn.Config{Addr: spec.RedisAddr}, redisconn.ClientOptions{})
+		if err != nil {
+			return nil, err
+		}
+		defer client.Close()
+		pins := rules.NewPins(redisconn.NewRules(client, spec.RedisPrefix), rules.PinsOptions{Registerer: reg})
+		go func() { _ = pins.Run(bg) }()
+		cfg.Pins = pins
+	}
+	r, err := router.New(cfg)
+	if err != nil {
+		return nil, err
+	}
 	go func() { _ = cache.Run(bg) }()
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -340,12 +374,206 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) error {
 	select {
 	case <-m.done:
 		stop()
-		return <-done
+		if err := <-done; err != nil {
+			return nil, err
+		}
+		return decisionCounts(reg)
 	case err := <-done:
 		if err == nil {
 			err = cmp.Or(ctx.Err(), errors.New("no error reported"))
 		}
-		return fmt.Errorf("router stopped before committing %d events: %w", spec.Expect, err)
+		return nil, fmt.Errorf("router stopped before committing %d events: %w", spec.Expect, err)
+	}
+}
+
+// decisionCounts sums the router's decision counters in reg by outcome.
+func decisionCounts(reg *prometheus.Registry) (map[string]int, error) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return nil, fmt.Errorf("router metrics: %w", err)
+	}
+	out := map[string]int{"routed": 0, "quarantined": 0, "dead_lettered": 0}
+	for _, mf := range mfs {
+		var outcome string
+		switch mf.GetName() {
+		case "residency_router_routed_events_total":
+			outcome = "routed"
+		case "residency_router_quarantined_events_total":
+			outcome = "quarantined"
+		case "residency_router_dead_lettered_events_total":
+			outcome = "dead_lettered"
+		default:
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			out[outcome] += int(m.GetCounter().GetValue())
+		}
+	}
+	return out, nil
+}
+
+// runFranzGo is the franz-go pass-through, the reference for what a Go
+// client moves on the broker: kgo consumes the ingest topic as a consumer
+// group (offsets committed by hand) and produces each record's key, value,
+// headers and timestamp unchanged to one topic, with acks from all in-sync
+// replicas and idempotence (kgo's default), no compression (as the other
+// contenders), and the bench's linger. It does not stop and wait: polls of
+// up to BatchSize records are produced while earlier ones are still in
+// flight (at most franzInFlight polls), and what every record of a poll
+// and of the polls before it had acknowledged is committed, in order, in
+// as few commits as it can.
+func runFranzGo(ctx context.Context, spec childSpec, m *meter) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(spec.Brokers...),
+		kgo.ConsumerGroup(spec.Group), kgo.ConsumeTopics(spec.Ingest), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(), kgo.SessionTimeout(10*time.Second), kgo.HeartbeatInterval(time.Second),
+		kgo.RebalanceTimeout(10*time.Second), kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.DefaultProduceTopic(spec.Dest), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(spec.Linger), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		return fmt.Errorf("franz-go: %w", err)
+	}
+	defer cl.Close()
+	inflight := make(chan *franzPoll, franzInFlight)
+	committed := make(chan error, 1)
+	go func() { committed <- franzCommit(ctx, cl, spec.Ingest, inflight, m) }()
+	for polled := 0; polled < spec.Expect; {
+		fs := cl.PollRecords(ctx, spec.BatchSize)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("franz-go: poll: %w", err)
+		}
+		var ferr error
+		fs.EachError(func(topic string, part int32, err error) {
+			ferr = cmp.Or(ferr, fmt.Errorf("%s/%d: %w", topic, part, err))
+		})
+		if ferr != nil {
+			return fmt.Errorf("franz-go: poll: %w", ferr)
+		}
+		recs := fs.Records()
+		if len(recs) == 0 {
+			continue
+		}
+		m.fetched()
+		p := &franzPoll{offsets: map[int32]kgo.EpochOffset{}, n: len(recs), done: make(chan struct{})}
+		p.left.Store(int64(len(recs)))
+		for _, r := range recs {
+			if o := p.offsets[r.Partition]; r.Offset+1 > o.Offset {
+				p.offsets[r.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset + 1}
+			}
+		}
+		select {
+		case inflight <- p:
+		case err := <-committed:
+			return cmp.Or(err, errors.New("franz-go: the committer stopped"))
+		case <-ctx.Done():
+			return fmt.Errorf("franz-go: %w", ctx.Err())
+		}
+		for _, r := range recs {
+			cl.Produce(ctx, &kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}, p.acked)
+		}
+		polled += len(recs)
+	}
+	close(inflight)
+	return <-committed
+}
+
+// franzInFlight is how many polls the franz-go pass-through has produced
+// but not committed at most.
+const franzInFlight = 16
+
+// franzPoll is one poll of the franz-go pass-through: the offsets to
+// commit once every one of its n records is acknowledged.
+type franzPoll struct {
+	offsets map[int32]kgo.EpochOffset // next offset to read, by partition
+	n       int
+	left    atomic.Int64
+	err     atomic.Pointer[error]
+	done    chan struct{} // closed when every record is acknowledged or failed
+}
+
+// acked is the produce callback of each record of p.
+func (p *franzPoll) acked(_ *kgo.Record, err error) {
+	if err != nil {
+		p.err.CompareAndSwap(nil, &err)
+	}
+	if p.left.Add(-1) == 0 {
+		close(p.done)
+	}
+}
+
+// franzCommit commits the polls of inflight (of topic) in order: it waits for the
+// oldest to be acknowledged, takes with it every later one already
+// acknowledged, commits their offsets in one request, counts them on m
+// and goes on until inflight is closed and drained. A failed produce or
+// commit ends it with the error.
+func franzCommit(ctx context.Context, cl *kgo.Client, topic string, inflight <-chan *franzPoll, m *meter) error {
+	var held *franzPoll // received, not yet acknowledged
+	for {
+		p := held
+		held = nil
+		if p == nil {
+			var ok bool
+			if p, ok = <-inflight; !ok {
+				return nil
+			}
+		}
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return fmt.Errorf("franz-go: wait for acks: %w", ctx.Err())
+		}
+		offsets, n := map[int32]kgo.EpochOffset{}, 0
+		take := func(p *franzPoll) error {
+			if err := p.err.Load(); err != nil {
+				return fmt.Errorf("franz-go: produce: %w", *err)
+			}
+			for part, o := range p.offsets {
+				offsets[part] = o // polls are in order: later is higher
+			}
+			n += p.n
+			return nil
+		}
+		if err := take(p); err != nil {
+			return err
+		}
+	more:
+		for {
+			select {
+			case q, ok := <-inflight:
+				if !ok {
+					break more
+				}
+				select {
+				case <-q.done:
+					if err := take(q); err != nil {
+						return err
+					}
+				default:
+					held = q
+					break more
+				}
+			default:
+				break more
+			}
+		}
+		var cerr error
+		cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{topic: offsets},
+			func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+				cerr = err
+				if err != nil || resp == nil {
+					return
+				}
+				for _, t := range resp.Topics {
+					for _, p := range t.Partitions {
+						if e := kerr.ErrorForCode(p.ErrorCode); e != nil {
+							cerr = cmp.Or(cerr, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, e))
+						}
+					}
+				}
+			})
+		if cerr != nil {
+			return fmt.Errorf("franz-go: commit: %w", cerr)
+		}
+		m.commit(n)
 	}
 }
 
