@@ -401,8 +401,10 @@ func replayedUpTo(replays []ReplayState, topic string, partition int, logStart i
 				continue
 			}
 			end := rg.End
-			if k, ok := r.KeptFrom[partition]; ok {
-				end = min(end, k)
+			if r.KeptFrom != nil {
+				if k, ok := r.KeptFrom[partition]; ok {
+					end = min(end, k)
+				}
 			} else if r.Kept > 0 {
 				kept = append(kept, fmt.Sprintf("replay %s left %d events in place", r.ID, r.Kept))
 				continue

@@ -283,6 +283,14 @@ func TestPurgeReplayedRanges(t *testing.T) {
 	if got := run(memReplays{done("r1", 0, 10, 0, nil), done("r2", 10, 15, 2, map[int]int64{0: 12})}); got != "quarantine/0:0-12:not_replayed quarantine/1:0-0:not_replayed" {
 		t.Fatalf("kept from 12: %s", got)
 	}
+	// KeptFrom known: a partition it does not name kept nothing there,
+	// whatever the replay kept elsewhere.
+	if got := run(memReplays{done("r1", 0, 10, 0, nil), done("r2", 10, 15, 2, map[int]int64{1: 3})}); got != "quarantine/0:0-15:not_replayed quarantine/1:0-0:not_replayed" {
+		t.Fatalf("kept only in another partition: %s", got)
+	}
+	if got := run(memReplays{done("r1", 0, 10, 0, nil), done("r2", 10, 15, 0, map[int]int64{})}); got != "quarantine/0:0-15:not_replayed quarantine/1:0-0:not_replayed" {
+		t.Fatalf("kept nothing: %s", got)
+	}
 	if got := run(memReplays{done("r1", 5, 10, 0, nil)}); got != "quarantine/0:0-0:not_replayed quarantine/1:0-0:not_replayed" {
 		t.Fatalf("a range not from the log start: %s", got)
 	}
