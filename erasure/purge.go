@@ -13,6 +13,9 @@ import (
 	"github.com/residency-router/residency/audit"
 )
 
+// DefaultMaxScan is the default of PurgeConfig.MaxScan.
+const DefaultMaxScan = 1_000_000
+
 // Hold says what stops a partition's purge where it stops.
 type Hold string
 
@@ -210,7 +213,7 @@ func NewPurger(cfg PurgeConfig) (*Purger, error) {
 		cfg.Actor = "purge"
 	}
 	if cfg.MaxScan == 0 {
-		cfg.MaxScan = 1_000_000
+		cfg.MaxScan = DefaultMaxScan
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 500
