@@ -378,23 +378,35 @@ func TestPurgeLoop(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	runs := 0
 	done := make(chan error, 1)
+	var loop *erasure.PurgeLoop
+	var err error
+	loop, err = erasure.NewPurgeLoop(p, erasure.PurgeLoopConfig{Every: 5 * time.Millisecond, Metrics: m, Report: func(_ *erasure.PurgePlan, err error) {
+		runs++
+		if ready := loop.Ready(); (err == nil) != (ready == nil) || (ready != nil && !errors.Is(ready, erasure.ErrNotReady)) {
+			t.Errorf("run %d: error %v, Ready %v", runs, err, ready)
+		}
+		switch runs {
+		case 1:
+			k.mu.Lock()
+			k.failDel = errors.New("broker down")
+			k.mu.Unlock()
+			k.commit("router", "events", 0, 8)
+		case 2:
+			k.mu.Lock()
+			k.failDel = nil
+			k.mu.Unlock()
+		case 3:
+			cancel()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := loop.Ready(); !errors.Is(err, erasure.ErrNotReady) {
+		t.Errorf("Ready before the first run = %v", err)
+	}
 	go func() {
-		done <- p.Loop(ctx, 5*time.Millisecond, erasure.PurgeOptions{}, m, func(_ *erasure.PurgePlan, err error) {
-			runs++
-			switch runs {
-			case 1:
-				k.mu.Lock()
-				k.failDel = errors.New("broker down")
-				k.mu.Unlock()
-				k.commit("router", "events", 0, 8)
-			case 2:
-				k.mu.Lock()
-				k.failDel = nil
-				k.mu.Unlock()
-			case 3:
-				cancel()
-			}
-		})
+		done <- loop.Run(ctx)
 	}()
 	select {
 	case err := <-done:
@@ -431,7 +443,7 @@ residency_purge_deleted_records_total{role="ingest",topic="events"} 8
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(expected), "residency_purge_deleted_records_total"); err != nil {
 		t.Error(err)
 	}
-	if err := p.Loop(context.Background(), 0, erasure.PurgeOptions{}, nil, nil); err == nil {
-		t.Error("a zero interval is accepted")
+	if _, err := erasure.NewPurgeLoop(p, erasure.PurgeLoopConfig{}); !errors.Is(err, erasure.ErrConfig) {
+		t.Errorf("a zero interval: %v", err)
 	}
 }
