@@ -447,3 +447,64 @@ residency_purge_deleted_records_total{role="ingest",topic="events"} 8
 		t.Errorf("a zero interval: %v", err)
 	}
 }
+
+// TestPurgePinnedTopics: with Pinned, a pinned topic is trimmed up to the
+// lowest offset every sink draining it committed (each stored everything
+// below); a partition a sink never committed is left alone; commits that
+// moved back since the plan are honoured; no sink: refused.
+func TestPurgePinnedTopics(t *testing.T) {
+	a, b := newMemKafka(), newMemKafka()
+	a.create("events", 1)
+	b.create("residency.eu", 3)
+	for p := range 3 {
+		for range 10 {
+			b.produce("residency.eu", p, "DE|u", t0)
+		}
+	}
+	eu := erasure.Topic{Cluster: "b", Name: "residency.eu", Role: erasure.RolePinned, Region: "eu"}
+	b.commit("sink-pg", "residency.eu", 0, 7)
+	b.commit("sink-files", "residency.eu", 0, 4)
+	b.commit("sink-pg", "residency.eu", 1, 10)
+	b.commit("sink-files", "residency.eu", 1, 10)
+	b.commit("sink-pg", "residency.eu", 2, 5) // sink-files never committed partition 2
+	ledger := &memLedger{}
+	p := purger(t, erasure.PurgeConfig{Clusters: map[string]erasure.Cluster{"a": a.cluster(), "b": b.cluster()}, IngestCluster: "a",
+		Downstream: []erasure.Downstream{{Topic: eu, Group: "sink-pg", Name: "eu-postgres"}, {Topic: eu, Group: "sink-files", Name: "eu-files"}},
+		Ledger:     ledger})
+	ctx := context.Background()
+	plan, err := p.Plan(ctx, erasure.PurgeOptions{DryRun: true})
+	if err != nil || len(plan.Partitions) != 0 {
+		t.Fatalf("without Pinned: %s, %v", planLines(plan), err)
+	}
+	plan, err = p.Plan(ctx, erasure.PurgeOptions{Pinned: true, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := planLines(plan); got != "residency.eu/0:0-4:committed residency.eu/1:0-10:committed residency.eu/2:0-0:no_commit" {
+		t.Fatalf("plan = %s", got)
+	}
+	if d := plan.Partitions[0].Detail; !strings.Contains(d, "eu-files") {
+		t.Errorf("partition 0 detail %q does not name the sink holding it", d)
+	}
+	if d := plan.Partitions[2].Detail; !strings.Contains(d, "eu-files") || !strings.Contains(d, "never committed") {
+		t.Errorf("partition 2 detail %q", d)
+	}
+	plan, err = p.Plan(ctx, erasure.PurgeOptions{Pinned: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.commit("sink-files", "residency.eu", 1, 8) // an operator reset it since the plan
+	if err := p.Execute(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	if b.logStart("residency.eu", 0) != 4 || b.logStart("residency.eu", 1) != 8 || b.logStart("residency.eu", 2) != 0 {
+		t.Fatalf("log starts %d %d %d, want 4 8 0", b.logStart("residency.eu", 0), b.logStart("residency.eu", 1), b.logStart("residency.eu", 2))
+	}
+	if n := len(ledger.all()); n != 2 || plan.Records != 12 {
+		t.Fatalf("%d leaves, %d records; want 2 and 12", n, plan.Records)
+	}
+	noSinks := purger(t, erasure.PurgeConfig{Clusters: map[string]erasure.Cluster{"a": a.cluster()}, IngestCluster: "a"})
+	if _, err := noSinks.Plan(ctx, erasure.PurgeOptions{Pinned: true}); !errors.Is(err, erasure.ErrConfig) {
+		t.Fatalf("Pinned without sinks: %v", err)
+	}
+}
