@@ -19,14 +19,15 @@ import (
 	"github.com/residency-router/residency/router/rules"
 )
 
-const purgeSynopsis = `purge --config FILE [--dry-run] [--after-sinks] [--min-age D] [--every D] [--topic NAME]... [--output text|json]
+const purgeSynopsis = `purge --config FILE [--dry-run] [--after-sinks] [--min-age D] [--pinned] [--every D] [--topic NAME]... [--output text|json]
 
 Delete ingest-topic records that are safely placed: per partition up to the
 router group's committed offset (never past it; a partition the group never
 committed is left alone), held back by --min-age and, with --after-sinks,
 until every sink of the config has stored them. Quarantine, dead-letter and
 sink quarantine ranges go once a finished replay moved every event of them
-elsewhere (its checkpoint says so). --dry-run prints the plan and deletes
+elsewhere (its checkpoint says so). --pinned also trims each sink's pinned
+topic up to what every sink draining it committed. --dry-run prints the plan and deletes
 nothing. --every runs it as a service (metrics, /healthz, /readyz on
 http.listen or --listen) until SIGINT/SIGTERM.
 Exit codes: 0 done (partitions held back are normal and printed), 1 some
@@ -36,7 +37,7 @@ partitions could not be purged or the run failed, 2 bad flags or config,
 // purgeFlags are the flags of `residency purge`.
 type purgeFlags struct {
 	cfgPath, output, listen, checkpointDir, level string
-	dryRun, afterSinks                            bool
+	dryRun, afterSinks, pinned                    bool
 	minAge, every                                 time.Duration
 	topics                                        listFlag
 	set                                           map[string]bool
@@ -49,6 +50,7 @@ func runPurge(ctx context.Context, e env) int {
 	fs.StringVar(&f.cfgPath, "config", os.Getenv("RESIDENCY_CONFIG"), "config `file` (default $RESIDENCY_CONFIG)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print what would be deleted, delete nothing")
 	fs.BoolVar(&f.afterSinks, "after-sinks", false, "hold ingest records back until every sink of the config stored them (default purge.after_sinks)")
+	fs.BoolVar(&f.pinned, "pinned", false, "also trim the sinks' pinned topics up to what every sink draining them committed (default purge.pinned)")
 	fs.DurationVar(&f.minAge, "min-age", 0, "hold back records younger than `D`, e.g. 24h (default purge.min_age)")
 	fs.DurationVar(&f.every, "every", 0, "run as a service, once every `D`, e.g. 5m (default purge.every; 0: once)")
 	fs.Var(&f.topics, "topic", "purge only this `topic` (an ingest, quarantine, dead-letter or sink quarantine topic of the config; repeatable)")
@@ -90,10 +92,13 @@ func purgeMain(ctx context.Context, e env, f *purgeFlags) error {
 	if err := cfg.Finish(config.Scope{Route: true}); err != nil {
 		return err
 	}
-	opts := erasure.PurgeOptions{AfterSinks: cfg.Purge.AfterSinks, MinAge: cfg.Purge.MinAge, DryRun: f.dryRun}
+	opts := erasure.PurgeOptions{AfterSinks: cfg.Purge.AfterSinks, MinAge: cfg.Purge.MinAge, Pinned: cfg.Purge.Pinned, DryRun: f.dryRun}
 	every := cfg.Purge.Every
 	if f.set["after-sinks"] {
 		opts.AfterSinks = f.afterSinks
+	}
+	if f.set["pinned"] {
+		opts.Pinned = f.pinned
 	}
 	if f.set["min-age"] {
 		opts.MinAge = f.minAge
@@ -146,8 +151,9 @@ func purgeMain(ctx context.Context, e env, f *purgeFlags) error {
 		cps = redis.NewCheckpoints(client, cfg.Redis.Prefix, 0)
 	}
 	pc.Replays = replaySource{cps}
-	// The sinks whose progress --after-sinks waits for.
-	if opts.AfterSinks {
+	// The sinks whose progress --after-sinks waits for, and whose commits
+	// bound --pinned.
+	if opts.AfterSinks || opts.Pinned {
 		if err := w.downstream(ctx, cfg, &pc); err != nil {
 			return err
 		}
@@ -191,7 +197,7 @@ func purgeOnly(cfg *config.Config, pc *erasure.PurgeConfig, only []string) error
 }
 
 // downstream adds every sink of the config as a consumer --after-sinks
-// waits for; a sink whose pinned topic the config does not name takes its
+// waits for and --pinned trims up to; a sink whose pinned topic the config does not name takes its
 // region's from the ruleset in force.
 func (w *erasureWiring) downstream(ctx context.Context, cfg *config.Config, pc *erasure.PurgeConfig) error {
 	var rs *rules.Ruleset
@@ -201,7 +207,7 @@ func (w *erasureWiring) downstream(ctx context.Context, cfg *config.Config, pc *
 		if !ok && rs == nil {
 			cache, _, err := w.loadRules(ctx, cfg)
 			if err != nil {
-				return fmt.Errorf("--after-sinks: the pinned topic of %s: %w", cfg.SinkField(sc), err)
+				return fmt.Errorf("the pinned topic of %s: %w", cfg.SinkField(sc), err)
 			}
 			rs, _ = cache.Current()
 			t, ok = sinkTopic(sc, rs)
@@ -246,7 +252,7 @@ func purgeService(ctx context.Context, e env, f *purgeFlags, cfg *config.Config,
 		return usagef("listen: %v", err)
 	}
 	defer shutdown()
-	log.Info("purging", "every", every.String(), "after_sinks", opts.AfterSinks, "min_age", opts.MinAge.String())
+	log.Info("purging", "every", every.String(), "after_sinks", opts.AfterSinks, "min_age", opts.MinAge.String(), "pinned", opts.Pinned)
 	if err := loop.Run(ctx); err != nil {
 		log.Error("purge stopped", "error", err)
 		return err

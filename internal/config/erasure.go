@@ -14,6 +14,10 @@ type PurgeConfig struct {
 	// MinAge holds back records younger than this (--min-age). Default 0:
 	// none.
 	MinAge time.Duration `yaml:"min_age"`
+	// Pinned also trims the sinks' pinned topics, each up to the lowest
+	// offset every sink draining it committed (--pinned). Default false:
+	// a pinned topic's retention is the operator's.
+	Pinned bool `yaml:"pinned"`
 	// Every runs the purge as a service, once per interval (--every).
 	// Default 0: run once and exit.
 	Every time.Duration `yaml:"every"`
