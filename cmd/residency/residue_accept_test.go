@@ -175,3 +175,60 @@ func TestResidueScanAndCleanUp(t *testing.T) {
 		t.Errorf("the US store holds %d rows, want 5", len(got))
 	}
 }
+
+// TestErasureCommandsRefuseBadInput: purge, erase and residue refuse bad
+// input with one line naming what is wrong, exit 2, and change nothing:
+// no record deleted, no marker recorded, no row removed.
+func TestErasureCommandsRefuseBadInput(t *testing.T) {
+	s := newErasureStack(t, 1)
+	pg := testenv.NewPostgres(t)
+	s.addSink(t, "us-postgres", "us", fmt.Sprintf("postgres: {dsn: %q}", pg.DSN))
+	cfg := s.writeConfig(t, "")
+	store := openStore(t, pg.DSN, "")
+	now := time.Now()
+	if err := store.(sink.Store).Write(testenv.Context(t, 20*time.Second), []sink.Record{{EventID: "e1", UserID: "u1", Jurisdiction: "US", Region: "us",
+		OccurredAt: now, SourcePartition: -1, SourceOffset: -1, Topic: s.us, Time: now, Event: []byte(`{"country": "US"}`), Raw: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	s.produce(t, s.record(t, 0, "e1", "u1", "US", now))
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"erase", "--user", ""}, []string{"--user", "empty user id"}},
+		{[]string{"erase"}, []string{"--user is required"}},
+		{[]string{"erase", "--user", "u1", "--store", "eu-nowhere"}, []string{"--store", `"eu-nowhere"`, "us-postgres"}},
+		{[]string{"residue", "scan", "--jurisdiction", "ATLANTIS"}, []string{"--jurisdiction", `"ATLANTIS"`, "US, EU"}},
+		{[]string{"residue", "clean", "--jurisdiction", "ATLANTIS"}, []string{"--jurisdiction", `"ATLANTIS"`}},
+		{[]string{"residue", "scan"}, []string{"--jurisdiction is required"}},
+		{[]string{"purge", "--min-age", "-2h"}, []string{"--min-age", "negative"}},
+		{[]string{"purge", "--every", "soon"}, []string{"-every", `"soon"`}},
+		{[]string{"purge", "--topic", "nope"}, []string{"--topic", `"nope"`, s.ingest}},
+		{[]string{"purge", "--output", "yaml"}, []string{"--output", `"yaml"`}},
+	} {
+		code, out, errs := cmd(t, append(c.args, "--config", cfg)...)
+		what := strings.Join(c.args, " ")
+		if code != exitUsage || out != "" {
+			t.Errorf("%s: exit %d, stdout %q; want 2 and nothing on stdout; stderr:\n%s", what, code, out, errs)
+		}
+		first, _, _ := strings.Cut(strings.TrimSpace(errs), "\nUsage:")
+		if strings.Contains(first, "\n") && !strings.HasPrefix(errs, "invalid value") {
+			t.Errorf("%s: the error is not one line:\n%s", what, errs)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(errs, w) {
+				t.Errorf("%s: stderr does not say %q:\n%s", what, w, errs)
+			}
+		}
+	}
+	if low, _ := s.watermarks(t, "a", s.ingest); low[0] != 0 {
+		t.Errorf("a refused purge deleted records: log start %d", low[0])
+	}
+	if got := rows(t, store); len(got) != 1 {
+		t.Errorf("a refused erase removed rows: %d left", len(got))
+	}
+	rdb := s.r.Client(t)
+	if n, err := rdb.Exists(testenv.Context(t, 5*time.Second), s.r.Prefix+"erasure:subjects").Result(); err != nil || n != 0 {
+		t.Errorf("a refused erase recorded a marker (%d, %v)", n, err)
+	}
+}
