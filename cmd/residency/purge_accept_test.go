@@ -11,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/residency-router/residency/erasure"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/rules"
 )
 
 // TestPurgeWhileRouting is issue 15's purge acceptance on the dev stack:
@@ -230,6 +233,72 @@ func TestPurgeWhileRouting(t *testing.T) {
 	for _, id := range ids {
 		if got[id] == 0 {
 			t.Errorf("event %s never reached its destination", id)
+		}
+	}
+}
+
+// TestPurgeQuarantineAfterReplay: a quarantine replay that moved some
+// events and left the still unplaceable ones in place frees the
+// quarantine up to the first event it kept, as its checkpoint says
+// (kept_from); nothing the replay kept is deleted.
+func TestPurgeQuarantineAfterReplay(t *testing.T) {
+	s := newErasureStack(t, 1)
+	cfg := s.writeConfig(t, "")
+	// Canada is unknown to the ruleset in force: quarantined; events
+	// without a country stay unplaceable under any ruleset.
+	var recs []*kgo.Record
+	for i := range 12 {
+		country := "CA"
+		if i == 5 || i == 9 {
+			country = ""
+		}
+		recs = append(recs, s.record(t, 0, fmt.Sprintf("q-%02d", i), fmt.Sprintf("u-%d", i), country, time.Now()))
+	}
+	s.produce(t, recs...)
+	r := start(t, "route", "--config", cfg, "--listen", "off")
+	waitFor(t, 60*time.Second, "routing", func() bool {
+		_, high := s.watermarks(t, "a", s.quarantine)
+		return s.lag(t, "a", s.group, s.ingest) == 0 && high[0] == 12
+	}, r)
+	// The first event that stays: the first no_country one in quarantine.
+	var keptFrom int64 = -1
+	for _, rec := range s.a.ReadTopic(t, testenv.Context(t, 30*time.Second), s.quarantine) {
+		for _, h := range rec.Headers {
+			if h.Key == router.HeaderReason && string(h.Value) == "no_country" && keptFrom < 0 {
+				keptFrom = rec.Offset
+			}
+		}
+	}
+	if keptFrom <= 0 {
+		t.Fatalf("first no_country event at %d", keptFrom)
+	}
+	// Before any replay, nothing of the quarantine goes.
+	if code, out, errs := cmd(t, "purge", "--config", cfg, "--topic", s.quarantine); code != exitOK || !strings.Contains(out, "not_replayed") {
+		t.Fatalf("purge before the replay: exit %d\n%s%s", code, out, errs)
+	}
+	if low, _ := s.watermarks(t, "a", s.quarantine); low[0] != 0 {
+		t.Fatalf("the quarantine was purged before any replay: log start %d", low[0])
+	}
+	ctx := testenv.Context(t, 10*time.Second)
+	cur, _ := s.rulesDB.LatestVersion(ctx)
+	v2 := strings.Replace(fmt.Sprintf(erasureRules, s.us, s.eu), "countries: [US]", "countries: [US, CA]", 1)
+	if _, err := s.rulesDB.Apply(ctx, []byte(v2), rules.ApplyOptions{Base: cur, Author: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := cmd(t, "replay", "--config", cfg, "--source", "quarantine", "--progress", "off"); code != exitOK || !strings.Contains(out, "10") {
+		t.Fatalf("replay: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := cmd(t, "purge", "--config", cfg); code != exitOK {
+		t.Fatalf("purge: exit %d\n%s%s", code, out, errs)
+	}
+	low, high := s.watermarks(t, "a", s.quarantine)
+	if low[0] != keptFrom || high[0] != 12 {
+		t.Fatalf("quarantine after purge: log start %d (high water %d), want %d: the first event the replay kept", low[0], high[0], keptFrom)
+	}
+	left := s.keys(t, "a", s.quarantine)
+	for _, id := range []string{"q-05", "q-09"} {
+		if left[id] != 1 {
+			t.Errorf("the kept event %s is gone from the quarantine (left: %v)", id, left)
 		}
 	}
 }
