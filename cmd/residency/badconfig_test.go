@@ -131,6 +131,11 @@ sinks:
   - {store: us-postgres, region: us, postgres: {dsn: "postgres://x@127.0.0.1:1/db"}}
 `
 
+// validConfig is validBase with the fixtures' files put in.
+func validConfig(fx map[string]string) string {
+	return strings.NewReplacer("RULES", fx["rules"], "SUBJECTKEY", fx["subjectkey"]).Replace(validBase)
+}
+
 // brokenConfig is one broken configuration and what the error must name.
 type brokenConfig struct {
 	name string
@@ -330,7 +335,7 @@ func contains(list []string, s string) bool {
 // case fails for the reason it names.
 func TestBrokenConfigsAreValidOtherwise(t *testing.T) {
 	fx := brokenFixtures(t)
-	c, err := config.Parse([]byte(strings.ReplaceAll(strings.ReplaceAll(validBase, "RULES", fx["rules"]), "SUBJECTKEY", fx["subjectkey"])))
+	c, err := config.Parse([]byte(validConfig(fx)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +360,7 @@ func TestBadInputNeverPanics(t *testing.T) {
 		}
 		return p
 	}
-	cfg := file("ok.yaml", strings.ReplaceAll(strings.ReplaceAll(validBase, "RULES", fx["rules"]), "SUBJECTKEY", fx["subjectkey"]))
+	cfg := file("ok.yaml", validConfig(fx))
 	rulesArgs := []string{"--rules", fx["rules"]}
 	cases := []struct {
 		args  []string
