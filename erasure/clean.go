@@ -2,6 +2,7 @@ package erasure
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -221,4 +222,11 @@ func (r *CleanReport) WriteText(w io.Writer) {
 		}
 		fmt.Fprintln(w, line)
 	}
+}
+
+// WriteJSON writes the clean-up report as indented JSON.
+func (r *CleanReport) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
 }

@@ -18,7 +18,8 @@
 //     topics) and by unfinished replays; never past a committed offset; a
 //     partition the group never committed is left alone and reported. The
 //     quarantine and dead-letter topics are purged over the ranges that a
-//     finished replay moved elsewhere entirely. Each deleted range leaves an
+//     finished replay moved elsewhere entirely; with Pinned, the pinned
+//     topics up to what every sink draining them committed. Each deleted range leaves an
 //     audit leaf (audit.KindPurge) before it is deleted.
 //   - Eraser removes a user's rows from every store, records an erasure
 //     marker first (Markers: keyed hashes of user ids with the time of

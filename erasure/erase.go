@@ -11,6 +11,9 @@ import (
 	"github.com/residency-router/residency/audit"
 )
 
+// DefaultSettle is the default of EraseConfig.Settle.
+const DefaultSettle = 30 * time.Second
+
 // LockName is the name of the lock an erasure holds while it rewrites
 // stores, so that two erasures never rewrite one object at once (each
 // would put back the other's user).
@@ -137,7 +140,7 @@ func NewEraser(cfg EraseConfig) (*Eraser, error) {
 		cfg.Actor = "erase"
 	}
 	if cfg.Settle == 0 {
-		cfg.Settle = 30 * time.Second
+		cfg.Settle = DefaultSettle
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

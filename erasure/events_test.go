@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/residency-router/residency/erasure"
-	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/internal/sample"
+	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
 )

@@ -258,10 +258,12 @@ type ReplayState struct {
 	DryRun bool
 	// Kept is how many events of its ranges it left where they were: left
 	// out by a filter, still unplaceable or undecodable, refused by the
-	// loop guard. Its ranges can go only when Kept is 0, unless KeptFrom
-	// says where the first kept event of a partition is.
+	// loop guard, already replayed by another replay. Used only when
+	// KeptFrom is nil: its ranges can then go only when Kept is 0.
 	Kept int64
-	// KeptFrom is, when known, per partition the offset of the first event
-	// left in place (the range can go up to it). Optional.
+	// KeptFrom is, when known (not nil), per partition the offset of the
+	// first event left in place: the range can go up to it; a partition it
+	// does not name kept nothing. Nil when the checkpoint does not say
+	// (written by an earlier version): Kept decides.
 	KeptFrom map[int]int64
 }

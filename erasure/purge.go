@@ -13,6 +13,9 @@ import (
 	"github.com/residency-router/residency/audit"
 )
 
+// DefaultMaxScan is the default of PurgeConfig.MaxScan.
+const DefaultMaxScan = 1_000_000
+
 // Hold says what stops a partition's purge where it stops.
 type Hold string
 
@@ -74,8 +77,10 @@ type PurgeConfig struct {
 	// Replays lists the replays. Default nil: no replay is known, so the
 	// Replayed topics are left alone and no replay holds an ingest topic.
 	Replays ReplaySource
-	// Downstream are the consumers AfterSinks waits for: every sink's group
-	// on its pinned topic. Default: none (AfterSinks is then refused).
+	// Downstream are the consumers AfterSinks waits for, and whose commits
+	// bound the trimming of their pinned topics (Pinned): every sink's
+	// group on its pinned topic. Default: none (AfterSinks and Pinned are
+	// then refused).
 	Downstream []Downstream
 	// Ledger receives one purge leaf per partition range before the range
 	// is deleted. Default nil: no audit leaves.
@@ -102,6 +107,11 @@ type PurgeOptions struct {
 	AfterSinks bool
 	// MinAge holds back records younger than this (by their timestamps).
 	MinAge time.Duration
+	// Pinned also trims the pinned topics the Downstream consumers drain,
+	// per partition up to the lowest offset they all committed: every
+	// sink reading the topic stored (or quarantined) every record below
+	// it. A partition one of them never committed is left alone.
+	Pinned bool
 	// DryRun plans and deletes nothing.
 	DryRun bool
 }
@@ -155,6 +165,8 @@ type PurgePlan struct {
 	AfterSinks bool `json:"after_sinks"`
 	// MinAge is the minimum age, as a duration string ("0s" for none).
 	MinAge string `json:"min_age"`
+	// Pinned is true when pinned topics were trimmed too.
+	Pinned bool `json:"pinned,omitempty"`
 	// Partitions are every partition of every topic considered, by topic
 	// and partition.
 	Partitions []PartitionPlan `json:"partitions"`
@@ -210,7 +222,7 @@ func NewPurger(cfg PurgeConfig) (*Purger, error) {
 		cfg.Actor = "purge"
 	}
 	if cfg.MaxScan == 0 {
-		cfg.MaxScan = 1_000_000
+		cfg.MaxScan = DefaultMaxScan
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 500
@@ -245,8 +257,11 @@ func (p *Purger) Plan(ctx context.Context, opts PurgeOptions) (*PurgePlan, error
 	if opts.MinAge < 0 {
 		return nil, fmt.Errorf("%w: --min-age: must not be negative", ErrConfig)
 	}
+	if opts.Pinned && len(p.cfg.Downstream) == 0 {
+		return nil, fmt.Errorf("%w: --pinned: the config names no sink whose commits bound the pinned topics", ErrConfig)
+	}
 	now := p.cfg.Now()
-	plan := &PurgePlan{Time: now, DryRun: opts.DryRun, AfterSinks: opts.AfterSinks, MinAge: opts.MinAge.String()}
+	plan := &PurgePlan{Time: now, DryRun: opts.DryRun, AfterSinks: opts.AfterSinks, MinAge: opts.MinAge.String(), Pinned: opts.Pinned}
 	var replays []ReplayState
 	if p.cfg.Replays != nil {
 		var err error
@@ -340,10 +355,94 @@ func (p *Purger) Plan(ctx context.Context, opts PurgeOptions) (*PurgePlan, error
 			plan.Partitions = append(plan.Partitions, pp)
 		}
 	}
+	// 4. Pinned topics: up to what every sink draining them committed.
+	if opts.Pinned {
+		for _, t := range p.pinnedTopics() {
+			pps, err := p.planPinned(ctx, t)
+			if err != nil {
+				return nil, err
+			}
+			plan.Partitions = append(plan.Partitions, pps...)
+		}
+	}
 	for _, pp := range plan.Partitions {
 		plan.Records += pp.Records
 	}
 	return plan, nil
+}
+
+// pinnedTopics returns the topics of the Downstream consumers, once each,
+// in config order.
+func (p *Purger) pinnedTopics() []Topic {
+	var out []Topic
+	for _, d := range p.cfg.Downstream {
+		if !slices.ContainsFunc(out, func(t Topic) bool { return t.Cluster == d.Topic.Cluster && t.Name == d.Topic.Name }) {
+			out = append(out, d.Topic)
+		}
+	}
+	return out
+}
+
+// sinkCommits returns, per partition of t, the lowest offset every
+// Downstream consumer of t committed, with who holds it there; a partition
+// one of them never committed is absent from low and named in never.
+func (p *Purger) sinkCommits(ctx context.Context, t Topic) (low map[int]int64, who map[int]string, never map[int]string, err error) {
+	admin := p.cfg.Clusters[t.Cluster].Admin
+	low, who, never = map[int]int64{}, map[int]string{}, map[int]string{}
+	_, high, err := admin.Watermarks(ctx, t.Name)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("erasure: purge: %w", err)
+	}
+	for _, d := range p.cfg.Downstream {
+		if d.Topic.Cluster != t.Cluster || d.Topic.Name != t.Name {
+			continue
+		}
+		c, err := admin.CommittedOffsets(ctx, d.Group, t.Name)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("erasure: purge: %w", err)
+		}
+		for part := range high {
+			if _, gone := never[part]; gone {
+				continue
+			}
+			o, ok := c[part]
+			if !ok {
+				never[part] = fmt.Sprintf("sink %s (group %s) has never committed this partition", d.Name, d.Group)
+				delete(low, part)
+				continue
+			}
+			if cur, seen := low[part]; !seen || o < cur {
+				low[part], who[part] = o, fmt.Sprintf("sink %s (group %s) committed %d", d.Name, d.Group, o)
+			}
+		}
+	}
+	return low, who, never, nil
+}
+
+// planPinned plans the trimming of pinned topic t.
+func (p *Purger) planPinned(ctx context.Context, t Topic) ([]PartitionPlan, error) {
+	lowWM, high, err := p.cfg.Clusters[t.Cluster].Admin.Watermarks(ctx, t.Name)
+	if err != nil {
+		return nil, fmt.Errorf("erasure: purge: %w", err)
+	}
+	low, who, never, err := p.sinkCommits(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	var out []PartitionPlan
+	for _, part := range sortedKeys(high) {
+		pp := PartitionPlan{Topic: t, Partition: part, LogStart: lowWM[part], HighWater: high[part]}
+		if why, ok := never[part]; ok {
+			pp.Before, pp.HeldBy, pp.Detail = pp.LogStart, HoldNoCommit, why
+			out = append(out, pp)
+			continue
+		}
+		c := low[part]
+		pp.Committed = &c
+		p.finish(&pp, c, HoldCommitted, who[part])
+		out = append(out, pp)
+	}
+	return out, nil
 }
 
 // finish sets Before and Records from the limit found.
@@ -401,8 +500,10 @@ func replayedUpTo(replays []ReplayState, topic string, partition int, logStart i
 				continue
 			}
 			end := rg.End
-			if k, ok := r.KeptFrom[partition]; ok {
-				end = min(end, k)
+			if r.KeptFrom != nil {
+				if k, ok := r.KeptFrom[partition]; ok {
+					end = min(end, k)
+				}
 			} else if r.Kept > 0 {
 				kept = append(kept, fmt.Sprintf("replay %s left %d events in place", r.ID, r.Kept))
 				continue
@@ -428,8 +529,9 @@ func replayedUpTo(replays []ReplayState, topic string, partition int, logStart i
 }
 
 // Execute deletes what plan says. Right before deleting it reads the
-// router group's committed offsets again and never deletes past them (an
-// operator may have moved them back since the plan). Every range's purge
+// router group's committed offsets (and, for pinned topics, the sinks')
+// again and never deletes past them (an operator may have moved them back
+// since the plan). Every range's purge
 // leaf is appended to the ledger before any range is deleted; if the
 // ledger fails nothing is deleted. Per partition it records the new log
 // start or the error; a failure of some partitions wraps ErrIncomplete.
@@ -458,6 +560,30 @@ func (p *Purger) Execute(ctx context.Context, plan *PurgePlan) error {
 			pp.Before = max(now, pp.LogStart)
 			pp.Records = pp.Before - pp.LogStart
 			pp.HeldBy, pp.Detail = HoldCommitted, fmt.Sprintf("the committed offset moved back to %d since the plan", now)
+		}
+	}
+	pinned := map[Topic]map[int]int64{}
+	for i := range plan.Partitions {
+		pp := &plan.Partitions[i]
+		if pp.Role != RolePinned || pp.Records == 0 {
+			continue
+		}
+		c, ok := pinned[pp.Topic]
+		if !ok {
+			var err error
+			if c, _, _, err = p.sinkCommits(ctx, pp.Topic); err != nil {
+				return err
+			}
+			pinned[pp.Topic] = c
+		}
+		now, ok := c[pp.Partition]
+		if !ok {
+			now = pp.LogStart
+		}
+		if now < pp.Before {
+			pp.Before = max(now, pp.LogStart)
+			pp.Records = pp.Before - pp.LogStart
+			pp.HeldBy, pp.Detail = HoldCommitted, fmt.Sprintf("a sink's committed offset moved back to %d since the plan", now)
 		}
 	}
 	now := p.cfg.Now()

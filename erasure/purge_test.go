@@ -283,6 +283,14 @@ func TestPurgeReplayedRanges(t *testing.T) {
 	if got := run(memReplays{done("r1", 0, 10, 0, nil), done("r2", 10, 15, 2, map[int]int64{0: 12})}); got != "quarantine/0:0-12:not_replayed quarantine/1:0-0:not_replayed" {
 		t.Fatalf("kept from 12: %s", got)
 	}
+	// KeptFrom known: a partition it does not name kept nothing there,
+	// whatever the replay kept elsewhere.
+	if got := run(memReplays{done("r1", 0, 10, 0, nil), done("r2", 10, 15, 2, map[int]int64{1: 3})}); got != "quarantine/0:0-15:not_replayed quarantine/1:0-0:not_replayed" {
+		t.Fatalf("kept only in another partition: %s", got)
+	}
+	if got := run(memReplays{done("r1", 0, 10, 0, nil), done("r2", 10, 15, 0, map[int]int64{})}); got != "quarantine/0:0-15:not_replayed quarantine/1:0-0:not_replayed" {
+		t.Fatalf("kept nothing: %s", got)
+	}
 	if got := run(memReplays{done("r1", 5, 10, 0, nil)}); got != "quarantine/0:0-0:not_replayed quarantine/1:0-0:not_replayed" {
 		t.Fatalf("a range not from the log start: %s", got)
 	}
@@ -370,23 +378,35 @@ func TestPurgeLoop(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	runs := 0
 	done := make(chan error, 1)
+	var loop *erasure.PurgeLoop
+	var err error
+	loop, err = erasure.NewPurgeLoop(p, erasure.PurgeLoopConfig{Every: 5 * time.Millisecond, Metrics: m, Report: func(_ *erasure.PurgePlan, err error) {
+		runs++
+		if ready := loop.Ready(); (err == nil) != (ready == nil) || (ready != nil && !errors.Is(ready, erasure.ErrNotReady)) {
+			t.Errorf("run %d: error %v, Ready %v", runs, err, ready)
+		}
+		switch runs {
+		case 1:
+			k.mu.Lock()
+			k.failDel = errors.New("broker down")
+			k.mu.Unlock()
+			k.commit("router", "events", 0, 8)
+		case 2:
+			k.mu.Lock()
+			k.failDel = nil
+			k.mu.Unlock()
+		case 3:
+			cancel()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := loop.Ready(); !errors.Is(err, erasure.ErrNotReady) {
+		t.Errorf("Ready before the first run = %v", err)
+	}
 	go func() {
-		done <- p.Loop(ctx, 5*time.Millisecond, erasure.PurgeOptions{}, m, func(_ *erasure.PurgePlan, err error) {
-			runs++
-			switch runs {
-			case 1:
-				k.mu.Lock()
-				k.failDel = errors.New("broker down")
-				k.mu.Unlock()
-				k.commit("router", "events", 0, 8)
-			case 2:
-				k.mu.Lock()
-				k.failDel = nil
-				k.mu.Unlock()
-			case 3:
-				cancel()
-			}
-		})
+		done <- loop.Run(ctx)
 	}()
 	select {
 	case err := <-done:
@@ -423,7 +443,68 @@ residency_purge_deleted_records_total{role="ingest",topic="events"} 8
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(expected), "residency_purge_deleted_records_total"); err != nil {
 		t.Error(err)
 	}
-	if err := p.Loop(context.Background(), 0, erasure.PurgeOptions{}, nil, nil); err == nil {
-		t.Error("a zero interval is accepted")
+	if _, err := erasure.NewPurgeLoop(p, erasure.PurgeLoopConfig{}); !errors.Is(err, erasure.ErrConfig) {
+		t.Errorf("a zero interval: %v", err)
+	}
+}
+
+// TestPurgePinnedTopics: with Pinned, a pinned topic is trimmed up to the
+// lowest offset every sink draining it committed (each stored everything
+// below); a partition a sink never committed is left alone; commits that
+// moved back since the plan are honoured; no sink: refused.
+func TestPurgePinnedTopics(t *testing.T) {
+	a, b := newMemKafka(), newMemKafka()
+	a.create("events", 1)
+	b.create("residency.eu", 3)
+	for p := range 3 {
+		for range 10 {
+			b.produce("residency.eu", p, "DE|u", t0)
+		}
+	}
+	eu := erasure.Topic{Cluster: "b", Name: "residency.eu", Role: erasure.RolePinned, Region: "eu"}
+	b.commit("sink-pg", "residency.eu", 0, 7)
+	b.commit("sink-files", "residency.eu", 0, 4)
+	b.commit("sink-pg", "residency.eu", 1, 10)
+	b.commit("sink-files", "residency.eu", 1, 10)
+	b.commit("sink-pg", "residency.eu", 2, 5) // sink-files never committed partition 2
+	ledger := &memLedger{}
+	p := purger(t, erasure.PurgeConfig{Clusters: map[string]erasure.Cluster{"a": a.cluster(), "b": b.cluster()}, IngestCluster: "a",
+		Downstream: []erasure.Downstream{{Topic: eu, Group: "sink-pg", Name: "eu-postgres"}, {Topic: eu, Group: "sink-files", Name: "eu-files"}},
+		Ledger:     ledger})
+	ctx := context.Background()
+	plan, err := p.Plan(ctx, erasure.PurgeOptions{DryRun: true})
+	if err != nil || len(plan.Partitions) != 0 {
+		t.Fatalf("without Pinned: %s, %v", planLines(plan), err)
+	}
+	plan, err = p.Plan(ctx, erasure.PurgeOptions{Pinned: true, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := planLines(plan); got != "residency.eu/0:0-4:committed residency.eu/1:0-10:committed residency.eu/2:0-0:no_commit" {
+		t.Fatalf("plan = %s", got)
+	}
+	if d := plan.Partitions[0].Detail; !strings.Contains(d, "eu-files") {
+		t.Errorf("partition 0 detail %q does not name the sink holding it", d)
+	}
+	if d := plan.Partitions[2].Detail; !strings.Contains(d, "eu-files") || !strings.Contains(d, "never committed") {
+		t.Errorf("partition 2 detail %q", d)
+	}
+	plan, err = p.Plan(ctx, erasure.PurgeOptions{Pinned: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.commit("sink-files", "residency.eu", 1, 8) // an operator reset it since the plan
+	if err := p.Execute(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	if b.logStart("residency.eu", 0) != 4 || b.logStart("residency.eu", 1) != 8 || b.logStart("residency.eu", 2) != 0 {
+		t.Fatalf("log starts %d %d %d, want 4 8 0", b.logStart("residency.eu", 0), b.logStart("residency.eu", 1), b.logStart("residency.eu", 2))
+	}
+	if n := len(ledger.all()); n != 2 || plan.Records != 12 {
+		t.Fatalf("%d leaves, %d records; want 2 and 12", n, plan.Records)
+	}
+	noSinks := purger(t, erasure.PurgeConfig{Clusters: map[string]erasure.Cluster{"a": a.cluster()}, IngestCluster: "a"})
+	if _, err := noSinks.Plan(ctx, erasure.PurgeOptions{Pinned: true}); !errors.Is(err, erasure.ErrConfig) {
+		t.Fatalf("Pinned without sinks: %v", err)
 	}
 }

@@ -3,6 +3,8 @@ package erasure
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,31 +101,83 @@ func (m *PurgeMetrics) Observe(plan *PurgePlan, err error, took time.Duration) {
 	}
 }
 
-// Loop runs a purge every interval until ctx ends (the first at once),
-// recording each run in metrics (may be nil) and handing its plan and
-// error to report (may be nil). A failed run is logged and the next one
-// comes at the next tick: the loop never stops on a failure. It returns
-// nil when ctx ends.
-func (p *Purger) Loop(ctx context.Context, every time.Duration, opts PurgeOptions, metrics *PurgeMetrics, report func(*PurgePlan, error)) error {
-	if every <= 0 {
-		return errors.New("erasure: purge loop: the interval must be positive")
+// ErrNotReady is what PurgeLoop.Ready wraps before the first run and
+// after a run that failed.
+var ErrNotReady = errors.New("erasure: purge not ready")
+
+// PurgeLoopConfig configures a PurgeLoop.
+type PurgeLoopConfig struct {
+	// Every is the interval between two runs. Required (positive).
+	Every time.Duration
+	// Options are the choices of every run.
+	Options PurgeOptions
+	// Metrics records every run. Default nil: none.
+	Metrics *PurgeMetrics
+	// Report, if set, is given every run's plan (nil when it failed
+	// before planning) and error.
+	Report func(*PurgePlan, error)
+}
+
+// PurgeLoop runs a Purger as a service: a run at start and one per
+// interval, until its context ends.
+type PurgeLoop struct {
+	p   *Purger
+	cfg PurgeLoopConfig
+
+	mu   sync.Mutex
+	last error // the last run's outcome; ErrNotReady before the first
+}
+
+// NewPurgeLoop returns the service running p every cfg.Every; errors wrap
+// ErrConfig.
+func NewPurgeLoop(p *Purger, cfg PurgeLoopConfig) (*PurgeLoop, error) {
+	if cfg.Every <= 0 {
+		return nil, fmt.Errorf("%w: purge loop: the interval must be positive", ErrConfig)
 	}
-	t := time.NewTicker(every)
+	if cfg.Options.MinAge < 0 {
+		return nil, fmt.Errorf("%w: --min-age: must not be negative", ErrConfig)
+	}
+	return &PurgeLoop{p: p, cfg: cfg, last: fmt.Errorf("%w: no purge has run yet", ErrNotReady)}, nil
+}
+
+// Ready returns nil when the last run completed, else why not (wrapping
+// ErrNotReady): no run yet, or the last run's error.
+func (l *PurgeLoop) Ready() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
+}
+
+// Run purges every interval until ctx ends (the first run at once),
+// recording each run in the metrics and handing it to Report. A failed run
+// is logged and the next one comes at the next tick: the loop never stops
+// on a failure. A run in hand when ctx ends is cut short (a deletion the
+// broker was asked for completes there or not at all; the next run
+// finishes the work). Run returns nil when ctx ends.
+func (l *PurgeLoop) Run(ctx context.Context) error {
+	t := time.NewTicker(l.cfg.Every)
 	defer t.Stop()
 	for {
 		start := time.Now()
-		plan, err := p.Run(ctx, opts)
+		plan, err := l.p.Run(ctx, l.cfg.Options)
 		if ctx.Err() != nil {
 			return nil
 		}
-		metrics.Observe(plan, err, time.Since(start))
+		l.cfg.Metrics.Observe(plan, err, time.Since(start))
+		l.mu.Lock()
 		if err != nil {
-			p.log.Warn("purge: run failed; trying again at the next interval", "error", err, "every", every)
-		} else if plan != nil {
-			p.log.Info("purge: run done", "records", plan.Records, "leaves", plan.Leaves)
+			l.last = fmt.Errorf("%w: the last purge, at %s, failed: %w", ErrNotReady, start.UTC().Format(time.RFC3339), err)
+		} else {
+			l.last = nil
 		}
-		if report != nil {
-			report(plan, err)
+		l.mu.Unlock()
+		if err != nil {
+			l.p.log.Warn("purge: run failed; trying again at the next interval", "error", err, "every", l.cfg.Every)
+		} else if plan != nil {
+			l.p.log.Info("purge: run done", "records", plan.Records, "leaves", plan.Leaves)
+		}
+		if l.cfg.Report != nil {
+			l.cfg.Report(plan, err)
 		}
 		select {
 		case <-ctx.Done():

@@ -21,6 +21,9 @@ func (p *PurgePlan) WriteText(w io.Writer) {
 	if p.MinAge != "" && p.MinAge != "0s" {
 		opts = append(opts, "min age "+p.MinAge)
 	}
+	if p.Pinned {
+		opts = append(opts, "pinned topics")
+	}
 	title := "Purge"
 	if p.DryRun {
 		title = "Purge (dry run)"

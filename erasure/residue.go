@@ -28,6 +28,9 @@ const (
 	VerdictInconclusive = "inconclusive"
 )
 
+// DefaultMaxListed is the default of ResidueConfig.MaxListed.
+const DefaultMaxListed = 1000
+
 // ResidueConfig configures a ResidueScanner.
 type ResidueConfig struct {
 	// Rules gives the ruleset in force. Required.
@@ -81,7 +84,7 @@ func NewResidueScanner(cfg ResidueConfig) (*ResidueScanner, error) {
 		cfg.Batch = 500
 	}
 	if cfg.MaxListed <= 0 {
-		cfg.MaxListed = 1000
+		cfg.MaxListed = DefaultMaxListed
 	}
 	return &ResidueScanner{cfg: cfg}, nil
 }

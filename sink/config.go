@@ -158,6 +158,13 @@ type Config struct {
 	// residency-decided-by header says pin is quarantined
 	// (sink_content_mismatch).
 	Pins router.PinLookup
+	// Erasures, when set, is asked right before every write whether an
+	// erasure covers any event of the batch (erasure.Guard over the
+	// erasure markers): covered events are neither written nor
+	// quarantined (ReasonErased); a failed lookup is retried and nothing
+	// is written meanwhile. Default nil: not checked (an erased user's
+	// redelivered events would be stored again).
+	Erasures Erasures
 	// Logger receives the sink's logs (never payloads or user ids).
 	// Default: slog.Default().
 	Logger *slog.Logger

@@ -12,6 +12,7 @@ import (
 type metrics struct {
 	written      *prometheus.CounterVec
 	quarantined  *prometheus.CounterVec
+	erased       prometheus.Counter
 	retries      *prometheus.CounterVec
 	batchSeconds prometheus.Observer
 	batchEvents  prometheus.Observer
@@ -34,6 +35,11 @@ func newMetrics(reg prometheus.Registerer, store string) (*metrics, error) {
 	for _, r := range reasons {
 		quarantined.WithLabelValues(r)
 	}
+	erased := prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "residency_sink_erased_events_total",
+		Help:        "Events neither written nor quarantined because their user was erased after they occurred (reason sink_erased).",
+		ConstLabels: constLabels,
+	})
 	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "residency_sink_retries_total",
 		Help:        "Retries of failed operations, by operation (fetch, decode, rules, pins, write, quarantine, commit).",
@@ -65,12 +71,12 @@ func newMetrics(reg prometheus.Registerer, store string) (*metrics, error) {
 		ConstLabels: constLabels,
 	})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{written, quarantined, retries, batchSeconds, batchEvents, ready, approved} {
+		for _, c := range []prometheus.Collector{written, quarantined, erased, retries, batchSeconds, batchEvents, ready, approved} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("sink: registering metrics: %w", err)
 			}
 		}
 	}
-	return &metrics{written: written, quarantined: quarantined, retries: retries,
+	return &metrics{written: written, quarantined: quarantined, erased: erased, retries: retries,
 		batchSeconds: batchSeconds, batchEvents: batchEvents, ready: ready, approved: approved}, nil
 }

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,5 +43,19 @@ func TestMetricsReasonsStartAtZero(t *testing.T) {
 	}
 	if len(got) != len(want) {
 		t.Errorf("reasons at start %v, want exactly %v", got, want)
+	}
+	// Events refused because their user was erased are not quarantined:
+	// they have their own counter, exported at zero from the start.
+	erased := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "residency_sink_erased_events_total" && len(mf.GetMetric()) == 1 {
+			erased = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if erased != 0 {
+		t.Errorf("residency_sink_erased_events_total at start: %v, want 0 (-1: not exported)", erased)
+	}
+	if slices.Contains(reasons, ReasonErased) {
+		t.Errorf("%s is a quarantine reason: erased users' events are never quarantined", ReasonErased)
 	}
 }

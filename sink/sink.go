@@ -233,6 +233,7 @@ type item struct {
 	pin        string         // its user's pin now ("" for none)
 	reason     string         // a refusal found while preparing, "" for none
 	err        error          // why, for the residency-error header
+	erased     bool           // an erasure covers it: neither written nor quarantined
 }
 
 // refuse records that it must be quarantined for reason, because of err.
@@ -545,6 +546,10 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 		if err != nil {
 			return stream.Permanent(err)
 		}
+		// No erased user's event is stored: asked right before the write.
+		if err := s.checkErasures(ctx, b); err != nil {
+			return err
+		}
 		// (2) every event's region must be one the store is approved for.
 		write, quar = s.classify(b, rs)
 		if len(write) == 0 {
@@ -571,6 +576,7 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 	for i := range write {
 		s.m.written.WithLabelValues(write[i].Region).Inc()
 	}
+	s.countErased(b)
 	if len(quar) > 0 {
 		if err := s.retry.Do(ctx, "quarantine", func(ctx context.Context) error {
 			return s.quarantine.Publish(ctx, quar...)
@@ -671,13 +677,17 @@ func (s *Sink) waitApproved(run, ctx context.Context) (*rules.Ruleset, error) {
 }
 
 // classify splits a batch into the records the store may hold under rs
-// (first occurrence of each event id only) and the events to quarantine.
+// (first occurrence of each event id only) and the events to quarantine;
+// events an erasure covers are in neither.
 func (s *Sink) classify(b []item, rs *rules.Ruleset) ([]Record, []stream.Message) {
 	write := make([]Record, 0, len(b))
 	var quar []stream.Message
 	seen := make(map[string]struct{}, len(b))
 	for i := range b {
 		it := &b[i]
+		if it.erased {
+			continue
+		}
 		reason, err := s.check(it, rs)
 		if reason != "" {
 			quar = append(quar, s.quarantined(&it.msg, reason, err))

@@ -106,6 +106,7 @@ func brokenFixtures(t *testing.T) map[string]string {
 		"nocountrydir": filepath.Dir(write("nocountry/e.avsc", `{"type": "record", "name": "NoCountry", "namespace": "t", "fields": [{"name": "country", "type": "int"}]}`)),
 		"emptydir":     t.TempDir(),
 		"event":        write("event.json", `{"country": "US", "user_id": "u-1"}`),
+		"subjectkey":   write("subject.key", strings.Repeat("s", 40)),
 	}
 	unreadable := write("unreadable.yaml", "log_level: info\n")
 	if err := os.Chmod(unreadable, 0); err != nil {
@@ -125,9 +126,15 @@ kafka:
 router: {ingest_topics: [events.in]}
 redis: {addr: "127.0.0.1:1"}
 rules: {file: RULES}
+audit: {subject_key_file: SUBJECTKEY}
 sinks:
   - {store: us-postgres, region: us, postgres: {dsn: "postgres://x@127.0.0.1:1/db"}}
 `
+
+// validConfig is validBase with the fixtures' files put in.
+func validConfig(fx map[string]string) string {
+	return strings.NewReplacer("RULES", fx["rules"], "SUBJECTKEY", fx["subjectkey"]).Replace(validBase)
+}
 
 // brokenConfig is one broken configuration and what the error must name.
 type brokenConfig struct {
@@ -234,9 +241,14 @@ func brokenConfigs() []brokenConfig {
 		{name: "sink in the router's group", yaml: strings.Replace(validBase, "region: us,", "region: us, consumer_group: residency-router,", 1), want: []string{"sinks[0].consumer_group", "router.consumer_group"}},
 		{name: "sink quarantine is the router's", yaml: strings.Replace(validBase, "region: us,", "region: us, quarantine_topic: residency.quarantine,", 1), want: []string{"sinks[0].quarantine_topic", "router.quarantine_topic"}},
 		// Missing required parts, per command.
-		{name: "no ingest topics", yaml: "kafka: {clusters: {ingest: {brokers: [\"h:1\"]}}}\nrules: {file: RULES}\n", want: []string{"router.ingest_topics: required"}, only: []string{"route", "replay"}},
-		{name: "no kafka clusters", yaml: "router: {ingest_topics: [x]}\nrules: {file: RULES}\nsinks: [{store: us-postgres, region: us, postgres: {dsn: \"postgres://x@h:1/db\"}}]\n", want: []string{"kafka.clusters: required"}, only: []string{"route", "replay", "sink"}},
-		{name: "empty file", yaml: "", want: []string{"kafka.clusters: required"}, only: []string{"route", "replay", "sink"}},
+		{name: "no ingest topics", yaml: "kafka: {clusters: {ingest: {brokers: [\"h:1\"]}}}\nrules: {file: RULES}\n", want: []string{"router.ingest_topics: required"}, only: []string{"route", "replay", "purge", "erase", "residue"}},
+		{name: "no kafka clusters", yaml: "router: {ingest_topics: [x]}\nrules: {file: RULES}\nsinks: [{store: us-postgres, region: us, postgres: {dsn: \"postgres://x@h:1/db\"}}]\n", want: []string{"kafka.clusters: required"}, only: []string{"route", "replay", "sink", "purge", "erase", "residue"}},
+		{name: "empty file", yaml: "", want: []string{"kafka.clusters: required"}, only: []string{"route", "replay", "sink", "purge", "erase", "residue"}},
+		// Purge, erase, residue.
+		{name: "purge negative min age", yaml: base("purge: {min_age: -1h}\n"), want: []string{"purge.min_age: must not be negative"}},
+		{name: "erasure settle below a write timeout", yaml: strings.Replace(validBase, "region: us,", "region: us, write_timeout: 10s,", 1) + "erasure: {settle: 10s}\n", want: []string{"erasure.settle", "sinks[0].write_timeout"}},
+		{name: "subject key too short", yaml: strings.Replace(validBase, "SUBJECTKEY", "{notpem}", 1), want: []string{"audit.subject_key_file", "at least 32"}},
+		{name: "residue max listed negative", yaml: base("residue: {max_listed: -1}\n"), want: []string{"residue.max_listed"}},
 		{name: "store not configured", yaml: strings.Replace(validBase, "store: us-postgres", "store: eu-objectstore", 1), want: []string{"sinks", `"us-postgres"`}, only: []string{"sink"}},
 	}
 }
@@ -256,6 +268,7 @@ func fixBroken(cs []brokenConfig, fx map[string]string) []brokenConfig {
 			cs[i].want = []string{"redis.tls.ca_file", "/nonexistent/redis-ca.pem"}
 		}
 		cs[i].yaml = strings.ReplaceAll(cs[i].yaml, "RULES", fx["rules"])
+		cs[i].yaml = strings.ReplaceAll(cs[i].yaml, "SUBJECTKEY", fx["subjectkey"])
 		for name, p := range fx {
 			cs[i].yaml = strings.ReplaceAll(cs[i].yaml, "{"+name+"}", p)
 		}
@@ -271,6 +284,9 @@ func configCommands(fx map[string]string) map[string][]string {
 		"sink":    {"sink", "--store", "us-postgres", "--listen", "off"},
 		"replay":  {"replay", "--source", "quarantine", "--dry-run", "--checkpoint-dir", os.TempDir()},
 		"explain": {"explain", fx["event"]},
+		"purge":   {"purge", "--dry-run", "--checkpoint-dir", os.TempDir()},
+		"erase":   {"erase", "--user", "u-1", "--dry-run"},
+		"residue": {"residue", "scan", "--jurisdiction", "US"},
 	}
 }
 
@@ -319,11 +335,11 @@ func contains(list []string, s string) bool {
 // case fails for the reason it names.
 func TestBrokenConfigsAreValidOtherwise(t *testing.T) {
 	fx := brokenFixtures(t)
-	c, err := config.Parse([]byte(strings.ReplaceAll(validBase, "RULES", fx["rules"])))
+	c, err := config.Parse([]byte(validConfig(fx)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []config.Scope{{Route: true}, {Sink: "us-postgres"}, {}} {
+	for _, s := range []config.Scope{{Route: true}, {Sink: "us-postgres"}, {Route: true, Erase: true}, {}} {
 		c2 := *c
 		if err := c2.Finish(s); err != nil {
 			t.Errorf("scope %+v: the base config is refused: %v", s, err)
@@ -344,7 +360,7 @@ func TestBadInputNeverPanics(t *testing.T) {
 		}
 		return p
 	}
-	cfg := file("ok.yaml", strings.ReplaceAll(validBase, "RULES", fx["rules"]))
+	cfg := file("ok.yaml", validConfig(fx))
 	rulesArgs := []string{"--rules", fx["rules"]}
 	cases := []struct {
 		args  []string
@@ -399,6 +415,21 @@ func TestBadInputNeverPanics(t *testing.T) {
 		{args: []string{"bench", "--nope"}, code: exitUsage},
 		{args: []string{"demo", "--events", "many"}, code: exitUsage},
 		{args: []string{"version", "--nope"}, code: exitUsage},
+		{args: []string{"purge", "--config", cfg, "--min-age", "-1h"}, code: exitUsage},
+		{args: []string{"purge", "--config", cfg, "--every", "often"}, code: exitUsage},
+		{args: []string{"purge", "--config", cfg, "--every", "-5m"}, code: exitUsage},
+		{args: []string{"purge", "--config", cfg, "--output", "yaml"}, code: exitUsage},
+		{args: []string{"purge", "--config", cfg, "--topic", "not.a.topic", "--dry-run"}, code: exitUsage},
+		{args: []string{"purge", "--config", cfg, "--every", "5m", "--dry-run"}, code: exitUsage},
+		{args: []string{"erase", "--config", cfg}, code: exitUsage},
+		{args: []string{"erase", "--config", cfg, "--user", ""}, code: exitUsage},
+		{args: []string{"erase", "--config", cfg, "--user", "u-1", "--store", "nope"}, code: exitUsage},
+		{args: []string{"erase", "--config", cfg, "--user", "u-1", "--output", "xml"}, code: exitUsage},
+		{args: []string{"residue"}, code: exitUsage},
+		{args: []string{"residue", "sweep"}, code: exitUsage},
+		{args: []string{"residue", "scan", "--config", cfg}, code: exitUsage},
+		{args: []string{"residue", "scan", "--config", cfg, "--jurisdiction", "ATLANTIS"}, code: exitUsage},
+		{args: []string{"residue", "clean", "--config", cfg, "--jurisdiction", "ATLANTIS", "--dry-run"}, code: exitUsage},
 	}
 	for _, c := range cases {
 		o := runCaught(c.args, c.stdin)

@@ -45,6 +45,9 @@ var commands = []command{
 	{name: "schemas", summary: "check a new event schema version; print the event contract", run: runSchemas},
 	{name: "replay", summary: "re-route a range of events (ingest, quarantine, dead-letter) after a rule change or a fix; --dry-run shows what would move", run: runReplay},
 	{name: "sink", summary: "drain a region's pinned topic into an approved store (PostgreSQL, object store)", run: runSink},
+	{name: "purge", summary: "delete ingest, quarantine and dead-letter records that are safely placed; --every runs it as a service", run: runPurge},
+	{name: "erase", summary: "remove one user's data from every store, keep it from coming back, and print the erasure receipt", run: runErase},
+	{name: "residue", summary: "show (scan) and remove (clean) a jurisdiction's data outside its approved places", run: runResidue},
 }
 
 // errUsage marks errors caused by how the command was called.

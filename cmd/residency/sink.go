@@ -103,6 +103,7 @@ type sinkWiring struct {
 // then opens the store and Kafka. On error it returns the exit code.
 func (w *sinkWiring) wire(ctx context.Context, cfg *config.Config, sc *config.SinkConfig, reg prometheus.Registerer) (int, error) {
 	field := cfg.SinkField(sc)
+	var code int
 	dec, err := schemas.NewExtractor(cfg.Schemas)
 	if err != nil {
 		return exitUsage, config.FieldError("schemas", err)
@@ -193,6 +194,9 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *config.Config, sc *config.Si
 		Rulesets: sink.NewVersions(src, 0), Logger: w.log, Registerer: reg}
 	if w.pins != nil {
 		scfg.Pins = w.pins
+	}
+	if scfg.Erasures, code, err = w.erasures(ctx, cfg); err != nil {
+		return code, err
 	}
 	w.sink, err = sink.New(scfg, w.reader, w.store, w.writer, w.cache, dec)
 	if err != nil {

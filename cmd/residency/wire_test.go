@@ -19,7 +19,7 @@ import (
 func TestWireErrorsNameTheField(t *testing.T) {
 	fx := brokenFixtures(t)
 	base := func() *config.Config {
-		c, err := config.Parse([]byte(strings.ReplaceAll(validBase, "RULES", fx["rules"])))
+		c, err := config.Parse([]byte(validConfig(fx)))
 		if err != nil {
 			t.Fatal(err)
 		}

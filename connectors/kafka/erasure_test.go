@@ -10,9 +10,9 @@ import (
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/erasure"
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
-	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 )

@@ -63,6 +63,17 @@ func (m *Markers) Mark(ctx context.Context, subject audit.Digest, at time.Time) 
 	return nil
 }
 
+// Len returns how many users were erased (markers kept): a sink without
+// the pseudonymisation key refuses to start when there are any, since it
+// could not keep them out of its store.
+func (m *Markers) Len(ctx context.Context) (int64, error) {
+	n, err := m.c.HLen(ctx, m.key).Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis: erasure markers: %w", err)
+	}
+	return n, nil
+}
+
 // lookupChunk bounds the fields of one HMGET.
 const lookupChunk = 1000
 

@@ -53,6 +53,12 @@ func TestMarkers(t *testing.T) {
 	if got, _ = m.Lookup(ctx, []audit.Digest{alice}); !got[0].Equal(at.Add(time.Hour)) {
 		t.Fatalf("after a later erasure: %v", got)
 	}
+	if n, err := m.Len(ctx); err != nil || n != 1 {
+		t.Fatalf("Len = %d, %v; want 1 erased user", n, err)
+	}
+	if n, err := redis.NewMarkers(c, r.Prefix+"other:").Len(ctx); err != nil || n != 0 {
+		t.Fatalf("Len of no markers = %d, %v", n, err)
+	}
 	// No user id in Redis, only the keyed hash.
 	fields, err := c.HKeys(ctx, m.Key()).Result()
 	if err != nil || len(fields) != 1 || fields[0] != alice.String() || strings.Contains(m.Key(), "alice") {

@@ -406,6 +406,9 @@ func TestDevStack(t *testing.T) {
 		},
 		"residency-sink-us-postgres":    {`residency_sink_written_events_total{region="us"}`: 7},
 		"residency-sink-eu-objectstore": {`residency_sink_written_events_total{region="eu"}`: 5},
+		// The purge service's first run, at start (the next one is 5
+		// minutes later).
+		"residency-purge": {`residency_purge_runs_total{result="ok"}`: 1},
 	}
 	exported := map[string]bool{}
 	for _, p := range pods {
@@ -459,10 +462,13 @@ func TestDevStack(t *testing.T) {
 	checkNamedAreExported(t, exported)
 }
 
-// component is "router" or "sink".
+// component is "router", "sink" or "purge".
 func (p *pod) component() string {
-	if p.cmd.Args[1] == "route" {
+	switch p.cmd.Args[1] {
+	case "route":
 		return "router"
+	case "purge":
+		return "purge"
 	}
 	return "sink"
 }

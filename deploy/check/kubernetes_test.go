@@ -233,6 +233,9 @@ type residencyConfig struct {
 		StartOffset     string   `json:"start_offset"`
 		ShutdownTimeout string   `json:"shutdown_timeout"`
 	} `json:"router"`
+	Purge struct {
+		Every string `json:"every"`
+	} `json:"purge"`
 	Sinks []struct {
 		Store        string `json:"store"`
 		Listen       string `json:"listen"`
@@ -346,7 +349,7 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var routers []*appsv1.Deployment
+	var routers, purges []*appsv1.Deployment
 	stores := map[string]*appsv1.Deployment{}
 	for _, d := range m.deployments {
 		ctx := "Deployment " + d.Name
@@ -410,8 +413,20 @@ func TestKubernetesManifests(t *testing.T) {
 					drain = durationOr(t, s.DrainTimeout, drain)
 				}
 			}
+		case "purge":
+			purges = append(purges, d)
+			// A service: without an interval it would run once, exit and
+			// be restarted in a loop.
+			every := flagValue(c.Args, "every")
+			if every == "" {
+				every = cfg.Purge.Every
+			}
+			if durationOr(t, every, 0) <= 0 {
+				t.Errorf("%s: purge without --every or purge.every runs once and exits: a Deployment would restart it in a loop", ctx)
+			}
+			drain = 5 * time.Second // the run in hand is cut short
 		default:
-			t.Errorf("%s: args %v: want route or sink", ctx, c.Args)
+			t.Errorf("%s: args %v: want route, sink or purge", ctx, c.Args)
 		}
 		var ops *corev1.ContainerPort
 		for i := range c.Ports {
@@ -530,6 +545,9 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	if len(routers) != 1 {
 		t.Errorf("%d router Deployments, want 1", len(routers))
+	}
+	if len(purges) > 1 {
+		t.Errorf("%d purge Deployments: one purge service is enough", len(purges))
 	}
 	for _, s := range cfg.Sinks {
 		if stores[s.Store] == nil {

@@ -63,6 +63,14 @@ type Config struct {
 	// Sinks are the sinks `residency sink --store NAME` can run (see
 	// SinkConfig and docs/sinks.md). Default: none.
 	Sinks []SinkConfig `yaml:"sinks"`
+	// Audit is the audit log (docs/audit.md). Default: off.
+	Audit AuditConfig `yaml:"audit"`
+	// Purge configures `residency purge` (docs/erasure.md).
+	Purge PurgeConfig `yaml:"purge"`
+	// Erasure configures `residency erase` (docs/erasure.md).
+	Erasure ErasureConfig `yaml:"erasure"`
+	// Residue configures `residency residue` (docs/erasure.md).
+	Residue ResidueConfig `yaml:"residue"`
 
 	file      string          // the file it was read from, for errors
 	defaulted map[string]bool // the fields Finish gave their default, by path

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/erasure"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
@@ -104,6 +105,9 @@ func (c *Config) table() []fieldDefault {
 		def("schemas.registry.backoff", &reg.Backoff, schemas.DefaultRegistryBackoff),
 		def("schemas.registry.max_backoff", &reg.MaxBackoff, schemas.DefaultRegistryMaxBackoff),
 		def("schemas.registry.unknown_ttl", &reg.UnknownTTL, schemas.DefaultRegistryUnknownTTL),
+		def("purge.max_scan", &c.Purge.MaxScan, erasure.DefaultMaxScan),
+		def("erasure.list_topics", &c.Erasure.ListTopics, ptr(true)),
+		def("residue.max_listed", &c.Residue.MaxListed, erasure.DefaultMaxListed),
 	}
 	for _, name := range c.ClusterNames() {
 		cl := c.Kafka.Clusters[name]
@@ -141,6 +145,14 @@ func (c *Config) table() []fieldDefault {
 			derived(f("listen"), &sc.Listen, func() string { return c.HTTP.Listen }),
 		)
 	}
+	// An erasure's second pass waits out every sink's longest write.
+	t = append(t, derived("erasure.settle", &c.Erasure.Settle, func() time.Duration {
+		settle := erasure.DefaultSettle
+		for _, sc := range c.Sinks {
+			settle = max(settle, sc.WriteTimeout+10*time.Second)
+		}
+		return settle
+	}))
 	return t
 }
 

@@ -173,6 +173,9 @@ type Scope struct {
 	// Sink: `sink --store NAME` needs kafka.clusters and the sinks entry of
 	// this store.
 	Sink string
+	// Erase: erase needs audit.subject_key_file and at least one sinks[]
+	// entry (its stores).
+	Erase bool
 }
 
 // Finish fills in the defaults (once: the defaults table, defaults.go) and
@@ -224,6 +227,8 @@ func (c *Config) Validate(s Scope) []Problem {
 	c.validateRules(&ps)
 	c.validateSchemas(&ps)
 	c.validateSinks(&ps, s)
+	c.validateAudit(&ps, s)
+	c.validateErasure(&ps, s)
 	slices.SortStableFunc(ps, func(a, b Problem) int { return strings.Compare(a.Field, b.Field) })
 	return ps
 }

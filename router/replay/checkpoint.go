@@ -18,6 +18,16 @@ type Checkpoint struct {
 	Plan Plan `json:"plan"`
 	// Next is, per partition, the next offset to read.
 	Next map[int]int64 `json:"next"`
+	// KeptFrom is, per partition, the offset of the first event read that
+	// the replay left where it was (still unplaceable in quarantine, still
+	// undecodable in dead-letter, left out by a filter, refused by the loop
+	// guard, or already replayed by an earlier replay): no copy of it was
+	// written, so the topic it sits in still holds its only copy. Every
+	// event read below it was moved elsewhere: `residency purge` may
+	// delete up to it once the replay is complete. A partition absent kept
+	// nothing. Nil in checkpoints written before this field existed
+	// (unknown: a purge then frees nothing of a replay that kept events).
+	KeptFrom map[int]int64 `json:"kept_from"`
 	// Report is the cumulative report so far.
 	Report Report `json:"report"`
 	// Updated is when the checkpoint was saved.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -373,6 +374,7 @@ type Replay struct {
 	rep   Report
 	trans map[[2]string]*Transition
 	next  map[int]int64 // per partition, the next offset to read
+	kept  map[int]int64 // per partition, the first offset read and left in place (Checkpoint.KeptFrom)
 
 	covered     map[int][]coverage // per partition, offsets earlier replays already replayed
 	start       time.Time
@@ -391,7 +393,8 @@ func New(cfg Config) (*Replay, error) {
 		return nil, err
 	}
 	cfg.defaults()
-	r := &Replay{cfg: cfg, log: cfg.Logger.With("replay_id", cfg.Plan.ID), trans: map[[2]string]*Transition{}, next: map[int]int64{}}
+	r := &Replay{cfg: cfg, log: cfg.Logger.With("replay_id", cfg.Plan.ID), trans: map[[2]string]*Transition{}, next: map[int]int64{},
+		kept: map[int]int64{}}
 	r.retry = stream.Retry{Min: cfg.RetryMin, Max: cfg.RetryMax, GiveUp: cfg.GiveUp, GaveUp: ErrGaveUp, Component: "replay", Logger: r.log}
 	var err error
 	// The router's destinations, so replay refuses what the router
@@ -578,6 +581,9 @@ func (r *Replay) restore(ctx context.Context) error {
 	for p, o := range cp.Next {
 		r.next[p] = o
 	}
+	for p, o := range cp.KeptFrom {
+		r.kept[p] = o
+	}
 	r.rep = cp.Report
 	r.rep.DryRun = false
 	if r.rep.Routed == nil {
@@ -611,10 +617,7 @@ func (r *Replay) checkpoint(ctx context.Context) error {
 		return nil
 	}
 	r.mu.Lock()
-	cp := &Checkpoint{Plan: r.cfg.Plan, Next: make(map[int]int64, len(r.next)), Report: r.snapshot(), Updated: time.Now().UTC()}
-	for p, o := range r.next {
-		cp.Next[p] = o
-	}
+	cp := &Checkpoint{Plan: r.cfg.Plan, Next: maps.Clone(r.next), KeptFrom: maps.Clone(r.kept), Report: r.snapshot(), Updated: time.Now().UTC()}
 	r.mu.Unlock()
 	return r.retry.Do(ctx, "checkpoint", func(ctx context.Context) error { return r.cfg.Checkpoints.Save(ctx, cp) })
 }
@@ -689,10 +692,12 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 		r.mu.Unlock()
 		if by := r.coveredBy(m); by != "" {
 			r.alreadyReplayed(by)
+			r.keep(m)
 			continue
 		}
 		if !r.matchReason(m) {
 			r.filtered()
+			r.keep(m)
 			continue
 		}
 		o := *m
@@ -711,6 +716,7 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 		it.ev.Skip = true // until it is known to be written
 		if !r.matchJurisdiction(it) || !r.matchEventType(ctx, it) {
 			r.filtered()
+			r.keep(it.m)
 			continue
 		}
 		n, ok := 0, true
@@ -719,6 +725,7 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 		}
 		if !ok || n >= r.cfg.Plan.MaxReplays {
 			r.refuse(it, n, ok)
+			r.keep(it.m)
 			continue
 		}
 		it.count = n
@@ -732,6 +739,7 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 			(r.cfg.Plan.OnlyMoved && from == to)
 		r.record(ctx, it, from, to, stays)
 		if stays {
+			r.keep(it.m)
 			continue
 		}
 		it.ev.Skip = false
@@ -826,6 +834,16 @@ func (r *Replay) alreadyReplayed(by string) {
 	if !slices.Contains(r.rep.AlreadyReplayedBy, by) {
 		r.rep.AlreadyReplayedBy = append(r.rep.AlreadyReplayedBy, by)
 		slices.Sort(r.rep.AlreadyReplayedBy)
+	}
+}
+
+// keep records that m, as read, was left where it is: no copy of it is
+// written (Checkpoint.KeptFrom).
+func (r *Replay) keep(m *stream.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if o, ok := r.kept[m.Partition]; !ok || m.Offset < o {
+		r.kept[m.Partition] = m.Offset
 	}
 }
 

@@ -4,9 +4,10 @@
 // object store and any later one. It is for tests only: no package the
 // residency binary links imports it.
 //
-// The suite is a list of checks (see checks in this file): a store method
-// added later (erasure) adds its checks to that list, and every store
-// passes them by running TestStore.
+// The suite is a list of checks (see checks in this file), then the
+// erasure conformance suite (erasure/erasuretest): every store the sinks
+// write must also let `residency erase` and `residency residue` reach its
+// rows (erasure.RowStore), so TestStore runs that suite on it too.
 package storetest
 
 import (
@@ -22,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/erasure"
+	"github.com/residency-router/residency/erasure/erasuretest"
 	"github.com/residency-router/residency/sink"
 )
 
@@ -60,7 +63,9 @@ var checks = []check{
 	{"WriteAfterCloseFails", checkWriteAfterClose},
 }
 
-// TestStore runs the conformance suite against the store of h.
+// TestStore runs the conformance suite against the store of h: the checks
+// of the sink's contract, then the erasure suite (erasuretest.TestStore)
+// on stores of h written as the sink writes them.
 func TestStore(t *testing.T, h Harness) {
 	if h.Timeout == 0 {
 		h.Timeout = 60 * time.Second
@@ -74,6 +79,42 @@ func TestStore(t *testing.T, h Harness) {
 			}
 		})
 	}
+	t.Run("Erasure", func(t *testing.T) { erasuretest.TestStore(t, erasureHarness(h)) })
+}
+
+// erasureHarness is the erasure suite's harness over h: each store opened
+// by h (and closed by the suite), written through sink.Store.Write with
+// the records the sink would make of the suite's events.
+func erasureHarness(h Harness) erasuretest.Harness {
+	return erasuretest.Harness{New: func(t *testing.T) (erasure.RowStore, func(*testing.T, []erasuretest.Event)) {
+		s := open(t, h)
+		rs, ok := s.(erasure.RowStore)
+		if !ok {
+			t.Fatalf("%T does not implement erasure.RowStore (Erase, Count, Scan, HasEvents, EraseEvents): `residency erase` and `residency residue` could not reach its rows", s)
+		}
+		return rs, func(t *testing.T, evs []erasuretest.Event) {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
+			defer cancel()
+			if err := s.Write(ctx, ErasureRecords(evs)); err != nil {
+				t.Fatalf("writing %d valid records: %v", len(evs), err)
+			}
+		}
+	}}
+}
+
+// ErasureRecords returns the sink records of the erasure suite's events,
+// as the sink builds them (the JSON document erasuretest.Doc, the event id
+// as the raw value, ruleset version 7).
+func ErasureRecords(evs []erasuretest.Event) []sink.Record {
+	out := make([]sink.Record, len(evs))
+	for i, e := range evs {
+		out[i] = sink.Record{EventID: e.EventID, UserID: e.UserID, Jurisdiction: e.Jurisdiction, Region: e.Region,
+			OccurredAt: e.OccurredAt, RulesetVersion: "7", SourceTopic: e.SourceTopic, SourcePartition: e.SourcePartition,
+			SourceOffset: e.SourceOffset, Topic: e.Topic, Partition: e.Partition, Offset: e.Offset, Time: e.OccurredAt,
+			Event: erasuretest.Doc(e), Raw: []byte(e.EventID)}
+	}
+	return out
 }
 
 // Records returns sink records for events from..to-1 of one pinned-topic

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/erasure"
 	"github.com/residency-router/residency/sink"
 )
 
@@ -61,6 +62,68 @@ func (s *memStore) Close(context.Context) error {
 	s.closed = true
 	s.mu.Unlock()
 	return nil
+}
+
+// The erasure side (erasure.RowStore), for the erasure suite.
+
+func (s *memStore) keep(drop func(*sink.Record) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.recs)
+	s.recs = slices.DeleteFunc(s.recs, func(r sink.Record) bool { return drop(&r) })
+	return n - len(s.recs)
+}
+
+func (s *memStore) Erase(_ context.Context, userID string) (int, error) {
+	if userID == "" {
+		return 0, erasure.ErrEmptyUser
+	}
+	return s.keep(func(r *sink.Record) bool { return r.UserID == userID }), nil
+}
+
+func (s *memStore) Count(_ context.Context, userID string) (int, error) {
+	if userID == "" {
+		return 0, erasure.ErrEmptyUser
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.recs {
+		if r.UserID == userID {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (s *memStore) Scan(_ context.Context, fn func(erasure.Row) error) error {
+	s.mu.Lock()
+	recs := slices.Clone(s.recs)
+	s.mu.Unlock()
+	for _, r := range recs {
+		if err := fn(erasure.Row{EventID: r.EventID, UserID: r.UserID, Jurisdiction: r.Jurisdiction, Region: r.Region,
+			RulesetVersion: r.RulesetVersion, SourceTopic: r.SourceTopic, SourcePartition: r.SourcePartition, SourceOffset: r.SourceOffset,
+			Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, OccurredAt: r.OccurredAt, Event: r.Event}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *memStore) HasEvents(_ context.Context, ids []string) (map[string]bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]bool{}
+	for _, r := range s.recs {
+		if slices.Contains(ids, r.EventID) {
+			out[r.EventID] = true
+		}
+	}
+	return out, nil
+}
+
+func (s *memStore) EraseEvents(_ context.Context, ids []string) (int, error) {
+	return s.keep(func(r *sink.Record) bool { return slices.Contains(ids, r.EventID) }), nil
 }
 
 func memHarness(flaw string) Harness {
