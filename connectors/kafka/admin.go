@@ -46,17 +46,7 @@ func (a *Admin) CreateTopics(ctx context.Context, partitions, replication int, n
 			return fmt.Errorf("kafka: cluster %s: create topic %s: %w", a.cluster.Name, n, e)
 		}
 	}
-	for {
-		md, err := a.c.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
-		if err == nil && led(md, len(names)) && a.serving(ctx, names) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kafka: cluster %s: wait for topic leaders: %w", a.cluster.Name, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return a.waitLeaders(ctx, partitions, names...)
 }
 
 // serving reports whether the leader of every partition of topics answers
