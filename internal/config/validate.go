@@ -213,7 +213,7 @@ func (c *Config) SinkField(sc *SinkConfig) string {
 // wiring never meets a bad config, and what `config lint` prints.
 func (c *Config) Validate(s Scope) []Problem {
 	c.applyDefaults()
-	var ps problems
+	ps := problems(slices.Clone(c.secretProblems))
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		ps.add("log_level", "%v", err)
 	}
@@ -224,6 +224,7 @@ func (c *Config) Validate(s Scope) []Problem {
 	c.validateRules(&ps)
 	c.validateSchemas(&ps)
 	c.validateSinks(&ps, s)
+	c.validateTopics(&ps)
 	slices.SortStableFunc(ps, func(a, b Problem) int { return strings.Compare(a.Field, b.Field) })
 	return ps
 }
@@ -264,6 +265,14 @@ func (c *Config) validateKafka(ps *problems, s Scope) {
 		} else if _, ok := c.Kafka.Clusters[c.Kafka.IngestCluster]; !ok {
 			ps.add("kafka.ingest_cluster", "%q is not in kafka.clusters (%s)", c.Kafka.IngestCluster, strings.Join(names, ", "))
 		}
+	}
+	if _, err := kafka.NewBalancer(c.Kafka.Partitioner); err != nil {
+		ps.add("kafka.partitioner", "%q is not murmur2 or fnv1a", c.Kafka.Partitioner)
+	}
+	switch strings.ToLower(c.Kafka.IsolationLevel) {
+	case "", "read_uncommitted", "read_committed":
+	default:
+		ps.add("kafka.isolation_level", "%q is not read_uncommitted or read_committed", c.Kafka.IsolationLevel)
 	}
 	switch strings.ToLower(c.Kafka.Compression) {
 	case "", "none", "gzip", "snappy", "lz4", "zstd":
