@@ -124,6 +124,9 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	if err := cfg.Finish(config.Scope{Route: true}); err != nil {
 		return exitUsage, err
 	}
+	if err := readCommittedUnsupported(cfg); err != nil {
+		return exitUsage, err
+	}
 	lvl, _ := config.ParseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: max(lvl, slog.LevelWarn)}))
 	cfg.WarnDeprecated(log)
@@ -211,9 +214,10 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		pins = rules.NewPins(store, rules.PinsOptions{})
 	}
 	pubs := map[string]stream.Publisher{}
-	for name, cl := range cfg.Kafka.Clusters {
-		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: f.batch,
-			Compression: cfg.Kafka.Compression, Logger: log})
+	for name := range cfg.Kafka.Clusters {
+		wc := writerConfig(cfg, name)
+		wc.BatchSize, wc.Logger = f.batch, log
+		kw, err := kafka.NewWriter(wc)
 		if err != nil {
 			return exitUsage, config.ClusterError(name, err)
 		}
