@@ -105,7 +105,7 @@ func readCommittedUnsupported(cfg *config.Config) error {
 		return nil
 	}
 	return &config.Error{File: cfg.File(), Problems: []config.Problem{{Field: "kafka.isolation_level",
-		Message: "read_committed is not supported by this command yet: it reads with kafka-go's reader, which returns the records of aborted transactions (the batch Consumer, connectors/kafka.Consumer, supports it)"}}}
+		Message: "read_committed is not supported by this command yet: it reads with kafka-go's reader, which returns the records of aborted transactions (the batch consumer of connectors/kafka supports it)"}}}
 }
 
 // newAdmin returns an Admin of cluster name of the config (its TLS and

@@ -52,6 +52,9 @@ func runRoute(ctx context.Context, e env) int {
 	if err := cfg.Finish(config.Scope{Route: true}); err != nil {
 		return fail(e, "route", err)
 	}
+	if err := readCommittedUnsupported(cfg); err != nil {
+		return fail(e, "route", err)
+	}
 	log, reg := newService(e.stderr, cfg.LogLevel)
 	cfg.WarnDeprecated(log)
 	w, err := wire(cfg, log, reg)

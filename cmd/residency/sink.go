@@ -54,6 +54,9 @@ func runSink(ctx context.Context, e env) int {
 	if err := cfg.Finish(config.Scope{Sink: *storeName}); err != nil {
 		return fail(e, "sink", err)
 	}
+	if err := readCommittedUnsupported(cfg); err != nil {
+		return fail(e, "sink", err)
+	}
 	sc := cfg.Sink(*storeName)
 	override(map[*string]string{&sc.Listen: *listen})
 	log, reg := newService(e.stderr, cfg.LogLevel)

@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -77,7 +76,11 @@ func (c TopicChange) String() string {
 	case ChangeCreate:
 		return "missing"
 	case ChangePartitions:
-		return fmt.Sprintf("%s partitions, want at least %s", c.Have, c.Want)
+		unit := "partitions"
+		if c.Have == "1" {
+			unit = "partition"
+		}
+		return fmt.Sprintf("%s %s, want at least %s", c.Have, unit, c.Want)
 	case ChangeReplication:
 		return fmt.Sprintf("replication factor %s, want at least %s", c.Have, c.Want)
 	}
@@ -151,9 +154,9 @@ func DiffTopic(want TopicSpec, have TopicState) []TopicChange {
 
 // Brokers returns the number of brokers of the cluster.
 func (a *Admin) Brokers(ctx context.Context) (int, error) {
-	md, err := a.c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}})
+	md, err := a.freshMetadata(ctx, []string{})
 	if err != nil {
-		return 0, fmt.Errorf("kafka: cluster %s: metadata: %w", a.cluster.Name, err)
+		return 0, err
 	}
 	return len(md.Brokers), nil
 }
@@ -167,22 +170,22 @@ func (a *Admin) DescribeTopics(ctx context.Context, names ...string) (map[string
 	if len(names) == 0 {
 		return out, nil
 	}
-	md, err := a.c.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+	md, err := a.freshMetadata(ctx, names)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: cluster %s: metadata: %w", a.cluster.Name, err)
+		return nil, err
 	}
 	var existing []string
 	for _, t := range md.Topics {
 		switch {
-		case errors.Is(t.Error, kafka.UnknownTopicOrPartition):
+		case t.ErrorCode == int16(kafka.UnknownTopicOrPartition):
 			continue
-		case t.Error != nil:
-			return nil, fmt.Errorf("kafka: cluster %s: topic %s: %w", a.cluster.Name, t.Name, t.Error)
+		case t.ErrorCode != 0:
+			return nil, fmt.Errorf("kafka: cluster %s: topic %s: %w", a.cluster.Name, t.Name, kafka.Error(t.ErrorCode))
 		}
 		st := TopicState{Name: t.Name, Exists: true, Partitions: len(t.Partitions)}
 		for i, p := range t.Partitions {
-			if i == 0 || len(p.Replicas) < st.ReplicationFactor {
-				st.ReplicationFactor = len(p.Replicas)
+			if i == 0 || len(p.ReplicaNodes) < st.ReplicationFactor {
+				st.ReplicationFactor = len(p.ReplicaNodes)
 			}
 		}
 		out[t.Name] = st
@@ -240,22 +243,13 @@ func (a *Admin) CreateTopic(ctx context.Context, spec TopicSpec) error {
 	return a.waitLeaders(ctx, spec.Partitions, spec.Name)
 }
 
-func minPartitions(md *kafka.MetadataResponse) int {
-	n := -1
-	for _, t := range md.Topics {
-		if n < 0 || len(t.Partitions) < n {
-			n = len(t.Partitions)
-		}
-	}
-	return n
-}
 
 // waitLeaders waits until each of topics has at least partitions
 // partitions and every partition a leader that answers for it.
 func (a *Admin) waitLeaders(ctx context.Context, partitions int, topics ...string) error {
 	for {
-		md, err := a.c.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
-		if err == nil && led(md, len(topics)) && minPartitions(md) >= partitions && a.serving(ctx, topics) {
+		md, err := a.freshMetadata(ctx, topics)
+		if err == nil && led(md, len(topics), partitions) && a.serving(ctx, topics) {
 			return nil
 		}
 		select {

@@ -76,6 +76,7 @@ func TestAdminTopics(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer a.Close()
 			brokers, err := a.Brokers(ctx)
 			if err != nil || brokers < 1 {
 				t.Fatalf("brokers: %d, %v", brokers, err)

@@ -63,6 +63,8 @@ type Config struct {
 	Sinks []SinkConfig `yaml:"sinks"`
 	// Topics configures the topics `residency topics` creates and checks.
 	Topics TopicsConfig `yaml:"topics"`
+	// Audit configures the audit log.
+	Audit AuditConfig `yaml:"audit"`
 
 	file           string          // the file it was read from, for errors
 	secretProblems []Problem       // the problems of reading the *_file secrets
@@ -170,6 +172,18 @@ type RulesConfig struct {
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// Pins turns per-user pins on. Default true (ignored with File).
 	Pins *bool `yaml:"pins"`
+	// HistoryTopic is the ruleset history topic on the ingest cluster
+	// (compacted; every version applied, by number), which `topics apply`
+	// creates. Default "residency.rulesets".
+	HistoryTopic string `yaml:"history_topic"`
+}
+
+// AuditConfig is the audit section: where the audit log's records go
+// (docs/audit.md).
+type AuditConfig struct {
+	// Topic is the audit topic on the ingest cluster (one partition),
+	// which `topics apply` creates. Default "residency.audit".
+	Topic string `yaml:"topic"`
 }
 
 // Parse decodes YAML. Every unknown field and every value of the wrong
@@ -203,11 +217,21 @@ func parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	return &c, nil
 }
 
-// WarnDeprecated logs a warning for every setting that is accepted but no
+// Deprecated returns a warning for every setting that is accepted but no
 // longer has an effect.
-func (c *Config) WarnDeprecated(log *slog.Logger) {
+func (c *Config) Deprecated() []Problem {
+	var ps []Problem
 	if c.Kafka.BatchTimeout != 0 {
-		log.Warn("kafka.batch_timeout is ignored: the writer sends each batch at once; remove it from the configuration")
+		ps = append(ps, Problem{Field: "kafka.batch_timeout", Message: "is ignored: the writer sends each batch at once; remove it from the configuration"})
+	}
+	return ps
+}
+
+// WarnDeprecated logs a warning for every setting that is accepted but no
+// longer has an effect (Deprecated).
+func (c *Config) WarnDeprecated(log *slog.Logger) {
+	for _, p := range c.Deprecated() {
+		log.Warn(p.Field + " " + p.Message)
 	}
 }
 

@@ -42,11 +42,12 @@ const (
 	// (residency.hold.<region>, on the ingest cluster), where the router
 	// parks a region's events while its cluster is down.
 	DefaultHoldTopicPrefix = "residency.hold."
-	// DefaultRulesetTopic is the ruleset history topic (compacted, on the
-	// ingest cluster): every ruleset version ever applied, by number.
+	// DefaultRulesetTopic is rules.history_topic's default: the ruleset
+	// history topic (compacted, on the ingest cluster), every ruleset
+	// version ever applied, by number.
 	DefaultRulesetTopic = "residency.rulesets"
-	// DefaultAuditTopic is the audit topic (one partition, on the ingest
-	// cluster), see docs/audit.md.
+	// DefaultAuditTopic is audit.topic's default: the audit topic (one
+	// partition, on the ingest cluster), see docs/audit.md.
 	DefaultAuditTopic = "residency.audit"
 	// kafkaMaxMessageBytes is Kafka's default max.message.bytes.
 	kafkaMaxMessageBytes = 1048588
@@ -94,6 +95,8 @@ type TopicSettings struct {
 func (c *Config) topicsDefaults() []fieldDefault {
 	t := &c.Topics
 	return []fieldDefault{
+		def("rules.history_topic", &c.Rules.HistoryTopic, DefaultRulesetTopic),
+		def("audit.topic", &c.Audit.Topic, DefaultAuditTopic),
 		def("topics.replication_factor", &t.ReplicationFactor, DefaultReplicationFactor),
 		derived("topics.min_insync_replicas", &t.MinInsyncReplicas, func() int {
 			if t.ReplicationFactor >= 3 {
@@ -152,11 +155,12 @@ func (c *Config) validateTopics(ps *problems) {
 // residency.hold.<region>.
 func (c *Config) HoldTopic(region string) string { return DefaultHoldTopicPrefix + region }
 
-// RulesetTopic is the ruleset history topic (on the ingest cluster).
-func (c *Config) RulesetTopic() string { return DefaultRulesetTopic }
+// RulesetTopic is the ruleset history topic (on the ingest cluster):
+// rules.history_topic.
+func (c *Config) RulesetTopic() string { return cmp.Or(c.Rules.HistoryTopic, DefaultRulesetTopic) }
 
-// AuditTopic is the audit topic (on the ingest cluster).
-func (c *Config) AuditTopic() string { return DefaultAuditTopic }
+// AuditTopic is the audit topic (on the ingest cluster): audit.topic.
+func (c *Config) AuditTopic() string { return cmp.Or(c.Audit.Topic, DefaultAuditTopic) }
 
 // Topic kinds of NeededTopic.
 const (

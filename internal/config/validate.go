@@ -326,7 +326,8 @@ func (c *Config) validateRouter(ps *problems, s Scope) {
 		}
 		topics[tp] = field
 	}
-	for _, f := range []struct{ field, topic string }{{"router.quarantine_topic", r.QuarantineTopic}, {"router.dead_letter_topic", r.DeadLetterTopic}} {
+	for _, f := range []struct{ field, topic string }{{"router.quarantine_topic", r.QuarantineTopic}, {"router.dead_letter_topic", r.DeadLetterTopic},
+		{"rules.history_topic", c.Rules.HistoryTopic}, {"audit.topic", c.Audit.Topic}} {
 		if other, dup := topics[f.topic]; dup {
 			ps.add(f.field, "%q is also %s", f.topic, other)
 		}
