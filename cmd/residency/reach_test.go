@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/internal/testenv"
 )
 
@@ -149,4 +150,21 @@ func cleanupPrefix(t *testing.T, r *testenv.Redis, prefix string) {
 			c.Del(ctx, keys...)
 		}
 	})
+}
+
+// TestWriterConfigFollowsThePartitioner: every command writes with the
+// config's kafka.partitioner (murmur2 by default, fnv1a when set) and its
+// compression, over the cluster's TLS and SASL settings.
+func TestWriterConfigFollowsThePartitioner(t *testing.T) {
+	for partitioner, want := range map[string]string{"": "*kafka.Murmur2Balancer", "murmur2": "*kafka.Murmur2Balancer", "fnv1a": "*kafka.HashBalancer"} {
+		p := writeFile(t, "c.yaml", fmt.Sprintf("kafka: {clusters: {a: {brokers: [\"h:1\"], sasl: {mechanism: plain, username: u, password: p}}}, compression: zstd, partitioner: %q}\nrouter: {ingest_topics: [in]}\n", partitioner))
+		cfg, err := loadConfig(p, config.Scope{Route: true}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wc := writerConfig(cfg, "a")
+		if got := fmt.Sprintf("%T", wc.Balancer); got != want || wc.Compression != "zstd" || wc.Cluster.SASL.Username != "u" {
+			t.Errorf("partitioner %q: %s, %+v; want %s", partitioner, got, wc, want)
+		}
+	}
 }

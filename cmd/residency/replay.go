@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -59,7 +58,8 @@ type replayFlags struct {
 	rulesFile, baseline                       string
 	rulesVersion                              int64
 	dryRun, onlyMoved, again                  bool
-	output, id, resume, checkpointDir         string
+	id, resume, checkpointDir                 string
+	out                                       *output
 	progress                                  string
 	maxReplays, batch                         int
 	rate                                      float64
@@ -84,7 +84,7 @@ func runReplay(ctx context.Context, e env) int {
 	fs.BoolVar(&f.dryRun, "dry-run", false, "read and report, write nothing")
 	fs.BoolVar(&f.onlyMoved, "only-moved", false, "ingest source: write only events whose decision differs from the baseline's")
 	fs.BoolVar(&f.again, "again", false, "replay even the offsets an earlier replay already replayed under the same ruleset version (they are skipped otherwise)")
-	fs.StringVar(&f.output, "output", "text", "report format: text or json")
+	f.out = addOutput(fs)
 	fs.StringVar(&f.id, "id", "", "replay `id` (default: generated)")
 	fs.StringVar(&f.resume, "resume", "", "resume the interrupted replay `ID` (its checkpoint fixes source, range, rules and filters)")
 	fs.StringVar(&f.checkpointDir, "checkpoint-dir", "", "keep checkpoints as files in `DIR` instead of Redis")
@@ -255,10 +255,8 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		return exitFailure, runErr
 	}
 	if runErr == nil || errors.Is(runErr, replay.ErrInterrupted) || rep.Read > 0 {
-		if f.output == "json" {
-			enc := json.NewEncoder(e.stdout)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(rep)
+		if f.out.JSON() {
+			_ = writeJSON(e.stdout, rep)
 		} else {
 			rep.WriteText(e.stdout)
 		}
@@ -343,9 +341,6 @@ func (f *replayFlags) check(fs *flag.FlagSet) error {
 }
 
 func (f *replayFlags) checkCommon() error {
-	if f.output != "text" && f.output != "json" {
-		return fmt.Errorf("--output %q is not text or json", f.output)
-	}
 	if f.rulesFile != "" && f.rulesVersion != 0 {
 		return errors.New("--rules and --rules-version exclude each other")
 	}
