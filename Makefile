@@ -58,8 +58,8 @@ demo: ## run the demo on the embedded stack
 	$(GO) run ./cmd/residency demo
 
 .PHONY: build
-build: ## build bin/residency
-	$(GO) build -o bin/residency ./cmd/residency
+build: ## build bin/residency (the version and commit stamped)
+	$(GO) build -ldflags="-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/residency ./cmd/residency
 
 .PHONY: image
 image: ## build the container image residency:VERSION from the Dockerfile (needs a Docker engine)
