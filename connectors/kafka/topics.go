@@ -243,7 +243,6 @@ func (a *Admin) CreateTopic(ctx context.Context, spec TopicSpec) error {
 	return a.waitLeaders(ctx, spec.Partitions, spec.Name)
 }
 
-
 // waitLeaders waits until each of topics has at least partitions
 // partitions and every partition a leader that answers for it.
 func (a *Admin) waitLeaders(ctx context.Context, partitions int, topics ...string) error {
