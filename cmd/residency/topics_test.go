@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -12,8 +14,10 @@ import (
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/redis"
+	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/stream"
 )
 
 // topicsDeployment is a config and a ruleset over both dev-stack clusters
@@ -101,7 +105,8 @@ func actions(r topicsReport) map[string]string {
 // wrong configs are each found by check and repaired by apply, which never
 // lowers partitions and never changes an ingest topic that exists.
 func TestTopicsPlanApplyCheck(t *testing.T) {
-	d := newTopicsDeployment(t, "")
+	addr := freeAddr(t)
+	d := newTopicsDeployment(t, fmt.Sprintf("http: {listen: %q}\n", addr))
 	ctx := testenv.Context(t, 2*time.Minute)
 	want := map[string]string{
 		"a/" + d.ingest: "ingest", "a/" + d.quarantine: "quarantine", "a/" + d.deadLetter: "dead-letter", "a/" + d.sinkQ: "sink-quarantine",
@@ -154,6 +159,7 @@ func TestTopicsPlanApplyCheck(t *testing.T) {
 	if code, r, errs := d.run(t, "check", "--rules", d.rules); code != exitOK || !r.OK {
 		t.Fatalf("check after apply: exit %d, %+v, %s", code, r, errs)
 	}
+	d.routeOneEvent(t, addr)
 
 	// What apply created, as the clusters have it.
 	adminA, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: d.a.Brokers})
@@ -241,6 +247,45 @@ func TestTopicsPlanApplyCheck(t *testing.T) {
 
 // deleteTopics deletes topics on k (as an operator would by mistake) and
 // waits until the cluster no longer has them.
+// routeOneEvent starts `residency route` with the deployment's config and
+// ruleset on the topics apply created: it becomes ready, routes a DE event
+// to the pinned topic of cluster b, and stops cleanly.
+func (d *topicsDeployment) routeOneEvent(t *testing.T, addr string) {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var stdout, stderr testenv.SyncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(rctx, []string{"route", "--config", d.cfg, "--rules", d.rules}, nil, &stdout, &stderr)
+	}()
+	testenv.Eventually(t, 30*time.Second, "route ready", func() bool { code, _ := get(addr, "/readyz"); return code == http.StatusOK })
+	enc, err := sample.NewEncoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := enc.Encode(sample.Event{ID: "e-1", UserID: "u-1", Country: "DE"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: kafka.Cluster{Name: "a", Brokers: d.a.Brokers}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Publish(ctx, stream.Message{Topic: d.ingest, Key: []byte("u-1"), Value: v}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the event in the pinned topic of cluster b", func() bool {
+		return len(d.b.ReadTopic(t, ctx, d.pinnedB)) == 1
+	})
+	stop()
+	if code := <-done; code != exitOK {
+		t.Fatalf("route: exit %d\n%s", code, stderr.String())
+	}
+}
+
 func deleteTopics(t *testing.T, k *testenv.Kafka, names ...string) {
 	t.Helper()
 	ctx := testenv.Context(t, 30*time.Second)
