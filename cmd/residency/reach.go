@@ -78,6 +78,23 @@ func writerConfig(cfg *config.Config, name string) kafka.WriterConfig {
 	return kafka.WriterConfig{Cluster: cfg.Kafka.Clusters[name], Compression: cfg.Kafka.Compression, Balancer: bal}
 }
 
+// producerConfig is how every command writes with the idempotent
+// Producer to cluster name of the config: its TLS and SASL,
+// kafka.compression and kafka.partitioner (as writerConfig).
+func producerConfig(cfg *config.Config, name string) kafka.ProducerConfig {
+	wc := writerConfig(cfg, name)
+	return kafka.ProducerConfig{Cluster: wc.Cluster, Compression: wc.Compression, Balancer: wc.Balancer}
+}
+
+// consumerConfig is how every command joins a consumer group with the
+// batch Consumer on cluster name of the config: its TLS and SASL,
+// kafka.session_timeout, rebalance_timeout and isolation_level (which the
+// Consumer honours, read_committed included).
+func consumerConfig(cfg *config.Config, name, group string, topics []string, startOffset string) kafka.ConsumerConfig {
+	return kafka.ConsumerConfig{Cluster: cfg.Kafka.Clusters[name], GroupID: group, Topics: topics, StartOffset: startOffset,
+		IsolationLevel: cfg.Kafka.IsolationLevel, SessionTimeout: cfg.Kafka.SessionTimeout, RebalanceTimeout: cfg.Kafka.RebalanceTimeout}
+}
+
 // newReader joins a consumer group on cluster name of the config as every
 // command does: its TLS and SASL, kafka.session_timeout,
 // rebalance_timeout and isolation_level. kafka-go's reader cannot honour

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/internal/testenv"
 )
@@ -166,5 +167,34 @@ func TestWriterConfigFollowsThePartitioner(t *testing.T) {
 		if got := fmt.Sprintf("%T", wc.Balancer); got != want || wc.Compression != "zstd" || wc.Cluster.SASL.Username != "u" {
 			t.Errorf("partitioner %q: %s, %+v; want %s", partitioner, got, wc, want)
 		}
+	}
+}
+
+// TestConsumerAndProducerConfigFollowTheConfig: the batch Consumer gets
+// kafka.isolation_level (read_committed included: it filters aborted
+// transactions) and the group timeouts; the idempotent Producer the
+// partitioner and compression, as the Writer.
+func TestConsumerAndProducerConfigFollowTheConfig(t *testing.T) {
+	p := writeFile(t, "c.yaml", "kafka: {clusters: {a: {brokers: [\"h:1\"]}}, isolation_level: read_committed, session_timeout: 7s, partitioner: fnv1a, compression: lz4}\nrouter: {ingest_topics: [in]}\n")
+	cfg, err := loadConfig(p, config.Scope{Route: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := consumerConfig(cfg, "a", "g", []string{"in"}, "earliest")
+	if cc.IsolationLevel != "read_committed" || cc.SessionTimeout != 7*time.Second || cc.Cluster.Brokers[0] != "h:1" || cc.GroupID != "g" {
+		t.Errorf("consumer config %+v", cc)
+	}
+	c, err := kafka.NewConsumer(cc)
+	if err != nil {
+		t.Fatalf("NewConsumer refuses it: %v", err)
+	}
+	_ = c.Close(context.Background())
+	pc := producerConfig(cfg, "a")
+	if fmt.Sprintf("%T", pc.Balancer) != "*kafka.HashBalancer" || pc.Compression != "lz4" {
+		t.Errorf("producer config %+v", pc)
+	}
+	// kafka-go's reader refuses read_committed, naming the field.
+	if _, err := newReader(cfg, "a", "g", []string{"in"}, "earliest", nil); err == nil || !strings.Contains(err.Error(), "kafka.isolation_level") {
+		t.Errorf("newReader with read_committed: %v", err)
 	}
 }
