@@ -11,6 +11,7 @@ import (
 	"time"
 
 	segkafka "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/redis"
@@ -277,9 +278,20 @@ func (d *topicsDeployment) routeOneEvent(t *testing.T, addr string) {
 	if err := w.Publish(ctx, stream.Message{Topic: d.ingest, Key: []byte("u-1"), Value: v}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 30*time.Second, "the event in the pinned topic of cluster b", func() bool {
-		return len(d.b.ReadTopic(t, ctx, d.pinnedB)) == 1
-	})
+	// franz-go learns of the topic apply just created by itself (kafka-go's
+	// clients answer metadata from a cache for a few seconds).
+	cl := d.b.Franz(t, kgo.ConsumeTopics(d.pinnedB), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var got []*kgo.Record
+	for len(got) == 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("no event in the pinned topic of cluster b: %v\n%s", ctx.Err(), stderr.String())
+		}
+		got = append(got, fs.Records()...)
+	}
+	if len(got) != 1 || string(got[0].Key) != "u-1" {
+		t.Fatalf("pinned topic of cluster b holds %d records: %+v", len(got), got)
+	}
 	stop()
 	if code := <-done; code != exitOK {
 		t.Fatalf("route: exit %d\n%s", code, stderr.String())
