@@ -8,6 +8,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DEV_ENV     := $(or $(RESIDENCY_DEV_DIR),/tmp/residency-dev)/env
 # The image's version (`residency version`) and name, for `make image`.
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT      ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 IMAGE       ?= residency:$(VERSION)
 # Test flags; e.g. `make test TESTFLAGS='-run TestRouter -count=1'`.
 TESTFLAGS   ?=
@@ -57,9 +58,9 @@ demo: ## run the demo on the embedded stack
 	$(GO) run ./cmd/residency demo
 
 .PHONY: build
-build: ## build bin/residency
-	$(GO) build -o bin/residency ./cmd/residency
+build: ## build bin/residency (the version and commit stamped)
+	$(GO) build -ldflags="-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/residency ./cmd/residency
 
 .PHONY: image
 image: ## build the container image residency:VERSION from the Dockerfile (needs a Docker engine)
-	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .

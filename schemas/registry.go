@@ -28,7 +28,7 @@ type RegistryConfig struct {
 	// URL is the registry's base URL, e.g. http://registry:8081. Default:
 	// empty, no registry (topics in the confluent framing then cannot be
 	// read, and NewExtractor refuses them).
-	URL string `yaml:"url"`
+	URL string `yaml:"url" secret:"url"`
 	// Timeout bounds one HTTP request. Default: 5s.
 	Timeout time.Duration `yaml:"timeout"`
 	// Retries is how many times a failed request (network error, 5xx, 429)
@@ -44,10 +44,17 @@ type RegistryConfig struct {
 	// and secret). Default: empty, no basic auth.
 	Username string `yaml:"username"`
 	// Password goes with Username. Default: empty.
-	Password string `yaml:"password"`
+	Password string `yaml:"password" secret:"true"`
+	// PasswordFile is a file holding Password (a trailing newline is
+	// dropped), read once at start by the config loader
+	// (internal/config); NewRegistry does not read it. Default: empty.
+	PasswordFile string `yaml:"password_file"`
 	// BearerToken enables bearer-token auth; it may not be combined with
 	// Username. Default: empty, no bearer auth.
-	BearerToken string `yaml:"bearer_token"`
+	BearerToken string `yaml:"bearer_token" secret:"true"`
+	// BearerTokenFile is a file holding BearerToken, read like
+	// PasswordFile. Default: empty.
+	BearerTokenFile string `yaml:"bearer_token_file"`
 	// UnknownTTL is how long an id the registry answered "not found" for is
 	// remembered, so a stream of events with an unknown id does not hammer
 	// the registry. Default: 30s; a negative value disables it.

@@ -240,10 +240,23 @@ func brokenConfigs() []brokenConfig {
 		{name: "sink start offset latest", yaml: strings.Replace(validBase, "region: us,", "region: us, start_offset: latest,", 1), want: []string{"sinks[0].start_offset"}},
 		{name: "sink in the router's group", yaml: strings.Replace(validBase, "region: us,", "region: us, consumer_group: residency-router,", 1), want: []string{"sinks[0].consumer_group", "router.consumer_group"}},
 		{name: "sink quarantine is the router's", yaml: strings.Replace(validBase, "region: us,", "region: us, quarantine_topic: residency.quarantine,", 1), want: []string{"sinks[0].quarantine_topic", "router.quarantine_topic"}},
+		// ${VAR}, *_file secrets, Kafka conventions, topics.
+		{name: "unset variable", yaml: strings.Replace(validBase, `addr: "127.0.0.1:1"`, `addr: "${T17_SURELY_UNSET_VARIABLE}"`, 1), want: []string{"redis.addr", "T17_SURELY_UNSET_VARIABLE is not set"}},
+		{name: "unterminated variable", yaml: strings.Replace(validBase, "ingest_topics: [events.in]", `ingest_topics: ["${EVENTS"]`, 1), want: []string{"router.ingest_topics[0]", "without its closing }"}},
+		{name: "redis password file missing", yaml: strings.Replace(validBase, `addr: "127.0.0.1:1"`, `addr: "127.0.0.1:1", password_file: /nonexistent/redis-pw`, 1), want: []string{"redis.password_file", "/nonexistent/redis-pw"}},
+		{name: "redis password twice", yaml: strings.Replace(validBase, `addr: "127.0.0.1:1"`, `addr: "127.0.0.1:1", password: p, password_file: {notpem}`, 1), want: []string{"redis.password_file", "redis.password"}},
+		{name: "sasl password file missing", yaml: kafka(`{brokers: ["h:1"], sasl: {mechanism: plain, username: u, password_file: /nonexistent/sasl-pw}}`), want: []string{"kafka.clusters.ingest.sasl.password_file"}},
+		{name: "registry token file missing", yaml: base("schemas: {registry: {url: \"http://r:1\", bearer_token_file: /nonexistent/token}}\n"), want: []string{"schemas.registry.bearer_token_file"}},
+		{name: "partitioner unknown", yaml: strings.Replace(validBase, "kafka:\n", "kafka:\n  partitioner: crc32\n", 1), want: []string{"kafka.partitioner", `"crc32"`}},
+		{name: "isolation level unknown", yaml: strings.Replace(validBase, "kafka:\n", "kafka:\n  isolation_level: serializable\n", 1), want: []string{"kafka.isolation_level", `"serializable"`}},
+		{name: "read_committed with kafka-go's readers", yaml: strings.Replace(validBase, "kafka:\n", "kafka:\n  isolation_level: read_committed\n", 1), want: []string{"kafka.isolation_level", "read_committed"}, only: []string{"route", "replay", "sink"}},
+		{name: "min insync above replication", yaml: base("topics: {replication_factor: 2, min_insync_replicas: 3}\n"), want: []string{"topics.min_insync_replicas", "topics.replication_factor"}},
+		{name: "audit topic partitions", yaml: base("topics: {audit: {partitions: 4}}\n"), want: []string{"topics.audit.partitions"}},
+		{name: "history topic is the quarantine", yaml: strings.Replace(validBase, "rules: {file: RULES}", "rules: {file: RULES, history_topic: residency.quarantine}", 1), want: []string{"rules.history_topic", "router.quarantine_topic"}},
 		// Missing required parts, per command.
-		{name: "no ingest topics", yaml: "kafka: {clusters: {ingest: {brokers: [\"h:1\"]}}}\nrules: {file: RULES}\n", want: []string{"router.ingest_topics: required"}, only: []string{"route", "replay", "purge", "erase", "residue"}},
-		{name: "no kafka clusters", yaml: "router: {ingest_topics: [x]}\nrules: {file: RULES}\nsinks: [{store: us-postgres, region: us, postgres: {dsn: \"postgres://x@h:1/db\"}}]\n", want: []string{"kafka.clusters: required"}, only: []string{"route", "replay", "sink", "purge", "erase", "residue"}},
-		{name: "empty file", yaml: "", want: []string{"kafka.clusters: required"}, only: []string{"route", "replay", "sink", "purge", "erase", "residue"}},
+		{name: "no ingest topics", yaml: "kafka: {clusters: {ingest: {brokers: [\"h:1\"]}}}\nrules: {file: RULES}\n", want: []string{"router.ingest_topics: required"}, only: []string{"route", "replay", "purge", "erase", "residue", "topics", "config"}},
+		{name: "no kafka clusters", yaml: "router: {ingest_topics: [x]}\nrules: {file: RULES}\nsinks: [{store: us-postgres, region: us, postgres: {dsn: \"postgres://x@h:1/db\"}}]\n", want: []string{"kafka.clusters: required"}, only: []string{"route", "replay", "sink", "purge", "erase", "residue", "topics", "config"}},
+		{name: "empty file", yaml: "", want: []string{"kafka.clusters: required"}, only: []string{"route", "replay", "sink", "purge", "erase", "residue", "topics", "config"}},
 		// Purge, erase, residue.
 		{name: "purge negative min age", yaml: base("purge: {min_age: -1h}\n"), want: []string{"purge.min_age: must not be negative"}},
 		{name: "erasure settle below a write timeout", yaml: strings.Replace(validBase, "region: us,", "region: us, write_timeout: 10s,", 1) + "erasure: {settle: 10s}\n", want: []string{"erasure.settle", "sinks[0].write_timeout"}},
@@ -287,6 +300,9 @@ func configCommands(fx map[string]string) map[string][]string {
 		"purge":   {"purge", "--dry-run", "--checkpoint-dir", os.TempDir()},
 		"erase":   {"erase", "--user", "u-1", "--dry-run"},
 		"residue": {"residue", "scan", "--jurisdiction", "US"},
+		"rules":   {"rules", "show"},
+		"topics":  {"topics", "check"},
+		"config":  {"config", "print", "--for", "route"},
 	}
 }
 

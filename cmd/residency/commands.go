@@ -36,7 +36,9 @@ type command struct {
 
 // commands lists every subcommand; each lives in its own file.
 var commands = []command{
-	{name: "version", summary: "print the version", run: runVersion},
+	{name: "version", summary: "print the version and commit (also: residency --version)", run: runVersion},
+	{name: "config", summary: "lint a config (every problem, by field) or print the effective config, secrets redacted", run: runConfig},
+	{name: "topics", summary: "plan, create and check every topic the config and ruleset need", run: runTopics},
 	{name: "bench", summary: "measure routing throughput, latency and memory against a plain Kafka pass-through", run: runBench},
 	{name: "demo", summary: "route sample events through an embedded Kafka and Redis and show where they went", run: runDemo},
 	{name: "explain", summary: "say where the router would send an event, and why", run: runExplain},
@@ -63,6 +65,9 @@ func (e usageError) Unwrap() []error { return []error{errUsage, e.err} }
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		return runVersion(ctx, env{args: args[1:], stdin: stdin, stdout: stdout, stderr: stderr})
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
 		if len(args) == 0 {
@@ -91,7 +96,7 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Run `residency COMMAND -h` for a command's flags.")
+	fmt.Fprintln(w, "Run `residency COMMAND -h` for a command's flags; `residency --version` prints the version.")
 }
 
 // newFlags returns a flag set for a subcommand that writes its usage to stderr

@@ -126,6 +126,7 @@ func demo(ctx context.Context, out io.Writer, log *slog.Logger, n int) error {
 		if admins[name], err = kafka.NewAdmin(cl); err != nil {
 			return err
 		}
+		defer admins[name].Close()
 	}
 	topics := map[string][]string{"ingest": {demoIngest, demoQuarantine, demoDeadLetter}}
 	for _, g := range rs.Regions {

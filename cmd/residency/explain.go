@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,7 +24,7 @@ import (
 	"github.com/residency-router/residency/stream"
 )
 
-const explainSynopsis = `explain EVENT [--config FILE [--topic T]] [--rules FILE | --redis ADDR] [flags]
+const explainSynopsis = `explain EVENT [--config FILE [--topic T]] [--rules FILE | --redis ADDR] [--output text|json] [flags]
 
 Say where the router would send an event, and why. EVENT is a file (or -
 for stdin) holding one of:
@@ -78,7 +77,7 @@ const partialNote = "only the routing fields were given: the rest of the event, 
 type explainFlags struct {
 	cfgPath, topic, rulesFile, redisAddr, prefix string
 	framing, registry, schema, format            string
-	asJSON                                       bool
+	out                                          *output
 	set                                          map[string]bool // the flags given
 }
 
@@ -86,7 +85,7 @@ type explainFlags struct {
 func runExplain(ctx context.Context, e env) int {
 	fs := newFlags(e, "explain", explainSynopsis)
 	var f explainFlags
-	fs.StringVar(&f.cfgPath, "config", "", "answer for the deployment of this config `file`: its schemas settings, rules and Redis")
+	fs.StringVar(&f.cfgPath, "config", os.Getenv(envConfig), "answer for the deployment of this config `file` (default $"+envConfig+"): its schemas settings, rules and Redis")
 	fs.StringVar(&f.topic, "topic", "", "with --config: the ingest `topic` whose framing and raw schema to read the event with (default: the first of router.ingest_topics)")
 	fs.StringVar(&f.rulesFile, "rules", "", "ruleset `file` to decide with (overrides rules.file and Redis)")
 	fs.StringVar(&f.redisAddr, "redis", "", "decide with the current ruleset (and pins) in the Redis at `host:port` (overrides redis.addr)")
@@ -95,7 +94,7 @@ func runExplain(ctx context.Context, e env) int {
 	fs.StringVar(&f.registry, "registry", "", "schema registry `URL` for the confluent framing (overrides schemas.registry.url)")
 	fs.StringVar(&f.schema, "schema", "", "writer schema: a full name (embedded or catalogue schema) or an .avsc `file`; of a raw value, and of a whole JSON event (default: the topic's raw schema, else the canonical user event schema)")
 	fs.StringVar(&f.format, "format", "auto", "EVENT's format: auto, fields (the routing fields as JSON), json, value or container")
-	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
+	f.out = addOutput(fs)
 	args, code, ok := parseInterleaved(fs, e.args)
 	if !ok {
 		return code
@@ -442,7 +441,7 @@ func (s *explainSetup) explain(ctx context.Context, e env, f *explainFlags, x ex
 			x.DecidedBy = "pin"
 		}
 	}
-	printExplanation(e.stdout, x, f.asJSON)
+	printExplanation(e.stdout, x, f.out.JSON())
 	if d.Outcome != router.Routed {
 		return exitFailure, nil
 	}
@@ -462,8 +461,7 @@ func (f pinsFunc) Lookup(ctx context.Context, ids [][]byte) ([]string, error) { 
 
 func printExplanation(w io.Writer, x explanation, asJSON bool) {
 	if asJSON {
-		b, _ := json.Marshal(x)
-		fmt.Fprintln(w, string(b))
+		_ = writeJSON(w, x) // one line per event
 		return
 	}
 	line := func(k, v string) {

@@ -84,18 +84,6 @@ func opsHandler(reg *prometheus.Registry, ready func() error) http.Handler {
 	return mux
 }
 
-// newRedis returns a client for the config's Redis with readWrite as its
-// read and write timeouts (connectors/redis.NewClient: every command that
-// reaches Redis through the config builds its client there). Errors name
-// the field (redis.tls.ca_file).
-func newRedis(c redis.Config, readWrite time.Duration) (*goredis.Client, error) {
-	client, err := redis.NewClient(c, redis.ClientOptions{Timeout: readWrite})
-	if err != nil {
-		return nil, config.FieldError("", err)
-	}
-	return client, nil
-}
-
 // rulesSource returns where a route or sink reads its rulesets: the file of
 // rules.file, or else the Redis store (its client returned for closing).
 // Errors name the field (rules.file, redis.tls.ca_file).

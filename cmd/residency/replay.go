@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -59,7 +58,8 @@ type replayFlags struct {
 	rulesFile, baseline                       string
 	rulesVersion                              int64
 	dryRun, onlyMoved, again                  bool
-	output, id, resume, checkpointDir         string
+	id, resume, checkpointDir                 string
+	out                                       *output
 	progress                                  string
 	maxReplays, batch                         int
 	rate                                      float64
@@ -84,7 +84,7 @@ func runReplay(ctx context.Context, e env) int {
 	fs.BoolVar(&f.dryRun, "dry-run", false, "read and report, write nothing")
 	fs.BoolVar(&f.onlyMoved, "only-moved", false, "ingest source: write only events whose decision differs from the baseline's")
 	fs.BoolVar(&f.again, "again", false, "replay even the offsets an earlier replay already replayed under the same ruleset version (they are skipped otherwise)")
-	fs.StringVar(&f.output, "output", "text", "report format: text or json")
+	f.out = addOutput(fs)
 	fs.StringVar(&f.id, "id", "", "replay `id` (default: generated)")
 	fs.StringVar(&f.resume, "resume", "", "resume the interrupted replay `ID` (its checkpoint fixes source, range, rules and filters)")
 	fs.StringVar(&f.checkpointDir, "checkpoint-dir", "", "keep checkpoints as files in `DIR` instead of Redis")
@@ -122,6 +122,9 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		cfg.Rules.File = f.rulesFile
 	}
 	if err := cfg.Finish(config.Scope{Route: true}); err != nil {
+		return exitUsage, err
+	}
+	if err := readCommittedUnsupported(cfg); err != nil {
 		return exitUsage, err
 	}
 	lvl, _ := config.ParseLevel(cfg.LogLevel)
@@ -211,9 +214,10 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		pins = rules.NewPins(store, rules.PinsOptions{})
 	}
 	pubs := map[string]stream.Publisher{}
-	for name, cl := range cfg.Kafka.Clusters {
-		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: f.batch,
-			Compression: cfg.Kafka.Compression, Logger: log})
+	for name := range cfg.Kafka.Clusters {
+		wc := writerConfig(cfg, name)
+		wc.BatchSize, wc.Logger = f.batch, log
+		kw, err := kafka.NewWriter(wc)
 		if err != nil {
 			return exitUsage, config.ClusterError(name, err)
 		}
@@ -251,10 +255,8 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		return exitFailure, runErr
 	}
 	if runErr == nil || errors.Is(runErr, replay.ErrInterrupted) || rep.Read > 0 {
-		if f.output == "json" {
-			enc := json.NewEncoder(e.stdout)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(rep)
+		if f.out.JSON() {
+			_ = writeJSON(e.stdout, rep)
 		} else {
 			rep.WriteText(e.stdout)
 		}
@@ -339,9 +341,6 @@ func (f *replayFlags) check(fs *flag.FlagSet) error {
 }
 
 func (f *replayFlags) checkCommon() error {
-	if f.output != "text" && f.output != "json" {
-		return fmt.Errorf("--output %q is not text or json", f.output)
-	}
 	if f.rulesFile != "" && f.rulesVersion != 0 {
 		return errors.New("--rules and --rules-version exclude each other")
 	}

@@ -52,6 +52,9 @@ func runRoute(ctx context.Context, e env) int {
 	if err := cfg.Finish(config.Scope{Route: true}); err != nil {
 		return fail(e, "route", err)
 	}
+	if err := readCommittedUnsupported(cfg); err != nil {
+		return fail(e, "route", err)
+	}
 	log, reg := newService(e.stderr, cfg.LogLevel)
 	cfg.WarnDeprecated(log)
 	w, err := wire(cfg, log, reg)
@@ -114,18 +117,15 @@ func (w *wired) wire(cfg *config.Config, reg prometheus.Registerer) error {
 		PollInterval: cfg.Rules.PollInterval, StalenessBound: cfg.Rules.StalenessBound,
 		Registerer: reg, Logger: w.log,
 	})
-	ingest := cfg.Kafka.Clusters[cfg.Kafka.IngestCluster]
-	if w.reader, err = kafka.NewReader(kafka.ReaderConfig{
-		Cluster: ingest, GroupID: cfg.Router.ConsumerGroup, Topics: cfg.Router.IngestTopics,
-		StartOffset: cfg.Router.StartOffset, SessionTimeout: cfg.Kafka.SessionTimeout,
-		RebalanceTimeout: cfg.Kafka.RebalanceTimeout, Logger: w.log,
-	}); err != nil {
-		return config.ClusterError(cfg.Kafka.IngestCluster, err)
+	if w.reader, err = newReader(cfg, cfg.Kafka.IngestCluster, cfg.Router.ConsumerGroup, cfg.Router.IngestTopics,
+		cfg.Router.StartOffset, w.log); err != nil {
+		return err
 	}
 	pubs := map[string]stream.Publisher{}
 	for _, name := range cfg.ClusterNames() {
-		kw, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cfg.Kafka.Clusters[name], BatchSize: cfg.Router.BatchSize,
-			BatchBytes: writerBatchBytes(cfg.Router.MaxValueBytes), Compression: cfg.Kafka.Compression, Logger: w.log})
+		wc := writerConfig(cfg, name)
+		wc.BatchSize, wc.BatchBytes, wc.Logger = cfg.Router.BatchSize, writerBatchBytes(cfg.Router.MaxValueBytes), w.log
+		kw, err := kafka.NewWriter(wc)
 		if err != nil {
 			return config.ClusterError(name, err)
 		}

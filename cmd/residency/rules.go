@@ -1,8 +1,8 @@
 package main
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/residency-router/residency/connectors/redis"
+	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/router/rules"
 )
 
@@ -23,7 +24,8 @@ const envRedisAddr = "RESIDENCY_REDIS_ADDR"
 const rulesUsage = `Usage: residency rules SUBCOMMAND [flags]
 
 Subcommands:
-  validate FILE...                 check ruleset files; print every problem
+  validate FILE... [--config F]    check ruleset files; print every problem (and,
+                                   with --config, what the config lacks for them)
   apply FILE [--expect-version N] [--author NAME]
                                    apply a ruleset as a new version
   show [VERSION]                   print a version (default: the current one)
@@ -36,10 +38,16 @@ Subcommands:
   pins                             list the pins
 
 Flags of the subcommands that use Redis:
-  --redis ADDR    Redis host:port (default $RESIDENCY_REDIS_ADDR, else 127.0.0.1:6379)
-  --prefix P      key prefix (default "residency:")
+  --config FILE   reach Redis as the router does: the redis section of FILE
+                  (address, prefix, ACL user, password, TLS); default
+                  $RESIDENCY_CONFIG. apply also warns about what the config
+                  lacks for the ruleset (a cluster, a topic).
+  --redis ADDR    Redis host:port (overrides redis.addr; without --config:
+                  default $RESIDENCY_REDIS_ADDR, else 127.0.0.1:6379)
+  --prefix P      key prefix (overrides redis.prefix; default "residency:")
+  --output FMT    show, history, diff, pins: text (default) or json
 
-Exit codes: 0 ok, 1 refused or invalid, 2 usage, 3 Redis unavailable.
+Exit codes: 0 ok, 1 refused or invalid, 2 usage or config, 3 Redis unavailable.
 `
 
 // runRules is `residency rules`.
@@ -51,9 +59,10 @@ func runRules(ctx context.Context, e env) int {
 	return subcommands(e, "rules", rulesUsage, subs)
 }
 
-// rulesValidate is `residency rules validate FILE...`.
+// rulesValidate is `residency rules validate FILE... [--config F]`.
 func rulesValidate(e env) int {
-	fs := newFlags(e, "rules validate", "rules validate FILE...")
+	fs := newFlags(e, "rules validate", "rules validate FILE... [--config FILE]")
+	cfgPath := fs.String("config", "", "also check each ruleset against this config `file`: warn about a cluster or topic it does not know")
 	files, code, ok := parseInterleaved(fs, e.args)
 	if !ok {
 		return code
@@ -61,6 +70,13 @@ func rulesValidate(e env) int {
 	if len(files) == 0 {
 		fs.Usage()
 		return exitUsage
+	}
+	var cfg *config.Config
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = loadConfig(*cfgPath, config.Scope{}, nil); err != nil {
+			return fail(e, "rules validate", err)
+		}
 	}
 	worst := exitOK
 	for _, f := range files {
@@ -82,8 +98,19 @@ func rulesValidate(e env) int {
 		}
 		fmt.Fprintf(e.stdout, "%s: valid: %d jurisdictions (%d countries), %d regions, %d stores\n",
 			f, len(r.Jurisdictions), countries, len(r.Regions), len(r.Stores))
+		if cfg != nil {
+			warnRuleset(e.stderr, f, cfg, r)
+		}
 	}
 	return worst
+}
+
+// warnRuleset prints, one a line on w, what the config lacks for ruleset
+// r, or contradicts in it (config.RulesetWarnings): warnings, not errors.
+func warnRuleset(w io.Writer, file string, cfg *config.Config, r *rules.Ruleset) {
+	for _, p := range cfg.RulesetWarnings(r) {
+		fmt.Fprintf(w, "warning: %s: %s (config %s)\n", file, p, cfg.File())
+	}
 }
 
 // printInvalid prints a validation error as FILE:LINE: problem, one a line.
@@ -106,9 +133,10 @@ func printInvalid(w io.Writer, file string, err error) {
 
 // rulesFlags are the flags of the subcommands that use Redis.
 type rulesFlags struct {
-	redis, prefix, author string
-	expect                int64
-	json                  bool
+	config, redis, prefix, author string
+	expect                        int64
+	out                           *output
+	cfg                           *config.Config // loaded from --config; nil without
 }
 
 // rulesRedis runs the subcommands that use the store in Redis.
@@ -128,19 +156,16 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 
 	fs := newFlags(e, "rules "+sub, synopsis)
 	var f rulesFlags
-	addr := os.Getenv(envRedisAddr)
-	if addr == "" {
-		addr = "127.0.0.1:6379"
-	}
-	fs.StringVar(&f.redis, "redis", addr, "Redis host:port; $"+envRedisAddr+" sets the default")
-	fs.StringVar(&f.prefix, "prefix", rules.DefaultPrefix, "prefix of every key in Redis")
+	cfgPath := configFlag(fs)
+	fs.StringVar(&f.redis, "redis", "", "Redis `host:port` (overrides redis.addr; without --config: default $"+envRedisAddr+", else 127.0.0.1:6379)")
+	fs.StringVar(&f.prefix, "prefix", "", "prefix of every key in Redis (overrides redis.prefix; default \""+rules.DefaultPrefix+"\")")
 	switch sub {
 	case "apply", "rollback":
 		f.expect = -1
 		fs.Var((*optionalVersion)(&f.expect), "expect-version", "refuse unless version `N` is current (default: the version current when the command starts)")
 		fs.StringVar(&f.author, "author", defaultAuthor(), "who applies the change, recorded with the version")
-	case "history", "diff", "pins":
-		fs.BoolVar(&f.json, "json", false, "print JSON")
+	case "show", "history", "diff", "pins":
+		f.out = addOutput(fs)
 	}
 	args, code, ok := parseInterleaved(fs, e.args)
 	if !ok {
@@ -151,13 +176,18 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 		fs.Usage()
 		return exitUsage
 	}
+	f.config = *cfgPath
 
-	client, err := redis.NewClient(redis.Config{Addr: f.redis}, redis.ClientOptions{MaxRetries: 1})
+	rc, err := f.redisConfig()
 	if err != nil {
-		return rulesFail(e, sub, err)
+		return fail(e, "rules "+sub, err)
+	}
+	client, err := newRedis(rc, 3*time.Second, 1)
+	if err != nil {
+		return fail(e, "rules "+sub, err)
 	}
 	defer client.Close()
-	s := redis.NewRules(client, f.prefix)
+	s := redis.NewRules(client, rc.Prefix)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 
@@ -165,7 +195,7 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 	case "apply":
 		err = rulesApply(ctx, e, s, f, args[0])
 	case "show":
-		err = rulesShow(ctx, e, s, args)
+		err = rulesShow(ctx, e, s, f, args)
 	case "history":
 		err = rulesHistory(ctx, e, s, f)
 	case "diff":
@@ -184,6 +214,26 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 		err = rulesPins(ctx, e, s, f)
 	}
 	return rulesFail(e, sub, err)
+}
+
+// redisConfig is the Redis the rules commands use: the config's redis
+// section (--config: address, prefix, ACL user, password, TLS, as the
+// router reaches it) with --redis and --prefix over it; without a config,
+// --redis (default $RESIDENCY_REDIS_ADDR, else 127.0.0.1:6379) with no
+// credentials.
+func (f *rulesFlags) redisConfig() (redis.Config, error) {
+	if f.config == "" {
+		addr := cmp.Or(f.redis, os.Getenv(envRedisAddr), config.DefaultRedisAddr)
+		return redis.Config{Addr: addr, Prefix: cmp.Or(f.prefix, rules.DefaultPrefix)}, nil
+	}
+	cfg, err := loadConfig(f.config, config.Scope{}, func(c *config.Config) {
+		override(map[*string]string{&c.Redis.Addr: f.redis, &c.Redis.Prefix: f.prefix})
+	})
+	if err != nil {
+		return redis.Config{}, err
+	}
+	f.cfg = cfg
+	return cfg.Redis, nil
 }
 
 // optionalVersion is a version flag whose default (-1) means "not given".
@@ -278,6 +328,9 @@ func rulesApply(ctx context.Context, e env, s *redis.Rules, f rulesFlags, file s
 	if err != nil {
 		return err
 	}
+	if f.cfg != nil {
+		warnRuleset(e.stderr, file, f.cfg, next)
+	}
 	info, err := s.Apply(ctx, data, rules.ApplyOptions{Base: b, Author: f.author})
 	if errors.Is(err, rules.ErrUnchanged) {
 		fmt.Fprintf(e.stdout, "unchanged: version %d already has this content\n", b)
@@ -310,7 +363,7 @@ func parseVersion(s string) (int64, error) {
 	return v, nil
 }
 
-func rulesShow(ctx context.Context, e env, s *redis.Rules, args []string) error {
+func rulesShow(ctx context.Context, e env, s *redis.Rules, f rulesFlags, args []string) error {
 	var v int64
 	if len(args) == 1 {
 		var err error
@@ -321,6 +374,12 @@ func rulesShow(ctx context.Context, e env, s *redis.Rules, args []string) error 
 	info, content, err := s.Show(ctx, v)
 	if err != nil {
 		return err
+	}
+	if f.out.JSON() {
+		return writeJSON(e.stdout, struct {
+			rules.VersionInfo
+			Content string `json:"content"`
+		}{info, string(content)})
 	}
 	fmt.Fprintf(e.stdout, "# version %d, applied %s by %s, previous %d\n# sha256 %s\n",
 		info.Number, info.AppliedAt.Format(time.RFC3339), info.Author, info.Previous, info.SHA256)
@@ -336,8 +395,8 @@ func rulesHistory(ctx context.Context, e env, s *redis.Rules, f rulesFlags) erro
 	if err != nil {
 		return err
 	}
-	if f.json {
-		return json.NewEncoder(e.stdout).Encode(h)
+	if f.out.JSON() {
+		return writeJSON(e.stdout, h)
 	}
 	if len(h) == 0 {
 		fmt.Fprintln(e.stdout, "no version has been applied")
@@ -378,8 +437,8 @@ func rulesDiff(ctx context.Context, e env, s *redis.Rules, f rulesFlags, a, b st
 		return err
 	}
 	d := rules.Compare(ra, rb)
-	if f.json {
-		return json.NewEncoder(e.stdout).Encode(d)
+	if f.out.JSON() {
+		return writeJSON(e.stdout, d)
 	}
 	fmt.Fprintf(e.stdout, "from %s to %s:\n", describe(a, ra), describe(b, rb))
 	printDiff(e.stdout, d)
@@ -421,11 +480,11 @@ func rulesPins(ctx context.Context, e env, s *redis.Rules, f rulesFlags) error {
 	if err != nil {
 		return err
 	}
-	if f.json {
+	if f.out.JSON() {
 		if pins == nil {
 			pins = []rules.Pin{}
 		}
-		return json.NewEncoder(e.stdout).Encode(pins)
+		return writeJSON(e.stdout, pins)
 	}
 	if len(pins) == 0 {
 		fmt.Fprintln(e.stdout, "no user is pinned")

@@ -237,3 +237,43 @@ func TestRulesRedisUnavailable(t *testing.T) {
 	code, out, errs := cli(t, "rules", "apply", bad, "--redis", addr)
 	mustCode(t, exitFailure, code, out, errs)
 }
+
+// TestRulesWarnAboutWhatTheConfigLacks: with --config, `rules validate` and
+// `rules apply` warn when the ruleset names a cluster the config does not
+// have (saying what to add) or sinks it does not match; the ruleset is
+// still valid and applied. The example config knows every cluster of the
+// example ruleset.
+func TestRulesWarnAboutWhatTheConfigLacks(t *testing.T) {
+	r := testenv.NewRedis(t)
+	oneCluster := writeFile(t, "one.yaml", "kafka: {clusters: {ingest: {brokers: [\"127.0.0.1:19092\"]}}}\nrouter: {ingest_topics: [events.ingest]}\n"+
+		"redis: {addr: \""+r.Addr+"\", prefix: \""+r.Prefix+"\"}\n"+
+		"sinks: [{store: eu-objectstore, region: eu, objectstore: {url: \"file:///tmp/x\"}}, {store: nowhere-postgres, region: us, postgres: {dsn: \"postgres://h/db\"}}]\n")
+	want := []string{
+		`warning: ` + example + `: kafka.clusters: the ruleset puts region(s) eu, uk on cluster "eu", which ` + oneCluster + ` does not have: add it (kafka: {clusters: {eu: {brokers: [HOST:PORT]}}})`,
+		`sinks[1].store: the ruleset does not approve store "nowhere-postgres" for region us`,
+	}
+	code, out, errs := cli(t, "rules", "validate", example, "--config", oneCluster)
+	mustCode(t, exitOK, code, out, errs)
+	for _, w := range want {
+		if !strings.Contains(errs, w) {
+			t.Errorf("validate --config: stderr lacks %q:\n%s", w, errs)
+		}
+	}
+	code, out, errs = cli(t, "rules", "apply", example, "--config", oneCluster)
+	mustCode(t, exitOK, code, out, errs)
+	if !strings.Contains(out, "as version 1") || !strings.Contains(errs, want[0]) {
+		t.Errorf("apply --config: stdout %q stderr %q", out, errs)
+	}
+	// The examples are consistent: no warning.
+	code, out, errs = cli(t, "rules", "validate", example, exampleNext, "--config", "../../deploy/examples/residency.yaml")
+	mustCode(t, exitOK, code, out, errs)
+	if errs != "" {
+		t.Errorf("the example config and rulesets: %s", errs)
+	}
+	// A broken config is a usage error naming the field.
+	bad := writeFile(t, "bad.yaml", "redis: {addr: nohost}\n")
+	code, out, errs = cli(t, "rules", "validate", example, "--config", bad)
+	if code != exitUsage || !strings.Contains(errs, "redis.addr") {
+		t.Errorf("bad config: exit %d, %s %s", code, out, errs)
+	}
+}

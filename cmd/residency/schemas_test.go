@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/schemas"
 )
 
@@ -219,4 +221,45 @@ func TestSchemasShowAndFingerprint(t *testing.T) {
 	}
 	code, out, errs = schemasCLI(t, "fingerprint", avscFile(t, "bad.avsc", "{"))
 	expectCode(t, 1, code, out, errs)
+}
+
+// TestSchemasCheckWithConfig: with --config, schemas check reaches the
+// registry as the router does (schemas.registry: its URL, username and a
+// password from password_file), reads the routing fields at the config's
+// paths, and --output json prints the findings; against the dev stack's
+// schema registry (Apicurio's Confluent-compatible API) and a stub that
+// checks the credentials.
+func TestSchemasCheckWithConfig(t *testing.T) {
+	// The dev stack's registry: the previous version registered there.
+	reg := testenv.NewSchemaRegistry(t)
+	subject := reg.Subject("user-events-value")
+	reg.Register(t, subject, schemas.UserEventSchema)
+	cfg := writeFile(t, "residency.yaml", fmt.Sprintf("schemas: {registry: {url: %q}}\n", reg.URL))
+	narrowed := avscFile(t, "new.avsc", strings.Replace(schemas.UserEventSchema,
+		`{"name": "country", "type": ["null", "string"]`, `{"name": "country", "type": "string"`, 1))
+	code, out, errs := schemasCLI(t, "check", narrowed, "--config", cfg, "--subject", subject, "--output", "json")
+	expectCode(t, exitFailure, code, out, errs)
+	var r schemaCheck
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Verdict != "no" || !r.Routable || r.Compatible == nil || *r.Compatible ||
+		!strings.Contains(r.Previous, "of subject "+subject) || len(r.Findings) == 0 || !strings.Contains(r.Findings[0], "country") {
+		t.Fatalf("json: %v %+v\n%s", err, r, out)
+	}
+
+	// Basic auth, the password from a file; the field paths of the config.
+	latest := map[string]any{"subject": "user-events-value", "version": 3, "id": 42, "schema": schemas.UserEventSchema}
+	srv := registryStub(t, "Basic "+base64.StdEncoding.EncodeToString([]byte("svc:pw-from-file")), latest)
+	pw := writeFile(t, "pw", "pw-from-file\n")
+	cfg = writeFile(t, "auth.yaml", fmt.Sprintf("schemas: {country_field: geo, registry: {url: %q, username: svc, password_file: %s}}\n", srv.URL, pw))
+	ok := avscFile(t, "new.avsc", withField(t, `{"name":"referrer","type":["null","string"],"default":null}`))
+	code, out, errs = schemasCLI(t, "check", ok, "--config", cfg, "--subject", "user-events-value", "--output", "json")
+	expectCode(t, exitFailure, code, out, errs) // there is no geo field
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Routable || r.Routing[0].Path != "geo" || r.Compatible == nil || !*r.Compatible {
+		t.Fatalf("json: %v %+v\n%s", err, r, out)
+	}
+	code, out, errs = schemasCLI(t, "check", ok, "--config", cfg, "--subject", "user-events-value", "--country-field", "country")
+	expectCode(t, exitOK, code, out, errs)
+	// Without the password file's password: refused by the registry.
+	nopw := writeFile(t, "nopw.yaml", fmt.Sprintf("schemas: {registry: {url: %q}}\n", srv.URL))
+	code, out, errs = schemasCLI(t, "check", ok, "--config", nopw, "--subject", "user-events-value")
+	expectCode(t, exitNotReady, code, out, errs)
 }

@@ -54,6 +54,9 @@ func runSink(ctx context.Context, e env) int {
 	if err := cfg.Finish(config.Scope{Sink: *storeName}); err != nil {
 		return fail(e, "sink", err)
 	}
+	if err := readCommittedUnsupported(cfg); err != nil {
+		return fail(e, "sink", err)
+	}
 	sc := cfg.Sink(*storeName)
 	override(map[*string]string{&sc.Listen: *listen})
 	log, reg := newService(e.stderr, cfg.LogLevel)
@@ -155,7 +158,7 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *config.Config, sc *config.Si
 	if err := sink.CheckApproval(rs, sc.Store, sc.Region, sc.Topic); err != nil {
 		return exitFailure, err
 	}
-	cluster, ok := cfg.Kafka.Clusters[sc.Cluster]
+	_, ok := cfg.Kafka.Clusters[sc.Cluster]
 	if !ok {
 		return exitUsage, config.FieldError(field+".cluster", fmt.Errorf("the pinned topic of region %q is on cluster %q (ruleset version %s), which is not in kafka.clusters",
 			sc.Region, sc.Cluster, rs.VersionString()))
@@ -180,13 +183,12 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *config.Config, sc *config.Si
 		}
 		w.store = s
 	}
-	if w.reader, err = kafka.NewReader(kafka.ReaderConfig{Cluster: cluster, GroupID: sc.ConsumerGroup, Topics: []string{sc.Topic},
-		StartOffset: sc.StartOffset, SessionTimeout: cfg.Kafka.SessionTimeout, RebalanceTimeout: cfg.Kafka.RebalanceTimeout,
-		Logger: w.log}); err != nil {
-		return exitUsage, config.ClusterError(sc.Cluster, err)
+	if w.reader, err = newReader(cfg, sc.Cluster, sc.ConsumerGroup, []string{sc.Topic}, sc.StartOffset, w.log); err != nil {
+		return exitUsage, err
 	}
-	if w.writer, err = kafka.NewWriter(kafka.WriterConfig{Cluster: cfg.Kafka.Clusters[sc.QuarantineCluster],
-		Compression: cfg.Kafka.Compression, Logger: w.log}); err != nil {
+	wc := writerConfig(cfg, sc.QuarantineCluster)
+	wc.Logger = w.log
+	if w.writer, err = kafka.NewWriter(wc); err != nil {
 		return exitUsage, config.ClusterError(sc.QuarantineCluster, err)
 	}
 	scfg := sink.Config{Store: sc.Store, Region: sc.Region, Topic: sc.Topic, Cluster: sc.Cluster, QuarantineTopic: sc.QuarantineTopic,

@@ -5,16 +5,61 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/residency-router/residency/stream"
 	"github.com/segmentio/kafka-go"
+	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
 )
 
 // Admin runs administrative requests (topics, offsets) against one cluster.
+// Close releases its connections.
 type Admin struct {
 	c       *kafka.Client
 	cluster Cluster
+
+	mu sync.Mutex
+	w  *wire // uncached metadata (kafka-go's transport answers from a cache)
+}
+
+// freshMetadata asks a broker for the metadata of topics now: kafka-go's
+// Client answers metadata requests from its transport's cache, refreshed
+// only every few seconds, which would hide a topic just created or
+// deleted.
+func (a *Admin) freshMetadata(ctx context.Context, topics []string) (*metadataAPI.Response, error) {
+	a.mu.Lock()
+	if a.w == nil {
+		d, err := a.cluster.connDialer(nil)
+		if err != nil {
+			a.mu.Unlock()
+			return nil, err
+		}
+		a.w = newWire(d, a.cluster.Brokers, slog.Default())
+	}
+	w := a.w
+	a.mu.Unlock()
+	md, err := w.metadata(ctx, topics, 10*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: cluster %s: %w", a.cluster.Name, err)
+	}
+	return md, nil
+}
+
+// Close closes the Admin's connections. It may be used again afterwards
+// (it reconnects).
+func (a *Admin) Close() error {
+	a.mu.Lock()
+	w := a.w
+	a.w = nil
+	a.mu.Unlock()
+	if w != nil {
+		w.close()
+	}
+	if t, ok := a.c.Transport.(*kafka.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	return nil
 }
 
 // NewAdmin returns an Admin for cluster.
@@ -46,17 +91,7 @@ func (a *Admin) CreateTopics(ctx context.Context, partitions, replication int, n
 			return fmt.Errorf("kafka: cluster %s: create topic %s: %w", a.cluster.Name, n, e)
 		}
 	}
-	for {
-		md, err := a.c.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
-		if err == nil && led(md, len(names)) && a.serving(ctx, names) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kafka: cluster %s: wait for topic leaders: %w", a.cluster.Name, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return a.waitLeaders(ctx, partitions, names...)
 }
 
 // serving reports whether the leader of every partition of topics answers
@@ -72,16 +107,18 @@ func (a *Admin) serving(ctx context.Context, topics []string) bool {
 	return true
 }
 
-func led(md *kafka.MetadataResponse, n int) bool {
+// led reports whether md holds n topics, each with at least partitions
+// partitions, every one with a leader.
+func led(md *metadataAPI.Response, n, partitions int) bool {
 	if len(md.Topics) != n {
 		return false
 	}
 	for _, t := range md.Topics {
-		if t.Error != nil || len(t.Partitions) == 0 {
+		if t.ErrorCode != 0 || len(t.Partitions) == 0 || len(t.Partitions) < partitions {
 			return false
 		}
 		for _, p := range t.Partitions {
-			if p.Error != nil || p.Leader.Host == "" {
+			if p.ErrorCode != 0 || p.LeaderID < 0 {
 				return false
 			}
 		}

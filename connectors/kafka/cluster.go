@@ -75,8 +75,13 @@ type SASL struct {
 	Mechanism string `yaml:"mechanism"`
 	// Username is the SASL user. Required with a mechanism.
 	Username string `yaml:"username"`
-	// Password is the SASL password. Required with a mechanism.
-	Password string `yaml:"password"`
+	// Password is the SASL password. Required with a mechanism (or
+	// PasswordFile).
+	Password string `yaml:"password" secret:"true"`
+	// PasswordFile is a file holding Password (a trailing newline is
+	// dropped), read once at start by the config loader
+	// (internal/config); this package does not read it. Default "": none.
+	PasswordFile string `yaml:"password_file"`
 }
 
 // Validate checks the cluster config; errors name the field under prefix
@@ -140,8 +145,8 @@ func (c *Cluster) Validate(prefix string) error {
 		if c.SASL.Username == "" {
 			bad("sasl.username", "required with a mechanism")
 		}
-		if c.SASL.Password == "" {
-			bad("sasl.password", "required with a mechanism")
+		if c.SASL.Password == "" && c.SASL.PasswordFile == "" {
+			bad("sasl.password", "required with a mechanism (or sasl.password_file)")
 		}
 	default:
 		bad("sasl.mechanism", fmt.Sprintf("%q is not plain, scram-sha-256 or scram-sha-512", c.SASL.Mechanism))
@@ -149,16 +154,24 @@ func (c *Cluster) Validate(prefix string) error {
 	return errors.Join(errs...)
 }
 
+// Defaults of Cluster.
+const (
+	// DefaultClientID is the default of Cluster.ClientID.
+	DefaultClientID = "residency"
+	// DefaultDialTimeout is the default of Cluster.DialTimeout.
+	DefaultDialTimeout = 10 * time.Second
+)
+
 func (c *Cluster) clientID() string {
 	if c.ClientID == "" {
-		return "residency"
+		return DefaultClientID
 	}
 	return c.ClientID
 }
 
 func (c *Cluster) dialTimeout() time.Duration {
 	if c.DialTimeout == 0 {
-		return 10 * time.Second
+		return DefaultDialTimeout
 	}
 	return c.DialTimeout
 }

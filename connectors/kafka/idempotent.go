@@ -23,7 +23,9 @@ type ProducerConfig struct {
 	// Cluster is the cluster written to. Required.
 	Cluster Cluster
 	// Balancer picks a record's partition from its key. Default:
-	// &HashBalancer{} (kafka-go's Hash, as connectors/kafka.Writer).
+	// &Murmur2Balancer{} (the Java client's partitioner, as
+	// connectors/kafka.Writer's default; NewBalancer maps kafka.partitioner
+	// to a Balancer).
 	Balancer Balancer
 	// Compression is "none", "gzip", "snappy", "lz4" or "zstd". Default
 	// "none".
@@ -310,7 +312,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		return nil, fmt.Errorf("%w: max_request_bytes (%d) is smaller than batch_bytes (%d)", ErrConfig, p.reqBytes, p.batchBytes)
 	}
 	if p.bal == nil {
-		p.bal = &HashBalancer{}
+		p.bal = &Murmur2Balancer{}
 	}
 	p.encoders.New = func() any { return &batchEncoder{codec: codec} }
 	p.w = newWire(cd, cfg.Cluster.Brokers, p.log)

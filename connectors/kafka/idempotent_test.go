@@ -377,8 +377,8 @@ func TestAddSeqWraps(t *testing.T) {
 	}
 }
 
-// TestHashBalancerMatchesKafkaGo: the default balancer puts every key
-// where kafka-go's Hash balancer does (connectors/kafka.Writer's).
+// TestHashBalancerMatchesKafkaGo: the fnv1a balancer puts every key where
+// kafka-go's Hash balancer does (residency's placement before murmur2).
 func TestHashBalancerMatchesKafkaGo(t *testing.T) {
 	var h HashBalancer
 	var kh kafka.Hash
@@ -401,7 +401,7 @@ func TestHashBalancerMatchesKafkaGo(t *testing.T) {
 
 // keyFor returns a key the default balancer puts on partition part of n.
 func keyFor(t *testing.T, part, n int) []byte {
-	var h HashBalancer
+	var h Murmur2Balancer
 	for i := range 1000 {
 		k := []byte(fmt.Sprintf("k%d", i))
 		if h.Partition(k, n) == part {

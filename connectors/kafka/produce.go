@@ -27,9 +27,9 @@ import (
 // the bench), so this is the difference between one request per batch and
 // dozens, each of which the broker handles on its own (docs/performance.md).
 //
-// It keeps kafka-go's Hash balancer, so a key lands on the same partition
-// as with kafka-go's Writer (and as with earlier versions of this adapter).
-// Records of one partition are sent in the order given, in chunks of at
+// Its Balancer puts a key on a partition (murmur2 as the Java client by
+// default; FNV-1a as kafka-go's Writer and earlier versions of this adapter
+// with kafka.partitioner: fnv1a). Records of one partition are sent in the order given, in chunks of at
 // most batchSize records and batchBytes bytes; chunk k+1 of a partition is
 // sent only after chunk k was acknowledged, so the first copy of every
 // record is appended in order. (Without an idempotent producer, which
@@ -46,7 +46,7 @@ type producer struct {
 	log          *slog.Logger
 	tr           kafka.RoundTripper // a *kafka.Transport, but for tests
 	addr         net.Addr
-	balancer     kafka.Hash
+	bal          Balancer
 	acks         int16
 	timeout      time.Duration
 	attributes   protocol.Attributes // compression codec
@@ -54,9 +54,6 @@ type producer struct {
 	batchBytes   int64               // bytes of one partition's records per request
 	requestBytes int64               // bytes of one request
 	retry        stream.Retry        // the waits (Delay) and bound (Attempts) of retrying partitions within one publish
-
-	mu    sync.Mutex
-	parts map[int][]int // partition lists [0, n) for the balancer, by n
 }
 
 // batchOverhead is the size of a v2 record batch's header, counted against
@@ -98,24 +95,6 @@ func (e *publishError) Error() string {
 }
 
 func (e *publishError) Unwrap() error { return e.err }
-
-// partitions returns [0, n) for the balancer, shared read-only.
-func (p *producer) partitions(n int) []int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if ps, ok := p.parts[n]; ok {
-		return ps
-	}
-	if p.parts == nil {
-		p.parts = map[int][]int{}
-	}
-	ps := make([]int, n)
-	for i := range ps {
-		ps[i] = i
-	}
-	p.parts[n] = ps
-	return ps
-}
 
 // topicMeta is what the producer needs of a topic: its partition leaders.
 type topicMeta struct {
@@ -222,8 +201,7 @@ func (p *producer) assign(msgs []stream.Message, meta map[string]topicMeta) []*p
 	var batches []*partBatch
 	for i := range msgs {
 		m := &msgs[i]
-		ps := p.partitions(len(meta[m.Topic].leaders))
-		part := int32(p.balancer.Balance(kafka.Message{Key: m.Key}, ps...))
+		part := int32(p.bal.Partition(m.Key, len(meta[m.Topic].leaders)))
 		k := topicPartition{m.Topic, part}
 		b := byTP[k]
 		if b == nil {

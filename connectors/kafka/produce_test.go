@@ -122,7 +122,7 @@ func decodeValues(raw protocol.RawRecordSet) ([]string, error) {
 }
 
 func testProducer(rt kafka.RoundTripper) *producer {
-	return &producer{tr: rt, acks: -1, timeout: time.Second, batchSize: 500, batchBytes: 1 << 20,
+	return &producer{bal: &HashBalancer{}, tr: rt, acks: -1, timeout: time.Second, batchSize: 500, batchBytes: 1 << 20,
 		requestBytes: 16 << 20, retry: stream.Retry{Min: time.Millisecond, Max: 2 * time.Millisecond, Attempts: 3}}
 }
 

@@ -51,6 +51,12 @@ type ReaderConfig struct {
 	// QueueCapacity is how many fetched records are buffered ahead of
 	// Fetch. Default 1000.
 	QueueCapacity int
+	// IsolationLevel is "read_uncommitted", the only level this reader
+	// supports (the default): kafka-go's reader stops at the last stable
+	// offset under read_committed but still returns the records of aborted
+	// transactions, so "read_committed" is refused here; the batch
+	// Consumer supports it.
+	IsolationLevel string
 	// Logger receives kafka-go's messages (info at debug level, errors at
 	// warn). Default: slog.Default().
 	Logger *slog.Logger
@@ -81,6 +87,13 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	}
 	if len(cfg.Topics) == 0 {
 		return nil, fmt.Errorf("%w: topics: required", ErrConfig)
+	}
+	switch strings.ToLower(cfg.IsolationLevel) {
+	case "", "read_uncommitted":
+	case "read_committed":
+		return nil, fmt.Errorf("%w: isolation_level: read_committed is not supported by this reader (kafka-go's reader returns the records of aborted transactions); the batch Consumer supports it", ErrConfig)
+	default:
+		return nil, fmt.Errorf("%w: isolation_level: %q is not read_uncommitted or read_committed", ErrConfig, cfg.IsolationLevel)
 	}
 	start := kafka.FirstOffset
 	switch strings.ToLower(cfg.StartOffset) {

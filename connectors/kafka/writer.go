@@ -43,6 +43,10 @@ type WriterConfig struct {
 	// Compression is "none", "gzip", "snappy", "lz4" or "zstd". Default
 	// "none".
 	Compression string
+	// Balancer picks a record's partition from its key. Default:
+	// &Murmur2Balancer{} (the Java client's partitioner; NewBalancer maps
+	// kafka.partitioner to a Balancer).
+	Balancer Balancer
 	// Logger receives a warning when a Publish call retries partitions
 	// (topic, partition and the broker's error; never record contents).
 	// Default: slog.Default().
@@ -51,9 +55,9 @@ type WriterConfig struct {
 
 // Writer publishes to any topic of one cluster and implements
 // stream.Publisher: every Publish waits for acknowledgement by all in-sync
-// replicas, records are partitioned by a hash of their key (kafka-go's Hash
-// balancer: equal keys, same partition, order kept) and topics are never
-// auto-created. A Publish call sends one produce request per partition
+// replicas, records are partitioned by a hash of their key (the Java
+// client's murmur2 by default, or kafka-go's FNV-1a Hash: equal keys, same
+// partition, order kept) and topics are never auto-created. A Publish call sends one produce request per partition
 // leader holding all of its partitions (kafka-go's Writer sends one per
 // partition), and keeps no reference to the records once it has returned
 // nil.
@@ -103,7 +107,12 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 		log = slog.Default()
 	}
 	batchBytes := orInt64(cfg.BatchBytes, 1<<20)
+	bal := cfg.Balancer
+	if bal == nil {
+		bal = &Murmur2Balancer{}
+	}
 	return &Writer{p: &producer{
+		bal:          bal,
 		log:          log.With("cluster", cfg.Cluster.Name),
 		tr:           tr,
 		addr:         kafka.TCP(cfg.Cluster.Brokers...),

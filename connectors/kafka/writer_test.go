@@ -88,7 +88,7 @@ func TestRequestChunks(t *testing.T) {
 	for i := range msgs {
 		batches[i%3].idx = append(batches[i%3].idx, int32(i))
 	}
-	p := &producer{batchSize: 4, batchBytes: 400, requestBytes: 750, timeout: time.Second, acks: -1}
+	p := &producer{bal: &HashBalancer{}, batchSize: 4, batchBytes: 400, requestBytes: 750, timeout: time.Second, acks: -1}
 	req, chunks, err := p.request(msgs, batches, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -151,28 +151,45 @@ func checkOrder(t *testing.T, req *rawProduceAPI.Request, msgs []stream.Message,
 	}
 }
 
-// TestAssignMatchesKafkaGo: a key goes to the partition kafka-go's Writer
-// (Hash balancer) would have chosen, so upgrading does not move keys.
-func TestAssignMatchesKafkaGo(t *testing.T) {
-	p := &producer{}
+// TestAssignUsesTheBalancer: a key goes to the partition the producer's
+// balancer chooses: the Java client's murmur2 (NewWriter's default) or
+// kafka-go's Hash (kafka.partitioner: fnv1a, the placement of earlier
+// versions).
+func TestAssignUsesTheBalancer(t *testing.T) {
 	meta := map[string]topicMeta{"t": {leaders: make([]int32, 6)}}
 	var msgs []stream.Message
 	for i := range 200 {
 		msgs = append(msgs, stream.Message{Topic: "t", Key: fmt.Appendf(nil, "user-%d", i)})
 	}
-	batches := p.assign(msgs, meta)
 	var h kafka.Hash
-	seen := 0
-	for _, b := range batches {
-		for _, i := range b.idx {
-			seen++
-			if want := h.Balance(kafka.Message{Key: msgs[i].Key}, 0, 1, 2, 3, 4, 5); int32(want) != b.partition {
-				t.Errorf("key %s: partition %d, kafka-go's Hash gives %d", msgs[i].Key, b.partition, want)
+	for name, tc := range map[string]struct {
+		bal  Balancer
+		want func(key []byte) int
+	}{
+		"murmur2": {&Murmur2Balancer{}, func(key []byte) int { return int(Murmur2(key)&0x7fffffff) % 6 }},
+		"fnv1a":   {&HashBalancer{}, func(key []byte) int { return h.Balance(kafka.Message{Key: key}, 0, 1, 2, 3, 4, 5) }},
+	} {
+		p := &producer{bal: tc.bal}
+		batches := p.assign(msgs, meta)
+		seen := 0
+		for _, b := range batches {
+			for _, i := range b.idx {
+				seen++
+				if want := tc.want(msgs[i].Key); int32(want) != b.partition {
+					t.Errorf("%s: key %s: partition %d, want %d", name, msgs[i].Key, b.partition, want)
+				}
 			}
 		}
+		if seen != len(msgs) || len(batches) != 6 {
+			t.Fatalf("%s: %d records in %d batches, want %d in 6", name, seen, len(batches), len(msgs))
+		}
 	}
-	if seen != len(msgs) || len(batches) != 6 {
-		t.Fatalf("%d records in %d batches, want %d in 6", seen, len(batches), len(msgs))
+	w, err := NewWriter(WriterConfig{Cluster: Cluster{Name: "a", Brokers: []string{"h:1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := w.p.bal.(*Murmur2Balancer); !ok {
+		t.Errorf("NewWriter's default balancer is %T, want *Murmur2Balancer", w.p.bal)
 	}
 }
 
@@ -207,7 +224,7 @@ func BenchmarkRequest(b *testing.B) {
 	for i := range msgs {
 		msgs[i] = stream.Message{Topic: fmt.Sprintf("pinned.%d", i%7), Key: fmt.Appendf(nil, "user-%d", i), Value: make([]byte, 250), Headers: hs}
 	}
-	p := &producer{batchSize: 500, batchBytes: 1 << 20, requestBytes: 16 << 20, timeout: time.Second, acks: -1}
+	p := &producer{bal: &HashBalancer{}, batchSize: 500, batchBytes: 1 << 20, requestBytes: 16 << 20, timeout: time.Second, acks: -1}
 	meta := map[string]topicMeta{}
 	for i := range 7 {
 		meta[fmt.Sprintf("pinned.%d", i)] = topicMeta{leaders: make([]int32, 6)}

@@ -103,6 +103,9 @@ const Schema = `{
   ]
 }`
 
+// DefaultCodec is the default of Config.Codec.
+const DefaultCodec = goavro.CompressionDeflateLabel
+
 // Config configures a Store.
 type Config struct {
 	// URL is the bucket, as gocloud.dev/blob opens it: "file:///var/lib/x"
@@ -152,7 +155,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	if cfg.Codec == "" {
-		cfg.Codec = goavro.CompressionDeflateLabel
+		cfg.Codec = DefaultCodec
 	}
 	cdc, err := goavro.NewCodec(Schema)
 	if err != nil {

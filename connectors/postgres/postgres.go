@@ -32,13 +32,20 @@ var ErrConfig = errors.New("postgres: bad config")
 // (e.g. event_id is not its primary key).
 var ErrSchema = errors.New("postgres: table does not fit")
 
-// DefaultTable is the default of Config.Table.
-const DefaultTable = "residency_events"
+// Defaults of Config.
+const (
+	// DefaultTable is the default of Config.Table.
+	DefaultTable = "residency_events"
+	// DefaultMaxConns is the default of Config.MaxConns.
+	DefaultMaxConns = 4
+	// DefaultConnectTimeout is the default of Config.ConnectTimeout.
+	DefaultConnectTimeout = 30 * time.Second
+)
 
 // Config configures a Store.
 type Config struct {
 	// DSN is the pgx connection string (URL or key=value). Required.
-	DSN string `yaml:"dsn"`
+	DSN string `yaml:"dsn" secret:"url"`
 	// Table is the table written to, optionally schema-qualified
 	// ("schema.table"). It is created, or missing columns are added, at
 	// Open. Default "residency_events".
@@ -117,10 +124,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.Table = DefaultTable
 	}
 	if cfg.MaxConns == 0 {
-		cfg.MaxConns = 4
+		cfg.MaxConns = DefaultMaxConns
 	}
 	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = 30 * time.Second
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	pc, err := pgxpool.ParseConfig(cfg.DSN)
 	if err != nil {

@@ -26,8 +26,14 @@ type Config struct {
 	Prefix string `yaml:"prefix"`
 	// Username for Redis ACLs. Default "": none.
 	Username string `yaml:"username"`
-	// Password for Redis. Default "": none. Prefer RESIDENCY_REDIS_PASSWORD.
-	Password string `yaml:"password"`
+	// Password for Redis. Default "": none. Prefer PasswordFile or
+	// RESIDENCY_REDIS_PASSWORD to writing it in the file.
+	Password string `yaml:"password" secret:"true"`
+	// PasswordFile is a file holding Password (a trailing newline is
+	// dropped), read once at start by the config loader
+	// (internal/config), e.g. a mounted Kubernetes Secret. NewClient does
+	// not read it. Default "": none.
+	PasswordFile string `yaml:"password_file"`
 	// DB is the Redis database number. Default 0.
 	DB int `yaml:"db"`
 	// TLS configures a TLS connection to Redis; `tls: true` is short for

@@ -216,7 +216,7 @@ var reasonsAtStart = map[string][]string{
 func TestDevStack(t *testing.T) {
 	brokersA, brokersB := need(t, envKafkaA), need(t, envKafkaB)
 	redisAddr, pgURL := need(t, envRedis), need(t, envPostgres)
-	bin, _ := residency(t)
+	bin, _, _ := residency(t)
 	m := loadManifests(t)
 	id := uniqueID(t)
 	topic := func(s string) string { return "check." + id + "." + s }

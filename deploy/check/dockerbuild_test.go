@@ -155,14 +155,15 @@ var built struct {
 	once    sync.Once
 	path    string
 	version string
+	commit  string
 	log     string
 	err     error
 }
 
 // residency returns the path of the residency binary, built exactly as the
 // Dockerfile's build stage builds it (see buildAsDockerfile), and the
-// version stamped into it.
-func residency(t testing.TB) (bin, version string) {
+// version and commit stamped into it.
+func residency(t testing.TB) (bin, version, commit string) {
 	t.Helper()
 	built.once.Do(func() {
 		dir, err := os.MkdirTemp("", "residency-check-")
@@ -171,12 +172,13 @@ func residency(t testing.TB) (bin, version string) {
 			return
 		}
 		built.version = "v0.0.0-check." + time.Now().UTC().Format("20060102150405")
-		built.path, built.log, built.err = buildAsDockerfile(dir, map[string]string{"VERSION": built.version})
+		built.commit = fmt.Sprintf("check%07x", time.Now().UnixNano()&0xfffffff)
+		built.path, built.log, built.err = buildAsDockerfile(dir, map[string]string{"VERSION": built.version, "COMMIT": built.commit})
 	})
 	if built.err != nil {
 		t.Fatalf("building residency as the Dockerfile does: %v\n%s", built.err, built.log)
 	}
-	return built.path, built.version
+	return built.path, built.version, built.commit
 }
 
 // buildAsDockerfile builds the residency binary the way `docker build

@@ -26,8 +26,8 @@ const imageUser = 65532
 // another base; every base image is pinned (a digest, or a tag other than
 // latest, never an ARG); the golang image's Go is at least go.mod's; no ADD
 // fetches a URL or a git repository; the build stage disables cgo and runs
-// `go build -trimpath` with main.version stamped from a declared ARG
-// VERSION; the final stage copies the binary from the build stage, runs as
+// `go build -trimpath` with main.version and main.commit stamped from the
+// declared ARGs VERSION and COMMIT; the final stage copies the binary from the build stage, runs as
 // a numeric non-root user, exposes the default ops port and has the binary
 // as its exec-form ENTRYPOINT.
 func TestDockerfile(t *testing.T) {
@@ -82,7 +82,7 @@ func TestDockerfile(t *testing.T) {
 	}
 	checkGoImage(t, build.BaseName)
 	var goBuild string
-	cgoOff, versionArg := false, false
+	cgoOff, versionArg, commitArg := false, false, false
 	for _, c := range build.Commands {
 		switch c := c.(type) {
 		case *instructions.EnvCommand:
@@ -94,6 +94,7 @@ func TestDockerfile(t *testing.T) {
 		case *instructions.ArgCommand:
 			for _, a := range c.Args {
 				versionArg = versionArg || a.Key == "VERSION"
+				commitArg = commitArg || a.Key == "COMMIT"
 			}
 		case *instructions.RunCommand:
 			line := strings.Join(c.CmdLine, " ")
@@ -103,8 +104,8 @@ func TestDockerfile(t *testing.T) {
 				}
 				goBuild = line
 				cgoOff = cgoOff || strings.Contains(line, "CGO_ENABLED=0")
-				if !versionArg {
-					t.Errorf("ARG VERSION is not declared in stage %q before its go build", build.Name)
+				if !versionArg || !commitArg {
+					t.Errorf("ARG VERSION and ARG COMMIT are not both declared in stage %q before its go build", build.Name)
 				}
 			}
 		}
@@ -113,7 +114,7 @@ func TestDockerfile(t *testing.T) {
 	case goBuild == "":
 		t.Errorf("stage %q has no RUN with go build", build.Name)
 	default:
-		for _, want := range []string{"-trimpath", "-X main.version=${VERSION}", "-o " + src, "./cmd/residency"} {
+		for _, want := range []string{"-trimpath", "-X main.version=${VERSION}", "-X main.commit=${COMMIT}", "-o " + src, "./cmd/residency"} {
 			if !strings.Contains(goBuild, want) {
 				t.Errorf("go build in stage %q lacks %q: %s", build.Name, want, goBuild)
 			}
@@ -259,12 +260,14 @@ func TestDockerignore(t *testing.T) {
 }
 
 // TestDockerBuildIsStatic builds residency as the Dockerfile's build stage
-// does (from the context .dockerignore leaves, with --build-arg VERSION) and
+// does (from the context .dockerignore leaves, with --build-arg VERSION and
+// COMMIT) and
 // checks the binary: statically linked (no PT_INTERP program header, no
 // DT_NEEDED library), built with -trimpath and CGO_ENABLED=0 (its build
-// info), and `residency version` prints the stamped version.
+// info), and `residency version` and `residency --version` print the
+// stamped version and commit.
 func TestDockerBuildIsStatic(t *testing.T) {
-	bin, version := residency(t)
+	bin, version, commit := residency(t)
 	f, err := elf.Open(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -294,12 +297,14 @@ func TestDockerBuildIsStatic(t *testing.T) {
 	}
 	// (With -trimpath the build info leaves -ldflags out; the version
 	// printed below shows the stamp.)
-	out, err := exec.Command(bin, "version").CombinedOutput()
-	if err != nil {
-		t.Fatalf("residency version: %v\n%s", err, out)
-	}
-	if got, want := strings.TrimSpace(string(out)), "residency "+version; got != want {
-		t.Errorf("residency version printed %q, want %q", got, want)
+	for _, arg := range []string{"version", "--version"} {
+		out, err := exec.Command(bin, arg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("residency %s: %v\n%s", arg, err, out)
+		}
+		if got, want := strings.TrimSpace(string(out)), "residency "+version+" (commit "+commit+")"; got != want {
+			t.Errorf("residency %s printed %q, want %q", arg, got, want)
+		}
 	}
 	if st, err := os.Stat(bin); err == nil {
 		t.Logf("%s: %.1f MiB, %s, built by %s", bin, float64(st.Size())/(1<<20), version, bi.GoVersion)

@@ -303,7 +303,7 @@ func flagValue(args []string, name string) string {
 func TestKubernetesManifests(t *testing.T) {
 	m := loadManifests(t)
 	cfg := m.residencyConfig(t)
-	bin, _ := residency(t)
+	bin, _, _ := residency(t)
 
 	// The kustomization lists every manifest here, once.
 	entries, err := os.ReadDir(kubeDir)
@@ -668,7 +668,7 @@ func ingestPartitions(t *testing.T, topic string) int {
 // `residency explain --config` with that ruleset places a US and a UK event
 // on their clusters (exit 0).
 func TestKubernetesConfigAccepted(t *testing.T) {
-	bin, _ := residency(t)
+	bin, _, _ := residency(t)
 	for country, want := range map[string]string{"US": "residency.us on cluster ingest", "GB": "residency.uk on cluster eu", "DE": "residency.eu on cluster eu"} {
 		cmd := exec.Command(bin, "explain", "-", "--config", filepath.Join(kubeDir, "residency.yaml"),
 			"--rules", filepath.Join(root, "deploy", "examples", "rules.yaml"))

@@ -1007,6 +1007,7 @@ func (b *benchRun) createTopics(ctx context.Context, c *kafkago.Client, appendTi
 	if err != nil {
 		return err
 	}
+	defer a.Close()
 	return a.CreateTopics(ctx, b.o.Partitions, b.o.Replication, names...) // exist already: waits for leaders
 }
 

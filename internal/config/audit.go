@@ -13,6 +13,9 @@ import (
 // pseudonymisation key: the erasure markers and the erasure leaves carry
 // the keyed hash of a user id, never the id.
 type AuditConfig struct {
+	// Topic is the audit topic on the ingest cluster (one partition),
+	// which `topics apply` creates. Default "residency.audit".
+	Topic string `yaml:"topic"`
 	// SubjectKeyFile is the file holding the pseudonymisation key (at least
 	// 32 bytes, surrounding white space trimmed) of the keyed hashes of
 	// event and user ids on leaves and erasure markers. Required by

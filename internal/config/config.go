@@ -14,10 +14,8 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"reflect"
@@ -63,6 +61,8 @@ type Config struct {
 	// Sinks are the sinks `residency sink --store NAME` can run (see
 	// SinkConfig and docs/sinks.md). Default: none.
 	Sinks []SinkConfig `yaml:"sinks"`
+	// Topics configures the topics `residency topics` creates and checks.
+	Topics TopicsConfig `yaml:"topics"`
 	// Audit is the audit log (docs/audit.md). Default: off.
 	Audit AuditConfig `yaml:"audit"`
 	// Purge configures `residency purge` (docs/erasure.md).
@@ -72,9 +72,10 @@ type Config struct {
 	// Residue configures `residency residue` (docs/erasure.md).
 	Residue ResidueConfig `yaml:"residue"`
 
-	file      string          // the file it was read from, for errors
-	defaulted map[string]bool // the fields Finish gave their default, by path
-	finished  bool            // defaults applied
+	file           string          // the file it was read from, for errors
+	secretProblems []Problem       // the problems of reading the *_file secrets
+	defaulted      map[string]bool // the fields Finish gave their default, by path
+	finished       bool            // defaults applied
 }
 
 // HTTPConfig configures the operations endpoint.
@@ -101,6 +102,18 @@ type KafkaConfig struct {
 	// Compression of written batches: none, gzip, snappy, lz4 or zstd.
 	// Default "none".
 	Compression string `yaml:"compression"`
+	// Partitioner puts a record's key on a partition of the topic written
+	// (pinned, quarantine, dead-letter): "murmur2", the Java client's
+	// partitioner (Kafka Streams, ksqlDB and Java producers place keys
+	// alike), or "fnv1a", kafka-go's Hash, residency's placement before
+	// murmur2 became the default (see docs/configuration.md before
+	// switching a running deployment). Default "murmur2".
+	Partitioner string `yaml:"partitioner"`
+	// IsolationLevel is what the consumers read of transactional
+	// producers' records: "read_uncommitted" (every record) or
+	// "read_committed" (only committed transactions' records, up to the
+	// last stable offset). Default "read_uncommitted".
+	IsolationLevel string `yaml:"isolation_level"`
 	// SessionTimeout is the consumer-group session timeout. Default 10s.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
 	// RebalanceTimeout is how long members get to rejoin in a rebalance.
@@ -165,12 +178,21 @@ type RulesConfig struct {
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// Pins turns per-user pins on. Default true (ignored with File).
 	Pins *bool `yaml:"pins"`
+	// HistoryTopic is the ruleset history topic on the ingest cluster
+	// (compacted; every version applied, by number), which `topics apply`
+	// creates. Default "residency.rulesets".
+	HistoryTopic string `yaml:"history_topic"`
 }
 
 // Parse decodes YAML. Every unknown field and every value of the wrong
 // type is reported by its field path (an *Error), never by the Go type it
-// was meant for. Call Finish before using the config.
-func Parse(data []byte) (*Config, error) {
+// was meant for. ${VAR} is not expanded (Load expands it). Call Finish
+// before using the config.
+func Parse(data []byte) (*Config, error) { return parse(data, nil) }
+
+// parse decodes YAML, expanding ${VAR} in every value with lookup (nil: no
+// expansion).
+func parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, &Error{Problems: []Problem{{Message: OneLine(err.Error())}}}
@@ -180,36 +202,47 @@ func Parse(data []byte) (*Config, error) {
 		return &c, nil // an empty file
 	}
 	var ps problems
-	checkYAML(&doc, reflect.TypeFor[Config](), "", &ps)
+	k := &checker{ps: &ps, lookup: lookup, orig: map[*yaml.Node]string{}}
+	k.check(&doc, reflect.TypeFor[Config](), "")
 	if len(ps) > 0 {
 		return nil, &Error{Problems: ps}
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		// checkYAML has already reported everything decoding refuses.
+	// The checker has reported every unknown field and wrong type, and
+	// expanded the values in place.
+	if err := doc.Decode(&c); err != nil {
 		return nil, &Error{Problems: []Problem{{Message: OneLine(err.Error())}}}
 	}
 	return &c, nil
 }
 
-// WarnDeprecated logs a warning for every setting that is accepted but no
+// Deprecated returns a warning for every setting that is accepted but no
 // longer has an effect.
-func (c *Config) WarnDeprecated(log *slog.Logger) {
+func (c *Config) Deprecated() []Problem {
+	var ps []Problem
 	if c.Kafka.BatchTimeout != 0 {
-		log.Warn("kafka.batch_timeout is ignored: the writer sends each batch at once; remove it from the configuration")
+		ps = append(ps, Problem{Field: "kafka.batch_timeout", Message: "is ignored: the writer sends each batch at once; remove it from the configuration"})
+	}
+	return ps
+}
+
+// WarnDeprecated logs a warning for every setting that is accepted but no
+// longer has an effect (Deprecated).
+func (c *Config) WarnDeprecated(log *slog.Logger) {
+	for _, p := range c.Deprecated() {
+		log.Warn(p.Field + " " + p.Message)
 	}
 }
 
-// Load reads, decodes and env-overrides the config file (lookup reads the
+// Load reads the config file, expands ${VAR} in its values (and $$ to $)
+// and applies the RESIDENCY_* overrides, both from lookup (the
 // environment: os.LookupEnv); call Finish after applying flags. Errors are
-// *Error.
+// *Error, every problem naming its field.
 func Load(path string, lookup func(string) (string, bool)) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &Error{File: path, Problems: []Problem{{Message: "cannot read the config: " + OneLine(err.Error())}}}
 	}
-	c, err := Parse(data)
+	c, err := parse(data, lookup)
 	if err != nil {
 		var ce *Error
 		if errors.As(err, &ce) {

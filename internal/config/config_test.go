@@ -55,7 +55,8 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Kafka.IngestCluster != "main" || c.Router.ConsumerGroup != "residency-router" || c.Router.QuarantineTopic != "residency.quarantine" ||
-		c.HTTP.Listen != ":9090" || c.Redis.Prefix != "residency:" || !c.PinsEnabled() {
+		c.HTTP.Listen != ":9090" || c.Redis.Prefix != "residency:" || !c.PinsEnabled() ||
+		c.Kafka.Partitioner != "murmur2" || c.Kafka.IsolationLevel != "read_uncommitted" {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }
@@ -73,6 +74,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 			[]string{"router.quarantine_topic: \"x\" is also router.ingest_topics[0]", "router.linger: must not be negative", "router.start_offset", "log_level"}},
 		{"kafka: {clusters: {a: {brokers: ['h:1']}}}\nrouter: {ingest_topics: [x], start_offset: latest}\n",
 			[]string{"router.start_offset: \"latest\" would skip every event already in the ingest topics"}},
+		{"kafka: {clusters: {a: {brokers: ['h:1']}}, partitioner: crc32, isolation_level: serializable}\nrouter: {ingest_topics: [x]}\n",
+			[]string{`kafka.partitioner: "crc32" is not murmur2 or fnv1a`, `kafka.isolation_level: "serializable" is not read_uncommitted or read_committed`}},
 	}
 	for _, tt := range tests {
 		c, err := Parse([]byte(tt.yaml))

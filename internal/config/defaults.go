@@ -1,10 +1,13 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/connectors/objectstore"
+	"github.com/residency-router/residency/connectors/postgres"
 	"github.com/residency-router/residency/erasure"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
@@ -29,6 +32,8 @@ const (
 	DefaultSinkQuarantineTopic = "residency.sink-quarantine"
 	// DefaultRulesWait is sinks[].rules_wait's default.
 	DefaultRulesWait = 30 * time.Second
+	// DefaultIsolationLevel is kafka.isolation_level's default.
+	DefaultIsolationLevel = "read_uncommitted"
 )
 
 // fieldDefault is one entry of the defaults table: a field by its YAML
@@ -59,9 +64,8 @@ func derived[T comparable](field string, p *T, v func() T) fieldDefault {
 // table is the one defaults table of the config: every field that has a
 // default, in the order they are applied (a derived default reads only
 // fields above it). The values are the owning packages' exported defaults,
-// so a limit has one default whether it is set here or in Go. Fields of
-// kafka.clusters.*, sinks[].postgres and sinks[].objectstore are defaulted
-// by their adapters (connectors/kafka, postgres, objectstore).
+// so a limit has one default whether it is set here or in Go (and `config
+// print` shows the values in force).
 func (c *Config) table() []fieldDefault {
 	r, reg := &c.Router, &c.Schemas.Registry
 	t := []fieldDefault{
@@ -77,6 +81,8 @@ func (c *Config) table() []fieldDefault {
 			return ""
 		}),
 		def("kafka.compression", &c.Kafka.Compression, "none"),
+		def("kafka.partitioner", &c.Kafka.Partitioner, kafka.DefaultPartitioner),
+		def("kafka.isolation_level", &c.Kafka.IsolationLevel, DefaultIsolationLevel),
 		def("kafka.session_timeout", &c.Kafka.SessionTimeout, kafka.DefaultSessionTimeout),
 		def("kafka.rebalance_timeout", &c.Kafka.RebalanceTimeout, kafka.DefaultRebalanceTimeout),
 		def("router.consumer_group", &r.ConsumerGroup, DefaultConsumerGroup),
@@ -109,12 +115,15 @@ func (c *Config) table() []fieldDefault {
 		def("erasure.list_topics", &c.Erasure.ListTopics, ptr(true)),
 		def("residue.max_listed", &c.Residue.MaxListed, erasure.DefaultMaxListed),
 	}
+	t = append(t, c.topicsDefaults()...)
 	for _, name := range c.ClusterNames() {
 		cl := c.Kafka.Clusters[name]
 		if cl.Name == "" { // the key names the cluster
 			cl.Name = name
-			c.Kafka.Clusters[name] = cl
 		}
+		cl.ClientID = cmp.Or(cl.ClientID, kafka.DefaultClientID)
+		cl.DialTimeout = cmp.Or(cl.DialTimeout, kafka.DefaultDialTimeout)
+		c.Kafka.Clusters[name] = cl
 	}
 	for i := range c.Sinks {
 		sc := &c.Sinks[i]
@@ -144,6 +153,15 @@ func (c *Config) table() []fieldDefault {
 			def(f("rules_wait"), &sc.RulesWait, DefaultRulesWait),
 			derived(f("listen"), &sc.Listen, func() string { return c.HTTP.Listen }),
 		)
+		if pg := sc.Postgres; pg != nil {
+			t = append(t,
+				def(f("postgres.table"), &pg.Table, postgres.DefaultTable),
+				def(f("postgres.max_conns"), &pg.MaxConns, postgres.DefaultMaxConns),
+				def(f("postgres.connect_timeout"), &pg.ConnectTimeout, postgres.DefaultConnectTimeout))
+		}
+		if ob := sc.ObjectStore; ob != nil {
+			t = append(t, def(f("objectstore.codec"), &ob.Codec, objectstore.DefaultCodec))
+		}
 	}
 	// An erasure's second pass waits out every sink's longest write.
 	t = append(t, derived("erasure.settle", &c.Erasure.Settle, func() time.Duration {
@@ -162,6 +180,7 @@ func (c *Config) applyDefaults() {
 		return
 	}
 	c.finished = true
+	c.secretProblems = c.readSecretFiles()
 	c.defaulted = map[string]bool{}
 	for _, d := range c.table() {
 		if d.apply() {

@@ -216,7 +216,7 @@ func (c *Config) SinkField(sc *SinkConfig) string {
 // wiring never meets a bad config, and what `config lint` prints.
 func (c *Config) Validate(s Scope) []Problem {
 	c.applyDefaults()
-	var ps problems
+	ps := problems(slices.Clone(c.secretProblems))
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		ps.add("log_level", "%v", err)
 	}
@@ -229,6 +229,7 @@ func (c *Config) Validate(s Scope) []Problem {
 	c.validateSinks(&ps, s)
 	c.validateAudit(&ps, s)
 	c.validateErasure(&ps, s)
+	c.validateTopics(&ps)
 	slices.SortStableFunc(ps, func(a, b Problem) int { return strings.Compare(a.Field, b.Field) })
 	return ps
 }
@@ -269,6 +270,14 @@ func (c *Config) validateKafka(ps *problems, s Scope) {
 		} else if _, ok := c.Kafka.Clusters[c.Kafka.IngestCluster]; !ok {
 			ps.add("kafka.ingest_cluster", "%q is not in kafka.clusters (%s)", c.Kafka.IngestCluster, strings.Join(names, ", "))
 		}
+	}
+	if _, err := kafka.NewBalancer(c.Kafka.Partitioner); err != nil {
+		ps.add("kafka.partitioner", "%q is not murmur2 or fnv1a", c.Kafka.Partitioner)
+	}
+	switch strings.ToLower(c.Kafka.IsolationLevel) {
+	case "", "read_uncommitted", "read_committed":
+	default:
+		ps.add("kafka.isolation_level", "%q is not read_uncommitted or read_committed", c.Kafka.IsolationLevel)
 	}
 	switch strings.ToLower(c.Kafka.Compression) {
 	case "", "none", "gzip", "snappy", "lz4", "zstd":
@@ -322,7 +331,8 @@ func (c *Config) validateRouter(ps *problems, s Scope) {
 		}
 		topics[tp] = field
 	}
-	for _, f := range []struct{ field, topic string }{{"router.quarantine_topic", r.QuarantineTopic}, {"router.dead_letter_topic", r.DeadLetterTopic}} {
+	for _, f := range []struct{ field, topic string }{{"router.quarantine_topic", r.QuarantineTopic}, {"router.dead_letter_topic", r.DeadLetterTopic},
+		{"rules.history_topic", c.Rules.HistoryTopic}, {"audit.topic", c.Audit.Topic}} {
 		if other, dup := topics[f.topic]; dup {
 			ps.add(f.field, "%q is also %s", f.topic, other)
 		}

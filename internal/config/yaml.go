@@ -10,13 +10,25 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// checkYAML walks the YAML node n against t, the Go type of the field at
-// path, and reports every unknown field and every value of the wrong kind
-// by its field path (router.batch_size, kafka.clusters.eu.tls.ca_file,
-// sinks[0].store). yaml.v3's own errors name Go types (kafka.Cluster,
-// time.Duration) and stop at the first unknown field; these name fields,
-// and list every problem.
-func checkYAML(n *yaml.Node, t reflect.Type, path string, ps *problems) {
+// checker walks a YAML document against the Go type it is decoded into.
+type checker struct {
+	ps *problems
+	// lookup reads the environment for ${VAR} expansion; nil: no expansion.
+	lookup func(string) (string, bool)
+	// orig holds the text of every scalar expansion changed, as written in
+	// the file: messages show it rather than a variable's value.
+	orig map[*yaml.Node]string
+}
+
+// checkYAML expands ${VAR} in every value (when lookup is set) and walks
+// the YAML node n against t, the Go type of the field at path, and reports
+// every unknown field and every value of the wrong kind by its field path
+// (router.batch_size, kafka.clusters.eu.tls.ca_file, sinks[0].store).
+// yaml.v3's own errors name Go types (kafka.Cluster, time.Duration) and
+// stop at the first unknown field; these name fields, and list every
+// problem.
+func (k *checker) check(n *yaml.Node, t reflect.Type, path string) {
+	ps := k.ps
 	if n.Kind == yaml.DocumentNode {
 		if len(n.Content) == 0 {
 			return
@@ -26,15 +38,31 @@ func checkYAML(n *yaml.Node, t reflect.Type, path string, ps *problems) {
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+	field := path
+	if field == "" {
+		field = "(top level)"
+	}
+	if n.Kind == yaml.ScalarNode && k.lookup != nil && strings.Contains(n.Value, "$") {
+		if _, done := k.orig[n]; !done { // an alias shares its node
+			v, err := expand(n.Value, k.lookup)
+			if err != nil {
+				ps.add(field, "%v", err)
+				return
+			}
+			if v != n.Value {
+				k.orig[n] = n.Value
+				n.Value = v
+				if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
+					n.Tag = "" // a plain scalar: resolve what the value spells
+				}
+			}
+		}
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return // the field's default
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
-	}
-	field := path
-	if field == "" {
-		field = "(top level)"
 	}
 	// A type with its own YAML form (e.g. redis.tls: true or a mapping)
 	// reads a scalar itself; a mapping is checked field by field below.
@@ -47,19 +75,19 @@ func checkYAML(n *yaml.Node, t reflect.Type, path string, ps *problems) {
 	switch {
 	case t == durationType:
 		if n.Kind != yaml.ScalarNode {
-			ps.add(field, "want a duration such as 500ms, 10s or 2m, got %s", kindOf(n))
+			ps.add(field, "want a duration such as 500ms, 10s or 2m, got %s", k.kindOf(n))
 			return
 		}
 		var d time.Duration
 		if err := n.Decode(&d); err != nil {
-			ps.add(field, "%q is not a duration: write it with a unit, such as 500ms, 10s or 2m", n.Value)
+			ps.add(field, "%s is not a duration: write it with a unit, such as 500ms, 10s or 2m", k.show(n))
 		}
 		return
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			ps.add(field, "want a mapping of fields (%s), got %s", strings.Join(yamlFields(t), ", "), kindOf(n))
+			ps.add(field, "want a mapping of fields (%s), got %s", strings.Join(yamlFields(t), ", "), k.kindOf(n))
 			return
 		}
 		fields := map[string]reflect.StructField{}
@@ -71,23 +99,23 @@ func checkYAML(n *yaml.Node, t reflect.Type, path string, ps *problems) {
 		}
 		seen := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			sub := joinPath(path, k.Value)
-			if line, dup := seen[k.Value]; dup {
-				ps.add(sub, "set twice (lines %d and %d)", line, k.Line)
+			key, v := n.Content[i], n.Content[i+1]
+			sub := joinPath(path, key.Value)
+			if line, dup := seen[key.Value]; dup {
+				ps.add(sub, "set twice (lines %d and %d)", line, key.Line)
 				continue
 			}
-			seen[k.Value] = k.Line
-			f, ok := fields[k.Value]
+			seen[key.Value] = key.Line
+			f, ok := fields[key.Value]
 			if !ok {
-				ps.add(sub, "unknown field%s", suggest(k.Value, yamlFields(t)))
+				ps.add(sub, "unknown field%s", suggest(key.Value, yamlFields(t)))
 				continue
 			}
-			checkYAML(v, f.Type, sub, ps)
+			k.check(v, f.Type, sub)
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			ps.add(field, "want a mapping, got %s", kindOf(n))
+			ps.add(field, "want a mapping, got %s", k.kindOf(n))
 			return
 		}
 		elem := t.Elem()
@@ -96,41 +124,41 @@ func checkYAML(n *yaml.Node, t reflect.Type, path string, ps *problems) {
 		}
 		seen := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
+			key, v := n.Content[i], n.Content[i+1]
 			// Entries that are sections (kafka.clusters.eu) read as fields;
 			// entries keyed by a topic read as an index (framings["a.b"]).
-			sub := fmt.Sprintf("%s[%q]", path, k.Value)
+			sub := fmt.Sprintf("%s[%q]", path, key.Value)
 			if elem.Kind() == reflect.Struct && elem != durationType {
-				sub = joinPath(path, k.Value)
+				sub = joinPath(path, key.Value)
 			}
-			if k.Kind != yaml.ScalarNode {
-				ps.add(field, "a key is %s, want a name", kindOf(k))
+			if key.Kind != yaml.ScalarNode {
+				ps.add(field, "a key is %s, want a name", k.kindOf(key))
 				continue
 			}
-			if line, dup := seen[k.Value]; dup {
-				ps.add(sub, "set twice (lines %d and %d)", line, k.Line)
+			if line, dup := seen[key.Value]; dup {
+				ps.add(sub, "set twice (lines %d and %d)", line, key.Line)
 				continue
 			}
-			seen[k.Value] = k.Line
-			checkYAML(v, t.Elem(), sub, ps)
+			seen[key.Value] = key.Line
+			k.check(v, t.Elem(), sub)
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			ps.add(field, "want a list, got %s", kindOf(n))
+			ps.add(field, "want a list, got %s", k.kindOf(n))
 			return
 		}
 		for i, v := range n.Content {
-			checkYAML(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i), ps)
+			k.check(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
 		}
 	case reflect.Interface:
 		// anything goes
 	default:
 		if n.Kind != yaml.ScalarNode {
-			ps.add(field, "want %s, got %s", scalarKind(t), kindOf(n))
+			ps.add(field, "want %s, got %s", scalarKind(t), k.kindOf(n))
 			return
 		}
 		if err := n.Decode(reflect.New(t).Interface()); err != nil {
-			ps.add(field, "%q is not %s", n.Value, scalarKind(t))
+			ps.add(field, "%s is not %s", k.show(n), scalarKind(t))
 		}
 	}
 }
@@ -174,7 +202,7 @@ func yamlFields(t reflect.Type) []string {
 	return out
 }
 
-func kindOf(n *yaml.Node) string {
+func (k *checker) kindOf(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
 		return "a mapping"
@@ -182,6 +210,16 @@ func kindOf(n *yaml.Node) string {
 		return "a list"
 	case yaml.AliasNode:
 		return "an alias"
+	}
+	return k.show(n)
+}
+
+// show quotes a scalar's value for a message, or what was written in the
+// file when ${VAR} expansion changed it: a variable's value may be a
+// secret.
+func (k *checker) show(n *yaml.Node) string {
+	if o, ok := k.orig[n]; ok {
+		return fmt.Sprintf("%q (after expansion)", o)
 	}
 	return fmt.Sprintf("%q", n.Value)
 }
