@@ -43,8 +43,9 @@ const (
 	// dead-lettered ones as far as the value was read (see
 	// schemas.Extractor.Extract): truncated, trailing_bytes and corrupt
 	// ones, and unknown_schema ones with the fingerprint or registry id
-	// they carry; not empty_value, too_large, bad_magic, nor a raw topic
-	// without a schema.
+	// they carry; not empty_value, too_large, bad_magic, a value cut
+	// inside its framing header (truncated), nor a raw topic without a
+	// schema.
 	HeaderSchema = "residency-schema"
 	// HeaderOmittedBytes is, on a dead-letter record of an event too large
 	// to route (reason too_large), the size in bytes of the event's key,

@@ -261,13 +261,16 @@ func corrupt(r *rand.Rand, name string, ts *topicSpec, value []byte, keepID bool
 		if i < 0 {
 			return nil, false
 		}
-		switch r.IntN(3) {
-		case 0: // a varint longer than a long: eleven bytes
-			return append(append(v[:i:i], bytes.Repeat([]byte{0x80}, 10)...), value[i:]...), true
-		case 1: // a varint running to the end of the value
+		// The union index is 1 (02): write it in more bytes than needed.
+		switch r.IntN(4) {
+		case 0: // eleven bytes, more than a long takes: the router refuses it, goavro reads 1
+			return append(append(v[:i:i], 0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00), value[i+1:]...), true
+		case 1: // six bytes, within a long's ten: read as 1 by both
+			return append(append(v[:i:i], 0x82, 0x80, 0x80, 0x80, 0x80, 0x00), value[i+1:]...), true
+		case 2: // a varint running to the end of the value
 			return append(v[:i:i], 0x80, 0x80, 0x81), true
-		default: // a zero written in six bytes
-			return append(append(v[:i:i], 0x80, 0x80, 0x80, 0x80, 0x80), value[i:]...), true
+		default: // continuation bytes before the index: a huge index
+			return append(append(v[:i:i], bytes.Repeat([]byte{0x80}, 1+r.IntN(10))...), value[i:]...), true
 		}
 	case "badmagic":
 		if h == 0 {
