@@ -46,7 +46,7 @@ type deployment struct {
 	topics      []*topicSpec
 	byTopic     map[string]*topicSpec
 	byFP        map[uint64]*writerSchema // single-object: embedded and catalogue, by both fingerprints
-	byID        map[uint32]*writerSchema // confluent: by registry id
+	byID        map[uint32]*writerSchema // confluent: by registry id (every deployment's, see where.ids)
 	countryPath []string
 	userPath    []string
 	rs          *rules.Ruleset
@@ -114,6 +114,10 @@ type where struct {
 	register    func(label, schema string) uint32
 	registryURL string
 	dir         string // for the catalogue and raw schema files
+	// ids are the schemas registered, by id: every deployment's (they
+	// share the registry, so a confluent value of one deployment may
+	// name a schema of another).
+	ids map[uint32]*writerSchema
 }
 
 // canonicalDeployment is the deployment with the canonical field paths
@@ -173,7 +177,7 @@ func newWriter(t testing.TB, label, text string, gen func(*gen) map[string]any) 
 // registers every schema with the registry and builds the ruleset.
 func newDeployment(t testing.TB, w where, name, countryField, userField string, ws []*writerSchema) *deployment {
 	t.Helper()
-	d := &deployment{name: name, byTopic: map[string]*topicSpec{}, byFP: map[uint64]*writerSchema{}, byID: map[uint32]*writerSchema{},
+	d := &deployment{name: name, byTopic: map[string]*topicSpec{}, byFP: map[uint64]*writerSchema{}, byID: w.ids,
 		pins: diffPins, ingest: "a", clusters: []string{"a", "b"}, pinned: map[string]string{},
 		maxValueBytes: diffMaxValueBytes, maxValueSize: diffMaxValueSize,
 		countryPath: strings.Split(cmpOr(countryField, "country"), "."), userPath: strings.Split(cmpOr(userField, "user_id"), ".")}

@@ -51,6 +51,7 @@ func memoryWhere(t testing.TB) where {
 		register:    func(_, schema string) uint32 { return reg.Register(schema) },
 		registryURL: reg.URL,
 		dir:         t.TempDir(),
+		ids:         map[uint32]*writerSchema{},
 	}
 }
 

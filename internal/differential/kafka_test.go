@@ -46,6 +46,7 @@ func TestDifferentialRealKafka(t *testing.T) {
 		register:    func(label, schema string) uint32 { return reg.Register(t, reg.Subject(label), schema) },
 		registryURL: reg.URL,
 		dir:         t.TempDir(),
+		ids:         map[uint32]*writerSchema{},
 	}
 	deps := deployments(t, w)
 	seed := *seedFlag

@@ -227,10 +227,63 @@ func (l *legs) compare(what string, msg stream.Message, routed *router.Decision,
 		fail("explain says %v, the router %v", x, got)
 	}
 
+	// explain given only the routing fields, as JSON, of a readable event.
+	if ref.native != nil && ref.alt == "" {
+		if err := l.explainFields(&ref, got); err != nil {
+			fail("explain of the routing fields: %v", err)
+		}
+	}
+
 	// 3. The sink, reading the record as its residency-schema header says.
 	if err := l.sinkReading(&out, got, &ref); err != nil {
 		fail("sink: %v", err)
 	}
+}
+
+// explainFields asks explain's code about the routing fields of a
+// readable event alone, as a producer would write them
+// ({"country": "US", "user_id": "u-1"}, nested paths as nested objects,
+// null where the event has none): schemas.FieldsFromJSON, then
+// Pipeline.PlaceFields. It must decide as the router did (got).
+func (l *legs) explainFields(ref *reading, got verdict) error {
+	doc := map[string]any{}
+	put := func(path []string, v []byte, ok bool) {
+		m := doc
+		for _, seg := range path[:len(path)-1] {
+			sub, isObj := m[seg].(map[string]any)
+			if !isObj {
+				sub = map[string]any{}
+				m[seg] = sub
+			}
+			m = sub
+		}
+		if ok {
+			m[path[len(path)-1]] = string(v)
+		} else {
+			m[path[len(path)-1]] = nil
+		}
+	}
+	put(l.d.countryPath, ref.fields.Country, ref.fields.HasCountry)
+	put(l.d.userPath, ref.fields.UserID, ref.fields.UserID != nil)
+	data, err := json.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	f, err := schemas.FieldsFromJSON(data, strings.Join(l.d.countryPath, "."), strings.Join(l.d.userPath, "."))
+	if err != nil {
+		if !ref.fields.HasCountry && ref.fields.UserID == nil {
+			return nil // neither field: explain asks for one
+		}
+		return fmt.Errorf("%s: %v", data, err)
+	}
+	ev, err := l.explain.PlaceFields(l.ctx, f, l.d.rs)
+	if err != nil {
+		return err
+	}
+	if x := verdictOf(ev.Decision); x != got {
+		return fmt.Errorf("%s: explain says %v, the router %v", data, x, got)
+	}
+	return nil
 }
 
 // outputVerdict reads the decision a record the router wrote states: its
