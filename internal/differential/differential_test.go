@@ -295,18 +295,20 @@ func decodeHeaders(b []byte) []stream.Header {
 }
 
 // encodeHeaders is the inverse of decodeHeaders for names of up to 32
-// bytes and values of up to 254.
+// bytes and values of up to 254; longer ones are cut.
 func encodeHeaders(hs []stream.Header) []byte {
 	var b []byte
 	for _, h := range hs {
-		b = append(b, byte(len(h.Key)))
-		b = append(b, h.Key...)
+		k := h.Key[:min(len(h.Key), 32)]
+		b = append(b, byte(len(k)))
+		b = append(b, k...)
 		if h.Value == nil {
 			b = append(b, 0xff)
 			continue
 		}
-		b = append(b, byte(len(h.Value)))
-		b = append(b, h.Value...)
+		v := h.Value[:min(len(h.Value), 254)]
+		b = append(b, byte(len(v)))
+		b = append(b, v...)
 	}
 	return b
 }
