@@ -38,6 +38,8 @@ type gen struct {
 	country any    // string, or nil for null
 	big     bool   // a value over max_value_size
 	mark    bool   // always write sessionMark
+	// atVarint is the varint of the last occurred_at written.
+	atVarint []byte
 }
 
 // markers are written into every event so that corruptions can find the
@@ -55,7 +57,9 @@ func (g *gen) eventID() string {
 }
 
 func (g *gen) at() time.Time {
-	return time.UnixMilli(1_790_000_000_000 + g.r.Int64N(1<<30)).UTC()
+	ms := 1_790_000_000_000 + g.r.Int64N(1<<30)
+	g.atVarint = binary.AppendVarint(nil, ms)
+	return time.UnixMilli(ms).UTC()
 }
 
 func (g *gen) session() any {
@@ -198,13 +202,13 @@ func headerLen(ts *topicSpec) int {
 }
 
 // corruptions are the ways an event's value is broken, by name.
-var corruptions = []string{"truncate", "trailing", "flip", "badunion", "hugecount", "badvarint", "badmagic", "unknownschema", "cutheader"}
+var corruptions = []string{"truncate", "trailing", "flip", "badunion", "hugecount", "badvarint", "widevarint", "badmagic", "unknownschema", "cutheader"}
 
 // corrupt breaks value (framed as ts says) as named. keepID leaves a
 // confluent value's registry id alone (on the shared registry another
 // test's schema could have the id a random change makes). It returns
 // false when the corruption does not apply to value.
-func corrupt(r *rand.Rand, name string, ts *topicSpec, value []byte, keepID bool) ([]byte, bool) {
+func corrupt(r *rand.Rand, name string, ts *topicSpec, value []byte, keepID bool, atVarint []byte) ([]byte, bool) {
 	h := headerLen(ts)
 	// at returns the offset of the union index before sessionMark, or of
 	// the count of the array holding tagMark: the marker's length varint
@@ -292,6 +296,21 @@ func corrupt(r *rand.Rand, name string, ts *topicSpec, value []byte, keepID bool
 			return nil, false
 		}
 		return v, true
+	case "widevarint":
+		// occurred_at (atVarint) in ten bytes, bits past 64 set:
+		// read as the same long by every reader (they drop them).
+		i := bytes.Index(value[h:], atVarint)
+		if len(atVarint) < 2 || len(atVarint) > 9 || i < 0 {
+			return nil, false
+		}
+		i += h
+		wide := bytes.Clone(atVarint)
+		wide[len(wide)-1] |= 0x80
+		for len(wide) < 9 {
+			wide = append(wide, 0x80)
+		}
+		wide = append(wide, 0x30)
+		return append(append(v[:i:i], wide...), value[i+len(atVarint):]...), true
 	case "cutheader":
 		if h == 0 {
 			return nil, false
@@ -374,7 +393,7 @@ func randomInput(r *rand.Rand, dep int, d *deployment, keepID bool) input {
 	if r.IntN(2) == 0 {
 		for range 4 { // a corruption that applies
 			name := corruptions[r.IntN(len(corruptions))]
-			if v, ok := corrupt(r, name, ts, in.value, keepID); ok {
+			if v, ok := corrupt(r, name, ts, in.value, keepID, g.atVarint); ok {
 				in.value = v
 				in.what += ", " + name
 				break
