@@ -112,9 +112,7 @@ func (d *deployment) reference(m *stream.Message) reading {
 			// over goavro.MaxBlockCount, which is more than the value's
 			// bytes (every item of these schemas takes a byte at least).
 			r := deadLetter("truncated", writer, w)
-			// Before the cut, the router may have met an over-long
-			// varint or a routing field that is not UTF-8.
-			if longVarintRun(body) || !utf8.Valid(body) {
+			if d.strictBeforeCut(w, body) {
 				r.alt = "corrupt"
 			}
 			return r
@@ -161,6 +159,29 @@ func (d *deployment) reference(m *stream.Message) reading {
 		r.Decision = router.Decision{Outcome: router.Quarantined, Reason: router.ReasonNoRule, Jurisdiction: r.Jurisdiction, Pinned: r.Pinned}
 	}
 	return r
+}
+
+// strictBeforeCut reports whether, before the point where body (written
+// with w) is cut short, the router may have met what it is stricter about
+// than goavro: a routing field that is not UTF-8, or an over-long varint.
+// It completes body with zero bytes, which read as the shortest values (0,
+// empty, the first union branch, false), so that goavro reads the routing
+// fields that come before the cut; when even that does not decode (a
+// length or count claiming more than the completion holds), any sign of
+// them in body.
+func (d *deployment) strictBeforeCut(w *writerSchema, body []byte) bool {
+	padded := append(slices.Clip(body), make([]byte, 4096)...)
+	native, rest, err := w.codec.NativeFromBinary(padded)
+	rec, ok := native.(map[string]any)
+	if err != nil || !ok {
+		return longVarintRun(body) || !utf8.Valid(body)
+	}
+	country, hasCountry := lookup(rec, d.countryPath)
+	user, hasUser := lookup(rec, d.userPath)
+	if (hasCountry && !utf8.Valid(country)) || (hasUser && !utf8.Valid(user)) {
+		return true
+	}
+	return longVarintRun(body) && !canonicalLength(w, native, padded[:len(padded)-len(rest)])
 }
 
 // writable reports whether the router may write a routed event to topic
