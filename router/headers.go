@@ -43,8 +43,9 @@ const (
 	// dead-lettered ones as far as the value was read (see
 	// schemas.Extractor.Extract): truncated, trailing_bytes and corrupt
 	// ones, and unknown_schema ones with the fingerprint or registry id
-	// they carry; not empty_value, too_large, bad_magic, nor a raw topic
-	// without a schema.
+	// they carry; not empty_value, too_large, bad_magic, a value cut
+	// inside its framing header (truncated), nor a raw topic without a
+	// schema.
 	HeaderSchema = "residency-schema"
 	// HeaderOmittedBytes is, on a dead-letter record of an event too large
 	// to route (reason too_large), the size in bytes of the event's key,
@@ -309,7 +310,7 @@ func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
 // headers returns the original headers of m (minus residency ones) followed
 // by the residency headers for decision d of an event read as writer says
 // (no residency-schema header when it names no schema: the zero WriterRef,
-// or the framing alone), backed by the batch's slab.
+// or a raw topic's framing alone), backed by the batch's slab.
 func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.WriterRef, decodeErr error) []stream.Header {
 	start := len(b.slab)
 	hs := b.slab
@@ -338,7 +339,10 @@ func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.W
 			}
 		}
 	}
-	if writer.Framing == schemas.FramingConfluent || writer.Fingerprint != 0 {
+	// A confluent or single-object value, once unframed, names its writer
+	// schema (a registry id; a fingerprint, 0 included); a raw one only
+	// when its topic has a schema.
+	if writer.Framing == schemas.FramingConfluent || writer.Framing == schemas.FramingSingleObject || writer.Fingerprint != 0 {
 		hs = append(hs, stream.Header{Key: HeaderSchema, Value: b.writerValue(writer)})
 	}
 	if b.topicB == nil || m.Topic != b.topic {

@@ -67,11 +67,18 @@ func TestOutHeaders(t *testing.T) {
 	if v, _ := HeaderValue(q, HeaderSchema); string(v) != "confluent:42" {
 		t.Errorf("quarantined schema header %q", v)
 	}
-	// No schema known (zero, or the framing alone): no header.
-	for _, w := range []schemas.WriterRef{{}, {Framing: schemas.FramingRaw}, {Framing: schemas.FramingSingleObject}} {
+	// No schema known (zero, or a raw topic's framing alone): no header.
+	for _, w := range []schemas.WriterRef{{}, {Framing: schemas.FramingRaw}} {
 		if v, ok := HeaderValue(outHeaders(m, d, w, "9", "r1", errors.New("x")), HeaderSchema); ok {
 			t.Errorf("writer %+v: schema header %q", w, v)
 		}
+	}
+	// A single-object value always carries a fingerprint, 0 too (found by
+	// FuzzDifferential: an unknown_schema dead-letter of a value carrying
+	// fingerprint 0 had no residency-schema header).
+	unknown := &Decision{Outcome: DeadLettered, Reason: "unknown_schema"}
+	if v, _ := HeaderValue(outHeaders(m, unknown, schemas.WriterRef{Framing: schemas.FramingSingleObject}, "9", "r1", errors.New("x")), HeaderSchema); string(v) != "single-object:0000000000000000" {
+		t.Errorf("fingerprint 0: schema header %q, want single-object:0000000000000000", v)
 	}
 }
 

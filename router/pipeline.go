@@ -200,15 +200,6 @@ func (p *Pipeline) Place(f schemas.Fields, pin string, rs *rules.Ruleset) Decisi
 // cluster, and otherwise why not (see Destinations).
 func (p *Pipeline) Allows(cluster, topic string) error { return p.dest.Allows(cluster, topic) }
 
-// Read reads the jurisdiction inputs of one event as Decide does (size and
-// emptiness checks, then Fields, retried while the schema registry is
-// away). An error wrapping schemas.ErrRegistryUnavailable means the retry
-// gave up or ctx ended; any other dead-letters the event (DeadLetter).
-// `residency explain` reads events with it.
-func (p *Pipeline) Read(ctx context.Context, m *stream.Message) (schemas.Fields, error) {
-	return p.extract(ctx, m)
-}
-
 // warnOnce logs msg at error level the first time key is seen.
 func (p *Pipeline) warnOnce(key, msg string, args ...any) {
 	p.warnMu.Lock()

@@ -277,36 +277,36 @@ func transcodeEvent(dst []byte, n *node, body []byte) ([]byte, EventKeys, error)
 // already checked.
 func topString(n *node, src []byte) string {
 	if n.kind == kUnion {
-		i, m := binary.Varint(src)
-		if m <= 0 || i < 0 || int(i) >= len(n.types) {
+		i, rest, err := readLong(src)
+		if err != nil || i < 0 || i >= int64(len(n.types)) {
 			return ""
 		}
-		n, src = n.types[i], src[m:]
+		n, src = n.types[i], rest
 	}
 	if n.kind != kString {
 		return ""
 	}
-	l, m := binary.Varint(src)
-	if m <= 0 || l < 0 || int64(len(src)-m) < l {
+	b, _, err := readBytes(src)
+	if err != nil {
 		return ""
 	}
-	return string(src[m : m+int(l)])
+	return string(b)
 }
 
 // topTime reads a timestamp-millis (or -micros) long, possibly in a union.
 func topTime(n *node, src []byte) time.Time {
 	if n.kind == kUnion {
-		i, m := binary.Varint(src)
-		if m <= 0 || i < 0 || int(i) >= len(n.types) {
+		i, rest, err := readLong(src)
+		if err != nil || i < 0 || i >= int64(len(n.types)) {
 			return time.Time{}
 		}
-		n, src = n.types[i], src[m:]
+		n, src = n.types[i], rest
 	}
 	if n.kind != kLong {
 		return time.Time{}
 	}
-	v, m := binary.Varint(src)
-	if m <= 0 {
+	v, _, err := readLong(src)
+	if err != nil {
 		return time.Time{}
 	}
 	if n.logical == "timestamp-micros" {
@@ -315,15 +315,32 @@ func topTime(n *node, src []byte) time.Time {
 	return time.UnixMilli(v).UTC()
 }
 
+// readLong reads a long (also a length, a count, a union index) as the
+// whole-record check (prog.run) does: a zig-zag varint of at most 10
+// bytes, the bits past 64 dropped, as goavro and Apache Avro for Java
+// read it. A longer varint is corrupt, a cut one truncated.
 func readLong(src []byte) (int64, []byte, error) {
-	v, m := binary.Varint(src)
-	if m == 0 {
-		return 0, nil, ErrTruncated
+	return readVarint(src, 10)
+}
+
+// readInt reads an int as the whole-record check does: a zig-zag varint of at most 5 bytes, the bits past 32 dropped, as
+// goavro and Apache Avro for Java read it.
+func readInt(src []byte) (int64, []byte, error) {
+	v, rest, err := readVarint(src, 5)
+	return int64(int32(v)), rest, err
+}
+
+// readVarint reads a zig-zag varint of at most max bytes with the whole-
+// record check's varint reader.
+func readVarint(src []byte, max int) (int64, []byte, error) {
+	if v, ok := varint1(src, 0); ok {
+		return v, src[1:], nil
 	}
-	if m < 0 {
-		return 0, nil, ErrCorrupt
+	v, end, err := varint(src, 0, max)
+	if err != nil {
+		return 0, nil, err
 	}
-	return v, src[m:], nil
+	return v, src[end:], nil
 }
 
 func readBytes(src []byte) ([]byte, []byte, error) {
@@ -360,12 +377,13 @@ func transcode(dst []byte, n *node, src []byte) ([]byte, []byte, error) {
 		}
 		return dst, src[1:], nil
 	case kInt, kLong:
-		v, rest, err := readLong(src)
+		read := readLong
+		if n.kind == kInt {
+			read = readInt
+		}
+		v, rest, err := read(src)
 		if err != nil {
 			return nil, nil, err
-		}
-		if n.kind == kInt && (v < math.MinInt32 || v > math.MaxInt32) {
-			return nil, nil, ErrCorrupt
 		}
 		// Logical types of int and long (dates, times, timestamps) are
 		// rendered as their number.
@@ -400,7 +418,7 @@ func transcode(dst []byte, n *node, src []byte) ([]byte, []byte, error) {
 		}
 		return appendJSONString(dst, unsafe.String(unsafe.SliceData(b), len(b))), rest, nil
 	case kEnum:
-		i, rest, err := readLong(src)
+		i, rest, err := readVarint(src, 5) // at most an int's bytes, never cut to 32 bits: out of range, as goavro says
 		if err != nil {
 			return nil, nil, err
 		}

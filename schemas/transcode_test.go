@@ -1,12 +1,16 @@
 package schemas
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -208,6 +212,81 @@ func TestTranscodeRejectsBadBodies(t *testing.T) {
 		}
 		if doc, _, err := transcodeEvent(nil, n, b); err == nil && !json.Valid(doc) {
 			t.Fatalf("invalid JSON from a corrupted body: %s", doc)
+		}
+	}
+}
+
+// Whatever the whole-record check accepts, the transcoder reads, and as
+// goavro does: varints of up to 5 bytes for an int and 10 for a long, the
+// bits past the type's width dropped (Apache Avro for Java and goavro
+// read them so). Found by FuzzDifferential: an event whose occurred_at was
+// a 10-byte varint with more than 64 bits was routed and its sink could
+// not decode it (sink_undecodable), nor read its occurred_at.
+func TestTranscodeReadsVarintsAsTheCheck(t *testing.T) {
+	s := `{"type":"record","name":"T","fields":[
+		{"name":"event_id","type":"string"},
+		{"name":"occurred_at","type":{"type":"long","logicalType":"timestamp-millis"}},
+		{"name":"n","type":"int"},
+		{"name":"k","type":{"type":"enum","name":"K","symbols":["A","B"]}},
+		{"name":"country","type":"string"},{"name":"user_id","type":"string"}]}`
+	p := filepath.Join(t.TempDir(), "t.avsc")
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewExtractor(ExtractorConfig{DefaultFraming: FramingRaw, RawSchemas: map[string]string{DefaultTopic: p}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := func(at, n, k []byte) []byte {
+		b := []byte{0x04, 'e', '1'}
+		b = append(append(append(b, at...), n...), k...)
+		return append(b, 0x04, 'U', 'S', 0x02, 'u')
+	}
+	long10 := []byte{0xe2, 0xea, 0xbf, 0xbf, 0xbf, 0xbf, 0xbf, 0xbf, 0x99, 0x30} // more than 64 bits
+	cases := map[string][]byte{
+		"long of 10 bytes past 64 bits": body(long10, []byte{0x02}, []byte{0x02}),
+		"int of 5 bytes past 32 bits":   body([]byte{0x02}, []byte{0xff, 0xff, 0xff, 0xff, 0x7f}, []byte{0x02}),
+		"int of 5 bytes, 2^31-1":        body([]byte{0x02}, []byte{0xfe, 0xff, 0xff, 0xff, 0x0f}, []byte{0x00}),
+		"non-minimal long and int":      body([]byte{0x82, 0x80, 0x80, 0x00}, []byte{0x84, 0x80, 0x00}, []byte{0x82, 0x00}),
+	}
+	for name, b := range cases {
+		if _, err := e.Extract(context.Background(), "t", b); err != nil {
+			t.Fatalf("%s: Extract: %v", name, err)
+		}
+		native, schema, err := e.Decode(context.Background(), "t", b)
+		if err != nil {
+			t.Fatalf("%s: Decode: %v", name, err)
+		}
+		want, err := RenderJSON(nil, schema, native)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, keys, err := e.DecodeJSONFast(context.Background(), "t", b)
+		if err != nil {
+			t.Errorf("%s: Extract and Decode accept it, DecodeJSONFast: %v", name, err)
+			continue
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s: DecodeJSONFast %s, goavro's decoding %s", name, got, want)
+		}
+		if at := native.(map[string]any)["occurred_at"].(time.Time); !keys.OccurredAt.Equal(at) {
+			t.Errorf("%s: occurred_at %v, goavro %v", name, keys.OccurredAt, at)
+		}
+	}
+	// Longer ones are refused by all: over-long (corrupt) or cut (truncated).
+	for name, c := range map[string]struct {
+		b    []byte
+		want error
+	}{
+		"int of 6 bytes":   {body([]byte{0x02}, []byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, []byte{0x00}), ErrCorrupt},
+		"long of 11 bytes": {body(append(bytes.Repeat([]byte{0x80}, 10), 0x00), []byte{0x02}, []byte{0x00}), ErrCorrupt},
+		"enum of 6 bytes":  {body([]byte{0x02}, []byte{0x02}, []byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x00}), ErrCorrupt},
+		"cut int":          {[]byte{0x04, 'e', '1', 0x02, 0x80, 0x80}, ErrTruncated},
+	} {
+		_, xerr := e.Extract(context.Background(), "t", c.b)
+		_, _, derr := e.DecodeJSONFast(context.Background(), "t", c.b)
+		if !errors.Is(xerr, c.want) || !errors.Is(derr, c.want) {
+			t.Errorf("%s: Extract %v, DecodeJSONFast %v; want both %v", name, xerr, derr, c.want)
 		}
 	}
 }

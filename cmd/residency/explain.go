@@ -182,7 +182,11 @@ func explainMain(ctx context.Context, e env, f *explainFlags, event string) (int
 		}
 		x := explanation{Event: event, Encoding: "JSON with the routing fields only (" + strings.Join(fieldPaths(s.xcfg), ", ") + ")",
 			Partial: true, Note: partialNote}
-		return s.explain(ctx, e, f, x, fields, nil)
+		ev, err := s.pipe.PlaceFields(ctx, fields, s.rs)
+		if err != nil {
+			return decideFailed(err)
+		}
+		return s.explain(e, f, x, &ev), nil
 	}
 
 	values, enc, cleanup, err := s.eventValues(data, event, format, f)
@@ -210,17 +214,22 @@ func explainMain(ctx context.Context, e env, f *explainFlags, event string) (int
 		if len(values) > 1 {
 			x.Event = fmt.Sprintf("%s record %d", event, i+1)
 		}
-		fl, derr := s.pipe.Read(ctx, &stream.Message{Topic: s.topic, Value: v})
-		if errors.Is(derr, schemas.ErrRegistryUnavailable) {
-			return exitNotReady, derr
-		}
-		code, err := s.explain(ctx, e, f, x, fl, derr)
+		ev, err := s.pipe.DecideOne(ctx, stream.Message{Topic: s.topic, Value: v}, s.rs)
 		if err != nil {
-			return code, err
+			return decideFailed(err)
 		}
-		worst = max(worst, code)
+		worst = max(worst, s.explain(e, f, x, &ev))
 	}
 	return worst, nil
+}
+
+// decideFailed is the exit code and error of a decision that could not be
+// made: 3 when the schema registry or the pins store could not be reached.
+func decideFailed(err error) (int, error) {
+	if errors.Is(err, schemas.ErrRegistryUnavailable) || errors.Is(err, rules.ErrUnavailable) {
+		return exitNotReady, err
+	}
+	return exitFailure, err
 }
 
 // setup reads the config (when given), applies the flags over it and says
@@ -355,13 +364,13 @@ func (s *explainSetup) loadRules(ctx context.Context, f *explainFlags) (int, err
 	return exitOK, nil
 }
 
-// pipeline builds the router's pipeline explain reads and places events
-// with (it never publishes): with --config, over the config's clusters and
+// pipeline builds the router's pipeline explain reads, pins and places
+// events with (DecideOne, PlaceFields; it never publishes): with --config, over the config's clusters and
 // topics; without, every cluster the ruleset names is writable.
 func (s *explainSetup) pipeline(fields router.FieldReader) error {
 	pc := router.PipelineConfig{Publishers: map[string]stream.Publisher{}, IngestCluster: "(ingest)",
 		QuarantineTopic: config.DefaultQuarantineTopic, DeadLetterTopic: config.DefaultDeadLetterTopic,
-		Fields: fields, MaxValueBytes: s.maxBytes, Logger: slog.New(slog.DiscardHandler),
+		Fields: fields, Pins: s.pins, MaxValueBytes: s.maxBytes, Logger: slog.New(slog.DiscardHandler),
 		// One attempt: a schema registry that does not answer is exit 3
 		// at once, not after the router's retries.
 		Retry: stream.Retry{Min: time.Millisecond, Max: time.Millisecond, Attempts: 1, Component: "explain"}}
@@ -399,41 +408,29 @@ func (noFields) Extract(context.Context, string, []byte) (schemas.Fields, error)
 	return schemas.Fields{}, errors.New("explain was given the routing fields")
 }
 
-// explain decides for one event's fields (or its decode error derr),
-// prints the explanation and returns the exit code for it.
-func (s *explainSetup) explain(ctx context.Context, e env, f *explainFlags, x explanation, fl schemas.Fields, derr error) (int, error) {
+// explain prints the explanation of one event's decision ev (made by the
+// pipeline: DecideOne, or PlaceFields from the routing fields alone) and
+// returns the exit code for it.
+func (s *explainSetup) explain(e env, f *explainFlags, x explanation, ev *router.Event) int {
 	x.RulesetVersion, x.RulesetSource, x.PinsChecked = s.rs.Version(), s.source, s.pins != nil
 	if s.cfg != nil {
 		x.IngestTopic = s.topic
 	}
-	var d router.Decision
-	switch {
-	case derr != nil:
-		d = router.DeadLetter(derr)
-		x.Error = derr.Error()
-	default:
-		pin := ""
-		if s.pins != nil && len(fl.UserID) > 0 {
-			got, err := s.pins.Lookup(ctx, [][]byte{fl.UserID})
-			if err != nil {
-				if errors.Is(err, rules.ErrUnavailable) {
-					return exitNotReady, fmt.Errorf("pins: %w", err)
-				}
-				return exitFailure, fmt.Errorf("pins: %w", err)
-			}
-			pin = got[0]
-		}
-		x.Pin = pin
-		d = router.Decide(fl, pin, s.rs)
-		if w := s.pipe.Place(fl, pin, s.rs); w.Outcome != d.Outcome {
+	d := ev.Decision
+	if ev.Err != nil {
+		x.Error = ev.Err.Error()
+	} else {
+		x.Pin = ev.Pin
+		// Say so when the ruleset's region is one this router does not
+		// write to (the pipeline quarantined it: no_rule).
+		if r := router.Decide(ev.Fields, ev.Pin, s.rs); r.Outcome != d.Outcome {
 			x.Note = joinNote(x.Note, fmt.Sprintf("the ruleset places it in region %s (topic %s on cluster %s), where this router does not write: %v",
-				d.Region, d.Topic, d.Cluster, s.pipe.Allows(d.Cluster, d.Topic)))
-			d = w
+				r.Region, r.Topic, r.Cluster, s.pipe.Allows(r.Cluster, r.Topic)))
 		}
 	}
 	x.Decision, x.Jurisdiction, x.Region, x.Cluster, x.Topic, x.Reason = d.Outcome.String(), d.Jurisdiction, d.Region, d.Cluster, d.Topic, d.Reason
-	if fl.HasCountry {
-		x.Country = string(fl.Country)
+	if ev.Fields.HasCountry {
+		x.Country = string(ev.Fields.Country)
 	}
 	if d.Jurisdiction != "" {
 		x.DecidedBy = "country"
@@ -443,9 +440,9 @@ func (s *explainSetup) explain(ctx context.Context, e env, f *explainFlags, x ex
 	}
 	printExplanation(e.stdout, x, f.out.JSON())
 	if d.Outcome != router.Routed {
-		return exitFailure, nil
+		return exitFailure
 	}
-	return exitOK, nil
+	return exitOK
 }
 
 func joinNote(a, b string) string {
@@ -455,6 +452,7 @@ func joinNote(a, b string) string {
 	return a + "; " + b
 }
 
+// pinsFunc is a router.PinLookup.
 type pinsFunc func(ctx context.Context, ids [][]byte) ([]string, error)
 
 func (f pinsFunc) Lookup(ctx context.Context, ids [][]byte) ([]string, error) { return f(ctx, ids) }
