@@ -73,6 +73,27 @@ func (s *Rules) LatestVersion(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
+// Latest returns the current version's number and digest (its `sha256`);
+// the zero Head when no version has been applied. A current version whose
+// record has no digest is rules.ErrCorrupt.
+func (s *Rules) Latest(ctx context.Context) (rules.Head, error) {
+	v, err := s.LatestVersion(ctx)
+	if err != nil || v == 0 {
+		return rules.Head{}, err
+	}
+	sum, err := s.client.HGet(ctx, s.versionKey(v), "sha256").Result()
+	if errors.Is(err, goredis.Nil) {
+		return rules.Head{}, fmt.Errorf("rules: current version %d has no record: %w", v, rules.ErrCorrupt)
+	}
+	if err != nil {
+		return rules.Head{}, redisErr(fmt.Sprintf("read version %d", v), err)
+	}
+	if len(sum) != 64 {
+		return rules.Head{}, fmt.Errorf("rules: version %d: %w: bad sha256", v, rules.ErrCorrupt)
+	}
+	return rules.Head{Version: v, Digest: sum}, nil
+}
+
 var infoFields = []string{"number", "sha256", "author", "applied_at", "previous", "note"}
 
 // parseInfo decodes a version's fields (in infoFields order).

@@ -45,6 +45,7 @@ type Ruleset struct {
 
 	version    int64
 	versionStr string
+	digest     string // hex SHA-256 of the content it was parsed from
 	byCountry  *[26 * 26]*Jurisdiction // by countryIndex: a lookup per event, no hashing
 	byName     map[string]*Jurisdiction
 	regions    map[string]*Region
@@ -93,6 +94,28 @@ func (r *Ruleset) Version() int64 { return r.version }
 
 // VersionString is Version in decimal, precomputed for event headers.
 func (r *Ruleset) VersionString() string { return r.versionStr }
+
+// ShortDigestLen is the length of ShortDigest: 16 hex digits (64 bits).
+const ShortDigestLen = 16
+
+// Digest is the hex SHA-256 of the content the ruleset was parsed from (as
+// applied: the `sha256` of its version in Redis, Hash of a ruleset file).
+// Two versions with the same number and different digests are two
+// different rulesets: the rules cache and the sinks compare digests, never
+// numbers alone.
+func (r *Ruleset) Digest() string { return r.digest }
+
+// ShortDigest is the first ShortDigestLen hex digits of Digest, the value
+// of the residency-ruleset-digest header; "" when Digest is.
+func (r *Ruleset) ShortDigest() string { return ShortDigest(r.digest) }
+
+// ShortDigest cuts a hex digest to ShortDigestLen digits.
+func ShortDigest(digest string) string {
+	if len(digest) < ShortDigestLen {
+		return digest
+	}
+	return digest[:ShortDigestLen]
+}
 
 // SetVersion records the version number the store assigned.
 func (r *Ruleset) SetVersion(v int64) {
