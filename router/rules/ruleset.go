@@ -45,7 +45,7 @@ type Ruleset struct {
 
 	version    int64
 	versionStr string
-	digest     string // hex SHA-256 of the content it was parsed from
+	digest     string                  // hex SHA-256 of the content it was parsed from
 	byCountry  *[26 * 26]*Jurisdiction // by countryIndex: a lookup per event, no hashing
 	byName     map[string]*Jurisdiction
 	regions    map[string]*Region
