@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/stream"
 )
 
 // Rules keeps the ruleset history (every applied version) and the per-user
@@ -24,8 +27,9 @@ import (
 //	PREFIX pins:changed     pub/sub channel: a user id whose pin changed
 //
 // It implements rules.History (and so rules.Source, what a rules.Cache
-// follows) and rules.PinSource (what rules.Pins looks up). Apply, Rollback,
-// Pin, Unpin, ListPins and Versions are for the `residency rules` commands.
+// follows) and rules.PinStore (what rules.Pins loads and follows). Apply,
+// Rollback, Pin, Unpin, ListPins and Versions are for the `residency rules`
+// commands.
 type Rules struct {
 	client goredis.UniversalClient
 	prefix string
@@ -338,7 +342,8 @@ func (s *Rules) follow(ctx context.Context, channel string, fn func(payload stri
 }
 
 // Pin pins a user to a jurisdiction, which must exist in the current
-// version, and tells every Pins cache.
+// version, and tells every rules.Pins (announced on pins:changed in the
+// same transaction).
 func (s *Rules) Pin(ctx context.Context, userID, jurisdiction string) error {
 	if userID == "" {
 		return errors.New("rules: pin: empty user id")
@@ -368,7 +373,7 @@ func (s *Rules) Pin(ctx context.Context, userID, jurisdiction string) error {
 	return nil
 }
 
-// Unpin removes a user's pin and tells every Pins cache. A user who is not
+// Unpin removes a user's pin and tells every rules.Pins. A user who is not
 // pinned is rules.ErrNotFound.
 func (s *Rules) Unpin(ctx context.Context, userID string) error {
 	var del *goredis.IntCmd
@@ -427,16 +432,140 @@ func (s *Rules) LookupPins(ctx context.Context, userIDs [][]byte) ([]string, err
 	return out, nil
 }
 
-// WatchPins returns a channel of pin changes: a user id whose pin changed,
-// or All after the subscription is (re-)established. It is closed when ctx
-// ends.
-func (s *Rules) WatchPins(ctx context.Context) <-chan rules.PinChange {
-	out := make(chan rules.PinChange, 64)
-	go s.follow(ctx, s.pinsChannel(), func(payload string, reset bool) {
-		select {
-		case out <- rules.PinChange{UserID: payload, All: reset}:
-		case <-ctx.Done():
-		}
-	}, func() { close(out) })
+// CountPins returns how many pins there are (HLEN).
+func (s *Rules) CountPins(ctx context.Context) (int, error) {
+	n, err := s.client.HLen(ctx, s.pinsKey()).Result()
+	if err != nil {
+		return 0, redisErr("count pins", err)
+	}
+	return int(n), nil
+}
+
+// ScanPins returns one page of about count pins from cursor (HSCAN) and
+// the next cursor, 0 after the last page. A pin present for the whole scan
+// is returned at least once (Redis's guarantee).
+func (s *Rules) ScanPins(ctx context.Context, cursor uint64, count int) ([]rules.Pin, uint64, error) {
+	kv, next, err := s.client.HScan(ctx, s.pinsKey(), cursor, "", int64(count)).Result()
+	if err != nil {
+		return nil, 0, redisErr("read pins", err)
+	}
+	page := make([]rules.Pin, 0, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		page = append(page, rules.Pin{UserID: kv[i], Jurisdiction: kv[i+1]})
+	}
+	return page, next, nil
+}
+
+// ProbeInterval is how often WatchPins probes its subscription (a PING on
+// the subscribed connection, answered after every message published
+// before it).
+const ProbeInterval = time.Second
+
+// WatchPins subscribes to pins:changed and reports, until ctx ends (then
+// the channel is closed): every user id announced (rules.PinChanged), every
+// (re-)subscription (rules.PinsSubscribed: changes may have been missed
+// while it was down), every answered probe (rules.PinsAlive, with the
+// time the probe was sent: every change announced before then has been
+// reported) and the subscription breaking (rules.PinsLost, once per
+// break, wrapping rules.ErrUnavailable for a connection problem). A probe is sent every ProbeInterval; a subscription that does
+// not answer is dropped and made again (go-redis reconnects it).
+func (s *Rules) WatchPins(ctx context.Context) <-chan rules.PinEvent {
+	out := make(chan rules.PinEvent, 1024)
+	go s.followPins(ctx, out)
 	return out
+}
+
+// followPins is WatchPins' goroutine.
+func (s *Rules) followPins(ctx context.Context, out chan<- rules.PinEvent) {
+	defer close(out)
+	var mu sync.Mutex
+	ps := s.client.Subscribe(ctx, s.pinsChannel())
+	probes := map[string]time.Time{} // payload -> when sent
+	current := func() *goredis.PubSub {
+		mu.Lock()
+		defer mu.Unlock()
+		return ps
+	}
+	go func() { // probes; and at the end, the subscription's close, which ends a receive in progress
+		t := time.NewTicker(ProbeInterval)
+		defer t.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-ctx.Done():
+				mu.Lock()
+				_ = ps.Close()
+				mu.Unlock()
+				return
+			case <-t.C:
+			}
+			payload := "residency-probe-" + strconv.Itoa(n)
+			mu.Lock()
+			for p, at := range probes {
+				if time.Since(at) > 10*ProbeInterval {
+					delete(probes, p) // never answered
+				}
+			}
+			probes[payload] = time.Now()
+			mu.Unlock()
+			pctx, cancel := context.WithTimeout(ctx, ProbeInterval)
+			_ = current().Ping(pctx, payload) // a failure shows as a missing answer
+			cancel()
+		}
+	}()
+	send := func(e rules.PinEvent) bool {
+		select {
+		case out <- e:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	up := false // subscribed, as far as we know
+	for ctx.Err() == nil {
+		msg, err := current().ReceiveTimeout(ctx, 3*ProbeInterval)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if up {
+				up = false
+				if !send(rules.PinEvent{Kind: rules.PinsLost, Err: redisErr("pins subscription", err)}) {
+					return
+				}
+			}
+			// A broken connection is made again, with the subscription, by
+			// the next receive. Probes not answered for so long mean a
+			// connection that looks open but is not: make a new one.
+			var nerr net.Error
+			if errors.As(err, &nerr) && nerr.Timeout() {
+				mu.Lock()
+				_ = ps.Close()
+				ps = s.client.Subscribe(ctx, s.pinsChannel())
+				mu.Unlock()
+			}
+			stream.Sleep(ctx, 100*time.Millisecond)
+			continue
+		}
+		switch m := msg.(type) {
+		case *goredis.Subscription:
+			if m.Kind == "subscribe" {
+				up = true
+				if !send(rules.PinEvent{Kind: rules.PinsSubscribed}) {
+					return
+				}
+			}
+		case *goredis.Message:
+			if !send(rules.PinEvent{Kind: rules.PinChanged, UserID: m.Payload}) {
+				return
+			}
+		case *goredis.Pong:
+			mu.Lock()
+			at, ok := probes[m.Payload]
+			delete(probes, m.Payload)
+			mu.Unlock()
+			if ok && !send(rules.PinEvent{Kind: rules.PinsAlive, At: at}) {
+				return
+			}
+		}
+	}
 }

@@ -11,6 +11,11 @@ import (
 // keeps in Redis.
 const DefaultPrefix = "residency:"
 
+// DefaultHistoryTopic is the default name of the ruleset history topic, the
+// compacted topic on the ingest cluster that keeps every applied version
+// outside Redis (config rules.history_topic).
+const DefaultHistoryTopic = "residency.rules-history"
+
 // VersionInfo describes one applied version of the ruleset. Versions are
 // immutable: a change, and a rollback, is a new version.
 type VersionInfo struct {

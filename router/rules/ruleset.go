@@ -109,6 +109,13 @@ func (r *Ruleset) Digest() string { return r.digest }
 // of the residency-ruleset-digest header; "" when Digest is.
 func (r *Ruleset) ShortDigest() string { return ShortDigest(r.digest) }
 
+// HasDigest reports whether d, a digest as the residency-ruleset-digest
+// header or a version's record gives it (short or full), is the digest of
+// r's content. "" is no digest and never matches.
+func (r *Ruleset) HasDigest(d string) bool {
+	return d != "" && r.digest != "" && (d == r.digest || d == r.ShortDigest())
+}
+
 // ShortDigest cuts a hex digest to ShortDigestLen digits.
 func ShortDigest(digest string) string {
 	if len(digest) < ShortDigestLen {
