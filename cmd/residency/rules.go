@@ -4,15 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/redis"
+	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/router/rules"
 )
 
@@ -31,21 +35,30 @@ Subcommands:
   diff A B                         what changes from A to B (versions, "current" or files)
   rollback VERSION [--expect-version N] [--author NAME]
                                    make an earlier version's content current again
+  restore [--replace]              copy every version of the ruleset history topic
+                                   back into Redis (after Redis lost its data)
   pin USER JURISDICTION            pin a user to a jurisdiction
   unpin USER                       remove a user's pin
   pins                             list the pins
 
 Flags of the subcommands that use Redis:
-  --redis ADDR    Redis host:port (default $RESIDENCY_REDIS_ADDR, else 127.0.0.1:6379)
-  --prefix P      key prefix (default "residency:")
+  --config FILE   the residency config: Redis (redis.*) and, for apply,
+                  rollback and restore, the ruleset history topic
+                  (rules.history_topic on kafka.ingest_cluster)
+  --redis ADDR    Redis host:port (default redis.addr of --config, else
+                  $RESIDENCY_REDIS_ADDR, else 127.0.0.1:6379)
+  --prefix P      key prefix (default redis.prefix of --config, else "residency:")
 
-Exit codes: 0 ok, 1 refused or invalid, 2 usage, 3 Redis unavailable.
+apply and rollback write each new version to the history topic too;
+without --config (no Kafka) they warn that it is not kept outside Redis.
+
+Exit codes: 0 ok, 1 refused or invalid, 2 usage, 3 Redis or Kafka unavailable.
 `
 
 // runRules is `residency rules`.
 func runRules(ctx context.Context, e env) int {
 	subs := map[string]func(env) int{"validate": rulesValidate}
-	for _, sub := range []string{"apply", "show", "history", "diff", "rollback", "pin", "unpin", "pins"} {
+	for _, sub := range []string{"apply", "show", "history", "diff", "rollback", "restore", "pin", "unpin", "pins"} {
 		subs[sub] = func(e env) int { return rulesRedis(ctx, sub, e) }
 	}
 	return subcommands(e, "rules", rulesUsage, subs)
@@ -106,9 +119,9 @@ func printInvalid(w io.Writer, file string, err error) {
 
 // rulesFlags are the flags of the subcommands that use Redis.
 type rulesFlags struct {
-	redis, prefix, author string
-	expect                int64
-	json                  bool
+	config, redis, prefix, author string
+	expect                        int64
+	json, replace                 bool
 }
 
 // rulesRedis runs the subcommands that use the store in Redis.
@@ -119,12 +132,13 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 		"history":  "rules history",
 		"diff":     "rules diff A B   (each a version number, \"current\" or a file)",
 		"rollback": "rules rollback VERSION [--expect-version N] [--author NAME]",
+		"restore":  "rules restore --config FILE [--replace]",
 		"pin":      "rules pin USER JURISDICTION",
 		"unpin":    "rules unpin USER",
 		"pins":     "rules pins",
 	}[sub]
 	nargs := map[string][2]int{"apply": {1, 1}, "show": {0, 1}, "history": {0, 0}, "diff": {2, 2},
-		"rollback": {1, 1}, "pin": {2, 2}, "unpin": {1, 1}, "pins": {0, 0}}[sub]
+		"rollback": {1, 1}, "restore": {0, 0}, "pin": {2, 2}, "unpin": {1, 1}, "pins": {0, 0}}[sub]
 
 	fs := newFlags(e, "rules "+sub, synopsis)
 	var f rulesFlags
@@ -132,9 +146,12 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 	if addr == "" {
 		addr = "127.0.0.1:6379"
 	}
+	fs.StringVar(&f.config, "config", "", "the residency config `FILE`: Redis, and the Kafka cluster of the ruleset history topic")
 	fs.StringVar(&f.redis, "redis", addr, "Redis host:port; $"+envRedisAddr+" sets the default")
 	fs.StringVar(&f.prefix, "prefix", rules.DefaultPrefix, "prefix of every key in Redis")
 	switch sub {
+	case "restore":
+		fs.BoolVar(&f.replace, "replace", false, "overwrite versions Redis holds with other content than the history topic")
 	case "apply", "rollback":
 		f.expect = -1
 		fs.Var((*optionalVersion)(&f.expect), "expect-version", "refuse unless version `N` is current (default: the version current when the command starts)")
@@ -152,18 +169,38 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 		return exitUsage
 	}
 
-	client, err := redis.NewClient(redis.Config{Addr: f.redis}, redis.ClientOptions{MaxRetries: 1})
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	rc, history, err := rulesConfig(f, set)
 	if err != nil {
 		return rulesFail(e, sub, err)
 	}
+	if history != nil {
+		defer history.Close()
+	}
+	client, err := redis.NewClient(rc, redis.ClientOptions{MaxRetries: 1})
+	if err != nil {
+		return rulesFail(e, sub, config.FieldError("", err))
+	}
 	defer client.Close()
-	s := redis.NewRules(client, f.prefix)
+	s := redis.NewRules(client, rc.Prefix)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 
 	switch sub {
+	case "apply", "rollback":
+		if history == nil {
+			fmt.Fprintln(e.stderr, "residency rules "+sub+": warning: no --config, so the new version is not written to the ruleset history topic: "+
+				"if Redis loses its data, its number could later be given to other content (see docs/rules.md)")
+		}
+	case "restore":
+		if history == nil {
+			return rulesFail(e, sub, usagef("restore reads the ruleset history topic: pass --config with kafka.clusters"))
+		}
+	}
+	switch sub {
 	case "apply":
-		err = rulesApply(ctx, e, s, f, args[0])
+		err = rulesApply(ctx, e, s, history, f, args[0])
 	case "show":
 		err = rulesShow(ctx, e, s, args)
 	case "history":
@@ -171,7 +208,9 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 	case "diff":
 		err = rulesDiff(ctx, e, s, f, args[0], args[1])
 	case "rollback":
-		err = rulesRollback(ctx, e, s, f, args[0])
+		err = rulesRollback(ctx, e, s, history, f, args[0])
+	case "restore":
+		err = rulesRestore(ctx, e, s, history, f)
 	case "pin":
 		if err = s.Pin(ctx, args[0], args[1]); err == nil {
 			fmt.Fprintf(e.stdout, "pinned the user to jurisdiction %s\n", args[1])
@@ -184,6 +223,100 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 		err = rulesPins(ctx, e, s, f)
 	}
 	return rulesFail(e, sub, err)
+}
+
+// rulesConfig returns the Redis the rules commands use (from --config, or
+// --redis and --prefix, which also override the config's) and, with a
+// config that names Kafka clusters, the ruleset history topic on its
+// ingest cluster (nil otherwise).
+func rulesConfig(f rulesFlags, set map[string]bool) (redis.Config, *kafka.HistoryTopic, error) {
+	if f.config == "" {
+		return redis.Config{Addr: f.redis, Prefix: f.prefix}, nil, nil
+	}
+	cfg, err := config.Load(f.config, os.LookupEnv)
+	if err != nil {
+		return redis.Config{}, nil, err
+	}
+	if set["redis"] {
+		cfg.Redis.Addr = f.redis
+	}
+	if set["prefix"] {
+		cfg.Redis.Prefix = f.prefix
+	}
+	if err := cfg.Finish(config.Scope{}); err != nil {
+		return redis.Config{}, nil, err
+	}
+	if len(cfg.Kafka.Clusters) == 0 {
+		return cfg.Redis, nil, nil
+	}
+	h, err := kafka.NewHistoryTopic(cfg.Kafka.Clusters[cfg.Kafka.IngestCluster], cfg.Rules.HistoryTopic)
+	if err != nil {
+		return redis.Config{}, nil, config.ClusterError(cfg.Kafka.IngestCluster, err)
+	}
+	return cfg.Redis, h, nil
+}
+
+// archiveError is a failure to reach the ruleset history topic (exit 3).
+type archiveError struct{ err error }
+
+func (e archiveError) Error() string { return "ruleset history topic: " + e.err.Error() }
+func (e archiveError) Unwrap() error { return e.err }
+
+// checkHistory reads the history topic (creating it if it does not exist)
+// and Redis's versions, refuses a change when Redis is behind the topic
+// or a version number names other content in each (see
+// rules.HistoryCheck.Err), and writes to the topic the versions Redis has
+// and the topic does not (applied without it). It returns Redis's current
+// version.
+func checkHistory(ctx context.Context, s *redis.Rules, h *kafka.HistoryTopic) (int64, error) {
+	if err := h.Ensure(ctx); err != nil {
+		return 0, archiveError{err}
+	}
+	archived, err := h.ReadVersions(ctx)
+	if err != nil {
+		if errors.Is(err, rules.ErrCorrupt) {
+			return 0, err
+		}
+		return 0, archiveError{err}
+	}
+	cur, err := s.LatestVersion(ctx)
+	if err != nil {
+		return 0, err
+	}
+	infos, err := s.Versions(ctx)
+	if err != nil {
+		return 0, err
+	}
+	c := rules.CompareHistory(cur, infos, archived)
+	if err := c.Err(); err != nil {
+		return 0, err
+	}
+	return cur, archiveMissing(ctx, s, h, c.Unarchived)
+}
+
+// archiveMissing writes versions of Redis to the history topic.
+func archiveMissing(ctx context.Context, s *redis.Rules, h *kafka.HistoryTopic, versions []int64) error {
+	var as []rules.Archived
+	for _, v := range versions {
+		info, content, err := s.Show(ctx, v)
+		if err != nil {
+			return err
+		}
+		as = append(as, rules.Archived{Info: info, Content: content})
+	}
+	if err := h.WriteVersions(ctx, as...); err != nil {
+		return archiveError{err}
+	}
+	return nil
+}
+
+// archiveNew writes a version just applied to the history topic.
+func archiveNew(ctx context.Context, s *redis.Rules, h *kafka.HistoryTopic, info rules.VersionInfo) error {
+	if err := archiveMissing(ctx, s, h, []int64{info.Number}); err != nil {
+		return fmt.Errorf("version %d is applied (in force) but not yet in the ruleset history topic %s: %w; "+
+			"the next `residency rules apply` (or `rules restore`) writes it there", info.Number, h.Topic(), err)
+	}
+	return nil
 }
 
 // optionalVersion is a version flag whose default (-1) means "not given".
@@ -211,7 +344,7 @@ func rulesFail(e env, sub string, err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, rules.ErrUnavailable):
+	case errors.Is(err, rules.ErrUnavailable), errors.As(err, new(archiveError)):
 		fmt.Fprintf(e.stderr, "residency rules %s: %v\n", sub, err)
 		return exitNotReady
 	}
@@ -269,10 +402,15 @@ func printDiff(w io.Writer, d *rules.Diff) {
 	}
 }
 
-func rulesApply(ctx context.Context, e env, s *redis.Rules, f rulesFlags, file string) error {
+func rulesApply(ctx context.Context, e env, s *redis.Rules, h *kafka.HistoryTopic, f rulesFlags, file string) error {
 	data, next, err := readRuleset(file)
 	if err != nil {
 		return err
+	}
+	if h != nil {
+		if _, err := checkHistory(ctx, s, h); err != nil {
+			return err
+		}
 	}
 	b, err := base(ctx, s, f)
 	if err != nil {
@@ -288,6 +426,12 @@ func rulesApply(ctx context.Context, e env, s *redis.Rules, f rulesFlags, file s
 	}
 	fmt.Fprintf(e.stdout, "applied %s as version %d (sha256 %s, based on version %d, by %s)\n",
 		file, info.Number, info.SHA256[:12], info.Previous, info.Author)
+	if h != nil {
+		if err := archiveNew(ctx, s, h, info); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "written to the ruleset history topic %s (cluster %s)\n", h.Topic(), h.Cluster())
+	}
 	if b > 0 {
 		if prev, err := s.Load(ctx, b); err == nil {
 			next.SetVersion(info.Number)
@@ -394,10 +538,15 @@ func describe(arg string, r *rules.Ruleset) string {
 	return arg
 }
 
-func rulesRollback(ctx context.Context, e env, s *redis.Rules, f rulesFlags, arg string) error {
+func rulesRollback(ctx context.Context, e env, s *redis.Rules, h *kafka.HistoryTopic, f rulesFlags, arg string) error {
 	v, err := parseVersion(arg)
 	if err != nil {
 		return err
+	}
+	if h != nil {
+		if _, err := checkHistory(ctx, s, h); err != nil {
+			return err
+		}
 	}
 	b, err := base(ctx, s, f)
 	if err != nil {
@@ -409,11 +558,86 @@ func rulesRollback(ctx context.Context, e env, s *redis.Rules, f rulesFlags, arg
 	}
 	fmt.Fprintf(e.stdout, "rolled back: version %d has the content of version %d (based on version %d, by %s)\n",
 		info.Number, v, info.Previous, info.Author)
+	if h != nil {
+		if err := archiveNew(ctx, s, h, info); err != nil {
+			return err
+		}
+	}
 	if d, err := rules.DiffVersions(ctx, s, b, info.Number); err == nil {
 		fmt.Fprintf(e.stdout, "changes from version %d:\n", b)
 		printDiff(e.stdout, d)
 	}
 	return nil
+}
+
+// rulesRestore is `residency rules restore`: every version of the history
+// topic that Redis lacks is written back (its record and content as
+// applied; for a number the topic holds with two contents, the one applied
+// first, from before Redis lost its data), and the highest becomes current
+// if Redis's is below it. First, the versions Redis holds and the topic
+// does not (applied without it), and the contents Redis holds under a
+// number the topic has with other content, are written to the topic: it
+// loses nothing Redis had.
+func rulesRestore(ctx context.Context, e env, s *redis.Rules, h *kafka.HistoryTopic, f rulesFlags) error {
+	archived, err := h.ReadVersions(ctx)
+	switch {
+	case errors.Is(err, kafka.ErrNoHistoryTopic):
+		return fmt.Errorf("nothing to restore: %w", err)
+	case errors.Is(err, rules.ErrCorrupt):
+		return err
+	case err != nil:
+		return archiveError{err}
+	}
+	cur, err := s.LatestVersion(ctx)
+	if err != nil {
+		return err
+	}
+	infos, err := s.Versions(ctx)
+	if err != nil {
+		return err
+	}
+	c := rules.CompareHistory(cur, infos, archived)
+	var inRedisOnly []int64
+	for _, v := range infos {
+		if slices.Contains(c.Unarchived, v.Number) || slices.Contains(c.Conflicts, v.Number) {
+			inRedisOnly = append(inRedisOnly, v.Number)
+		}
+	}
+	slices.Sort(inRedisOnly)
+	if err := archiveMissing(ctx, s, h, inRedisOnly); err != nil {
+		return err
+	}
+	if len(inRedisOnly) > 0 {
+		fmt.Fprintf(e.stdout, "written to the history topic first: version %s as Redis holds it\n", numbers(inRedisOnly))
+	}
+	// One content per number: the first applied (archived is sorted by
+	// number, then time of apply).
+	var versions []rules.Archived
+	for _, a := range archived {
+		if len(versions) == 0 || versions[len(versions)-1].Info.Number != a.Info.Number {
+			versions = append(versions, a)
+		}
+	}
+	written, rerr := s.Restore(ctx, versions, f.replace)
+	if len(written) > 0 {
+		fmt.Fprintf(e.stdout, "restored %d versions (%s) from the ruleset history topic %s (cluster %s)\n",
+			len(written), numbers(written), h.Topic(), h.Cluster())
+	} else if rerr == nil {
+		fmt.Fprintf(e.stdout, "nothing to restore: Redis holds the %d versions of the ruleset history topic\n", len(versions))
+	}
+	if head, err := s.Latest(ctx); err == nil && head.Version > 0 {
+		fmt.Fprintf(e.stdout, "current version: %d (digest %s)\n", head.Version, rules.ShortDigest(head.Digest))
+	}
+	return rerr
+}
+
+// numbers lists version numbers: "1, 2, 3".
+func numbers(ns []int64) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.FormatInt(n, 10)
+	}
+	return strings.Join(s, ", ")
 }
 
 func rulesPins(ctx context.Context, e env, s *redis.Rules, f rulesFlags) error {

@@ -270,6 +270,83 @@ func (s *Rules) Apply(ctx context.Context, content []byte, opts rules.ApplyOptio
 	return rules.VersionInfo{}, s.conflict(ctx, opts.Base, res[1])
 }
 
+// restoreScript writes a version's record if it is absent (or, with
+// replace, present with another sha256). KEYS: the version's key. ARGV:
+// number, sha256, author, applied_at, previous, note, content, replace
+// ("1" or "0"). Returns {1} when written, {0, sha256} when it was there
+// with that sha256 and left.
+var restoreScript = goredis.NewScript(`
+local sum = redis.call('HGET', KEYS[1], 'sha256')
+if sum and (sum == ARGV[2] or ARGV[8] ~= '1') then
+  return {0, sum}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'number', ARGV[1], 'sha256', ARGV[2], 'author', ARGV[3],
+  'applied_at', ARGV[4], 'previous', ARGV[5], 'note', ARGV[6], 'content', ARGV[7])
+return {1}
+`)
+
+// raiseScript moves the current version up to ARGV[1] if it is below and
+// that version exists, and announces it. KEYS: current, the version's key.
+// ARGV: number, channel. Returns the current version afterwards.
+var raiseScript = goredis.NewScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local to = tonumber(ARGV[1])
+if cur < to and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[1])
+  return to
+end
+return cur
+`)
+
+// Restore writes back the versions (from the history topic) that Redis
+// lacks, each checked against its sha256 first, then makes the highest
+// one current if the current version is below it (once, at the end: no
+// router ever sees an intermediate version become current). A version
+// Redis holds with another content is left, and reported in an error
+// wrapping rules.ErrContentChanged, unless replace is set: then it is
+// overwritten. It returns the numbers written.
+func (s *Rules) Restore(ctx context.Context, versions []rules.Archived, replace bool) ([]int64, error) {
+	var written, conflicts []int64
+	var top int64
+	for _, a := range versions {
+		info := a.Info
+		if info.Number <= 0 || rules.Hash(a.Content) != info.SHA256 {
+			return written, fmt.Errorf("rules: restore: version %d: %w: content does not match its SHA-256", info.Number, rules.ErrCorrupt)
+		}
+		if _, err := rules.Parse(a.Content); err != nil {
+			return written, fmt.Errorf("rules: restore: version %d: %w: %w", info.Number, rules.ErrCorrupt, err)
+		}
+		flag := "0"
+		if replace {
+			flag = "1"
+		}
+		res, err := restoreScript.Run(ctx, s.client, []string{s.versionKey(info.Number)},
+			info.Number, info.SHA256, info.Author, info.AppliedAt.UTC().Format(time.RFC3339Nano), info.Previous, info.Note, a.Content, flag).Slice()
+		if err != nil {
+			return written, redisErr(fmt.Sprintf("restore version %d", info.Number), err)
+		}
+		if n, _ := res[0].(int64); n == 1 {
+			written = append(written, info.Number)
+		} else if sum, _ := res[1].(string); sum != info.SHA256 {
+			conflicts = append(conflicts, info.Number)
+			continue
+		}
+		top = max(top, info.Number)
+	}
+	if top > 0 {
+		if err := raiseScript.Run(ctx, s.client, []string{s.currentKey(), s.versionKey(top)}, top, s.rulesChannel()).Err(); err != nil {
+			return written, redisErr("restore the current version", err)
+		}
+	}
+	if len(conflicts) > 0 {
+		return written, fmt.Errorf("rules: restore: %w: Redis holds other content than the history topic under version %v; left as it is (--replace overwrites it)",
+			rules.ErrContentChanged, conflicts)
+	}
+	return written, nil
+}
+
 // conflict builds the rules.ErrConflict for a change based on base when cur is
 // current.
 func (s *Rules) conflict(ctx context.Context, base, cur int64) error {

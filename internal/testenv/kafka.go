@@ -69,11 +69,17 @@ func (k *Kafka) CreateTopic(t testing.TB, name string, partitions int) {
 	if err := CreateTopics(ctx, k.Brokers, partitions, name); err != nil {
 		t.Fatalf("testenv: create topic %s on cluster %s: %v", name, k.Name, err)
 	}
+	k.DeleteAtEnd(t, name)
+}
+
+// DeleteAtEnd deletes the named topics (created by the code under test)
+// when the test ends.
+func (k *Kafka) DeleteAtEnd(t testing.TB, names ...string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		c := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second}
-		_, _ = c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
+		_, _ = c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: names})
 	})
 }
 

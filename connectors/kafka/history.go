@@ -1,0 +1,163 @@
+package kafka
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/stream"
+)
+
+// ErrNoHistoryTopic is returned by HistoryTopic.ReadVersions when the topic
+// does not exist (no version was ever archived, or it was not created).
+var ErrNoHistoryTopic = errors.New("the ruleset history topic does not exist")
+
+// HistoryTopic is the ruleset history topic (rules.Archive): a compacted
+// topic of one partition on the ingest cluster holding every applied
+// version of the ruleset, one record per version and content (key
+// "NUMBER/SHA256", value the version's record and content as JSON), so
+// that the history outlives Redis.
+type HistoryTopic struct {
+	admin *Admin
+	w     *Writer
+	topic string
+}
+
+// NewHistoryTopic returns the history topic named topic on cluster. It does
+// not connect yet.
+func NewHistoryTopic(cluster Cluster, topic string) (*HistoryTopic, error) {
+	a, err := NewAdmin(cluster)
+	if err != nil {
+		return nil, err
+	}
+	w, err := NewWriter(WriterConfig{Cluster: cluster, MaxAttempts: 10})
+	if err != nil {
+		return nil, err
+	}
+	return &HistoryTopic{admin: a, w: w, topic: topic}, nil
+}
+
+// Topic is the topic's name.
+func (h *HistoryTopic) Topic() string { return h.topic }
+
+// Cluster is the name of the cluster holding it.
+func (h *HistoryTopic) Cluster() string { return h.admin.cluster.Name }
+
+// Ensure creates the topic if it does not exist: one partition, compacted
+// (cleanup.policy=compact, so every version's last record is kept for
+// good), the brokers' default replication factor. It waits until the
+// partition has a leader.
+func (h *HistoryTopic) Ensure(ctx context.Context) error {
+	return h.admin.create(ctx, kafka.TopicConfig{Topic: h.topic, NumPartitions: 1, ReplicationFactor: -1,
+		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}})
+}
+
+// archived is the value of a history record.
+type archived struct {
+	rules.VersionInfo
+	Content string `json:"content"`
+}
+
+// key is the record key of a version: its number and digest, so that a
+// number applied twice with other content (Redis lost its data and the
+// rules were applied without this topic) keeps both.
+func key(info rules.VersionInfo) []byte {
+	return []byte(strconv.FormatInt(info.Number, 10) + "/" + info.SHA256)
+}
+
+// WriteVersions writes versions to the topic and waits for every in-sync
+// replica to have them.
+func (h *HistoryTopic) WriteVersions(ctx context.Context, versions ...rules.Archived) error {
+	msgs := make([]stream.Message, len(versions))
+	for i, v := range versions {
+		value, err := json.Marshal(archived{VersionInfo: v.Info, Content: string(v.Content)})
+		if err != nil {
+			return err
+		}
+		msgs[i] = stream.Message{Topic: h.topic, Key: key(v.Info), Value: value, Time: v.Info.AppliedAt}
+	}
+	if err := h.w.Publish(ctx, msgs...); err != nil {
+		return fmt.Errorf("kafka: ruleset history topic %s: %w", h.topic, err)
+	}
+	return nil
+}
+
+// ReadVersions reads every version in the topic, by number then time of
+// apply; a key written twice counts once (its last record). A record that
+// does not decode, or whose content does not match its SHA-256, is an
+// error wrapping rules.ErrCorrupt; a missing topic is ErrNoHistoryTopic.
+func (h *HistoryTopic) ReadVersions(ctx context.Context) ([]rules.Archived, error) {
+	if _, err := h.admin.partitions(ctx, h.topic); err != nil {
+		if errors.Is(err, kafka.UnknownTopicOrPartition) {
+			return nil, fmt.Errorf("kafka: cluster %s: topic %s: %w", h.admin.cluster.Name, h.topic, ErrNoHistoryTopic)
+		}
+		return nil, err
+	}
+	msgs, err := h.admin.ReadAll(ctx, h.topic)
+	if err != nil {
+		return nil, err
+	}
+	byKey := map[string]rules.Archived{}
+	for _, m := range msgs {
+		if m.Value == nil {
+			delete(byKey, string(m.Key))
+			continue
+		}
+		var a archived
+		if err := json.Unmarshal(m.Value, &a); err != nil {
+			return nil, fmt.Errorf("kafka: ruleset history topic %s, offset %d: %w: %w", h.topic, m.Offset, rules.ErrCorrupt, err)
+		}
+		if a.Number <= 0 || rules.Hash([]byte(a.Content)) != a.SHA256 || string(m.Key) != string(key(a.VersionInfo)) {
+			return nil, fmt.Errorf("kafka: ruleset history topic %s, offset %d: %w: its content does not match its SHA-256 or key", h.topic, m.Offset, rules.ErrCorrupt)
+		}
+		byKey[string(m.Key)] = rules.Archived{Info: a.VersionInfo, Content: []byte(a.Content)}
+	}
+	out := make([]rules.Archived, 0, len(byKey))
+	for _, a := range byKey {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(a, b rules.Archived) int {
+		return cmp.Or(cmp.Compare(a.Info.Number, b.Info.Number), a.Info.AppliedAt.Compare(b.Info.AppliedAt))
+	})
+	return out, nil
+}
+
+// Close releases the writer's connections.
+func (h *HistoryTopic) Close() error { return h.w.Close() }
+
+// create creates topics (those that exist are left as they are) and waits
+// until every partition has a leader that answers for it, or ctx ends.
+func (a *Admin) create(ctx context.Context, topics ...kafka.TopicConfig) error {
+	resp, err := a.c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: topics})
+	if err != nil {
+		return fmt.Errorf("kafka: cluster %s: create topics: %w", a.cluster.Name, err)
+	}
+	for n, e := range resp.Errors {
+		if e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
+			return fmt.Errorf("kafka: cluster %s: create topic %s: %w", a.cluster.Name, n, e)
+		}
+	}
+	names := make([]string, len(topics))
+	for i, t := range topics {
+		names[i] = t.Topic
+	}
+	for {
+		md, err := a.c.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+		if err == nil && led(md, len(names)) && a.serving(ctx, names) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka: cluster %s: wait for topic leaders: %w", a.cluster.Name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
