@@ -262,22 +262,17 @@ type archiveError struct{ err error }
 func (e archiveError) Error() string { return "ruleset history topic: " + e.err.Error() }
 func (e archiveError) Unwrap() error { return e.err }
 
-// checkHistory reads the history topic (creating it if it does not exist)
-// and Redis's versions, refuses a change when Redis is behind the topic
+// checkHistory reads the history topic and Redis's versions, refuses a
+// change when the topic is missing or not compacted, when Redis is behind
+// the topic
 // or a version number names other content in each (see
 // rules.HistoryCheck.Err), and writes to the topic the versions Redis has
 // and the topic does not (applied without it). It returns Redis's current
 // version.
 func checkHistory(ctx context.Context, s *redis.Rules, h *kafka.HistoryTopic) (int64, error) {
-	if err := h.Ensure(ctx); err != nil {
-		return 0, archiveError{err}
-	}
 	archived, err := h.ReadVersions(ctx)
 	if err != nil {
-		if errors.Is(err, rules.ErrCorrupt) {
-			return 0, err
-		}
-		return 0, archiveError{err}
+		return 0, historyErr(err)
 	}
 	cur, err := s.LatestVersion(ctx)
 	if err != nil {
@@ -292,6 +287,16 @@ func checkHistory(ctx context.Context, s *redis.Rules, h *kafka.HistoryTopic) (i
 		return 0, err
 	}
 	return cur, archiveMissing(ctx, s, h, c.Unarchived)
+}
+
+// historyErr classifies an error reading the history topic: missing, not
+// compacted or corrupt is a refusal (exit 1), anything else Kafka out of
+// reach (exit 3).
+func historyErr(err error) error {
+	if errors.Is(err, kafka.ErrNoHistoryTopic) || errors.Is(err, kafka.ErrHistoryTopicNotCompacted) || errors.Is(err, rules.ErrCorrupt) {
+		return err
+	}
+	return archiveError{err}
 }
 
 // archiveMissing writes versions of Redis to the history topic.
@@ -580,13 +585,8 @@ func rulesRollback(ctx context.Context, e env, s *redis.Rules, h *kafka.HistoryT
 // loses nothing Redis had.
 func rulesRestore(ctx context.Context, e env, s *redis.Rules, h *kafka.HistoryTopic, f rulesFlags) error {
 	archived, err := h.ReadVersions(ctx)
-	switch {
-	case errors.Is(err, kafka.ErrNoHistoryTopic):
-		return fmt.Errorf("nothing to restore: %w", err)
-	case errors.Is(err, rules.ErrCorrupt):
-		return err
-	case err != nil:
-		return archiveError{err}
+	if err != nil {
+		return historyErr(err)
 	}
 	cur, err := s.LatestVersion(ctx)
 	if err != nil {

@@ -5,16 +5,27 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/internal/testenv"
 )
 
 // historyConfig writes a config naming Redis (the test's prefix) and the
-// ingest cluster A holding the test's own ruleset history topic.
+// ingest cluster A holding the test's own ruleset history topic, created
+// compacted.
 func historyConfig(t *testing.T, r *testenv.Redis, k *testenv.Kafka) (cfg, topic string) {
 	t.Helper()
 	topic = testenv.Name(t, "rules-history")
 	k.DeleteAtEnd(t, topic)
+	h, err := kafka.NewHistoryTopic(kafka.Cluster{Name: "ingest", Brokers: k.Brokers}, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.Create(testenv.Context(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	cfg = writeFile(t, "residency.yaml", fmt.Sprintf(`
 kafka:
   clusters: {ingest: {brokers: [%q]}}
@@ -158,5 +169,28 @@ redis: {addr: %q, prefix: %q}
 	mustCode(t, exitOK, code, out, errs)
 	if !strings.Contains(out, "no version has been applied") {
 		t.Fatalf("applied although the history topic is out of reach: %s", out)
+	}
+}
+
+// TestRulesHistoryTopicMissing: residency creates no topic; apply with a
+// config naming a history topic that does not exist refuses, saying how to
+// create it, and writes nothing.
+func TestRulesHistoryTopicMissing(t *testing.T) {
+	r := testenv.NewRedis(t)
+	k := testenv.KafkaA(t)
+	cfg := writeFile(t, "residency.yaml", fmt.Sprintf(`
+kafka: {clusters: {ingest: {brokers: [%q]}}}
+redis: {addr: %q, prefix: %q}
+rules: {history_topic: %q}
+`, k.Brokers[0], r.Addr, r.Prefix, testenv.Name(t, "no-such-topic")))
+	code, out, errs := cli(t, "rules", "apply", example, "--config", cfg)
+	mustCode(t, exitFailure, code, out, errs)
+	if !strings.Contains(errs, "the ruleset history topic does not exist") || !strings.Contains(errs, "cleanup.policy=compact") {
+		t.Fatalf("stderr: %s", errs)
+	}
+	code, out, errs = rulesCLI(t, r, "history")
+	mustCode(t, exitOK, code, out, errs)
+	if !strings.Contains(out, "no version has been applied") {
+		t.Fatalf("applied without the history topic: %s", out)
 	}
 }

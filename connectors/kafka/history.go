@@ -51,13 +51,54 @@ func (h *HistoryTopic) Topic() string { return h.topic }
 // Cluster is the name of the cluster holding it.
 func (h *HistoryTopic) Cluster() string { return h.admin.cluster.Name }
 
-// Ensure creates the topic if it does not exist: one partition, compacted
+// Create creates the topic if it does not exist: one partition, compacted
 // (cleanup.policy=compact, so every version's last record is kept for
 // good), the brokers' default replication factor. It waits until the
-// partition has a leader.
-func (h *HistoryTopic) Ensure(ctx context.Context) error {
+// partition has a leader. The rules commands never call it (residency
+// creates no topic on its own; docs/operations.md): tests and topic
+// tooling do.
+func (h *HistoryTopic) Create(ctx context.Context) error {
 	return h.admin.create(ctx, kafka.TopicConfig{Topic: h.topic, NumPartitions: 1, ReplicationFactor: -1,
 		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}})
+}
+
+// ErrHistoryTopicNotCompacted is returned by Check for a history topic
+// whose cleanup.policy is not exactly "compact": retention would delete
+// versions from it.
+var ErrHistoryTopicNotCompacted = errors.New("the ruleset history topic is not compacted")
+
+// Check reports whether the topic exists (else ErrNoHistoryTopic) and is
+// compacted without deletion (else ErrHistoryTopicNotCompacted), saying
+// how to create it.
+func (h *HistoryTopic) Check(ctx context.Context) error {
+	how := fmt.Sprintf("create it with one partition and cleanup.policy=compact (docs/operations.md, \"Topics\"), e.g. "+
+		"kafka-topics.sh --create --topic %s --partitions 1 --replication-factor 3 --config cleanup.policy=compact --config min.insync.replicas=2", h.topic)
+	if _, err := h.admin.partitions(ctx, h.topic); err != nil {
+		if errors.Is(err, kafka.UnknownTopicOrPartition) {
+			return fmt.Errorf("kafka: cluster %s: topic %s: %w: %s", h.admin.cluster.Name, h.topic, ErrNoHistoryTopic, how)
+		}
+		return err
+	}
+	resp, err := h.admin.c.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{
+		{ResourceType: kafka.ResourceTypeTopic, ResourceName: h.topic, ConfigNames: []string{"cleanup.policy"}}}})
+	if err != nil {
+		return fmt.Errorf("kafka: cluster %s: configuration of topic %s: %w", h.admin.cluster.Name, h.topic, err)
+	}
+	policy := "delete"
+	for _, r := range resp.Resources {
+		if r.Error != nil {
+			return fmt.Errorf("kafka: cluster %s: configuration of topic %s: %w", h.admin.cluster.Name, h.topic, r.Error)
+		}
+		for _, e := range r.ConfigEntries {
+			if e.ConfigName == "cleanup.policy" {
+				policy = e.ConfigValue
+			}
+		}
+	}
+	if policy != "compact" {
+		return fmt.Errorf("kafka: cluster %s: topic %s has cleanup.policy=%s: %w: set cleanup.policy=compact", h.admin.cluster.Name, h.topic, policy, ErrHistoryTopicNotCompacted)
+	}
+	return nil
 }
 
 // archived is the value of a history record.
@@ -93,12 +134,10 @@ func (h *HistoryTopic) WriteVersions(ctx context.Context, versions ...rules.Arch
 // ReadVersions reads every version in the topic, by number then time of
 // apply; a key written twice counts once (its last record). A record that
 // does not decode, or whose content does not match its SHA-256, is an
-// error wrapping rules.ErrCorrupt; a missing topic is ErrNoHistoryTopic.
+// error wrapping rules.ErrCorrupt; a missing or not compacted topic is
+// Check's error.
 func (h *HistoryTopic) ReadVersions(ctx context.Context) ([]rules.Archived, error) {
-	if _, err := h.admin.partitions(ctx, h.topic); err != nil {
-		if errors.Is(err, kafka.UnknownTopicOrPartition) {
-			return nil, fmt.Errorf("kafka: cluster %s: topic %s: %w", h.admin.cluster.Name, h.topic, ErrNoHistoryTopic)
-		}
+	if err := h.Check(ctx); err != nil {
 		return nil, err
 	}
 	msgs, err := h.admin.ReadAll(ctx, h.topic)

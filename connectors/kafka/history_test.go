@@ -2,6 +2,7 @@ package kafka_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,10 +18,11 @@ func archivedVersion(n int64, content string) rules.Archived {
 		AppliedAt: time.Now().UTC().Truncate(time.Millisecond), Previous: n - 1}, Content: []byte(content)}
 }
 
-// TestHistoryTopic (real Kafka): Ensure creates the compacted topic; the
-// versions written are read back by number, a version written twice once,
-// a number with two contents twice; a record that does not match its
-// digest is refused; a missing topic says so.
+// TestHistoryTopic (real Kafka): a missing topic, or one that is not
+// compacted, is refused with how to create it; Create makes the compacted
+// topic; the versions written are read back by number, a version written
+// twice once, a number with two contents twice; a record that does not
+// match its digest is refused.
 func TestHistoryTopic(t *testing.T) {
 	k := testenv.KafkaA(t)
 	ctx := testenv.Context(t, 60*time.Second)
@@ -31,15 +33,27 @@ func TestHistoryTopic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	if _, err := h.ReadVersions(ctx); !errors.Is(err, kafka.ErrNoHistoryTopic) {
-		t.Fatalf("ReadVersions before Ensure = %v, want ErrNoHistoryTopic", err)
+	if _, err := h.ReadVersions(ctx); !errors.Is(err, kafka.ErrNoHistoryTopic) || !strings.Contains(err.Error(), "cleanup.policy=compact") {
+		t.Fatalf("ReadVersions before Create = %v, want ErrNoHistoryTopic saying how to create it", err)
 	}
-	k.DeleteAtEnd(t, name)
-	if err := h.Ensure(ctx); err != nil {
+	plain := k.Topic(t, "history-plain", 1)
+	hp, err := kafka.NewHistoryTopic(cluster, plain)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Ensure(ctx); err != nil {
-		t.Fatalf("Ensure of an existing topic: %v", err)
+	defer hp.Close()
+	if err := hp.Check(ctx); !errors.Is(err, kafka.ErrHistoryTopicNotCompacted) || !strings.Contains(err.Error(), "cleanup.policy=delete") {
+		t.Fatalf("Check of a topic with retention = %v, want ErrHistoryTopicNotCompacted", err)
+	}
+	k.DeleteAtEnd(t, name)
+	if err := h.Create(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Create(ctx); err != nil {
+		t.Fatalf("Create of an existing topic: %v", err)
+	}
+	if err := h.Check(ctx); err != nil {
+		t.Fatal(err)
 	}
 	c := &kafkago.Client{Addr: kafkago.TCP(k.Brokers...)}
 	cfg, err := c.DescribeConfigs(ctx, &kafkago.DescribeConfigsRequest{Resources: []kafkago.DescribeConfigRequestResource{

@@ -14,7 +14,7 @@ import (
 	"github.com/residency-router/residency/router/rules"
 )
 
-func newStore(t *testing.T) *Rules {
+func newStore(t testing.TB) *Rules {
 	t.Helper()
 	r := testenv.NewRedis(t)
 	return NewRules(r.Client(t), r.Prefix)

@@ -176,6 +176,10 @@ func NewPins(src PinStore, opts PinsOptions) *Pins {
 				return 0
 			}),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "residency_pins_bytes",
+				Help: "Bytes of memory the pin set in memory holds (about).",
+			}, func() float64 { return float64(p.Bytes()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "residency_pins_age_seconds",
 				Help: "Seconds since the pin set in memory was last confirmed against Redis.",
 			}, func() float64 { return p.ageAt(time.Now()).Seconds() }),
@@ -253,6 +257,20 @@ func (p *Pins) Len() int {
 		return s.n
 	}
 	return 0
+}
+
+// Bytes returns about how many bytes of memory the pin set in memory holds
+// (its table, and the changes kept apart from it); 0 before the first load.
+func (p *Pins) Bytes() int {
+	s := p.snap.Load()
+	if s == nil {
+		return 0
+	}
+	n := s.base.bytes()
+	for u, j := range s.over {
+		n += len(u) + len(j) + 48 // two string headers and the map's share
+	}
+	return n
 }
 
 // Loaded returns a channel closed once the pin set is first loaded.
@@ -540,11 +558,13 @@ func (p *Pins) load(ctx context.Context, ev <-chan PinEvent, touched map[string]
 			return fmt.Errorf("pins: read: %w", err)
 		}
 		if b == nil {
-			avg := 16
+			avg := 16 // bytes per packed id and its prefix, from the first page
 			if len(page) > 0 {
 				sum := 0
+				var buf packBuf
 				for _, pin := range page {
-					sum += len(pin.UserID)
+					_, id := packID([]byte(pin.UserID), &buf)
+					sum += len(id) + 1
 				}
 				avg = sum/len(page) + 1
 			}

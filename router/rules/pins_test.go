@@ -436,3 +436,57 @@ func TestPinsReadWhileUpdated(t *testing.T) {
 }
 
 func streamRetry(d time.Duration) stream.Retry { return stream.Retry{Min: d, Max: 2 * d} }
+
+// TestPackedIDs: ids in a canonical form are stored packed and come back
+// exactly; near misses stay raw; a raw id equal to another's packed bytes
+// is another user.
+func TestPackedIDs(t *testing.T) {
+	for _, c := range []struct {
+		id   string
+		kind byte
+		size int
+	}{
+		{"0f8fad5b-d9cb-469f-a165-70867728950e", idUUID, 16},
+		{"0F8FAD5B-D9CB-469F-A165-70867728950E", idRaw, 36}, // upper case: not canonical
+		{"0f8fad5b-d9cb-469f-a165-70867728950g", idRaw, 36},
+		{"0f8fad5bd9cb-469f-a165-70867728950e-", idRaw, 36},
+		{"0", idDecimal, 1},
+		{"1234567890123", idDecimal, 6},
+		{"18446744073709551615", idDecimal, 10},
+		{"18446744073709551616", idRaw, 20}, // 2^64
+		{"007", idRaw, 3},
+		{"-7", idRaw, 2},
+		{"user-7", idRaw, 6},
+		{"", idRaw, 0},
+	} {
+		var buf packBuf
+		kind, b := packID([]byte(c.id), &buf)
+		if kind != c.kind || len(b) != c.size || string(unpackID(kind, b)) != c.id {
+			t.Errorf("%q: kind %d, %d bytes, back %q; want kind %d, %d bytes", c.id, kind, len(b), unpackID(kind, b), c.kind, c.size)
+		}
+	}
+	var buf packBuf
+	_, packed := packID([]byte("0f8fad5b-d9cb-469f-a165-70867728950e"), &buf)
+	b := newPinTableBuilder(0, 0)
+	for id, j := range map[string]string{"0f8fad5b-d9cb-469f-a165-70867728950e": "EU", string(packed): "US", "42": "UK", "\x2a": "IN"} {
+		if err := b.add([]byte(id), j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tab := b.finish()
+	for id, j := range map[string]string{"0f8fad5b-d9cb-469f-a165-70867728950e": "EU", string(packed): "US", "42": "UK", "\x2a": "IN",
+		"0F8FAD5B-D9CB-469F-A165-70867728950E": "", "042": ""} {
+		if got := tab.Pin([]byte(id)); got != j {
+			t.Errorf("Pin(%q) = %q, want %q", id, got, j)
+		}
+	}
+	var ids []string
+	tab.each(func(_ int, id []byte, _ string) { ids = append(ids, string(id)) })
+	slices.Sort(ids)
+	if want := []string{"\x2a", "0f8fad5b-d9cb-469f-a165-70867728950e", "42", string(packed)}; !slices.Equal(ids, want) {
+		slices.Sort(want)
+		if !slices.Equal(ids, want) {
+			t.Errorf("each: %q, want %q", ids, want)
+		}
+	}
+}

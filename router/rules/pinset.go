@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math/bits"
+	"strconv"
 )
 
 // PinView answers "is this user pinned to a jurisdiction?" from memory: one
@@ -19,12 +20,14 @@ type PinView interface {
 }
 
 // pinTable is an immutable, exact set of pins in little memory: every user
-// id once, behind a length prefix, in one byte arena, and an open-addressing
-// index of 8-byte slots (linear probing, at most maxLoad full), each slot
-// holding an arena offset, 24 bits of the id's hash (so that most probes of
-// other ids need not read the arena) and a jurisdiction number. About
-// len(id) + 1 + 8/maxLoad bytes per pin; no pointers, so the garbage
-// collector never scans it.
+// id once, behind a length-and-kind prefix, in one byte arena, and an
+// open-addressing index of 8-byte slots (linear probing, at most maxLoad
+// full), each slot holding an arena offset, 24 bits of the id's hash (so
+// that most probes of other ids need not read the arena) and a
+// jurisdiction number. Ids in a canonical form are stored packed, exactly
+// and reversibly (see packID): a lowercase UUID in 16 bytes, a decimal
+// number in its varint. About len(packed id) + 1 + 8/maxLoad bytes per
+// pin; no pointers, so the garbage collector never scans it.
 type pinTable struct {
 	seed  maphash.Seed
 	slots []uint64 // 0: empty; else (offset+1)<<32 | tag<<8 | jurisdiction
@@ -52,17 +55,111 @@ func (t *pinTable) start(h uint64) (int, uint64) {
 	return int(hi), h & tagMask
 }
 
+// Kinds of packed user ids.
+const (
+	idRaw     = 0 // the id's bytes
+	idUUID    = 1 // a canonical lowercase UUID: its 16 bytes
+	idDecimal = 2 // a canonical decimal number below 2^64: its uvarint
+)
+
+// packBuf holds a packed id.
+type packBuf [binary.MaxVarintLen64 + 16]byte
+
+// packID returns the form the table stores id in, exactly and reversibly
+// (unpackID): for a canonical lowercase UUID ("0f8fad5b-d9cb-469f-a165-
+// 70867728950e") its 16 bytes, for a canonical decimal number below 2^64
+// (no sign, no leading zero) its uvarint, and for anything else id itself.
+// Compact forms are written to buf. It does not allocate.
+func packID(id []byte, buf *packBuf) (kind byte, b []byte) {
+	if len(id) == 36 && id[8] == '-' && id[13] == '-' && id[18] == '-' && id[23] == '-' {
+		n := 0
+		for i := 0; i < 36; i += 2 {
+			if i == 8 || i == 13 || i == 18 || i == 23 {
+				i--
+				continue
+			}
+			hi, ok1 := lowerHex(id[i])
+			lo, ok2 := lowerHex(id[i+1])
+			if !ok1 || !ok2 {
+				return idRaw, id
+			}
+			buf[n] = hi<<4 | lo
+			n++
+		}
+		return idUUID, buf[:16]
+	}
+	if len(id) > 0 && len(id) <= 20 && (id[0] != '0' || len(id) == 1) {
+		var v uint64
+		for _, c := range id {
+			if c < '0' || c > '9' {
+				return idRaw, id
+			}
+			d := uint64(c - '0')
+			if v > (1<<64-1-d)/10 {
+				return idRaw, id // above 2^64-1
+			}
+			v = v*10 + d
+		}
+		return idDecimal, binary.AppendUvarint(buf[:0], v)
+	}
+	return idRaw, id
+}
+
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+// unpackID returns the user id a packed id stands for.
+func unpackID(kind byte, b []byte) []byte {
+	switch kind {
+	case idUUID:
+		const hexDigits = "0123456789abcdef"
+		out := make([]byte, 0, 36)
+		for i, x := range b {
+			if i == 4 || i == 6 || i == 8 || i == 10 {
+				out = append(out, '-')
+			}
+			out = append(out, hexDigits[x>>4], hexDigits[x&0xf])
+		}
+		return out
+	case idDecimal:
+		v, _ := binary.Uvarint(b)
+		return strconv.AppendUint(nil, v, 10)
+	}
+	return append([]byte(nil), b...)
+}
+
+// hashID hashes a packed id.
+func (t *pinTable) hashID(kind byte, b []byte) uint64 {
+	return maphash.Bytes(t.seed, b) ^ uint64(kind)*0x9e3779b97f4a7c15
+}
+
 // find returns the slot holding userID, and whether there is one.
 func (t *pinTable) find(userID []byte) (int, bool) {
-	h := maphash.Bytes(t.seed, userID)
-	i, tag := t.start(h)
+	var buf packBuf
+	kind, b := packID(userID, &buf)
+	return t.findPacked(kind, b)
+}
+
+// findPacked returns the slot holding the packed id, and whether there is
+// one.
+func (t *pinTable) findPacked(kind byte, b []byte) (int, bool) {
+	i, tag := t.start(t.hashID(kind, b))
 	for {
 		s := t.slots[i]
 		if s == 0 {
 			return i, false
 		}
-		if (s>>8)&tagMask == tag && string(t.idAt(s)) == string(userID) {
-			return i, true
+		if (s>>8)&tagMask == tag {
+			if k, id := t.idAt(s); k == kind && string(id) == string(b) {
+				return i, true
+			}
 		}
 		if i++; i == len(t.slots) {
 			i = 0
@@ -70,11 +167,12 @@ func (t *pinTable) find(userID []byte) (int, bool) {
 	}
 }
 
-// idAt returns the user id a full slot points at.
-func (t *pinTable) idAt(s uint64) []byte {
+// idAt returns the packed user id a full slot points at.
+func (t *pinTable) idAt(s uint64) (kind byte, b []byte) {
 	off := int(s>>32) - 1
-	l, n := binary.Uvarint(t.arena[off:])
-	return t.arena[off+n : off+n+int(l)]
+	h, n := binary.Uvarint(t.arena[off:])
+	l := int(h >> 2)
+	return byte(h & 3), t.arena[off+n : off+n+l]
 }
 
 // get returns userID's jurisdiction, "" for none.
@@ -92,7 +190,7 @@ func (t *pinTable) Pin(userID []byte) string { return t.get(userID) }
 func (t *pinTable) each(fn func(slot int, userID []byte, jurisdiction string)) {
 	for i, s := range t.slots {
 		if s != 0 {
-			fn(i, t.idAt(s), t.jurs[s&0xff])
+			fn(i, unpackID(t.idAt(s)), t.jurs[s&0xff])
 		}
 	}
 }
@@ -138,18 +236,20 @@ func (b *pinTableBuilder) add(userID []byte, jurisdiction string) error {
 	if float64(t.n+1) > maxLoad*float64(len(t.slots)) {
 		b.grow(2 * len(t.slots))
 	}
-	i, found := t.find(userID)
+	var buf packBuf
+	kind, id := packID(userID, &buf)
+	i, found := t.findPacked(kind, id)
 	if found {
 		t.slots[i] = t.slots[i]&^0xff | uint64(j)
 		return nil
 	}
 	off := len(t.arena)
-	if off+binary.MaxVarintLen64+len(userID) > maxArena {
+	if off+binary.MaxVarintLen64+len(id) > maxArena {
 		return fmt.Errorf("rules: pins: the user ids take more than %d bytes", maxArena)
 	}
-	t.arena = binary.AppendUvarint(t.arena, uint64(len(userID)))
-	t.arena = append(t.arena, userID...)
-	_, tag := t.start(maphash.Bytes(t.seed, userID))
+	t.arena = binary.AppendUvarint(t.arena, uint64(len(id))<<2|uint64(kind))
+	t.arena = append(t.arena, id...)
+	_, tag := t.start(t.hashID(kind, id))
 	t.slots[i] = uint64(off+1)<<32 | tag<<8 | uint64(j)
 	t.n++
 	return nil
@@ -164,7 +264,7 @@ func (b *pinTableBuilder) grow(size int) {
 		if s == 0 {
 			continue
 		}
-		i, _ := t.start(maphash.Bytes(t.seed, t.idAt(s)))
+		i, _ := t.start(t.hashID(t.idAt(s)))
 		for t.slots[i] != 0 {
 			if i++; i == len(t.slots) {
 				i = 0
