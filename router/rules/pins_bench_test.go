@@ -50,6 +50,25 @@ func BenchmarkPinView(b *testing.B) {
 	for _, c := range []struct{ n, overlay int }{{1000, 0}, {1_000_000, 0}, {1_000_000, 1000}} {
 		s, pinned, other := benchPins(b, c.n, c.overlay)
 		var v PinView = s
+		if c.overlay == 0 {
+			// The baseline: a Go map of the same pins (2.4x the memory).
+			m := make(map[string]string, c.n)
+			for i, id := range pinned {
+				m[string(id)] = []string{"US", "EU"}[i%2]
+			}
+			b.Run(fmt.Sprintf("pins=%d/gomap/miss", c.n), func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if m[string(other[i])] != "" {
+						b.Fatal("hit")
+					}
+					if i++; i == len(other) {
+						i = 0
+					}
+				}
+			})
+		}
 		for _, k := range []struct {
 			name string
 			ids  [][]byte

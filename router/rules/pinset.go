@@ -72,21 +72,16 @@ type packBuf [binary.MaxVarintLen64 + 16]byte
 // Compact forms are written to buf. It does not allocate.
 func packID(id []byte, buf *packBuf) (kind byte, b []byte) {
 	if len(id) == 36 && id[8] == '-' && id[13] == '-' && id[18] == '-' && id[23] == '-' {
-		n := 0
-		for i := 0; i < 36; i += 2 {
-			if i == 8 || i == 13 || i == 18 || i == 23 {
-				i--
-				continue
-			}
-			hi, ok1 := lowerHex(id[i])
-			lo, ok2 := lowerHex(id[i+1])
-			if !ok1 || !ok2 {
-				return idRaw, id
-			}
-			buf[n] = hi<<4 | lo
-			n++
+		var bad byte
+		for n, i := range uuidDigits {
+			hi, lo := hexValue[id[i]], hexValue[id[i+1]]
+			bad |= hi | lo
+			buf[n] = hi<<4 | lo&0xf
 		}
-		return idUUID, buf[:16]
+		if bad&0xf0 == 0 {
+			return idUUID, buf[:16]
+		}
+		return idRaw, id
 	}
 	if len(id) > 0 && len(id) <= 20 && (id[0] != '0' || len(id) == 1) {
 		var v uint64
@@ -105,58 +100,65 @@ func packID(id []byte, buf *packBuf) (kind byte, b []byte) {
 	return idRaw, id
 }
 
-func lowerHex(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
+// uuidDigits are the offsets of the 16 hex digit pairs of a UUID.
+var uuidDigits = [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+
+// hexValue maps a lowercase hex digit to its value and every other byte
+// to 0xf0 (a high nibble no digit has).
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xf0
 	}
-	return 0, false
-}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = byte(c-'a') + 10
+	}
+	return t
+}()
 
 // unpackID returns the user id a packed id stands for.
-func unpackID(kind byte, b []byte) []byte {
+func unpackID(kind byte, b []byte) []byte { return appendUnpacked(nil, kind, b) }
+
+// appendUnpacked appends the user id a packed id stands for to dst.
+func appendUnpacked(dst []byte, kind byte, b []byte) []byte {
 	switch kind {
 	case idUUID:
 		const hexDigits = "0123456789abcdef"
-		out := make([]byte, 0, 36)
 		for i, x := range b {
 			if i == 4 || i == 6 || i == 8 || i == 10 {
-				out = append(out, '-')
+				dst = append(dst, '-')
 			}
-			out = append(out, hexDigits[x>>4], hexDigits[x&0xf])
+			dst = append(dst, hexDigits[x>>4], hexDigits[x&0xf])
 		}
-		return out
+		return dst
 	case idDecimal:
 		v, _ := binary.Uvarint(b)
-		return strconv.AppendUint(nil, v, 10)
+		return strconv.AppendUint(dst, v, 10)
 	}
-	return append([]byte(nil), b...)
+	return append(dst, b...)
 }
 
-// hashID hashes a packed id.
-func (t *pinTable) hashID(kind byte, b []byte) uint64 {
-	return maphash.Bytes(t.seed, b) ^ uint64(kind)*0x9e3779b97f4a7c15
-}
-
-// find returns the slot holding userID, and whether there is one.
+// find returns the slot holding userID, and whether there is one. The
+// hash is of the id as given, so that an id without a pin (most lookups)
+// is never packed: only an id whose hash tag matches a slot's is compared.
 func (t *pinTable) find(userID []byte) (int, bool) {
+	i, tag := t.start(maphash.Bytes(t.seed, userID))
 	var buf packBuf
-	kind, b := packID(userID, &buf)
-	return t.findPacked(kind, b)
-}
-
-// findPacked returns the slot holding the packed id, and whether there is
-// one.
-func (t *pinTable) findPacked(kind byte, b []byte) (int, bool) {
-	i, tag := t.start(t.hashID(kind, b))
+	packed := false
+	var kind byte
+	var b []byte
 	for {
 		s := t.slots[i]
 		if s == 0 {
 			return i, false
 		}
 		if (s>>8)&tagMask == tag {
+			if !packed {
+				kind, b = packID(userID, &buf)
+				packed = true
+			}
 			if k, id := t.idAt(s); k == kind && string(id) == string(b) {
 				return i, true
 			}
@@ -165,6 +167,13 @@ func (t *pinTable) findPacked(kind byte, b []byte) (int, bool) {
 			i = 0
 		}
 	}
+}
+
+// hashAt returns the hash of the user id a full slot points at.
+func (t *pinTable) hashAt(s uint64) uint64 {
+	var buf [40]byte
+	k, b := t.idAt(s)
+	return maphash.Bytes(t.seed, appendUnpacked(buf[:0], k, b))
 }
 
 // idAt returns the packed user id a full slot points at.
@@ -238,7 +247,7 @@ func (b *pinTableBuilder) add(userID []byte, jurisdiction string) error {
 	}
 	var buf packBuf
 	kind, id := packID(userID, &buf)
-	i, found := t.findPacked(kind, id)
+	i, found := t.find(userID)
 	if found {
 		t.slots[i] = t.slots[i]&^0xff | uint64(j)
 		return nil
@@ -249,7 +258,7 @@ func (b *pinTableBuilder) add(userID []byte, jurisdiction string) error {
 	}
 	t.arena = binary.AppendUvarint(t.arena, uint64(len(id))<<2|uint64(kind))
 	t.arena = append(t.arena, id...)
-	_, tag := t.start(t.hashID(kind, id))
+	_, tag := t.start(maphash.Bytes(t.seed, userID))
 	t.slots[i] = uint64(off+1)<<32 | tag<<8 | uint64(j)
 	t.n++
 	return nil
@@ -264,7 +273,7 @@ func (b *pinTableBuilder) grow(size int) {
 		if s == 0 {
 			continue
 		}
-		i, _ := t.start(t.hashID(t.idAt(s)))
+		i, _ := t.start(t.hashAt(s))
 		for t.slots[i] != 0 {
 			if i++; i == len(t.slots) {
 				i = 0

@@ -4,11 +4,14 @@
 //
 // A Ruleset is parsed from YAML, validated (Parse; every problem is reported
 // in a *ValidationError), and compiled into lookup tables. Once compiled it is
-// immutable and safe for concurrent use; a new version is a new *Ruleset,
-// swapped in whole by a Cache. A History keeps every applied version
-// (connectors/redis.Rules, in Redis, with the pins); Pins caches pin lookups
-// for a router. This package does no I/O of its own: it reaches Redis only
-// through the ports it owns (Source, History, PinSource). See docs/rules.md.
+// immutable and safe for concurrent use, and known by its version number
+// and its content digest; a new version is a new *Ruleset, swapped in
+// whole by a Cache, which compares both. A History keeps every applied
+// version (connectors/redis.Rules, in Redis, with the pins), an Archive a
+// durable copy outside Redis (the ruleset history topic); Pins keeps the
+// whole pin set of a router or sink in memory. This package does no I/O of
+// its own: it reaches Redis and Kafka only through the ports it owns
+// (Source, History, PinStore, Archive). See docs/rules.md.
 package rules
 
 import (
