@@ -18,6 +18,7 @@ import (
 	"github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/stream"
 )
 
 // envRedisAddr names the environment variable with the default --redis.
@@ -43,14 +44,15 @@ Subcommands:
 
 Flags of the subcommands that use Redis:
   --config FILE   the residency config: Redis (redis.*) and, for apply,
-                  rollback and restore, the ruleset history topic
-                  (rules.history_topic on kafka.ingest_cluster)
+                  rollback, restore, pin and unpin, the ruleset history
+                  topic (rules.history_topic on kafka.ingest_cluster)
   --redis ADDR    Redis host:port (default redis.addr of --config, else
                   $RESIDENCY_REDIS_ADDR, else 127.0.0.1:6379)
   --prefix P      key prefix (default redis.prefix of --config, else "residency:")
 
-apply and rollback write each new version to the history topic too;
-without --config (no Kafka) they warn that it is not kept outside Redis.
+apply and rollback write each new version to the history topic too, pin
+and unpin each pin; without --config (no Kafka) they warn that it is not
+kept outside Redis.
 
 Exit codes: 0 ok, 1 refused or invalid, 2 usage, 3 Redis or Kafka unavailable.
 `
@@ -193,6 +195,13 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 			fmt.Fprintln(e.stderr, "residency rules "+sub+": warning: no --config, so the new version is not written to the ruleset history topic: "+
 				"if Redis loses its data, its number could later be given to other content (see docs/rules.md)")
 		}
+	case "pin", "unpin":
+		if history == nil {
+			fmt.Fprintln(e.stderr, "residency rules "+sub+": warning: no --config, so the pin is not written to the ruleset history topic: "+
+				"if Redis loses its data, `rules restore` cannot bring it back (see docs/rules.md)")
+		} else if err := history.Check(ctx); err != nil {
+			return rulesFail(e, sub, historyErr(err))
+		}
 	case "restore":
 		if history == nil {
 			return rulesFail(e, sub, usagef("restore reads the ruleset history topic: pass --config with kafka.clusters"))
@@ -214,10 +223,12 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 	case "pin":
 		if err = s.Pin(ctx, args[0], args[1]); err == nil {
 			fmt.Fprintf(e.stdout, "pinned the user to jurisdiction %s\n", args[1])
+			err = archivePin(ctx, archiveOf(history), rules.Pin{UserID: args[0], Jurisdiction: args[1]})
 		}
 	case "unpin":
 		if err = s.Unpin(ctx, args[0]); err == nil {
 			fmt.Fprintln(e.stdout, "unpinned the user")
+			err = archivePin(ctx, archiveOf(history), rules.Pin{UserID: args[0]})
 		}
 	case "pins":
 		err = rulesPins(ctx, e, s, f)
@@ -311,6 +322,26 @@ func archiveMissing(ctx context.Context, s *redis.Rules, h *kafka.HistoryTopic, 
 	}
 	if err := h.WriteVersions(ctx, as...); err != nil {
 		return archiveError{err}
+	}
+	return nil
+}
+
+// archiveOf turns a missing history topic into a nil interface.
+func archiveOf(t *kafka.HistoryTopic) rules.Archive {
+	if t == nil {
+		return nil
+	}
+	return t
+}
+
+// archivePin writes a pin just set (or removed) to the history topic, if
+// there is one.
+func archivePin(ctx context.Context, a rules.Archive, p rules.Pin) error {
+	if a == nil {
+		return nil
+	}
+	if err := a.WritePins(ctx, p); err != nil {
+		return fmt.Errorf("the pin is in force but not in the ruleset history topic: %w; run the command again", archiveError{err})
 	}
 	return nil
 }
@@ -578,13 +609,19 @@ func rulesRollback(ctx context.Context, e env, s *redis.Rules, h *kafka.HistoryT
 // rulesRestore is `residency rules restore`: every version of the history
 // topic that Redis lacks is written back (its record and content as
 // applied; for a number the topic holds with two contents, the one applied
-// first, from before Redis lost its data), and the highest becomes current
-// if Redis's is below it. First, the versions Redis holds and the topic
-// does not (applied without it), and the contents Redis holds under a
-// number the topic has with other content, are written to the topic: it
-// loses nothing Redis had.
+// first, from before Redis lost its data), then every pin Redis lacks
+// (announced, so that routers take it), and last the highest version
+// becomes current if Redis's is below it: routers held back by a lost
+// history resume only once the pins are back. First, whatever Redis holds
+// and the topic does not (versions and pins set without --config, and the
+// content Redis holds under a number the topic has with other content) is
+// written to the topic: it loses nothing Redis had.
 func rulesRestore(ctx context.Context, e env, s *redis.Rules, h *kafka.HistoryTopic, f rulesFlags) error {
 	archived, err := h.ReadVersions(ctx)
+	if err != nil {
+		return historyErr(err)
+	}
+	pins, err := h.ReadPins(ctx)
 	if err != nil {
 		return historyErr(err)
 	}
@@ -610,6 +647,27 @@ func rulesRestore(ctx context.Context, e env, s *redis.Rules, h *kafka.HistoryTo
 	if len(inRedisOnly) > 0 {
 		fmt.Fprintf(e.stdout, "written to the history topic first: version %s as Redis holds it\n", numbers(inRedisOnly))
 	}
+	redisPins, err := s.ListPins(ctx)
+	if err != nil {
+		return err
+	}
+	archivedPin := map[string]string{}
+	for _, p := range pins {
+		archivedPin[p.UserID] = p.Jurisdiction
+	}
+	var newer []rules.Pin
+	for _, p := range redisPins {
+		if archivedPin[p.UserID] != p.Jurisdiction {
+			newer = append(newer, p)
+		}
+	}
+	if len(newer) > 0 {
+		if err := h.WritePins(ctx, newer...); err != nil {
+			return archiveError{err}
+		}
+		fmt.Fprintf(e.stdout, "written to the history topic first: %d pins as Redis holds them\n", len(newer))
+	}
+
 	// One content per number: the first applied (archived is sorted by
 	// number, then time of apply).
 	var versions []rules.Archived
@@ -618,18 +676,41 @@ func rulesRestore(ctx context.Context, e env, s *redis.Rules, h *kafka.HistoryTo
 			versions = append(versions, a)
 		}
 	}
-	written, rerr := s.Restore(ctx, versions, f.replace)
+	written, top, rerr := s.RestoreVersions(ctx, versions, f.replace)
+	if rerr != nil && !errors.Is(rerr, rules.ErrContentChanged) {
+		return rerr
+	}
 	if len(written) > 0 {
 		fmt.Fprintf(e.stdout, "restored %d versions (%s) from the ruleset history topic %s (cluster %s)\n",
 			len(written), numbers(written), h.Topic(), h.Cluster())
-	} else if rerr == nil {
-		fmt.Fprintf(e.stdout, "nothing to restore: Redis holds the %d versions of the ruleset history topic\n", len(versions))
+	}
+	restoredPins, err := s.RestorePins(ctx, pins)
+	if err != nil {
+		return err
+	}
+	if restoredPins > 0 {
+		fmt.Fprintf(e.stdout, "restored %d pins\n", restoredPins)
+		// Routers apply the announcements within milliseconds; give them
+		// a moment before the version that lets them route again.
+		stream.Sleep(ctx, pinSettle)
+	}
+	if len(written) == 0 && restoredPins == 0 && rerr == nil {
+		fmt.Fprintf(e.stdout, "nothing to restore: Redis holds the %d versions and %d pins of the ruleset history topic\n", len(versions), len(pins))
+	}
+	if top > 0 {
+		if _, err := s.RaiseCurrent(ctx, top); err != nil {
+			return err
+		}
 	}
 	if head, err := s.Latest(ctx); err == nil && head.Version > 0 {
 		fmt.Fprintf(e.stdout, "current version: %d (digest %s)\n", head.Version, rules.ShortDigest(head.Digest))
 	}
 	return rerr
 }
+
+// pinSettle is how long restore waits between announcing the pins it
+// restored and making the highest version current again.
+const pinSettle = 2 * time.Second
 
 // numbers lists version numbers: "1, 2, 3".
 func numbers(ns []int64) string {

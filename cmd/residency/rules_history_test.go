@@ -62,6 +62,17 @@ func TestRulesHistoryTopic(t *testing.T) {
 	if !strings.Contains(out, "version 3 has the content of version 1") {
 		t.Fatalf("rollback: %s", out)
 	}
+	for _, p := range [][]string{{"user-a", "EU"}, {"user-b", "US"}, {"user-c", "IN"}} {
+		code, out, errs = rcli("pin", p[0], p[1])
+		mustCode(t, exitOK, code, out, errs)
+	}
+	code, out, errs = rcli("unpin", "user-c")
+	mustCode(t, exitOK, code, out, errs)
+	code, out, errs = rcli("pin", "user-b", "UK") // pinned again elsewhere
+	mustCode(t, exitOK, code, out, errs)
+	if strings.Contains(errs, "warning") {
+		t.Fatalf("a warning with --config: %s", errs)
+	}
 
 	// Redis loses its data.
 	r.DeleteKeys(t)
@@ -80,8 +91,13 @@ func TestRulesHistoryTopic(t *testing.T) {
 
 	code, out, errs = rcli("restore")
 	mustCode(t, exitOK, code, out, errs)
-	if !strings.Contains(out, "restored 3 versions (1, 2, 3)") || !strings.Contains(out, "current version: 3 (digest ") {
+	if !strings.Contains(out, "restored 3 versions (1, 2, 3)") || !strings.Contains(out, "restored 2 pins") || !strings.Contains(out, "current version: 3 (digest ") {
 		t.Fatalf("restore: %s", out)
+	}
+	code, out, errs = rulesCLI(t, r, "pins", "--json")
+	mustCode(t, exitOK, code, out, errs)
+	if strings.TrimSpace(out) != `[{"user_id":"user-a","jurisdiction":"EU"},{"user_id":"user-b","jurisdiction":"UK"}]` {
+		t.Fatalf("pins after restore: %s", out)
 	}
 	code, out, errs = rulesCLI(t, r, "history")
 	mustCode(t, exitOK, code, out, errs)
@@ -91,7 +107,7 @@ func TestRulesHistoryTopic(t *testing.T) {
 	}
 	code, out, errs = rcli("restore")
 	mustCode(t, exitOK, code, out, errs)
-	if !strings.Contains(out, "nothing to restore") {
+	if !strings.Contains(out, "nothing to restore: Redis holds the 3 versions and 2 pins") {
 		t.Fatalf("restore again: %s", out)
 	}
 
@@ -108,11 +124,21 @@ func TestRulesHistoryTopic(t *testing.T) {
 	if !strings.Contains(errs, "warning: no --config, so the new version is not written to the ruleset history topic") {
 		t.Fatalf("no warning: %s", errs)
 	}
+	code, out, errs = rulesCLI(t, r, "pin", "user-quiet", "EU")
+	mustCode(t, exitOK, code, out, errs)
+	if !strings.Contains(errs, "warning: no --config, so the pin is not written to the ruleset history topic") {
+		t.Fatalf("no warning: %s", errs)
+	}
 	r.DeleteKeys(t)
 	code, out, errs = rcli("restore")
 	mustCode(t, exitOK, code, out, errs)
 	if !strings.Contains(out, "restored 4 versions (1, 2, 3, 4)") || !strings.Contains(out, "current version: 4") {
 		t.Fatalf("restore without version 5 in the topic: %s", out)
+	}
+	code, out, errs = rulesCLI(t, r, "pins")
+	mustCode(t, exitOK, code, out, errs)
+	if strings.Contains(out, "user-quiet") || !strings.Contains(out, "user-a") {
+		t.Fatalf("pins after the second restore: %s", out)
 	}
 
 	// Redis lost its data and someone applied without --config: version 1

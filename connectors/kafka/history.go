@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -23,8 +24,9 @@ var ErrNoHistoryTopic = errors.New("the ruleset history topic does not exist")
 // HistoryTopic is the ruleset history topic (rules.Archive): a compacted
 // topic of one partition on the ingest cluster holding every applied
 // version of the ruleset, one record per version and content (key
-// "NUMBER/SHA256", value the version's record and content as JSON), so
-// that the history outlives Redis.
+// "NUMBER/SHA256", value the version's record and content as JSON), and
+// every pin (key "pin/USER", value {"user_id", "jurisdiction"} as JSON; a
+// removed pin is a tombstone), so that both outlive Redis.
 type HistoryTopic struct {
 	admin *Admin
 	w     *Writer
@@ -131,21 +133,84 @@ func (h *HistoryTopic) WriteVersions(ctx context.Context, versions ...rules.Arch
 	return nil
 }
 
+// pinPrefix starts the key of a pin's record.
+const pinPrefix = "pin/"
+
+// WritePins writes pins to the topic (a pin without a jurisdiction as a
+// tombstone: compaction removes the user's pin) and waits for every
+// in-sync replica to have them.
+func (h *HistoryTopic) WritePins(ctx context.Context, pins ...rules.Pin) error {
+	msgs := make([]stream.Message, len(pins))
+	for i, p := range pins {
+		msgs[i] = stream.Message{Topic: h.topic, Key: []byte(pinPrefix + p.UserID), Time: time.Now()}
+		if p.Jurisdiction != "" {
+			v, err := json.Marshal(p)
+			if err != nil {
+				return err
+			}
+			msgs[i].Value = v
+		}
+	}
+	if err := h.w.Publish(ctx, msgs...); err != nil {
+		return fmt.Errorf("kafka: ruleset history topic %s: %w", h.topic, err)
+	}
+	return nil
+}
+
+// ReadPins reads every pin in the topic (the last record of each user; a
+// tombstone removes it), by user id.
+func (h *HistoryTopic) ReadPins(ctx context.Context) ([]rules.Pin, error) {
+	msgs, err := h.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byUser := map[string]rules.Pin{}
+	for _, m := range msgs {
+		user, ok := strings.CutPrefix(string(m.Key), pinPrefix)
+		if !ok {
+			continue
+		}
+		if m.Value == nil {
+			delete(byUser, user)
+			continue
+		}
+		var p rules.Pin
+		if err := json.Unmarshal(m.Value, &p); err != nil || p.UserID != user || p.Jurisdiction == "" {
+			return nil, fmt.Errorf("kafka: ruleset history topic %s, offset %d: %w: a pin record that does not decode", h.topic, m.Offset, rules.ErrCorrupt)
+		}
+		byUser[user] = p
+	}
+	out := make([]rules.Pin, 0, len(byUser))
+	for _, p := range byUser {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b rules.Pin) int { return strings.Compare(a.UserID, b.UserID) })
+	return out, nil
+}
+
+// read checks the topic and reads every record of it.
+func (h *HistoryTopic) read(ctx context.Context) ([]stream.Message, error) {
+	if err := h.Check(ctx); err != nil {
+		return nil, err
+	}
+	return h.admin.ReadAll(ctx, h.topic)
+}
+
 // ReadVersions reads every version in the topic, by number then time of
 // apply; a key written twice counts once (its last record). A record that
 // does not decode, or whose content does not match its SHA-256, is an
 // error wrapping rules.ErrCorrupt; a missing or not compacted topic is
 // Check's error.
 func (h *HistoryTopic) ReadVersions(ctx context.Context) ([]rules.Archived, error) {
-	if err := h.Check(ctx); err != nil {
-		return nil, err
-	}
-	msgs, err := h.admin.ReadAll(ctx, h.topic)
+	msgs, err := h.read(ctx)
 	if err != nil {
 		return nil, err
 	}
 	byKey := map[string]rules.Archived{}
 	for _, m := range msgs {
+		if strings.HasPrefix(string(m.Key), pinPrefix) {
+			continue
+		}
 		if m.Value == nil {
 			delete(byKey, string(m.Key))
 			continue

@@ -84,6 +84,22 @@ func TestHistoryTopic(t *testing.T) {
 		t.Fatal("the two contents of version 2 are one")
 	}
 
+	// Pins: the last record of a user counts, a removal drops it, and pin
+	// records are not versions.
+	if err := h.WritePins(ctx, rules.Pin{UserID: "u1", Jurisdiction: "EU"}, rules.Pin{UserID: "u2", Jurisdiction: "US"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.WritePins(ctx, rules.Pin{UserID: "u1", Jurisdiction: "UK"}, rules.Pin{UserID: "u2"}, rules.Pin{UserID: "u/3", Jurisdiction: "IN"}); err != nil {
+		t.Fatal(err)
+	}
+	pins, err := h.ReadPins(ctx)
+	if err != nil || len(pins) != 2 || pins[0] != (rules.Pin{UserID: "u/3", Jurisdiction: "IN"}) || pins[1] != (rules.Pin{UserID: "u1", Jurisdiction: "UK"}) {
+		t.Fatalf("ReadPins = %+v, %v", pins, err)
+	}
+	if vs, err := h.ReadVersions(ctx); err != nil || len(vs) != 3 {
+		t.Fatalf("versions among pins: %d, %v", len(vs), err)
+	}
+
 	bad := archivedVersion(3, "a: 3\n")
 	bad.Info.SHA256 = v1.Info.SHA256
 	if err := h.WriteVersions(ctx, bad); err != nil {

@@ -228,3 +228,26 @@ func TestScanPinsPages(t *testing.T) {
 		}
 	}
 }
+
+// TestRestorePins (real Redis): pins from the history topic are set for
+// users Redis has no pin for, announced (a running pin set takes them
+// without a full read), and a pin Redis holds is left.
+func TestRestorePins(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	s := newStore(t)
+	if err := s.client.HSet(ctx, s.pinsKey(), "u2", "US").Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := rules.NewPins(s, rules.PinsOptions{ResyncInterval: time.Hour})
+	runInBackground(t, "Pins.Run", p.Run)
+	loaded(t, p)
+	time.Sleep(200 * time.Millisecond) // subscribed
+	n, err := s.RestorePins(ctx, []rules.Pin{{UserID: "u1", Jurisdiction: "EU"}, {UserID: "u2", Jurisdiction: "UK"}})
+	if err != nil || n != 1 {
+		t.Fatalf("RestorePins = %d, %v; want 1 set", n, err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the restored pin announced", func() bool { return pinOf(p, "u1") == "EU" })
+	if pinOf(p, "u2") != "US" {
+		t.Fatalf("u2: %q, want the pin Redis held", pinOf(p, "u2"))
+	}
+}

@@ -300,23 +300,23 @@ end
 return cur
 `)
 
-// Restore writes back the versions (from the history topic) that Redis
-// lacks, each checked against its sha256 first, then makes the highest
-// one current if the current version is below it (once, at the end: no
+// RestoreVersions writes back the versions (from the history topic) that
+// Redis lacks, each checked against its sha256 first, and returns the
+// numbers written and the highest version given. It does not move the
+// current version (RaiseCurrent does, once, at the end of a restore: no
 // router ever sees an intermediate version become current). A version
 // Redis holds with another content is left, and reported in an error
 // wrapping rules.ErrContentChanged, unless replace is set: then it is
-// overwritten. It returns the numbers written.
-func (s *Rules) Restore(ctx context.Context, versions []rules.Archived, replace bool) ([]int64, error) {
-	var written, conflicts []int64
-	var top int64
+// overwritten.
+func (s *Rules) RestoreVersions(ctx context.Context, versions []rules.Archived, replace bool) (written []int64, top int64, err error) {
+	var conflicts []int64
 	for _, a := range versions {
 		info := a.Info
 		if info.Number <= 0 || rules.Hash(a.Content) != info.SHA256 {
-			return written, fmt.Errorf("rules: restore: version %d: %w: content does not match its SHA-256", info.Number, rules.ErrCorrupt)
+			return written, top, fmt.Errorf("rules: restore: version %d: %w: content does not match its SHA-256", info.Number, rules.ErrCorrupt)
 		}
 		if _, err := rules.Parse(a.Content); err != nil {
-			return written, fmt.Errorf("rules: restore: version %d: %w: %w", info.Number, rules.ErrCorrupt, err)
+			return written, top, fmt.Errorf("rules: restore: version %d: %w: %w", info.Number, rules.ErrCorrupt, err)
 		}
 		flag := "0"
 		if replace {
@@ -325,7 +325,7 @@ func (s *Rules) Restore(ctx context.Context, versions []rules.Archived, replace 
 		res, err := restoreScript.Run(ctx, s.client, []string{s.versionKey(info.Number)},
 			info.Number, info.SHA256, info.Author, info.AppliedAt.UTC().Format(time.RFC3339Nano), info.Previous, info.Note, a.Content, flag).Slice()
 		if err != nil {
-			return written, redisErr(fmt.Sprintf("restore version %d", info.Number), err)
+			return written, top, redisErr(fmt.Sprintf("restore version %d", info.Number), err)
 		}
 		if n, _ := res[0].(int64); n == 1 {
 			written = append(written, info.Number)
@@ -335,16 +335,68 @@ func (s *Rules) Restore(ctx context.Context, versions []rules.Archived, replace 
 		}
 		top = max(top, info.Number)
 	}
-	if top > 0 {
-		if err := raiseScript.Run(ctx, s.client, []string{s.currentKey(), s.versionKey(top)}, top, s.rulesChannel()).Err(); err != nil {
-			return written, redisErr("restore the current version", err)
-		}
-	}
 	if len(conflicts) > 0 {
-		return written, fmt.Errorf("rules: restore: %w: Redis holds other content than the history topic under version %v; left as it is (--replace overwrites it)",
+		return written, top, fmt.Errorf("rules: restore: %w: Redis holds other content than the history topic under version %v; left as it is (--replace overwrites it)",
 			rules.ErrContentChanged, conflicts)
 	}
-	return written, nil
+	return written, top, nil
+}
+
+// RaiseCurrent makes version v current if the current version is below it
+// and v exists, announcing it; it returns the current version afterwards.
+func (s *Rules) RaiseCurrent(ctx context.Context, v int64) (int64, error) {
+	cur, err := raiseScript.Run(ctx, s.client, []string{s.currentKey(), s.versionKey(v)}, v, s.rulesChannel()).Int64()
+	if err != nil {
+		return 0, redisErr("restore the current version", err)
+	}
+	return cur, nil
+}
+
+// Restore is RestoreVersions, then RaiseCurrent to the highest version
+// given.
+func (s *Rules) Restore(ctx context.Context, versions []rules.Archived, replace bool) ([]int64, error) {
+	written, top, err := s.RestoreVersions(ctx, versions, replace)
+	if top > 0 {
+		if _, rerr := s.RaiseCurrent(ctx, top); rerr != nil {
+			return written, rerr
+		}
+	}
+	return written, err
+}
+
+// RestorePins sets the pins (from the history topic) of the users Redis
+// has no pin for, and announces each on pins:changed, so that every
+// rules.Pins takes them; a pin Redis holds is left as it is. It returns
+// how many were set.
+func (s *Rules) RestorePins(ctx context.Context, pins []rules.Pin) (int, error) {
+	n := 0
+	for len(pins) > 0 {
+		page := pins[:min(len(pins), 1000)]
+		pins = pins[len(page):]
+		cmds := make([]*goredis.BoolCmd, len(page))
+		_, err := s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for i, pin := range page {
+				cmds[i] = p.HSetNX(ctx, s.pinsKey(), pin.UserID, pin.Jurisdiction)
+			}
+			return nil
+		})
+		if err != nil {
+			return n, redisErr("restore pins", err)
+		}
+		_, err = s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for i, pin := range page {
+				if cmds[i].Val() {
+					n++
+					p.Publish(ctx, s.pinsChannel(), pin.UserID)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return n, redisErr("announce restored pins", err)
+		}
+	}
+	return n, nil
 }
 
 // conflict builds the rules.ErrConflict for a change based on base when cur is

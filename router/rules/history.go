@@ -85,20 +85,25 @@ type Archived struct {
 	Content []byte `json:"content"`
 }
 
-// Archive is the durable copy of the ruleset history outside Redis, so
-// that a version number never names two contents even if Redis loses its
-// data: the compacted ruleset history topic on the ingest cluster
-// (connectors/kafka.HistoryTopic). `rules apply` and `rollback` write each
-// new version to it; `rules restore` copies it back into Redis.
+// Archive is the durable copy of the ruleset history, and of the pins,
+// outside Redis, so that a version number never names two contents and no
+// pin is lost even if Redis loses its data: the compacted ruleset history
+// topic on the ingest cluster (connectors/kafka.HistoryTopic). `rules
+// apply` and `rollback` write each new version to it, `rules pin` and
+// `unpin` each pin; `rules restore` copies it back into Redis.
 type Archive interface {
 	// ReadVersions returns every version archived, by number then time of
-	// apply.
-	// A number archived with two digests (re-applied after Redis lost its
-	// data, without the archive) is returned twice.
+	// apply. A number archived with two digests (re-applied after Redis
+	// lost its data, without the archive) is returned twice.
 	ReadVersions(ctx context.Context) ([]Archived, error)
 	// WriteVersions archives versions durably (written again, a version is
 	// kept once).
 	WriteVersions(ctx context.Context, versions ...Archived) error
+	// ReadPins returns every pin archived, by user id.
+	ReadPins(ctx context.Context) ([]Pin, error)
+	// WritePins archives pins durably; a pin with no jurisdiction removes
+	// the user's pin from the archive.
+	WritePins(ctx context.Context, pins ...Pin) error
 }
 
 // HistoryCheck compares Redis's ruleset history with the archive's.
