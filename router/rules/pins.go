@@ -124,12 +124,12 @@ type Pins struct {
 	subGen    int  // subscriptions seen
 	syncedGen int  // subGen when the last full read that succeeded began; -1: none valid
 	want      bool // a full read is due
+	canRead   bool // subscribed once, or waited subscribeWait for it: a full read may begin
 	failing   bool // the last full read failed (logged)
 	stale     bool // staleness logged
 
-	count, age *prometheus.GaugeFunc
-	resyncs    *prometheus.CounterVec
-	changes    prometheus.Counter
+	resyncs *prometheus.CounterVec
+	changes prometheus.Counter
 }
 
 // NewPins returns the pin set of src; call Run to load and follow it.
@@ -285,13 +285,12 @@ func (p *Pins) Run(ctx context.Context) error {
 	defer resync.Stop()
 	waited := time.NewTimer(subscribeWait)
 	defer waited.Stop()
-	canRead := false // subscribed, or waited long enough for it
 	attempt := 0
 	check := time.NewTicker(min(p.opts.StalenessBound/4, time.Second))
 	defer check.Stop()
 	var retry <-chan time.Time
 	for ctx.Err() == nil {
-		if p.want && canRead && retry == nil {
+		if p.want && p.canRead && retry == nil {
 			err := p.resync(ctx, ev)
 			if ctx.Err() != nil {
 				return nil
@@ -312,16 +311,13 @@ func (p *Pins) Run(ctx context.Context) error {
 				ev = nil
 				continue
 			}
-			if e.Kind == PinsSubscribed {
-				canRead = true
-			}
 			p.handle(ctx, e, ev)
 		case <-resync.C:
 			p.want = true
 		case <-check.C:
 			p.checkStale()
 		case <-waited.C:
-			canRead = true
+			p.canRead = true
 		case <-retry:
 			retry = nil
 		}
@@ -335,7 +331,7 @@ func (p *Pins) handle(ctx context.Context, e PinEvent, ev <-chan PinEvent) {
 	switch e.Kind {
 	case PinsSubscribed:
 		p.subGen++
-		p.want = true
+		p.want, p.canRead = true, true
 	case PinsAlive:
 		if p.syncedGen == p.subGen && p.snap.Load() != nil {
 			p.confirmed(e.At)
