@@ -197,8 +197,12 @@ func rulesRedis(ctx context.Context, sub string, e env) int {
 		}
 	case "pin", "unpin":
 		if history == nil {
-			fmt.Fprintln(e.stderr, "residency rules "+sub+": warning: no --config, so the pin is not written to the ruleset history topic: "+
-				"if Redis loses its data, `rules restore` cannot bring it back (see docs/rules.md)")
+			what := "`rules restore` cannot bring it back"
+			if sub == "unpin" {
+				what = "`rules restore` would bring the pin back"
+			}
+			fmt.Fprintln(e.stderr, "residency rules "+sub+": warning: no --config, so the change is not written to the ruleset history topic: "+
+				"if Redis loses its data, "+what+" (see docs/rules.md)")
 		} else if err := history.Check(ctx); err != nil {
 			return rulesFail(e, sub, historyErr(err))
 		}

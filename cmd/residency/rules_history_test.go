@@ -126,7 +126,7 @@ func TestRulesHistoryTopic(t *testing.T) {
 	}
 	code, out, errs = rulesCLI(t, r, "pin", "user-quiet", "EU")
 	mustCode(t, exitOK, code, out, errs)
-	if !strings.Contains(errs, "warning: no --config, so the pin is not written to the ruleset history topic") {
+	if !strings.Contains(errs, "warning: no --config, so the change is not written to the ruleset history topic") {
 		t.Fatalf("no warning: %s", errs)
 	}
 	r.DeleteKeys(t)
