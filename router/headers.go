@@ -20,6 +20,13 @@ const (
 	HeaderRegion = "residency-region"
 	// HeaderRulesetVersion is the version of the ruleset that placed it.
 	HeaderRulesetVersion = "residency-ruleset-version"
+	// HeaderRulesetDigest is the content digest of that ruleset version
+	// (rules.Ruleset.ShortDigest: the first 16 hex digits of the SHA-256 of
+	// its content), next to its version on every event that carries one:
+	// a version number tells which version placed the event, the digest
+	// which content, even if Redis lost its data and the number was given
+	// to other content later.
+	HeaderRulesetDigest = "residency-ruleset-digest"
 	// HeaderDecidedBy is "country" or "pin": what chose the jurisdiction.
 	HeaderDecidedBy = "residency-decided-by"
 	// HeaderSourceTopic is the ingest topic the event was read from.
@@ -80,9 +87,9 @@ const maxErrorHeader = 200
 // the residency headers for decision d of an event read as writer says, in
 // a slice and values of their own. The router builds the same headers with
 // a headerBuilder, per batch.
-func outHeaders(m *stream.Message, d *Decision, writer schemas.WriterRef, rulesetVersion, instance string, decodeErr error) []stream.Header {
+func outHeaders(m *stream.Message, d *Decision, writer schemas.WriterRef, rulesetVersion, rulesetDigest, instance string, decodeErr error) []stream.Header {
 	var b headerBuilder
-	b.setConstants(rulesetVersion, instance)
+	b.setConstants(rulesetVersion, rulesetDigest, instance)
 	b.slab = make([]stream.Header, 0, len(m.Headers)+residencyHeaders)
 	return b.headers(m, d, writer, decodeErr)
 }
@@ -94,8 +101,9 @@ const maxInterned = 1024
 
 // headerBuilder builds the outgoing headers of the router's events without
 // allocating per event: the values that depend only on the ruleset, the
-// decision and the router (jurisdiction, region, ruleset version,
-// decided-by, reason, router instance, source topic, source partition) are
+// decision and the router (jurisdiction, region, ruleset version and
+// digest, decided-by, reason, router instance, source topic, source
+// partition) are
 // converted to bytes once and shared, read-only, by every event that carries
 // them, and so is each writer schema's residency-schema value (converted
 // once per schemas.WriterRef); the headers of a batch's events share one
@@ -127,6 +135,8 @@ const maxInterned = 1024
 type headerBuilder struct {
 	version, instance   string
 	versionB, instanceB []byte
+	digest              string
+	digestB             []byte
 	values              map[string][]byte            // interned values; nil: no caching
 	placed              map[string]*placedHdr        // by jurisdiction, for this version
 	writers             map[schemas.WriterRef][]byte // interned residency-schema values, when caching
@@ -140,9 +150,10 @@ type headerBuilder struct {
 	released            bool                         // nothing refers to slab and arena: startBatch may reuse them
 }
 
-// placedHdr holds the first four residency headers of a jurisdiction's
-// events (jurisdiction, region, ruleset version, decided-by), for a routed
-// or quarantined decision of one region, by country and by pin.
+// placedHdr holds the first five residency headers of a jurisdiction's
+// events (jurisdiction, region, ruleset version and digest, decided-by),
+// for a routed or quarantined decision of one region, by country and by
+// pin.
 type placedHdr struct {
 	region  string
 	country []stream.Header
@@ -150,16 +161,21 @@ type placedHdr struct {
 }
 
 // residencyHeaders is the most residency headers of an event that is not
-// dead-lettered (jurisdiction, region, ruleset version, decided-by, schema,
-// source topic, partition and offset, router; a quarantined one has a
-// reason instead of a region); a dead-lettered one has at most seven.
-const residencyHeaders = 9
+// dead-lettered (jurisdiction, region, ruleset version and digest,
+// decided-by, schema, source topic, partition and offset, router; a
+// quarantined one has a reason instead of a region); a dead-lettered one
+// has at most seven.
+const residencyHeaders = 10
 
-// setConstants sets the ruleset version and router instance written into
-// the headers.
-func (b *headerBuilder) setConstants(rulesetVersion, instance string) {
+// setConstants sets the ruleset version and digest and the router instance
+// written into the headers.
+func (b *headerBuilder) setConstants(rulesetVersion, rulesetDigest, instance string) {
 	if b.versionB == nil || rulesetVersion != b.version {
 		b.version, b.versionB = rulesetVersion, frozen([]byte(rulesetVersion))
+		b.placed = nil
+	}
+	if b.digestB == nil || rulesetDigest != b.digest {
+		b.digest, b.digestB = rulesetDigest, frozen([]byte(rulesetDigest))
 		b.placed = nil
 	}
 	if b.instanceB == nil || instance != b.instance {
@@ -168,13 +184,14 @@ func (b *headerBuilder) setConstants(rulesetVersion, instance string) {
 }
 
 // startBatch prepares the builder for the headers of batch's events under
-// the given ruleset version and router instance: a slab large enough for all
+// the given ruleset version and digest and router instance: a slab large
+// enough for all
 // of them and an arena for their digits. It reuses the previous batch's
 // slab and arena when release was called since and they are large enough,
 // overwriting the headers handed out for the previous batch; otherwise it
 // allocates new ones and those headers stay valid and unchanged.
-func (b *headerBuilder) startBatch(batch []stream.Message, rulesetVersion, instance string) {
-	b.setConstants(rulesetVersion, instance)
+func (b *headerBuilder) startBatch(batch []stream.Message, rulesetVersion, rulesetDigest, instance string) {
+	b.setConstants(rulesetVersion, rulesetDigest, instance)
 	if b.values == nil || len(b.values) > maxInterned {
 		b.values = make(map[string][]byte)
 		b.topic, b.topicB = "", nil
@@ -280,7 +297,7 @@ func (b *headerBuilder) number(v int64) []byte {
 }
 
 // placedHeaders returns the jurisdiction, region, ruleset version and
-// decided-by headers of d, which has a jurisdiction and is not
+// digest and decided-by headers of d, which has a jurisdiction and is not
 // dead-lettered, built once per jurisdiction and ruleset version. The
 // builder must be caching (started).
 func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
@@ -292,7 +309,8 @@ func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
 			if d.Region != "" {
 				hs = append(hs, stream.Header{Key: HeaderRegion, Value: b.value(d.Region)})
 			}
-			hs = append(hs, stream.Header{Key: HeaderRulesetVersion, Value: b.versionB}, stream.Header{Key: HeaderDecidedBy, Value: b.value(by)})
+			hs = append(hs, stream.Header{Key: HeaderRulesetVersion, Value: b.versionB}, stream.Header{Key: HeaderRulesetDigest, Value: b.digestB},
+				stream.Header{Key: HeaderDecidedBy, Value: b.value(by)})
 			if by == "pin" {
 				p.pin = hs
 			} else {
@@ -329,7 +347,7 @@ func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.W
 			hs = append(hs, stream.Header{Key: HeaderRegion, Value: b.value(d.Region)})
 		}
 		if d.Outcome != DeadLettered {
-			hs = append(hs, stream.Header{Key: HeaderRulesetVersion, Value: b.versionB})
+			hs = append(hs, stream.Header{Key: HeaderRulesetVersion, Value: b.versionB}, stream.Header{Key: HeaderRulesetDigest, Value: b.digestB})
 			if d.Jurisdiction != "" {
 				by := "country"
 				if d.Pinned {

@@ -25,7 +25,7 @@ func TestOutHeaders(t *testing.T) {
 		{Key: "a", Value: []byte("1")}, {Key: HeaderRegion, Value: []byte("forged")}, {Key: "b", Value: []byte("2")},
 	}}
 	d := &Decision{Outcome: DeadLettered, Reason: "corrupt"}
-	hs := outHeaders(m, d, rawRef, "9", "r1", errors.New(strings.Repeat("x", 500)))
+	hs := outHeaders(m, d, rawRef, "9", "d9", "r1", errors.New(strings.Repeat("x", 500)))
 	if hs[0].Key != "a" || hs[1].Key != "b" {
 		t.Fatalf("original headers not first and in order: %v", hs)
 	}
@@ -34,6 +34,9 @@ func TestOutHeaders(t *testing.T) {
 	}
 	if _, ok := HeaderValue(hs, HeaderRulesetVersion); ok {
 		t.Fatal("dead-letter carries a ruleset version")
+	}
+	if _, ok := HeaderValue(hs, HeaderRulesetDigest); ok {
+		t.Fatal("dead-letter carries a ruleset digest")
 	}
 	for k, want := range map[string]string{HeaderSourceTopic: "in", HeaderSourcePartition: "2", HeaderSourceOffset: "41", HeaderRouter: "r1", HeaderReason: "corrupt",
 		HeaderSchema: "raw:fedcba9876543210"} {
@@ -44,8 +47,8 @@ func TestOutHeaders(t *testing.T) {
 	if v, _ := HeaderValue(hs, HeaderError); len(v) != maxErrorHeader {
 		t.Errorf("error header is %d bytes, want it cut to %d", len(v), maxErrorHeader)
 	}
-	routed := outHeaders(m, &Decision{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Pinned: true}, soRef, "9", "r1", nil)
-	for k, want := range map[string]string{HeaderJurisdiction: "EU", HeaderRegion: "eu", HeaderRulesetVersion: "9", HeaderDecidedBy: "pin",
+	routed := outHeaders(m, &Decision{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Pinned: true}, soRef, "9", "d9", "r1", nil)
+	for k, want := range map[string]string{HeaderJurisdiction: "EU", HeaderRegion: "eu", HeaderRulesetVersion: "9", HeaderRulesetDigest: "d9", HeaderDecidedBy: "pin",
 		HeaderSchema: "single-object:0123456789abcdef"} {
 		if v, _ := HeaderValue(routed, k); string(v) != want {
 			t.Errorf("routed %s = %q, want %q", k, v, want)
@@ -59,17 +62,20 @@ func TestOutHeaders(t *testing.T) {
 	for _, h := range routed[2:] {
 		keys = append(keys, h.Key)
 	}
-	if want := []string{HeaderJurisdiction, HeaderRegion, HeaderRulesetVersion, HeaderDecidedBy, HeaderSchema,
+	if want := []string{HeaderJurisdiction, HeaderRegion, HeaderRulesetVersion, HeaderRulesetDigest, HeaderDecidedBy, HeaderSchema,
 		HeaderSourceTopic, HeaderSourcePartition, HeaderSourceOffset, HeaderRouter}; !slices.Equal(keys, want) {
 		t.Errorf("routed headers %v, want %v", keys, want)
 	}
-	q := outHeaders(m, &Decision{Outcome: Quarantined, Reason: ReasonNoCountry}, confRef, "9", "r1", nil)
+	q := outHeaders(m, &Decision{Outcome: Quarantined, Reason: ReasonNoCountry}, confRef, "9", "d9", "r1", nil)
 	if v, _ := HeaderValue(q, HeaderSchema); string(v) != "confluent:42" {
 		t.Errorf("quarantined schema header %q", v)
 	}
+	if v, _ := HeaderValue(q, HeaderRulesetDigest); string(v) != "d9" {
+		t.Errorf("quarantined ruleset digest header %q, want d9", v)
+	}
 	// No schema known (zero, or a raw topic's framing alone): no header.
 	for _, w := range []schemas.WriterRef{{}, {Framing: schemas.FramingRaw}} {
-		if v, ok := HeaderValue(outHeaders(m, d, w, "9", "r1", errors.New("x")), HeaderSchema); ok {
+		if v, ok := HeaderValue(outHeaders(m, d, w, "9", "d9", "r1", errors.New("x")), HeaderSchema); ok {
 			t.Errorf("writer %+v: schema header %q", w, v)
 		}
 	}
@@ -77,7 +83,7 @@ func TestOutHeaders(t *testing.T) {
 	// FuzzDifferential: an unknown_schema dead-letter of a value carrying
 	// fingerprint 0 had no residency-schema header).
 	unknown := &Decision{Outcome: DeadLettered, Reason: "unknown_schema"}
-	if v, _ := HeaderValue(outHeaders(m, unknown, schemas.WriterRef{Framing: schemas.FramingSingleObject}, "9", "r1", errors.New("x")), HeaderSchema); string(v) != "single-object:0000000000000000" {
+	if v, _ := HeaderValue(outHeaders(m, unknown, schemas.WriterRef{Framing: schemas.FramingSingleObject}, "9", "d9", "r1", errors.New("x")), HeaderSchema); string(v) != "single-object:0000000000000000" {
 		t.Errorf("fingerprint 0: schema header %q, want single-object:0000000000000000", v)
 	}
 }
@@ -117,7 +123,7 @@ func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
 	}
 	want := func(i int) []stream.Header {
 		c := cases[i%len(cases)]
-		return outHeaders(&batch[i], &c.d, c.w, "7", "r1", c.err)
+		return outHeaders(&batch[i], &c.d, c.w, "7", "d7", "r1", c.err)
 	}
 	equal := func(a, b []stream.Header) bool {
 		return slices.EqualFunc(a, b, func(x, y stream.Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) })
@@ -125,7 +131,7 @@ func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
 	var hb headerBuilder
 	var first [][]stream.Header
 	for round, ver := range []string{"7", "8"} {
-		hb.startBatch(batch, ver, "r1")
+		hb.startBatch(batch, ver, "d"+ver, "r1")
 		var got [][]stream.Header
 		for i := range batch {
 			c := cases[i%len(cases)]
@@ -135,8 +141,11 @@ func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
 			w := want(i)
 			if ver != "7" {
 				for k := range w {
-					if w[k].Key == HeaderRulesetVersion {
+					switch w[k].Key {
+					case HeaderRulesetVersion:
 						w[k].Value = []byte(ver)
+					case HeaderRulesetDigest:
+						w[k].Value = []byte("d" + ver)
 					}
 				}
 			}
@@ -202,7 +211,7 @@ func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
 	// build starts a batch and returns its events' headers and the slab's
 	// and the arena's backing arrays.
 	build := func(ms []stream.Message) (hs [][]stream.Header, slab *stream.Header, arena *byte) {
-		hb.startBatch(ms, "7", "r1")
+		hb.startBatch(ms, "7", "d7", "r1")
 		slab, arena = unsafe.SliceData(hb.slab), unsafe.SliceData(hb.arena)
 		for i := range ms {
 			var err error
@@ -221,7 +230,7 @@ func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
 			if cases[i%len(cases)].Outcome == DeadLettered {
 				err = decodeErr
 			}
-			want := outHeaders(&ms[i], &cases[i%len(cases)], writers[i%len(writers)], "7", "r1", err)
+			want := outHeaders(&ms[i], &cases[i%len(cases)], writers[i%len(writers)], "7", "d7", "r1", err)
 			if !slices.EqualFunc(got[i], want, func(x, y stream.Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) }) {
 				t.Fatalf("%s, event %d: headers\n%v\nwant\n%v", name, i, got[i], want)
 			}
@@ -277,10 +286,10 @@ func TestHeaderBuilderAllocations(t *testing.T) {
 		batch[i] = m
 	}
 	var hb headerBuilder
-	hb.startBatch(batch[:2], "7", "r1")
+	hb.startBatch(batch[:2], "7", "d7", "r1")
 	hb.headers(&m, &d, soRef, nil) // cache the values
 	hb.headers(&m, &q, confRef, nil)
-	hb.startBatch(batch, "7", "r1")
+	hb.startBatch(batch, "7", "d7", "r1")
 	allocs := testing.AllocsPerRun(500, func() {
 		hb.headers(&m, &d, soRef, nil)
 		hb.headers(&m, &q, confRef, nil)
@@ -293,7 +302,7 @@ func TestHeaderBuilderAllocations(t *testing.T) {
 	batch = batch[:500]
 	allocs = testing.AllocsPerRun(20, func() {
 		hb.release()
-		hb.startBatch(batch, "7", "r1")
+		hb.startBatch(batch, "7", "d7", "r1")
 		for i := range batch {
 			if i%10 == 0 {
 				hb.headers(&batch[i], &q, rawRef, nil)
@@ -318,7 +327,7 @@ func TestHeaderBuilderWritersBounded(t *testing.T) {
 	for id := range 5 * maxInterned {
 		if id%len(batch) == 0 {
 			hb.release()
-			hb.startBatch(batch, "7", "r1")
+			hb.startBatch(batch, "7", "d7", "r1")
 			if len(hb.writers) > maxInterned+len(batch) {
 				t.Fatalf("%d interned writer schemas", len(hb.writers))
 			}

@@ -177,7 +177,7 @@ func BenchmarkPerEventPath(b *testing.B) {
 		for b.Loop() {
 			if i == 0 {
 				r.pipe.hdr.release() // the previous batch was published
-				r.pipe.hdr.startBatch(msgs, ver, r.cfg.Instance)
+				r.pipe.hdr.startBatch(msgs, ver, rs.ShortDigest(), r.cfg.Instance)
 			}
 			n += perEvent(ctx, r, rs, &msgs[i])
 			if i++; i == len(msgs) {
@@ -198,7 +198,7 @@ func BenchmarkPerEventPath(b *testing.B) {
 		for b.Loop() {
 			if i == 0 {
 				r.pipe.hdr.release() // the previous batch was published
-				r.pipe.hdr.startBatch(batch, ver, r.cfg.Instance)
+				r.pipe.hdr.startBatch(batch, ver, rs.ShortDigest(), r.cfg.Instance)
 			}
 			if perEvent(ctx, r, rs, &batch[i]) == 0 {
 				b.Fatal("no headers")
@@ -227,7 +227,7 @@ func BenchmarkOutHeaders(b *testing.B) {
 	for b.Loop() {
 		if i == 0 {
 			hb.release() // the previous batch was published
-			hb.startBatch(batch, "42", "router-0")
+			hb.startBatch(batch, "42", "0123456789abcdef", "router-0")
 		}
 		if len(hb.headers(&batch[i], d, w, nil)) == 0 {
 			b.Fatal("no headers")
@@ -252,7 +252,7 @@ func TestPerEventPathPlacesTheMix(t *testing.T) {
 			d = Decide(f, "", rs)
 		}
 		count[d.Outcome]++
-		hs := outHeaders(&m, &d, f.Writer, rs.VersionString(), "router-0", err)
+		hs := outHeaders(&m, &d, f.Writer, rs.VersionString(), rs.ShortDigest(), "router-0", err)
 		if v, _ := HeaderValue(hs, HeaderSourceOffset); string(v) != fmt.Sprint(1_000_000+i) {
 			t.Errorf("event %d: source offset header %q", i, v)
 		}

@@ -411,7 +411,7 @@ func (p *Pipeline) Publish(ctx context.Context, b *Batch) error {
 		k := groups[g].n
 		groups[g].msgs, backing = backing[:0:k], backing[k:]
 	}
-	p.hdr.startBatch(b.msgs, b.Ruleset.VersionString(), p.cfg.Instance)
+	p.hdr.startBatch(b.msgs, b.Ruleset.VersionString(), b.Ruleset.ShortDigest(), p.cfg.Instance)
 	for i := range b.Events {
 		ev := &b.Events[i]
 		if ev.Skip {

@@ -24,7 +24,26 @@ type RulesSource interface {
 	Current() (*rules.Ruleset, error)
 }
 
-// PinLookup returns per-user jurisdiction overrides. rules.Pins satisfies it.
+// PinSource hands out the per-user pins in force, from memory.
+// rules.Pins satisfies it.
+type PinSource interface {
+	// Pins returns a view of the whole pin set, without a round trip, or
+	// an error when there is no valid one (never loaded, or stale: not
+	// confirmed against Redis within the staleness bound); the router then
+	// stops consuming until it returns one again, as for the ruleset.
+	Pins() (PinView, error)
+}
+
+// PinView is one consistent, immutable view of the pin set: Pin(userID)
+// returns the jurisdiction the user is pinned to, "" for none, without
+// allocating (tens of nanoseconds), safe for concurrent use while
+// changes arrive (they make a new view). It is rules.PinView: a type
+// alias, because rules (which router imports) cannot name a router type
+// in rules.Pins' method.
+type PinView = rules.PinView
+
+// PinLookup returns per-user jurisdiction overrides. rules.Pins satisfies
+// it, from its in-memory view (Pins is the port the batch loop uses).
 type PinLookup interface {
 	// Lookup returns, for each user id, the name of the jurisdiction the
 	// user is pinned to, or "" if the user has no pin. The result has the

@@ -117,7 +117,7 @@ func TestRouteReusesHeadersOnlyAfterCleanPublish(t *testing.T) {
 			if err == nil {
 				d = Decide(f, "", rs)
 			}
-			want[strconv.FormatInt(b[i].Offset, 10)] = outHeaders(&b[i], &d, f.Writer, rs.VersionString(), "router-0", err)
+			want[strconv.FormatInt(b[i].Offset, 10)] = outHeaders(&b[i], &d, f.Writer, rs.VersionString(), rs.ShortDigest(), "router-0", err)
 		}
 		got := append(ingest.take(), remote.take()...)
 		if len(got) != len(b) {

@@ -153,11 +153,12 @@ type Config struct {
 	// only the version of the ruleset in force is known, and events placed
 	// under any other version are quarantined (sink_unknown_ruleset).
 	Rulesets RulesetVersions
-	// Pins looks up the users' pins (rules.Pins), once per batch; a failed
-	// lookup is retried. Default nil: no user is pinned, so an event whose
-	// residency-decided-by header says pin is quarantined
-	// (sink_content_mismatch).
-	Pins router.PinLookup
+	// Pins hands out the users' pins from memory (rules.Pins): one view per
+	// batch; while there is none (not loaded, or stale past the staleness
+	// bound) the batch waits, retried, and nothing is written. Default nil:
+	// no user is pinned, so an event whose residency-decided-by header says
+	// pin is quarantined (sink_content_mismatch).
+	Pins router.PinSource
 	// Erasures, when set, is asked right before every write whether an
 	// erasure covers any event of the batch (erasure.Guard over the
 	// erasure markers): covered events are neither written nor

@@ -222,6 +222,7 @@ func TestEveryRefusalHasItsReason(t *testing.T) {
 	truncated := us(23)
 	truncated.Value = truncated.Value[:len(truncated.Value)-3]
 	notMine := with(with(us(24), router.HeaderReason, "forged"), router.HeaderError, "forged")
+	inForce, _ := h.rules.Current()
 
 	type refusal struct {
 		m           stream.Message
@@ -236,6 +237,8 @@ func TestEveryRefusalHasItsReason(t *testing.T) {
 		with(us(4), router.HeaderRulesetVersion, "6"),           // placed by an older version that agrees
 		pinned(sinktest.Message(usTopic, 40, "US", "us", "DE")), // placed by a pin that is still there
 		notMine,
+		with(us(5), router.HeaderRulesetDigest, inForce.ShortDigest()),                                    // the content in force
+		with(with(us(6), router.HeaderRulesetVersion, "6"), router.HeaderRulesetDigest, inForce.Digest()), // version 6, full digest
 	}
 	add(without(us(10), router.HeaderRegion), sink.ReasonNoRegion, "no residency-region header")
 	add(without(us(11), router.HeaderJurisdiction), sink.ReasonNoJurisdiction, "no residency-jurisdiction header")
@@ -253,6 +256,10 @@ func TestEveryRefusalHasItsReason(t *testing.T) {
 	add(without(us(31), router.HeaderRulesetVersion), sink.ReasonUnknownRuleset, "no residency-ruleset-version header")
 	add(with(us(32), router.HeaderRulesetVersion, "07"), sink.ReasonUnknownRuleset, "not a version number")
 	add(with(us(33), router.HeaderRulesetVersion, "99"), sink.ReasonUnknownRuleset, "version 99")
+	// Version 7 with other content (Redis lost its data and the number was
+	// reused): not the content this sink knows as version 7.
+	add(with(us(34), router.HeaderRulesetDigest, "0123456789abcdef"), sink.ReasonUnknownRuleset, "digest "+inForce.ShortDigest()+", not 0123456789abcdef")
+	add(with(us(35), router.HeaderRulesetDigest, "v7"), sink.ReasonUnknownRuleset, "is not a ruleset digest")
 	add(sinktest.Message(usTopic, 50, "US", "us", "DE"), sink.ReasonContentMismatch, `jurisdiction "EU", region "eu"`) // forged: an EU user
 	add(sinktest.Message(usTopic, 51, "XX", "us", "US"), sink.ReasonContentMismatch, `jurisdiction "US", region "us"`)
 	add(sinktest.Message(usTopic, 52, "US", "us", ""), sink.ReasonContentMismatch, "no_country")
@@ -367,7 +374,7 @@ type flakyVersions struct {
 	sink.RulesetVersions
 }
 
-func (f *flakyVersions) Ruleset(ctx context.Context, v int64) (*rules.Ruleset, error) {
+func (f *flakyVersions) Ruleset(ctx context.Context, v int64, digest string) (*rules.Ruleset, error) {
 	f.mu.Lock()
 	f.calls++
 	fail := f.fail > 0
@@ -378,7 +385,7 @@ func (f *flakyVersions) Ruleset(ctx context.Context, v int64) (*rules.Ruleset, e
 	if fail {
 		return nil, fmt.Errorf("rules: read version %d: %w: connection refused", v, rules.ErrUnavailable)
 	}
-	return f.RulesetVersions.Ruleset(ctx, v)
+	return f.RulesetVersions.Ruleset(ctx, v, digest)
 }
 
 // TestTransientFailuresAreRetriedNotQuarantined: a registry, rules store or

@@ -385,14 +385,17 @@ type jsonDecoder interface {
 }
 
 // resolveRulesets finds, for every event of b not yet refused, the ruleset
-// version its residency-ruleset-version header names: the ruleset in force
-// if it is that version, otherwise from Config.Rulesets (once per version
-// and batch), retrying while the rules store is unavailable. Events naming
-// no version, or one that cannot be loaded, are refused. It returns false
-// if ctx ended first.
+// version its residency-ruleset-version header names, with the content its
+// residency-ruleset-digest header names (when it has one: events written
+// by routers before the digest existed have none, and are known by their
+// version number alone): the ruleset in force if it is that one, otherwise
+// from Config.Rulesets (once per version, digest and batch), retrying while
+// the rules store is unavailable. Events naming no version, one that
+// cannot be loaded, or a version whose content has another digest now,
+// are refused. It returns false if ctx ended first.
 func (s *Sink) resolveRulesets(ctx context.Context, b []item) bool {
 	cur, _ := s.rules.Current()
-	known := map[string]resolved{}
+	known := map[[2]string]resolved{}
 	for i := range b {
 		it := &b[i]
 		if it.reason != "" {
@@ -403,13 +406,15 @@ func (s *Sink) resolveRulesets(ctx context.Context, b []item) bool {
 			it.refuse(ReasonUnknownRuleset, errNoRulesetHeader)
 			continue
 		}
-		r, ok := known[string(h)]
+		d, _ := router.HeaderValue(it.msg.Headers, router.HeaderRulesetDigest)
+		key := [2]string{string(h), string(d)}
+		r, ok := known[key]
 		if !ok {
 			var done bool
-			if r, done = s.rulesetVersion(ctx, cur, h); !done {
+			if r, done = s.rulesetVersion(ctx, cur, h, d); !done {
 				return false
 			}
-			known[string(h)] = r
+			known[key] = r
 		}
 		if r.err != nil {
 			it.refuse(ReasonUnknownRuleset, r.err)
@@ -427,27 +432,36 @@ type resolved struct {
 	err error // refuses the events naming the version
 }
 
-// rulesetVersion returns the ruleset of the version header h names, or the
-// error that refuses the events naming it. done is false if ctx ended
-// before the rules store answered.
-func (s *Sink) rulesetVersion(ctx context.Context, cur *rules.Ruleset, h []byte) (r resolved, done bool) {
+// rulesetVersion returns the ruleset of the version header h names, with
+// the digest header d names (nil: any), or the error that refuses the
+// events naming it. done is false if ctx ended before the rules store
+// answered.
+func (s *Sink) rulesetVersion(ctx context.Context, cur *rules.Ruleset, h, d []byte) (r resolved, done bool) {
 	v, err := strconv.ParseInt(string(h), 10, 64)
 	if err != nil || v < 0 || strconv.FormatInt(v, 10) != string(h) {
 		return resolved{err: fmt.Errorf("residency-ruleset-version %s is not a version number", short(h))}, true
 	}
-	if cur != nil && cur.Version() == v {
+	digest := string(d)
+	if d != nil && !hexDigest(digest) {
+		return resolved{err: fmt.Errorf("residency-ruleset-digest %s is not a ruleset digest", short(d))}, true
+	}
+	if cur != nil && cur.Version() == v && (d == nil || cur.HasDigest(digest)) {
 		return resolved{rs: cur}, true
 	}
 	if s.cfg.Rulesets == nil {
 		inForce := "none"
 		if cur != nil {
-			inForce = cur.VersionString()
+			inForce = cur.VersionString() + " (digest " + cur.ShortDigest() + ")"
 		}
-		return resolved{err: fmt.Errorf("ruleset version %d is not the ruleset in force (version %s), the only one this sink knows", v, inForce)}, true
+		what := strconv.FormatInt(v, 10)
+		if d != nil {
+			what += " (digest " + digest + ")"
+		}
+		return resolved{err: fmt.Errorf("ruleset version %s is not the ruleset in force (version %s), the only one this sink knows", what, inForce)}, true
 	}
 	var rs *rules.Ruleset
 	if s.retry.Do(ctx, "rules", func(ctx context.Context) error {
-		rs, err = s.cfg.Rulesets.Ruleset(ctx, v)
+		rs, err = s.cfg.Rulesets.Ruleset(ctx, v, digest)
 		if errors.Is(err, rules.ErrUnavailable) {
 			return err
 		}
@@ -461,38 +475,39 @@ func (s *Sink) rulesetVersion(ctx context.Context, cur *rules.Ruleset, h []byte)
 	return resolved{rs: rs}, true
 }
 
-// lookupPins looks up, in one call, the pins of the users of the events of
-// b not yet refused, retrying failures. It returns false if ctx ended
-// first.
+// hexDigest reports whether d looks like a ruleset digest: a short or full
+// one, in lower-case hex.
+func hexDigest(d string) bool {
+	if len(d) != rules.ShortDigestLen && len(d) != 64 {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if c := d[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// lookupPins finds the pins of the users of the events of b not yet
+// refused, in one view of the pin set, waiting (retried) while there is no
+// valid view. It returns false if ctx ended first.
 func (s *Sink) lookupPins(ctx context.Context, b []item) bool {
 	if s.cfg.Pins == nil {
 		return true
 	}
-	var ids [][]byte
-	var at []int
-	for i := range b {
-		if b[i].reason == "" && len(b[i].fields.UserID) > 0 {
-			ids = append(ids, b[i].fields.UserID)
-			at = append(at, i)
-		}
-	}
-	if len(ids) == 0 {
-		return true
-	}
-	var got []string
-	err := s.retry.Do(ctx, "pins", func(ctx context.Context) error {
+	var view router.PinView
+	if err := s.retry.Do(ctx, "pins", func(context.Context) error {
 		var err error
-		got, err = s.cfg.Pins.Lookup(ctx, ids)
-		if err == nil && len(got) != len(ids) {
-			err = fmt.Errorf("pin lookup returned %d results for %d users", len(got), len(ids))
-		}
+		view, err = s.cfg.Pins.Pins()
 		return err
-	})
-	if err != nil {
+	}); err != nil {
 		return false
 	}
-	for n, i := range at {
-		b[i].pin = got[n]
+	for i := range b {
+		if b[i].reason == "" && len(b[i].fields.UserID) > 0 {
+			b[i].pin = view.Pin(b[i].fields.UserID)
+		}
 	}
 	return true
 }

@@ -211,7 +211,11 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	}
 	var pins router.PinLookup
 	if cfg.PinsEnabled() && store != nil {
-		pins = rules.NewPins(store, rules.PinsOptions{})
+		p, err := w.followPins(ctx, cfg, store)
+		if err != nil {
+			return exitNotReady, err
+		}
+		pins = p
 	}
 	pubs := map[string]stream.Publisher{}
 	for name := range cfg.Kafka.Clusters {
@@ -458,16 +462,42 @@ func (w *replayWiring) followRules(ctx context.Context, cfg *config.Config, stor
 	return cache, nil
 }
 
+// followPins loads the pin set into memory (rules.Pins over the Redis
+// store, followed until close) and waits for it.
+func (w *replayWiring) followPins(ctx context.Context, cfg *config.Config, store rules.PinStore) (*rules.Pins, error) {
+	pins := rules.NewPins(store, rules.PinsOptions{StalenessBound: cfg.Rules.StalenessBound, ResyncInterval: cfg.Rules.PinsResync})
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = pins.Run(bg)
+	}()
+	w.stopPins = func() { stop(); <-done }
+	select {
+	case <-pins.Loaded():
+	case <-time.After(30 * time.Second):
+		_, err := pins.Pins()
+		return nil, fmt.Errorf("pins not loaded after 30s: %w", err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return pins, nil
+}
+
 // replayWiring holds what replayMain opened.
 type replayWiring struct {
 	redis     *goredis.Client
 	writers   []*kafka.Writer
 	stopRules func() // stops the rules cache, if started
+	stopPins  func() // stops the pin set, if started
 }
 
 func (w *replayWiring) close() {
 	if w.stopRules != nil {
 		w.stopRules()
+	}
+	if w.stopPins != nil {
+		w.stopPins()
 	}
 	for _, kw := range w.writers {
 		_ = kw.Close()

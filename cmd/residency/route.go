@@ -111,7 +111,8 @@ func (w *wired) wire(cfg *config.Config, reg prometheus.Registerer) error {
 	}
 	w.redis = client
 	if store != nil && cfg.PinsEnabled() {
-		w.pins = rules.NewPins(store, rules.PinsOptions{Registerer: reg})
+		w.pins = rules.NewPins(store, rules.PinsOptions{StalenessBound: cfg.Rules.StalenessBound, ResyncInterval: cfg.Rules.PinsResync,
+			Registerer: reg, Logger: w.log})
 	}
 	w.cache = rules.NewCache(src, rules.CacheOptions{
 		PollInterval: cfg.Rules.PollInterval, StalenessBound: cfg.Rules.StalenessBound,

@@ -122,7 +122,8 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *config.Config, sc *config.Si
 	// it (from Redis; a rules.file knows its one version) and with its
 	// user's pin, as the router decided it.
 	if store != nil && cfg.PinsEnabled() {
-		w.pins = rules.NewPins(store, rules.PinsOptions{Registerer: reg})
+		w.pins = rules.NewPins(store, rules.PinsOptions{StalenessBound: cfg.Rules.StalenessBound, ResyncInterval: cfg.Rules.PinsResync,
+			Registerer: reg, Logger: w.log})
 	}
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	w.stopBg = stop

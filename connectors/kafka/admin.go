@@ -78,20 +78,11 @@ func NewAdmin(cluster Cluster) (*Admin, error) {
 // replication factor, ignoring those that exist, and waits until every
 // partition has a leader that answers for it, or ctx ends.
 func (a *Admin) CreateTopics(ctx context.Context, partitions, replication int, names ...string) error {
-	req := &kafka.CreateTopicsRequest{}
-	for _, n := range names {
-		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: n, NumPartitions: partitions, ReplicationFactor: replication})
+	topics := make([]kafka.TopicConfig, len(names))
+	for i, n := range names {
+		topics[i] = kafka.TopicConfig{Topic: n, NumPartitions: partitions, ReplicationFactor: replication}
 	}
-	resp, err := a.c.CreateTopics(ctx, req)
-	if err != nil {
-		return fmt.Errorf("kafka: cluster %s: create topics: %w", a.cluster.Name, err)
-	}
-	for n, e := range resp.Errors {
-		if e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
-			return fmt.Errorf("kafka: cluster %s: create topic %s: %w", a.cluster.Name, n, e)
-		}
-	}
-	return a.waitLeaders(ctx, partitions, names...)
+	return a.create(ctx, topics...)
 }
 
 // serving reports whether the leader of every partition of topics answers

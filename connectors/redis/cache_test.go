@@ -150,7 +150,7 @@ func TestCacheOutage(t *testing.T) {
 		}
 		return false
 	})
-	if !errors.Is(staleErr, rules.ErrStale) || !errors.Is(staleErr, rules.ErrUnavailable) || !strings.Contains(staleErr.Error(), "version 1 was last confirmed at ") {
+	if !errors.Is(staleErr, rules.ErrStale) || !errors.Is(staleErr, rules.ErrUnavailable) || !strings.Contains(staleErr.Error(), "ruleset is stale since ") {
 		t.Fatalf("Current after the bound = %v, want rules.ErrStale wrapping rules.ErrUnavailable", staleErr)
 	}
 	if early := cut.Add(bound - 2*poll); staleAt.Before(early) {
@@ -190,7 +190,7 @@ func TestCacheOutage(t *testing.T) {
 	if usable, _ := metric(t, reg, "residency_rules_usable", ""); usable != 1 {
 		t.Fatalf("residency_rules_usable = %v after recovery, want 1", usable)
 	}
-	if !strings.Contains(logs.String(), "rules: switched ruleset version\" version=2 previous=1") {
+	if !strings.Contains(logs.String(), "rules: switched ruleset version\" version=2 digest=") || !strings.Contains(logs.String(), "previous=1") {
 		t.Fatalf("no switch logged:\n%s", logs.String())
 	}
 }
@@ -236,8 +236,8 @@ func TestCacheKeepsOldVersionOverCorrupt(t *testing.T) {
 	if got != 3 {
 		t.Fatalf("residency_rules_version = %v, want 3", got)
 	}
-	if n != 7 {
-		t.Fatalf("gathered %d series, want 7 (version, age, usable, 4 load error reasons)", n)
+	if n != 9 {
+		t.Fatalf("gathered %d series, want 9 (version, age, usable, 6 load error reasons)", n)
 	}
 	if usable, _ := metric(t, reg, "residency_rules_usable", ""); usable != 1 {
 		t.Fatalf("residency_rules_usable = %v, want 1", usable)
@@ -278,30 +278,73 @@ func TestCacheStartsWithRedisDown(t *testing.T) {
 	}
 }
 
-// TestCacheRefusesOlderVersion: versions only grow (a rollback is a new
-// version). A source whose current version goes backwards (Redis restored
-// from an old snapshot) must not switch routers back silently: the newer
-// ruleset is kept, the error says why, and the cache fails closed at its
-// bound.
-func TestCacheRefusesOlderVersion(t *testing.T) {
-	r5, err := rules.Parse([]byte(small))
+// TestCacheRedisLostItsData: Redis loses its data (the test's keys are
+// deleted) and the rules are applied again with other content. The cache
+// never hands out its old content under a version number Redis now gives
+// to other content: it fails closed at once (history lost, then content
+// changed, well before the staleness bound), and takes the new content
+// only as a version above the one it used.
+func TestCacheRedisLostItsData(t *testing.T) {
+	ctx := testenv.Context(t, 60*time.Second)
+	r := testenv.NewRedis(t)
+	s := NewRules(r.Client(t), r.Prefix)
+	if _, err := s.Apply(ctx, []byte(small), rules.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	v2, err := s.Apply(ctx, example(t, "rules.yaml"), rules.ApplyOptions{Base: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r5.SetVersion(5)
-	src := rules.NewStaticSource(r5)
-	c := rules.NewCache(src, rules.CacheOptions{PollInterval: 20 * time.Millisecond, StalenessBound: 300 * time.Millisecond})
+	c := rules.NewCache(s, rules.CacheOptions{}) // production defaults: a 30s bound
 	runInBackground(t, "Cache.Run", c.Run)
-	testenv.Eventually(t, 5*time.Second, "version 5", func() bool { return currentVersion(c) == 5 })
+	testenv.Eventually(t, 10*time.Second, "version 2", func() bool { return currentVersion(c) == 2 })
+	if rs, _ := c.Current(); rs.Digest() != v2.SHA256 {
+		t.Fatalf("digest in use %s, want version 2's sha256 %s", rs.Digest(), v2.SHA256)
+	}
 
-	r3, err := rules.Parse(example(t, "rules.yaml"))
+	failsWith := func(what string, sentinel error) {
+		t.Helper()
+		start := time.Now()
+		var err error
+		testenv.Eventually(t, 5*time.Second, what, func() bool {
+			_, err = c.Current()
+			return errors.Is(err, sentinel)
+		})
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("%s after %s, want within a couple of polls", what, d)
+		}
+		t.Logf("%s: %v", what, err)
+	}
+	r.DeleteKeys(t)
+	failsWith("history lost after Redis lost its data", rules.ErrHistoryLost)
+
+	// Applied again from scratch, without FR: version 1, then 2, with
+	// other content than the versions the cache saw.
+	noFR := strings.Replace(small, "[FR, DE]", "[DE]", 1)
+	if _, err := s.Apply(ctx, []byte(noFR), rules.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * rules.DefaultPollInterval)
+	if _, err := c.Current(); !errors.Is(err, rules.ErrHistoryLost) {
+		t.Fatalf("with Redis at version 1 again, Current = %v, want ErrHistoryLost", err)
+	}
+	noFR2 := strings.Replace(noFR, "[US, PR]", "[US]", 1)
+	if _, err := s.Apply(ctx, []byte(noFR2), rules.ApplyOptions{Base: 1}); err != nil {
+		t.Fatal(err)
+	}
+	failsWith("content changed under version 2", rules.ErrContentChanged)
+
+	// A version above the one in use is taken.
+	v3, err := s.Apply(ctx, []byte(noFR), rules.ApplyOptions{Base: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r3.SetVersion(3)
-	src.Set(r3)
-	testenv.Eventually(t, 5*time.Second, "the cache to fail closed on a version going backwards", func() bool {
-		_, err := c.Current()
-		return errors.Is(err, rules.ErrStale) && errors.Is(err, rules.ErrCorrupt) && strings.Contains(err.Error(), "older than version 5")
-	})
+	testenv.Eventually(t, 5*time.Second, "version 3", func() bool { return currentVersion(c) == 3 })
+	rs, _ := c.Current()
+	if rs.Digest() != v3.SHA256 {
+		t.Fatal("version 3 in use is not version 3's content")
+	}
+	if j, ok := rs.JurisdictionOf([]byte("FR")); ok {
+		t.Fatalf("version 3 places FR in %s; the content in force has no FR", j.Name)
+	}
 }

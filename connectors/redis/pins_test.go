@@ -4,212 +4,250 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router/rules"
 )
 
-func ids(s ...string) [][]byte {
-	out := make([][]byte, len(s))
-	for i, x := range s {
-		out[i] = []byte(x)
-	}
-	return out
-}
-
-func lookup1(t *testing.T, p *rules.Pins, user string) string {
-	t.Helper()
-	got, err := p.Lookup(context.Background(), ids(user))
+func pinOf(p *rules.Pins, user string) string {
+	v, err := p.Pins()
 	if err != nil {
-		t.Fatal(err)
+		return "error: " + err.Error()
 	}
-	return got[0]
+	return v.Pin([]byte(user))
 }
 
+func loaded(t *testing.T, p *rules.Pins) {
+	t.Helper()
+	select {
+	case <-p.Loaded():
+	case <-time.After(10 * time.Second):
+		_, err := p.Pins()
+		t.Fatalf("pins not loaded within 10s: %v", err)
+	}
+}
+
+// TestPinsFollowPinAndUnpin (real Redis): two routers' pin sets load what
+// is there and see a pin and an unpin within a second, without a restart
+// and without a full read; probes of their subscriptions keep them
+// confirmed past a short staleness bound while nothing changes.
 func TestPinsFollowPinAndUnpin(t *testing.T) {
-	ctx := testenv.Context(t, 30*time.Second)
+	ctx := testenv.Context(t, 60*time.Second)
 	s := newStore(t)
 	if _, err := s.Apply(ctx, []byte(small), rules.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// Two routers' caches; TTL an hour, so only invalidations can change
-	// what they answer.
-	wa, wb := watch(s), watch(s)
-	a := rules.NewPins(wa, rules.PinsOptions{TTL: time.Hour})
-	b := rules.NewPins(wb, rules.PinsOptions{TTL: time.Hour})
+	for i := range 300 {
+		if err := s.client.HSet(ctx, s.pinsKey(), fmt.Sprint("old-", i), "US").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const bound = 2500 * time.Millisecond
+	opts := rules.PinsOptions{StalenessBound: bound, PageSize: 100}
+	a, b := rules.NewPins(s, opts), rules.NewPins(s, opts)
 	runInBackground(t, "Pins.Run", a.Run)
 	runInBackground(t, "Pins.Run", b.Run)
-
-	// Once their subscriptions are up (which clears a cache), cache the
-	// negative answer in both.
-	testenv.Eventually(t, 5*time.Second, "subscriptions", func() bool { return wa.subscribed() && wb.subscribed() })
-	if lookup1(t, a, "user-1") != "" || lookup1(t, b, "user-1") != "" || a.Len() != 1 || b.Len() != 1 {
-		t.Fatal("user-1 should be cached as not pinned")
+	loaded(t, a)
+	loaded(t, b)
+	if a.Len() != 300 || pinOf(a, "old-7") != "US" || pinOf(b, "old-299") != "US" || pinOf(a, "user-1") != "" {
+		t.Fatalf("loaded %d pins; old-7 %q", a.Len(), pinOf(a, "old-7"))
 	}
 
+	pinned := time.Now()
 	if err := s.Pin(ctx, "user-1", "EU"); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 5*time.Second, "both to see the pin", func() bool {
-		return lookup1(t, a, "user-1") == "EU" && lookup1(t, b, "user-1") == "EU"
+	seen := testenv.Eventually(t, 5*time.Second, "both to see the pin", func() bool {
+		return pinOf(a, "user-1") == "EU" && pinOf(b, "user-1") == "EU"
 	})
+	if d := seen.Sub(pinned); d > time.Second {
+		t.Fatalf("the pin was in force %s after it was made, want within 1s", d)
+	} else {
+		t.Logf("the pin was in force %s after it was made", d)
+	}
 	if err := s.Unpin(ctx, "user-1"); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 5*time.Second, "both to see the unpin", func() bool {
-		return lookup1(t, a, "user-1") == "" && lookup1(t, b, "user-1") == ""
+		return pinOf(a, "user-1") == "" && pinOf(b, "user-1") == ""
 	})
-}
-
-// watched is a PinSource whose Pins has processed the start of its
-// subscription (which clears its cache) once subscribed returns true. It
-// passes the changes through an unbuffered channel and, after the first
-// reset, a change for a user no test uses: once the Pins' Run loop has
-// taken that one, it is done with the reset.
-type watched struct {
-	rules.PinSource
-	done atomic.Bool
-}
-
-func watch(src rules.PinSource) *watched { return &watched{PinSource: src} }
-
-func (w *watched) WatchPins(ctx context.Context) <-chan rules.PinChange {
-	in := w.PinSource.WatchPins(ctx)
-	out := make(chan rules.PinChange)
-	go func() {
-		defer close(out)
-		for c := range in {
-			select {
-			case out <- c:
-			case <-ctx.Done():
-				return
-			}
-			if c.All && !w.done.Load() {
-				select {
-				case out <- rules.PinChange{UserID: "\x00probe"}:
-					w.done.Store(true)
-				case <-ctx.Done():
-					return
-				}
-			}
+	// Nothing changes for longer than the bound: the probes keep both
+	// confirmed.
+	time.Sleep(2 * bound)
+	for _, p := range []*rules.Pins{a, b} {
+		if _, err := p.Pins(); err != nil {
+			t.Fatalf("after %s without changes: %v", 2*bound, err)
 		}
-	}()
-	return out
-}
-
-// subscribed reports whether the Pins reading w has processed its
-// subscription's start.
-func (w *watched) subscribed() bool { return w.done.Load() }
-
-// countingSource counts round trips to a PinSource.
-type countingSource struct {
-	rules.PinSource
-	mu    sync.Mutex
-	calls [][]string
-	err   error
-}
-
-func (c *countingSource) LookupPins(ctx context.Context, userIDs [][]byte) ([]string, error) {
-	c.mu.Lock()
-	var s []string
-	for _, id := range userIDs {
-		s = append(s, string(id))
 	}
-	c.calls = append(c.calls, s)
-	err := c.err
-	c.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	return c.PinSource.LookupPins(ctx, userIDs)
 }
 
-func TestPinsOneRoundTripAndBound(t *testing.T) {
+// TestPinsLostNotificationRepaired (real Redis): a pin written without its
+// announcement (by hand, or the announcement lost) is in force after the
+// next full read.
+func TestPinsLostNotificationRepaired(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
 	s := newStore(t)
-	if _, err := s.Apply(ctx, []byte(small), rules.ApplyOptions{}); err != nil {
+	p := rules.NewPins(s, rules.PinsOptions{ResyncInterval: 500 * time.Millisecond})
+	runInBackground(t, "Pins.Run", p.Run)
+	loaded(t, p)
+	if err := s.client.HSet(ctx, s.pinsKey(), "quiet-user", "EU").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Pin(ctx, "u2", "US"); err != nil {
+	testenv.Eventually(t, 5*time.Second, "the full read", func() bool { return pinOf(p, "quiet-user") == "EU" })
+	if err := s.client.HDel(ctx, s.pinsKey(), "quiet-user").Err(); err != nil {
 		t.Fatal(err)
 	}
-	src := &countingSource{PinSource: s}
-	p := rules.NewPins(src, rules.PinsOptions{Size: 3})
-
-	got, err := p.Lookup(ctx, ids("u1", "u2", "u1", "u3", "u2"))
-	if err != nil || strings.Join(got, ",") != ",US,,,US" {
-		t.Fatalf("Lookup = %q, %v", got, err)
-	}
-	if len(src.calls) != 1 || strings.Join(src.calls[0], ",") != "u1,u2,u3" {
-		t.Fatalf("round trips = %v, want one asking u1,u2,u3", src.calls)
-	}
-	// All cached now, the negatives too.
-	if got, err := p.Lookup(ctx, ids("u3", "u2", "u1")); err != nil || strings.Join(got, ",") != ",US," || len(src.calls) != 1 {
-		t.Fatalf("cached Lookup = %q, %v after %d round trips", got, err, len(src.calls))
-	}
-	// The cache holds at most Size ids.
-	if _, err := p.Lookup(ctx, ids("u4", "u5", "u6", "u7")); err != nil {
-		t.Fatal(err)
-	}
-	if p.Len() != 3 {
-		t.Fatalf("cache holds %d ids, want the bound 3", p.Len())
-	}
-	// The most recently used stay: u1 was evicted, u7 was not.
-	n := len(src.calls)
-	_, _ = p.Lookup(ctx, ids("u7"))
-	if len(src.calls) != n {
-		t.Fatal("u7 should be cached")
-	}
-	_, _ = p.Lookup(ctx, ids("u1"))
-	if len(src.calls) != n+1 {
-		t.Fatal("u1 should have been evicted")
-	}
-
-	// A source failure is an error, not a guess.
-	src.err = fmt.Errorf("boom: %w", rules.ErrUnavailable)
-	if got, err := p.Lookup(ctx, ids("u7", "u9")); !errors.Is(err, rules.ErrUnavailable) || got != nil {
-		t.Fatalf("Lookup with the source down = %q, %v", got, err)
-	}
+	testenv.Eventually(t, 5*time.Second, "the removal", func() bool { return pinOf(p, "quiet-user") == "" })
 }
 
-func TestPinsOutage(t *testing.T) {
-	ctx := testenv.Context(t, 30*time.Second)
+// TestPinsRedisOutage (real Redis behind the outage proxy): the pin set
+// stays in force until the staleness bound, then Pins fails with
+// ErrPinsStale saying since when and why; when Redis is back the pin set
+// recovers by itself, with the pins made during the outage.
+func TestPinsRedisOutage(t *testing.T) {
+	ctx := testenv.Context(t, 60*time.Second)
 	r := testenv.NewRedis(t)
 	direct := NewRules(r.Client(t), r.Prefix)
 	if _, err := direct.Apply(ctx, []byte(small), rules.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	proxy := testenv.NewProxy(t, r.Addr)
-	client := goredis.NewClient(&goredis.Options{Addr: proxy.Addr, MaxRetries: -1})
-	t.Cleanup(func() { _ = client.Close() })
-	w := watch(NewRules(client, r.Prefix))
-	p := rules.NewPins(w, rules.PinsOptions{TTL: time.Hour})
-	runInBackground(t, "Pins.Run", p.Run)
-	testenv.Eventually(t, 5*time.Second, "subscription", func() bool { return w.subscribed() })
-	if lookup1(t, p, "u1") != "" || p.Len() != 1 {
-		t.Fatal("u1 should be cached as not pinned")
-	}
-
-	proxy.Cut()
-	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if _, err := p.Lookup(lctx, ids("u1", "u2")); !errors.Is(err, rules.ErrUnavailable) {
-		t.Fatalf("Lookup of an uncached id during the outage = %v, want rules.ErrUnavailable", err)
-	}
-	// Changes made meanwhile are not announced to p...
-	if err := direct.Pin(ctx, "u1", "US"); err != nil {
+	if err := direct.Pin(ctx, "user-1", "EU"); err != nil {
 		t.Fatal(err)
 	}
-	proxy.Restore()
-	// ...but the resubscription clears its cache.
-	testenv.Eventually(t, 10*time.Second, "u1's pin after the outage", func() bool {
-		got, err := p.Lookup(ctx, ids("u1"))
-		return err == nil && got[0] == "US"
+	proxy := testenv.NewProxy(t, r.Addr)
+	client := goredis.NewClient(&goredis.Options{Addr: proxy.Addr, DialTimeout: 200 * time.Millisecond,
+		ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { _ = client.Close() })
+	const bound = 2 * time.Second
+	var logs testenv.SyncBuffer
+	p := rules.NewPins(NewRules(client, r.Prefix), rules.PinsOptions{StalenessBound: bound,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	runInBackground(t, "Pins.Run", p.Run)
+	loaded(t, p)
+	time.Sleep(2 * ProbeInterval) // confirmed by probes
+
+	proxy.Cut()
+	cut := time.Now()
+	var err error
+	staleAt := testenv.Eventually(t, 10*time.Second, "stale", func() bool {
+		v, e := p.Pins()
+		if e == nil && v.Pin([]byte("user-1")) != "EU" {
+			t.Fatal("the pin changed during the outage")
+		}
+		err = e
+		return e != nil
 	})
+	if !errors.Is(err, rules.ErrPinsStale) || !strings.Contains(err.Error(), "pins are stale since ") {
+		t.Fatalf("Pins = %v, want ErrPinsStale", err)
+	}
+	if d := staleAt.Sub(cut); d > bound+2*ProbeInterval {
+		t.Fatalf("stale %s after the cut, bound %s", d, bound)
+	} else {
+		t.Logf("stale %s after the cut (bound %s): %v", d, bound, err)
+	}
+	if err := direct.Pin(ctx, "user-2", "US"); err != nil { // during the outage
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if _, err := p.Pins(); !errors.Is(err, rules.ErrPinsStale) {
+		t.Fatalf("later in the outage: %v", err)
+	}
+
+	proxy.Restore()
+	testenv.Eventually(t, 15*time.Second, "recovery with the pin made during the outage", func() bool {
+		return pinOf(p, "user-2") == "US" && pinOf(p, "user-1") == "EU"
+	})
+	for _, want := range []string{"the pin set is stale; routing must stop", "pins: confirmed again"} {
+		if n := strings.Count(logs.String(), want); n != 1 {
+			t.Fatalf("%q logged %d times, want once:\n%s", want, n, logs.String())
+		}
+	}
+}
+
+func TestScanPinsPages(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	s := newStore(t)
+	want := map[string]string{}
+	for i := range 1000 {
+		want[fmt.Sprint("u", i)] = []string{"US", "EU"}[i%2]
+	}
+	if err := s.client.HSet(ctx, s.pinsKey(), want).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.CountPins(ctx); err != nil || n != 1000 {
+		t.Fatalf("CountPins = %d, %v", n, err)
+	}
+	got := map[string]string{}
+	pages := 0
+	var cursor uint64
+	for {
+		page, next, err := s.ScanPins(ctx, cursor, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, p := range page {
+			got[p.UserID] = p.Jurisdiction
+		}
+		if next == 0 {
+			break
+		}
+		cursor = next
+	}
+	if len(got) != len(want) || pages < 5 {
+		t.Fatalf("%d pins in %d pages", len(got), pages)
+	}
+	for u, j := range want {
+		if got[u] != j {
+			t.Fatalf("%s: %q, want %q", u, got[u], j)
+		}
+	}
+	lk, err := s.LookupPins(ctx, [][]byte{[]byte("u1"), []byte("nobody"), []byte("u2")})
+	if err != nil || strings.Join(lk, ",") != "EU,,US" {
+		t.Fatalf("LookupPins = %q, %v", lk, err)
+	}
+	// The watch closes its channel when ctx ends.
+	wctx, cancel := context.WithCancel(ctx)
+	ch := s.WatchPins(wctx)
+	cancel()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatal("WatchPins' channel not closed 5s after ctx ended")
+		}
+	}
+}
+
+// TestRestorePins (real Redis): pins from the history topic are set for
+// users Redis has no pin for, announced (a running pin set takes them
+// without a full read), and a pin Redis holds is left.
+func TestRestorePins(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	s := newStore(t)
+	if err := s.client.HSet(ctx, s.pinsKey(), "u2", "US").Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := rules.NewPins(s, rules.PinsOptions{ResyncInterval: time.Hour})
+	runInBackground(t, "Pins.Run", p.Run)
+	loaded(t, p)
+	time.Sleep(200 * time.Millisecond) // subscribed
+	n, err := s.RestorePins(ctx, []rules.Pin{{UserID: "u1", Jurisdiction: "EU"}, {UserID: "u2", Jurisdiction: "UK"}})
+	if err != nil || n != 1 {
+		t.Fatalf("RestorePins = %d, %v; want 1 set", n, err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the restored pin announced", func() bool { return pinOf(p, "u1") == "EU" })
+	if pinOf(p, "u2") != "US" {
+		t.Fatalf("u2: %q, want the pin Redis held", pinOf(p, "u2"))
+	}
 }

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/stream"
 )
 
 // Rules keeps the ruleset history (every applied version) and the per-user
@@ -24,8 +27,9 @@ import (
 //	PREFIX pins:changed     pub/sub channel: a user id whose pin changed
 //
 // It implements rules.History (and so rules.Source, what a rules.Cache
-// follows) and rules.PinSource (what rules.Pins looks up). Apply, Rollback,
-// Pin, Unpin, ListPins and Versions are for the `residency rules` commands.
+// follows) and rules.PinStore (what rules.Pins loads and follows). Apply,
+// Rollback, Pin, Unpin, ListPins and Versions are for the `residency rules`
+// commands.
 type Rules struct {
 	client goredis.UniversalClient
 	prefix string
@@ -71,6 +75,27 @@ func (s *Rules) LatestVersion(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("rules: current version %q: %w", v, rules.ErrCorrupt)
 	}
 	return n, nil
+}
+
+// Latest returns the current version's number and digest (its `sha256`);
+// the zero Head when no version has been applied. A current version whose
+// record has no digest is rules.ErrCorrupt.
+func (s *Rules) Latest(ctx context.Context) (rules.Head, error) {
+	v, err := s.LatestVersion(ctx)
+	if err != nil || v == 0 {
+		return rules.Head{}, err
+	}
+	sum, err := s.client.HGet(ctx, s.versionKey(v), "sha256").Result()
+	if errors.Is(err, goredis.Nil) {
+		return rules.Head{}, fmt.Errorf("rules: current version %d has no record: %w", v, rules.ErrCorrupt)
+	}
+	if err != nil {
+		return rules.Head{}, redisErr(fmt.Sprintf("read version %d", v), err)
+	}
+	if len(sum) != 64 {
+		return rules.Head{}, fmt.Errorf("rules: version %d: %w: bad sha256", v, rules.ErrCorrupt)
+	}
+	return rules.Head{Version: v, Digest: sum}, nil
 }
 
 var infoFields = []string{"number", "sha256", "author", "applied_at", "previous", "note"}
@@ -245,6 +270,135 @@ func (s *Rules) Apply(ctx context.Context, content []byte, opts rules.ApplyOptio
 	return rules.VersionInfo{}, s.conflict(ctx, opts.Base, res[1])
 }
 
+// restoreScript writes a version's record if it is absent (or, with
+// replace, present with another sha256). KEYS: the version's key. ARGV:
+// number, sha256, author, applied_at, previous, note, content, replace
+// ("1" or "0"). Returns {1} when written, {0, sha256} when it was there
+// with that sha256 and left.
+var restoreScript = goredis.NewScript(`
+local sum = redis.call('HGET', KEYS[1], 'sha256')
+if sum and (sum == ARGV[2] or ARGV[8] ~= '1') then
+  return {0, sum}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'number', ARGV[1], 'sha256', ARGV[2], 'author', ARGV[3],
+  'applied_at', ARGV[4], 'previous', ARGV[5], 'note', ARGV[6], 'content', ARGV[7])
+return {1}
+`)
+
+// raiseScript moves the current version up to ARGV[1] if it is below and
+// that version exists, and announces it. KEYS: current, the version's key.
+// ARGV: number, channel. Returns the current version afterwards.
+var raiseScript = goredis.NewScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local to = tonumber(ARGV[1])
+if cur < to and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[1])
+  return to
+end
+return cur
+`)
+
+// RestoreVersions writes back the versions (from the history topic) that
+// Redis lacks, each checked against its sha256 first, and returns the
+// numbers written and the highest version given. It does not move the
+// current version (RaiseCurrent does, once, at the end of a restore: no
+// router ever sees an intermediate version become current). A version
+// Redis holds with another content is left, and reported in an error
+// wrapping rules.ErrContentChanged, unless replace is set: then it is
+// overwritten.
+func (s *Rules) RestoreVersions(ctx context.Context, versions []rules.Archived, replace bool) (written []int64, top int64, err error) {
+	var conflicts []int64
+	for _, a := range versions {
+		info := a.Info
+		if info.Number <= 0 || rules.Hash(a.Content) != info.SHA256 {
+			return written, top, fmt.Errorf("rules: restore: version %d: %w: content does not match its SHA-256", info.Number, rules.ErrCorrupt)
+		}
+		if _, err := rules.Parse(a.Content); err != nil {
+			return written, top, fmt.Errorf("rules: restore: version %d: %w: %w", info.Number, rules.ErrCorrupt, err)
+		}
+		flag := "0"
+		if replace {
+			flag = "1"
+		}
+		res, err := restoreScript.Run(ctx, s.client, []string{s.versionKey(info.Number)},
+			info.Number, info.SHA256, info.Author, info.AppliedAt.UTC().Format(time.RFC3339Nano), info.Previous, info.Note, a.Content, flag).Slice()
+		if err != nil {
+			return written, top, redisErr(fmt.Sprintf("restore version %d", info.Number), err)
+		}
+		if n, _ := res[0].(int64); n == 1 {
+			written = append(written, info.Number)
+		} else if sum, _ := res[1].(string); sum != info.SHA256 {
+			conflicts = append(conflicts, info.Number)
+			continue
+		}
+		top = max(top, info.Number)
+	}
+	if len(conflicts) > 0 {
+		return written, top, fmt.Errorf("rules: restore: %w: Redis holds other content than the history topic under version %v; left as it is (--replace overwrites it)",
+			rules.ErrContentChanged, conflicts)
+	}
+	return written, top, nil
+}
+
+// RaiseCurrent makes version v current if the current version is below it
+// and v exists, announcing it; it returns the current version afterwards.
+func (s *Rules) RaiseCurrent(ctx context.Context, v int64) (int64, error) {
+	cur, err := raiseScript.Run(ctx, s.client, []string{s.currentKey(), s.versionKey(v)}, v, s.rulesChannel()).Int64()
+	if err != nil {
+		return 0, redisErr("restore the current version", err)
+	}
+	return cur, nil
+}
+
+// Restore is RestoreVersions, then RaiseCurrent to the highest version
+// given.
+func (s *Rules) Restore(ctx context.Context, versions []rules.Archived, replace bool) ([]int64, error) {
+	written, top, err := s.RestoreVersions(ctx, versions, replace)
+	if top > 0 {
+		if _, rerr := s.RaiseCurrent(ctx, top); rerr != nil {
+			return written, rerr
+		}
+	}
+	return written, err
+}
+
+// RestorePins sets the pins (from the history topic) of the users Redis
+// has no pin for, and announces each on pins:changed, so that every
+// rules.Pins takes them; a pin Redis holds is left as it is. It returns
+// how many were set.
+func (s *Rules) RestorePins(ctx context.Context, pins []rules.Pin) (int, error) {
+	n := 0
+	for len(pins) > 0 {
+		page := pins[:min(len(pins), 1000)]
+		pins = pins[len(page):]
+		cmds := make([]*goredis.BoolCmd, len(page))
+		_, err := s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for i, pin := range page {
+				cmds[i] = p.HSetNX(ctx, s.pinsKey(), pin.UserID, pin.Jurisdiction)
+			}
+			return nil
+		})
+		if err != nil {
+			return n, redisErr("restore pins", err)
+		}
+		_, err = s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for i, pin := range page {
+				if cmds[i].Val() {
+					n++
+					p.Publish(ctx, s.pinsChannel(), pin.UserID)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return n, redisErr("announce restored pins", err)
+		}
+	}
+	return n, nil
+}
+
 // conflict builds the rules.ErrConflict for a change based on base when cur is
 // current.
 func (s *Rules) conflict(ctx context.Context, base, cur int64) error {
@@ -317,7 +471,8 @@ func (s *Rules) follow(ctx context.Context, channel string, fn func(payload stri
 }
 
 // Pin pins a user to a jurisdiction, which must exist in the current
-// version, and tells every Pins cache.
+// version, and tells every rules.Pins (announced on pins:changed in the
+// same transaction).
 func (s *Rules) Pin(ctx context.Context, userID, jurisdiction string) error {
 	if userID == "" {
 		return errors.New("rules: pin: empty user id")
@@ -347,7 +502,7 @@ func (s *Rules) Pin(ctx context.Context, userID, jurisdiction string) error {
 	return nil
 }
 
-// Unpin removes a user's pin and tells every Pins cache. A user who is not
+// Unpin removes a user's pin and tells every rules.Pins. A user who is not
 // pinned is rules.ErrNotFound.
 func (s *Rules) Unpin(ctx context.Context, userID string) error {
 	var del *goredis.IntCmd
@@ -406,16 +561,140 @@ func (s *Rules) LookupPins(ctx context.Context, userIDs [][]byte) ([]string, err
 	return out, nil
 }
 
-// WatchPins returns a channel of pin changes: a user id whose pin changed,
-// or All after the subscription is (re-)established. It is closed when ctx
-// ends.
-func (s *Rules) WatchPins(ctx context.Context) <-chan rules.PinChange {
-	out := make(chan rules.PinChange, 64)
-	go s.follow(ctx, s.pinsChannel(), func(payload string, reset bool) {
-		select {
-		case out <- rules.PinChange{UserID: payload, All: reset}:
-		case <-ctx.Done():
-		}
-	}, func() { close(out) })
+// CountPins returns how many pins there are (HLEN).
+func (s *Rules) CountPins(ctx context.Context) (int, error) {
+	n, err := s.client.HLen(ctx, s.pinsKey()).Result()
+	if err != nil {
+		return 0, redisErr("count pins", err)
+	}
+	return int(n), nil
+}
+
+// ScanPins returns one page of about count pins from cursor (HSCAN) and
+// the next cursor, 0 after the last page. A pin present for the whole scan
+// is returned at least once (Redis's guarantee).
+func (s *Rules) ScanPins(ctx context.Context, cursor uint64, count int) ([]rules.Pin, uint64, error) {
+	kv, next, err := s.client.HScan(ctx, s.pinsKey(), cursor, "", int64(count)).Result()
+	if err != nil {
+		return nil, 0, redisErr("read pins", err)
+	}
+	page := make([]rules.Pin, 0, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		page = append(page, rules.Pin{UserID: kv[i], Jurisdiction: kv[i+1]})
+	}
+	return page, next, nil
+}
+
+// ProbeInterval is how often WatchPins probes its subscription (a PING on
+// the subscribed connection, answered after every message published
+// before it).
+const ProbeInterval = time.Second
+
+// WatchPins subscribes to pins:changed and reports, until ctx ends (then
+// the channel is closed): every user id announced (rules.PinChanged), every
+// (re-)subscription (rules.PinsSubscribed: changes may have been missed
+// while it was down), every answered probe (rules.PinsAlive, with the
+// time the probe was sent: every change announced before then has been
+// reported) and the subscription breaking (rules.PinsLost, once per
+// break, wrapping rules.ErrUnavailable for a connection problem). A probe is sent every ProbeInterval; a subscription that does
+// not answer is dropped and made again (go-redis reconnects it).
+func (s *Rules) WatchPins(ctx context.Context) <-chan rules.PinEvent {
+	out := make(chan rules.PinEvent, 1024)
+	go s.followPins(ctx, out)
 	return out
+}
+
+// followPins is WatchPins' goroutine.
+func (s *Rules) followPins(ctx context.Context, out chan<- rules.PinEvent) {
+	defer close(out)
+	var mu sync.Mutex
+	ps := s.client.Subscribe(ctx, s.pinsChannel())
+	probes := map[string]time.Time{} // payload -> when sent
+	current := func() *goredis.PubSub {
+		mu.Lock()
+		defer mu.Unlock()
+		return ps
+	}
+	go func() { // probes; and at the end, the subscription's close, which ends a receive in progress
+		t := time.NewTicker(ProbeInterval)
+		defer t.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-ctx.Done():
+				mu.Lock()
+				_ = ps.Close()
+				mu.Unlock()
+				return
+			case <-t.C:
+			}
+			payload := "residency-probe-" + strconv.Itoa(n)
+			mu.Lock()
+			for p, at := range probes {
+				if time.Since(at) > 10*ProbeInterval {
+					delete(probes, p) // never answered
+				}
+			}
+			probes[payload] = time.Now()
+			mu.Unlock()
+			pctx, cancel := context.WithTimeout(ctx, ProbeInterval)
+			_ = current().Ping(pctx, payload) // a failure shows as a missing answer
+			cancel()
+		}
+	}()
+	send := func(e rules.PinEvent) bool {
+		select {
+		case out <- e:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	up := false // subscribed, as far as we know
+	for ctx.Err() == nil {
+		msg, err := current().ReceiveTimeout(ctx, 3*ProbeInterval)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if up {
+				up = false
+				if !send(rules.PinEvent{Kind: rules.PinsLost, Err: redisErr("pins subscription", err)}) {
+					return
+				}
+			}
+			// A broken connection is made again, with the subscription, by
+			// the next receive. Probes not answered for so long mean a
+			// connection that looks open but is not: make a new one.
+			var nerr net.Error
+			if errors.As(err, &nerr) && nerr.Timeout() {
+				mu.Lock()
+				_ = ps.Close()
+				ps = s.client.Subscribe(ctx, s.pinsChannel())
+				mu.Unlock()
+			}
+			stream.Sleep(ctx, 100*time.Millisecond)
+			continue
+		}
+		switch m := msg.(type) {
+		case *goredis.Subscription:
+			if m.Kind == "subscribe" {
+				up = true
+				if !send(rules.PinEvent{Kind: rules.PinsSubscribed}) {
+					return
+				}
+			}
+		case *goredis.Message:
+			if !send(rules.PinEvent{Kind: rules.PinChanged, UserID: m.Payload}) {
+				return
+			}
+		case *goredis.Pong:
+			mu.Lock()
+			at, ok := probes[m.Payload]
+			delete(probes, m.Payload)
+			mu.Unlock()
+			if ok && !send(rules.PinEvent{Kind: rules.PinsAlive, At: at}) {
+				return
+			}
+		}
+	}
 }

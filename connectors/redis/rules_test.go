@@ -14,7 +14,7 @@ import (
 	"github.com/residency-router/residency/router/rules"
 )
 
-func newStore(t *testing.T) *Rules {
+func newStore(t testing.TB) *Rules {
 	t.Helper()
 	r := testenv.NewRedis(t)
 	return NewRules(r.Client(t), r.Prefix)
@@ -279,5 +279,90 @@ func TestPinStore(t *testing.T) {
 	}
 	if list, err := s.ListPins(ctx); err != nil || fmt.Sprint(list) != "[{u2 US}]" {
 		t.Fatalf("ListPins after unpin = %v, %v", list, err)
+	}
+}
+
+// TestRestore (real Redis): versions from the history topic are written
+// back as they were (record and content) after Redis lost its data, the
+// highest becomes current in one step (one announcement), a version Redis
+// holds with other content is left and reported unless replace is set.
+func TestRestore(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	r := testenv.NewRedis(t)
+	s := NewRules(r.Client(t), r.Prefix)
+	var archive []rules.Archived
+	for i, content := range [][]byte{[]byte(small), example(t, "rules.yaml"), example(t, "rules-next.yaml")} {
+		info, err := s.Apply(ctx, content, rules.ApplyOptions{Base: int64(i), Author: "alice"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		archive = append(archive, rules.Archived{Info: info, Content: content})
+	}
+	before, err := s.Versions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.DeleteKeys(t)
+
+	sub := s.client.Subscribe(ctx, s.rulesChannel())
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	written, err := s.Restore(ctx, archive, false)
+	if err != nil || len(written) != 3 {
+		t.Fatalf("Restore = %v, %v", written, err)
+	}
+	after, err := s.Versions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != 3 {
+		t.Fatalf("%d versions after restore", len(after))
+	}
+	for i := range after {
+		if after[i].Number != before[i].Number || after[i].SHA256 != before[i].SHA256 || after[i].Author != before[i].Author ||
+			!after[i].AppliedAt.Equal(before[i].AppliedAt) || after[i].Previous != before[i].Previous {
+			t.Fatalf("version %d restored as %+v, was %+v", after[i].Number, after[i], before[i])
+		}
+	}
+	if head, err := s.Latest(ctx); err != nil || head.Version != 3 || head.Digest != archive[2].Info.SHA256 {
+		t.Fatalf("Latest = %+v, %v", head, err)
+	}
+	m, err := sub.ReceiveMessage(ctx)
+	if err != nil || m.Payload != "3" {
+		t.Fatalf("announcement %v, %v; want version 3", m, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	if m, err := sub.ReceiveMessage(rctx); err == nil {
+		t.Fatalf("a second announcement: %q", m.Payload)
+	}
+	cancel()
+
+	// Restoring again changes nothing.
+	if written, err := s.Restore(ctx, archive, false); err != nil || len(written) != 0 {
+		t.Fatalf("Restore again = %v, %v", written, err)
+	}
+
+	// Version 2 re-applied with other content: left unless replace.
+	other := rules.Archived{Info: archive[1].Info, Content: []byte(strings.Replace(small, "[US, PR]", "[US]", 1))}
+	other.Info.SHA256 = rules.Hash(other.Content)
+	if _, err := s.Restore(ctx, []rules.Archived{other}, false); !errors.Is(err, rules.ErrContentChanged) || !strings.Contains(err.Error(), "[2]") {
+		t.Fatalf("Restore of other content = %v, want ErrContentChanged", err)
+	}
+	if info, _, err := s.Show(ctx, 2); err != nil || info.SHA256 != archive[1].Info.SHA256 {
+		t.Fatalf("version 2 changed without replace: %+v, %v", info, err)
+	}
+	if written, err := s.Restore(ctx, []rules.Archived{other}, true); err != nil || len(written) != 1 {
+		t.Fatalf("Restore with replace = %v, %v", written, err)
+	}
+	if info, content, err := s.Show(ctx, 2); err != nil || info.SHA256 != other.Info.SHA256 || string(content) != string(other.Content) {
+		t.Fatalf("version 2 after replace: %+v, %v", info, err)
+	}
+	// A version whose content does not match its digest is refused.
+	bad := archive[0]
+	bad.Content = []byte(small + "\n")
+	if _, err := s.Restore(ctx, []rules.Archived{bad}, true); !errors.Is(err, rules.ErrCorrupt) {
+		t.Fatalf("Restore of a corrupt version = %v, want ErrCorrupt", err)
 	}
 }

@@ -176,11 +176,19 @@ type RulesConfig struct {
 	// PollInterval is how often Redis is checked besides change
 	// announcements. Default 500ms.
 	PollInterval time.Duration `yaml:"poll_interval"`
-	// Pins turns per-user pins on. Default true (ignored with File).
+	// Pins turns per-user pins on. Default true (ignored with File). Every
+	// router and sink keeps the whole pin set in memory, following Redis
+	// (see docs/rules.md); it fails closed past StalenessBound as the
+	// ruleset does.
 	Pins *bool `yaml:"pins"`
-	// HistoryTopic is the ruleset history topic on the ingest cluster
-	// (compacted; every version applied, by number), which `topics apply`
-	// creates. Default "residency.rulesets".
+	// PinsResync is how often the whole pin set is read from Redis again,
+	// besides after every re-subscription to its changes: the bound for a
+	// pin written to Redis without its announcement. Default 5m.
+	PinsResync time.Duration `yaml:"pins_resync"`
+	// HistoryTopic is the compacted topic on the ingest cluster that keeps
+	// every applied ruleset version outside Redis, written by `residency
+	// rules apply` and `rollback` and read back by `rules restore` (see
+	// docs/rules.md). Default "residency.rules-history".
 	HistoryTopic string `yaml:"history_topic"`
 }
 

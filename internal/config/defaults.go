@@ -102,6 +102,8 @@ func (c *Config) table() []fieldDefault {
 		def("rules.staleness_bound", &c.Rules.StalenessBound, rules.DefaultStalenessBound),
 		def("rules.poll_interval", &c.Rules.PollInterval, rules.DefaultPollInterval),
 		def("rules.pins", &c.Rules.Pins, ptr(true)),
+		def("rules.pins_resync", &c.Rules.PinsResync, rules.DefaultResyncInterval),
+		def("rules.history_topic", &c.Rules.HistoryTopic, rules.DefaultHistoryTopic),
 		def("schemas.country_field", &c.Schemas.CountryField, schemas.DefaultCountryField),
 		def("schemas.user_id_field", &c.Schemas.UserIDField, schemas.DefaultUserIDField),
 		def("schemas.default_framing", &c.Schemas.DefaultFraming, schemas.FramingSingleObject),

@@ -45,7 +45,7 @@ const (
 	// DefaultRulesetTopic is rules.history_topic's default: the ruleset
 	// history topic (compacted, on the ingest cluster), every ruleset
 	// version ever applied, by number.
-	DefaultRulesetTopic = "residency.rulesets"
+	DefaultRulesetTopic = rules.DefaultHistoryTopic
 	// DefaultAuditTopic is audit.topic's default: the audit topic (one
 	// partition, on the ingest cluster), see docs/audit.md.
 	DefaultAuditTopic = "residency.audit"

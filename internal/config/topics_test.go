@@ -47,7 +47,7 @@ func TestNeededTopicsOfTheExamples(t *testing.T) {
 		"ingest/residency.quarantine": TopicQuarantine, "ingest/residency.dead-letter": TopicDeadLetter,
 		"ingest/residency.sink-quarantine": TopicSinkQuarantine,
 		"ingest/residency.hold.us":         TopicHold, "ingest/residency.hold.eu": TopicHold, "ingest/residency.hold.jp": TopicHold,
-		"ingest/residency.rulesets": TopicRulesets, "ingest/residency.audit": TopicAudit,
+		"ingest/residency.rules-history": TopicRulesets, "ingest/residency.audit": TopicAudit,
 	}
 	for k, kind := range want {
 		if got[k].Kind != kind {
@@ -78,7 +78,7 @@ func TestNeededTopicsOfTheExamples(t *testing.T) {
 		"ingest/residency.dead-letter": {"3", "delete", "2592000000"},
 		"ingest/residency.hold.uk":     {"6", "delete", "2592000000"},
 		"eu/residency.eu":              {"6", "delete", "604800000"},
-		"ingest/residency.rulesets":    {"1", "compact", ""},
+		"ingest/residency.rules-history":    {"1", "compact", ""},
 		"ingest/residency.audit":       {"1", "delete", "2592000000"},
 	} {
 		s := got[k].Spec

@@ -382,7 +382,8 @@ func (c *Config) validateRedis(ps *problems) {
 }
 
 func (c *Config) validateRules(ps *problems) {
-	notNegative(ps, map[string]time.Duration{"rules.staleness_bound": c.Rules.StalenessBound, "rules.poll_interval": c.Rules.PollInterval})
+	notNegative(ps, map[string]time.Duration{"rules.staleness_bound": c.Rules.StalenessBound, "rules.poll_interval": c.Rules.PollInterval,
+		"rules.pins_resync": c.Rules.PinsResync})
 	if c.Rules.StalenessBound >= 0 && c.Rules.PollInterval >= 0 && c.Rules.PollInterval >= c.Rules.StalenessBound {
 		ps.add("rules.poll_interval", "%s is not less than rules.staleness_bound (%s): without change announcements the ruleset would go stale between two checks and routing would stop",
 			c.show("rules.poll_interval", c.Rules.PollInterval), c.show("rules.staleness_bound", c.Rules.StalenessBound))

@@ -22,8 +22,15 @@ import (
 // routerInstance is the residency-router header of the routers under test.
 const routerInstance = "router-diff"
 
-// pinMap is the pin map as a router.PinLookup.
+// pinMap is the pin map as a router.PinLookup (the pipeline) and a
+// router.PinSource (the sink).
 type pinMap map[string]string
+
+// Pins returns the map itself as the view of every pin.
+func (p pinMap) Pins() (router.PinView, error) { return p, nil }
+
+// Pin returns the user's pin, or "".
+func (p pinMap) Pin(userID []byte) string { return p[string(userID)] }
 
 func (p pinMap) Lookup(_ context.Context, ids [][]byte) ([]string, error) {
 	out := make([]string, len(ids))

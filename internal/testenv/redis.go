@@ -159,6 +159,14 @@ func (r *Redis) Client(t testing.TB) *redis.Client {
 	return c
 }
 
+// DeleteKeys deletes every key under the test's prefix: for a test, what
+// Redis losing its data looks like to the code using that prefix (never
+// FLUSHALL a shared server).
+func (r *Redis) DeleteKeys(t testing.TB) {
+	t.Helper()
+	r.cleanup()
+}
+
 func (r *Redis) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

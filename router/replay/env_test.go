@@ -61,6 +61,7 @@ type env struct {
 	us, eu                         string
 	redis                          *testenv.Redis
 	store                          *redis.Rules
+	pins                           *rules.Pins // the pin set in memory, following the store
 	enc                            *sample.Encoder
 	pubs                           map[string]stream.Publisher
 	admins                         map[string]*kafka.Admin
@@ -80,6 +81,14 @@ func newEnv(t *testing.T) *env {
 	e.eu = e.b.Topic(t, "eu", 2)
 	e.redis = testenv.NewRedis(t)
 	e.store = redis.NewRules(e.redis.Client(t), e.redis.Prefix)
+	e.pins = rules.NewPins(e.store, rules.PinsOptions{Logger: e.log})
+	stopPins := testenv.Start(t, 30*time.Second, e.pins.Run)
+	t.Cleanup(func() { _ = stopPins() })
+	select {
+	case <-e.pins.Loaded():
+	case <-time.After(10 * time.Second):
+		t.Fatal("pins not loaded within 10s")
+	}
 	var err error
 	if e.enc, err = sample.NewEncoder(); err != nil {
 		t.Fatal(err)
@@ -241,7 +250,7 @@ func (e *env) plan(t *testing.T, id string, src replay.SourceKind, topic string)
 
 func (e *env) config(plan replay.Plan, rs *rules.Ruleset, fx *schemas.Extractor) replay.Config {
 	return replay.Config{Plan: plan, Rules: rs, InForce: fixed(rs), Reader: e.reader, Publishers: e.pubs, IngestCluster: "a", IngestTopics: []string{e.ingest},
-		QuarantineTopic: e.quarantine, DeadLetterTopic: e.deadLetter, Fields: fx, Decoder: fx, Pins: rules.NewPins(e.store, rules.PinsOptions{}),
+		QuarantineTopic: e.quarantine, DeadLetterTopic: e.deadLetter, Fields: fx, Decoder: fx, Pins: e.pins,
 		BatchSize: 10, RetryMin: 10 * time.Millisecond, GiveUp: 20 * time.Second, Logger: e.log}
 }
 

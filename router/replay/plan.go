@@ -309,9 +309,9 @@ func Rulesets(ctx context.Context, h rules.History, plan *Plan, c RulesetChoice)
 // latest says which version is the latest, for a message: " (the latest is
 // version N)", or "" when that cannot be told.
 func latest(ctx context.Context, h rules.History) string {
-	v, err := h.LatestVersion(ctx)
-	if err != nil || v == 0 {
+	head, err := h.Latest(ctx)
+	if err != nil || head.Version == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (the latest is version %d)", v)
+	return fmt.Sprintf(" (the latest is version %d)", head.Version)
 }

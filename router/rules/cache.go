@@ -12,12 +12,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Head names the current version of a Source by number and content.
+type Head struct {
+	// Version is the current version number; 0 when none was applied.
+	Version int64
+	// Digest is the hex SHA-256 of its content (Ruleset.Digest); "" when
+	// Version is 0.
+	Digest string
+}
+
 // Source is where a Cache reads rulesets from: the ruleset history in
 // Redis in production (connectors/redis.Rules), a StaticSource for
 // `--rules FILE` and tests.
 type Source interface {
-	// LatestVersion returns the current version number (0 when none).
-	LatestVersion(ctx context.Context) (int64, error)
+	// Latest returns the current version's number and digest (the zero
+	// Head when none was applied).
+	Latest(ctx context.Context) (Head, error)
 	// Load returns the given version, validated and compiled, with its
 	// version number set.
 	Load(ctx context.Context, version int64) (*Ruleset, error)
@@ -65,6 +75,7 @@ type Cache struct {
 	start   time.Time    // monotonic origin of lastOK
 	lastOK  atomic.Int64 // nanoseconds after start of the last successful check; 0: none
 	lastErr atomic.Pointer[error]
+	blocked atomic.Pointer[error] // ErrContentChanged or ErrHistoryLost: Current fails at once; nil otherwise
 
 	loaded     chan struct{}
 	loadedOnce sync.Once
@@ -83,6 +94,8 @@ const (
 	reasonUnavailable = "unavailable"
 	reasonNotFound    = "not_found"
 	reasonCorrupt     = "corrupt"
+	reasonChanged     = "content_changed"
+	reasonLost        = "history_lost"
 	reasonOther       = "other"
 )
 
@@ -107,9 +120,9 @@ func NewCache(src Source, opts CacheOptions) *Cache {
 	})
 	c.loadErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "residency_rules_load_errors_total",
-		Help: "Failed checks of the rules source, by reason (unavailable, not_found, corrupt, other).",
+		Help: "Failed checks of the rules source, by reason (unavailable, not_found, corrupt, content_changed, history_lost, other).",
 	}, []string{"reason"})
-	for _, r := range []string{reasonUnavailable, reasonNotFound, reasonCorrupt, reasonOther} {
+	for _, r := range []string{reasonUnavailable, reasonNotFound, reasonCorrupt, reasonChanged, reasonLost, reasonOther} {
 		c.loadErrors.WithLabelValues(r)
 	}
 	if reg := opts.Registerer; reg != nil {
@@ -148,8 +161,10 @@ func (c *Cache) age() float64 {
 }
 
 // Current returns the ruleset in force. It does not touch the source. It
-// returns ErrNoRuleset before the first load, and ErrStale once the source
-// has not been confirmed for longer than the staleness bound: then the
+// returns ErrNoRuleset before the first load; ErrContentChanged or
+// ErrHistoryLost at once when the source no longer holds the content in
+// use under its number (see Run); and ErrStale once the source has not
+// been confirmed for longer than the staleness bound. On any error the
 // caller must stop routing.
 func (c *Cache) Current() (*Ruleset, error) {
 	r := c.current.Load()
@@ -159,10 +174,13 @@ func (c *Cache) Current() (*Ruleset, error) {
 		}
 		return nil, fmt.Errorf("rules: %w", ErrNoRuleset)
 	}
+	if e := c.blocked.Load(); e != nil {
+		return nil, *e
+	}
 	last := time.Duration(c.lastOK.Load())
 	if age := time.Since(c.start) - last; age > c.opts.StalenessBound {
-		err := fmt.Errorf("rules: %w: version %d was last confirmed at %s (%s ago, bound %s)",
-			ErrStale, r.Version(), c.start.Add(last).UTC().Format(time.RFC3339Nano), age.Round(time.Millisecond), c.opts.StalenessBound)
+		err := fmt.Errorf("rules: %w since %s: version %d not confirmed for %s (bound %s)",
+			ErrStale, c.start.Add(last).UTC().Format(time.RFC3339Nano), r.Version(), age.Round(time.Millisecond), c.opts.StalenessBound)
 		if e := c.lastErr.Load(); e != nil {
 			err = fmt.Errorf("%w: %w", err, *e)
 		}
@@ -178,6 +196,14 @@ func (c *Cache) Loaded() <-chan struct{} { return c.loaded }
 // ctx ends; it returns nil then. Failures do not end it: it keeps the
 // last-known-good ruleset and retries, and Current reports ErrStale once the
 // staleness bound passes.
+//
+// Every check compares the source's current version by number and digest
+// with the ruleset in use. The same number and digest confirm it. A higher
+// number is loaded and used. The same number with another digest (a
+// version number reused after Redis lost its data) is ErrContentChanged,
+// and a lower number ErrHistoryLost: Current fails at once (fail closed),
+// until the source confirms the content in use again or a version above
+// the one in use is applied, which is then loaded.
 func (c *Cache) Run(ctx context.Context) error {
 	watch := c.src.Watch(ctx)
 	tick := time.NewTicker(c.opts.PollInterval)
@@ -217,37 +243,57 @@ func (c *Cache) check(ctx context.Context) {
 
 // refresh does the work of check.
 func (c *Cache) refresh(ctx context.Context) error {
-	latest, err := c.src.LatestVersion(ctx)
+	head, err := c.src.Latest(ctx)
 	if err != nil {
 		return err
 	}
 	cur := c.current.Load()
-	if cur != nil && cur.Version() == latest {
-		return nil
+	if cur != nil {
+		switch {
+		case head.Version == cur.Version() && head.Digest == cur.Digest():
+			c.unblock()
+			return nil
+		case head.Version == cur.Version():
+			return c.block(fmt.Errorf("rules: %w: version %d now has digest %s in the source, but the version %d in use has digest %s "+
+				"(Redis lost its data and rules were applied again?): fail closed until a version above %d is applied",
+				ErrContentChanged, head.Version, ShortDigest(head.Digest), cur.Version(), cur.ShortDigest(), cur.Version()))
+		case head.Version < cur.Version():
+			// Versions only grow (a rollback is a new version): an older
+			// current version means the source lost history (Redis lost its
+			// data, or was restored from an old snapshot). Never switch back.
+			return c.block(fmt.Errorf("rules: %w: the source's current version is %d, below version %d in use "+
+				"(Redis lost its data or was restored from an old snapshot?): fail closed until version %d (digest %s) is back or a version above %d is applied",
+				ErrHistoryLost, head.Version, cur.Version(), cur.Version(), cur.ShortDigest(), cur.Version()))
+		}
 	}
-	if cur != nil && latest < cur.Version() {
-		// Versions only grow (a rollback is a new version): an older current
-		// version means the source lost history, e.g. Redis restored from an
-		// old snapshot. Keep the newer ruleset until the staleness bound and
-		// say so; never switch back silently.
-		return fmt.Errorf("%w: the source's current version %d is older than version %d in use (restored from an old snapshot?)",
-			ErrCorrupt, latest, cur.Version())
-	}
-	next, err := c.src.Load(ctx, latest)
+	next, err := c.src.Load(ctx, head.Version)
 	if err != nil {
 		return err
 	}
+	if next.Version() != head.Version || (head.Digest != "" && next.Digest() != head.Digest) {
+		return fmt.Errorf("rules: version %d changed while it was loaded: %w", head.Version, ErrCorrupt)
+	}
 	c.lastOK.Store(int64(max(time.Since(c.start), 1))) // before Current can see next
 	c.current.Store(next)
+	c.unblock()
 	c.version.Set(float64(next.Version()))
 	if cur != nil {
-		c.log.Info("rules: switched ruleset version", "version", next.Version(), "previous", cur.Version())
+		c.log.Info("rules: switched ruleset version", "version", next.Version(), "digest", next.ShortDigest(), "previous", cur.Version())
 	} else {
-		c.log.Info("rules: loaded ruleset", "version", next.Version())
+		c.log.Info("rules: loaded ruleset", "version", next.Version(), "digest", next.ShortDigest())
 	}
 	c.loadedOnce.Do(func() { close(c.loaded) })
 	return nil
 }
+
+// block makes Current fail with err at once, and returns it.
+func (c *Cache) block(err error) error {
+	c.blocked.Store(&err)
+	return err
+}
+
+// unblock lets Current hand out the ruleset in use again (observe logs it).
+func (c *Cache) unblock() { c.blocked.Store(nil) }
 
 // observe records the outcome of a check: metrics, logs (on changes only)
 // and the state Current reads.
@@ -269,6 +315,10 @@ func (c *Cache) observe(err error) {
 		reason = reasonNotFound
 	case errors.Is(err, ErrCorrupt):
 		reason = reasonCorrupt
+	case errors.Is(err, ErrContentChanged):
+		reason = reasonChanged
+	case errors.Is(err, ErrHistoryLost):
+		reason = reasonLost
 	}
 	c.loadErrors.WithLabelValues(reason).Inc()
 	c.lastErr.Store(&err)
@@ -277,10 +327,15 @@ func (c *Cache) observe(err error) {
 		kept = r.Version()
 	}
 	if !c.failing || c.failReason != reason {
-		if kept >= 0 {
+		switch {
+		case reason == reasonChanged || reason == reasonLost:
+			c.log.Error("rules: the source no longer holds the ruleset in use; routing must stop (fail closed)", "err", err, "reason", reason)
+		case c.blocked.Load() != nil:
+			c.log.Warn("rules: check failed; routing stays stopped", "err", err, "reason", reason, "version", kept)
+		case kept >= 0:
 			c.log.Warn("rules: check failed; keeping the last-known-good ruleset until the staleness bound",
 				"err", err, "reason", reason, "version", kept, "bound", c.opts.StalenessBound)
-		} else {
+		default:
 			c.log.Warn("rules: check failed; no ruleset loaded", "err", err, "reason", reason)
 		}
 	}
@@ -317,11 +372,11 @@ func (s *StaticSource) Set(r *Ruleset) {
 	}
 }
 
-// LatestVersion returns the held ruleset's version.
-func (s *StaticSource) LatestVersion(context.Context) (int64, error) {
+// Latest returns the held ruleset's version and digest.
+func (s *StaticSource) Latest(context.Context) (Head, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.r.Version(), nil
+	return Head{Version: s.r.Version(), Digest: s.r.Digest()}, nil
 }
 
 // Load returns the held ruleset if it has the given version.

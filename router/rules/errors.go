@@ -26,4 +26,23 @@ var (
 	ErrCorrupt = errors.New("stored ruleset is corrupt")
 	// ErrUnavailable is returned when Redis cannot be reached.
 	ErrUnavailable = errors.New("redis unavailable")
+	// ErrContentChanged is returned by Cache.Current when the source's
+	// version with the number of the ruleset in use has another content
+	// (another digest): a version number names two contents, which happens
+	// only when Redis lost its data and rules were applied again without
+	// the history topic. The caller must stop routing (fail closed); the
+	// cache takes new content only as a version above the one in use.
+	ErrContentChanged = errors.New("ruleset content changed")
+	// ErrHistoryLost is returned by Cache.Current when the source's current
+	// version is below the one in use (Redis lost its data or was restored
+	// from an old snapshot), and by `rules apply` when Redis is behind the
+	// history topic. The caller must stop routing (fail closed).
+	ErrHistoryLost = errors.New("ruleset history lost")
+	// ErrNoPins is returned by Pins.Pins before the pin set is first
+	// loaded: the caller must not route.
+	ErrNoPins = errors.New("pins not loaded")
+	// ErrPinsStale is returned by Pins.Pins when the pin set has not been
+	// confirmed against the store for longer than the staleness bound: the
+	// caller must stop routing (fail closed).
+	ErrPinsStale = errors.New("pins are stale")
 )

@@ -19,7 +19,7 @@ const UnplaceableQuarantine = "quarantine"
 // Parse decodes a ruleset from YAML, validates it and compiles it. Unknown
 // fields are refused. Every problem found is reported at once in a
 // *ValidationError (also for YAML that does not decode). The returned ruleset
-// has version 0.
+// has version 0 and, as its Digest, the SHA-256 of data (Hash).
 func Parse(data []byte) (*Ruleset, error) {
 	var r Ruleset
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -49,6 +49,7 @@ func Parse(data []byte) (*Ruleset, error) {
 	if err := r.compile(); err != nil {
 		return nil, &ValidationError{Problems: []Problem{{Message: err.Error()}}}
 	}
+	r.digest = Hash(data)
 	return &r, nil
 }
 

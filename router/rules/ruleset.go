@@ -4,11 +4,14 @@
 //
 // A Ruleset is parsed from YAML, validated (Parse; every problem is reported
 // in a *ValidationError), and compiled into lookup tables. Once compiled it is
-// immutable and safe for concurrent use; a new version is a new *Ruleset,
-// swapped in whole by a Cache. A History keeps every applied version
-// (connectors/redis.Rules, in Redis, with the pins); Pins caches pin lookups
-// for a router. This package does no I/O of its own: it reaches Redis only
-// through the ports it owns (Source, History, PinSource). See docs/rules.md.
+// immutable and safe for concurrent use, and known by its version number
+// and its content digest; a new version is a new *Ruleset, swapped in
+// whole by a Cache, which compares both. A History keeps every applied
+// version (connectors/redis.Rules, in Redis, with the pins), an Archive a
+// durable copy outside Redis (the ruleset history topic); Pins keeps the
+// whole pin set of a router or sink in memory. This package does no I/O of
+// its own: it reaches Redis and Kafka only through the ports it owns
+// (Source, History, PinStore, Archive). See docs/rules.md.
 package rules
 
 import (
@@ -45,6 +48,7 @@ type Ruleset struct {
 
 	version    int64
 	versionStr string
+	digest     string                  // hex SHA-256 of the content it was parsed from
 	byCountry  *[26 * 26]*Jurisdiction // by countryIndex: a lookup per event, no hashing
 	byName     map[string]*Jurisdiction
 	regions    map[string]*Region
@@ -93,6 +97,35 @@ func (r *Ruleset) Version() int64 { return r.version }
 
 // VersionString is Version in decimal, precomputed for event headers.
 func (r *Ruleset) VersionString() string { return r.versionStr }
+
+// ShortDigestLen is the length of ShortDigest: 16 hex digits (64 bits).
+const ShortDigestLen = 16
+
+// Digest is the hex SHA-256 of the content the ruleset was parsed from (as
+// applied: the `sha256` of its version in Redis, Hash of a ruleset file).
+// Two versions with the same number and different digests are two
+// different rulesets: the rules cache and the sinks compare digests, never
+// numbers alone.
+func (r *Ruleset) Digest() string { return r.digest }
+
+// ShortDigest is the first ShortDigestLen hex digits of Digest, the value
+// of the residency-ruleset-digest header; "" when Digest is.
+func (r *Ruleset) ShortDigest() string { return ShortDigest(r.digest) }
+
+// HasDigest reports whether d, a digest as the residency-ruleset-digest
+// header or a version's record gives it (short or full), is the digest of
+// r's content. "" is no digest and never matches.
+func (r *Ruleset) HasDigest(d string) bool {
+	return d != "" && r.digest != "" && (d == r.digest || d == r.ShortDigest())
+}
+
+// ShortDigest cuts a hex digest to ShortDigestLen digits.
+func ShortDigest(digest string) string {
+	if len(digest) < ShortDigestLen {
+		return digest
+	}
+	return digest[:ShortDigestLen]
+}
 
 // SetVersion records the version number the store assigned.
 func (r *Ruleset) SetVersion(v int64) {

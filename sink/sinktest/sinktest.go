@@ -7,8 +7,8 @@ package sinktest
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -234,18 +234,23 @@ func (r *Rules) Current() (*rules.Ruleset, error) {
 	return rs, nil
 }
 
-// Ruleset returns version v if r held it, rules.ErrNotFound otherwise.
-func (r *Rules) Ruleset(_ context.Context, v int64) (*rules.Ruleset, error) {
+// Ruleset returns version v if r held it and its content has digest
+// ("": any); rules.ErrNotFound or rules.ErrContentChanged otherwise.
+func (r *Rules) Ruleset(_ context.Context, v int64, digest string) (*rules.Ruleset, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if rs, ok := r.by[v]; ok {
-		return rs, nil
+	rs, ok := r.by[v]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("ruleset version %d: %w", v, rules.ErrNotFound)
+	case digest != "" && !rs.HasDigest(digest):
+		return nil, fmt.Errorf("ruleset version %d: %w: digest %s, not %s", v, rules.ErrContentChanged, rs.ShortDigest(), digest)
 	}
-	return nil, fmt.Errorf("ruleset version %d: %w", v, rules.ErrNotFound)
+	return rs, nil
 }
 
-// Pins is an in-memory pin lookup (router.PinLookup) whose pins a test
-// sets; it can fail a number of lookups first.
+// Pins is an in-memory pin source (router.PinSource) whose pins a test
+// sets; it can fail a number of calls first.
 type Pins struct {
 	mu      sync.Mutex
 	pins    map[string]string
@@ -253,7 +258,7 @@ type Pins struct {
 	lookups int
 }
 
-// NewPins returns a lookup with no pins.
+// NewPins returns a source with no pins.
 func NewPins() *Pins { return &Pins{pins: map[string]string{}} }
 
 // Pin pins user to jurisdiction ("" removes the pin).
@@ -267,35 +272,36 @@ func (p *Pins) Pin(user, jurisdiction string) {
 	p.pins[user] = jurisdiction
 }
 
-// FailNext makes the next n lookups fail.
+// FailNext makes the next n calls of Pins fail with rules.ErrPinsStale.
 func (p *Pins) FailNext(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.fail = n
 }
 
-// Lookups returns how many lookups were made, failed ones included.
+// Lookups returns how many views were asked for, failed calls included.
 func (p *Pins) Lookups() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.lookups
 }
 
-// Lookup returns each user's pin, "" for none.
-func (p *Pins) Lookup(_ context.Context, userIDs [][]byte) ([]string, error) {
+// Pins returns a view of the pins as they are now.
+func (p *Pins) Pins() (router.PinView, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.lookups++
 	if p.fail > 0 {
 		p.fail--
-		return nil, errors.New("pins unavailable")
+		return nil, fmt.Errorf("sinktest: %w", rules.ErrPinsStale)
 	}
-	out := make([]string, len(userIDs))
-	for i, id := range userIDs {
-		out[i] = p.pins[string(id)]
-	}
-	return out, nil
+	return pinView(maps.Clone(p.pins)), nil
 }
+
+// pinView is an immutable view of pins.
+type pinView map[string]string
+
+func (v pinView) Pin(userID []byte) string { return v[string(userID)] }
 
 // Registry is a schema registry following the Confluent API as far as
 // schemas.Registry uses it (GET /schemas/ids/{id}, with its error body
