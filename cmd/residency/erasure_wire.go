@@ -223,7 +223,17 @@ func (w *erasureWiring) loadRules(ctx context.Context, cfg *config.Config) (*rul
 	w.cache = cache
 	var pins router.PinLookup
 	if w.rulesDB != nil && cfg.PinsEnabled() {
-		pins = rules.NewPins(w.rulesDB, rules.PinsOptions{})
+		p := rules.NewPins(w.rulesDB, rules.PinsOptions{Logger: w.log})
+		wg.Go(func() { _ = p.Run(bg) })
+		select {
+		case <-p.Loaded():
+		case <-time.After(15 * time.Second):
+			_, err := p.Pins()
+			return nil, nil, withCode(exitNotReady, fmt.Errorf("no pins loaded after 15s: %w", err))
+		case <-ctx.Done():
+			return nil, nil, withCode(exitNotReady, ctx.Err())
+		}
+		pins = p
 	}
 	return cache, pins, nil
 }

@@ -245,8 +245,10 @@ func TestRulesRedisUnavailable(t *testing.T) {
 // example ruleset.
 func TestRulesWarnAboutWhatTheConfigLacks(t *testing.T) {
 	r := testenv.NewRedis(t)
-	oneCluster := writeFile(t, "one.yaml", "kafka: {clusters: {ingest: {brokers: [\"127.0.0.1:19092\"]}}}\nrouter: {ingest_topics: [events.ingest]}\n"+
-		"redis: {addr: \""+r.Addr+"\", prefix: \""+r.Prefix+"\"}\n"+
+	k := testenv.KafkaA(t)
+	_, history := historyConfig(t, r, k)
+	oneCluster := writeFile(t, "one.yaml", "kafka: {clusters: {ingest: {brokers: [\""+k.Brokers[0]+"\"]}}}\nrouter: {ingest_topics: [events.ingest]}\n"+
+		"redis: {addr: \""+r.Addr+"\", prefix: \""+r.Prefix+"\"}\nrules: {history_topic: \""+history+"\"}\n"+
 		"sinks: [{store: eu-objectstore, region: eu, objectstore: {url: \"file:///tmp/x\"}}, {store: nowhere-postgres, region: us, postgres: {dsn: \"postgres://h/db\"}}]\n")
 	want := []string{
 		`warning: ` + example + `: kafka.clusters: the ruleset puts region(s) eu, uk on cluster "eu", which ` + oneCluster + ` does not have: add it (kafka: {clusters: {eu: {brokers: [HOST:PORT]}}})`,

@@ -74,12 +74,12 @@ func TestNeededTopicsOfTheExamples(t *testing.T) {
 		}
 	}
 	for k, w := range map[string][3]string{ // partitions, cleanup.policy, retention.ms
-		"ingest/residency.quarantine":  {"3", "delete", "2592000000"},
-		"ingest/residency.dead-letter": {"3", "delete", "2592000000"},
-		"ingest/residency.hold.uk":     {"6", "delete", "2592000000"},
-		"eu/residency.eu":              {"6", "delete", "604800000"},
-		"ingest/residency.rules-history":    {"1", "compact", ""},
-		"ingest/residency.audit":       {"1", "delete", "2592000000"},
+		"ingest/residency.quarantine":    {"3", "delete", "2592000000"},
+		"ingest/residency.dead-letter":   {"3", "delete", "2592000000"},
+		"ingest/residency.hold.uk":       {"6", "delete", "2592000000"},
+		"eu/residency.eu":                {"6", "delete", "604800000"},
+		"ingest/residency.rules-history": {"1", "compact", ""},
+		"ingest/residency.audit":         {"1", "delete", "2592000000"},
 	} {
 		s := got[k].Spec
 		if p := s.Partitions; p != atoi(w[0]) || s.Configs["cleanup.policy"] != w[1] || s.Configs["retention.ms"] != w[2] {

@@ -367,6 +367,7 @@ func (d *deployment) checkBytes(in, out *stream.Message, v verdict, writer strin
 	set(router.HeaderSchema, writer)
 	if v.Outcome != router.DeadLettered {
 		want[router.HeaderRulesetVersion] = strconv.Itoa(rulesetVersion)
+		want[router.HeaderRulesetDigest] = d.rs.ShortDigest()
 		if v.Jurisdiction != "" {
 			want[router.HeaderDecidedBy] = map[bool]string{false: "country", true: "pin"}[v.Pinned]
 		}
