@@ -50,3 +50,39 @@ type PinLookup interface {
 	// same length as userIDs.
 	Lookup(ctx context.Context, userIDs [][]byte) ([]string, error)
 }
+
+// Ledger makes the audit record of settled events durable (docs/audit.md).
+// The router's committer calls Record with the events whose every
+// destination has acknowledged them, and commits their source offsets only
+// once Record has returned nil: no committed offset without its leaf. A
+// router killed between Record and the commit leaves leaves of offsets that
+// are routed (and recorded) again, which the verifier explains as
+// duplicates.
+//
+// Memory contract: settled and everything it points to (events, their
+// messages, fields and the ruleset) are borrowed for the call; Record
+// encodes what it needs before it returns and keeps no reference after.
+// A Record error is transient: the router retries it under its retry
+// policy and commits nothing past those events meanwhile.
+type Ledger interface {
+	// Record appends the leaves of settled durably (acknowledged by every
+	// in-sync replica of the audit topic) before it returns nil.
+	Record(ctx context.Context, settled []Settled) error
+}
+
+// Settled is an event whose destination acknowledged it, as given to
+// Ledger.Record.
+type Settled struct {
+	// Event is the decided event: Event.Msg holds its source coordinates,
+	// Event.Decision where it went and why, Event.Fields its jurisdiction
+	// inputs.
+	Event *Event
+	// Ruleset is the ruleset it was published under.
+	Ruleset *rules.Ruleset
+	// Cluster and Topic are where it was written.
+	Cluster, Topic string
+	// Partition and Offset are its place in Topic, from the produce
+	// acknowledgement; Offset is -1 when the broker did not say.
+	Partition int32
+	Offset    int64
+}
