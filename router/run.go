@@ -105,6 +105,7 @@ func New(cfg Config) (*Router, error) {
 	r.win = &window{maxEvents: int64(cfg.MaxInflightEvents), maxByte: int64(cfg.MaxInflightBytes)}
 	r.trk = newTracker(r.win)
 	r.state.Store(&readiness{text: "not started"})
+	r.lastText = "not started"
 	return r, nil
 }
 
@@ -149,7 +150,7 @@ func (r *Router) Run(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(work)
 	wg.Go(func() { r.watch(watchCtx) })
 
-	held := r.fetchLoop(ctx)
+	held := r.fetchLoop(ctx, work)
 
 	// Shutdown: wait for what is in flight, then record and commit.
 	for work.Err() == nil {
@@ -200,7 +201,7 @@ func (r *Router) Run(ctx context.Context) error {
 
 // fetchLoop is the fetch stage. It returns when ctx ends, with the batch
 // it was holding unrouted, if any.
-func (r *Router) fetchLoop(ctx context.Context) (held []stream.Message) {
+func (r *Router) fetchLoop(ctx, work context.Context) (held []stream.Message) {
 	pollWait := max(r.cfg.RulesPoll, 100*time.Millisecond)
 	pollFails := 0
 	for ctx.Err() == nil {
@@ -235,7 +236,7 @@ func (r *Router) fetchLoop(ctx context.Context) (held []stream.Message) {
 		if len(msgs) == 0 {
 			continue
 		}
-		if !r.route(ctx, msgs) {
+		if !r.route(ctx, work, msgs) {
 			return msgs
 		}
 	}
@@ -244,8 +245,9 @@ func (r *Router) fetchLoop(ctx context.Context) (held []stream.Message) {
 
 // route decides one polled batch under the ruleset and pins in force now
 // (waiting, not ready, while there are none) and hands it to the senders.
-// It returns false when ctx ended first.
-func (r *Router) route(ctx context.Context, msgs []stream.Message) bool {
+// It returns false when ctx ended first with no ruleset; a batch in hand
+// is decided under work (shutdown lets it finish).
+func (r *Router) route(ctx, work context.Context, msgs []stream.Message) bool {
 	fails := 0
 	for {
 		rs, view, ok := r.routing()
@@ -259,9 +261,9 @@ func (r *Router) route(ctx context.Context, msgs []stream.Message) bool {
 		var b *Batch
 		var err error
 		if r.pins != nil {
-			b, err = r.pipe.DecideView(ctx, msgs, rs, view)
+			b, err = r.pipe.DecideView(work, msgs, rs, view)
 		} else {
-			b, err = r.pipe.Decide(ctx, msgs, rs)
+			b, err = r.pipe.Decide(work, msgs, rs)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -719,7 +721,7 @@ func (r *Router) assess() *readiness {
 		problems = append(problems, "no ruleset")
 		st.fetch = false
 	case errors.Is(err, rules.ErrNoRuleset):
-		problems = append(problems, "no ruleset")
+		problems = append(problems, "no ruleset: "+err.Error())
 		st.fetch = false
 	case errors.Is(err, rules.ErrContentChanged):
 		problems = append(problems, "ruleset content changed: "+err.Error())

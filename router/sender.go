@@ -94,24 +94,30 @@ func (s *sender) backlog() int {
 // giveUp. nil when nothing does.
 func (s *sender) status(now time.Time, giveUp time.Duration) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.problem != nil {
-		return s.problem
-	}
+	problem := s.problem
+	var oldest time.Time
 	for _, c := range s.all {
-		if c.state == chunkDone {
-			continue
+		if c.state != chunkDone {
+			oldest = c.sent
+			break
 		}
-		if !c.sent.IsZero() && now.Sub(c.sent) > giveUp {
-			why := "not acknowledged for " + now.Sub(c.sent).Round(time.Second).String()
-			if err := s.prod.Err(); err != nil {
-				why += ": " + err.Error()
-			}
-			return errors.New(why)
-		}
-		break
 	}
-	return nil
+	s.mu.Unlock()
+	if problem != nil {
+		return problem
+	}
+	if oldest.IsZero() || now.Sub(oldest) <= giveUp {
+		return nil
+	}
+	// Not under s.mu: a producer may call done (which takes s.mu) while
+	// holding its own lock.
+	// The text stays the same while the outage lasts: the state is logged
+	// once per change.
+	why := "records unacknowledged for longer than give_up (" + giveUp.String() + ")"
+	if err := s.prod.Err(); err != nil {
+		why += ": " + err.Error()
+	}
+	return errors.New(why)
 }
 
 // run produces until ctx ends.
@@ -212,6 +218,13 @@ func (s *sender) step(ctx context.Context) {
 	s.retryAt = time.Time{}
 	for {
 		s.mu.Lock()
+		if len(s.results) > 0 {
+			// A result came in (perhaps a failure): take it first, so that
+			// nothing is produced behind a failed chunk before it is
+			// produced again. Its done poked wake: step runs again.
+			s.mu.Unlock()
+			return
+		}
 		var c *chunk
 		for _, x := range s.all {
 			if x.state == chunkQueued {
@@ -253,11 +266,11 @@ func (s *sender) produce(ctx context.Context, c *chunk) error {
 			msgs[k] = c.out[i]
 		}
 	}
+	recs := c.recs
+	s.mu.Lock()
 	if c.sent.IsZero() {
 		c.sent = time.Now()
 	}
-	recs := c.recs
-	s.mu.Lock()
 	c.state = chunkInFlight
 	s.mu.Unlock()
 	err := s.prod.Produce(ctx, msgs, func(a ProduceAck) {
