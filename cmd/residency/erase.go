@@ -35,7 +35,7 @@ func runErase(ctx context.Context, e env) int {
 	fs.Var(&stores, "store", "erase only this store, a sinks[].store of the config (repeatable; default every store)")
 	dryRun := fs.Bool("dry-run", false, "count and list, change nothing")
 	noTopics := fs.Bool("no-topics", false, "do not list the user's events in Kafka topics (default: erasure.list_topics)")
-	output := fs.String("output", "text", "receipt format: text or json")
+	out := addOutput(fs)
 	level := fs.String("log-level", "", "override log_level (debug, info, warn, error)")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
@@ -45,7 +45,7 @@ func runErase(ctx context.Context, e env) int {
 		return exitUsage
 	}
 	err := eraseMain(ctx, e, eraseArgs{cfgPath: *cfgPath, user: *user, userGiven: flagGiven(fs, "user"), stores: stores,
-		dryRun: *dryRun, noTopics: *noTopics, output: *output, level: *level})
+		dryRun: *dryRun, noTopics: *noTopics, output: out.String(), level: *level})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "residency erase: %s\n", config.OneLine(err.Error()))
 	}

@@ -9,7 +9,7 @@ import (
 
 // output is the --output flag every command that reports shares (rules
 // show/history/diff/pins, explain, schemas check, replay, topics, config
-// lint and print; purge, erase, residue and audit are to use it too):
+// lint and print, purge, erase, residue, version):
 // "text" for people (the default) or "json" for programs. --json is kept
 // as short for --output json where it existed.
 type output string

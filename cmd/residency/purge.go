@@ -54,7 +54,7 @@ func runPurge(ctx context.Context, e env) int {
 	fs.DurationVar(&f.minAge, "min-age", 0, "hold back records younger than `D`, e.g. 24h (default purge.min_age)")
 	fs.DurationVar(&f.every, "every", 0, "run as a service, once every `D`, e.g. 5m (default purge.every; 0: once)")
 	fs.Var(&f.topics, "topic", "purge only this `topic` (an ingest, quarantine, dead-letter or sink quarantine topic of the config; repeatable)")
-	fs.StringVar(&f.output, "output", "text", "report format: text or json")
+	out := addOutput(fs)
 	fs.StringVar(&f.listen, "listen", "", "with --every: override http.listen (host:port, or \"off\")")
 	fs.StringVar(&f.checkpointDir, "checkpoint-dir", "", "read replay checkpoints from `DIR` (as replay --checkpoint-dir) instead of Redis")
 	fs.StringVar(&f.level, "log-level", "", "override log_level (debug, info, warn, error)")
@@ -65,6 +65,7 @@ func runPurge(ctx context.Context, e env) int {
 		fs.Usage()
 		return exitUsage
 	}
+	f.output = out.String()
 	f.set = map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
 	err := purgeMain(ctx, e, &f)

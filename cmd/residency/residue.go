@@ -49,7 +49,7 @@ func runResidueSub(ctx context.Context, e env, sub string) int {
 	fs := newFlags(e, "residue "+sub, synopsis)
 	cfgPath := fs.String("config", os.Getenv("RESIDENCY_CONFIG"), "config `file` (default $RESIDENCY_CONFIG)")
 	jur := fs.String("jurisdiction", "", "the jurisdiction, e.g. US (required)")
-	output := fs.String("output", "text", "report format: text or json")
+	out := addOutput(fs)
 	level := fs.String("log-level", "", "override log_level (debug, info, warn, error)")
 	dryRun := new(bool)
 	if sub == "clean" {
@@ -62,7 +62,7 @@ func runResidueSub(ctx context.Context, e env, sub string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	err := residueMain(ctx, e, sub, *cfgPath, strings.TrimSpace(*jur), *output, *level, *dryRun)
+	err := residueMain(ctx, e, sub, *cfgPath, strings.TrimSpace(*jur), out.String(), *level, *dryRun)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "residency residue %s: %s\n", sub, config.OneLine(err.Error()))
 	}
