@@ -31,7 +31,7 @@ type Router struct {
 	clusters []string // of senders, sorted
 	win      *window
 	trk      *tracker
-	flushMu  sync.Mutex
+	flushSem chan struct{} // one flush at a time; acquired with a ctx
 	wakeCmt  chan struct{}
 	state    atomic.Pointer[readiness]
 	stateMu  sync.Mutex // serialises assess's logging and metrics
@@ -59,7 +59,7 @@ func New(cfg Config) (*Router, error) {
 	}
 	cfg.defaults()
 	r := &Router{cfg: cfg, log: cfg.Logger, lags: map[topicPartition]lagEntry{}, senders: map[string]*sender{},
-		wakeCmt: make(chan struct{}, 1), problems: map[string]string{}, missing: map[string]string{}}
+		wakeCmt: make(chan struct{}, 1), flushSem: make(chan struct{}, 1), problems: map[string]string{}, missing: map[string]string{}}
 	r.retry = stream.Retry{Min: cfg.RetryMin, Max: cfg.RetryMax, GiveUp: cfg.GiveUp, GaveUp: ErrGaveUp, Component: "router",
 		Logger: r.log, OnRetry: cfg.Metrics.retry}
 	// The pipeline's publishers only answer "is there a connection to this
@@ -387,8 +387,14 @@ func (r *Router) commitLoop(ctx context.Context) {
 // offsets, each retried until it succeeds or ctx ends, and frees their
 // room in the window. On failure what was taken is put back.
 func (r *Router) flush(ctx context.Context) error {
-	r.flushMu.Lock()
-	defer r.flushMu.Unlock()
+	// A flush under way (the committer retrying a failing commit) must not
+	// hold a revoke past its deadline: wait for it only until ctx ends.
+	select {
+	case r.flushSem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("router: waiting for the commit under way: %w", ctx.Err())
+	}
+	defer func() { <-r.flushSem }()
 	settled, offsets, bytes := r.trk.take()
 	if len(settled) == 0 && len(offsets) == 0 {
 		return nil
