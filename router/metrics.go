@@ -35,6 +35,9 @@ type Metrics struct {
 	lag          *prometheus.GaugeVec
 	version      prometheus.Gauge
 	ready        prometheus.Gauge
+	regionReady  *prometheus.GaugeVec
+	backlog      *prometheus.GaugeVec
+	revoked      prometheus.Counter
 
 	mu       sync.Mutex
 	seenVer  int64
@@ -87,7 +90,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "residency_router_ready",
-			Help: "1 when the router has a valid ruleset and has joined its consumer group.",
+			Help: "1 when the router routes every region (the same state as /readyz).",
+		}),
+		regionReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "residency_router_region_ready",
+			Help: "1 when the region's cluster acknowledges records and its pinned topic exists.",
+		}, []string{"region"}),
+		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "residency_router_backlog_events",
+			Help: "Records handed to a destination cluster's sender and not yet acknowledged.",
+		}, []string{"cluster"}),
+		revoked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "residency_router_revoked_inflight_events_total",
+			Help: "Events in flight when their partitions were given up (read again by the next owner).",
 		}),
 	}
 	for _, r := range quarantineReasons {
@@ -102,7 +117,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, m.rulesetAge)
 	if reg != nil {
 		reg.MustRegister(m.routed, m.quarantined, m.deadLettered, m.retries, m.batchSeconds,
-			m.batchEvents, m.endToEnd, m.lag, m.version, m.ready, age)
+			m.batchEvents, m.endToEnd, m.lag, m.version, m.ready, m.regionReady, m.backlog, m.revoked, age)
 	}
 	return m
 }
@@ -142,5 +157,28 @@ func (m *Metrics) setReady(ok bool) {
 func (m *Metrics) retry(op string) {
 	if m != nil {
 		m.retries.WithLabelValues(op).Inc()
+	}
+}
+
+func (m *Metrics) setRegionReady(region string, ok bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.regionReady.WithLabelValues(region).Set(v)
+}
+
+func (m *Metrics) setBacklog(cluster string, n int) {
+	if m != nil {
+		m.backlog.WithLabelValues(cluster).Set(float64(n))
+	}
+}
+
+func (m *Metrics) revokedInflight(n int) {
+	if m != nil {
+		m.revoked.Add(float64(n))
 	}
 }

@@ -266,6 +266,27 @@ type Batch struct {
 // wrapping the retry policy's GaveUp) or ctx ends; a decode error
 // dead-letters its event.
 func (p *Pipeline) Decide(ctx context.Context, msgs []stream.Message, rs *rules.Ruleset) (*Batch, error) {
+	return p.decide(ctx, msgs, rs, nil)
+}
+
+// DecideView is Decide with the pins of view, one in-memory view of the
+// pin set taken for the batch, instead of a lookup: no round trip and no
+// retry for pins (the router's loop). view nil means no pins.
+func (p *Pipeline) DecideView(ctx context.Context, msgs []stream.Message, rs *rules.Ruleset, view PinView) (*Batch, error) {
+	if view == nil {
+		view = noPins{}
+	}
+	return p.decide(ctx, msgs, rs, view)
+}
+
+// noPins is the PinView of no pins.
+type noPins struct{}
+
+func (noPins) Pin([]byte) string { return "" }
+
+// decide is Decide, with the pins of view when it is not nil, else of a
+// lookup.
+func (p *Pipeline) decide(ctx context.Context, msgs []stream.Message, rs *rules.Ruleset, view PinView) (*Batch, error) {
 	b := &Batch{Events: make([]Event, len(msgs)), Ruleset: rs, msgs: msgs}
 	for i := range msgs {
 		ev := &b.Events[i]
@@ -279,7 +300,13 @@ func (p *Pipeline) Decide(ctx context.Context, msgs []stream.Message, rs *rules.
 			ev.Err, ev.Decision = err, DeadLetter(err)
 		}
 	}
-	if err := p.lookupPins(ctx, b.Events); err != nil {
+	if view != nil {
+		for i := range b.Events {
+			if ev := &b.Events[i]; ev.Err == nil && len(ev.Fields.UserID) > 0 {
+				ev.Pin = view.Pin(ev.Fields.UserID)
+			}
+		}
+	} else if err := p.lookupPins(ctx, b.Events); err != nil {
 		return nil, err
 	}
 	for i := range b.Events {
@@ -538,4 +565,23 @@ func omitBody(out *stream.Message, m *stream.Message, err error) {
 		}
 	}
 	out.Headers = append(hs, stream.Header{Key: HeaderOmittedBytes, Value: strconv.AppendInt(nil, int64(size), 10)})
+}
+
+// records builds the outgoing records of the events idx of b into out
+// (appended), their headers in hdr's memory (started for b), exactly as
+// Publish builds them.
+func (p *Pipeline) records(b *Batch, idx []int32, hdr *headerBuilder, out []stream.Message) []stream.Message {
+	for _, i := range idx {
+		ev := &b.Events[i]
+		m := ev.Msg
+		_, topic := p.Destination(&ev.Decision)
+		hs := hdr.headers(m, &ev.Decision, ev.Fields.Writer, ev.Err)
+		msg := stream.Message{Topic: topic, Key: m.Key, Value: m.Value, Headers: hs, Time: m.Time}
+		omitBody(&msg, m, ev.Err)
+		if len(ev.Extra) > 0 {
+			msg.Headers = append(slices.Clip(msg.Headers), ev.Extra...)
+		}
+		out = append(out, msg)
+	}
+	return out
 }

@@ -2,9 +2,11 @@ package router
 
 import (
 	"context"
+	"errors"
 
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
+	"github.com/residency-router/residency/stream"
 )
 
 // FieldReader reads the jurisdiction inputs of an event from its encoded
@@ -85,4 +87,125 @@ type Settled struct {
 	// acknowledgement; Offset is -1 when the broker did not say.
 	Partition int32
 	Offset    int64
+}
+
+// Partition names one partition of an ingest topic.
+type Partition struct {
+	// Topic is the topic name.
+	Topic string
+	// Partition is the partition id.
+	Partition int
+}
+
+// Offset is a position to commit in one partition of an ingest topic:
+// Next is the offset of the next record to read (the last processed
+// record's offset + 1).
+type Offset struct {
+	// Topic is the topic name.
+	Topic string
+	// Partition is the partition id.
+	Partition int
+	// Next is the offset of the next record to read.
+	Next int64
+}
+
+// Sentinel errors of the loop's ports.
+var (
+	// ErrNotAssigned is wrapped by BatchConsumer.Commit for partitions the
+	// member does not hold (any more): their offsets were not committed,
+	// and retrying cannot help (their new owner reads them again).
+	ErrNotAssigned = errors.New("partition not assigned to this member")
+	// ErrTopicMissing is wrapped by AsyncProducer.Produce (and
+	// TopicChecker.CheckTopics) when a destination topic does not exist on
+	// the cluster; MissingTopicError names it.
+	ErrTopicMissing = errors.New("topic does not exist")
+)
+
+// MissingTopicError is the error of a produce to (or check of) a topic the
+// cluster does not have. It matches ErrTopicMissing (errors.Is).
+type MissingTopicError struct {
+	// Topic is the missing topic.
+	Topic string
+	// Err is the client's error, if any.
+	Err error
+}
+
+// Error returns "topic T does not exist".
+func (e *MissingTopicError) Error() string { return "topic " + e.Topic + " does not exist" }
+
+// Is reports whether target is ErrTopicMissing.
+func (e *MissingTopicError) Is(target error) bool { return target == ErrTopicMissing }
+
+// Unwrap returns the client's error.
+func (e *MissingTopicError) Unwrap() error { return e.Err }
+
+// BatchConsumer reads the ingest topics in batches as a member of the
+// router's consumer group (connectors/kafka.Consumer through its router
+// adapter). Nothing is committed but what Commit is given. The hook that
+// commits before partitions are revoked is Router.Revoked: the wiring
+// passes it to the consumer (connectors/kafka.ConsumerConfig.OnRevoke),
+// which must call it from within Poll, in the caller's goroutine, before
+// it gives up partitions.
+type BatchConsumer interface {
+	// Poll appends up to max records to dst and returns it, waiting until
+	// at least one is available or ctx ends (then it returns ctx's error).
+	// Records of one partition come in offset order. The records' memory
+	// stays valid as long as the caller keeps them.
+	Poll(ctx context.Context, dst []stream.Message, max int) ([]stream.Message, error)
+	// Commit commits offsets for the group. For partitions the member does
+	// not hold it returns an error wrapping ErrNotAssigned (after committing
+	// the others).
+	Commit(ctx context.Context, offsets ...Offset) error
+	// Joined reports whether the member is in a generation of the group.
+	Joined() bool
+	// Err reports what currently keeps the consumer from fetching (the
+	// ingest cluster unreachable), or nil.
+	Err() error
+}
+
+// ProduceAck is the outcome of one AsyncProducer.Produce call.
+type ProduceAck struct {
+	// Err is nil when every record was written; otherwise some (those
+	// whose Offsets are -1) may not have been.
+	Err error
+	// Partitions[i] is the partition record i was written to.
+	Partitions []int32
+	// Offsets[i] is record i's offset in its partition, -1 when it was not
+	// written or the broker did not say.
+	Offsets []int64
+	// Retained is true when the producer may still read the records' memory
+	// after done (a synchronous stream.Publisher behind the port whose
+	// Publish failed once): the caller then never reuses it.
+	Retained bool
+}
+
+// AsyncProducer writes records to one Kafka cluster without waiting for
+// them (connectors/kafka.Producer through its router adapter). Records
+// with equal keys go to the same partition of a topic, in the order of the
+// Produce calls; a producer retries transient failures itself (Produce's
+// done reports only what it will not retry).
+//
+// Memory contract: msgs and everything they point to are borrowed until
+// done is called (or Produce returns an error), unless the ack says
+// Retained.
+type AsyncProducer interface {
+	// Produce queues msgs and returns; done is called once, from any
+	// goroutine and without blocking, when every record is acknowledged or
+	// failed. It fails at once, without calling done, for a topic the
+	// cluster does not have (an error wrapping ErrTopicMissing) or when ctx
+	// ends while it waits for buffer space.
+	Produce(ctx context.Context, msgs []stream.Message, done func(ProduceAck)) error
+	// Err reports what currently keeps the producer from writing (a broker
+	// unreachable), or nil.
+	Err() error
+}
+
+// TopicChecker is implemented by producers that can say whether topics
+// exist on their cluster; the router checks every destination of the
+// ruleset with it at start and on every ruleset change (the preflight).
+type TopicChecker interface {
+	// CheckTopics returns nil when every topic exists, an error wrapping
+	// ErrTopicMissing (a MissingTopicError) naming one that does not, or
+	// another error when the cluster cannot be asked.
+	CheckTopics(ctx context.Context, topics []string) error
 }

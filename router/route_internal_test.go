@@ -12,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
 )
@@ -107,7 +108,7 @@ func TestRouteReusesHeadersOnlyAfterCleanPublish(t *testing.T) {
 	// builder's slab and arena.
 	route := func(name string, b []stream.Message) (*stream.Header, *byte) {
 		t.Helper()
-		if err := r.route(ctx, b, rs); err != nil {
+		if err := syncRoute(ctx, r, b, rs); err != nil {
 			t.Fatalf("%s: route: %v", name, err)
 		}
 		want := map[string][]stream.Header{} // by source offset
@@ -188,13 +189,13 @@ func TestRouteDoesNotReuseAfterFailedPublish(t *testing.T) {
 	}
 	ctx := context.Background()
 	mix := hotpathMessages(t)
-	if err := r.route(ctx, mix, rs); err != nil { // a clean batch: released
+	if err := syncRoute(ctx, r, mix, rs); err != nil { // a clean batch: released
 		t.Fatal(err)
 	}
 	slab1 := unsafe.SliceData(r.pipe.hdr.slab)
 	// Every Publish of the next batch fails until route gives up.
 	pub.fail = -1
-	if err := r.route(ctx, mix, rs); !errors.Is(err, ErrGaveUp) {
+	if err := syncRoute(ctx, r, mix, rs); !errors.Is(err, ErrGaveUp) {
 		t.Fatalf("route = %v, want ErrGaveUp", err)
 	}
 	if slab := unsafe.SliceData(r.pipe.hdr.slab); slab != slab1 {
@@ -205,7 +206,7 @@ func TestRouteDoesNotReuseAfterFailedPublish(t *testing.T) {
 	}
 	pub.fail = 0
 	pub.take()
-	if err := r.route(ctx, mix, rs); err != nil {
+	if err := syncRoute(ctx, r, mix, rs); err != nil {
 		t.Fatal(err)
 	}
 	if unsafe.SliceData(r.pipe.hdr.slab) == slab1 {
@@ -219,4 +220,14 @@ func TestRouteDoesNotReuseAfterFailedPublish(t *testing.T) {
 	if n := len(pub.take()); n != len(mix) {
 		t.Fatalf("%d events published, want %d", n, len(mix))
 	}
+}
+
+// syncRoute decides and publishes one batch through the router's pipeline
+// synchronously (the path replay runs), without committing.
+func syncRoute(ctx context.Context, r *Router, msgs []stream.Message, rs *rules.Ruleset) error {
+	b, err := r.pipe.Decide(ctx, msgs, rs)
+	if err != nil {
+		return err
+	}
+	return r.pipe.Publish(ctx, b)
 }

@@ -339,8 +339,13 @@ func TestRouterFailsClosedWithoutRuleset(t *testing.T) {
 	if got := len(f.a.Records("pinned.us")); got != 1 {
 		t.Fatalf("%d events routed to pinned.us while stale, want 1", got)
 	}
-	if err := stop(); err != nil {
+	// A poll already under way when the ruleset went stale may hold u3,
+	// unrouted: Run then says it stopped with it uncommitted.
+	if err := stop(); err != nil && !errors.Is(err, router.ErrUncommitted) {
 		t.Fatalf("Run: %v", err)
+	}
+	if n := f.committed(); n != 2 {
+		t.Fatalf("committed %d events, want the 2 routed before the ruleset went stale", n)
 	}
 	if m := f.a.Records("pinned.us")[0]; header(m, router.HeaderRulesetVersion) != "4" {
 		t.Fatalf("version header %q, want 4", header(m, router.HeaderRulesetVersion))
@@ -394,29 +399,6 @@ func TestRouterRetriesTransientFailures(t *testing.T) {
 	}
 	if n := len(f.a.Records(deadLetter)); n != 0 {
 		t.Fatalf("registry outage dead-lettered %d events", n)
-	}
-}
-
-func TestRouterGivesUpWithoutCommitting(t *testing.T) {
-	f := newFixture(t)
-	pb := &flakyPub{Publisher: f.pubs["b"]}
-	pb.failures.Store(-1) // forever
-	f.cfg.Publishers = map[string]stream.Publisher{"a": f.pubs["a"], "b": pb}
-	f.cfg.GiveUp = 50 * time.Millisecond
-	f.produce(t, event("GB", "u1", "1"), event("US", "u2", "2"))
-	r, err := router.New(f.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = r.Run(context.Background())
-	if !errors.Is(err, router.ErrGaveUp) {
-		t.Fatalf("Run = %v, want ErrGaveUp", err)
-	}
-	if n := f.committed(); n != 0 {
-		t.Fatalf("committed %d events although one was never acknowledged", n)
-	}
-	if pb.calls.Load() < 2 {
-		t.Fatalf("publish tried %d times, want retries", pb.calls.Load())
 	}
 }
 
@@ -490,7 +472,7 @@ func TestRouterShutdownFlushes(t *testing.T) {
 
 func TestNewRejectsIncompleteConfig(t *testing.T) {
 	_, err := router.New(router.Config{})
-	if !errors.Is(err, router.ErrConfig) || !strings.Contains(err.Error(), "Subscriber") {
+	if !errors.Is(err, router.ErrConfig) || !strings.Contains(err.Error(), "Consumer") {
 		t.Fatalf("New(empty) = %v", err)
 	}
 	f := newFixture(t)

@@ -110,9 +110,9 @@ func configLintOrPrint(e env, sub string) int {
 		return fail(e, cmd, err)
 	default:
 		problems = cfg.Validate(scope)
-		if len(problems) == 0 && (scope.Route || scope.Sink != "") {
+		if len(problems) == 0 && scope.Sink != "" {
 			var ce *config.Error
-			if errors.As(readCommittedUnsupported(cfg), &ce) { // what route, replay and sink refuse today
+			if errors.As(readCommittedUnsupported(cfg), &ce) { // what replay and sink refuse today (route's batch consumer honours it)
 				problems = ce.Problems
 			}
 		}

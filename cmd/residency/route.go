@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
@@ -16,15 +17,18 @@ import (
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
-	"github.com/residency-router/residency/stream"
 )
 
 const routeSynopsis = `route --config FILE [flags]
 
 Consume the ingest topics and route every event to its region's pinned
-topic (or to quarantine / dead-letter). Stops cleanly on SIGINT/SIGTERM:
-fetching stops, the batch in hand is published and committed, exit 0.
-Exit codes: 0 clean shutdown, 1 routing failed, 2 bad flags or config.`
+topic (or to quarantine / dead-letter). Outages (Redis, a region's
+cluster, a missing topic) never stop it: it reports not ready and resumes
+by itself. On SIGINT/SIGTERM fetching stops, the events in flight are
+acknowledged, recorded and committed within router.shutdown_timeout.
+Exit codes: 0 clean shutdown (everything read was committed), 1 routing
+failed, 2 bad flags or config, 3 stopped with events left uncommitted
+(the log says how many per partition; they are read again).`
 
 // runRoute is `residency route`.
 func runRoute(ctx context.Context, e env) int {
@@ -52,9 +56,6 @@ func runRoute(ctx context.Context, e env) int {
 	if err := cfg.Finish(config.Scope{Route: true}); err != nil {
 		return fail(e, "route", err)
 	}
-	if err := readCommittedUnsupported(cfg); err != nil {
-		return fail(e, "route", err)
-	}
 	log, reg := newService(e.stderr, cfg.LogLevel)
 	cfg.WarnDeprecated(log)
 	w, err := wire(cfg, log, reg)
@@ -69,6 +70,11 @@ func runRoute(ctx context.Context, e env) int {
 	log.Info("routing", "instance", cfg.Instance, "group", cfg.Router.ConsumerGroup, "ingest_topics", cfg.Router.IngestTopics)
 	err = w.run(ctx)
 	shutdown()
+	if errors.Is(err, router.ErrUncommitted) {
+		log.Error("routing stopped with events uncommitted", "error", err)
+		fmt.Fprintf(e.stderr, "residency route: %v\n", err)
+		return exitNotReady
+	}
 	if err != nil {
 		log.Error("routing stopped", "error", err)
 		return fail(e, "route", err)
@@ -79,20 +85,22 @@ func runRoute(ctx context.Context, e env) int {
 
 // wired is a router with everything it runs on.
 type wired struct {
-	router  *router.Router
-	reader  *kafka.Reader
-	writers map[string]*kafka.Writer
-	cache   *rules.Cache
-	pins    *rules.Pins
-	redis   *goredis.Client
-	log     *slog.Logger
+	router    *router.Router
+	consumer  *kafka.Consumer
+	producers map[string]*kafka.Producer
+	cache     *rules.Cache
+	pins      *rules.Pins
+	redis     *goredis.Client
+	log       *slog.Logger
+	revoked   func(context.Context, []router.Partition) // the router's Revoked, once built
+	shutdown  time.Duration
 }
 
 // wire builds the router from a finished config. Nothing connects yet. On
 // error everything built so far is closed; a config error names its field
 // (config.ErrInvalid: exit code 2).
 func wire(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*wired, error) {
-	w := &wired{writers: map[string]*kafka.Writer{}, log: log}
+	w := &wired{producers: map[string]*kafka.Producer{}, log: log, shutdown: cfg.Router.ShutdownTimeout}
 	if err := w.wire(cfg, reg); err != nil {
 		_ = w.close()
 		return nil, err
@@ -118,29 +126,31 @@ func (w *wired) wire(cfg *config.Config, reg prometheus.Registerer) error {
 		PollInterval: cfg.Rules.PollInterval, StalenessBound: cfg.Rules.StalenessBound,
 		Registerer: reg, Logger: w.log,
 	})
-	if w.reader, err = newReader(cfg, cfg.Kafka.IngestCluster, cfg.Router.ConsumerGroup, cfg.Router.IngestTopics,
-		cfg.Router.StartOffset, w.log); err != nil {
-		return err
+	cc := consumerConfig(cfg, cfg.Kafka.IngestCluster, cfg.Router.ConsumerGroup, cfg.Router.IngestTopics, cfg.Router.StartOffset)
+	cc.Logger, cc.OnRevoke = w.log, kafka.RevokeHook(&w.revoked)
+	if w.consumer, err = kafka.NewConsumer(cc); err != nil {
+		return config.ClusterError(cfg.Kafka.IngestCluster, err)
 	}
-	pubs := map[string]stream.Publisher{}
+	prods := map[string]router.AsyncProducer{}
 	for _, name := range cfg.ClusterNames() {
-		wc := writerConfig(cfg, name)
-		wc.BatchSize, wc.BatchBytes, wc.Logger = cfg.Router.BatchSize, writerBatchBytes(cfg.Router.MaxValueBytes), w.log
-		kw, err := kafka.NewWriter(wc)
+		pc := producerConfig(cfg, name)
+		pc.BatchSize, pc.BatchBytes, pc.Logger = cfg.Router.BatchSize, int(writerBatchBytes(cfg.Router.MaxValueBytes)), w.log
+		kp, err := kafka.NewProducer(pc)
 		if err != nil {
 			return config.ClusterError(name, err)
 		}
-		w.writers[name] = kw
-		pubs[name] = kw
+		w.producers[name] = kp
+		prods[name] = kp.RouterProducer()
 	}
 	rc := router.Config{
-		Subscriber: w.reader, Publishers: pubs, IngestCluster: cfg.Kafka.IngestCluster,
+		Consumer: w.consumer.RouterConsumer(), Producers: prods, IngestCluster: cfg.Kafka.IngestCluster,
 		QuarantineTopic: cfg.Router.QuarantineTopic, DeadLetterTopic: cfg.Router.DeadLetterTopic,
 		Fields: fields, Rules: w.cache, Instance: cfg.Instance,
 		BatchSize: cfg.Router.BatchSize, Linger: cfg.Router.Linger, MaxBatchBytes: cfg.Router.MaxBatchBytes,
 		IngestTopics:  cfg.Router.IngestTopics,
 		MaxValueBytes: cfg.Router.MaxValueBytes, RetryMin: cfg.Router.RetryMin, RetryMax: cfg.Router.RetryMax,
 		GiveUp: cfg.Router.GiveUp, ShutdownTimeout: cfg.Router.ShutdownTimeout,
+		MaxInflightEvents: cfg.Router.MaxInflightEvents, MaxInflightBytes: cfg.Router.MaxInflightBytes,
 		Logger: w.log, Metrics: router.NewMetrics(reg),
 	}
 	if w.pins != nil {
@@ -149,11 +159,12 @@ func (w *wired) wire(cfg *config.Config, reg prometheus.Registerer) error {
 	if w.router, err = router.New(rc); err != nil {
 		return config.FieldError("router", err)
 	}
+	w.revoked = w.router.Revoked
 	return nil
 }
 
 // run follows the rules and pins and routes until ctx ends, then closes
-// everything. The rules cache outlives the router so the last batch is
+// everything. The rules cache outlives the router so the last events are
 // routed under a ruleset the cache still vouches for.
 func (w *wired) run(ctx context.Context) error {
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -171,20 +182,26 @@ func (w *wired) run(ctx context.Context) error {
 	return err
 }
 
-// close releases the reader (leaving the group, committing nothing), the
-// writers (their connections; every Publish has returned) and Redis.
+// close releases the consumer (leaving the group; the router has
+// committed what settled), the producers (what is still unacknowledged
+// after Run is dropped: Run reported it) and Redis.
 func (w *wired) close() error {
 	if w == nil {
 		return nil
 	}
 	var errs []error
-	if w.reader != nil {
-		errs = append(errs, w.reader.Close())
+	wait := max(w.shutdown, time.Second)
+	if w.consumer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		errs = append(errs, w.consumer.Close(ctx))
+		cancel()
 	}
-	for name, kw := range w.writers {
-		if err := kw.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close writer of cluster %s: %w", name, err))
+	for name, kp := range w.producers {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := kp.CloseContext(ctx); err != nil {
+			w.log.Warn("producer closed with records unacknowledged", "cluster", name, "error", err)
 		}
+		cancel()
 	}
 	if w.redis != nil {
 		errs = append(errs, w.redis.Close())

@@ -195,3 +195,101 @@ func TestRouteCommandBadConfig(t *testing.T) {
 		t.Fatalf("no --config: exit %d", code)
 	}
 }
+
+// TestRouteExitsThreeWithEventsUncommitted: with a region's cluster
+// unreachable, `residency route` keeps routing the other region, says
+// which cluster is down on /readyz, and on SIGTERM exits 3 after logging
+// what stays uncommitted.
+func TestRouteExitsThreeWithEventsUncommitted(t *testing.T) {
+	a := testenv.KafkaA(t)
+	ctx := testenv.Context(t, 90*time.Second)
+	ingest := a.Topic(t, "ingest", 1)
+	quarantine := a.Topic(t, "quarantine", 1)
+	deadLetter := a.Topic(t, "deadletter", 1)
+	us := a.Topic(t, "us", 1)
+	addr := freeAddr(t)
+	rulesFile := writeEventFile(t, "rules.yaml", []byte(fmt.Sprintf(`
+jurisdictions:
+  - {name: US, region: us, countries: [US]}
+  - {name: EU, region: eu, countries: [DE]}
+regions:
+  - {name: us, cluster: a, topic: %s}
+  - {name: eu, cluster: down, topic: pinned-eu}
+stores:
+  - {name: us-postgres, regions: [us]}
+`, us)))
+	cfgFile := writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
+http: {listen: "%s"}
+kafka:
+  clusters:
+    a: {brokers: [%s]}
+    down: {brokers: ["127.0.0.1:1"]}
+  ingest_cluster: a
+  session_timeout: 6s
+  rebalance_timeout: 5s
+router:
+  ingest_topics: [%s]
+  consumer_group: %s
+  quarantine_topic: %s
+  dead_letter_topic: %s
+  shutdown_timeout: 500ms
+  retry_min: 10ms
+  retry_max: 100ms
+  give_up: 300ms
+rules: {file: %s}
+`, addr, strings.Join(a.Brokers, ","), ingest, testenv.Name(t, "g"), quarantine, deadLetter, rulesFile)))
+	enc, err := sample.NewEncoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: kafka.Cluster{Name: "a", Brokers: a.Brokers}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var msgs []stream.Message
+	for i, c := range []string{"DE", "US", "US"} {
+		v, _ := enc.Encode(sample.Event{ID: fmt.Sprint(i), UserID: fmt.Sprint("u", i), Country: c})
+		msgs = append(msgs, stream.Message{Topic: ingest, Key: []byte(fmt.Sprint(i)), Value: v})
+	}
+	if err := w.Publish(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var stdout, stderr testenv.SyncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(rctx, []string{"route", "--config", cfgFile}, nil, &stdout, &stderr) }()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		code, body := get(addr, "/readyz")
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "cluster down") && !strings.Contains(body, "not ready: not ready") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never said cluster down is down (last %d %q); logs:\n%s", code, body, stderr.String())
+		}
+	}
+	// The other region flows meanwhile.
+	admin, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: a.Brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrived := func() int { got, _ := admin.ReadAll(ctx, us); return len(got) }
+	for deadline := time.Now().Add(30 * time.Second); arrived() < 2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the us events did not arrive during the other cluster's outage; logs:\n%s", stderr.String())
+		}
+	}
+	stop()
+	select {
+	case code := <-done:
+		if code != exitNotReady {
+			t.Fatalf("route exited %d, want 3; logs:\n%s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("route did not stop")
+	}
+	if !strings.Contains(stderr.String(), "uncommitted") || !strings.Contains(stderr.String(), `"partition":0`) {
+		t.Errorf("the log does not say what stays uncommitted per partition:\n%s", stderr.String())
+	}
+}

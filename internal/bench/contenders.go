@@ -136,7 +136,40 @@ func (m *meter) result(mode string) childResult {
 // meteredSubscriber is a stream.Subscriber that feeds a meter.
 type meteredSubscriber struct {
 	*kafka.Reader
-	m *meter
+	m  *meter
+	pm *partMeter
+}
+
+// partMeter counts committed events from committed offsets: the router
+// commits one offset per partition (the next to read), so the events it
+// covers are the distance from the partition's previous commit (or from
+// the first offset fetched).
+type partMeter struct {
+	mu   sync.Mutex
+	base map[string]int64 // "topic/partition" -> next offset not yet counted
+}
+
+func (p *partMeter) fetched(m *stream.Message) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := fmt.Sprintf("%s/%d", m.Topic, m.Partition)
+	if _, ok := p.base[k]; !ok {
+		p.base[k] = m.Offset
+	}
+}
+
+func (p *partMeter) committed(msgs []stream.Message) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for i := range msgs {
+		k := fmt.Sprintf("%s/%d", msgs[i].Topic, msgs[i].Partition)
+		if b, ok := p.base[k]; ok && msgs[i].Offset+1 > b {
+			n += int(msgs[i].Offset + 1 - b)
+			p.base[k] = msgs[i].Offset + 1
+		}
+	}
+	return n
 }
 
 // Fetch returns the next record and notes the first one.
@@ -144,16 +177,18 @@ func (s meteredSubscriber) Fetch(ctx context.Context) (stream.Message, error) {
 	msg, err := s.Reader.Fetch(ctx)
 	if err == nil {
 		s.m.fetched()
+		s.pm.fetched(&msg)
 	}
 	return msg, err
 }
 
-// Commit commits msgs and counts them.
+// Commit commits msgs (each the last processed record of its partition)
+// and counts the events they cover.
 func (s meteredSubscriber) Commit(ctx context.Context, msgs ...stream.Message) error {
 	if err := s.Reader.Commit(ctx, msgs...); err != nil {
 		return err
 	}
-	s.m.commit(len(msgs))
+	s.m.commit(s.pm.committed(msgs))
 	return nil
 }
 
@@ -345,7 +380,7 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 		pubs[name] = w
 	}
 	cfg := router.Config{
-		Subscriber: meteredSubscriber{Reader: rd, m: m}, Publishers: pubs, IngestCluster: "ingest",
+		Subscriber: meteredSubscriber{Reader: rd, m: m, pm: &partMeter{base: map[string]int64{}}}, Publishers: pubs, IngestCluster: "ingest",
 		QuarantineTopic: spec.Prefix + ".quarantine", DeadLetterTopic: spec.Prefix + ".dead-letter",
 		Fields: fields, Rules: cache, Instance: "bench", BatchSize: spec.BatchSize, Linger: spec.Linger,
 		Logger: log, Metrics: router.NewMetrics(reg),

@@ -154,10 +154,19 @@ type RouterConfig struct {
 	RetryMin time.Duration `yaml:"retry_min"`
 	// RetryMax caps the backoff. Default 2s.
 	RetryMax time.Duration `yaml:"retry_max"`
-	// GiveUp is how long a transient failure (publish, commit, Redis,
-	// registry) is retried before the router exits with an error, leaving
-	// the events uncommitted. Default 2m.
+	// GiveUp is how long a destination cluster may leave records
+	// unacknowledged before its regions are reported down (not ready,
+	// residency_router_region_ready 0, logged once); the router keeps
+	// retrying and never exits for it. Default 2m.
 	GiveUp time.Duration `yaml:"give_up"`
+	// MaxInflightEvents bounds the events between fetch and commit (all
+	// destinations); fetching waits while it is reached. Default 20000.
+	MaxInflightEvents int `yaml:"max_inflight_events"`
+	// MaxInflightBytes bounds the key, value and header bytes of the events
+	// between fetch and commit; fetching waits while it is reached (one
+	// batch may overshoot it by up to router.max_batch_bytes). Default
+	// 67108864 (64 MiB).
+	MaxInflightBytes int `yaml:"max_inflight_bytes"`
 	// ShutdownTimeout bounds the flush and commit after SIGINT/SIGTERM.
 	// Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`

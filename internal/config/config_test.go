@@ -324,3 +324,51 @@ func TestDefaultsTable(t *testing.T) {
 		t.Errorf("a defaulted value shows as %q", got)
 	}
 }
+
+// TestInflightBoundsValidated: the router's in-flight bounds are refused
+// negative or below what one batch (or the largest event) needs, each
+// problem naming its field; unset, they take the router's defaults.
+func TestInflightBoundsValidated(t *testing.T) {
+	c, err := Parse([]byte(`
+kafka: {clusters: {ingest: {brokers: ["h:1"]}}}
+router: {ingest_topics: [x], max_inflight_events: -1, max_inflight_bytes: -5}
+rules: {file: r.yaml}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields []string
+	for _, p := range c.Validate(Scope{Route: true}) {
+		fields = append(fields, p.Field)
+	}
+	for _, want := range []string{"router.max_inflight_events", "router.max_inflight_bytes"} {
+		if !slices.Contains(fields, want) {
+			t.Errorf("problems %v lack %s", fields, want)
+		}
+	}
+	c, err = Parse([]byte(`
+kafka: {clusters: {ingest: {brokers: ["h:1"]}}}
+router: {ingest_topics: [x], batch_size: 100, max_inflight_events: 50, max_value_bytes: 2000, max_inflight_bytes: 1000}
+rules: {file: r.yaml}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []string
+	for _, p := range c.Validate(Scope{Route: true}) {
+		msgs = append(msgs, p.Field+": "+p.Message)
+	}
+	joined := strings.Join(msgs, "\n")
+	if !strings.Contains(joined, "router.max_inflight_events: 50 is less than router.batch_size") ||
+		!strings.Contains(joined, "router.max_inflight_bytes: 1000 is less than router.max_value_bytes") {
+		t.Errorf("problems:\n%s\nwant both conflicts named", joined)
+	}
+	c, err = Parse([]byte("kafka: {clusters: {ingest: {brokers: [\"h:1\"]}}}\nrouter: {ingest_topics: [x]}\nrules: {file: r.yaml}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Finish(Scope{Route: true})
+	if c.Router.MaxInflightEvents != 20000 || c.Router.MaxInflightBytes != 64<<20 {
+		t.Errorf("defaults: max_inflight_events %d, max_inflight_bytes %d", c.Router.MaxInflightEvents, c.Router.MaxInflightBytes)
+	}
+}

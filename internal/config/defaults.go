@@ -97,6 +97,8 @@ func (c *Config) table() []fieldDefault {
 		def("router.retry_max", &r.RetryMax, router.DefaultRetryMax),
 		def("router.give_up", &r.GiveUp, router.DefaultGiveUp),
 		def("router.shutdown_timeout", &r.ShutdownTimeout, router.DefaultShutdownTimeout),
+		def("router.max_inflight_events", &r.MaxInflightEvents, router.DefaultMaxInflightEvents),
+		def("router.max_inflight_bytes", &r.MaxInflightBytes, router.DefaultMaxInflightBytes),
 		def("redis.addr", &c.Redis.Addr, DefaultRedisAddr),
 		def("redis.prefix", &c.Redis.Prefix, rules.DefaultPrefix),
 		def("rules.staleness_bound", &c.Rules.StalenessBound, rules.DefaultStalenessBound),

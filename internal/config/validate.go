@@ -348,7 +348,8 @@ func (c *Config) validateRouter(ps *problems, s Scope) {
 	default:
 		ps.add("router.start_offset", "%q is not earliest", r.StartOffset)
 	}
-	notNegative(ps, map[string]int{"router.batch_size": r.BatchSize, "router.max_batch_bytes": r.MaxBatchBytes, "router.max_value_bytes": r.MaxValueBytes})
+	notNegative(ps, map[string]int{"router.batch_size": r.BatchSize, "router.max_batch_bytes": r.MaxBatchBytes, "router.max_value_bytes": r.MaxValueBytes,
+		"router.max_inflight_events": r.MaxInflightEvents, "router.max_inflight_bytes": r.MaxInflightBytes})
 	notNegative(ps, map[string]time.Duration{"router.linger": r.Linger, "router.retry_min": r.RetryMin, "router.retry_max": r.RetryMax,
 		"router.give_up": r.GiveUp, "router.shutdown_timeout": r.ShutdownTimeout})
 
@@ -362,6 +363,14 @@ func (c *Config) validateRouter(ps *problems, s Scope) {
 			ps.add("router.give_up", "%s is less than router.retry_min (%s): a transient failure would never be retried",
 				c.show("router.give_up", r.GiveUp), c.show("router.retry_min", r.RetryMin))
 		}
+	}
+	if r.MaxInflightEvents > 0 && r.BatchSize > 0 && r.MaxInflightEvents < r.BatchSize {
+		ps.add("router.max_inflight_events", "%s is less than router.batch_size (%s): a batch could never be fetched whole",
+			c.show("router.max_inflight_events", r.MaxInflightEvents), c.show("router.batch_size", r.BatchSize))
+	}
+	if r.MaxInflightBytes > 0 && r.MaxValueBytes > 0 && r.MaxInflightBytes < r.MaxValueBytes {
+		ps.add("router.max_inflight_bytes", "%s is less than router.max_value_bytes (%s): the largest event routed would not fit in flight",
+			c.show("router.max_inflight_bytes", r.MaxInflightBytes), c.show("router.max_value_bytes", r.MaxValueBytes))
 	}
 	if r.MaxValueBytes >= 0 && r.MaxBatchBytes >= 0 && r.MaxValueBytes > r.MaxBatchBytes {
 		ps.add("router.max_value_bytes", "%s is more than router.max_batch_bytes (%s): an event the router accepts would not fit in a batch",

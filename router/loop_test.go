@@ -1,0 +1,684 @@
+package router_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
+)
+
+// ctlConsumer is a BatchConsumer over an in-memory subscriber whose group
+// membership and ingest errors a test sets.
+type ctlConsumer struct {
+	sub      *streamtest.Subscriber
+	polled   atomic.Int64
+	notIn    atomic.Bool
+	err      atomic.Pointer[string]
+	onCommit func([]router.Offset) error // called before each commit; an error fails it
+}
+
+func (c *ctlConsumer) Poll(ctx context.Context, dst []stream.Message, max int) ([]stream.Message, error) {
+	m, err := c.sub.Fetch(ctx)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, m)
+	for len(dst) < max {
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Millisecond)
+		m, err := c.sub.Fetch(fctx)
+		cancel()
+		if err != nil {
+			break
+		}
+		dst = append(dst, m)
+	}
+	c.polled.Add(int64(len(dst)))
+	return dst, nil
+}
+
+func (c *ctlConsumer) Commit(ctx context.Context, offsets ...router.Offset) error {
+	if c.onCommit != nil {
+		if err := c.onCommit(offsets); err != nil {
+			return err
+		}
+	}
+	msgs := make([]stream.Message, len(offsets))
+	for i, o := range offsets {
+		msgs[i] = stream.Message{Topic: o.Topic, Partition: o.Partition, Offset: o.Next - 1}
+	}
+	return c.sub.Commit(ctx, msgs...)
+}
+
+func (c *ctlConsumer) Joined() bool { return !c.notIn.Load() }
+
+func (c *ctlConsumer) Err() error {
+	if e := c.err.Load(); e != nil {
+		return errors.New(*e)
+	}
+	return nil
+}
+
+// gateProducer is an AsyncProducer over an in-memory cluster: while closed
+// it holds every call (unacknowledged, in order), and it writes and
+// acknowledges them in order once open; while missing names a topic,
+// Produce fails at once for calls writing it; while failCalls > 0 each call
+// fails as a whole (Err set, nothing written).
+type gateProducer struct {
+	pub       *streamtest.Publisher
+	mu        sync.Mutex
+	closed    bool
+	missing   string
+	failCalls int
+	held      []heldCall
+}
+
+type heldCall struct {
+	msgs []stream.Message
+	done func(router.ProduceAck)
+}
+
+func (g *gateProducer) Produce(ctx context.Context, msgs []stream.Message, done func(router.ProduceAck)) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := range msgs {
+		if g.missing != "" && msgs[i].Topic == g.missing {
+			return &router.MissingTopicError{Topic: g.missing}
+		}
+	}
+	if g.failCalls > 0 {
+		g.failCalls--
+		offs := make([]int64, len(msgs))
+		for i := range offs {
+			offs[i] = -1
+		}
+		done(router.ProduceAck{Err: errors.New("broker said no"), Offsets: offs, Partitions: make([]int32, len(msgs))})
+		return nil
+	}
+	g.held = append(g.held, heldCall{msgs, done})
+	if !g.closed {
+		g.flushLocked()
+	}
+	return nil
+}
+
+func (g *gateProducer) flushLocked() {
+	for _, c := range g.held {
+		if err := g.pub.Publish(context.Background(), c.msgs...); err != nil {
+			panic(err) // the in-memory broker has every topic the tests write
+		}
+		a := router.ProduceAck{Partitions: make([]int32, len(c.msgs)), Offsets: make([]int64, len(c.msgs))}
+		for i := range a.Offsets {
+			a.Offsets[i] = int64(i)
+		}
+		c.done(a)
+	}
+	g.held = nil
+}
+
+func (g *gateProducer) set(closed bool, missing string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed, g.missing = closed, missing
+	if !closed {
+		g.flushLocked()
+	}
+}
+
+func (g *gateProducer) Err() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return errors.New("broker unreachable")
+	}
+	return nil
+}
+
+// logCounter counts the router's "not ready" and "ready" log lines, by
+// state.
+type logCounter struct {
+	mu     sync.Mutex
+	states []string // in order: the state of every readiness line
+}
+
+func (l *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
+	if !strings.HasPrefix(r.Message, "router not ready") && !strings.HasPrefix(r.Message, "router ready") {
+		return nil
+	}
+	state := ""
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "state" {
+			state = a.Value.String()
+		}
+		return true
+	})
+	l.mu.Lock()
+	l.states = append(l.states, state)
+	l.mu.Unlock()
+	return nil
+}
+func (l *logCounter) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logCounter) WithGroup(string) slog.Handler      { return l }
+
+// checkOncePerChange fails the test when two consecutive readiness log
+// lines say the same state: the state is logged once per change.
+func (l *logCounter) checkOncePerChange(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := 1; i < len(l.states); i++ {
+		if l.states[i] == l.states[i-1] {
+			t.Errorf("readiness logged twice in a row: %q", l.states[i])
+		}
+	}
+}
+
+func (l *logCounter) last() (string, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.states) == 0 {
+		return "<none>", 0
+	}
+	return l.states[len(l.states)-1], len(l.states)
+}
+
+// loopFixture is the in-memory fixture with the loop's own ports: a
+// ctlConsumer and a gateProducer per cluster, metrics in a registry and a
+// log counter.
+type loopFixture struct {
+	*fixture
+	cons *ctlConsumer
+	pa   *gateProducer
+	pb   *gateProducer
+	reg  *prometheus.Registry
+	logs *logCounter
+	pins *pinsBox
+}
+
+func newLoopFixture(t *testing.T) *loopFixture {
+	f := &loopFixture{fixture: newFixture(t), reg: prometheus.NewRegistry(), logs: &logCounter{}, pins: &pinsBox{}}
+	f.cons = &ctlConsumer{sub: f.a.Subscriber(group, ingest)}
+	f.pa = &gateProducer{pub: f.a.Publisher()}
+	f.pb = &gateProducer{pub: f.b.Publisher()}
+	f.cfg.Subscriber, f.cfg.Publishers = nil, nil
+	f.cfg.Consumer = f.cons
+	f.cfg.Producers = map[string]router.AsyncProducer{"a": f.pa, "b": f.pb}
+	f.cfg.Metrics = router.NewMetrics(f.reg)
+	f.cfg.Logger = slog.New(f.logs)
+	f.cfg.Pins = f.pins
+	f.cfg.CommitInterval = 5 * time.Millisecond
+	return f
+}
+
+// pinsBox is a PinSource (and PinLookup) whose error a test sets.
+type pinsBox struct {
+	mu    sync.Mutex
+	err   error
+	calls atomic.Int32 // Lookup calls: the loop makes none
+}
+
+func (p *pinsBox) Pins() (router.PinView, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return nil, p.err
+	}
+	return noPinView{}, nil
+}
+
+func (p *pinsBox) Lookup(_ context.Context, ids [][]byte) ([]string, error) {
+	p.calls.Add(1)
+	return make([]string, len(ids)), nil
+}
+
+func (p *pinsBox) set(err error) {
+	p.mu.Lock()
+	p.err = err
+	p.mu.Unlock()
+}
+
+type noPinView struct{}
+
+func (noPinView) Pin([]byte) string { return "" }
+
+// gauge returns the value of a gauge of reg (with the label, if given).
+func gauge(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label == "" {
+				return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
+}
+
+// sample reads the three outputs of the readiness state: Ready's text
+// ("" when ready), the residency_router_ready gauge and the state of the
+// last readiness log line; it fails the test unless they agree.
+func (f *loopFixture) sample(t *testing.T, r *router.Router) string {
+	t.Helper()
+	text := ""
+	if err := r.Ready(); err != nil {
+		if !errors.Is(err, router.ErrNotReady) {
+			t.Fatalf("Ready = %v, not ErrNotReady", err)
+		}
+		text = err.Error()
+		if strings.HasPrefix(text, "not ready") {
+			t.Fatalf("Ready's text %q repeats \"not ready\" (/readyz prefixes it)", text)
+		}
+	}
+	ready := gauge(t, f.reg, "residency_router_ready", "", "")
+	if (text == "") != (ready == 1) {
+		t.Fatalf("Ready says %q but residency_router_ready = %v", text, ready)
+	}
+	if logged, _ := f.logs.last(); logged != text {
+		t.Fatalf("Ready says %q but the last readiness log line says %q", text, logged)
+	}
+	return text
+}
+
+// waitState waits until the readiness state contains want ("" : ready),
+// then checks that its three outputs agree.
+func (f *loopFixture) waitState(t *testing.T, r *router.Router, want string) string {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, "state "+want, func() bool {
+		err := r.Ready()
+		if want == "" {
+			return err == nil
+		}
+		return err != nil && strings.Contains(err.Error(), want)
+	})
+	// The log line and gauge are written with the state; give the
+	// publishing goroutine its turn.
+	var text string
+	testenv.Eventually(t, 5*time.Second, "outputs agree", func() bool {
+		logged, _ := f.logs.last()
+		err := r.Ready()
+		cur := ""
+		if err != nil {
+			cur = err.Error()
+		}
+		return logged == cur
+	})
+	text = f.sample(t, r)
+	return text
+}
+
+func usEvents(n int, from int) []stream.Message {
+	var out []stream.Message
+	for i := range n {
+		out = append(out, event("US", fmt.Sprintf("us-%d", from+i), fmt.Sprint(from+i)))
+	}
+	return out
+}
+
+func ukEvents(n int, from int) []stream.Message {
+	var out []stream.Message
+	for i := range n {
+		out = append(out, event("GB", fmt.Sprintf("uk-%d", from+i), fmt.Sprint(from+i)))
+	}
+	return out
+}
+
+// TestLoopOneClusterDownOthersFlow: with cluster b unreachable, the
+// regions of cluster a keep receiving events and committing up to b's
+// oldest unacknowledged event per partition; past give_up b's regions are
+// reported down (once in the log, the router stays up); b's events arrive
+// when it is back, in order per key, and everything is committed.
+func TestLoopOneClusterDownOthersFlow(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.GiveUp = 50 * time.Millisecond
+	f.pb.set(true, "")
+	f.produce(t, append(ukEvents(5, 0), usEvents(20, 100)...)...)
+	r, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "cluster a's events", func() bool { return len(f.a.Records("pinned.us")) == 20 })
+	text := f.waitState(t, r, "cluster b down")
+	if !strings.Contains(text, "broker unreachable") {
+		t.Errorf("state %q does not say why b is down", text)
+	}
+	if v := gauge(t, f.reg, "residency_router_region_ready", "region", "uk"); v != 0 {
+		t.Errorf("region_ready{uk} = %v during b's outage, want 0", v)
+	}
+	if v := gauge(t, f.reg, "residency_router_region_ready", "region", "us"); v != 1 {
+		t.Errorf("region_ready{us} = %v during b's outage, want 1", v)
+	}
+	if v := gauge(t, f.reg, "residency_router_backlog_events", "cluster", "b"); v != 5 {
+		t.Errorf("backlog{b} = %v, want 5", v)
+	}
+	if n := f.committed(); n >= 25 {
+		t.Fatalf("committed %d of 25 events while 5 were unacknowledged", n)
+	}
+	// More of a's events keep flowing during the outage.
+	f.produce(t, usEvents(10, 200)...)
+	testenv.Eventually(t, 10*time.Second, "cluster a's later events", func() bool { return len(f.a.Records("pinned.us")) == 30 })
+	_, lines := f.logs.last()
+	f.pb.set(false, "")
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 35 })
+	f.waitState(t, r, "")
+	if n := len(f.b.Records("pinned.uk")); n != 5 {
+		t.Fatalf("pinned.uk has %d events, want 5", n)
+	}
+	if _, after := f.logs.last(); after > lines+2 {
+		t.Errorf("%d readiness log lines after b came back, want at most 2 (its cause cleared, then ready)", after-lines)
+	}
+	f.logs.checkOncePerChange(t)
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestLoopReadinessStates samples /readyz's text, the ready gauge and the
+// log in each state the router can be in, and checks that it resumes by
+// itself from each.
+func TestLoopReadinessStates(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.GiveUp = 50 * time.Millisecond
+	r, stop := f.start(t)
+	f.waitState(t, r, "")
+	states := []struct {
+		want       string
+		set, clear func()
+	}{
+		{"no ruleset", func() { f.rules.set(nil, fmt.Errorf("cache: %w", rules.ErrNoRuleset)) }, func() { f.rules.set(mustRules(t, 3), nil) }},
+		{"ruleset stale", func() { f.rules.set(nil, rules.ErrStale) }, func() { f.rules.set(mustRules(t, 3), nil) }},
+		{"ruleset content changed", func() { f.rules.set(nil, rules.ErrContentChanged) }, func() { f.rules.set(mustRules(t, 3), nil) }},
+		{"pins stale", func() { f.pins.set(rules.ErrPinsStale) }, func() { f.pins.set(nil) }},
+		{"not in the consumer group", func() { f.cons.notIn.Store(true) }, func() { f.cons.notIn.Store(false) }},
+		{"ingest kafka: coordinator unreachable", func() { s := "coordinator unreachable"; f.cons.err.Store(&s) }, func() { f.cons.err.Store(nil) }},
+		{"cluster b down", func() { f.pb.set(true, ""); f.produce(t, ukEvents(1, 0)...) }, func() { f.pb.set(false, "") }},
+		{"topic pinned.uk missing on cluster b", func() { f.pb.set(false, "pinned.uk"); f.produce(t, ukEvents(1, 10)...) }, func() { f.pb.set(false, "") }},
+	}
+	for _, s := range states {
+		s.set()
+		f.waitState(t, r, s.want)
+		s.clear()
+		f.waitState(t, r, "")
+	}
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 2 })
+	f.logs.checkOncePerChange(t)
+	if n := f.pins.calls.Load(); n != 0 {
+		t.Errorf("%d pin lookups: the loop should read the in-memory view", n)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestLoopStaleRulesPausesFetching: without a valid ruleset or pins the
+// fetch stage polls nothing; it resumes by itself.
+func TestLoopStaleRulesPausesFetching(t *testing.T) {
+	f := newLoopFixture(t)
+	f.pins.set(rules.ErrPinsStale)
+	f.produce(t, usEvents(3, 0)...)
+	r, stop := f.start(t)
+	f.waitState(t, r, "pins stale")
+	time.Sleep(30 * time.Millisecond)
+	if n := f.cons.polled.Load(); n != 0 {
+		t.Fatalf("polled %d events with stale pins", n)
+	}
+	f.pins.set(nil)
+	testenv.Eventually(t, 10*time.Second, "committed", func() bool { return f.committed() == 3 })
+	f.rules.set(nil, rules.ErrStale)
+	f.waitState(t, r, "ruleset stale")
+	before := f.cons.polled.Load()
+	f.produce(t, usEvents(3, 10)...)
+	time.Sleep(30 * time.Millisecond)
+	if n := f.cons.polled.Load() - before; n > 3 {
+		t.Fatalf("polled %d events while stale", n)
+	}
+	f.rules.set(mustRules(t, 4), nil)
+	testenv.Eventually(t, 10*time.Second, "committed", func() bool { return f.committed() == 6 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestLoopWindowBoundsInflight: with a cluster down, the fetch stage
+// stops at max_inflight_events, and resumes when the cluster is back.
+func TestLoopWindowBoundsInflight(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.MaxInflightEvents = 10
+	f.cfg.BatchSize = 4
+	f.pb.set(true, "")
+	f.produce(t, ukEvents(50, 0)...)
+	r, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "window full", func() bool { return f.cons.polled.Load() == 10 })
+	time.Sleep(50 * time.Millisecond)
+	if n := f.cons.polled.Load(); n != 10 {
+		t.Fatalf("polled %d events with a window of 10", n)
+	}
+	_ = r
+	f.pb.set(false, "")
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 50 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestLoopWindowBoundsBytes: the byte bound stops fetching too (one batch
+// may overshoot it).
+func TestLoopWindowBoundsBytes(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.MaxInflightBytes = 100 // about 3 events
+	f.cfg.BatchSize = 1
+	f.pb.set(true, "")
+	f.produce(t, ukEvents(20, 0)...)
+	_, stop := f.start(t)
+	time.Sleep(100 * time.Millisecond)
+	if n := f.cons.polled.Load(); n < 1 || n > 5 {
+		t.Fatalf("polled %d events with a window of 100 bytes", n)
+	}
+	f.pb.set(false, "")
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 20 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// recLedger records the source offsets it was given; while fail is set,
+// Record fails.
+type recLedger struct {
+	mu       sync.Mutex
+	fail     bool
+	recorded map[string]int // "topic/partition/offset" -> times
+	calls    int
+}
+
+func (l *recLedger) Record(_ context.Context, settled []router.Settled) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls++
+	if l.fail {
+		return errors.New("audit topic unavailable")
+	}
+	for _, s := range settled {
+		m := s.Event.Msg
+		if s.Topic == "" || s.Cluster == "" || s.Ruleset == nil {
+			return fmt.Errorf("settled event without its destination: %+v", s)
+		}
+		l.recorded[fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset)]++
+	}
+	return nil
+}
+
+func (l *recLedger) has(topic string, partition int, offset int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.recorded[fmt.Sprintf("%s/%d/%d", topic, partition, offset)] > 0
+}
+
+// TestLoopLedgerBeforeCommit: every committed offset's events were
+// recorded first; a failing ledger blocks commits (and says so), and
+// routing resumes when it is back.
+func TestLoopLedgerBeforeCommit(t *testing.T) {
+	f := newLoopFixture(t)
+	led := &recLedger{recorded: map[string]int{}, fail: true}
+	f.cfg.Ledger = led
+	var bad atomic.Value
+	f.cons.onCommit = func(offs []router.Offset) error {
+		for _, o := range offs {
+			for off := o.Next - 1; off >= 0 && off >= o.Next-50; off-- {
+				if f.a.Committed(group, o.Topic, o.Partition) > off {
+					break
+				}
+				if !led.has(o.Topic, o.Partition, off) {
+					bad.Store(fmt.Sprintf("commit of %s[%d] up to %d before offset %d was recorded", o.Topic, o.Partition, o.Next, off))
+				}
+			}
+		}
+		return nil
+	}
+	f.produce(t, append(usEvents(10, 0), ukEvents(10, 100)...)...)
+	r, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "events routed", func() bool {
+		return len(f.a.Records("pinned.us")) == 10 && len(f.b.Records("pinned.uk")) == 10
+	})
+	f.waitState(t, r, "audit ledger")
+	if n := f.committed(); n != 0 {
+		t.Fatalf("committed %d events while the ledger failed", n)
+	}
+	led.mu.Lock()
+	led.fail = false
+	led.mu.Unlock()
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 20 })
+	f.waitState(t, r, "")
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if b := bad.Load(); b != nil {
+		t.Fatal(b)
+	}
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	if len(led.recorded) != 20 {
+		t.Fatalf("ledger recorded %d events, want 20", len(led.recorded))
+	}
+}
+
+// TestLoopRevokeCommitsSettled: before partitions are given up, what
+// settled is committed at once (no wait for the commit interval); what is
+// still in flight is counted and left to the next owner.
+func TestLoopRevokeCommitsSettled(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.CommitInterval = time.Hour // only the revoke commits
+	f.produce(t, usEvents(12, 0)...)
+	r, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "events routed", func() bool { return len(f.a.Records("pinned.us")) == 12 })
+	if n := f.committed(); n != 0 {
+		t.Fatalf("committed %d before the revoke with an hour's interval", n)
+	}
+	all := []router.Partition{{Topic: ingest, Partition: 0}, {Topic: ingest, Partition: 1}, {Topic: ingest, Partition: 2}}
+	r.Revoked(context.Background(), all)
+	if n := f.committed(); n != 12 {
+		t.Fatalf("committed %d of 12 settled events at the revoke", n)
+	}
+	// Now with cluster b down: the revoke waits until its ctx ends, then
+	// gives up the partitions with b's events uncommitted (counted).
+	f.pb.set(true, "")
+	f.produce(t, ukEvents(4, 100)...)
+	testenv.Eventually(t, 10*time.Second, "uk events fetched", func() bool { return f.cons.polled.Load() == 16 })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	r.Revoked(ctx, all)
+	cancel()
+	if v := gauge(t, f.reg, "residency_router_revoked_inflight_events_total", "", ""); v != 4 {
+		t.Fatalf("revoked_inflight_events_total = %v, want the 4 unacknowledged events", v)
+	}
+	if n := f.committed(); n != 12 {
+		t.Fatalf("committed %d, want 12 (the 4 in flight are the next owner's)", n)
+	}
+	f.pb.set(false, "")
+	// Their acks after the revoke commit nothing and free the window.
+	testenv.Eventually(t, 10*time.Second, "uk events written", func() bool { return len(f.b.Records("pinned.uk")) == 4 })
+	time.Sleep(20 * time.Millisecond)
+	if n := f.committed(); n != 12 {
+		t.Fatalf("committed %d after revoked events were acknowledged, want 12", n)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestLoopShutdownUncommitted: SIGTERM while a cluster is down returns
+// ErrUncommitted after ShutdownTimeout, having committed what settled.
+func TestLoopShutdownUncommitted(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.ShutdownTimeout = 100 * time.Millisecond
+	f.pb.set(true, "")
+	f.produce(t, ukEvents(3, 0)...)
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "fetched", func() bool { return f.cons.polled.Load() == 3 })
+	err := stop()
+	if !errors.Is(err, router.ErrUncommitted) || !strings.Contains(err.Error(), "3 events") {
+		t.Fatalf("Run = %v, want ErrUncommitted with 3 events", err)
+	}
+	if n := f.committed(); n != 0 {
+		t.Fatalf("committed %d unacknowledged events", n)
+	}
+}
+
+// TestLoopResendKeepsKeyOrder: produce calls that fail are produced again
+// before anything behind them: every key's events arrive in order, none
+// lost.
+func TestLoopResendKeepsKeyOrder(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.BatchSize = 3
+	f.pb.mu.Lock()
+	f.pb.failCalls = 4
+	f.pb.mu.Unlock()
+	var msgs []stream.Message
+	for i := range 60 {
+		msgs = append(msgs, event("GB", fmt.Sprintf("user-%d", i%4), fmt.Sprint(i)))
+	}
+	f.produce(t, msgs...)
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 60 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	last := map[string]int{}
+	seen := map[string]bool{}
+	for _, m := range f.b.Records("pinned.uk") {
+		id := string(m.Value)
+		if seen[id] {
+			continue // a duplicate of a resent call
+		}
+		seen[id] = true
+		var n int
+		parts := strings.Split(id, "|")
+		fmt.Sscan(parts[3], &n)
+		if p, ok := last[string(m.Key)]; ok && n < p {
+			t.Fatalf("key %s: event %d after %d", m.Key, n, p)
+		}
+		last[string(m.Key)] = n
+	}
+	if len(seen) != 60 {
+		t.Fatalf("%d distinct events at the destination, want 60", len(seen))
+	}
+}

@@ -1,0 +1,352 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/residency-router/residency/stream"
+)
+
+// chunk is one fetched batch's records for one destination cluster.
+type chunk struct {
+	fb   *fetched
+	idx  []int32          // the events of fb, in batch order
+	out  []stream.Message // their outgoing records
+	hdr  *headerBuilder   // owns the records' headers until every one is acknowledged
+	kept bool             // a producer may still read out: never reuse hdr
+
+	acked []bool  // per record
+	left  int     // records not acknowledged
+	recs  []int32 // the records of the current attempt (indices into out)
+	state chunkState
+	sent  time.Time // first produce attempt
+}
+
+type chunkState int8
+
+const (
+	chunkQueued chunkState = iota
+	chunkInFlight
+	chunkFailed
+	chunkDone
+)
+
+type produceResult struct {
+	c   *chunk
+	ack ProduceAck
+}
+
+// sender produces one cluster's chunks in order through its AsyncProducer
+// (docs/router.md, "One sender per cluster"): several chunks in flight;
+// after a failed one, nothing new is produced until every chunk in flight
+// is resolved, then what failed is produced again, oldest first, after a
+// backoff. A Produce call that fails at once (a missing topic) is retried
+// after a backoff, before anything behind it.
+type sender struct {
+	r       *Router
+	cluster string
+	prod    AsyncProducer
+
+	mu      sync.Mutex
+	all     []*chunk // unresolved chunks, oldest first
+	results []produceResult
+	events  int // records of all not yet acknowledged
+	problem error
+	wake    chan struct{}
+
+	// Owned by run.
+	attempt int
+	retryAt time.Time
+}
+
+func newSender(r *Router, cluster string, prod AsyncProducer) *sender {
+	return &sender{r: r, cluster: cluster, prod: prod, wake: make(chan struct{}, 1)}
+}
+
+// enqueue hands c to the sender.
+func (s *sender) enqueue(c *chunk) {
+	c.acked = make([]bool, len(c.out))
+	c.left = len(c.out)
+	c.recs = make([]int32, len(c.out))
+	for i := range c.recs {
+		c.recs[i] = int32(i)
+	}
+	s.mu.Lock()
+	s.all = append(s.all, c)
+	s.events += len(c.out)
+	s.mu.Unlock()
+	s.r.cfg.Metrics.setBacklog(s.cluster, s.backlog())
+	poke(s.wake)
+}
+
+// backlog is the records handed to the sender and not yet acknowledged.
+func (s *sender) backlog() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.events
+}
+
+// status says what keeps the cluster from taking records: a produce error
+// (a missing topic), or its oldest record unacknowledged for longer than
+// giveUp. nil when nothing does.
+func (s *sender) status(now time.Time, giveUp time.Duration) error {
+	s.mu.Lock()
+	problem := s.problem
+	var oldest time.Time
+	for _, c := range s.all {
+		if c.state != chunkDone {
+			oldest = c.sent
+			break
+		}
+	}
+	s.mu.Unlock()
+	if problem != nil {
+		return problem
+	}
+	if oldest.IsZero() || now.Sub(oldest) <= giveUp {
+		return nil
+	}
+	// Not under s.mu: a producer may call done (which takes s.mu) while
+	// holding its own lock.
+	// The text stays the same while the outage lasts: the state is logged
+	// once per change.
+	why := "records unacknowledged for longer than give_up (" + giveUp.String() + ")"
+	if err := s.prod.Err(); err != nil {
+		why += ": " + err.Error()
+	}
+	return errors.New(why)
+}
+
+// run produces until ctx ends.
+func (s *sender) run(ctx context.Context) {
+	var timer *time.Timer
+	for {
+		s.step(ctx)
+		var tc <-chan time.Time
+		if !s.retryAt.IsZero() {
+			d := time.Until(s.retryAt)
+			if d <= 0 {
+				continue
+			}
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+			tc = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-tc:
+		}
+		if timer != nil && !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// step handles the results that came in, resolves chunks and produces
+// what may be produced.
+func (s *sender) step(ctx context.Context) {
+	s.mu.Lock()
+	results := s.results
+	s.results = nil
+	s.mu.Unlock()
+	for _, res := range results {
+		s.resolve(res.c, res.ack)
+	}
+	s.mu.Lock()
+	// Drop the resolved chunks at the head.
+	n := 0
+	for n < len(s.all) && s.all[n].state == chunkDone {
+		n++
+	}
+	if n > 0 {
+		clear(s.all[:n])
+		s.all = s.all[n:]
+	}
+	inflight, failed := 0, false
+	for _, c := range s.all {
+		switch c.state {
+		case chunkInFlight:
+			inflight++
+		case chunkFailed:
+			failed = true
+		}
+	}
+	s.mu.Unlock()
+	s.r.cfg.Metrics.setBacklog(s.cluster, s.backlog())
+	if failed {
+		if inflight > 0 {
+			return // resend once everything in flight is resolved
+		}
+		if s.retryAt.IsZero() {
+			s.attempt++
+			s.retryAt = time.Now().Add(s.r.retry.Delay(s.attempt))
+			s.r.cfg.Metrics.retry("publish")
+			return
+		}
+		if time.Now().Before(s.retryAt) {
+			return
+		}
+		s.mu.Lock()
+		for _, c := range s.all {
+			if c.state == chunkFailed {
+				c.state = chunkQueued
+				c.recs = c.recs[:0]
+				for k, ok := range c.acked {
+					if !ok {
+						c.recs = append(c.recs, int32(k))
+					}
+				}
+			}
+		}
+		s.mu.Unlock()
+		s.retryAt = time.Time{}
+	}
+	if !s.retryAt.IsZero() && time.Now().Before(s.retryAt) {
+		return
+	}
+	s.retryAt = time.Time{}
+	for {
+		s.mu.Lock()
+		if len(s.results) > 0 {
+			// A result came in (perhaps a failure): take it first, so that
+			// nothing is produced behind a failed chunk before it is
+			// produced again. Its done poked wake: step runs again.
+			s.mu.Unlock()
+			return
+		}
+		var c *chunk
+		for _, x := range s.all {
+			if x.state == chunkQueued {
+				c = x
+				break
+			}
+			if x.state == chunkFailed {
+				break // a later queued chunk waits for the failed one
+			}
+		}
+		s.mu.Unlock()
+		if c == nil || ctx.Err() != nil {
+			return
+		}
+		if err := s.produce(ctx, c); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.mu.Lock()
+			if s.problem == nil || s.problem.Error() != err.Error() {
+				s.problem = err
+			}
+			s.mu.Unlock()
+			s.attempt++
+			s.retryAt = time.Now().Add(s.r.retry.Delay(s.attempt))
+			s.r.cfg.Metrics.retry("publish")
+			s.r.assess()
+			return
+		}
+	}
+}
+
+// produce hands c's current records to the producer.
+func (s *sender) produce(ctx context.Context, c *chunk) error {
+	msgs := c.out
+	if len(c.recs) != len(c.out) {
+		msgs = make([]stream.Message, len(c.recs))
+		for k, i := range c.recs {
+			msgs[k] = c.out[i]
+		}
+	}
+	recs := c.recs
+	s.mu.Lock()
+	if c.sent.IsZero() {
+		c.sent = time.Now()
+	}
+	c.state = chunkInFlight
+	s.mu.Unlock()
+	err := s.prod.Produce(ctx, msgs, func(a ProduceAck) {
+		s.mu.Lock()
+		s.results = append(s.results, produceResult{c, a})
+		s.mu.Unlock()
+		poke(s.wake)
+	})
+	if err == nil {
+		s.mu.Lock()
+		s.problem = nil
+		s.mu.Unlock()
+	} else {
+		s.mu.Lock()
+		c.state = chunkQueued
+		c.recs = recs
+		s.mu.Unlock()
+		var mt *MissingTopicError
+		if errors.As(err, &mt) {
+			return fmt.Errorf("topic %s missing on cluster %s", mt.Topic, s.cluster)
+		}
+		return fmt.Errorf("cluster %s: %w", s.cluster, err)
+	}
+	return err
+}
+
+// resolve takes a produce result for c: what was acknowledged goes to the
+// tracker; c is done, or failed (what was not acknowledged is produced
+// again).
+func (s *sender) resolve(c *chunk, a ProduceAck) {
+	if a.Retained {
+		c.kept = true
+	}
+	ok := make([]bool, len(c.recs))
+	idx := make([]int32, len(c.recs))
+	parts := make([]int32, len(c.recs))
+	offs := make([]int64, len(c.recs))
+	acked := 0
+	for k, i := range c.recs {
+		idx[k] = c.idx[i]
+		if a.Err == nil || (k < len(a.Offsets) && a.Offsets[k] >= 0) {
+			ok[k] = true
+			c.acked[i] = true
+			acked++
+			if k < len(a.Partitions) {
+				parts[k] = a.Partitions[k]
+			}
+			offs[k] = -1
+			if k < len(a.Offsets) {
+				offs[k] = a.Offsets[k]
+			}
+		}
+	}
+	s.r.trk.ack(c.fb, idx, ok, parts, offs)
+	c.left -= acked
+	s.mu.Lock()
+	s.events -= acked
+	if c.left == 0 {
+		c.state = chunkDone
+	} else {
+		c.state = chunkFailed
+	}
+	s.mu.Unlock()
+	if c.left == 0 {
+		s.attempt = 0
+		if !c.kept && c.hdr != nil {
+			c.hdr.release()
+			headerPool.Put(c.hdr)
+		}
+		c.hdr, c.out = nil, nil
+	} else if a.Err != nil {
+		s.r.log.Warn("router: produce failed; producing again", "cluster", s.cluster, "records", c.left, "error", a.Err)
+	}
+}
+
+// headerPool holds the header builders of chunks acknowledged in full:
+// each chunk in flight owns one, so a builder's memory is reused only once
+// no producer refers to it (the AsyncProducer memory contract).
+var headerPool = sync.Pool{New: func() any { return new(headerBuilder) }}
