@@ -107,12 +107,6 @@ func (w *window) release(events, bytes int64) {
 	w.changed.broadcast()
 }
 
-func (w *window) used() (events, bytes int64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.events, w.bytes
-}
-
 // partState is the tracker's state of one source partition: its events in
 // offset order, from the oldest not yet settled.
 type partState struct {
@@ -133,14 +127,13 @@ func (ps *partState) pending() int { return len(ps.q) - ps.head }
 // when it and every earlier event of its partition are acknowledged; the
 // committer records and commits what settled, strictly in offset order.
 type tracker struct {
-	mu       sync.Mutex
-	win      *window
-	parts    map[Partition]*partState
-	settled  []Settled
-	bytes    int64 // of settled
-	offsets  map[Partition]int64
-	changed  notifier
-	uncommit map[Partition]int // at shutdown: events left per partition
+	mu      sync.Mutex
+	win     *window
+	parts   map[Partition]*partState
+	settled []Settled
+	bytes   int64 // of settled
+	offsets map[Partition]int64
+	changed notifier
 }
 
 func newTracker(win *window) *tracker {

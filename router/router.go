@@ -33,10 +33,6 @@ var (
 	ErrRunning = errors.New("router: already running")
 )
 
-// errNoRuleset is reported when a RulesSource returns neither a ruleset nor
-// an error.
-var errNoRuleset = errors.New("no ruleset")
-
 // Config configures a Router. Consumer (or Subscriber), Producers (or
 // Publishers), IngestCluster, QuarantineTopic, DeadLetterTopic, Fields and
 // Rules are required.

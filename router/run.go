@@ -611,7 +611,6 @@ type publisherProducer struct {
 	retry stream.Retry
 	mu    sync.Mutex
 	queue []pubJob
-	wake  chan struct{}
 	busy  bool
 	err   atomic.Pointer[string]
 }
