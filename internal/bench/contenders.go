@@ -133,13 +133,6 @@ func (m *meter) result(mode string) childResult {
 		CPUSeconds: m.lastCPU - m.firstCPU, PeakRSSBytes: peakRSS()}
 }
 
-// meteredSubscriber is a stream.Subscriber that feeds a meter.
-type meteredSubscriber struct {
-	*kafka.Reader
-	m  *meter
-	pm *partMeter
-}
-
 // partMeter counts committed events from committed offsets: the router
 // commits one offset per partition (the next to read), so the events it
 // covers are the distance from the partition's previous commit (or from
@@ -172,23 +165,37 @@ func (p *partMeter) committed(msgs []stream.Message) int {
 	return n
 }
 
-// Fetch returns the next record and notes the first one.
-func (s meteredSubscriber) Fetch(ctx context.Context) (stream.Message, error) {
-	msg, err := s.Reader.Fetch(ctx)
-	if err == nil {
-		s.m.fetched()
-		s.pm.fetched(&msg)
-	}
-	return msg, err
+// meteredConsumer is a router.BatchConsumer that feeds a meter.
+type meteredConsumer struct {
+	router.BatchConsumer
+	m  *meter
+	pm *partMeter
 }
 
-// Commit commits msgs (each the last processed record of its partition)
+// Poll returns the next records and notes the first one of each partition.
+func (c *meteredConsumer) Poll(ctx context.Context, dst []stream.Message, max int) ([]stream.Message, error) {
+	n := len(dst)
+	dst, err := c.BatchConsumer.Poll(ctx, dst, max)
+	if len(dst) > n {
+		c.m.fetched()
+		for i := n; i < len(dst); i++ {
+			c.pm.fetched(&dst[i])
+		}
+	}
+	return dst, err
+}
+
+// Commit commits offsets (each the next offset to read of its partition)
 // and counts the events they cover.
-func (s meteredSubscriber) Commit(ctx context.Context, msgs ...stream.Message) error {
-	if err := s.Reader.Commit(ctx, msgs...); err != nil {
+func (c *meteredConsumer) Commit(ctx context.Context, offsets ...router.Offset) error {
+	if err := c.BatchConsumer.Commit(ctx, offsets...); err != nil {
 		return err
 	}
-	s.m.commit(s.pm.committed(msgs))
+	msgs := make([]stream.Message, len(offsets))
+	for i, o := range offsets {
+		msgs[i] = stream.Message{Topic: o.Topic, Partition: o.Partition, Offset: o.Next - 1}
+	}
+	c.m.commit(c.pm.committed(msgs))
 	return nil
 }
 
@@ -360,27 +367,32 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 	if err != nil {
 		return nil, err
 	}
+	// The router as `residency route` wires it: the batch Consumer and one
+	// idempotent Producer per cluster.
 	ingest := kafka.Cluster{Name: "ingest", Brokers: spec.Brokers}
-	rd, err := kafka.NewReader(kafka.ReaderConfig{Cluster: ingest, GroupID: spec.Group, Topics: []string{spec.Ingest}, Logger: log})
+	var revoked func(context.Context, []router.Partition)
+	cons, err := kafka.NewConsumer(kafka.ConsumerConfig{Cluster: ingest, GroupID: spec.Group, Topics: []string{spec.Ingest},
+		Logger: log, OnRevoke: kafka.RevokeHook(&revoked)})
 	if err != nil {
 		return nil, err
 	}
-	defer rd.Close()
+	defer cons.Close(context.Background())
 	clusters := map[string]kafka.Cluster{"ingest": ingest}
 	if len(spec.RemoteBrokers) > 0 {
 		clusters["remote"] = kafka.Cluster{Name: "remote", Brokers: spec.RemoteBrokers}
 	}
-	pubs := map[string]stream.Publisher{}
+	prods := map[string]router.AsyncProducer{}
 	for name, cl := range clusters {
-		w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cl, BatchSize: spec.BatchSize, Logger: log})
+		p, err := kafka.NewProducer(kafka.ProducerConfig{Cluster: cl, BatchSize: spec.BatchSize, Logger: log})
 		if err != nil {
 			return nil, err
 		}
-		defer w.Close()
-		pubs[name] = w
+		defer p.Close()
+		prods[name] = p.RouterProducer()
 	}
 	cfg := router.Config{
-		Subscriber: meteredSubscriber{Reader: rd, m: m, pm: &partMeter{base: map[string]int64{}}}, Publishers: pubs, IngestCluster: "ingest",
+		Consumer: &meteredConsumer{BatchConsumer: cons.RouterConsumer(), m: m, pm: &partMeter{base: map[string]int64{}}}, Producers: prods, IngestCluster: "ingest",
+		IngestTopics:    []string{spec.Ingest},
 		QuarantineTopic: spec.Prefix + ".quarantine", DeadLetterTopic: spec.Prefix + ".dead-letter",
 		Fields: fields, Rules: cache, Instance: "bench", BatchSize: spec.BatchSize, Linger: spec.Linger,
 		Logger: log, Metrics: router.NewMetrics(reg),
@@ -401,6 +413,7 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 	if err != nil {
 		return nil, err
 	}
+	revoked = r.Revoked
 	go func() { _ = cache.Run(bg) }()
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
