@@ -59,6 +59,10 @@ const (
 	// value and headers, none of which are copied: the event stays at its
 	// source coordinates in the ingest topic.
 	HeaderOmittedBytes = "residency-omitted-bytes"
+	// HeaderAttestation carries the router's attestation of the record
+	// (audit.HeaderAttestation), on every record the router and replay
+	// write when an Attester is configured (see Attester, docs/audit.md).
+	HeaderAttestation = "residency-attestation"
 )
 
 // Replay provenance headers, added by replay (router/replay) to every event
@@ -91,7 +95,7 @@ func outHeaders(m *stream.Message, d *Decision, writer schemas.WriterRef, rulese
 	var b headerBuilder
 	b.setConstants(rulesetVersion, rulesetDigest, instance)
 	b.slab = make([]stream.Header, 0, len(m.Headers)+residencyHeaders)
-	return b.headers(m, d, writer, decodeErr)
+	return b.headers(m, d, writer, decodeErr, nil)
 }
 
 // maxInterned bounds the number of distinct values (jurisdictions,
@@ -148,6 +152,7 @@ type headerBuilder struct {
 	arena               []byte                       // the batch's offset digits (and those of partitions past maxCachedPartition)
 	parts               [][]byte                     // partition digits, by partition, shared read-only
 	released            bool                         // nothing refers to slab and arena: startBatch may reuse them
+	tags                bool                         // startBatch reserves arena room for attestation tags
 }
 
 // placedHdr holds the first five residency headers of a jurisdiction's
@@ -163,9 +168,13 @@ type placedHdr struct {
 // residencyHeaders is the most residency headers of an event that is not
 // dead-lettered (jurisdiction, region, ruleset version and digest,
 // decided-by, schema, source topic, partition and offset, router; a
-// quarantined one has a reason instead of a region); a dead-lettered one
-// has at most seven.
-const residencyHeaders = 10
+// quarantined one has a reason instead of a region), plus the attestation;
+// a dead-lettered one has at most eight.
+const residencyHeaders = 11
+
+// tagRoom is the arena bytes reserved per event for its attestation tag
+// ("v1.", a key id of up to 64 bytes, ".", 43 digits of MAC).
+const tagRoom = 112
 
 // setConstants sets the ruleset version and digest and the router instance
 // written into the headers.
@@ -214,6 +223,9 @@ func (b *headerBuilder) startBatch(batch []stream.Message, rulesetVersion, rules
 	// cover offsets below 10^19 / 10^5 and the arena grows if needed (the
 	// values already handed out stay in the old array).
 	arenaCap := 24 * len(batch)
+	if b.tags {
+		arenaCap += tagRoom * len(batch)
+	}
 	if b.released && cap(b.slab) >= slabCap {
 		b.slab = b.slab[:0]
 	} else {
@@ -329,7 +341,9 @@ func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
 // by the residency headers for decision d of an event read as writer says
 // (no residency-schema header when it names no schema: the zero WriterRef,
 // or a raw topic's framing alone), backed by the batch's slab.
-func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.WriterRef, decodeErr error) []stream.Header {
+//
+// tag, when not nil, is the record's attestation (see tag), added last.
+func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.WriterRef, decodeErr error, tag []byte) []stream.Header {
 	start := len(b.slab)
 	hs := b.slab
 	for _, h := range m.Headers {
@@ -382,8 +396,19 @@ func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.W
 		}
 		hs = append(hs, stream.Header{Key: HeaderError, Value: frozen([]byte(msg))})
 	}
+	if tag != nil {
+		hs = append(hs, stream.Header{Key: HeaderAttestation, Value: tag})
+	}
 	b.slab = hs
 	return hs[start:len(hs):len(hs)]
+}
+
+// tag appends the attestation of rec, made by a, to the arena and returns
+// it.
+func (b *headerBuilder) tag(a Attester, rec *AttestedRecord) []byte {
+	start := len(b.arena)
+	b.arena = a.AppendAttestation(b.arena, rec)
+	return b.arena[start:len(b.arena):len(b.arena)]
 }
 
 // frozen returns v with its capacity cut to its length.

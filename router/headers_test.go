@@ -135,7 +135,7 @@ func TestHeaderBuilderMatchesOutHeaders(t *testing.T) {
 		var got [][]stream.Header
 		for i := range batch {
 			c := cases[i%len(cases)]
-			got = append(got, hb.headers(&batch[i], &c.d, c.w, c.err))
+			got = append(got, hb.headers(&batch[i], &c.d, c.w, c.err, nil))
 		}
 		for i, hs := range got {
 			w := want(i)
@@ -218,7 +218,7 @@ func TestHeaderBuilderReusesOnlyAfterRelease(t *testing.T) {
 			if cases[i%len(cases)].Outcome == DeadLettered {
 				err = decodeErr
 			}
-			hs = append(hs, hb.headers(&ms[i], &cases[i%len(cases)], writers[i%len(writers)], err))
+			hs = append(hs, hb.headers(&ms[i], &cases[i%len(cases)], writers[i%len(writers)], err, nil))
 		}
 		return hs, slab, arena
 	}
@@ -287,12 +287,12 @@ func TestHeaderBuilderAllocations(t *testing.T) {
 	}
 	var hb headerBuilder
 	hb.startBatch(batch[:2], "7", "d7", "r1")
-	hb.headers(&m, &d, soRef, nil) // cache the values
-	hb.headers(&m, &q, confRef, nil)
+	hb.headers(&m, &d, soRef, nil, nil) // cache the values
+	hb.headers(&m, &q, confRef, nil, nil)
 	hb.startBatch(batch, "7", "d7", "r1")
 	allocs := testing.AllocsPerRun(500, func() {
-		hb.headers(&m, &d, soRef, nil)
-		hb.headers(&m, &q, confRef, nil)
+		hb.headers(&m, &d, soRef, nil, nil)
+		hb.headers(&m, &q, confRef, nil, nil)
 	})
 	if allocs != 0 {
 		t.Fatalf("headers allocate %v times per two events", allocs)
@@ -305,9 +305,9 @@ func TestHeaderBuilderAllocations(t *testing.T) {
 		hb.startBatch(batch, "7", "d7", "r1")
 		for i := range batch {
 			if i%10 == 0 {
-				hb.headers(&batch[i], &q, rawRef, nil)
+				hb.headers(&batch[i], &q, rawRef, nil, nil)
 			} else {
-				hb.headers(&batch[i], &d, soRef, nil)
+				hb.headers(&batch[i], &d, soRef, nil, nil)
 			}
 		}
 	})
@@ -333,7 +333,7 @@ func TestHeaderBuilderWritersBounded(t *testing.T) {
 			}
 		}
 		w := schemas.WriterRef{Framing: schemas.FramingConfluent, ID: uint32(id + 1)}
-		v, _ := HeaderValue(hb.headers(&m, &d, w, nil), HeaderSchema)
+		v, _ := HeaderValue(hb.headers(&m, &d, w, nil, nil), HeaderSchema)
 		if string(v) != w.String() {
 			t.Fatalf("id %d: schema header %q", id+1, v)
 		}

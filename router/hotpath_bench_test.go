@@ -159,7 +159,7 @@ func perEvent(ctx context.Context, r *Router, rs *rules.Ruleset, m *stream.Messa
 	} else {
 		d = Decide(f, "", rs)
 	}
-	return len(r.pipe.hdr.headers(m, &d, f.Writer, err))
+	return len(r.pipe.hdr.headers(m, &d, f.Writer, err, nil))
 }
 
 // BenchmarkPerEventPath times extract + decide + headers per event: "mix"
@@ -229,7 +229,7 @@ func BenchmarkOutHeaders(b *testing.B) {
 			hb.release() // the previous batch was published
 			hb.startBatch(batch, "42", "0123456789abcdef", "router-0")
 		}
-		if len(hb.headers(&batch[i], d, w, nil)) == 0 {
+		if len(hb.headers(&batch[i], d, w, nil, nil)) == 0 {
 			b.Fatal("no headers")
 		}
 		if i++; i == len(batch) {

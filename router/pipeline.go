@@ -81,6 +81,9 @@ type PipelineConfig struct {
 	// Logger receives refusals of destinations, once each (never payloads
 	// or user ids). Default slog.Default().
 	Logger *slog.Logger
+	// Attester, when set, attests every record written (the
+	// HeaderAttestation header). Default nil: no attestation.
+	Attester Attester
 }
 
 // DefaultRetry is the retry policy of the router and replay by default:
@@ -438,22 +441,16 @@ func (p *Pipeline) Publish(ctx context.Context, b *Batch) error {
 		k := groups[g].n
 		groups[g].msgs, backing = backing[:0:k], backing[k:]
 	}
+	p.hdr.tags = p.cfg.Attester != nil
 	p.hdr.startBatch(b.msgs, b.Ruleset.VersionString(), b.Ruleset.ShortDigest(), p.cfg.Instance)
 	for i := range b.Events {
 		ev := &b.Events[i]
 		if ev.Skip {
 			continue
 		}
-		m := ev.Msg
-		cluster, topic := p.Destination(&ev.Decision)
+		cluster, _ := p.Destination(&ev.Decision)
 		g := groupOf(groups, cluster)
-		hs := p.hdr.headers(m, &ev.Decision, ev.Fields.Writer, ev.Err)
-		msg := stream.Message{Topic: topic, Key: m.Key, Value: m.Value, Headers: hs, Time: m.Time}
-		omitBody(&msg, m, ev.Err)
-		if len(ev.Extra) > 0 {
-			msg.Headers = append(slices.Clip(msg.Headers), ev.Extra...)
-		}
-		g.msgs = append(g.msgs, msg)
+		g.msgs = append(g.msgs, p.record(b, ev, &p.hdr))
 	}
 	anyFailed, err := p.publishByCluster(ctx, groups)
 	if err != nil {
@@ -572,16 +569,44 @@ func omitBody(out *stream.Message, m *stream.Message, err error) {
 // Publish builds them.
 func (p *Pipeline) records(b *Batch, idx []int32, hdr *headerBuilder, out []stream.Message) []stream.Message {
 	for _, i := range idx {
-		ev := &b.Events[i]
-		m := ev.Msg
-		_, topic := p.Destination(&ev.Decision)
-		hs := hdr.headers(m, &ev.Decision, ev.Fields.Writer, ev.Err)
-		msg := stream.Message{Topic: topic, Key: m.Key, Value: m.Value, Headers: hs, Time: m.Time}
-		omitBody(&msg, m, ev.Err)
-		if len(ev.Extra) > 0 {
-			msg.Headers = append(slices.Clip(msg.Headers), ev.Extra...)
-		}
-		out = append(out, msg)
+		out = append(out, p.record(b, &b.Events[i], hdr))
 	}
 	return out
+}
+
+// record builds the outgoing record of ev, an event of b, its headers in
+// hdr's memory (started for b): the event's key, value and producer
+// headers, its residency headers, its attestation when the pipeline has
+// an Attester, then its Extra headers.
+func (p *Pipeline) record(b *Batch, ev *Event, hdr *headerBuilder) stream.Message {
+	m := ev.Msg
+	cluster, topic := p.Destination(&ev.Decision)
+	var tag []byte
+	if p.cfg.Attester != nil {
+		key, value := writtenBody(m, ev.Err)
+		rec := AttestedRecord{Event: ev, Cluster: cluster, Topic: topic, Key: key, Value: value}
+		if ev.Decision.Outcome != DeadLettered && b.Ruleset != nil {
+			rec.RulesetVersion = b.Ruleset.Version()
+		}
+		tag = hdr.tag(p.cfg.Attester, &rec)
+	}
+	hs := hdr.headers(m, &ev.Decision, ev.Fields.Writer, ev.Err, tag)
+	msg := stream.Message{Topic: topic, Key: m.Key, Value: m.Value, Headers: hs, Time: m.Time}
+	omitBody(&msg, m, ev.Err)
+	if len(ev.Extra) > 0 {
+		msg.Headers = append(slices.Clip(msg.Headers), ev.Extra...)
+	}
+	return msg
+}
+
+// writtenBody returns the key and value of m's outgoing record, as
+// omitBody leaves them.
+func writtenBody(m *stream.Message, err error) (key, value []byte) {
+	if err == nil || !errors.Is(err, schemas.ErrTooLarge) {
+		return m.Key, m.Value
+	}
+	if recordBytes(m)-len(m.Value) <= omitKeepBytes {
+		return m.Key, nil
+	}
+	return nil, nil
 }

@@ -209,3 +209,37 @@ type TopicChecker interface {
 	// another error when the cluster cannot be asked.
 	CheckTopics(ctx context.Context, topics []string) error
 }
+
+// Attester makes the attestation of the records the router and replay
+// write (docs/audit.md): a keyed tag, carried in the HeaderAttestation
+// header, that binds the record's key and value to the decision that
+// placed it and to its source and destination, so that a sink (and the
+// verifier) can tell a record a router wrote from one written by anyone
+// else. auditwire.NewAttester implements it over audit.Attester.
+//
+// Memory contract: rec and everything it points to are borrowed for the
+// call. Calls come from one goroutine at a time per Pipeline; an Attester
+// shared by pipelines must be safe for concurrent use.
+type Attester interface {
+	// AppendAttestation appends the attestation tag of rec (the header's
+	// value) to dst and returns it, without allocating when dst has room.
+	AppendAttestation(dst []byte, rec *AttestedRecord) []byte
+}
+
+// AttestedRecord is a record the router writes, as an Attester sees it:
+// what it read, how it decided, and what it writes where.
+type AttestedRecord struct {
+	// Event is the decided event: Event.Msg holds its source coordinates
+	// (Topic, Partition, Offset), Event.Decision its outcome, reason,
+	// jurisdiction and region.
+	Event *Event
+	// RulesetVersion is the ruleset version the record's
+	// HeaderRulesetVersion header carries, 0 when it carries none (a
+	// dead-lettered event).
+	RulesetVersion int64
+	// Cluster and Topic are where the record is written.
+	Cluster, Topic string
+	// Key and Value are the record's key (nil for a null key) and value as
+	// written (a too_large dead-letter record carries neither).
+	Key, Value []byte
+}

@@ -81,6 +81,11 @@ type Config struct {
 	// Ledger makes the audit record of settled events durable before
 	// their offsets are committed. Default nil: audit off.
 	Ledger Ledger
+	// Attester, when set, attests every record the router writes (pinned,
+	// quarantine and dead-letter alike) in the HeaderAttestation header.
+	// Default nil: no attestation. With the audit on, set both Ledger and
+	// Attester.
+	Attester Attester
 	// MaxInflightEvents bounds the events between poll and commit; fetching
 	// waits while it is reached. Default 20000.
 	MaxInflightEvents int

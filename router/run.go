@@ -87,7 +87,7 @@ func New(cfg Config) (*Router, error) {
 	if r.pipe, err = NewPipeline(PipelineConfig{Publishers: pubs, IngestCluster: cfg.IngestCluster,
 		QuarantineTopic: cfg.QuarantineTopic, DeadLetterTopic: cfg.DeadLetterTopic, Reserved: cfg.IngestTopics,
 		Fields: cfg.Fields, Pins: cfg.Pins, Instance: cfg.Instance, MaxValueBytes: cfg.MaxValueBytes, Retry: r.retry,
-		Logger: r.log}); err != nil {
+		Logger: r.log, Attester: cfg.Attester}); err != nil {
 		return nil, err
 	}
 	if ps, ok := cfg.Pins.(PinSource); ok {
@@ -332,6 +332,7 @@ func (r *Router) dispatch(b *Batch) {
 	r.trk.add(fb)
 	for _, g := range groups {
 		hdr := headerPool.Get().(*headerBuilder)
+		hdr.tags = r.cfg.Attester != nil
 		hdr.startBatch(b.msgs, b.Ruleset.VersionString(), b.Ruleset.ShortDigest(), r.cfg.Instance)
 		c := &chunk{fb: fb, idx: g.idx, hdr: hdr}
 		c.out = r.pipe.records(b, g.idx, hdr, make([]stream.Message, 0, len(g.idx)))

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/residency-router/residency/audit"
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/router"
@@ -91,6 +92,7 @@ type wired struct {
 	cache     *rules.Cache
 	pins      *rules.Pins
 	redis     *goredis.Client
+	audit     *routeAudit // nil when audit.enabled is false
 	log       *slog.Logger
 	revoked   func(context.Context, []router.Partition) // the router's Revoked, once built
 	shutdown  time.Duration
@@ -156,6 +158,12 @@ func (w *wired) wire(cfg *config.Config, reg prometheus.Registerer) error {
 	if w.pins != nil {
 		rc.Pins = w.pins
 	}
+	if w.audit, err = wireRouteAudit(cfg, cfg.Instance, audit.KindRoute, w.log); err != nil {
+		return err
+	}
+	if w.audit != nil {
+		rc.Ledger, rc.Attester = w.audit.ledger, w.audit.attester
+	}
 	if w.router, err = router.New(rc); err != nil {
 		return config.FieldError("router", err)
 	}
@@ -202,6 +210,11 @@ func (w *wired) close() error {
 			w.log.Warn("producer closed with records unacknowledged", "cluster", name, "error", err)
 		}
 		cancel()
+	}
+	if w.audit != nil {
+		if err := w.audit.close(time.Second); err != nil {
+			w.log.Warn("audit log closed with records unacknowledged", "error", err)
+		}
 	}
 	if w.redis != nil {
 		errs = append(errs, w.redis.Close())

@@ -50,6 +50,7 @@ func Parse(data []byte) (*Ruleset, error) {
 		return nil, &ValidationError{Problems: []Problem{{Message: err.Error()}}}
 	}
 	r.digest = Hash(data)
+	r.content = bytes.Clone(data)
 	return &r, nil
 }
 

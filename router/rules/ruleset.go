@@ -49,6 +49,7 @@ type Ruleset struct {
 	version    int64
 	versionStr string
 	digest     string                  // hex SHA-256 of the content it was parsed from
+	content    []byte                  // the content it was parsed from
 	byCountry  *[26 * 26]*Jurisdiction // by countryIndex: a lookup per event, no hashing
 	byName     map[string]*Jurisdiction
 	regions    map[string]*Region
@@ -97,6 +98,11 @@ func (r *Ruleset) Version() int64 { return r.version }
 
 // VersionString is Version in decimal, precomputed for event headers.
 func (r *Ruleset) VersionString() string { return r.versionStr }
+
+// Content returns the document the ruleset was parsed from (its Digest is
+// its SHA-256), nil for a ruleset not built by Parse. The caller must not
+// modify it.
+func (r *Ruleset) Content() []byte { return r.content }
 
 // ShortDigestLen is the length of ShortDigest: 16 hex digits (64 bits).
 const ShortDigestLen = 16

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/residency-router/residency/audit"
+	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/internal/sample"
+	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/stream"
+)
+
+// auditStack is a route config with the audit on, over fresh topics of
+// the dev stack's clusters.
+type auditStack struct {
+	a, b                             *testenv.Kafka
+	ingest, quarantine, dead, us, eu string
+	auditTopic, group, addr, cfgFile string
+	key                              audit.AttestKey
+	admin                            *kafka.Admin
+}
+
+func newAuditStack(t *testing.T, createAudit bool) *auditStack {
+	t.Helper()
+	s := &auditStack{a: testenv.KafkaA(t), b: testenv.KafkaB(t)}
+	s.ingest, s.quarantine, s.dead = s.a.Topic(t, "ingest", 2), s.a.Topic(t, "quarantine", 1), s.a.Topic(t, "deadletter", 1)
+	s.us, s.eu = s.a.Topic(t, "us", 2), s.b.Topic(t, "eu", 2)
+	s.auditTopic = testenv.Name(t, "audit")
+	if createAudit {
+		s.a.CreateTopic(t, s.auditTopic, 1)
+	} else {
+		s.a.DeleteAfter(t, s.auditTopic)
+	}
+	s.group, s.addr = testenv.Name(t, "g"), freeAddr(t)
+	secret := bytes.Repeat([]byte("k"), 32)
+	s.key = audit.AttestKey{ID: "route-k1", Secret: secret}
+	signFile := writeEventFile(t, "sign.key", secret)
+	subjFile := writeEventFile(t, "subject.key", bytes.Repeat([]byte("s"), 32))
+	rulesFile := writeEventFile(t, "rules.yaml", fmt.Appendf(nil, `
+jurisdictions:
+  - {name: US, region: us, countries: [US]}
+  - {name: EU, region: eu, countries: [DE, FR]}
+regions:
+  - {name: us, cluster: a, topic: %s}
+  - {name: eu, cluster: b, topic: %s}
+stores:
+  - {name: us-postgres, regions: [us]}
+`, s.us, s.eu))
+	s.cfgFile = writeEventFile(t, "residency.yaml", fmt.Appendf(nil, `
+http: {listen: "%s"}
+kafka:
+  clusters:
+    a: {brokers: [%s]}
+    b: {brokers: [%s]}
+  ingest_cluster: a
+  session_timeout: 6s
+  rebalance_timeout: 5s
+router:
+  ingest_topics: [%s]
+  consumer_group: %s
+  quarantine_topic: %s
+  dead_letter_topic: %s
+  shutdown_timeout: 5s
+  retry_max: 500ms
+rules: {file: %s}
+audit:
+  enabled: true
+  topic: %s
+  subject_key_file: %s
+  attestation:
+    sign_key: {id: route-k1, file: %s}
+`, s.addr, strings.Join(s.a.Brokers, ","), strings.Join(s.b.Brokers, ","), s.ingest, s.group, s.quarantine, s.dead,
+		rulesFile, s.auditTopic, subjFile, signFile))
+	var err error
+	if s.admin, err = kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: s.a.Brokers}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// produce writes n sample events (some routed to each region, some
+// quarantined, one in seven undecodable) to the ingest topic.
+func (s *auditStack) produce(t *testing.T, ctx context.Context, from, n int) {
+	t.Helper()
+	enc, err := sample.NewEncoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: kafka.Cluster{Name: "a", Brokers: s.a.Brokers}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var msgs []stream.Message
+	for i := from; i < from+n; i++ {
+		v, _ := enc.Encode(sample.Event{ID: fmt.Sprint(i), UserID: fmt.Sprint("user-", i%11), Country: []string{"US", "DE", "FR", "", "ZZ"}[i%5]})
+		if i%7 == 6 {
+			v = []byte("not avro")
+		}
+		msgs = append(msgs, stream.Message{Topic: s.ingest, Key: []byte(fmt.Sprint("k", i%13)), Value: v})
+	}
+	if err := w.Publish(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// committed returns the group's committed offset per ingest partition.
+func (s *auditStack) committed(t *testing.T, ctx context.Context) map[int]int64 {
+	t.Helper()
+	got, err := s.admin.CommittedOffsets(ctx, s.group, s.ingest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// leaves reads the audit topic (kafka-go) and decodes every leaf.
+func (s *auditStack) leaves(t *testing.T, ctx context.Context) []audit.Leaf {
+	t.Helper()
+	// A fresh client: kafka-go caches metadata, and the topic may be new.
+	adm, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: s.a.Brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	recs, err := adm.ReadAll(ctx, s.auditTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []audit.Leaf
+	for _, r := range recs {
+		if r.Partition != 0 {
+			t.Errorf("audit record in partition %d", r.Partition)
+		}
+		ls, err := audit.DecodeWireRecord(r.Value)
+		if err != nil {
+			t.Fatalf("audit record at %d: %v", r.Offset, err)
+		}
+		out = append(out, ls...)
+	}
+	return out
+}
+
+// checkLeaves fails unless every committed ingest offset has a route leaf
+// whose digests are its record's; it returns the leaves by source.
+func (s *auditStack) checkLeaves(t *testing.T, ctx context.Context, leaves []audit.Leaf) map[string]*audit.Leaf {
+	t.Helper()
+	bySrc := map[string]*audit.Leaf{}
+	rulesetLeaves := 0
+	for i := range leaves {
+		l := &leaves[i]
+		switch l.Kind {
+		case audit.KindRuleset:
+			rulesetLeaves++
+		case audit.KindRoute:
+			bySrc[fmt.Sprintf("%d/%d", l.Src.Partition, l.Src.Offset)] = l
+			if l.Src.Topic != s.ingest || l.Actor == "" {
+				t.Errorf("leaf %+v: wrong source topic or no actor", l)
+			}
+		}
+	}
+	if rulesetLeaves == 0 {
+		t.Error("no ruleset leaf")
+	}
+	ingest, err := s.admin.ReadAll(ctx, s.ingest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed := s.committed(t, ctx)
+	n := 0
+	for _, m := range ingest {
+		if m.Offset >= committed[m.Partition] {
+			continue
+		}
+		n++
+		l := bySrc[fmt.Sprintf("%d/%d", m.Partition, m.Offset)]
+		if l == nil {
+			t.Errorf("committed ingest offset %d/%d has no leaf", m.Partition, m.Offset)
+			continue
+		}
+		if l.Value != audit.Sum(m.Value) || l.Key != audit.Sum(m.Key) {
+			t.Errorf("leaf of %d/%d: digests are not its record's", m.Partition, m.Offset)
+		}
+	}
+	if n == 0 {
+		t.Error("nothing committed")
+	}
+	return bySrc
+}
+
+// checkAttestations fails unless every record in the pinned, quarantine
+// and dead-letter topics verifies (as a sink and the verifier check it)
+// and has a leaf naming it as its destination.
+func (s *auditStack) checkAttestations(t *testing.T, ctx context.Context, bySrc map[string]*audit.Leaf) int {
+	t.Helper()
+	v, err := audit.NewAttestVerifier(s.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range []struct {
+		k            *testenv.Kafka
+		cluster, top string
+		role         audit.Role
+	}{{s.a, "a", s.us, audit.RolePinned}, {s.b, "b", s.eu, audit.RolePinned}, {s.a, "a", s.quarantine, audit.RoleQuarantine},
+		{s.a, "a", s.dead, audit.RoleDeadLetter}} {
+		adm, err := kafka.NewAdmin(kafka.Cluster{Name: c.cluster, Brokers: c.k.Brokers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer adm.Close()
+		recs, err := adm.ReadAll(ctx, c.top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range recs {
+			n++
+			hs := make([]audit.Header, len(m.Headers))
+			for i, h := range m.Headers {
+				hs[i] = audit.Header{Key: h.Key, Value: h.Value}
+			}
+			in := audit.AttestationInputOf(c.cluster, c.top, c.role, m.Key, m.Value, hs)
+			var tag []byte
+			for _, h := range m.Headers {
+				if h.Key == audit.HeaderAttestation {
+					tag = h.Value
+				}
+			}
+			if err := v.Verify(tag, &in); err != nil {
+				t.Errorf("%s/%s %d/%d: attestation: %v", c.cluster, c.top, m.Partition, m.Offset, err)
+			}
+			l := bySrc[fmt.Sprintf("%d/%d", in.SrcPartition, in.SrcOffset)]
+			if l != nil && (l.Dest.Cluster != c.cluster || l.Dest.Topic != c.top || l.Dest.Partition != int32(m.Partition) || l.Dest.Offset != m.Offset) {
+				t.Errorf("%s/%s %d/%d: its leaf says %+v", c.cluster, c.top, m.Partition, m.Offset, l.Dest)
+			}
+		}
+	}
+	return n
+}
+
+// TestRouteAuditOn runs `residency route` with the audit on and the audit
+// topic missing: the router reports not ready with its "ledger" problem
+// and commits nothing; once the topic exists it resumes by itself, and
+// then every committed ingest offset has a leaf on the audit topic (with
+// its record's digests), every record routed, quarantined or
+// dead-lettered carries a valid attestation, and its leaf names where it
+// went.
+func TestRouteAuditOn(t *testing.T) {
+	s := newAuditStack(t, false)
+	ctx := testenv.Context(t, 90*time.Second)
+	s.produce(t, ctx, 0, 70)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var stdout, stderr testenv.SyncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(rctx, []string{"route", "--config", s.cfgFile}, nil, &stdout, &stderr) }()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(40 * time.Second); !cond(); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) || len(done) > 0 {
+				t.Fatalf("timed out waiting for %s; logs:\n%s", what, stderr.String())
+			}
+		}
+	}
+	waitFor("/readyz to name the ledger", func() bool {
+		code, body := get(s.addr, "/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "ledger") && strings.Contains(body, s.auditTopic)
+	})
+	time.Sleep(time.Second)
+	if c := s.committed(t, ctx); c[0]+c[1] != 0 {
+		t.Fatalf("committed %v with the audit topic missing", c)
+	}
+	s.a.CreateTopic(t, s.auditTopic, 1)
+	waitFor("everything committed", func() bool { lag, err := s.admin.Lag(ctx, s.group, s.ingest); return err == nil && lag == 0 })
+	waitFor("ready", func() bool { code, _ := get(s.addr, "/readyz"); return code == 200 })
+	s.produce(t, ctx, 70, 30)
+	waitFor("everything committed again", func() bool { lag, err := s.admin.Lag(ctx, s.group, s.ingest); return err == nil && lag == 0 })
+	stop()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("route exited %d; logs:\n%s", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("route did not stop")
+	}
+	bySrc := s.checkLeaves(t, ctx, s.leaves(t, ctx))
+	if n := s.checkAttestations(t, ctx, bySrc); n != 100 {
+		t.Errorf("%d records written, want 100", n)
+	}
+	logs := stderr.String()
+	if !strings.Contains(logs, `"msg":"audit on`) || !strings.Contains(logs, "route-k1") {
+		t.Errorf("no audit-on log line with the key id:\n%s", logs)
+	}
+	for _, leak := range []string{"user-1", string(bytes.Repeat([]byte("k"), 32))} {
+		if strings.Contains(logs, leak) {
+			t.Errorf("logs contain %q", leak)
+		}
+	}
+}
