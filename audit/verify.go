@@ -571,11 +571,18 @@ const (
 
 // AttestationInputOf builds the attestation input of a record read from a
 // topic of the given role on cluster/topic, from its bytes and residency
-// headers: what a sink and the verifier check a tag against.
+// headers: what a sink and the verifier check a tag against. For
+// RolePinned the reason is empty whatever the headers say: a routed record
+// has none, and the copy a sink puts in its quarantine topic (checked as of
+// the pinned topic it came from) carries the sink's reason.
 func AttestationInputOf(cluster, topic string, role Role, key, value []byte, hs []Header) AttestationInput {
+	var reason []byte
+	if role != RolePinned {
+		reason = header(hs, hdrReason)
+	}
 	in := AttestationInput{
 		Value: Sum(value), KeyNull: key == nil, Decision: role.decision(),
-		Reason: string(header(hs, hdrReason)), Jurisdiction: string(header(hs, hdrJurisdiction)),
+		Reason: string(reason), Jurisdiction: string(header(hs, hdrJurisdiction)),
 		Region: string(header(hs, hdrRegion)), DestCluster: cluster, DestTopic: topic,
 		SrcTopic: string(header(hs, hdrSrcTopic)),
 	}

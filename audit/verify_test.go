@@ -487,10 +487,13 @@ func TestVerifySinkRefusal(t *testing.T) {
 	w := newWorld(t)
 	w.run(4)
 	// A sink refuses a record of the EU pinned topic (say its region moved)
-	// and republishes it, byte for byte with the router's headers, to its
-	// quarantine topic on the ingest cluster.
+	// and republishes it, byte for byte with the router's headers and its
+	// own reason, error and store added, to its quarantine topic on the
+	// ingest cluster.
 	rec := w.topics[partKey{"b", "residency.eu", 0}][0]
-	off := w.produce(ingest, "residency.sink-quarantine", 0, Record{Key: rec.Key, Value: rec.Value, Headers: rec.Headers})
+	qhs := append(slices.Clip(rec.Headers), Header{"residency-reason", []byte("sink_region_moved")},
+		Header{"residency-error", []byte("moved")}, Header{"residency-sink-store", []byte("eu-objectstore")})
+	off := w.produce(ingest, "residency.sink-quarantine", 0, Record{Key: rec.Key, Value: rec.Value, Headers: qhs})
 	l := Leaf{Kind: KindSinkRefusal, Time: w.time, Actor: "sink:eu-objectstore",
 		Src:      Source{Cluster: "b", Topic: "residency.eu", Partition: 0, Offset: rec.Offset},
 		Decision: Refused, Reason: "sink_region_moved", Jurisdiction: "EU", Region: "eu", Ruleset: w.rs,

@@ -80,7 +80,7 @@ const (
 
 // reasons lists every quarantine reason, in the order they are checked.
 var reasons = []string{
-	ReasonNoRegion, ReasonNoJurisdiction, ReasonNoSchemaHeader, ReasonUnknownSchema, ReasonUndecodable,
+	ReasonBadAttestation, ReasonNoRegion, ReasonNoJurisdiction, ReasonNoSchemaHeader, ReasonUnknownSchema, ReasonUndecodable,
 	ReasonMissingField, ReasonUnknownRuleset, ReasonContentMismatch, ReasonRegionNotApproved, ReasonRegionMoved,
 }
 
@@ -166,6 +166,19 @@ type Config struct {
 	// is written meanwhile. Default nil: not checked (an erased user's
 	// redelivered events would be stored again).
 	Erasures Erasures
+	// Attestation, when set, checks every record's residency-attestation
+	// header before anything else (audit.enabled: auditwire.SinkAttestation
+	// with audit.attestation.verify_keys); a record without a valid one is
+	// refused (ReasonBadAttestation). Cluster must then be set: the tag
+	// binds the cluster and topic the record was written to. Default nil:
+	// not checked.
+	Attestation Attestation
+	// Ledger, when set, receives one entry per record stored or refused,
+	// durably before the batch's offsets are committed (audit.enabled:
+	// auditwire.SinkLedger, sink_write and sink_refusal leaves); while it
+	// fails the sink retries, reports not-ready and commits nothing.
+	// Default nil: no leaves.
+	Ledger Ledger
 	// Logger receives the sink's logs (never payloads or user ids).
 	// Default: slog.Default().
 	Logger *slog.Logger
@@ -181,6 +194,9 @@ func (c Config) withDefaults() (Config, error) {
 		if f.v == "" {
 			return c, fmt.Errorf("%w: %s: required", ErrConfig, f.name)
 		}
+	}
+	if c.Attestation != nil && c.Cluster == "" {
+		return c, fmt.Errorf("%w: cluster: required with an attestation check (the tag binds the pinned topic's cluster)", ErrConfig)
 	}
 	if c.QuarantineTopic == c.Topic {
 		return c, fmt.Errorf("%w: quarantine_topic: must differ from topic %q", ErrConfig, c.Topic)

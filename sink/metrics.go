@@ -42,10 +42,10 @@ func newMetrics(reg prometheus.Registerer, store string) (*metrics, error) {
 	})
 	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "residency_sink_retries_total",
-		Help:        "Retries of failed operations, by operation (fetch, decode, rules, pins, write, quarantine, commit).",
+		Help:        "Retries of failed operations, by operation (fetch, decode, rules, pins, write, quarantine, ledger, commit).",
 		ConstLabels: constLabels,
 	}, []string{"op"})
-	for _, op := range []string{"fetch", "decode", "rules", "pins", "write", "quarantine", "commit"} {
+	for _, op := range []string{"fetch", "decode", "rules", "pins", "write", "quarantine", "ledger", "commit"} {
 		retries.WithLabelValues(op)
 	}
 	batchSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{

@@ -34,6 +34,7 @@ type Sink struct {
 
 	approvalMu sync.Mutex            // serialises observeApproval
 	storeErr   atomic.Pointer[error] // last store failure, nil after a success
+	ledgerErr  atomic.Pointer[error] // last audit ledger failure, nil after a success
 
 	mu      sync.Mutex
 	running bool
@@ -117,6 +118,9 @@ func (s *Sink) Ready() error {
 	}
 	if e := s.storeErr.Load(); e != nil {
 		return fmt.Errorf("%w: store: %w", ErrNotReady, *e)
+	}
+	if e := s.ledgerErr.Load(); e != nil {
+		return *e
 	}
 	if gm, ok := s.sub.(stream.GroupMember); ok && !gm.Joined() {
 		return fmt.Errorf("%w: not a member of the consumer group yet", ErrNotReady)
@@ -223,17 +227,18 @@ func (s *Sink) Close(ctx context.Context) error {
 
 // item is one fetched event and what preparing it gave.
 type item struct {
-	msg        stream.Message
-	doc        []byte         // the event as JSON
-	eventID    string         // "" when missing
-	userID     string         // "" when missing
-	occurredAt time.Time      // zero when missing
-	fields     schemas.Fields // country and user id, for the content check
-	placedBy   *rules.Ruleset // the ruleset version its header names
-	pin        string         // its user's pin now ("" for none)
-	reason     string         // a refusal found while preparing, "" for none
-	err        error          // why, for the residency-error header
-	erased     bool           // an erasure covers it: neither written nor quarantined
+	msg         stream.Message
+	doc         []byte         // the event as JSON
+	eventID     string         // "" when missing
+	userID      string         // "" when missing
+	occurredAt  time.Time      // zero when missing
+	fields      schemas.Fields // country and user id, for the content check
+	placedBy    *rules.Ruleset // the ruleset version its header names
+	pin         string         // its user's pin now ("" for none)
+	reason      string         // a refusal found while preparing, "" for none
+	finalReason string         // why classify refused it, for the ledger
+	err         error          // why, for the residency-error header
+	erased      bool           // an erasure covers it: neither written nor quarantined
 }
 
 // refuse records that it must be quarantined for reason, because of err.
@@ -298,6 +303,7 @@ func (s *Sink) fetchBatch(ctx context.Context) []item {
 // committed, so it is fetched again.
 func (s *Sink) prepare(ctx context.Context, b []item) []item {
 	for i := range b {
+		s.checkAttestation(&b[i])
 		if !s.decode(ctx, &b[i]) {
 			b = b[:i]
 			break
@@ -319,6 +325,9 @@ var (
 // decode reads it the way its residency-schema header says, retrying while
 // the schema registry is unavailable. It returns false if ctx ended first.
 func (s *Sink) decode(ctx context.Context, it *item) bool {
+	if it.reason != "" {
+		return true // refused already (its attestation): nothing of it is believed
+	}
 	h, ok := router.HeaderValue(it.msg.Headers, router.HeaderSchema)
 	if !ok || len(h) == 0 {
 		it.refuse(ReasonNoSchemaHeader, errNoSchemaHeader)
@@ -552,8 +561,10 @@ func stringField(v any) string {
 func (s *Sink) flush(run, ctx context.Context, b []item) error {
 	start := time.Now()
 	var (
-		write []Record
-		quar  []stream.Message
+		write            []Record
+		quar             []stream.Message
+		written, refused []int
+		inForce          *rules.Ruleset
 	)
 	if err := s.retry.Do(ctx, "write", func(ctx context.Context) error {
 		// (3) the ruleset in force at write time must still approve us.
@@ -566,7 +577,8 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 			return err
 		}
 		// (2) every event's region must be one the store is approved for.
-		write, quar = s.classify(b, rs)
+		inForce = rs
+		write, quar, written, refused = s.classify(b, rs)
 		if len(write) == 0 {
 			return nil
 		}
@@ -592,13 +604,21 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 		s.m.written.WithLabelValues(write[i].Region).Inc()
 	}
 	s.countErased(b)
+	var qparts []int32
+	var qoffs []int64
 	if len(quar) > 0 {
 		if err := s.retry.Do(ctx, "quarantine", func(ctx context.Context) error {
-			return s.quarantine.Publish(ctx, quar...)
+			var err error
+			qparts, qoffs, err = s.publishQuarantine(ctx, quar)
+			return err
 		}); err != nil {
 			return err
 		}
 		s.countQuarantined(quar)
+	}
+	// The audit leaves are durable before the offsets are committed.
+	if err := s.recordLedger(ctx, b, written, refused, inForce, qparts, qoffs); err != nil {
+		return err
 	}
 	if err := s.retry.Do(ctx, "commit", func(ctx context.Context) error {
 		return s.sub.Commit(ctx, lastPerPartition(b)...)
@@ -693,19 +713,22 @@ func (s *Sink) waitApproved(run, ctx context.Context) (*rules.Ruleset, error) {
 
 // classify splits a batch into the records the store may hold under rs
 // (first occurrence of each event id only) and the events to quarantine;
-// events an erasure covers are in neither.
-func (s *Sink) classify(b []item, rs *rules.Ruleset) ([]Record, []stream.Message) {
-	write := make([]Record, 0, len(b))
-	var quar []stream.Message
+// events an erasure covers are in neither. written and refused are the
+// indexes in b of the records of write and quar, in the same order.
+func (s *Sink) classify(b []item, rs *rules.Ruleset) (write []Record, quar []stream.Message, written, refused []int) {
+	write = make([]Record, 0, len(b))
 	seen := make(map[string]struct{}, len(b))
 	for i := range b {
 		it := &b[i]
+		it.finalReason = ""
 		if it.erased {
 			continue
 		}
 		reason, err := s.check(it, rs)
 		if reason != "" {
+			it.finalReason = reason
 			quar = append(quar, s.quarantined(&it.msg, reason, err))
+			refused = append(refused, i)
 			continue
 		}
 		if _, dup := seen[it.eventID]; dup {
@@ -713,8 +736,9 @@ func (s *Sink) classify(b []item, rs *rules.Ruleset) ([]Record, []stream.Message
 		}
 		seen[it.eventID] = struct{}{}
 		write = append(write, s.record(it))
+		written = append(written, i)
 	}
-	return write, quar
+	return write, quar, written, refused
 }
 
 // check returns "" when the store may hold it under rs, the ruleset in
@@ -726,6 +750,9 @@ func (s *Sink) classify(b []item, rs *rules.Ruleset) ([]Record, []stream.Message
 // approved for its region under rs; and under rs, with its user's pin now,
 // it still belongs to that region.
 func (s *Sink) check(it *item, rs *rules.Ruleset) (reason string, err error) {
+	if it.reason == ReasonBadAttestation {
+		return it.reason, it.err // no header of it is believed
+	}
 	hs := it.msg.Headers
 	region, _ := router.HeaderValue(hs, router.HeaderRegion)
 	if len(region) == 0 {

@@ -106,7 +106,7 @@ func eraseMain(ctx context.Context, e env, a eraseArgs) error {
 	}
 	ec := erasure.EraseConfig{Stores: stores, Subjects: subjects, Markers: redis.NewMarkers(client, cfg.Redis.Prefix),
 		Locker: redis.NewLocker(client, cfg.Redis.Prefix), Actor: cmp.Or(cfg.Instance, "erase"), Settle: cfg.Erasure.Settle, Logger: log}
-	if ec.Ledger, err = erasureLedger(cfg); err != nil {
+	if ec.Ledger, err = w.ledger(cfg); err != nil {
 		return err
 	}
 	if cfg.Erasure.TopicsListed() && !a.noTopics {

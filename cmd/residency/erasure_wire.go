@@ -15,6 +15,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/residency-router/residency/auditwire"
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/objectstore"
 	"github.com/residency-router/residency/connectors/postgres"
@@ -353,10 +354,20 @@ func knownNames(names []string) string {
 	return strings.Join(names, ", ")
 }
 
-// erasureLedger returns where purge, erase and residue clean append their
-// audit leaves: nil (no leaves) until the audit topic's appender is wired
-// here (the audit section's topic on the ingest cluster, as route, replay
-// and sink append to it).
-func erasureLedger(*config.Config) (erasure.Ledger, error) {
-	return nil, nil
+// ledger returns where purge, erase and residue clean append their audit
+// leaves (purge, erasure): with audit.enabled the audit topic on the ingest
+// cluster, as route, replay and sink append to it, each call one audit
+// record acknowledged by every in-sync replica before the command goes on
+// (nothing is deleted or erased while its leaf cannot be written); with
+// the audit off nil, no leaves.
+func (w *erasureWiring) ledger(cfg *config.Config) (erasure.Ledger, error) {
+	if !cfg.Audit.Enabled {
+		return nil, nil
+	}
+	log, err := newAuditLog(cfg, w.log)
+	if err != nil {
+		return nil, err
+	}
+	w.closers = append(w.closers, func(context.Context) error { return log.Close() })
+	return auditwire.NewLeafLedger(log)
 }

@@ -159,7 +159,7 @@ func purgeMain(ctx context.Context, e env, f *purgeFlags) error {
 			return err
 		}
 	}
-	if pc.Ledger, err = erasureLedger(cfg); err != nil {
+	if pc.Ledger, err = w.ledger(cfg); err != nil {
 		return err
 	}
 	p, err := erasure.NewPurger(pc)

@@ -152,7 +152,7 @@ func residueMain(ctx context.Context, e env, sub, cfgPath, jur, output, level st
 		return nil
 	}
 	opts := erasure.CleanOptions{DryRun: dryRun, Actor: cmp.Or(cfg.Instance, "residue-clean")}
-	if opts.Ledger, err = erasureLedger(cfg); err != nil {
+	if opts.Ledger, err = w.ledger(cfg); err != nil {
 		return err
 	}
 	if opts.Ledger != nil {

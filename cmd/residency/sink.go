@@ -19,6 +19,7 @@ import (
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/sink"
+	"github.com/residency-router/residency/stream"
 )
 
 const sinkSynopsis = `sink --config FILE --store NAME [flags]
@@ -100,6 +101,11 @@ type sinkWiring struct {
 	reader *kafka.Reader
 	writer *kafka.Writer
 	sink   *sink.Sink
+
+	// With audit.enabled (sink_audit.go): the audit topic's writer and the
+	// quarantine publisher that says where each record went.
+	auditLog *tmpAuditLog
+	placing  *placingProducer
 }
 
 // wire loads the ruleset, checks the approval before touching the store,
@@ -201,7 +207,14 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *config.Config, sc *config.Si
 	if scfg.Erasures, code, err = w.erasures(ctx, cfg); err != nil {
 		return code, err
 	}
-	w.sink, err = sink.New(scfg, w.reader, w.store, w.writer, w.cache, dec)
+	if code, err := w.wireAudit(cfg, sc, &scfg); err != nil {
+		return code, err
+	}
+	var quarantine stream.Publisher = w.writer
+	if w.placing != nil {
+		quarantine = w.placing
+	}
+	w.sink, err = sink.New(scfg, w.reader, w.store, quarantine, w.cache, dec)
 	if err != nil {
 		return exitUsage, config.FieldError(field, err)
 	}
@@ -217,6 +230,12 @@ func (w *sinkWiring) close() {
 	}
 	if w.writer != nil {
 		_ = w.writer.Close()
+	}
+	if w.placing != nil {
+		_ = w.placing.Close()
+	}
+	if w.auditLog != nil {
+		_ = w.auditLog.Close()
 	}
 	if w.store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,0 +1,204 @@
+package auditwire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/residency-router/residency/audit"
+	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/sink"
+	"github.com/residency-router/residency/stream"
+)
+
+// SinkAttestation implements sink.Attestation with an audit.AttestVerifier:
+// a record read from a pinned topic must carry, in its
+// residency-attestation header, a router's tag over the record as read
+// (audit.AttestationInputOf with audit.RolePinned: its value and key
+// digests, its residency headers, the cluster and topic it was read from).
+// It is safe for concurrent use.
+type SinkAttestation struct {
+	mu sync.Mutex
+	v  *audit.AttestVerifier
+	hs []audit.Header
+}
+
+// NewSinkAttestation returns the check with the keys of v (during a
+// rotation, the old and the new: config.AuditConfig.Verifier). v must not
+// be used elsewhere afterwards.
+func NewSinkAttestation(v *audit.AttestVerifier) (*SinkAttestation, error) {
+	if v == nil {
+		return nil, errors.New("auditwire: sink attestation: no verify keys")
+	}
+	return &SinkAttestation{v: v}, nil
+}
+
+// Check returns nil when msg, read from topic on cluster, carries a valid
+// attestation; the error wraps audit.ErrNoAttestation,
+// audit.ErrUnknownAttestationKey or audit.ErrBadAttestation.
+func (a *SinkAttestation) Check(cluster, topic string, msg *stream.Message) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.hs = a.hs[:0]
+	var tag []byte
+	for _, h := range msg.Headers {
+		a.hs = append(a.hs, audit.Header{Key: h.Key, Value: h.Value})
+		if h.Key == audit.HeaderAttestation {
+			tag = h.Value
+		}
+	}
+	in := audit.AttestationInputOf(cluster, topic, audit.RolePinned, msg.Key, msg.Value, a.hs)
+	clear(a.hs) // keep no reference to msg
+	return a.v.Verify(tag, &in)
+}
+
+// SinkLedgerConfig configures a SinkLedger.
+type SinkLedgerConfig struct {
+	// Store is the store's name (stores[].name): the leaves' dest.store and
+	// actor "sink:<store>". Required.
+	Store string
+	// Cluster is the cluster of the pinned topic the sink reads: the
+	// leaves' src.cluster. Required.
+	Cluster string
+	// QuarantineCluster is the cluster of the sink's quarantine topic (the
+	// ingest cluster): the sink_refusal leaves' dest.cluster. Required.
+	QuarantineCluster string
+	// Pseudonymizer makes the keyed hashes of event and user ids
+	// (audit.subject_key_file). Default nil: the leaves carry neither (the
+	// verifier then cannot explain erased rows).
+	Pseudonymizer *audit.Pseudonymizer
+	// Now is the clock of the leaves' time. Default time.Now.
+	Now func() time.Time
+}
+
+// SinkLedger implements sink.Ledger over a Log: one audit record per call,
+// holding a sink_write leaf per stored record and a sink_refusal leaf per
+// refused one (docs/audit.md). It is safe for concurrent use.
+type SinkLedger struct {
+	cfg SinkLedgerConfig
+	log Log
+
+	mu  sync.Mutex
+	rec []byte
+}
+
+// NewSinkLedger returns a ledger appending to log.
+func NewSinkLedger(log Log, cfg SinkLedgerConfig) (*SinkLedger, error) {
+	if log == nil {
+		return nil, errors.New("auditwire: sink ledger: no audit log")
+	}
+	for _, f := range []struct{ name, v string }{{"store", cfg.Store}, {"cluster", cfg.Cluster}, {"quarantine cluster", cfg.QuarantineCluster}} {
+		if f.v == "" {
+			return nil, fmt.Errorf("auditwire: sink ledger: %s required", f.name)
+		}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &SinkLedger{cfg: cfg, log: log}, nil
+}
+
+// Record appends the leaves of entries as one audit record and returns once
+// the log acknowledged it.
+func (l *SinkLedger) Record(ctx context.Context, entries []sink.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.cfg.Now().UnixMilli()
+	rec := append(l.rec[:0], audit.WireFormat) // the Log keeps no reference to it
+	if l.rec == nil {
+		rec = audit.NewWireRecord(len(entries))
+	}
+	for i := range entries {
+		leaf, err := l.leaf(&entries[i], now)
+		if err == nil {
+			rec, err = audit.AppendWireLeaf(rec, &leaf)
+		}
+		if err != nil {
+			return fmt.Errorf("auditwire: sink leaf of %s/%d@%d: %w", entries[i].Msg.Topic, entries[i].Msg.Partition, entries[i].Msg.Offset, err)
+		}
+	}
+	l.rec = rec
+	if err := l.log.Append(ctx, rec); err != nil {
+		return fmt.Errorf("auditwire: sink leaves: %w", err)
+	}
+	return nil
+}
+
+// leaf builds the leaf of one entry.
+func (l *SinkLedger) leaf(e *sink.Entry, now int64) (audit.Leaf, error) {
+	m := e.Msg
+	leaf := audit.Leaf{Kind: audit.KindSinkWrite, Time: now, Actor: "sink:" + l.cfg.Store,
+		Src: audit.Source{Cluster: l.cfg.Cluster, Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset}}
+	leaf.SetRecord(m.Key, m.Value)
+	if p := l.cfg.Pseudonymizer; p != nil {
+		if e.EventID != "" {
+			leaf.Event = p.Event([]byte(e.EventID))
+		}
+		if e.UserID != "" {
+			leaf.Subject = p.Subject([]byte(e.UserID))
+		}
+	}
+	if v, ok := router.HeaderValue(m.Headers, router.HeaderJurisdiction); ok {
+		leaf.Jurisdiction = string(v)
+	}
+	if v, ok := router.HeaderValue(m.Headers, router.HeaderRegion); ok {
+		leaf.Region = string(v)
+	}
+	if rs := e.Ruleset; rs != nil {
+		leaf.Ruleset.Version = rs.Version()
+		if rs.Digest() != "" {
+			d, err := audit.ParseDigest(rs.Digest())
+			if err != nil {
+				return leaf, fmt.Errorf("ruleset version %s: %w", rs.VersionString(), err)
+			}
+			leaf.Ruleset.Digest = d
+		}
+	}
+	if e.Written {
+		leaf.Decision = audit.Written
+		leaf.Dest = audit.Destination{Store: l.cfg.Store}
+		return leaf, nil
+	}
+	leaf.Kind, leaf.Decision, leaf.Reason = audit.KindSinkRefusal, audit.Refused, e.Reason
+	leaf.Dest = audit.Destination{Cluster: l.cfg.QuarantineCluster, Topic: e.QuarantineTopic,
+		Partition: e.QuarantinePartition, Offset: e.QuarantineOffset}
+	return leaf, nil
+}
+
+// LeafLedger appends ready-made leaves (purge, erasure: erasure.Ledger) to
+// a Log, as one audit record per call. It is safe for concurrent use.
+type LeafLedger struct {
+	log Log
+}
+
+// NewLeafLedger returns a ledger appending to log.
+func NewLeafLedger(log Log) (*LeafLedger, error) {
+	if log == nil {
+		return nil, errors.New("auditwire: leaf ledger: no audit log")
+	}
+	return &LeafLedger{log: log}, nil
+}
+
+// Append appends leaves as one audit record and returns once the log
+// acknowledged it.
+func (l *LeafLedger) Append(ctx context.Context, leaves []audit.Leaf) error {
+	if len(leaves) == 0 {
+		return nil
+	}
+	rec := audit.NewWireRecord(len(leaves))
+	for i := range leaves {
+		var err error
+		if rec, err = audit.AppendWireLeaf(rec, &leaves[i]); err != nil {
+			return fmt.Errorf("auditwire: %s leaf: %w", leaves[i].Kind, err)
+		}
+	}
+	if err := l.log.Append(ctx, rec); err != nil {
+		return fmt.Errorf("auditwire: %d %s leaves: %w", len(leaves), leaves[0].Kind, err)
+	}
+	return nil
+}
