@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"sync"
 	"testing"
 
 	"github.com/residency-router/residency/audit"
@@ -95,38 +94,6 @@ func mustHeader(t *testing.T, m stream.Message, k string) []byte {
 	return v
 }
 
-// memLog is an auditwire.Log in memory; while fail is set Append fails.
-type memLog struct {
-	mu   sync.Mutex
-	fail bool
-	recs [][]byte
-}
-
-func (l *memLog) Append(_ context.Context, records ...[]byte) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.fail {
-		return errors.New("audit topic unavailable")
-	}
-	for _, r := range records {
-		l.recs = append(l.recs, bytes.Clone(r))
-	}
-	return nil
-}
-
-func (l *memLog) leaves(t *testing.T) []audit.Leaf {
-	t.Helper()
-	var out []audit.Leaf
-	for _, r := range l.recs {
-		ls, err := audit.DecodeWireRecord(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, ls...)
-	}
-	return out
-}
-
 func TestSinkLedgerLeaves(t *testing.T) {
 	pz, err := audit.NewPseudonymizer(bytes.Repeat([]byte{7}, 32))
 	if err != nil {
@@ -177,7 +144,7 @@ func TestSinkLedgerLeaves(t *testing.T) {
 			t.Errorf("the audit record holds %q", b)
 		}
 	}
-	log.fail = true
+	log.fail = 1 << 30
 	if err := led.Record(context.Background(), []sink.Entry{{Msg: &stored, Written: true, Ruleset: rs}}); err == nil {
 		t.Error("Record succeeded while the log fails")
 	}
@@ -200,7 +167,7 @@ func TestLeafLedger(t *testing.T) {
 	if len(got) != 2 || got[0].Src != in[0].Src || got[0].Count != 10 || got[1].Subject != in[1].Subject || got[1].Dest.Store != "us-postgres" {
 		t.Errorf("leaves %+v", got)
 	}
-	log.fail = true
+	log.fail = 1 << 30
 	if err := led.Append(context.Background(), in); err == nil {
 		t.Error("Append succeeded while the log fails")
 	}

@@ -368,6 +368,6 @@ func (w *erasureWiring) ledger(cfg *config.Config) (erasure.Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.closers = append(w.closers, func(context.Context) error { return log.Close() })
+	w.closers = append(w.closers, log.Close)
 	return auditwire.NewLeafLedger(log)
 }

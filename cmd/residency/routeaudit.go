@@ -51,11 +51,10 @@ func wireRouteAudit(cfg *config.Config, actor string, kind audit.Kind, log *slog
 	if err != nil {
 		return nil, config.FieldError("audit.attestation.sign_key", err)
 	}
-	topic := cmp.Or(a.Topic, kafka.DefaultAuditTopic)
-	al, err := kafka.NewAuditLog(kafka.AuditLogConfig{Cluster: producerConfig(cfg, cfg.Kafka.IngestCluster).Cluster, Topic: topic,
-		Logger: log})
+	topic := cfg.AuditTopic()
+	al, err := newAuditLog(cfg, log)
 	if err != nil {
-		return nil, config.ClusterError(cfg.Kafka.IngestCluster, err)
+		return nil, err
 	}
 	led, err := auditwire.NewLedger(al, auditwire.LedgerConfig{Actor: actor, Kind: kind, Subjects: subjects,
 		MaxRecordBytes: al.MaxRecordBytes()})

@@ -104,7 +104,7 @@ type sinkWiring struct {
 
 	// With audit.enabled (sink_audit.go): the audit topic's writer and the
 	// quarantine publisher that says where each record went.
-	auditLog *tmpAuditLog
+	auditLog *kafka.AuditLog
 	placing  *placingProducer
 }
 
@@ -235,7 +235,7 @@ func (w *sinkWiring) close() {
 		_ = w.placing.Close()
 	}
 	if w.auditLog != nil {
-		_ = w.auditLog.Close()
+		_ = w.auditLog.Close(context.Background())
 	}
 	if w.store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
