@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/internal/sample"
+	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/stream"
+)
+
+// faultEvents publishes n events for users u0..u{users-1} (even users in
+// the US, odd users in DE) with ids from first on, and returns them by
+// value so a test can find each at its destination.
+type faultEvents struct {
+	t     *testing.T
+	enc   *sample.Encoder
+	w     *kafka.Writer
+	topic string
+	users int
+	next  int
+	byVal map[string]faultEvent
+}
+
+type faultEvent struct {
+	id   int
+	user string
+	us   bool
+}
+
+func newFaultEvents(t *testing.T, brokers []string, topic string, users int) *faultEvents {
+	t.Helper()
+	enc, err := sample.NewEncoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: kafka.Cluster{Name: "a", Brokers: brokers}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	return &faultEvents{t: t, enc: enc, w: w, topic: topic, users: users, byVal: map[string]faultEvent{}}
+}
+
+// publish writes n more events and returns how many of them are US events.
+func (f *faultEvents) publish(ctx context.Context, n int) (us int) {
+	f.t.Helper()
+	var msgs []stream.Message
+	for i := 0; i < n; i++ {
+		id := f.next
+		f.next++
+		u := id % f.users
+		c := "DE"
+		if u%2 == 0 {
+			c, us = "US", us+1
+		}
+		user := fmt.Sprint("u", u)
+		v, err := f.enc.Encode(sample.Event{ID: fmt.Sprint(id), UserID: user, Country: c})
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		f.byVal[string(v)] = faultEvent{id: id, user: user, us: c == "US"}
+		msgs = append(msgs, stream.Message{Topic: f.topic, Key: []byte(user), Value: v})
+	}
+	if err := f.w.Publish(ctx, msgs...); err != nil {
+		f.t.Fatal(err)
+	}
+	return us
+}
+
+// check reads a pinned topic and reports the distinct events found,
+// the duplicates, and any per-key order violation or misplaced event.
+func (f *faultEvents) check(got []stream.Message, wantUS bool) (distinct, dups int, problems []string) {
+	seen := map[int]bool{}
+	last := map[string]int{}
+	for _, m := range got {
+		e, ok := f.byVal[string(m.Value)]
+		if !ok {
+			problems = append(problems, "an event nobody published")
+			continue
+		}
+		if e.us != wantUS {
+			problems = append(problems, fmt.Sprintf("event %d in the wrong region", e.id))
+		}
+		if seen[e.id] {
+			dups++
+			continue
+		}
+		seen[e.id] = true
+		if prev, ok := last[e.user]; ok && e.id < prev {
+			problems = append(problems, fmt.Sprintf("user %s: event %d after %d", e.user, e.id, prev))
+		}
+		last[e.user] = e.id
+	}
+	return len(seen), dups, problems
+}
+
+// TestRouteClusterOutageLongerThanGiveUp kills the private Kafka cluster
+// holding the EU pinned topic for longer than give_up while events flow:
+// the US region (on the ingest cluster) keeps receiving events during the
+// outage, the router stays up and not ready naming the cluster, and once
+// the cluster returns the EU events arrive, in order per key, none lost.
+func TestRouteClusterOutageLongerThanGiveUp(t *testing.T) {
+	t.Parallel()
+	a := testenv.KafkaA(t)
+	b := testenv.NewPrivateKafka(t, "b")
+	ctx := testenv.Context(t, 150*time.Second)
+	ingest := a.Topic(t, "ingest", 2)
+	quarantine := a.Topic(t, "quarantine", 1)
+	deadLetter := a.Topic(t, "deadletter", 1)
+	us := a.Topic(t, "us", 2)
+	eu := b.Topic(t, "eu", 2)
+	addr := freeAddr(t)
+	group := testenv.Name(t, "g")
+	rulesFile := writeEventFile(t, "rules.yaml", []byte(fmt.Sprintf(`
+jurisdictions:
+  - {name: US, region: us, countries: [US]}
+  - {name: EU, region: eu, countries: [DE]}
+regions:
+  - {name: us, cluster: a, topic: %s}
+  - {name: eu, cluster: b, topic: %s}
+stores:
+  - {name: us-postgres, regions: [us]}
+`, us, eu)))
+	cfgFile := writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
+http: {listen: "%s"}
+kafka:
+  clusters:
+    a: {brokers: [%s]}
+    b: {brokers: [%s]}
+  ingest_cluster: a
+  session_timeout: 6s
+  rebalance_timeout: 5s
+router:
+  ingest_topics: [%s]
+  consumer_group: %s
+  quarantine_topic: %s
+  dead_letter_topic: %s
+  shutdown_timeout: 5s
+  retry_min: 10ms
+  retry_max: 200ms
+  give_up: 1s
+rules: {file: %s}
+`, addr, strings.Join(a.Brokers, ","), strings.Join(b.Brokers, ","), ingest, group, quarantine, deadLetter, rulesFile)))
+
+	ev := newFaultEvents(t, a.Brokers, ingest, 10)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var stdout, stderr testenv.SyncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(rctx, []string{"route", "--config", cfgFile}, nil, &stdout, &stderr) }()
+	aAdmin, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: a.Brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(admin *kafka.Admin, topic string) int {
+		got, err := admin.ReadAll(ctx, topic)
+		if err != nil {
+			return -1
+		}
+		return len(got)
+	}
+	waitFor := func(d time.Duration, what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(d); !cond(); time.Sleep(50 * time.Millisecond) {
+			select {
+			case code := <-done:
+				t.Fatalf("route exited %d while waiting for %s; logs:\n%s", code, what, stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; logs:\n%s", what, stderr.String())
+			}
+		}
+	}
+
+	// Before: both regions flow.
+	usBefore := ev.publish(ctx, 40)
+	waitFor(30*time.Second, "the first US events", func() bool { return count(aAdmin, us) >= usBefore })
+	waitFor(30*time.Second, "/readyz 200", func() bool { code, _ := get(addr, "/readyz"); return code == 200 })
+
+	// Cluster b down for longer than give_up, events flowing.
+	b.Kill()
+	downAt := time.Now()
+	usDuring := 0
+	for i := 0; i < 5; i++ {
+		usDuring += ev.publish(ctx, 20)
+		time.Sleep(200 * time.Millisecond)
+	}
+	waitFor(30*time.Second, "US events during the outage", func() bool { return count(aAdmin, us) >= usBefore+usDuring })
+	arrivedDuring := count(aAdmin, us) - usBefore
+	waitFor(30*time.Second, "/readyz to name cluster b", func() bool {
+		code, body := get(addr, "/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "cluster b")
+	})
+	_, metrics := get(addr, "/metrics")
+	if !strings.Contains(metrics, "residency_router_ready 0") {
+		t.Errorf("/readyz says not ready but residency_router_ready is not 0")
+	}
+	// Stay down well past give_up: the router must not exit.
+	waitFor(10*time.Second, "three give_up periods", func() bool { return time.Since(downAt) > 3*time.Second })
+	outage := time.Since(downAt)
+	t.Logf("cluster b down %s (give_up 1s): %d US events arrived during the outage", outage.Round(time.Millisecond), arrivedDuring)
+
+	b.Start()
+	total := ev.next
+	usTotal := usBefore + usDuring
+	bAdmin, err := kafka.NewAdmin(kafka.Cluster{Name: "b", Brokers: b.Brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(60*time.Second, "the EU events after cluster b returns", func() bool { return count(bAdmin, eu) >= total-usTotal })
+	waitFor(30*time.Second, "/readyz 200 again", func() bool { code, _ := get(addr, "/readyz"); return code == 200 })
+	waitFor(30*time.Second, "everything committed", func() bool {
+		lag, err := aAdmin.Lag(ctx, group, ingest)
+		return err == nil && lag == 0
+	})
+
+	usGot, _ := aAdmin.ReadAll(ctx, us)
+	euGot, _ := bAdmin.ReadAll(ctx, eu)
+	usN, usDups, p1 := ev.check(usGot, true)
+	euN, euDups, p2 := ev.check(euGot, false)
+	for _, p := range append(p1, p2...) {
+		t.Error(p)
+	}
+	if usN != usTotal || euN != total-usTotal {
+		t.Errorf("distinct events: us %d of %d, eu %d of %d (lost some)", usN, usTotal, euN, total-usTotal)
+	}
+	t.Logf("after the outage: us %d events (%d duplicates), eu %d events (%d duplicates)", usN, usDups, euN, euDups)
+	// The producers are idempotent and nothing crashed: a resend after the
+	// cluster returns may duplicate at most what was in flight to it.
+	if usDups != 0 {
+		t.Errorf("%d duplicates on the healthy region", usDups)
+	}
+	stop()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("route exited %d; logs:\n%s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("route did not stop")
+	}
+}
