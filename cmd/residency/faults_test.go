@@ -8,9 +8,13 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/stream"
 )
 
@@ -236,6 +240,228 @@ rules: {file: %s}
 	// cluster returns may duplicate at most what was in flight to it.
 	if usDups != 0 {
 		t.Errorf("%d duplicates on the healthy region", usDups)
+	}
+	stop()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("route exited %d; logs:\n%s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("route did not stop")
+	}
+}
+
+func header(m stream.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// TestRouteRedisOutageLongerThanGiveUp cuts Redis (through a proxy) for
+// longer than give_up and the staleness bound while events flow: the
+// router stays up, /readyz and residency_router_ready agree it is not
+// ready, and it resumes by itself once Redis returns, nothing lost. A new
+// ruleset (DE no longer placed) is applied during the outage: events
+// published while the router is not ready are decided under it once Redis
+// returns (DE quarantined, version 2); none is routed under the old one.
+func TestRouteRedisOutageLongerThanGiveUp(t *testing.T) {
+	t.Parallel()
+	a := testenv.KafkaA(t)
+	r := testenv.NewRedis(t)
+	proxy := testenv.NewProxy(t, r.Addr)
+	ctx := testenv.Context(t, 120*time.Second)
+	ingest := a.Topic(t, "ingest", 2)
+	quarantine := a.Topic(t, "quarantine", 1)
+	deadLetter := a.Topic(t, "deadletter", 1)
+	us := a.Topic(t, "us", 2)
+	eu := a.Topic(t, "eu", 2)
+	addr := freeAddr(t)
+	group := testenv.Name(t, "g")
+	cfgFile := writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
+http: {listen: "%s"}
+kafka:
+  clusters:
+    a: {brokers: [%s]}
+  ingest_cluster: a
+  session_timeout: 6s
+  rebalance_timeout: 5s
+router:
+  ingest_topics: [%s]
+  consumer_group: %s
+  quarantine_topic: %s
+  dead_letter_topic: %s
+  shutdown_timeout: 5s
+  retry_min: 10ms
+  retry_max: 200ms
+  give_up: 1s
+redis: {addr: "%s", prefix: "%s"}
+rules: {poll_interval: 50ms, staleness_bound: 1s}
+`, addr, strings.Join(a.Brokers, ","), ingest, group, quarantine, deadLetter, proxy.Addr, r.Prefix)))
+	client := goredis.NewClient(&goredis.Options{Addr: r.Addr})
+	defer client.Close()
+	applied := int64(0)
+	apply := func(countriesEU string) {
+		t.Helper()
+		rs := fmt.Sprintf(`
+jurisdictions:
+  - {name: US, region: us, countries: [US]}
+  - {name: EU, region: eu, countries: [%s]}
+regions:
+  - {name: us, cluster: a, topic: %s}
+  - {name: eu, cluster: a, topic: %s}
+stores:
+  - {name: us-postgres, regions: [us]}
+`, countriesEU, us, eu)
+		if _, err := redis.NewRules(client, r.Prefix).Apply(ctx, []byte(rs), rules.ApplyOptions{Author: "test", Base: applied}); err != nil {
+			t.Fatal(err)
+		}
+		applied++
+	}
+	apply("DE")
+
+	ev := newFaultEvents(t, a.Brokers, ingest, 10)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var stdout, stderr testenv.SyncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(rctx, []string{"route", "--config", cfgFile}, nil, &stdout, &stderr) }()
+	admin, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: a.Brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(topic string) int {
+		got, err := admin.ReadAll(ctx, topic)
+		if err != nil {
+			return -1
+		}
+		return len(got)
+	}
+	waitFor := func(d time.Duration, what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(d); !cond(); time.Sleep(50 * time.Millisecond) {
+			select {
+			case code := <-done:
+				t.Fatalf("route exited %d while waiting for %s; logs:\n%s", code, what, stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; logs:\n%s", what, stderr.String())
+			}
+		}
+	}
+	readiness := func() (int, string) {
+		code, _ := get(addr, "/readyz")
+		_, m := get(addr, "/metrics")
+		switch {
+		case strings.Contains(m, "\nresidency_router_ready 1"):
+			return code, "1"
+		case strings.Contains(m, "\nresidency_router_ready 0"):
+			return code, "0"
+		}
+		return code, "?"
+	}
+
+	usBefore := ev.publish(ctx, 40)
+	euBefore := 40 - usBefore
+	waitFor(30*time.Second, "the first events", func() bool { return count(us) >= usBefore && count(eu) >= euBefore })
+	waitFor(30*time.Second, "ready", func() bool { code, m := readiness(); return code == 200 && m == "1" })
+
+	// Cut Redis and publish at once: these may still be routed under
+	// version 1, which stays in force until the staleness bound. Then apply
+	// a ruleset without DE behind the router's back.
+	proxy.Cut()
+	cutAt := time.Now()
+	usCut := ev.publish(ctx, 20)
+	apply("FR")
+	waitFor(30*time.Second, "/readyz 503 and residency_router_ready 0", func() bool {
+		code, m := readiness()
+		return code == http.StatusServiceUnavailable && m == "0"
+	})
+	staleAt := time.Now()
+	// Published while the router knows its ruleset is stale: none of these
+	// may be routed before Redis returns, and then only under version 2.
+	firstStale := ev.next
+	usStale := ev.publish(ctx, 40)
+	// Past give_up and the staleness bound, sampled: the two agree throughout.
+	disagree, samples := 0, 0
+	for ; time.Since(cutAt) < 4*time.Second; samples++ {
+		code, m := readiness()
+		if (code == 200) != (m == "1") || code == 200 {
+			disagree++
+		}
+		select {
+		case c := <-done:
+			t.Fatalf("route exited %d during the Redis outage; logs:\n%s", c, stderr.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if disagree > 0 {
+		t.Errorf("/readyz and residency_router_ready disagreed (or said ready) in %d of %d samples during the outage", disagree, samples)
+	}
+	routedWhileStale := 0
+	for _, topic := range []string{us, eu, quarantine} {
+		got, _ := admin.ReadAll(ctx, topic)
+		for _, m := range got {
+			if ev.byVal[string(m.Value)].id >= firstStale {
+				routedWhileStale++
+			}
+		}
+	}
+	if routedWhileStale != 0 {
+		t.Errorf("%d events published after the router went not ready were routed during the outage", routedWhileStale)
+	}
+	proxy.Restore()
+	t.Logf("redis cut for %s (not ready %s after the cut; give_up 1s, staleness_bound 1s), %d readiness samples",
+		time.Since(cutAt).Round(time.Millisecond), staleAt.Sub(cutAt).Round(time.Millisecond), samples)
+
+	waitFor(30*time.Second, "everything committed after Redis returns", func() bool {
+		lag, err := admin.Lag(ctx, group, ingest)
+		return err == nil && lag == 0
+	})
+	waitFor(10*time.Second, "ready again", func() bool { code, m := readiness(); return code == 200 && m == "1" })
+
+	usGot, _ := admin.ReadAll(ctx, us)
+	euGot, _ := admin.ReadAll(ctx, eu)
+	qGot, _ := admin.ReadAll(ctx, quarantine)
+	usN, _, p1 := ev.check(usGot, true)
+	_, _, p2 := ev.check(euGot, false)
+	for _, p := range append(p1, p2...) {
+		t.Error(p)
+	}
+	if want := usBefore + usCut + usStale; usN != want {
+		t.Errorf("us: %d distinct events, want %d", usN, want)
+	}
+	// Each DE event lands once, in eu under version 1 or in quarantine
+	// under version 2: never in eu under version 2, never lost.
+	de := map[int]string{}
+	for _, m := range euGot {
+		e, v := ev.byVal[string(m.Value)], header(m, "residency-ruleset-version")
+		if v != "1" || e.id >= firstStale {
+			t.Errorf("event %d in eu under version %q", e.id, v)
+		}
+		de[e.id] = "eu"
+	}
+	for _, m := range qGot {
+		e, v := ev.byVal[string(m.Value)], header(m, "residency-ruleset-version")
+		if v != "2" {
+			t.Errorf("quarantined event %d under version %q, want 2", e.id, v)
+		}
+		if de[e.id] == "eu" {
+			t.Errorf("event %d both in eu and in quarantine", e.id)
+		}
+		de[e.id] = "quarantine"
+	}
+	if want := ev.next - (usBefore + usCut + usStale); len(de) != want {
+		t.Errorf("DE events: %d placed, want %d", len(de), want)
+	}
+	for _, m := range usGot {
+		if e := ev.byVal[string(m.Value)]; e.id >= firstStale && header(m, "residency-ruleset-version") != "2" {
+			t.Errorf("us event %d published while stale routed under version %q, want 2", e.id, header(m, "residency-ruleset-version"))
+		}
 	}
 	stop()
 	select {
