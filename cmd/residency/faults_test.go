@@ -473,3 +473,217 @@ stores:
 		t.Fatal("route did not stop")
 	}
 }
+
+// TestRouteReadinessOneTruth walks one router through every readiness
+// state it can reach from outside (no ruleset, destination topic missing,
+// destination cluster down, ruleset stale, ruleset content changed, ingest
+// Kafka down) and back to ready after each: in every state /readyz,
+// residency_router_ready and the region's residency_router_region_ready
+// agree in every sample, and the log says each state once, not per poll.
+func TestRouteReadinessOneTruth(t *testing.T) {
+	t.Parallel()
+	a := testenv.NewPrivateKafka(t, "a")
+	b := testenv.NewPrivateKafka(t, "b")
+	r := testenv.NewRedis(t)
+	proxy := testenv.NewProxy(t, r.Addr)
+	ctx := testenv.Context(t, 240*time.Second)
+	ingest := a.Topic(t, "ingest", 1)
+	quarantine := a.Topic(t, "quarantine", 1)
+	deadLetter := a.Topic(t, "deadletter", 1)
+	us := a.Topic(t, "us", 1)
+	eu := b.Topic(t, "eu", 1)
+	missingTopic := testenv.Name(t, "missing")
+	b.DeleteAfter(t, missingTopic)
+	addr := freeAddr(t)
+	group := testenv.Name(t, "g")
+	cfgFile := writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
+http: {listen: "%s"}
+kafka:
+  clusters:
+    a: {brokers: [%s]}
+    b: {brokers: [%s]}
+  ingest_cluster: a
+  session_timeout: 6s
+  rebalance_timeout: 5s
+router:
+  ingest_topics: [%s]
+  consumer_group: %s
+  quarantine_topic: %s
+  dead_letter_topic: %s
+  shutdown_timeout: 5s
+  retry_min: 10ms
+  retry_max: 200ms
+  give_up: 1s
+redis: {addr: "%s", prefix: "%s"}
+rules: {poll_interval: 50ms, staleness_bound: 1s}
+`, addr, a.Brokers[0], b.Brokers[0], ingest, group, quarantine, deadLetter, proxy.Addr, r.Prefix)))
+	client := goredis.NewClient(&goredis.Options{Addr: r.Addr})
+	defer client.Close()
+	version := int64(0)
+	apply := func(euTopic, countriesEU string) {
+		t.Helper()
+		rs := fmt.Sprintf(`
+jurisdictions:
+  - {name: US, region: us, countries: [US]}
+  - {name: EU, region: eu, countries: [%s]}
+regions:
+  - {name: us, cluster: a, topic: %s}
+  - {name: eu, cluster: b, topic: %s}
+stores:
+  - {name: us-postgres, regions: [us]}
+`, countriesEU, us, euTopic)
+		if _, err := redis.NewRules(client, r.Prefix).Apply(ctx, []byte(rs), rules.ApplyOptions{Author: "test", Base: version}); err != nil {
+			t.Fatal(err)
+		}
+		version++
+	}
+	ev := newFaultEvents(t, a.Brokers, ingest, 2)
+
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var stdout, stderr testenv.SyncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(rctx, []string{"route", "--config", cfgFile}, nil, &stdout, &stderr) }()
+
+	type sample struct {
+		code         int
+		body         string
+		ready, euRdy string
+	}
+	gauge := func(metrics, name string) string {
+		for _, l := range strings.Split(metrics, "\n") {
+			if v, ok := strings.CutPrefix(l, name+" "); ok {
+				return v
+			}
+		}
+		return "absent"
+	}
+	take := func() sample {
+		code, body := get(addr, "/readyz")
+		_, m := get(addr, "/metrics")
+		return sample{code, body, gauge(m, "residency_router_ready"), gauge(m, `residency_router_region_ready{region="eu"}`)}
+	}
+	stateLogs := func() int {
+		return strings.Count(stderr.String(), `"msg":"router not ready"`) + strings.Count(stderr.String(), `"msg":"router ready: routing every region"`)
+	}
+	type measured struct {
+		state   string
+		samples int
+		extra   int
+	}
+	var table []measured
+	// reach waits until /readyz answers want (200, or 503 with a body
+	// naming the state), then samples for hold: every sample must agree
+	// with the metric, and the log must not repeat the state.
+	reach := func(state string, want int, contains string, euReady string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			s := take()
+			if s.code == want && strings.Contains(s.body, contains) {
+				break
+			}
+			select {
+			case c := <-done:
+				t.Fatalf("%s: route exited %d; logs:\n%s", state, c, stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: never reached (last %d %q ready=%s); logs:\n%s", state, s.code, s.body, s.ready, stderr.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		before := stateLogs()
+		n := 0
+		for end := time.Now().Add(time.Second); time.Now().Before(end); n++ {
+			s := take()
+			if (s.code == 200) != (s.ready == "1") {
+				t.Errorf("%s: /readyz %d %q but residency_router_ready %s", state, s.code, s.body, s.ready)
+			}
+			if s.code != want {
+				t.Errorf("%s: /readyz left the state while held: %d %q", state, s.code, s.body)
+			}
+			if euReady != "" && s.euRdy != euReady {
+				t.Errorf("%s: residency_router_region_ready{region=\"eu\"} = %s, want %s", state, s.euRdy, euReady)
+			}
+			if strings.Contains(s.body, "not ready: not ready") {
+				t.Errorf("%s: /readyz repeats itself: %q", state, s.body)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		// A state may gain detail as its sources report (a second error
+		// from the ingest cluster), a few lines; never one per poll.
+		extra := stateLogs() - before
+		if extra > 3 {
+			all := strings.Split(stderr.String(), "\n")
+			for _, l := range all[max(0, len(all)-extra-2):] {
+				t.Log(l)
+			}
+			t.Errorf("%s: %d more readiness log lines while the state held (%d samples)", state, extra, n)
+		}
+		table = append(table, measured{state, n, extra})
+	}
+
+	reach("no ruleset", 503, "no ruleset", "")
+	apply(eu, "DE")
+	reach("ready", 200, "", "1")
+
+	// A destination topic missing: the eu region's topic does not exist.
+	apply(missingTopic, "DE")
+	ev.publish(ctx, 2)
+	reach("destination topic missing", 503, "missing", "0")
+	b.CreateTopic(t, missingTopic, 1)
+	reach("ready after the topic exists", 200, "", "1")
+
+	// A destination cluster down.
+	b.Kill()
+	ev.publish(ctx, 2)
+	reach("destination cluster down", 503, "cluster b down", "0")
+	b.Start()
+	reach("ready after cluster b returns", 200, "", "1")
+
+	// The ruleset stale: Redis cut past the staleness bound.
+	proxy.Cut()
+	reach("ruleset stale", 503, "stale", "")
+	proxy.Restore()
+	reach("ready after Redis returns", 200, "", "1")
+
+	// Redis loses its data; the same version number comes back with other
+	// content.
+	keys, err := client.Keys(ctx, r.Prefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) > 0 {
+		if err := client.Del(ctx, keys...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := version
+	version = 0
+	for others := []string{"FR", "FR, IT", "FR, IT, ES", "FR, IT, ES, PT", "FR, IT, ES, PT, NL", "FR, IT, ES, PT, NL, BE"}; version < held; {
+		apply(eu, others[version])
+	}
+	reach("ruleset content changed", 503, "content changed", "")
+	apply(eu, "DE")
+	reach("ready under a new version", 200, "", "1")
+
+	// The ingest cluster down.
+	a.Kill()
+	reach("ingest kafka down", 503, "", "")
+	a.Start()
+	reach("ready after the ingest cluster returns", 200, "", "1")
+
+	for _, m := range table {
+		t.Logf("%-40s %3d samples agree; %d readiness log lines while held", m.state, m.samples, m.extra)
+	}
+	if n := stateLogs(); n > 4*len(table) {
+		t.Errorf("%d readiness log lines for %d states", n, len(table))
+	}
+	stop()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("route did not stop")
+	}
+}
