@@ -179,8 +179,10 @@ func (c *Cache) Current() (*Ruleset, error) {
 	}
 	last := time.Duration(c.lastOK.Load())
 	if age := time.Since(c.start) - last; age > c.opts.StalenessBound {
-		err := fmt.Errorf("rules: %w since %s: version %d not confirmed for %s (bound %s)",
-			ErrStale, c.start.Add(last).UTC().Format(time.RFC3339Nano), r.Version(), age.Round(time.Millisecond), c.opts.StalenessBound)
+		// No age in the text: it is the readiness state, logged when it
+		// changes, and must not change with every poll.
+		err := fmt.Errorf("rules: %w since %s: version %d not confirmed within the bound (%s)",
+			ErrStale, c.start.Add(last).UTC().Format(time.RFC3339Nano), r.Version(), c.opts.StalenessBound)
 		if e := c.lastErr.Load(); e != nil {
 			err = fmt.Errorf("%w: %w", err, *e)
 		}

@@ -226,8 +226,10 @@ func (p *Pins) Pins() (PinView, error) {
 	}
 	c := time.Duration(p.confirm.Load())
 	if age := time.Since(p.start) - c; age > p.opts.StalenessBound {
-		err := fmt.Errorf("%w since %s: not confirmed for %s (bound %s)", ErrPinsStale,
-			p.start.Add(c).UTC().Format(time.RFC3339Nano), age.Round(time.Millisecond), p.opts.StalenessBound)
+		// No age in the text: it is the readiness state, logged when it
+		// changes, and must not change with every poll.
+		err := fmt.Errorf("%w since %s: not confirmed within the bound (%s)", ErrPinsStale,
+			p.start.Add(c).UTC().Format(time.RFC3339Nano), p.opts.StalenessBound)
 		if e := p.lastErr.Load(); e != nil {
 			err = fmt.Errorf("%w: %w", err, *e)
 		}
