@@ -27,6 +27,8 @@ import (
 
 	"github.com/residency-router/residency/connectors/kafka"
 	redisconn "github.com/residency-router/residency/connectors/redis"
+	"github.com/residency-router/residency/audit"
+	"github.com/residency-router/residency/auditwire"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
@@ -38,6 +40,10 @@ const (
 	// contenderPassThrough is the plain kafka-go pass-through.
 	contenderPassThrough = "pass-through"
 	contenderRouter      = "router"
+	// contenderRouterAudit is the router with the audit on: every record
+	// attested, every decision leaf appended (acks=all) to a one-partition
+	// audit topic before its offset is committed.
+	contenderRouterAudit = "router+audit"
 	// contenderFranzGo is the franz-go pass-through: the reference for
 	// what a Go client moves on the broker.
 	contenderFranzGo = "franz-go"
@@ -215,7 +221,7 @@ func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 		err = runPassThrough(ctx, spec, m)
 	case contenderFranzGo:
 		err = runFranzGo(ctx, spec, m)
-	case contenderRouter:
+	case contenderRouter, contenderRouterAudit:
 		decisions, err = runBenchRouter(ctx, spec, m)
 	default:
 		err = fmt.Errorf("%w: unknown contender %q", ErrSpec, spec.Mode)
@@ -396,6 +402,23 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 		pins := rules.NewPins(redisconn.NewRules(client, spec.RedisPrefix), rules.PinsOptions{Registerer: reg})
 		go func() { _ = pins.Run(bg) }()
 		cfg.Pins = pins
+	}
+	if spec.Mode == contenderRouterAudit {
+		al, err := kafka.NewAuditLog(kafka.AuditLogConfig{Cluster: ingest, Topic: spec.Prefix + ".audit", Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = al.Close(context.Background()) }()
+		subjects, err := audit.NewPseudonymizer([]byte("bench-subject-key-bench-subject-key"))
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Ledger, err = auditwire.NewLedger(al, auditwire.LedgerConfig{Actor: "bench", Subjects: subjects}); err != nil {
+			return nil, err
+		}
+		if cfg.Attester, err = auditwire.NewAttester(audit.AttestKey{ID: "bench", Secret: []byte("bench-attestation-key-bench-attestation")}); err != nil {
+			return nil, err
+		}
 	}
 	r, err := router.New(cfg)
 	if err != nil {
