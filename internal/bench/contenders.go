@@ -25,10 +25,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/residency-router/residency/connectors/kafka"
-	redisconn "github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/audit"
 	"github.com/residency-router/residency/auditwire"
+	"github.com/residency-router/residency/connectors/kafka"
+	redisconn "github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
