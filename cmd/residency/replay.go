@@ -13,6 +13,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/residency-router/residency/audit"
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/internal/config"
@@ -239,6 +240,16 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		QuarantineTopic: cfg.Router.QuarantineTopic, DeadLetterTopic: cfg.Router.DeadLetterTopic, IngestTopics: cfg.Router.IngestTopics,
 		Fields: fx, Decoder: fx, Pins: pins, Checkpoints: cps, DryRun: f.dryRun, BatchSize: f.batch, Rate: f.rate,
 		MaxValueBytes: cfg.Router.MaxValueBytes, Instance: cmpOr(cfg.Instance, "replay"), Progress: prog.Update, Logger: log,
+	}
+	if !f.dryRun {
+		ra, err := wireRouteAudit(cfg, "replay:"+plan.ID, audit.KindReplay, log)
+		if err != nil {
+			return exitUsage, err
+		}
+		if ra != nil {
+			defer func() { _ = ra.close(5 * time.Second) }()
+			rc.Ledger, rc.Attester = ra.ledger, ra.attester
+		}
 	}
 	// A dry run saves no checkpoint but reads the others' (what was
 	// already replayed).

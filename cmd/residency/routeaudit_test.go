@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,9 +153,9 @@ func (s *auditStack) leaves(t *testing.T, ctx context.Context) []audit.Leaf {
 
 // checkLeaves fails unless every committed ingest offset has a route leaf
 // whose digests are its record's; it returns the leaves by source.
-func (s *auditStack) checkLeaves(t *testing.T, ctx context.Context, leaves []audit.Leaf) map[string]*audit.Leaf {
+func (s *auditStack) checkLeaves(t *testing.T, ctx context.Context, leaves []audit.Leaf) map[string][]*audit.Leaf {
 	t.Helper()
-	bySrc := map[string]*audit.Leaf{}
+	bySrc := map[string][]*audit.Leaf{}
 	rulesetLeaves := 0
 	for i := range leaves {
 		l := &leaves[i]
@@ -159,7 +163,8 @@ func (s *auditStack) checkLeaves(t *testing.T, ctx context.Context, leaves []aud
 		case audit.KindRuleset:
 			rulesetLeaves++
 		case audit.KindRoute:
-			bySrc[fmt.Sprintf("%d/%d", l.Src.Partition, l.Src.Offset)] = l
+			k := fmt.Sprintf("%d/%d", l.Src.Partition, l.Src.Offset)
+			bySrc[k] = append(bySrc[k], l)
 			if l.Src.Topic != s.ingest || l.Actor == "" {
 				t.Errorf("leaf %+v: wrong source topic or no actor", l)
 			}
@@ -179,13 +184,14 @@ func (s *auditStack) checkLeaves(t *testing.T, ctx context.Context, leaves []aud
 			continue
 		}
 		n++
-		l := bySrc[fmt.Sprintf("%d/%d", m.Partition, m.Offset)]
-		if l == nil {
+		ls := bySrc[fmt.Sprintf("%d/%d", m.Partition, m.Offset)]
+		if len(ls) == 0 {
 			t.Errorf("committed ingest offset %d/%d has no leaf", m.Partition, m.Offset)
-			continue
 		}
-		if l.Value != audit.Sum(m.Value) || l.Key != audit.Sum(m.Key) {
-			t.Errorf("leaf of %d/%d: digests are not its record's", m.Partition, m.Offset)
+		for _, l := range ls {
+			if l.Value != audit.Sum(m.Value) || l.Key != audit.Sum(m.Key) {
+				t.Errorf("leaf of %d/%d: digests are not its record's", m.Partition, m.Offset)
+			}
 		}
 	}
 	if n == 0 {
@@ -195,15 +201,15 @@ func (s *auditStack) checkLeaves(t *testing.T, ctx context.Context, leaves []aud
 }
 
 // checkAttestations fails unless every record in the pinned, quarantine
-// and dead-letter topics verifies (as a sink and the verifier check it)
-// and has a leaf naming it as its destination.
-func (s *auditStack) checkAttestations(t *testing.T, ctx context.Context, bySrc map[string]*audit.Leaf) int {
+// and dead-letter topics verifies (as a sink and the verifier check it).
+// It returns how many records there are and how many no leaf names as
+// its destination (written by a router killed before it recorded them).
+func (s *auditStack) checkAttestations(t *testing.T, ctx context.Context, bySrc map[string][]*audit.Leaf) (n, unlogged int) {
 	t.Helper()
 	v, err := audit.NewAttestVerifier(s.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
 	for _, c := range []struct {
 		k            *testenv.Kafka
 		cluster, top string
@@ -235,13 +241,16 @@ func (s *auditStack) checkAttestations(t *testing.T, ctx context.Context, bySrc 
 			if err := v.Verify(tag, &in); err != nil {
 				t.Errorf("%s/%s %d/%d: attestation: %v", c.cluster, c.top, m.Partition, m.Offset, err)
 			}
-			l := bySrc[fmt.Sprintf("%d/%d", in.SrcPartition, in.SrcOffset)]
-			if l != nil && (l.Dest.Cluster != c.cluster || l.Dest.Topic != c.top || l.Dest.Partition != int32(m.Partition) || l.Dest.Offset != m.Offset) {
-				t.Errorf("%s/%s %d/%d: its leaf says %+v", c.cluster, c.top, m.Partition, m.Offset, l.Dest)
+			named := false
+			for _, l := range bySrc[fmt.Sprintf("%d/%d", in.SrcPartition, in.SrcOffset)] {
+				named = named || l.Dest == audit.Destination{Cluster: c.cluster, Topic: c.top, Partition: int32(m.Partition), Offset: m.Offset}
+			}
+			if !named {
+				unlogged++
 			}
 		}
 	}
-	return n
+	return n, unlogged
 }
 
 // TestRouteAuditOn runs `residency route` with the audit on and the audit
@@ -291,8 +300,8 @@ func TestRouteAuditOn(t *testing.T) {
 		t.Fatal("route did not stop")
 	}
 	bySrc := s.checkLeaves(t, ctx, s.leaves(t, ctx))
-	if n := s.checkAttestations(t, ctx, bySrc); n != 100 {
-		t.Errorf("%d records written, want 100", n)
+	if n, unlogged := s.checkAttestations(t, ctx, bySrc); n != 100 || unlogged != 0 {
+		t.Errorf("%d records written (%d named by no leaf), want 100 (0)", n, unlogged)
 	}
 	logs := stderr.String()
 	if !strings.Contains(logs, `"msg":"audit on`) || !strings.Contains(logs, "route-k1") {
@@ -302,5 +311,90 @@ func TestRouteAuditOn(t *testing.T) {
 		if strings.Contains(logs, leak) {
 			t.Errorf("logs contain %q", leak)
 		}
+	}
+}
+
+// TestRouteAuditKill9 runs the residency binary with the audit on while
+// events flow, kills it with SIGKILL at random moments while it commits, three times
+// (restarting it each time), then lets it drain: every offset the group
+// committed has its leaf on the audit topic (duplicates allowed), and
+// every record written carries a valid attestation.
+func TestRouteAuditKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	s := newAuditStack(t, true)
+	ctx := testenv.Context(t, 2*time.Minute)
+	bin := filepath.Join(t.TempDir(), "residency")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	var logs testenv.SyncBuffer
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "route", "--config", s.cfgFile)
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	produced := 0
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	total := func() int64 {
+		var n int64
+		for _, c := range s.committed(t, ctx) {
+			n += c
+		}
+		return n
+	}
+	for round := range 3 {
+		cmd := start()
+		// Kill it while it commits: once the new member commits (after the
+		// killed one's session expired), at a random moment.
+		before := total()
+		for wait := time.Now().Add(30 * time.Second); total() == before; {
+			if time.Now().After(wait) {
+				t.Fatalf("round %d: nothing committed; logs:\n%s", round, logs.String())
+			}
+			s.produce(t, ctx, produced, 40)
+			produced += 40
+			time.Sleep(50 * time.Millisecond)
+		}
+		deadline := time.Now().Add(time.Duration(100+rng.IntN(1000)) * time.Millisecond)
+		for time.Now().Before(deadline) {
+			s.produce(t, ctx, produced, 40)
+			produced += 40
+			time.Sleep(time.Duration(10+rng.IntN(40)) * time.Millisecond)
+		}
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		t.Logf("round %d: killed after %d events produced, %d committed", round, produced, total())
+	}
+	cmd := start()
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if lag, err := s.admin.Lag(ctx, s.group, s.ingest); err == nil && lag == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not drained; logs:\n%s", logs.String())
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	leaves := s.leaves(t, ctx)
+	bySrc := s.checkLeaves(t, ctx, leaves)
+	if len(bySrc) != produced {
+		t.Errorf("%d ingest offsets with a leaf, want %d", len(bySrc), produced)
+	}
+	n, unlogged := s.checkAttestations(t, ctx, bySrc)
+	t.Logf("%d events, %d leaves (%d more than offsets), %d records written, %d of them named by no leaf (written before a kill, never recorded)",
+		produced, len(leaves), len(leaves)-len(bySrc), n, unlogged)
+	if n < produced {
+		t.Errorf("%d records written for %d events", n, produced)
 	}
 }

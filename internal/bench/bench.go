@@ -146,6 +146,13 @@ type Report struct {
 	PassThrough ContenderReport `json:"pass_through"`
 	Router      ContenderReport `json:"router"`
 	FranzGo     ContenderReport `json:"franz_go"`
+	// RouterAudit is the router with the audit on (throughput only).
+	RouterAudit ContenderReport `json:"router_audit"`
+	// AuditRatio is RouterAudit.EventsPerSecond / Router.EventsPerSecond:
+	// what the audit costs (issue 14 asks >= 0.9).
+	AuditRatio float64 `json:"audit_ratio"`
+	// AuditRounds is AuditRatio per round.
+	AuditRounds []float64 `json:"audit_rounds"`
 	// FanOut is the --diagnose contender (throughput only).
 	FanOut *ContenderReport `json:"fan_out,omitempty"`
 	// FanOutRatio is FanOut.EventsPerSecond / PassThrough.EventsPerSecond.
@@ -447,7 +454,7 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 		rep.FanOut, rep.WriterPass = &ContenderReport{}, &ContenderReport{}
 	}
 	for round := range o.Rounds {
-		order := []string{contenderPassThrough, contenderRouter, contenderFranzGo}
+		order := []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderFranzGo}
 		if o.Diagnose {
 			order = append(order, contenderFanOut, contenderWriterPass)
 		}
@@ -475,8 +482,9 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 		}
 		rep.RoundRatios = append(rep.RoundRatios, eps[contenderRouter]/eps[contenderPassThrough])
 		rep.RouterToFranzGoRounds = append(rep.RouterToFranzGoRounds, eps[contenderRouter]/eps[contenderFranzGo])
+		rep.AuditRounds = append(rep.AuditRounds, eps[contenderRouterAudit]/eps[contenderRouter])
 	}
-	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderFranzGo, contenderFanOut, contenderWriterPass} {
+	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderFranzGo, contenderFanOut, contenderWriterPass} {
 		if c := rep.contender(mode); c != nil {
 			c.EventsPerSecond = median(c.RoundEventsPerSecond)
 			c.CPUSecondsPerMillion = median(c.RoundCPUSecondsPerMillion)
@@ -485,6 +493,7 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	}
 	rep.Ratio = rep.Router.EventsPerSecond / rep.PassThrough.EventsPerSecond
 	rep.RouterToFranzGo = rep.Router.EventsPerSecond / rep.FranzGo.EventsPerSecond
+	rep.AuditRatio = rep.RouterAudit.EventsPerSecond / rep.Router.EventsPerSecond
 	rep.CPURouterToFranzGo = rep.Router.CPUMicrosPerEvent / rep.FranzGo.CPUMicrosPerEvent
 	if rep.FanOut != nil {
 		rep.FanOutRatio = rep.FanOut.EventsPerSecond / rep.PassThrough.EventsPerSecond
@@ -533,6 +542,8 @@ func (r *Report) contender(mode string) *ContenderReport {
 	switch mode {
 	case contenderRouter:
 		return &r.Router
+	case contenderRouterAudit:
+		return &r.RouterAudit
 	case contenderFanOut:
 		return r.FanOut
 	case contenderWriterPass:
@@ -549,7 +560,7 @@ func (b *benchRun) childSpec(mode, ingest, prefix string, expect int) childSpec 
 	spec := childSpec{Mode: mode, Brokers: b.o.Brokers, RemoteBrokers: b.o.Remote, Ingest: ingest,
 		Group: prefix + ".group", Dest: prefix + ".out", Prefix: prefix, Expect: expect,
 		BatchSize: b.o.BatchSize, Linger: b.o.Linger, Timeout: b.o.Timeout}
-	if mode == contenderRouter {
+	if mode == contenderRouter || mode == contenderRouterAudit {
 		spec.RedisAddr, spec.RedisPrefix = b.redisAddr, b.redisPrefix
 	}
 	return spec
@@ -578,6 +589,12 @@ func (b *benchRun) destinations(ctx context.Context, mode, prefix string) (map[*
 			far = b.remote
 		}
 		out[far] = append(out[far], prefix+".eu", prefix+".uk")
+		if mode == contenderRouterAudit {
+			// The audit topic: one partition (docs/audit.md).
+			if err := b.createAuditTopic(ctx, prefix+".audit"); err != nil {
+				return nil, err
+			}
+		}
 	}
 	for c, names := range out {
 		if err := b.createTopics(ctx, c, true, names...); err != nil {
@@ -977,6 +994,28 @@ func (b *benchRun) loadPins(ctx context.Context) (cleanup func(), err error) {
 	return cleanup, nil
 }
 
+// createAuditTopic creates the one-partition audit topic name on the
+// ingest cluster.
+func (b *benchRun) createAuditTopic(ctx context.Context, name string) error {
+	resp, err := b.client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{{Topic: name, NumPartitions: 1,
+		ReplicationFactor: b.o.Replication}}})
+	if err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	for n, e := range resp.Errors {
+		if e != nil {
+			return fmt.Errorf("create topic %s: %w", n, e)
+		}
+	}
+	b.topics[b.client] = append(b.topics[b.client], name)
+	a, err := kafka.NewAdmin(kafka.Cluster{Name: "bench", Brokers: b.o.Brokers})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.CreateTopics(ctx, 1, b.o.Replication, name) // exists already: waits for its leader
+}
+
 // createTopics creates names on c with the bench's partitions, and
 // LogAppendTime timestamps when appendTime (destinations, so a record's
 // timestamp there is when the broker appended it).
@@ -1174,7 +1213,7 @@ func (r *Report) Table(out io.Writer) {
 		name string
 		c    *ContenderReport
 	}{{contenderPassThrough + " (kafka-go)", &r.PassThrough}, {contenderFranzGo, &r.FranzGo}, {contenderRouter, &r.Router},
-		{contenderFanOut, r.FanOut}, {contenderWriterPass, r.WriterPass}} {
+		{contenderRouterAudit, &r.RouterAudit}, {contenderFanOut, r.FanOut}, {contenderWriterPass, r.WriterPass}} {
 		if c.c == nil {
 			continue
 		}
@@ -1189,6 +1228,9 @@ func (r *Report) Table(out io.Writer) {
 	fmt.Fprintf(out, "\nRouter / franz-go: %.2f (per round: %s); router CPU per event / franz-go's: %.2f\n",
 		r.RouterToFranzGo, joinFloats(r.RouterToFranzGoRounds), r.CPURouterToFranzGo)
 	fmt.Fprintf(out, "Router / pass-through (kafka-go): %.2f (per round: %s)\n", r.Ratio, joinFloats(r.RoundRatios))
+	if r.RouterAudit.EventsPerSecond > 0 {
+		fmt.Fprintf(out, "Router with the audit on / router: %.2f (per round: %s; issue 14 asks >= 0.9)\n", r.AuditRatio, joinFloats(r.AuditRounds))
+	}
 	if r.FanOut != nil {
 		fmt.Fprintf(out, "Pass-through with fan-out and headers / pass-through: %.2f\n", r.FanOutRatio)
 	}

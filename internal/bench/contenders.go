@@ -25,6 +25,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/residency-router/residency/audit"
+	"github.com/residency-router/residency/auditwire"
 	"github.com/residency-router/residency/connectors/kafka"
 	redisconn "github.com/residency-router/residency/connectors/redis"
 	"github.com/residency-router/residency/router"
@@ -38,6 +40,10 @@ const (
 	// contenderPassThrough is the plain kafka-go pass-through.
 	contenderPassThrough = "pass-through"
 	contenderRouter      = "router"
+	// contenderRouterAudit is the router with the audit on: every record
+	// attested, every decision leaf appended (acks=all) to a one-partition
+	// audit topic before its offset is committed.
+	contenderRouterAudit = "router+audit"
 	// contenderFranzGo is the franz-go pass-through: the reference for
 	// what a Go client moves on the broker.
 	contenderFranzGo = "franz-go"
@@ -222,7 +228,7 @@ func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 		err = runPassThrough(ctx, spec, m)
 	case contenderFranzGo:
 		err = runFranzGo(ctx, spec, m)
-	case contenderRouter:
+	case contenderRouter, contenderRouterAudit:
 		decisions, err = runBenchRouter(ctx, spec, m)
 	default:
 		err = fmt.Errorf("%w: unknown contender %q", ErrSpec, spec.Mode)
@@ -408,6 +414,19 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 		pins := rules.NewPins(redisconn.NewRules(client, spec.RedisPrefix), rules.PinsOptions{Registerer: reg})
 		go func() { _ = pins.Run(bg) }()
 		cfg.Pins = pins
+	}
+	if spec.Mode == contenderRouterAudit {
+		al, err := kafka.NewAuditLog(kafka.AuditLogConfig{Cluster: ingest, Topic: spec.Prefix + ".audit", Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = al.Close(context.Background()) }()
+		if cfg.Ledger, err = auditwire.NewLedger(al, auditwire.LedgerConfig{Actor: "bench", SubjectKey: []byte("bench-subject-key-bench-subject-key")}); err != nil {
+			return nil, err
+		}
+		if cfg.Attester, err = auditwire.NewAttester(audit.AttestKey{ID: "bench", Secret: []byte("bench-attestation-key-bench-attestation")}); err != nil {
+			return nil, err
+		}
 	}
 	r, err := router.New(cfg)
 	if err != nil {

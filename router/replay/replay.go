@@ -283,6 +283,16 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Progress, if set, is called after every batch. Default nil.
 	Progress func(Progress)
+	// Attester, when set, attests every record replay writes (the
+	// router.HeaderAttestation header), as the router does. Default nil.
+	Attester router.Attester
+	// Ledger, when set, records the decision of every event replay
+	// writes (auditwire.NewLedger with kind replay) once it is published
+	// and before its batch is checkpointed; a batch is checkpointed only
+	// once its leaves are durable. The publishers do not report where
+	// records went, so the leaves' destination partition and offset are
+	// -1. Default nil: audit off.
+	Ledger router.Ledger
 	// Logger receives the replay's logs (coordinates and counts, never
 	// payloads or user ids). Default slog.Default().
 	Logger *slog.Logger
@@ -402,7 +412,8 @@ func New(cfg Config) (*Replay, error) {
 	// feed the replay its own writes.
 	if r.pipe, err = router.NewPipeline(router.PipelineConfig{Publishers: cfg.Publishers, IngestCluster: cfg.IngestCluster,
 		QuarantineTopic: cfg.QuarantineTopic, DeadLetterTopic: cfg.DeadLetterTopic, Reserved: append(slices.Clone(cfg.IngestTopics), cfg.Plan.Topic),
-		Fields: cfg.Fields, Pins: cfg.Pins, Instance: cfg.Instance, MaxValueBytes: cfg.MaxValueBytes, Retry: r.retry, Logger: r.log}); err != nil {
+		Fields: cfg.Fields, Pins: cfg.Pins, Instance: cfg.Instance, MaxValueBytes: cfg.MaxValueBytes, Retry: r.retry, Logger: r.log,
+		Attester: cfg.Attester}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	r.rep = newReport(&cfg.Plan, cfg.DryRun)
@@ -768,6 +779,9 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 		if err := r.pipe.Publish(ctx, b); err != nil {
 			return err
 		}
+		if err := r.ledger(ctx, b); err != nil {
+			return err
+		}
 	}
 	r.mu.Lock()
 	for topic, c := range written {
@@ -778,6 +792,27 @@ func (r *Replay) process(ctx context.Context, batch []stream.Message) error {
 	r.next[last.Partition] = last.Offset + 1
 	r.mu.Unlock()
 	return r.checkpoint(ctx)
+}
+
+// ledger records the events of b that were written in the Ledger,
+// retrying, before the batch is checkpointed.
+func (r *Replay) ledger(ctx context.Context, b *router.Batch) error {
+	if r.cfg.Ledger == nil {
+		return nil
+	}
+	var settled []router.Settled
+	for i := range b.Events {
+		ev := &b.Events[i]
+		if ev.Skip {
+			continue
+		}
+		cluster, topic := r.pipe.Destination(&ev.Decision)
+		settled = append(settled, router.Settled{Event: ev, Ruleset: b.Ruleset, Cluster: cluster, Topic: topic, Partition: -1, Offset: -1})
+	}
+	if len(settled) == 0 {
+		return nil
+	}
+	return r.retry.Do(ctx, "ledger", func(ctx context.Context) error { return r.cfg.Ledger.Record(ctx, settled) })
 }
 
 // coverage is a range of offsets an earlier replay already replayed.
