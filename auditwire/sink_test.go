@@ -177,6 +177,14 @@ func TestSinkLedgerLeaves(t *testing.T) {
 			t.Errorf("the audit record holds %q", b)
 		}
 	}
+	// An erased user's event: refused, not quarantined, no destination.
+	if err := led.Record(context.Background(), []sink.Entry{{Msg: &refused, Reason: sink.ReasonErased, UserID: sinktest.UserID(2), Ruleset: rs,
+		QuarantinePartition: -1, QuarantineOffset: -1}}); err != nil {
+		t.Fatal(err)
+	}
+	if ls := log.leaves(t); len(ls) != 3 || ls[2].Kind != audit.KindSinkRefusal || ls[2].Reason != sink.ReasonErased || ls[2].Dest != (audit.Destination{}) {
+		t.Errorf("leaf of an erased event %+v", ls[len(ls)-1])
+	}
 	log.fail = true
 	if err := led.Record(context.Background(), []sink.Entry{{Msg: &stored, Written: true, Ruleset: rs}}); err == nil {
 		t.Error("Record succeeded while the log fails")
