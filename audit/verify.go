@@ -741,12 +741,14 @@ type StoreCheck struct {
 func (v *Verification) VerifyStores(ctx context.Context, stores []StoreCheck, rows RowSource) error {
 	for _, s := range stores {
 		seen := map[coords]bool{}
+		values := map[Digest]coords{} // a row per stored value, for copies kept once
 		err := rows.Rows(ctx, s.Store, func(row *Row) error {
 			if row.Cluster == "" {
 				row.Cluster = s.Cluster
 			}
 			c := coords{row.Cluster, row.Topic, row.Partition, row.Offset}
 			seen[c] = true
+			values[row.Value] = c
 			v.report.Checked.Rows++
 			if v.cfg.Progress != nil && v.report.Checked.Rows%100000 == 0 {
 				v.cfg.Progress("rows", v.report.Checked.Rows)
@@ -766,6 +768,11 @@ func (v *Verification) VerifyStores(ctx context.Context, stores []StoreCheck, ro
 			f := Finding{Cluster: c.cluster, Topic: c.topic, Partition: c.partition, Offset: c.offset, Store: s.Store, Leaf: ref.index}
 			if at, ok := v.erasures[storeSubject{s.Store, l.Subject}]; ok && !l.Subject.IsZero() && at > ref.index {
 				f.Code, f.Note, f.Detail = CodeErased, true, fmt.Sprintf("row removed by the erasure of leaf %d", at)
+			} else if at, ok := values[l.Value]; ok && !l.Value.IsZero() {
+				// A router's duplicate of the event at other pinned-topic
+				// coordinates: a store idempotent on the event id kept the
+				// first copy only.
+				f.Code, f.Note, f.Detail = CodeDuplicateLeaf, true, fmt.Sprintf("the store holds this event once, from %s/%d@%d", at.topic, at.partition, at.offset)
 			} else {
 				f.Code, f.Detail = CodeMissingRow, "the sink logged writing this record; the store does not have it"
 			}

@@ -459,6 +459,37 @@ func TestVerifyMisplacedAndUnapproved(t *testing.T) {
 	expect(t, w.verify(VerifyConfig{}), "misplaced_record", "unapproved_store", "bad_attestation")
 }
 
+// TestVerifyStoreKeepsOneCopy: a router's duplicate of an event at other
+// pinned-topic coordinates, logged as written by the sink, while the store
+// (idempotent on the event id) kept only the first copy, is a note, not a
+// missing row; a logged write whose value no row holds is still one.
+func TestVerifyStoreKeepsOneCopy(t *testing.T) {
+	w := newWorld(t)
+	w.run(4)
+	row := w.rows["us-postgres"][0]
+	first := Leaf{Kind: KindSinkWrite, Time: w.time, Actor: "sink:us-postgres",
+		Src:      Source{Cluster: "a", Topic: row.Topic, Partition: row.Partition, Offset: row.Offset},
+		Value:    row.Value,
+		Decision: Written, Jurisdiction: row.Jurisdiction, Region: row.Region, Ruleset: w.rs, Dest: Destination{Store: "us-postgres"}}
+	dup := first
+	dup.Src.Offset += 1000
+	w.log(dup)
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if got := codes(r.Notes); !slices.Equal(got, []string{"duplicate_leaf"}) {
+		t.Fatalf("notes %v", got)
+	}
+	other := first
+	other.Src.Offset += 2000
+	other.Value = Sum([]byte("an event no row holds"))
+	w.log(other)
+	w.flush()
+	w.integrate()
+	expect(t, w.verify(VerifyConfig{}), "missing_row")
+}
+
 func TestVerifyUnknownRuleset(t *testing.T) {
 	w := newWorld(t)
 	w.batch = nil // no ruleset leaf

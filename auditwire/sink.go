@@ -165,6 +165,9 @@ func (l *SinkLedger) leaf(e *sink.Entry, now int64) (audit.Leaf, error) {
 		return leaf, nil
 	}
 	leaf.Kind, leaf.Decision, leaf.Reason = audit.KindSinkRefusal, audit.Refused, e.Reason
+	if e.QuarantineTopic == "" {
+		return leaf, nil // not quarantined (an erased user's event)
+	}
 	leaf.Dest = audit.Destination{Cluster: l.cfg.QuarantineCluster, Topic: e.QuarantineTopic,
 		Partition: e.QuarantinePartition, Offset: e.QuarantineOffset}
 	return leaf, nil

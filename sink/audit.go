@@ -65,7 +65,9 @@ type Entry struct {
 	Ruleset *rules.Ruleset
 	// QuarantineTopic, QuarantinePartition and QuarantineOffset are, for a
 	// refused record, where its copy went; the offset is -1 when the
-	// quarantine publisher does not say (PlacingPublisher).
+	// quarantine publisher does not say (PlacingPublisher). QuarantineTopic
+	// is "" for an erased user's event (Reason ReasonErased), which is
+	// neither stored nor quarantined.
 	QuarantineTopic     string
 	QuarantinePartition int32
 	QuarantineOffset    int64
@@ -112,7 +114,7 @@ func (s *Sink) publishQuarantine(ctx context.Context, quar []stream.Message) (pa
 // record appends the batch's entries to the ledger, retried until it
 // succeeds or ctx ends; the sink reports not-ready while it fails.
 func (s *Sink) recordLedger(ctx context.Context, b []item, written, refused []int, rs *rules.Ruleset, qparts []int32, qoffs []int64) error {
-	if s.cfg.Ledger == nil || len(written)+len(refused) == 0 {
+	if s.cfg.Ledger == nil {
 		return nil
 	}
 	entries := make([]Entry, 0, len(written)+len(refused))
@@ -128,6 +130,17 @@ func (s *Sink) recordLedger(ctx context.Context, b []item, written, refused []in
 			e.QuarantinePartition, e.QuarantineOffset = qparts[j], qoffs[j]
 		}
 		entries = append(entries, e)
+	}
+	// An erased user's event is neither stored nor quarantined: its leaf
+	// says so, without a destination.
+	for i := range b {
+		if it := &b[i]; it.erased {
+			entries = append(entries, Entry{Msg: &it.msg, Reason: ReasonErased, EventID: it.eventID, UserID: it.userID, Ruleset: rs,
+				QuarantinePartition: -1, QuarantineOffset: -1})
+		}
+	}
+	if len(entries) == 0 {
+		return nil
 	}
 	failed := false
 	err := s.retry.Do(ctx, "ledger", func(ctx context.Context) error {

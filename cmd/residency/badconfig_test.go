@@ -261,6 +261,8 @@ func brokenConfigs() []brokenConfig {
 		{name: "purge negative min age", yaml: base("purge: {min_age: -1h}\n"), want: []string{"purge.min_age: must not be negative"}},
 		{name: "erasure settle below a write timeout", yaml: strings.Replace(validBase, "region: us,", "region: us, write_timeout: 10s,", 1) + "erasure: {settle: 10s}\n", want: []string{"erasure.settle", "sinks[0].write_timeout"}},
 		{name: "subject key too short", yaml: strings.Replace(validBase, "SUBJECTKEY", "{notpem}", 1), want: []string{"audit.subject_key_file", "at least 32"}},
+		{name: "sink audit without verify keys", yaml: strings.Replace(validBase, "audit: {subject_key_file: SUBJECTKEY}", "audit: {enabled: true, subject_key_file: SUBJECTKEY}", 1), want: []string{"audit.attestation.verify_keys", "required"}, only: []string{"sink"}},
+		{name: "sink audit verify key file missing", yaml: strings.Replace(validBase, "audit: {subject_key_file: SUBJECTKEY}", "audit: {enabled: true, subject_key_file: SUBJECTKEY, attestation: {verify_keys: [{id: k1, file: /nonexistent/k1}]}}", 1), want: []string{"audit.attestation.verify_keys[0]", "/nonexistent/k1"}, only: []string{"sink"}},
 		{name: "residue max listed negative", yaml: base("residue: {max_listed: -1}\n"), want: []string{"residue.max_listed"}},
 		{name: "store not configured", yaml: strings.Replace(validBase, "store: us-postgres", "store: eu-objectstore", 1), want: []string{"sinks", `"us-postgres"`}, only: []string{"sink"}},
 	}

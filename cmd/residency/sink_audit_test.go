@@ -134,6 +134,10 @@ sinks:
 		}
 		good = append(good, attested(t, k, "a", us, msg(i, "US", "us", "US")))
 	}
+	// A null key and an empty key stay what they were (the tag binds which).
+	nullKey, emptyKey := msg(6, "US", "us", "US"), msg(7, "US", "us", "US")
+	nullKey.Key, emptyKey.Key = nil, []byte{}
+	good = append(good, attested(t, newKey, "a", us, nullKey), attested(t, newKey, "a", us, emptyKey))
 	otherTag, _ := router.HeaderValue(good[1].Headers, audit.HeaderAttestation)
 	forged := msg(50, "EU", "eu", "DE") // issue 12: an EU user's event, headers copied from a real US record
 	forged.Headers = good[0].Headers
