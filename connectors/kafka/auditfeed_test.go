@@ -35,9 +35,13 @@ func auditFeedUnderTest(k *testenv.Kafka) func(t *testing.T) audittest.FeedUnder
 	}
 }
 
-func TestAuditFeedClusterA(t *testing.T) { audittest.TestFeed(t, auditFeedUnderTest(testenv.KafkaA(t))) }
+func TestAuditFeedClusterA(t *testing.T) {
+	audittest.TestFeed(t, auditFeedUnderTest(testenv.KafkaA(t)))
+}
 
-func TestAuditFeedClusterB(t *testing.T) { audittest.TestFeed(t, auditFeedUnderTest(testenv.KafkaB(t))) }
+func TestAuditFeedClusterB(t *testing.T) {
+	audittest.TestFeed(t, auditFeedUnderTest(testenv.KafkaB(t)))
+}
 
 // A re-read of offsets the broker deleted fails: the integrator cannot redo
 // a batch from records that are gone.
