@@ -68,8 +68,10 @@ func (s *RecordSource) Records(ctx context.Context, r audit.TopicRange, fn func(
 }
 
 // Ranges returns the offset ranges of every partition of topic on cluster
-// for role: the records produced in [since, until) (zero: unbounded), or
-// with both zero everything the partitions hold now.
+// for role: the records produced in [since, until). A zero since starts
+// at offset 0, not at the log start offset, so that records deleted since
+// they were written (retention, delete-records, a rewritten topic) are
+// still looked for and reported; a zero until ends at the high-water mark.
 func (s *RecordSource) Ranges(ctx context.Context, cluster, topic string, role audit.Role, since, until time.Time) ([]audit.TopicRange, error) {
 	a, ok := s.admins[cluster]
 	if !ok {
@@ -87,6 +89,9 @@ func (s *RecordSource) Ranges(ctx context.Context, cluster, topic string, role a
 	}
 	out := make([]audit.TopicRange, 0, len(prs))
 	for _, p := range prs {
+		if since.IsZero() {
+			p.Start = 0
+		}
 		out = append(out, audit.TopicRange{Cluster: cluster, Topic: topic, Role: role, Partition: int32(p.Partition), From: p.Start, To: p.End})
 	}
 	return out, nil
