@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -41,7 +42,7 @@ type auditStack struct {
 	clA, clB                                   *kgo.Client
 	time                                       int64
 	pending                                    []audit.Leaf
-	firstUS                                    [3]int64 // partition, offset, ingest offset of one US record
+	ps                                         *audit.Pseudonymizer
 	usRecords                                  []*kgo.Record
 }
 
@@ -77,6 +78,7 @@ func newAuditStack(t *testing.T) *auditStack {
 	if err := os.WriteFile(subject, []byte(strings.Repeat("s", 40)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	s.ps, _ = audit.NewPseudonymizer([]byte(strings.Repeat("s", 40)))
 	pg := testenv.NewPostgres(t)
 	ctx := testenv.Context(t, 30*time.Second)
 	s.pg, err = postgres.Open(ctx, postgres.Config{DSN: pg.DSN, Table: "audit_events"})
@@ -153,6 +155,7 @@ func (s *auditStack) route(t *testing.T, n int) {
 			s.time++
 			l := audit.Leaf{Kind: audit.KindRoute, Time: s.time, Actor: "router-test", Src: audit.Source{Topic: s.ingest, Partition: p, Offset: src.Offset}, Ruleset: s.rs}
 			l.SetRecord(key, val)
+			l.Event = s.ps.Event([]byte(fmt.Sprintf("ev-%d-%d", p, i)))
 			hs := []kgo.RecordHeader{{Key: "residency-ruleset-version", Value: []byte(strconv.FormatInt(s.rs.Version, 10))},
 				{Key: "residency-source-topic", Value: []byte(s.ingest)}, {Key: "residency-source-partition", Value: []byte(strconv.Itoa(int(p)))},
 				{Key: "residency-source-offset", Value: []byte(strconv.FormatInt(src.Offset, 10))}}
@@ -324,6 +327,30 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 	if code, _, errb := s.cmd(t, "check-proof", "--log-key", s.logPub, badFile); code != exitFailure {
 		t.Fatalf("check-proof of an altered proof = %d, want 1: %s", code, errb)
 	}
+	// The same decision found by its event id.
+	if code, proof2, errb := s.cmd(t, "prove", "--config", s.cfgFile, "--event-id", "ev-0-0"); code != exitOK || proof2 != proof {
+		t.Fatalf("prove --event-id = %d (%s), not the proof of its source", code, errb)
+	}
+	// With another log's key, neither the proof nor the log verifies.
+	other := filepath.Join(s.dir, "other")
+	if code, _, errb := s.cmd(t, "keygen", "--origin", "residency.test/audit", "--out", other); code != exitOK {
+		t.Fatal(errb)
+	}
+	if code, _, _ := s.cmd(t, "check-proof", "--log-key", filepath.Join(other, "log.pub"), proofFile); code != exitFailure {
+		t.Fatalf("check-proof with the wrong key = %d, want 1", code)
+	}
+	if code, codes, _ := s.verify(t, "--log-key", filepath.Join(other, "log.pub")); code != exitFailure || !hasCode(codes, "bad_signature") {
+		t.Fatalf("verify with the wrong key = %d %v, want 1 and bad_signature", code, codes)
+	}
+	// The text and HTML reports of the clean run.
+	if code, out, _ := s.cmd(t, "verify", "--config", s.cfgFile); code != exitOK || !strings.Contains(out, "us") {
+		t.Fatalf("verify (text) = %d:\n%s", code, out)
+	}
+	code, page, _ := s.cmd(t, "verify", "--config", s.cfgFile, "--output", "html")
+	if code != exitOK || !strings.Contains(page, "<html") {
+		t.Fatalf("verify --output html = %d", code)
+	}
+	renderHTML(t, page)
 	// No leaf for an offset nobody routed: exit 1.
 	if code, _, _ := s.cmd(t, "prove", "--config", s.cfgFile, "--source", s.ingest+"/0/999"); code != exitFailure {
 		t.Fatalf("prove of an unknown source = %d, want 1", code)
@@ -490,4 +517,33 @@ func firstBundle(t *testing.T, dir string) string {
 		t.Fatalf("no entry bundle under %s", dir)
 	}
 	return found
+}
+
+// renderHTML opens the report in headless Chromium, where installed, and
+// checks the page rendered.
+func renderHTML(t *testing.T, page string) {
+	t.Helper()
+	bin := os.Getenv("RESIDENCY_TEST_CHROMIUM")
+	if bin == "" {
+		bin, _ = exec.LookPath("chromium")
+	}
+	if bin == "" {
+		t.Log("Chromium not installed: the HTML report is not rendered")
+		return
+	}
+	dir := t.TempDir()
+	f := filepath.Join(dir, "report.html")
+	if err := os.WriteFile(f, []byte(page), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dom, err := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+		"--user-data-dir="+filepath.Join(dir, "profile"), "--dump-dom", "file://"+f).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom: %v", err)
+	}
+	if !strings.Contains(string(dom), "PASS") {
+		t.Fatalf("Chromium rendered no PASS:\n%s", dom)
+	}
 }
