@@ -547,3 +547,62 @@ func renderHTML(t *testing.T, page string) {
 		t.Fatalf("Chromium rendered no PASS:\n%s", dom)
 	}
 }
+
+// TestAuditIntegrateService runs `audit integrate` as a service: it
+// integrates what arrives on the audit topic, /readyz says ready, /metrics
+// shows the log's size, and the end of its context stops it with exit 0.
+// With the ingest cluster out of reach it reports not ready, naming the
+// integrator.
+func TestAuditIntegrateService(t *testing.T) {
+	s := newAuditStack(t)
+	s.route(t, 2)
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	var out, errb testenv.SyncBuffer
+	go func() {
+		done <- run(ctx, []string{"audit", "integrate", "--config", s.cfgFile, "--listen", addr}, nil, &out, &errb)
+	}()
+	testenv.Eventually(t, 30*time.Second, "the integrator to publish the log of 5 leaves", func() bool {
+		code, body := get(addr, "/metrics")
+		return code == 200 && strings.Contains(body, "residency_audit_log_size 5")
+	})
+	if code, body := get(addr, "/readyz"); code != 200 {
+		t.Fatalf("/readyz = %d %s", code, body)
+	}
+	s.route(t, 1)
+	testenv.Eventually(t, 30*time.Second, "the next leaves to be integrated", func() bool {
+		_, body := get(addr, "/metrics")
+		return strings.Contains(body, "residency_audit_log_size 7")
+	})
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("integrate stopped with %d: %s", code, errb.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("integrate did not stop")
+	}
+
+	// The ingest cluster out of reach: not ready, and it says why.
+	b, _ := os.ReadFile(s.cfgFile)
+	down := filepath.Join(s.dir, "down.yaml")
+	_ = os.WriteFile(down, bytes.Replace(b, []byte("a: {brokers: ["+strings.Join(s.a.Brokers, ",")+"]}"), []byte(`a: {brokers: ["127.0.0.1:1"]}`), 1), 0o600)
+	addr2 := freeAddr(t)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	done2 := make(chan int, 1)
+	go func() {
+		done2 <- run(ctx2, []string{"audit", "integrate", "--config", down, "--listen", addr2}, nil, &out, &errb)
+	}()
+	testenv.Eventually(t, 30*time.Second, "/readyz to report the integrator not ready", func() bool {
+		code, body := get(addr2, "/readyz")
+		return code == 503 && strings.Contains(body, "audit integrator")
+	})
+	cancel2()
+	if code := <-done2; code != exitOK {
+		t.Fatalf("integrate stopped with %d", code)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -103,30 +104,47 @@ func auditIntegrate(ctx context.Context, e env, cfgPath string, once bool, idle 
 	skipped := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "residency_audit_skipped_records", Help: "Invalid audit records skipped since start."},
 		func() float64 { return float64(it.Skipped()) })
 	reg.MustRegister(size, skipped)
-	var lastErr error
-	ready := func() error { return nil }
+	var problem atomic.Pointer[error]
+	ready := func() error {
+		if p := problem.Load(); p != nil {
+			return *p
+		}
+		return nil
+	}
 	shutdown, err := serveOps(cfg.HTTP.Listen, reg, ready, log)
 	if err != nil {
 		return usagef("http.listen: %v", err)
 	}
 	defer shutdown()
 	log.Info("audit integrator started", "topic", feed.Topic(), "bucket", cfg.Audit.Bucket)
+	wait := 100 * time.Millisecond
+	var last string
 	for ctx.Err() == nil {
-		err := it.Run(ctx)
+		_, err := it.Step(ctx)
 		if ctx.Err() != nil {
 			break
 		}
-		if err != nil && !errors.Is(err, lastErr) {
-			log.Error("audit integrator failed; retrying", "err", err)
+		if err == nil {
+			problem.Store(nil)
+			wait, last = 100*time.Millisecond, ""
+			continue
 		}
-		lastErr = err
-		if errors.Is(err, audit.ErrStateAhead) || errors.Is(err, audit.ErrAlteredLog) {
+		if errors.Is(err, audit.ErrAlteredLog) || errors.Is(err, audit.ErrAuditTopicChanged) {
+			// The log in the bucket is not the one this key signed, or the
+			// topic lost what an interrupted batch needs: a human decides.
 			return auditStepError(err)
+		}
+		e := fmt.Errorf("audit integrator: %w", err)
+		problem.Store(&e)
+		if msg := err.Error(); msg != last {
+			log.Error("audit integration failed; retrying", "err", msg)
+			last = msg
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(2 * time.Second):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 5*time.Second)
 	}
 	log.Info("audit integrator stopped", "tree_size", it.Size())
 	return nil
