@@ -50,6 +50,7 @@ var commands = []command{
 	{name: "purge", summary: "delete ingest, quarantine and dead-letter records that are safely placed; --every runs it as a service", run: runPurge},
 	{name: "erase", summary: "remove one user's data from every store, keep it from coming back, and print the erasure receipt", run: runErase},
 	{name: "residue", summary: "show (scan) and remove (clean) a jurisdiction's data outside its approved places", run: runResidue},
+	{name: "audit", summary: "the tamper-evident audit log: keygen, integrate, verify, prove, check-proof", run: runAudit},
 }
 
 // errUsage marks errors caused by how the command was called.

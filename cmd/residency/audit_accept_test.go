@@ -1,0 +1,608 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/residency-router/residency/audit"
+	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/connectors/postgres"
+	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/sink"
+)
+
+// auditStack is a small deployment on the dev stack whose routers and sink
+// are played by the test: events on an ingest topic of cluster a, each
+// routed (with its leaf on the audit topic and an attestation tag on the
+// record) to the US pinned topic on a, the EU one on b or the quarantine;
+// the US records stored in PostgreSQL with their sink_write leaves. Then
+// `audit integrate`, `verify`, `prove` and `check-proof` run on it as a
+// reviewer would.
+type auditStack struct {
+	a, b                                       *testenv.Kafka
+	sinkQuarantine                             string
+	ingest, quarantine, deadLetter, auditTopic string
+	us, eu                                     string
+	dir, bucketDir, cfgFile, logKey, logPub    string
+	attester                                   *audit.Attester
+	policy                                     *audit.Policy
+	rs                                         audit.RulesetRef
+	pg                                         *postgres.Store
+	clA, clB                                   *kgo.Client
+	time                                       int64
+	pending                                    []audit.Leaf
+	ps                                         *audit.Pseudonymizer
+	usRecords                                  []*kgo.Record
+}
+
+func newAuditStack(t *testing.T) *auditStack {
+	t.Helper()
+	s := &auditStack{a: testenv.KafkaA(t), b: testenv.KafkaB(t), time: time.Now().UnixMilli()}
+	s.ingest = s.a.Topic(t, "ingest", 2)
+	s.quarantine = s.a.Topic(t, "quarantine", 1)
+	s.deadLetter = s.a.Topic(t, "dead", 1)
+	s.auditTopic = s.a.Topic(t, "audit", 1)
+	s.sinkQuarantine = s.a.Topic(t, "sinkq", 1)
+	s.us = s.a.Topic(t, "us", 2)
+	s.eu = s.b.Topic(t, "eu", 2)
+	s.clA = s.a.Franz(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	s.clB = s.b.Franz(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	s.dir = t.TempDir()
+	s.bucketDir = filepath.Join(s.dir, "bucket")
+	if err := os.MkdirAll(s.bucketDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(s.dir, "keys")
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"audit", "keygen", "--origin", "residency.test/audit", "--attest", "k1", "--out", keys}, nil, &out, &errb); code != exitOK {
+		t.Fatalf("keygen = %d: %s", code, errb.String())
+	}
+	s.logKey, s.logPub = filepath.Join(keys, "log.key"), filepath.Join(keys, "log.pub")
+	k, err := audit.LoadAttestKey("k1", filepath.Join(keys, "attest-k1.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.attester, _ = audit.NewAttester(k)
+	subject := filepath.Join(keys, "subject.key")
+	if err := os.WriteFile(subject, []byte(strings.Repeat("s", 40)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.ps, _ = audit.NewPseudonymizer([]byte(strings.Repeat("s", 40)))
+	pg := testenv.NewPostgres(t)
+	ctx := testenv.Context(t, 30*time.Second)
+	s.pg, err = postgres.Open(ctx, postgres.Config{DSN: pg.DSN, Table: "audit_events"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.pg.Close(context.Background()) })
+	s.policy = audit.NewPolicy(
+		[]audit.PolicyJurisdiction{{Name: "US", Region: "us"}, {Name: "EU", Region: "eu"}},
+		[]audit.PolicyRegion{{Name: "us", Cluster: "a", Topic: s.us}, {Name: "eu", Cluster: "b", Topic: s.eu}},
+		[]audit.PolicyStore{{Name: "us-postgres", Regions: []string{"us"}}})
+	content := []byte("jurisdictions: [US, EU]\n")
+	rl, err := audit.NewRulesetLeaf(3, content, s.policy, "router-test", s.time)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.rs = rl.Ruleset
+	s.pending = append(s.pending, rl)
+	s.cfgFile = filepath.Join(s.dir, "residency.yaml")
+	cfg := fmt.Sprintf(`
+log_level: warn
+http: {listen: "off"}
+kafka:
+  clusters:
+    a: {brokers: [%s]}
+    b: {brokers: [%s]}
+  ingest_cluster: a
+router:
+  ingest_topics: [%s]
+  quarantine_topic: %s
+  dead_letter_topic: %s
+audit:
+  topic: %s
+  bucket: file://%s
+  log_key_file: %s
+  log_public_key_file: %s
+  subject_key_file: %s
+  attestation:
+    verify_keys: [{id: k1, file: %s}]
+sinks:
+  - {store: us-postgres, region: us, cluster: a, topic: %s, quarantine_topic: %s, postgres: {dsn: %q, table: audit_events}}
+`, strings.Join(s.a.Brokers, ","), strings.Join(s.b.Brokers, ","), s.ingest, s.quarantine, s.deadLetter, s.auditTopic,
+		s.bucketDir, s.logKey, s.logPub, subject, filepath.Join(keys, "attest-k1.key"), s.us, s.sinkQuarantine, pg.DSN)
+	if err := os.WriteFile(s.cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func produce(t *testing.T, cl *kgo.Client, r *kgo.Record) *kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	got, err := cl.ProduceSync(ctx, r).First()
+	if err != nil {
+		t.Fatalf("produce to %s/%d: %v", r.Topic, r.Partition, err)
+	}
+	return got
+}
+
+// route puts n events per ingest partition and routes each as a router
+// would: US and EU to their pinned topics, every 5th to the quarantine.
+func (s *auditStack) route(t *testing.T, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		for p := int32(0); p < 2; p++ {
+			jur := []string{"US", "EU"}[i%2]
+			if i%5 == 3 {
+				jur = "ZZ"
+			}
+			key := []byte(fmt.Sprintf("user-%d-%d", p, i))
+			val := []byte(fmt.Sprintf("event %d of %s", i, jur))
+			src := produce(t, s.clA, &kgo.Record{Topic: s.ingest, Partition: p, Key: key, Value: val})
+			s.time++
+			l := audit.Leaf{Kind: audit.KindRoute, Time: s.time, Actor: "router-test", Src: audit.Source{Topic: s.ingest, Partition: p, Offset: src.Offset}, Ruleset: s.rs}
+			l.SetRecord(key, val)
+			l.Event = s.ps.Event([]byte(fmt.Sprintf("ev-%d-%d", p, i)))
+			hs := []kgo.RecordHeader{{Key: "residency-ruleset-version", Value: []byte(strconv.FormatInt(s.rs.Version, 10))},
+				{Key: "residency-source-topic", Value: []byte(s.ingest)}, {Key: "residency-source-partition", Value: []byte(strconv.Itoa(int(p)))},
+				{Key: "residency-source-offset", Value: []byte(strconv.FormatInt(src.Offset, 10))}}
+			var cl *kgo.Client
+			var cluster, topic string
+			role := audit.RolePinned
+			if region, ok := map[string]string{"US": "us", "EU": "eu"}[jur]; ok {
+				g, _ := s.policy.Region(region)
+				l.Decision, l.DecidedBy, l.Jurisdiction, l.Region = audit.Routed, "country", jur, region
+				cluster, topic = g.Cluster, g.Topic
+				hs = append(hs, kgo.RecordHeader{Key: "residency-jurisdiction", Value: []byte(jur)}, kgo.RecordHeader{Key: "residency-region", Value: []byte(region)})
+			} else {
+				l.Decision, l.Reason = audit.Quarantined, "unknown_country"
+				cluster, topic, role = "a", s.quarantine, audit.RoleQuarantine
+				hs = append(hs, kgo.RecordHeader{Key: "residency-reason", Value: []byte("unknown_country")})
+			}
+			cl = s.clA
+			if cluster == "b" {
+				cl = s.clB
+			}
+			var ahs []audit.Header
+			for _, h := range hs {
+				ahs = append(ahs, audit.Header{Key: h.Key, Value: h.Value})
+			}
+			in := audit.AttestationInputOf(cluster, topic, role, key, val, ahs)
+			in.Decision, in.Reason = l.Decision, l.Reason
+			hs = append(hs, kgo.RecordHeader{Key: audit.HeaderAttestation, Value: s.attester.AppendTag(nil, &in)})
+			dp := p
+			if role == audit.RoleQuarantine {
+				dp = 0
+			}
+			out := produce(t, cl, &kgo.Record{Topic: topic, Partition: dp, Key: key, Value: val, Headers: hs})
+			l.Dest = audit.Destination{Cluster: cluster, Topic: topic, Partition: dp, Offset: out.Offset}
+			s.pending = append(s.pending, l)
+			if topic == s.us {
+				s.usRecords = append(s.usRecords, out)
+			}
+		}
+	}
+	s.flush(t)
+}
+
+// flush writes the pending leaves as one audit record.
+func (s *auditStack) flush(t *testing.T) {
+	t.Helper()
+	if len(s.pending) == 0 {
+		return
+	}
+	rec := audit.NewWireRecord(len(s.pending))
+	for i := range s.pending {
+		var err error
+		if rec, err = audit.AppendWireLeaf(rec, &s.pending[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(t, s.clA, &kgo.Record{Topic: s.auditTopic, Partition: 0, Value: rec})
+	s.pending = nil
+}
+
+// sink stores the US records in PostgreSQL with their sink_write leaves.
+func (s *auditStack) sink(t *testing.T) {
+	t.Helper()
+	var batch []sink.Record
+	for i, r := range s.usRecords {
+		s.time++
+		l := audit.Leaf{Kind: audit.KindSinkWrite, Time: s.time, Actor: "sink:us-postgres",
+			Src:      audit.Source{Cluster: "a", Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
+			Decision: audit.Written, Jurisdiction: "US", Region: "us", Ruleset: s.rs, Dest: audit.Destination{Store: "us-postgres"}}
+		l.SetRecord(r.Key, r.Value)
+		s.pending = append(s.pending, l)
+		batch = append(batch, sink.Record{EventID: fmt.Sprintf("ev-%d", i), UserID: string(r.Key), Jurisdiction: "US", Region: "us",
+			RulesetVersion: "3", Topic: r.Topic, Partition: int(r.Partition), Offset: r.Offset, Time: r.Timestamp, Event: []byte(`{}`), Raw: r.Value})
+	}
+	s.flush(t)
+	if err := s.pg.Write(testenv.Context(t, 30*time.Second), batch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cmd runs `residency audit args...` and returns its exit code, stdout and
+// stderr.
+func (s *auditStack) cmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx := testenv.Context(t, 120*time.Second)
+	code := run(ctx, append([]string{"audit"}, args...), nil, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func (s *auditStack) integrate(t *testing.T) {
+	t.Helper()
+	if code, out, errb := s.cmd(t, "integrate", "--config", s.cfgFile, "--once", "--idle", "2s", "--output", "json"); code != exitOK {
+		t.Fatalf("integrate = %d: %s %s", code, out, errb)
+	}
+}
+
+// verify runs audit verify --output json and returns the exit code and the
+// codes of its findings.
+func (s *auditStack) verify(t *testing.T, extra ...string) (int, []string, *audit.Report) {
+	t.Helper()
+	code, out, errb := s.cmd(t, append([]string{"verify", "--config", s.cfgFile, "--output", "json"}, extra...)...)
+	if code != exitOK && code != exitFailure {
+		t.Fatalf("verify = %d: %s", code, errb)
+	}
+	var rep audit.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("verify output: %v: %s", err, out)
+	}
+	var codes []string
+	for _, f := range rep.Findings {
+		codes = append(codes, string(f.Code))
+	}
+	return code, codes, &rep
+}
+
+func hasCode(codes []string, c string) bool {
+	for _, x := range codes {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// TestAuditAcceptanceCleanThenTampered is the acceptance of issue 14 on
+// the reviewer side: a clean deployment verifies (exit 0), a proof of one
+// decision checks offline, and each tampering is caught and named.
+func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
+	s := newAuditStack(t)
+	s.route(t, 10)
+	s.sink(t)
+	s.integrate(t)
+	code, codes, rep := s.verify(t)
+	if code != exitOK {
+		t.Fatalf("clean verify = %d, findings %v", code, codes)
+	}
+	if rep.Checked.Offsets != 20 || rep.Checked.Records != 20 || rep.Checked.Rows != int64(len(s.usRecords)) {
+		t.Fatalf("clean verify checked %+v, want 20 offsets, 20 records, %d rows", rep.Checked, len(s.usRecords))
+	}
+	prev, err := os.ReadFile(filepath.Join(s.bucketDir, "checkpoint"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prevFile := filepath.Join(s.dir, "prev-checkpoint")
+	if err := os.WriteFile(prevFile, prev, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// A proof of one US decision, checked offline.
+	r0 := s.usRecords[0]
+	code, proof, errb := s.cmd(t, "prove", "--config", s.cfgFile, "--source", fmt.Sprintf("%s/%d/%d", s.ingest, 0, 0))
+	if code != exitOK {
+		t.Fatalf("prove = %d: %s", code, errb)
+	}
+	proofFile := filepath.Join(s.dir, "proof.json")
+	if err := os.WriteFile(proofFile, []byte(proof), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errb := s.cmd(t, "check-proof", "--log-key", s.logPub, "--output", "json", proofFile); code != exitOK || !strings.Contains(out, `"verified":true`) {
+		t.Fatalf("check-proof = %d: %s %s", code, out, errb)
+	}
+	// An altered proof does not check.
+	bad := strings.Replace(proof, `\"region\":\"us\"`, `\"region\":\"eu\"`, 1)
+	if bad == proof {
+		t.Fatalf("proof of %s/%d holds no region us: %s", r0.Topic, r0.Offset, proof)
+	}
+	badFile := filepath.Join(s.dir, "bad-proof.json")
+	_ = os.WriteFile(badFile, []byte(bad), 0o600)
+	if code, _, errb := s.cmd(t, "check-proof", "--log-key", s.logPub, badFile); code != exitFailure {
+		t.Fatalf("check-proof of an altered proof = %d, want 1: %s", code, errb)
+	}
+	// The same decision found by its event id.
+	if code, proof2, errb := s.cmd(t, "prove", "--config", s.cfgFile, "--event-id", "ev-0-0"); code != exitOK || proof2 != proof {
+		t.Fatalf("prove --event-id = %d (%s), not the proof of its source", code, errb)
+	}
+	// With another log's key, neither the proof nor the log verifies.
+	other := filepath.Join(s.dir, "other")
+	if code, _, errb := s.cmd(t, "keygen", "--origin", "residency.test/audit", "--out", other); code != exitOK {
+		t.Fatal(errb)
+	}
+	if code, _, _ := s.cmd(t, "check-proof", "--log-key", filepath.Join(other, "log.pub"), proofFile); code != exitFailure {
+		t.Fatalf("check-proof with the wrong key = %d, want 1", code)
+	}
+	if code, codes, _ := s.verify(t, "--log-key", filepath.Join(other, "log.pub")); code != exitFailure || !hasCode(codes, "bad_signature") {
+		t.Fatalf("verify with the wrong key = %d %v, want 1 and bad_signature", code, codes)
+	}
+	// The text and HTML reports of the clean run.
+	if code, out, _ := s.cmd(t, "verify", "--config", s.cfgFile); code != exitOK || !strings.Contains(out, "us") {
+		t.Fatalf("verify (text) = %d:\n%s", code, out)
+	}
+	code, page, _ := s.cmd(t, "verify", "--config", s.cfgFile, "--output", "html")
+	if code != exitOK || !strings.Contains(page, "<html") {
+		t.Fatalf("verify --output html = %d", code)
+	}
+	renderHTML(t, page)
+	// No leaf for an offset nobody routed: exit 1.
+	if code, _, _ := s.cmd(t, "prove", "--config", s.cfgFile, "--source", s.ingest+"/0/999"); code != exitFailure {
+		t.Fatalf("prove of an unknown source = %d, want 1", code)
+	}
+
+	ctx := testenv.Context(t, 60*time.Second)
+	t.Run("RecordWithCopiedHeaders", func(t *testing.T) {
+		// Someone writes straight into the US pinned topic, copying every
+		// header (the attestation too) from a real record.
+		forged := produce(t, s.clA, &kgo.Record{Topic: s.us, Partition: r0.Partition, Key: r0.Key, Value: []byte("forged event"), Headers: r0.Headers})
+		_, codes, rep := s.verify(t)
+		if !hasCode(codes, "unlogged_record") || !hasCode(codes, "bad_attestation") {
+			t.Fatalf("forged record: findings %v, want unlogged_record and bad_attestation", codes)
+		}
+		named := false
+		for _, f := range rep.Findings {
+			named = named || (f.Topic == s.us && f.Offset == forged.Offset)
+		}
+		if !named {
+			t.Fatalf("findings do not name %s/%d/%d: %+v", s.us, forged.Partition, forged.Offset, rep.Findings)
+		}
+		// Remove it again: a tombstone cannot; restrict to the offsets before.
+	})
+	// From here on the US pinned topic holds the forged record; the next
+	// checks look for their own finding.
+	t.Run("RowInserted", func(t *testing.T) {
+		if _, err := s.pg.Pool().Exec(ctx, `INSERT INTO audit_events (event_id, region, jurisdiction, topic, partition, kafka_offset, raw) VALUES ('forged', 'us', 'US', $1, 0, 9999, 'x')`, s.us); err != nil {
+			t.Fatal(err)
+		}
+		_, codes, _ := s.verify(t)
+		if !hasCode(codes, "unlogged_row") {
+			t.Fatalf("inserted row: findings %v, want unlogged_row", codes)
+		}
+		if _, err := s.pg.Pool().Exec(ctx, `DELETE FROM audit_events WHERE event_id = 'forged'`); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("RowRegionChanged", func(t *testing.T) {
+		if _, err := s.pg.Pool().Exec(ctx, `UPDATE audit_events SET region = 'eu' WHERE event_id = 'ev-0'`); err != nil {
+			t.Fatal(err)
+		}
+		_, codes, _ := s.verify(t)
+		if !hasCode(codes, "row_mismatch") {
+			t.Fatalf("row region changed: findings %v, want row_mismatch", codes)
+		}
+		if _, err := s.pg.Pool().Exec(ctx, `UPDATE audit_events SET region = 'us' WHERE event_id = 'ev-0'`); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("RowDropped", func(t *testing.T) {
+		if _, err := s.pg.Pool().Exec(ctx, `DELETE FROM audit_events WHERE event_id = 'ev-1'`); err != nil {
+			t.Fatal(err)
+		}
+		_, codes, _ := s.verify(t)
+		if !hasCode(codes, "missing_row") {
+			t.Fatalf("row dropped (rewritten store): findings %v, want missing_row", codes)
+		}
+	})
+	t.Run("RecordDropped", func(t *testing.T) {
+		// The first US record is deleted from the pinned topic (as a
+		// compacted tombstone or a rewritten topic would): its leaf wrote
+		// it there, the topic no longer has it.
+		a, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: s.a.Brokers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		if _, err := a.DeleteRecords(ctx, s.us, map[int]int64{int(r0.Partition): r0.Offset + 1}); err != nil {
+			t.Fatal(err)
+		}
+		_, codes, rep := s.verify(t)
+		if !hasCode(codes, "missing_record") {
+			t.Fatalf("record dropped: findings %v, want missing_record", codes)
+		}
+		named := false
+		for _, f := range rep.Findings {
+			named = named || (f.Code == "missing_record" && f.Topic == s.us && f.Partition == r0.Partition && f.Offset == r0.Offset)
+		}
+		if !named {
+			t.Fatalf("missing_record does not name %s/%d/%d: %+v", s.us, r0.Partition, r0.Offset, rep.Findings)
+		}
+	})
+	t.Run("AlterLeaf", func(t *testing.T) {
+		bundle := firstBundle(t, s.bucketDir)
+		b, _ := os.ReadFile(bundle)
+		nb := bytes.Replace(b, []byte(`"region":"eu"`), []byte(`"region":"us"`), 1)
+		if bytes.Equal(b, nb) {
+			t.Fatal("nothing altered")
+		}
+		_ = os.WriteFile(bundle, nb, 0o600)
+		code, codes, _ := s.verify(t)
+		if code != exitFailure || !hasCode(codes, "altered_log") {
+			t.Fatalf("altered leaf: exit %d, findings %v, want altered_log", code, codes)
+		}
+		_ = os.WriteFile(bundle, b, 0o600)
+	})
+	t.Run("DeleteLeaf", func(t *testing.T) {
+		bundle := firstBundle(t, s.bucketDir)
+		b, _ := os.ReadFile(bundle)
+		leaves, err := audit.SplitBundle(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var nb []byte
+		for i, l := range leaves {
+			if i != 5 {
+				nb = audit.AppendBundle(nb, l)
+			}
+		}
+		_ = os.WriteFile(bundle, nb, 0o600)
+		code, codes, _ := s.verify(t)
+		if code != exitFailure || !hasCode(codes, "altered_log") {
+			t.Fatalf("deleted leaf: exit %d, findings %v, want altered_log", code, codes)
+		}
+		_ = os.WriteFile(bundle, b, 0o600)
+	})
+	t.Run("CheckpointNotExtending", func(t *testing.T) {
+		// A second log, rebuilt from scratch and signed with the real key,
+		// does not extend the checkpoint verified before.
+		other := filepath.Join(s.dir, "bucket2")
+		_ = os.MkdirAll(other, 0o700)
+		cfg2 := filepath.Join(s.dir, "residency2.yaml")
+		b, _ := os.ReadFile(s.cfgFile)
+		_ = os.WriteFile(cfg2, bytes.Replace(b, []byte("file://"+s.bucketDir), []byte("file://"+other), 1), 0o600)
+		// Only the leaves after the first record: a log without the ruleset.
+		topic := s.auditTopic
+		_ = topic
+		code, out, errb := s.cmd(t, "integrate", "--config", cfg2, "--once", "--idle", "2s")
+		if code != exitOK {
+			t.Fatalf("integrate = %d: %s %s", code, out, errb)
+		}
+		// Rewrite its first leaf bundle is not possible without breaking the
+		// signature; instead a previous checkpoint from another log.
+		code, out, errb = s.cmd(t, "verify", "--config", cfg2, "--previous-checkpoint", prevFile, "--output", "json", "--no-stores")
+		if (code != exitOK && code != exitFailure) || strings.Contains(out, "checkpoint_not_extending") {
+			t.Fatalf("the same leaves in another bucket extend the previous checkpoint: exit %d %s %s", code, out, errb)
+		}
+		s.route(t, 1)
+		s.integrate(t)
+		forgedPrev := filepath.Join(s.dir, "forged-prev")
+		cp2, _ := os.ReadFile(filepath.Join(s.bucketDir, "checkpoint"))
+		_ = os.WriteFile(forgedPrev, cp2, 0o600)
+		// The second bucket, behind, does not extend the newer checkpoint.
+		code, out, _ = s.cmd(t, "verify", "--config", cfg2, "--previous-checkpoint", forgedPrev, "--output", "json", "--no-stores")
+		if code != exitFailure || !strings.Contains(out, "checkpoint_not_extending") {
+			t.Fatalf("a log that does not extend the previous checkpoint: exit %d %s", code, out)
+		}
+	})
+	_ = ctx
+}
+
+// firstBundle returns the path of the first entry bundle file of the log
+// in dir.
+func firstBundle(t *testing.T, dir string) string {
+	t.Helper()
+	var found string
+	_ = filepath.Walk(filepath.Join(dir, "tile", "entries"), func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() && found == "" {
+			found = p
+		}
+		return nil
+	})
+	if found == "" {
+		t.Fatalf("no entry bundle under %s", dir)
+	}
+	return found
+}
+
+// renderHTML opens the report in headless Chromium, where installed, and
+// checks the page rendered.
+func renderHTML(t *testing.T, page string) {
+	t.Helper()
+	bin := os.Getenv("RESIDENCY_TEST_CHROMIUM")
+	if bin == "" {
+		bin, _ = exec.LookPath("chromium")
+	}
+	if bin == "" {
+		t.Log("Chromium not installed: the HTML report is not rendered")
+		return
+	}
+	dir := t.TempDir()
+	f := filepath.Join(dir, "report.html")
+	if err := os.WriteFile(f, []byte(page), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dom, err := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+		"--user-data-dir="+filepath.Join(dir, "profile"), "--dump-dom", "file://"+f).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom: %v", err)
+	}
+	if !strings.Contains(string(dom), "PASS") {
+		t.Fatalf("Chromium rendered no PASS:\n%s", dom)
+	}
+}
+
+// TestAuditIntegrateService runs `audit integrate` as a service: it
+// integrates what arrives on the audit topic, /readyz says ready, /metrics
+// shows the log's size, and the end of its context stops it with exit 0.
+// With the ingest cluster out of reach it reports not ready, naming the
+// integrator.
+func TestAuditIntegrateService(t *testing.T) {
+	s := newAuditStack(t)
+	s.route(t, 2)
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	var out, errb testenv.SyncBuffer
+	go func() {
+		done <- run(ctx, []string{"audit", "integrate", "--config", s.cfgFile, "--listen", addr}, nil, &out, &errb)
+	}()
+	testenv.Eventually(t, 30*time.Second, "the integrator to publish the log of 5 leaves", func() bool {
+		code, body := get(addr, "/metrics")
+		return code == 200 && strings.Contains(body, "residency_audit_log_size 5")
+	})
+	if code, body := get(addr, "/readyz"); code != 200 {
+		t.Fatalf("/readyz = %d %s", code, body)
+	}
+	s.route(t, 1)
+	testenv.Eventually(t, 30*time.Second, "the next leaves to be integrated", func() bool {
+		_, body := get(addr, "/metrics")
+		return strings.Contains(body, "residency_audit_log_size 7")
+	})
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("integrate stopped with %d: %s", code, errb.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("integrate did not stop")
+	}
+
+	// The ingest cluster out of reach: not ready, and it says why.
+	b, _ := os.ReadFile(s.cfgFile)
+	down := filepath.Join(s.dir, "down.yaml")
+	_ = os.WriteFile(down, bytes.Replace(b, []byte("a: {brokers: ["+strings.Join(s.a.Brokers, ",")+"]}"), []byte(`a: {brokers: ["127.0.0.1:1"]}`), 1), 0o600)
+	addr2 := freeAddr(t)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	done2 := make(chan int, 1)
+	go func() {
+		done2 <- run(ctx2, []string{"audit", "integrate", "--config", down, "--listen", addr2}, nil, &out, &errb)
+	}()
+	testenv.Eventually(t, 30*time.Second, "/readyz to report the integrator not ready", func() bool {
+		code, body := get(addr2, "/readyz")
+		return code == 503 && strings.Contains(body, "audit integrator")
+	})
+	cancel2()
+	if code := <-done2; code != exitOK {
+		t.Fatalf("integrate stopped with %d", code)
+	}
+}
