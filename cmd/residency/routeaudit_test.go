@@ -20,9 +20,9 @@ import (
 	"github.com/residency-router/residency/stream"
 )
 
-// auditStack is a route config with the audit on, over fresh topics of
+// routeAuditStack is a route config with the audit on, over fresh topics of
 // the dev stack's clusters.
-type auditStack struct {
+type routeAuditStack struct {
 	a, b                             *testenv.Kafka
 	ingest, quarantine, dead, us, eu string
 	auditTopic, group, addr, cfgFile string
@@ -30,9 +30,9 @@ type auditStack struct {
 	admin                            *kafka.Admin
 }
 
-func newAuditStack(t *testing.T, createAudit bool) *auditStack {
+func newRouteAuditStack(t *testing.T, createAudit bool) *routeAuditStack {
 	t.Helper()
-	s := &auditStack{a: testenv.KafkaA(t), b: testenv.KafkaB(t)}
+	s := &routeAuditStack{a: testenv.KafkaA(t), b: testenv.KafkaB(t)}
 	s.ingest, s.quarantine, s.dead = s.a.Topic(t, "ingest", 2), s.a.Topic(t, "quarantine", 1), s.a.Topic(t, "deadletter", 1)
 	s.us, s.eu = s.a.Topic(t, "us", 2), s.b.Topic(t, "eu", 2)
 	s.auditTopic = testenv.Name(t, "audit")
@@ -90,7 +90,7 @@ audit:
 
 // produce writes n sample events (some routed to each region, some
 // quarantined, one in seven undecodable) to the ingest topic.
-func (s *auditStack) produce(t *testing.T, ctx context.Context, from, n int) {
+func (s *routeAuditStack) produce(t *testing.T, ctx context.Context, from, n int) {
 	t.Helper()
 	enc, err := sample.NewEncoder()
 	if err != nil {
@@ -115,7 +115,7 @@ func (s *auditStack) produce(t *testing.T, ctx context.Context, from, n int) {
 }
 
 // committed returns the group's committed offset per ingest partition.
-func (s *auditStack) committed(t *testing.T, ctx context.Context) map[int]int64 {
+func (s *routeAuditStack) committed(t *testing.T, ctx context.Context) map[int]int64 {
 	t.Helper()
 	got, err := s.admin.CommittedOffsets(ctx, s.group, s.ingest)
 	if err != nil {
@@ -125,7 +125,7 @@ func (s *auditStack) committed(t *testing.T, ctx context.Context) map[int]int64 
 }
 
 // leaves reads the audit topic (kafka-go) and decodes every leaf.
-func (s *auditStack) leaves(t *testing.T, ctx context.Context) []audit.Leaf {
+func (s *routeAuditStack) leaves(t *testing.T, ctx context.Context) []audit.Leaf {
 	t.Helper()
 	// A fresh client: kafka-go caches metadata, and the topic may be new.
 	adm, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: s.a.Brokers})
@@ -153,7 +153,7 @@ func (s *auditStack) leaves(t *testing.T, ctx context.Context) []audit.Leaf {
 
 // checkLeaves fails unless every committed ingest offset has a route leaf
 // whose digests are its record's; it returns the leaves by source.
-func (s *auditStack) checkLeaves(t *testing.T, ctx context.Context, leaves []audit.Leaf) map[string][]*audit.Leaf {
+func (s *routeAuditStack) checkLeaves(t *testing.T, ctx context.Context, leaves []audit.Leaf) map[string][]*audit.Leaf {
 	t.Helper()
 	bySrc := map[string][]*audit.Leaf{}
 	rulesetLeaves := 0
@@ -204,7 +204,7 @@ func (s *auditStack) checkLeaves(t *testing.T, ctx context.Context, leaves []aud
 // and dead-letter topics verifies (as a sink and the verifier check it).
 // It returns how many records there are and how many no leaf names as
 // its destination (written by a router killed before it recorded them).
-func (s *auditStack) checkAttestations(t *testing.T, ctx context.Context, bySrc map[string][]*audit.Leaf) (n, unlogged int) {
+func (s *routeAuditStack) checkAttestations(t *testing.T, ctx context.Context, bySrc map[string][]*audit.Leaf) (n, unlogged int) {
 	t.Helper()
 	v, err := audit.NewAttestVerifier(s.key)
 	if err != nil {
@@ -261,7 +261,7 @@ func (s *auditStack) checkAttestations(t *testing.T, ctx context.Context, bySrc 
 // dead-lettered carries a valid attestation, and its leaf names where it
 // went.
 func TestRouteAuditOn(t *testing.T) {
-	s := newAuditStack(t, false)
+	s := newRouteAuditStack(t, false)
 	ctx := testenv.Context(t, 90*time.Second)
 	s.produce(t, ctx, 0, 70)
 	rctx, stop := context.WithCancel(ctx)
@@ -323,7 +323,7 @@ func TestRouteAuditKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	s := newAuditStack(t, true)
+	s := newRouteAuditStack(t, true)
 	ctx := testenv.Context(t, 2*time.Minute)
 	bin := filepath.Join(t.TempDir(), "residency")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
