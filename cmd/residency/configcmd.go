@@ -57,7 +57,7 @@ type lintReport struct {
 func scopeFor(command string) (config.Scope, error) {
 	switch {
 	case command == "route" || command == "replay":
-		return config.Scope{Route: true}, nil
+		return config.Scope{Route: true, Attest: true}, nil
 	case command == "explain" || command == "rules" || command == "topics" || command == "any":
 		return config.Scope{}, nil
 	case strings.HasPrefix(command, "sink:") && len(command) > len("sink:"):

@@ -122,7 +122,7 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	if f.rulesFile != "" {
 		cfg.Rules.File = f.rulesFile
 	}
-	if err := cfg.Finish(config.Scope{Route: true}); err != nil {
+	if err := cfg.Finish(config.Scope{Route: true, Attest: true}); err != nil {
 		return exitUsage, err
 	}
 	if err := readCommittedUnsupported(cfg); err != nil {

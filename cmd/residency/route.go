@@ -54,7 +54,7 @@ func runRoute(ctx context.Context, e env) int {
 	}
 	override(map[*string]string{&cfg.HTTP.Listen: *listen, &cfg.LogLevel: *level, &cfg.Rules.File: *rulesFile,
 		&cfg.Redis.Addr: *redisAddr, &cfg.Instance: *instance, &cfg.Router.ConsumerGroup: *group})
-	if err := cfg.Finish(config.Scope{Route: true}); err != nil {
+	if err := cfg.Finish(config.Scope{Route: true, Attest: true}); err != nil {
 		return fail(e, "route", err)
 	}
 	log, reg := newService(e.stderr, cfg.LogLevel)

@@ -98,7 +98,7 @@ func (c *Config) validateAudit(ps *problems, s Scope) {
 	}
 	if k := a.Attestation.SignKey; k != (AttestKeyConfig{}) {
 		checkKey("audit.attestation.sign_key", k)
-	} else if a.Enabled && s.Route {
+	} else if a.Enabled && s.Attest {
 		ps.add("audit.attestation.sign_key", "required when audit.enabled: routers and replay attest every record they write")
 	}
 	seen := map[string]bool{}

@@ -22,7 +22,7 @@ func TestAuditConfigErrorsNameTheField(t *testing.T) {
 		scope Scope
 		want  []string
 	}{
-		{"audit: {enabled: true}\n", Scope{Route: true},
+		{"audit: {enabled: true}\n", Scope{Route: true, Attest: true},
 			[]string{"audit.subject_key_file: required when audit.enabled", "audit.attestation.sign_key: required when audit.enabled"}},
 		{sub + "attestation: {sign_key: {id: r1}}}\n", Scope{Route: true}, []string{"audit.attestation.sign_key.file: required"}},
 		{sub + "attestation: {sign_key: {file: " + good + "}}}\n", Scope{Route: true}, []string{"audit.attestation.sign_key.id: required"}},
@@ -53,11 +53,19 @@ func TestAuditConfigErrorsNameTheField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Finish(Scope{Route: true}); err != nil {
+	if err := c.Finish(Scope{Route: true, Attest: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Finish(Scope{Sink: "s"}); err != nil {
 		t.Fatal(err)
+	}
+	// purge and residue write no records: they need no signing key.
+	c2, err := Parse([]byte(erasureBase + sub + "attestation: {}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Finish(Scope{Route: true}); err != nil {
+		t.Errorf("purge's scope with audit.enabled and no sign_key: %v", err)
 	}
 	k, ok, err := c.Audit.SignKey()
 	if err != nil || !ok || k.ID != "r2" {

@@ -176,6 +176,9 @@ type Scope struct {
 	// Erase: erase needs audit.subject_key_file and at least one sinks[]
 	// entry (its stores).
 	Erase bool
+	// Attest: route and replay write records; with audit.enabled they
+	// attest them and need audit.attestation.sign_key.
+	Attest bool
 }
 
 // Finish fills in the defaults (once: the defaults table, defaults.go) and
