@@ -193,7 +193,11 @@ func (l *Ledger) fill(leaf *audit.Leaf, s *router.Settled, ref audit.RulesetRef,
 		Src:      audit.Source{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset},
 		Decision: Decision(d.Outcome), Reason: d.Reason, Jurisdiction: d.Jurisdiction, Region: d.Region, Ruleset: ref,
 		Dest: audit.Destination{Cluster: s.Cluster, Topic: s.Topic, Partition: s.Partition, Offset: s.Offset}}
-	leaf.SetRecord(m.Key, m.Value)
+	if ev.Sums.Set {
+		leaf.Value, leaf.Key, leaf.KeyNull = ev.Sums.Value, ev.Sums.Key, m.Key == nil
+	} else {
+		leaf.SetRecord(m.Key, m.Value)
+	}
 	if d.Jurisdiction != "" && d.Outcome != router.DeadLettered {
 		leaf.DecidedBy = "country"
 		if d.Pinned {
@@ -299,9 +303,24 @@ func (a *Attester) AppendAttestation(dst []byte, r *router.AttestedRecord) []byt
 	} else {
 		in.Key = sha256.Sum256(r.Key)
 	}
+	// The leaf digests the event as read; when the record carries the same
+	// bytes (all but a too_large dead-letter record), share the digests.
+	if same(r.Value, m.Value) && same(r.Key, m.Key) {
+		r.Event.Sums = router.RecordSums{Value: in.Value, Key: in.Key, Set: true}
+	}
 	in.Decision, in.Reason, in.Jurisdiction, in.Region = Decision(d.Outcome), d.Reason, d.Jurisdiction, d.Region
 	in.RulesetVersion = r.RulesetVersion
 	in.DestCluster, in.DestTopic = r.Cluster, r.Topic
 	in.SrcTopic, in.SrcPartition, in.SrcOffset = m.Topic, int32(m.Partition), m.Offset
 	return a.a.AppendTag(dst, in)
+}
+
+// same reports whether a and b are the same bytes in memory (both nil, or
+// the same slice), which is cheaper than comparing them and enough here:
+// the record's key and value are the event's, or not at all.
+func same(a, b []byte) bool {
+	if len(a) != len(b) || (a == nil) != (b == nil) {
+		return false
+	}
+	return len(a) == 0 || &a[0] == &b[0]
 }

@@ -307,10 +307,21 @@ func TestRouterAttestationVerifies(t *testing.T) {
 	if n != len(sent) {
 		t.Errorf("%d records written, want %d", n, len(sent))
 	}
+	// Each leaf digests the event as read, whether the attester shared its
+	// digests (Event.Sums) or the record carried other bytes (too_large).
+	src := map[string]stream.Message{}
+	for _, m := range a.Records("ingest") {
+		src[fmt.Sprintf("%d/%d", m.Partition, m.Offset)] = m
+	}
 	leaves := map[string]int{}
 	for _, x := range log.leaves(t) {
 		if x.Kind == audit.KindRoute {
-			leaves[fmt.Sprintf("%d/%d", x.Src.Partition, x.Src.Offset)]++
+			k := fmt.Sprintf("%d/%d", x.Src.Partition, x.Src.Offset)
+			leaves[k]++
+			m, ok := src[k]
+			if !ok || x.Value != audit.Sum(m.Value) || x.KeyNull != (m.Key == nil) || (m.Key != nil && x.Key != audit.Sum(m.Key)) {
+				t.Errorf("leaf of ingest %s: digests do not match the event", k)
+			}
 		}
 	}
 	for p := range 2 {

@@ -249,6 +249,19 @@ type Event struct {
 	// Extra are headers written after its residency headers (replay's
 	// provenance).
 	Extra []stream.Header
+	// Sums are the SHA-256 digests of Msg.Key and Msg.Value, when an
+	// Attester computed them for the record's tag (Sums.Set): the Ledger
+	// takes them from here instead of hashing the event again.
+	Sums RecordSums
+}
+
+// RecordSums are the SHA-256 digests of an event's key and value.
+type RecordSums struct {
+	// Value is the digest of Msg.Value; Key that of Msg.Key (zero for a
+	// null key).
+	Value, Key [32]byte
+	// Set says the digests were computed.
+	Set bool
 }
 
 // Batch is a batch of events on its way through a Pipeline: Decide decides
