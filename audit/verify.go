@@ -40,12 +40,6 @@ const (
 	CodePurged          Code = "purged"
 	CodeErased          Code = "erased"
 	CodeGap             Code = "gap"
-	// CodeCopy: a record no leaf names by its coordinates, whose valid
-	// attestation binds it to an event whose decision a leaf logs with the
-	// same value, key and destination topic: a router's first copy, written
-	// before it was killed and before its leaf was logged (the event was
-	// routed and logged again), or an exact re-write of a record.
-	CodeCopy Code = "unlogged_copy"
 )
 
 // Finding is one problem (or, with Note, one explained irregularity) found
@@ -218,7 +212,6 @@ type Verification struct {
 
 	rulesets   map[RulesetRef]*Policy
 	bySource   map[coords][]leafRef // route leaves by ingest coordinates (cluster "")
-	bySrcDest  map[srcDest][]leafRef // route and replay leaves by source and destination topic
 	byDest     map[coords][]leafRef // route and replay leaves by destination
 	byDestPart map[partKey][]leafRef
 	sinkWrites map[storeCoords][]leafRef
@@ -228,13 +221,6 @@ type Verification struct {
 	unknown    map[RulesetRef]bool    // unknown rulesets already reported
 
 	report Report
-}
-
-// srcDest is an event's ingest coordinates and the topic a leaf says it
-// was written to.
-type srcDest struct {
-	src            coords
-	cluster, topic string
 }
 
 type storeSubject struct {
@@ -290,7 +276,6 @@ func VerifyLog(ctx context.Context, store Store, cfg VerifyConfig) (*Verificatio
 		cfg:        cfg,
 		rulesets:   map[RulesetRef]*Policy{},
 		bySource:   map[coords][]leafRef{},
-		bySrcDest:  map[srcDest][]leafRef{},
 		byDest:     map[coords][]leafRef{},
 		byDestPart: map[partKey][]leafRef{},
 		sinkWrites: map[storeCoords][]leafRef{},
@@ -407,10 +392,6 @@ func (v *Verification) index(i int64, l *Leaf) {
 			// part of the key.
 			c := coords{"", l.Src.Topic, l.Src.Partition, l.Src.Offset}
 			v.bySource[c] = append(v.bySource[c], ref)
-		}
-		if (l.Kind == KindRoute || l.Kind == KindReplay) && l.Src.Topic != "" && l.Dest.Topic != "" {
-			k := srcDest{coords{"", l.Src.Topic, l.Src.Partition, l.Src.Offset}, l.Dest.Cluster, l.Dest.Topic}
-			v.bySrcDest[k] = append(v.bySrcDest[k], ref)
 		}
 		if l.Dest.Topic != "" {
 			c := coords{l.Dest.Cluster, l.Dest.Topic, l.Dest.Partition, l.Dest.Offset}
@@ -673,21 +654,20 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 	if rec.Key != nil {
 		key = Sum(rec.Key)
 	}
-	matches := func(x leafRef) bool {
+	var ref leafRef
+	for _, x := range refs {
+		if x.leaf.Value == value && x.leaf.KeyNull == (rec.Key == nil) && x.leaf.Key == key {
+			ref = x
+			break
+		}
 		// An event too large to route is dead-lettered without its key and
 		// value (they stay at the source coordinates): the leaf's digests
 		// are the source record's.
-		return x.leaf.Value == value && x.leaf.KeyNull == (rec.Key == nil) && x.leaf.Key == key ||
-			x.leaf.Decision == DeadLettered && x.leaf.Reason == ReasonTooLarge && len(rec.Value) == 0 && rec.Key == nil
-	}
-	var ref leafRef
-	for _, x := range refs {
-		if matches(x) {
+		if x.leaf.Decision == DeadLettered && x.leaf.Reason == ReasonTooLarge && len(rec.Value) == 0 && rec.Key == nil {
 			ref = x
 			break
 		}
 	}
-	var attested *AttestationInput
 	if v.cfg.Attestation != nil {
 		cluster, topic, role := r.Cluster, r.Topic, r.Role
 		if role == RoleSinkQuarantine && ref.leaf != nil {
@@ -698,29 +678,6 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 			g := f
 			g.Code, g.Detail = CodeBadAttestation, err.Error()
 			v.add(g)
-		} else {
-			attested = &in
-		}
-	}
-	if len(refs) == 0 && attested != nil && r.Role != RoleSinkQuarantine {
-		// No leaf names these coordinates, but a router attested the record:
-		// find the leaf of the event it is bound to, with the same bytes and
-		// destination topic.
-		k := srcDest{coords{"", attested.SrcTopic, attested.SrcPartition, attested.SrcOffset}, r.Cluster, r.Topic}
-		for _, x := range v.bySrcDest[k] {
-			if !matches(x) {
-				continue
-			}
-			if x.leaf.Kind == KindReplay && x.leaf.Dest.Offset < 0 {
-				// Replay writes without learning its records' offsets: its
-				// leaf names the topic only, and this is its record.
-				refs, ref = []leafRef{x}, x
-				break
-			}
-			f.Code, f.Note, f.Leaf = CodeCopy, true, x.index
-			f.Detail = fmt.Sprintf("a copy of the event leaf %d logs at %s/%d@%d (written before a crash, then routed again)", x.index, x.leaf.Dest.Topic, x.leaf.Dest.Partition, x.leaf.Dest.Offset)
-			v.add(f)
-			return
 		}
 	}
 	if len(refs) == 0 {

@@ -292,63 +292,6 @@ func TestVerifyExplainsDuplicates(t *testing.T) {
 	}
 }
 
-// TestVerifyExplainsCrashCopies: a router killed after producing, before
-// its leaves were logged, leaves records no leaf names; the event is routed
-// and logged again. The attested first copy is a note (unlogged_copy); an
-// attested record of an event no leaf logs, or one without a valid tag,
-// stays a finding. Without the attestation key nothing is explained.
-func TestVerifyExplainsCrashCopies(t *testing.T) {
-	w := newWorld(t)
-	off := w.event(0, "EU", 1)
-	w.route(0, off)
-	w.batch = w.batch[:len(w.batch)-1] // killed before the leaf was logged
-	w.route(0, off)
-	w.flush()
-	w.integrate()
-	r := w.verify(VerifyConfig{})
-	expect(t, r)
-	if got := codes(r.Notes); !slices.Equal(got, []string{"unlogged_copy"}) {
-		t.Fatalf("notes %v, want unlogged_copy", got)
-	}
-
-	// An attested record whose event has no leaf at all is not explained.
-	off2 := w.event(0, "US", 2)
-	w.route(0, off2)
-	w.batch = w.batch[:len(w.batch)-1]
-	w.flush()
-	w.integrate()
-	expectHas(t, w.verify(VerifyConfig{}), "unlogged_record")
-}
-
-// TestVerifyReplayLeafWithoutOffset: replay's leaves name the destination
-// topic but not the offset (-1); its attested record matches the leaf.
-func TestVerifyReplayLeafWithoutOffset(t *testing.T) {
-	w := newWorld(t)
-	off := w.event(0, "ZZ", 1)
-	w.route(0, off) // quarantined
-	q := w.batch[len(w.batch)-1]
-	src := w.topics[partKey{ingest, "events", 0}][off]
-	in := AttestationInput{Value: q.Value, Key: q.Key, Decision: Routed, Jurisdiction: "US", Region: "us", RulesetVersion: 3,
-		DestCluster: "a", DestTopic: "residency.us", SrcTopic: "events", SrcPartition: 0, SrcOffset: off}
-	hs := []Header{{"residency-jurisdiction", []byte("US")}, {"residency-region", []byte("us")},
-		{"residency-ruleset-version", []byte("3")}, {"residency-source-topic", []byte("events")},
-		{"residency-source-partition", []byte("0")}, {"residency-source-offset", []byte(strconv.FormatInt(off, 10))},
-		{HeaderAttestation, w.attester.AppendTag(nil, &in)}}
-	w.produce("a", "residency.us", 0, Record{Key: src.Key, Value: src.Value, Headers: hs})
-	rp := Leaf{Kind: KindReplay, Time: w.time, Actor: "replay:fix-1", Src: Source{Topic: "events", Partition: 0, Offset: off},
-		Decision: Routed, DecidedBy: "pin", Jurisdiction: "US", Region: "us", Ruleset: w.rs,
-		Dest: Destination{Cluster: "a", Topic: "residency.us", Partition: -1, Offset: -1}}
-	rp.SetRecord(src.Key, src.Value)
-	w.log(rp)
-	w.flush()
-	w.integrate()
-	r := w.verify(VerifyConfig{})
-	expect(t, r)
-	if len(r.Notes) != 0 {
-		t.Fatalf("notes %v, want none", codes(r.Notes))
-	}
-}
-
 func TestVerifyConflictingDecisions(t *testing.T) {
 	w := newWorld(t)
 	off := w.event(0, "EU", 1)
