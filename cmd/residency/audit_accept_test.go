@@ -342,6 +342,7 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 	if rep.Checked.Offsets != 20 || rep.Checked.Records != 20 || rep.Checked.Rows != int64(len(s.usRecords)+len(s.euRecords)) || len(s.euRecords) == 0 {
 		t.Fatalf("clean verify checked %+v, want 20 offsets, 20 records, %d rows", rep.Checked, len(s.usRecords)+len(s.euRecords))
 	}
+	cleanSize := rep.Checkpoint.Size
 	prev, err := os.ReadFile(filepath.Join(s.bucketDir, "checkpoint"))
 	if err != nil {
 		t.Fatal(err)
@@ -584,6 +585,30 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 		code, out, _ = s.cmd(t, "verify", "--config", cfg2, "--previous-checkpoint", forgedPrev, "--output", "json", "--no-stores")
 		if code != exitFailure || !strings.Contains(out, "checkpoint_not_extending") {
 			t.Fatalf("a log that does not extend the previous checkpoint: exit %d %s", code, out)
+		}
+		// A log rebuilt from scratch with other leaves, longer than the
+		// previous one and signed with the real key, does not extend it.
+		forked := s.a.Topic(t, "audit-fork", 1)
+		real := s.auditTopic
+		s.auditTopic = forked
+		s.route(t, 30)
+		s.auditTopic = real
+		bucket3 := filepath.Join(s.dir, "bucket3")
+		_ = os.MkdirAll(bucket3, 0o700)
+		cfg3 := filepath.Join(s.dir, "residency3.yaml")
+		b = bytes.Replace(b, []byte("file://"+s.bucketDir), []byte("file://"+bucket3), 1)
+		b = bytes.Replace(b, []byte("topic: "+real+"\n"), []byte("topic: "+forked+"\n"), 1)
+		_ = os.WriteFile(cfg3, b, 0o600)
+		if code, out, errb := s.cmd(t, "integrate", "--config", cfg3, "--once", "--idle", "2s"); code != exitOK {
+			t.Fatalf("integrate the fork = %d: %s %s", code, out, errb)
+		}
+		code, out, _ = s.cmd(t, "verify", "--config", cfg3, "--previous-checkpoint", prevFile, "--output", "json", "--no-stores")
+		var rep audit.Report
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if code != exitFailure || rep.Checkpoint.Size <= cleanSize || !strings.Contains(out, "checkpoint_not_extending") {
+			t.Fatalf("a rebuilt log of %d leaves: exit %d %s", rep.Checkpoint.Size, code, out)
 		}
 	})
 	_ = ctx
