@@ -343,6 +343,15 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 		t.Fatalf("clean verify checked %+v, want 20 offsets, 20 records, %d rows", rep.Checked, len(s.usRecords)+len(s.euRecords))
 	}
 	cleanSize := rep.Checkpoint.Size
+	// A time window holding everything, and an offset range of the ingest.
+	since := time.UnixMilli(s.time - 10*60*1000).UTC().Format(time.RFC3339)
+	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	if code, codes, rep := s.verify(t, "--since", since, "--until", until); code != exitOK || rep.Checked.Offsets != 20 || !strings.Contains(rep.Window, since) {
+		t.Fatalf("verify --since %s --until %s = %d %v, checked %+v, window %q", since, until, code, codes, rep.Checked, rep.Window)
+	}
+	if code, codes, rep := s.verify(t, "--offsets", s.ingest+"/0/0-5", "--no-stores"); code != exitOK || rep.Checked.Offsets != 5 {
+		t.Fatalf("verify --offsets = %d %v, checked %+v", code, codes, rep.Checked)
+	}
 	prev, err := os.ReadFile(filepath.Join(s.bucketDir, "checkpoint"))
 	if err != nil {
 		t.Fatal(err)
