@@ -429,7 +429,6 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 		if !named {
 			t.Fatalf("findings do not name %s/%d/%d: %+v", s.us, forged.Partition, forged.Offset, rep.Findings)
 		}
-		// Remove it again: a tombstone cannot; restrict to the offsets before.
 	})
 	// From here on the US pinned topic holds the forged record; the next
 	// checks look for their own finding.
@@ -572,15 +571,11 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 		cfg2 := filepath.Join(s.dir, "residency2.yaml")
 		b, _ := os.ReadFile(s.cfgFile)
 		_ = os.WriteFile(cfg2, bytes.Replace(b, []byte("file://"+s.bucketDir), []byte("file://"+other), 1), 0o600)
-		// Only the leaves after the first record: a log without the ruleset.
-		topic := s.auditTopic
-		_ = topic
+		// The same leaves integrated into a second bucket: the same tree.
 		code, out, errb := s.cmd(t, "integrate", "--config", cfg2, "--once", "--idle", "2s")
 		if code != exitOK {
 			t.Fatalf("integrate = %d: %s %s", code, out, errb)
 		}
-		// Rewrite its first leaf bundle is not possible without breaking the
-		// signature; instead a previous checkpoint from another log.
 		code, out, errb = s.cmd(t, "verify", "--config", cfg2, "--previous-checkpoint", prevFile, "--output", "json", "--no-stores")
 		if (code != exitOK && code != exitFailure) || strings.Contains(out, "checkpoint_not_extending") {
 			t.Fatalf("the same leaves in another bucket extend the previous checkpoint: exit %d %s %s", code, out, errb)
