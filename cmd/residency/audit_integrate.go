@@ -179,7 +179,8 @@ func (f onceFeed) Fetch(ctx context.Context, from audit.Cursor, max int) ([]audi
 	ictx, cancel := context.WithTimeout(ctx, f.idle)
 	defer cancel()
 	recs, err := f.Feed.Fetch(ictx, from, max)
-	if err == context.DeadlineExceeded && ctx.Err() == nil { //nolint:errorlint // only the feed's own idle end, not a wrapped failure
+	// Only the feed's own idle end (its error unwrapped), not a failure.
+	if err == context.DeadlineExceeded && ctx.Err() == nil {
 		return nil, errIdle
 	}
 	return recs, err
