@@ -113,7 +113,7 @@ func auditFeed(cfg *config.Config) (*kafka.AuditFeed, error) {
 		return nil, exitError{code: exitUsage, err: fmt.Errorf("kafka.ingest_cluster: %q is not in kafka.clusters", cfg.Kafka.IngestCluster)}
 	}
 	cl.Name = cfg.Kafka.IngestCluster
-	return kafka.NewAuditFeed(cl, cfg.Audit.Topic)
+	return kafka.NewAuditFeed(cl, cfg.AuditTopic())
 }
 
 // writeSecret writes data to path with mode 0600, refusing to replace a

@@ -17,6 +17,7 @@ import (
 
 	"github.com/residency-router/residency/audit"
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/connectors/objectstore"
 	"github.com/residency-router/residency/connectors/postgres"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/sink"
@@ -44,6 +45,8 @@ type auditStack struct {
 	pending                                    []audit.Leaf
 	ps                                         *audit.Pseudonymizer
 	usRecords                                  []*kgo.Record
+	euRecords                                  []*kgo.Record
+	obj                                        *objectstore.Store
 }
 
 func newAuditStack(t *testing.T) *auditStack {
@@ -89,7 +92,15 @@ func newAuditStack(t *testing.T) *auditStack {
 	s.policy = audit.NewPolicy(
 		[]audit.PolicyJurisdiction{{Name: "US", Region: "us"}, {Name: "EU", Region: "eu"}},
 		[]audit.PolicyRegion{{Name: "us", Cluster: "a", Topic: s.us}, {Name: "eu", Cluster: "b", Topic: s.eu}},
-		[]audit.PolicyStore{{Name: "us-postgres", Regions: []string{"us"}}})
+		[]audit.PolicyStore{{Name: "us-postgres", Regions: []string{"us"}}, {Name: "eu-objectstore", Regions: []string{"eu"}}})
+	objURL := "file://" + filepath.Join(s.dir, "objects") + "?no_tmp_dir=true"
+	if err := os.MkdirAll(filepath.Join(s.dir, "objects"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if s.obj, err = objectstore.Open(ctx, objectstore.Config{URL: objURL}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.obj.Close(context.Background()) })
 	content := []byte("jurisdictions: [US, EU]\n")
 	rl, err := audit.NewRulesetLeaf(3, content, s.policy, "router-test", s.time)
 	if err != nil {
@@ -120,8 +131,9 @@ audit:
     verify_keys: [{id: k1, file: %s}]
 sinks:
   - {store: us-postgres, region: us, cluster: a, topic: %s, quarantine_topic: %s, postgres: {dsn: %q, table: audit_events}}
+  - {store: eu-objectstore, region: eu, cluster: b, topic: %s, quarantine_topic: %s, objectstore: {url: %q}}
 `, strings.Join(s.a.Brokers, ","), strings.Join(s.b.Brokers, ","), s.ingest, s.quarantine, s.deadLetter, s.auditTopic,
-		s.bucketDir, s.logKey, s.logPub, subject, filepath.Join(keys, "attest-k1.key"), s.us, s.sinkQuarantine, pg.DSN)
+		s.bucketDir, s.logKey, s.logPub, subject, filepath.Join(keys, "attest-k1.key"), s.us, s.sinkQuarantine, pg.DSN, s.eu, s.sinkQuarantine, objURL)
 	if err := os.WriteFile(s.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -190,8 +202,11 @@ func (s *auditStack) route(t *testing.T, n int) {
 			out := produce(t, cl, &kgo.Record{Topic: topic, Partition: dp, Key: key, Value: val, Headers: hs})
 			l.Dest = audit.Destination{Cluster: cluster, Topic: topic, Partition: dp, Offset: out.Offset}
 			s.pending = append(s.pending, l)
-			if topic == s.us {
+			switch topic {
+			case s.us:
 				s.usRecords = append(s.usRecords, out)
+			case s.eu:
+				s.euRecords = append(s.euRecords, out)
 			}
 		}
 	}
@@ -232,6 +247,37 @@ func (s *auditStack) sink(t *testing.T) {
 	s.flush(t)
 	if err := s.pg.Write(testenv.Context(t, 30*time.Second), batch); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// sinkEU stores the EU records in the object store with their sink_write
+// leaves.
+func (s *auditStack) sinkEU(t *testing.T) {
+	t.Helper()
+	var batch []sink.Record
+	for i, r := range s.euRecords {
+		s.time++
+		l := audit.Leaf{Kind: audit.KindSinkWrite, Time: s.time, Actor: "sink:eu-objectstore",
+			Src:      audit.Source{Cluster: "b", Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
+			Decision: audit.Written, Jurisdiction: "EU", Region: "eu", Ruleset: s.rs, Dest: audit.Destination{Store: "eu-objectstore"}}
+		l.SetRecord(r.Key, r.Value)
+		s.pending = append(s.pending, l)
+		batch = append(batch, sink.Record{EventID: fmt.Sprintf("eu-%d", i), UserID: string(r.Key), Jurisdiction: "EU", Region: "eu",
+			RulesetVersion: "3", Topic: r.Topic, Partition: int(r.Partition), Offset: r.Offset, Time: r.Timestamp, Event: []byte(`{}`), Raw: r.Value})
+	}
+	s.flush(t)
+	for p := int32(0); p < 2; p++ { // one object per partition run
+		var part []sink.Record
+		for _, r := range batch {
+			if int32(r.Partition) == p {
+				part = append(part, r)
+			}
+		}
+		if len(part) > 0 {
+			if err := s.obj.Write(testenv.Context(t, 30*time.Second), part); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
 
@@ -287,13 +333,24 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 	s := newAuditStack(t)
 	s.route(t, 10)
 	s.sink(t)
+	s.sinkEU(t)
 	s.integrate(t)
 	code, codes, rep := s.verify(t)
 	if code != exitOK {
 		t.Fatalf("clean verify = %d, findings %v", code, codes)
 	}
-	if rep.Checked.Offsets != 20 || rep.Checked.Records != 20 || rep.Checked.Rows != int64(len(s.usRecords)) {
-		t.Fatalf("clean verify checked %+v, want 20 offsets, 20 records, %d rows", rep.Checked, len(s.usRecords))
+	if rep.Checked.Offsets != 20 || rep.Checked.Records != 20 || rep.Checked.Rows != int64(len(s.usRecords)+len(s.euRecords)) || len(s.euRecords) == 0 {
+		t.Fatalf("clean verify checked %+v, want 20 offsets, 20 records, %d rows", rep.Checked, len(s.usRecords)+len(s.euRecords))
+	}
+	cleanSize := rep.Checkpoint.Size
+	// A time window holding everything, and an offset range of the ingest.
+	since := time.UnixMilli(s.time - 10*60*1000).UTC().Format(time.RFC3339)
+	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	if code, codes, rep := s.verify(t, "--since", since, "--until", until); code != exitOK || rep.Checked.Offsets != 20 || !strings.Contains(rep.Window, since) {
+		t.Fatalf("verify --since %s --until %s = %d %v, checked %+v, window %q", since, until, code, codes, rep.Checked, rep.Window)
+	}
+	if code, codes, rep := s.verify(t, "--offsets", s.ingest+"/0/0-5", "--no-stores"); code != exitOK || rep.Checked.Offsets != 5 {
+		t.Fatalf("verify --offsets = %d %v, checked %+v", code, codes, rep.Checked)
 	}
 	prev, err := os.ReadFile(filepath.Join(s.bucketDir, "checkpoint"))
 	if err != nil {
@@ -372,7 +429,6 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 		if !named {
 			t.Fatalf("findings do not name %s/%d/%d: %+v", s.us, forged.Partition, forged.Offset, rep.Findings)
 		}
-		// Remove it again: a tombstone cannot; restrict to the offsets before.
 	})
 	// From here on the US pinned topic holds the forged record; the next
 	// checks look for their own finding.
@@ -407,6 +463,46 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 		_, codes, _ := s.verify(t)
 		if !hasCode(codes, "missing_row") {
 			t.Fatalf("row dropped (rewritten store): findings %v, want missing_row", codes)
+		}
+	})
+	t.Run("ObjectRemoved", func(t *testing.T) {
+		// An object of the EU store removed (a rewritten store): the
+		// object store's rows are checked as PostgreSQL's are.
+		var objs []string
+		_ = filepath.Walk(filepath.Join(s.dir, "objects"), func(p string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() && strings.HasSuffix(p, ".avro") {
+				objs = append(objs, p)
+			}
+			return nil
+		})
+		if len(objs) == 0 {
+			t.Fatal("no object written")
+		}
+		// Removing one object is the simplest rewrite: its rows go missing.
+		b, err := os.ReadFile(objs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Remove(objs[0])
+		_, codes, _ := s.verify(t)
+		if !hasCode(codes, "missing_row") {
+			t.Fatalf("object removed: findings %v, want missing_row", codes)
+		}
+		_ = os.WriteFile(objs[0], b, 0o600)
+	})
+	t.Run("IngestRecordWithoutLeaf", func(t *testing.T) {
+		// An event read and placed with its leaf never logged.
+		rec := produce(t, s.clA, &kgo.Record{Topic: s.ingest, Partition: 1, Key: []byte("k"), Value: []byte("unrouted")})
+		_, codes, rep := s.verify(t)
+		if !hasCode(codes, "missing_leaf") {
+			t.Fatalf("unlogged ingest record: findings %v, want missing_leaf", codes)
+		}
+		named := false
+		for _, f := range rep.Findings {
+			named = named || (f.Code == "missing_leaf" && f.Topic == s.ingest && f.Partition == 1 && f.Offset == rec.Offset)
+		}
+		if !named {
+			t.Fatalf("missing_leaf does not name %s/1/%d", s.ingest, rec.Offset)
 		}
 	})
 	t.Run("RecordDropped", func(t *testing.T) {
@@ -475,15 +571,11 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 		cfg2 := filepath.Join(s.dir, "residency2.yaml")
 		b, _ := os.ReadFile(s.cfgFile)
 		_ = os.WriteFile(cfg2, bytes.Replace(b, []byte("file://"+s.bucketDir), []byte("file://"+other), 1), 0o600)
-		// Only the leaves after the first record: a log without the ruleset.
-		topic := s.auditTopic
-		_ = topic
+		// The same leaves integrated into a second bucket: the same tree.
 		code, out, errb := s.cmd(t, "integrate", "--config", cfg2, "--once", "--idle", "2s")
 		if code != exitOK {
 			t.Fatalf("integrate = %d: %s %s", code, out, errb)
 		}
-		// Rewrite its first leaf bundle is not possible without breaking the
-		// signature; instead a previous checkpoint from another log.
 		code, out, errb = s.cmd(t, "verify", "--config", cfg2, "--previous-checkpoint", prevFile, "--output", "json", "--no-stores")
 		if (code != exitOK && code != exitFailure) || strings.Contains(out, "checkpoint_not_extending") {
 			t.Fatalf("the same leaves in another bucket extend the previous checkpoint: exit %d %s %s", code, out, errb)
@@ -497,6 +589,30 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 		code, out, _ = s.cmd(t, "verify", "--config", cfg2, "--previous-checkpoint", forgedPrev, "--output", "json", "--no-stores")
 		if code != exitFailure || !strings.Contains(out, "checkpoint_not_extending") {
 			t.Fatalf("a log that does not extend the previous checkpoint: exit %d %s", code, out)
+		}
+		// A log rebuilt from scratch with other leaves, longer than the
+		// previous one and signed with the real key, does not extend it.
+		forked := s.a.Topic(t, "audit-fork", 1)
+		real := s.auditTopic
+		s.auditTopic = forked
+		s.route(t, 30)
+		s.auditTopic = real
+		bucket3 := filepath.Join(s.dir, "bucket3")
+		_ = os.MkdirAll(bucket3, 0o700)
+		cfg3 := filepath.Join(s.dir, "residency3.yaml")
+		b = bytes.Replace(b, []byte("file://"+s.bucketDir), []byte("file://"+bucket3), 1)
+		b = bytes.Replace(b, []byte("topic: "+real+"\n"), []byte("topic: "+forked+"\n"), 1)
+		_ = os.WriteFile(cfg3, b, 0o600)
+		if code, out, errb := s.cmd(t, "integrate", "--config", cfg3, "--once", "--idle", "2s"); code != exitOK {
+			t.Fatalf("integrate the fork = %d: %s %s", code, out, errb)
+		}
+		code, out, _ = s.cmd(t, "verify", "--config", cfg3, "--previous-checkpoint", prevFile, "--output", "json", "--no-stores")
+		var rep audit.Report
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if code != exitFailure || rep.Checkpoint.Size <= cleanSize || !strings.Contains(out, "checkpoint_not_extending") {
+			t.Fatalf("a rebuilt log of %d leaves: exit %d %s", rep.Checkpoint.Size, code, out)
 		}
 	})
 	_ = ctx

@@ -75,21 +75,23 @@ func auditIntegrate(ctx context.Context, e env, cfgPath string, once bool, idle 
 	}
 	defer feed.Close()
 	log, reg := newService(e.stderr, cfg.LogLevel)
-	it, err := audit.NewIntegrator(audit.IntegratorConfig{Store: store, Feed: feed, SignerKey: skey, Logger: log})
+	var f audit.Feed = feed
+	if once {
+		f = onceFeed{Feed: feed, idle: idle}
+	}
+	it, err := audit.NewIntegrator(audit.IntegratorConfig{Store: store, Feed: f, SignerKey: skey, Logger: log})
 	if err != nil {
 		return usagef("audit.log_key_file: %v", err)
 	}
 	if once {
 		n := 0
 		for {
-			sctx, cancel := context.WithTimeout(ctx, idle)
-			k, err := it.Step(sctx)
-			cancel()
+			k, err := it.Step(ctx)
 			n += k
+			if errors.Is(err, errIdle) {
+				break
+			}
 			if err != nil {
-				if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-					break
-				}
 				return auditStepError(err)
 			}
 		}
@@ -158,4 +160,28 @@ func auditStepError(err error) error {
 		return err
 	}
 	return unreadable("or write the audit topic or the bucket", err)
+}
+
+// errIdle is what onceFeed returns when the audit topic held nothing new
+// for its idle time.
+var errIdle = errors.New("audit: no new audit record")
+
+// onceFeed is the feed of `integrate --once`: a Fetch that finds nothing
+// new for idle returns errIdle, telling the end of the topic from a
+// failure to read it (the bucket and Kafka errors come through).
+type onceFeed struct {
+	audit.Feed
+	idle time.Duration
+}
+
+// Fetch implements audit.Feed.
+func (f onceFeed) Fetch(ctx context.Context, from audit.Cursor, max int) ([]audit.AuditRecord, error) {
+	ictx, cancel := context.WithTimeout(ctx, f.idle)
+	defer cancel()
+	recs, err := f.Feed.Fetch(ictx, from, max)
+	// Only the feed's own idle end (its error unwrapped), not a failure.
+	if err == context.DeadlineExceeded && ctx.Err() == nil {
+		return nil, errIdle
+	}
+	return recs, err
 }

@@ -140,6 +140,7 @@ func TestAuditErrorPaths(t *testing.T) {
 		{"IntegrateNoBucket", []string{"integrate", "--config", noBucket, "--once"}, exitUsage, "audit.bucket: required"},
 		{"IntegrateBadBucket", []string{"integrate", "--config", badBucket, "--once"}, exitUsage, "audit.bucket"},
 		{"IntegrateKafkaDown", []string{"integrate", "--config", good, "--once", "--idle", "1s"}, exitNotReady, "could not read"},
+		{"IntegrateUnreachableBucket", []string{"integrate", "--config", unreachable, "--once", "--idle", "1s"}, exitNotReady, "could not read"},
 		{"VerifyNoConfig", []string{"verify"}, exitUsage, "--config is required"},
 		{"VerifyBadOutput", []string{"verify", "--config", good, "--output", "pdf"}, exitUsage, "--output"},
 		{"VerifyBadSince", []string{"verify", "--config", good, "--since", "yesterday"}, exitUsage, "--since"},

@@ -68,7 +68,8 @@ func (f *AuditFeed) Close() error { return f.admin.Close() }
 // Fetch returns up to max records at or after the cursor (a partition the
 // cursor lacks starts at its log start offset), in offset order within
 // each partition. It blocks until one is available or ctx is done, and
-// then returns ctx's error.
+// then returns ctx's error: itself when the topic was read and held
+// nothing new, wrapped with the failure when it could not be read.
 func (f *AuditFeed) Fetch(ctx context.Context, from audit.Cursor, max int) ([]audit.AuditRecord, error) {
 	if max <= 0 {
 		max = 64
@@ -81,7 +82,8 @@ func (f *AuditFeed) Fetch(ctx context.Context, from audit.Cursor, max int) ([]au
 		bounds, err := f.admin.Bounds(ctx, f.topic)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				// Not idle: the topic could not be read before ctx ended.
+				return nil, fmt.Errorf("%w: kafka: audit feed %s: %w", ctx.Err(), f.topic, err)
 			}
 			return nil, fmt.Errorf("kafka: audit feed %s: %w", f.topic, err)
 		}
@@ -101,7 +103,7 @@ func (f *AuditFeed) Fetch(ctx context.Context, from audit.Cursor, max int) ([]au
 			recs, err := f.read(ctx, int32(b.Partition), start, end)
 			if err != nil {
 				if ctx.Err() != nil {
-					return nil, ctx.Err()
+					return nil, fmt.Errorf("%w: %w", ctx.Err(), err)
 				}
 				return nil, err
 			}
