@@ -482,8 +482,8 @@ stores:
 // agree in every sample, and the log says each state once, not per poll.
 func TestRouteReadinessOneTruth(t *testing.T) {
 	t.Parallel()
-	a := testenv.NewPrivateKafka(t, "a")
-	b := testenv.NewPrivateKafka(t, "b")
+	ab := testenv.NewPrivateKafkas(t, "a", "b")
+	a, b := ab[0], ab[1]
 	r := testenv.NewRedis(t)
 	proxy := testenv.NewProxy(t, r.Addr)
 	ctx := testenv.Context(t, 240*time.Second)
@@ -515,7 +515,7 @@ router:
   retry_max: 200ms
   give_up: 1s
 redis: {addr: "%s", prefix: "%s"}
-rules: {poll_interval: 50ms, staleness_bound: 1s}
+rules: {poll_interval: 50ms, staleness_bound: 2s}
 `, addr, a.Brokers[0], b.Brokers[0], ingest, group, quarantine, deadLetter, proxy.Addr, r.Prefix)))
 	client := goredis.NewClient(&goredis.Options{Addr: r.Addr})
 	defer client.Close()

@@ -45,7 +45,7 @@ kafka:
   session_timeout: 6s
   rebalance_timeout: 5s
 redis: {addr: "%s", prefix: "%s"}
-rules: {poll_interval: 50ms, staleness_bound: 1s}
+rules: {poll_interval: 50ms, staleness_bound: 2s}
 sinks:
   - store: us-postgres
     region: us
