@@ -761,19 +761,30 @@ rules: {file: %s}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	time.Sleep(300 * time.Millisecond)
-	done2, log2, stop2 := start()
-	// The rebalance must happen while events flow, or it proves nothing.
-	for !strings.Contains(log2.String(), `"msg":"kafka: consumer joined the group"`) || strings.Contains(log2.String(), `"partitions":0`) {
-		select {
-		case <-published:
-			t.Fatalf("router-2 did not take partitions while events flowed; logs:\n%s", log2.String())
-		case <-time.After(20 * time.Millisecond):
+	joined := `"msg":"kafka: consumer joined the group"`
+	var (
+		done2 chan int
+		log2  = &testenv.SyncBuffer{}
+		stop2 context.CancelFunc
+	)
+	// The rebalance must happen while events flow, or it proves nothing:
+	// router-1 holds every partition first, router-2 takes some while the
+	// publisher still runs.
+	until := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			select {
+			case <-published:
+				t.Fatalf("%s only after the last event was published; logs:\n%s\n%s", what, log1.String(), log2.String())
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
 	}
-	if !strings.Contains(log1.String(), "gave up its partitions") {
-		t.Errorf("router-1 did not give up partitions; logs:\n%s", log1.String())
-	}
+	until("router-1 joined", func() bool { return strings.Contains(log1.String(), joined) })
+	done2, log2, stop2 = start()
+	until("router-2 took partitions and router-1 gave some up", func() bool {
+		return strings.Contains(log2.String(), joined) && strings.Contains(log1.String(), "gave up its partitions")
+	})
 	<-published
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if lag, err := admin.Lag(ctx, group, ingest); err == nil && lag == 0 {
