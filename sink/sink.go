@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,10 @@ type Sink struct {
 	approvalMu sync.Mutex            // serialises observeApproval
 	storeErr   atomic.Pointer[error] // last store failure, nil after a success
 	ledgerErr  atomic.Pointer[error] // last audit ledger failure, nil after a success
+
+	stateMu     sync.Mutex // serialises publishReadiness
+	stateLogged bool       // a state has been logged
+	lastState   string     // the state last logged ("" for ready)
 
 	mu      sync.Mutex
 	running bool
@@ -112,30 +117,79 @@ func CheckApproval(rs *rules.Ruleset, store, region, topic string) error {
 // writes and (for subscribers that tell) it has joined its group; otherwise
 // an error saying why. The error wraps ErrNotApproved or ErrNoRuleset while
 // writing is stopped for lack of approval, ErrNotReady otherwise.
+//
+// Its answer is the one readiness state: residency_sink_ready and the log
+// ("sink ready" / "sink not ready", once per change) derive from it, here
+// and on every approval check.
 func (s *Sink) Ready() error {
+	err := s.readiness()
+	s.publishReadiness(err)
+	return err
+}
+
+// readiness computes the state from every source.
+func (s *Sink) readiness() error {
 	if e := s.notReady.Load(); e != nil {
-		return *e
+		return stateError(*e)
 	}
 	if e := s.storeErr.Load(); e != nil {
-		return fmt.Errorf("%w: store: %w", ErrNotReady, *e)
+		return stateError(fmt.Errorf("%w: store: %w", ErrNotReady, *e))
 	}
 	if e := s.ledgerErr.Load(); e != nil {
 		return *e
 	}
 	if gm, ok := s.sub.(stream.GroupMember); ok && !gm.Joined() {
-		return fmt.Errorf("%w: not a member of the consumer group yet", ErrNotReady)
+		return stateError(fmt.Errorf("%w: not a member of the consumer group", ErrNotReady))
 	}
 	return nil
 }
 
+// publishReadiness sets the metric from err and logs the state when it
+// changed.
+func (s *Sink) publishReadiness(err error) {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	text := ""
+	if err != nil {
+		text = err.Error()
+		s.m.ready.Set(0)
+	} else {
+		s.m.ready.Set(1)
+	}
+	if s.stateLogged && text == s.lastState {
+		return
+	}
+	s.stateLogged, s.lastState = true, text
+	if text == "" {
+		s.log.Info("sink ready")
+	} else {
+		s.log.Warn("sink not ready", "state", text)
+	}
+}
+
+// notReadyError is Ready's error: its text is the state alone (the ops
+// handler prefixes "not ready: "); it matches ErrNotReady and what it wraps.
+type notReadyError struct {
+	why string
+	err error
+}
+
+func (e *notReadyError) Error() string        { return e.why }
+func (e *notReadyError) Unwrap() error        { return e.err }
+func (e *notReadyError) Is(target error) bool { return target == ErrNotReady }
+
+func stateError(err error) error {
+	return &notReadyError{why: strings.TrimPrefix(err.Error(), ErrNotReady.Error()+": "), err: err}
+}
+
 func (s *Sink) setNotReady(err error) {
 	s.notReady.Store(&err)
-	s.m.ready.Set(0)
+	s.publishReadiness(s.readiness())
 }
 
 func (s *Sink) setReady() {
 	s.notReady.Store(nil)
-	s.m.ready.Set(1)
+	s.publishReadiness(s.readiness())
 }
 
 // Run checks the approval (returning ErrNotApproved or ErrNoRuleset without
@@ -587,7 +641,9 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 		timedOut := wctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
 		cancel()
 		if err == nil {
-			s.storeErr.Store(nil)
+			if s.storeErr.Swap(nil) != nil {
+				s.publishReadiness(s.readiness())
+			}
 			return nil
 		}
 		if timedOut {
@@ -595,7 +651,7 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 			err = fmt.Errorf("write timed out after %s (write_timeout): %w", s.cfg.WriteTimeout, err)
 		}
 		s.storeErr.Store(&err)
-		s.m.ready.Set(0)
+		s.publishReadiness(s.readiness())
 		return fmt.Errorf("%d events: %w", len(write), err)
 	}); err != nil {
 		return err
@@ -627,9 +683,7 @@ func (s *Sink) flush(run, ctx context.Context, b []item) error {
 	}
 	s.m.batchEvents.Observe(float64(len(b)))
 	s.m.batchSeconds.Observe(time.Since(start).Seconds())
-	if s.notReady.Load() == nil {
-		s.m.ready.Set(1)
-	}
+	s.publishReadiness(s.readiness())
 	return nil
 }
 
@@ -670,6 +724,9 @@ func (s *Sink) watchApproval(ctx context.Context) {
 			return
 		case <-t.C:
 			s.observeApproval()
+			// The group membership and the store change without a call
+			// here: the metric and the log follow them on every tick.
+			s.publishReadiness(s.readiness())
 		}
 	}
 }

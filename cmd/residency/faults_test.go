@@ -482,8 +482,8 @@ stores:
 // agree in every sample, and the log says each state once, not per poll.
 func TestRouteReadinessOneTruth(t *testing.T) {
 	t.Parallel()
-	a := testenv.NewPrivateKafka(t, "a")
-	b := testenv.NewPrivateKafka(t, "b")
+	ab := testenv.NewPrivateKafkas(t, "a", "b")
+	a, b := ab[0], ab[1]
 	r := testenv.NewRedis(t)
 	proxy := testenv.NewProxy(t, r.Addr)
 	ctx := testenv.Context(t, 240*time.Second)
@@ -515,7 +515,7 @@ router:
   retry_max: 200ms
   give_up: 1s
 redis: {addr: "%s", prefix: "%s"}
-rules: {poll_interval: 50ms, staleness_bound: 1s}
+rules: {poll_interval: 50ms, staleness_bound: 2s}
 `, addr, a.Brokers[0], b.Brokers[0], ingest, group, quarantine, deadLetter, proxy.Addr, r.Prefix)))
 	client := goredis.NewClient(&goredis.Options{Addr: r.Addr})
 	defer client.Close()
@@ -685,5 +685,140 @@ stores:
 	case <-done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("route did not stop")
+	}
+}
+
+// TestRouteRebalanceDuplicates runs a second `residency route` joining the
+// group of the first while events flow, and counts, by event id, how many
+// events reached their pinned topic more than once. The first router
+// commits what settled before giving its partitions up, so only what was
+// in flight and unacknowledged at that moment can be read again: the
+// bound asserted is the in-flight window of one router
+// (router.max_inflight_events, set to 200 here); docs/router.md records
+// the figure measured.
+func TestRouteRebalanceDuplicates(t *testing.T) {
+	t.Parallel()
+	a := testenv.KafkaA(t)
+	ctx := testenv.Context(t, 120*time.Second)
+	ingest := a.Topic(t, "ingest", 4)
+	quarantine := a.Topic(t, "quarantine", 1)
+	deadLetter := a.Topic(t, "deadletter", 1)
+	us := a.Topic(t, "us", 2)
+	eu := a.Topic(t, "eu", 2)
+	group := testenv.Name(t, "g")
+	rulesFile := writeEventFile(t, "rules.yaml", []byte(fmt.Sprintf(`
+jurisdictions:
+  - {name: US, region: us, countries: [US]}
+  - {name: EU, region: eu, countries: [DE]}
+regions:
+  - {name: us, cluster: a, topic: %s}
+  - {name: eu, cluster: a, topic: %s}
+stores:
+  - {name: us-postgres, regions: [us]}
+`, us, eu)))
+	const window = 200
+	config := func(addr string) string {
+		return writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
+http: {listen: "%s"}
+kafka:
+  clusters:
+    a: {brokers: [%s]}
+  ingest_cluster: a
+  session_timeout: 6s
+  rebalance_timeout: 5s
+router:
+  ingest_topics: [%s]
+  consumer_group: %s
+  quarantine_topic: %s
+  dead_letter_topic: %s
+  shutdown_timeout: 5s
+  batch_size: 100
+  max_inflight_events: %d
+rules: {file: %s}
+`, addr, strings.Join(a.Brokers, ","), ingest, group, quarantine, deadLetter, window, rulesFile)))
+	}
+	ev := newFaultEvents(t, a.Brokers, ingest, 50)
+	start := func() (chan int, *testenv.SyncBuffer, context.CancelFunc) {
+		rctx, stop := context.WithCancel(ctx)
+		var stdout testenv.SyncBuffer
+		stderr := &testenv.SyncBuffer{}
+		done := make(chan int, 1)
+		cfg := config(freeAddr(t))
+		go func() { done <- run(rctx, []string{"route", "--config", cfg}, nil, &stdout, stderr) }()
+		t.Cleanup(stop)
+		return done, stderr, stop
+	}
+	admin, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: a.Brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done1, log1, stop1 := start()
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := 0; i < 30; i++ {
+			ev.publish(ctx, 100)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	joined := `"msg":"kafka: consumer joined the group"`
+	var (
+		done2 chan int
+		log2  = &testenv.SyncBuffer{}
+		stop2 context.CancelFunc
+	)
+	// The rebalance must happen while events flow, or it proves nothing:
+	// router-1 holds every partition first, router-2 takes some while the
+	// publisher still runs.
+	until := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			select {
+			case <-published:
+				t.Fatalf("%s only after the last event was published; logs:\n%s\n%s", what, log1.String(), log2.String())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	until("router-1 joined", func() bool { return strings.Contains(log1.String(), joined) })
+	done2, log2, stop2 = start()
+	until("router-2 took partitions and router-1 gave some up", func() bool {
+		return strings.Contains(log2.String(), joined) && strings.Contains(log1.String(), "gave up its partitions")
+	})
+	<-published
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if lag, err := admin.Lag(ctx, group, ingest); err == nil && lag == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not everything committed; logs:\n%s\n%s", log1.String(), log2.String())
+		}
+	}
+	stop1()
+	stop2()
+	for i, d := range []chan int{done1, done2} {
+		select {
+		case code := <-d:
+			if code != exitOK {
+				t.Errorf("router-%d exited %d", i+1, code)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("router-%d did not stop", i+1)
+		}
+	}
+	usGot, _ := admin.ReadAll(ctx, us)
+	euGot, _ := admin.ReadAll(ctx, eu)
+	usN, usDups, p1 := ev.check(usGot, true)
+	euN, euDups, p2 := ev.check(euGot, false)
+	for _, p := range append(p1, p2...) {
+		t.Error(p)
+	}
+	if usN+euN != ev.next {
+		t.Errorf("%d distinct events at the destinations, %d published", usN+euN, ev.next)
+	}
+	dups := usDups + euDups
+	t.Logf("a second route joining while %d events flowed: %d duplicates (bound: the window, %d)", ev.next, dups, window)
+	if dups > window {
+		t.Errorf("%d duplicates after one rebalance, more than one router's in-flight window (%d)", dups, window)
 	}
 }

@@ -47,6 +47,13 @@ type PrivateKafka struct {
 // fails under CI=true.
 func NewPrivateKafka(t testing.TB, name string) *PrivateKafka {
 	t.Helper()
+	return NewPrivateKafkas(t, name)[0]
+}
+
+// NewPrivateKafkas starts one private broker per name, side by side (a JVM
+// start is most of their cost), as NewPrivateKafka does.
+func NewPrivateKafkas(t testing.TB, names ...string) []*PrivateKafka {
+	t.Helper()
 	if testing.Short() && !CI() {
 		t.Skip("testenv: a private Kafka broker is not started under -short")
 	}
@@ -63,42 +70,64 @@ func NewPrivateKafka(t testing.TB, name string) *PrivateKafka {
 		}
 		t.Skipf("testenv: no private Kafka broker: %v", err)
 	}
-	dir, err := os.MkdirTemp("", "residency-private-kafka-")
-	if err != nil {
-		t.Fatalf("testenv: private kafka dir: %v", err)
+	ks := make([]*PrivateKafka, len(names))
+	for i, name := range names {
+		dir, err := os.MkdirTemp("", "residency-private-kafka-")
+		if err != nil {
+			t.Fatalf("testenv: private kafka dir: %v", err)
+		}
+		k := &PrivateKafka{t: t, dir: dir, libs: libs, port: freePort(t), cport: freePort(t)}
+		k.Name = name
+		k.Real = true
+		k.Version = filepath.Base(libs)
+		k.Brokers = []string{fmt.Sprintf("127.0.0.1:%d", k.port)}
+		t.Cleanup(func() {
+			k.Kill()
+			_ = os.RemoveAll(dir)
+		})
+		if err := k.writeConfig(); err != nil {
+			t.Fatalf("testenv: private kafka: %v", err)
+		}
+		ks[i] = k
 	}
-	k := &PrivateKafka{t: t, dir: dir, libs: libs, port: freePort(t), cport: freePort(t)}
-	k.Name = name
-	k.Real = true
-	k.Version = filepath.Base(libs)
-	k.Brokers = []string{fmt.Sprintf("127.0.0.1:%d", k.port)}
-	t.Cleanup(func() {
-		k.Kill()
-		_ = os.RemoveAll(dir)
-	})
-	if err := k.writeConfig(); err != nil {
-		t.Fatalf("testenv: private kafka: %v", err)
+	errs := make([]error, len(ks))
+	var wg sync.WaitGroup
+	for i, k := range ks {
+		wg.Go(func() {
+			if errs[i] = k.format(); errs[i] == nil {
+				errs[i] = k.start()
+			}
+		})
 	}
-	if err := k.format(); err != nil {
-		t.Fatalf("testenv: private kafka: %v", err)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("testenv: private kafka: %v", err)
+		}
 	}
-	k.Start()
-	return k
+	return ks
 }
 
 // Start starts the broker (again, after Kill) on the same port and data
 // directory and waits until it answers metadata requests.
 func (k *PrivateKafka) Start() {
 	k.t.Helper()
+	if err := k.start(); err != nil {
+		k.t.Fatalf("testenv: %v", err)
+	}
+}
+
+// start is Start returning its error (safe off the test's goroutine).
+func (k *PrivateKafka) start() error {
 	k.mu.Lock()
 	if k.cmd != nil {
 		k.mu.Unlock()
-		return
+		return nil
 	}
 	log, err := os.OpenFile(filepath.Join(k.dir, "server.out"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		k.mu.Unlock()
-		k.t.Fatalf("testenv: private kafka log: %v", err)
+		return fmt.Errorf("private kafka log: %w", err)
 	}
 	cmd := exec.Command("java", "-server", "-Xms64m", "-Xmx256m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
 		"-Xshare:auto", "-Djava.awt.headless=true",
@@ -109,7 +138,7 @@ func (k *PrivateKafka) Start() {
 	if err := cmd.Start(); err != nil {
 		k.mu.Unlock()
 		_ = log.Close()
-		k.t.Fatalf("testenv: start private kafka: %v", err)
+		return fmt.Errorf("start private kafka: %w", err)
 	}
 	k.cmd = cmd
 	exited := make(chan struct{})
@@ -127,13 +156,13 @@ func (k *PrivateKafka) Start() {
 	for {
 		if md, err := c.Metadata(ctx, &kafka.MetadataRequest{}); err == nil && len(md.Brokers) > 0 {
 			k.t.Logf("testenv: private kafka %s up on %s in %s", k.Name, k.Brokers[0], time.Since(began).Round(time.Millisecond))
-			return
+			return nil
 		}
 		select {
 		case <-exited:
-			k.t.Fatalf("testenv: private kafka %s exited on start; its log:\n%s", k.Name, k.tail())
+			return fmt.Errorf("private kafka %s exited on start; its log:\n%s", k.Name, k.tail())
 		case <-ctx.Done():
-			k.t.Fatalf("testenv: private kafka %s does not answer within 60s; its log:\n%s", k.Name, k.tail())
+			return fmt.Errorf("private kafka %s does not answer within 60s; its log:\n%s", k.Name, k.tail())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
