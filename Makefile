@@ -24,7 +24,7 @@ test: ## start the dev stack, vet and run every test against the real services (
 	( set -a; . "$(DEV_ENV)"; set +a; \
 	  $(GO) vet ./... && (cd deploy/check && $(GO) vet ./...) && \
 	  { s=0; \
-	    $(GO) test -race -shuffle=on -json $(TESTFLAGS) ./... || s=$$?; \
+	    $(GO) test -race -shuffle=on -timeout 30m -json $(TESTFLAGS) ./... || s=$$?; \
 	    (cd deploy/check && $(GO) test -shuffle=on -timeout 20m -json $(TESTFLAGS) ./...) || s=$$?; \
 	    exit $$s; } | $(GO) run ./internal/tools/testreport -show '^TestSmoke' $(if $(CI),-no-skip) \
 	) || status=$$?; \
