@@ -768,7 +768,7 @@ func (v *Verification) VerifyStores(ctx context.Context, stores []StoreCheck, ro
 			f := Finding{Cluster: c.cluster, Topic: c.topic, Partition: c.partition, Offset: c.offset, Store: s.Store, Leaf: ref.index}
 			if at, ok := v.erasures[storeSubject{s.Store, l.Subject}]; ok && !l.Subject.IsZero() && at > ref.index {
 				f.Code, f.Note, f.Detail = CodeErased, true, fmt.Sprintf("row removed by the erasure of leaf %d", at)
-			} else if at, ok := values[l.Value]; ok && !l.Value.IsZero() {
+			} else if at, ok := values[l.Value]; ok && !l.Value.IsZero() && v.sameRecordAt(s.Store, at, l) {
 				// A router's duplicate of the event at other pinned-topic
 				// coordinates: a store idempotent on the event id kept the
 				// first copy only.
@@ -780,6 +780,19 @@ func (v *Verification) VerifyStores(ctx context.Context, stores []StoreCheck, ro
 		}
 	}
 	return nil
+}
+
+// sameRecordAt reports whether a sink_write leaf of store at c logs the
+// record l logs (the same value and key, and the same event when both name
+// one): the row at c is then the one copy an idempotent store kept.
+func (v *Verification) sameRecordAt(store string, c coords, l *Leaf) bool {
+	for _, x := range v.sinkWrites[storeCoords{store, c}] {
+		o := x.leaf
+		if o.Value == l.Value && o.Key == l.Key && o.KeyNull == l.KeyNull && (o.Event.IsZero() || l.Event.IsZero() || o.Event == l.Event) {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *Verification) checkRow(store string, c coords, row *Row) {

@@ -469,8 +469,9 @@ func TestVerifyStoreKeepsOneCopy(t *testing.T) {
 	row := w.rows["us-postgres"][0]
 	first := Leaf{Kind: KindSinkWrite, Time: w.time, Actor: "sink:us-postgres",
 		Src:      Source{Cluster: "a", Topic: row.Topic, Partition: row.Partition, Offset: row.Offset},
-		Value:    row.Value,
 		Decision: Written, Jurisdiction: row.Jurisdiction, Region: row.Region, Ruleset: w.rs, Dest: Destination{Store: "us-postgres"}}
+	rec := w.topics[partKey{"a", row.Topic, row.Partition}][row.Offset]
+	first.SetRecord(rec.Key, rec.Value)
 	dup := first
 	dup.Src.Offset += 1000
 	w.log(dup)
@@ -488,6 +489,17 @@ func TestVerifyStoreKeepsOneCopy(t *testing.T) {
 	w.flush()
 	w.integrate()
 	expect(t, w.verify(VerifyConfig{}), "missing_row")
+	// Another event with the same bytes in its value but another key (or
+	// event id) is not the stored copy: its row is missing.
+	w2 := newWorld(t)
+	w2.run(4)
+	twin := first
+	twin.Src.Offset += 3000
+	twin.Key = Sum([]byte("another user"))
+	w2.log(twin)
+	w2.flush()
+	w2.integrate()
+	expect(t, w2.verify(VerifyConfig{}), "missing_row")
 }
 
 func TestVerifyUnknownRuleset(t *testing.T) {

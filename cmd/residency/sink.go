@@ -67,6 +67,9 @@ func runSink(ctx context.Context, e env) int {
 	defer sw.close()
 	code, err := sw.wire(ctx, cfg, sc, reg)
 	if err != nil {
+		// Stop what wire started (the ruleset and pin loops log to the same
+		// stderr) before saying why.
+		sw.close()
 		fmt.Fprintf(e.stderr, "residency sink: %s\n", config.OneLine(err.Error()))
 		return code
 	}
@@ -91,6 +94,7 @@ func runSink(ctx context.Context, e env) int {
 
 // sinkWiring is a sink with everything it runs on.
 type sinkWiring struct {
+	closed bool // close ran
 	log    *slog.Logger
 	redis  *goredis.Client
 	cache  *rules.Cache
@@ -225,6 +229,10 @@ func (w *sinkWiring) wire(ctx context.Context, cfg *config.Config, sc *config.Si
 // committing nothing), the quarantine writer, the store, the rules cache and
 // Redis.
 func (w *sinkWiring) close() {
+	if w.closed {
+		return
+	}
+	w.closed = true
 	if w.reader != nil {
 		_ = w.reader.Close()
 	}
