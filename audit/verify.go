@@ -36,6 +36,7 @@ const (
 	CodeMissingRow             Code = "missing_row"
 	// Notes: explained, not findings.
 	CodeDuplicateLeaf   Code = "duplicate_leaf"
+	CodeDuplicateRecord Code = "duplicate_record"
 	CodeDecisionChanged Code = "decision_changed"
 	CodePurged          Code = "purged"
 	CodeErased          Code = "erased"
@@ -700,16 +701,40 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 			break
 		}
 	}
+	attested := false
+	var in AttestationInput
 	if v.cfg.Attestation != nil {
 		cluster, topic, role := r.Cluster, r.Topic, r.Role
 		if role == RoleSinkQuarantine && ref.leaf != nil {
 			cluster, topic, role = ref.leaf.Src.Cluster, ref.leaf.Src.Topic, RolePinned
 		}
-		in := AttestationInputOf(cluster, topic, role, rec.Key, rec.Value, rec.Headers)
+		in = AttestationInputOf(cluster, topic, role, rec.Key, rec.Value, rec.Headers)
 		if err := v.cfg.Attestation.Verify(header(rec.Headers, HeaderAttestation), &in); err != nil {
 			g := f
 			g.Code, g.Detail = CodeBadAttestation, err.Error()
 			v.add(g)
+		} else {
+			attested = true
+		}
+	}
+	if len(refs) == 0 && attested && r.Role != RoleSinkQuarantine {
+		// A router killed after writing a record and before its ledger
+		// appended the leaf routes the event again: the first copy has no
+		// leaf at its coordinates, but its attestation (valid: a router
+		// wrote it) names the source offset whose leaf wrote the same
+		// record, with the same decision, to the same topic.
+		for _, x := range v.bySource[coords{"", in.SrcTopic, in.SrcPartition, in.SrcOffset}] {
+			l := x.leaf
+			if l.Dest.Cluster == r.Cluster && l.Dest.Topic == r.Topic && l.Decision == in.Decision && l.Reason == in.Reason &&
+				l.Value == value && l.KeyNull == (rec.Key == nil) && l.Key == key &&
+				l.Jurisdiction == in.Jurisdiction && l.Region == in.Region && l.Ruleset.Version == in.RulesetVersion {
+				f.Code, f.Note, f.Leaf = CodeDuplicateRecord, true, x.index
+				f.Detail = fmt.Sprintf("a router's copy of the record its leaf wrote at %s/%d@%d (written before a crash, routed again)", l.Dest.Topic, l.Dest.Partition, l.Dest.Offset)
+				v.add(f)
+				// The row a sink stored from this copy is the leaf's record.
+				v.byDest[at] = append(v.byDest[at], x)
+				return
+			}
 		}
 	}
 	if len(refs) == 0 {

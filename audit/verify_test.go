@@ -777,3 +777,32 @@ func TestVerifyReplayWithoutCoordinates(t *testing.T) {
 	w.produce("a", "residency.us", 0, rec)
 	expect(t, w.verify(VerifyConfig{}), "unlogged_record")
 }
+
+// TestVerifyCrashCopyIsANote: a router killed after writing a record and
+// before its leaf was appended routes the event again; the first copy,
+// attested and naming a source offset whose leaf wrote the same record to
+// the same topic, is the note duplicate_record, also when a sink stored
+// that copy. A copy with another value (headers copied) is still a
+// finding.
+func TestVerifyCrashCopyIsANote(t *testing.T) {
+	w := newWorld(t)
+	w.run(2)
+	off := w.event(0, "US", 60)
+	w.route(0, off)
+	w.batch = w.batch[:len(w.batch)-1] // killed before the ledger appended it
+	w.route(0, off)
+	w.flush()
+	w.sink("us-postgres", "us")
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if !slices.ContainsFunc(r.Notes, func(f Finding) bool { return f.Code == CodeDuplicateRecord }) {
+		t.Fatalf("no duplicate_record note: %+v", r.Notes)
+	}
+	// The same headers on another value: bad attestation, unlogged.
+	k := partKey{"a", "residency.us", 0}
+	first := w.topics[k][len(w.topics[k])-1]
+	w.produce("a", "residency.us", 0, Record{Key: first.Key, Value: []byte("forged"), Headers: first.Headers})
+	expect(t, w.verify(VerifyConfig{}), "bad_attestation", "unlogged_record")
+}
