@@ -722,12 +722,13 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 		// appended the leaf routes the event again: the first copy has no
 		// leaf at its coordinates, but its attestation (valid: a router
 		// wrote it) names the source offset whose leaf wrote the same
-		// record, with the same decision, to the same topic.
+		// record, with the same decision, to the same topic. (A
+		// dead-lettered record carries no ruleset version.)
 		for _, x := range v.bySource[coords{"", in.SrcTopic, in.SrcPartition, in.SrcOffset}] {
 			l := x.leaf
 			if l.Dest.Cluster == r.Cluster && l.Dest.Topic == r.Topic && l.Decision == in.Decision && l.Reason == in.Reason &&
 				l.Value == value && l.KeyNull == (rec.Key == nil) && l.Key == key &&
-				l.Jurisdiction == in.Jurisdiction && l.Region == in.Region && l.Ruleset.Version == in.RulesetVersion {
+				l.Jurisdiction == in.Jurisdiction && l.Region == in.Region && (in.RulesetVersion == 0 || l.Ruleset.Version == in.RulesetVersion) {
 				f.Code, f.Note, f.Leaf = CodeDuplicateRecord, true, x.index
 				f.Detail = fmt.Sprintf("a router's copy of the record its leaf wrote at %s/%d@%d (written before a crash, routed again)", l.Dest.Topic, l.Dest.Partition, l.Dest.Offset)
 				v.add(f)

@@ -488,5 +488,14 @@ func TestAuditE2EKill9(t *testing.T) {
 		}
 		t.Fatalf("verify after kill -9 = %d, findings %v (first %+v), notes %d", code, findings, show, len(notes))
 	}
-	t.Logf("%d events, checked %+v, %d notes", s.produced, rep.Checked, len(notes))
+	byCode := map[string]int{}
+	for _, c := range notes {
+		byCode[c]++
+	}
+	for c := range byCode {
+		if c != string(audit.CodeDuplicateLeaf) && c != string(audit.CodeDuplicateRecord) {
+			t.Errorf("note %s after kill -9: %+v", c, rep.Notes)
+		}
+	}
+	t.Logf("%d events, checked %+v, notes %v", s.produced, rep.Checked, byCode)
 }
