@@ -237,6 +237,15 @@ func (s *e2eStack) e2eExec(t *testing.T, ctx context.Context, sql string, args .
 	}
 }
 
+func e2eHeader(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
 func e2eHas(codes []string, c string) bool {
 	for _, x := range codes {
 		if x == c {
@@ -286,21 +295,8 @@ func TestAuditE2E(t *testing.T) {
 
 	// A proof of the first US event (ingest offset of an event with
 	// country US), checked offline.
-	var src string
-	for _, r := range s.a.ReadTopic(t, ctx, s.us) {
-		for _, h := range r.Headers {
-			if h.Key == "residency-source-offset" {
-				var p string
-				for _, h2 := range r.Headers {
-					if h2.Key == "residency-source-partition" {
-						p = string(h2.Value)
-					}
-				}
-				src = fmt.Sprintf("%s/%s/%s", s.ingest, p, h.Value)
-			}
-		}
-		break
-	}
+	first := s.a.ReadTopic(t, ctx, s.us)[0]
+	src := fmt.Sprintf("%s/%s/%s", s.ingest, e2eHeader(first, "residency-source-partition"), e2eHeader(first, "residency-source-offset"))
 	code, proof, errs := cmd(t, "audit", "prove", "--config", s.cfgFile, "--source", src)
 	mustCode(t, exitOK, code, proof, errs)
 	proofFile := writeFile(t, "proof.json", proof)
