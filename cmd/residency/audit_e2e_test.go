@@ -422,6 +422,33 @@ func TestAuditE2E(t *testing.T) {
 			t.Fatal("the sink did not refuse the forged record as sink_bad_attestation")
 		}
 	})
+	t.Run("RowDropped", func(t *testing.T) {
+		s.e2eExec(t, ctx, fmt.Sprintf(`DELETE FROM %s WHERE event_id = 'e2e-0'`, s.table))
+		if code, findings, _, _ := s.e2eVerify(t); code != exitFailure || !e2eHas(findings, "missing_row") {
+			t.Fatalf("row dropped: exit %d, findings %v, want missing_row", code, findings)
+		}
+	})
+	t.Run("RecordDropped", func(t *testing.T) {
+		// The first US record deleted from its pinned topic (as a rewritten
+		// topic would): its leaf wrote it there.
+		r0 := usRecs[0]
+		adm, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: s.a.Brokers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer adm.Close()
+		if _, err := adm.DeleteRecords(ctx, s.us, map[int]int64{int(r0.Partition): r0.Offset + 1}); err != nil {
+			t.Fatal(err)
+		}
+		_, findings, _, rep := s.e2eVerify(t)
+		named := false
+		for _, f := range rep.Findings {
+			named = named || (f.Code == "missing_record" && f.Topic == s.us && f.Partition == r0.Partition && f.Offset == r0.Offset)
+		}
+		if !named {
+			t.Fatalf("record dropped: findings %v, want missing_record naming %s/%d/%d", findings, s.us, r0.Partition, r0.Offset)
+		}
+	})
 }
 
 func must[T any](v T, err error) T {
