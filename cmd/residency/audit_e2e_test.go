@@ -33,6 +33,7 @@ type e2eStack struct {
 	dsn, table                       string
 	ingest, quarantine, dead, us, eu string
 	sinkQuarantine, auditTopic       string
+	euSinkQuarantine, euSinkGroup    string
 	group, sinkGroup                 string
 	dir, bucket, keys, cfgFile       string
 	routeAddr, sinkAddr              string
@@ -47,9 +48,11 @@ func newE2EStack(t *testing.T) *e2eStack {
 	n := func(p string) string { return testenv.Name(t, p) }
 	s.ingest, s.quarantine, s.dead, s.us, s.eu = n("ingest"), n("quar"), n("dead"), n("us"), n("eu")
 	s.sinkQuarantine, s.auditTopic, s.group, s.sinkGroup = n("sinkq"), n("audit"), n("g"), n("sg")
+	s.euSinkQuarantine, s.euSinkGroup = n("eusinkq"), n("esg")
 	history := n("rulesets")
 	s.a.DeleteAfter(t, s.ingest, s.quarantine, s.dead, s.us, s.sinkQuarantine, s.auditTopic, history)
-	s.b.DeleteAfter(t, s.eu)
+	s.b.DeleteAfter(t, s.eu, s.euSinkQuarantine)
+	s3 := testenv.NewS3(t).URL()
 	pg := testenv.NewPostgres(t)
 	s.dsn, s.table = pg.DSN, "e2e_events"
 	s.dir = t.TempDir()
@@ -112,10 +115,21 @@ sinks:
     drain_timeout: 3s
     listen: "%s"
     postgres: {dsn: %q, table: %s}
+  - store: eu-objectstore
+    region: eu
+    cluster: b
+    topic: %s
+    consumer_group: %s
+    quarantine_topic: %s
+    batch_size: 50
+    batch_timeout: 50ms
+    drain_timeout: 3s
+    listen: "%s"
+    objectstore: {url: %q}
 `, s.routeAddr, strings.Join(s.a.Brokers, ","), strings.Join(s.b.Brokers, ","), s.redis.Addr, s.redis.Prefix, history,
 		s.ingest, s.group, s.quarantine, s.dead, s.auditTopic, s.bucket,
 		filepath.Join(s.keys, "log.key"), filepath.Join(s.keys, "log.pub"), subject, attest, attest,
-		s.us, s.sinkGroup, s.sinkQuarantine, s.sinkAddr, s.dsn, s.table)
+		s.us, s.sinkGroup, s.sinkQuarantine, s.sinkAddr, s.dsn, s.table, s.eu, s.euSinkGroup, s.euSinkQuarantine, freeAddr(t), s3)
 	if err := os.WriteFile(s.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +157,7 @@ regions:
   - {name: eu, cluster: b, topic: %s}
 stores:
   - {name: us-postgres, regions: [us]}
+  - {name: eu-objectstore, regions: [eu]}
 `, extraUS, s.us, s.eu)
 	code, out, errs := rulesCLI(t, s.redis, "apply", writeFile(t, "rules.yaml", doc))
 	mustCode(t, exitOK, code, out, errs)
@@ -225,6 +240,19 @@ func (s *e2eStack) e2eSinkDrain(t *testing.T, ctx context.Context) {
 	}
 }
 
+// e2eSinkDrainEU runs the EU object store's `residency sink` until the EU
+// pinned topic (cluster b) is drained.
+func (s *e2eStack) e2eSinkDrainEU(t *testing.T, ctx context.Context) {
+	t.Helper()
+	sk := start(t, "sink", "--config", s.cfgFile, "--store", "eu-objectstore")
+	waitFor(t, 40*time.Second, "the sink to drain the EU pinned topic", func() bool {
+		return e2eLag(t, ctx, s.b, s.euSinkGroup, s.eu) == 0
+	}, sk)
+	if c := sk.halt(t); c != exitOK {
+		t.Fatalf("sink exited %d: %s", c, sk.stderr.String())
+	}
+}
+
 func (s *e2eStack) e2eExec(t *testing.T, ctx context.Context, sql string, args ...any) {
 	t.Helper()
 	conn, err := pgx.Connect(ctx, s.dsn)
@@ -278,14 +306,15 @@ func TestAuditE2E(t *testing.T) {
 	code, out, errs := cmd(t, "replay", "--config", s.cfgFile, "--source", "quarantine", "--id", "e2e-replay", "--progress", "off", "--output", "json")
 	mustCode(t, exitOK, code, out, errs)
 	s.e2eSinkDrain(t, ctx)
+	s.e2eSinkDrainEU(t, ctx)
 	s.e2eIntegrate(t)
 
 	code, findings, notes, rep := s.e2eVerify(t)
 	if code != exitOK {
 		t.Fatalf("clean verify = %d, findings %v (notes %v): %+v", code, findings, notes, rep.Findings)
 	}
-	if rep.Checked.Offsets != 70 || rep.Checked.Rows == 0 {
-		t.Errorf("clean verify checked %+v, want 70 offsets and some rows", rep.Checked)
+	if rep.Checked.Offsets != 70 || rep.Checked.Rows != 48 {
+		t.Errorf("clean verify checked %+v, want 70 offsets and 48 rows (24 US, 24 EU)", rep.Checked)
 	}
 	code, text, _ := cmd(t, "audit", "verify", "--config", s.cfgFile)
 	if code != exitOK || !strings.Contains(text, "us") || !strings.Contains(text, "eu") {
