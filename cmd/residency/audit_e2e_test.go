@@ -133,9 +133,11 @@ sinks:
 	if err := os.WriteFile(s.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.applyRules(t, "")
-	code, out, errs = cmd(t, "topics", "apply", "--config", s.cfgFile)
+	// As an operator sets up: the topics the config and the first ruleset
+	// need, then the ruleset (into Redis, its history topic and the log).
+	code, out, errs = cmd(t, "topics", "apply", "--config", s.cfgFile, "--rules", s.rulesFile(t, ""))
 	mustCode(t, exitOK, code, out, errs)
+	s.applyRules(t, "")
 	var err error
 	if s.enc, err = sample.NewEncoder(); err != nil {
 		t.Fatal(err)
@@ -144,11 +146,11 @@ sinks:
 	return s
 }
 
-// applyRules applies the ruleset (US to us on a, DE and FR to eu on b;
-// extra countries added to US) with `rules apply`.
-func (s *e2eStack) applyRules(t *testing.T, extraUS string) {
+// rulesFile writes the ruleset (US to us on a, DE and FR to eu on b;
+// extra countries added to US) and returns its path.
+func (s *e2eStack) rulesFile(t *testing.T, extraUS string) string {
 	t.Helper()
-	doc := fmt.Sprintf(`
+	return writeFile(t, "rules.yaml", fmt.Sprintf(`
 jurisdictions:
   - {name: US, region: us, countries: [US%s]}
   - {name: EU, region: eu, countries: [DE, FR]}
@@ -158,8 +160,13 @@ regions:
 stores:
   - {name: us-postgres, regions: [us]}
   - {name: eu-objectstore, regions: [eu]}
-`, extraUS, s.us, s.eu)
-	code, out, errs := rulesCLI(t, s.redis, "apply", writeFile(t, "rules.yaml", doc))
+`, extraUS, s.us, s.eu))
+}
+
+// applyRules applies the ruleset of rulesFile with `rules apply`.
+func (s *e2eStack) applyRules(t *testing.T, extraUS string) {
+	t.Helper()
+	code, out, errs := cmd(t, "rules", "apply", "--config", s.cfgFile, s.rulesFile(t, extraUS))
 	mustCode(t, exitOK, code, out, errs)
 }
 
