@@ -806,3 +806,31 @@ func TestVerifyCrashCopyIsANote(t *testing.T) {
 	w.produce("a", "residency.us", 0, Record{Key: first.Key, Value: []byte("forged"), Headers: first.Headers})
 	expect(t, w.verify(VerifyConfig{}), "bad_attestation", "unlogged_record")
 }
+
+// TestVerifyDeadLetterCrashCopyIsANote: a dead-lettered record carries no
+// ruleset version header; its copy written before a crash is explained
+// too.
+func TestVerifyDeadLetterCrashCopyIsANote(t *testing.T) {
+	w := newWorld(t)
+	w.run(1)
+	off := w.produce(ingest, "events", 1, Record{Key: []byte("k"), Value: []byte("not avro")})
+	src := w.topics[partKey{ingest, "events", 1}][off]
+	l := Leaf{Kind: KindRoute, Time: w.time, Actor: "router-a", Src: Source{Topic: "events", Partition: 1, Offset: off},
+		Decision: DeadLettered, Reason: "undecodable", Ruleset: w.rs}
+	l.SetRecord(src.Key, src.Value)
+	hs := []Header{{"residency-reason", []byte("undecodable")}, {"residency-source-topic", []byte("events")},
+		{"residency-source-partition", []byte("1")}, {"residency-source-offset", []byte(strconv.FormatInt(off, 10))}}
+	in := AttestationInputOf(ingest, "residency.dead-letter", RoleDeadLetter, src.Key, src.Value, hs)
+	hs = append(hs, Header{HeaderAttestation, w.attester.AppendTag(nil, &in)})
+	w.produce(ingest, "residency.dead-letter", 0, Record{Key: src.Key, Value: src.Value, Headers: hs}) // killed: no leaf
+	doff := w.produce(ingest, "residency.dead-letter", 0, Record{Key: src.Key, Value: src.Value, Headers: hs})
+	l.Dest = Destination{Cluster: ingest, Topic: "residency.dead-letter", Partition: 0, Offset: doff}
+	w.log(l)
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if !slices.ContainsFunc(r.Notes, func(f Finding) bool { return f.Code == CodeDuplicateRecord && f.Topic == "residency.dead-letter" }) {
+		t.Fatalf("no duplicate_record note: %+v", r.Notes)
+	}
+}
