@@ -36,6 +36,7 @@ const (
 	CodeMissingRow             Code = "missing_row"
 	// Notes: explained, not findings.
 	CodeDuplicateLeaf   Code = "duplicate_leaf"
+	CodeDuplicateRecord Code = "duplicate_record"
 	CodeDecisionChanged Code = "decision_changed"
 	CodePurged          Code = "purged"
 	CodeErased          Code = "erased"
@@ -196,6 +197,13 @@ type storeCoords struct {
 	c     coords
 }
 
+// contentKey is a destination topic and the value digest of a record
+// written there.
+type contentKey struct {
+	cluster, topic string
+	value          Digest
+}
+
 type leafRef struct {
 	index int64
 	leaf  *Leaf
@@ -214,6 +222,12 @@ type Verification struct {
 	bySource   map[coords][]leafRef // route leaves by ingest coordinates (cluster "")
 	byDest     map[coords][]leafRef // route and replay leaves by destination
 	byDestPart map[partKey][]leafRef
+	// unplaced holds the leaves that name their destination topic but not
+	// the partition and offset (replay's, whose publishers do not report
+	// them: -1), by destination topic and value digest, in log order; a
+	// record that no leaf names by its coordinates matches the first one
+	// not yet matched, so each such leaf explains one record.
+	unplaced   map[contentKey][]leafRef
 	sinkWrites map[storeCoords][]leafRef
 	byStore    map[string][]leafRef
 	purges     map[partKey][]*Leaf
@@ -278,6 +292,7 @@ func VerifyLog(ctx context.Context, store Store, cfg VerifyConfig) (*Verificatio
 		bySource:   map[coords][]leafRef{},
 		byDest:     map[coords][]leafRef{},
 		byDestPart: map[partKey][]leafRef{},
+		unplaced:   map[contentKey][]leafRef{},
 		sinkWrites: map[storeCoords][]leafRef{},
 		byStore:    map[string][]leafRef{},
 		purges:     map[partKey][]*Leaf{},
@@ -393,7 +408,10 @@ func (v *Verification) index(i int64, l *Leaf) {
 			c := coords{"", l.Src.Topic, l.Src.Partition, l.Src.Offset}
 			v.bySource[c] = append(v.bySource[c], ref)
 		}
-		if l.Dest.Topic != "" {
+		if l.Dest.Topic != "" && l.Dest.Offset < 0 {
+			k := contentKey{l.Dest.Cluster, l.Dest.Topic, l.Value}
+			v.unplaced[k] = append(v.unplaced[k], ref)
+		} else if l.Dest.Topic != "" {
 			c := coords{l.Dest.Cluster, l.Dest.Topic, l.Dest.Partition, l.Dest.Offset}
 			v.byDest[c] = append(v.byDest[c], ref)
 			pk := partKey{l.Dest.Cluster, l.Dest.Topic, l.Dest.Partition}
@@ -648,11 +666,26 @@ func (v *Verification) purged(pk partKey, off int64) bool {
 
 func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 	f := Finding{Cluster: r.Cluster, Topic: r.Topic, Partition: r.Partition, Offset: rec.Offset, Leaf: -1}
-	refs := v.byDest[coords{r.Cluster, r.Topic, r.Partition, rec.Offset}]
+	at := coords{r.Cluster, r.Topic, r.Partition, rec.Offset}
+	refs := v.byDest[at]
 	value := Sum(rec.Value)
 	var key Digest
 	if rec.Key != nil {
 		key = Sum(rec.Key)
+	}
+	if len(refs) == 0 {
+		// A leaf that wrote this record without knowing its coordinates
+		// (replay): the first one of its topic and value not yet matched,
+		// with its key. It now names these coordinates (for the stores).
+		k := contentKey{r.Cluster, r.Topic, value}
+		for i, x := range v.unplaced[k] {
+			if x.leaf.KeyNull == (rec.Key == nil) && x.leaf.Key == key {
+				v.unplaced[k] = slices.Delete(v.unplaced[k], i, i+1)
+				refs = []leafRef{x}
+				v.byDest[at] = refs
+				break
+			}
+		}
 	}
 	var ref leafRef
 	for _, x := range refs {
@@ -668,16 +701,41 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 			break
 		}
 	}
+	attested := false
+	var in AttestationInput
 	if v.cfg.Attestation != nil {
 		cluster, topic, role := r.Cluster, r.Topic, r.Role
 		if role == RoleSinkQuarantine && ref.leaf != nil {
 			cluster, topic, role = ref.leaf.Src.Cluster, ref.leaf.Src.Topic, RolePinned
 		}
-		in := AttestationInputOf(cluster, topic, role, rec.Key, rec.Value, rec.Headers)
+		in = AttestationInputOf(cluster, topic, role, rec.Key, rec.Value, rec.Headers)
 		if err := v.cfg.Attestation.Verify(header(rec.Headers, HeaderAttestation), &in); err != nil {
 			g := f
 			g.Code, g.Detail = CodeBadAttestation, err.Error()
 			v.add(g)
+		} else {
+			attested = true
+		}
+	}
+	if len(refs) == 0 && attested && r.Role != RoleSinkQuarantine {
+		// A router killed after writing a record and before its ledger
+		// appended the leaf routes the event again: the first copy has no
+		// leaf at its coordinates, but its attestation (valid: a router
+		// wrote it) names the source offset whose leaf wrote the same
+		// record, with the same decision, to the same topic. (A
+		// dead-lettered record carries no ruleset version.)
+		for _, x := range v.bySource[coords{"", in.SrcTopic, in.SrcPartition, in.SrcOffset}] {
+			l := x.leaf
+			if l.Dest.Cluster == r.Cluster && l.Dest.Topic == r.Topic && l.Decision == in.Decision && l.Reason == in.Reason &&
+				l.Value == value && l.KeyNull == (rec.Key == nil) && l.Key == key &&
+				l.Jurisdiction == in.Jurisdiction && l.Region == in.Region && (in.RulesetVersion == 0 || l.Ruleset.Version == in.RulesetVersion) {
+				f.Code, f.Note, f.Leaf = CodeDuplicateRecord, true, x.index
+				f.Detail = fmt.Sprintf("a router's copy of the record its leaf wrote at %s/%d@%d (written before a crash, routed again)", l.Dest.Topic, l.Dest.Partition, l.Dest.Offset)
+				v.add(f)
+				// The row a sink stored from this copy is the leaf's record.
+				v.byDest[at] = append(v.byDest[at], x)
+				return
+			}
 		}
 	}
 	if len(refs) == 0 {

@@ -748,3 +748,101 @@ func TestVerifyCompletenessAgainstIngestRecords(t *testing.T) {
 		t.Fatalf("notes %v", got)
 	}
 }
+
+// TestVerifyReplayWithoutCoordinates: replay's leaves name the destination
+// topic but not the partition and offset (-1: its publishers do not report
+// them). The record replay wrote matches its leaf by topic, value and key,
+// and the row a sink stored from it matches too; a byte-for-byte copy of
+// it in the same topic is still unlogged_record (each leaf explains one
+// record).
+func TestVerifyReplayWithoutCoordinates(t *testing.T) {
+	w := newWorld(t)
+	w.run(2)
+	qoff := w.event(0, "ZZ", 51)
+	w.route(0, qoff)
+	q := w.batch[len(w.batch)-1]
+	qrec := w.topics[partKey{q.Dest.Cluster, q.Dest.Topic, q.Dest.Partition}][q.Dest.Offset]
+	in := AttestationInput{Value: q.Value, Key: q.Key, Decision: Routed, Jurisdiction: "US", Region: "us", RulesetVersion: 3,
+		DestCluster: "a", DestTopic: "residency.us", SrcTopic: "events", SrcPartition: 0, SrcOffset: qoff}
+	hs := []Header{{"residency-jurisdiction", []byte("US")}, {"residency-region", []byte("us")},
+		{"residency-ruleset-version", []byte("3")}, {"residency-source-topic", []byte("events")},
+		{"residency-source-partition", []byte("0")}, {"residency-source-offset", []byte(strconv.FormatInt(qoff, 10))},
+		{HeaderAttestation, w.attester.AppendTag(nil, &in)}}
+	rec := Record{Key: qrec.Key, Value: qrec.Value, Headers: hs}
+	poff := w.produce("a", "residency.us", 1, rec)
+	rp := Leaf{Kind: KindReplay, Time: w.time, Actor: "replay:fix-1",
+		Src:      Source{Cluster: ingest, Topic: q.Dest.Topic, Partition: q.Dest.Partition, Offset: q.Dest.Offset},
+		Decision: Routed, DecidedBy: "country", Jurisdiction: "US", Region: "us", Ruleset: w.rs,
+		Dest: Destination{Cluster: "a", Topic: "residency.us", Partition: -1, Offset: -1}}
+	rp.SetRecord(qrec.Key, qrec.Value)
+	w.log(rp)
+	// The sink stores it.
+	sw := Leaf{Kind: KindSinkWrite, Time: w.time, Actor: "sink:us-postgres", Src: Source{Cluster: "a", Topic: "residency.us", Partition: 1, Offset: poff},
+		Decision: Written, Jurisdiction: "US", Region: "us", Ruleset: w.rs, Dest: Destination{Store: "us-postgres"}}
+	sw.SetRecord(qrec.Key, qrec.Value)
+	w.log(sw)
+	w.rows["us-postgres"] = append(w.rows["us-postgres"], Row{Topic: "residency.us", Partition: 1, Offset: poff, Value: sw.Value, Region: "us", Jurisdiction: "US"})
+	w.flush()
+	w.integrate()
+	expect(t, w.verify(VerifyConfig{}))
+	// A copy of the replayed record, headers and all.
+	w.produce("a", "residency.us", 0, rec)
+	expect(t, w.verify(VerifyConfig{}), "unlogged_record")
+}
+
+// TestVerifyCrashCopyIsANote: a router killed after writing a record and
+// before its leaf was appended routes the event again; the first copy,
+// attested and naming a source offset whose leaf wrote the same record to
+// the same topic, is the note duplicate_record, also when a sink stored
+// that copy. A copy with another value (headers copied) is still a
+// finding.
+func TestVerifyCrashCopyIsANote(t *testing.T) {
+	w := newWorld(t)
+	w.run(2)
+	off := w.event(0, "US", 60)
+	w.route(0, off)
+	w.batch = w.batch[:len(w.batch)-1] // killed before the ledger appended it
+	w.route(0, off)
+	w.flush()
+	w.sink("us-postgres", "us")
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if !slices.ContainsFunc(r.Notes, func(f Finding) bool { return f.Code == CodeDuplicateRecord }) {
+		t.Fatalf("no duplicate_record note: %+v", r.Notes)
+	}
+	// The same headers on another value: bad attestation, unlogged.
+	k := partKey{"a", "residency.us", 0}
+	first := w.topics[k][len(w.topics[k])-1]
+	w.produce("a", "residency.us", 0, Record{Key: first.Key, Value: []byte("forged"), Headers: first.Headers})
+	expect(t, w.verify(VerifyConfig{}), "bad_attestation", "unlogged_record")
+}
+
+// TestVerifyDeadLetterCrashCopyIsANote: a dead-lettered record carries no
+// ruleset version header; its copy written before a crash is explained
+// too.
+func TestVerifyDeadLetterCrashCopyIsANote(t *testing.T) {
+	w := newWorld(t)
+	w.run(1)
+	off := w.produce(ingest, "events", 1, Record{Key: []byte("k"), Value: []byte("not avro")})
+	src := w.topics[partKey{ingest, "events", 1}][off]
+	l := Leaf{Kind: KindRoute, Time: w.time, Actor: "router-a", Src: Source{Topic: "events", Partition: 1, Offset: off},
+		Decision: DeadLettered, Reason: "undecodable", Ruleset: w.rs}
+	l.SetRecord(src.Key, src.Value)
+	hs := []Header{{"residency-reason", []byte("undecodable")}, {"residency-source-topic", []byte("events")},
+		{"residency-source-partition", []byte("1")}, {"residency-source-offset", []byte(strconv.FormatInt(off, 10))}}
+	in := AttestationInputOf(ingest, "residency.dead-letter", RoleDeadLetter, src.Key, src.Value, hs)
+	hs = append(hs, Header{HeaderAttestation, w.attester.AppendTag(nil, &in)})
+	w.produce(ingest, "residency.dead-letter", 0, Record{Key: src.Key, Value: src.Value, Headers: hs}) // killed: no leaf
+	doff := w.produce(ingest, "residency.dead-letter", 0, Record{Key: src.Key, Value: src.Value, Headers: hs})
+	l.Dest = Destination{Cluster: ingest, Topic: "residency.dead-letter", Partition: 0, Offset: doff}
+	w.log(l)
+	w.flush()
+	w.integrate()
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if !slices.ContainsFunc(r.Notes, func(f Finding) bool { return f.Code == CodeDuplicateRecord && f.Topic == "residency.dead-letter" }) {
+		t.Fatalf("no duplicate_record note: %+v", r.Notes)
+	}
+}
