@@ -222,8 +222,6 @@ func TestDevStack(t *testing.T) {
 	topic := func(s string) string { return "check." + id + "." + s }
 	ingest, quarantine, deadLetter, sinkQuarantine := topic("ingest"), topic("quarantine"), topic("dead-letter"), topic("sink-quarantine")
 	usTopic, euTopic := topic("us"), topic("eu")
-	createTopics(t, brokersA, 2, ingest, quarantine, deadLetter, sinkQuarantine, usTopic)
-	createTopics(t, brokersB, 2, euTopic)
 	dir := t.TempDir()
 
 	// The ruleset: the example's, with this run's pinned topics (edited as
@@ -232,19 +230,25 @@ func TestDevStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b = regexp.MustCompile(`topic: residency\.(\w+)\}`).ReplaceAllFunc(b, func(m []byte) []byte {
-		region := string(m[len("topic: residency.") : len(m)-1])
-		switch region {
-		case "us":
-			return []byte("topic: " + usTopic + "}")
-		case "eu":
-			return []byte("topic: " + euTopic + "}")
+	// Every region's pinned topic exists on its cluster (the router is not
+	// ready while one is missing); events go to us and eu only.
+	onA, onB := []string{ingest, quarantine, deadLetter, sinkQuarantine}, []string(nil)
+	b = regexp.MustCompile(`cluster: (\w+), topic: residency\.(\w+)\}`).ReplaceAllFunc(b, func(m []byte) []byte {
+		sm := regexp.MustCompile(`cluster: (\w+), topic: residency\.(\w+)\}`).FindSubmatch(m)
+		cluster, region := string(sm[1]), string(sm[2])
+		name := topic(region)
+		if cluster == "ingest" {
+			onA = append(onA, name)
+		} else {
+			onB = append(onB, name)
 		}
-		return []byte("topic: " + topic(region) + "}") // not created: no event goes there
+		return []byte("cluster: " + cluster + ", topic: " + name + "}")
 	})
 	if !bytes.Contains(b, []byte(usTopic)) || !bytes.Contains(b, []byte(euTopic)) {
 		t.Fatalf("deploy/examples/rules.yaml: no regions us and eu with topics residency.us and residency.eu")
 	}
+	createTopics(t, brokersA, 2, onA...)
+	createTopics(t, brokersB, 2, onB...)
 	rulesFile := filepath.Join(dir, "rules.yaml")
 	if err := os.WriteFile(rulesFile, b, 0o644); err != nil {
 		t.Fatal(err)
