@@ -266,7 +266,7 @@ func TestEraseInterrupted(t *testing.T) {
 			}
 		}
 		interrupted := 0
-		for d := 100 * time.Microsecond; ; d += d / 3 {
+		for d := time.Microsecond; ; d += d/3 + time.Microsecond {
 			cctx, cancel := context.WithTimeout(ctx, d)
 			_, err := s.Erase(cctx, alice)
 			cancel()
