@@ -174,14 +174,25 @@ type onceFeed struct {
 	idle time.Duration
 }
 
+// onceAttempts is how many idle windows in a row a request to Kafka may
+// outlive (a slow broker) before --once gives up on reading the topic.
+const onceAttempts = 3
+
 // Fetch implements audit.Feed.
 func (f onceFeed) Fetch(ctx context.Context, from audit.Cursor, max int) ([]audit.AuditRecord, error) {
-	ictx, cancel := context.WithTimeout(ctx, f.idle)
-	defer cancel()
-	recs, err := f.Feed.Fetch(ictx, from, max)
-	// Only the feed's own idle end (its error unwrapped), not a failure.
-	if err == context.DeadlineExceeded && ctx.Err() == nil {
-		return nil, errIdle
+	for attempt := 1; ; attempt++ {
+		ictx, cancel := context.WithTimeout(ctx, f.idle)
+		recs, err := f.Feed.Fetch(ictx, from, max)
+		cancel()
+		switch {
+		case err == context.DeadlineExceeded && ctx.Err() == nil:
+			// The feed's own idle end (its error unwrapped), not a failure.
+			return nil, errIdle
+		case err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && attempt < onceAttempts:
+			// A request outlived the idle window: the topic was not read,
+			// so it is not known to be idle. Try again.
+			continue
+		}
+		return recs, err
 	}
-	return recs, err
 }
