@@ -89,10 +89,14 @@ func newAuditStack(t *testing.T) *auditStack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.pg.Close(context.Background()) })
-	s.policy = audit.NewPolicy(
-		[]audit.PolicyJurisdiction{{Name: "US", Region: "us"}, {Name: "EU", Region: "eu"}},
-		[]audit.PolicyRegion{{Name: "us", Cluster: "a", Topic: s.us}, {Name: "eu", Cluster: "b", Topic: s.eu}},
-		[]audit.PolicyStore{{Name: "us-postgres", Regions: []string{"us"}}, {Name: "eu-objectstore", Regions: []string{"eu"}}})
+	// The ruleset the leaves are decided under, and the policy it defines
+	// (audit verify derives it from the content and compares).
+	content := []byte(fmt.Sprintf("jurisdictions:\n  - {name: US, region: us, countries: [US]}\n  - {name: EU, region: eu, countries: [DE]}\n"+
+		"regions:\n  - {name: us, cluster: a, topic: %s}\n  - {name: eu, cluster: b, topic: %s}\n"+
+		"stores:\n  - {name: us-postgres, regions: [us]}\n  - {name: eu-objectstore, regions: [eu]}\n", s.us, s.eu))
+	if s.policy, err = policyOf(content); err != nil {
+		t.Fatal(err)
+	}
 	objURL := "file://" + filepath.Join(s.dir, "objects") + "?no_tmp_dir=true"
 	if err := os.MkdirAll(filepath.Join(s.dir, "objects"), 0o700); err != nil {
 		t.Fatal(err)
@@ -101,7 +105,6 @@ func newAuditStack(t *testing.T) *auditStack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.obj.Close(context.Background()) })
-	content := []byte("jurisdictions: [US, EU]\n")
 	rl, err := audit.NewRulesetLeaf(3, content, s.policy, "router-test", s.time)
 	if err != nil {
 		t.Fatal(err)

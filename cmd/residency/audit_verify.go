@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"github.com/residency-router/residency/audit"
+	"github.com/residency-router/residency/auditwire"
 	"github.com/residency-router/residency/connectors/kafka"
 	"github.com/residency-router/residency/connectors/objectstore"
 	"github.com/residency-router/residency/connectors/postgres"
 	"github.com/residency-router/residency/internal/config"
+	"github.com/residency-router/residency/router/rules"
 )
 
 // verifyFlags are the flags of `residency audit verify`.
@@ -192,7 +194,8 @@ func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, err
 		fmt.Fprintf(e.stderr, "residency audit verify: %s: %d\n", stage, done)
 	}
 	vc := audit.VerifyConfig{LogKey: vkey, Previous: prev, Checkpoint: at, Witnesses: witnesses,
-		IngestCluster: cfg.Kafka.IngestCluster, Attestation: att, AllowGaps: f.allowGaps, Progress: progress}
+		IngestCluster: cfg.Kafka.IngestCluster, Attestation: att, AllowGaps: f.allowGaps, Progress: progress,
+		PolicyOf: policyOf}
 	if !since.IsZero() {
 		vc.Since = since.UnixMilli()
 	}
@@ -402,4 +405,15 @@ func logTopics(ctx context.Context, store audit.Store, vkey string, at []byte) (
 		return nil
 	})
 	return out, err
+}
+
+// policyOf derives the policy a ruleset leaf's content defines, as the
+// router built it (auditwire.Policy), so `audit verify` checks the logged
+// policy against the ruleset instead of trusting it (ruleset_mismatch).
+func policyOf(content []byte) (*audit.Policy, error) {
+	rs, err := rules.Parse(content)
+	if err != nil {
+		return nil, err
+	}
+	return auditwire.Policy(rs), nil
 }
