@@ -81,7 +81,7 @@ func testSinkAudit(t *testing.T, kind string) {
 		storeCfg = fmt.Sprintf("objectstore: {url: %q}", u)
 		st = openStore(t, "", u)
 	}
-	ctx := testenv.Context(t, 150*time.Second)
+	ctx := testenv.Context(t, 5*time.Minute)
 	us := a.Topic(t, "us", 2)
 	quarantine := a.Topic(t, "sinkquar", 1)
 	auditTopic := testenv.Name(t, "audit") // created later: the ledger is unavailable first
