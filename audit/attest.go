@@ -11,6 +11,7 @@ import (
 	"hash"
 	"os"
 	"strconv"
+	"sync"
 )
 
 // HeaderAttestation is the record header that carries a router's
@@ -289,7 +290,7 @@ func printable(b []byte) string {
 // event; without it, leaves cannot be linked to either. It is safe for
 // concurrent use.
 type Pseudonymizer struct {
-	secret []byte
+	macs sync.Pool // of hash.Hash: HMAC-SHA256 with the secret, reset before use
 }
 
 // NewPseudonymizer returns a Pseudonymizer with a secret of at least
@@ -298,7 +299,10 @@ func NewPseudonymizer(secret []byte) (*Pseudonymizer, error) {
 	if len(secret) < MinKeyBytes {
 		return nil, fmt.Errorf("%w: pseudonymisation key has %d bytes, at least %d needed", ErrKey, len(secret), MinKeyBytes)
 	}
-	return &Pseudonymizer{secret: bytes.Clone(secret)}, nil
+	key := bytes.Clone(secret)
+	p := &Pseudonymizer{}
+	p.macs.New = func() any { return hmac.New(sha256.New, key) }
+	return p, nil
 }
 
 // Subject returns the keyed hash of a user id: HMAC-SHA256(key,
@@ -314,7 +318,9 @@ func (p *Pseudonymizer) Event(eventID []byte) Digest {
 }
 
 func (p *Pseudonymizer) sum(domain string, id []byte) Digest {
-	m := hmac.New(sha256.New, p.secret)
+	m := p.macs.Get().(hash.Hash)
+	defer p.macs.Put(m)
+	m.Reset()
 	m.Write([]byte(domain))
 	m.Write([]byte{0})
 	m.Write(id)

@@ -1,14 +1,11 @@
 package auditwire
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"sort"
 	"sync"
 	"time"
@@ -31,11 +28,9 @@ type LedgerConfig struct {
 	// Kind is the kind of the decision leaves: audit.KindRoute for the
 	// router, audit.KindReplay for replay. Default audit.KindRoute.
 	Kind audit.Kind
-	// SubjectKey is the pseudonymisation key (audit.subject_key_file, at
-	// least audit.MinKeyBytes): each leaf carries the keyed hash of its
-	// event's user id, audit.Pseudonymizer.Subject's, computed with one
-	// reused HMAC. Default nil: leaves carry no subject.
-	SubjectKey []byte
+	// Subjects makes each leaf's keyed hash of its event's user id
+	// (audit.subject_key_file). Default nil: leaves carry no subject.
+	Subjects *audit.Pseudonymizer
 	// MaxRecordBytes bounds one audit record; a batch whose leaves do not
 	// fit is split into several records, appended in one call. Default
 	// DefaultMaxRecordBytes.
@@ -58,12 +53,7 @@ type Ledger struct {
 	refs   map[string]audit.Digest   // parsed ruleset digests, by hex
 	buf    []byte                    // the current record
 	recs   [][]byte                  // the records of one Record call
-	subj   hash.Hash                 // HMAC-SHA256 with SubjectKey; nil: no subjects
 }
-
-// subjectDomain is audit.Pseudonymizer.Subject's domain string, with its
-// separator.
-const subjectDomain = "residency-subject-v1\x00"
 
 // NewLedger returns a Ledger appending to log.
 func NewLedger(log Log, cfg LedgerConfig) (*Ledger, error) {
@@ -82,12 +72,6 @@ func NewLedger(log Log, cfg LedgerConfig) (*Ledger, error) {
 		cfg.Now = time.Now
 	}
 	l := &Ledger{log: log, cfg: cfg, logged: map[audit.RulesetRef]bool{}, refs: map[string]audit.Digest{}}
-	if cfg.SubjectKey != nil {
-		if len(cfg.SubjectKey) < audit.MinKeyBytes {
-			return nil, fmt.Errorf("auditwire: ledger: %w: subject key has %d bytes, at least %d needed", audit.ErrKey, len(cfg.SubjectKey), audit.MinKeyBytes)
-		}
-		l.subj = hmac.New(sha256.New, bytes.Clone(cfg.SubjectKey))
-	}
 	return l, nil
 }
 
@@ -204,11 +188,8 @@ func (l *Ledger) fill(leaf *audit.Leaf, s *router.Settled, ref audit.RulesetRef,
 			leaf.DecidedBy = "pin"
 		}
 	}
-	if l.subj != nil && ev.Err == nil && len(ev.Fields.UserID) > 0 {
-		l.subj.Reset()
-		l.subj.Write([]byte(subjectDomain))
-		l.subj.Write(ev.Fields.UserID)
-		l.subj.Sum(leaf.Subject[:0])
+	if l.cfg.Subjects != nil && ev.Err == nil && len(ev.Fields.UserID) > 0 {
+		leaf.Subject = l.cfg.Subjects.Subject(ev.Fields.UserID)
 	}
 }
 

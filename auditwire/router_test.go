@@ -101,7 +101,7 @@ func settledEvent(i int, d router.Decision, rs *rules.Ruleset, cluster, topic st
 func TestLedgerLeaves(t *testing.T) {
 	log := &memLog{}
 	subj := pseudonymizer(t)
-	l, err := auditwire.NewLedger(log, auditwire.LedgerConfig{Actor: "router-1", SubjectKey: bytes.Repeat([]byte("s"), 32),
+	l, err := auditwire.NewLedger(log, auditwire.LedgerConfig{Actor: "router-1", Subjects: subj,
 		Now: func() time.Time { return time.UnixMilli(1764028800123) }})
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"log/slog"
@@ -44,16 +43,9 @@ func wireRouteAudit(cfg *config.Config, actor string, kind audit.Kind, log *slog
 	if !ok {
 		return nil, config.FieldError("audit.attestation.sign_key", errMissing("required when audit.enabled"))
 	}
-	if _, err := a.Pseudonymizer(); err != nil {
+	subjects, err := a.Pseudonymizer()
+	if err != nil {
 		return nil, err
-	}
-	var subjectKey []byte
-	if a.SubjectKeyFile != "" {
-		b, err := os.ReadFile(a.SubjectKeyFile)
-		if err != nil {
-			return nil, config.FieldError("audit.subject_key_file", err)
-		}
-		subjectKey = bytes.TrimSpace(b)
 	}
 	att, err := auditwire.NewAttester(key)
 	if err != nil {
@@ -64,14 +56,14 @@ func wireRouteAudit(cfg *config.Config, actor string, kind audit.Kind, log *slog
 	if err != nil {
 		return nil, err
 	}
-	led, err := auditwire.NewLedger(al, auditwire.LedgerConfig{Actor: actor, Kind: kind, SubjectKey: subjectKey,
+	led, err := auditwire.NewLedger(al, auditwire.LedgerConfig{Actor: actor, Kind: kind, Subjects: subjects,
 		MaxRecordBytes: al.MaxRecordBytes()})
 	if err != nil {
 		_ = al.Close(context.Background())
 		return nil, config.FieldError("audit", err)
 	}
 	log.Info("audit on: every record written is attested, every decision logged before its offset is committed",
-		"topic", topic, "cluster", cfg.Kafka.IngestCluster, "key_id", key.ID, "subjects", subjectKey != nil)
+		"topic", topic, "cluster", cfg.Kafka.IngestCluster, "key_id", key.ID, "subjects", subjects != nil)
 	return &routeAudit{log: al, ledger: led, attester: att}, nil
 }
 

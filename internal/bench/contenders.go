@@ -421,7 +421,11 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 			return nil, err
 		}
 		defer func() { _ = al.Close(context.Background()) }()
-		if cfg.Ledger, err = auditwire.NewLedger(al, auditwire.LedgerConfig{Actor: "bench", SubjectKey: []byte("bench-subject-key-bench-subject-key")}); err != nil {
+		subjects, err := audit.NewPseudonymizer([]byte("bench-subject-key-bench-subject-key"))
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Ledger, err = auditwire.NewLedger(al, auditwire.LedgerConfig{Actor: "bench", Subjects: subjects}); err != nil {
 			return nil, err
 		}
 		if cfg.Attester, err = auditwire.NewAttester(audit.AttestKey{ID: "bench", Secret: []byte("bench-attestation-key-bench-attestation")}); err != nil {
