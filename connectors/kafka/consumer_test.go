@@ -403,8 +403,17 @@ func TestConsumerOffsetOutOfRange(t *testing.T) {
 	group := testenv.Name(t, "g")
 	// The group committed offset 2; then records below 6 are deleted.
 	kc := &kafkago.Client{Addr: kafkago.TCP(k.Brokers...), Timeout: 10 * time.Second}
-	resp, err := kc.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: group, GenerationID: -1,
-		Topics: map[string][]kafkago.OffsetCommit{topic: {{Partition: 0, Offset: 2}}}})
+	// A broker just started may not coordinate the group yet: retry that.
+	var resp *kafkago.OffsetCommitResponse
+	var err error
+	for try := 0; ; try++ {
+		resp, err = kc.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{GroupID: group, GenerationID: -1,
+			Topics: map[string][]kafkago.OffsetCommit{topic: {{Partition: 0, Offset: 2}}}})
+		if err != nil || resp.Topics[topic][0].Error == nil || try == 20 {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 	if err != nil || resp.Topics[topic][0].Error != nil {
 		t.Fatalf("commit offset 2: %v %+v", err, resp)
 	}
