@@ -25,6 +25,7 @@ Subcommands:
   verify        check the log, the topics and the stores against each other and print the report (exit 1 on findings)
   prove         print the inclusion proof of one decision (--source topic/partition/offset or --event-id)
   check-proof   check an inclusion proof offline with the log's public key (exit 1 if it does not verify)
+  cosign        a witness: cosign the log's latest checkpoint if it extends the last one cosigned (exit 1 if not)
 `
 
 // runAudit is `residency audit`.
@@ -35,6 +36,7 @@ func runAudit(ctx context.Context, e env) int {
 		"verify":      func(e env) int { return runAuditVerify(ctx, e) },
 		"prove":       func(e env) int { return runAuditProve(ctx, e) },
 		"check-proof": runAuditCheckProof,
+		"cosign":      func(e env) int { return runAuditCosign(ctx, e) },
 	})
 }
 

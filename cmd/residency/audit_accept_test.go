@@ -411,6 +411,32 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 		t.Fatalf("verify --output html = %d", code)
 	}
 	renderHTML(t, page)
+	// A witness cosigns the clean log's checkpoint; a reviewer who requires
+	// the witness verifies at the cosigned checkpoint and refuses one the
+	// witness did not cosign.
+	wkeys := filepath.Join(s.dir, "witness")
+	if code, _, errb := s.cmd(t, "keygen", "--witness", "w1", "--out", wkeys); code != exitOK {
+		t.Fatalf("keygen --witness = %d: %s", code, errb)
+	}
+	wkey, wpub := filepath.Join(wkeys, "witness-w1.key"), filepath.Join(wkeys, "witness-w1.pub")
+	wstate := "file://" + filepath.Join(s.dir, "witness-state")
+	_ = os.MkdirAll(filepath.Join(s.dir, "witness-state"), 0o700)
+	cosigned := filepath.Join(s.dir, "cosigned-checkpoint")
+	if code, _, errb := s.cmd(t, "cosign", "--config", s.cfgFile, "--witness-key", wkey, "--state", wstate, "--out", cosigned); code != exitOK {
+		t.Fatalf("cosign = %d: %s", code, errb)
+	}
+	if code, codes, _ := s.verify(t, "--checkpoint", cosigned, "--witness-key", wpub); code != exitOK {
+		t.Fatalf("verify at the cosigned checkpoint, witness required = %d %v", code, codes)
+	}
+	if code, codes, _ := s.verify(t, "--witness-key", wpub); code != exitFailure || !hasCode(codes, "unwitnessed_checkpoint") {
+		t.Fatalf("verify at the log's own checkpoint, witness required = %d %v, want 1 and unwitnessed_checkpoint", code, codes)
+	}
+	if code, _, errb := s.cmd(t, "cosign", "--config", s.cfgFile, "--witness-key", wkey, "--state", "file://"+s.bucketDir); code != exitUsage || !strings.Contains(errb, "apart from the log") {
+		t.Fatalf("cosign with its state in the log's bucket = %d, want 2: %s", code, errb)
+	}
+	if code, _, errb := s.cmd(t, "cosign", "--config", s.cfgFile, "--witness-key", wpub, "--state", wstate); code != exitUsage || !strings.Contains(errb, "--witness-key") {
+		t.Fatalf("cosign with the public key = %d, want 2: %s", code, errb)
+	}
 	// No leaf for an offset nobody routed: exit 1.
 	if code, _, _ := s.cmd(t, "prove", "--config", s.cfgFile, "--source", s.ingest+"/0/999"); code != exitFailure {
 		t.Fatalf("prove of an unknown source = %d, want 1", code)
@@ -616,6 +642,14 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 		}
 		if code != exitFailure || rep.Checkpoint.Size <= cleanSize || !strings.Contains(out, "checkpoint_not_extending") {
 			t.Fatalf("a rebuilt log of %d leaves: exit %d %s", rep.Checkpoint.Size, code, out)
+		}
+		// The witness that cosigned the real log refuses the fork, and goes
+		// on cosigning the real log as it grows.
+		if code, _, errb := s.cmd(t, "cosign", "--config", cfg3, "--witness-key", wkey, "--state", wstate); code != exitFailure || !strings.Contains(errb, "does not extend") {
+			t.Fatalf("cosign of a forked log = %d, want 1: %s", code, errb)
+		}
+		if code, out, errb := s.cmd(t, "cosign", "--config", s.cfgFile, "--witness-key", wkey, "--state", wstate); code != exitOK || !strings.Contains(out, "residency.test/audit") {
+			t.Fatalf("cosign of the grown real log = %d: %s %s", code, out, errb)
 		}
 	})
 	_ = ctx

@@ -125,6 +125,8 @@ func TestAuditErrorPaths(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "x")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "x")
 	missing := filepath.Join(t.TempDir(), "missing")
+	// A bucket nothing was integrated into: it holds no checkpoint.
+	emptyBucket := auditConfigFile(t, fmt.Sprintf("  bucket: file://%s\n  log_key_file: %s\n  log_public_key_file: %s", t.TempDir(), filepath.Join(keys, "log.key"), filepath.Join(keys, "log.pub")))
 	tests := []struct {
 		name string
 		args []string
@@ -162,6 +164,16 @@ func TestAuditErrorPaths(t *testing.T) {
 		{"CheckProofNoKey", []string{"check-proof", missing}, exitUsage, ""},
 		{"CheckProofMissingKey", []string{"check-proof", "--log-key", missing, missing}, exitUsage, "--log-key"},
 		{"CheckProofMissingProof", []string{"check-proof", "--log-key", filepath.Join(keys, "log.pub"), missing}, exitUsage, "missing"},
+		{"CosignNoWitnessKey", []string{"cosign", "--config", good, "--state", "file://" + t.TempDir()}, exitUsage, "--witness-key and --state"},
+		{"CosignNoState", []string{"cosign", "--config", good, "--witness-key", filepath.Join(keys, "witness-w1.key")}, exitUsage, "--witness-key and --state"},
+		{"CosignBadFlag", []string{"cosign", "--nope"}, exitUsage, ""},
+		{"CosignMissingWitnessKey", []string{"cosign", "--config", good, "--witness-key", missing, "--state", "file://" + t.TempDir()}, exitUsage, "--witness-key"},
+		{"CosignNotAWitnessKey", []string{"cosign", "--config", good, "--witness-key", badKey, "--state", "file://" + t.TempDir()}, exitUsage, "--witness-key"},
+		{"CosignNoConfig", []string{"cosign", "--witness-key", filepath.Join(keys, "witness-w1.key"), "--state", "file://" + t.TempDir()}, exitUsage, "--config is required"},
+		{"CosignBadState", []string{"cosign", "--config", good, "--witness-key", filepath.Join(keys, "witness-w1.key"), "--state", "nope://x"}, exitUsage, "--state"},
+		{"CosignStateIsLogBucket", []string{"cosign", "--config", good, "--witness-key", filepath.Join(keys, "witness-w1.key"), "--state", bucket}, exitUsage, "apart from the log"},
+		{"CosignEmptyBucket", []string{"cosign", "--config", emptyBucket, "--witness-key", filepath.Join(keys, "witness-w1.key"), "--state", "file://" + t.TempDir()}, exitNotReady, "could not read"},
+		{"CosignUnreachableBucket", []string{"cosign", "--config", unreachable, "--witness-key", filepath.Join(keys, "witness-w1.key"), "--state", "file://" + t.TempDir()}, exitNotReady, "could not read"},
 		{"CheckProofGarbage", []string{"check-proof", "--log-key", filepath.Join(keys, "log.pub"), badKey}, exitFailure, "does not verify"},
 	}
 	for _, tc := range tests {
