@@ -274,6 +274,21 @@ type Batch struct {
 	Ruleset *rules.Ruleset
 
 	msgs []stream.Message // the events as given to Decide
+
+	// Set by Publish when a publisher says where it wrote (a
+	// stream.PlacingPublisher): by event index, -1 otherwise.
+	parts []int32
+	offs  []int64
+}
+
+// Placement returns the partition and offset event i of b was written at
+// by the last Publish of b, or -1, -1 when its publisher did not say
+// (not a stream.PlacingPublisher), it was skipped or b was not published.
+func (b *Batch) Placement(i int) (partition int32, offset int64) {
+	if i < 0 || i >= len(b.offs) {
+		return -1, -1
+	}
+	return b.parts[i], b.offs[i]
 }
 
 // Decide reads the fields of every event of msgs, looks up the pins of
@@ -450,9 +465,11 @@ func (p *Pipeline) Publish(ctx context.Context, b *Batch) error {
 		return nil
 	}
 	backing := make([]stream.Message, n)
+	events := make([]int32, n)
 	for g := range groups {
 		k := groups[g].n
 		groups[g].msgs, backing = backing[:0:k], backing[k:]
+		groups[g].events, events = events[:0:k], events[k:]
 	}
 	p.hdr.tags = p.cfg.Attester != nil
 	p.hdr.startBatch(b.msgs, b.Ruleset.VersionString(), b.Ruleset.ShortDigest(), p.cfg.Instance)
@@ -464,8 +481,10 @@ func (p *Pipeline) Publish(ctx context.Context, b *Batch) error {
 		cluster, _ := p.Destination(&ev.Decision)
 		g := groupOf(groups, cluster)
 		g.msgs = append(g.msgs, p.record(b, ev, &p.hdr))
+		g.events = append(g.events, int32(i))
 	}
-	anyFailed, err := p.publishByCluster(ctx, groups)
+	b.parts, b.offs = nil, nil
+	anyFailed, err := p.publishByCluster(ctx, b, groups)
 	if err != nil {
 		return err // the headers are not released: a publisher may still read them
 	}
@@ -486,8 +505,19 @@ func (p *Pipeline) Publish(ctx context.Context, b *Batch) error {
 // including calls that a retry made good: when it is false (and err is
 // nil), every Publish given the messages returned nil, so no publisher
 // refers to them any more and their memory may be reused.
-func (p *Pipeline) publishByCluster(ctx context.Context, groups []clusterGroup) (anyFailed bool, err error) {
+func (p *Pipeline) publishByCluster(ctx context.Context, b *Batch, groups []clusterGroup) (anyFailed bool, err error) {
 	sort.Slice(groups, func(i, j int) bool { return groups[i].cluster < groups[j].cluster })
+	placing := false
+	for i := range groups {
+		_, ok := p.cfg.Publishers[groups[i].cluster].(stream.PlacingPublisher)
+		placing = placing || ok
+	}
+	if placing {
+		b.parts, b.offs = make([]int32, len(b.Events)), make([]int64, len(b.Events))
+		for i := range b.offs {
+			b.parts[i], b.offs[i] = -1, -1
+		}
+	}
 	errs := make([]error, len(groups))
 	var failed atomic.Bool
 	var wg sync.WaitGroup
@@ -495,13 +525,30 @@ func (p *Pipeline) publishByCluster(ctx context.Context, groups []clusterGroup) 
 		g := &groups[i]
 		wg.Go(func() {
 			pub := p.cfg.Publishers[g.cluster]
+			pp, placing := pub.(stream.PlacingPublisher)
+			var parts []int32
+			var offs []int64
+			if placing {
+				parts, offs = make([]int32, len(g.msgs)), make([]int64, len(g.msgs))
+			}
 			errs[i] = p.retry.Do(ctx, "publish", func(ctx context.Context) error {
-				if err := pub.Publish(ctx, g.msgs...); err != nil {
+				var err error
+				if placing {
+					err = pp.PublishPlaced(ctx, parts, offs, g.msgs...)
+				} else {
+					err = pub.Publish(ctx, g.msgs...)
+				}
+				if err != nil {
 					failed.Store(true)
 					return fmt.Errorf("publish to cluster %s: %w", g.cluster, err)
 				}
 				return nil
 			})
+			if placing && errs[i] == nil {
+				for k, ev := range g.events {
+					b.parts[ev], b.offs[ev] = parts[k], offs[k]
+				}
+			}
 		})
 	}
 	wg.Wait()
@@ -513,6 +560,7 @@ type clusterGroup struct {
 	cluster string
 	n       int              // how many records go to cluster
 	msgs    []stream.Message // the records, in batch order
+	events  []int32          // the index in the batch of each record's event
 }
 
 // countFor counts one more record for cluster. A batch names few clusters,

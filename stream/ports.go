@@ -49,6 +49,18 @@ type Publisher interface {
 	Close() error
 }
 
+// PlacingPublisher is a Publisher that also says where it wrote each
+// record (connectors/kafka.Writer): replay records the destination
+// partition and offset of every event it writes in its audit leaves. The
+// memory contract of Publish holds.
+type PlacingPublisher interface {
+	Publisher
+	// PublishPlaced is Publish that, when it returns nil, has set parts[i]
+	// and offs[i] to the partition and offset msgs[i] was written at (-1
+	// when the cluster did not say). parts and offs have len(msgs).
+	PublishPlaced(ctx context.Context, parts []int32, offs []int64, msgs ...Message) error
+}
+
 // GroupMember is implemented by subscribers that can tell whether they have
 // joined their consumer group. The router reports not-ready until they have.
 type GroupMember interface {

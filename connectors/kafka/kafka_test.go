@@ -173,6 +173,7 @@ func TestWriterChunksAndCompression(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
 	cluster := kafka.Cluster{Name: "a", Brokers: k.Brokers}
 	topics := []string{k.Topic(t, "chunks", 3), k.Topic(t, "chunks", 1)}
+	placed := map[string]string{} // topic/partition/offset: value
 	for _, codec := range []string{"none", "lz4", "zstd"} {
 		w, err := kafka.NewWriter(kafka.WriterConfig{Cluster: cluster, BatchSize: 50, BatchBytes: 32 << 10,
 			MaxRequestBytes: 64 << 10, Compression: codec})
@@ -185,10 +186,18 @@ func TestWriterChunksAndCompression(t *testing.T) {
 				Value:   append(fmt.Appendf(nil, "%s-%04d-", codec, i), make([]byte, 900)...),
 				Headers: []stream.Header{{Key: "seq", Value: fmt.Appendf(nil, "%d", i)}}})
 		}
-		if err := w.Publish(ctx, msgs...); err != nil {
+		// PublishPlaced says where each record went: checked below.
+		parts, offs := make([]int32, len(msgs)), make([]int64, len(msgs))
+		if err := w.PublishPlaced(ctx, parts, offs, msgs...); err != nil {
 			t.Fatalf("%s: %v", codec, err)
 		}
+		for i := range msgs {
+			placed[fmt.Sprintf("%s/%d/%d", msgs[i].Topic, parts[i], offs[i])] = string(msgs[i].Value)
+		}
 		_ = w.Close()
+	}
+	if len(placed) != 1800 {
+		t.Fatalf("1800 records placed at %d distinct coordinates", len(placed))
 	}
 	a, err := kafka.NewAdmin(cluster)
 	if err != nil {
@@ -204,6 +213,9 @@ func TestWriterChunksAndCompression(t *testing.T) {
 		}
 		last := map[string]int{} // by key: the last sequence number seen
 		for _, m := range got {
+			if v := placed[fmt.Sprintf("%s/%d/%d", topic, m.Partition, m.Offset)]; v != string(m.Value) {
+				t.Fatalf("%s[%d]@%d holds %.12q, PublishPlaced said %.12q", topic, m.Partition, m.Offset, m.Value, v)
+			}
 			codec, rest, _ := strings.Cut(string(m.Value), "-")
 			seq, err := strconv.Atoi(rest[:4])
 			if err != nil {

@@ -143,7 +143,30 @@ func (p *producer) metadata(ctx context.Context, topics []string) (map[string]to
 // with an error: at once for a permanent one, else when the retriable
 // failures have been tried p.retry.Attempts times or for p.timeout in all.
 // Records already acknowledged are not sent again within the call.
-func (p *producer) publish(ctx context.Context, msgs []stream.Message) error {
+// placement is where a publish call wrote its records: parts[i] and
+// offs[i] for msgs[i] (-1 until acknowledged). A nil placement records
+// nothing.
+type placement struct {
+	parts []int32
+	offs  []int64
+}
+
+// set records that the n records of b from b.done on were written from
+// base on.
+func (pl *placement) set(b *partBatch, n int, base int64) {
+	if pl == nil {
+		return
+	}
+	for k, i := range b.idx[b.done : b.done+n] {
+		pl.parts[i] = b.partition
+		pl.offs[i] = -1
+		if base >= 0 {
+			pl.offs[i] = base + int64(k)
+		}
+	}
+}
+
+func (p *producer) publish(ctx context.Context, msgs []stream.Message, pl *placement) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -162,7 +185,7 @@ func (p *producer) publish(ctx context.Context, msgs []stream.Message) error {
 	batches := p.assign(msgs, meta)
 	now := time.Now()
 	for attempt := 1; ; attempt++ {
-		retry, perm := p.attempt(ctx, msgs, batches, meta, now)
+		retry, perm := p.attempt(ctx, msgs, batches, meta, now, pl)
 		if perm != nil {
 			return perm
 		}
@@ -217,7 +240,7 @@ func (p *producer) assign(msgs []stream.Message, meta map[string]topicMeta) []*p
 // attempt sends every batch once, one goroutine per leader. It returns the
 // batches that failed with a retriable error (with the records still to
 // send) and the first permanent error.
-func (p *producer) attempt(ctx context.Context, msgs []stream.Message, batches []*partBatch, meta map[string]topicMeta, now time.Time) (retry []*partBatch, perm error) {
+func (p *producer) attempt(ctx context.Context, msgs []stream.Message, batches []*partBatch, meta map[string]topicMeta, now time.Time, pl *placement) (retry []*partBatch, perm error) {
 	byLeader := map[int32][]*partBatch{}
 	var leaders []int32
 	for _, b := range batches {
@@ -245,11 +268,11 @@ func (p *producer) attempt(ctx context.Context, msgs []stream.Message, batches [
 	results := make([][]*partBatch, len(leaders))
 	perms := make([]error, len(leaders))
 	if len(leaders) == 1 {
-		results[0], perms[0] = p.sendTo(ctx, msgs, byLeader[leaders[0]], now)
+		results[0], perms[0] = p.sendTo(ctx, msgs, byLeader[leaders[0]], now, pl)
 	} else {
 		var wg sync.WaitGroup
 		for i, l := range leaders {
-			wg.Go(func() { results[i], perms[i] = p.sendTo(ctx, msgs, byLeader[l], now) })
+			wg.Go(func() { results[i], perms[i] = p.sendTo(ctx, msgs, byLeader[l], now, pl) })
 		}
 		wg.Wait()
 	}
@@ -265,7 +288,7 @@ func (p *producer) attempt(ctx context.Context, msgs []stream.Message, batches [
 // sendTo sends batches, all led by one broker, in as few requests as the
 // limits allow, and returns those that failed with a retriable error and
 // the first permanent error.
-func (p *producer) sendTo(ctx context.Context, msgs []stream.Message, batches []*partBatch, now time.Time) (retry []*partBatch, perm error) {
+func (p *producer) sendTo(ctx context.Context, msgs []stream.Message, batches []*partBatch, now time.Time, pl *placement) (retry []*partBatch, perm error) {
 	active := batches
 	for len(active) > 0 {
 		if ctx.Err() != nil {
@@ -302,10 +325,14 @@ func (p *producer) sendTo(ctx context.Context, msgs []stream.Message, batches []
 			}
 			return append(retry, active...), perm
 		}
-		codes := make(map[topicPartition]int16, len(chunks))
+		type answer struct {
+			code int16
+			base int64
+		}
+		codes := make(map[topicPartition]answer, len(chunks))
 		for _, t := range resp.Topics {
 			for _, pr := range t.Partitions {
-				codes[topicPartition{t.Topic, pr.Partition}] = pr.ErrorCode
+				codes[topicPartition{t.Topic, pr.Partition}] = answer{pr.ErrorCode, pr.BaseOffset}
 			}
 		}
 		next := active[:0:0]
@@ -315,7 +342,8 @@ func (p *producer) sendTo(ctx context.Context, msgs []stream.Message, batches []
 				next = append(next, b) // not in this request: the next one
 				continue
 			}
-			code, answered := codes[topicPartition{b.topic, b.partition}]
+			ans, answered := codes[topicPartition{b.topic, b.partition}]
+			code := ans.code
 			switch {
 			case !answered:
 				b.err = fmt.Errorf("%s[%d]: %w", b.topic, b.partition, errNoAnswer)
@@ -329,6 +357,7 @@ func (p *producer) sendTo(ctx context.Context, msgs []stream.Message, batches []
 					perm = &publishError{failed: len(b.idx) - b.done, total: len(msgs), err: b.err}
 				}
 			default:
+				pl.set(b, n, ans.base)
 				b.done += n
 				if b.done < len(b.idx) {
 					next = append(next, b)

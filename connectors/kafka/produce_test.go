@@ -87,10 +87,11 @@ func (f *fakeCluster) RoundTrip(ctx context.Context, _ net.Addr, req kafka.Reque
 				if f.fail != nil {
 					code = f.fail(call, t.Topic, p.Partition, values)
 				}
+				base := int64(len(f.got[k]))
 				if code == 0 {
 					f.got[k] = append(f.got[k], values...)
 				}
-				rt.Partitions = append(rt.Partitions, produceAPI.ResponsePartition{Partition: p.Partition, ErrorCode: int16(code)})
+				rt.Partitions = append(rt.Partitions, produceAPI.ResponsePartition{Partition: p.Partition, ErrorCode: int16(code), BaseOffset: base})
 			}
 			resp.Topics = append(resp.Topics, rt)
 		}
@@ -170,13 +171,41 @@ func expectOrder(t *testing.T, f *fakeCluster, msgs []stream.Message) {
 func TestProduceOneRequestPerLeader(t *testing.T) {
 	f := newFakeCluster(map[string][]int32{"a": {1, 2, 1, 2}, "b": {2, 1, 3}})
 	msgs := append(values("a", "a", 40), values("b", "b", 30)...)
-	if err := testProducer(f).publish(context.Background(), msgs); err != nil {
+	if err := testProducer(f).publish(context.Background(), msgs, nil); err != nil {
 		t.Fatal(err)
 	}
 	if f.calls != 3 || f.perLeader[1] != 1 || f.perLeader[2] != 1 || f.perLeader[3] != 1 {
 		t.Fatalf("%d requests (by leader %v), want one to each of 3 leaders", f.calls, f.perLeader)
 	}
 	expectOrder(t, f, msgs)
+}
+
+// TestProducePlacement: with a placement, every record's partition and
+// offset are the ones it was acknowledged at, across partitions, leaders
+// and a retried partition.
+func TestProducePlacement(t *testing.T) {
+	f := newFakeCluster(map[string][]int32{"a": {1, 2, 1}, "b": {2, 2}})
+	f.fail = func(call int, topic string, partition int32, _ []string) kafka.Error {
+		if call <= 2 && topic == "a" && partition == 1 {
+			return kafka.NotLeaderForPartition
+		}
+		return 0
+	}
+	// Something already in the partitions: offsets do not start at 0.
+	if err := testProducer(f).publish(context.Background(), append(values("a", "old", 7), values("b", "old", 5)...), nil); err != nil {
+		t.Fatal(err)
+	}
+	msgs := append(values("a", "new", 90), values("b", "new", 40)...)
+	pl := &placement{parts: make([]int32, len(msgs)), offs: make([]int64, len(msgs))}
+	if err := testProducer(f).publish(context.Background(), msgs, pl); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range msgs {
+		got := f.got[topicPartition{m.Topic, pl.parts[i]}]
+		if pl.offs[i] < 0 || pl.offs[i] >= int64(len(got)) || got[pl.offs[i]] != string(m.Value) {
+			t.Fatalf("record %d (%s) placed at %s[%d]@%d, which holds something else", i, m.Value, m.Topic, pl.parts[i], pl.offs[i])
+		}
+	}
 }
 
 // TestProduceRetriesOnlyWhatFailed: a retriable error on one partition
@@ -190,7 +219,7 @@ func TestProduceRetriesOnlyWhatFailed(t *testing.T) {
 		return 0
 	}
 	msgs := values("a", "v", 60)
-	if err := testProducer(f).publish(context.Background(), msgs); err != nil {
+	if err := testProducer(f).publish(context.Background(), msgs, nil); err != nil {
 		t.Fatal(err)
 	}
 	if f.calls != 2 {
@@ -218,7 +247,7 @@ func TestProduceChunksStayInOrder(t *testing.T) {
 	p := testProducer(f)
 	p.batchSize = 2
 	msgs := values("a", "v", 5)
-	if err := p.publish(context.Background(), msgs); err != nil {
+	if err := p.publish(context.Background(), msgs, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := "[[v0 v1] [v2 v3] [v2 v3] [v4]]"
@@ -238,7 +267,7 @@ func TestProducePermanentError(t *testing.T) {
 		}
 		return 0
 	}
-	err := testProducer(f).publish(context.Background(), values("a", "secret-payload-", 10))
+	err := testProducer(f).publish(context.Background(), values("a", "secret-payload-", 10), nil)
 	if !errors.Is(err, kafka.MessageSizeTooLarge) {
 		t.Fatalf("error %v, want MessageSizeTooLarge", err)
 	}
@@ -252,7 +281,7 @@ func TestProducePermanentError(t *testing.T) {
 func TestProduceGivesUp(t *testing.T) {
 	f := newFakeCluster(map[string][]int32{"a": {1}})
 	f.fail = func(int, string, int32, []string) kafka.Error { return kafka.NotEnoughReplicas }
-	err := testProducer(f).publish(context.Background(), values("a", "v", 3))
+	err := testProducer(f).publish(context.Background(), values("a", "v", 3), nil)
 	if !errors.Is(err, kafka.NotEnoughReplicas) || f.calls != 3 {
 		t.Fatalf("error %v after %d requests, want NotEnoughReplicas after 3", err, f.calls)
 	}
@@ -271,7 +300,7 @@ func TestProduceConnectionError(t *testing.T) {
 		return nil
 	}
 	msgs := values("a", "v", 20)
-	if err := testProducer(f).publish(context.Background(), msgs); err != nil {
+	if err := testProducer(f).publish(context.Background(), msgs, nil); err != nil {
 		t.Fatal(err)
 	}
 	expectOrder(t, f, msgs)
@@ -281,7 +310,7 @@ func TestProduceConnectionError(t *testing.T) {
 // anything is sent (topics are never auto-created).
 func TestProduceUnknownTopic(t *testing.T) {
 	f := newFakeCluster(map[string][]int32{"a": {1}})
-	err := testProducer(f).publish(context.Background(), append(values("a", "v", 2), values("missing", "v", 1)...))
+	err := testProducer(f).publish(context.Background(), append(values("a", "v", 2), values("missing", "v", 1)...), nil)
 	if !errors.Is(err, kafka.UnknownTopicOrPartition) || !strings.Contains(err.Error(), "missing") || f.calls != 0 {
 		t.Fatalf("error %v after %d requests, want UnknownTopicOrPartition naming the topic, nothing sent", err, f.calls)
 	}
@@ -290,7 +319,7 @@ func TestProduceUnknownTopic(t *testing.T) {
 // TestProduceNoLeader: a partition without a leader is retried, then fails.
 func TestProduceNoLeader(t *testing.T) {
 	f := newFakeCluster(map[string][]int32{"a": {-1}})
-	err := testProducer(f).publish(context.Background(), values("a", "v", 2))
+	err := testProducer(f).publish(context.Background(), values("a", "v", 2), nil)
 	if !errors.Is(err, kafka.LeaderNotAvailable) || f.calls != 0 {
 		t.Fatalf("error %v after %d requests, want LeaderNotAvailable and nothing sent", err, f.calls)
 	}
@@ -310,7 +339,7 @@ func TestProducePartitionsShrink(t *testing.T) {
 		return 0
 	}
 	msgs := values("a", "v", 60)
-	err := testProducer(f).publish(context.Background(), msgs)
+	err := testProducer(f).publish(context.Background(), msgs, nil)
 	if !errors.Is(err, kafka.UnknownTopicOrPartition) || !strings.Contains(err.Error(), "a[5]") {
 		t.Fatalf("error %v, want UnknownTopicOrPartition for a[5]", err)
 	}
@@ -327,7 +356,7 @@ func TestProduceCancelledSendsNothing(t *testing.T) {
 	f := newFakeCluster(map[string][]int32{"a": {1}})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := testProducer(f).publish(ctx, values("a", "v", 3)); !errors.Is(err, context.Canceled) || f.calls != 0 {
+	if err := testProducer(f).publish(ctx, values("a", "v", 3), nil); !errors.Is(err, context.Canceled) || f.calls != 0 {
 		t.Fatalf("error %v after %d requests, want context.Canceled and none", err, f.calls)
 	}
 }

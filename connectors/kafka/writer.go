@@ -134,7 +134,29 @@ func (w *Writer) Publish(ctx context.Context, msgs ...stream.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := w.p.publish(ctx, msgs); err != nil {
+	if err := w.p.publish(ctx, msgs, nil); err != nil {
+		return fmt.Errorf("kafka: publish: %w", err)
+	}
+	return nil
+}
+
+var _ stream.PlacingPublisher = (*Writer)(nil)
+
+// PublishPlaced implements stream.PlacingPublisher: Publish that, when it
+// returns nil, has set parts[i] and offs[i] to the partition and offset
+// msgs[i] was written at (the produce responses' base offsets; -1 if a
+// broker did not say). parts and offs must have len(msgs).
+func (w *Writer) PublishPlaced(ctx context.Context, parts []int32, offs []int64, msgs ...stream.Message) error {
+	if len(parts) != len(msgs) || len(offs) != len(msgs) {
+		return fmt.Errorf("kafka: publish: %d partitions and %d offsets for %d records", len(parts), len(offs), len(msgs))
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	for i := range msgs {
+		parts[i], offs[i] = -1, -1
+	}
+	if err := w.p.publish(ctx, msgs, &placement{parts: parts, offs: offs}); err != nil {
 		return fmt.Errorf("kafka: publish: %w", err)
 	}
 	return nil

@@ -32,7 +32,7 @@ func (l *memLedger) Record(_ context.Context, settled []router.Settled) error {
 	defer l.mu.Unlock()
 	for _, s := range settled {
 		m := s.Event.Msg
-		l.got = append(l.got, fmt.Sprintf("%s/%d/%d>%s/%s", m.Topic, m.Partition, m.Offset, s.Cluster, s.Topic))
+		l.got = append(l.got, fmt.Sprintf("%s/%d/%d>%s/%s/%d/%d", m.Topic, m.Partition, m.Offset, s.Cluster, s.Topic, s.Partition, s.Offset))
 	}
 	return nil
 }
@@ -41,7 +41,8 @@ func (l *memLedger) Record(_ context.Context, settled []router.Settled) error {
 // Ledger: every record replay writes carries the attestation of its
 // decision, destination and original ingest coordinates (under the
 // replay's ruleset version), and the Ledger got one settled event per
-// record written, naming the same source and destination.
+// record written, naming the same source and destination, down to the
+// partition and offset the record was written at.
 func TestReplayAudit(t *testing.T) {
 	e := newEnv(t)
 	e.apply(t, rulesV1)
@@ -70,7 +71,9 @@ func TestReplayAudit(t *testing.T) {
 		if got := header(m, router.HeaderAttestation); got != tag {
 			t.Errorf("attestation %q, want %q", got, tag)
 		}
-		want[src+">a/"+e.us] = true
+		// The ledger names the record's own partition and offset (the
+		// produce responses' base offsets).
+		want[fmt.Sprintf("%s>a/%s/%d/%d", src, e.us, m.Partition, m.Offset)] = true
 	}
 	if len(led.got) != len(recs) {
 		t.Errorf("ledger got %d events, want %d: %v", len(led.got), len(recs), led.got)

@@ -807,7 +807,8 @@ func (r *Replay) ledger(ctx context.Context, b *router.Batch) error {
 			continue
 		}
 		cluster, topic := r.pipe.Destination(&ev.Decision)
-		settled = append(settled, router.Settled{Event: ev, Ruleset: b.Ruleset, Cluster: cluster, Topic: topic, Partition: -1, Offset: -1})
+		part, off := b.Placement(i)
+		settled = append(settled, router.Settled{Event: ev, Ruleset: b.Ruleset, Cluster: cluster, Topic: topic, Partition: part, Offset: off})
 	}
 	if len(settled) == 0 {
 		return nil
