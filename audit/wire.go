@@ -83,7 +83,7 @@ func AppendWireLeaf(rec []byte, l *Leaf) ([]byte, error) {
 	set(l.Content != "", wContent)
 
 	start := len(rec)
-	rec = append(rec, 0, 0, 0) // room for the length; moved if shorter
+	rec = append(rec, 0, 0) // room for the length (a route leaf's 128 to 16383 bytes); the body moves if it needs another size
 	body := len(rec)
 	rec = binary.AppendUvarint(rec, flags)
 	rec = appendWireString(rec, string(l.Kind))
@@ -134,12 +134,12 @@ func AppendWireLeaf(rec []byte, l *Leaf) ([]byte, error) {
 	}
 	if flags&wPolicy != 0 {
 		n := len(rec)
-		rec = append(rec, 0, 0, 0)
+		rec = append(rec, 0, 0)
 		var err error
 		if rec, err = l.Policy.appendJSON(rec); err != nil {
 			return rec[:start], err
 		}
-		rec = putLength(rec, n, len(rec)-n-3)
+		rec = putLength(rec, n, len(rec)-n-2)
 	}
 	if flags&wContent != 0 {
 		rec = appendWireString(rec, l.Content)
@@ -151,16 +151,25 @@ func AppendWireLeaf(rec []byte, l *Leaf) ([]byte, error) {
 	return putLength(rec, start, size), nil
 }
 
-// putLength writes n as a uvarint into the 3 bytes reserved at rec[at:],
-// moving what follows when it takes fewer.
+// putLength writes n as a uvarint into the 2 bytes reserved at rec[at:],
+// moving the n bytes that follow when it takes another number of bytes.
 func putLength(rec []byte, at, n int) []byte {
+	const reserved = 2
+	if n >= 1<<7 && n < 1<<14 { // the usual case: two bytes, nothing moves
+		rec[at], rec[at+1] = byte(n)|0x80, byte(n>>7)
+		return rec
+	}
 	var tmp [binary.MaxVarintLen64]byte
 	k := binary.PutUvarint(tmp[:], uint64(n))
-	copy(rec[at:], tmp[:k])
-	if k < 3 {
-		copy(rec[at+k:], rec[at+3:])
-		rec = rec[:len(rec)-(3-k)]
+	switch {
+	case k < reserved:
+		copy(rec[at+k:], rec[at+reserved:])
+		rec = rec[:len(rec)-(reserved-k)]
+	case k > reserved:
+		rec = append(rec, tmp[:k-reserved]...) // grow; overwritten by the move
+		copy(rec[at+k:], rec[at+reserved:len(rec)-(k-reserved)])
 	}
+	copy(rec[at:], tmp[:k])
 	return rec
 }
 

@@ -1,7 +1,11 @@
 package audit
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -71,4 +75,59 @@ func TestAppendWireLeafDoesNotAllocate(t *testing.T) {
 	}
 	j, _ := l.Encode()
 	t.Logf("routed leaf: %d bytes on the wire, %d bytes of JSON", len(rec)-1, len(j))
+}
+
+// TestWireLengthSizes appends leaves whose wire size (and a ruleset leaf's
+// policy size) crosses each length of the uvarint prefix (1, 2, 3 bytes),
+// after another leaf: each prefix is the shortest uvarint of the size,
+// and the record decodes to the leaves given.
+func TestWireLengthSizes(t *testing.T) {
+	first := vectorLeaves()[0].leaf
+	for _, n := range []int{0, 1, 2, 3, 100, 101, 102, 103, 104, 105, 200, 300, 400, 500, 600, 700} {
+		js := make([]PolicyJurisdiction, n)
+		for i := range js {
+			js[i] = PolicyJurisdiction{Name: fmt.Sprintf("J%04d", i), Region: fmt.Sprintf("region-%04d", i)}
+		}
+		for _, content := range []int{0, 1, 90, 100, 110, 120, 16300, 16330, 16360, 16390, 70000} {
+			l := Leaf{Kind: KindRuleset, Time: 1, Actor: "a", Ruleset: RulesetRef{Version: 3, Digest: Sum([]byte("r"))},
+				Content: strings.Repeat("c", content)}
+			if n > 0 {
+				l.Policy = NewPolicy(js, nil, nil)
+			}
+			rec := NewWireRecord(2)
+			rec, err := AppendWireLeaf(rec, &first)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mark := len(rec)
+			if rec, err = AppendWireLeaf(rec, &l); err != nil {
+				t.Fatal(err)
+			}
+			size, k := binary.Uvarint(rec[mark:])
+			if k <= 0 || int(size) != len(rec)-mark-k || k != len(binary.AppendUvarint(nil, size)) {
+				t.Fatalf("policy %d, content %d: prefix %x of a %d-byte leaf", n, content, rec[mark:mark+3], len(rec)-mark-k)
+			}
+			got, err := DecodeWireRecord(rec)
+			if err != nil || len(got) != 2 {
+				t.Fatalf("policy %d, content %d: %d leaves, %v", n, content, len(got), err)
+			}
+			a, _ := got[1].Encode()
+			b, _ := l.Encode()
+			if !bytes.Equal(a, b) {
+				t.Fatalf("policy %d, content %d: decoded leaf differs", n, content)
+			}
+			if a, _ := got[0].Encode(); !bytes.Equal(a, mustEncode(t, &first)) {
+				t.Fatalf("policy %d, content %d: the first leaf changed", n, content)
+			}
+		}
+	}
+}
+
+func mustEncode(t *testing.T, l *Leaf) []byte {
+	t.Helper()
+	b, err := l.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
