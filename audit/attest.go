@@ -239,26 +239,60 @@ func (v *AttestVerifier) Clone() *AttestVerifier {
 // against in. The error wraps ErrNoAttestation, ErrUnknownAttestationKey or
 // ErrBadAttestation; it never holds the tag's MAC.
 func (v *AttestVerifier) Verify(tag []byte, in *AttestationInput) error {
+	mac, err := v.parse(tag)
+	if err != nil {
+		return err
+	}
+	v.buf = in.AppendInput(v.buf[:0])
+	return v.check(mac)
+}
+
+// VerifyRecord checks the attestation of a record read from topic on
+// cluster, a topic of role: exactly what Verify checks with the tag of the
+// record's last HeaderAttestation header and AttestationInputOf(cluster,
+// topic, role, key, value, hs), without allocating. It returns the SHA-256
+// of the record's value and key (zero for a nil key) whatever the outcome,
+// so that the record's leaf need not hash it again.
+func (v *AttestVerifier) VerifyRecord(cluster, topic string, role Role, key, value []byte, hs []Header) (valueSum, keySum Digest, err error) {
+	valueSum = Sum(value)
+	if key != nil {
+		keySum = Sum(key)
+	}
+	mac, err := v.parse(header(hs, HeaderAttestation))
+	if err != nil {
+		return valueSum, keySum, err
+	}
+	v.buf = appendRecordInput(v.buf[:0], cluster, topic, role, &valueSum, &keySum, key == nil, hs)
+	return valueSum, keySum, v.check(mac)
+}
+
+// parse returns the MAC of the key tag names, after checking its shape and
+// decoding its MAC into v.got.
+func (v *AttestVerifier) parse(tag []byte) (hash.Hash, error) {
 	if len(tag) == 0 {
-		return ErrNoAttestation
+		return nil, ErrNoAttestation
 	}
 	rest, ok := bytes.CutPrefix(tag, []byte("v1."))
 	if !ok {
-		return fmt.Errorf("%w: not a version 1 tag", ErrBadAttestation)
+		return nil, fmt.Errorf("%w: not a version 1 tag", ErrBadAttestation)
 	}
 	dot := bytes.LastIndexByte(rest, '.')
 	if dot < 0 || len(rest)-dot-1 != tagLen {
-		return fmt.Errorf("%w: malformed tag", ErrBadAttestation)
+		return nil, fmt.Errorf("%w: malformed tag", ErrBadAttestation)
 	}
 	mac, ok := v.macs[string(rest[:dot])] // no allocation: map lookup by converted bytes
 	if !ok {
-		return fmt.Errorf("%w: %q", ErrUnknownAttestationKey, printable(rest[:dot]))
+		return nil, fmt.Errorf("%w: %q", ErrUnknownAttestationKey, printable(rest[:dot]))
 	}
 	n, err := base64.RawURLEncoding.Decode(v.got, rest[dot+1:])
 	if err != nil || n != sha256.Size {
-		return fmt.Errorf("%w: malformed tag", ErrBadAttestation)
+		return nil, fmt.Errorf("%w: malformed tag", ErrBadAttestation)
 	}
-	v.buf = in.AppendInput(v.buf[:0])
+	return mac, nil
+}
+
+// check compares the MAC of v.buf with v.got.
+func (v *AttestVerifier) check(mac hash.Hash) error {
 	mac.Reset()
 	mac.Write(v.buf)
 	v.sum = mac.Sum(v.sum[:0])
