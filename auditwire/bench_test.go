@@ -119,7 +119,7 @@ func BenchmarkSinkAttestAndLeaf(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		for i := range msgs {
-			if err := check.Check("b", "residency.eu", &msgs[i]); err != nil {
+			if err := check.Check("b", "residency.eu", &msgs[i], &entries[i].Sums); err != nil {
 				b.Fatal(err)
 			}
 		}
