@@ -287,3 +287,25 @@ func BenchmarkSubjectParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAttestVerifyRecord is a sink's whole check of one record: the
+// value and key digests (a ~250-byte value) and the tag, read from its
+// headers (what BenchmarkAttestInputOf and BenchmarkAttestVerify do
+// together through AttestationInputOf).
+func BenchmarkAttestVerifyRecord(b *testing.B) {
+	a, _ := NewAttester(testKey("k1"))
+	v, _ := NewAttestVerifier(testKey("k0"), testKey("k1"))
+	hs := []Header{{Key: "residency-jurisdiction", Value: []byte("EU")}, {Key: "residency-region", Value: []byte("eu")},
+		{Key: "residency-ruleset-version", Value: []byte("7")}, {Key: "residency-source-topic", Value: []byte("events")},
+		{Key: "residency-source-partition", Value: []byte("3")}, {Key: "residency-source-offset", Value: []byte("4242424")}}
+	key := []byte("user-123456")
+	in := AttestationInputOf("b", "residency.eu", RolePinned, key, benchValue, hs)
+	hs = append(hs, Header{Key: HeaderAttestation, Value: a.AppendTag(nil, &in)})
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchValue)))
+	for b.Loop() {
+		if _, _, err := v.VerifyRecord("b", "residency.eu", RolePinned, key, benchValue, hs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -93,8 +93,9 @@ type SinkLedger struct {
 
 	mu      sync.Mutex
 	rec     []byte
-	rsHex   string       // the last ruleset digest parsed, in hex
-	rsParse audit.Digest // and parsed
+	rsHex   string            // the last ruleset digest parsed, in hex
+	rsParse audit.Digest      // and parsed
+	names   map[string]string // jurisdiction and region header values seen
 }
 
 // NewSinkLedger returns a ledger appending to log.
@@ -162,10 +163,10 @@ func (l *SinkLedger) leaf(e *sink.Entry, now int64) (audit.Leaf, error) {
 		}
 	}
 	if v, ok := router.HeaderValue(m.Headers, router.HeaderJurisdiction); ok {
-		leaf.Jurisdiction = string(v)
+		leaf.Jurisdiction = l.name(v)
 	}
 	if v, ok := router.HeaderValue(m.Headers, router.HeaderRegion); ok {
-		leaf.Region = string(v)
+		leaf.Region = l.name(v)
 	}
 	if rs := e.Ruleset; rs != nil {
 		leaf.Ruleset.Version = rs.Version()
@@ -192,6 +193,20 @@ func (l *SinkLedger) leaf(e *sink.Entry, now int64) (audit.Leaf, error) {
 	leaf.Dest = audit.Destination{Cluster: l.cfg.QuarantineCluster, Topic: e.QuarantineTopic,
 		Partition: e.QuarantinePartition, Offset: e.QuarantineOffset}
 	return leaf, nil
+}
+
+// name returns v as a string, from the few jurisdiction and region names
+// a sink sees (no allocation once seen; at most 256 kept).
+func (l *SinkLedger) name(v []byte) string {
+	if s, ok := l.names[string(v)]; ok { // no allocation: map lookup by converted bytes
+		return s
+	}
+	if l.names == nil || len(l.names) >= 256 {
+		l.names = make(map[string]string, 16)
+	}
+	s := string(v)
+	l.names[s] = s
+	return s
 }
 
 // LeafLedger appends ready-made leaves (purge, erasure: erasure.Ledger) to
