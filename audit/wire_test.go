@@ -131,3 +131,28 @@ func mustEncode(t *testing.T, l *Leaf) []byte {
 	}
 	return b
 }
+
+// TestNewWireRecordRoom: a record made by NewWireRecord(n) holds n route
+// leaves of a deployment's size (subject hash, a long router instance
+// name and topic names) without growing: appending them does not move
+// the record.
+func TestNewWireRecordRoom(t *testing.T) {
+	l := Leaf{Kind: KindRoute, Time: 1764028800123, Actor: "residency-router-7f9c5b8d6-x2k4p",
+		Src:      Source{Topic: "prod.user-events.ingest", Partition: 117, Offset: 12_345_678_901},
+		Decision: Routed, DecidedBy: "country", Jurisdiction: "EU", Region: "eu-central",
+		Ruleset: RulesetRef{Version: 1234, Digest: Sum([]byte("r"))},
+		Dest:    Destination{Cluster: "eu-frankfurt", Topic: "prod.residency.pinned.eu-central", Partition: 117, Offset: 12_345_678_901}}
+	l.SetRecord([]byte("user-1234567890"), []byte("value"))
+	l.Subject = Sum([]byte("subject"))
+	rec := NewWireRecord(500)
+	start := &rec[:1][0]
+	for range 500 {
+		var err error
+		if rec, err = AppendWireLeaf(rec, &l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if &rec[0] != start {
+		t.Errorf("500 leaves of %d bytes outgrew NewWireRecord(500) (%d bytes)", (len(rec)-1)/500, len(rec))
+	}
+}
