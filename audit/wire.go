@@ -54,10 +54,15 @@ const (
 // as it grows, which cost more than the larger buffer.
 const wireLeafRoom = 320
 
+// maxWireRoom bounds the room NewWireRecord makes: an audit record is at
+// most about 1 MiB (the brokers' default message.max.bytes), and a writer
+// splits a larger batch of leaves into several records.
+const maxWireRoom = 1 << 20
+
 // NewWireRecord returns a buffer holding the start of an audit-topic
-// record, with room for n leaves of typical size.
+// record, with room for n leaves of typical size (at most 1 MiB).
 func NewWireRecord(n int) []byte {
-	b := make([]byte, 1, 1+n*wireLeafRoom)
+	b := make([]byte, 1, 1+min(n, maxWireRoom/wireLeafRoom)*wireLeafRoom)
 	b[0] = WireFormat
 	return b
 }

@@ -156,3 +156,13 @@ func TestNewWireRecordRoom(t *testing.T) {
 		t.Errorf("500 leaves of %d bytes outgrew NewWireRecord(500) (%d bytes)", (len(rec)-1)/500, len(rec))
 	}
 }
+
+// TestNewWireRecordBound: the room is per leaf, up to about 1 MiB.
+func TestNewWireRecordBound(t *testing.T) {
+	if c := cap(NewWireRecord(10)); c < 10*200 || c > 10*400 {
+		t.Errorf("room for 10 leaves: %d bytes", c)
+	}
+	if c := cap(NewWireRecord(20_000)); c > 1<<20+1 || c < 1<<19 {
+		t.Errorf("room for 20000 leaves: %d bytes, want at most 1 MiB", c)
+	}
+}
