@@ -192,8 +192,9 @@ func appendWireString(dst []byte, s string) []byte {
 
 // wireReader decodes one wire leaf.
 type wireReader struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	names map[string]string // short strings already decoded from this record (name)
 }
 
 func (r *wireReader) fail(what string) {
@@ -243,6 +244,24 @@ func (r *wireReader) str() string {
 	return string(s)
 }
 
+// name is str for the short strings the leaves of a record repeat (kind,
+// actor, topics, decision, names): one string per distinct value.
+func (r *wireReader) name() string {
+	s := r.bytes(r.uvarint())
+	if v, ok := r.names[string(s)]; ok { // no allocation: map lookup by converted bytes
+		return v
+	}
+	if !utf8.Valid(s) {
+		r.fail("string is not UTF-8")
+		return ""
+	}
+	v := string(s)
+	if len(s) <= 128 && len(r.names) < 256 {
+		r.names[v] = v
+	}
+	return v
+}
+
 func (r *wireReader) digest(d *Digest) { copy(d[:], r.bytes(32)) }
 
 func (r *wireReader) int32() int32 {
@@ -259,13 +278,14 @@ func DecodeWireRecord(b []byte) ([]Leaf, error) {
 		return nil, fmt.Errorf("%w: unknown format", ErrInvalidWire)
 	}
 	r := wireReader{b: b[1:]}
-	leaves := make([]Leaf, 0, len(b)/160+1)
+	names := make(map[string]string, 16) // shared by the record's leaves
+	leaves := make([]Leaf, 0, len(b)/200+1)
 	for len(r.b) > 0 && r.err == nil {
 		body := r.bytes(r.uvarint())
 		if r.err != nil {
 			break
 		}
-		l, err := decodeWireLeaf(body)
+		l, err := decodeWireLeaf(body, names)
 		if err != nil {
 			return nil, fmt.Errorf("leaf %d: %w", len(leaves), err)
 		}
@@ -277,20 +297,20 @@ func DecodeWireRecord(b []byte) ([]Leaf, error) {
 	return leaves, nil
 }
 
-func decodeWireLeaf(b []byte) (Leaf, error) {
-	r := wireReader{b: b}
+func decodeWireLeaf(b []byte, names map[string]string) (Leaf, error) {
+	r := wireReader{b: b, names: names}
 	var l Leaf
 	flags := r.uvarint()
 	if flags&^wAll != 0 {
 		r.fail("unknown flags")
 	}
-	l.Kind = Kind(r.str())
+	l.Kind = Kind(r.name())
 	l.Time = r.varint()
 	if flags&wActor != 0 {
-		l.Actor = r.str()
+		l.Actor = r.name()
 	}
 	if flags&wSrc != 0 {
-		l.Src.Cluster, l.Src.Topic = r.str(), r.str()
+		l.Src.Cluster, l.Src.Topic = r.name(), r.name()
 		l.Src.Partition, l.Src.Offset, l.Src.EndOffset = r.int32(), r.varint(), r.varint()
 	}
 	if flags&wValue != 0 {
@@ -308,28 +328,28 @@ func decodeWireLeaf(b []byte) (Leaf, error) {
 		r.digest(&l.Subject)
 	}
 	if flags&wDecision != 0 {
-		l.Decision = Decision(r.str())
+		l.Decision = Decision(r.name())
 	}
 	if flags&wReason != 0 {
-		l.Reason = r.str()
+		l.Reason = r.name()
 	}
 	if flags&wDecidedBy != 0 {
-		l.DecidedBy = r.str()
+		l.DecidedBy = r.name()
 	}
 	if flags&wJurisdiction != 0 {
-		l.Jurisdiction = r.str()
+		l.Jurisdiction = r.name()
 	}
 	if flags&wRegion != 0 {
-		l.Region = r.str()
+		l.Region = r.name()
 	}
 	if flags&wRuleset != 0 {
 		l.Ruleset.Version = r.varint()
 		r.digest(&l.Ruleset.Digest)
 	}
 	if flags&wDest != 0 {
-		l.Dest.Cluster, l.Dest.Topic = r.str(), r.str()
+		l.Dest.Cluster, l.Dest.Topic = r.name(), r.name()
 		l.Dest.Partition, l.Dest.Offset = r.int32(), r.varint()
-		l.Dest.Store = r.str()
+		l.Dest.Store = r.name()
 	}
 	if flags&wCount != 0 {
 		l.Count = r.varint()
