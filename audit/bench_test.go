@@ -184,6 +184,7 @@ func benchRouteLeaf() Leaf {
 
 // BenchmarkAttestTag is one attestation tag (the HMAC over the input).
 func BenchmarkAttestTag(b *testing.B) {
+	defer reportCPU(b)()
 	a, _ := NewAttester(testKey("k1"))
 	in := sampleInput()
 	in.SrcOffset = 4242424
@@ -196,6 +197,7 @@ func BenchmarkAttestTag(b *testing.B) {
 
 // BenchmarkAttestVerify is a sink's check of one tag (digests given).
 func BenchmarkAttestVerify(b *testing.B) {
+	defer reportCPU(b)()
 	a, _ := NewAttester(testKey("k1"))
 	v, _ := NewAttestVerifier(testKey("k0"), testKey("k1"))
 	in := sampleInput()
@@ -211,6 +213,7 @@ func BenchmarkAttestVerify(b *testing.B) {
 // BenchmarkAttestInputOf is the sink's reading of a record's attestation
 // input from its headers, with the value and key digests.
 func BenchmarkAttestInputOf(b *testing.B) {
+	defer reportCPU(b)()
 	hs := []Header{{Key: "residency-jurisdiction", Value: []byte("EU")}, {Key: "residency-region", Value: []byte("eu")},
 		{Key: "residency-ruleset-version", Value: []byte("7")}, {Key: "residency-source-topic", Value: []byte("events")},
 		{Key: "residency-source-partition", Value: []byte("3")}, {Key: "residency-source-offset", Value: []byte("4242424")}}
@@ -225,6 +228,7 @@ func BenchmarkAttestInputOf(b *testing.B) {
 
 // BenchmarkLeafWire is one route leaf's wire encoding.
 func BenchmarkLeafWire(b *testing.B) {
+	defer reportCPU(b)()
 	leaf := benchRouteLeaf()
 	rec := NewWireRecord(512)
 	b.ReportAllocs()
@@ -239,6 +243,7 @@ func BenchmarkLeafWire(b *testing.B) {
 // BenchmarkLeafSetRecord is a leaf's value and key digests (a ~250-byte
 // value).
 func BenchmarkLeafSetRecord(b *testing.B) {
+	defer reportCPU(b)()
 	var leaf Leaf
 	key := []byte("user-123456")
 	b.ReportAllocs()
@@ -251,6 +256,7 @@ func BenchmarkLeafSetRecord(b *testing.B) {
 // BenchmarkWireDecode decodes an audit record of 500 route leaves (the
 // integrator's side), per leaf.
 func BenchmarkWireDecode(b *testing.B) {
+	defer reportCPU(b)()
 	leaf := benchRouteLeaf()
 	rec := NewWireRecord(500)
 	for range 500 {
@@ -267,6 +273,7 @@ func BenchmarkWireDecode(b *testing.B) {
 
 // BenchmarkSubject is one user id's keyed hash.
 func BenchmarkSubject(b *testing.B) {
+	defer reportCPU(b)()
 	p, _ := NewPseudonymizer(bytes.Repeat([]byte("s"), 32))
 	id := []byte("u-1234567")
 	b.ReportAllocs()
@@ -278,6 +285,7 @@ func BenchmarkSubject(b *testing.B) {
 // BenchmarkSubjectParallel is BenchmarkSubject from every core at once
 // (the Pseudonymizer is shared by a sink's and a router's goroutines).
 func BenchmarkSubjectParallel(b *testing.B) {
+	defer reportCPU(b)()
 	p, _ := NewPseudonymizer(bytes.Repeat([]byte("s"), 32))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -293,6 +301,7 @@ func BenchmarkSubjectParallel(b *testing.B) {
 // headers (what BenchmarkAttestInputOf and BenchmarkAttestVerify do
 // together through AttestationInputOf).
 func BenchmarkAttestVerifyRecord(b *testing.B) {
+	defer reportCPU(b)()
 	a, _ := NewAttester(testKey("k1"))
 	v, _ := NewAttestVerifier(testKey("k0"), testKey("k1"))
 	hs := []Header{{Key: "residency-jurisdiction", Value: []byte("EU")}, {Key: "residency-region", Value: []byte("eu")},
@@ -308,4 +317,13 @@ func BenchmarkAttestVerifyRecord(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// reportCPU reports the process's CPU time per operation (cpu-ns/op) when
+// the benchmark returns: steadier than the wall time on a shared host,
+// where the wall time includes waiting for a core. Use as
+// `defer reportCPU(b)()` first thing in a benchmark that loops with b.Loop.
+func reportCPU(b *testing.B) func() {
+	start := cpuTime()
+	return func() { b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op") }
 }
