@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -68,8 +69,9 @@ func NewWireRecord(n int) []byte {
 }
 
 // AppendWireLeaf appends l, in its wire form with its length, to a record
-// started by NewWireRecord. It does not allocate when rec has room (a
-// ruleset leaf's policy aside).
+// started by NewWireRecord. It does not allocate while rec has room for a
+// typical leaf (320 bytes) to spare, a ruleset leaf's policy aside; when it
+// has less, it doubles rec's capacity first.
 func AppendWireLeaf(rec []byte, l *Leaf) ([]byte, error) {
 	var flags uint64
 	set := func(cond bool, f uint64) {
@@ -94,6 +96,12 @@ func AppendWireLeaf(rec []byte, l *Leaf) ([]byte, error) {
 	set(l.Policy != nil, wPolicy)
 	set(l.Content != "", wContent)
 
+	if cap(rec)-len(rec) < wireLeafRoom {
+		// Double the record, as append does only for small slices (past a
+		// few hundred bytes it grows by a quarter, which copies a large
+		// record four times over while it fills).
+		rec = slices.Grow(rec, max(len(rec), 8*wireLeafRoom))
+	}
 	start := len(rec)
 	rec = append(rec, 0, 0) // room for the length (a route leaf's 128 to 16383 bytes); the body moves if it needs another size
 	body := len(rec)

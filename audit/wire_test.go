@@ -166,3 +166,26 @@ func TestNewWireRecordBound(t *testing.T) {
 		t.Errorf("room for 20000 leaves: %d bytes, want at most 1 MiB", c)
 	}
 }
+
+// TestAppendWireLeafGrowsByDoubling: a record started small and filled
+// leaf by leaf to about 1 MiB is reallocated a few times, not once per
+// quarter of its size (append's growth for large slices).
+func TestAppendWireLeafGrowsByDoubling(t *testing.T) {
+	l := vectorLeaves()[0].leaf
+	rec := make([]byte, 1, 4096)
+	rec[0] = WireFormat
+	grown := 0
+	for len(rec) < 1<<20 {
+		before := cap(rec)
+		var err error
+		if rec, err = AppendWireLeaf(rec, &l); err != nil {
+			t.Fatal(err)
+		}
+		if cap(rec) != before {
+			grown++
+		}
+	}
+	if grown > 10 {
+		t.Errorf("the record was reallocated %d times while it grew from 4 KiB to 1 MiB", grown)
+	}
+}
