@@ -239,26 +239,60 @@ func (v *AttestVerifier) Clone() *AttestVerifier {
 // against in. The error wraps ErrNoAttestation, ErrUnknownAttestationKey or
 // ErrBadAttestation; it never holds the tag's MAC.
 func (v *AttestVerifier) Verify(tag []byte, in *AttestationInput) error {
+	mac, err := v.parse(tag)
+	if err != nil {
+		return err
+	}
+	v.buf = in.AppendInput(v.buf[:0])
+	return v.check(mac)
+}
+
+// VerifyRecord checks the attestation of a record read from topic on
+// cluster, a topic of role: exactly what Verify checks with the tag of the
+// record's last HeaderAttestation header and AttestationInputOf(cluster,
+// topic, role, key, value, hs), without allocating. It returns the SHA-256
+// of the record's value and key (zero for a nil key) whatever the outcome,
+// so that the record's leaf need not hash it again.
+func (v *AttestVerifier) VerifyRecord(cluster, topic string, role Role, key, value []byte, hs []Header) (valueSum, keySum Digest, err error) {
+	valueSum = Sum(value)
+	if key != nil {
+		keySum = Sum(key)
+	}
+	mac, err := v.parse(header(hs, HeaderAttestation))
+	if err != nil {
+		return valueSum, keySum, err
+	}
+	v.buf = appendRecordInput(v.buf[:0], cluster, topic, role, &valueSum, &keySum, key == nil, hs)
+	return valueSum, keySum, v.check(mac)
+}
+
+// parse returns the MAC of the key tag names, after checking its shape and
+// decoding its MAC into v.got.
+func (v *AttestVerifier) parse(tag []byte) (hash.Hash, error) {
 	if len(tag) == 0 {
-		return ErrNoAttestation
+		return nil, ErrNoAttestation
 	}
 	rest, ok := bytes.CutPrefix(tag, []byte("v1."))
 	if !ok {
-		return fmt.Errorf("%w: not a version 1 tag", ErrBadAttestation)
+		return nil, fmt.Errorf("%w: not a version 1 tag", ErrBadAttestation)
 	}
 	dot := bytes.LastIndexByte(rest, '.')
 	if dot < 0 || len(rest)-dot-1 != tagLen {
-		return fmt.Errorf("%w: malformed tag", ErrBadAttestation)
+		return nil, fmt.Errorf("%w: malformed tag", ErrBadAttestation)
 	}
 	mac, ok := v.macs[string(rest[:dot])] // no allocation: map lookup by converted bytes
 	if !ok {
-		return fmt.Errorf("%w: %q", ErrUnknownAttestationKey, printable(rest[:dot]))
+		return nil, fmt.Errorf("%w: %q", ErrUnknownAttestationKey, printable(rest[:dot]))
 	}
 	n, err := base64.RawURLEncoding.Decode(v.got, rest[dot+1:])
 	if err != nil || n != sha256.Size {
-		return fmt.Errorf("%w: malformed tag", ErrBadAttestation)
+		return nil, fmt.Errorf("%w: malformed tag", ErrBadAttestation)
 	}
-	v.buf = in.AppendInput(v.buf[:0])
+	return mac, nil
+}
+
+// check compares the MAC of v.buf with v.got.
+func (v *AttestVerifier) check(mac hash.Hash) error {
 	mac.Reset()
 	mac.Write(v.buf)
 	v.sum = mac.Sum(v.sum[:0])
@@ -288,9 +322,17 @@ func printable(b []byte) string {
 // leaves may carry (HMAC-SHA256 with a key from the config, with a domain
 // string per use). With the key one can find the leaves of a known user or
 // event; without it, leaves cannot be linked to either. It is safe for
-// concurrent use.
+// concurrent use and does not allocate.
 type Pseudonymizer struct {
-	macs sync.Pool // of hash.Hash: HMAC-SHA256 with the secret, reset before use
+	states sync.Pool // of *keyedState: an HMAC-SHA256 with the secret and a buffer
+}
+
+// keyedState is one goroutine's HMAC and the buffer its input is built in
+// (so that the input is written in one call, without converting it).
+type keyedState struct {
+	mac hash.Hash
+	buf []byte
+	sum []byte
 }
 
 // NewPseudonymizer returns a Pseudonymizer with a secret of at least
@@ -301,30 +343,44 @@ func NewPseudonymizer(secret []byte) (*Pseudonymizer, error) {
 	}
 	key := bytes.Clone(secret)
 	p := &Pseudonymizer{}
-	p.macs.New = func() any { return hmac.New(sha256.New, key) }
+	p.states.New = func() any {
+		return &keyedState{mac: hmac.New(sha256.New, key), buf: make([]byte, 0, 128), sum: make([]byte, 0, sha256.Size)}
+	}
 	return p, nil
 }
 
+// Domains of the Pseudonymizer's hashes, with the 0x00 that ends them.
+const (
+	subjectDomain = "residency-subject-v1\x00"
+	eventDomain   = "residency-event-v1\x00"
+)
+
 // Subject returns the keyed hash of a user id: HMAC-SHA256(key,
 // "residency-subject-v1" || 0x00 || id).
-func (p *Pseudonymizer) Subject(userID []byte) Digest {
-	return p.sum("residency-subject-v1", userID)
+func (p *Pseudonymizer) Subject(userID []byte) Digest { return keyedSum(p, subjectDomain, userID) }
+
+// SubjectString is Subject of a user id held in a string.
+func (p *Pseudonymizer) SubjectString(userID string) Digest {
+	return keyedSum(p, subjectDomain, userID)
 }
 
 // Event returns the keyed hash of an event id: HMAC-SHA256(key,
 // "residency-event-v1" || 0x00 || id).
-func (p *Pseudonymizer) Event(eventID []byte) Digest {
-	return p.sum("residency-event-v1", eventID)
-}
+func (p *Pseudonymizer) Event(eventID []byte) Digest { return keyedSum(p, eventDomain, eventID) }
 
-func (p *Pseudonymizer) sum(domain string, id []byte) Digest {
-	m := p.macs.Get().(hash.Hash)
-	defer p.macs.Put(m)
-	m.Reset()
-	m.Write([]byte(domain))
-	m.Write([]byte{0})
-	m.Write(id)
-	var d Digest
-	m.Sum(d[:0])
+// EventString is Event of an event id held in a string.
+func (p *Pseudonymizer) EventString(eventID string) Digest { return keyedSum(p, eventDomain, eventID) }
+
+func keyedSum[T ~string | ~[]byte](p *Pseudonymizer, domain string, id T) Digest {
+	st := p.states.Get().(*keyedState)
+	st.buf = append(append(st.buf[:0], domain...), id...)
+	st.mac.Reset()
+	st.mac.Write(st.buf)
+	st.sum = st.mac.Sum(st.sum[:0]) // into the state's buffer: a Digest passed in would escape
+	d := Digest(st.sum)
+	if cap(st.buf) > 4096 {
+		st.buf = make([]byte, 0, 128) // an outsized id: do not keep its buffer
+	}
+	p.states.Put(st)
 	return d
 }

@@ -165,3 +165,165 @@ func cpuTime() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// The benchmarks below are the audit's per-event parts, named for
+// `go test -bench 'Attest|Leaf|Subject|Wire'` (docs/performance.md, "The
+// audit's cost per event"): before/after figures come from them.
+
+// benchRouteLeaf is a route leaf as the router's ledger builds it.
+func benchRouteLeaf() Leaf {
+	l := Leaf{Kind: KindRoute, Time: 1764028800123, Actor: "router-a",
+		Src:      Source{Topic: "events", Partition: 3, Offset: 4242424},
+		Decision: Routed, DecidedBy: "country", Jurisdiction: "EU", Region: "eu",
+		Ruleset: RulesetRef{Version: 7, Digest: Sum([]byte("r"))},
+		Dest:    Destination{Cluster: "b", Topic: "residency.eu", Partition: 1, Offset: 9000000}}
+	l.SetRecord([]byte("user-123456"), benchValue)
+	l.Subject = Sum([]byte("subject"))
+	return l
+}
+
+// BenchmarkAttestTag is one attestation tag (the HMAC over the input).
+func BenchmarkAttestTag(b *testing.B) {
+	defer reportCPU(b)()
+	a, _ := NewAttester(testKey("k1"))
+	in := sampleInput()
+	in.SrcOffset = 4242424
+	buf := make([]byte, 0, 128)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = a.AppendTag(buf[:0], &in)
+	}
+}
+
+// BenchmarkAttestVerify is a sink's check of one tag (digests given).
+func BenchmarkAttestVerify(b *testing.B) {
+	defer reportCPU(b)()
+	a, _ := NewAttester(testKey("k1"))
+	v, _ := NewAttestVerifier(testKey("k0"), testKey("k1"))
+	in := sampleInput()
+	tag := a.AppendTag(nil, &in)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := v.Verify(tag, &in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAttestInputOf is the sink's reading of a record's attestation
+// input from its headers, with the value and key digests.
+func BenchmarkAttestInputOf(b *testing.B) {
+	defer reportCPU(b)()
+	hs := []Header{{Key: "residency-jurisdiction", Value: []byte("EU")}, {Key: "residency-region", Value: []byte("eu")},
+		{Key: "residency-ruleset-version", Value: []byte("7")}, {Key: "residency-source-topic", Value: []byte("events")},
+		{Key: "residency-source-partition", Value: []byte("3")}, {Key: "residency-source-offset", Value: []byte("4242424")}}
+	key := []byte("user-123456")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchValue)))
+	for b.Loop() {
+		in := AttestationInputOf("b", "residency.eu", RolePinned, key, benchValue, hs)
+		_ = in
+	}
+}
+
+// BenchmarkLeafWire is one route leaf's wire encoding.
+func BenchmarkLeafWire(b *testing.B) {
+	defer reportCPU(b)()
+	leaf := benchRouteLeaf()
+	rec := NewWireRecord(512)
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(rec) > cap(rec)-512 {
+			rec = rec[:1]
+		}
+		rec, _ = AppendWireLeaf(rec, &leaf)
+	}
+}
+
+// BenchmarkLeafSetRecord is a leaf's value and key digests (a ~250-byte
+// value).
+func BenchmarkLeafSetRecord(b *testing.B) {
+	defer reportCPU(b)()
+	var leaf Leaf
+	key := []byte("user-123456")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchValue)))
+	for b.Loop() {
+		leaf.SetRecord(key, benchValue)
+	}
+}
+
+// BenchmarkWireDecode decodes an audit record of 500 route leaves (the
+// integrator's side), per leaf.
+func BenchmarkWireDecode(b *testing.B) {
+	defer reportCPU(b)()
+	leaf := benchRouteLeaf()
+	rec := NewWireRecord(500)
+	for range 500 {
+		rec, _ = AppendWireLeaf(rec, &leaf)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeWireRecord(rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/500, "ns/leaf")
+}
+
+// BenchmarkSubject is one user id's keyed hash.
+func BenchmarkSubject(b *testing.B) {
+	defer reportCPU(b)()
+	p, _ := NewPseudonymizer(bytes.Repeat([]byte("s"), 32))
+	id := []byte("u-1234567")
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = p.Subject(id)
+	}
+}
+
+// BenchmarkSubjectParallel is BenchmarkSubject from every core at once
+// (the Pseudonymizer is shared by a sink's and a router's goroutines).
+func BenchmarkSubjectParallel(b *testing.B) {
+	defer reportCPU(b)()
+	p, _ := NewPseudonymizer(bytes.Repeat([]byte("s"), 32))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		id := []byte("u-1234567")
+		for pb.Next() {
+			_ = p.Subject(id)
+		}
+	})
+}
+
+// BenchmarkAttestVerifyRecord is a sink's whole check of one record: the
+// value and key digests (a ~250-byte value) and the tag, read from its
+// headers (what BenchmarkAttestInputOf and BenchmarkAttestVerify do
+// together through AttestationInputOf).
+func BenchmarkAttestVerifyRecord(b *testing.B) {
+	defer reportCPU(b)()
+	a, _ := NewAttester(testKey("k1"))
+	v, _ := NewAttestVerifier(testKey("k0"), testKey("k1"))
+	hs := []Header{{Key: "residency-jurisdiction", Value: []byte("EU")}, {Key: "residency-region", Value: []byte("eu")},
+		{Key: "residency-ruleset-version", Value: []byte("7")}, {Key: "residency-source-topic", Value: []byte("events")},
+		{Key: "residency-source-partition", Value: []byte("3")}, {Key: "residency-source-offset", Value: []byte("4242424")}}
+	key := []byte("user-123456")
+	in := AttestationInputOf("b", "residency.eu", RolePinned, key, benchValue, hs)
+	hs = append(hs, Header{Key: HeaderAttestation, Value: a.AppendTag(nil, &in)})
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchValue)))
+	for b.Loop() {
+		if _, _, err := v.VerifyRecord("b", "residency.eu", RolePinned, key, benchValue, hs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// reportCPU reports the process's CPU time per operation (cpu-ns/op) when
+// the benchmark returns: steadier than the wall time on a shared host,
+// where the wall time includes waiting for a core. Use as
+// `defer reportCPU(b)()` first thing in a benchmark that loops with b.Loop.
+func reportCPU(b *testing.B) func() {
+	start := cpuTime()
+	return func() { b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op") }
+}

@@ -607,11 +607,56 @@ func AttestationInputOf(cluster, topic string, role Role, key, value []byte, hs 
 	if key != nil {
 		in.Key = Sum(key)
 	}
-	in.RulesetVersion, _ = strconv.ParseInt(string(header(hs, hdrRuleset)), 10, 64)
-	p, _ := strconv.ParseInt(string(header(hs, hdrSrcPartition)), 10, 32)
-	in.SrcPartition = int32(p)
-	in.SrcOffset, _ = strconv.ParseInt(string(header(hs, hdrSrcOffset)), 10, 64)
+	in.RulesetVersion, in.SrcPartition, in.SrcOffset = recordNumbers(hs)
 	return in
+}
+
+// recordNumbers reads the ruleset version and source partition and offset
+// headers of a record's attestation input (0 when absent or not numbers).
+func recordNumbers(hs []Header) (rulesetVersion int64, srcPartition int32, srcOffset int64) {
+	rulesetVersion = parseHeaderInt(header(hs, hdrRuleset), 64)
+	srcPartition = int32(parseHeaderInt(header(hs, hdrSrcPartition), 32))
+	srcOffset = parseHeaderInt(header(hs, hdrSrcOffset), 64)
+	return rulesetVersion, srcPartition, srcOffset
+}
+
+// parseHeaderInt is strconv.ParseInt's value, whatever its error (0 for an
+// absent header, without the allocation of the error).
+func parseHeaderInt(b []byte, bits int) int64 {
+	if len(b) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseInt(string(b), 10, bits)
+	return v
+}
+
+// appendRecordInput appends what AttestationInputOf(cluster, topic, role,
+// key, value, hs).AppendInput appends, given the value and key digests,
+// writing the header values as they are instead of converting them.
+func appendRecordInput(dst []byte, cluster, topic string, role Role, value, key *Digest, keyNull bool, hs []Header) []byte {
+	var reason []byte
+	if role != RolePinned {
+		reason = header(hs, hdrReason)
+	}
+	rv, sp, so := recordNumbers(hs)
+	dst = append(dst, attestDomain...)
+	dst = appendLV(dst, value[:])
+	if keyNull {
+		dst = appendLV(dst, nil)
+	} else {
+		dst = appendLV(dst, key[:])
+	}
+	dst = appendLVString(dst, string(role.decision()))
+	dst = appendLV(dst, reason)
+	dst = appendLV(dst, header(hs, hdrJurisdiction))
+	dst = appendLV(dst, header(hs, hdrRegion))
+	dst = appendLVInt(dst, rv)
+	dst = appendLVString(dst, cluster)
+	dst = appendLVString(dst, topic)
+	dst = appendLV(dst, header(hs, hdrSrcTopic))
+	dst = appendLVInt(dst, int64(sp))
+	dst = appendLVInt(dst, so)
+	return dst
 }
 
 // VerifyPlacement checks every record of each range against the leaves

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -47,17 +48,30 @@ const (
 	wAll = wContent<<1 - 1
 )
 
+// wireLeafRoom is the room NewWireRecord makes per leaf: a route leaf with
+// its subject hash and a deployment's names (router instance, topics of
+// 20 to 30 characters) takes 200 to 300 bytes on the wire
+// (TestNewWireRecordRoom); a record that outgrows its buffer is copied
+// as it grows, which cost more than the larger buffer.
+const wireLeafRoom = 320
+
+// maxWireRoom bounds the room NewWireRecord makes: an audit record is at
+// most about 1 MiB (the brokers' default message.max.bytes), and a writer
+// splits a larger batch of leaves into several records.
+const maxWireRoom = 1 << 20
+
 // NewWireRecord returns a buffer holding the start of an audit-topic
-// record, with room for n leaves of typical size.
+// record, with room for n leaves of typical size (at most 1 MiB).
 func NewWireRecord(n int) []byte {
-	b := make([]byte, 1, 1+n*160)
+	b := make([]byte, 1, 1+min(n, maxWireRoom/wireLeafRoom)*wireLeafRoom)
 	b[0] = WireFormat
 	return b
 }
 
 // AppendWireLeaf appends l, in its wire form with its length, to a record
-// started by NewWireRecord. It does not allocate when rec has room (a
-// ruleset leaf's policy aside).
+// started by NewWireRecord. It does not allocate while rec has room for a
+// typical leaf (320 bytes) to spare, a ruleset leaf's policy aside; when it
+// has less, it doubles rec's capacity first.
 func AppendWireLeaf(rec []byte, l *Leaf) ([]byte, error) {
 	var flags uint64
 	set := func(cond bool, f uint64) {
@@ -82,8 +96,14 @@ func AppendWireLeaf(rec []byte, l *Leaf) ([]byte, error) {
 	set(l.Policy != nil, wPolicy)
 	set(l.Content != "", wContent)
 
+	if cap(rec)-len(rec) < wireLeafRoom {
+		// Double the record, as append does only for small slices (past a
+		// few hundred bytes it grows by a quarter, which copies a large
+		// record four times over while it fills).
+		rec = slices.Grow(rec, max(len(rec), 8*wireLeafRoom))
+	}
 	start := len(rec)
-	rec = append(rec, 0, 0, 0) // room for the length; moved if shorter
+	rec = append(rec, 0, 0) // room for the length (a route leaf's 128 to 16383 bytes); the body moves if it needs another size
 	body := len(rec)
 	rec = binary.AppendUvarint(rec, flags)
 	rec = appendWireString(rec, string(l.Kind))
@@ -134,12 +154,12 @@ func AppendWireLeaf(rec []byte, l *Leaf) ([]byte, error) {
 	}
 	if flags&wPolicy != 0 {
 		n := len(rec)
-		rec = append(rec, 0, 0, 0)
+		rec = append(rec, 0, 0)
 		var err error
 		if rec, err = l.Policy.appendJSON(rec); err != nil {
 			return rec[:start], err
 		}
-		rec = putLength(rec, n, len(rec)-n-3)
+		rec = putLength(rec, n, len(rec)-n-2)
 	}
 	if flags&wContent != 0 {
 		rec = appendWireString(rec, l.Content)
@@ -151,16 +171,25 @@ func AppendWireLeaf(rec []byte, l *Leaf) ([]byte, error) {
 	return putLength(rec, start, size), nil
 }
 
-// putLength writes n as a uvarint into the 3 bytes reserved at rec[at:],
-// moving what follows when it takes fewer.
+// putLength writes n as a uvarint into the 2 bytes reserved at rec[at:],
+// moving the n bytes that follow when it takes another number of bytes.
 func putLength(rec []byte, at, n int) []byte {
+	const reserved = 2
+	if n >= 1<<7 && n < 1<<14 { // the usual case: two bytes, nothing moves
+		rec[at], rec[at+1] = byte(n)|0x80, byte(n>>7)
+		return rec
+	}
 	var tmp [binary.MaxVarintLen64]byte
 	k := binary.PutUvarint(tmp[:], uint64(n))
-	copy(rec[at:], tmp[:k])
-	if k < 3 {
-		copy(rec[at+k:], rec[at+3:])
-		rec = rec[:len(rec)-(3-k)]
+	switch {
+	case k < reserved:
+		copy(rec[at+k:], rec[at+reserved:])
+		rec = rec[:len(rec)-(reserved-k)]
+	case k > reserved:
+		rec = append(rec, tmp[:k-reserved]...) // grow; overwritten by the move
+		copy(rec[at+k:], rec[at+reserved:len(rec)-(k-reserved)])
 	}
+	copy(rec[at:], tmp[:k])
 	return rec
 }
 
@@ -171,8 +200,9 @@ func appendWireString(dst []byte, s string) []byte {
 
 // wireReader decodes one wire leaf.
 type wireReader struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	names map[string]string // short strings already decoded from this record (name)
 }
 
 func (r *wireReader) fail(what string) {
@@ -222,6 +252,24 @@ func (r *wireReader) str() string {
 	return string(s)
 }
 
+// name is str for the short strings the leaves of a record repeat (kind,
+// actor, topics, decision, names): one string per distinct value.
+func (r *wireReader) name() string {
+	s := r.bytes(r.uvarint())
+	if v, ok := r.names[string(s)]; ok { // no allocation: map lookup by converted bytes
+		return v
+	}
+	if !utf8.Valid(s) {
+		r.fail("string is not UTF-8")
+		return ""
+	}
+	v := string(s)
+	if len(s) <= 128 && len(r.names) < 256 {
+		r.names[v] = v
+	}
+	return v
+}
+
 func (r *wireReader) digest(d *Digest) { copy(d[:], r.bytes(32)) }
 
 func (r *wireReader) int32() int32 {
@@ -238,13 +286,14 @@ func DecodeWireRecord(b []byte) ([]Leaf, error) {
 		return nil, fmt.Errorf("%w: unknown format", ErrInvalidWire)
 	}
 	r := wireReader{b: b[1:]}
-	leaves := make([]Leaf, 0, len(b)/160+1)
+	names := make(map[string]string, 16) // shared by the record's leaves
+	leaves := make([]Leaf, 0, len(b)/200+1)
 	for len(r.b) > 0 && r.err == nil {
 		body := r.bytes(r.uvarint())
 		if r.err != nil {
 			break
 		}
-		l, err := decodeWireLeaf(body)
+		l, err := decodeWireLeaf(body, names)
 		if err != nil {
 			return nil, fmt.Errorf("leaf %d: %w", len(leaves), err)
 		}
@@ -256,20 +305,20 @@ func DecodeWireRecord(b []byte) ([]Leaf, error) {
 	return leaves, nil
 }
 
-func decodeWireLeaf(b []byte) (Leaf, error) {
-	r := wireReader{b: b}
+func decodeWireLeaf(b []byte, names map[string]string) (Leaf, error) {
+	r := wireReader{b: b, names: names}
 	var l Leaf
 	flags := r.uvarint()
 	if flags&^wAll != 0 {
 		r.fail("unknown flags")
 	}
-	l.Kind = Kind(r.str())
+	l.Kind = Kind(r.name())
 	l.Time = r.varint()
 	if flags&wActor != 0 {
-		l.Actor = r.str()
+		l.Actor = r.name()
 	}
 	if flags&wSrc != 0 {
-		l.Src.Cluster, l.Src.Topic = r.str(), r.str()
+		l.Src.Cluster, l.Src.Topic = r.name(), r.name()
 		l.Src.Partition, l.Src.Offset, l.Src.EndOffset = r.int32(), r.varint(), r.varint()
 	}
 	if flags&wValue != 0 {
@@ -287,28 +336,28 @@ func decodeWireLeaf(b []byte) (Leaf, error) {
 		r.digest(&l.Subject)
 	}
 	if flags&wDecision != 0 {
-		l.Decision = Decision(r.str())
+		l.Decision = Decision(r.name())
 	}
 	if flags&wReason != 0 {
-		l.Reason = r.str()
+		l.Reason = r.name()
 	}
 	if flags&wDecidedBy != 0 {
-		l.DecidedBy = r.str()
+		l.DecidedBy = r.name()
 	}
 	if flags&wJurisdiction != 0 {
-		l.Jurisdiction = r.str()
+		l.Jurisdiction = r.name()
 	}
 	if flags&wRegion != 0 {
-		l.Region = r.str()
+		l.Region = r.name()
 	}
 	if flags&wRuleset != 0 {
 		l.Ruleset.Version = r.varint()
 		r.digest(&l.Ruleset.Digest)
 	}
 	if flags&wDest != 0 {
-		l.Dest.Cluster, l.Dest.Topic = r.str(), r.str()
+		l.Dest.Cluster, l.Dest.Topic = r.name(), r.name()
 		l.Dest.Partition, l.Dest.Offset = r.int32(), r.varint()
-		l.Dest.Store = r.str()
+		l.Dest.Store = r.name()
 	}
 	if flags&wCount != 0 {
 		l.Count = r.varint()

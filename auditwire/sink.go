@@ -18,9 +18,15 @@ import (
 // residency-attestation header, a router's tag over the record as read
 // (audit.AttestationInputOf with audit.RolePinned: its value and key
 // digests, its residency headers, the cluster and topic it was read from).
-// It is safe for concurrent use.
+// It gives the sink the record's digests it computed, for the record's
+// leaf. It is safe for concurrent use without a lock (each goroutine takes
+// a verifier from a pool) and does not allocate for a valid record.
 type SinkAttestation struct {
-	mu sync.Mutex
+	states sync.Pool // of *sinkCheckState
+}
+
+// sinkCheckState is one goroutine's verifier and header buffer.
+type sinkCheckState struct {
 	v  *audit.AttestVerifier
 	hs []audit.Header
 }
@@ -32,26 +38,30 @@ func NewSinkAttestation(v *audit.AttestVerifier) (*SinkAttestation, error) {
 	if v == nil {
 		return nil, errors.New("auditwire: sink attestation: no verify keys")
 	}
-	return &SinkAttestation{v: v}, nil
+	a := &SinkAttestation{}
+	a.states.New = func() any { return &sinkCheckState{v: v.Clone()} }
+	a.states.Put(&sinkCheckState{v: v})
+	return a, nil
 }
 
-// Check returns nil when msg, read from topic on cluster, carries a valid
-// attestation; the error wraps audit.ErrNoAttestation,
-// audit.ErrUnknownAttestationKey or audit.ErrBadAttestation.
-func (a *SinkAttestation) Check(cluster, topic string, msg *stream.Message) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.hs = a.hs[:0]
-	var tag []byte
+// Check implements sink.Attestation: it returns nil when msg, read from
+// topic on cluster, carries a valid attestation; the error wraps
+// audit.ErrNoAttestation, audit.ErrUnknownAttestationKey or
+// audit.ErrBadAttestation. It sets sums to the digests of msg's value and
+// key whatever the outcome.
+func (a *SinkAttestation) Check(cluster, topic string, msg *stream.Message, sums *router.RecordSums) error {
+	st := a.states.Get().(*sinkCheckState)
+	st.hs = st.hs[:0]
 	for _, h := range msg.Headers {
-		a.hs = append(a.hs, audit.Header{Key: h.Key, Value: h.Value})
-		if h.Key == audit.HeaderAttestation {
-			tag = h.Value
-		}
+		st.hs = append(st.hs, audit.Header{Key: h.Key, Value: h.Value})
 	}
-	in := audit.AttestationInputOf(cluster, topic, audit.RolePinned, msg.Key, msg.Value, a.hs)
-	clear(a.hs) // keep no reference to msg
-	return a.v.Verify(tag, &in)
+	value, key, err := st.v.VerifyRecord(cluster, topic, audit.RolePinned, msg.Key, msg.Value, st.hs)
+	clear(st.hs) // keep no reference to msg
+	a.states.Put(st)
+	if sums != nil {
+		*sums = router.RecordSums{Value: value, Key: key, Set: true}
+	}
+	return err
 }
 
 // SinkLedgerConfig configures a SinkLedger.
@@ -77,11 +87,15 @@ type SinkLedgerConfig struct {
 // holding a sink_write leaf per stored record and a sink_refusal leaf per
 // refused one (docs/audit.md). It is safe for concurrent use.
 type SinkLedger struct {
-	cfg SinkLedgerConfig
-	log Log
+	cfg   SinkLedgerConfig
+	log   Log
+	actor string // "sink:<store>"
 
-	mu  sync.Mutex
-	rec []byte
+	mu      sync.Mutex
+	rec     []byte
+	rsHex   string            // the last ruleset digest parsed, in hex
+	rsParse audit.Digest      // and parsed
+	names   map[string]string // jurisdiction and region header values seen
 }
 
 // NewSinkLedger returns a ledger appending to log.
@@ -97,7 +111,7 @@ func NewSinkLedger(log Log, cfg SinkLedgerConfig) (*SinkLedger, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &SinkLedger{cfg: cfg, log: log}, nil
+	return &SinkLedger{cfg: cfg, log: log, actor: "sink:" + cfg.Store}, nil
 }
 
 // Record appends the leaves of entries as one audit record and returns once
@@ -129,34 +143,42 @@ func (l *SinkLedger) Record(ctx context.Context, entries []sink.Entry) error {
 	return nil
 }
 
-// leaf builds the leaf of one entry.
+// leaf builds the leaf of one entry. The value and key digests are the
+// attestation check's (e.Sums) when it computed them.
 func (l *SinkLedger) leaf(e *sink.Entry, now int64) (audit.Leaf, error) {
 	m := e.Msg
-	leaf := audit.Leaf{Kind: audit.KindSinkWrite, Time: now, Actor: "sink:" + l.cfg.Store,
+	leaf := audit.Leaf{Kind: audit.KindSinkWrite, Time: now, Actor: l.actor,
 		Src: audit.Source{Cluster: l.cfg.Cluster, Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset}}
-	leaf.SetRecord(m.Key, m.Value)
+	if e.Sums.Set {
+		leaf.Value, leaf.Key, leaf.KeyNull = e.Sums.Value, e.Sums.Key, m.Key == nil
+	} else {
+		leaf.SetRecord(m.Key, m.Value)
+	}
 	if p := l.cfg.Pseudonymizer; p != nil {
 		if e.EventID != "" {
-			leaf.Event = p.Event([]byte(e.EventID))
+			leaf.Event = p.EventString(e.EventID)
 		}
 		if e.UserID != "" {
-			leaf.Subject = p.Subject([]byte(e.UserID))
+			leaf.Subject = p.SubjectString(e.UserID)
 		}
 	}
 	if v, ok := router.HeaderValue(m.Headers, router.HeaderJurisdiction); ok {
-		leaf.Jurisdiction = string(v)
+		leaf.Jurisdiction = l.name(v)
 	}
 	if v, ok := router.HeaderValue(m.Headers, router.HeaderRegion); ok {
-		leaf.Region = string(v)
+		leaf.Region = l.name(v)
 	}
 	if rs := e.Ruleset; rs != nil {
 		leaf.Ruleset.Version = rs.Version()
-		if rs.Digest() != "" {
-			d, err := audit.ParseDigest(rs.Digest())
-			if err != nil {
-				return leaf, fmt.Errorf("ruleset version %s: %w", rs.VersionString(), err)
+		if h := rs.Digest(); h != "" {
+			if h != l.rsHex {
+				d, err := audit.ParseDigest(h)
+				if err != nil {
+					return leaf, fmt.Errorf("ruleset version %s: %w", rs.VersionString(), err)
+				}
+				l.rsHex, l.rsParse = h, d
 			}
-			leaf.Ruleset.Digest = d
+			leaf.Ruleset.Digest = l.rsParse
 		}
 	}
 	if e.Written {
@@ -171,6 +193,20 @@ func (l *SinkLedger) leaf(e *sink.Entry, now int64) (audit.Leaf, error) {
 	leaf.Dest = audit.Destination{Cluster: l.cfg.QuarantineCluster, Topic: e.QuarantineTopic,
 		Partition: e.QuarantinePartition, Offset: e.QuarantineOffset}
 	return leaf, nil
+}
+
+// name returns v as a string, from the few jurisdiction and region names
+// a sink sees (no allocation once seen; at most 256 kept).
+func (l *SinkLedger) name(v []byte) string {
+	if s, ok := l.names[string(v)]; ok { // no allocation: map lookup by converted bytes
+		return s
+	}
+	if l.names == nil || len(l.names) >= 256 {
+		l.names = make(map[string]string, 16)
+	}
+	s := string(v)
+	l.names[s] = s
+	return s
 }
 
 // LeafLedger appends ready-made leaves (purge, erasure: erasure.Ledger) to

@@ -70,9 +70,14 @@ func TestSinkAttestation(t *testing.T) {
 		"sink headers do not bind": {sinktest.WithHeader(good, router.HeaderReason, "sink_region_moved"), "a", us, nil},
 	} {
 		t.Run(name, func(t *testing.T) {
-			err := check.Check(tc.cluster, tc.topic, &tc.m)
+			var sums router.RecordSums
+			err := check.Check(tc.cluster, tc.topic, &tc.m, &sums)
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("Check = %v, want %v", err, tc.want)
+			}
+			// The digests the sink hands its ledger, valid or not.
+			if !sums.Set || sums.Value != audit.Sum(tc.m.Value) || sums.Key != audit.Sum(tc.m.Key) {
+				t.Errorf("Check's digests %+v are not the record's", sums)
 			}
 		})
 	}
@@ -80,7 +85,7 @@ func TestSinkAttestation(t *testing.T) {
 	v2, _ := audit.NewAttestVerifier(cur)
 	check2, _ := auditwire.NewSinkAttestation(v2)
 	m := Attest(t, old, "a", us, sinktest.Message(us, 1, "US", "us", "US"))
-	if err := check2.Check("a", us, &m); !errors.Is(err, audit.ErrUnknownAttestationKey) {
+	if err := check2.Check("a", us, &m, nil); !errors.Is(err, audit.ErrUnknownAttestationKey) {
 		t.Errorf("retired key: %v", err)
 	}
 }
@@ -277,11 +282,17 @@ func TestSinkLeavesVerify(t *testing.T) {
 	sl, _ := auditwire.NewSinkLedger(log, auditwire.SinkLedgerConfig{Store: "us-store", Cluster: "ingest", QuarantineCluster: "ingest"})
 	var entries []sink.Entry
 	for i, m := range w.topics[us] {
-		if err := check.Check("ingest", us, &m); err != nil {
+		var sums router.RecordSums
+		if err := check.Check("ingest", us, &m, &sums); err != nil {
 			t.Fatalf("record %d: %v", i, err)
 		}
 		if i < 2 {
-			entries = append(entries, sink.Entry{Msg: &w.topics[us][i], Written: true, EventID: sinktest.EventID(i), Ruleset: rs})
+			// Record 0's leaf takes the check's digests, record 1's hashes
+			// the record itself: both must verify.
+			if i == 1 {
+				sums = router.RecordSums{}
+			}
+			entries = append(entries, sink.Entry{Msg: &w.topics[us][i], Written: true, EventID: sinktest.EventID(i), Ruleset: rs, Sums: sums})
 			w.rows = append(w.rows, audit.Row{Topic: us, Partition: 0, Offset: int64(i), Value: audit.Sum(m.Value), Region: "us", Jurisdiction: "US"})
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/stream"
 )
@@ -26,11 +27,16 @@ const ReasonBadAttestation = "sink_bad_attestation"
 // Attestation checks that a record read from a pinned topic is one a
 // router wrote there (auditwire.SinkAttestation over audit.AttestVerifier).
 // It is called from one goroutine at a time.
+//
+// Memory contract: msg is borrowed for the call; sums is the caller's, and
+// Check may set it (Set true) to the SHA-256 digests of msg's value and
+// key, which the sink then hands to its Ledger in Entry.Sums so that the
+// record is hashed once.
 type Attestation interface {
 	// Check returns nil when msg, read from topic on cluster, carries a
 	// valid attestation of the record exactly as read; otherwise an error
 	// saying why (never the tag or the payload).
-	Check(cluster, topic string, msg *stream.Message) error
+	Check(cluster, topic string, msg *stream.Message, sums *router.RecordSums) error
 }
 
 // Ledger makes the audit record of what a sink did durable: one entry per
@@ -63,6 +69,10 @@ type Entry struct {
 	EventID, UserID string
 	// Ruleset is the ruleset in force when the sink wrote (or refused) it.
 	Ruleset *rules.Ruleset
+	// Sums are the SHA-256 digests of Msg.Value and Msg.Key when the
+	// attestation check computed them (Sums.Set): the ledger takes them
+	// from here instead of hashing the record again.
+	Sums router.RecordSums
 	// QuarantineTopic, QuarantinePartition and QuarantineOffset are, for a
 	// refused record, where its copy went; the offset is -1 when the
 	// quarantine publisher does not say (PlacingPublisher). QuarantineTopic
@@ -93,7 +103,7 @@ func (s *Sink) checkAttestation(it *item) {
 	if s.cfg.Attestation == nil {
 		return
 	}
-	if err := s.cfg.Attestation.Check(s.cfg.Cluster, s.cfg.Topic, &it.msg); err != nil {
+	if err := s.cfg.Attestation.Check(s.cfg.Cluster, s.cfg.Topic, &it.msg, &it.sums); err != nil {
 		it.refuse(ReasonBadAttestation, fmt.Errorf("attestation: %w", err))
 	}
 }
@@ -120,11 +130,11 @@ func (s *Sink) recordLedger(ctx context.Context, b []item, written, refused []in
 	entries := make([]Entry, 0, len(written)+len(refused))
 	for _, i := range written {
 		it := &b[i]
-		entries = append(entries, Entry{Msg: &it.msg, Written: true, EventID: it.eventID, UserID: it.userID, Ruleset: rs})
+		entries = append(entries, Entry{Msg: &it.msg, Written: true, EventID: it.eventID, UserID: it.userID, Ruleset: rs, Sums: it.sums})
 	}
 	for j, i := range refused {
 		it := &b[i]
-		e := Entry{Msg: &it.msg, Reason: it.finalReason, EventID: it.eventID, UserID: it.userID, Ruleset: rs,
+		e := Entry{Msg: &it.msg, Reason: it.finalReason, EventID: it.eventID, UserID: it.userID, Ruleset: rs, Sums: it.sums,
 			QuarantineTopic: s.cfg.QuarantineTopic, QuarantinePartition: -1, QuarantineOffset: -1}
 		if j < len(qparts) && j < len(qoffs) {
 			e.QuarantinePartition, e.QuarantineOffset = qparts[j], qoffs[j]
@@ -135,7 +145,7 @@ func (s *Sink) recordLedger(ctx context.Context, b []item, written, refused []in
 	// says so, without a destination.
 	for i := range b {
 		if it := &b[i]; it.erased {
-			entries = append(entries, Entry{Msg: &it.msg, Reason: ReasonErased, EventID: it.eventID, UserID: it.userID, Ruleset: rs,
+			entries = append(entries, Entry{Msg: &it.msg, Reason: ReasonErased, EventID: it.eventID, UserID: it.userID, Ruleset: rs, Sums: it.sums,
 				QuarantinePartition: -1, QuarantineOffset: -1})
 		}
 	}

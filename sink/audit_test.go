@@ -25,7 +25,7 @@ type keyAttestation struct {
 	checks int
 }
 
-func (a *keyAttestation) Check(cluster, topic string, msg *stream.Message) error {
+func (a *keyAttestation) Check(cluster, topic string, msg *stream.Message, _ *router.RecordSums) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.checks++

@@ -282,17 +282,18 @@ func (s *Sink) Close(ctx context.Context) error {
 // item is one fetched event and what preparing it gave.
 type item struct {
 	msg         stream.Message
-	doc         []byte         // the event as JSON
-	eventID     string         // "" when missing
-	userID      string         // "" when missing
-	occurredAt  time.Time      // zero when missing
-	fields      schemas.Fields // country and user id, for the content check
-	placedBy    *rules.Ruleset // the ruleset version its header names
-	pin         string         // its user's pin now ("" for none)
-	reason      string         // a refusal found while preparing, "" for none
-	finalReason string         // why classify refused it, for the ledger
-	err         error          // why, for the residency-error header
-	erased      bool           // an erasure covers it: neither written nor quarantined
+	doc         []byte            // the event as JSON
+	eventID     string            // "" when missing
+	userID      string            // "" when missing
+	occurredAt  time.Time         // zero when missing
+	fields      schemas.Fields    // country and user id, for the content check
+	placedBy    *rules.Ruleset    // the ruleset version its header names
+	pin         string            // its user's pin now ("" for none)
+	reason      string            // a refusal found while preparing, "" for none
+	finalReason string            // why classify refused it, for the ledger
+	err         error             // why, for the residency-error header
+	erased      bool              // an erasure covers it: neither written nor quarantined
+	sums        router.RecordSums // its value and key digests, when the attestation check computed them
 }
 
 // refuse records that it must be quarantined for reason, because of err.
