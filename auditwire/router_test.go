@@ -93,8 +93,9 @@ func settledEvent(i int, d router.Decision, rs *rules.Ruleset, cluster, topic st
 }
 
 // TestLedgerLeaves records settled events in three calls under two
-// ruleset versions: each ruleset leaf comes once, before the first leaf
-// decided under it, with the policy and content of the ruleset; each
+// ruleset versions: each ruleset leaf comes once, at the head of the
+// first Append holding a leaf decided under it (so before that leaf),
+// with the policy and content of the ruleset; each
 // decision leaf holds the event's source, digests, keyed subject,
 // decision and destination, and no raw key, value or user id; a failed
 // Append logs the ruleset leaf again on the retry.
@@ -131,7 +132,7 @@ func TestLedgerLeaves(t *testing.T) {
 	for _, x := range got {
 		seq = append(seq, fmt.Sprintf("%s:%d", x.Kind, x.Ruleset.Version))
 	}
-	want := "ruleset:3 route:3 route:3 route:3 ruleset:4 route:4 route:4"
+	want := "ruleset:3 route:3 route:3 ruleset:4 route:3 route:4 route:4"
 	if strings.Join(seq, " ") != want {
 		t.Fatalf("leaves %v, want %s", seq, want)
 	}
@@ -141,7 +142,7 @@ func TestLedgerLeaves(t *testing.T) {
 		t.Errorf("ruleset leaf %+v", rl)
 	}
 	all := []router.Settled{b1[0], b1[1], b2[0], b2[1]}
-	for i, x := range []audit.Leaf{got[1], got[2], got[3], got[5]} {
+	for i, x := range []audit.Leaf{got[1], got[2], got[4], got[5]} {
 		s := all[i]
 		m := s.Event.Msg
 		if x.Actor != "router-1" || x.Time != 1764028800123 || x.Src.Topic != "ingest" || x.Src.Partition != int32(m.Partition) ||

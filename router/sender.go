@@ -300,31 +300,21 @@ func (s *sender) produce(ctx context.Context, c *chunk) error {
 // resolve takes a produce result for c: what was acknowledged goes to the
 // tracker; c is done, or failed (what was not acknowledged is produced
 // again).
-func (s *sender) resolve(c *chunk, a ProduceAck) {
-	if a.Retained {
+func (s *sender) resolve(c *chunk, ack ProduceAck) {
+	if ack.Retained {
 		c.kept = true
 	}
-	ok := make([]bool, len(c.recs))
-	idx := make([]int32, len(c.recs))
-	parts := make([]int32, len(c.recs))
-	offs := make([]int64, len(c.recs))
+	a := s.acks(c, ack)
 	acked := 0
-	for k, i := range c.recs {
-		idx[k] = c.idx[i]
-		if a.Err == nil || (k < len(a.Offsets) && a.Offsets[k] >= 0) {
-			ok[k] = true
-			c.acked[i] = true
+	for _, ok := range a.ok {
+		if ok {
 			acked++
-			if k < len(a.Partitions) {
-				parts[k] = a.Partitions[k]
-			}
-			offs[k] = -1
-			if k < len(a.Offsets) {
-				offs[k] = a.Offsets[k]
-			}
 		}
 	}
-	s.r.trk.ack(c.fb, idx, ok, parts, offs)
+	if acked > 0 {
+		s.r.observe(c.fb, a.idx, a.ok)
+	}
+	s.r.trk.ack(c.fb, a)
 	c.left -= acked
 	s.mu.Lock()
 	s.events -= acked
@@ -341,9 +331,73 @@ func (s *sender) resolve(c *chunk, a ProduceAck) {
 			headerPool.Put(c.hdr)
 		}
 		c.hdr, c.out = nil, nil
-	} else if a.Err != nil {
-		s.r.log.Warn("router: produce failed; producing again", "cluster", s.cluster, "records", c.left, "error", a.Err)
+	} else if ack.Err != nil {
+		s.r.log.Warn("router: produce failed; producing again", "cluster", s.cluster, "records", c.left, "error", ack.Err)
 	}
+}
+
+// acks reads a produce result for c's current records: which events were
+// acknowledged, where, and (with a Ledger) their encoded leaves, built here
+// on the sender's goroutine (each sender builds its own cluster's).
+func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
+	n := len(c.recs)
+	a := &acks{idx: make([]int32, n), ok: make([]bool, n), parts: make([]int32, n), offsets: make([]int64, n)}
+	for k, i := range c.recs {
+		a.idx[k] = c.idx[i]
+		a.offsets[k] = -1
+		if ack.Err == nil || (k < len(ack.Offsets) && ack.Offsets[k] >= 0) {
+			a.ok[k] = true
+			c.acked[i] = true
+			if k < len(ack.Partitions) {
+				a.parts[k] = ack.Partitions[k]
+			}
+			if k < len(ack.Offsets) {
+				a.offsets[k] = ack.Offsets[k]
+			}
+		}
+	}
+	led := s.r.cfg.Ledger
+	if led == nil {
+		return a
+	}
+	fb := c.fb
+	a.leaves = make([][]byte, n)
+	ends := make([]int, n)
+	buf := make([]byte, 0, 192*n)
+	for k, i := range a.idx {
+		ends[k] = len(buf)
+		if !a.ok[k] {
+			continue
+		}
+		o := &fb.out[i]
+		st := Settled{Event: &fb.batch.Events[i], Ruleset: fb.batch.Ruleset, Cluster: o.cluster, Topic: o.topic,
+			Partition: a.parts[k], Offset: a.offsets[k]}
+		b, err := led.AppendLeaf(buf, &st)
+		if err == nil && len(b) == len(buf) {
+			err = errors.New("the ledger encoded an empty leaf")
+		}
+		if err != nil {
+			if a.bad == nil {
+				a.bad = make([]bool, n)
+			}
+			a.bad[k] = true
+			m := st.Event.Msg
+			s.r.log.Error("router: the audit leaf of an event cannot be encoded; its partition is not committed past it",
+				"topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "error", err)
+			s.r.setProblem("leaf", fmt.Sprintf("audit leaf of %s[%d]@%d: %v", m.Topic, m.Partition, m.Offset, err))
+			continue
+		}
+		buf = b
+		ends[k] = len(buf)
+	}
+	start := 0
+	for k, e := range ends {
+		if e > start {
+			a.leaves[k] = buf[start:e:e]
+		}
+		start = e
+	}
+	return a
 }
 
 // headerPool holds the header builders of chunks acknowledged in full:
