@@ -98,7 +98,7 @@ type Config struct {
 	// MaxUncommittedEvents bounds the settled events whose offsets are not
 	// committed yet; fetching waits while it is reached (it may be passed
 	// by up to MaxInflightEvents), and the committer commits early once
-	// half of it is reached. Default 2 × MaxInflightEvents.
+	// half of it is reached. Default 40000.
 	MaxUncommittedEvents int
 	// MaxUncommittedBytes bounds the encoded audit leaves (with a Ledger)
 	// of the settled events not committed yet, as MaxUncommittedEvents
@@ -213,6 +213,9 @@ const (
 	DefaultMaxInflightEvents = 20000
 	// DefaultMaxInflightBytes is the default of Config.MaxInflightBytes.
 	DefaultMaxInflightBytes = 64 << 20
+	// DefaultMaxUncommittedEvents is the default of
+	// Config.MaxUncommittedEvents: twice the default window.
+	DefaultMaxUncommittedEvents = 40000
 	// DefaultMaxUncommittedBytes is the default of
 	// Config.MaxUncommittedBytes.
 	DefaultMaxUncommittedBytes = 16 << 20
@@ -234,7 +237,7 @@ func (c *Config) defaults() {
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.MaxInflightEvents = cmp.Or(c.MaxInflightEvents, DefaultMaxInflightEvents)
 	c.MaxInflightBytes = cmp.Or(c.MaxInflightBytes, DefaultMaxInflightBytes)
-	c.MaxUncommittedEvents = cmp.Or(c.MaxUncommittedEvents, 2*c.MaxInflightEvents)
+	c.MaxUncommittedEvents = cmp.Or(c.MaxUncommittedEvents, DefaultMaxUncommittedEvents)
 	c.MaxUncommittedBytes = cmp.Or(c.MaxUncommittedBytes, DefaultMaxUncommittedBytes)
 	c.CommitInterval = cmp.Or(c.CommitInterval, DefaultCommitInterval)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
