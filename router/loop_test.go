@@ -83,6 +83,7 @@ type gateProducer struct {
 	missing   string
 	failCalls int
 	held      []heldCall
+	calls     int // Produce calls accepted
 }
 
 type heldCall struct {
@@ -107,6 +108,7 @@ func (g *gateProducer) Produce(ctx context.Context, msgs []stream.Message, done 
 		done(router.ProduceAck{Err: errors.New("broker said no"), Offsets: offs, Partitions: make([]int32, len(msgs))})
 		return nil
 	}
+	g.calls++
 	g.held = append(g.held, heldCall{msgs, done})
 	if !g.closed {
 		g.flushLocked()
@@ -644,6 +646,80 @@ func TestLoopCommitsAtHalfBacklog(t *testing.T) {
 	}
 	if n := f.committed(); n != 60 {
 		t.Fatalf("committed %d of 60 at shutdown", n)
+	}
+}
+
+// TestLoopCoalescesQueuedChunks: while the producer has its most calls
+// unacknowledged, the chunks that queue go together in one call; every
+// event still arrives, in order per key, and is committed.
+func TestLoopCoalescesQueuedChunks(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.BatchSize = 2
+	f.pb.set(true, "")
+	f.produce(t, ukEvents(60, 0)...)
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "every event polled", func() bool { return f.cons.polled.Load() == 60 })
+	time.Sleep(20 * time.Millisecond)
+	f.pb.set(false, "")
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 60 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	f.pb.mu.Lock()
+	calls := f.pb.calls
+	f.pb.mu.Unlock()
+	if calls >= 30 {
+		t.Fatalf("%d Produce calls for 30 chunks of 2 events with the producer held, want a few", calls)
+	}
+	last := map[string]int{}
+	for _, m := range f.b.Records("pinned.uk") {
+		var n int
+		if _, err := fmt.Sscanf(string(m.Key), "uk-%d", &n); err != nil {
+			t.Fatal(err)
+		}
+		if p, ok := last[string(m.Key)]; ok && p >= n {
+			t.Fatalf("key %s out of order", m.Key)
+		}
+		last[string(m.Key)] = n
+	}
+	if len(f.b.Records("pinned.uk")) != 60 {
+		t.Fatalf("%d records at pinned.uk, want 60", len(f.b.Records("pinned.uk")))
+	}
+}
+
+// TestLoopCoalescedCallMissingTopic: a coalesced call refused at once for
+// a missing topic does not hold back the chunks before the one that
+// writes it: they are produced one per call, and the rest waits.
+func TestLoopCoalescedCallMissingTopic(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.BatchSize = 2
+	f.pa.set(true, "")
+	calls := func() int {
+		f.pa.mu.Lock()
+		defer f.pa.mu.Unlock()
+		return f.pa.calls
+	}
+	_, stop := f.start(t)
+	for i := range 4 { // the sender's most calls, held by the producer
+		f.produce(t, usEvents(1, i)...)
+		testenv.Eventually(t, 10*time.Second, "a held call", func() bool { return calls() == i+1 })
+	}
+	f.produce(t, usEvents(10, 4)...)
+	testenv.Eventually(t, 10*time.Second, "US events polled", func() bool { return f.cons.polled.Load() == 14 })
+	f.pa.set(true, quarantine)
+	f.produce(t, event("ZZ", "zz-1", "z1"), event("ZZ", "zz-2", "z2"))
+	testenv.Eventually(t, 10*time.Second, "every event polled", func() bool { return f.cons.polled.Load() == 16 })
+	time.Sleep(20 * time.Millisecond)
+	f.pa.set(false, quarantine)
+	testenv.Eventually(t, 10*time.Second, "the US events produced while quarantine is missing",
+		func() bool { return len(f.a.Records("pinned.us")) == 14 })
+	if n := len(f.a.Records(quarantine)); n != 0 {
+		t.Fatalf("%d records in the missing quarantine topic", n)
+	}
+	f.pa.set(false, "")
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 16 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
 
