@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/residency-router/residency/audit"
@@ -38,20 +39,31 @@ type LedgerConfig struct {
 	Now func() time.Time
 }
 
-// Ledger implements router.Ledger over a Log: each Record appends one audit
-// record (more when they do not fit in MaxRecordBytes) holding a leaf per
-// settled event, preceded by the ruleset leaf of every ruleset (version
-// and digest) this Ledger has not logged yet. It keeps no reference to
-// what Record is given. It is safe for concurrent use.
+// Ledger implements router.Ledger over a Log: AppendLeaf encodes a
+// decision leaf (its wire form, audit.AppendWireLeaf) on the caller's
+// goroutine; each Append appends one audit record (more when they do not
+// fit in MaxRecordBytes) holding the ruleset leaf of every ruleset
+// (version and digest) this Ledger has not logged yet, then the leaves it
+// is given. It keeps no reference to what it is given. It is safe for
+// concurrent use.
 type Ledger struct {
 	log Log
 	cfg LedgerConfig
 
-	mu     sync.Mutex
+	refMu sync.Mutex
+	refs  map[string]audit.Digest // parsed ruleset digests, by hex
+	last  atomic.Pointer[lastRef] // the ruleset of the last leaf
+
+	mu     sync.Mutex                // one Append at a time
 	logged map[audit.RulesetRef]bool // ruleset leaves appended
-	refs   map[string]audit.Digest   // parsed ruleset digests, by hex
 	buf    []byte                    // the current record
-	recs   [][]byte                  // the records of one Record call
+	recs   [][]byte                  // the records of one Append call
+}
+
+// lastRef caches the reference of the last ruleset AppendLeaf saw.
+type lastRef struct {
+	rs  *rules.Ruleset
+	ref audit.RulesetRef
 }
 
 // NewLedger returns a Ledger appending to log.
@@ -76,48 +88,82 @@ func NewLedger(log Log, cfg LedgerConfig) (*Ledger, error) {
 
 var _ router.Ledger = (*Ledger)(nil)
 
-// Record implements router.Ledger: it returns nil once the leaves of
-// settled are appended to the Log.
-func (l *Ledger) Record(ctx context.Context, settled []router.Settled) error {
-	if len(settled) == 0 {
+// leafPool holds the leaves AppendLeaf fills (a Leaf is large: keeping it
+// off the stack of every call keeps AppendLeaf from allocating).
+var leafPool = sync.Pool{New: func() any { return new(audit.Leaf) }}
+
+// AppendLeaf implements router.Ledger: it appends the decision leaf of s,
+// in its wire form with its length (audit.AppendWireLeaf), to dst. Its
+// time is the call's.
+func (l *Ledger) AppendLeaf(dst []byte, s *router.Settled) ([]byte, error) {
+	ref, err := l.rulesetRef(s.Ruleset)
+	if err != nil {
+		return dst, err
+	}
+	leaf := leafPool.Get().(*audit.Leaf)
+	l.fill(leaf, s, ref, l.cfg.Now().UnixMilli())
+	b, err := audit.AppendWireLeaf(dst, leaf)
+	*leaf = audit.Leaf{}
+	leafPool.Put(leaf)
+	if err != nil {
+		return dst, fmt.Errorf("auditwire: %s leaf: %w", l.cfg.Kind, err)
+	}
+	return b, nil
+}
+
+// Append implements router.Ledger: it returns nil once the ruleset leaves
+// of rulesets not logged yet, then leaves, are appended to the Log.
+func (l *Ledger) Append(ctx context.Context, rulesets []*rules.Ruleset, leaves [][]byte) error {
+	if len(leaves) == 0 {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.cfg.Now().UnixMilli()
 	l.recs = l.recs[:0]
-	l.buf = audit.NewWireRecord(len(settled))
+	size := 1
+	for _, lf := range leaves {
+		size += len(lf)
+	}
+	l.buf = make([]byte, 1, min(size+1024, l.cfg.MaxRecordBytes))
+	l.buf[0] = audit.WireFormat
 	var fresh []audit.RulesetRef
-	var leaf audit.Leaf
-	for i := range settled {
-		s := &settled[i]
-		ref, err := l.rulesetRef(s.Ruleset)
+	for _, rs := range rulesets {
+		ref, err := l.rulesetRef(rs)
 		if err != nil {
 			return err
 		}
-		if !ref.Digest.IsZero() && !l.logged[ref] && !containsRef(fresh, ref) {
-			rl, err := RulesetLeaf(s.Ruleset, l.cfg.Actor, now)
-			if err != nil {
-				return err
-			}
-			if err := l.add(&rl); err != nil {
-				return err
-			}
-			fresh = append(fresh, ref)
+		if ref.Digest.IsZero() || l.logged[ref] || containsRef(fresh, ref) {
+			continue
 		}
-		l.fill(&leaf, s, ref, now)
-		if err := l.add(&leaf); err != nil {
+		rl, err := RulesetLeaf(rs, l.cfg.Actor, now)
+		if err != nil {
 			return err
 		}
+		b, err := audit.AppendWireLeaf(nil, &rl)
+		if err != nil {
+			return fmt.Errorf("auditwire: %s leaf: %w", rl.Kind, err)
+		}
+		l.add(b)
+		fresh = append(fresh, ref)
+	}
+	for _, lf := range leaves {
+		l.add(lf)
 	}
 	l.recs = append(l.recs, l.buf)
 	if err := l.log.Append(ctx, l.recs...); err != nil {
-		return fmt.Errorf("auditwire: append %d leaves: %w", len(settled)+len(fresh), err)
+		return fmt.Errorf("auditwire: append %d leaves: %w", len(leaves)+len(fresh), err)
 	}
 	for _, r := range fresh {
 		l.logged[r] = true
 	}
 	return nil
+}
+
+// Record makes the leaves of settled durable in one Append
+// (router.RecordSettled): the one-step use, for tests and tools.
+func (l *Ledger) Record(ctx context.Context, settled []router.Settled) error {
+	return router.RecordSettled(ctx, l, settled)
 }
 
 func containsRef(refs []audit.RulesetRef, r audit.RulesetRef) bool {
@@ -129,34 +175,32 @@ func containsRef(refs []audit.RulesetRef, r audit.RulesetRef) bool {
 	return false
 }
 
-// add appends a leaf to the current record, starting a new one when it
-// would pass MaxRecordBytes.
-func (l *Ledger) add(leaf *audit.Leaf) error {
-	mark := len(l.buf)
-	b, err := audit.AppendWireLeaf(l.buf, leaf)
-	if err != nil {
-		return fmt.Errorf("auditwire: %s leaf: %w", leaf.Kind, err)
+// add appends one encoded leaf (with its length) to the current record,
+// starting a new one when it would pass MaxRecordBytes.
+func (l *Ledger) add(leaf []byte) {
+	if len(l.buf)+len(leaf) > l.cfg.MaxRecordBytes && len(l.buf) > 1 {
+		l.recs = append(l.recs, l.buf)
+		l.buf = make([]byte, 1, max(len(leaf)+1, 4096))
+		l.buf[0] = audit.WireFormat
 	}
-	if len(b) > l.cfg.MaxRecordBytes && mark > 1 {
-		l.recs = append(l.recs, b[:mark:mark])
-		rec := make([]byte, 1, max(len(b)-mark+1, 4096))
-		rec[0] = audit.WireFormat
-		l.buf = append(rec, b[mark:]...)
-		return nil
-	}
-	l.buf = b
-	return nil
+	l.buf = append(l.buf, leaf...)
 }
 
-// rulesetRef returns the version and digest of rs.
+// rulesetRef returns the version and digest of rs. Safe for concurrent
+// use: the last ruleset's without a lock, others' from a parsed cache.
 func (l *Ledger) rulesetRef(rs *rules.Ruleset) (audit.RulesetRef, error) {
 	if rs == nil || rs.Digest() == "" {
 		return audit.RulesetRef{}, nil
 	}
+	if c := l.last.Load(); c != nil && c.rs == rs {
+		return c.ref, nil
+	}
+	l.refMu.Lock()
 	d, ok := l.refs[rs.Digest()]
 	if !ok {
 		var err error
 		if d, err = audit.ParseDigest(rs.Digest()); err != nil {
+			l.refMu.Unlock()
 			return audit.RulesetRef{}, fmt.Errorf("auditwire: ruleset version %d: %w", rs.Version(), err)
 		}
 		if len(l.refs) > 64 {
@@ -164,7 +208,10 @@ func (l *Ledger) rulesetRef(rs *rules.Ruleset) (audit.RulesetRef, error) {
 		}
 		l.refs[rs.Digest()] = d
 	}
-	return audit.RulesetRef{Version: rs.Version(), Digest: d}, nil
+	l.refMu.Unlock()
+	ref := audit.RulesetRef{Version: rs.Version(), Digest: d}
+	l.last.Store(&lastRef{rs: rs, ref: ref})
+	return ref, nil
 }
 
 // fill sets leaf to the decision leaf of s.

@@ -2,9 +2,11 @@ package router
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/stream"
 )
 
@@ -17,10 +19,13 @@ import (
 //     records (a chunk) to that cluster's sender;
 //   - one sender per destination cluster produces its chunks, in order,
 //     through the cluster's AsyncProducer, and resends what failed;
-//   - the committer records what settled in the Ledger and commits the
-//     contiguous acknowledged prefix of every partition.
+//   - the committer appends the leaves of what settled to the Ledger and
+//     commits the contiguous acknowledged prefix of every partition.
 //
-// The window bounds the events and bytes between poll and commit.
+// The window bounds the events and bytes between poll and settlement (an
+// event leaves it once it and every earlier event of its partition are
+// acknowledged); the settled events wait for their commit as their encoded
+// leaf alone, under a bound of their own.
 
 // fetched is one polled batch on its way through the loop.
 type fetched struct {
@@ -35,7 +40,9 @@ type outcome struct {
 	cluster, topic string
 	partition      int32
 	offset         int64
-	done           bool // acknowledged at its destination
+	done           bool   // acknowledged at its destination
+	bad            bool   // its leaf could not be encoded: never settles
+	leaf           []byte // its encoded leaf (with a Ledger), until it settles
 }
 
 // notifier lets goroutines wait for "something changed".
@@ -71,19 +78,23 @@ func poke(ch chan struct{}) {
 	}
 }
 
-// window bounds the events, and their bytes, between poll and commit.
+// window bounds the events, and their bytes, between poll and settlement
+// (events, bytes), and the settled events not yet committed (done) and
+// their leaves' bytes (doneBytes).
 type window struct {
-	mu                 sync.Mutex
-	events, bytes      int64
-	maxEvents, maxByte int64
-	changed            notifier
+	mu                    sync.Mutex
+	events, bytes         int64
+	maxEvents, maxByte    int64
+	done, doneBytes       int64
+	maxDone, maxDoneBytes int64
+	changed               notifier
 }
 
 // room returns how many events the fetch stage may poll now (0: full).
 func (w *window) room() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.events >= w.maxEvents || w.bytes >= w.maxByte {
+	if w.events >= w.maxEvents || w.bytes >= w.maxByte || w.done >= w.maxDone || w.doneBytes >= w.maxDoneBytes {
 		return 0
 	}
 	return w.maxEvents - w.events
@@ -96,6 +107,8 @@ func (w *window) add(events, bytes int64) {
 	w.mu.Unlock()
 }
 
+// release frees the room of events that leave without settling (those of
+// a revoked partition).
 func (w *window) release(events, bytes int64) {
 	if events == 0 && bytes == 0 {
 		return
@@ -103,6 +116,36 @@ func (w *window) release(events, bytes int64) {
 	w.mu.Lock()
 	w.events -= events
 	w.bytes -= bytes
+	w.mu.Unlock()
+	w.changed.broadcast()
+}
+
+// settle moves events (of bytes) from the window to the settled backlog,
+// with their leaves' bytes; it reports whether the backlog passed half its
+// bound (time to commit).
+func (w *window) settle(events, bytes, leafBytes int64) (commit bool) {
+	if events == 0 {
+		return false
+	}
+	w.mu.Lock()
+	w.events -= events
+	w.bytes -= bytes
+	w.done += events
+	w.doneBytes += leafBytes
+	commit = 2*w.done >= w.maxDone || 2*w.doneBytes >= w.maxDoneBytes
+	w.mu.Unlock()
+	w.changed.broadcast()
+	return commit
+}
+
+// committed frees the backlog room of committed events and leaf bytes.
+func (w *window) committed(events, leafBytes int64) {
+	if events == 0 && leafBytes == 0 {
+		return
+	}
+	w.mu.Lock()
+	w.done -= events
+	w.doneBytes -= leafBytes
 	w.mu.Unlock()
 	w.changed.broadcast()
 }
@@ -124,20 +167,40 @@ type trackEntry struct {
 func (ps *partState) pending() int { return len(ps.q) - ps.head }
 
 // tracker is the commit tracker: per source partition, an event settles
-// when it and every earlier event of its partition are acknowledged; the
-// committer records and commits what settled, strictly in offset order.
+// when it and every earlier event of its partition are acknowledged; it
+// then leaves the window, and the tracker keeps only its encoded leaf
+// (with a Ledger) and its partition's offset until the committer takes
+// them. The committer appends and commits what settled, strictly in
+// offset order.
 type tracker struct {
-	mu      sync.Mutex
-	win     *window
-	parts   map[Partition]*partState
-	settled []Settled
-	bytes   int64 // of settled
-	offsets map[Partition]int64
-	changed notifier
+	mu       sync.Mutex
+	win      *window
+	wake     chan struct{} // the committer's: poked when the backlog passes half its bound
+	parts    map[Partition]*partState
+	leaves   [][]byte          // of the settled events, in settlement order
+	rulesets []*rules.Ruleset  // every ruleset of leaves, in order of first appearance
+	done     int64             // settled events not taken
+	leafSize int64             // bytes of leaves
+	perPart  map[Partition]int // settled events not taken, per partition
+	offsets  map[Partition]int64
+	changed  notifier
 }
 
-func newTracker(win *window) *tracker {
-	return &tracker{win: win, parts: map[Partition]*partState{}, offsets: map[Partition]int64{}}
+// commitBatch is what the committer takes from the tracker: the leaves of
+// the settled events and the offsets to commit after them.
+type commitBatch struct {
+	leaves   [][]byte
+	rulesets []*rules.Ruleset
+	events   int64
+	leafSize int64
+	perPart  map[Partition]int
+	offsets  []Offset
+	recorded bool // the leaves are durable (Ledger.Append returned nil)
+}
+
+func newTracker(win *window, wake chan struct{}) *tracker {
+	return &tracker{win: win, wake: wake, parts: map[Partition]*partState{}, offsets: map[Partition]int64{},
+		perPart: map[Partition]int{}}
 }
 
 // add registers the events of fb, in order, before they are produced.
@@ -162,24 +225,45 @@ func (t *tracker) add(fb *fetched) {
 	}
 }
 
-// ack records that the events idx of fb were acknowledged at the given
-// partitions and offsets, and settles what it can.
-func (t *tracker) ack(fb *fetched, idx []int32, ok []bool, parts []int32, offsets []int64) {
+// acks is one produce result for events of a fetched batch, as the
+// sender hands it to the tracker: per event (idx), whether it was
+// acknowledged (ok), where (parts, offsets), its encoded leaf (leaves,
+// with a Ledger) or whether its leaf could not be encoded (bad, nil when
+// none).
+type acks struct {
+	idx     []int32
+	ok      []bool
+	parts   []int32
+	offsets []int64
+	leaves  [][]byte
+	bad     []bool
+}
+
+// ack records the acknowledged events of a, settles what it can and frees
+// its room in the window.
+func (t *tracker) ack(fb *fetched, a *acks) {
 	t.mu.Lock()
 	var touched [4]*partState
 	more := touched[:0]
 	var freeEvents, freeBytes int64
-	for k, i := range idx {
-		if !ok[k] {
+	for k, i := range a.idx {
+		if !a.ok[k] {
 			continue
 		}
 		o := &fb.out[i]
 		o.done = true
-		o.partition, o.offset = parts[k], offsets[k]
+		o.partition, o.offset = a.parts[k], a.offsets[k]
+		if a.leaves != nil {
+			o.leaf = a.leaves[k]
+		}
+		if a.bad != nil && a.bad[k] {
+			o.bad = true
+		}
 		ps := fb.parts[i]
 		if ps.detached {
 			freeEvents++
 			freeBytes += int64(recordBytes(&fb.msgs[i]))
+			o.leaf = nil
 			continue
 		}
 		seen := false
@@ -193,29 +277,50 @@ func (t *tracker) ack(fb *fetched, idx []int32, ok []bool, parts []int32, offset
 			more = append(more, ps)
 		}
 	}
+	var n, bytes, leafBytes int64
 	for _, ps := range more {
-		t.advance(ps)
+		dn, db, dl := t.advance(ps)
+		n, bytes, leafBytes = n+dn, bytes+db, leafBytes+dl
 	}
 	t.mu.Unlock()
 	t.win.release(freeEvents, freeBytes)
+	if t.win.settle(n, bytes, leafBytes) {
+		poke(t.wake)
+	}
 	t.changed.broadcast()
 }
 
-// advance moves the acknowledged prefix of ps to the settled list.
-func (t *tracker) advance(ps *partState) {
+// advance moves the acknowledged prefix of ps to the settled backlog: its
+// leaves and its offset, nothing that points into its fetch response. It
+// returns the events settled, their bytes and their leaves' bytes. An
+// event whose leaf could not be encoded stops it.
+func (t *tracker) advance(ps *partState) (n, bytes, leafBytes int64) {
 	for ps.head < len(ps.q) {
 		e := ps.q[ps.head]
 		o := &e.fb.out[e.i]
-		if !o.done {
+		if !o.done || o.bad {
 			break
 		}
-		ev := &e.fb.batch.Events[e.i]
-		t.settled = append(t.settled, Settled{Event: ev, Ruleset: e.fb.batch.Ruleset, Cluster: o.cluster, Topic: o.topic,
-			Partition: o.partition, Offset: o.offset})
-		t.bytes += int64(recordBytes(ev.Msg))
-		t.offsets[ps.tp] = ev.Msg.Offset + 1
+		msg := &e.fb.msgs[e.i]
+		if o.leaf != nil {
+			t.leaves = append(t.leaves, o.leaf)
+			leafBytes += int64(len(o.leaf))
+			o.leaf = nil
+			if rs := e.fb.batch.Ruleset; rs != nil && (len(t.rulesets) == 0 || t.rulesets[len(t.rulesets)-1] != rs) &&
+				!slices.Contains(t.rulesets, rs) {
+				t.rulesets = append(t.rulesets, rs)
+			}
+		}
+		n++
+		bytes += int64(recordBytes(msg))
+		t.offsets[ps.tp] = msg.Offset + 1
 		ps.q[ps.head] = trackEntry{}
 		ps.head++
+	}
+	if n > 0 {
+		t.perPart[ps.tp] += int(n)
+		t.done += n
+		t.leafSize += leafBytes
 	}
 	if ps.head == len(ps.q) {
 		ps.q, ps.head = ps.q[:0], 0
@@ -224,20 +329,57 @@ func (t *tracker) advance(ps *partState) {
 		clear(ps.q[n:])
 		ps.q, ps.head = ps.q[:n], 0
 	}
+	return n, bytes, leafBytes
 }
 
-// take hands the settled events and the offsets to commit to the
+// take hands the settled backlog and the offsets to commit to the
 // committer, and forgets them.
-func (t *tracker) take() (settled []Settled, offsets []Offset, bytes int64) {
+func (t *tracker) take() *commitBatch {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	settled, bytes = t.settled, t.bytes
-	t.settled, t.bytes = nil, 0
+	b := &commitBatch{leaves: t.leaves, rulesets: t.rulesets, events: t.done, leafSize: t.leafSize, perPart: t.perPart}
+	t.leaves, t.rulesets, t.done, t.leafSize = nil, nil, 0, 0
+	t.perPart = map[Partition]int{}
 	for tp, next := range t.offsets {
-		offsets = append(offsets, Offset{Topic: tp.Topic, Partition: tp.Partition, Next: next})
+		b.offsets = append(b.offsets, Offset{Topic: tp.Topic, Partition: tp.Partition, Next: next})
 	}
 	clear(t.offsets)
-	return settled, offsets, bytes
+	return b
+}
+
+// putBack returns what take handed out and could not be committed. Leaves
+// already appended (b.recorded) are not kept: only their offsets wait for
+// the next commit, and their bytes leave the backlog.
+func (t *tracker) putBack(b *commitBatch) {
+	t.mu.Lock()
+	if !b.recorded {
+		t.leaves = append(b.leaves, t.leaves...)
+		for _, rs := range t.rulesets {
+			if !slices.Contains(b.rulesets, rs) {
+				b.rulesets = append(b.rulesets, rs)
+			}
+		}
+		t.rulesets = b.rulesets
+		t.leafSize += b.leafSize
+	}
+	t.done += b.events
+	for tp, n := range b.perPart {
+		t.perPart[tp] += n
+	}
+	for _, o := range b.offsets {
+		tp := Partition{o.Topic, o.Partition}
+		if _, attached := t.parts[tp]; !attached {
+			continue
+		}
+		if cur, ok := t.offsets[tp]; !ok || o.Next > cur {
+			t.offsets[tp] = o.Next
+		}
+	}
+	t.mu.Unlock()
+	if b.recorded {
+		t.win.committed(0, b.leafSize)
+		b.leaves, b.leafSize = nil, 0
+	}
 }
 
 // pending returns how many events of parts (all partitions when nil) are
@@ -256,7 +398,7 @@ func (t *tracker) pending(parts []Partition) (unacked, settled int) {
 			}
 		}
 	}
-	return unacked, len(t.settled)
+	return unacked, int(t.done)
 }
 
 // left returns the events not settled, per partition.
@@ -285,6 +427,9 @@ func (t *tracker) detach(parts []Partition) {
 		ps.detached = true
 		delete(t.parts, tp)
 		delete(t.offsets, tp)
+		for _, e := range ps.q[ps.head:] {
+			e.fb.out[e.i].leaf = nil
+		}
 		// Events already acknowledged but behind an unacknowledged one are
 		// released now; the others when their ack comes.
 		for _, e := range ps.q[ps.head:] {

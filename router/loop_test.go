@@ -83,6 +83,7 @@ type gateProducer struct {
 	missing   string
 	failCalls int
 	held      []heldCall
+	calls     int // Produce calls accepted
 }
 
 type heldCall struct {
@@ -107,6 +108,7 @@ func (g *gateProducer) Produce(ctx context.Context, msgs []stream.Message, done 
 		done(router.ProduceAck{Err: errors.New("broker said no"), Offsets: offs, Partitions: make([]int32, len(msgs))})
 		return nil
 	}
+	g.calls++
 	g.held = append(g.held, heldCall{msgs, done})
 	if !g.closed {
 		g.flushLocked()
@@ -511,19 +513,28 @@ type recLedger struct {
 	calls    int
 }
 
-func (l *recLedger) Record(_ context.Context, settled []router.Settled) error {
+// AppendLeaf encodes the event's source coordinates; it fails for an
+// event without its destination or ruleset.
+func (l *recLedger) AppendLeaf(dst []byte, s *router.Settled) ([]byte, error) {
+	m := s.Event.Msg
+	if s.Topic == "" || s.Cluster == "" || s.Ruleset == nil {
+		return dst, fmt.Errorf("settled event without its destination: %+v", s)
+	}
+	return fmt.Appendf(dst, "%s/%d/%d", m.Topic, m.Partition, m.Offset), nil
+}
+
+func (l *recLedger) Append(_ context.Context, rulesets []*rules.Ruleset, leaves [][]byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.calls++
 	if l.fail {
 		return errors.New("audit topic unavailable")
 	}
-	for _, s := range settled {
-		m := s.Event.Msg
-		if s.Topic == "" || s.Cluster == "" || s.Ruleset == nil {
-			return fmt.Errorf("settled event without its destination: %+v", s)
-		}
-		l.recorded[fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset)]++
+	if len(rulesets) == 0 {
+		return errors.New("leaves without their rulesets")
+	}
+	for _, lf := range leaves {
+		l.recorded[string(lf)]++
 	}
 	return nil
 }
@@ -532,6 +543,184 @@ func (l *recLedger) has(topic string, partition int, offset int64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.recorded[fmt.Sprintf("%s/%d/%d", topic, partition, offset)] > 0
+}
+
+// TestLoopWindowReleasedAtAck: an event leaves the window when its
+// destination acknowledges it, not when its offset is committed: with
+// every commit failing, a window of 10 still routes all 60 events (their
+// leaves wait in the settled backlog), and nothing is committed until the
+// commits succeed.
+func TestLoopWindowReleasedAtAck(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.MaxInflightEvents = 10
+	f.cfg.MaxUncommittedEvents = 1000
+	f.cfg.BatchSize = 4
+	led := &recLedger{recorded: map[string]int{}}
+	f.cfg.Ledger = led
+	var failing atomic.Bool
+	failing.Store(true)
+	f.cons.onCommit = func([]router.Offset) error {
+		if failing.Load() {
+			return errors.New("coordinator unavailable")
+		}
+		return nil
+	}
+	f.produce(t, ukEvents(60, 0)...)
+	r, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "every event routed with commits failing",
+		func() bool { return len(f.b.Records("pinned.uk")) == 60 })
+	f.waitState(t, r, "commit")
+	if n := f.committed(); n != 0 {
+		t.Fatalf("committed %d events while every commit failed", n)
+	}
+	failing.Store(false)
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 60 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	if len(led.recorded) != 60 {
+		t.Fatalf("ledger recorded %d events, want 60", len(led.recorded))
+	}
+}
+
+// TestLoopUncommittedBound: the settled backlog has bounds of its own, in
+// events and in leaf bytes: while commits fail, fetching stops once the
+// backlog reaches them (passed by at most the window), and resumes when
+// the commits succeed.
+func TestLoopUncommittedBound(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		events, bytes int
+		most          int64
+	}{
+		{"events", 20, 0, 20 + 10},
+		{"bytes", 0, 60, int64(60/len("ingest/0/0") + 1 + 10)}, // a recLedger leaf is at least 10 bytes
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newLoopFixture(t)
+			f.cfg.MaxInflightEvents = 10
+			f.cfg.MaxUncommittedEvents = tc.events
+			f.cfg.MaxUncommittedBytes = tc.bytes
+			f.cfg.BatchSize = 2
+			f.cfg.Ledger = &recLedger{recorded: map[string]int{}}
+			var failing atomic.Bool
+			failing.Store(true)
+			f.cons.onCommit = func([]router.Offset) error {
+				if failing.Load() {
+					return errors.New("coordinator unavailable")
+				}
+				return nil
+			}
+			f.produce(t, ukEvents(80, 0)...)
+			_, stop := f.start(t)
+			testenv.Eventually(t, 10*time.Second, "events routed", func() bool { return len(f.b.Records("pinned.uk")) >= 10 })
+			time.Sleep(150 * time.Millisecond)
+			if n := f.cons.polled.Load(); n > tc.most || n >= 80 {
+				t.Fatalf("polled %d events with commits failing, want at most %d", n, tc.most)
+			}
+			failing.Store(false)
+			testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 80 })
+			if err := stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+		})
+	}
+}
+
+// TestLoopCommitsAtHalfBacklog: with an hour's commit interval and a
+// window that never fills, the committer still commits once the settled
+// backlog passes half its bound.
+func TestLoopCommitsAtHalfBacklog(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.CommitInterval = time.Hour
+	f.cfg.MaxInflightEvents = 1000
+	f.cfg.MaxUncommittedEvents = 20
+	f.cfg.BatchSize = 2
+	f.produce(t, ukEvents(60, 0)...)
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "all but the last half backlog committed", func() bool { return f.committed() >= 60-10 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := f.committed(); n != 60 {
+		t.Fatalf("committed %d of 60 at shutdown", n)
+	}
+}
+
+// TestLoopCoalescesQueuedChunks: while the producer has its most calls
+// unacknowledged, the chunks that queue go together in one call; every
+// event still arrives, in order per key, and is committed.
+func TestLoopCoalescesQueuedChunks(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.BatchSize = 2
+	f.pb.set(true, "")
+	f.produce(t, ukEvents(60, 0)...)
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "every event polled", func() bool { return f.cons.polled.Load() == 60 })
+	time.Sleep(20 * time.Millisecond)
+	f.pb.set(false, "")
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 60 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	f.pb.mu.Lock()
+	calls := f.pb.calls
+	f.pb.mu.Unlock()
+	if calls >= 30 {
+		t.Fatalf("%d Produce calls for 30 chunks of 2 events with the producer held, want a few", calls)
+	}
+	last := map[string]int{}
+	for _, m := range f.b.Records("pinned.uk") {
+		var n int
+		if _, err := fmt.Sscanf(string(m.Key), "uk-%d", &n); err != nil {
+			t.Fatal(err)
+		}
+		if p, ok := last[string(m.Key)]; ok && p >= n {
+			t.Fatalf("key %s out of order", m.Key)
+		}
+		last[string(m.Key)] = n
+	}
+	if len(f.b.Records("pinned.uk")) != 60 {
+		t.Fatalf("%d records at pinned.uk, want 60", len(f.b.Records("pinned.uk")))
+	}
+}
+
+// TestLoopCoalescedCallMissingTopic: a coalesced call refused at once for
+// a missing topic does not hold back the chunks before the one that
+// writes it: they are produced one per call, and the rest waits.
+func TestLoopCoalescedCallMissingTopic(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.BatchSize = 2
+	f.pa.set(true, "")
+	calls := func() int {
+		f.pa.mu.Lock()
+		defer f.pa.mu.Unlock()
+		return f.pa.calls
+	}
+	_, stop := f.start(t)
+	for i := range 4 { // the sender's most calls, held by the producer
+		f.produce(t, usEvents(1, i)...)
+		testenv.Eventually(t, 10*time.Second, "a held call", func() bool { return calls() == i+1 })
+	}
+	f.produce(t, usEvents(10, 4)...)
+	testenv.Eventually(t, 10*time.Second, "US events polled", func() bool { return f.cons.polled.Load() == 14 })
+	f.pa.set(true, quarantine)
+	f.produce(t, event("ZZ", "zz-1", "z1"), event("ZZ", "zz-2", "z2"))
+	testenv.Eventually(t, 10*time.Second, "every event polled", func() bool { return f.cons.polled.Load() == 16 })
+	time.Sleep(20 * time.Millisecond)
+	f.pa.set(false, quarantine)
+	testenv.Eventually(t, 10*time.Second, "the US events produced while quarantine is missing",
+		func() bool { return len(f.a.Records("pinned.us")) == 14 })
+	if n := len(f.a.Records(quarantine)); n != 0 {
+		t.Fatalf("%d records in the missing quarantine topic", n)
+	}
+	f.pa.set(false, "")
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 16 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
 }
 
 // TestLoopLedgerBeforeCommit: every committed offset's events were

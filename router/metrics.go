@@ -177,6 +177,14 @@ func (m *Metrics) setBacklog(cluster string, n int) {
 	}
 }
 
+// committed observes the events of one commit (residency_router_batch_events).
+func (m *Metrics) committed(n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.batchEvents.Observe(float64(n))
+}
+
 func (m *Metrics) revokedInflight(n int) {
 	if m != nil {
 		m.revoked.Add(float64(n))

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
@@ -53,27 +54,78 @@ type PinLookup interface {
 	Lookup(ctx context.Context, userIDs [][]byte) ([]string, error)
 }
 
-// Ledger makes the audit record of settled events durable (docs/audit.md).
-// The router's committer calls Record with the events whose every
-// destination has acknowledged them, and commits their source offsets only
-// once Record has returned nil: no committed offset without its leaf. A
-// router killed between Record and the commit leaves leaves of offsets that
-// are routed (and recorded) again, which the verifier explains as
+// Ledger makes the audit record of settled events durable (docs/audit.md),
+// in two steps, so that the router neither keeps an event (and the fetch
+// response it points into) until its commit nor builds every leaf in its
+// committer (docs/router.md, "The window"):
+//
+//   - AppendLeaf encodes the decision leaf of one event as soon as every
+//     destination has acknowledged it, on the acknowledging sender's
+//     goroutine (several at once: one per destination cluster);
+//   - Append makes a run of such leaves durable, from the committer, which
+//     commits the events' source offsets only once Append has returned nil:
+//     no committed offset without its leaf.
+//
+// A router killed between Append and the commit leaves leaves of offsets
+// that are routed (and recorded) again, which the verifier explains as
 // duplicates.
 //
-// Memory contract: settled and everything it points to (events, their
-// messages, fields and the ruleset) are borrowed for the call; Record
-// encodes what it needs before it returns and keeps no reference after.
-// A Record error is transient: the router retries it under its retry
-// policy and commits nothing past those events meanwhile.
+// Memory contract: AppendLeaf borrows s and everything it points to
+// (the event, its message, fields and the ruleset) for the call only: the
+// leaf it appends to dst holds copies, never references. Append borrows
+// rulesets and leaves for the call. A Ledger may remember which rulesets it
+// logged (their version and digest) and the ruleset of its last AppendLeaf
+// (rulesets are small and immutable), nothing else. AppendLeaf is called
+// concurrently (from every sender); Append from one goroutine at a time,
+// never concurrently with itself.
 type Ledger interface {
-	// Record appends the leaves of settled durably (acknowledged by every
-	// in-sync replica of the audit topic) before it returns nil.
-	Record(ctx context.Context, settled []Settled) error
+	// AppendLeaf appends the encoded decision leaf of s (its source, its
+	// decision under s.Ruleset, its destination) to dst and returns it. It
+	// does no I/O. An error (a leaf that cannot be encoded) is permanent:
+	// the router never commits the event's partition past it.
+	AppendLeaf(dst []byte, s *Settled) ([]byte, error)
+	// Append appends, durably (acknowledged by every in-sync replica of
+	// the audit topic), the ruleset leaf of each of rulesets it has not
+	// logged yet, then leaves (each as AppendLeaf encoded it, in order),
+	// before it returns nil. rulesets holds every ruleset a leaf of leaves
+	// was decided under. An error is transient: the router retries the
+	// same call under its retry policy and commits nothing past those
+	// events meanwhile.
+	Append(ctx context.Context, rulesets []*rules.Ruleset, leaves [][]byte) error
+}
+
+// RecordSettled makes the leaves of settled durable in l in one Append
+// (AppendLeaf for each, then Append): the one-step use of a Ledger, for
+// callers that hold their events until their batch is recorded anyway
+// (replay).
+func RecordSettled(ctx context.Context, l Ledger, settled []Settled) error {
+	if len(settled) == 0 {
+		return nil
+	}
+	buf := make([]byte, 0, 192*len(settled))
+	ends := make([]int, len(settled))
+	var rss []*rules.Ruleset
+	for i := range settled {
+		var err error
+		if buf, err = l.AppendLeaf(buf, &settled[i]); err != nil {
+			return err
+		}
+		ends[i] = len(buf)
+		if rs := settled[i].Ruleset; rs != nil && (len(rss) == 0 || rss[len(rss)-1] != rs) && !slices.Contains(rss, rs) {
+			rss = append(rss, rs)
+		}
+	}
+	leaves := make([][]byte, len(settled))
+	start := 0
+	for i, e := range ends {
+		leaves[i] = buf[start:e:e]
+		start = e
+	}
+	return l.Append(ctx, rss, leaves)
 }
 
 // Settled is an event whose destination acknowledged it, as given to
-// Ledger.Record.
+// Ledger.AppendLeaf.
 type Settled struct {
 	// Event is the decided event: Event.Msg holds its source coordinates,
 	// Event.Decision where it went and why, Event.Fields its jurisdiction

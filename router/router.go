@@ -86,16 +86,28 @@ type Config struct {
 	// Default nil: no attestation. With the audit on, set both Ledger and
 	// Attester.
 	Attester Attester
-	// MaxInflightEvents bounds the events between poll and commit; fetching
-	// waits while it is reached. Default 20000.
+	// MaxInflightEvents bounds the events between poll and settlement (an
+	// event settles when it and every earlier event of its partition are
+	// acknowledged by their destinations); fetching waits while it is
+	// reached. Default 20000.
 	MaxInflightEvents int
 	// MaxInflightBytes bounds the key, value and header bytes of the events
-	// between poll and commit; fetching waits while it is reached (one
+	// between poll and settlement; fetching waits while it is reached (one
 	// batch may overshoot it by up to MaxBatchBytes). Default 64 MiB.
 	MaxInflightBytes int
+	// MaxUncommittedEvents bounds the settled events whose offsets are not
+	// committed yet; fetching waits while it is reached (it may be passed
+	// by up to MaxInflightEvents), and the committer commits early once
+	// half of it is reached. Default 40000.
+	MaxUncommittedEvents int
+	// MaxUncommittedBytes bounds the encoded audit leaves (with a Ledger)
+	// of the settled events not committed yet, as MaxUncommittedEvents
+	// bounds their number. Default 16 MiB.
+	MaxUncommittedBytes int
 	// CommitInterval is how often settled offsets are recorded and
-	// committed (also whenever the window is full, and at revoke and
-	// shutdown). Default 100ms.
+	// committed (also when the settled backlog passes half its bound,
+	// whenever fetching waits for room, and at revoke and shutdown).
+	// Default 100ms.
 	CommitInterval time.Duration
 	// Instance names this router in the residency-router header. Default:
 	// the host name.
@@ -167,7 +179,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: missing %v", ErrConfig, missing)
 	}
 	if c.BatchSize < 0 || c.Linger < 0 || c.MaxBatchBytes < 0 || c.MaxValueBytes < 0 || c.GiveUp < 0 || c.ShutdownTimeout < 0 ||
-		c.MaxInflightEvents < 0 || c.MaxInflightBytes < 0 || c.CommitInterval < 0 {
+		c.MaxInflightEvents < 0 || c.MaxInflightBytes < 0 || c.CommitInterval < 0 || c.MaxUncommittedEvents < 0 ||
+		c.MaxUncommittedBytes < 0 {
 		return fmt.Errorf("%w: negative size or duration", ErrConfig)
 	}
 	return nil
@@ -200,6 +213,12 @@ const (
 	DefaultMaxInflightEvents = 20000
 	// DefaultMaxInflightBytes is the default of Config.MaxInflightBytes.
 	DefaultMaxInflightBytes = 64 << 20
+	// DefaultMaxUncommittedEvents is the default of
+	// Config.MaxUncommittedEvents: twice the default window.
+	DefaultMaxUncommittedEvents = 40000
+	// DefaultMaxUncommittedBytes is the default of
+	// Config.MaxUncommittedBytes.
+	DefaultMaxUncommittedBytes = 16 << 20
 	// DefaultCommitInterval is the default of Config.CommitInterval.
 	DefaultCommitInterval = 100 * time.Millisecond
 )
@@ -218,6 +237,8 @@ func (c *Config) defaults() {
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.MaxInflightEvents = cmp.Or(c.MaxInflightEvents, DefaultMaxInflightEvents)
 	c.MaxInflightBytes = cmp.Or(c.MaxInflightBytes, DefaultMaxInflightBytes)
+	c.MaxUncommittedEvents = cmp.Or(c.MaxUncommittedEvents, DefaultMaxUncommittedEvents)
+	c.MaxUncommittedBytes = cmp.Or(c.MaxUncommittedBytes, DefaultMaxUncommittedBytes)
 	c.CommitInterval = cmp.Or(c.CommitInterval, DefaultCommitInterval)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
 }

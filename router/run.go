@@ -38,7 +38,7 @@ type Router struct {
 	lastText string
 
 	probMu    sync.Mutex
-	problems  map[string]string // set by the stages: "poll", "commit", "ledger", "decide"
+	problems  map[string]string // set by the stages: "poll", "commit", "leaf", "ledger", "decide"
 	missing   map[string]string // preflight: cluster/topic -> problem
 	checkedAt time.Time
 	checked   string // digest of the ruleset last checked
@@ -102,8 +102,9 @@ func New(cfg Config) (*Router, error) {
 		r.clusters = append(r.clusters, name)
 	}
 	sort.Strings(r.clusters)
-	r.win = &window{maxEvents: int64(cfg.MaxInflightEvents), maxByte: int64(cfg.MaxInflightBytes)}
-	r.trk = newTracker(r.win)
+	r.win = &window{maxEvents: int64(cfg.MaxInflightEvents), maxByte: int64(cfg.MaxInflightBytes),
+		maxDone: int64(cfg.MaxUncommittedEvents), maxDoneBytes: int64(cfg.MaxUncommittedBytes)}
+	r.trk = newTracker(r.win, r.wakeCmt)
 	r.state.Store(&readiness{text: "not started"})
 	r.lastText = "not started"
 	return r, nil
@@ -167,10 +168,8 @@ func (r *Router) Run(ctx context.Context) error {
 	cancelWork()
 	wg.Wait()
 	left := r.trk.left()
-	settled, _, _ := r.trk.take() // what the last flush could not commit
-	for i := range settled {
-		m := settled[i].Event.Msg
-		left[Partition{m.Topic, m.Partition}]++
+	for tp, n := range r.trk.take().perPart { // what the last flush could not commit
+		left[tp] += n
 	}
 	for i := range held {
 		left[Partition{held[i].Topic, held[i].Partition}]++
@@ -368,8 +367,9 @@ func (r *Router) Revoked(ctx context.Context, parts []Partition) {
 	r.trk.detach(parts)
 }
 
-// commitLoop records and commits what settled, every CommitInterval and
-// whenever the fetch stage waits for room in the window, until ctx ends.
+// commitLoop appends and commits what settled, every CommitInterval,
+// whenever the settled backlog passes half its bound and whenever the
+// fetch stage waits for room, until ctx ends.
 func (r *Router) commitLoop(ctx context.Context) {
 	t := time.NewTicker(r.cfg.CommitInterval)
 	defer t.Stop()
@@ -384,9 +384,10 @@ func (r *Router) commitLoop(ctx context.Context) {
 	}
 }
 
-// flush records the settled events in the Ledger, then commits their
-// offsets, each retried until it succeeds or ctx ends, and frees their
-// room in the window. On failure what was taken is put back.
+// flush appends the leaves of the settled events to the Ledger, then
+// commits their offsets, each retried until it succeeds or ctx ends, and
+// frees their room in the settled backlog. On failure what was taken is
+// put back (without the leaves already appended).
 func (r *Router) flush(ctx context.Context) error {
 	// A flush under way (the committer retrying a failing commit) must not
 	// hold a revoke past its deadline: wait for it only until ctx ends.
@@ -396,15 +397,15 @@ func (r *Router) flush(ctx context.Context) error {
 		return fmt.Errorf("router: waiting for the commit under way: %w", ctx.Err())
 	}
 	defer func() { <-r.flushSem }()
-	settled, offsets, bytes := r.trk.take()
-	if len(settled) == 0 && len(offsets) == 0 {
+	b := r.trk.take()
+	if b.events == 0 && len(b.offsets) == 0 {
 		return nil
 	}
 	forever := r.retry
 	forever.GiveUp = 0
-	if r.cfg.Ledger != nil && len(settled) > 0 {
+	if r.cfg.Ledger != nil && len(b.leaves) > 0 {
 		err := forever.Do(ctx, "ledger", func(ctx context.Context) error {
-			err := r.cfg.Ledger.Record(ctx, settled)
+			err := r.cfg.Ledger.Append(ctx, b.rulesets, b.leaves)
 			if err != nil {
 				r.setProblem("ledger", "audit ledger: "+err.Error())
 				r.assess()
@@ -412,13 +413,14 @@ func (r *Router) flush(ctx context.Context) error {
 			return err
 		})
 		if err != nil {
-			r.trk.putBack(settled, offsets, bytes)
+			r.trk.putBack(b)
 			return err
 		}
+		b.recorded = true
 		r.setProblem("ledger", "")
 	}
 	err := forever.Do(ctx, "commit", func(ctx context.Context) error {
-		err := r.cons.Commit(ctx, offsets...)
+		err := r.cons.Commit(ctx, b.offsets...)
 		if errors.Is(err, ErrNotAssigned) {
 			r.log.Info("router: offsets of partitions no longer held not committed; their next owner reads them again",
 				"error", err)
@@ -431,34 +433,19 @@ func (r *Router) flush(ctx context.Context) error {
 		return err
 	})
 	if err != nil {
-		r.trk.putBack(settled, offsets, bytes)
+		r.trk.putBack(b)
 		return err
 	}
 	r.setProblem("commit", "")
-	r.observe(settled)
-	r.win.release(int64(len(settled)), bytes)
+	r.cfg.Metrics.committed(int(b.events))
+	r.publishLag()
+	r.win.committed(b.events, b.leafSize)
 	return nil
 }
 
-// putBack returns what take handed out and could not be committed.
-func (t *tracker) putBack(settled []Settled, offsets []Offset, bytes int64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.settled = append(settled, t.settled...)
-	t.bytes += bytes
-	for _, o := range offsets {
-		tp := Partition{o.Topic, o.Partition}
-		if _, attached := t.parts[tp]; !attached {
-			continue
-		}
-		if cur, ok := t.offsets[tp]; !ok || o.Next > cur {
-			t.offsets[tp] = o.Next
-		}
-	}
-}
-
-// observe updates the metrics for settled events that were committed.
-func (r *Router) observe(settled []Settled) {
+// observe updates the metrics for the events idx of fb that were
+// acknowledged (ok) at their destination.
+func (r *Router) observe(fb *fetched, idx []int32, ok []bool) {
 	m := r.cfg.Metrics
 	if m == nil {
 		return
@@ -466,9 +453,13 @@ func (r *Router) observe(settled []Settled) {
 	now := time.Now()
 	r.lagMu.Lock()
 	defer r.lagMu.Unlock()
-	for i := range settled {
-		d := &settled[i].Event.Decision
-		msg := settled[i].Event.Msg
+	for k, i := range idx {
+		if !ok[k] {
+			continue
+		}
+		ev := &fb.batch.Events[i]
+		d := &ev.Decision
+		msg := ev.Msg
 		switch d.Outcome {
 		case Routed:
 			m.routed.WithLabelValues(d.Region, d.Jurisdiction).Inc()
@@ -484,7 +475,17 @@ func (r *Router) observe(settled []Settled) {
 			r.lags[topicPartition{msg.Topic, msg.Partition}] = lagEntry{lag: max(hw-msg.Offset-1, 0), at: now}
 		}
 	}
-	m.batchEvents.Observe(float64(len(settled)))
+}
+
+// publishLag sets the lag gauges from what observe saw (at each commit).
+func (r *Router) publishLag() {
+	m := r.cfg.Metrics
+	if m == nil {
+		return
+	}
+	now := time.Now()
+	r.lagMu.Lock()
+	defer r.lagMu.Unlock()
 	for topic, l := range sumLags(r.lags, now, lagExpiry) {
 		m.lag.WithLabelValues(topic).Set(float64(l))
 	}
@@ -756,7 +757,7 @@ func (r *Router) assess() *readiness {
 		problems = append(problems, "ingest kafka: "+strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	r.probMu.Lock()
-	for _, k := range []string{"poll", "decide", "ledger", "commit"} {
+	for _, k := range []string{"poll", "decide", "leaf", "ledger", "commit"} {
 		if p := r.problems[k]; p != "" {
 			problems = append(problems, p)
 		}

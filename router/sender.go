@@ -53,7 +53,9 @@ type sender struct {
 	mu      sync.Mutex
 	all     []*chunk // unresolved chunks, oldest first
 	results []produceResult
-	events  int // records of all not yet acknowledged
+	events  int  // records of all not yet acknowledged
+	calls   int  // Produce calls not yet acknowledged
+	single  bool // one chunk per call (a call of several failed at once)
 	problem error
 	wake    chan struct{}
 
@@ -225,21 +227,43 @@ func (s *sender) step(ctx context.Context) {
 			s.mu.Unlock()
 			return
 		}
-		var c *chunk
+		if s.calls >= maxProduceCalls {
+			// The producer has enough to do: what is queued now goes in
+			// one call when one of these is acknowledged (its done pokes
+			// wake).
+			s.mu.Unlock()
+			return
+		}
+		var run []*chunk
+		recs := 0
 		for _, x := range s.all {
 			if x.state == chunkQueued {
-				c = x
-				break
+				if len(run) > 0 && (recs+len(x.recs) > maxCallRecords || s.single) {
+					break
+				}
+				run = append(run, x)
+				recs += len(x.recs)
+				continue
 			}
 			if x.state == chunkFailed {
 				break // a later queued chunk waits for the failed one
 			}
 		}
 		s.mu.Unlock()
-		if c == nil || ctx.Err() != nil {
+		if len(run) == 0 || ctx.Err() != nil {
 			return
 		}
-		if err := s.produce(ctx, c); err != nil {
+		err := s.produce(ctx, run)
+		if err != nil && len(run) > 1 && ctx.Err() == nil {
+			// One chunk's topic may be missing: the chunks before it
+			// must not wait for it. Produce one chunk per call until a
+			// call succeeds.
+			s.mu.Lock()
+			s.single = true
+			s.mu.Unlock()
+			err = s.produce(ctx, run[:1])
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -257,74 +281,114 @@ func (s *sender) step(ctx context.Context) {
 	}
 }
 
-// produce hands c's current records to the producer.
-func (s *sender) produce(ctx context.Context, c *chunk) error {
-	msgs := c.out
-	if len(c.recs) != len(c.out) {
-		msgs = make([]stream.Message, len(c.recs))
-		for k, i := range c.recs {
-			msgs[k] = c.out[i]
+// A sender has at most maxProduceCalls Produce calls unacknowledged; the
+// chunks that queue meanwhile go together in the next call, up to
+// maxCallRecords records (a call holds whole chunks, so one chunk larger
+// than that goes alone). The producer writes one record batch per
+// partition and call, and keeps a few requests in flight per broker: one
+// call per polled batch made many small batches (a 500-event batch spread
+// over 40 partitions is about 12 records per partition and request) and
+// the producer's in-flight requests, not the window, bounded the
+// throughput (docs/performance.md, "Window released at acknowledgement").
+const (
+	maxProduceCalls = 4
+	maxCallRecords  = 8192
+)
+
+// produce hands the current records of run (consecutive queued chunks) to
+// the producer in one call.
+func (s *sender) produce(ctx context.Context, run []*chunk) error {
+	var msgs []stream.Message
+	if len(run) == 1 && len(run[0].recs) == len(run[0].out) {
+		msgs = run[0].out
+	} else {
+		n := 0
+		for _, c := range run {
+			n += len(c.recs)
+		}
+		msgs = make([]stream.Message, 0, n)
+		for _, c := range run {
+			if len(c.recs) == len(c.out) {
+				msgs = append(msgs, c.out...)
+				continue
+			}
+			for _, i := range c.recs {
+				msgs = append(msgs, c.out[i])
+			}
 		}
 	}
-	recs := c.recs
+	now := time.Now()
 	s.mu.Lock()
-	if c.sent.IsZero() {
-		c.sent = time.Now()
+	for _, c := range run {
+		if c.sent.IsZero() {
+			c.sent = now
+		}
+		c.state = chunkInFlight
 	}
-	c.state = chunkInFlight
+	s.calls++
 	s.mu.Unlock()
 	err := s.prod.Produce(ctx, msgs, func(a ProduceAck) {
 		s.mu.Lock()
-		s.results = append(s.results, produceResult{c, a})
+		s.calls--
+		if len(run) == 1 {
+			s.results = append(s.results, produceResult{run[0], a})
+		} else {
+			// Each chunk's share of the acknowledgement, in call order.
+			from := 0
+			for _, c := range run {
+				to := from + len(c.recs)
+				part := ProduceAck{Err: a.Err, Retained: a.Retained}
+				if from <= len(a.Partitions) {
+					part.Partitions = a.Partitions[from:min(to, len(a.Partitions))]
+				}
+				if from <= len(a.Offsets) {
+					part.Offsets = a.Offsets[from:min(to, len(a.Offsets))]
+				}
+				s.results = append(s.results, produceResult{c, part})
+				from = to
+			}
+		}
 		s.mu.Unlock()
 		poke(s.wake)
 	})
 	if err == nil {
 		s.mu.Lock()
 		s.problem = nil
+		s.single = false
 		s.mu.Unlock()
-	} else {
-		s.mu.Lock()
-		c.state = chunkQueued
-		c.recs = recs
-		s.mu.Unlock()
-		var mt *MissingTopicError
-		if errors.As(err, &mt) {
-			return fmt.Errorf("topic %s missing on cluster %s", mt.Topic, s.cluster)
-		}
-		return fmt.Errorf("cluster %s: %w", s.cluster, err)
+		return nil
 	}
-	return err
+	s.mu.Lock()
+	s.calls--
+	for _, c := range run {
+		c.state = chunkQueued
+	}
+	s.mu.Unlock()
+	var mt *MissingTopicError
+	if errors.As(err, &mt) {
+		return fmt.Errorf("topic %s missing on cluster %s", mt.Topic, s.cluster)
+	}
+	return fmt.Errorf("cluster %s: %w", s.cluster, err)
 }
 
 // resolve takes a produce result for c: what was acknowledged goes to the
 // tracker; c is done, or failed (what was not acknowledged is produced
 // again).
-func (s *sender) resolve(c *chunk, a ProduceAck) {
-	if a.Retained {
+func (s *sender) resolve(c *chunk, ack ProduceAck) {
+	if ack.Retained {
 		c.kept = true
 	}
-	ok := make([]bool, len(c.recs))
-	idx := make([]int32, len(c.recs))
-	parts := make([]int32, len(c.recs))
-	offs := make([]int64, len(c.recs))
+	a := s.acks(c, ack)
 	acked := 0
-	for k, i := range c.recs {
-		idx[k] = c.idx[i]
-		if a.Err == nil || (k < len(a.Offsets) && a.Offsets[k] >= 0) {
-			ok[k] = true
-			c.acked[i] = true
+	for _, ok := range a.ok {
+		if ok {
 			acked++
-			if k < len(a.Partitions) {
-				parts[k] = a.Partitions[k]
-			}
-			offs[k] = -1
-			if k < len(a.Offsets) {
-				offs[k] = a.Offsets[k]
-			}
 		}
 	}
-	s.r.trk.ack(c.fb, idx, ok, parts, offs)
+	if acked > 0 {
+		s.r.observe(c.fb, a.idx, a.ok)
+	}
+	s.r.trk.ack(c.fb, a)
 	c.left -= acked
 	s.mu.Lock()
 	s.events -= acked
@@ -341,9 +405,73 @@ func (s *sender) resolve(c *chunk, a ProduceAck) {
 			headerPool.Put(c.hdr)
 		}
 		c.hdr, c.out = nil, nil
-	} else if a.Err != nil {
-		s.r.log.Warn("router: produce failed; producing again", "cluster", s.cluster, "records", c.left, "error", a.Err)
+	} else if ack.Err != nil {
+		s.r.log.Warn("router: produce failed; producing again", "cluster", s.cluster, "records", c.left, "error", ack.Err)
 	}
+}
+
+// acks reads a produce result for c's current records: which events were
+// acknowledged, where, and (with a Ledger) their encoded leaves, built here
+// on the sender's goroutine (each sender builds its own cluster's).
+func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
+	n := len(c.recs)
+	a := &acks{idx: make([]int32, n), ok: make([]bool, n), parts: make([]int32, n), offsets: make([]int64, n)}
+	for k, i := range c.recs {
+		a.idx[k] = c.idx[i]
+		a.offsets[k] = -1
+		if ack.Err == nil || (k < len(ack.Offsets) && ack.Offsets[k] >= 0) {
+			a.ok[k] = true
+			c.acked[i] = true
+			if k < len(ack.Partitions) {
+				a.parts[k] = ack.Partitions[k]
+			}
+			if k < len(ack.Offsets) {
+				a.offsets[k] = ack.Offsets[k]
+			}
+		}
+	}
+	led := s.r.cfg.Ledger
+	if led == nil {
+		return a
+	}
+	fb := c.fb
+	a.leaves = make([][]byte, n)
+	ends := make([]int, n)
+	buf := make([]byte, 0, 192*n)
+	for k, i := range a.idx {
+		ends[k] = len(buf)
+		if !a.ok[k] {
+			continue
+		}
+		o := &fb.out[i]
+		st := Settled{Event: &fb.batch.Events[i], Ruleset: fb.batch.Ruleset, Cluster: o.cluster, Topic: o.topic,
+			Partition: a.parts[k], Offset: a.offsets[k]}
+		b, err := led.AppendLeaf(buf, &st)
+		if err == nil && len(b) == len(buf) {
+			err = errors.New("the ledger encoded an empty leaf")
+		}
+		if err != nil {
+			if a.bad == nil {
+				a.bad = make([]bool, n)
+			}
+			a.bad[k] = true
+			m := st.Event.Msg
+			s.r.log.Error("router: the audit leaf of an event cannot be encoded; its partition is not committed past it",
+				"topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "error", err)
+			s.r.setProblem("leaf", fmt.Sprintf("audit leaf of %s[%d]@%d: %v", m.Topic, m.Partition, m.Offset, err))
+			continue
+		}
+		buf = b
+		ends[k] = len(buf)
+	}
+	start := 0
+	for k, e := range ends {
+		if e > start {
+			a.leaves[k] = buf[start:e:e]
+		}
+		start = e
+	}
+	return a
 }
 
 // headerPool holds the header builders of chunks acknowledged in full:

@@ -153,6 +153,7 @@ func (w *wired) wire(cfg *config.Config, reg prometheus.Registerer) error {
 		MaxValueBytes: cfg.Router.MaxValueBytes, RetryMin: cfg.Router.RetryMin, RetryMax: cfg.Router.RetryMax,
 		GiveUp: cfg.Router.GiveUp, ShutdownTimeout: cfg.Router.ShutdownTimeout,
 		MaxInflightEvents: cfg.Router.MaxInflightEvents, MaxInflightBytes: cfg.Router.MaxInflightBytes,
+		MaxUncommittedEvents: cfg.Router.MaxUncommittedEvents, MaxUncommittedBytes: cfg.Router.MaxUncommittedBytes,
 		Logger: w.log, Metrics: router.NewMetrics(reg),
 	}
 	if w.pins != nil {

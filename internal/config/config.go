@@ -159,14 +159,23 @@ type RouterConfig struct {
 	// residency_router_region_ready 0, logged once); the router keeps
 	// retrying and never exits for it. Default 2m.
 	GiveUp time.Duration `yaml:"give_up"`
-	// MaxInflightEvents bounds the events between fetch and commit (all
-	// destinations); fetching waits while it is reached. Default 20000.
+	// MaxInflightEvents bounds the events between fetch and settlement
+	// (acknowledged by every destination, with every earlier event of
+	// their partition); fetching waits while it is reached. Default 20000.
 	MaxInflightEvents int `yaml:"max_inflight_events"`
 	// MaxInflightBytes bounds the key, value and header bytes of the events
-	// between fetch and commit; fetching waits while it is reached (one
+	// between fetch and settlement; fetching waits while it is reached (one
 	// batch may overshoot it by up to router.max_batch_bytes). Default
 	// 67108864 (64 MiB).
 	MaxInflightBytes int `yaml:"max_inflight_bytes"`
+	// MaxUncommittedEvents bounds the settled events whose offsets are not
+	// committed yet; fetching waits while it is reached, and the router
+	// commits early once half of it is reached. Default 40000.
+	MaxUncommittedEvents int `yaml:"max_uncommitted_events"`
+	// MaxUncommittedBytes bounds the encoded audit leaves of the settled
+	// events not committed yet (audit on), as max_uncommitted_events
+	// bounds their number. Default 16777216 (16 MiB).
+	MaxUncommittedBytes int `yaml:"max_uncommitted_bytes"`
 	// ShutdownTimeout bounds the flush and commit after SIGINT/SIGTERM.
 	// Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`

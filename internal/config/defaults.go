@@ -99,6 +99,8 @@ func (c *Config) table() []fieldDefault {
 		def("router.shutdown_timeout", &r.ShutdownTimeout, router.DefaultShutdownTimeout),
 		def("router.max_inflight_events", &r.MaxInflightEvents, router.DefaultMaxInflightEvents),
 		def("router.max_inflight_bytes", &r.MaxInflightBytes, router.DefaultMaxInflightBytes),
+		def("router.max_uncommitted_events", &r.MaxUncommittedEvents, router.DefaultMaxUncommittedEvents),
+		def("router.max_uncommitted_bytes", &r.MaxUncommittedBytes, router.DefaultMaxUncommittedBytes),
 		def("redis.addr", &c.Redis.Addr, DefaultRedisAddr),
 		def("redis.prefix", &c.Redis.Prefix, rules.DefaultPrefix),
 		def("rules.staleness_bound", &c.Rules.StalenessBound, rules.DefaultStalenessBound),

@@ -352,7 +352,8 @@ func (c *Config) validateRouter(ps *problems, s Scope) {
 		ps.add("router.start_offset", "%q is not earliest", r.StartOffset)
 	}
 	notNegative(ps, map[string]int{"router.batch_size": r.BatchSize, "router.max_batch_bytes": r.MaxBatchBytes, "router.max_value_bytes": r.MaxValueBytes,
-		"router.max_inflight_events": r.MaxInflightEvents, "router.max_inflight_bytes": r.MaxInflightBytes})
+		"router.max_inflight_events": r.MaxInflightEvents, "router.max_inflight_bytes": r.MaxInflightBytes,
+		"router.max_uncommitted_events": r.MaxUncommittedEvents, "router.max_uncommitted_bytes": r.MaxUncommittedBytes})
 	notNegative(ps, map[string]time.Duration{"router.linger": r.Linger, "router.retry_min": r.RetryMin, "router.retry_max": r.RetryMax,
 		"router.give_up": r.GiveUp, "router.shutdown_timeout": r.ShutdownTimeout})
 

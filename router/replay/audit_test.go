@@ -9,6 +9,7 @@ import (
 
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/router/replay"
+	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 )
 
@@ -27,12 +28,16 @@ type memLedger struct {
 	got []string
 }
 
-func (l *memLedger) Record(_ context.Context, settled []router.Settled) error {
+func (l *memLedger) AppendLeaf(dst []byte, s *router.Settled) ([]byte, error) {
+	m := s.Event.Msg
+	return fmt.Appendf(dst, "%s/%d/%d>%s/%s/%d/%d", m.Topic, m.Partition, m.Offset, s.Cluster, s.Topic, s.Partition, s.Offset), nil
+}
+
+func (l *memLedger) Append(_ context.Context, _ []*rules.Ruleset, leaves [][]byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, s := range settled {
-		m := s.Event.Msg
-		l.got = append(l.got, fmt.Sprintf("%s/%d/%d>%s/%s/%d/%d", m.Topic, m.Partition, m.Offset, s.Cluster, s.Topic, s.Partition, s.Offset))
+	for _, lf := range leaves {
+		l.got = append(l.got, string(lf))
 	}
 	return nil
 }

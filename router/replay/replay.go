@@ -813,7 +813,7 @@ func (r *Replay) ledger(ctx context.Context, b *router.Batch) error {
 	if len(settled) == 0 {
 		return nil
 	}
-	return r.retry.Do(ctx, "ledger", func(ctx context.Context) error { return r.cfg.Ledger.Record(ctx, settled) })
+	return r.retry.Do(ctx, "ledger", func(ctx context.Context) error { return router.RecordSettled(ctx, r.cfg.Ledger, settled) })
 }
 
 // coverage is a range of offsets an earlier replay already replayed.
