@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -363,6 +364,10 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 	var groups []*pgroup
 	byTP := map[tpKey]*pgroup{}
 	var estimate int64
+	enc := p.encoders.Get().(*batchEncoder)
+	defer p.encoders.Put(enc)
+	sizes := slices.Grow(enc.sizes[:0], len(msgs))[:len(msgs)] // encodedSize of each record
+	enc.sizes = sizes
 	for i := range msgs {
 		m := &msgs[i]
 		n := counts[m.Topic]
@@ -380,14 +385,15 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 			groups = append(groups, g)
 		}
 		g.idx = append(g.idx, int32(i))
-		estimate += int64(encodedSize(m))
+		sizes[i] = int32(encodedSize(m))
+		estimate += int64(sizes[i])
 	}
 	if err := p.reserve(ctx, estimate); err != nil {
 		return err
 	}
 	now := time.Now()
 	if p.codec != 0 {
-		return p.produceCompressed(msgs, call, groups, estimate, now)
+		return p.produceCompressed(enc, msgs, sizes, call, groups, estimate, now)
 	}
 	// Append to each partition's open batch while it has room, then open
 	// new ones: a partition whose batches wait for a free request sends
@@ -406,7 +412,7 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 				b = &pbatch{tp: g.tp, created: now, seq: -1, pid: -1, epoch: -1}
 				size := batchHeaderSize
 				for _, i := range rest[:min(len(rest), p.batchSize)] {
-					size += encodedSize(&msgs[i])
+					size += int(sizes[i])
 				}
 				b.ob.data = getBatchBuf(min(size, batchHeaderSize+p.batchBytes))[:batchHeaderSize]
 				p.open[g.tp] = b
@@ -414,7 +420,7 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 			}
 			n, size, reserved := 0, len(b.ob.data)-batchHeaderSize, int64(0)
 			for n < len(rest) && int(b.ob.count)+n < p.batchSize {
-				s := encodedSize(&msgs[rest[n]])
+				s := int(sizes[rest[n]])
 				if (b.ob.count > 0 || n > 0) && size+s > p.batchBytes {
 					break
 				}
@@ -439,15 +445,13 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 
 // produceCompressed is the rest of Produce with compression: each call's
 // records are compressed into batches of their own.
-func (p *Producer) produceCompressed(msgs []stream.Message, call *produceCall, groups []*pgroup, estimate int64, now time.Time) error {
-	enc := p.encoders.Get().(*batchEncoder)
-	defer p.encoders.Put(enc)
+func (p *Producer) produceCompressed(enc *batchEncoder, msgs []stream.Message, sizes []int32, call *produceCall, groups []*pgroup, estimate int64, now time.Time) error {
 	var batches []*pbatch
 	for _, g := range groups {
 		for rest := g.idx; len(rest) > 0; {
 			n, size, reserved := 0, batchHeaderSize, int64(0)
 			for n < len(rest) && n < p.batchSize {
-				s := encodedSize(&msgs[rest[n]])
+				s := int(sizes[rest[n]])
 				if n > 0 && size+s > p.batchBytes {
 					break
 				}

@@ -91,6 +91,7 @@ func appendBytes(dst, b []byte) []byte {
 type batchEncoder struct {
 	codec   compress.Compression
 	scratch []byte
+	sizes   []int32 // Produce's encodedSize of each record of a call
 }
 
 // encode returns msgs[idx[0]], msgs[idx[1]], ... as one v2 record batch
