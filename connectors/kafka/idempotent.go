@@ -31,10 +31,12 @@ type ProducerConfig struct {
 	// Compression is "none", "gzip", "snappy", "lz4" or "zstd". Default
 	// "none".
 	Compression string
-	// BatchSize is the most records in one record batch (the records of one
-	// Produce call for one partition are split into batches of at most
-	// BatchSize records and BatchBytes bytes; each batch goes in its own
-	// request). Default 1000.
+	// BatchSize is the most records in one record batch: a partition's
+	// records are encoded into batches of at most BatchSize records and
+	// BatchBytes bytes, each sent in a request of its own (one batch per
+	// partition per request); the records of later Produce calls join a
+	// partition's last batch while it has not been sent (uncompressed
+	// only). Default 1000.
 	BatchSize int
 	// BatchBytes is the most bytes of records in one record batch, before
 	// compression. Default 1 MiB (the brokers' default message.max.bytes).
@@ -53,9 +55,9 @@ type ProducerConfig struct {
 	// closing the connection and retrying. Default 10s.
 	RequestTimeout time.Duration
 	// DeliveryTimeout bounds how long a record is retried: a batch not
-	// acknowledged within DeliveryTimeout of its Produce call fails (and so
-	// do the batches queued behind it for its partition). 0 retries until
-	// Close. Default 0.
+	// acknowledged within DeliveryTimeout of the first Produce call whose
+	// records it holds fails (and so do the batches queued behind it for
+	// its partition). 0 retries until Close. Default 0.
 	DeliveryTimeout time.Duration
 	// MaxBufferedBytes bounds the encoded records produced and not yet
 	// acknowledged; Produce waits for room. Default 64 MiB.
