@@ -416,7 +416,9 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 				for _, i := range rest[:min(len(rest), p.batchSize)] {
 					size += int(sizes[i])
 				}
-				b.ob.data = getBatchBuf(min(size, batchHeaderSize+p.batchBytes))[:batchHeaderSize]
+				// Room for later calls' records too (a batch being filled
+				// grows into a recycled buffer when it must).
+				b.ob.data = getBatchBuf(min(max(size, minBatchBuf), batchHeaderSize+p.batchBytes))[:batchHeaderSize]
 				p.open[g.tp] = b
 				p.incoming = append(p.incoming, b)
 			}
@@ -487,6 +489,9 @@ func (p *Producer) produceCompressed(enc *batchEncoder, msgs []stream.Message, s
 	poke(p.wake)
 	return nil
 }
+
+// minBatchBuf is the least room a new uncompressed batch gets.
+const minBatchBuf = 16 << 10
 
 // sealLocked closes b to appends: its header is written and its records
 // fixed. p.mu is held.

@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"math/bits"
-	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -169,7 +168,13 @@ func (b *openBatch) appendRecords(msgs []stream.Message, idx []int32, nowMs int6
 			h := &m.Headers[j]
 			body += varintSize(int64(len(h.Key))) + len(h.Key) + bytesSize(h.Value)
 		}
-		recs = slices.Grow(recs, body+binary.MaxVarintLen32)
+		if need := len(recs) + body + binary.MaxVarintLen32; need > cap(recs) {
+			// Grow into a recycled buffer, and recycle the old one:
+			// nothing else refers to a batch being filled.
+			grown := append(getBatchBuf(max(need, 2*cap(recs))), recs...)
+			putBatchBuf(recs)
+			recs = grown
+		}
 		recs = binary.AppendVarint(recs, int64(body))
 		recs = append(recs, 0)
 		recs = binary.AppendVarint(recs, delta)
