@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -30,10 +31,12 @@ type ProducerConfig struct {
 	// Compression is "none", "gzip", "snappy", "lz4" or "zstd". Default
 	// "none".
 	Compression string
-	// BatchSize is the most records in one record batch (the records of one
-	// Produce call for one partition are split into batches of at most
-	// BatchSize records and BatchBytes bytes; each batch goes in its own
-	// request). Default 1000.
+	// BatchSize is the most records in one record batch: a partition's
+	// records are encoded into batches of at most BatchSize records and
+	// BatchBytes bytes, each sent in a request of its own (one batch per
+	// partition per request); the records of later Produce calls join a
+	// partition's last batch while it has not been sent (uncompressed
+	// only). Default 1000.
 	BatchSize int
 	// BatchBytes is the most bytes of records in one record batch, before
 	// compression. Default 1 MiB (the brokers' default message.max.bytes).
@@ -52,9 +55,9 @@ type ProducerConfig struct {
 	// closing the connection and retrying. Default 10s.
 	RequestTimeout time.Duration
 	// DeliveryTimeout bounds how long a record is retried: a batch not
-	// acknowledged within DeliveryTimeout of its Produce call fails (and so
-	// do the batches queued behind it for its partition). 0 retries until
-	// Close. Default 0.
+	// acknowledged within DeliveryTimeout of the first Produce call whose
+	// records it holds fails (and so do the batches queued behind it for
+	// its partition). 0 retries until Close. Default 0.
 	DeliveryTimeout time.Duration
 	// MaxBufferedBytes bounds the encoded records produced and not yet
 	// acknowledged; Produce waits for room. Default 64 MiB.
@@ -132,6 +135,7 @@ type Producer struct {
 	mu       sync.Mutex
 	topics   map[string]*ptopic
 	incoming []*pbatch
+	open     map[tpKey]*pbatch // each partition's batch Produce may still append to
 	buffered int64
 	freed    chan struct{} // closed and replaced when buffered shrinks
 	closed   bool
@@ -174,6 +178,12 @@ type ptopic struct {
 	leaders    []int32
 }
 
+// pgroup is the records of one Produce call for one partition.
+type pgroup struct {
+	tp  tpKey
+	idx []int32
+}
+
 // produceCall is one Produce call until every batch of it is resolved.
 type produceCall struct {
 	done    func(Ack)
@@ -191,15 +201,21 @@ const (
 	bFailed
 )
 
-// pbatch is one record batch of one Produce call for one partition.
+// pbatch is one record batch for one partition: the records of one or
+// more Produce calls (segs, in order). While it is open (not sealed:
+// never sent, the last batch of its partition, p.open[tp]) Produce
+// appends the records of later calls to it, under p.mu; once sealed its
+// records are fixed and it belongs to the loop.
 type pbatch struct {
-	call     *produceCall
-	tp       tpKey
-	data     []byte
-	idx      []int32
-	count    int32
-	reserved int64
-	created  time.Time
+	tp      tpKey
+	ob      openBatch // its records while open
+	segs    []pseg
+	sealed  bool // guarded by p.mu
+	created time.Time
+
+	// Set when sealed.
+	data  []byte
+	count int32
 
 	seq      int32 // -1: not numbered yet
 	pid      int64 // what data carries
@@ -208,6 +224,15 @@ type pbatch struct {
 	unsure   bool // an attempt ended without knowing whether it was written
 	attempts int
 	lastErr  error
+}
+
+// pseg is the records of one Produce call in a batch: msgs[idx[k]] of
+// the call is the batch's record at offset k after the records of the
+// segments before it.
+type pseg struct {
+	call     *produceCall
+	idx      []int32
+	reserved int64 // of MaxBufferedBytes, released when resolved
 }
 
 // pstate is one partition's queue of batches not yet acknowledged, in
@@ -295,6 +320,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		reqTimeout:  orDur(cfg.RequestTimeout, 10*time.Second),
 		maxBuffered: orInt64(cfg.MaxBufferedBytes, 64<<20),
 		topics:      map[string]*ptopic{},
+		open:        map[tpKey]*pbatch{},
 		freed:       make(chan struct{}),
 		errs:        map[string]error{},
 		wake:        make(chan struct{}, 1),
@@ -337,13 +363,13 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 		return err
 	}
 	call := &produceCall{done: done, ack: Ack{Partitions: make([]int32, len(msgs)), Offsets: make([]int64, len(msgs))}}
-	type group struct {
-		tp  tpKey
-		idx []int32
-	}
-	var groups []*group
-	byTP := map[tpKey]*group{}
+	var groups []*pgroup
+	byTP := map[tpKey]*pgroup{}
 	var estimate int64
+	enc := p.encoders.Get().(*batchEncoder)
+	defer p.encoders.Put(enc)
+	sizes := slices.Grow(enc.sizes[:0], len(msgs))[:len(msgs)] // encodedSize of each record
+	enc.sizes = sizes
 	for i := range msgs {
 		m := &msgs[i]
 		n := counts[m.Topic]
@@ -356,48 +382,101 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 		k := tpKey{m.Topic, part}
 		g := byTP[k]
 		if g == nil {
-			g = &group{tp: k}
+			g = &pgroup{tp: k}
 			byTP[k] = g
 			groups = append(groups, g)
 		}
 		g.idx = append(g.idx, int32(i))
-		estimate += int64(encodedSize(m))
+		sizes[i] = int32(encodedSize(m))
+		estimate += int64(sizes[i])
 	}
 	if err := p.reserve(ctx, estimate); err != nil {
 		return err
 	}
-	enc := p.encoders.Get().(*batchEncoder)
-	defer p.encoders.Put(enc)
 	now := time.Now()
+	if p.codec != 0 {
+		return p.produceCompressed(enc, msgs, sizes, call, groups, estimate, now)
+	}
+	// Append to each partition's open batch while it has room, then open
+	// new ones: a partition whose batches wait for a free request sends
+	// them as one.
+	nowMs := now.UnixMilli()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.release(estimate)
+		return fmt.Errorf("kafka: produce: %w", ErrClosed)
+	}
+	for _, g := range groups {
+		for rest := g.idx; len(rest) > 0; {
+			b := p.open[g.tp]
+			if b == nil {
+				b = &pbatch{tp: g.tp, created: now, seq: -1, pid: -1, epoch: -1}
+				size := batchHeaderSize
+				for _, i := range rest[:min(len(rest), p.batchSize)] {
+					size += int(sizes[i])
+				}
+				// Room for later calls' records too (a batch being filled
+				// grows into a recycled buffer when it must).
+				b.ob.data = getBatchBuf(min(max(size, minBatchBuf), batchHeaderSize+p.batchBytes))[:batchHeaderSize]
+				p.open[g.tp] = b
+				p.incoming = append(p.incoming, b)
+			}
+			n, size, reserved := 0, len(b.ob.data)-batchHeaderSize, int64(0)
+			for n < len(rest) && int(b.ob.count)+n < p.batchSize {
+				s := int(sizes[rest[n]])
+				if (b.ob.count > 0 || n > 0) && size+s > p.batchBytes {
+					break
+				}
+				size += s
+				reserved += int64(s)
+				n++
+			}
+			if n == 0 {
+				p.sealLocked(b) // full
+				continue
+			}
+			b.ob.appendRecords(msgs, rest[:n], nowMs)
+			b.segs = append(b.segs, pseg{call: call, idx: rest[:n:n], reserved: reserved})
+			call.pending++
+			rest = rest[n:]
+		}
+	}
+	p.mu.Unlock()
+	poke(p.wake)
+	return nil
+}
+
+// produceCompressed is the rest of Produce with compression: each call's
+// records are compressed into batches of their own.
+func (p *Producer) produceCompressed(enc *batchEncoder, msgs []stream.Message, sizes []int32, call *produceCall, groups []*pgroup, estimate int64, now time.Time) error {
 	var batches []*pbatch
 	for _, g := range groups {
 		for rest := g.idx; len(rest) > 0; {
-			n, size := 0, batchHeaderSize
+			n, size, reserved := 0, batchHeaderSize, int64(0)
 			for n < len(rest) && n < p.batchSize {
-				s := encodedSize(&msgs[rest[n]])
+				s := int(sizes[rest[n]])
 				if n > 0 && size+s > p.batchBytes {
 					break
 				}
 				size += s
+				reserved += int64(s)
 				n++
 			}
 			data, err := enc.encode(msgs, rest[:n], now)
 			if err != nil {
+				for _, b := range batches {
+					putBatchBuf(b.data)
+				}
 				p.release(estimate)
 				return fmt.Errorf("kafka: produce: %w", err)
 			}
-			batches = append(batches, &pbatch{call: call, tp: g.tp, data: data, idx: rest[:n:n], count: int32(n),
-				created: now, seq: -1, pid: -1, epoch: -1})
+			b := &pbatch{tp: g.tp, data: data, count: int32(n), sealed: true, created: now, seq: -1, pid: -1, epoch: -1,
+				segs: []pseg{{call: call, idx: rest[:n:n], reserved: reserved}}}
+			batches = append(batches, b)
 			rest = rest[n:]
 		}
 	}
-	// The reservation is handed to the batches (the first takes the
-	// rounding), and released as each is resolved.
-	per := estimate / int64(len(batches))
-	for _, b := range batches {
-		b.reserved = per
-	}
-	batches[0].reserved += estimate - per*int64(len(batches))
 	call.pending = len(batches)
 	p.mu.Lock()
 	if p.closed {
@@ -409,6 +488,24 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 	p.mu.Unlock()
 	poke(p.wake)
 	return nil
+}
+
+// minBatchBuf is the least room a new uncompressed batch gets.
+const minBatchBuf = 16 << 10
+
+// sealLocked closes b to appends: its header is written and its records
+// fixed. p.mu is held.
+func (p *Producer) sealLocked(b *pbatch) {
+	if b.sealed {
+		return
+	}
+	b.sealed = true
+	if p.open[b.tp] == b {
+		delete(p.open, b.tp)
+	}
+	b.ob.seal(0)
+	b.data, b.count = b.ob.data, b.ob.count
+	b.ob = openBatch{}
 }
 
 // Publish writes msgs and returns once every record is acknowledged by all

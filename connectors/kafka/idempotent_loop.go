@@ -244,6 +244,7 @@ func (p *Producer) sendRequest(br *pbroker, pss []*pstate, now time.Time) bool {
 	}
 	var batches []*pbatch
 	size := 0
+	p.mu.Lock() // to seal open batches
 	for _, ps := range pss {
 		limit := p.maxInFlight
 		if ps.trustLeader != br.id || now.Sub(ps.trustAt) > stateTrust {
@@ -256,6 +257,12 @@ func (p *Producer) sendRequest(br *pbroker, pss []*pstate, now time.Time) bool {
 		if b.state != bQueued {
 			continue
 		}
+		if !b.sealed {
+			if len(batches) > 0 && size+len(b.ob.data) > p.reqBytes {
+				continue
+			}
+			p.sealLocked(b)
+		}
 		if len(batches) > 0 && size+len(b.data) > p.reqBytes {
 			continue
 		}
@@ -267,15 +274,18 @@ func (p *Producer) sendRequest(br *pbroker, pss []*pstate, now time.Time) bool {
 		if b.pid != p.pid || b.epoch != p.epoch {
 			b.pid, b.epoch = p.pid, p.epoch
 		}
-		setProducer(b.data, b.pid, b.epoch, b.seq)
 		b.state = bInFlight
 		b.attempts++
 		ps.sendIdx++
 		ps.inflight++
 		batches = append(batches, b)
 	}
+	p.mu.Unlock()
 	if len(batches) == 0 {
 		return false
+	}
+	for _, b := range batches {
+		setProducer(b.data, b.pid, b.epoch, b.seq)
 	}
 	req := &preq{br: br, conn: br.conn, version: v, batches: batches}
 	cl := &call{frame: p.produceFrame(v, batches), timeout: p.reqTimeout + responseGrace}
@@ -502,8 +512,11 @@ func (p *Producer) acked(ps *pstate, b *pbatch, base int64) {
 	}
 	b.state = bAcked
 	if base >= 0 {
-		for k, i := range b.idx {
-			b.call.ack.Offsets[i] = base + int64(k)
+		for _, sg := range b.segs {
+			for _, i := range sg.idx {
+				sg.call.ack.Offsets[i] = base
+				base++
+			}
 		}
 	}
 	ps.fails = 0
@@ -558,6 +571,11 @@ func (p *Producer) failFrom(ps *pstate, b *pbatch, err error, unsure bool) {
 	}
 	p.log.Warn("kafka: produce: records failed", "topic", b.tp.topic, "partition", b.tp.partition,
 		"batches", len(ps.queue)-i, "error", err)
+	p.mu.Lock()
+	for _, x := range ps.queue[i:] {
+		p.sealLocked(x) // nothing more is appended to a failed batch
+	}
+	p.mu.Unlock()
 	for j, x := range ps.queue[i:] {
 		xerr := err
 		if j > 0 {
@@ -586,40 +604,43 @@ func (p *Producer) settle(ps *pstate) {
 	}
 }
 
-// resolve finishes batch b (err nil: written) and, with its last batch,
-// its Produce call.
+// resolve finishes batch b (err nil: written) and, with their last
+// batch, its Produce calls.
 func (p *Producer) resolve(b *pbatch, err error) {
-	c := b.call
-	if err != nil && len(c.errs) < 5 {
-		dup := false
-		for _, e := range c.errs {
-			if e.Error() == err.Error() {
-				dup = true
-			}
-		}
-		if !dup {
-			c.errs = append(c.errs, err)
-		}
-	}
 	if err == nil && b.state == bAcked {
 		// Answered: no request reads it any more.
 		putBatchBuf(b.data)
 	}
 	b.data = nil
-	p.release(b.reserved)
-	c.pending--
-	if c.pending == 0 {
-		if len(c.errs) > 0 {
-			failed := 0
-			for _, o := range c.ack.Offsets {
-				if o < 0 {
-					failed++
+	for _, sg := range b.segs {
+		c := sg.call
+		if err != nil && len(c.errs) < 5 {
+			dup := false
+			for _, e := range c.errs {
+				if e.Error() == err.Error() {
+					dup = true
 				}
 			}
-			c.ack.Err = fmt.Errorf("%d of %d records not written: %w", failed, len(c.ack.Offsets), errors.Join(c.errs...))
+			if !dup {
+				c.errs = append(c.errs, err)
+			}
 		}
-		c.done(c.ack)
+		p.release(sg.reserved)
+		c.pending--
+		if c.pending == 0 {
+			if len(c.errs) > 0 {
+				failed := 0
+				for _, o := range c.ack.Offsets {
+					if o < 0 {
+						failed++
+					}
+				}
+				c.ack.Err = fmt.Errorf("%d of %d records not written: %w", failed, len(c.ack.Offsets), errors.Join(c.errs...))
+			}
+			c.done(c.ack)
+		}
 	}
+	b.segs = nil
 }
 
 // initPID gets a producer id, or bumps the epoch of ours (KIP-360).
@@ -683,14 +704,20 @@ func (p *Producer) pidDone(resp *initPIDAPI.Response, err error) {
 	if !renumber {
 		return
 	}
+	p.mu.Lock() // an open batch's count may still grow: it is numbered when sent
+	defer p.mu.Unlock()
 	for _, ps := range p.parts {
 		seq := int32(0)
 		for _, b := range ps.queue {
 			if b.state == bAcked {
 				continue
 			}
-			b.seq = seq
 			b.state = bQueued
+			if !b.sealed {
+				b.seq = -1
+				continue
+			}
+			b.seq = seq
 			seq = addSeq(seq, b.count)
 		}
 		ps.nextSeq = seq
@@ -740,6 +767,13 @@ func (p *Producer) metadataDone(resp *metadataAPI.Response, err error) {
 // shutdown fails every batch not yet resolved.
 func (p *Producer) shutdown() {
 	p.absorb()
+	p.mu.Lock()
+	for _, ps := range p.parts {
+		for _, b := range ps.queue {
+			p.sealLocked(b)
+		}
+	}
+	p.mu.Unlock()
 	for _, ps := range p.parts {
 		for _, b := range ps.queue {
 			switch b.state {

@@ -276,9 +276,14 @@ func TestProducerOutOfOrderAtHeadBumps(t *testing.T) {
 func TestProducerFailsWhatIsBehindAPermanentError(t *testing.T) {
 	c := fakeKafka(t, 1, 2, "t")
 	p := fakeProducer(t, c, ProducerConfig{})
-	// Hold the first produce request a moment, so the second call is
-	// queued (or in flight) behind it.
+	// Hold the first produce request a moment, and produce the second
+	// call once it is in flight, so the second call is queued (or in
+	// flight) behind it in batches of its own (were it produced before
+	// the first call's batches were sent, its records would join them).
+	arrived := make(chan struct{})
+	var once sync.Once
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		once.Do(func() { close(arrived) })
 		time.Sleep(100 * time.Millisecond)
 		return nil, nil, false
 	})
@@ -287,7 +292,18 @@ func TestProducerFailsWhatIsBehindAPermanentError(t *testing.T) {
 	call := func(prefix string) []stream.Message {
 		return []stream.Message{{Topic: "t", Key: key0, Value: []byte(prefix + "-p0")}, {Topic: "t", Key: key1, Value: []byte(prefix + "-p1")}}
 	}
-	acks := produceAll(t, p, [][]stream.Message{call("a"), call("b")})
+	acks := make([]Ack, 2)
+	var wg sync.WaitGroup
+	for i, msgs := range [][]stream.Message{call("a"), call("b")} {
+		wg.Add(1)
+		if err := p.Produce(context.Background(), msgs, func(a Ack) { acks[i] = a; wg.Done() }); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			<-arrived
+		}
+	}
+	wg.Wait()
 	if !errors.Is(acks[0].Err, kafka.MessageSizeTooLarge) || acks[0].Offsets[0] != -1 || acks[0].Offsets[1] < 0 {
 		t.Errorf("first call: %v, offsets %v; want MessageTooLarge for partition 0 only", acks[0].Err, acks[0].Offsets)
 	}
@@ -466,5 +482,52 @@ func TestConsumerFollowsLeaderMoves(t *testing.T) {
 				_ = c.MoveTopicPartition("t", part, (c.LeaderFor("t", part)+1)%3)
 			}
 		}
+	}
+}
+
+// TestProducerJoinsQueuedCalls: the records of calls produced while their
+// partition's batch waits for a request join that batch (one request for
+// many calls, as a backlog drains), each call still acknowledged with its
+// own records' offsets, in order.
+func TestProducerJoinsQueuedCalls(t *testing.T) {
+	c := fakeKafka(t, 1, 1, "t")
+	var mu sync.Mutex
+	requests := 0
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		requests++
+		first := requests == 1
+		mu.Unlock()
+		if first {
+			time.Sleep(300 * time.Millisecond) // the calls below queue up meanwhile
+		}
+		return nil, nil, false
+	})
+	p := fakeProducer(t, c, ProducerConfig{})
+	msgs := seqMessages("t", "v", 3, 0, 200)
+	acks := produceAll(t, p, split(msgs, 2))
+	got := readBack(t, c.ListenAddrs(), "t", len(msgs))
+	checkExactlyOnceInOrder(t, msgs, got)
+	where := map[string]int64{}
+	for _, r := range got {
+		where[string(r.Value)] = r.Offset
+	}
+	k := 0
+	for _, a := range acks {
+		if a.Err != nil {
+			t.Fatal(a.Err)
+		}
+		for i := range a.Offsets {
+			if w := where[string(msgs[k].Value)]; a.Offsets[i] != w {
+				t.Errorf("record %d acked at offset %d, written at %d", k, a.Offsets[i], w)
+			}
+			k++
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if requests > 10 {
+		t.Errorf("%d produce requests for 100 calls queued behind one; want the queued calls joined into a few batches", requests)
 	}
 }

@@ -90,33 +90,71 @@ func appendBytes(dst, b []byte) []byte {
 type batchEncoder struct {
 	codec   compress.Compression
 	scratch []byte
+	sizes   []int32 // Produce's encodedSize of each record of a call
 }
 
 // encode returns msgs[idx[0]], msgs[idx[1]], ... as one v2 record batch
-// without producer id (set by setProducer before it is sent). A record
-// without a time gets now. Keys, values and header values keep the
-// difference between nil and empty.
+// without producer id (set by setProducer, which also writes the CRC,
+// before it is sent). A record without a time gets now. Keys, values and
+// header values keep the difference between nil and empty.
 func (e *batchEncoder) encode(msgs []stream.Message, idx []int32, now time.Time) ([]byte, error) {
 	if len(idx) == 0 {
 		return nil, errors.New("kafka: empty record batch")
 	}
-	nowMs := now.UnixMilli()
-	first := msgs[idx[0]].Time
-	firstTS := nowMs
-	if !first.IsZero() {
-		firstTS = first.UnixMilli()
-	}
-	maxTS := firstTS
 	size := 0
 	for _, i := range idx {
 		size += encodedSize(&msgs[i])
 	}
-	out := getBatchBuf(batchHeaderSize + size)[:batchHeaderSize]
-	recs := out
-	if e.codec != 0 {
-		recs = e.scratch[:0]
+	var ob openBatch
+	if e.codec == 0 {
+		ob.data = getBatchBuf(batchHeaderSize + size)[:batchHeaderSize]
+		ob.appendRecords(msgs, idx, now.UnixMilli())
+		ob.seal(0)
+		return ob.data, nil
 	}
-	for n, i := range idx {
+	// Compressed: the records go to the scratch buffer first.
+	ob.data = e.scratch[:0]
+	ob.appendRecords(msgs, idx, now.UnixMilli())
+	e.scratch = ob.data
+	out := getBatchBuf(batchHeaderSize + size)[:batchHeaderSize]
+	w := e.codec.Codec().NewWriter(appendWriter{&out})
+	if _, err := w.Write(ob.data); err != nil {
+		return nil, fmt.Errorf("kafka: compress records: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("kafka: compress records: %w", err)
+	}
+	ob.data = out
+	ob.seal(e.codec)
+	return ob.data, nil
+}
+
+// openBatch is a record batch being filled: data is its header (written
+// by seal) followed by its records, count its records, firstTS and maxTS
+// its first and largest timestamps. The producer appends the records of
+// later Produce calls for the same partition to a batch not yet sent, so
+// that a partition whose requests queue up sends one larger batch instead
+// of many small ones.
+type openBatch struct {
+	data    []byte
+	count   int32
+	firstTS int64
+	maxTS   int64
+}
+
+// appendRecords appends msgs[idx[0]], msgs[idx[1]], ... to the records of
+// b (without compression); a record without a time gets nowMs.
+func (b *openBatch) appendRecords(msgs []stream.Message, idx []int32, nowMs int64) {
+	recs := b.data
+	if b.count == 0 && len(idx) > 0 {
+		b.firstTS = nowMs
+		if t := msgs[idx[0]].Time; !t.IsZero() {
+			b.firstTS = t.UnixMilli()
+		}
+		b.maxTS = b.firstTS
+	}
+	firstTS, maxTS, n := b.firstTS, b.maxTS, int64(b.count)
+	for _, i := range idx {
 		m := &msgs[i]
 		ts := nowMs
 		if !m.Time.IsZero() {
@@ -124,15 +162,23 @@ func (e *batchEncoder) encode(msgs []stream.Message, idx []int32, now time.Time)
 		}
 		maxTS = max(maxTS, ts)
 		delta := ts - firstTS
-		body := 1 + varintSize(delta) + varintSize(int64(n)) + bytesSize(m.Key) + bytesSize(m.Value) + varintSize(int64(len(m.Headers)))
+		// The body's size: attributes, the deltas, key, value, headers.
+		body := 1 + varintSize(delta) + varintSize(n) + bytesSize(m.Key) + bytesSize(m.Value) + varintSize(int64(len(m.Headers)))
 		for j := range m.Headers {
 			h := &m.Headers[j]
 			body += varintSize(int64(len(h.Key))) + len(h.Key) + bytesSize(h.Value)
 		}
+		if need := len(recs) + body + binary.MaxVarintLen32; need > cap(recs) {
+			// Grow into a recycled buffer, and recycle the old one:
+			// nothing else refers to a batch being filled.
+			grown := append(getBatchBuf(max(need, 2*cap(recs))), recs...)
+			putBatchBuf(recs)
+			recs = grown
+		}
 		recs = binary.AppendVarint(recs, int64(body))
 		recs = append(recs, 0)
 		recs = binary.AppendVarint(recs, delta)
-		recs = binary.AppendVarint(recs, int64(n))
+		recs = binary.AppendVarint(recs, n)
 		recs = appendBytes(recs, m.Key)
 		recs = appendBytes(recs, m.Value)
 		recs = binary.AppendVarint(recs, int64(len(m.Headers)))
@@ -142,31 +188,25 @@ func (e *batchEncoder) encode(msgs []stream.Message, idx []int32, now time.Time)
 			recs = append(recs, h.Key...)
 			recs = appendBytes(recs, h.Value)
 		}
+		n++
 	}
-	if e.codec != 0 {
-		e.scratch = recs
-		w := e.codec.Codec().NewWriter(appendWriter{&out})
-		if _, err := w.Write(recs); err != nil {
-			return nil, fmt.Errorf("kafka: compress records: %w", err)
-		}
-		if err := w.Close(); err != nil {
-			return nil, fmt.Errorf("kafka: compress records: %w", err)
-		}
-	} else {
-		out = recs
-	}
+	b.data, b.count, b.maxTS = recs, int32(n), maxTS
+}
+
+// seal writes the header of b, whose records are compressed with codec,
+// but for the producer id, epoch, base sequence and CRC (setProducer).
+func (b *openBatch) seal(codec compress.Compression) {
+	out := b.data
 	be := binary.BigEndian
 	be.PutUint64(out[0:], 0)
 	be.PutUint32(out[offBatchLength:], uint32(len(out)-12))
 	be.PutUint32(out[12:], math.MaxUint32) // partition leader epoch: -1
 	out[offMagic] = 2
-	be.PutUint16(out[offAttributes:], uint16(e.codec)&attrCompression)
-	be.PutUint32(out[offLastDelta:], uint32(len(idx)-1))
-	be.PutUint64(out[offFirstTS:], uint64(firstTS))
-	be.PutUint64(out[offMaxTS:], uint64(maxTS))
-	be.PutUint32(out[offRecordCount:], uint32(len(idx)))
-	setProducer(out, -1, -1, -1)
-	return out, nil
+	be.PutUint16(out[offAttributes:], uint16(codec)&attrCompression)
+	be.PutUint32(out[offLastDelta:], uint32(b.count-1))
+	be.PutUint64(out[offFirstTS:], uint64(b.firstTS))
+	be.PutUint64(out[offMaxTS:], uint64(b.maxTS))
+	be.PutUint32(out[offRecordCount:], uint32(b.count))
 }
 
 // batchBufs recycles the buffers of encoded batches once the broker has

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"strconv"
 	"testing"
 	"time"
 
@@ -324,4 +325,52 @@ func FuzzDecode(f *testing.F) {
 		r := fetchResult{parts: []resultPart{{topic: "t", views: views}}, left: 1}
 		_, _ = r.decode(nil, 1<<20)
 	})
+}
+
+// routerShaped returns n records shaped like the router's output: a key, a
+// ~250-byte value, one producer header and the eleven residency headers
+// (names as router/headers.go), whose values are shared by every record
+// but the source offset.
+func routerShaped(n int) []stream.Message {
+	shared := func(s string) []byte { return []byte(s) }
+	jur, reg, ver, dig, by := shared("EU"), shared("eu"), shared("42"), shared("0123456789abcdef"), shared("country")
+	schema, topic, part, inst := shared("single-object:0123456789abcdef"), shared("events.ingest"), shared("3"), shared("router-7f9c")
+	msgs := make([]stream.Message, n)
+	for i := range msgs {
+		msgs[i] = stream.Message{Topic: "pinned.eu", Key: fmt.Appendf(nil, "user-%d", i), Value: bytes.Repeat([]byte{byte(i)}, 250),
+			Time: time.UnixMilli(1_700_000_000_000 + int64(i)),
+			Headers: []stream.Header{{Key: "trace-id", Value: []byte("0123456789abcdef")},
+				{Key: "residency-jurisdiction", Value: jur}, {Key: "residency-region", Value: reg},
+				{Key: "residency-ruleset-version", Value: ver}, {Key: "residency-ruleset-digest", Value: dig},
+				{Key: "residency-decided-by", Value: by}, {Key: "residency-schema", Value: schema},
+				{Key: "residency-source-topic", Value: topic}, {Key: "residency-source-partition", Value: part},
+				{Key: "residency-source-offset", Value: strconv.AppendInt(nil, 1_000_000+int64(i), 10)},
+				{Key: "residency-router", Value: inst}}}
+	}
+	return msgs
+}
+
+// BenchmarkEncode: encoding router-shaped records into batches of 12 (a
+// 500-event poll spread over 42 destination partitions) and of 500.
+func BenchmarkEncode(b *testing.B) {
+	for _, per := range []int{12, 500} {
+		b.Run(fmt.Sprintf("batch=%d", per), func(b *testing.B) {
+			const n = 3000
+			msgs := routerShaped(n)
+			idx := allIdx(n)
+			e := batchEncoder{}
+			b.ReportAllocs()
+			for b.Loop() {
+				for i := 0; i < n; i += per {
+					bt, err := e.encode(msgs, idx[i:min(i+per, n)], time.Now())
+					if err != nil {
+						b.Fatal(err)
+					}
+					setProducer(bt, 1, 0, 0)
+					putBatchBuf(bt)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
+		})
+	}
 }

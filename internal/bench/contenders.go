@@ -396,8 +396,17 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 		defer p.Close()
 		prods[name] = p.RouterProducer()
 	}
+	var consumer router.BatchConsumer = &meteredConsumer{BatchConsumer: cons.RouterConsumer(), m: m, pm: &partMeter{base: map[string]int64{}}}
+	if path := os.Getenv("RESIDENCY_BENCH_TRACE"); path != "" {
+		tr := newStageTrace()
+		defer tr.write(path)
+		consumer = &tracedConsumer{BatchConsumer: consumer, t: tr}
+		for name, p := range prods {
+			prods[name] = &tracedProducer{AsyncProducer: p, t: tr}
+		}
+	}
 	cfg := router.Config{
-		Consumer: &meteredConsumer{BatchConsumer: cons.RouterConsumer(), m: m, pm: &partMeter{base: map[string]int64{}}}, Producers: prods, IngestCluster: "ingest",
+		Consumer: consumer, Producers: prods, IngestCluster: "ingest",
 		IngestTopics:    []string{spec.Ingest},
 		QuarantineTopic: spec.Prefix + ".quarantine", DeadLetterTopic: spec.Prefix + ".dead-letter",
 		Fields: fields, Rules: cache, Instance: "bench", BatchSize: spec.BatchSize, Linger: spec.Linger,

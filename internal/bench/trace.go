@@ -1,0 +1,176 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/stream"
+)
+
+// stageTrace records, for the timed events of a latency pass, when the
+// router polled them, handed them to a producer and had them acknowledged
+// (RESIDENCY_BENCH_TRACE=file: a diagnostic, not part of the report).
+type stageTrace struct {
+	mu      sync.Mutex
+	sent    map[int64]time.Time
+	polled  map[int64]time.Time
+	produce map[int64]time.Time
+	acked   map[int64]time.Time
+}
+
+func newStageTrace() *stageTrace {
+	return &stageTrace{sent: map[int64]time.Time{}, polled: map[int64]time.Time{}, produce: map[int64]time.Time{}, acked: map[int64]time.Time{}}
+}
+
+func traceSeq(m *stream.Message) (seq int64, sent time.Time, ok bool) {
+	seq = -1
+	for _, h := range m.Headers {
+		switch h.Key {
+		case benchSeqHeader:
+			seq, _ = strconv.ParseInt(string(h.Value), 10, 64)
+		case benchSentHeader:
+			ns, _ := strconv.ParseInt(string(h.Value), 10, 64)
+			sent = time.Unix(0, ns)
+		}
+	}
+	return seq, sent, seq >= 0
+}
+
+type tracedConsumer struct {
+	router.BatchConsumer
+	t *stageTrace
+}
+
+func (c *tracedConsumer) Poll(ctx context.Context, dst []stream.Message, max int) ([]stream.Message, error) {
+	n := len(dst)
+	dst, err := c.BatchConsumer.Poll(ctx, dst, max)
+	now := time.Now()
+	c.t.mu.Lock()
+	for i := n; i < len(dst); i++ {
+		if seq, sent, ok := traceSeq(&dst[i]); ok {
+			c.t.polled[seq] = now
+			c.t.sent[seq] = sent
+		}
+	}
+	c.t.mu.Unlock()
+	return dst, err
+}
+
+type tracedProducer struct {
+	router.AsyncProducer
+	t *stageTrace
+}
+
+func (p *tracedProducer) Produce(ctx context.Context, msgs []stream.Message, done func(router.ProduceAck)) error {
+	var seqs []int64
+	for i := range msgs {
+		if seq, _, ok := traceSeq(&msgs[i]); ok {
+			seqs = append(seqs, seq)
+		}
+	}
+	now := time.Now()
+	p.t.mu.Lock()
+	for _, s := range seqs {
+		if _, ok := p.t.produce[s]; !ok {
+			p.t.produce[s] = now
+		}
+	}
+	p.t.mu.Unlock()
+	return p.AsyncProducer.Produce(ctx, msgs, func(a router.ProduceAck) {
+		now := time.Now()
+		p.t.mu.Lock()
+		for _, s := range seqs {
+			if _, ok := p.t.acked[s]; !ok {
+				p.t.acked[s] = now
+			}
+		}
+		p.t.mu.Unlock()
+		done(a)
+	})
+}
+
+// write prints the stage percentiles to path.
+func (t *stageTrace) write(path string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	stages := []struct {
+		name     string
+		from, to map[int64]time.Time
+	}{{"sent->polled", t.sent, t.polled}, {"polled->produce", t.polled, t.produce}, {"produce->acked", t.produce, t.acked}, {"sent->acked", t.sent, t.acked}}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "trace: %d events polled\n", len(t.polled))
+	for _, s := range stages {
+		var d []time.Duration
+		for k, a := range s.from {
+			if b, ok := s.to[k]; ok {
+				d = append(d, b.Sub(a))
+			}
+		}
+		if len(d) == 0 {
+			continue
+		}
+		slices.Sort(d)
+		q := func(p float64) float64 { return float64(d[int(p*float64(len(d)-1))]) / 1e6 }
+		fmt.Fprintf(f, "  %-16s n=%d p50 %.1f p90 %.1f p99 %.1f max %.1f ms\n", s.name, len(d), q(.5), q(.9), q(.99), q(1))
+	}
+	// Per half second of sending: the slowest event's stages.
+	var t0 time.Time
+	for _, a := range t.sent {
+		if t0.IsZero() || a.Before(t0) {
+			t0 = a
+		}
+	}
+	type bucket struct {
+		n                 int
+		worst, poll, prod time.Duration
+	}
+	buckets := map[int]*bucket{}
+	for k, a := range t.sent {
+		b, ok := t.acked[k]
+		if !ok {
+			continue
+		}
+		i := int(a.Sub(t0) / (500 * time.Millisecond))
+		bk := buckets[i]
+		if bk == nil {
+			bk = &bucket{}
+			buckets[i] = bk
+		}
+		bk.n++
+		if d := b.Sub(a); d > bk.worst {
+			bk.worst, bk.poll, bk.prod = d, t.polled[k].Sub(a), b.Sub(t.produce[k])
+		}
+	}
+	for i := 0; i < 200; i++ {
+		if bk := buckets[i]; bk != nil {
+			fmt.Fprintf(f, "  t+%4.1fs n=%d worst %.1f ms (sent->polled %.1f, produce->acked %.1f)\n", float64(i)/2, bk.n,
+				float64(bk.worst)/1e6, float64(bk.poll)/1e6, float64(bk.prod)/1e6)
+		}
+	}
+	// The worst second: when the slowest events were sent.
+	type ev struct {
+		seq int64
+		d   time.Duration
+	}
+	var worst []ev
+	for k, a := range t.sent {
+		if b, ok := t.acked[k]; ok {
+			worst = append(worst, ev{k, b.Sub(a)})
+		}
+	}
+	slices.SortFunc(worst, func(a, b ev) int { return int(b.d - a.d) })
+	for _, w := range worst[:min(10, len(worst))] {
+		fmt.Fprintf(f, "  slow seq %d: sent->polled %.1f polled->produce %.1f produce->acked %.1f ms\n", w.seq,
+			float64(t.polled[w.seq].Sub(t.sent[w.seq]))/1e6, float64(t.produce[w.seq].Sub(t.polled[w.seq]))/1e6, float64(t.acked[w.seq].Sub(t.produce[w.seq]))/1e6)
+	}
+}
