@@ -85,6 +85,11 @@ type Options struct {
 	// processes only) writes a heap profile taken at its largest live heap
 	// (NAME-heap.pprof; read it with go tool pprof -sample_index=inuse_space).
 	MemProfile string
+	// MemoryLimit, if set, is the Go soft memory limit (bytes) of the
+	// router contenders, as router.memory_limit sets it for route (a
+	// deployment in a container gets 90% of its limit by default).
+	// Default 0: none, the runtime's default.
+	MemoryLimit int64
 	// Diagnose adds two throughput contenders: the pass-through plus the
 	// router's fan-out and headers, and the pass-through with the router's
 	// writer.
@@ -112,8 +117,8 @@ func (o Options) Validate() error {
 		return errors.New("--events must be at least 100; --partitions, --replication, --batch-size, --rounds and --latency-passes at least 1; " +
 			"--latency-duration positive; --rate, --latency-warmup and --linger not negative")
 	}
-	if o.Pins < 0 {
-		return errors.New("--pins must not be negative")
+	if o.Pins < 0 || o.MemoryLimit < 0 {
+		return errors.New("--pins and --memory-limit must not be negative")
 	}
 	if o.Pins > 0 && len(o.Brokers) > 0 && o.Redis == "" {
 		return errors.New("--pins needs --redis (the Redis to load the pins into) when --brokers is given")
@@ -126,17 +131,20 @@ type Report struct {
 	// Target is "embedded" or the --brokers list.
 	Target string `json:"target"`
 	// Remote is the --remote-brokers list, if any.
-	Remote     string  `json:"remote,omitempty"`
-	Events     int     `json:"events"`
-	Partitions int     `json:"partitions"`
-	BatchSize  int     `json:"batch_size"`
-	Rounds     int     `json:"rounds"`
-	Processes  string  `json:"processes"` // "child" or "in-process"
-	GoVersion  string  `json:"go_version"`
-	Platform   string  `json:"platform"`
-	CPUs       int     `json:"cpus"`
-	LoadStart  float64 `json:"load_average_start"` // 1-minute load average
-	LoadEnd    float64 `json:"load_average_end"`
+	Remote     string `json:"remote,omitempty"`
+	Events     int    `json:"events"`
+	Partitions int    `json:"partitions"`
+	BatchSize  int    `json:"batch_size"`
+	Rounds     int    `json:"rounds"`
+	Processes  string `json:"processes"` // "child" or "in-process"
+	// MemoryLimit is --memory-limit: the router contenders' Go soft memory
+	// limit in bytes (0: none).
+	MemoryLimit int64   `json:"memory_limit"`
+	GoVersion   string  `json:"go_version"`
+	Platform    string  `json:"platform"`
+	CPUs        int     `json:"cpus"`
+	LoadStart   float64 `json:"load_average_start"` // 1-minute load average
+	LoadEnd     float64 `json:"load_average_end"`
 	// Pins is how many pins were loaded into Redis (--pins); 0: the router
 	// ran with pins off.
 	Pins int `json:"pins"`
@@ -394,7 +402,7 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	rep := &Report{Target: "embedded", Events: o.Events, Partitions: o.Partitions, BatchSize: o.BatchSize, Rounds: o.Rounds,
+	rep := &Report{Target: "embedded", Events: o.Events, Partitions: o.Partitions, BatchSize: o.BatchSize, Rounds: o.Rounds, MemoryLimit: o.MemoryLimit,
 		Processes: "child", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(),
 		LoadStart: loadAverage()[0]}
 	if o.InProcess {
@@ -573,6 +581,7 @@ func (b *benchRun) childSpec(mode, ingest, prefix string, expect int) childSpec 
 		BatchSize: b.o.BatchSize, Linger: b.o.Linger, Timeout: b.o.Timeout}
 	if mode == contenderRouter || mode == contenderRouterAudit {
 		spec.RedisAddr, spec.RedisPrefix = b.redisAddr, b.redisPrefix
+		spec.MemoryLimit = b.o.MemoryLimit
 	}
 	return spec
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -83,6 +84,9 @@ type childSpec struct {
 	// MemProfile, if set, is where the run writes a heap profile taken at
 	// the largest live heap it reached (heapWatch).
 	MemProfile string `json:"mem_profile,omitempty"`
+	// MemoryLimit, if set, is the router contenders' Go soft memory limit
+	// in bytes (router.memory_limit).
+	MemoryLimit int64 `json:"memory_limit,omitempty"`
 	// RedisAddr and RedisPrefix: the router looks pins up in this Redis,
 	// under this key prefix (connectors/redis.Rules); "": pins off.
 	RedisAddr   string `json:"redis_addr,omitempty"`
@@ -372,6 +376,9 @@ func runPassThrough(ctx context.Context, spec childSpec, m *meter) error {
 // connectors/redis.Rules, as `residency route` wires them). It returns the
 // router's decisions by outcome, from its metrics.
 func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]int, error) {
+	if spec.MemoryLimit > 0 {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(spec.MemoryLimit))
+	}
 	rs, err := rules.Parse([]byte(benchRulesYAML(spec.Prefix, len(spec.RemoteBrokers) > 0)))
 	if err != nil {
 		return nil, fmt.Errorf("bench ruleset: %w", err)

@@ -167,6 +167,15 @@ type RouterConfig struct {
 	// batch may overshoot it by up to router.max_batch_bytes). Default
 	// 67108864 (64 MiB).
 	MaxInflightBytes int `yaml:"max_inflight_bytes"`
+	// MemoryLimit is the Go runtime's soft memory limit for `residency
+	// route`, in bytes (runtime/debug.SetMemoryLimit, as GOMEMLIMIT): the
+	// garbage collector works harder as the heap nears it instead of
+	// letting it double (GOGC=100) over what is live. It is soft: a router
+	// whose live memory exceeds it keeps running, spending more CPU on GC.
+	// Default 0: the GOMEMLIMIT environment variable when set, otherwise
+	// 90% of the container's memory limit (cgroup v2 memory.max or v1
+	// memory.limit_in_bytes) when there is one, otherwise no limit.
+	MemoryLimit int64 `yaml:"memory_limit"`
 	// ShutdownTimeout bounds the flush and commit after SIGINT/SIGTERM.
 	// Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`

@@ -331,7 +331,7 @@ func TestDefaultsTable(t *testing.T) {
 func TestInflightBoundsValidated(t *testing.T) {
 	c, err := Parse([]byte(`
 kafka: {clusters: {ingest: {brokers: ["h:1"]}}}
-router: {ingest_topics: [x], max_inflight_events: -1, max_inflight_bytes: -5}
+router: {ingest_topics: [x], max_inflight_events: -1, max_inflight_bytes: -5, memory_limit: -1}
 rules: {file: r.yaml}
 `))
 	if err != nil {
@@ -341,7 +341,7 @@ rules: {file: r.yaml}
 	for _, p := range c.Validate(Scope{Route: true}) {
 		fields = append(fields, p.Field)
 	}
-	for _, want := range []string{"router.max_inflight_events", "router.max_inflight_bytes"} {
+	for _, want := range []string{"router.max_inflight_events", "router.max_inflight_bytes", "router.memory_limit"} {
 		if !slices.Contains(fields, want) {
 			t.Errorf("problems %v lack %s", fields, want)
 		}
