@@ -87,11 +87,11 @@ type Config struct {
 	// Attester.
 	Attester Attester
 	// MaxInflightEvents bounds the events between poll and commit; fetching
-	// waits while it is reached. Default 20000.
+	// waits while it is reached. Default 10000.
 	MaxInflightEvents int
 	// MaxInflightBytes bounds the key, value and header bytes of the events
 	// between poll and commit; fetching waits while it is reached (one
-	// batch may overshoot it by up to MaxBatchBytes). Default 64 MiB.
+	// batch may overshoot it by up to MaxBatchBytes). Default 16 MiB.
 	MaxInflightBytes int
 	// CommitInterval is how often settled offsets are recorded and
 	// committed (also whenever the window is full, and at revoke and
@@ -197,9 +197,9 @@ const (
 	// DefaultShutdownTimeout is the default of Config.ShutdownTimeout.
 	DefaultShutdownTimeout = 10 * time.Second
 	// DefaultMaxInflightEvents is the default of Config.MaxInflightEvents.
-	DefaultMaxInflightEvents = 20000
+	DefaultMaxInflightEvents = 10000
 	// DefaultMaxInflightBytes is the default of Config.MaxInflightBytes.
-	DefaultMaxInflightBytes = 64 << 20
+	DefaultMaxInflightBytes = 16 << 20
 	// DefaultCommitInterval is the default of Config.CommitInterval.
 	DefaultCommitInterval = 100 * time.Millisecond
 )

@@ -160,12 +160,12 @@ type RouterConfig struct {
 	// retrying and never exits for it. Default 2m.
 	GiveUp time.Duration `yaml:"give_up"`
 	// MaxInflightEvents bounds the events between fetch and commit (all
-	// destinations); fetching waits while it is reached. Default 20000.
+	// destinations); fetching waits while it is reached. Default 10000.
 	MaxInflightEvents int `yaml:"max_inflight_events"`
 	// MaxInflightBytes bounds the key, value and header bytes of the events
 	// between fetch and commit; fetching waits while it is reached (one
 	// batch may overshoot it by up to router.max_batch_bytes). Default
-	// 67108864 (64 MiB).
+	// 16777216 (16 MiB).
 	MaxInflightBytes int `yaml:"max_inflight_bytes"`
 	// MemoryLimit is the Go runtime's soft memory limit for `residency
 	// route`, in bytes (runtime/debug.SetMemoryLimit, as GOMEMLIMIT): the

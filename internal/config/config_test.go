@@ -368,7 +368,7 @@ rules: {file: r.yaml}
 		t.Fatal(err)
 	}
 	_ = c.Finish(Scope{Route: true})
-	if c.Router.MaxInflightEvents != 20000 || c.Router.MaxInflightBytes != 64<<20 {
+	if c.Router.MaxInflightEvents != 10000 || c.Router.MaxInflightBytes != 16<<20 {
 		t.Errorf("defaults: max_inflight_events %d, max_inflight_bytes %d", c.Router.MaxInflightEvents, c.Router.MaxInflightBytes)
 	}
 }
