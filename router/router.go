@@ -89,11 +89,11 @@ type Config struct {
 	// MaxInflightEvents bounds the events between poll and settlement (an
 	// event settles when it and every earlier event of its partition are
 	// acknowledged by their destinations); fetching waits while it is
-	// reached. Default 20000.
+	// reached. Default 10000.
 	MaxInflightEvents int
 	// MaxInflightBytes bounds the key, value and header bytes of the events
 	// between poll and settlement; fetching waits while it is reached (one
-	// batch may overshoot it by up to MaxBatchBytes). Default 64 MiB.
+	// batch may overshoot it by up to MaxBatchBytes). Default 16 MiB.
 	MaxInflightBytes int
 	// MaxUncommittedEvents bounds the settled events whose offsets are not
 	// committed yet; fetching waits while it is reached (it may be passed
@@ -210,11 +210,11 @@ const (
 	// DefaultShutdownTimeout is the default of Config.ShutdownTimeout.
 	DefaultShutdownTimeout = 10 * time.Second
 	// DefaultMaxInflightEvents is the default of Config.MaxInflightEvents.
-	DefaultMaxInflightEvents = 20000
+	DefaultMaxInflightEvents = 10000
 	// DefaultMaxInflightBytes is the default of Config.MaxInflightBytes.
-	DefaultMaxInflightBytes = 64 << 20
+	DefaultMaxInflightBytes = 16 << 20
 	// DefaultMaxUncommittedEvents is the default of
-	// Config.MaxUncommittedEvents: twice the default window.
+	// Config.MaxUncommittedEvents: four default windows.
 	DefaultMaxUncommittedEvents = 40000
 	// DefaultMaxUncommittedBytes is the default of
 	// Config.MaxUncommittedBytes.

@@ -35,7 +35,9 @@ targets of issue 16 beside the figures (router / franz-go events/s >= 0.5,
 CPU per event <= 2x franz-go's, p99 <= 25 ms, peak RSS <= 100 MB with a
 million pins), each with pass or miss and where the run differs from the
 target's. Each contender runs in a child process of this binary unless
---in-process; --cpuprofile DIR writes a CPU profile of each. Without
+--in-process; --cpuprofile DIR writes a CPU profile of each, --memprofile
+DIR a heap profile at its largest live heap (the report gives each
+contender's peak live heap beside its peak RSS). Without
 --brokers it starts the embedded stack (and its Redis for --pins).
 --diagnose adds two throughput contenders: the pass-through with the
 router's fan-out and headers, and the pass-through with the router's writer.`
@@ -61,6 +63,8 @@ func runBench(ctx context.Context, e env) int {
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "give up after this long")
 	fs.Uint64Var(&o.Seed, "seed", o.Seed, "seed of the event mix")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of each contender run into `dir` (child processes only), e.g. throughput-r1-router.pprof")
+	fs.StringVar(&o.MemProfile, "memprofile", "", "write a heap profile of each contender run, taken at its largest live heap, into `dir` (child processes only), e.g. throughput-r1-router-heap.pprof")
+	fs.Int64Var(&o.MemoryLimit, "memory-limit", 0, "Go soft memory limit of the router contenders in `bytes`, as router.memory_limit sets it for route (0: none)")
 	fs.IntVar(&o.Pins, "pins", o.Pins, "load this many per-user pins into Redis first and route with pins on (0: pins off)")
 	fs.StringVar(&o.Redis, "redis", "", "`host:port` of the Redis to load the pins into, no password (default: the embedded stack's; needed with --brokers and --pins)")
 	fs.BoolVar(&o.Diagnose, "diagnose", false, "add two throughput contenders: the pass-through plus the router's fan-out to seven topics and its nine headers, without decoding; and the pass-through with the router's writer instead of kafka-go's")

@@ -59,6 +59,7 @@ func runRoute(ctx context.Context, e env) int {
 	}
 	log, reg := newService(e.stderr, cfg.LogLevel)
 	cfg.WarnDeprecated(log)
+	applyMemoryLimit(cfg, log)
 	w, err := wire(cfg, log, reg)
 	if err != nil {
 		return fail(e, "route", err)

@@ -88,6 +88,15 @@ type Position struct {
 	HighWaterMark int64
 }
 
+// Defaults of ConsumerConfig's fetch sizes.
+const (
+	// DefaultFetchMaxBytes is the default of ConsumerConfig.FetchMaxBytes.
+	DefaultFetchMaxBytes = 2 << 20
+	// DefaultPartitionMaxBytes is the default of
+	// ConsumerConfig.PartitionMaxBytes.
+	DefaultPartitionMaxBytes = 512 << 10
+)
+
 // ConsumerConfig configures a Consumer.
 type ConsumerConfig struct {
 	// Cluster is the cluster holding the topics. Required.
@@ -126,10 +135,14 @@ type ConsumerConfig struct {
 	// FetchMaxBytes is the most bytes one fetch response holds (the broker
 	// may exceed it to return at least one record batch). With one fetch in
 	// flight and one fetched ahead of Poll per broker, a consumer buffers at
-	// most about 2 × FetchMaxBytes per broker. Default 8 MiB.
+	// most about 2 × FetchMaxBytes per broker; records alias their
+	// response, so a response stays in memory while any of its records is
+	// held (the router: until it is settled), and smaller responses are
+	// freed sooner. Default 2 MiB.
 	FetchMaxBytes int
 	// PartitionMaxBytes is the most bytes of one partition in one fetch
-	// response. Default 1 MiB.
+	// response (the broker may exceed it to return at least one record
+	// batch). Default 512 KiB.
 	PartitionMaxBytes int
 	// RequestTimeout bounds a request to a broker (a fetch: MaxWait plus
 	// this). Default 30s.
@@ -264,8 +277,8 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	}
 	c.maxWait = orDur(cfg.MaxWait, 500*time.Millisecond)
 	c.reqTimeout = orDur(cfg.RequestTimeout, 30*time.Second)
-	c.maxBytes = orInt(cfg.FetchMaxBytes, 8<<20)
-	c.partMaxBytes = orInt(cfg.PartitionMaxBytes, 1<<20)
+	c.maxBytes = orInt(cfg.FetchMaxBytes, DefaultFetchMaxBytes)
+	c.partMaxBytes = orInt(cfg.PartitionMaxBytes, DefaultPartitionMaxBytes)
 	c.rebalanceWait = orDur(cfg.RebalanceTimeout, 10*time.Second)
 	log := cfg.Logger
 	if log == nil {

@@ -19,6 +19,12 @@ import (
 	"github.com/residency-router/residency/stream"
 )
 
+// DefaultMaxBufferedBytes is the default of
+// ProducerConfig.MaxBufferedBytes: room for the router's default window
+// (router.max_inflight_events, 10000 events) of events up to about 1.6 KiB
+// bytes encoded, without holding more memory than that.
+const DefaultMaxBufferedBytes = 16 << 20
+
 // ProducerConfig configures a Producer.
 type ProducerConfig struct {
 	// Cluster is the cluster written to. Required.
@@ -60,7 +66,8 @@ type ProducerConfig struct {
 	// its partition). 0 retries until Close. Default 0.
 	DeliveryTimeout time.Duration
 	// MaxBufferedBytes bounds the encoded records produced and not yet
-	// acknowledged; Produce waits for room. Default 64 MiB.
+	// acknowledged; Produce waits for room. Default 16 MiB
+	// (DefaultMaxBufferedBytes).
 	MaxBufferedBytes int64
 	// Logger receives the producer's warnings (retries, epoch bumps; never
 	// record contents). Default: slog.Default().
@@ -318,7 +325,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		batchBytes:  orInt(cfg.BatchBytes, 1<<20),
 		maxInFlight: orInt(cfg.MaxInFlight, 5),
 		reqTimeout:  orDur(cfg.RequestTimeout, 10*time.Second),
-		maxBuffered: orInt64(cfg.MaxBufferedBytes, 64<<20),
+		maxBuffered: orInt64(cfg.MaxBufferedBytes, DefaultMaxBufferedBytes),
 		topics:      map[string]*ptopic{},
 		open:        map[tpKey]*pbatch{},
 		freed:       make(chan struct{}),

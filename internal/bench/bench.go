@@ -81,6 +81,15 @@ type Options struct {
 	// CPUProfile, if set, is a directory where each contender run (child
 	// processes only) writes a CPU profile.
 	CPUProfile string
+	// MemProfile, if set, is a directory where each contender run (child
+	// processes only) writes a heap profile taken at its largest live heap
+	// (NAME-heap.pprof; read it with go tool pprof -sample_index=inuse_space).
+	MemProfile string
+	// MemoryLimit, if set, is the Go soft memory limit (bytes) of the
+	// router contenders, as router.memory_limit sets it for route (a
+	// deployment in a container gets 90% of its limit by default).
+	// Default 0: none, the runtime's default.
+	MemoryLimit int64
 	// Diagnose adds two throughput contenders: the pass-through plus the
 	// router's fan-out and headers, and the pass-through with the router's
 	// writer.
@@ -108,8 +117,8 @@ func (o Options) Validate() error {
 		return errors.New("--events must be at least 100; --partitions, --replication, --batch-size, --rounds and --latency-passes at least 1; " +
 			"--latency-duration positive; --rate, --latency-warmup and --linger not negative")
 	}
-	if o.Pins < 0 {
-		return errors.New("--pins must not be negative")
+	if o.Pins < 0 || o.MemoryLimit < 0 {
+		return errors.New("--pins and --memory-limit must not be negative")
 	}
 	if o.Pins > 0 && len(o.Brokers) > 0 && o.Redis == "" {
 		return errors.New("--pins needs --redis (the Redis to load the pins into) when --brokers is given")
@@ -122,17 +131,20 @@ type Report struct {
 	// Target is "embedded" or the --brokers list.
 	Target string `json:"target"`
 	// Remote is the --remote-brokers list, if any.
-	Remote     string  `json:"remote,omitempty"`
-	Events     int     `json:"events"`
-	Partitions int     `json:"partitions"`
-	BatchSize  int     `json:"batch_size"`
-	Rounds     int     `json:"rounds"`
-	Processes  string  `json:"processes"` // "child" or "in-process"
-	GoVersion  string  `json:"go_version"`
-	Platform   string  `json:"platform"`
-	CPUs       int     `json:"cpus"`
-	LoadStart  float64 `json:"load_average_start"` // 1-minute load average
-	LoadEnd    float64 `json:"load_average_end"`
+	Remote     string `json:"remote,omitempty"`
+	Events     int    `json:"events"`
+	Partitions int    `json:"partitions"`
+	BatchSize  int    `json:"batch_size"`
+	Rounds     int    `json:"rounds"`
+	Processes  string `json:"processes"` // "child" or "in-process"
+	// MemoryLimit is --memory-limit: the router contenders' Go soft memory
+	// limit in bytes (0: none).
+	MemoryLimit int64   `json:"memory_limit"`
+	GoVersion   string  `json:"go_version"`
+	Platform    string  `json:"platform"`
+	CPUs        int     `json:"cpus"`
+	LoadStart   float64 `json:"load_average_start"` // 1-minute load average
+	LoadEnd     float64 `json:"load_average_end"`
 	// Pins is how many pins were loaded into Redis (--pins); 0: the router
 	// ran with pins off.
 	Pins int `json:"pins"`
@@ -198,6 +210,11 @@ type ContenderReport struct {
 	RoundCPUSecondsPerMillion []float64 `json:"round_cpu_seconds_per_million"`
 	// PeakRSSMiB is the largest VmHWM of the contender's processes.
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
+	// PeakLiveHeapMiB is the largest live heap (marked live by a completed
+	// GC cycle, sampled every 100ms) of the contender's processes: what
+	// the peak RSS holds besides the garbage GOGC lets accumulate and the
+	// runtime's own memory.
+	PeakLiveHeapMiB float64 `json:"peak_live_heap_mib"`
 	// Decisions counts the router's decisions in the last throughput round
 	// ("routed", "quarantined", "dead_lettered"); router only.
 	Decisions map[string]int `json:"decisions,omitempty"`
@@ -385,7 +402,7 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	rep := &Report{Target: "embedded", Events: o.Events, Partitions: o.Partitions, BatchSize: o.BatchSize, Rounds: o.Rounds,
+	rep := &Report{Target: "embedded", Events: o.Events, Partitions: o.Partitions, BatchSize: o.BatchSize, Rounds: o.Rounds, MemoryLimit: o.MemoryLimit,
 		Processes: "child", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(),
 		LoadStart: loadAverage()[0]}
 	if o.InProcess {
@@ -473,12 +490,13 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 			c.RoundEventsPerSecond = append(c.RoundEventsPerSecond, rate)
 			c.RoundCPUSecondsPerMillion = append(c.RoundCPUSecondsPerMillion, cpu)
 			c.PeakRSSMiB = max(c.PeakRSSMiB, float64(res.PeakRSSBytes)/(1<<20))
+			c.PeakLiveHeapMiB = max(c.PeakLiveHeapMiB, float64(res.PeakLiveHeapBytes)/(1<<20))
 			if res.Decisions != nil {
 				c.Decisions = res.Decisions
 			}
 			eps[mode] = rate
-			fmt.Fprintf(log, "Round %d, %s: %d events in %.2fs: %.0f events/s, %.2f CPU s per million (µs per event), peak RSS %.0f MiB\n",
-				round+1, mode, res.Events, res.Seconds, rate, cpu, float64(res.PeakRSSBytes)/(1<<20))
+			fmt.Fprintf(log, "Round %d, %s: %d events in %.2fs: %.0f events/s, %.2f CPU s per million (µs per event), peak RSS %.0f MiB, peak live heap %.0f MiB\n",
+				round+1, mode, res.Events, res.Seconds, rate, cpu, float64(res.PeakRSSBytes)/(1<<20), float64(res.PeakLiveHeapBytes)/(1<<20))
 		}
 		rep.RoundRatios = append(rep.RoundRatios, eps[contenderRouter]/eps[contenderPassThrough])
 		rep.RouterToFranzGoRounds = append(rep.RouterToFranzGoRounds, eps[contenderRouter]/eps[contenderFranzGo])
@@ -517,7 +535,7 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 			slices.Reverse(order)
 		}
 		for _, mode := range order {
-			lat, lats, peak, err := b.latency(ctx, mode, rate, k+1)
+			lat, lats, peak, heap, err := b.latency(ctx, mode, rate, k+1)
 			if err != nil {
 				return nil, err
 			}
@@ -527,6 +545,7 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 			}
 			pooled[mode] = c.Latency.add(lat, lats, pooled[mode])
 			c.PeakRSSMiB = max(c.PeakRSSMiB, peak)
+			c.PeakLiveHeapMiB = max(c.PeakLiveHeapMiB, heap)
 			fmt.Fprintf(log, "Latency pass %d, %s at %.0f events/s offered (%.0f achieved): p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d of %d events, %d duplicates)\n",
 				k+1, mode, lat.OfferedRate, lat.AchievedRate, lat.P50Ms, lat.P99Ms, lat.MaxMs, lat.Received, lat.Sent, lat.Duplicates)
 		}
@@ -562,14 +581,19 @@ func (b *benchRun) childSpec(mode, ingest, prefix string, expect int) childSpec 
 		BatchSize: b.o.BatchSize, Linger: b.o.Linger, Timeout: b.o.Timeout}
 	if mode == contenderRouter || mode == contenderRouterAudit {
 		spec.RedisAddr, spec.RedisPrefix = b.redisAddr, b.redisPrefix
+		spec.MemoryLimit = b.o.MemoryLimit
 	}
 	return spec
 }
 
-// profiled sets spec's CPU profile file when --cpuprofile is given.
+// profiled sets spec's CPU and heap profile files when --cpuprofile or
+// --memprofile is given.
 func (b *benchRun) profiled(spec childSpec, name string) childSpec {
 	if b.o.CPUProfile != "" && !b.o.InProcess {
 		spec.CPUProfile = filepath.Join(b.o.CPUProfile, name+".pprof")
+	}
+	if b.o.MemProfile != "" && !b.o.InProcess {
+		spec.MemProfile = filepath.Join(b.o.MemProfile, name+"-heap.pprof")
 	}
 	return spec
 }
@@ -620,15 +644,15 @@ func (b *benchRun) throughput(ctx context.Context, mode, ingest string, round in
 // latency runs one pass (numbered pass) of one contender on a fresh ingest
 // topic while events are produced at rate, then reads the destinations
 // back; it returns the pass's report and its events' latencies, sorted.
-func (b *benchRun) latency(ctx context.Context, mode string, rate float64, pass int) (LatencyReport, []time.Duration, float64, error) {
+func (b *benchRun) latency(ctx context.Context, mode string, rate float64, pass int) (LatencyReport, []time.Duration, float64, float64, error) {
 	prefix := fmt.Sprintf("%s.lat%d.%s", b.id, pass, mode)
 	ingest := prefix + ".ingest"
 	if err := b.createTopics(ctx, b.client, false, ingest); err != nil {
-		return LatencyReport{}, nil, 0, err
+		return LatencyReport{}, nil, 0, 0, err
 	}
 	dests, err := b.destinations(ctx, mode, prefix)
 	if err != nil {
-		return LatencyReport{}, nil, 0, err
+		return LatencyReport{}, nil, 0, 0, err
 	}
 	const warmup = 200
 	n := max(int(math.Round(rate*b.o.LatencyFor.Seconds())), 1)
@@ -640,12 +664,12 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64, pass 
 	spec := b.profiled(b.childSpec(mode, ingest, prefix, warmup+atRate+n), fmt.Sprintf("latency-p%d-%s", pass, mode))
 	tl, err := b.startTail(ctx, dests, n)
 	if err != nil {
-		return LatencyReport{}, nil, 0, err
+		return LatencyReport{}, nil, 0, 0, err
 	}
 	defer tl.stop()
 	wait, err := startContender(ctx, spec, b.o.InProcess, b.stderr)
 	if err != nil {
-		return LatencyReport{}, nil, 0, err
+		return LatencyReport{}, nil, 0, 0, err
 	}
 	w := b.writer(b.o.BatchSize)
 	defer w.Close()
@@ -659,7 +683,7 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64, pass 
 		msgs = append(msgs, m)
 	}
 	if err := writeRetry(ctx, w, msgs); err != nil {
-		return LatencyReport{}, nil, 0, fmt.Errorf("produce warm-up events: %w", err)
+		return LatencyReport{}, nil, 0, 0, fmt.Errorf("produce warm-up events: %w", err)
 	}
 	for {
 		lag, err := b.admin.Lag(ctx, spec.Group, ingest)
@@ -668,7 +692,7 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64, pass 
 		}
 		select {
 		case <-ctx.Done():
-			return LatencyReport{}, nil, 0, fmt.Errorf("the %s contender did not take the warm-up events: %w", mode, ctx.Err())
+			return LatencyReport{}, nil, 0, 0, fmt.Errorf("the %s contender did not take the warm-up events: %w", mode, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -699,24 +723,24 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64, pass 
 				msgs = append(msgs, m)
 			}
 			if err := writeRetry(ctx, w, msgs); err != nil {
-				return LatencyReport{}, nil, 0, fmt.Errorf("produce at a fixed rate: %w", err)
+				return LatencyReport{}, nil, 0, 0, fmt.Errorf("produce at a fixed rate: %w", err)
 			}
 			sent = due
 		}
 		select {
 		case <-ctx.Done():
-			return LatencyReport{}, nil, 0, ctx.Err()
+			return LatencyReport{}, nil, 0, 0, ctx.Err()
 		case <-tick.C:
 		}
 	}
 	produced := time.Since(timedStart)
 	res, err := wait()
 	if err != nil {
-		return LatencyReport{}, nil, 0, err
+		return LatencyReport{}, nil, 0, 0, err
 	}
 	lats, err := tl.finish(ctx, b)
 	if err != nil {
-		return LatencyReport{}, nil, 0, err
+		return LatencyReport{}, nil, 0, 0, err
 	}
 	rep := LatencyReport{OfferedRate: rate, AchievedRate: float64(n) / produced.Seconds(), Sent: n, WarmupSent: atRate, Received: len(lats),
 		Duplicates: tl.dups, Clock: "log_append_time"}
@@ -727,7 +751,7 @@ func (b *benchRun) latency(ctx context.Context, mode string, rate float64, pass 
 		slices.Sort(lats)
 		rep.P50Ms, rep.P99Ms, rep.MaxMs = durMs(quantile(lats, 0.50)), durMs(quantile(lats, 0.99)), durMs(lats[len(lats)-1])
 	}
-	return rep, lats, float64(res.PeakRSSBytes) / (1 << 20), nil
+	return rep, lats, float64(res.PeakRSSBytes) / (1 << 20), float64(res.PeakLiveHeapBytes) / (1 << 20), nil
 }
 
 // tail follows the destination topics of a latency pass from their start.
@@ -1208,7 +1232,7 @@ func (r *Report) Table(out io.Writer) {
 		target, r.Events, r.Partitions, r.BatchSize, r.Rounds, where, pins)
 	fmt.Fprintf(out, "%s %s, %d CPUs, load average %.2f at start, %.2f at end.\n\n", r.GoVersion, r.Platform, r.CPUs, r.LoadStart, r.LoadEnd)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "CONTENDER\tEVENTS/S\tCPU S/1M EVENTS\tCPU µs/EVENT\tPEAK RSS MiB\tOFFERED/S\tP50 ms\tP99 ms\tMAX ms\t")
+	fmt.Fprintln(tw, "CONTENDER\tEVENTS/S\tCPU S/1M EVENTS\tCPU µs/EVENT\tPEAK RSS MiB\tLIVE HEAP MiB\tOFFERED/S\tP50 ms\tP99 ms\tMAX ms\t")
 	for _, c := range []struct {
 		name string
 		c    *ContenderReport
@@ -1221,8 +1245,8 @@ func (r *Report) Table(out io.Writer) {
 		if l := c.c.Latency; l != nil {
 			lat = fmt.Sprintf("%.0f\t%.1f\t%.1f\t%.1f", l.OfferedRate, l.P50Ms, l.P99Ms, l.MaxMs)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.0f\t%s\t\n", c.name, c.c.EventsPerSecond, c.c.CPUSecondsPerMillion,
-			c.c.CPUMicrosPerEvent, c.c.PeakRSSMiB, lat)
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%s\t\n", c.name, c.c.EventsPerSecond, c.c.CPUSecondsPerMillion,
+			c.c.CPUMicrosPerEvent, c.c.PeakRSSMiB, c.c.PeakLiveHeapMiB, lat)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(out, "\nRouter / franz-go: %.2f (per round: %s); router CPU per event / franz-go's: %.2f\n",

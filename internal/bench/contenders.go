@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -80,6 +81,12 @@ type childSpec struct {
 	Linger        time.Duration `json:"linger"`
 	Timeout       time.Duration `json:"timeout"`
 	CPUProfile    string        `json:"cpu_profile,omitempty"` // write a CPU profile of the run here
+	// MemProfile, if set, is where the run writes a heap profile taken at
+	// the largest live heap it reached (heapWatch).
+	MemProfile string `json:"mem_profile,omitempty"`
+	// MemoryLimit, if set, is the router contenders' Go soft memory limit
+	// in bytes (router.memory_limit).
+	MemoryLimit int64 `json:"memory_limit,omitempty"`
 	// RedisAddr and RedisPrefix: the router looks pins up in this Redis,
 	// under this key prefix (connectors/redis.Rules); "": pins off.
 	RedisAddr   string `json:"redis_addr,omitempty"`
@@ -97,6 +104,9 @@ type childResult struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// PeakRSSBytes is the process's VmHWM at the end.
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
+	// PeakLiveHeapBytes is the largest live heap (the heap marked live by
+	// a completed GC cycle) seen during the run, sampled every 100ms.
+	PeakLiveHeapBytes int64 `json:"peak_live_heap_bytes"`
 	// Decisions counts the router's decisions by outcome ("routed",
 	// "quarantined", "dead_lettered"), from its metrics; router only.
 	Decisions map[string]int `json:"decisions,omitempty"`
@@ -210,6 +220,8 @@ func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, spec.Timeout)
 	defer cancel()
 	m := newMeter(spec.Expect)
+	hw := startHeapWatch(spec.MemProfile != "")
+	defer hw.halt()
 	if spec.CPUProfile != "" {
 		f, err := os.Create(spec.CPUProfile)
 		if err != nil {
@@ -238,7 +250,9 @@ func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 	}
 	res := m.result(spec.Mode)
 	res.Decisions = decisions
-	return res, nil
+	var err2 error
+	res.PeakLiveHeapBytes, err2 = hw.stop(spec.MemProfile)
+	return res, err2
 }
 
 // runPassThrough is contender (a): plain kafka-go, no decoding. It consumes
@@ -362,6 +376,9 @@ func runPassThrough(ctx context.Context, spec childSpec, m *meter) error {
 // connectors/redis.Rules, as `residency route` wires them). It returns the
 // router's decisions by outcome, from its metrics.
 func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]int, error) {
+	if spec.MemoryLimit > 0 {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(spec.MemoryLimit))
+	}
 	rs, err := rules.Parse([]byte(benchRulesYAML(spec.Prefix, len(spec.RemoteBrokers) > 0)))
 	if err != nil {
 		return nil, fmt.Errorf("bench ruleset: %w", err)

@@ -161,12 +161,12 @@ type RouterConfig struct {
 	GiveUp time.Duration `yaml:"give_up"`
 	// MaxInflightEvents bounds the events between fetch and settlement
 	// (acknowledged by every destination, with every earlier event of
-	// their partition); fetching waits while it is reached. Default 20000.
+	// their partition); fetching waits while it is reached. Default 10000.
 	MaxInflightEvents int `yaml:"max_inflight_events"`
 	// MaxInflightBytes bounds the key, value and header bytes of the events
 	// between fetch and settlement; fetching waits while it is reached (one
 	// batch may overshoot it by up to router.max_batch_bytes). Default
-	// 67108864 (64 MiB).
+	// 16777216 (16 MiB).
 	MaxInflightBytes int `yaml:"max_inflight_bytes"`
 	// MaxUncommittedEvents bounds the settled events whose offsets are not
 	// committed yet; fetching waits while it is reached, and the router
@@ -176,6 +176,15 @@ type RouterConfig struct {
 	// events not committed yet (audit on), as max_uncommitted_events
 	// bounds their number. Default 16777216 (16 MiB).
 	MaxUncommittedBytes int `yaml:"max_uncommitted_bytes"`
+	// MemoryLimit is the Go runtime's soft memory limit for `residency
+	// route`, in bytes (runtime/debug.SetMemoryLimit, as GOMEMLIMIT): the
+	// garbage collector works harder as the heap nears it instead of
+	// letting it double (GOGC=100) over what is live. It is soft: a router
+	// whose live memory exceeds it keeps running, spending more CPU on GC.
+	// Default 0: the GOMEMLIMIT environment variable when set, otherwise
+	// 90% of the container's memory limit (cgroup v2 memory.max or v1
+	// memory.limit_in_bytes) when there is one, otherwise no limit.
+	MemoryLimit int64 `yaml:"memory_limit"`
 	// ShutdownTimeout bounds the flush and commit after SIGINT/SIGTERM.
 	// Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`

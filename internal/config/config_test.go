@@ -331,7 +331,7 @@ func TestDefaultsTable(t *testing.T) {
 func TestInflightBoundsValidated(t *testing.T) {
 	c, err := Parse([]byte(`
 kafka: {clusters: {ingest: {brokers: ["h:1"]}}}
-router: {ingest_topics: [x], max_inflight_events: -1, max_inflight_bytes: -5, max_uncommitted_events: -1, max_uncommitted_bytes: -1}
+router: {ingest_topics: [x], max_inflight_events: -1, max_inflight_bytes: -5, max_uncommitted_events: -1, max_uncommitted_bytes: -1, memory_limit: -1}
 rules: {file: r.yaml}
 `))
 	if err != nil {
@@ -342,7 +342,7 @@ rules: {file: r.yaml}
 		fields = append(fields, p.Field)
 	}
 	for _, want := range []string{"router.max_inflight_events", "router.max_inflight_bytes", "router.max_uncommitted_events",
-		"router.max_uncommitted_bytes"} {
+		"router.max_uncommitted_bytes", "router.memory_limit"} {
 		if !slices.Contains(fields, want) {
 			t.Errorf("problems %v lack %s", fields, want)
 		}
@@ -369,7 +369,7 @@ rules: {file: r.yaml}
 		t.Fatal(err)
 	}
 	_ = c.Finish(Scope{Route: true})
-	if c.Router.MaxInflightEvents != 20000 || c.Router.MaxInflightBytes != 64<<20 || c.Router.MaxUncommittedEvents != 40000 ||
+	if c.Router.MaxInflightEvents != 10000 || c.Router.MaxInflightBytes != 16<<20 || c.Router.MaxUncommittedEvents != 40000 ||
 		c.Router.MaxUncommittedBytes != 16<<20 {
 		t.Errorf("defaults: max_inflight_events %d, max_inflight_bytes %d, max_uncommitted_events %d, max_uncommitted_bytes %d",
 			c.Router.MaxInflightEvents, c.Router.MaxInflightBytes, c.Router.MaxUncommittedEvents, c.Router.MaxUncommittedBytes)

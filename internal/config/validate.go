@@ -354,6 +354,9 @@ func (c *Config) validateRouter(ps *problems, s Scope) {
 	notNegative(ps, map[string]int{"router.batch_size": r.BatchSize, "router.max_batch_bytes": r.MaxBatchBytes, "router.max_value_bytes": r.MaxValueBytes,
 		"router.max_inflight_events": r.MaxInflightEvents, "router.max_inflight_bytes": r.MaxInflightBytes,
 		"router.max_uncommitted_events": r.MaxUncommittedEvents, "router.max_uncommitted_bytes": r.MaxUncommittedBytes})
+	if r.MemoryLimit < 0 {
+		ps.add("router.memory_limit", "must not be negative")
+	}
 	notNegative(ps, map[string]time.Duration{"router.linger": r.Linger, "router.retry_min": r.RetryMin, "router.retry_max": r.RetryMax,
 		"router.give_up": r.GiveUp, "router.shutdown_timeout": r.ShutdownTimeout})
 

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"log/slog"
+	"math"
+	"os"
+	"path"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"github.com/residency-router/residency/internal/config"
+)
+
+// Where the soft memory limit of `residency route` comes from.
+const (
+	memLimitConfig    = "router.memory_limit"
+	memLimitEnv       = "GOMEMLIMIT"
+	memLimitContainer = "container"
+	memLimitNone      = "none"
+)
+
+// containerMemoryShare is the share of the container's memory limit that
+// route makes its soft memory limit when nothing else sets one: the rest
+// is left for what the Go heap does not count (goroutine stacks, the
+// runtime's own structures, memory not yet returned to the system).
+const containerMemoryShare = 0.9
+
+// memoryLimit returns the soft memory limit for route, in bytes (0: none),
+// and where it comes from: router.memory_limit when set; else GOMEMLIMIT
+// (which the Go runtime has already applied: the limit is then returned
+// as 0, nothing to set); else containerMemoryShare of the container's
+// memory limit (cgroup v2 memory.max of the process's cgroup, or cgroup v1
+// memory.limit_in_bytes); else none.
+func memoryLimit(configured int64, lookupEnv func(string) (string, bool), readFile func(string) ([]byte, error)) (int64, string) {
+	if configured > 0 {
+		return configured, memLimitConfig
+	}
+	if v, ok := lookupEnv("GOMEMLIMIT"); ok && v != "" {
+		return 0, memLimitEnv
+	}
+	if c := containerMemory(readFile); c > 0 {
+		return int64(float64(c) * containerMemoryShare), memLimitContainer
+	}
+	return 0, memLimitNone
+}
+
+// containerMemory returns the memory limit of the process's cgroup in
+// bytes, or 0 when there is none (or it cannot be read).
+func containerMemory(readFile func(string) ([]byte, error)) int64 {
+	var files []string
+	if b, err := readFile("/proc/self/cgroup"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if p, ok := strings.CutPrefix(line, "0::"); ok { // cgroup v2
+				files = append(files, path.Join("/sys/fs/cgroup", strings.TrimSpace(p), "memory.max"))
+			}
+		}
+	}
+	files = append(files, "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+	for _, f := range files {
+		b, err := readFile(f)
+		if err != nil {
+			continue
+		}
+		s := strings.TrimSpace(string(b))
+		if s == "max" {
+			return 0
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 || n >= 1<<60 { // cgroup v1 says "no limit" with a page-rounded 2^63-1
+			return 0
+		}
+		return n
+	}
+	return 0
+}
+
+// applyMemoryLimit sets route's soft memory limit (memoryLimit) and logs
+// it.
+func applyMemoryLimit(cfg *config.Config, log *slog.Logger) {
+	limit, from := memoryLimit(cfg.Router.MemoryLimit, os.LookupEnv, os.ReadFile)
+	if limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
+	cur := debug.SetMemoryLimit(-1)
+	if cur == math.MaxInt64 {
+		cur = 0 // the runtime's "no limit"
+	}
+	log.Info("memory limit", "bytes", cur, "from", from)
+}

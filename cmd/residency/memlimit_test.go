@@ -1,0 +1,45 @@
+package main
+
+import (
+	"io/fs"
+	"testing"
+)
+
+// TestMemoryLimitSources: router.memory_limit wins, then GOMEMLIMIT (left
+// to the runtime), then 90% of the container's cgroup limit (v2 of the
+// process's cgroup, v2 at the root, v1), then none.
+func TestMemoryLimitSources(t *testing.T) {
+	files := func(m map[string]string) func(string) ([]byte, error) {
+		return func(name string) ([]byte, error) {
+			if v, ok := m[name]; ok {
+				return []byte(v), nil
+			}
+			return nil, fs.ErrNotExist
+		}
+	}
+	noEnv := func(string) (string, bool) { return "", false }
+	env := func(k string) (string, bool) { return "120MiB", k == "GOMEMLIMIT" }
+	v2 := map[string]string{"/proc/self/cgroup": "0::/kubepods/pod1/c1\n", "/sys/fs/cgroup/kubepods/pod1/c1/memory.max": "209715200\n"}
+	for _, tc := range []struct {
+		name       string
+		configured int64
+		env        func(string) (string, bool)
+		files      map[string]string
+		want       int64
+		from       string
+	}{
+		{"config", 100 << 20, env, v2, 100 << 20, memLimitConfig},
+		{"env", 0, env, v2, 0, memLimitEnv},
+		{"cgroup v2 of the process", 0, noEnv, v2, 188743680, memLimitContainer},
+		{"cgroup v2 at the root", 0, noEnv, map[string]string{"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/memory.max": "104857600"}, 94371840, memLimitContainer},
+		{"cgroup v2 unlimited", 0, noEnv, map[string]string{"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/memory.max": "max\n"}, 0, memLimitNone},
+		{"cgroup v1", 0, noEnv, map[string]string{"/sys/fs/cgroup/memory/memory.limit_in_bytes": "536870912\n"}, 483183820, memLimitContainer},
+		{"cgroup v1 unlimited", 0, noEnv, map[string]string{"/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n"}, 0, memLimitNone},
+		{"nothing", 0, noEnv, nil, 0, memLimitNone},
+	} {
+		got, from := memoryLimit(tc.configured, tc.env, files(tc.files))
+		if got != tc.want || from != tc.from {
+			t.Errorf("%s: memoryLimit = %d from %s, want %d from %s", tc.name, got, from, tc.want, tc.from)
+		}
+	}
+}
