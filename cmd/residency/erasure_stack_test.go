@@ -107,29 +107,13 @@ func (s *erasureStack) writeConfig(t *testing.T, extra string) string {
 		fmt.Fprintf(&sinks, "  - {store: %s, region: %s, consumer_group: %s, quarantine_topic: %s, batch_size: 20, batch_timeout: 50ms, write_timeout: 2s, drain_timeout: 3s, listen: %q, %s}\n",
 			store, sp.region, sp.group, s.sinkQuarantine, sp.listen, sp.yaml)
 	}
-	cfg := fmt.Sprintf(`
-log_level: warn
-http: {listen: "off"}
-kafka:
-  clusters:
-    a: {brokers: [%s]}
-    b: {brokers: [%s]}
-  ingest_cluster: a
-  session_timeout: 6s
-  rebalance_timeout: 5s
-router:
-  ingest_topics: [%s]
-  consumer_group: %s
-  quarantine_topic: %s
-  dead_letter_topic: %s
-  shutdown_timeout: 5s
-redis: {addr: "%s", prefix: "%s"}
+	cfg := "log_level: warn\n" + routeYAML{Listen: "off", A: s.a.Brokers, B: s.b.Brokers, Ingest: s.ingest, Group: s.group,
+		Quarantine: s.quarantine, DeadLetter: s.deadLetter, Rest: fmt.Sprintf(`redis: {addr: %q, prefix: %q}
 rules: {poll_interval: 100ms}
 audit: {subject_key_file: %s}
 erasure: {settle: 3s}
 sinks:
-%s%s`, strings.Join(s.a.Brokers, ","), strings.Join(s.b.Brokers, ","), s.ingest, s.group, s.quarantine, s.deadLetter,
-		s.r.Addr, s.r.Prefix, s.keyFile, sinks.String(), extra)
+%s%s`, s.r.Addr, s.r.Prefix, s.keyFile, sinks.String(), extra)}.String()
 	s.cfgFile = filepath.Join(t.TempDir(), "residency.yaml")
 	if err := os.WriteFile(s.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

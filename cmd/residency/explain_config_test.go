@@ -67,45 +67,21 @@ func newExplainDeployment(t *testing.T) *explainDeployment {
 	ctx := testenv.Context(t, 30*time.Second)
 	client := d.redis.Client(t)
 	store := redis.NewRules(client, d.redis.Prefix)
-	rs := fmt.Sprintf(`
-jurisdictions:
-  - {name: US, region: us, countries: [US]}
-  - {name: EU, region: eu, countries: [DE, FR]}
-regions:
-  - {name: us, cluster: a, topic: %s}
-  - {name: eu, cluster: b, topic: %s}
-stores:
-  - {name: us-postgres, regions: [us]}
-`, d.us, d.eu)
+	rs := twoRegionRules(d.us, "b", d.eu, "DE, FR")
 	if _, err := store.Apply(ctx, []byte(rs), rules.ApplyOptions{Author: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.Pin(ctx, "u-pinned", "EU"); err != nil {
 		t.Fatal(err)
 	}
-	d.cfgFile = writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
-http: {listen: "off"}
-kafka:
-  clusters:
-    a: {brokers: [%s]}
-    b: {brokers: [%s]}
-  ingest_cluster: a
-  session_timeout: 6s
-  rebalance_timeout: 5s
-router:
-  ingest_topics: [%s, %s]
-  consumer_group: %s
-  quarantine_topic: %s
-  dead_letter_topic: %s
-  shutdown_timeout: 5s
-redis: {addr: "%s", prefix: "%s"}
+	d.cfgFile = routeYAML{Listen: "off", A: d.a.Brokers, B: d.b.Brokers, Ingest: d.singleTopic + ", " + d.rawTopic,
+		Group: testenv.Name(t, "g"), Quarantine: d.quarantine, DeadLetter: d.deadLetter, Rest: fmt.Sprintf(`redis: {addr: %q, prefix: %q}
 rules: {poll_interval: 50ms}
 schemas:
   catalogue_dir: %s
   framings: {%s: raw}
   raw_schemas: {%s: com.partner.events.PartnerEvent}
-`, strings.Join(d.a.Brokers, ","), strings.Join(d.b.Brokers, ","), d.singleTopic, d.rawTopic, testenv.Name(t, "g"),
-		d.quarantine, d.deadLetter, d.redis.Addr, d.redis.Prefix, catalogue, d.rawTopic, d.rawTopic)))
+`, d.redis.Addr, d.redis.Prefix, catalogue, d.rawTopic, d.rawTopic)}.write(t)
 	return d
 }
 

@@ -121,36 +121,9 @@ func TestRouteClusterOutageLongerThanGiveUp(t *testing.T) {
 	eu := b.Topic(t, "eu", 2)
 	addr := freeAddr(t)
 	group := testenv.Name(t, "g")
-	rulesFile := writeEventFile(t, "rules.yaml", []byte(fmt.Sprintf(`
-jurisdictions:
-  - {name: US, region: us, countries: [US]}
-  - {name: EU, region: eu, countries: [DE]}
-regions:
-  - {name: us, cluster: a, topic: %s}
-  - {name: eu, cluster: b, topic: %s}
-stores:
-  - {name: us-postgres, regions: [us]}
-`, us, eu)))
-	cfgFile := writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
-http: {listen: "%s"}
-kafka:
-  clusters:
-    a: {brokers: [%s]}
-    b: {brokers: [%s]}
-  ingest_cluster: a
-  session_timeout: 6s
-  rebalance_timeout: 5s
-router:
-  ingest_topics: [%s]
-  consumer_group: %s
-  quarantine_topic: %s
-  dead_letter_topic: %s
-  shutdown_timeout: 5s
-  retry_min: 10ms
-  retry_max: 200ms
-  give_up: 1s
-rules: {file: %s}
-`, addr, strings.Join(a.Brokers, ","), strings.Join(b.Brokers, ","), ingest, group, quarantine, deadLetter, rulesFile)))
+	rulesFile := writeRules(t, twoRegionRules(us, "b", eu, "DE"))
+	cfgFile := routeYAML{Listen: addr, A: a.Brokers, B: b.Brokers, Ingest: ingest, Group: group, Quarantine: quarantine,
+		DeadLetter: deadLetter, Router: quickRetries, Rest: "rules: {file: " + rulesFile + "}\n"}.write(t)
 
 	ev := newFaultEvents(t, a.Brokers, ingest, 10)
 	rctx, stop := context.WithCancel(ctx)
@@ -281,41 +254,14 @@ func TestRouteRedisOutageLongerThanGiveUp(t *testing.T) {
 	eu := a.Topic(t, "eu", 2)
 	addr := freeAddr(t)
 	group := testenv.Name(t, "g")
-	cfgFile := writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
-http: {listen: "%s"}
-kafka:
-  clusters:
-    a: {brokers: [%s]}
-  ingest_cluster: a
-  session_timeout: 6s
-  rebalance_timeout: 5s
-router:
-  ingest_topics: [%s]
-  consumer_group: %s
-  quarantine_topic: %s
-  dead_letter_topic: %s
-  shutdown_timeout: 5s
-  retry_min: 10ms
-  retry_max: 200ms
-  give_up: 1s
-redis: {addr: "%s", prefix: "%s"}
-rules: {poll_interval: 50ms, staleness_bound: 1s}
-`, addr, strings.Join(a.Brokers, ","), ingest, group, quarantine, deadLetter, proxy.Addr, r.Prefix)))
+	cfgFile := routeYAML{Listen: addr, A: a.Brokers, Ingest: ingest, Group: group, Quarantine: quarantine, DeadLetter: deadLetter,
+		Router: quickRetries, Rest: fmt.Sprintf("redis: {addr: %q, prefix: %q}\nrules: {poll_interval: 50ms, staleness_bound: 1s}\n", proxy.Addr, r.Prefix)}.write(t)
 	client := goredis.NewClient(&goredis.Options{Addr: r.Addr})
 	defer client.Close()
 	applied := int64(0)
 	apply := func(countriesEU string) {
 		t.Helper()
-		rs := fmt.Sprintf(`
-jurisdictions:
-  - {name: US, region: us, countries: [US]}
-  - {name: EU, region: eu, countries: [%s]}
-regions:
-  - {name: us, cluster: a, topic: %s}
-  - {name: eu, cluster: a, topic: %s}
-stores:
-  - {name: us-postgres, regions: [us]}
-`, countriesEU, us, eu)
+		rs := twoRegionRules(us, "a", eu, countriesEU)
 		if _, err := redis.NewRules(client, r.Prefix).Apply(ctx, []byte(rs), rules.ApplyOptions{Author: "test", Base: applied}); err != nil {
 			t.Fatal(err)
 		}
@@ -496,42 +442,15 @@ func TestRouteReadinessOneTruth(t *testing.T) {
 	b.DeleteAfter(t, missingTopic)
 	addr := freeAddr(t)
 	group := testenv.Name(t, "g")
-	cfgFile := writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
-http: {listen: "%s"}
-kafka:
-  clusters:
-    a: {brokers: [%s]}
-    b: {brokers: [%s]}
-  ingest_cluster: a
-  session_timeout: 6s
-  rebalance_timeout: 5s
-router:
-  ingest_topics: [%s]
-  consumer_group: %s
-  quarantine_topic: %s
-  dead_letter_topic: %s
-  shutdown_timeout: 5s
-  retry_min: 10ms
-  retry_max: 200ms
-  give_up: 1s
-redis: {addr: "%s", prefix: "%s"}
-rules: {poll_interval: 50ms, staleness_bound: 2s}
-`, addr, a.Brokers[0], b.Brokers[0], ingest, group, quarantine, deadLetter, proxy.Addr, r.Prefix)))
+	cfgFile := routeYAML{Listen: addr, A: a.Brokers[:1], B: b.Brokers[:1], Ingest: ingest, Group: group, Quarantine: quarantine,
+		DeadLetter: deadLetter, Router: quickRetries,
+		Rest: fmt.Sprintf("redis: {addr: %q, prefix: %q}\nrules: {poll_interval: 50ms, staleness_bound: 2s}\n", proxy.Addr, r.Prefix)}.write(t)
 	client := goredis.NewClient(&goredis.Options{Addr: r.Addr})
 	defer client.Close()
 	version := int64(0)
 	apply := func(euTopic, countriesEU string) {
 		t.Helper()
-		rs := fmt.Sprintf(`
-jurisdictions:
-  - {name: US, region: us, countries: [US]}
-  - {name: EU, region: eu, countries: [%s]}
-regions:
-  - {name: us, cluster: a, topic: %s}
-  - {name: eu, cluster: b, topic: %s}
-stores:
-  - {name: us-postgres, regions: [us]}
-`, countriesEU, us, euTopic)
+		rs := twoRegionRules(us, "b", euTopic, countriesEU)
 		if _, err := redis.NewRules(client, r.Prefix).Apply(ctx, []byte(rs), rules.ApplyOptions{Author: "test", Base: version}); err != nil {
 			t.Fatal(err)
 		}
@@ -706,36 +625,11 @@ func TestRouteRebalanceDuplicates(t *testing.T) {
 	us := a.Topic(t, "us", 2)
 	eu := a.Topic(t, "eu", 2)
 	group := testenv.Name(t, "g")
-	rulesFile := writeEventFile(t, "rules.yaml", []byte(fmt.Sprintf(`
-jurisdictions:
-  - {name: US, region: us, countries: [US]}
-  - {name: EU, region: eu, countries: [DE]}
-regions:
-  - {name: us, cluster: a, topic: %s}
-  - {name: eu, cluster: a, topic: %s}
-stores:
-  - {name: us-postgres, regions: [us]}
-`, us, eu)))
+	rulesFile := writeRules(t, twoRegionRules(us, "a", eu, "DE"))
 	const window = 200
 	config := func(addr string) string {
-		return writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
-http: {listen: "%s"}
-kafka:
-  clusters:
-    a: {brokers: [%s]}
-  ingest_cluster: a
-  session_timeout: 6s
-  rebalance_timeout: 5s
-router:
-  ingest_topics: [%s]
-  consumer_group: %s
-  quarantine_topic: %s
-  dead_letter_topic: %s
-  shutdown_timeout: 5s
-  batch_size: 100
-  max_inflight_events: %d
-rules: {file: %s}
-`, addr, strings.Join(a.Brokers, ","), ingest, group, quarantine, deadLetter, window, rulesFile)))
+		return routeYAML{Listen: addr, A: a.Brokers, Ingest: ingest, Group: group, Quarantine: quarantine, DeadLetter: deadLetter,
+			Router: []string{"batch_size: 100", fmt.Sprintf("max_inflight_events: %d", window)}, Rest: "rules: {file: " + rulesFile + "}\n"}.write(t)
 	}
 	ev := newFaultEvents(t, a.Brokers, ingest, 50)
 	start := func() (chan int, *testenv.SyncBuffer, context.CancelFunc) {

@@ -56,26 +56,9 @@ func TestRouteCommand(t *testing.T) {
 	eu := b.Topic(t, "eu", 2)
 	group := testenv.Name(t, "g")
 	addr := freeAddr(t)
-	cfg := fmt.Sprintf(`
-log_level: debug
-http: {listen: "%s"}
-kafka:
-  clusters:
-    a: {brokers: [%s]}
-    b: {brokers: [%s]}
-  ingest_cluster: a
-  session_timeout: 6s
-  rebalance_timeout: 5s
-router:
-  ingest_topics: [%s]
-  consumer_group: %s
-  quarantine_topic: %s
-  dead_letter_topic: %s
-  shutdown_timeout: 5s
-redis: {addr: "%s", prefix: "%s"}
-rules: {poll_interval: 50ms}
-`, addr, strings.Join(a.Brokers, ","), strings.Join(b.Brokers, ","), ingest, group, quarantine, deadLetter, r.Addr, r.Prefix)
-	cfgFile := writeEventFile(t, "residency.yaml", []byte(cfg))
+	cfgFile := writeEventFile(t, "residency.yaml", []byte("log_level: debug\n"+routeYAML{Listen: addr, A: a.Brokers, B: b.Brokers,
+		Ingest: ingest, Group: group, Quarantine: quarantine, DeadLetter: deadLetter,
+		Rest: fmt.Sprintf("redis: {addr: %q, prefix: %q}\nrules: {poll_interval: 50ms}\n", r.Addr, r.Prefix)}.String()))
 
 	// Events first: the router must not touch them until a ruleset exists.
 	enc, err := sample.NewEncoder()
@@ -218,26 +201,9 @@ regions:
 stores:
   - {name: us-postgres, regions: [us]}
 `, us)))
-	cfgFile := writeEventFile(t, "residency.yaml", []byte(fmt.Sprintf(`
-http: {listen: "%s"}
-kafka:
-  clusters:
-    a: {brokers: [%s]}
-    down: {brokers: ["127.0.0.1:1"]}
-  ingest_cluster: a
-  session_timeout: 6s
-  rebalance_timeout: 5s
-router:
-  ingest_topics: [%s]
-  consumer_group: %s
-  quarantine_topic: %s
-  dead_letter_topic: %s
-  shutdown_timeout: 500ms
-  retry_min: 10ms
-  retry_max: 100ms
-  give_up: 300ms
-rules: {file: %s}
-`, addr, strings.Join(a.Brokers, ","), ingest, testenv.Name(t, "g"), quarantine, deadLetter, rulesFile)))
+	cfgFile := routeYAML{Listen: addr, A: a.Brokers, Clusters: []string{`down: {brokers: ["127.0.0.1:1"]}`}, Ingest: ingest,
+		Group: testenv.Name(t, "g"), Quarantine: quarantine, DeadLetter: deadLetter, ShutdownTimeout: "500ms",
+		Router: []string{"retry_min: 10ms", "retry_max: 100ms", "give_up: 300ms"}, Rest: "rules: {file: " + rulesFile + "}\n"}.write(t)
 	enc, err := sample.NewEncoder()
 	if err != nil {
 		t.Fatal(err)

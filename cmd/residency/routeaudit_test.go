@@ -46,41 +46,16 @@ func newRouteAuditStack(t *testing.T, createAudit bool) *routeAuditStack {
 	s.key = audit.AttestKey{ID: "route-k1", Secret: secret}
 	signFile := writeEventFile(t, "sign.key", secret)
 	subjFile := writeEventFile(t, "subject.key", bytes.Repeat([]byte("s"), 32))
-	rulesFile := writeEventFile(t, "rules.yaml", fmt.Appendf(nil, `
-jurisdictions:
-  - {name: US, region: us, countries: [US]}
-  - {name: EU, region: eu, countries: [DE, FR]}
-regions:
-  - {name: us, cluster: a, topic: %s}
-  - {name: eu, cluster: b, topic: %s}
-stores:
-  - {name: us-postgres, regions: [us]}
-`, s.us, s.eu))
-	s.cfgFile = writeEventFile(t, "residency.yaml", fmt.Appendf(nil, `
-http: {listen: "%s"}
-kafka:
-  clusters:
-    a: {brokers: [%s]}
-    b: {brokers: [%s]}
-  ingest_cluster: a
-  session_timeout: 6s
-  rebalance_timeout: 5s
-router:
-  ingest_topics: [%s]
-  consumer_group: %s
-  quarantine_topic: %s
-  dead_letter_topic: %s
-  shutdown_timeout: 5s
-  retry_max: 500ms
-rules: {file: %s}
+	rulesFile := writeRules(t, twoRegionRules(s.us, "b", s.eu, "DE, FR"))
+	s.cfgFile = routeYAML{Listen: s.addr, A: s.a.Brokers, B: s.b.Brokers, Ingest: s.ingest, Group: s.group, Quarantine: s.quarantine,
+		DeadLetter: s.dead, Router: []string{"retry_max: 500ms"}, Rest: fmt.Sprintf(`rules: {file: %s}
 audit:
   enabled: true
   topic: %s
   subject_key_file: %s
   attestation:
     sign_key: {id: route-k1, file: %s}
-`, s.addr, strings.Join(s.a.Brokers, ","), strings.Join(s.b.Brokers, ","), s.ingest, s.group, s.quarantine, s.dead,
-		rulesFile, s.auditTopic, subjFile, signFile))
+`, rulesFile, s.auditTopic, subjFile, signFile)}.write(t)
 	var err error
 	if s.admin, err = kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: s.a.Brokers}); err != nil {
 		t.Fatal(err)
