@@ -3,6 +3,7 @@ package auditwire_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/residency-router/residency/auditwire"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/routertest"
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
@@ -389,4 +391,33 @@ func BenchmarkLedgerAppendLeaf(b *testing.B) {
 	for b.Loop() {
 		_, _ = l.AppendLeaf(buf[:0], &s)
 	}
+}
+
+// TestLedgerConformance: Ledger passes the router.Ledger conformance check.
+func TestLedgerConformance(t *testing.T) {
+	log := &memLog{}
+	l, err := auditwire.NewLedger(log, auditwire.LedgerConfig{Actor: "r", Subjects: pseudonymizer(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	routertest.Ledger(t, l, ruleset(t, testRules, 3), func() [][]byte {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		var out [][]byte
+		for _, rec := range log.recs {
+			if len(rec) == 0 || rec[0] != audit.WireFormat {
+				t.Fatalf("record without the wire format byte")
+			}
+			b := rec[1:]
+			for len(b) > 0 {
+				n, w := binary.Uvarint(b)
+				if w <= 0 || uint64(len(b)-w) < n {
+					t.Fatalf("truncated audit record")
+				}
+				out = append(out, bytes.Clone(b[:w+int(n)]))
+				b = b[w+int(n):]
+			}
+		}
+		return out
+	})
 }
