@@ -404,16 +404,17 @@ func TestIntegrationRoutesAcrossClusters(t *testing.T) {
 }
 
 // crashingPub publishes part of a batch and then fails forever, like a
-// process that died mid-flush.
+// process that died mid-flush. It counts records, not calls: the router's
+// senders may hand it any number of batches in one call.
 type crashingPub struct {
 	stream.Publisher
-	after   int32 // calls before the crash
-	calls   atomic.Int32
+	after   int32 // records published before the crash
+	records atomic.Int32
 	crashed atomic.Bool
 }
 
 func (p *crashingPub) Publish(ctx context.Context, msgs ...stream.Message) error {
-	if p.calls.Add(1) <= p.after {
+	if !p.crashed.Load() && p.records.Add(int32(len(msgs))) <= p.after {
 		return p.Publisher.Publish(ctx, msgs...)
 	}
 	if !p.crashed.Swap(true) && len(msgs) > 1 {
@@ -430,7 +431,7 @@ func TestIntegrationCrashAndRestart(t *testing.T) {
 
 	var crash *crashingPub
 	r1, rd1 := s.newRouter(t, "router-1", func(c *router.Config) {
-		crash = &crashingPub{Publisher: c.Publishers["b"], after: 3}
+		crash = &crashingPub{Publisher: c.Publishers["b"], after: 100}
 		c.Publishers["b"] = crash
 		c.GiveUp = 300 * time.Millisecond
 		c.ShutdownTimeout = 300 * time.Millisecond
