@@ -20,10 +20,11 @@ const (
 	memLimitNone      = "none"
 )
 
-// containerMemoryShare is the share of the container's memory limit that
-// route makes its soft memory limit when nothing else sets one: the rest
-// is left for what the Go heap does not count (goroutine stacks, the
-// runtime's own structures, memory not yet returned to the system).
+// containerMemoryShare is the share of the container's memory, less the
+// binary's mapped pages, that route makes its soft memory limit when
+// nothing else sets one: the rest is left for what the Go runtime does not
+// count against the limit exactly (memory not yet returned to the system,
+// fragmentation).
 const containerMemoryShare = 0.9
 
 // memoryLimit returns the soft memory limit for route, in bytes (0: none),
@@ -31,7 +32,9 @@ const containerMemoryShare = 0.9
 // (which the Go runtime has already applied: the limit is then returned
 // as 0, nothing to set); else containerMemoryShare of the container's
 // memory limit (cgroup v2 memory.max of the process's cgroup, or cgroup v1
-// memory.limit_in_bytes); else none.
+// memory.limit_in_bytes) less the process's file-backed resident memory
+// (RssFile: the binary's pages, which count against the container's limit
+// but not the Go runtime's; about 25 MiB); else none.
 func memoryLimit(configured int64, lookupEnv func(string) (string, bool), readFile func(string) ([]byte, error)) (int64, string) {
 	if configured > 0 {
 		return configured, memLimitConfig
@@ -40,7 +43,11 @@ func memoryLimit(configured int64, lookupEnv func(string) (string, bool), readFi
 		return 0, memLimitEnv
 	}
 	if c := containerMemory(readFile); c > 0 {
-		return int64(float64(c) * containerMemoryShare), memLimitContainer
+		avail := c - fileRSS(readFile)
+		if avail < c/2 {
+			avail = c / 2 // a container hardly larger than the binary: the limit is still half of it
+		}
+		return int64(float64(avail) * containerMemoryShare), memLimitContainer
 	}
 	return 0, memLimitNone
 }
@@ -71,6 +78,25 @@ func containerMemory(readFile func(string) ([]byte, error)) int64 {
 			return 0
 		}
 		return n
+	}
+	return 0
+}
+
+// fileRSS returns the process's file-backed resident memory in bytes
+// (RssFile in /proc/self/status), or 0 when it cannot be read.
+func fileRSS(readFile func(string) ([]byte, error)) int64 {
+	b, err := readFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil || kb < 0 {
+				return 0
+			}
+			return kb << 10
+		}
 	}
 	return 0
 }

@@ -7,7 +7,8 @@ import (
 
 // TestMemoryLimitSources: router.memory_limit wins, then GOMEMLIMIT (left
 // to the runtime), then 90% of the container's cgroup limit (v2 of the
-// process's cgroup, v2 at the root, v1), then none.
+// process's cgroup, v2 at the root, v1) less the binary's resident pages,
+// then none.
 func TestMemoryLimitSources(t *testing.T) {
 	files := func(m map[string]string) func(string) ([]byte, error) {
 		return func(name string) ([]byte, error) {
@@ -34,6 +35,10 @@ func TestMemoryLimitSources(t *testing.T) {
 		{"cgroup v2 at the root", 0, noEnv, map[string]string{"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/memory.max": "104857600"}, 94371840, memLimitContainer},
 		{"cgroup v2 unlimited", 0, noEnv, map[string]string{"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/memory.max": "max\n"}, 0, memLimitNone},
 		{"cgroup v1", 0, noEnv, map[string]string{"/sys/fs/cgroup/memory/memory.limit_in_bytes": "536870912\n"}, 483183820, memLimitContainer},
+		{"cgroup v2 less the binary's pages", 0, noEnv, map[string]string{"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/memory.max": "104857600",
+			"/proc/self/status": "Name:\tresidency\nRssAnon:\t    4420 kB\nRssFile:\t   25600 kB\nRssShmem:\t       0 kB\n"}, 70778880, memLimitContainer},
+		{"a container hardly larger than the binary", 0, noEnv, map[string]string{"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/memory.max": "41943040",
+			"/proc/self/status": "RssFile:\t   25600 kB\n"}, 18874368, memLimitContainer},
 		{"cgroup v1 unlimited", 0, noEnv, map[string]string{"/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n"}, 0, memLimitNone},
 		{"nothing", 0, noEnv, nil, 0, memLimitNone},
 	} {

@@ -183,7 +183,9 @@ type RouterConfig struct {
 	// whose live memory exceeds it keeps running, spending more CPU on GC.
 	// Default 0: the GOMEMLIMIT environment variable when set, otherwise
 	// 90% of the container's memory limit (cgroup v2 memory.max or v1
-	// memory.limit_in_bytes) when there is one, otherwise no limit.
+	// memory.limit_in_bytes) less the binary's resident pages (RssFile at
+	// start, about 25 MiB, which the container counts and the Go runtime
+	// does not) when there is one, otherwise no limit.
 	MemoryLimit int64 `yaml:"memory_limit"`
 	// ShutdownTimeout bounds the flush and commit after SIGINT/SIGTERM.
 	// Default 10s.
