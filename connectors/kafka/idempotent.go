@@ -144,7 +144,8 @@ type Producer struct {
 	incoming []*pbatch
 	open     map[tpKey]*pbatch // each partition's batch Produce may still append to
 	buffered int64
-	freed    chan struct{} // closed and replaced when buffered shrinks
+	freed    chan struct{} // closed and replaced when buffered shrinks while waited on
+	waited   bool          // someone waits on freed
 	closed   bool
 	errs     map[string]error
 
@@ -543,6 +544,7 @@ func (p *Producer) Flush(ctx context.Context) error {
 		p.mu.Lock()
 		empty := p.buffered == 0
 		ch := p.freed
+		p.waited = true
 		p.mu.Unlock()
 		if empty {
 			return nil
@@ -630,6 +632,7 @@ func (p *Producer) reserve(ctx context.Context, n int64) error {
 			return nil
 		}
 		ch := p.freed
+		p.waited = true
 		p.mu.Unlock()
 		select {
 		case <-ch:
@@ -642,8 +645,11 @@ func (p *Producer) reserve(ctx context.Context, n int64) error {
 func (p *Producer) release(n int64) {
 	p.mu.Lock()
 	p.buffered -= n
-	close(p.freed)
-	p.freed = make(chan struct{})
+	if p.waited {
+		close(p.freed)
+		p.freed = make(chan struct{})
+		p.waited = false
+	}
 	p.mu.Unlock()
 }
 
