@@ -144,7 +144,8 @@ type Producer struct {
 	incoming []*pbatch
 	open     map[tpKey]*pbatch // each partition's batch Produce may still append to
 	buffered int64
-	freed    chan struct{} // closed and replaced when buffered shrinks
+	freed    chan struct{} // closed and replaced when buffered shrinks while waited on
+	waited   bool          // someone waits on freed
 	closed   bool
 	errs     map[string]error
 
@@ -365,32 +366,63 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 		done(Ack{})
 		return nil
 	}
-	counts, err := p.partitionCounts(ctx, msgs)
+	enc := p.encoders.Get().(*batchEncoder)
+	defer p.encoders.Put(enc)
+	// The call's topics (a call names few: a linear search, the last one
+	// found tried first), their partition counts and, by partition, the
+	// call's group of records for it.
+	type callTopic struct {
+		name   string
+		n      int
+		groups []*pgroup // by partition
+	}
+	var tops []callTopic
+	var probe []stream.Message
+	topicOf := slices.Grow(enc.topicOf[:0], len(msgs))[:len(msgs)]
+	enc.topicOf = topicOf
+	last := 0
+	for i := range msgs {
+		t := msgs[i].Topic
+		if last < len(tops) && tops[last].name == t {
+			topicOf[i] = int32(last)
+			continue
+		}
+		k := 0
+		for k < len(tops) && tops[k].name != t {
+			k++
+		}
+		if k == len(tops) {
+			tops = append(tops, callTopic{name: t})
+			probe = append(probe, stream.Message{Topic: t})
+		}
+		topicOf[i], last = int32(k), k
+	}
+	counts, err := p.partitionCounts(ctx, probe)
 	if err != nil {
 		return err
 	}
+	for k := range tops {
+		tops[k].n = counts[tops[k].name]
+		tops[k].groups = make([]*pgroup, tops[k].n)
+	}
 	call := &produceCall{done: done, ack: Ack{Partitions: make([]int32, len(msgs)), Offsets: make([]int64, len(msgs))}}
 	var groups []*pgroup
-	byTP := map[tpKey]*pgroup{}
 	var estimate int64
-	enc := p.encoders.Get().(*batchEncoder)
-	defer p.encoders.Put(enc)
 	sizes := slices.Grow(enc.sizes[:0], len(msgs))[:len(msgs)] // encodedSize of each record
 	enc.sizes = sizes
 	for i := range msgs {
 		m := &msgs[i]
-		n := counts[m.Topic]
-		part := int32(p.bal.Partition(m.Key, n))
-		if part < 0 || int(part) >= n {
-			return fmt.Errorf("kafka: produce: balancer chose partition %d of %d", part, n)
+		ct := &tops[topicOf[i]]
+		part := int32(p.bal.Partition(m.Key, ct.n))
+		if part < 0 || int(part) >= ct.n {
+			return fmt.Errorf("kafka: produce: balancer chose partition %d of %d", part, ct.n)
 		}
 		call.ack.Partitions[i] = part
 		call.ack.Offsets[i] = -1
-		k := tpKey{m.Topic, part}
-		g := byTP[k]
+		g := ct.groups[part]
 		if g == nil {
-			g = &pgroup{tp: k}
-			byTP[k] = g
+			g = &pgroup{tp: tpKey{m.Topic, part}}
+			ct.groups[part] = g
 			groups = append(groups, g)
 		}
 		g.idx = append(g.idx, int32(i))
@@ -543,6 +575,7 @@ func (p *Producer) Flush(ctx context.Context) error {
 		p.mu.Lock()
 		empty := p.buffered == 0
 		ch := p.freed
+		p.waited = true
 		p.mu.Unlock()
 		if empty {
 			return nil
@@ -630,6 +663,7 @@ func (p *Producer) reserve(ctx context.Context, n int64) error {
 			return nil
 		}
 		ch := p.freed
+		p.waited = true
 		p.mu.Unlock()
 		select {
 		case <-ch:
@@ -642,8 +676,11 @@ func (p *Producer) reserve(ctx context.Context, n int64) error {
 func (p *Producer) release(n int64) {
 	p.mu.Lock()
 	p.buffered -= n
-	close(p.freed)
-	p.freed = make(chan struct{})
+	if p.waited {
+		close(p.freed)
+		p.freed = make(chan struct{})
+		p.waited = false
+	}
 	p.mu.Unlock()
 }
 

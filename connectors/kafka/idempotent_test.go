@@ -531,3 +531,52 @@ func TestProducerJoinsQueuedCalls(t *testing.T) {
 		t.Errorf("%d produce requests for 100 calls queued behind one; want the queued calls joined into a few batches", requests)
 	}
 }
+
+// TestProducerWaitsForBufferSpace: Produce waits while MaxBufferedBytes
+// are unacknowledged and goes on once an ack frees room; Flush waits for
+// the acks.
+func TestProducerWaitsForBufferSpace(t *testing.T) {
+	c := fakeKafka(t, 1, 1, "t")
+	hold := make(chan struct{})
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		<-hold // the first produce request is answered once the test says so
+		return nil, nil, false
+	})
+	p := fakeProducer(t, c, ProducerConfig{MaxBufferedBytes: 4096})
+	big := func(v string) []stream.Message {
+		return []stream.Message{{Topic: "t", Key: []byte("k"), Value: append([]byte(v), make([]byte, 3000)...)}}
+	}
+	acked := make(chan Ack, 2)
+	if err := p.Produce(context.Background(), big("a"), func(a Ack) { acked <- a }); err != nil {
+		t.Fatal(err)
+	}
+	returned := make(chan error, 1)
+	go func() { returned <- p.Produce(context.Background(), big("b"), func(a Ack) { acked <- a }) }()
+	select {
+	case err := <-returned:
+		t.Fatalf("second Produce returned (%v) while the first call's bytes fill the buffer", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	if err := p.Produce(ctx, big("c"), func(Ack) {}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a third Produce with a short deadline: %v, want the deadline", err)
+	}
+	cancel()
+	close(hold)
+	select {
+	case err := <-returned:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second Produce still waiting after the first call was acknowledged")
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if a := <-acked; a.Err != nil {
+			t.Fatal(a.Err)
+		}
+	}
+}

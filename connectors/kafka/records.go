@@ -91,6 +91,7 @@ type batchEncoder struct {
 	codec   compress.Compression
 	scratch []byte
 	sizes   []int32 // Produce's encodedSize of each record of a call
+	topicOf []int32 // Produce's index of each record's topic
 }
 
 // encode returns msgs[idx[0]], msgs[idx[1]], ... as one v2 record batch

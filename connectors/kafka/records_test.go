@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"strconv"
 	"testing"
 	"time"
@@ -237,7 +238,7 @@ func TestDecodeDoesNotAllocate(t *testing.T) {
 	}
 	dst := make([]stream.Message, n)
 	views := make([]batchView, 0, 8)
-	allocs := testing.AllocsPerRun(20, func() {
+	decodeAll := func() {
 		vs, _, err := scanBatches(raw, 0, false, nil, views[:0])
 		if err != nil {
 			t.Fatal(err)
@@ -252,7 +253,14 @@ func TestDecodeDoesNotAllocate(t *testing.T) {
 				k++
 			}
 		}
-	})
+	}
+	// AllocsPerRun counts the whole process's allocations, so goroutines
+	// other tests left winding down (closing clusters and connections) can
+	// add some: the least of three measurements is the decoder's.
+	allocs := math.Inf(1)
+	for range 3 {
+		allocs = min(allocs, testing.AllocsPerRun(20, decodeAll))
+	}
 	// The header slab: a few chunks for 2000 records.
 	if perRecord := allocs / n; perRecord > 0.01 {
 		t.Fatalf("%.0f allocations for %d records (%.3f per record)", allocs, n, perRecord)
