@@ -3,6 +3,10 @@ package router
 import (
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/residency-router/residency/stream"
 )
 
 // TestSumLagsExpiresPartitionsNoLongerRead: a partition lost in a
@@ -24,5 +28,30 @@ func TestSumLagsExpiresPartitionsNoLongerRead(t *testing.T) {
 	}
 	if len(lags) != 1 {
 		t.Fatalf("%d partitions kept, want 1", len(lags))
+	}
+}
+
+// TestObserveKeepsTheLatestOffsetsLag: the senders of two clusters
+// acknowledge one partition's events out of order; the earlier offset,
+// acknowledged last, does not raise the partition's lag back up (the
+// gauge stayed at it until the next commit, for ever on an idle topic).
+func TestObserveKeepsTheLatestOffsetsLag(t *testing.T) {
+	r := &Router{cfg: Config{Metrics: NewMetrics(prometheus.NewRegistry())}, lags: map[topicPartition]lagEntry{}}
+	msgs := []stream.Message{
+		{Topic: "ingest", Partition: 0, Offset: 3, HighWaterMark: 10},
+		{Topic: "ingest", Partition: 0, Offset: 9, HighWaterMark: 10},
+	}
+	fb := &fetched{msgs: msgs, batch: &Batch{Events: []Event{{Msg: &msgs[0]}, {Msg: &msgs[1]}}}}
+	r.observe(fb, []int32{1}, []bool{true}) // cluster b's sender: offset 9
+	r.observe(fb, []int32{0}, []bool{true}) // then cluster a's: offset 3
+	got := sumLags(r.lags, time.Now(), time.Minute)
+	if got["ingest"] != 0 {
+		t.Fatalf("lag %d after offset 9 of 10 was acknowledged, want 0", got["ingest"])
+	}
+	// A later offset still moves it.
+	msgs[0] = stream.Message{Topic: "ingest", Partition: 0, Offset: 11, HighWaterMark: 20}
+	r.observe(fb, []int32{0}, []bool{true})
+	if got := sumLags(r.lags, time.Now(), time.Minute); got["ingest"] != 8 {
+		t.Fatalf("lag %d after offset 11 of 20, want 8", got["ingest"])
 	}
 }

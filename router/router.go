@@ -252,8 +252,9 @@ func hostname() string {
 
 // lagEntry is a partition's consumer lag as of a batch.
 type lagEntry struct {
-	lag int64
-	at  time.Time
+	lag    int64
+	offset int64 // the highest offset observed: its lag counts
+	at     time.Time
 }
 
 // lagExpiry is how long a partition's lag counts without a new batch from

@@ -472,7 +472,16 @@ func (r *Router) observe(fb *fetched, idx []int32, ok []bool) {
 			m.endToEnd.Observe(now.Sub(msg.Time).Seconds())
 		}
 		if hw := msg.HighWaterMark; hw > 0 {
-			r.lags[topicPartition{msg.Topic, msg.Partition}] = lagEntry{lag: max(hw-msg.Offset-1, 0), at: now}
+			// The senders acknowledge a partition's events out of order
+			// (one cluster's before another's): an earlier offset
+			// acknowledged last must not raise the lag again.
+			tp := topicPartition{msg.Topic, msg.Partition}
+			if e, ok := r.lags[tp]; ok && msg.Offset < e.offset {
+				e.lag, e.at = max(min(e.lag, hw-e.offset-1), 0), now
+				r.lags[tp] = e
+			} else {
+				r.lags[tp] = lagEntry{lag: max(hw-msg.Offset-1, 0), offset: msg.Offset, at: now}
+			}
 		}
 	}
 }

@@ -109,16 +109,7 @@ func TestRouteCommand(t *testing.T) {
 
 	client := goredis.NewClient(&goredis.Options{Addr: r.Addr})
 	defer client.Close()
-	rs := fmt.Sprintf(`
-jurisdictions:
-  - {name: US, region: us, countries: [US]}
-  - {name: EU, region: eu, countries: [DE, FR]}
-regions:
-  - {name: us, cluster: a, topic: %s}
-  - {name: eu, cluster: b, topic: %s}
-stores:
-  - {name: us-postgres, regions: [us]}
-`, us, eu)
+	rs := twoRegionRules(us, "b", eu, "DE, FR")
 	if _, err := redis.NewRules(client, r.Prefix).Apply(ctx, []byte(rs), rules.ApplyOptions{Author: "test"}); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +117,11 @@ stores:
 	if code, body := get(addr, "/readyz"); code != 200 {
 		t.Fatalf("/readyz = %d %s", code, body)
 	}
-	_, metrics := get(addr, "/metrics")
+	// The router sets the lag gauge once its commit returns, a moment after
+	// the broker has it.
+	lagZero := `residency_router_consumer_lag{topic="` + ingest + `"} 0`
+	var metrics string
+	waitUntil("the lag gauge at 0", func() bool { _, metrics = get(addr, "/metrics"); return strings.Contains(metrics, lagZero) })
 	for _, want := range []string{
 		`residency_router_routed_events_total{jurisdiction="US",region="us"} 2`,
 		`residency_router_routed_events_total{jurisdiction="EU",region="eu"} 2`,
@@ -135,7 +130,6 @@ stores:
 		`residency_router_ruleset_version 1`,
 		`residency_router_ready 1`,
 		"residency_router_end_to_end_seconds_bucket",
-		`residency_router_consumer_lag{topic="` + ingest + `"} 0`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
