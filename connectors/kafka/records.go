@@ -212,26 +212,58 @@ func (b *openBatch) seal(codec compress.Compression) {
 
 // batchBufs recycles the buffers of encoded batches once the broker has
 // acknowledged them (Producer.resolve), sparing the allocation and zeroing
-// of a large buffer per batch.
-var batchBufs sync.Pool
+// of a large buffer per batch. One pool per power-of-two size class, from
+// 4 KiB (class 0) to 8 MiB: a buffer is handed out only for a request of
+// at least half its capacity, so the buffers held by batches in flight
+// are at most twice their contents (one pool of every size let a batch of
+// a few records hold a buffer grown for a megabyte: 37-54 MB of the
+// router's heap, docs/performance.md, "Memory: a million pins…").
+var batchBufs [batchBufClasses]sync.Pool
+
+const (
+	batchBufMinShift = 12 // 4 KiB
+	batchBufClasses  = 12 // up to 8 MiB
+)
+
+// batchBufClass returns the size class whose buffers hold n bytes (n ≤
+// 2^(class+12)), or -1 when n is above the largest.
+func batchBufClass(n int) int {
+	c := 0
+	for size := 1 << batchBufMinShift; size < n; size <<= 1 {
+		c++
+	}
+	if c >= batchBufClasses {
+		return -1
+	}
+	return c
+}
 
 // getBatchBuf returns an empty buffer with room for n bytes.
 func getBatchBuf(n int) []byte {
-	if b, ok := batchBufs.Get().(*[]byte); ok {
-		if cap(*b) >= n {
-			return (*b)[:0]
-		}
-		batchBufs.Put(b)
+	c := batchBufClass(n)
+	if c < 0 {
+		return make([]byte, 0, n)
 	}
-	return make([]byte, 0, n)
+	if b, ok := batchBufs[c].Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, 1<<(c+batchBufMinShift))
 }
 
-// putBatchBuf recycles b, which nothing reads or writes any more.
+// putBatchBuf recycles b, which nothing reads or writes any more, in the
+// class it fills (its capacity rounded down to a power of two).
 func putBatchBuf(b []byte) {
-	if cap(b) == 0 || cap(b) > 8<<20 {
+	if cap(b) < 1<<batchBufMinShift {
 		return
 	}
-	batchBufs.Put(&b)
+	c := batchBufClass(cap(b))
+	if c < 0 {
+		return
+	}
+	if cap(b) < 1<<(c+batchBufMinShift) {
+		c-- // between two classes: it serves the smaller one
+	}
+	batchBufs[c].Put(&b)
 }
 
 // appendWriter is an io.Writer appending to a byte slice.

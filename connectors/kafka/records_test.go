@@ -382,3 +382,31 @@ func BenchmarkEncode(b *testing.B) {
 		})
 	}
 }
+
+// TestBatchBufClasses: a recycled buffer serves only requests of its own
+// size class, so a small batch never holds a buffer grown for a large one,
+// and never gets one too small.
+func TestBatchBufClasses(t *testing.T) {
+	for _, n := range []int{1, 4096, 4097, 20000, 1 << 20, 8 << 20} {
+		b := getBatchBuf(n)
+		if cap(b) < n || len(b) != 0 {
+			t.Fatalf("getBatchBuf(%d): len %d cap %d", n, len(b), cap(b))
+		}
+		if n >= 4096 && cap(b) >= 2*n {
+			t.Fatalf("getBatchBuf(%d): cap %d, more than twice the request", n, cap(b))
+		}
+	}
+	for range 50 {
+		putBatchBuf(make([]byte, 0, 1<<20))        // large buffers recycled...
+		putBatchBuf(make([]byte, 0, 3<<20))        // (between classes: the 2 MiB one)
+		if b := getBatchBuf(5000); cap(b) > 8192 { // ...never serve a small batch
+			t.Fatalf("getBatchBuf(5000) returned a buffer of %d bytes", cap(b))
+		}
+		if b := getBatchBuf(2<<20 + 1); cap(b) < 2<<20+1 {
+			t.Fatalf("getBatchBuf(2 MiB + 1) returned a buffer of %d bytes", cap(b))
+		}
+	}
+	if b := getBatchBuf(16 << 20); cap(b) < 16<<20 {
+		t.Fatalf("getBatchBuf(16 MiB) cap %d", cap(b))
+	}
+}
