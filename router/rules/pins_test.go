@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -488,5 +489,52 @@ func TestPackedIDs(t *testing.T) {
 		if !slices.Equal(ids, want) {
 			t.Errorf("each: %q, want %q", ids, want)
 		}
+	}
+}
+
+// TestPinTableFilter: the table's filter never hides a pin (every pinned
+// id of every kind is found), answers most ids without a pin itself (few
+// false positives), and a table without pins says no to everything.
+func TestPinTableFilter(t *testing.T) {
+	b := newPinTableBuilder(0, 0)
+	var pinned [][]byte
+	for i := range 20000 {
+		var id []byte
+		switch i % 3 {
+		case 0:
+			id = fmt.Appendf(nil, "%08x-%04x-4%03x-a%03x-%012x", i, i%65536, i%4096, i%4096, i)
+		case 1:
+			id = fmt.Appendf(nil, "%d", 1000000+i)
+		default:
+			id = fmt.Appendf(nil, "user-%d", i)
+		}
+		if err := b.add(id, []string{"US", "EU"}[i%2]); err != nil {
+			t.Fatal(err)
+		}
+		pinned = append(pinned, id)
+	}
+	tb := b.finish()
+	if len(tb.filter) == 0 {
+		t.Fatal("no filter after finish")
+	}
+	for i, id := range pinned {
+		if got := tb.get(id); got != []string{"US", "EU"}[i%2] {
+			t.Fatalf("pin of %s = %q", id, got)
+		}
+	}
+	passed := 0
+	const others = 100000
+	for i := range others {
+		h := maphash.Bytes(tb.seed, fmt.Appendf(nil, "other-%d", i))
+		if tb.mayHold(h) {
+			passed++
+		}
+	}
+	if rate := float64(passed) / others; rate > 0.06 {
+		t.Fatalf("the filter let %.1f%% of ids without a pin through, want about 2.5%%", 100*rate)
+	}
+	empty := newPinTableBuilder(0, 0).finish()
+	if empty.get([]byte("x")) != "" || empty.mayHold(maphash.Bytes(empty.seed, []byte("x"))) {
+		t.Fatal("an empty table's filter lets an id through")
 	}
 }

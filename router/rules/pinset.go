@@ -34,6 +34,13 @@ type pinTable struct {
 	arena []byte   // uvarint(len(id)) id, one after another
 	jurs  []string // jurisdiction names, by number
 	n     int      // pins
+	// filter says which ids may be in the table (a blocked Bloom filter,
+	// one word per id, four bits: about 8 bits per pin, 1 MB for a million
+	// pins, about 2.5% false positives), built by finish. Most lookups are
+	// of users without a pin: it answers them from a megabyte that stays
+	// in cache instead of a probe into the slots (16 MB for a million
+	// pins), a cache miss each. nil: no filter (a table being built).
+	filter []uint64
 }
 
 const (
@@ -140,11 +147,46 @@ func appendUnpacked(dst []byte, kind byte, b []byte) []byte {
 	return append(dst, b...)
 }
 
+// filterBits returns the filter word of hash h and the four bits of it h
+// sets. The word is picked by the high bits of h scrambled (the slots use
+// h's own high bits), the bits by its low ones.
+func (t *pinTable) filterBits(h uint64) (int, uint64) {
+	x := h * 0x9e3779b97f4a7c15
+	w, _ := bits.Mul64(x, uint64(len(t.filter)))
+	return int(w), 1<<(x&63) | 1<<((x>>6)&63) | 1<<((x>>12)&63) | 1<<((x>>18)&63)
+}
+
+// mayHold reports whether the id of hash h may be in the table: false
+// only for an id that is not.
+func (t *pinTable) mayHold(h uint64) bool {
+	if t.filter == nil {
+		return true
+	}
+	w, m := t.filterBits(h)
+	return t.filter[w]&m == m
+}
+
+// buildFilter sets the filter from every pin's hash.
+func (t *pinTable) buildFilter() {
+	t.filter = make([]uint64, max(1, (t.n+7)/8))
+	for _, s := range t.slots {
+		if s != 0 {
+			w, m := t.filterBits(t.hashAt(s))
+			t.filter[w] |= m
+		}
+	}
+}
+
 // find returns the slot holding userID, and whether there is one. The
 // hash is of the id as given, so that an id without a pin (most lookups)
 // is never packed: only an id whose hash tag matches a slot's is compared.
 func (t *pinTable) find(userID []byte) (int, bool) {
-	i, tag := t.start(maphash.Bytes(t.seed, userID))
+	return t.findHash(userID, maphash.Bytes(t.seed, userID))
+}
+
+// findHash is find given userID's hash.
+func (t *pinTable) findHash(userID []byte, h uint64) (int, bool) {
+	i, tag := t.start(h)
 	var buf packBuf
 	packed := false
 	var kind byte
@@ -186,7 +228,11 @@ func (t *pinTable) idAt(s uint64) (kind byte, b []byte) {
 
 // get returns userID's jurisdiction, "" for none.
 func (t *pinTable) get(userID []byte) string {
-	if i, ok := t.find(userID); ok {
+	h := maphash.Bytes(t.seed, userID)
+	if !t.mayHold(h) {
+		return ""
+	}
+	if i, ok := t.findHash(userID, h); ok {
 		return t.jurs[t.slots[i]&0xff]
 	}
 	return ""
@@ -206,7 +252,7 @@ func (t *pinTable) each(fn func(slot int, userID []byte, jurisdiction string)) {
 
 // bytes returns the memory the table holds (index, arena, names).
 func (t *pinTable) bytes() int {
-	n := 8*cap(t.slots) + cap(t.arena)
+	n := 8*cap(t.slots) + cap(t.arena) + 8*cap(t.filter)
 	for _, j := range t.jurs {
 		n += 16 + len(j)
 	}
@@ -290,6 +336,7 @@ func (b *pinTableBuilder) finish() *pinTable {
 	if c := cap(t.arena); c > len(t.arena)+len(t.arena)/8+4096 {
 		t.arena = append([]byte(nil), t.arena...) // give back what growing left over
 	}
+	t.buildFilter()
 	return t
 }
 
