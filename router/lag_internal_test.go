@@ -1,10 +1,13 @@
 package router
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/residency-router/residency/stream"
 )
@@ -53,5 +56,50 @@ func TestObserveKeepsTheLatestOffsetsLag(t *testing.T) {
 	r.observe(fb, []int32{0}, []bool{true})
 	if got := sumLags(r.lags, time.Now(), time.Minute); got["ingest"] != 8 {
 		t.Fatalf("lag %d after offset 11 of 20, want 8", got["ingest"])
+	}
+}
+
+// TestObserveCountsEveryOutcome: observe adds each acknowledged event to
+// its outcome's counter once, also past the label sets it counts together
+// (more than eight in one call), and skips what was not acknowledged.
+func TestObserveCountsEveryOutcome(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	r := &Router{cfg: Config{Metrics: m}, lags: map[topicPartition]lagEntry{}}
+	var evs []Event
+	var idx []int32
+	var ok []bool
+	want := map[string]int{}
+	for i := range 60 {
+		d := Decision{Outcome: Routed, Region: fmt.Sprintf("r%d", i%12), Jurisdiction: "J"}
+		key := "routed/" + d.Region
+		switch i % 5 {
+		case 3:
+			d = Decision{Outcome: Quarantined, Reason: "no_country"}
+			key = "quarantined/no_country"
+		case 4:
+			d = Decision{Outcome: DeadLettered, Reason: "bad_magic"}
+			key = "dead/bad_magic"
+		}
+		evs = append(evs, Event{Msg: &stream.Message{Topic: "in"}, Decision: d})
+		idx = append(idx, int32(i))
+		ok = append(ok, i%7 != 0)
+		if i%7 != 0 {
+			want[key]++
+		}
+	}
+	r.observe(&fetched{batch: &Batch{Events: evs}}, idx, ok)
+	for key, n := range want {
+		var got float64
+		switch kind, label, _ := strings.Cut(key, "/"); kind {
+		case "routed":
+			got = testutil.ToFloat64(m.routed.WithLabelValues(label, "J"))
+		case "quarantined":
+			got = testutil.ToFloat64(m.quarantined.WithLabelValues(label))
+		default:
+			got = testutil.ToFloat64(m.deadLettered.WithLabelValues(label))
+		}
+		if int(got) != n {
+			t.Errorf("%s counted %v, want %d", key, got, n)
+		}
 	}
 }

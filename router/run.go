@@ -451,6 +451,10 @@ func (r *Router) observe(fb *fetched, idx []int32, ok []bool) {
 		return
 	}
 	now := time.Now()
+	// Count by label set, then add each count once: a labelled counter's
+	// lookup (hashing its labels) per event cost more than the rest.
+	var counts [8]outcomeCount
+	n := 0
 	r.lagMu.Lock()
 	defer r.lagMu.Unlock()
 	for k, i := range idx {
@@ -460,13 +464,24 @@ func (r *Router) observe(fb *fetched, idx []int32, ok []bool) {
 		ev := &fb.batch.Events[i]
 		d := &ev.Decision
 		msg := ev.Msg
-		switch d.Outcome {
-		case Routed:
-			m.routed.WithLabelValues(d.Region, d.Jurisdiction).Inc()
-		case Quarantined:
-			m.quarantined.WithLabelValues(d.Reason).Inc()
-		case DeadLettered:
-			m.deadLettered.WithLabelValues(d.Reason).Inc()
+		c := outcomeCount{outcome: d.Outcome, a: d.Reason}
+		if d.Outcome == Routed {
+			c.a, c.b = d.Region, d.Jurisdiction
+		}
+		j := 0
+		for j < n && (counts[j].outcome != c.outcome || counts[j].a != c.a || counts[j].b != c.b) {
+			j++
+		}
+		switch {
+		case j < n:
+			counts[j].n++
+		case n < len(counts):
+			c.n = 1
+			counts[n] = c
+			n++
+		default:
+			c.n = 1
+			c.add(m)
 		}
 		if !msg.Time.IsZero() {
 			m.endToEnd.Observe(now.Sub(msg.Time).Seconds())
@@ -483,6 +498,28 @@ func (r *Router) observe(fb *fetched, idx []int32, ok []bool) {
 				r.lags[tp] = lagEntry{lag: max(hw-msg.Offset-1, 0), offset: msg.Offset, at: now}
 			}
 		}
+	}
+	for j := range n {
+		counts[j].add(m)
+	}
+}
+
+// outcomeCount is a count of acknowledged events of one label set.
+type outcomeCount struct {
+	outcome Outcome
+	a, b    string // region and jurisdiction (routed), or reason
+	n       int
+}
+
+// add adds c to its counter.
+func (c *outcomeCount) add(m *Metrics) {
+	switch c.outcome {
+	case Routed:
+		m.routed.WithLabelValues(c.a, c.b).Add(float64(c.n))
+	case Quarantined:
+		m.quarantined.WithLabelValues(c.a).Add(float64(c.n))
+	case DeadLettered:
+		m.deadLettered.WithLabelValues(c.a).Add(float64(c.n))
 	}
 }
 
