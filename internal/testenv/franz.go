@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"cmp"
 	"context"
 	"testing"
 	"time"
@@ -30,25 +31,51 @@ func (k *Kafka) Franz(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 func (k *Kafka) ReadTopic(t testing.TB, ctx context.Context, topic string) []*kgo.Record {
 	t.Helper()
 	end := k.endOffsets(t, ctx, topic)
-	start := map[int32]kgo.Offset{}
 	left := 0
-	for p, e := range end {
+	for _, e := range end {
 		if e > 0 {
-			start[p] = kgo.NewOffset().AtStart()
 			left++
 		}
 	}
 	if left == 0 {
 		return nil
 	}
+	// A client that has not read a partition to its end in a minute is
+	// stuck (a CI run once saw one wait five minutes for records a fresh
+	// client read at once): read again with a new one.
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, time.Minute)
+		recs, done := k.readTo(t, actx, topic, end)
+		cancel()
+		if done == left {
+			return recs
+		}
+		if ctx.Err() != nil || attempt == 3 {
+			t.Fatalf("testenv: read %s on cluster %s: %v (%d of %d partitions read)", topic, k.Name, cmp.Or(ctx.Err(), context.DeadlineExceeded), done, left)
+		}
+		t.Logf("testenv: read %s on cluster %s: %d of %d partitions read to their end in a minute; reading again with a new client", topic, k.Name, done, left)
+	}
+}
+
+// readTo reads every partition of topic from its start to end (its
+// high-water mark) with a new client, until ctx ends, and returns the
+// records read and how many partitions it read to their end.
+func (k *Kafka) readTo(t testing.TB, ctx context.Context, topic string, end map[int32]int64) ([]*kgo.Record, int) {
+	t.Helper()
+	start := map[int32]kgo.Offset{}
+	for p, e := range end {
+		if e > 0 {
+			start[p] = kgo.NewOffset().AtStart()
+		}
+	}
 	c := k.Franz(t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}))
 	defer c.Close()
 	byPart := map[int32][]*kgo.Record{}
 	done := map[int32]bool{}
-	for len(done) < left {
+	for len(done) < len(start) {
 		fs := c.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("testenv: read %s on cluster %s: %v (%d of %d partitions read)", topic, k.Name, ctx.Err(), len(done), left)
+			return nil, len(done)
 		}
 		fs.EachError(func(_ string, p int32, err error) {
 			t.Fatalf("testenv: read %s/%d on cluster %s: %v", topic, p, k.Name, err)
@@ -66,7 +93,7 @@ func (k *Kafka) ReadTopic(t testing.TB, ctx context.Context, topic string) []*kg
 	for p := range int32(len(end)) {
 		out = append(out, byPart[p]...)
 	}
-	return out
+	return out, len(done)
 }
 
 // endOffsets returns the high-water mark of every partition of topic.
