@@ -499,6 +499,10 @@ func (r *Router) observe(fb *fetched, idx []int32, ok []bool) {
 			}
 		}
 	}
+	// The lag gauge first, then the counters: whoever sees an event
+	// counted sees the lag gauge it left (TestDevStack scrapes once the
+	// counters are complete, before any commit).
+	r.publishLagLocked(now)
 	for j := range n {
 		counts[j].add(m)
 	}
@@ -523,17 +527,22 @@ func (c *outcomeCount) add(m *Metrics) {
 	}
 }
 
-// publishLag sets the lag gauges from what observe saw (at each commit).
+// publishLag sets the lag gauges from what observe saw (at each
+// acknowledgement, and at each commit, which expires the partitions no
+// longer read).
 func (r *Router) publishLag() {
-	m := r.cfg.Metrics
-	if m == nil {
+	if r.cfg.Metrics == nil {
 		return
 	}
-	now := time.Now()
 	r.lagMu.Lock()
 	defer r.lagMu.Unlock()
+	r.publishLagLocked(time.Now())
+}
+
+// publishLagLocked is publishLag with r.lagMu held.
+func (r *Router) publishLagLocked(now time.Time) {
 	for topic, l := range sumLags(r.lags, now, lagExpiry) {
-		m.lag.WithLabelValues(topic).Set(float64(l))
+		r.cfg.Metrics.lag.WithLabelValues(topic).Set(float64(l))
 	}
 }
 
