@@ -437,7 +437,7 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 	fb := c.fb
 	a.leaves = make([][]byte, n)
 	ends := make([]int, n)
-	buf := make([]byte, 0, 192*n)
+	buf := make([]byte, 0, 320*n) // a route leaf with its subject: 250-300 bytes
 	for k, i := range a.idx {
 		ends[k] = len(buf)
 		if !a.ok[k] {
