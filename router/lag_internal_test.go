@@ -18,9 +18,9 @@ import (
 func TestSumLagsExpiresPartitionsNoLongerRead(t *testing.T) {
 	now := time.Now()
 	lags := map[topicPartition]lagEntry{
-		{"ingest", 0}: {lag: 5, at: now},
-		{"ingest", 1}: {lag: 7, at: now.Add(-time.Minute)}, // lost in a rebalance
-		{"other", 0}:  {lag: 3, at: now.Add(-time.Minute)},
+		{"ingest", 0}: {offset: 4, hw: 10, at: now},
+		{"ingest", 1}: {offset: 2, hw: 10, at: now.Add(-time.Minute)}, // lost in a rebalance
+		{"other", 0}:  {offset: 6, hw: 10, at: now.Add(-time.Minute)},
 	}
 	got := sumLags(lags, now, 30*time.Second)
 	if got["ingest"] != 5 || got["other"] != 0 || len(got) != 2 {

@@ -252,10 +252,13 @@ func hostname() string {
 
 // lagEntry is a partition's consumer lag as of a batch.
 type lagEntry struct {
-	lag    int64
-	offset int64 // the highest offset observed: its lag counts
+	offset int64 // the highest offset acknowledged
+	hw     int64 // the highest high-water mark its fetches saw
 	at     time.Time
 }
+
+// lag is the events of the partition after its highest acknowledged one.
+func (e lagEntry) lag() int64 { return max(e.hw-e.offset-1, 0) }
 
 // lagExpiry is how long a partition's lag counts without a new batch from
 // it. A partition this router still owns and that has events is read far
@@ -275,7 +278,7 @@ func sumLags(lags map[topicPartition]lagEntry, now time.Time, expiry time.Durati
 			}
 			continue
 		}
-		sums[tp.topic] += e.lag
+		sums[tp.topic] += e.lag()
 	}
 	return sums
 }

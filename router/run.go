@@ -365,6 +365,13 @@ func (r *Router) Revoked(ctx context.Context, parts []Partition) {
 		r.cfg.Metrics.revokedInflight(n)
 	}
 	r.trk.detach(parts)
+	// Their next owner reports their lag; if this router gets one back it
+	// may read it again from an earlier offset.
+	r.lagMu.Lock()
+	for _, p := range parts {
+		delete(r.lags, topicPartition{p.Topic, p.Partition})
+	}
+	r.lagMu.Unlock()
 }
 
 // commitLoop appends and commits what settled, every CommitInterval,
@@ -491,12 +498,9 @@ func (r *Router) observe(fb *fetched, idx []int32, ok []bool) {
 			// (one cluster's before another's): an earlier offset
 			// acknowledged last must not raise the lag again.
 			tp := topicPartition{msg.Topic, msg.Partition}
-			if e, ok := r.lags[tp]; ok && msg.Offset < e.offset {
-				e.lag, e.at = max(min(e.lag, hw-e.offset-1), 0), now
-				r.lags[tp] = e
-			} else {
-				r.lags[tp] = lagEntry{lag: max(hw-msg.Offset-1, 0), offset: msg.Offset, at: now}
-			}
+			e := r.lags[tp]
+			e.offset, e.hw, e.at = max(e.offset, msg.Offset), max(e.hw, hw), now
+			r.lags[tp] = e
 		}
 	}
 	// The lag gauge first, then the counters: whoever sees an event
