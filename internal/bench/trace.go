@@ -74,28 +74,27 @@ func (p *tracedProducer) Produce(ctx context.Context, msgs []stream.Message, don
 			seqs = append(seqs, seq)
 		}
 	}
-	now := time.Now()
-	p.t.mu.Lock()
-	for _, s := range seqs {
-		if _, ok := p.t.produce[s]; !ok {
-			p.t.produce[s] = now
-		}
-	}
-	p.t.mu.Unlock()
+	p.t.first(p.t.produce, seqs)
 	return p.AsyncProducer.Produce(ctx, msgs, func(a router.ProduceAck) {
-		now := time.Now()
-		p.t.mu.Lock()
-		for _, s := range seqs {
-			if _, ok := p.t.acked[s]; !ok {
-				p.t.acked[s] = now
-			}
-		}
-		p.t.mu.Unlock()
+		p.t.first(p.t.acked, seqs)
 		done(a)
 	})
 }
 
 // write prints the stage percentiles to path.
+// first records now as the time of each of seqs in stage, unless one is
+// there already (a record produced again keeps its first time).
+func (t *stageTrace) first(stage map[int64]time.Time, seqs []int64) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range seqs {
+		if _, ok := stage[s]; !ok {
+			stage[s] = now
+		}
+	}
+}
+
 func (t *stageTrace) write(path string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
