@@ -182,7 +182,26 @@ func (b *bg) halt(t *testing.T) int {
 	return -1
 }
 
-// exited fails the test if the command has exited.
+// stopOK stops the command and fails the test unless it exited with
+// exitOK.
+func (b *bg) stopOK(t *testing.T) {
+	t.Helper()
+	if code := b.halt(t); code != exitOK {
+		t.Fatalf("%s exited %d; stderr:\n%s", b.name, code, b.stderr.String())
+	}
+}
+
+// topicLen is how many records topic holds now (from its log start), -1
+// when admin cannot read it.
+func topicLen(ctx context.Context, admin *kafka.Admin, topic string) int {
+	got, err := admin.ReadAll(ctx, topic)
+	if err != nil {
+		return -1
+	}
+	return len(got)
+}
+
+// alive fails the test if the command has exited.
 func (b *bg) alive(t *testing.T) {
 	t.Helper()
 	select {

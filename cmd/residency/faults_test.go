@@ -126,35 +126,13 @@ func TestRouteClusterOutageLongerThanGiveUp(t *testing.T) {
 		DeadLetter: deadLetter, Router: quickRetries, Rest: "rules: {file: " + rulesFile + "}\n"}.write(t)
 
 	ev := newFaultEvents(t, a.Brokers, ingest, 10)
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stdout, stderr testenv.SyncBuffer
-	done := make(chan int, 1)
-	go func() { done <- run(rctx, []string{"route", "--config", cfgFile}, nil, &stdout, &stderr) }()
+	rt := start(t, "route", "--config", cfgFile)
 	aAdmin, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: a.Brokers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	count := func(admin *kafka.Admin, topic string) int {
-		got, err := admin.ReadAll(ctx, topic)
-		if err != nil {
-			return -1
-		}
-		return len(got)
-	}
-	waitFor := func(d time.Duration, what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(d); !cond(); time.Sleep(50 * time.Millisecond) {
-			select {
-			case code := <-done:
-				t.Fatalf("route exited %d while waiting for %s; logs:\n%s", code, what, stderr.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; logs:\n%s", what, stderr.String())
-			}
-		}
-	}
+	count := func(admin *kafka.Admin, topic string) int { return topicLen(ctx, admin, topic) }
+	waitFor := func(d time.Duration, what string, cond func() bool) { t.Helper(); waitFor(t, d, what, cond, rt) }
 
 	// Before: both regions flow.
 	usBefore := ev.publish(ctx, 40)
@@ -214,15 +192,7 @@ func TestRouteClusterOutageLongerThanGiveUp(t *testing.T) {
 	if usDups != 0 {
 		t.Errorf("%d duplicates on the healthy region", usDups)
 	}
-	stop()
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Fatalf("route exited %d; logs:\n%s", code, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("route did not stop")
-	}
+	rt.stopOK(t)
 }
 
 func header(m stream.Message, key string) string {
@@ -270,35 +240,13 @@ func TestRouteRedisOutageLongerThanGiveUp(t *testing.T) {
 	apply("DE")
 
 	ev := newFaultEvents(t, a.Brokers, ingest, 10)
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stdout, stderr testenv.SyncBuffer
-	done := make(chan int, 1)
-	go func() { done <- run(rctx, []string{"route", "--config", cfgFile}, nil, &stdout, &stderr) }()
+	rt := start(t, "route", "--config", cfgFile)
 	admin, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: a.Brokers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	count := func(topic string) int {
-		got, err := admin.ReadAll(ctx, topic)
-		if err != nil {
-			return -1
-		}
-		return len(got)
-	}
-	waitFor := func(d time.Duration, what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(d); !cond(); time.Sleep(50 * time.Millisecond) {
-			select {
-			case code := <-done:
-				t.Fatalf("route exited %d while waiting for %s; logs:\n%s", code, what, stderr.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; logs:\n%s", what, stderr.String())
-			}
-		}
-	}
+	count := func(topic string) int { return topicLen(ctx, admin, topic) }
+	waitFor := func(d time.Duration, what string, cond func() bool) { t.Helper(); waitFor(t, d, what, cond, rt) }
 	readiness := func() (int, string) {
 		code, _ := get(addr, "/readyz")
 		_, m := get(addr, "/metrics")
@@ -339,11 +287,8 @@ func TestRouteRedisOutageLongerThanGiveUp(t *testing.T) {
 		if (code == 200) != (m == "1") || code == 200 {
 			disagree++
 		}
-		select {
-		case c := <-done:
-			t.Fatalf("route exited %d during the Redis outage; logs:\n%s", c, stderr.String())
-		case <-time.After(100 * time.Millisecond):
-		}
+		rt.alive(t)
+		time.Sleep(100 * time.Millisecond)
 	}
 	if disagree > 0 {
 		t.Errorf("/readyz and residency_router_ready disagreed (or said ready) in %d of %d samples during the outage", disagree, samples)
@@ -409,15 +354,7 @@ func TestRouteRedisOutageLongerThanGiveUp(t *testing.T) {
 			t.Errorf("us event %d published while stale routed under version %q, want 2", e.id, header(m, "residency-ruleset-version"))
 		}
 	}
-	stop()
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Fatalf("route exited %d; logs:\n%s", code, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("route did not stop")
-	}
+	rt.stopOK(t)
 }
 
 // TestRouteReadinessOneTruth walks one router through every readiness
@@ -458,11 +395,8 @@ func TestRouteReadinessOneTruth(t *testing.T) {
 	}
 	ev := newFaultEvents(t, a.Brokers, ingest, 2)
 
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stdout, stderr testenv.SyncBuffer
-	done := make(chan int, 1)
-	go func() { done <- run(rctx, []string{"route", "--config", cfgFile}, nil, &stdout, &stderr) }()
+	rt := start(t, "route", "--config", cfgFile)
+	stderr := rt.stderr
 
 	type sample struct {
 		code         int
@@ -502,11 +436,7 @@ func TestRouteReadinessOneTruth(t *testing.T) {
 			if s.code == want && strings.Contains(s.body, contains) {
 				break
 			}
-			select {
-			case c := <-done:
-				t.Fatalf("%s: route exited %d; logs:\n%s", state, c, stderr.String())
-			default:
-			}
+			rt.alive(t)
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: never reached (last %d %q ready=%s); logs:\n%s", state, s.code, s.body, s.ready, stderr.String())
 			}
@@ -599,12 +529,7 @@ func TestRouteReadinessOneTruth(t *testing.T) {
 	if n := stateLogs(); n > 4*len(table) {
 		t.Errorf("%d readiness log lines for %d states", n, len(table))
 	}
-	stop()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("route did not stop")
-	}
+	rt.halt(t)
 }
 
 // TestRouteRebalanceDuplicates runs a second `residency route` joining the
@@ -632,21 +557,12 @@ func TestRouteRebalanceDuplicates(t *testing.T) {
 			Router: []string{"batch_size: 100", fmt.Sprintf("max_inflight_events: %d", window)}, Rest: "rules: {file: " + rulesFile + "}\n"}.write(t)
 	}
 	ev := newFaultEvents(t, a.Brokers, ingest, 50)
-	start := func() (chan int, *testenv.SyncBuffer, context.CancelFunc) {
-		rctx, stop := context.WithCancel(ctx)
-		var stdout testenv.SyncBuffer
-		stderr := &testenv.SyncBuffer{}
-		done := make(chan int, 1)
-		cfg := config(freeAddr(t))
-		go func() { done <- run(rctx, []string{"route", "--config", cfg}, nil, &stdout, stderr) }()
-		t.Cleanup(stop)
-		return done, stderr, stop
-	}
 	admin, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: a.Brokers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done1, log1, stop1 := start()
+	r1 := start(t, "route", "--config", config(freeAddr(t)))
+	log1 := r1.stderr
 	published := make(chan struct{})
 	go func() {
 		defer close(published)
@@ -656,11 +572,7 @@ func TestRouteRebalanceDuplicates(t *testing.T) {
 		}
 	}()
 	joined := `"msg":"kafka: consumer joined the group"`
-	var (
-		done2 chan int
-		log2  = &testenv.SyncBuffer{}
-		stop2 context.CancelFunc
-	)
+	log2 := &testenv.SyncBuffer{}
 	// The rebalance must happen while events flow, or it proves nothing:
 	// router-1 holds every partition first, router-2 takes some while the
 	// publisher still runs.
@@ -675,7 +587,8 @@ func TestRouteRebalanceDuplicates(t *testing.T) {
 		}
 	}
 	until("router-1 joined", func() bool { return strings.Contains(log1.String(), joined) })
-	done2, log2, stop2 = start()
+	r2 := start(t, "route", "--config", config(freeAddr(t)))
+	log2 = r2.stderr
 	until("router-2 took partitions and router-1 gave some up", func() bool {
 		return strings.Contains(log2.String(), joined) && strings.Contains(log1.String(), "gave up its partitions")
 	})
@@ -688,18 +601,8 @@ func TestRouteRebalanceDuplicates(t *testing.T) {
 			t.Fatalf("not everything committed; logs:\n%s\n%s", log1.String(), log2.String())
 		}
 	}
-	stop1()
-	stop2()
-	for i, d := range []chan int{done1, done2} {
-		select {
-		case code := <-d:
-			if code != exitOK {
-				t.Errorf("router-%d exited %d", i+1, code)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("router-%d did not stop", i+1)
-		}
-	}
+	r1.stopOK(t)
+	r2.stopOK(t)
 	usGot, _ := admin.ReadAll(ctx, us)
 	euGot, _ := admin.ReadAll(ctx, eu)
 	usN, usDups, p1 := ev.check(usGot, true)
