@@ -201,6 +201,17 @@ func topicLen(ctx context.Context, admin *kafka.Admin, topic string) int {
 	return len(got)
 }
 
+// gauge is the value of the unlabelled (or fully labelled) series name in
+// a /metrics page, "absent" when the page has none.
+func gauge(metrics, name string) string {
+	for _, l := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			return v
+		}
+	}
+	return "absent"
+}
+
 // alive fails the test if the command has exited.
 func (b *bg) alive(t *testing.T) {
 	t.Helper()

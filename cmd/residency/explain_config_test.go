@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -144,16 +143,11 @@ func TestExplainWithConfigAgreesWithRouter(t *testing.T) {
 	}
 
 	// The router places them.
-	rctx, stop := context.WithCancel(ctx)
-	var stderr testenv.SyncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(rctx, []string{"route", "--config", d.cfgFile}, nil, &testenv.SyncBuffer{}, &stderr)
-	}()
+	rt := start(t, "route", "--config", d.cfgFile)
 	adminA, _ := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: d.a.Brokers})
 	adminB, _ := kafka.NewAdmin(kafka.Cluster{Name: "b", Brokers: d.b.Brokers})
 	placed := map[string]placement{}
-	testenv.Eventually(t, 60*time.Second, "the router placed every event", func() bool {
+	waitFor(t, 60*time.Second, "the router placed every event", func() bool {
 		for _, dest := range []struct {
 			admin *kafka.Admin
 			topic string
@@ -173,11 +167,8 @@ func TestExplainWithConfigAgreesWithRouter(t *testing.T) {
 			}
 		}
 		return len(placed) == len(evs)
-	})
-	stop()
-	if code := <-done; code != exitOK {
-		t.Fatalf("route exited %d: %s", code, stderr.String())
-	}
+	}, rt)
+	rt.stopOK(t)
 	// What the router must have done, so the comparison below is not empty.
 	for _, e := range evs {
 		want := map[string]placement{"US": {topic: d.us}, "DE": {topic: d.eu}, "ZZ": {topic: d.quarantine, reason: "unknown_country"},

@@ -403,14 +403,6 @@ func TestRouteReadinessOneTruth(t *testing.T) {
 		body         string
 		ready, euRdy string
 	}
-	gauge := func(metrics, name string) string {
-		for _, l := range strings.Split(metrics, "\n") {
-			if v, ok := strings.CutPrefix(l, name+" "); ok {
-				return v
-			}
-		}
-		return "absent"
-	}
 	take := func() sample {
 		code, body := get(addr, "/readyz")
 		_, m := get(addr, "/metrics")

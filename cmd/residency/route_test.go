@@ -79,20 +79,8 @@ func TestRouteCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stdout, stderr testenv.SyncBuffer
-	done := make(chan int, 1)
-	go func() { done <- run(rctx, []string{"route", "--config", cfgFile}, nil, &stdout, &stderr) }()
-
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; logs:\n%s", what, stderr.String())
-			}
-		}
-	}
+	rt := start(t, "route", "--config", cfgFile)
+	waitUntil := func(what string, cond func() bool) { t.Helper(); waitFor(t, 30*time.Second, what, cond, rt) }
 	waitUntil("/healthz", func() bool { code, _ := get(addr, "/healthz"); return code == 200 })
 	waitUntil("/readyz to say why not", func() bool {
 		code, body := get(addr, "/readyz")
@@ -139,16 +127,8 @@ func TestRouteCommand(t *testing.T) {
 	if got, err := bAdmin.ReadAll(ctx, eu); err != nil || len(got) != 2 {
 		t.Fatalf("eu pinned topic: %d events, %v", len(got), err)
 	}
-	stop()
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Fatalf("route exited %d; logs:\n%s", code, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("route did not stop")
-	}
-	logs := stderr.String()
+	rt.stopOK(t)
+	logs := rt.stderr.String()
 	if !strings.Contains(logs, `"msg":"routing stopped cleanly"`) {
 		t.Errorf("no clean-stop log line:\n%s", logs)
 	}
@@ -215,39 +195,20 @@ stores:
 	if err := w.Publish(ctx, msgs...); err != nil {
 		t.Fatal(err)
 	}
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stdout, stderr testenv.SyncBuffer
-	done := make(chan int, 1)
-	go func() { done <- run(rctx, []string{"route", "--config", cfgFile}, nil, &stdout, &stderr) }()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	rt := start(t, "route", "--config", cfgFile)
+	stderr := rt.stderr
+	waitFor(t, 30*time.Second, "/readyz to say cluster down is down", func() bool {
 		code, body := get(addr, "/readyz")
-		if code == http.StatusServiceUnavailable && strings.Contains(body, "cluster down") && !strings.Contains(body, "not ready: not ready") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz never said cluster down is down (last %d %q); logs:\n%s", code, body, stderr.String())
-		}
-	}
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "cluster down") && !strings.Contains(body, "not ready: not ready")
+	}, rt)
 	// The other region flows meanwhile.
 	admin, err := kafka.NewAdmin(kafka.Cluster{Name: "a", Brokers: a.Brokers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	arrived := func() int { got, _ := admin.ReadAll(ctx, us); return len(got) }
-	for deadline := time.Now().Add(30 * time.Second); arrived() < 2; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the us events did not arrive during the other cluster's outage; logs:\n%s", stderr.String())
-		}
-	}
-	stop()
-	select {
-	case code := <-done:
-		if code != exitNotReady {
-			t.Fatalf("route exited %d, want 3; logs:\n%s", code, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("route did not stop")
+	waitFor(t, 30*time.Second, "the us events during the other cluster's outage", func() bool { return topicLen(ctx, admin, us) >= 2 }, rt)
+	if code := rt.halt(t); code != exitNotReady {
+		t.Fatalf("route exited %d, want 3; logs:\n%s", code, stderr.String())
 	}
 	if !strings.Contains(stderr.String(), "uncommitted") || !strings.Contains(stderr.String(), `"partition":0`) {
 		t.Errorf("the log does not say what stays uncommitted per partition:\n%s", stderr.String())

@@ -239,19 +239,8 @@ func TestRouteAuditOn(t *testing.T) {
 	s := newRouteAuditStack(t, false)
 	ctx := testenv.Context(t, 90*time.Second)
 	s.produce(t, ctx, 0, 70)
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stdout, stderr testenv.SyncBuffer
-	done := make(chan int, 1)
-	go func() { done <- run(rctx, []string{"route", "--config", s.cfgFile}, nil, &stdout, &stderr) }()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(40 * time.Second); !cond(); time.Sleep(100 * time.Millisecond) {
-			if time.Now().After(deadline) || len(done) > 0 {
-				t.Fatalf("timed out waiting for %s; logs:\n%s", what, stderr.String())
-			}
-		}
-	}
+	rt := start(t, "route", "--config", s.cfgFile)
+	waitFor := func(what string, cond func() bool) { t.Helper(); waitFor(t, 40*time.Second, what, cond, rt) }
 	waitFor("/readyz to name the ledger", func() bool {
 		code, body := get(s.addr, "/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "ledger") && strings.Contains(body, s.auditTopic)
@@ -265,20 +254,12 @@ func TestRouteAuditOn(t *testing.T) {
 	waitFor("ready", func() bool { code, _ := get(s.addr, "/readyz"); return code == 200 })
 	s.produce(t, ctx, 70, 30)
 	waitFor("everything committed again", func() bool { lag, err := s.admin.Lag(ctx, s.group, s.ingest); return err == nil && lag == 0 })
-	stop()
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Fatalf("route exited %d; logs:\n%s", code, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("route did not stop")
-	}
+	rt.stopOK(t)
 	bySrc := s.checkLeaves(t, ctx, s.leaves(t, ctx))
 	if n, unlogged := s.checkAttestations(t, ctx, bySrc); n != 100 || unlogged != 0 {
 		t.Errorf("%d records written (%d named by no leaf), want 100 (0)", n, unlogged)
 	}
-	logs := stderr.String()
+	logs := rt.stderr.String()
 	if !strings.Contains(logs, `"msg":"audit on`) || !strings.Contains(logs, "route-k1") {
 		t.Errorf("no audit-on log line with the key id:\n%s", logs)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/url"
 	"strings"
@@ -79,21 +78,8 @@ sinks:
 		}
 	}
 
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stdout, stderr testenv.SyncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(rctx, []string{"sink", "--config", cfgFile, "--store", "us-postgres"}, nil, &stdout, &stderr)
-	}()
-	gauge := func(metrics, name string) string {
-		for _, l := range strings.Split(metrics, "\n") {
-			if v, ok := strings.CutPrefix(l, name+" "); ok {
-				return v
-			}
-		}
-		return "absent"
-	}
+	sk := start(t, "sink", "--config", cfgFile, "--store", "us-postgres")
+	stderr := sk.stderr
 	take := func() (int, string, string) {
 		code, body := get(addr, "/readyz")
 		_, m := get(addr, "/metrics")
@@ -109,11 +95,7 @@ sinks:
 			if c == want && strings.Contains(body, contains) && (ready == "1") == (want == 200) {
 				break
 			}
-			select {
-			case code := <-done:
-				t.Fatalf("%s: sink exited %d; logs:\n%s", state, code, stderr.String())
-			default:
-			}
+			sk.alive(t)
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: never reached (last %d %q ready=%s); logs:\n%s", state, c, body, ready, stderr.String())
 			}
@@ -177,13 +159,5 @@ sinks:
 	waitRows(40)
 	reach("ready after kafka", 200, "")
 
-	stop()
-	select {
-	case c := <-done:
-		if c != exitOK {
-			t.Errorf("sink exited %d; logs:\n%s", c, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("sink did not stop")
-	}
+	sk.stopOK(t)
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -113,26 +112,9 @@ sinks:
 	}
 	publish(0, 30)
 
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stdout, stderr testenv.SyncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(rctx, []string{"sink", "--config", cfgFile, "--store", "us-postgres"}, nil, &stdout, &stderr)
-	}()
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(45 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
-			select {
-			case c := <-done:
-				t.Fatalf("sink exited with %d while waiting for %s; logs:\n%s", c, what, stderr.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; logs:\n%s", what, stderr.String())
-			}
-		}
-	}
+	sk := start(t, "sink", "--config", cfgFile, "--store", "us-postgres")
+	running := sk
+	waitUntil := func(what string, cond func() bool) { t.Helper(); waitFor(t, 45*time.Second, what, cond, running) }
 	waitUntil("30 rows", func() bool { return pgRows(t, pg.DSN) == 30 })
 	waitUntil("/readyz", func() bool { code, _ := get(addr, "/readyz"); return code == http.StatusOK })
 	if code, _ := get(addr, "/healthz"); code != http.StatusOK {
@@ -167,15 +149,7 @@ sinks:
 	if n := pgRows(t, pg.DSN); n != 30 {
 		t.Fatalf("%d rows after the approval was revoked, want 30", n)
 	}
-	stop()
-	select {
-	case c := <-done:
-		if c != exitOK {
-			t.Fatalf("exit code %d after shutdown; logs:\n%s", c, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("sink did not stop")
-	}
+	sk.stopOK(t)
 
 	// Restarting while the approval is missing fails at once.
 	code, out, errs = cli(t, "sink", "--config", cfgFile, "--store", "us-postgres")
@@ -199,17 +173,9 @@ sinks:
 	if err := w.Publish(ctx, sinktest.WithHeader(pinned, router.HeaderRulesetVersion, "3")); err != nil {
 		t.Fatal(err)
 	}
-	rctx2, stop2 := context.WithCancel(ctx)
-	defer stop2()
-	done = make(chan int, 1)
-	go func() {
-		done <- run(rctx2, []string{"sink", "--config", cfgFile, "--store", "us-postgres", "--listen", "off"}, nil, &stdout, &stderr)
-	}()
+	running = start(t, "sink", "--config", cfgFile, "--store", "us-postgres", "--listen", "off")
 	waitUntil("46 rows", func() bool { return pgRows(t, pg.DSN) == 46 })
-	stop2()
-	if c := <-done; c != exitOK {
-		t.Fatalf("exit code %d", c)
-	}
+	running.stopOK(t)
 }
 
 func TestSinkCommandConfigErrors(t *testing.T) {
@@ -287,13 +253,7 @@ sinks:
 	if err := w.Publish(ctx, msgs...); err != nil {
 		t.Fatal(err)
 	}
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stdout, stderr testenv.SyncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(rctx, []string{"sink", "--config", cfgFile, "--store", "us-objects"}, nil, &stdout, &stderr)
-	}()
+	sk := start(t, "sink", "--config", cfgFile, "--store", "us-objects")
 	count := func() int {
 		n := 0
 		_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
@@ -322,15 +282,8 @@ sinks:
 		})
 		return n
 	}
-	for deadline := time.Now().Add(45 * time.Second); count() < len(msgs); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out; logs:\n%s", stderr.String())
-		}
-	}
-	stop()
-	if c := <-done; c != exitOK {
-		t.Fatalf("exit %d; logs:\n%s", c, stderr.String())
-	}
+	waitFor(t, 45*time.Second, "every record in the bucket", func() bool { return count() >= len(msgs) }, sk)
+	sk.stopOK(t)
 	if n := count(); n != len(msgs) {
 		t.Fatalf("%d records in the bucket, want %d", n, len(msgs))
 	}

@@ -168,7 +168,7 @@ func topicsMain(ctx context.Context, e env, sub string) int {
 		}
 		if sub == "apply" && cr.Error == "" {
 			applyCluster(ctx, admin, &cr)
-			if err := describeCluster(ctx, admin, &cr, byCluster[name]); err != nil { // what is there now
+			if err := describeApplied(ctx, admin, &cr, byCluster[name]); err != nil { // what is there now
 				cr.Error = config.OneLine(err.Error())
 				unreachable = true
 			}
@@ -276,6 +276,39 @@ func describeCluster(ctx context.Context, admin *kafka.Admin, cr *clusterReport,
 		cr.Topics = append(cr.Topics, t)
 	}
 	return nil
+}
+
+// appliedVisible bounds how long apply waits for what it changed to show
+// in the cluster's answers: a broker answers DescribeConfigs and Metadata
+// from its copy of the cluster's metadata, which follows a successful
+// create or alter a moment later.
+const appliedVisible = 10 * time.Second
+
+// describeApplied describes cr's topics after applyCluster, again every
+// 200 ms while a topic apply changed without an error still shows a
+// change apply makes, for at most appliedVisible: a report right after the change
+// would otherwise name changes the cluster has already accepted. What is
+// still not as wanted after that is reported as it is.
+func describeApplied(ctx context.Context, admin *kafka.Admin, cr *clusterReport, wanted []config.NeededTopic) error {
+	deadline := time.Now().Add(appliedVisible)
+	for {
+		if err := describeCluster(ctx, admin, cr, wanted); err != nil {
+			return err
+		}
+		pending := slices.ContainsFunc(cr.Topics, func(t topicReport) bool {
+			return t.Applied != "" && t.Error == "" && slices.ContainsFunc(t.Changes, func(c kafka.TopicChange) bool {
+				return c.Kind == kafka.ChangeCreate || c.Fixable() // what apply did, not seen yet
+			})
+		})
+		if !pending || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil // report what was seen last
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // applyCluster creates or alters every topic of cr that is not as wanted;

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -254,14 +253,8 @@ func TestTopicsPlanApplyCheck(t *testing.T) {
 func (d *topicsDeployment) routeOneEvent(t *testing.T, addr string) {
 	t.Helper()
 	ctx := testenv.Context(t, time.Minute)
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stdout, stderr testenv.SyncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(rctx, []string{"route", "--config", d.cfg, "--rules", d.rules}, nil, &stdout, &stderr)
-	}()
-	testenv.Eventually(t, 30*time.Second, "route ready", func() bool { code, _ := get(addr, "/readyz"); return code == http.StatusOK })
+	rt := start(t, "route", "--config", d.cfg, "--rules", d.rules)
+	waitFor(t, 30*time.Second, "route ready", func() bool { code, _ := get(addr, "/readyz"); return code == http.StatusOK }, rt)
 	enc, err := sample.NewEncoder()
 	if err != nil {
 		t.Fatal(err)
@@ -285,17 +278,14 @@ func (d *topicsDeployment) routeOneEvent(t *testing.T, addr string) {
 	for len(got) == 0 {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("no event in the pinned topic of cluster b: %v\n%s", ctx.Err(), stderr.String())
+			t.Fatalf("no event in the pinned topic of cluster b: %v\n%s", ctx.Err(), rt.stderr.String())
 		}
 		got = append(got, fs.Records()...)
 	}
 	if len(got) != 1 || string(got[0].Key) != "u-1" {
 		t.Fatalf("pinned topic of cluster b holds %d records: %+v", len(got), got)
 	}
-	stop()
-	if code := <-done; code != exitOK {
-		t.Fatalf("route: exit %d\n%s", code, stderr.String())
-	}
+	rt.stopOK(t)
 }
 
 func deleteTopics(t *testing.T, k *testenv.Kafka, names ...string) {
