@@ -163,6 +163,24 @@ type placedHdr struct {
 	region  string
 	country []stream.Header
 	pin     []stream.Header
+	// tmpl holds, by decided-by (0 country, 1 pin), the templates of
+	// such events' residency headers up to the router's (see tmplHdr), at
+	// most maxTemplates.
+	tmpl [2][]tmplHdr
+}
+
+// tmplHdr is the template of the residency headers of a jurisdiction's
+// events read from one source topic with one writer schema: the five
+// placed headers, the residency-schema header (when writer names a
+// schema), then the source topic, partition and offset and the router.
+// Only the partition and offset values (hs[len(hs)-3] and hs[len(hs)-2],
+// nil in the template) differ from event to event: headers copies the
+// template and fills them in, with the values it would have built one by
+// one.
+type tmplHdr struct {
+	writer schemas.WriterRef
+	topic  string
+	hs     []stream.Header
 }
 
 // residencyHeaders is the most residency headers of an event that is not
@@ -189,6 +207,7 @@ func (b *headerBuilder) setConstants(rulesetVersion, rulesetDigest, instance str
 	}
 	if b.instanceB == nil || instance != b.instance {
 		b.instance, b.instanceB = instance, frozen([]byte(instance))
+		b.placed = nil // the templates hold the instance
 	}
 }
 
@@ -313,6 +332,17 @@ func (b *headerBuilder) number(v int64) []byte {
 // dead-lettered, built once per jurisdiction and ruleset version. The
 // builder must be caching (started).
 func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
+	p := b.placedHdr(d)
+	if d.Pinned {
+		return p.pin
+	}
+	return p.country
+}
+
+// placedHdr returns the placedHdr of d's jurisdiction and region, built
+// once per jurisdiction and ruleset version. The builder must be caching
+// (started).
+func (b *headerBuilder) placedHdr(d *Decision) *placedHdr {
 	p := b.placed[d.Jurisdiction]
 	if p == nil || p.region != d.Region {
 		p = &placedHdr{region: d.Region}
@@ -331,10 +361,58 @@ func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
 		}
 		b.placed[d.Jurisdiction] = p
 	}
+	return p
+}
+
+// maxTemplates bounds the templates a placedHdr keeps by decided-by (one
+// per source topic and writer schema); an event of another pair gets its
+// headers built one by one.
+const maxTemplates = 8
+
+// template returns the template of the residency headers of d, whose
+// placedHdr p is, for an event of m's source topic read as writer says
+// (see tmplHdr), or nil when p has maxTemplates of them already for
+// other pairs.
+func (b *headerBuilder) template(p *placedHdr, m *stream.Message, d *Decision, writer schemas.WriterRef) []stream.Header {
+	by := 0
 	if d.Pinned {
-		return p.pin
+		by = 1
 	}
-	return p.country
+	ts := p.tmpl[by]
+	for i := range ts {
+		if ts[i].writer == writer && ts[i].topic == m.Topic {
+			return ts[i].hs
+		}
+	}
+	if len(ts) >= maxTemplates {
+		return nil
+	}
+	placed := p.country
+	if d.Pinned {
+		placed = p.pin
+	}
+	hs := make([]stream.Header, 0, len(placed)+5)
+	hs = append(hs, placed...)
+	if namesWriter(writer) {
+		hs = append(hs, stream.Header{Key: HeaderSchema, Value: b.writerValue(writer)})
+	}
+	hs = append(hs,
+		stream.Header{Key: HeaderSourceTopic, Value: b.value(m.Topic)},
+		stream.Header{Key: HeaderSourcePartition}, // the event's
+		stream.Header{Key: HeaderSourceOffset},    // the event's
+		stream.Header{Key: HeaderRouter, Value: b.instanceB},
+	)
+	hs = hs[:len(hs):len(hs)]
+	p.tmpl[by] = append(ts, tmplHdr{writer: writer, topic: m.Topic, hs: hs})
+	return hs
+}
+
+// namesWriter reports whether an event read as writer says gets a
+// residency-schema header: a confluent or single-object value, once
+// unframed, names its writer schema (a registry id; a fingerprint, 0
+// included); a raw one only when its topic has a schema.
+func namesWriter(writer schemas.WriterRef) bool {
+	return writer.Framing == schemas.FramingConfluent || writer.Framing == schemas.FramingSingleObject || writer.Fingerprint != 0
 }
 
 // headers returns the original headers of m (minus residency ones) followed
@@ -352,7 +430,21 @@ func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.W
 		}
 	}
 	if b.placed != nil && d.Jurisdiction != "" && d.Outcome != DeadLettered {
-		hs = append(hs, b.placedHeaders(d)...)
+		p := b.placedHdr(d)
+		if t := b.template(p, m, d, writer); t != nil {
+			// Every residency header up to the router's; only the
+			// partition and offset are the event's own.
+			hs = append(hs, t...)
+			n := len(hs)
+			hs[n-3].Value = b.partition(m.Partition)
+			hs[n-2].Value = b.number(m.Offset)
+			return b.finish(hs, start, d, decodeErr, tag)
+		}
+		if d.Pinned {
+			hs = append(hs, p.pin...)
+		} else {
+			hs = append(hs, p.country...)
+		}
 	} else {
 		if d.Jurisdiction != "" {
 			hs = append(hs, stream.Header{Key: HeaderJurisdiction, Value: b.value(d.Jurisdiction)})
@@ -371,10 +463,7 @@ func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.W
 			}
 		}
 	}
-	// A confluent or single-object value, once unframed, names its writer
-	// schema (a registry id; a fingerprint, 0 included); a raw one only
-	// when its topic has a schema.
-	if writer.Framing == schemas.FramingConfluent || writer.Framing == schemas.FramingSingleObject || writer.Fingerprint != 0 {
+	if namesWriter(writer) {
 		hs = append(hs, stream.Header{Key: HeaderSchema, Value: b.writerValue(writer)})
 	}
 	if b.topicB == nil || m.Topic != b.topic {
@@ -386,6 +475,13 @@ func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.W
 		stream.Header{Key: HeaderSourceOffset, Value: b.number(m.Offset)},
 		stream.Header{Key: HeaderRouter, Value: b.instanceB},
 	)
+	return b.finish(hs, start, d, decodeErr, tag)
+}
+
+// finish appends the headers that follow the router's (reason, error,
+// attestation) to hs, the slab up to them, and returns the event's headers,
+// those from start.
+func (b *headerBuilder) finish(hs []stream.Header, start int, d *Decision, decodeErr error, tag []byte) []stream.Header {
 	if d.Reason != "" {
 		hs = append(hs, stream.Header{Key: HeaderReason, Value: b.value(d.Reason)})
 	}

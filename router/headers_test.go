@@ -339,3 +339,69 @@ func TestHeaderBuilderWritersBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderTemplatesMatchOutHeaders checks the per-jurisdiction header
+// templates (see tmplHdr): across source topics, writer schemas, decided-by,
+// jurisdictions, partitions past the cached ones, producer headers with and
+// without residency- ones, more topic and writer pairs than a jurisdiction
+// keeps templates for, and a new router instance or ruleset between
+// batches, every event's headers are exactly outHeaders' headers, with no
+// room to grow into another's, and the templates stay bounded.
+func TestHeaderTemplatesMatchOutHeaders(t *testing.T) {
+	decisions := []Decision{
+		{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu"},
+		{Outcome: Routed, Jurisdiction: "US", Region: "us", Cluster: "a", Topic: "pinned.us"},
+		{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu", Pinned: true},
+		{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "XX", Pinned: true},
+		{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "IN"},
+		{Outcome: Quarantined, Reason: ReasonUnknownCountry},
+	}
+	writers := []schemas.WriterRef{soRef, rawRef, confRef, {Framing: schemas.FramingRaw},
+		{Framing: schemas.FramingSingleObject}, {Framing: schemas.FramingConfluent, ID: 9}}
+	producer := [][]stream.Header{nil, {{Key: "p", Value: []byte("1")}}, {{Key: HeaderRegion, Value: []byte("forged")}, {Key: "q", Value: []byte("2")}}}
+	var batch []stream.Message
+	var ds []Decision
+	var ws []schemas.WriterRef
+	for i := range 600 {
+		batch = append(batch, stream.Message{Topic: fmt.Sprint("in-", i%5), Partition: []int{0, 7, maxCachedPartition + 3}[i%3],
+			Offset: []int64{0, 42, 1<<62 + int64(i)}[i%3], Headers: producer[i%len(producer)]})
+		ds = append(ds, decisions[(i/3)%len(decisions)])
+		ws = append(ws, writers[(i/7)%len(writers)])
+	}
+	equal := func(a, b []stream.Header) bool {
+		return slices.EqualFunc(a, b, func(x, y stream.Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) })
+	}
+	var hb headerBuilder
+	for round, c := range []struct{ ver, inst string }{{"7", "r1"}, {"7", "r1"}, {"7", "r2"}, {"8", "r2"}} {
+		hb.release()
+		hb.startBatch(batch, c.ver, "d"+c.ver, c.inst)
+		got := make([][]stream.Header, len(batch))
+		for i := range batch {
+			got[i] = hb.headers(&batch[i], &ds[i], ws[i], nil, nil)
+		}
+		for i, hs := range got {
+			want := outHeaders(&batch[i], &ds[i], ws[i], c.ver, "d"+c.ver, c.inst, nil)
+			if !equal(hs, want) {
+				t.Fatalf("round %d, event %d: headers\n%v\nwant\n%v", round, i, hs, want)
+			}
+			if cap(hs) != len(hs) {
+				t.Fatalf("round %d, event %d: headers have room to grow into the next event's", round, i)
+			}
+			for _, h := range hs {
+				if cap(h.Value) != len(h.Value) {
+					t.Fatalf("round %d, event %d: header %s has room to grow into another value", round, i, h.Key)
+				}
+			}
+		}
+		for j, p := range hb.placed {
+			for by, ts := range p.tmpl {
+				if len(ts) > maxTemplates {
+					t.Fatalf("jurisdiction %s, decided-by %d: %d templates", j, by, len(ts))
+				}
+			}
+		}
+	}
+	if ts := hb.placed["EU"].tmpl[0]; len(ts) != maxTemplates {
+		t.Fatalf("EU has %d templates by country; the test means to fill them (%d)", len(ts), maxTemplates)
+	}
+}
