@@ -143,6 +143,7 @@ type headerBuilder struct {
 	digestB             []byte
 	values              map[string][]byte            // interned values; nil: no caching
 	placed              map[string]*placedHdr        // by jurisdiction, for this version
+	recent              [recentPlaced]recentHdr      // the last placed headers looked up, by recentSlot; valid while placed is the same map
 	writers             map[schemas.WriterRef][]byte // interned residency-schema values, when caching
 	topic               string                       // the last source topic
 	topicB              []byte                       // and its bytes
@@ -209,6 +210,9 @@ func (b *headerBuilder) setConstants(rulesetVersion, rulesetDigest, instance str
 		b.instance, b.instanceB = instance, frozen([]byte(instance))
 		b.placed = nil // the templates hold the instance
 	}
+	if b.placed == nil {
+		b.recent = [recentPlaced]recentHdr{}
+	}
 }
 
 // startBatch prepares the builder for the headers of batch's events under
@@ -226,6 +230,7 @@ func (b *headerBuilder) startBatch(batch []stream.Message, rulesetVersion, rules
 	}
 	if b.placed == nil || len(b.placed) > maxInterned {
 		b.placed = make(map[string]*placedHdr)
+		b.recent = [recentPlaced]recentHdr{}
 	}
 	if b.writers == nil || len(b.writers) > maxInterned {
 		b.writers = make(map[schemas.WriterRef][]byte)
@@ -339,10 +344,37 @@ func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
 	return p.country
 }
 
+// recentPlaced is the number of slots of headerBuilder.recent (a power of
+// two).
+const recentPlaced = 16
+
+// recentHdr is a slot of headerBuilder.recent: a jurisdiction and its
+// placedHdr.
+type recentHdr struct {
+	jurisdiction string
+	p            *placedHdr
+}
+
+// recentSlot returns the slot of headerBuilder.recent for jurisdiction j:
+// jurisdiction names are short and mostly differ in their first or last
+// letter. Two names in one slot only cost map lookups.
+func recentSlot(j string) int {
+	h := len(j)
+	if len(j) > 0 {
+		h += 5*int(j[0]) + int(j[len(j)-1])
+	}
+	return h & (recentPlaced - 1)
+}
+
 // placedHdr returns the placedHdr of d's jurisdiction and region, built
 // once per jurisdiction and ruleset version. The builder must be caching
-// (started).
+// (started). The last one of each slot of recent is found without a map
+// lookup.
 func (b *headerBuilder) placedHdr(d *Decision) *placedHdr {
+	r := &b.recent[recentSlot(d.Jurisdiction)]
+	if r.p != nil && r.jurisdiction == d.Jurisdiction && r.p.region == d.Region {
+		return r.p
+	}
 	p := b.placed[d.Jurisdiction]
 	if p == nil || p.region != d.Region {
 		p = &placedHdr{region: d.Region}
@@ -361,6 +393,7 @@ func (b *headerBuilder) placedHdr(d *Decision) *placedHdr {
 		}
 		b.placed[d.Jurisdiction] = p
 	}
+	*r = recentHdr{d.Jurisdiction, p}
 	return p
 }
 

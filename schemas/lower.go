@@ -50,6 +50,7 @@ type step struct {
 	n         int32 // sFixed, sOptFixed: bytes; sVarint, sOptVarint: max varint length; sEnum: symbols; sJump: steps to jump by
 	level     int32 // the union level of its ops (see op.level)
 	idx       int32 // its first op in p.ops
+	reps      int32 // sVarint: varints to skip; sArray, sMap: 1 when the items are strings or bytes (see strItems)
 	jumps     []int32
 }
 
@@ -92,7 +93,7 @@ func (p *prog) lower(seen map[*prog]bool) {
 			case opFixed:
 				s.code, s.n = sFixed, int32(o.n)
 			case opVarint:
-				s.code, s.n = sVarint, int32(o.max)
+				s.code, s.n, s.reps = sVarint, int32(o.max), int32(o.n)
 			case opBool:
 				s.code = sBool
 			case opEnum:
@@ -114,6 +115,9 @@ func (p *prog) lower(seen map[*prog]bool) {
 				s.code = sArray
 			case opMap:
 				s.code = sMap
+			}
+			if (o.code == opArray || o.code == opMap) && strItems(o) {
+				s.reps = 1
 			}
 		case o.code == opBytes:
 			s.code = sOptBytes
@@ -268,9 +272,15 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 			continue
 		case sVarint:
 			start := i
-			for range p.ops[s.idx].n {
-				if i < len(b) && b[i] < 0x80 {
-					i++
+			for range s.reps {
+				// Skip to the byte that ends the varint, if it is within
+				// its max bytes; else varint gives the error.
+				j, end := i, min(i+int(s.n), len(b))
+				for j < end && b[j] >= 0x80 {
+					j++
+				}
+				if j < end {
+					i = j + 1
 				} else if _, i, err = varint(b, i, int(s.n)); err != nil {
 					return i, &runError{err, p.ops[s.idx].where, start}
 				}
@@ -315,11 +325,23 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 			}
 			continue
 		case sArray:
+			if s.reps == 1 {
+				if end, ok := skipStrArray1(b, i); ok {
+					i = end
+					continue
+				}
+			}
 			if i, err = skipArray(&p.ops[s.idx], b, i, depth+int(s.level)); err != nil {
 				return i, err
 			}
 			continue
 		case sMap:
+			if s.reps == 1 {
+				if end, ok := skipStrMap1(b, i); ok {
+					i = end
+					continue
+				}
+			}
 			if i, err = skipMap(&p.ops[s.idx], b, i, depth+int(s.level)); err != nil {
 				return i, err
 			}
@@ -334,6 +356,73 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 		}
 	}
 	return i, nil
+}
+
+// skipStrArray1 skips the array of strings or bytes at b[i:] when its
+// block counts and item lengths are one-byte varints (positive counts: no
+// block sizes) and the value holds them, the common case, and returns the
+// offset after it. ok is false otherwise: then call skipArray from i, which
+// reads it (or refuses it) the general way.
+func skipStrArray1(b []byte, i int) (end int, ok bool) {
+	for i < len(b) {
+		c := b[i]
+		if c == 0 {
+			return i + 1, true
+		}
+		if c >= 0x80 || c&1 != 0 {
+			return 0, false
+		}
+		i++
+		count := int(c >> 1)
+		if count > len(b)-i {
+			return 0, false
+		}
+		for range count {
+			if i, ok = skipString1(b, i); !ok {
+				return 0, false
+			}
+		}
+	}
+	return 0, false
+}
+
+// skipStrMap1 is skipStrArray1 for a map of strings or bytes of at most
+// inlineKeys keys, none of them twice (skipMap refuses a duplicate key).
+func skipStrMap1(b []byte, i int) (end int, ok bool) {
+	var keys [inlineKeys][2]int // offsets of the keys in b
+	nkeys := 0
+	for i < len(b) {
+		c := b[i]
+		if c == 0 {
+			return i + 1, true
+		}
+		if c >= 0x80 || c&1 != 0 {
+			return 0, false
+		}
+		i++
+		count := int(c >> 1)
+		if count > len(b)-i || count > inlineKeys-nkeys {
+			return 0, false
+		}
+		for range count {
+			k0 := i + 1
+			if i, ok = skipString1(b, i); !ok {
+				return 0, false
+			}
+			key := b[k0:i]
+			for _, k := range keys[:nkeys] {
+				if string(b[k[0]:k[1]]) == string(key) {
+					return 0, false
+				}
+			}
+			keys[nkeys] = [2]int{k0, i}
+			nkeys++
+			if i, ok = skipString1(b, i); !ok {
+				return 0, false
+			}
+		}
+	}
+	return 0, false
 }
 
 // execOp runs one op that is neither a union, a jump nor a program of its

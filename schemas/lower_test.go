@@ -324,6 +324,18 @@ func TestLoweredRunMatchesReference(t *testing.T) {
 				}
 				values = append(values, encode(t, UserEventSchema, ev))
 			}
+			// Arrays and maps of strings around the fast paths' limits
+			// (inlineKeys keys, one-byte counts and lengths).
+			for _, n := range []int{0, 1, inlineKeys, inlineKeys + 1, 63, 64, 70} {
+				ev := sampleEvent(n, "GB")
+				tags, props := []any{}, map[string]any{}
+				for j := range n {
+					tags = append(tags, fmt.Sprint("t", j))
+					props[fmt.Sprint("k", j)] = fmt.Sprint("v", j)
+				}
+				ev["tags"], ev["properties"] = tags, props
+				values = append(values, encode(t, UserEventSchema, ev))
+			}
 			if len(plan.code) >= len(plan.ops) {
 				t.Fatalf("the canonical plan's %d ops were lowered to %d steps: no run was fused", len(plan.ops), len(plan.code))
 			}
