@@ -1,6 +1,8 @@
 package router
 
 import (
+	"math/bits"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -328,8 +330,48 @@ func (b *headerBuilder) writerValue(writer schemas.WriterRef) []byte {
 // number appends v in decimal to the arena and returns its digits.
 func (b *headerBuilder) number(v int64) []byte {
 	start := len(b.arena)
-	b.arena = strconv.AppendInt(b.arena, v, 10)
+	b.arena = appendDecimal(b.arena, v)
 	return b.arena[start:len(b.arena):len(b.arena)]
+}
+
+// pow10 holds the powers of ten an int64 can reach, and 10^19.
+var pow10 = [...]uint64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19}
+
+// digits2 holds the two digits of every number below 100.
+const digits2 = "00010203040506070809101112131415161718192021222324252627282930313233343536373839" +
+	"40414243444546474849505152535455565758596061626364656667686970717273747576777879" +
+	"8081828384858687888990919293949596979899"
+
+// appendDecimal is strconv.AppendInt(dst, v, 10), faster for the
+// non-negative values offsets are: it writes the digits in place, two at a
+// time, with no call. dst grows as append grows it.
+func appendDecimal(dst []byte, v int64) []byte {
+	if v < 0 {
+		return strconv.AppendInt(dst, v, 10)
+	}
+	u := uint64(v)
+	n := bits.Len64(u) * 1233 >> 12 // log10(2) ≈ 1233/4096: n or n+1 digits
+	if u >= pow10[n] {
+		n++
+	}
+	n = max(n, 1)
+	start := len(dst)
+	dst = slices.Grow(dst, n)[:start+n]
+	i := start + n
+	for u >= 100 {
+		q := u / 100
+		r := (u - q*100) * 2
+		i -= 2
+		dst[i], dst[i+1] = digits2[r], digits2[r+1]
+		u = q
+	}
+	if u >= 10 {
+		dst[i-2], dst[i-1] = digits2[2*u], digits2[2*u+1]
+	} else {
+		dst[i-1] = byte('0' + u)
+	}
+	return dst
 }
 
 // placedHeaders returns the jurisdiction, region, ruleset version and
@@ -471,6 +513,10 @@ func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.W
 			n := len(hs)
 			hs[n-3].Value = b.partition(m.Partition)
 			hs[n-2].Value = b.number(m.Offset)
+			if d.Reason == "" && decodeErr == nil && tag == nil { // routed, no attestation: nothing follows
+				b.slab = hs
+				return hs[start:n:n]
+			}
 			return b.finish(hs, start, d, decodeErr, tag)
 		}
 		if d.Pinned {

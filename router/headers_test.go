@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -411,5 +414,29 @@ func TestHeaderTemplatesMatchOutHeaders(t *testing.T) {
 	}
 	if ts := hb.placed["US"].tmpl[0]; len(ts) != maxTemplates {
 		t.Fatalf("US has %d templates by country; the test means to fill them (%d)", len(ts), maxTemplates)
+	}
+}
+
+// TestAppendDecimalMatchesStrconv checks the header builder's decimal
+// digits against strconv's around every power of ten, at the ends of
+// int64 and for negative numbers, and that it appends as append does.
+func TestAppendDecimalMatchesStrconv(t *testing.T) {
+	vals := []int64{0, 1, 9, math.MaxInt64, math.MaxInt64 - 1, math.MinInt64, -1, -10, 1_000_000 + 55}
+	for p := int64(1); p <= math.MaxInt64/10; p *= 10 {
+		vals = append(vals, p-1, p, p+1, 10*p-1, -p)
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 10000 {
+		vals = append(vals, r.Int64()>>r.IntN(63))
+	}
+	for _, v := range vals {
+		prefix := []byte("x")
+		got := appendDecimal(prefix[:1:1], v)
+		if want := strconv.AppendInt([]byte("x"), v, 10); !bytes.Equal(got, want) {
+			t.Fatalf("appendDecimal(%d) = %q, want %q", v, got, want)
+		}
+		if roomy := appendDecimal(make([]byte, 1, 64), v); string(roomy[1:]) != strconv.FormatInt(v, 10) {
+			t.Fatalf("appendDecimal(%d) into a roomy slice = %q", v, roomy[1:])
+		}
 	}
 }

@@ -97,6 +97,11 @@ type Extractor struct {
 	byFP       map[uint64]*writer   // catalogue, embedded and raw files, by fingerprint (see register)
 	byName     map[string][]*writer // catalogue and embedded, by full name: one per fingerprint, in load order
 	registry   schemaSource         // nil without a registry
+	// fps and fpWriters are byFP as two lists, when it has at most
+	// maxListedFPs entries (the embedded schemas alone have two): a scan
+	// of a few keys is cheaper than a map lookup, for every event.
+	fps       []uint64
+	fpWriters []*writer
 
 	mu   sync.RWMutex
 	byID map[uint32]*writer // confluent: schemas fetched from the registry
@@ -180,7 +185,31 @@ func NewExtractor(cfg ExtractorConfig) (*Extractor, error) {
 		}
 		e.raw[topic] = w
 	}
+	if len(e.byFP) <= maxListedFPs {
+		for fp, w := range e.byFP {
+			e.fps, e.fpWriters = append(e.fps, fp), append(e.fpWriters, w)
+		}
+	}
 	return e, nil
+}
+
+// maxListedFPs bounds the fingerprints an Extractor keeps in lists besides
+// its map (see Extractor.fps).
+const maxListedFPs = 8
+
+// byFingerprint returns the writer of a single-object fingerprint (see
+// register), and whether there is one.
+func (e *Extractor) byFingerprint(fp uint64) (*writer, bool) {
+	if e.fps == nil {
+		w, ok := e.byFP[fp]
+		return w, ok
+	}
+	for i, f := range e.fps {
+		if f == fp {
+			return e.fpWriters[i], true
+		}
+	}
+	return nil, false
 }
 
 // loadCatalogue adds every .avsc file of dir.
@@ -382,7 +411,7 @@ func (e *Extractor) writerFor(ctx context.Context, topic string, value []byte, r
 	switch f {
 	case FramingSingleObject:
 		ref.Fingerprint = u.fingerprint
-		w, ok := e.byFP[u.fingerprint]
+		w, ok := e.byFingerprint(u.fingerprint)
 		if !ok {
 			return nil, nil, fmt.Errorf("%w: fingerprint %016x is neither embedded nor in the catalogue", ErrUnknownSchema, u.fingerprint)
 		}
