@@ -388,7 +388,7 @@ func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
 
 // recentPlaced is the number of slots of headerBuilder.recent (a power of
 // two).
-const recentPlaced = 16
+const recentPlaced = 64
 
 // recentHdr is a slot of headerBuilder.recent: a jurisdiction and its
 // placedHdr.

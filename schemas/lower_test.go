@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/linkedin/goavro/v2"
 )
@@ -415,4 +416,33 @@ func loweredSchemasF(f *testing.F) []*node {
 		out = append(out, root)
 	}
 	return out
+}
+
+// TestValidUTF8MatchesUTF8Valid checks the runner's UTF-8 check of
+// captured strings against utf8.Valid: every string of two bytes, and
+// random strings of up to 20 bytes with a non-ASCII byte anywhere in them.
+func TestValidUTF8MatchesUTF8Valid(t *testing.T) {
+	for x := range 1 << 16 {
+		s := []byte{byte(x), byte(x >> 8)}
+		if validUTF8(s) != utf8.Valid(s) {
+			t.Fatalf("validUTF8(%x) = %v", s, validUTF8(s))
+		}
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	for range 200000 {
+		s := make([]byte, r.IntN(21))
+		for j := range s {
+			s[j] = byte('a' + r.IntN(26))
+		}
+		if len(s) > 0 && r.IntN(2) == 0 {
+			s[r.IntN(len(s))] = byte(0x80 + r.IntN(128))
+			if r.IntN(2) == 0 && len(s) > 1 { // sometimes a valid sequence
+				j := r.IntN(len(s) - 1)
+				copy(s[j:], "\u00e9")
+			}
+		}
+		if validUTF8(s) != utf8.Valid(s) {
+			t.Fatalf("validUTF8(%x) = %v", s, validUTF8(s))
+		}
+	}
 }
