@@ -374,18 +374,6 @@ func appendDecimal(dst []byte, v int64) []byte {
 	return dst
 }
 
-// placedHeaders returns the jurisdiction, region, ruleset version and
-// digest and decided-by headers of d, which has a jurisdiction and is not
-// dead-lettered, built once per jurisdiction and ruleset version. The
-// builder must be caching (started).
-func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
-	p := b.placedHdr(d)
-	if d.Pinned {
-		return p.pin
-	}
-	return p.country
-}
-
 // recentPlaced is the number of slots of headerBuilder.recent (a power of
 // two).
 const recentPlaced = 64
@@ -408,8 +396,10 @@ func recentSlot(j string) int {
 	return h & (recentPlaced - 1)
 }
 
-// placedHdr returns the placedHdr of d's jurisdiction and region, built
-// once per jurisdiction and ruleset version. The builder must be caching
+// placedHdr returns the placedHdr of d (which has a jurisdiction and is
+// not dead-lettered): the jurisdiction, region, ruleset version and digest
+// and decided-by headers of its jurisdiction and region, built once per
+// jurisdiction and ruleset version. The builder must be caching
 // (started). The last one of each slot of recent is found without a map
 // lookup.
 func (b *headerBuilder) placedHdr(d *Decision) *placedHdr {
