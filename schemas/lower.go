@@ -1,6 +1,9 @@
 package schemas
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // The runner does not interpret a program's ops directly: lower turns them
 // into steps, which fuse runs of like ops (the canonical event has four
@@ -21,7 +24,7 @@ type scode uint8
 
 const (
 	sFixed        scode = iota // skip n bytes (one opFixed)
-	sVarint                    // skip cnt varints of at most n bytes (one opVarint)
+	sVarint                    // skip reps varints of at most n bytes (one opVarint)
 	sBool                      // one opBool
 	sEnum                      // one opEnum
 	sBytes                     // skip cnt strings or bytes (cnt opBytes)
@@ -36,7 +39,7 @@ const (
 	sOptVarint                 // cnt guarded opVarint (of one varint each) of at most n bytes, one guard and level
 	sOptFixed                  // cnt guarded opFixed of n bytes, one guard and level
 	sOptCapString              // one guarded opCapString
-	sGuarded                   // any other guarded op: run by execOp
+	sGeneral                   // any other op that is not a control op (guarded ones, and sizes past int32): run by execOp
 )
 
 // step is one step of a lowered program: one op, or a run of cnt like ops
@@ -88,6 +91,10 @@ func (p *prog) lower(seen map[*prog]bool) {
 		// like reports whether the op after the step can join it.
 		like := func(q *op) bool { return false }
 		switch {
+		case o.n > math.MaxInt32 || o.max > math.MaxInt32:
+			// Sizes and counts past the step's int32 (a schema of huge
+			// fixed fields merged into one op): the general code.
+			s.code = sGeneral
 		case o.guard == 0:
 			switch o.code {
 			case opFixed:
@@ -133,7 +140,7 @@ func (p *prog) lower(seen map[*prog]bool) {
 		case o.code == opCapString:
 			s.code = sOptCapString
 		default:
-			s.code = sGuarded
+			s.code = sGeneral
 		}
 		stepOf[k] = int32(len(code))
 		k++
@@ -348,7 +355,7 @@ func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
 			continue
 		}
 		// The ops the fast path did not do (all of them for sEnum, sCapEnum,
-		// sGuarded, and for a step whose fast path does nothing).
+		// sGeneral, and for a step whose fast path does nothing).
 		for ; e < s.cnt; e++ {
 			if i, err = execOp(&p.ops[s.idx+e], b, i, c, deep); err != nil {
 				return i, err

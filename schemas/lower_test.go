@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -443,6 +445,39 @@ func TestValidUTF8MatchesUTF8Valid(t *testing.T) {
 		}
 		if validUTF8(s) != utf8.Valid(s) {
 			t.Fatalf("validUTF8(%x) = %v", s, validUTF8(s))
+		}
+	}
+}
+
+// TestLoweredRunHugeFixed checks that an op whose size does not fit a
+// step's int32 (2049 fixed fields of 1 MiB in a row, merged into one op of
+// more than 2^31 bytes) runs through the general code, and refuses a
+// short value as the reference does.
+func TestLoweredRunHugeFixed(t *testing.T) {
+	var fields []string
+	for i := range 2049 {
+		typ := `"F"`
+		if i == 0 {
+			typ = `{"type":"fixed","name":"F","size":1048576}`
+		}
+		fields = append(fields, fmt.Sprintf(`{"name":"f%d","type":%s}`, i, typ))
+	}
+	root := mustParse(t, `{"type":"record","name":"Huge","fields":[{"name":"country","type":"string"},`+strings.Join(fields, ",")+`]}`)
+	plan, err := compilePlan(root, []fieldPath{{segs: []string{"country"}, slot: slotCountry}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	walk := compileWalk(root)
+	for _, p := range []*prog{plan, walk} {
+		last := p.code[len(p.code)-1]
+		if o := p.ops[last.idx]; o.code != opFixed || o.n <= math.MaxInt32 || last.code != sGeneral {
+			t.Fatalf("last step %+v of op %+v: want the general code for a fixed of more than 2^31 bytes", last, o)
+		}
+	}
+	for _, b := range [][]byte{nil, {0x04, 'U', 'S'}, append([]byte{0x04, 'U', 'S'}, make([]byte, 4096)...)} {
+		sameRun(t, "huge", plan, walk, b)
+		if _, err := plan.run(b, 0, new(captures), 0); !errors.Is(err, ErrTruncated) {
+			t.Fatalf("%d bytes: %v, want truncated", len(b), err)
 		}
 	}
 }
