@@ -1,6 +1,8 @@
 package router
 
 import (
+	"math/bits"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -143,6 +145,7 @@ type headerBuilder struct {
 	digestB             []byte
 	values              map[string][]byte            // interned values; nil: no caching
 	placed              map[string]*placedHdr        // by jurisdiction, for this version
+	recent              [recentPlaced]recentHdr      // the last placed headers looked up, by recentSlot; valid while placed is the same map
 	writers             map[schemas.WriterRef][]byte // interned residency-schema values, when caching
 	topic               string                       // the last source topic
 	topicB              []byte                       // and its bytes
@@ -163,6 +166,24 @@ type placedHdr struct {
 	region  string
 	country []stream.Header
 	pin     []stream.Header
+	// tmpl holds, by decided-by (0 country, 1 pin), the templates of
+	// such events' residency headers up to the router's (see tmplHdr), at
+	// most maxTemplates.
+	tmpl [2][]tmplHdr
+}
+
+// tmplHdr is the template of the residency headers of a jurisdiction's
+// events read from one source topic with one writer schema: the five
+// placed headers, the residency-schema header (when writer names a
+// schema), then the source topic, partition and offset and the router.
+// Only the partition and offset values (hs[len(hs)-3] and hs[len(hs)-2],
+// nil in the template) differ from event to event: headers copies the
+// template and fills them in, with the values it would have built one by
+// one.
+type tmplHdr struct {
+	writer schemas.WriterRef
+	topic  string
+	hs     []stream.Header
 }
 
 // residencyHeaders is the most residency headers of an event that is not
@@ -189,6 +210,10 @@ func (b *headerBuilder) setConstants(rulesetVersion, rulesetDigest, instance str
 	}
 	if b.instanceB == nil || instance != b.instance {
 		b.instance, b.instanceB = instance, frozen([]byte(instance))
+		b.placed = nil // the templates hold the instance
+	}
+	if b.placed == nil {
+		b.recent = [recentPlaced]recentHdr{}
 	}
 }
 
@@ -207,6 +232,7 @@ func (b *headerBuilder) startBatch(batch []stream.Message, rulesetVersion, rules
 	}
 	if b.placed == nil || len(b.placed) > maxInterned {
 		b.placed = make(map[string]*placedHdr)
+		b.recent = [recentPlaced]recentHdr{}
 	}
 	if b.writers == nil || len(b.writers) > maxInterned {
 		b.writers = make(map[schemas.WriterRef][]byte)
@@ -304,15 +330,83 @@ func (b *headerBuilder) writerValue(writer schemas.WriterRef) []byte {
 // number appends v in decimal to the arena and returns its digits.
 func (b *headerBuilder) number(v int64) []byte {
 	start := len(b.arena)
-	b.arena = strconv.AppendInt(b.arena, v, 10)
+	b.arena = appendDecimal(b.arena, v)
 	return b.arena[start:len(b.arena):len(b.arena)]
 }
 
-// placedHeaders returns the jurisdiction, region, ruleset version and
-// digest and decided-by headers of d, which has a jurisdiction and is not
-// dead-lettered, built once per jurisdiction and ruleset version. The
-// builder must be caching (started).
-func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
+// pow10 holds the powers of ten an int64 can reach, and 10^19.
+var pow10 = [...]uint64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19}
+
+// digits2 holds the two digits of every number below 100.
+const digits2 = "00010203040506070809101112131415161718192021222324252627282930313233343536373839" +
+	"40414243444546474849505152535455565758596061626364656667686970717273747576777879" +
+	"8081828384858687888990919293949596979899"
+
+// appendDecimal is strconv.AppendInt(dst, v, 10), faster for the
+// non-negative values offsets are: it writes the digits in place, two at a
+// time, with no call. dst grows as append grows it.
+func appendDecimal(dst []byte, v int64) []byte {
+	if v < 0 {
+		return strconv.AppendInt(dst, v, 10)
+	}
+	u := uint64(v)
+	n := bits.Len64(u) * 1233 >> 12 // log10(2) ≈ 1233/4096: n or n+1 digits
+	if u >= pow10[n] {
+		n++
+	}
+	n = max(n, 1)
+	start := len(dst)
+	dst = slices.Grow(dst, n)[:start+n]
+	i := start + n
+	for u >= 100 {
+		q := u / 100
+		r := (u - q*100) * 2
+		i -= 2
+		dst[i], dst[i+1] = digits2[r], digits2[r+1]
+		u = q
+	}
+	if u >= 10 {
+		dst[i-2], dst[i-1] = digits2[2*u], digits2[2*u+1]
+	} else {
+		dst[i-1] = byte('0' + u)
+	}
+	return dst
+}
+
+// recentPlaced is the number of slots of headerBuilder.recent (a power of
+// two).
+const recentPlaced = 64
+
+// recentHdr is a slot of headerBuilder.recent: a jurisdiction and its
+// placedHdr.
+type recentHdr struct {
+	jurisdiction string
+	p            *placedHdr
+}
+
+// recentSlot returns the slot of headerBuilder.recent for jurisdiction j:
+// jurisdiction names are short and mostly differ in their first or last
+// letter. Two names in one slot only cost map lookups.
+func recentSlot(j string) int {
+	h := len(j)
+	if len(j) > 0 {
+		h += 5*int(j[0]) + int(j[len(j)-1])
+	}
+	return h & (recentPlaced - 1)
+}
+
+// placedHdr returns the placedHdr of d (which has a jurisdiction and is
+// not dead-lettered): the jurisdiction, region, ruleset version and digest
+// and decided-by headers of its jurisdiction and region, built once per
+// jurisdiction and ruleset version. The builder must be caching
+// (started). The last one of each slot of recent is found without a map
+// lookup.
+func (b *headerBuilder) placedHdr(d *Decision) *placedHdr {
+	r := &b.recent[recentSlot(d.Jurisdiction)]
+	if r.p != nil && r.jurisdiction == d.Jurisdiction && r.p.region == d.Region {
+		return r.p
+	}
 	p := b.placed[d.Jurisdiction]
 	if p == nil || p.region != d.Region {
 		p = &placedHdr{region: d.Region}
@@ -331,10 +425,59 @@ func (b *headerBuilder) placedHeaders(d *Decision) []stream.Header {
 		}
 		b.placed[d.Jurisdiction] = p
 	}
+	*r = recentHdr{d.Jurisdiction, p}
+	return p
+}
+
+// maxTemplates bounds the templates a placedHdr keeps by decided-by (one
+// per source topic and writer schema); an event of another pair gets its
+// headers built one by one.
+const maxTemplates = 8
+
+// template returns the template of the residency headers of d, whose
+// placedHdr p is, for an event of m's source topic read as writer says
+// (see tmplHdr), or nil when p has maxTemplates of them already for
+// other pairs.
+func (b *headerBuilder) template(p *placedHdr, m *stream.Message, d *Decision, writer schemas.WriterRef) []stream.Header {
+	by := 0
 	if d.Pinned {
-		return p.pin
+		by = 1
 	}
-	return p.country
+	ts := p.tmpl[by]
+	for i := range ts {
+		if ts[i].writer == writer && ts[i].topic == m.Topic {
+			return ts[i].hs
+		}
+	}
+	if len(ts) >= maxTemplates {
+		return nil
+	}
+	placed := p.country
+	if d.Pinned {
+		placed = p.pin
+	}
+	hs := make([]stream.Header, 0, len(placed)+5)
+	hs = append(hs, placed...)
+	if namesWriter(writer) {
+		hs = append(hs, stream.Header{Key: HeaderSchema, Value: b.writerValue(writer)})
+	}
+	hs = append(hs,
+		stream.Header{Key: HeaderSourceTopic, Value: b.value(m.Topic)},
+		stream.Header{Key: HeaderSourcePartition}, // the event's
+		stream.Header{Key: HeaderSourceOffset},    // the event's
+		stream.Header{Key: HeaderRouter, Value: b.instanceB},
+	)
+	hs = hs[:len(hs):len(hs)]
+	p.tmpl[by] = append(ts, tmplHdr{writer: writer, topic: m.Topic, hs: hs})
+	return hs
+}
+
+// namesWriter reports whether an event read as writer says gets a
+// residency-schema header: a confluent or single-object value, once
+// unframed, names its writer schema (a registry id; a fingerprint, 0
+// included); a raw one only when its topic has a schema.
+func namesWriter(writer schemas.WriterRef) bool {
+	return writer.Framing == schemas.FramingConfluent || writer.Framing == schemas.FramingSingleObject || writer.Fingerprint != 0
 }
 
 // headers returns the original headers of m (minus residency ones) followed
@@ -352,7 +495,25 @@ func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.W
 		}
 	}
 	if b.placed != nil && d.Jurisdiction != "" && d.Outcome != DeadLettered {
-		hs = append(hs, b.placedHeaders(d)...)
+		p := b.placedHdr(d)
+		if t := b.template(p, m, d, writer); t != nil {
+			// Every residency header up to the router's; only the
+			// partition and offset are the event's own.
+			hs = append(hs, t...)
+			n := len(hs)
+			hs[n-3].Value = b.partition(m.Partition)
+			hs[n-2].Value = b.number(m.Offset)
+			if d.Reason == "" && decodeErr == nil && tag == nil { // routed, no attestation: nothing follows
+				b.slab = hs
+				return hs[start:n:n]
+			}
+			return b.finish(hs, start, d, decodeErr, tag)
+		}
+		if d.Pinned {
+			hs = append(hs, p.pin...)
+		} else {
+			hs = append(hs, p.country...)
+		}
 	} else {
 		if d.Jurisdiction != "" {
 			hs = append(hs, stream.Header{Key: HeaderJurisdiction, Value: b.value(d.Jurisdiction)})
@@ -371,10 +532,7 @@ func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.W
 			}
 		}
 	}
-	// A confluent or single-object value, once unframed, names its writer
-	// schema (a registry id; a fingerprint, 0 included); a raw one only
-	// when its topic has a schema.
-	if writer.Framing == schemas.FramingConfluent || writer.Framing == schemas.FramingSingleObject || writer.Fingerprint != 0 {
+	if namesWriter(writer) {
 		hs = append(hs, stream.Header{Key: HeaderSchema, Value: b.writerValue(writer)})
 	}
 	if b.topicB == nil || m.Topic != b.topic {
@@ -386,6 +544,13 @@ func (b *headerBuilder) headers(m *stream.Message, d *Decision, writer schemas.W
 		stream.Header{Key: HeaderSourceOffset, Value: b.number(m.Offset)},
 		stream.Header{Key: HeaderRouter, Value: b.instanceB},
 	)
+	return b.finish(hs, start, d, decodeErr, tag)
+}
+
+// finish appends the headers that follow the router's (reason, error,
+// attestation) to hs, the slab up to them, and returns the event's headers,
+// those from start.
+func (b *headerBuilder) finish(hs []stream.Header, start int, d *Decision, decodeErr error, tag []byte) []stream.Header {
 	if d.Reason != "" {
 		hs = append(hs, stream.Header{Key: HeaderReason, Value: b.value(d.Reason)})
 	}

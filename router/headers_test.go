@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -336,6 +339,104 @@ func TestHeaderBuilderWritersBounded(t *testing.T) {
 		v, _ := HeaderValue(hb.headers(&m, &d, w, nil, nil), HeaderSchema)
 		if string(v) != w.String() {
 			t.Fatalf("id %d: schema header %q", id+1, v)
+		}
+	}
+}
+
+// TestHeaderTemplatesMatchOutHeaders checks the per-jurisdiction header
+// templates (see tmplHdr): across source topics, writer schemas, decided-by,
+// jurisdictions, partitions past the cached ones, producer headers with and
+// without residency- ones, more topic and writer pairs than a jurisdiction
+// keeps templates for, and a new router instance or ruleset between
+// batches, every event's headers are exactly outHeaders' headers, with no
+// room to grow into another's, and the templates stay bounded.
+func TestHeaderTemplatesMatchOutHeaders(t *testing.T) {
+	decisions := []Decision{
+		{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu"},
+		{Outcome: Routed, Jurisdiction: "US", Region: "us", Cluster: "a", Topic: "pinned.us"},
+		{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu", Pinned: true},
+		{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "XX", Pinned: true},
+		{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "IN"},
+		{Outcome: Quarantined, Reason: ReasonUnknownCountry},
+		// EU without a region (its cluster unreachable) between routed EU
+		// events: the recently used EU headers must not be reused.
+		{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "EU"},
+	}
+	// More jurisdictions than headerBuilder.recent has slots, so that
+	// some share one.
+	for j := range 2 * recentPlaced {
+		decisions = append(decisions, Decision{Outcome: Routed, Jurisdiction: fmt.Sprint("J", j), Region: fmt.Sprint("r", j%3), Cluster: "a", Topic: "t"})
+	}
+	writers := []schemas.WriterRef{soRef, rawRef, confRef, {Framing: schemas.FramingRaw},
+		{Framing: schemas.FramingSingleObject}, {Framing: schemas.FramingConfluent, ID: 9}}
+	producer := [][]stream.Header{nil, {{Key: "p", Value: []byte("1")}}, {{Key: HeaderRegion, Value: []byte("forged")}, {Key: "q", Value: []byte("2")}}}
+	var batch []stream.Message
+	var ds []Decision
+	var ws []schemas.WriterRef
+	for i := range 1200 {
+		batch = append(batch, stream.Message{Topic: fmt.Sprint("in-", i%5), Partition: []int{0, 7, maxCachedPartition + 3}[i%3],
+			Offset: []int64{0, 42, 1<<62 + int64(i)}[i%3], Headers: producer[i%len(producer)]})
+		ds = append(ds, decisions[(i/3)%len(decisions)])
+		ws = append(ws, writers[(i/7)%len(writers)])
+	}
+	equal := func(a, b []stream.Header) bool {
+		return slices.EqualFunc(a, b, func(x, y stream.Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) })
+	}
+	var hb headerBuilder
+	for round, c := range []struct{ ver, inst string }{{"7", "r1"}, {"7", "r1"}, {"7", "r2"}, {"8", "r2"}} {
+		hb.release()
+		hb.startBatch(batch, c.ver, "d"+c.ver, c.inst)
+		got := make([][]stream.Header, len(batch))
+		for i := range batch {
+			got[i] = hb.headers(&batch[i], &ds[i], ws[i], nil, nil)
+		}
+		for i, hs := range got {
+			want := outHeaders(&batch[i], &ds[i], ws[i], c.ver, "d"+c.ver, c.inst, nil)
+			if !equal(hs, want) {
+				t.Fatalf("round %d, event %d: headers\n%v\nwant\n%v", round, i, hs, want)
+			}
+			if cap(hs) != len(hs) {
+				t.Fatalf("round %d, event %d: headers have room to grow into the next event's", round, i)
+			}
+			for _, h := range hs {
+				if cap(h.Value) != len(h.Value) {
+					t.Fatalf("round %d, event %d: header %s has room to grow into another value", round, i, h.Key)
+				}
+			}
+		}
+		for j, p := range hb.placed {
+			for by, ts := range p.tmpl {
+				if len(ts) > maxTemplates {
+					t.Fatalf("jurisdiction %s, decided-by %d: %d templates", j, by, len(ts))
+				}
+			}
+		}
+	}
+	if ts := hb.placed["US"].tmpl[0]; len(ts) != maxTemplates {
+		t.Fatalf("US has %d templates by country; the test means to fill them (%d)", len(ts), maxTemplates)
+	}
+}
+
+// TestAppendDecimalMatchesStrconv checks the header builder's decimal
+// digits against strconv's around every power of ten, at the ends of
+// int64 and for negative numbers, and that it appends as append does.
+func TestAppendDecimalMatchesStrconv(t *testing.T) {
+	vals := []int64{0, 1, 9, math.MaxInt64, math.MaxInt64 - 1, math.MinInt64, -1, -10, 1_000_000 + 55}
+	for p := int64(1); p <= math.MaxInt64/10; p *= 10 {
+		vals = append(vals, p-1, p, p+1, 10*p-1, -p)
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 10000 {
+		vals = append(vals, r.Int64()>>r.IntN(63))
+	}
+	for _, v := range vals {
+		prefix := []byte("x")
+		got := appendDecimal(prefix[:1:1], v)
+		if want := strconv.AppendInt([]byte("x"), v, 10); !bytes.Equal(got, want) {
+			t.Fatalf("appendDecimal(%d) = %q, want %q", v, got, want)
+		}
+		if roomy := appendDecimal(make([]byte, 1, 64), v); string(roomy[1:]) != strconv.FormatInt(v, 10) {
+			t.Fatalf("appendDecimal(%d) into a roomy slice = %q", v, roomy[1:])
 		}
 	}
 }

@@ -359,7 +359,13 @@ func (p *Pipeline) decide(ctx context.Context, msgs []stream.Message, rs *rules.
 func (p *Pipeline) extract(ctx context.Context, m *stream.Message) (schemas.Fields, error) {
 	// The common case, one attempt, without the retry loop's closure and
 	// clock reads. Empty and oversized events fail here, not transiently.
-	f, decodeErr := p.readFields(ctx, m)
+	if len(m.Value) == 0 {
+		return schemas.Fields{}, fmt.Errorf("router: %w", schemas.ErrEmptyValue)
+	}
+	if n := recordBytes(m); n > p.cfg.MaxValueBytes {
+		return schemas.Fields{}, fmt.Errorf("router: %w: %d bytes > %d", schemas.ErrTooLarge, n, p.cfg.MaxValueBytes)
+	}
+	f, decodeErr := p.cfg.Fields.Extract(ctx, m.Topic, m.Value)
 	if decodeErr == nil || transientExtract(decodeErr) == nil {
 		return f, decodeErr
 	}
@@ -377,17 +383,6 @@ func (p *Pipeline) extract(ctx context.Context, m *stream.Message) (schemas.Fiel
 		return schemas.Fields{}, err
 	}
 	return f, decodeErr
-}
-
-// readFields is one attempt of extract.
-func (p *Pipeline) readFields(ctx context.Context, m *stream.Message) (schemas.Fields, error) {
-	if len(m.Value) == 0 {
-		return schemas.Fields{}, fmt.Errorf("router: %w", schemas.ErrEmptyValue)
-	}
-	if n := recordBytes(m); n > p.cfg.MaxValueBytes {
-		return schemas.Fields{}, fmt.Errorf("router: %w: %d bytes > %d", schemas.ErrTooLarge, n, p.cfg.MaxValueBytes)
-	}
-	return p.cfg.Fields.Extract(ctx, m.Topic, m.Value)
 }
 
 // transientExtract returns the error to retry for an extraction error: one

@@ -8,7 +8,7 @@ import "context"
 // aliases value. Errors
 // are those of Decode.
 func (e *Extractor) Body(ctx context.Context, topic string, value []byte) (body []byte, writerSchema string, err error) {
-	w, body, _, err := e.writerFor(ctx, topic, value)
+	w, body, err := e.writerFor(ctx, topic, value, new(WriterRef))
 	if err != nil {
 		return nil, "", err
 	}

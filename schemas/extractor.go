@@ -97,6 +97,11 @@ type Extractor struct {
 	byFP       map[uint64]*writer   // catalogue, embedded and raw files, by fingerprint (see register)
 	byName     map[string][]*writer // catalogue and embedded, by full name: one per fingerprint, in load order
 	registry   schemaSource         // nil without a registry
+	// fps and fpWriters are byFP as two lists, when it has at most
+	// maxListedFPs entries (the embedded schemas alone have two): a scan
+	// of a few keys is cheaper than a map lookup, for every event.
+	fps       []uint64
+	fpWriters []*writer
 
 	mu   sync.RWMutex
 	byID map[uint32]*writer // confluent: schemas fetched from the registry
@@ -180,7 +185,31 @@ func NewExtractor(cfg ExtractorConfig) (*Extractor, error) {
 		}
 		e.raw[topic] = w
 	}
+	if len(e.byFP) <= maxListedFPs {
+		for fp, w := range e.byFP {
+			e.fps, e.fpWriters = append(e.fps, fp), append(e.fpWriters, w)
+		}
+	}
 	return e, nil
+}
+
+// maxListedFPs bounds the fingerprints an Extractor keeps in lists besides
+// its map (see Extractor.fps).
+const maxListedFPs = 8
+
+// byFingerprint returns the writer of a single-object fingerprint (see
+// register), and whether there is one.
+func (e *Extractor) byFingerprint(fp uint64) (*writer, bool) {
+	if e.fps == nil {
+		w, ok := e.byFP[fp]
+		return w, ok
+	}
+	for i, f := range e.fps {
+		if f == fp {
+			return e.fpWriters[i], true
+		}
+	}
+	return nil, false
 }
 
 // loadCatalogue adds every .avsc file of dir.
@@ -352,6 +381,9 @@ func (e *Extractor) newWriter(text, source string) (*writer, error) {
 
 // Framing returns the framing the extractor expects on topic.
 func (e *Extractor) Framing(topic string) Framing {
+	if len(e.framings) == 0 { // the common case: no lookup
+		return e.defFraming
+	}
 	if f, ok := e.framings[topic]; ok {
 		return f
 	}
@@ -359,43 +391,45 @@ func (e *Extractor) Framing(topic string) Framing {
 }
 
 // writerFor checks the value, removes its framing and finds its writer
-// schema. ref says how it was read, as far as known (see WriterRef): it is
-// set even with an error once the framing was read.
-func (e *Extractor) writerFor(ctx context.Context, topic string, value []byte) (w *writer, body []byte, ref WriterRef, err error) {
+// schema. It sets *ref to how it was read, as far as known (see
+// WriterRef), even with an error once the framing was read; *ref must be
+// the zero WriterRef on entry. (ref is an argument, not a result, so that
+// the results fit in registers: Extract runs for every event.)
+func (e *Extractor) writerFor(ctx context.Context, topic string, value []byte, ref *WriterRef) (w *writer, body []byte, err error) {
 	if len(value) == 0 {
-		return nil, nil, ref, ErrEmptyValue
+		return nil, nil, ErrEmptyValue
 	}
 	if len(value) > e.maxSize {
-		return nil, nil, ref, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(value), e.maxSize)
+		return nil, nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(value), e.maxSize)
 	}
 	f := e.Framing(topic)
 	u, err := unframe(f, value)
 	if err != nil {
-		return nil, nil, ref, err
+		return nil, nil, err
 	}
 	ref.Framing = f
 	switch f {
 	case FramingSingleObject:
 		ref.Fingerprint = u.fingerprint
-		w, ok := e.byFP[u.fingerprint]
+		w, ok := e.byFingerprint(u.fingerprint)
 		if !ok {
-			return nil, nil, ref, fmt.Errorf("%w: fingerprint %016x is neither embedded nor in the catalogue", ErrUnknownSchema, u.fingerprint)
+			return nil, nil, fmt.Errorf("%w: fingerprint %016x is neither embedded nor in the catalogue", ErrUnknownSchema, u.fingerprint)
 		}
 		ref.Fingerprint = w.fp // the specification's, also for goavro's
-		return w, u.body, ref, nil
+		return w, u.body, nil
 	case FramingRaw:
 		w, ok := e.raw[topic]
 		if !ok {
 			if w, ok = e.raw[DefaultTopic]; !ok {
-				return nil, nil, ref, fmt.Errorf("%w: raw topic %s has no configured schema", ErrUnknownSchema, topic)
+				return nil, nil, fmt.Errorf("%w: raw topic %s has no configured schema", ErrUnknownSchema, topic)
 			}
 		}
 		ref.Fingerprint = w.fp
-		return w, u.body, ref, nil
+		return w, u.body, nil
 	default:
 		ref.ID = u.id
 		w, err := e.byRegistryID(ctx, u.id)
-		return w, u.body, ref, err
+		return w, u.body, err
 	}
 }
 
@@ -444,33 +478,31 @@ func (e *Extractor) byRegistryID(ctx context.Context, id uint32) (*writer, error
 // once it was (a fingerprint or registry id even when it is unknown; the
 // framing alone for a raw topic without a schema), the whole WriterRef
 // once the writer schema was found (truncated, trailing_bytes, corrupt).
-func (e *Extractor) Extract(ctx context.Context, topic string, value []byte) (Fields, error) {
-	w, body, ref, err := e.writerFor(ctx, topic, value)
+func (e *Extractor) Extract(ctx context.Context, topic string, value []byte) (f Fields, err error) {
+	w, body, err := e.writerFor(ctx, topic, value, &f.Writer)
 	if err != nil {
-		return Fields{Writer: ref}, err
+		return f, err
 	}
-	return w.extract(body, ref)
+	err = w.extract(body, &f)
+	return f, err
 }
 
-// extract reads the jurisdiction fields of body, written with w.
-func (w *writer) extract(body []byte, ref WriterRef) (Fields, error) {
+// extract reads the jurisdiction fields of body, written with w, into f.
+// On error it leaves f as it is.
+func (w *writer) extract(body []byte, f *Fields) error {
 	if w.planErr != nil {
-		return Fields{Writer: ref}, w.planErr
+		return w.planErr
 	}
 	var c captures
 	end, err := w.plan.run(body, 0, &c, 0)
 	if err != nil {
-		return Fields{Writer: ref}, err
+		return err
 	}
 	if end != len(body) {
-		return Fields{Writer: ref}, trailingError(len(body) - end)
+		return trailingError(len(body) - end)
 	}
-	return Fields{
-		Country:    c[slotCountry].v,
-		HasCountry: c[slotCountry].ok,
-		UserID:     c[slotUserID].v,
-		Writer:     ref,
-	}, nil
+	f.Country, f.HasCountry, f.UserID = c[slotCountry].v, c[slotCountry].ok, c[slotUserID].v
+	return nil
 }
 
 // Decode fully decodes one event value from topic with goavro, for sinks.
@@ -479,7 +511,7 @@ func (w *writer) extract(body []byte, ref WriterRef) (Fields, error) {
 // writerSchema is the schema it was written with. Trailing bytes after the
 // record are an error (ErrTrailingBytes).
 func (e *Extractor) Decode(ctx context.Context, topic string, value []byte) (native any, writerSchema string, err error) {
-	w, body, _, err := e.writerFor(ctx, topic, value)
+	w, body, err := e.writerFor(ctx, topic, value, new(WriterRef))
 	if err != nil {
 		return nil, "", err
 	}
@@ -506,7 +538,7 @@ func (w *writer) decode(body []byte) (native any, writerSchema string, err error
 // of code points 0-255), for sinks that store documents. Errors are those of
 // Decode.
 func (e *Extractor) DecodeJSON(ctx context.Context, topic string, value []byte) (doc []byte, writerSchema string, err error) {
-	w, body, _, err := e.writerFor(ctx, topic, value)
+	w, body, err := e.writerFor(ctx, topic, value, new(WriterRef))
 	if err != nil {
 		return nil, "", err
 	}

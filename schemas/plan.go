@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -98,6 +99,7 @@ type op struct {
 // recursive records (opCall) keep programs of their own.
 type prog struct {
 	ops  []op
+	code []step // ops lowered for the runner (see lower)
 	size int
 	// barrier is set while the next step to be emitted is a jump target:
 	// the start of a union branch, or the end of a union.
@@ -191,6 +193,7 @@ func compilePlan(root *node, paths []fieldPath) (*prog, error) {
 		return nil, err
 	}
 	p.computeSize()
+	p.lower(map[*prog]bool{})
 	return p, nil
 }
 
@@ -418,7 +421,9 @@ func (c *compiler) inline(p *prog, rp *prog) {
 // of writer schema root, capturing nothing.
 func compileWalk(root *node) *prog {
 	c := &compiler{records: map[string]*prog{}}
-	return c.skipProg(root, root.shortName())
+	p := c.skipProg(root, root.shortName())
+	p.lower(map[*prog]bool{})
+	return p
 }
 
 // skipProg compiles a standalone program skipping one value of type t.
@@ -505,137 +510,22 @@ func validUTF8(s []byte) bool {
 	if len(s) > 16 {
 		return utf8.Valid(s)
 	}
-	for _, c := range s {
-		if c >= utf8.RuneSelf {
-			return utf8.Valid(s)
-		}
+	// ASCII when no byte has its top bit: eight bytes at a time, then
+	// the rest, without a branch per byte.
+	var word uint64
+	t := s
+	for len(t) >= 8 {
+		word |= binary.LittleEndian.Uint64(t)
+		t = t[8:]
 	}
-	return true
-}
-
-// run executes p on b from offset i and returns the offset after it.
-func (p *prog) run(b []byte, i int, c *captures, depth int) (int, error) {
-	if depth > maxDepth {
-		return i, &runError{errTooDeep, "", i}
+	var acc byte
+	for _, c := range t {
+		acc |= c
 	}
-	// The branches of a union at level l are at depth depth+l+1 (see
-	// op.level): from level deep on, they are too deep.
-	deep := int32(maxDepth - depth)
-	var err error
-	ops := p.ops
-	for k := 0; k < len(ops); k++ {
-		o := &ops[k]
-		start := i
-		if o.guard != 0 {
-			// The union of a guarded step (see op.guard).
-			x, ok := varint1(b, i)
-			if ok {
-				i++
-			} else if x, i, err = varint(b, i, 10); err != nil {
-				return i, &runError{err, o.where, start}
-			}
-			if uint64(x) > 1 {
-				return i, &runError{errUnionRange, o.where, start}
-			}
-			if o.level >= deep {
-				return i, &runError{errTooDeep, "", i}
-			}
-			if x == int64(o.guard-1) {
-				continue // the branch without code
-			}
-			start = i
-		}
-		switch o.code {
-		case opFixed:
-			if len(b)-i < o.n {
-				return i, &runError{errShort, o.where, start}
-			}
-			i += o.n
-		case opVarint:
-			for range o.n {
-				if _, ok := varint1(b, i); ok {
-					i++
-				} else if _, i, err = varint(b, i, o.max); err != nil {
-					return i, &runError{err, o.where, start}
-				}
-			}
-		case opBool:
-			if i >= len(b) {
-				return i, &runError{errShort, o.where, start}
-			}
-			if b[i] > 1 {
-				return i, &runError{errBadBool, o.where, start}
-			}
-			i++
-		case opEnum, opCapEnum:
-			x, ok := varint1(b, i)
-			if ok {
-				i++
-			} else if x, i, err = varint(b, i, 5); err != nil {
-				return i, &runError{err, o.where, start}
-			}
-			if o.code == opEnum {
-				if x < 0 || x >= int64(o.n) {
-					return i, &runError{errEnumRange, o.where, start}
-				}
-				break
-			}
-			if x < 0 || x >= int64(len(o.symbols)) {
-				return i, &runError{errEnumRange, o.where, start}
-			}
-			c[o.n].v, c[o.n].ok = o.symbols[x], true
-		case opBytes, opCapString:
-			n, ok := varint1(b, i)
-			if ok {
-				i++
-			} else if n, i, err = varint(b, i, 10); err != nil {
-				return i, &runError{err, o.where, start}
-			}
-			if n < 0 {
-				return i, &runError{errNegativeLen, o.where, start}
-			}
-			if int64(len(b)-i) < n {
-				return i, &runError{errShort, o.where, start}
-			}
-			if o.code == opCapString {
-				s := b[i : i+int(n) : i+int(n)]
-				if !validUTF8(s) {
-					return i, &runError{errBadUTF8, o.where, start}
-				}
-				c[o.n].v, c[o.n].ok = s, true
-			}
-			i += int(n)
-		case opUnion:
-			x, ok := varint1(b, i)
-			if ok {
-				i++
-			} else if x, i, err = varint(b, i, 10); err != nil {
-				return i, &runError{err, o.where, start}
-			}
-			if uint64(x) >= uint64(len(o.jumps)) {
-				return i, &runError{errUnionRange, o.where, start}
-			}
-			if o.level >= deep {
-				return i, &runError{errTooDeep, "", i}
-			}
-			k += o.jumps[x] - 1 // -1: the loop adds 1
-		case opJump:
-			k += o.n - 1
-		case opCall:
-			if i, err = o.sub.run(b, i, c, depth+int(o.level)+1); err != nil {
-				return i, err
-			}
-		case opArray:
-			if i, err = skipArray(o, b, i, depth+int(o.level)); err != nil {
-				return i, err
-			}
-		case opMap:
-			if i, err = skipMap(o, b, i, depth+int(o.level)); err != nil {
-				return i, err
-			}
-		}
+	if word&0x8080808080808080 == 0 && acc < utf8.RuneSelf {
+		return true
 	}
-	return i, nil
+	return utf8.Valid(s)
 }
 
 // inlineKeys is how many keys of one map skipMap remembers on the stack

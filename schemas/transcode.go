@@ -56,7 +56,7 @@ type EventKeys struct {
 // transient, the others (ErrTruncated, ErrCorrupt, ...) mean the event
 // cannot be decoded.
 func (e *Extractor) DecodeJSONFast(ctx context.Context, topic string, value []byte) (doc []byte, keys EventKeys, err error) {
-	w, body, _, err := e.writerFor(ctx, topic, value)
+	w, body, err := e.writerFor(ctx, topic, value, new(WriterRef))
 	if err != nil {
 		return nil, EventKeys{}, err
 	}

@@ -157,7 +157,11 @@ func (e *Extractor) ExtractRef(ctx context.Context, ref WriterRef, value []byte)
 	if err != nil {
 		return Fields{}, err
 	}
-	return w.extract(body, ref)
+	f := Fields{Writer: ref}
+	if err := w.extract(body, &f); err != nil {
+		return Fields{Writer: ref}, err
+	}
+	return f, nil
 }
 
 // DecodeRef is Decode, reading value the way ref says (see WriterRef)
