@@ -458,10 +458,12 @@ func (c *Consumer) runHook(g *cgen, ctx context.Context) {
 // later Poll returns it, or, after a rebalance, the partition's next owner
 // reads it from the committed offset.
 //
-// The records' keys, values and header values alias the fetch response
-// they came in, which is never reused: they stay valid as long as the
-// caller keeps them (and keep that response's memory alive). Header
-// slices have a capacity equal to their length.
+// The records' keys, values and header values alias a copy of their
+// record batch taken from the fetch response (or its decompressed
+// records), which is never reused: they stay valid as long as the caller
+// keeps them (and keep that batch's memory alive, not the response's:
+// the response's frame is recycled once parsed). Header slices have a
+// capacity equal to their length.
 //
 // Errors: ErrClosed after Close; an error wrapping errCorrupt or a broker
 // error the consumer cannot get past (an authorization failure, a
@@ -1027,7 +1029,12 @@ func (m *fetchManager) fetch(ctx context.Context, b *brokerFetch, ps []*partFetc
 			if cl.err != nil {
 				return nil, cl.err
 			}
-			return parseFetch(cl.body(), parts, readCommitted)
+			out, err := parseFetch(cl.body(), parts, readCommitted)
+			// parseFetch copied out every record it delivers: nothing
+			// refers to the frame any more.
+			frameBufs.put(cl.resp)
+			cl.resp = nil
+			return out, err
 		}()
 		m.post(ctx, func() { m.fetched(b, parts, out, err) })
 	}()
