@@ -293,21 +293,32 @@ func BenchmarkDecode(b *testing.B) {
 		setProducer(bt, -1, -1, -1)
 		raw = append(raw, bt...)
 	}
-	dst := make([]stream.Message, 0, n)
-	views := make([]batchView, 0, 8)
-	b.SetBytes(int64(len(raw)))
-	b.ReportAllocs()
-	for b.Loop() {
-		vs, _, err := scanBatches(raw, 0, false, nil, views[:0], nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		r := fetchResult{parts: []resultPart{{topic: "t", views: vs}}, left: n}
-		if dst, err = r.decode(dst[:0], n); err != nil || len(dst) != n {
-			b.Fatal(err, len(dst))
-		}
+	// alias: the records decoded where they are; copied: copied out
+	// first (a recArena), as parseFetch does so that it can recycle the
+	// response's frame.
+	for _, copied := range []bool{false, true} {
+		b.Run(map[bool]string{false: "alias", true: "copied"}[copied], func(b *testing.B) {
+			dst := make([]stream.Message, 0, n)
+			views := make([]batchView, 0, 8)
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var arena *recArena
+				if copied {
+					arena = &recArena{}
+				}
+				vs, _, err := scanBatches(raw, 0, false, nil, views[:0], arena)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r := fetchResult{parts: []resultPart{{topic: "t", views: vs}}, left: n}
+				if dst, err = r.decode(dst[:0], n); err != nil || len(dst) != n {
+					b.Fatal(err, len(dst))
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
+		})
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
 }
 
 // FuzzDecode: whatever a broker (or the network) hands us, scanning and
