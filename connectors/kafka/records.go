@@ -237,11 +237,8 @@ const (
 	batchBufMinShift = 12 // 4 KiB
 	batchBufClasses  = 12 // up to 8 MiB
 	// batchBufPoolBytes bounds the capacity of the idle buffers batchBufs
-	// keeps: half the default ProducerConfig.MaxBufferedBytes. With 4 MiB
-	// the router's producers (batches of 64-256 KiB to 42 partitions)
-	// allocated as many batch bytes as with a sync.Pool under a soft
-	// memory limit (1.5 times what Pipeline.decide allocates).
-	batchBufPoolBytes = 8 << 20
+	// keeps.
+	batchBufPoolBytes = 4 << 20
 )
 
 // bufClasses is a free list of byte buffers per size class, holding at
