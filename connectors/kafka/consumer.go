@@ -135,10 +135,10 @@ type ConsumerConfig struct {
 	// FetchMaxBytes is the most bytes one fetch response holds (the broker
 	// may exceed it to return at least one record batch). With one fetch in
 	// flight and one fetched ahead of Poll per broker, a consumer buffers at
-	// most about 2 × FetchMaxBytes per broker; records alias their
-	// response, so a response stays in memory while any of its records is
-	// held (the router: until it is settled), and smaller responses are
-	// freed sooner. Default 2 MiB.
+	// most about 2 × FetchMaxBytes per broker; the records are copied out of
+	// the response per batch (small batches share 64 KiB chunks), so a
+	// record held (the router: until it is settled) keeps its batch's copy
+	// in memory, not the whole response. Default 2 MiB.
 	FetchMaxBytes int
 	// PartitionMaxBytes is the most bytes of one partition in one fetch
 	// response (the broker may exceed it to return at least one record
@@ -171,9 +171,10 @@ type ConsumerConfig struct {
 // Consumer is a consumer-group member that fetches in batches: one fetch
 // request per broker for all the partitions it leads, one more fetched
 // ahead while the caller handles the current one, and records decoded in
-// bulk straight from the response buffer (keys, values and header values
-// alias it; headers come from one slab per response), without an
-// allocation per record.
+// bulk from a copy of each record batch taken when the response is parsed
+// (keys, values and header values alias it; small batches share 64 KiB
+// chunks; headers come from one slab per response; the response's own
+// buffer is recycled at once), without an allocation per record.
 //
 // Membership, assignments and offset commits go through kafka-go's
 // ConsumerGroup; fetching, offset resolution and metadata through the
