@@ -135,10 +135,10 @@ type ConsumerConfig struct {
 	// FetchMaxBytes is the most bytes one fetch response holds (the broker
 	// may exceed it to return at least one record batch). With one fetch in
 	// flight and one fetched ahead of Poll per broker, a consumer buffers at
-	// most about 2 × FetchMaxBytes per broker; records alias their
-	// response, so a response stays in memory while any of its records is
-	// held (the router: until it is settled), and smaller responses are
-	// freed sooner. Default 2 MiB.
+	// most about 2 × FetchMaxBytes per broker; the records are copied out of
+	// the response per batch (small batches share 64 KiB chunks), so a
+	// record held (the router: until it is settled) keeps its batch's copy
+	// in memory, not the whole response. Default 2 MiB.
 	FetchMaxBytes int
 	// PartitionMaxBytes is the most bytes of one partition in one fetch
 	// response (the broker may exceed it to return at least one record
@@ -171,9 +171,10 @@ type ConsumerConfig struct {
 // Consumer is a consumer-group member that fetches in batches: one fetch
 // request per broker for all the partitions it leads, one more fetched
 // ahead while the caller handles the current one, and records decoded in
-// bulk straight from the response buffer (keys, values and header values
-// alias it; headers come from one slab per response), without an
-// allocation per record.
+// bulk from a copy of each record batch taken when the response is parsed
+// (keys, values and header values alias it; small batches share 64 KiB
+// chunks; headers come from one slab per response; the response's own
+// buffer is recycled at once), without an allocation per record.
 //
 // Membership, assignments and offset commits go through kafka-go's
 // ConsumerGroup; fetching, offset resolution and metadata through the
@@ -458,10 +459,12 @@ func (c *Consumer) runHook(g *cgen, ctx context.Context) {
 // later Poll returns it, or, after a rebalance, the partition's next owner
 // reads it from the committed offset.
 //
-// The records' keys, values and header values alias the fetch response
-// they came in, which is never reused: they stay valid as long as the
-// caller keeps them (and keep that response's memory alive). Header
-// slices have a capacity equal to their length.
+// The records' keys, values and header values alias a copy of their
+// record batch taken from the fetch response (or its decompressed
+// records), which is never reused: they stay valid as long as the caller
+// keeps them (and keep that batch's memory alive, not the response's:
+// the response's frame is recycled once parsed). Header slices have a
+// capacity equal to their length.
 //
 // Errors: ErrClosed after Close; an error wrapping errCorrupt or a broker
 // error the consumer cannot get past (an authorization failure, a
@@ -1027,7 +1030,12 @@ func (m *fetchManager) fetch(ctx context.Context, b *brokerFetch, ps []*partFetc
 			if cl.err != nil {
 				return nil, cl.err
 			}
-			return parseFetch(cl.body(), parts, readCommitted)
+			out, err := parseFetch(cl.body(), parts, readCommitted)
+			// parseFetch copied out every record it delivers: nothing
+			// refers to the frame any more.
+			frameBufs.put(cl.resp)
+			cl.resp = nil
+			return out, err
 		}()
 		m.post(ctx, func() { m.fetched(b, parts, out, err) })
 	}()

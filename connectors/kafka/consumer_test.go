@@ -182,6 +182,49 @@ func TestConsumerFidelity(t *testing.T) {
 	}
 }
 
+// TestConsumerRecordsOutliveRecycledFrames: the frame a fetch response is
+// read into is recycled once parsed (the records are copied out of it), so
+// a record held while many later responses are read into recycled frames
+// must still read back byte for byte: tiny fetch sizes make hundreds of
+// fetches, every record is kept until the end, then each is checked
+// against what was written (its key, value and header name the record).
+func TestConsumerRecordsOutliveRecycledFrames(t *testing.T) {
+	k := testenv.KafkaA(t)
+	ctx := testenv.Context(t, 90*time.Second)
+	topic := k.Topic(t, "recycle", 3)
+	const n = 3000
+	want := map[string]stream.Message{}
+	var msgs []stream.Message
+	for i := range n {
+		key := fmt.Sprintf("user-%05d", i)
+		m := stream.Message{Topic: topic, Key: []byte(key),
+			Value:   bytes.Repeat([]byte{byte(i), byte(i >> 8), 'v'}, 10+i%200),
+			Headers: []stream.Header{{Key: "h-" + key, Value: []byte(key)}}}
+		want[key] = m
+		msgs = append(msgs, m)
+	}
+	cl := kgoClient(t, k, kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerLinger(0))
+	if err := cl.ProduceSync(ctx, toKgo(msgs)...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	c := newConsumer(t, kafka.ConsumerConfig{Cluster: kafka.Cluster{Name: "a", Brokers: k.Brokers},
+		GroupID: testenv.Name(t, "g"), Topics: []string{topic}, FetchMaxBytes: 16 << 10, PartitionMaxBytes: 4 << 10})
+	got := pollN(t, ctx, c, n)
+	seen := map[string]bool{}
+	for i := range got {
+		g := &got[i]
+		w, ok := want[string(g.Key)]
+		if !ok || seen[string(g.Key)] {
+			t.Fatalf("record %d (%s[%d]@%d): key %q unknown or seen twice", i, g.Topic, g.Partition, g.Offset, g.Key)
+		}
+		seen[string(g.Key)] = true
+		if !bytes.Equal(g.Value, w.Value) || len(g.Headers) != 1 || g.Headers[0].Key != w.Headers[0].Key ||
+			!bytes.Equal(g.Headers[0].Value, w.Headers[0].Value) {
+			t.Fatalf("record %d (%s[%d]@%d, key %q): value or header changed after later fetches", i, g.Topic, g.Partition, g.Offset, g.Key)
+		}
+	}
+}
+
 // TestConsumerReadCommitted: with read_committed, the records of an
 // aborted transaction never reach the caller, those of a committed one
 // do, and control records never do (read_uncommitted sees all data

@@ -138,9 +138,12 @@ func (r *respReader) str() []byte {
 
 // parseFetch reads a Fetch v11 response body (after the correlation id)
 // for the partitions parts asked for. Records are checked (CRC) and
-// decompressed here; the records of uncompressed batches stay in body.
+// decompressed here; the records of uncompressed batches are copied out of
+// body (recArena): nothing it returns refers to body, which the caller
+// recycles.
 func parseFetch(body []byte, parts []fetchPart, readCommitted bool) ([]partOutcome, error) {
 	r := respReader{b: body}
+	var arena recArena
 	r.i32() // throttle time
 	if code := r.i16(); code != 0 {
 		return nil, kafkaErr(code)
@@ -197,7 +200,7 @@ func parseFetch(body []byte, parts []fetchPart, readCommitted bool) ([]partOutco
 				continue
 			}
 			start := len(views)
-			views, o.next, o.err = scanBatches(records, o.fp.from, readCommitted, aborted, views)
+			views, o.next, o.err = scanBatches(records, o.fp.from, readCommitted, aborted, views, &arena)
 			o.views = views[start:len(views):len(views)]
 			for _, v := range o.views {
 				o.nrecords += int(v.left)
@@ -210,10 +213,11 @@ func parseFetch(body []byte, parts []fetchPart, readCommitted bool) ([]partOutco
 	return out, nil
 }
 
-// fetchResult is a fetch response's records for the caller of Poll. Its
-// buffer (and the decompressed records of compressed batches) is never
-// reused: the keys, values and headers handed out alias it for as long as
-// the caller keeps them.
+// fetchResult is a fetch response's records for the caller of Poll. Their
+// buffers (the copies parseFetch made of the records of uncompressed
+// batches, the decompressed records of compressed ones) are never reused:
+// the keys, values and headers handed out alias them for as long as the
+// caller keeps them. The response's own frame is recycled once parsed.
 type fetchResult struct {
 	gen    uint64
 	broker *brokerFetch
@@ -268,7 +272,8 @@ func (r *fetchResult) decode(dst []stream.Message, limit int) ([]stream.Message,
 // done reports whether every record was handed out.
 func (r *fetchResult) done() bool { return r.pi >= len(r.parts) }
 
-// fetchCall builds the call of a fetch request.
+// fetchCall builds the call of a fetch request. Its response frame comes
+// from frameBufs: the caller gives it back (frameBufs.put) once parsed.
 func fetchCall(frame []byte, maxWait, timeout time.Duration) *call {
-	return &call{frame: net.Buffers{frame}, timeout: maxWait + timeout, done: make(chan struct{})}
+	return &call{frame: net.Buffers{frame}, timeout: maxWait + timeout, pooled: true, done: make(chan struct{})}
 }

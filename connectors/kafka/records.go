@@ -196,7 +196,16 @@ func (b *openBatch) appendRecords(msgs []stream.Message, idx []int32, nowMs int6
 
 // seal writes the header of b, whose records are compressed with codec,
 // but for the producer id, epoch, base sequence and CRC (setProducer).
+// When a buffer of a smaller size class holds the batch (a batch opened
+// with room for later records that did not come, or compressed), it is
+// moved into one and its buffer recycled: a batch in flight holds at most
+// twice its size until it is acknowledged.
 func (b *openBatch) seal(codec compress.Compression) {
+	if c := batchBufClass(len(b.data)); c >= 0 && cap(b.data) >= 2<<(c+batchBufMinShift) {
+		moved := append(getBatchBuf(len(b.data)), b.data...)
+		putBatchBuf(b.data)
+		b.data = moved
+	}
 	out := b.data
 	be := binary.BigEndian
 	be.PutUint64(out[0:], 0)
@@ -212,18 +221,58 @@ func (b *openBatch) seal(codec compress.Compression) {
 
 // batchBufs recycles the buffers of encoded batches once the broker has
 // acknowledged them (Producer.resolve), sparing the allocation and zeroing
-// of a large buffer per batch. One pool per power-of-two size class, from
-// 4 KiB (class 0) to 8 MiB: a buffer is handed out only for a request of
-// at least half its capacity, so the buffers held by batches in flight
+// of a large buffer per batch. One free list per power-of-two size class,
+// from 4 KiB (class 0) to 8 MiB: a buffer is handed out only for a request
+// of at least half its capacity, so the buffers held by batches in flight
 // are at most twice their contents (one pool of every size let a batch of
 // a few records hold a buffer grown for a megabyte: 37-54 MB of the
-// router's heap, docs/performance.md, "Memory: a million pins…").
-var batchBufs [batchBufClasses]sync.Pool
+// router's heap, docs/performance.md, "Memory: a million pins…"). The
+// lists keep at most batchBufPoolBytes in all: unlike a sync.Pool they
+// are not emptied by every other garbage collection (which a tight memory
+// limit makes frequent, and every buffer is then allocated afresh), and
+// unlike it they never hold more than that bound of idle buffers.
+var batchBufs = bufClasses{maxBytes: batchBufPoolBytes}
 
 const (
 	batchBufMinShift = 12 // 4 KiB
 	batchBufClasses  = 12 // up to 8 MiB
+	// batchBufPoolBytes bounds the capacity of the idle buffers batchBufs
+	// keeps.
+	batchBufPoolBytes = 4 << 20
 )
+
+// bufClasses is a free list of byte buffers per size class, holding at
+// most maxBytes of capacity; safe for concurrent use.
+type bufClasses struct {
+	mu       sync.Mutex
+	free     [batchBufClasses][][]byte
+	bytes    int
+	maxBytes int
+}
+
+func (p *bufClasses) get(c int) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.free[c]
+	if len(l) == 0 {
+		return nil
+	}
+	b := l[len(l)-1]
+	l[len(l)-1] = nil
+	p.free[c] = l[:len(l)-1]
+	p.bytes -= cap(b)
+	return b
+}
+
+func (p *bufClasses) put(c int, b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bytes+cap(b) > p.maxBytes {
+		return // left to the garbage collector
+	}
+	p.free[c] = append(p.free[c], b)
+	p.bytes += cap(b)
+}
 
 // batchBufClass returns the size class whose buffers hold n bytes (n ≤
 // 2^(class+12)), or -1 when n is above the largest.
@@ -244,8 +293,8 @@ func getBatchBuf(n int) []byte {
 	if c < 0 {
 		return make([]byte, 0, n)
 	}
-	if b, ok := batchBufs[c].Get().(*[]byte); ok {
-		return (*b)[:0]
+	if b := batchBufs.get(c); b != nil {
+		return b[:0]
 	}
 	return make([]byte, 0, 1<<(c+batchBufMinShift))
 }
@@ -263,7 +312,7 @@ func putBatchBuf(b []byte) {
 	if cap(b) < 1<<(c+batchBufMinShift) {
 		c-- // between two classes: it serves the smaller one
 	}
-	batchBufs[c].Put(&b)
+	batchBufs.put(c, b[:0])
 }
 
 // appendWriter is an io.Writer appending to a byte slice.
@@ -287,7 +336,8 @@ func setProducer(b []byte, pid int64, epoch int16, seq int32) {
 
 // batchView is one record batch of a fetch response, checked and ready to
 // decode: records is its records section (decompressed if it was
-// compressed), aliasing the response buffer when it was not.
+// compressed; else a copy in a recArena, or aliasing the buffer scanned
+// when scanBatches had none).
 type batchView struct {
 	baseOffset int64
 	firstTS    int64
@@ -372,8 +422,10 @@ type abortedTxn struct {
 // not nil (read_committed), not batches of aborted transactions. It
 // returns the offset after the last complete batch (from when there is
 // none); an incomplete batch at the end (the response's size limit) is
-// left for the next fetch.
-func scanBatches(raw []byte, from int64, readCommitted bool, aborted []abortedTxn, views []batchView) ([]batchView, int64, error) {
+// left for the next fetch. With an arena, the records of uncompressed
+// batches are copied into it, so that the views do not refer to raw;
+// without, they alias raw.
+func scanBatches(raw []byte, from int64, readCommitted bool, aborted []abortedTxn, views []batchView, arena *recArena) ([]batchView, int64, error) {
 	next := from
 	var active map[int64]bool // producers whose transaction in progress was aborted
 	for len(raw) >= 12 {
@@ -420,11 +472,47 @@ func scanBatches(raw []byte, from int64, readCommitted bool, aborted []abortedTx
 			if recs, err = decompress(c, recs); err != nil {
 				return views, next, err
 			}
+		} else if arena != nil {
+			recs = arena.copy(recs)
 		}
 		views = append(views, batchView{baseOffset: h.baseOffset, firstTS: h.firstTS, maxTS: h.maxTS,
 			attrs: h.attrs, left: h.recordCount, records: recs, skipBelow: from})
 	}
 	return views, next, nil
+}
+
+// recArena holds the copies parseFetch makes of the records of the
+// uncompressed batches of one fetch response, so that the response's
+// frame can be recycled as soon as it is parsed (frameBufs). Small
+// batches share chunks of recArenaChunk bytes; a batch of at least half a
+// chunk gets a buffer of its own. A record then keeps alive only its
+// batch's copy (or its chunk), not the whole 1-2 MiB response: the router
+// holds a record until it settles, and one unsettled record of a
+// partition used to keep every other partition's records of its response
+// in memory. The copies are never reused or written once handed out.
+type recArena struct {
+	chunk []byte
+}
+
+// recArenaChunk is the size of the chunks small batches are copied into.
+const recArenaChunk = 64 << 10
+
+// copy returns a copy of b, with a capacity equal to its length.
+func (a *recArena) copy(b []byte) []byte {
+	if len(b) == 0 {
+		return b[:0:0]
+	}
+	if len(b) >= recArenaChunk/2 {
+		c := make([]byte, len(b))
+		copy(c, b)
+		return c
+	}
+	if cap(a.chunk)-len(a.chunk) < len(b) {
+		a.chunk = make([]byte, 0, recArenaChunk)
+	}
+	start := len(a.chunk)
+	a.chunk = append(a.chunk, b...)
+	return a.chunk[start:len(a.chunk):len(a.chunk)]
 }
 
 // isAbortMarker reports whether the control batch b holds an abort marker:
@@ -592,7 +680,7 @@ func decodeRecord(v *batchView, m *stream.Message, slab *headerSlab, hint int) (
 // readAllRecords is a test and tool helper: every record of the batches in
 // raw, decoded.
 func readAllRecords(raw []byte, readCommitted bool, aborted []abortedTxn) ([]stream.Message, error) {
-	views, _, err := scanBatches(raw, 0, readCommitted, aborted, nil)
+	views, _, err := scanBatches(raw, 0, readCommitted, aborted, nil, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -8,9 +8,11 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/segmentio/kafka-go/compress"
 	"github.com/segmentio/kafka-go/protocol"
@@ -174,7 +176,7 @@ func TestScanSkipsAndChecks(t *testing.T) {
 
 	values := func(readCommitted bool, from int64, raw []byte) ([]string, int64) {
 		t.Helper()
-		views, next, err := scanBatches(raw, from, readCommitted, aborted, nil)
+		views, next, err := scanBatches(raw, from, readCommitted, aborted, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +212,7 @@ func TestScanSkipsAndChecks(t *testing.T) {
 	// A flipped bit is caught by the CRC.
 	bad := bytes.Clone(raw)
 	bad[len(bad)-3] ^= 1
-	if _, _, err := scanBatches(bad, 0, false, nil, nil); !errors.Is(err, errCorrupt) {
+	if _, _, err := scanBatches(bad, 0, false, nil, nil, nil); !errors.Is(err, errCorrupt) {
 		t.Errorf("corrupt batch: %v", err)
 	}
 }
@@ -239,7 +241,7 @@ func TestDecodeDoesNotAllocate(t *testing.T) {
 	dst := make([]stream.Message, n)
 	views := make([]batchView, 0, 8)
 	decodeAll := func() {
-		vs, _, err := scanBatches(raw, 0, false, nil, views[:0])
+		vs, _, err := scanBatches(raw, 0, false, nil, views[:0], nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -291,21 +293,32 @@ func BenchmarkDecode(b *testing.B) {
 		setProducer(bt, -1, -1, -1)
 		raw = append(raw, bt...)
 	}
-	dst := make([]stream.Message, 0, n)
-	views := make([]batchView, 0, 8)
-	b.SetBytes(int64(len(raw)))
-	b.ReportAllocs()
-	for b.Loop() {
-		vs, _, err := scanBatches(raw, 0, false, nil, views[:0])
-		if err != nil {
-			b.Fatal(err)
-		}
-		r := fetchResult{parts: []resultPart{{topic: "t", views: vs}}, left: n}
-		if dst, err = r.decode(dst[:0], n); err != nil || len(dst) != n {
-			b.Fatal(err, len(dst))
-		}
+	// alias: the records decoded where they are; copied: copied out
+	// first (a recArena), as parseFetch does so that it can recycle the
+	// response's frame.
+	for _, copied := range []bool{false, true} {
+		b.Run(map[bool]string{false: "alias", true: "copied"}[copied], func(b *testing.B) {
+			dst := make([]stream.Message, 0, n)
+			views := make([]batchView, 0, 8)
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var arena *recArena
+				if copied {
+					arena = &recArena{}
+				}
+				vs, _, err := scanBatches(raw, 0, false, nil, views[:0], arena)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r := fetchResult{parts: []resultPart{{topic: "t", views: vs}}, left: n}
+				if dst, err = r.decode(dst[:0], n); err != nil || len(dst) != n {
+					b.Fatal(err, len(dst))
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
+		})
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
 }
 
 // FuzzDecode: whatever a broker (or the network) hands us, scanning and
@@ -326,7 +339,7 @@ func FuzzDecode(f *testing.F) {
 				binary.BigEndian.PutUint32(raw[offCRC:], crc32.Checksum(raw[offAttributes:12+n], crc32c))
 			}
 		}
-		views, _, err := scanBatches(raw, 0, committed, []abortedTxn{{producerID: 7, firstOffset: 0}}, nil)
+		views, _, err := scanBatches(raw, 0, committed, []abortedTxn{{producerID: 7, firstOffset: 0}}, nil, nil)
 		if err != nil {
 			return
 		}
@@ -408,5 +421,69 @@ func TestBatchBufClasses(t *testing.T) {
 	}
 	if b := getBatchBuf(16 << 20); cap(b) < 16<<20 {
 		t.Fatalf("getBatchBuf(16 MiB) cap %d", cap(b))
+	}
+}
+
+// TestBufClassesBound: the free lists survive garbage collections (a
+// sync.Pool is emptied by two) and never keep more than their bound.
+func TestBufClassesBound(t *testing.T) {
+	p := bufClasses{maxBytes: 64 << 10}
+	b := make([]byte, 0, 8<<10)
+	p.put(1, b)
+	runtime.GC()
+	runtime.GC()
+	if g := p.get(1); unsafe.SliceData(g) != unsafe.SliceData(b) {
+		t.Fatal("a buffer given back was not kept across garbage collections")
+	}
+	if g := p.get(1); g != nil {
+		t.Fatal("a buffer was handed out twice")
+	}
+	for range 20 {
+		p.put(1, make([]byte, 0, 8<<10))
+	}
+	if p.bytes > p.maxBytes || len(p.free[1]) != 8 {
+		t.Fatalf("%d buffers of 8 KiB kept (%d bytes), bound %d", len(p.free[1]), p.bytes, p.maxBytes)
+	}
+	for range 8 {
+		if p.get(1) == nil {
+			t.Fatal("a kept buffer is missing")
+		}
+	}
+	if p.bytes != 0 {
+		t.Fatalf("%d bytes counted with no buffer kept", p.bytes)
+	}
+}
+
+// TestSealMovesToItsClass: a batch opened with room for more records than
+// came is moved at seal into a buffer of its own size class (its old
+// buffer recycled), and reads back the same; a batch that fills its
+// buffer's class stays where it is.
+func TestSealMovesToItsClass(t *testing.T) {
+	msgs := []stream.Message{{Key: []byte("k1"), Value: []byte("v1")}, {Key: []byte("k2"), Value: []byte("v2"),
+		Headers: []stream.Header{{Key: "h", Value: []byte("x")}}}}
+	ob := openBatch{data: getBatchBuf(64 << 10)[:batchHeaderSize]}
+	ob.appendRecords(msgs, allIdx(len(msgs)), time.Now().UnixMilli())
+	ob.seal(0)
+	if cap(ob.data) != 1<<batchBufMinShift {
+		t.Fatalf("sealed batch of %d bytes holds a buffer of %d", len(ob.data), cap(ob.data))
+	}
+	setProducer(ob.data, -1, -1, -1)
+	got, err := readAllRecords(ob.data, false, nil)
+	if err != nil || len(got) != len(msgs) {
+		t.Fatalf("%d records, err %v", len(got), err)
+	}
+	for i := range msgs {
+		if err := sameMessage(&got[i], &msgs[i]); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+
+	big := bytes.Repeat([]byte("v"), 5000)
+	full := openBatch{data: getBatchBuf(8 << 10)[:batchHeaderSize]}
+	full.appendRecords([]stream.Message{{Value: big}}, []int32{0}, time.Now().UnixMilli())
+	before := unsafe.SliceData(full.data)
+	full.seal(0)
+	if unsafe.SliceData(full.data) != before {
+		t.Fatal("a batch filling its buffer's class was moved")
 	}
 }

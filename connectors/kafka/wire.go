@@ -191,7 +191,7 @@ func (h *handshake) roundTrip(version int16, msg protocol.Message) (protocol.Mes
 	if _, err := h.nc.Write(buf.Bytes()); err != nil {
 		return nil, err
 	}
-	frame, err := readFrame(h.nc, make([]byte, 4))
+	frame, err := readFrame(h.nc, make([]byte, 4), false)
 	if err != nil {
 		return nil, err
 	}
@@ -206,8 +206,9 @@ func (h *handshake) roundTrip(version int16, msg protocol.Message) (protocol.Mes
 }
 
 // readFrame reads one response frame: its 4-byte size and the bytes it
-// announces, into a new buffer that holds both.
-func readFrame(r io.Reader, size []byte) ([]byte, error) {
+// announces, into a buffer that holds both: a new one, or, when pooled, one
+// of frameBufs (whose reader gives it back with frameBufs.put).
+func readFrame(r io.Reader, size []byte, pooled bool) ([]byte, error) {
 	if _, err := io.ReadFull(r, size[:4]); err != nil {
 		return nil, err
 	}
@@ -215,12 +216,92 @@ func readFrame(r io.Reader, size []byte) ([]byte, error) {
 	if n < 4 || n > maxResponseBytes {
 		return nil, fmt.Errorf("kafka: response of %d bytes", n)
 	}
-	buf := make([]byte, 4+int(n))
+	var buf []byte
+	if pooled {
+		buf = frameBufs.get(4 + int(n))
+	} else {
+		buf = make([]byte, 4+int(n))
+	}
 	copy(buf, size[:4])
 	if _, err := io.ReadFull(r, buf[4:]); err != nil {
 		return nil, err
 	}
 	return buf, nil
+}
+
+// frameBufs recycles the frames of fetch responses. A fetch response is
+// read whole into a frame, then parseFetch copies the records it delivers
+// out of it (fetch.go, recArena), so the frame is given back as soon as
+// it is parsed, and a frame of 1-2 MiB is no longer allocated per fetch
+// and kept alive by the last unsettled record it held (docs/performance.md,
+// "Memory: a million pins…").
+var frameBufs = framePool{max: framePoolSize}
+
+const (
+	// framePoolSize is how many frames frameBufs keeps: one read at a time
+	// per broker connection, a few brokers.
+	framePoolSize = 4
+	// framePoolMaxBuf is the largest frame frameBufs keeps (a response
+	// larger than this is left to the garbage collector).
+	framePoolMaxBuf = 16 << 20
+	// frameRound is what a new pooled frame's capacity is rounded up to,
+	// so that a slightly larger response next time fits it.
+	frameRound = 64 << 10
+)
+
+// framePool is a small free list of byte buffers, safe for concurrent use.
+// Unlike a sync.Pool it is not emptied by garbage collections, which a
+// tight memory limit makes frequent.
+type framePool struct {
+	mu   sync.Mutex
+	max  int
+	free [][]byte
+}
+
+// get returns a buffer of length n: the smallest free one with room for
+// it, else a new one.
+func (p *framePool) get(n int) []byte {
+	p.mu.Lock()
+	best := -1
+	for i, b := range p.free {
+		if cap(b) >= n && (best < 0 || cap(b) < cap(p.free[best])) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		b := p.free[best]
+		last := len(p.free) - 1
+		p.free[best] = p.free[last]
+		p.free[last] = nil
+		p.free = p.free[:last]
+		p.mu.Unlock()
+		return b[:n]
+	}
+	p.mu.Unlock()
+	return make([]byte, n, (n+frameRound-1)/frameRound*frameRound)
+}
+
+// put gives back b, which nothing reads or writes any more. When the pool
+// is full it keeps the larger buffers.
+func (p *framePool) put(b []byte) {
+	if cap(b) == 0 || cap(b) > framePoolMaxBuf {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.free) < p.max {
+		p.free = append(p.free, b)
+		return
+	}
+	small := 0
+	for i := range p.free {
+		if cap(p.free[i]) < cap(p.free[small]) {
+			small = i
+		}
+	}
+	if cap(p.free[small]) < cap(b) {
+		p.free[small] = b
+	}
 }
 
 // call is one request on a brokerConn and, once finished, its response.
@@ -229,6 +310,9 @@ type call struct {
 	// version and a correlation id placeholder at [8:12].
 	frame   net.Buffers
 	timeout time.Duration // for the response, from when the request is written
+	// pooled: the response frame is taken from frameBufs, and the caller
+	// gives it back once nothing refers to it (fetches, after parseFetch).
+	pooled bool
 
 	// Set by the connection.
 	corrID   int32
@@ -429,7 +513,7 @@ func (c *brokerConn) readLoop() {
 		c.mu.Unlock()
 
 		_ = c.nc.SetReadDeadline(dl)
-		frame, err := readFrame(c.nc, c.size[:])
+		frame, err := readFrame(c.nc, c.size[:], cl.pooled)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
