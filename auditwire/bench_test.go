@@ -11,6 +11,7 @@ import (
 	"github.com/residency-router/residency/audit"
 	"github.com/residency-router/residency/auditwire"
 	"github.com/residency-router/residency/router"
+	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/sink"
 	"github.com/residency-router/residency/sink/sinktest"
@@ -91,6 +92,42 @@ func BenchmarkLeafLedger(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/500, "ns/event")
+}
+
+// BenchmarkLedgerAppend is the router committer's Ledger.Append of a
+// flush's leaves, already encoded by AppendLeaf (the senders' part): 3 500
+// leaves (a flush at the commit interval in the bench) and 20 000 (one at
+// half the settled backlog's default bound), copied into audit records of
+// at most DefaultMaxRecordBytes, per leaf.
+func BenchmarkLedgerAppend(b *testing.B) {
+	for _, n := range []int{3500, 20000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			defer reportCPU(b)()
+			led, err := auditwire.NewLedger(&discardLog{}, auditwire.LedgerConfig{Actor: "router-a", Subjects: pseudonymizer(b)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rs := ruleset(b, testRules, 7)
+			leaves := make([][]byte, n)
+			for i := range leaves {
+				ev := benchEvent(i)
+				ev.Sums = router.RecordSums{Value: audit.Sum(ev.Msg.Value), Key: audit.Sum(ev.Msg.Key), Set: true}
+				s := router.Settled{Event: ev, Ruleset: rs, Cluster: "b", Topic: "pinned.eu", Partition: 1, Offset: int64(9_000_000 + i)}
+				if leaves[i], err = led.AppendLeaf(nil, &s); err != nil {
+					b.Fatal(err)
+				}
+			}
+			rss := []*rules.Ruleset{rs}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := led.Append(ctx, rss, leaves); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/leaf")
+		})
+	}
 }
 
 // BenchmarkSinkAttestAndLeaf is a sink's audit work per record in a batch

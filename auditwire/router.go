@@ -44,8 +44,9 @@ type LedgerConfig struct {
 // goroutine; each Append appends one audit record (more when they do not
 // fit in MaxRecordBytes) holding the ruleset leaf of every ruleset
 // (version and digest) this Ledger has not logged yet, then the leaves it
-// is given. It keeps no reference to what it is given. It is safe for
-// concurrent use.
+// is given. It keeps no reference to what it is given; it keeps its record
+// buffers (up to 8 MiB) from one Append to the next, so a warm Append
+// allocates nothing. It is safe for concurrent use.
 type Ledger struct {
 	log Log
 	cfg LedgerConfig
@@ -58,7 +59,15 @@ type Ledger struct {
 	logged map[audit.RulesetRef]bool // ruleset leaves appended
 	buf    []byte                    // the current record
 	recs   [][]byte                  // the records of one Append call
+	left   int                       // bytes of the call's leaves not yet in a record
+	spare  [][]byte                  // record buffers kept from call to call, by index in recs
 }
+
+// maxSpareBytes bounds the record buffers a Ledger keeps from one Append
+// to the next (Ledger.spare): enough for the records of a flush at half
+// the router's default settled backlog (router.max_uncommitted_bytes
+// 16 MiB) when they are at most 900 KiB each.
+const maxSpareBytes = 8 << 20
 
 // lastRef caches the reference of the last ruleset AppendLeaf saw.
 type lastRef struct {
@@ -121,12 +130,14 @@ func (l *Ledger) Append(ctx context.Context, rulesets []*rules.Ruleset, leaves [
 	defer l.mu.Unlock()
 	now := l.cfg.Now().UnixMilli()
 	l.recs = l.recs[:0]
-	size := 1
+	l.left = 0
 	for _, lf := range leaves {
-		size += len(lf)
+		l.left += len(lf)
 	}
-	l.buf = make([]byte, 1, min(size+1024, l.cfg.MaxRecordBytes))
-	l.buf[0] = audit.WireFormat
+	// Room for the leaves, the ruleset leaves of a new ruleset aside
+	// (append grows the record for them).
+	l.buf = l.record(0, l.left+1024)
+	defer l.keep()
 	var fresh []audit.RulesetRef
 	for _, rs := range rulesets {
 		ref, err := l.rulesetRef(rs)
@@ -149,6 +160,7 @@ func (l *Ledger) Append(ctx context.Context, rulesets []*rules.Ruleset, leaves [
 	}
 	for _, lf := range leaves {
 		l.add(lf)
+		l.left -= len(lf)
 	}
 	l.recs = append(l.recs, l.buf)
 	if err := l.log.Append(ctx, l.recs...); err != nil {
@@ -180,10 +192,53 @@ func containsRef(refs []audit.RulesetRef, r audit.RulesetRef) bool {
 func (l *Ledger) add(leaf []byte) {
 	if len(l.buf)+len(leaf) > l.cfg.MaxRecordBytes && len(l.buf) > 1 {
 		l.recs = append(l.recs, l.buf)
-		l.buf = make([]byte, 1, max(len(leaf)+1, 4096))
-		l.buf[0] = audit.WireFormat
+		l.buf = l.record(len(l.recs), l.left+1)
 	}
 	l.buf = append(l.buf, leaf...)
+}
+
+// record returns record i of the call, empty but for its format byte: the
+// spare buffer i when it has room for want bytes (at most MaxRecordBytes),
+// else a new one of that room. l.mu is held.
+func (l *Ledger) record(i, want int) []byte {
+	want = max(min(want, l.cfg.MaxRecordBytes), 1)
+	var b []byte
+	if i < len(l.spare) && cap(l.spare[i]) >= want {
+		b = l.spare[i][:1]
+	} else {
+		b = make([]byte, 1, want)
+	}
+	b[0] = audit.WireFormat
+	return b
+}
+
+// keep keeps the record buffers of the call (the Log keeps no reference
+// to them once Append returns) for the next calls, up to maxSpareBytes
+// in all. l.mu is held.
+func (l *Ledger) keep() {
+	total := 0
+	for i, r := range l.recs {
+		if total += cap(r); total > maxSpareBytes {
+			break
+		}
+		if i < len(l.spare) {
+			l.spare[i] = r[:0]
+		} else {
+			l.spare = append(l.spare, r[:0])
+		}
+	}
+	// At most maxSpareBytes in all, whatever calls left them.
+	total = 0
+	for i := range l.spare {
+		if total += cap(l.spare[i]); total > maxSpareBytes {
+			clear(l.spare[i:])
+			l.spare = l.spare[:i]
+			break
+		}
+	}
+	clear(l.recs)
+	l.recs = l.recs[:0]
+	l.buf = nil
 }
 
 // rulesetRef returns the version and digest of rs. Safe for concurrent

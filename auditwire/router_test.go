@@ -206,6 +206,68 @@ func TestLedgerSplitsRecords(t *testing.T) {
 	}
 }
 
+// TestLedgerReusesRecords appends a large batch, a small one and a large
+// one again through the same Ledger, whose record buffers are reused from
+// call to call: every leaf is in the log once, in order, in records of at
+// most MaxRecordBytes, as the calls gave them; and once warm, an Append
+// allocates nothing (over a Log that copies nothing).
+func TestLedgerReusesRecords(t *testing.T) {
+	log := &memLog{}
+	max := audit.MaxLeafSize + 100
+	l, err := auditwire.NewLedger(log, auditwire.LedgerConfig{Actor: "r", MaxRecordBytes: max, Subjects: pseudonymizer(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := ruleset(t, testRules, 1)
+	d := router.Decision{Outcome: router.Routed, Jurisdiction: "US", Region: "us", Cluster: "a", Topic: "pinned.us"}
+	encode := func(from, n int) [][]byte {
+		leaves := make([][]byte, n)
+		for i := range leaves {
+			s := settledEvent(from+i, d, rs, "a", "pinned.us")
+			if leaves[i], err = l.AppendLeaf(nil, &s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return leaves
+	}
+	var want []int64
+	for _, call := range []struct{ from, n int }{{0, 1500}, {1500, 7}, {2000, 1200}, {4000, 1}} {
+		if err := l.Append(context.Background(), []*rules.Ruleset{rs}, encode(call.from, call.n)); err != nil {
+			t.Fatal(err)
+		}
+		for i := range call.n {
+			want = append(want, int64(100+call.from+i))
+		}
+	}
+	for i, r := range log.recs {
+		if len(r) > max {
+			t.Errorf("record %d: %d bytes, more than %d", i, len(r), max)
+		}
+	}
+	got := log.leaves(t)
+	if len(got) != len(want)+1 || got[0].Kind != audit.KindRuleset {
+		t.Fatalf("%d leaves, want the ruleset leaf and %d", len(got), len(want))
+	}
+	for i, x := range got[1:] {
+		if x.Src.Offset != want[i] || x.Kind != audit.KindRoute || x.Subject.IsZero() {
+			t.Fatalf("leaf %d: %s leaf of offset %d, want the route leaf of offset %d with its subject", i, x.Kind, x.Src.Offset, want[i])
+		}
+	}
+	leaves := encode(0, 1500)
+	warm, err := auditwire.NewLedger(&discardLog{}, auditwire.LedgerConfig{Actor: "r", MaxRecordBytes: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(5, func() {
+		if err := warm.Append(context.Background(), []*rules.Ruleset{rs}, leaves); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 0 {
+		t.Errorf("a warm Append of 1500 leaves allocates %.0f times, want 0", allocs)
+	}
+}
+
 // textFields reads values "E|country|user".
 type textFields struct{}
 

@@ -774,6 +774,85 @@ func TestLoopLedgerBeforeCommit(t *testing.T) {
 	}
 }
 
+// flakyLedger is a recLedger whose Append takes 0-2 ms and fails every
+// fourth call (an audit topic under load).
+type flakyLedger struct {
+	*recLedger
+	n atomic.Int32
+}
+
+func (l *flakyLedger) Append(ctx context.Context, rulesets []*rules.Ruleset, leaves [][]byte) error {
+	n := l.n.Add(1)
+	time.Sleep(time.Duration(n%3) * time.Millisecond)
+	if n%4 == 0 {
+		return errors.New("audit topic: not enough replicas")
+	}
+	return l.recLedger.Append(ctx, rulesets, leaves)
+}
+
+// TestLoopCommitNeverOvertakesLeaves: under load (300 events on two
+// clusters whose acknowledgements interleave, one cluster held for a
+// while, small batches, a commit every millisecond, a ledger that is slow
+// and fails every fourth append), no commit ever covers an offset whose
+// leaf is not durable yet: each commit is checked against every offset it
+// newly covers, and in the end every event is committed and recorded.
+func TestLoopCommitNeverOvertakesLeaves(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.BatchSize = 3
+	f.cfg.MaxInflightEvents = 24
+	f.cfg.MaxUncommittedEvents = 40
+	f.cfg.CommitInterval = time.Millisecond
+	led := &flakyLedger{recLedger: &recLedger{recorded: map[string]int{}}}
+	f.cfg.Ledger = led
+	var mu sync.Mutex
+	covered := map[router.Partition]int64{} // offsets below are checked
+	var bad []string
+	commits := 0
+	f.cons.onCommit = func(offs []router.Offset) error {
+		mu.Lock()
+		defer mu.Unlock()
+		commits++
+		for _, o := range offs {
+			tp := router.Partition{Topic: o.Topic, Partition: o.Partition}
+			for off := covered[tp]; off < o.Next; off++ {
+				if !led.has(o.Topic, o.Partition, off) {
+					bad = append(bad, fmt.Sprintf("commit of %s[%d] up to %d before offset %d was recorded", o.Topic, o.Partition, o.Next, off))
+				}
+			}
+			covered[tp] = max(covered[tp], o.Next)
+		}
+		return nil
+	}
+	var evs []stream.Message
+	for i := range 150 {
+		evs = append(evs, usEvents(1, i)...)
+		evs = append(evs, ukEvents(1, 1000+i)...)
+	}
+	f.produce(t, evs...)
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "a third routed", func() bool { return f.cons.polled.Load() >= 100 })
+	f.pb.set(true, "") // cluster b holds its acknowledgements: a's settle behind them
+	time.Sleep(30 * time.Millisecond)
+	f.pb.set(false, "")
+	testenv.Eventually(t, 20*time.Second, "everything committed", func() bool { return f.committed() == 300 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bad) > 0 {
+		t.Fatalf("%d offsets committed before their leaves, first: %s", len(bad), bad[0])
+	}
+	if commits < 10 {
+		t.Fatalf("%d commits for 300 events, want many (the check needs them)", commits)
+	}
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	if len(led.recorded) != 300 {
+		t.Fatalf("ledger recorded %d events, want 300", len(led.recorded))
+	}
+}
+
 // TestLoopRevokeCommitsSettled: before partitions are given up, what
 // settled is committed at once (no wait for the commit interval); what is
 // still in flight is counted and left to the next owner.
