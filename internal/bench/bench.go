@@ -85,6 +85,10 @@ type Options struct {
 	// processes only) writes a heap profile taken at its largest live heap
 	// (NAME-heap.pprof; read it with go tool pprof -sample_index=inuse_space).
 	MemProfile string
+	// MaxInflightEvents is the router contenders' window in events
+	// (router.max_inflight_events). Default 0: the router's default
+	// (router.DefaultMaxInflightEvents).
+	MaxInflightEvents int
 	// MemoryLimit, if set, is the Go soft memory limit (bytes) of the
 	// router contenders, as router.memory_limit sets it for route (a
 	// deployment in a container gets 90% of its limit by default).
@@ -117,8 +121,8 @@ func (o Options) Validate() error {
 		return errors.New("--events must be at least 100; --partitions, --replication, --batch-size, --rounds and --latency-passes at least 1; " +
 			"--latency-duration positive; --rate, --latency-warmup and --linger not negative")
 	}
-	if o.Pins < 0 || o.MemoryLimit < 0 {
-		return errors.New("--pins and --memory-limit must not be negative")
+	if o.Pins < 0 || o.MemoryLimit < 0 || o.MaxInflightEvents < 0 {
+		return errors.New("--pins, --memory-limit and --max-inflight-events must not be negative")
 	}
 	if o.Pins > 0 && len(o.Brokers) > 0 && o.Redis == "" {
 		return errors.New("--pins needs --redis (the Redis to load the pins into) when --brokers is given")
@@ -582,6 +586,7 @@ func (b *benchRun) childSpec(mode, ingest, prefix string, expect int) childSpec 
 	if mode == contenderRouter || mode == contenderRouterAudit {
 		spec.RedisAddr, spec.RedisPrefix = b.redisAddr, b.redisPrefix
 		spec.MemoryLimit = b.o.MemoryLimit
+		spec.MaxInflightEvents = b.o.MaxInflightEvents
 	}
 	return spec
 }

@@ -87,6 +87,9 @@ type childSpec struct {
 	// MemoryLimit, if set, is the router contenders' Go soft memory limit
 	// in bytes (router.memory_limit).
 	MemoryLimit int64 `json:"memory_limit,omitempty"`
+	// MaxInflightEvents, if set, is the router contenders' window in
+	// events (router.max_inflight_events); 0: the router's default.
+	MaxInflightEvents int `json:"max_inflight_events,omitempty"`
 	// RedisAddr and RedisPrefix: the router looks pins up in this Redis,
 	// under this key prefix (connectors/redis.Rules); "": pins off.
 	RedisAddr   string `json:"redis_addr,omitempty"`
@@ -427,7 +430,7 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 		IngestTopics:    []string{spec.Ingest},
 		QuarantineTopic: spec.Prefix + ".quarantine", DeadLetterTopic: spec.Prefix + ".dead-letter",
 		Fields: fields, Rules: cache, Instance: "bench", BatchSize: spec.BatchSize, Linger: spec.Linger,
-		Logger: log, Metrics: router.NewMetrics(reg),
+		Logger: log, Metrics: router.NewMetrics(reg), MaxInflightEvents: spec.MaxInflightEvents,
 	}
 	bg, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
