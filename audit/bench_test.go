@@ -3,7 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
-	"syscall"
+	"github.com/residency-router/residency/internal/benchtest"
 	"testing"
 	"time"
 
@@ -30,7 +30,7 @@ func BenchmarkPerEvent(b *testing.B) {
 	tag := make([]byte, 0, 128)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchValue)))
-	cpu := cpuTime()
+	cpu := benchtest.CPUTime()
 	for i := 0; b.Loop(); i++ {
 		leaf.Src.Offset = int64(i)
 		leaf.SetRecord(key, benchValue)
@@ -41,7 +41,7 @@ func BenchmarkPerEvent(b *testing.B) {
 		}
 		rec, _ = AppendWireLeaf(rec, &leaf)
 	}
-	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(benchtest.CPUTime()-cpu)/float64(b.N), "cpu-ns/op")
 }
 
 // BenchmarkPerEventParts splits BenchmarkPerEvent.
@@ -112,7 +112,7 @@ func BenchmarkIntegrate(b *testing.B) {
 	it, _ := NewIntegrator(IntegratorConfig{Store: BlobStore{Bucket: bucket}, Feed: feed, SignerKey: testLogKey, BatchRecords: 8})
 	ctx := context.Background()
 	b.ResetTimer()
-	start, cpu := time.Now(), cpuTime()
+	start, cpu := time.Now(), benchtest.CPUTime()
 	for {
 		k, err := it.Step(ctx)
 		if err != nil {
@@ -123,7 +123,7 @@ func BenchmarkIntegrate(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(it.Size())/time.Since(start).Seconds(), "leaves/s")
-	b.ReportMetric(float64(it.Size())/(cpuTime()-cpu).Seconds(), "leaves/cpu-s")
+	b.ReportMetric(float64(it.Size())/(benchtest.CPUTime()-cpu).Seconds(), "leaves/cpu-s")
 }
 
 // BenchmarkIntegrateMem is BenchmarkIntegrate into memory: the
@@ -143,7 +143,7 @@ func BenchmarkIntegrateMem(b *testing.B) {
 	it, _ := NewIntegrator(IntegratorConfig{Store: &MemStore{}, Feed: feed, SignerKey: testLogKey, BatchRecords: 8})
 	ctx := context.Background()
 	b.ResetTimer()
-	start, cpu := time.Now(), cpuTime()
+	start, cpu := time.Now(), benchtest.CPUTime()
 	for {
 		k, err := it.Step(ctx)
 		if err != nil {
@@ -154,16 +154,7 @@ func BenchmarkIntegrateMem(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(it.Size())/time.Since(start).Seconds(), "leaves/s")
-	b.ReportMetric(float64(it.Size())/(cpuTime()-cpu).Seconds(), "leaves/cpu-s")
-}
-
-// cpuTime returns the process's user and system CPU time: benchmarks
-// report it per operation beside the wall time, since the machine they run
-// on is shared (wall time includes waiting for a core, CPU time does not).
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(it.Size())/(benchtest.CPUTime()-cpu).Seconds(), "leaves/cpu-s")
 }
 
 // The benchmarks below are the audit's per-event parts, named for
@@ -184,7 +175,7 @@ func benchRouteLeaf() Leaf {
 
 // BenchmarkAttestTag is one attestation tag (the HMAC over the input).
 func BenchmarkAttestTag(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	a, _ := NewAttester(testKey("k1"))
 	in := sampleInput()
 	in.SrcOffset = 4242424
@@ -197,7 +188,7 @@ func BenchmarkAttestTag(b *testing.B) {
 
 // BenchmarkAttestVerify is a sink's check of one tag (digests given).
 func BenchmarkAttestVerify(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	a, _ := NewAttester(testKey("k1"))
 	v, _ := NewAttestVerifier(testKey("k0"), testKey("k1"))
 	in := sampleInput()
@@ -213,7 +204,7 @@ func BenchmarkAttestVerify(b *testing.B) {
 // BenchmarkAttestInputOf is the sink's reading of a record's attestation
 // input from its headers, with the value and key digests.
 func BenchmarkAttestInputOf(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	hs := []Header{{Key: "residency-jurisdiction", Value: []byte("EU")}, {Key: "residency-region", Value: []byte("eu")},
 		{Key: "residency-ruleset-version", Value: []byte("7")}, {Key: "residency-source-topic", Value: []byte("events")},
 		{Key: "residency-source-partition", Value: []byte("3")}, {Key: "residency-source-offset", Value: []byte("4242424")}}
@@ -228,7 +219,7 @@ func BenchmarkAttestInputOf(b *testing.B) {
 
 // BenchmarkLeafWire is one route leaf's wire encoding.
 func BenchmarkLeafWire(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	leaf := benchRouteLeaf()
 	rec := NewWireRecord(512)
 	b.ReportAllocs()
@@ -243,7 +234,7 @@ func BenchmarkLeafWire(b *testing.B) {
 // BenchmarkLeafSetRecord is a leaf's value and key digests (a ~250-byte
 // value).
 func BenchmarkLeafSetRecord(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	var leaf Leaf
 	key := []byte("user-123456")
 	b.ReportAllocs()
@@ -256,7 +247,7 @@ func BenchmarkLeafSetRecord(b *testing.B) {
 // BenchmarkWireDecode decodes an audit record of 500 route leaves (the
 // integrator's side), per leaf.
 func BenchmarkWireDecode(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	leaf := benchRouteLeaf()
 	rec := NewWireRecord(500)
 	for range 500 {
@@ -273,7 +264,7 @@ func BenchmarkWireDecode(b *testing.B) {
 
 // BenchmarkSubject is one user id's keyed hash.
 func BenchmarkSubject(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	p, _ := NewPseudonymizer(bytes.Repeat([]byte("s"), 32))
 	id := []byte("u-1234567")
 	b.ReportAllocs()
@@ -285,7 +276,7 @@ func BenchmarkSubject(b *testing.B) {
 // BenchmarkSubjectParallel is BenchmarkSubject from every core at once
 // (the Pseudonymizer is shared by a sink's and a router's goroutines).
 func BenchmarkSubjectParallel(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	p, _ := NewPseudonymizer(bytes.Repeat([]byte("s"), 32))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -301,7 +292,7 @@ func BenchmarkSubjectParallel(b *testing.B) {
 // headers (what BenchmarkAttestInputOf and BenchmarkAttestVerify do
 // together through AttestationInputOf).
 func BenchmarkAttestVerifyRecord(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	a, _ := NewAttester(testKey("k1"))
 	v, _ := NewAttestVerifier(testKey("k0"), testKey("k1"))
 	hs := []Header{{Key: "residency-jurisdiction", Value: []byte("EU")}, {Key: "residency-region", Value: []byte("eu")},
@@ -317,13 +308,4 @@ func BenchmarkAttestVerifyRecord(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// reportCPU reports the process's CPU time per operation (cpu-ns/op) when
-// the benchmark returns: steadier than the wall time on a shared host,
-// where the wall time includes waiting for a core. Use as
-// `defer reportCPU(b)()` first thing in a benchmark that loops with b.Loop.
-func reportCPU(b *testing.B) func() {
-	start := cpuTime()
-	return func() { b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op") }
 }

@@ -4,9 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"syscall"
+	"github.com/residency-router/residency/internal/benchtest"
 	"testing"
-	"time"
 
 	"github.com/residency-router/residency/audit"
 	"github.com/residency-router/residency/auditwire"
@@ -33,7 +32,7 @@ func benchEvent(i int) *router.Event {
 // BenchmarkAttestation is the router's attestation of one record
 // (auditwire.Attester: value and key digests, the tag).
 func BenchmarkAttestation(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	a, err := auditwire.NewAttester(key("k1", 1))
 	if err != nil {
 		b.Fatal(err)
@@ -51,7 +50,7 @@ func BenchmarkAttestation(b *testing.B) {
 // BenchmarkAttestationParallel is BenchmarkAttestation from every core
 // at once, sharing one Attester (the pipelines of a router share it).
 func BenchmarkAttestationParallel(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	a, err := auditwire.NewAttester(key("k1", 1))
 	if err != nil {
 		b.Fatal(err)
@@ -71,7 +70,7 @@ func BenchmarkAttestationParallel(b *testing.B) {
 // 500 (a decision leaf with its subject, wire-encoded; the digests shared
 // by the attestation), per event.
 func BenchmarkLeafLedger(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	log := &discardLog{}
 	led, err := auditwire.NewLedger(log, auditwire.LedgerConfig{Actor: "router-a", Subjects: pseudonymizer(b)})
 	if err != nil {
@@ -102,7 +101,7 @@ func BenchmarkLeafLedger(b *testing.B) {
 func BenchmarkLedgerAppend(b *testing.B) {
 	for _, n := range []int{3500, 20000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			defer reportCPU(b)()
+			defer benchtest.ReportCPU(b)()
 			led, err := auditwire.NewLedger(&discardLog{}, auditwire.LedgerConfig{Actor: "router-a", Subjects: pseudonymizer(b)})
 			if err != nil {
 				b.Fatal(err)
@@ -134,7 +133,7 @@ func BenchmarkLedgerAppend(b *testing.B) {
 // of 500: the attestation check, then the sink_write leaves (keyed event
 // and subject hashes, wire encoding), per record.
 func BenchmarkSinkAttestAndLeaf(b *testing.B) {
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	k := key("k1", 1)
 	v, err := audit.NewAttestVerifier(key("k0", 2), k)
 	if err != nil {
@@ -179,20 +178,4 @@ type discardLog struct{ n int }
 func (d *discardLog) Append(_ context.Context, recs ...[]byte) error {
 	d.n += len(recs)
 	return nil
-}
-
-// reportCPU reports the process's CPU time per operation (cpu-ns/op) when
-// the benchmark returns: steadier than the wall time on a shared host,
-// where the wall time includes waiting for a core. Use as
-// `defer reportCPU(b)()` first thing in a benchmark that loops with b.Loop.
-func reportCPU(b *testing.B) func() {
-	start := cpuTime()
-	return func() { b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op") }
-}
-
-// cpuTime returns the process's user and system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -3,8 +3,8 @@ package router
 import (
 	"context"
 	"fmt"
+	"github.com/residency-router/residency/internal/benchtest"
 	"log/slog"
-	"syscall"
 	"testing"
 	"time"
 
@@ -175,7 +175,7 @@ func BenchmarkPerEventPath(b *testing.B) {
 	b.Run("mix", func(b *testing.B) {
 		b.ReportAllocs()
 		i, n := 0, 0
-		defer reportCPU(b)()
+		defer benchtest.ReportCPU(b)()
 		for b.Loop() {
 			if i == 0 {
 				r.pipe.hdr.release() // the previous batch was published
@@ -197,7 +197,7 @@ func BenchmarkPerEventPath(b *testing.B) {
 		}
 		b.ReportAllocs()
 		i := 0
-		defer reportCPU(b)()
+		defer benchtest.ReportCPU(b)()
 		for b.Loop() {
 			if i == 0 {
 				r.pipe.hdr.release() // the previous batch was published
@@ -227,7 +227,7 @@ func BenchmarkOutHeaders(b *testing.B) {
 	var hb headerBuilder
 	b.ReportAllocs()
 	i := 0
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	for b.Loop() {
 		if i == 0 {
 			hb.release() // the previous batch was published
@@ -286,20 +286,4 @@ func TestExtractDoesNotAllocate(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("extract allocates %v times per event", allocs)
 	}
-}
-
-// reportCPU reports the process's CPU time per operation (cpu-ns/op) when
-// the benchmark returns: steadier than the wall time on a shared host,
-// where the wall time includes waiting for a core. Use as
-// `defer reportCPU(b)()` just before a benchmark's b.Loop loop.
-func reportCPU(b *testing.B) func() {
-	start := cpuTime()
-	return func() { b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op") }
-}
-
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -2,9 +2,8 @@ package schemas
 
 import (
 	"context"
-	"syscall"
+	"github.com/residency-router/residency/internal/benchtest"
 	"testing"
-	"time"
 
 	"github.com/linkedin/goavro/v2"
 )
@@ -33,7 +32,7 @@ func BenchmarkExtractCountry(b *testing.B) {
 	ctx := context.Background()
 	b.SetBytes(int64(len(v)))
 	b.ReportAllocs()
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	for b.Loop() {
 		f, err := e.Extract(ctx, "user-events", v)
 		if err != nil || !f.HasCountry {
@@ -52,7 +51,7 @@ func BenchmarkGoavroNativeFromBinary(b *testing.B) {
 	v := benchValue(b)
 	b.SetBytes(int64(len(v)))
 	b.ReportAllocs()
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	for b.Loop() {
 		native, _, err := c.NativeFromBinary(v[singleObjectHeaderLen:])
 		if err != nil {
@@ -75,7 +74,7 @@ func BenchmarkDecode(b *testing.B) {
 	ctx := context.Background()
 	b.SetBytes(int64(len(v)))
 	b.ReportAllocs()
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	for b.Loop() {
 		if _, _, err := e.Decode(ctx, "user-events", v); err != nil {
 			b.Fatal(err)
@@ -94,26 +93,10 @@ func BenchmarkWalk(b *testing.B) {
 	body := benchValue(b)[singleObjectHeaderLen:]
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
-	defer reportCPU(b)()
+	defer benchtest.ReportCPU(b)()
 	for b.Loop() {
 		if err := w.check(body); err != nil {
 			b.Fatal(err)
 		}
 	}
-}
-
-// reportCPU reports the process's CPU time per operation (cpu-ns/op) when
-// the benchmark returns: steadier than the wall time on a shared host,
-// where the wall time includes waiting for a core. Use as
-// `defer reportCPU(b)()` just before a benchmark's b.Loop loop.
-func reportCPU(b *testing.B) func() {
-	start := cpuTime()
-	return func() { b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op") }
-}
-
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

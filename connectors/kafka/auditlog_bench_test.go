@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"bytes"
 	"fmt"
+	"github.com/residency-router/residency/internal/benchtest"
 	"testing"
 
 	"github.com/segmentio/kafka-go/compress"
@@ -47,7 +48,7 @@ func BenchmarkAuditCodec(b *testing.B) {
 	rec := benchAuditRecord(b, 900<<10)
 	for _, c := range []compress.Compression{compress.Lz4, compress.Snappy, compress.Zstd, compress.Gzip} {
 		b.Run(c.String(), func(b *testing.B) {
-			start := cpuTime()
+			start := benchtest.CPUTime()
 			var out bytes.Buffer
 			b.SetBytes(int64(len(rec)))
 			b.ReportAllocs()
@@ -61,7 +62,7 @@ func BenchmarkAuditCodec(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(benchtest.CPUTime()-start)/float64(b.N), "cpu-ns/op")
 			b.ReportMetric(float64(out.Len())/float64(len(rec)), "ratio")
 		})
 	}

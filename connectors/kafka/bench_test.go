@@ -3,13 +3,13 @@ package kafka_test
 import (
 	"context"
 	"fmt"
+	"github.com/residency-router/residency/internal/benchtest"
 	"log/slog"
 	"os"
 	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -120,12 +120,6 @@ type passResult struct {
 	mallocs uint64
 }
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func mallocs() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -141,11 +135,11 @@ type span struct {
 }
 
 func (s *span) begin() {
-	s.once.Do(func() { s.start, s.cpu0, s.malloc0 = time.Now(), cpuTime(), mallocs() })
+	s.once.Do(func() { s.start, s.cpu0, s.malloc0 = time.Now(), benchtest.CPUTime(), mallocs() })
 }
 
 func (s *span) end() passResult {
-	return passResult{dur: time.Since(s.start), cpu: cpuTime() - s.cpu0, mallocs: mallocs() - s.malloc0}
+	return passResult{dur: time.Since(s.start), cpu: benchtest.CPUTime() - s.cpu0, mallocs: mallocs() - s.malloc0}
 }
 
 // passOurs moves n records from src to dst with the Consumer and the
