@@ -211,3 +211,77 @@ func TestLoweredRunRandomSchemas(t *testing.T) {
 	}
 	t.Logf("%d values, %d fused steps, %d guarded fused steps inside unions", runs, fused, levelled)
 }
+
+// TestLoweredRunDepthLimit checks the fast paths of guarded runs against
+// the depth limit: a recursive record whose fused runs of nullable fields
+// sit at union levels 0 and 1, nested through a nullable field until the
+// values are too deep. At every nesting, with random null and non-null
+// fields, the lowered runner must refuse (errTooDeep) exactly where the
+// reference does, with the same error, offset and captures.
+func TestLoweredRunDepthLimit(t *testing.T) {
+	const schema = `{"type":"record","name":"L","fields":[
+		{"name":"country","type":["null","string"]},
+		{"name":"a","type":["null","long"]},{"name":"b","type":["null","long"]},
+		{"name":"s","type":["string","null"]},{"name":"t","type":["string","null"]},
+		{"name":"f","type":["null","double"]},{"name":"g","type":["null","double"]},
+		{"name":"inner","type":["null",{"type":"record","name":"In","fields":[
+			{"name":"x","type":["null","int"]},{"name":"y","type":["null","int"]},
+			{"name":"u","type":["null","bytes"]},{"name":"v","type":["null","bytes"]}]}]},
+		{"name":"tags","type":{"type":"array","items":"string"}},
+		{"name":"next","type":["null","L"]}]}`
+	root := mustParse(t, schema)
+	plan, err := compilePlan(root, []fieldPath{{segs: []string{"country"}, slot: slotCountry}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	walk := compileWalk(root)
+	r := rand.New(rand.NewPCG(128, 1))
+	opt := func(b []byte, null byte, val ...byte) []byte {
+		if r.IntN(3) == 0 {
+			return append(b, null)
+		}
+		return append(append(b, 2-null), val...)
+	}
+	tooDeep := 0
+	for n := range 80 {
+		for range 20 {
+			var b []byte
+			for k := 0; k <= n; k++ {
+				b = opt(b, 0, 4, 'U', 'S')
+				b = opt(b, 0, 0x81, 0x01)
+				b = opt(b, 0, 0x02)
+				b = opt(b, 2, 2, 'x')
+				b = opt(b, 2, 0)
+				b = opt(b, 0, 1, 2, 3, 4, 5, 6, 7, 8)
+				b = opt(b, 0, 1, 2, 3, 4, 5, 6, 7, 8)
+				if r.IntN(4) == 0 {
+					b = append(b, 0)
+				} else {
+					b = append(b, 2)
+					b = opt(b, 0, 0x7e)
+					b = opt(b, 0, 0x80, 0x02)
+					b = opt(b, 0, 2, 0xff)
+					b = opt(b, 0, 0)
+				}
+				b = append(b, 4, 2, 'p', 0, 0) // tags: ["p", ""]
+				if k < n {
+					b = append(b, 2) // next: an L follows
+				} else {
+					b = append(b, 0)
+				}
+			}
+			sameRun(t, fmt.Sprint("depth ", n), plan, walk, b)
+			for j := len(b) - 40; j < len(b); j++ {
+				if j >= 0 {
+					sameRun(t, fmt.Sprint("depth ", n), plan, walk, b[:j])
+				}
+			}
+			if _, err := plan.runRef(b, 0, new(captures), 0); err != nil && strings.Contains(err.Error(), "nested deeper") {
+				tooDeep++
+			}
+		}
+	}
+	if tooDeep == 0 {
+		t.Fatal("no value was too deep: the test does not reach the depth limit")
+	}
+}
