@@ -285,3 +285,32 @@ func TestLoweredRunDepthLimit(t *testing.T) {
 		t.Fatal("no value was too deep: the test does not reach the depth limit")
 	}
 }
+
+// FuzzLoweredRandomSchema checks the lowered runner against the reference
+// on any bytes, read with a random writer schema (see schemaGen) that the
+// seed chooses: the bytes may follow a valid value of it (valid says how
+// many of its bytes to keep), so that the fuzzer reaches deep into the
+// schema.
+func FuzzLoweredRandomSchema(f *testing.F) {
+	for seed := range uint64(8) {
+		f.Add(seed, uint16(1000), []byte{})
+		f.Add(seed, uint16(3), []byte{0x02, 0x80, 0x00})
+	}
+	paths := []fieldPath{{segs: []string{"country"}, slot: slotCountry}, {segs: []string{"user_id"}, slot: slotUserID}}
+	f.Fuzz(func(t *testing.T, seed uint64, valid uint16, tail []byte) {
+		r := rand.New(rand.NewPCG(seed, seed>>32))
+		g := &schemaGen{r: r}
+		text := g.record(2, [][2]string{{"country", g.captureType()}, {"user_id", g.captureType()}})
+		root, err := parseSchema(text)
+		if err != nil {
+			t.Fatalf("seed %d: %s: %v", seed, text, err)
+		}
+		plan, err := compilePlan(root, paths)
+		if err != nil {
+			t.Fatalf("seed %d: %s: %v", seed, text, err)
+		}
+		v := genValue(r, nil, root, 0)
+		b := append(v[:min(int(valid), len(v)):min(int(valid), len(v))], tail...)
+		sameRun(t, fmt.Sprint("seed ", seed), plan, compileWalk(root), b)
+	})
+}
