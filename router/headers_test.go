@@ -440,3 +440,116 @@ func TestAppendDecimalMatchesStrconv(t *testing.T) {
 		}
 	}
 }
+
+// seqAttester is an Attester whose tags are a counter, so that every
+// record's tag differs.
+type seqAttester struct{ n int }
+
+func (a *seqAttester) AppendAttestation(dst []byte, _ *AttestedRecord) []byte {
+	a.n++
+	return fmt.Appendf(dst, "v1.k.%d", a.n)
+}
+
+// TestHeaderTemplatesAllOutcomes runs one builder (as one taken from
+// headerPool again and again) through 60 random batches and checks every
+// event's headers against outHeaders' (plus its attestation tag): routed,
+// quarantined (with and without a jurisdiction or region) and
+// dead-lettered events, with and without a decode error and an
+// attestation, across batches that switch the ruleset version, the digest
+// alone, the router instance alone, or nothing, back and forth (A, B, A:
+// templates built under A must not survive B), with and without release
+// (reused and fresh slabs and arenas). The headers of every batch built
+// without a release after it must stay unchanged for good, and the
+// templates must never be written into (their partition and offset stay
+// empty).
+func TestHeaderTemplatesAllOutcomes(t *testing.T) {
+	r := rand.New(rand.NewPCG(14, 40))
+	decisions := []Decision{
+		{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu"},
+		{Outcome: Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu", Pinned: true},
+		{Outcome: Routed, Jurisdiction: "US", Region: "us", Cluster: "a", Topic: "pinned.us"},
+		{Outcome: Routed, Jurisdiction: "EU", Region: "eu2", Cluster: "c", Topic: "pinned.eu2"}, // EU moved region
+		{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "EU"},
+		{Outcome: Quarantined, Reason: ReasonNoRule, Jurisdiction: "XX", Pinned: true},
+		{Outcome: Quarantined, Reason: ReasonNoCountry},
+		{Outcome: DeadLettered, Reason: "truncated"},
+		{Outcome: DeadLettered, Reason: "too_large"},
+		{Outcome: DeadLettered, Reason: "corrupt", Jurisdiction: "EU", Region: "eu"},
+	}
+	writers := []schemas.WriterRef{soRef, rawRef, confRef, {}, {Framing: schemas.FramingRaw}, {Framing: schemas.FramingSingleObject}}
+	consts := [][3]string{{"7", "d7", "r1"}, {"7", "d7b", "r1"}, {"7", "d7", "r2"}, {"8", "d8", "r1"}}
+	producer := [][]stream.Header{nil, {{Key: "p", Value: []byte("1")}, {Key: HeaderSourceOffset, Value: []byte("forged")}}}
+	errs := []error{nil, nil, errors.New("bad bytes"), errors.New(strings.Repeat("z", 300))}
+	equal := func(a, b []stream.Header) bool {
+		return slices.EqualFunc(a, b, func(x, y stream.Header) bool { return x.Key == y.Key && bytes.Equal(x.Value, y.Value) })
+	}
+	type kept struct {
+		got, want [][]stream.Header
+	}
+	var keep []kept // batches not released: their headers stay valid
+	var hb headerBuilder
+	att := &seqAttester{}
+	hb.tags = true
+	for round := range 60 {
+		c := consts[r.IntN(len(consts))]
+		n := 1 + r.IntN(300)
+		batch := make([]stream.Message, n)
+		ds := make([]Decision, n)
+		ws := make([]schemas.WriterRef, n)
+		es := make([]error, n)
+		for i := range batch {
+			batch[i] = stream.Message{Topic: fmt.Sprint("in-", r.IntN(12)), Partition: []int{0, 3, maxCachedPartition + r.IntN(5), -1}[r.IntN(4)],
+				Offset: []int64{0, 9, 10, 99, 100, int64(r.Uint64() >> 1), -5}[r.IntN(7)], Headers: producer[r.IntN(len(producer))]}
+			ds[i] = decisions[r.IntN(len(decisions))]
+			ws[i] = writers[r.IntN(len(writers))]
+			es[i] = errs[r.IntN(len(errs))]
+		}
+		hb.startBatch(batch, c[0], c[1], c[2])
+		got := make([][]stream.Header, n)
+		want := make([][]stream.Header, n)
+		for i := range batch {
+			var tag []byte
+			if r.IntN(2) == 0 {
+				tag = hb.tag(att, &AttestedRecord{})
+				tag = tag[:len(tag):len(tag)]
+			}
+			got[i] = hb.headers(&batch[i], &ds[i], ws[i], es[i], tag)
+			want[i] = outHeaders(&batch[i], &ds[i], ws[i], c[0], c[1], c[2], es[i])
+			if tag != nil {
+				want[i] = append(want[i], stream.Header{Key: HeaderAttestation, Value: bytes.Clone(tag)})
+			}
+			if !equal(got[i], want[i]) {
+				t.Fatalf("round %d (%v), event %d (%+v, %v, err %v): headers\n%v\nwant\n%v", round, c, i, ds[i], ws[i], es[i], got[i], want[i])
+			}
+			if cap(got[i]) != len(got[i]) {
+				t.Fatalf("round %d, event %d: headers have room to grow", round, i)
+			}
+		}
+		for j, p := range hb.placed {
+			for _, ts := range p.tmpl {
+				if len(ts) > maxTemplates {
+					t.Fatalf("%s: %d templates", j, len(ts))
+				}
+				for _, tm := range ts {
+					if hs := tm.hs; hs[len(hs)-3].Value != nil || hs[len(hs)-2].Value != nil {
+						t.Fatalf("%s: a template was written into: %v", j, hs)
+					}
+				}
+			}
+		}
+		if r.IntN(2) == 0 {
+			hb.release()
+		} else {
+			keep = append(keep, kept{got, want})
+		}
+		// Headers of batches never released are as built, whatever came
+		// after them.
+		for k, b := range keep {
+			for i := range b.got {
+				if !equal(b.got[i], b.want[i]) {
+					t.Fatalf("round %d: event %d of kept batch %d changed: %v, want %v", round, i, k, b.got[i], b.want[i])
+				}
+			}
+		}
+	}
+}
