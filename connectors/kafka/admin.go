@@ -139,6 +139,11 @@ func (a *Admin) partitions(ctx context.Context, topic string) ([]int, error) {
 
 // EndOffsets returns the high-water mark of each partition of topic.
 func (a *Admin) EndOffsets(ctx context.Context, topic string) (map[int]int64, error) {
+	return retryTemporary(ctx, func() (map[int]int64, error) { return a.endOffsets(ctx, topic) })
+}
+
+// endOffsets is one attempt of EndOffsets.
+func (a *Admin) endOffsets(ctx context.Context, topic string) (map[int]int64, error) {
 	ps, err := a.partitions(ctx, topic)
 	if err != nil {
 		return nil, err

@@ -59,7 +59,9 @@ func (a *Admin) CommittedOffsets(ctx context.Context, group, topic string) (map[
 
 // Watermarks returns, per partition of topic, its log start offset (low
 // watermark: the first offset still held) and its high-water mark (the
-// offset after the last record readers can see).
+// offset after the last record readers can see). A partition whose
+// leader is moving or not known yet (a topic just created) is asked again
+// for a few seconds (retryTemporary), as are OffsetsAt and EndOffsets.
 func (a *Admin) Watermarks(ctx context.Context, topic string) (low, high map[int]int64, err error) {
 	ps, err := a.partitions(ctx, topic)
 	if err != nil {
@@ -91,13 +93,35 @@ func (a *Admin) Watermarks(ctx context.Context, topic string) (low, high map[int
 		return out, nil
 	}
 	// Two requests: a broker refuses one partition twice in one request.
-	if low, err = ask(kafka.FirstOffsetOf, true); err != nil {
+	if low, err = retryTemporary(ctx, func() (map[int]int64, error) { return ask(kafka.FirstOffsetOf, true) }); err != nil {
 		return nil, nil, err
 	}
-	if high, err = ask(kafka.LastOffsetOf, false); err != nil {
+	if high, err = retryTemporary(ctx, func() (map[int]int64, error) { return ask(kafka.LastOffsetOf, false) }); err != nil {
 		return nil, nil, err
 	}
 	return low, high, nil
+}
+
+// temporaryAttempts bounds retryTemporary: with clientRetry's delays,
+// about 5 s of a partition's leadership moving or settling.
+const temporaryAttempts = 8
+
+// retryTemporary calls f again, after clientRetry's delay, while it fails
+// with an error the broker calls temporary (a partition's leader moving,
+// or not known yet right after the topic was created: NOT_LEADER,
+// LEADER_NOT_AVAILABLE), at most temporaryAttempts times and until ctx
+// ends; any other error, and the last one, is returned as it is.
+func retryTemporary[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := f()
+		var kerr kafka.Error
+		if err == nil || attempt == temporaryAttempts || !errors.As(err, &kerr) || !kerr.Temporary() {
+			return v, err
+		}
+		if serr := sleep(ctx, clientRetry.Delay(attempt)); serr != nil {
+			return v, err
+		}
+	}
 }
 
 // OffsetsAt returns, per partition of topic, the first offset whose record
@@ -105,6 +129,11 @@ func (a *Admin) Watermarks(ctx context.Context, topic string) (low, high map[int
 // when no record is that recent. Timestamps are the producers' (or the log
 // append time, with message.timestamp.type=LogAppendTime).
 func (a *Admin) OffsetsAt(ctx context.Context, topic string, t time.Time) (map[int]int64, error) {
+	return retryTemporary(ctx, func() (map[int]int64, error) { return a.offsetsAt(ctx, topic, t) })
+}
+
+// offsetsAt is one attempt of OffsetsAt.
+func (a *Admin) offsetsAt(ctx context.Context, topic string, t time.Time) (map[int]int64, error) {
 	ps, err := a.partitions(ctx, topic)
 	if err != nil {
 		return nil, err
