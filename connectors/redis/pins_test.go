@@ -170,9 +170,15 @@ func TestPinsRedisOutage(t *testing.T) {
 	}
 }
 
+// TestScanPinsPages: ScanPins reads every pin through its cursor. Real
+// Redis answers a hash of 1000 fields in pages of about the COUNT asked
+// (at least five pages of 100); the embedded stand-in (miniredis, go test
+// -short without services) ignores COUNT and answers in one page, so only
+// the real one is held to the page count.
 func TestScanPinsPages(t *testing.T) {
 	ctx := testenv.Context(t, 30*time.Second)
-	s := newStore(t)
+	r := testenv.NewRedis(t)
+	s := NewRules(r.Client(t), r.Prefix)
 	want := map[string]string{}
 	for i := range 1000 {
 		want[fmt.Sprint("u", i)] = []string{"US", "EU"}[i%2]
@@ -200,7 +206,7 @@ func TestScanPinsPages(t *testing.T) {
 		}
 		cursor = next
 	}
-	if len(got) != len(want) || pages < 5 {
+	if len(got) != len(want) || (r.Real && pages < 5) {
 		t.Fatalf("%d pins in %d pages", len(got), pages)
 	}
 	for u, j := range want {
