@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/residency-router/residency/stream"
 )
 
 // This file holds what purge, erasure listings and residue scans ask of a
@@ -106,22 +108,25 @@ func (a *Admin) Watermarks(ctx context.Context, topic string) (low, high map[int
 // about 5 s of a partition's leadership moving or settling.
 const temporaryAttempts = 8
 
-// retryTemporary calls f again, after clientRetry's delay, while it fails
-// with an error the broker calls temporary (a partition's leader moving,
-// or not known yet right after the topic was created: NOT_LEADER,
-// LEADER_NOT_AVAILABLE), at most temporaryAttempts times and until ctx
-// ends; any other error, and the last one, is returned as it is.
+// retryTemporary calls f again, with clientRetry (the one retry policy),
+// while it fails with an error the broker calls temporary (a partition's
+// leader moving, or not known yet right after the topic was created:
+// NOT_LEADER, LEADER_NOT_AVAILABLE), at most temporaryAttempts times and
+// until ctx ends; any other error is returned as it is at once.
 func retryTemporary[T any](ctx context.Context, f func() (T, error)) (T, error) {
-	for attempt := 1; ; attempt++ {
-		v, err := f()
+	var v T
+	r := clientRetry
+	r.Attempts = temporaryAttempts
+	err := r.Do(ctx, "offsets", func(context.Context) error {
+		var err error
+		v, err = f()
 		var kerr kafka.Error
-		if err == nil || attempt == temporaryAttempts || !errors.As(err, &kerr) || !kerr.Temporary() {
-			return v, err
+		if err != nil && (!errors.As(err, &kerr) || !kerr.Temporary()) {
+			return stream.Permanent(err)
 		}
-		if serr := sleep(ctx, clientRetry.Delay(attempt)); serr != nil {
-			return v, err
-		}
-	}
+		return err
+	})
+	return v, err
 }
 
 // OffsetsAt returns, per partition of topic, the first offset whose record
