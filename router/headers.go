@@ -212,9 +212,6 @@ func (b *headerBuilder) setConstants(rulesetVersion, rulesetDigest, instance str
 		b.instance, b.instanceB = instance, frozen([]byte(instance))
 		b.placed = nil // the templates hold the instance
 	}
-	if b.placed == nil {
-		b.recent = [recentPlaced]recentHdr{}
-	}
 }
 
 // startBatch prepares the builder for the headers of batch's events under
