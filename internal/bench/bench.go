@@ -89,6 +89,11 @@ type Options struct {
 	// (router.max_inflight_events). Default 0: the router's default
 	// (router.DefaultMaxInflightEvents).
 	MaxInflightEvents int
+	// RouterCompression is the compression of the router contenders'
+	// produce requests ("none", "gzip", "snappy", "lz4" or "zstd"), as
+	// kafka.compression sets it for route. Default "": the router's
+	// default (kafka.compression's).
+	RouterCompression string
 	// MemoryLimit, if set, is the Go soft memory limit (bytes) of the
 	// router contenders, as router.memory_limit sets it for route (a
 	// deployment in a container gets 90% of its limit by default).
@@ -124,6 +129,11 @@ func (o Options) Validate() error {
 	if o.Pins < 0 || o.MemoryLimit < 0 || o.MaxInflightEvents < 0 {
 		return errors.New("--pins, --memory-limit and --max-inflight-events must not be negative")
 	}
+	switch strings.ToLower(o.RouterCompression) {
+	case "", "none", "gzip", "snappy", "lz4", "zstd":
+	default:
+		return fmt.Errorf("--router-compression: %q is not none, gzip, snappy, lz4 or zstd", o.RouterCompression)
+	}
 	if o.Pins > 0 && len(o.Brokers) > 0 && o.Redis == "" {
 		return errors.New("--pins needs --redis (the Redis to load the pins into) when --brokers is given")
 	}
@@ -143,12 +153,15 @@ type Report struct {
 	Processes  string `json:"processes"` // "child" or "in-process"
 	// MemoryLimit is --memory-limit: the router contenders' Go soft memory
 	// limit in bytes (0: none).
-	MemoryLimit int64   `json:"memory_limit"`
-	GoVersion   string  `json:"go_version"`
-	Platform    string  `json:"platform"`
-	CPUs        int     `json:"cpus"`
-	LoadStart   float64 `json:"load_average_start"` // 1-minute load average
-	LoadEnd     float64 `json:"load_average_end"`
+	MemoryLimit int64 `json:"memory_limit"`
+	// RouterCompression is --router-compression: the router contenders'
+	// produce compression ("": the router's default).
+	RouterCompression string  `json:"router_compression,omitempty"`
+	GoVersion         string  `json:"go_version"`
+	Platform          string  `json:"platform"`
+	CPUs              int     `json:"cpus"`
+	LoadStart         float64 `json:"load_average_start"` // 1-minute load average
+	LoadEnd           float64 `json:"load_average_end"`
 	// Pins is how many pins were loaded into Redis (--pins); 0: the router
 	// ran with pins off.
 	Pins int `json:"pins"`
@@ -406,7 +419,7 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	rep := &Report{Target: "embedded", Events: o.Events, Partitions: o.Partitions, BatchSize: o.BatchSize, Rounds: o.Rounds, MemoryLimit: o.MemoryLimit,
+	rep := &Report{Target: "embedded", Events: o.Events, Partitions: o.Partitions, BatchSize: o.BatchSize, Rounds: o.Rounds, MemoryLimit: o.MemoryLimit, RouterCompression: o.RouterCompression,
 		Processes: "child", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(),
 		LoadStart: loadAverage()[0]}
 	if o.InProcess {
@@ -587,6 +600,7 @@ func (b *benchRun) childSpec(mode, ingest, prefix string, expect int) childSpec 
 		spec.RedisAddr, spec.RedisPrefix = b.redisAddr, b.redisPrefix
 		spec.MemoryLimit = b.o.MemoryLimit
 		spec.MaxInflightEvents = b.o.MaxInflightEvents
+		spec.Compression = b.o.RouterCompression
 	}
 	return spec
 }

@@ -90,6 +90,9 @@ type childSpec struct {
 	// MaxInflightEvents, if set, is the router contenders' window in
 	// events (router.max_inflight_events); 0: the router's default.
 	MaxInflightEvents int `json:"max_inflight_events,omitempty"`
+	// Compression, if set, is the router contenders' produce compression
+	// (kafka.compression); "": the router's default.
+	Compression string `json:"compression,omitempty"`
 	// RedisAddr and RedisPrefix: the router looks pins up in this Redis,
 	// under this key prefix (connectors/redis.Rules); "": pins off.
 	RedisAddr   string `json:"redis_addr,omitempty"`
@@ -409,7 +412,7 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 	}
 	prods := map[string]router.AsyncProducer{}
 	for name, cl := range clusters {
-		p, err := kafka.NewProducer(kafka.ProducerConfig{Cluster: cl, BatchSize: spec.BatchSize, Logger: log})
+		p, err := kafka.NewProducer(kafka.ProducerConfig{Cluster: cl, BatchSize: spec.BatchSize, Compression: spec.Compression, Logger: log})
 		if err != nil {
 			return nil, err
 		}
