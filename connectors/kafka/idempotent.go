@@ -41,8 +41,9 @@ type ProducerConfig struct {
 	// records are encoded into batches of at most BatchSize records and
 	// BatchBytes bytes, each sent in a request of its own (one batch per
 	// partition per request); the records of later Produce calls join a
-	// partition's last batch while it has not been sent (uncompressed
-	// only). Default 1000.
+	// partition's last batch while it has not been sent (with compression
+	// too: a batch is compressed when it is sealed, before it is first
+	// sent). Default 1000.
 	BatchSize int
 	// BatchBytes is the most bytes of records in one record batch, before
 	// compression. Default 1 MiB (the brokers' default message.max.bytes).
@@ -138,6 +139,7 @@ type Producer struct {
 	maxBuffered int64
 
 	encoders sync.Pool // *batchEncoder
+	zbuf     []byte    // the loop's scratch buffer for compressing a batch (compressSealed)
 
 	mu       sync.Mutex
 	topics   map[string]*ptopic
@@ -433,12 +435,10 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 		return err
 	}
 	now := time.Now()
-	if p.codec != 0 {
-		return p.produceCompressed(enc, msgs, sizes, call, groups, estimate, now)
-	}
 	// Append to each partition's open batch while it has room, then open
 	// new ones: a partition whose batches wait for a free request sends
-	// them as one.
+	// them as one. With compression the records are appended as they are
+	// and compressed when the batch is sealed (compressSealed).
 	nowMs := now.UnixMilli()
 	p.mu.Lock()
 	if p.closed {
@@ -486,49 +486,6 @@ func (p *Producer) Produce(ctx context.Context, msgs []stream.Message, done func
 	return nil
 }
 
-// produceCompressed is the rest of Produce with compression: each call's
-// records are compressed into batches of their own.
-func (p *Producer) produceCompressed(enc *batchEncoder, msgs []stream.Message, sizes []int32, call *produceCall, groups []*pgroup, estimate int64, now time.Time) error {
-	var batches []*pbatch
-	for _, g := range groups {
-		for rest := g.idx; len(rest) > 0; {
-			n, size, reserved := 0, batchHeaderSize, int64(0)
-			for n < len(rest) && n < p.batchSize {
-				s := int(sizes[rest[n]])
-				if n > 0 && size+s > p.batchBytes {
-					break
-				}
-				size += s
-				reserved += int64(s)
-				n++
-			}
-			data, err := enc.encode(msgs, rest[:n], now)
-			if err != nil {
-				for _, b := range batches {
-					putBatchBuf(b.data)
-				}
-				p.release(estimate)
-				return fmt.Errorf("kafka: produce: %w", err)
-			}
-			b := &pbatch{tp: g.tp, data: data, count: int32(n), sealed: true, created: now, seq: -1, pid: -1, epoch: -1,
-				segs: []pseg{{call: call, idx: rest[:n:n], reserved: reserved}}}
-			batches = append(batches, b)
-			rest = rest[n:]
-		}
-	}
-	call.pending = len(batches)
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		p.release(estimate)
-		return fmt.Errorf("kafka: produce: %w", ErrClosed)
-	}
-	p.incoming = append(p.incoming, batches...)
-	p.mu.Unlock()
-	poke(p.wake)
-	return nil
-}
-
 // minBatchBuf is the least room a new uncompressed batch gets.
 const minBatchBuf = 16 << 10
 
@@ -542,8 +499,47 @@ func (p *Producer) sealLocked(b *pbatch) {
 	if p.open[b.tp] == b {
 		delete(p.open, b.tp)
 	}
+	b.count = b.ob.count
+	if p.codec != 0 {
+		// Compressed outside p.mu, by the loop before it is first sent
+		// (compressSealed): until then b.data is nil and b.ob holds the
+		// records.
+		return
+	}
 	b.ob.seal(0)
-	b.data, b.count = b.ob.data, b.ob.count
+	b.data = b.ob.data
+	b.ob = openBatch{}
+}
+
+// compressSealed compresses the records of a sealed batch that is not
+// yet (b.data nil) into b.data, and recycles the buffer of its records.
+// Only the loop goroutine calls it, and the scratch buffer it compresses
+// into (p.zbuf) is the loop's: no allocation but the codec's writer. A
+// batch the codec fails to compress (it writes to memory: not expected)
+// is sent uncompressed, which every reader reads as well.
+func (p *Producer) compressSealed(b *pbatch) {
+	if b.data != nil {
+		return
+	}
+	raw := b.ob.data
+	p.zbuf = append(p.zbuf[:0], raw[:batchHeaderSize]...)
+	w := p.codec.Codec().NewWriter(appendWriter{&p.zbuf})
+	_, err := w.Write(raw[batchHeaderSize:])
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		p.log.Warn("kafka: produce: compressing a batch failed; sending it uncompressed", "topic", b.tp.topic, "partition", b.tp.partition, "error", err)
+		b.ob.seal(0)
+		b.data = b.ob.data
+		b.ob = openBatch{}
+		return
+	}
+	ob := b.ob
+	ob.data = append(getBatchBuf(len(p.zbuf)), p.zbuf...)
+	ob.seal(p.codec)
+	putBatchBuf(raw)
+	b.data = ob.data
 	b.ob = openBatch{}
 }
 

@@ -257,16 +257,17 @@ func (p *Producer) sendRequest(br *pbroker, pss []*pstate, now time.Time) bool {
 		if b.state != bQueued {
 			continue
 		}
-		if !b.sealed {
-			if len(batches) > 0 && size+len(b.ob.data) > p.reqBytes {
-				continue
-			}
-			p.sealLocked(b)
+		// A batch not compressed yet counts its records' size: at least
+		// what it will be once compressed.
+		bsize := len(b.data)
+		if b.data == nil {
+			bsize = len(b.ob.data)
 		}
-		if len(batches) > 0 && size+len(b.data) > p.reqBytes {
+		if len(batches) > 0 && size+bsize > p.reqBytes {
 			continue
 		}
-		size += len(b.data)
+		p.sealLocked(b)
+		size += bsize
 		if b.seq < 0 {
 			b.seq = ps.nextSeq
 			ps.nextSeq = addSeq(ps.nextSeq, b.count)
@@ -285,6 +286,9 @@ func (p *Producer) sendRequest(br *pbroker, pss []*pstate, now time.Time) bool {
 		return false
 	}
 	for _, b := range batches {
+		if b.data == nil {
+			p.compressSealed(b)
+		}
 		setProducer(b.data, b.pid, b.epoch, b.seq)
 	}
 	req := &preq{br: br, conn: br.conn, version: v, batches: batches}
@@ -612,6 +616,12 @@ func (p *Producer) resolve(b *pbatch, err error) {
 		putBatchBuf(b.data)
 	}
 	b.data = nil
+	if b.ob.data != nil {
+		// The records of a sealed batch never compressed (never sent):
+		// only compressSealed reads them.
+		putBatchBuf(b.ob.data)
+		b.ob = openBatch{}
+	}
 	for _, sg := range b.segs {
 		c := sg.call
 		if err != nil && len(c.errs) < 5 {

@@ -488,8 +488,16 @@ func TestConsumerFollowsLeaderMoves(t *testing.T) {
 // TestProducerJoinsQueuedCalls: the records of calls produced while their
 // partition's batch waits for a request join that batch (one request for
 // many calls, as a backlog drains), each call still acknowledged with its
-// own records' offsets, in order.
+// own records' offsets, in order; compressed as well (a batch is
+// compressed when it is sealed, so compression does not keep calls from
+// joining).
 func TestProducerJoinsQueuedCalls(t *testing.T) {
+	for _, codec := range []string{"none", "lz4", "snappy", "zstd"} {
+		t.Run(codec, func(t *testing.T) { testProducerJoinsQueuedCalls(t, codec) })
+	}
+}
+
+func testProducerJoinsQueuedCalls(t *testing.T, codec string) {
 	c := fakeKafka(t, 1, 1, "t")
 	var mu sync.Mutex
 	requests := 0
@@ -504,11 +512,17 @@ func TestProducerJoinsQueuedCalls(t *testing.T) {
 		}
 		return nil, nil, false
 	})
-	p := fakeProducer(t, c, ProducerConfig{})
+	p := fakeProducer(t, c, ProducerConfig{Compression: codec})
 	msgs := seqMessages("t", "v", 3, 0, 200)
 	acks := produceAll(t, p, split(msgs, 2))
 	got := readBack(t, c.ListenAddrs(), "t", len(msgs))
 	checkExactlyOnceInOrder(t, msgs, got)
+	wantCodec := map[string]uint8{"none": 0, "snappy": 2, "lz4": 3, "zstd": 4}[codec]
+	for _, r := range got {
+		if c := r.Attrs.CompressionType(); c != wantCodec {
+			t.Fatalf("record at offset %d written with compression %d, want %d (%s)", r.Offset, c, wantCodec, codec)
+		}
+	}
 	where := map[string]int64{}
 	for _, r := range got {
 		where[string(r.Value)] = r.Offset
