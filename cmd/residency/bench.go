@@ -66,6 +66,7 @@ func runBench(ctx context.Context, e env) int {
 	fs.StringVar(&o.MemProfile, "memprofile", "", "write a heap profile of each contender run, taken at its largest live heap, into `dir` (child processes only), e.g. throughput-r1-router-heap.pprof")
 	fs.IntVar(&o.MaxInflightEvents, "max-inflight-events", 0, "the router contenders' window in events, as router.max_inflight_events sets it for route (0: the router's default, 10000)")
 	fs.StringVar(&o.RouterCompression, "router-compression", "", "compression of the router contenders' produce requests (none, gzip, snappy, lz4 or zstd), as kafka.compression sets it for route (default: the router's default)")
+	fs.StringVar(&o.RouterCompressionAlt, "router-compression-alt", "", "add a contender: the router with this produce compression, in the same throughput rounds and latency passes as the router (default: none)")
 	fs.Int64Var(&o.MemoryLimit, "memory-limit", 0, "Go soft memory limit of the router contenders in `bytes`, as router.memory_limit sets it for route (0: none)")
 	fs.IntVar(&o.Pins, "pins", o.Pins, "load this many per-user pins into Redis first and route with pins on (0: pins off)")
 	fs.StringVar(&o.Redis, "redis", "", "`host:port` of the Redis to load the pins into, no password (default: the embedded stack's; needed with --brokers and --pins)")

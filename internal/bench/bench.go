@@ -94,6 +94,10 @@ type Options struct {
 	// kafka.compression sets it for route. Default "": the router's
 	// default (kafka.compression's).
 	RouterCompression string
+	// RouterCompressionAlt, if set, adds a contender: the router with this
+	// produce compression, in the same throughput rounds and latency
+	// passes as the router (report: RouterAlt). Default "": none.
+	RouterCompressionAlt string
 	// MemoryLimit, if set, is the Go soft memory limit (bytes) of the
 	// router contenders, as router.memory_limit sets it for route (a
 	// deployment in a container gets 90% of its limit by default).
@@ -129,10 +133,12 @@ func (o Options) Validate() error {
 	if o.Pins < 0 || o.MemoryLimit < 0 || o.MaxInflightEvents < 0 {
 		return errors.New("--pins, --memory-limit and --max-inflight-events must not be negative")
 	}
-	switch strings.ToLower(o.RouterCompression) {
-	case "", "none", "gzip", "snappy", "lz4", "zstd":
-	default:
-		return fmt.Errorf("--router-compression: %q is not none, gzip, snappy, lz4 or zstd", o.RouterCompression)
+	for _, c := range []struct{ flag, v string }{{"--router-compression", o.RouterCompression}, {"--router-compression-alt", o.RouterCompressionAlt}} {
+		switch strings.ToLower(c.v) {
+		case "", "none", "gzip", "snappy", "lz4", "zstd":
+		default:
+			return fmt.Errorf("%s: %q is not none, gzip, snappy, lz4 or zstd", c.flag, c.v)
+		}
 	}
 	if o.Pins > 0 && len(o.Brokers) > 0 && o.Redis == "" {
 		return errors.New("--pins needs --redis (the Redis to load the pins into) when --brokers is given")
@@ -156,12 +162,15 @@ type Report struct {
 	MemoryLimit int64 `json:"memory_limit"`
 	// RouterCompression is --router-compression: the router contenders'
 	// produce compression ("": the router's default).
-	RouterCompression string  `json:"router_compression,omitempty"`
-	GoVersion         string  `json:"go_version"`
-	Platform          string  `json:"platform"`
-	CPUs              int     `json:"cpus"`
-	LoadStart         float64 `json:"load_average_start"` // 1-minute load average
-	LoadEnd           float64 `json:"load_average_end"`
+	RouterCompression string `json:"router_compression,omitempty"`
+	// RouterCompressionAlt is --router-compression-alt: RouterAlt's
+	// produce compression.
+	RouterCompressionAlt string  `json:"router_compression_alt,omitempty"`
+	GoVersion            string  `json:"go_version"`
+	Platform             string  `json:"platform"`
+	CPUs                 int     `json:"cpus"`
+	LoadStart            float64 `json:"load_average_start"` // 1-minute load average
+	LoadEnd              float64 `json:"load_average_end"`
 	// Pins is how many pins were loaded into Redis (--pins); 0: the router
 	// ran with pins off.
 	Pins int `json:"pins"`
@@ -177,6 +186,16 @@ type Report struct {
 	FranzGo     ContenderReport `json:"franz_go"`
 	// RouterAudit is the router with the audit on (throughput only).
 	RouterAudit ContenderReport `json:"router_audit"`
+	// RouterAlt is the --router-compression-alt contender: the router with
+	// another produce compression, in the same rounds and passes.
+	RouterAlt *ContenderReport `json:"router_alt,omitempty"`
+	// RouterAltToFranzGo is RouterAlt.EventsPerSecond /
+	// FranzGo.EventsPerSecond, RouterAltToFranzGoRounds the same per round
+	// and CPURouterAltToFranzGo RouterAlt.CPUMicrosPerEvent /
+	// FranzGo.CPUMicrosPerEvent.
+	RouterAltToFranzGo       float64   `json:"router_alt_to_franz_go,omitempty"`
+	RouterAltToFranzGoRounds []float64 `json:"router_alt_to_franz_go_rounds,omitempty"`
+	CPURouterAltToFranzGo    float64   `json:"cpu_router_alt_to_franz_go,omitempty"`
 	// AuditRatio is RouterAudit.EventsPerSecond / Router.EventsPerSecond:
 	// what the audit costs (issue 14 asks >= 0.9).
 	AuditRatio float64 `json:"audit_ratio"`
@@ -419,7 +438,7 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	rep := &Report{Target: "embedded", Events: o.Events, Partitions: o.Partitions, BatchSize: o.BatchSize, Rounds: o.Rounds, MemoryLimit: o.MemoryLimit, RouterCompression: o.RouterCompression,
+	rep := &Report{Target: "embedded", Events: o.Events, Partitions: o.Partitions, BatchSize: o.BatchSize, Rounds: o.Rounds, MemoryLimit: o.MemoryLimit, RouterCompression: o.RouterCompression, RouterCompressionAlt: o.RouterCompressionAlt,
 		Processes: "child", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(),
 		LoadStart: loadAverage()[0]}
 	if o.InProcess {
@@ -487,8 +506,14 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	if o.Diagnose {
 		rep.FanOut, rep.WriterPass = &ContenderReport{}, &ContenderReport{}
 	}
+	if o.RouterCompressionAlt != "" {
+		rep.RouterAlt = &ContenderReport{}
+	}
 	for round := range o.Rounds {
 		order := []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderFranzGo}
+		if o.RouterCompressionAlt != "" {
+			order = []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderRouterAlt, contenderFranzGo}
+		}
 		if o.Diagnose {
 			order = append(order, contenderFanOut, contenderWriterPass)
 		}
@@ -518,8 +543,11 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 		rep.RoundRatios = append(rep.RoundRatios, eps[contenderRouter]/eps[contenderPassThrough])
 		rep.RouterToFranzGoRounds = append(rep.RouterToFranzGoRounds, eps[contenderRouter]/eps[contenderFranzGo])
 		rep.AuditRounds = append(rep.AuditRounds, eps[contenderRouterAudit]/eps[contenderRouter])
+		if rep.RouterAlt != nil {
+			rep.RouterAltToFranzGoRounds = append(rep.RouterAltToFranzGoRounds, eps[contenderRouterAlt]/eps[contenderFranzGo])
+		}
 	}
-	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderFranzGo, contenderFanOut, contenderWriterPass} {
+	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderFranzGo, contenderFanOut, contenderWriterPass, contenderRouterAlt} {
 		if c := rep.contender(mode); c != nil {
 			c.EventsPerSecond = median(c.RoundEventsPerSecond)
 			c.CPUSecondsPerMillion = median(c.RoundCPUSecondsPerMillion)
@@ -530,6 +558,10 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	rep.RouterToFranzGo = rep.Router.EventsPerSecond / rep.FranzGo.EventsPerSecond
 	rep.AuditRatio = rep.RouterAudit.EventsPerSecond / rep.Router.EventsPerSecond
 	rep.CPURouterToFranzGo = rep.Router.CPUMicrosPerEvent / rep.FranzGo.CPUMicrosPerEvent
+	if rep.RouterAlt != nil {
+		rep.RouterAltToFranzGo = rep.RouterAlt.EventsPerSecond / rep.FranzGo.EventsPerSecond
+		rep.CPURouterAltToFranzGo = rep.RouterAlt.CPUMicrosPerEvent / rep.FranzGo.CPUMicrosPerEvent
+	}
 	if rep.FanOut != nil {
 		rep.FanOutRatio = rep.FanOut.EventsPerSecond / rep.PassThrough.EventsPerSecond
 		rep.RouterToWriterPass = rep.Router.EventsPerSecond / rep.WriterPass.EventsPerSecond
@@ -548,6 +580,9 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	pooled := map[string][]time.Duration{}
 	for k := range o.LatencyPasses {
 		order := []string{contenderPassThrough, contenderRouter, contenderFranzGo}
+		if rep.RouterAlt != nil {
+			order = []string{contenderPassThrough, contenderRouter, contenderRouterAlt, contenderFranzGo}
+		}
 		if k%2 == 1 {
 			slices.Reverse(order)
 		}
@@ -584,6 +619,8 @@ func (r *Report) contender(mode string) *ContenderReport {
 		return r.FanOut
 	case contenderWriterPass:
 		return r.WriterPass
+	case contenderRouterAlt:
+		return r.RouterAlt
 	case contenderFranzGo:
 		return &r.FranzGo
 	}
@@ -596,11 +633,14 @@ func (b *benchRun) childSpec(mode, ingest, prefix string, expect int) childSpec 
 	spec := childSpec{Mode: mode, Brokers: b.o.Brokers, RemoteBrokers: b.o.Remote, Ingest: ingest,
 		Group: prefix + ".group", Dest: prefix + ".out", Prefix: prefix, Expect: expect,
 		BatchSize: b.o.BatchSize, Linger: b.o.Linger, Timeout: b.o.Timeout}
-	if mode == contenderRouter || mode == contenderRouterAudit {
+	if mode == contenderRouter || mode == contenderRouterAudit || mode == contenderRouterAlt {
 		spec.RedisAddr, spec.RedisPrefix = b.redisAddr, b.redisPrefix
 		spec.MemoryLimit = b.o.MemoryLimit
 		spec.MaxInflightEvents = b.o.MaxInflightEvents
 		spec.Compression = b.o.RouterCompression
+		if mode == contenderRouterAlt {
+			spec.Compression = b.o.RouterCompressionAlt
+		}
 	}
 	return spec
 }
@@ -1256,7 +1296,8 @@ func (r *Report) Table(out io.Writer) {
 		name string
 		c    *ContenderReport
 	}{{contenderPassThrough + " (kafka-go)", &r.PassThrough}, {contenderFranzGo, &r.FranzGo}, {contenderRouter, &r.Router},
-		{contenderRouterAudit, &r.RouterAudit}, {contenderFanOut, r.FanOut}, {contenderWriterPass, r.WriterPass}} {
+		{contenderRouterAudit, &r.RouterAudit}, {contenderRouterAlt + " (" + r.RouterCompressionAlt + ")", r.RouterAlt},
+		{contenderFanOut, r.FanOut}, {contenderWriterPass, r.WriterPass}} {
 		if c.c == nil {
 			continue
 		}
@@ -1271,6 +1312,10 @@ func (r *Report) Table(out io.Writer) {
 	fmt.Fprintf(out, "\nRouter / franz-go: %.2f (per round: %s); router CPU per event / franz-go's: %.2f\n",
 		r.RouterToFranzGo, joinFloats(r.RouterToFranzGoRounds), r.CPURouterToFranzGo)
 	fmt.Fprintf(out, "Router / pass-through (kafka-go): %.2f (per round: %s)\n", r.Ratio, joinFloats(r.RoundRatios))
+	if r.RouterAlt != nil {
+		fmt.Fprintf(out, "Router with compression %s / franz-go: %.2f (per round: %s); its CPU per event / franz-go's: %.2f\n",
+			r.RouterCompressionAlt, r.RouterAltToFranzGo, joinFloats(r.RouterAltToFranzGoRounds), r.CPURouterAltToFranzGo)
+	}
 	if r.RouterAudit.EventsPerSecond > 0 {
 		fmt.Fprintf(out, "Router with the audit on / router: %.2f (per round: %s; issue 14 asks >= 0.9)\n", r.AuditRatio, joinFloats(r.AuditRounds))
 	}

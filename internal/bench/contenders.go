@@ -58,6 +58,10 @@ const (
 	// instead of kafka-go's Writer (one per partition): router / it is what
 	// the routing costs on the same produce path.
 	contenderWriterPass = "pass-through+router-writer"
+	// contenderRouterAlt (--router-compression-alt) is the router with
+	// another produce compression, in the same rounds and latency passes
+	// as the router: a comparison within one run.
+	contenderRouterAlt = "router-alt"
 )
 
 // ChildEnv is set in the environment of contender child processes. The
@@ -246,7 +250,7 @@ func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 		err = runPassThrough(ctx, spec, m)
 	case contenderFranzGo:
 		err = runFranzGo(ctx, spec, m)
-	case contenderRouter, contenderRouterAudit:
+	case contenderRouter, contenderRouterAudit, contenderRouterAlt:
 		decisions, err = runBenchRouter(ctx, spec, m)
 	default:
 		err = fmt.Errorf("%w: unknown contender %q", ErrSpec, spec.Mode)
