@@ -349,6 +349,13 @@ func TestAuditE2E(t *testing.T) {
 	if len(usRecs) < 2 {
 		t.Fatalf("%d records in the US pinned topic", len(usRecs))
 	}
+	// The router wrote them with kafka.compression's default, lz4 (the
+	// sinks and verify above read them so): Kafka's codec 3.
+	for _, r := range usRecs {
+		if c := r.Attrs.CompressionType(); c != 3 {
+			t.Fatalf("US pinned record at offset %d written with compression codec %d, want 3 (lz4, the default)", r.Offset, c)
+		}
+	}
 	// Tamperings, one at a time, each undone (where it can be) before the
 	// next.
 	t.Run("LeafAltered", func(t *testing.T) {

@@ -99,8 +99,9 @@ type KafkaConfig struct {
 	// for earlier versions still load: the writer no longer waits to fill
 	// batches. A warning says so when it is set. Default 0.
 	BatchTimeout time.Duration `yaml:"batch_timeout"`
-	// Compression of written batches: none, gzip, snappy, lz4 or zstd.
-	// Default "none".
+	// Compression of written batches (the pinned, quarantine and
+	// dead-letter topics the router writes, the sinks' quarantine, replay):
+	// none, gzip, snappy, lz4 or zstd. Default "lz4" (DefaultCompression).
 	Compression string `yaml:"compression"`
 	// Partitioner puts a record's key on a partition of the topic written
 	// (pinned, quarantine, dead-letter): "murmur2", the Java client's
