@@ -9,6 +9,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -1165,6 +1166,20 @@ type benchKind struct {
 	per10k int
 	keys   [][]byte
 	values [][]byte
+	// vary lists, per sample, where next writes fresh digits into a copy
+	// of the sample so that no two events are alike (see sampleDigits).
+	vary [][]digitRun
+}
+
+// digitRun is a run of decimal digits in a sample's value (inValue) or key
+// (!inValue) that next replaces with random ones of the same length, so
+// that the Avro encoding stays valid. Runs with the same group get the
+// same digits (a user id occurs in the key, user_id, session_id and
+// device_id).
+type digitRun struct {
+	inValue bool
+	off, n  int
+	group   int
 }
 
 // newBenchPool returns the pool of the seed's events, pins of them pinned
@@ -1226,8 +1241,18 @@ func newBenchPool(seed uint64, pins int) (*benchPool, error) {
 			if err != nil {
 				return nil, err
 			}
+			var vary []digitRun
+			if k.malformed == "" {
+				// Every event gets an event id of its own, and every event of
+				// an unpinned-by-design user a user of its own: a real stream
+				// repeats neither, and a codec on the produce path
+				// (kafka.compression) must not be measured on repeats the
+				// pool alone makes.
+				vary = sampleDigits(v, []byte(user), ev.ID[len(ev.ID)-12:], user[len("user-"):], slices.Contains(p.pinList, user) || i%64 == 0 && strings.HasPrefix(k.name, "routable"))
+			}
 			bk.keys = append(bk.keys, []byte(user))
 			bk.values = append(bk.values, v)
+			bk.vary = append(bk.vary, vary)
 		}
 		p.kinds = append(p.kinds, bk)
 	}
@@ -1241,14 +1266,68 @@ func newBenchPool(seed uint64, pins int) (*benchPool, error) {
 	return p, nil
 }
 
-// next returns a random event of the mix for topic.
+// sampleDigits returns the digit runs of an encoded sample that next
+// varies: the last 12 digits of its event id (idDigits) and, unless
+// keepUser (a user a pin may name), every occurrence of its user's
+// digits (userDigits) in the value and the key.
+func sampleDigits(value, key []byte, idDigits, userDigits string, keepUser bool) []digitRun {
+	var runs []digitRun
+	add := func(in []byte, inValue bool, digits string, group int) {
+		for off := 0; ; {
+			i := bytes.Index(in[off:], []byte(digits))
+			if i < 0 {
+				return
+			}
+			runs = append(runs, digitRun{inValue: inValue, off: off + i, n: len(digits), group: group})
+			off += i + len(digits)
+		}
+	}
+	add(value, true, "-"+idDigits, 0)
+	for i := range runs {
+		runs[i].off++ // past the '-'
+		runs[i].n--
+	}
+	if !keepUser {
+		add(value, true, "user-"+userDigits, 1)
+		add(key, false, "user-"+userDigits, 1)
+		for i := range runs {
+			if runs[i].group == 1 {
+				runs[i].off += len("user-")
+				runs[i].n -= len("user-")
+			}
+		}
+	}
+	return runs
+}
+
+// next returns a random event of the mix for topic: a copy of one of the
+// pool's samples with its digit runs (benchKind.vary) made fresh.
 func (p *benchPool) next(rng *rand.Rand, topic string) kafkago.Message {
 	r := rng.IntN(10_000)
 	for _, k := range p.kinds {
 		if r < k.per10k {
 			i := rng.IntN(len(k.values))
 			p.lastKind = k.name
-			return kafkago.Message{Topic: topic, Key: k.keys[i], Value: k.values[i]}
+			key, value := k.keys[i], k.values[i]
+			if runs := k.vary[i]; len(runs) > 0 {
+				key, value = bytes.Clone(key), bytes.Clone(value)
+				var digits [2][20]byte
+				for g := range digits {
+					for j := range digits[g] {
+						digits[g][j] = '0' + byte(rng.IntN(10))
+					}
+				}
+				digits[1][0] = '1' + byte(rng.IntN(9)) // a user id's number has no leading zero
+				for _, run := range runs {
+					d := digits[run.group][:run.n]
+					if run.inValue {
+						copy(value[run.off:], d)
+					} else {
+						copy(key[run.off:], d)
+					}
+				}
+			}
+			return kafkago.Message{Topic: topic, Key: key, Value: value}
 		}
 		r -= k.per10k
 	}
