@@ -78,6 +78,7 @@ kafka:
     a: {brokers: [%s]}
     b: {brokers: [%s]}
   ingest_cluster: a
+  compression: lz4
   session_timeout: 6s
   rebalance_timeout: 5s
 topics:
@@ -349,11 +350,11 @@ func TestAuditE2E(t *testing.T) {
 	if len(usRecs) < 2 {
 		t.Fatalf("%d records in the US pinned topic", len(usRecs))
 	}
-	// The router wrote them with kafka.compression's default, lz4 (the
-	// sinks and verify above read them so): Kafka's codec 3.
+	// The router wrote them with kafka.compression lz4, as this test's
+	// config asks (the sinks and verify above read them so): Kafka's codec 3.
 	for _, r := range usRecs {
 		if c := r.Attrs.CompressionType(); c != 3 {
-			t.Fatalf("US pinned record at offset %d written with compression codec %d, want 3 (lz4, the default)", r.Offset, c)
+			t.Fatalf("US pinned record at offset %d written with compression codec %d, want 3 (lz4, kafka.compression)", r.Offset, c)
 		}
 	}
 	// Tamperings, one at a time, each undone (where it can be) before the

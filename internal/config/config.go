@@ -101,7 +101,8 @@ type KafkaConfig struct {
 	BatchTimeout time.Duration `yaml:"batch_timeout"`
 	// Compression of written batches (the pinned, quarantine and
 	// dead-letter topics the router writes, the sinks' quarantine, replay):
-	// none, gzip, snappy, lz4 or zstd. Default "lz4" (DefaultCompression).
+	// none, gzip, snappy, lz4 or zstd. Default "none" (DefaultCompression;
+	// lz4 is recommended where every reader supports it).
 	Compression string `yaml:"compression"`
 	// Partitioner puts a record's key on a partition of the topic written
 	// (pinned, quarantine, dead-letter): "murmur2", the Java client's

@@ -34,13 +34,15 @@ const (
 	DefaultRulesWait = 30 * time.Second
 	// DefaultIsolationLevel is kafka.isolation_level's default.
 	DefaultIsolationLevel = "read_uncommitted"
-	// DefaultCompression is kafka.compression's default: lz4. The router's
-	// records carry about 300 bytes of residency headers each, mostly the
-	// same on every record of a batch; lz4 cuts the bytes the brokers
-	// write and answer for to a fraction (docs/performance.md,
-	// "Compression on the router's produce path"). Every current Kafka
-	// client reads it.
-	DefaultCompression = "lz4"
+	// DefaultCompression is kafka.compression's default: none, as Kafka's
+	// own producers, so that every consumer of the pinned topics reads
+	// them whatever its client (some need a codec library installed for
+	// lz4 or snappy). lz4 is recommended where every reader supports it:
+	// the router's records carry about 300 bytes of residency headers
+	// each, mostly the same on every record of a batch, and lz4 cuts the
+	// bytes the brokers write and answer for (docs/performance.md,
+	// "Compression on the router's produce path").
+	DefaultCompression = "none"
 )
 
 // fieldDefault is one entry of the defaults table: a field by its YAML
