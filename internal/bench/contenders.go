@@ -45,6 +45,9 @@ const (
 	// attested, every decision leaf appended (acks=all) to a one-partition
 	// audit topic before its offset is committed.
 	contenderRouterAudit = "router+audit"
+	// contenderRouterAuditB (--audit-compression-b) is router+audit with
+	// another compression of its audit topic.
+	contenderRouterAuditB = "router+audit-b"
 	// contenderFranzGo is the franz-go pass-through: the reference for
 	// what a Go client moves on the broker.
 	contenderFranzGo = "franz-go"
@@ -94,6 +97,9 @@ type childSpec struct {
 	// under this key prefix (connectors/redis.Rules); "": pins off.
 	RedisAddr   string `json:"redis_addr,omitempty"`
 	RedisPrefix string `json:"redis_prefix,omitempty"`
+	// AuditCompression is the audit topic's compression of the audit
+	// contenders; "": the audit log's default.
+	AuditCompression string `json:"audit_compression,omitempty"`
 }
 
 // childResult is what one contender run measured.
@@ -243,7 +249,7 @@ func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 		err = runPassThrough(ctx, spec, m)
 	case contenderFranzGo:
 		err = runFranzGo(ctx, spec, m)
-	case contenderRouter, contenderRouterAudit:
+	case contenderRouter, contenderRouterAudit, contenderRouterAuditB:
 		decisions, err = runBenchRouter(ctx, spec, m)
 	default:
 		err = fmt.Errorf("%w: unknown contender %q", ErrSpec, spec.Mode)
@@ -444,8 +450,9 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 		go func() { _ = pins.Run(bg) }()
 		cfg.Pins = pins
 	}
-	if spec.Mode == contenderRouterAudit {
-		al, err := kafka.NewAuditLog(kafka.AuditLogConfig{Cluster: ingest, Topic: spec.Prefix + ".audit", Logger: log})
+	if spec.Mode == contenderRouterAudit || spec.Mode == contenderRouterAuditB {
+		al, err := kafka.NewAuditLog(kafka.AuditLogConfig{Cluster: ingest, Topic: spec.Prefix + ".audit",
+			Compression: spec.AuditCompression, Logger: log})
 		if err != nil {
 			return nil, err
 		}
