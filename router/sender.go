@@ -62,7 +62,12 @@ type sender struct {
 	// Owned by run.
 	attempt int
 	retryAt time.Time
+	leafBuf []byte // the encoded leaves of one produce result (acks), until the tracker took them
 }
+
+// maxLeafBuf bounds the leaf buffer a sender keeps from one produce result
+// to the next.
+const maxLeafBuf = 1 << 20
 
 func newSender(r *Router, cluster string, prod AsyncProducer) *sender {
 	return &sender{r: r, cluster: cluster, prod: prod, wake: make(chan struct{}, 1)}
@@ -437,7 +442,12 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 	fb := c.fb
 	a.leaves = make([][]byte, n)
 	ends := make([]int, n)
-	buf := make([]byte, 0, 320*n) // a route leaf with its subject: 250-300 bytes
+	// The sender's buffer: the tracker copies every leaf out of it
+	// (tracker.ack) before the next produce result is read.
+	buf := s.leafBuf[:0]
+	if want := 320 * n; cap(buf) < want { // a route leaf with its subject: 250-300 bytes
+		buf = make([]byte, 0, want)
+	}
 	for k, i := range a.idx {
 		ends[k] = len(buf)
 		if !a.ok[k] {
@@ -470,6 +480,9 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 			a.leaves[k] = buf[start:e:e]
 		}
 		start = e
+	}
+	if cap(buf) <= maxLeafBuf {
+		s.leafBuf = buf[:0]
 	}
 	return a
 }
