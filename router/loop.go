@@ -180,6 +180,8 @@ type tracker struct {
 	leaves   [][]byte          // of the settled events, in settlement order
 	arena    []byte            // the bytes of leaves: each settled leaf is copied here
 	spare    []byte            // an arena the committer is done with, for the next take
+	lastTake int64             // the leaf bytes of the last take: a new arena's size
+	spareLvs [][]byte          // a leaves slice the committer is done with, for the next take
 	rulesets []*rules.Ruleset  // every ruleset of leaves, in order of first appearance
 	done     int64             // settled events not taken
 	leafSize int64             // bytes of leaves
@@ -320,9 +322,11 @@ func (t *tracker) advance(ps *partState) (n, bytes, leafBytes int64) {
 		if o.leaf != nil {
 			start := len(t.arena)
 			if start+len(o.leaf) > cap(t.arena) {
-				// A new arena, twice as large: the leaves already settled
-				// keep the old one alive until they are taken.
-				t.arena = make([]byte, 0, max(2*cap(t.arena), start+len(o.leaf), 64<<10))
+				// A new arena, half as large again, or the last take's leaf
+				// bytes and a quarter: the leaves already settled keep the
+				// old one alive until they are taken.
+				t.arena = make([]byte, 0, max(cap(t.arena)+cap(t.arena)/2, start+len(o.leaf), 64<<10,
+					int(min(t.lastTake+t.lastTake/4, maxSpareArena))))
 				start = 0
 			}
 			t.arena = append(t.arena, o.leaf...)
@@ -360,9 +364,20 @@ func (t *tracker) advance(ps *partState) (n, bytes, leafBytes int64) {
 func (t *tracker) take() *commitBatch {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	b := &commitBatch{leaves: t.leaves, arena: t.arena, rulesets: t.rulesets, events: t.done, leafSize: t.leafSize, perPart: t.perPart}
+	b := &commitBatch{leaves: t.leaves, rulesets: t.rulesets, events: t.done, leafSize: t.leafSize, perPart: t.perPart}
+	if len(t.arena) > 0 {
+		// The leaves' arena goes with them; the next leaves go into the
+		// spare one (when the committer gave one back). An empty arena
+		// (nothing settled since the last take) stays.
+		b.arena, t.arena, t.spare = t.arena, t.spare, nil
+		t.lastTake = t.leafSize
+	}
 	t.leaves, t.rulesets, t.done, t.leafSize = nil, nil, 0, 0
-	t.arena, t.spare = t.spare, nil
+	if len(b.leaves) == 0 {
+		t.leaves, b.leaves = b.leaves, nil // keep its room
+	} else {
+		t.leaves, t.spareLvs = t.spareLvs, nil
+	}
 	t.perPart = map[Partition]int{}
 	for tp, next := range t.offsets {
 		b.offsets = append(b.offsets, Offset{Topic: tp.Topic, Partition: tp.Partition, Next: next})
@@ -406,22 +421,23 @@ func (t *tracker) putBack(b *commitBatch) {
 	}
 }
 
-// maxSpareArena bounds the arena the tracker keeps for its next take:
-// half the settled backlog's default bound in leaf bytes
-// (router.max_uncommitted_bytes, 16 MiB), where the committer flushes.
-const maxSpareArena = 8 << 20
+// maxSpareArena bounds the arena the tracker keeps for its next take: the
+// settled backlog's default bound in leaf bytes (router.max_uncommitted_bytes,
+// 16 MiB; the committer flushes at half of it).
+const maxSpareArena = DefaultMaxUncommittedBytes
 
 // recycle keeps b's arena for the tracker's next take, once b's leaves are
 // durable (the Ledger keeps no reference to them) and b is done with them.
 func (t *tracker) recycle(b *commitBatch) {
-	arena := b.arena
+	arena, leaves := b.arena, b.leaves
 	b.leaves, b.arena, b.leafSize = nil, nil, 0
-	if cap(arena) == 0 || cap(arena) > maxSpareArena {
-		return
-	}
+	clear(leaves)
 	t.mu.Lock()
-	if cap(arena) > cap(t.spare) {
+	if cap(arena) > cap(t.spare) && cap(arena) <= maxSpareArena {
 		t.spare = arena[:0]
+	}
+	if cap(leaves) > cap(t.spareLvs) && cap(leaves) <= maxSpareArena/64 {
+		t.spareLvs = leaves[:0]
 	}
 	t.mu.Unlock()
 }

@@ -62,7 +62,19 @@ type sender struct {
 	// Owned by run.
 	attempt int
 	retryAt time.Time
-	leafBuf []byte // the encoded leaves of one produce result (acks), until the tracker took them
+	leafBuf []byte   // the encoded leaves of one produce result (acks), until the tracker took them
+	ack     acks     // the last produce result read (acks): the tracker keeps no reference to it
+	leaves  [][]byte // ack.leaves' backing array, kept while ack.leaves is nil (no Ledger)
+	ends    []int    // scratch of acks
+	settled Settled  // scratch of acks: the event AppendLeaf borrows
+}
+
+// resize returns b with length n, reusing its array when it has room.
+func resize[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n)
+	}
+	return b[:n]
 }
 
 // maxLeafBuf bounds the leaf buffer a sender keeps from one produce result
@@ -417,10 +429,15 @@ func (s *sender) resolve(c *chunk, ack ProduceAck) {
 
 // acks reads a produce result for c's current records: which events were
 // acknowledged, where, and (with a Ledger) their encoded leaves, built here
-// on the sender's goroutine (each sender builds its own cluster's).
+// on the sender's goroutine (each sender builds its own cluster's). The
+// result and its leaves are the sender's own, valid until its next call.
 func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 	n := len(c.recs)
-	a := &acks{idx: make([]int32, n), ok: make([]bool, n), parts: make([]int32, n), offsets: make([]int64, n)}
+	a := &s.ack
+	a.idx, a.ok, a.parts, a.offsets = resize(a.idx, n), resize(a.ok, n), resize(a.parts, n), resize(a.offsets, n)
+	clear(a.ok)
+	clear(a.parts)
+	a.leaves, a.bad = nil, nil
 	for k, i := range c.recs {
 		a.idx[k] = c.idx[i]
 		a.offsets[k] = -1
@@ -440,8 +457,10 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 		return a
 	}
 	fb := c.fb
-	a.leaves = make([][]byte, n)
-	ends := make([]int, n)
+	a.leaves, s.ends = resize(s.leaves, n), resize(s.ends, n)
+	clear(a.leaves)
+	s.leaves = a.leaves
+	ends := s.ends
 	// The sender's buffer: the tracker copies every leaf out of it
 	// (tracker.ack) before the next produce result is read.
 	buf := s.leafBuf[:0]
@@ -454,9 +473,10 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 			continue
 		}
 		o := &fb.out[i]
-		st := Settled{Event: &fb.batch.Events[i], Ruleset: fb.batch.Ruleset, Cluster: o.cluster, Topic: o.topic,
+		st := &s.settled
+		*st = Settled{Event: &fb.batch.Events[i], Ruleset: fb.batch.Ruleset, Cluster: o.cluster, Topic: o.topic,
 			Partition: a.parts[k], Offset: a.offsets[k]}
-		b, err := led.AppendLeaf(buf, &st)
+		b, err := led.AppendLeaf(buf, st)
 		if err == nil && len(b) == len(buf) {
 			err = errors.New("the ledger encoded an empty leaf")
 		}
@@ -481,6 +501,7 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 		}
 		start = e
 	}
+	s.settled = Settled{} // keep no reference to the batch
 	if cap(buf) <= maxLeafBuf {
 		s.leafBuf = buf[:0]
 	}
