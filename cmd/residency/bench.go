@@ -65,6 +65,8 @@ func runBench(ctx context.Context, e env) int {
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of each contender run into `dir` (child processes only), e.g. throughput-r1-router.pprof")
 	fs.StringVar(&o.MemProfile, "memprofile", "", "write a heap profile of each contender run, taken at its largest live heap, into `dir` (child processes only), e.g. throughput-r1-router-heap.pprof")
 	fs.IntVar(&o.MaxInflightEvents, "max-inflight-events", 0, "the router contenders' window in events, as router.max_inflight_events sets it for route (0: the router's default, 10000)")
+	fs.IntVar(&o.MaxUncommittedEvents, "max-uncommitted-events", 0, "the router contenders' settled backlog in events, as router.max_uncommitted_events sets it for route (0: the router's default, 40000)")
+	fs.IntVar(&o.MaxUncommittedBytes, "max-uncommitted-bytes", 0, "the router contenders' settled backlog in audit leaf `bytes`, as router.max_uncommitted_bytes sets it for route (0: the router's default, 16 MiB)")
 	fs.Int64Var(&o.MemoryLimit, "memory-limit", 0, "Go soft memory limit of the router contenders in `bytes`, as router.memory_limit sets it for route (0: none)")
 	fs.IntVar(&o.Pins, "pins", o.Pins, "load this many per-user pins into Redis first and route with pins on (0: pins off)")
 	fs.StringVar(&o.Redis, "redis", "", "`host:port` of the Redis to load the pins into, no password (default: the embedded stack's; needed with --brokers and --pins)")

@@ -90,6 +90,14 @@ type Options struct {
 	// (router.max_inflight_events). Default 0: the router's default
 	// (router.DefaultMaxInflightEvents).
 	MaxInflightEvents int
+	// MaxUncommittedEvents is the router contenders' settled backlog in
+	// events (router.max_uncommitted_events). Default 0: the router's
+	// default (router.DefaultMaxUncommittedEvents).
+	MaxUncommittedEvents int
+	// MaxUncommittedBytes is the router contenders' settled backlog in
+	// leaf bytes (router.max_uncommitted_bytes). Default 0: the router's
+	// default (router.DefaultMaxUncommittedBytes).
+	MaxUncommittedBytes int
 	// MemoryLimit, if set, is the Go soft memory limit (bytes) of the
 	// router contenders, as router.memory_limit sets it for route (a
 	// deployment in a container gets 90% of its limit by default).
@@ -135,8 +143,8 @@ func (o Options) Validate() error {
 		return errors.New("--events must be at least 100; --partitions, --replication, --batch-size, --rounds and --latency-passes at least 1; " +
 			"--latency-duration positive; --rate, --latency-warmup and --linger not negative")
 	}
-	if o.Pins < 0 || o.MemoryLimit < 0 || o.MaxInflightEvents < 0 {
-		return errors.New("--pins, --memory-limit and --max-inflight-events must not be negative")
+	if o.Pins < 0 || o.MemoryLimit < 0 || o.MaxInflightEvents < 0 || o.MaxUncommittedEvents < 0 || o.MaxUncommittedBytes < 0 {
+		return errors.New("--pins, --memory-limit, --max-inflight-events, --max-uncommitted-events and --max-uncommitted-bytes must not be negative")
 	}
 	for _, c := range []struct{ flag, v string }{{"--audit-compression", o.AuditCompression}, {"--audit-compression-b", o.AuditCompressionB}} {
 		if c.v != "" && !slices.Contains(auditCodecs, c.v) {
@@ -643,6 +651,8 @@ func (b *benchRun) childSpec(mode, ingest, prefix string, expect int) childSpec 
 		spec.RedisAddr, spec.RedisPrefix = b.redisAddr, b.redisPrefix
 		spec.MemoryLimit = b.o.MemoryLimit
 		spec.MaxInflightEvents = b.o.MaxInflightEvents
+		spec.MaxUncommittedEvents = b.o.MaxUncommittedEvents
+		spec.MaxUncommittedBytes = b.o.MaxUncommittedBytes
 	}
 	switch mode {
 	case contenderRouterAudit:

@@ -278,6 +278,7 @@ func TestBenchRefusesBadOptions(t *testing.T) {
 		func(o *Options) { o.LatencyWarmup = -time.Second }, func(o *Options) { o.LatencyPasses = 0 },
 		func(o *Options) { o.Pins = -1 }, func(o *Options) { o.Brokers, o.Pins = []string{"127.0.0.1:1"}, 10 },
 		func(o *Options) { o.AuditCompression = "brotli" }, func(o *Options) { o.AuditCompressionB = "LZ4" },
+		func(o *Options) { o.MaxUncommittedEvents = -1 }, func(o *Options) { o.MaxUncommittedBytes = -1 },
 	} {
 		o := DefaultOptions()
 		bad(&o)

@@ -93,6 +93,14 @@ type childSpec struct {
 	// MaxInflightEvents, if set, is the router contenders' window in
 	// events (router.max_inflight_events); 0: the router's default.
 	MaxInflightEvents int `json:"max_inflight_events,omitempty"`
+	// MaxUncommittedEvents, if set, is the router contenders' settled
+	// backlog in events (router.max_uncommitted_events); 0: the router's
+	// default.
+	MaxUncommittedEvents int `json:"max_uncommitted_events,omitempty"`
+	// MaxUncommittedBytes, if set, is the router contenders' settled
+	// backlog in leaf bytes (router.max_uncommitted_bytes); 0: the
+	// router's default.
+	MaxUncommittedBytes int `json:"max_uncommitted_bytes,omitempty"`
 	// RedisAddr and RedisPrefix: the router looks pins up in this Redis,
 	// under this key prefix (connectors/redis.Rules); "": pins off.
 	RedisAddr   string `json:"redis_addr,omitempty"`
@@ -437,6 +445,7 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 		QuarantineTopic: spec.Prefix + ".quarantine", DeadLetterTopic: spec.Prefix + ".dead-letter",
 		Fields: fields, Rules: cache, Instance: "bench", BatchSize: spec.BatchSize, Linger: spec.Linger,
 		Logger: log, Metrics: router.NewMetrics(reg), MaxInflightEvents: spec.MaxInflightEvents,
+		MaxUncommittedEvents: spec.MaxUncommittedEvents, MaxUncommittedBytes: spec.MaxUncommittedBytes,
 	}
 	bg, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
