@@ -178,10 +178,6 @@ type tracker struct {
 	wake     chan struct{} // the committer's: poked when the backlog passes half its bound
 	parts    map[Partition]*partState
 	leaves   [][]byte          // of the settled events, in settlement order
-	arena    []byte            // the bytes of leaves: each settled leaf is copied here
-	spare    []byte            // an arena the committer is done with, for the next take
-	lastTake int64             // the leaf bytes of the last take: a new arena's size
-	spareLvs [][]byte          // a leaves slice the committer is done with, for the next take
 	rulesets []*rules.Ruleset  // every ruleset of leaves, in order of first appearance
 	done     int64             // settled events not taken
 	leafSize int64             // bytes of leaves
@@ -194,7 +190,6 @@ type tracker struct {
 // the settled events and the offsets to commit after them.
 type commitBatch struct {
 	leaves   [][]byte
-	arena    []byte // the bytes of the leaves taken (some may be in earlier arenas)
 	rulesets []*rules.Ruleset
 	events   int64
 	leafSize int64
@@ -245,10 +240,7 @@ type acks struct {
 }
 
 // ack records the acknowledged events of a, settles what it can and frees
-// its room in the window. It keeps no reference to a's leaves once it
-// returns (a leaf that settles is copied into the tracker's arena, one
-// that does not yet into a copy of its own), so the sender reuses their
-// buffer.
+// its room in the window.
 func (t *tracker) ack(fb *fetched, a *acks) {
 	t.mu.Lock()
 	var touched [4]*partState
@@ -290,15 +282,6 @@ func (t *tracker) ack(fb *fetched, a *acks) {
 		dn, db, dl := t.advance(ps)
 		n, bytes, leafBytes = n+dn, bytes+db, leafBytes+dl
 	}
-	if a.leaves != nil {
-		// Leaves of events behind one not acknowledged yet wait in their
-		// event's outcome: copy them out of the sender's buffer.
-		for k, i := range a.idx {
-			if o := &fb.out[i]; a.ok[k] && o.leaf != nil && len(a.leaves[k]) > 0 && &o.leaf[0] == &a.leaves[k][0] {
-				o.leaf = slices.Clone(o.leaf)
-			}
-		}
-	}
 	t.mu.Unlock()
 	t.win.release(freeEvents, freeBytes)
 	if t.win.settle(n, bytes, leafBytes) {
@@ -320,17 +303,7 @@ func (t *tracker) advance(ps *partState) (n, bytes, leafBytes int64) {
 		}
 		msg := &e.fb.msgs[e.i]
 		if o.leaf != nil {
-			start := len(t.arena)
-			if start+len(o.leaf) > cap(t.arena) {
-				// A new arena, half as large again, or the last take's leaf
-				// bytes and a quarter: the leaves already settled keep the
-				// old one alive until they are taken.
-				t.arena = make([]byte, 0, max(cap(t.arena)+cap(t.arena)/2, start+len(o.leaf), 64<<10,
-					int(min(t.lastTake+t.lastTake/4, maxSpareArena))))
-				start = 0
-			}
-			t.arena = append(t.arena, o.leaf...)
-			t.leaves = append(t.leaves, t.arena[start:len(t.arena):len(t.arena)])
+			t.leaves = append(t.leaves, o.leaf)
 			leafBytes += int64(len(o.leaf))
 			o.leaf = nil
 			if rs := e.fb.batch.Ruleset; rs != nil && (len(t.rulesets) == 0 || t.rulesets[len(t.rulesets)-1] != rs) &&
@@ -365,19 +338,7 @@ func (t *tracker) take() *commitBatch {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	b := &commitBatch{leaves: t.leaves, rulesets: t.rulesets, events: t.done, leafSize: t.leafSize, perPart: t.perPart}
-	if len(t.arena) > 0 {
-		// The leaves' arena goes with them; the next leaves go into the
-		// spare one (when the committer gave one back). An empty arena
-		// (nothing settled since the last take) stays.
-		b.arena, t.arena, t.spare = t.arena, t.spare, nil
-		t.lastTake = t.leafSize
-	}
 	t.leaves, t.rulesets, t.done, t.leafSize = nil, nil, 0, 0
-	if len(b.leaves) == 0 {
-		t.leaves, b.leaves = b.leaves, nil // keep its room
-	} else {
-		t.leaves, t.spareLvs = t.spareLvs, nil
-	}
 	t.perPart = map[Partition]int{}
 	for tp, next := range t.offsets {
 		b.offsets = append(b.offsets, Offset{Topic: tp.Topic, Partition: tp.Partition, Next: next})
@@ -417,29 +378,8 @@ func (t *tracker) putBack(b *commitBatch) {
 	t.mu.Unlock()
 	if b.recorded {
 		t.win.committed(0, b.leafSize)
-		t.recycle(b)
+		b.leaves, b.leafSize = nil, 0
 	}
-}
-
-// maxSpareArena bounds the arena the tracker keeps for its next take: the
-// settled backlog's default bound in leaf bytes (router.max_uncommitted_bytes,
-// 16 MiB; the committer flushes at half of it).
-const maxSpareArena = DefaultMaxUncommittedBytes
-
-// recycle keeps b's arena for the tracker's next take, once b's leaves are
-// durable (the Ledger keeps no reference to them) and b is done with them.
-func (t *tracker) recycle(b *commitBatch) {
-	arena, leaves := b.arena, b.leaves
-	b.leaves, b.arena, b.leafSize = nil, nil, 0
-	clear(leaves)
-	t.mu.Lock()
-	if cap(arena) > cap(t.spare) && cap(arena) <= maxSpareArena {
-		t.spare = arena[:0]
-	}
-	if cap(leaves) > cap(t.spareLvs) && cap(leaves) <= maxSpareArena/64 {
-		t.spareLvs = leaves[:0]
-	}
-	t.mu.Unlock()
 }
 
 // pending returns how many events of parts (all partitions when nil) are

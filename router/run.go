@@ -447,9 +447,6 @@ func (r *Router) flush(ctx context.Context) error {
 	r.cfg.Metrics.committed(int(b.events))
 	r.publishLag()
 	r.win.committed(b.events, b.leafSize)
-	if b.recorded {
-		r.trk.recycle(b)
-	}
 	return nil
 }
 

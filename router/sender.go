@@ -62,7 +62,6 @@ type sender struct {
 	// Owned by run.
 	attempt int
 	retryAt time.Time
-	leafBuf []byte   // the encoded leaves of one produce result (acks), until the tracker took them
 	ack     acks     // the last produce result read (acks): the tracker keeps no reference to it
 	leaves  [][]byte // ack.leaves' backing array, kept while ack.leaves is nil (no Ledger)
 	ends    []int    // scratch of acks
@@ -76,10 +75,6 @@ func resize[T any](b []T, n int) []T {
 	}
 	return b[:n]
 }
-
-// maxLeafBuf bounds the leaf buffer a sender keeps from one produce result
-// to the next.
-const maxLeafBuf = 1 << 20
 
 func newSender(r *Router, cluster string, prod AsyncProducer) *sender {
 	return &sender{r: r, cluster: cluster, prod: prod, wake: make(chan struct{}, 1)}
@@ -430,7 +425,8 @@ func (s *sender) resolve(c *chunk, ack ProduceAck) {
 // acks reads a produce result for c's current records: which events were
 // acknowledged, where, and (with a Ledger) their encoded leaves, built here
 // on the sender's goroutine (each sender builds its own cluster's). The
-// result and its leaves are the sender's own, valid until its next call.
+// result is the sender's own, valid until its next call (the tracker keeps
+// the leaves, not the result's slices).
 func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 	n := len(c.recs)
 	a := &s.ack
@@ -461,12 +457,7 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 	clear(a.leaves)
 	s.leaves = a.leaves
 	ends := s.ends
-	// The sender's buffer: the tracker copies every leaf out of it
-	// (tracker.ack) before the next produce result is read.
-	buf := s.leafBuf[:0]
-	if want := 320 * n; cap(buf) < want { // a route leaf with its subject: 250-300 bytes
-		buf = make([]byte, 0, want)
-	}
+	buf := make([]byte, 0, 320*n) // a route leaf with its subject: 250-300 bytes
 	for k, i := range a.idx {
 		ends[k] = len(buf)
 		if !a.ok[k] {
@@ -502,9 +493,6 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 		start = e
 	}
 	s.settled = Settled{} // keep no reference to the batch
-	if cap(buf) <= maxLeafBuf {
-		s.leafBuf = buf[:0]
-	}
 	return a
 }
 
