@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/residency-router/residency/audit"
+	"github.com/residency-router/residency/auditwire"
 	"github.com/residency-router/residency/internal/sample"
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
@@ -18,7 +20,20 @@ import (
 // BenchmarkRouterInMemory measures the pipeline itself (field extraction,
 // decision, headers, publish and commit bookkeeping) over the in-memory
 // broker, with real single-object Avro events and the real extractor.
-func BenchmarkRouterInMemory(b *testing.B) {
+func BenchmarkRouterInMemory(b *testing.B) { benchRouterInMemory(b, false) }
+
+// BenchmarkRouterInMemoryAudit is BenchmarkRouterInMemory with the audit
+// on: every record attested (auditwire.Attester), every decision leaf
+// built (auditwire.Ledger, with subjects) and appended to a log that
+// discards it, so what it measures is the router's own audit work.
+func BenchmarkRouterInMemoryAudit(b *testing.B) { benchRouterInMemory(b, true) }
+
+// discardLog is an auditwire.Log that keeps nothing.
+type discardLog struct{}
+
+func (discardLog) Append(context.Context, ...[]byte) error { return nil }
+
+func benchRouterInMemory(b *testing.B, audited bool) {
 	enc, err := sample.NewEncoder()
 	if err != nil {
 		b.Fatal(err)
@@ -46,12 +61,25 @@ func BenchmarkRouterInMemory(b *testing.B) {
 	if err := a.Publisher().Publish(context.Background(), msgs...); err != nil {
 		b.Fatal(err)
 	}
-	r, err := router.New(router.Config{
+	cfg := router.Config{
 		Subscriber: a.Subscriber(group, ingest), Publishers: map[string]stream.Publisher{"a": a.Publisher(), "b": bb.Publisher()},
 		IngestCluster: "a", QuarantineTopic: quarantine, DeadLetterTopic: deadLetter,
 		Fields: fields, Rules: &rulesBox{rs: mustRules(b, 1)}, Instance: "bench",
 		Logger: slog.New(slog.DiscardHandler), Metrics: router.NewMetrics(nil),
-	})
+	}
+	if audited {
+		subjects, err := audit.NewPseudonymizer([]byte("bench-subject-key-bench-subject-key"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if cfg.Ledger, err = auditwire.NewLedger(discardLog{}, auditwire.LedgerConfig{Actor: "bench", Subjects: subjects}); err != nil {
+			b.Fatal(err)
+		}
+		if cfg.Attester, err = auditwire.NewAttester(audit.AttestKey{ID: "bench", Secret: []byte("bench-attestation-key-bench-attestation")}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r, err := router.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -62,6 +62,18 @@ type sender struct {
 	// Owned by run.
 	attempt int
 	retryAt time.Time
+	ack     acks     // the last produce result read (acks): the tracker keeps no reference to it
+	leaves  [][]byte // ack.leaves' backing array, kept while ack.leaves is nil (no Ledger)
+	ends    []int    // scratch of acks
+	settled Settled  // scratch of acks: the event AppendLeaf borrows
+}
+
+// resize returns b with length n, reusing its array when it has room.
+func resize[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n)
+	}
+	return b[:n]
 }
 
 func newSender(r *Router, cluster string, prod AsyncProducer) *sender {
@@ -412,10 +424,16 @@ func (s *sender) resolve(c *chunk, ack ProduceAck) {
 
 // acks reads a produce result for c's current records: which events were
 // acknowledged, where, and (with a Ledger) their encoded leaves, built here
-// on the sender's goroutine (each sender builds its own cluster's).
+// on the sender's goroutine (each sender builds its own cluster's). The
+// result is the sender's own, valid until its next call (the tracker keeps
+// the leaves, not the result's slices).
 func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 	n := len(c.recs)
-	a := &acks{idx: make([]int32, n), ok: make([]bool, n), parts: make([]int32, n), offsets: make([]int64, n)}
+	a := &s.ack
+	a.idx, a.ok, a.parts, a.offsets = resize(a.idx, n), resize(a.ok, n), resize(a.parts, n), resize(a.offsets, n)
+	clear(a.ok)
+	clear(a.parts)
+	a.leaves, a.bad = nil, nil
 	for k, i := range c.recs {
 		a.idx[k] = c.idx[i]
 		a.offsets[k] = -1
@@ -435,8 +453,10 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 		return a
 	}
 	fb := c.fb
-	a.leaves = make([][]byte, n)
-	ends := make([]int, n)
+	a.leaves, s.ends = resize(s.leaves, n), resize(s.ends, n)
+	clear(a.leaves)
+	s.leaves = a.leaves
+	ends := s.ends
 	buf := make([]byte, 0, 320*n) // a route leaf with its subject: 250-300 bytes
 	for k, i := range a.idx {
 		ends[k] = len(buf)
@@ -444,9 +464,10 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 			continue
 		}
 		o := &fb.out[i]
-		st := Settled{Event: &fb.batch.Events[i], Ruleset: fb.batch.Ruleset, Cluster: o.cluster, Topic: o.topic,
+		st := &s.settled
+		*st = Settled{Event: &fb.batch.Events[i], Ruleset: fb.batch.Ruleset, Cluster: o.cluster, Topic: o.topic,
 			Partition: a.parts[k], Offset: a.offsets[k]}
-		b, err := led.AppendLeaf(buf, &st)
+		b, err := led.AppendLeaf(buf, st)
 		if err == nil && len(b) == len(buf) {
 			err = errors.New("the ledger encoded an empty leaf")
 		}
@@ -471,6 +492,7 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 		}
 		start = e
 	}
+	s.settled = Settled{} // keep no reference to the batch
 	return a
 }
 

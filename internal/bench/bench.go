@@ -10,6 +10,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -99,6 +100,14 @@ type Options struct {
 	// produce compression, in the same throughput rounds and latency
 	// passes as the router (report: RouterAlt). Default "": none.
 	RouterCompressionAlt string
+	// MaxUncommittedEvents is the router contenders' settled backlog in
+	// events (router.max_uncommitted_events). Default 0: the router's
+	// default (router.DefaultMaxUncommittedEvents).
+	MaxUncommittedEvents int
+	// MaxUncommittedBytes is the router contenders' settled backlog in
+	// leaf bytes (router.max_uncommitted_bytes). Default 0: the router's
+	// default (router.DefaultMaxUncommittedBytes).
+	MaxUncommittedBytes int
 	// MemoryLimit, if set, is the Go soft memory limit (bytes) of the
 	// router contenders, as router.memory_limit sets it for route (a
 	// deployment in a container gets 90% of its limit by default).
@@ -115,7 +124,20 @@ type Options struct {
 	// Redis is the host:port of the Redis the pins go to (no password).
 	// Default: the embedded stack's Redis; needed with Brokers and Pins.
 	Redis string
+	// AuditCompression is the compression of the router+audit contender's
+	// audit topic ("none", "gzip", "snappy", "lz4", "zstd"). Default "":
+	// the audit log's default (connectors/kafka.AuditLogConfig.Compression).
+	AuditCompression string
+	// AuditCompressionB, if set, adds a contender, router+audit-b: the
+	// router with the audit on whose audit topic has this compression, in
+	// every round beside router+audit, so two codecs are compared in the
+	// same run. Default "": no such contender.
+	AuditCompressionB string
 }
+
+// auditCodecs are the values of --audit-compression and
+// --audit-compression-b.
+var auditCodecs = []string{"none", "gzip", "snappy", "lz4", "zstd"}
 
 // DefaultOptions returns the defaults of `residency bench`'s flags.
 func DefaultOptions() Options {
@@ -131,8 +153,13 @@ func (o Options) Validate() error {
 		return errors.New("--events must be at least 100; --partitions, --replication, --batch-size, --rounds and --latency-passes at least 1; " +
 			"--latency-duration positive; --rate, --latency-warmup and --linger not negative")
 	}
-	if o.Pins < 0 || o.MemoryLimit < 0 || o.MaxInflightEvents < 0 {
-		return errors.New("--pins, --memory-limit and --max-inflight-events must not be negative")
+	if o.Pins < 0 || o.MemoryLimit < 0 || o.MaxInflightEvents < 0 || o.MaxUncommittedEvents < 0 || o.MaxUncommittedBytes < 0 {
+		return errors.New("--pins, --memory-limit, --max-inflight-events, --max-uncommitted-events and --max-uncommitted-bytes must not be negative")
+	}
+	for _, c := range []struct{ flag, v string }{{"--audit-compression", o.AuditCompression}, {"--audit-compression-b", o.AuditCompressionB}} {
+		if c.v != "" && !slices.Contains(auditCodecs, c.v) {
+			return fmt.Errorf("%s must be one of %s, not %q", c.flag, strings.Join(auditCodecs, ", "), c.v)
+		}
 	}
 	for _, c := range []struct{ flag, v string }{{"--router-compression", o.RouterCompression}, {"--router-compression-alt", o.RouterCompressionAlt}} {
 		switch strings.ToLower(c.v) {
@@ -202,6 +229,24 @@ type Report struct {
 	AuditRatio float64 `json:"audit_ratio"`
 	// AuditRounds is AuditRatio per round.
 	AuditRounds []float64 `json:"audit_rounds"`
+	// AuditCompression is router+audit's audit topic compression
+	// (--audit-compression; "" the audit log's default, lz4).
+	AuditCompression string `json:"audit_compression,omitempty"`
+	// RouterAuditB is the router with the audit on and its audit topic
+	// compressed with AuditCompressionB (--audit-compression-b; throughput
+	// only); nil without the flag.
+	RouterAuditB *ContenderReport `json:"router_audit_b,omitempty"`
+	// AuditCompressionB is --audit-compression-b.
+	AuditCompressionB string `json:"audit_compression_b,omitempty"`
+	// AuditRatioB is RouterAuditB.EventsPerSecond / Router.EventsPerSecond.
+	AuditRatioB float64 `json:"audit_ratio_b,omitempty"`
+	// AuditRoundsB is AuditRatioB per round.
+	AuditRoundsB []float64 `json:"audit_rounds_b,omitempty"`
+	// AuditBToA is RouterAuditB.EventsPerSecond /
+	// RouterAudit.EventsPerSecond (their medians over the rounds).
+	AuditBToA float64 `json:"audit_b_to_a,omitempty"`
+	// AuditBToARounds is RouterAuditB / RouterAudit events/s per round.
+	AuditBToARounds []float64 `json:"audit_b_to_a_rounds,omitempty"`
 	// FanOut is the --diagnose contender (throughput only).
 	FanOut *ContenderReport `json:"fan_out,omitempty"`
 	// FanOutRatio is FanOut.EventsPerSecond / PassThrough.EventsPerSecond.
@@ -510,10 +555,19 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	if o.RouterCompressionAlt != "" {
 		rep.RouterAlt = &ContenderReport{}
 	}
+	rep.AuditCompression, rep.AuditCompressionB = o.AuditCompression, o.AuditCompressionB
+	if o.AuditCompressionB != "" {
+		rep.RouterAuditB = &ContenderReport{}
+	}
 	for round := range o.Rounds {
 		order := []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderFranzGo}
+		if o.AuditCompressionB != "" {
+			// Between the router and router+audit: in every round the two
+			// audit contenders sit on either side of the router's run.
+			order = []string{contenderPassThrough, contenderRouterAudit, contenderRouter, contenderRouterAuditB, contenderFranzGo}
+		}
 		if o.RouterCompressionAlt != "" {
-			order = []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderRouterAlt, contenderFranzGo}
+			order = slices.Insert(order, slices.Index(order, contenderFranzGo), contenderRouterAlt)
 		}
 		if o.Diagnose {
 			order = append(order, contenderFanOut, contenderWriterPass)
@@ -547,8 +601,12 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 		if rep.RouterAlt != nil {
 			rep.RouterAltToFranzGoRounds = append(rep.RouterAltToFranzGoRounds, eps[contenderRouterAlt]/eps[contenderFranzGo])
 		}
+		if rep.RouterAuditB != nil {
+			rep.AuditRoundsB = append(rep.AuditRoundsB, eps[contenderRouterAuditB]/eps[contenderRouter])
+			rep.AuditBToARounds = append(rep.AuditBToARounds, eps[contenderRouterAuditB]/eps[contenderRouterAudit])
+		}
 	}
-	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderFranzGo, contenderFanOut, contenderWriterPass, contenderRouterAlt} {
+	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderRouterAuditB, contenderFranzGo, contenderFanOut, contenderWriterPass, contenderRouterAlt} {
 		if c := rep.contender(mode); c != nil {
 			c.EventsPerSecond = median(c.RoundEventsPerSecond)
 			c.CPUSecondsPerMillion = median(c.RoundCPUSecondsPerMillion)
@@ -558,6 +616,10 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	rep.Ratio = rep.Router.EventsPerSecond / rep.PassThrough.EventsPerSecond
 	rep.RouterToFranzGo = rep.Router.EventsPerSecond / rep.FranzGo.EventsPerSecond
 	rep.AuditRatio = rep.RouterAudit.EventsPerSecond / rep.Router.EventsPerSecond
+	if rep.RouterAuditB != nil {
+		rep.AuditRatioB = rep.RouterAuditB.EventsPerSecond / rep.Router.EventsPerSecond
+		rep.AuditBToA = rep.RouterAuditB.EventsPerSecond / rep.RouterAudit.EventsPerSecond
+	}
 	rep.CPURouterToFranzGo = rep.Router.CPUMicrosPerEvent / rep.FranzGo.CPUMicrosPerEvent
 	if rep.RouterAlt != nil {
 		rep.RouterAltToFranzGo = rep.RouterAlt.EventsPerSecond / rep.FranzGo.EventsPerSecond
@@ -616,6 +678,8 @@ func (r *Report) contender(mode string) *ContenderReport {
 		return &r.Router
 	case contenderRouterAudit:
 		return &r.RouterAudit
+	case contenderRouterAuditB:
+		return r.RouterAuditB
 	case contenderFanOut:
 		return r.FanOut
 	case contenderWriterPass:
@@ -634,14 +698,22 @@ func (b *benchRun) childSpec(mode, ingest, prefix string, expect int) childSpec 
 	spec := childSpec{Mode: mode, Brokers: b.o.Brokers, RemoteBrokers: b.o.Remote, Ingest: ingest,
 		Group: prefix + ".group", Dest: prefix + ".out", Prefix: prefix, Expect: expect,
 		BatchSize: b.o.BatchSize, Linger: b.o.Linger, Timeout: b.o.Timeout}
-	if mode == contenderRouter || mode == contenderRouterAudit || mode == contenderRouterAlt {
+	if mode == contenderRouter || mode == contenderRouterAudit || mode == contenderRouterAuditB || mode == contenderRouterAlt {
 		spec.RedisAddr, spec.RedisPrefix = b.redisAddr, b.redisPrefix
 		spec.MemoryLimit = b.o.MemoryLimit
 		spec.MaxInflightEvents = b.o.MaxInflightEvents
+		spec.MaxUncommittedEvents = b.o.MaxUncommittedEvents
+		spec.MaxUncommittedBytes = b.o.MaxUncommittedBytes
 		spec.Compression = b.o.RouterCompression
 		if mode == contenderRouterAlt {
 			spec.Compression = b.o.RouterCompressionAlt
 		}
+	}
+	switch mode {
+	case contenderRouterAudit:
+		spec.AuditCompression = b.o.AuditCompression
+	case contenderRouterAuditB:
+		spec.AuditCompression = b.o.AuditCompressionB
 	}
 	return spec
 }
@@ -673,7 +745,7 @@ func (b *benchRun) destinations(ctx context.Context, mode, prefix string) (map[*
 			far = b.remote
 		}
 		out[far] = append(out[far], prefix+".eu", prefix+".uk")
-		if mode == contenderRouterAudit {
+		if mode == contenderRouterAudit || mode == contenderRouterAuditB {
 			// The audit topic: one partition (docs/audit.md).
 			if err := b.createAuditTopic(ctx, prefix+".audit"); err != nil {
 				return nil, err
@@ -1352,6 +1424,15 @@ func quantile(xs []time.Duration, q float64) time.Duration {
 	return xs[min(max(i, 0), len(xs)-1)]
 }
 
+// auditName names an audit contender in the table with its audit topic's
+// compression when the run compares two.
+func (r *Report) auditName(mode, codec string) string {
+	if r.RouterAuditB == nil {
+		return mode
+	}
+	return mode + " (" + cmp.Or(codec, "lz4") + ")"
+}
+
 // Table prints the report for people.
 func (r *Report) Table(out io.Writer) {
 	where := "child processes"
@@ -1375,7 +1456,9 @@ func (r *Report) Table(out io.Writer) {
 		name string
 		c    *ContenderReport
 	}{{contenderPassThrough + " (kafka-go)", &r.PassThrough}, {contenderFranzGo, &r.FranzGo}, {contenderRouter, &r.Router},
-		{contenderRouterAudit, &r.RouterAudit}, {contenderRouterAlt + " (" + r.RouterCompressionAlt + ")", r.RouterAlt},
+		{r.auditName(contenderRouterAudit, r.AuditCompression), &r.RouterAudit},
+		{r.auditName(contenderRouterAuditB, r.AuditCompressionB), r.RouterAuditB},
+		{contenderRouterAlt + " (" + r.RouterCompressionAlt + ")", r.RouterAlt},
 		{contenderFanOut, r.FanOut}, {contenderWriterPass, r.WriterPass}} {
 		if c.c == nil {
 			continue
@@ -1397,6 +1480,11 @@ func (r *Report) Table(out io.Writer) {
 	}
 	if r.RouterAudit.EventsPerSecond > 0 {
 		fmt.Fprintf(out, "Router with the audit on / router: %.2f (per round: %s; issue 14 asks >= 0.9)\n", r.AuditRatio, joinFloats(r.AuditRounds))
+	}
+	if r.RouterAuditB != nil {
+		fmt.Fprintf(out, "%s / router: %.2f (per round: %s); / %s: %.2f (per round: %s)\n",
+			r.auditName(contenderRouterAuditB, r.AuditCompressionB), r.AuditRatioB, joinFloats(r.AuditRoundsB),
+			r.auditName(contenderRouterAudit, r.AuditCompression), r.AuditBToA, joinFloats(r.AuditBToARounds))
 	}
 	if r.FanOut != nil {
 		fmt.Fprintf(out, "Pass-through with fan-out and headers / pass-through: %.2f\n", r.FanOutRatio)

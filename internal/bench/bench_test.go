@@ -213,12 +213,14 @@ func TestBenchReportsEveryContender(t *testing.T) {
 
 // TestBenchInProcessTwoClusters runs the contenders in this process on the
 // real Kafka clusters, the EU and UK pinned topics on the second, pins off,
-// with the latency passes at the default rate (half the router's events/s),
-// and prints the table.
+// with the latency passes at the default rate (half the router's events/s)
+// and a second audit contender (--audit-compression-b snappy), and prints
+// the table.
 func TestBenchInProcessTwoClusters(t *testing.T) {
 	a, b := testenv.KafkaA(t), testenv.KafkaB(t)
 	o := DefaultOptions()
 	o.Brokers, o.Remote = a.Brokers, b.Brokers
+	o.AuditCompression, o.AuditCompressionB = "lz4", "snappy"
 	o.InProcess, o.Events, o.Partitions = true, 1000, 2
 	o.LatencyFor, o.LatencyWarmup, o.LatencyPasses = 500*time.Millisecond, 0, 1
 	var log, errOut, out bytes.Buffer
@@ -234,8 +236,15 @@ func TestBenchInProcessTwoClusters(t *testing.T) {
 	if rep.Pins != 0 || rep.Router.Decisions["quarantined"] != rep.Mix["unplaceable no_country"]+rep.Mix["unplaceable unknown_country"] {
 		t.Errorf("pins off: %d pins, router decisions %v, mix %v", rep.Pins, rep.Router.Decisions, rep.Mix)
 	}
+	ab := rep.RouterAuditB
+	if ab == nil || len(ab.RoundEventsPerSecond) != 1 || ab.EventsPerSecond <= 0 || ab.Latency != nil || rep.AuditCompressionB != "snappy" ||
+		rep.AuditRatioB != ab.EventsPerSecond/rep.Router.EventsPerSecond || rep.AuditBToA != ab.EventsPerSecond/rep.RouterAudit.EventsPerSecond ||
+		len(rep.AuditRoundsB) != 1 || len(rep.AuditBToARounds) != 1 {
+		t.Errorf("--audit-compression-b snappy: contender %+v, ratios %v %v %v %v", ab, rep.AuditRatioB, rep.AuditRoundsB, rep.AuditBToA, rep.AuditBToARounds)
+	}
 	rep.Table(&out)
 	for _, want := range []string{"contenders in this process", "pins off", "pass-through (kafka-go)", "franz-go", "router",
+		"router+audit (lz4)", "router+audit-b (snappy)", "router+audit-b (snappy) / router:",
 		"Router / franz-go:", "Router / pass-through (kafka-go):", "P99 ms", "half the router's events/s",
 		"router events/s >= 0.5 x franz-go's", "router peak RSS <= 100 MB", "pins off (--pins 0)"} {
 		if !strings.Contains(out.String(), want) {
@@ -268,6 +277,8 @@ func TestBenchRefusesBadOptions(t *testing.T) {
 		func(o *Options) { o.Events = 5 }, func(o *Options) { o.Partitions = 0 }, func(o *Options) { o.Rate = -1 },
 		func(o *Options) { o.LatencyWarmup = -time.Second }, func(o *Options) { o.LatencyPasses = 0 },
 		func(o *Options) { o.Pins = -1 }, func(o *Options) { o.Brokers, o.Pins = []string{"127.0.0.1:1"}, 10 },
+		func(o *Options) { o.AuditCompression = "brotli" }, func(o *Options) { o.AuditCompressionB = "LZ4" },
+		func(o *Options) { o.MaxUncommittedEvents = -1 }, func(o *Options) { o.MaxUncommittedBytes = -1 },
 	} {
 		o := DefaultOptions()
 		bad(&o)

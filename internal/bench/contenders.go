@@ -45,6 +45,9 @@ const (
 	// attested, every decision leaf appended (acks=all) to a one-partition
 	// audit topic before its offset is committed.
 	contenderRouterAudit = "router+audit"
+	// contenderRouterAuditB (--audit-compression-b) is router+audit with
+	// another compression of its audit topic.
+	contenderRouterAuditB = "router+audit-b"
 	// contenderFranzGo is the franz-go pass-through: the reference for
 	// what a Go client moves on the broker.
 	contenderFranzGo = "franz-go"
@@ -97,10 +100,21 @@ type childSpec struct {
 	// Compression, if set, is the router contenders' produce compression
 	// (kafka.compression); "": the router's default.
 	Compression string `json:"compression,omitempty"`
+	// MaxUncommittedEvents, if set, is the router contenders' settled
+	// backlog in events (router.max_uncommitted_events); 0: the router's
+	// default.
+	MaxUncommittedEvents int `json:"max_uncommitted_events,omitempty"`
+	// MaxUncommittedBytes, if set, is the router contenders' settled
+	// backlog in leaf bytes (router.max_uncommitted_bytes); 0: the
+	// router's default.
+	MaxUncommittedBytes int `json:"max_uncommitted_bytes,omitempty"`
 	// RedisAddr and RedisPrefix: the router looks pins up in this Redis,
 	// under this key prefix (connectors/redis.Rules); "": pins off.
 	RedisAddr   string `json:"redis_addr,omitempty"`
 	RedisPrefix string `json:"redis_prefix,omitempty"`
+	// AuditCompression is the audit topic's compression of the audit
+	// contenders; "": the audit log's default.
+	AuditCompression string `json:"audit_compression,omitempty"`
 }
 
 // childResult is what one contender run measured.
@@ -250,7 +264,7 @@ func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 		err = runPassThrough(ctx, spec, m)
 	case contenderFranzGo:
 		err = runFranzGo(ctx, spec, m)
-	case contenderRouter, contenderRouterAudit, contenderRouterAlt:
+	case contenderRouter, contenderRouterAudit, contenderRouterAuditB, contenderRouterAlt:
 		decisions, err = runBenchRouter(ctx, spec, m)
 	default:
 		err = fmt.Errorf("%w: unknown contender %q", ErrSpec, spec.Mode)
@@ -438,6 +452,7 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 		QuarantineTopic: spec.Prefix + ".quarantine", DeadLetterTopic: spec.Prefix + ".dead-letter",
 		Fields: fields, Rules: cache, Instance: "bench", BatchSize: spec.BatchSize, Linger: spec.Linger,
 		Logger: log, Metrics: router.NewMetrics(reg), MaxInflightEvents: spec.MaxInflightEvents,
+		MaxUncommittedEvents: spec.MaxUncommittedEvents, MaxUncommittedBytes: spec.MaxUncommittedBytes,
 	}
 	bg, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
@@ -451,8 +466,9 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 		go func() { _ = pins.Run(bg) }()
 		cfg.Pins = pins
 	}
-	if spec.Mode == contenderRouterAudit {
-		al, err := kafka.NewAuditLog(kafka.AuditLogConfig{Cluster: ingest, Topic: spec.Prefix + ".audit", Logger: log})
+	if spec.Mode == contenderRouterAudit || spec.Mode == contenderRouterAuditB {
+		al, err := kafka.NewAuditLog(kafka.AuditLogConfig{Cluster: ingest, Topic: spec.Prefix + ".audit",
+			Compression: spec.AuditCompression, Logger: log})
 		if err != nil {
 			return nil, err
 		}
