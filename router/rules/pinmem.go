@@ -2,6 +2,7 @@ package rules
 
 import (
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"unsafe"
 )
@@ -86,7 +87,9 @@ func (m *pinMem) free(p unsafe.Pointer) {
 		return
 	}
 	r := m.regions[i]
-	m.regions = append(m.regions[:i], m.regions[i+1:]...)
+	// slices.Delete clears the slot the list no longer uses: a pointer
+	// left there, into memory unmapped, would still be scanned.
+	m.regions = slices.Delete(m.regions, i, i+1)
 	unmapMem(r)
 	pinMappedBytes.Add(-int64(len(r)))
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 )
 
 // stressIDs returns n user ids of every packed kind (raw, UUID, decimal).
@@ -113,4 +114,28 @@ func lookUpAll(t *testing.T, tab *pinTable, ids []string) {
 			t.Fatalf("Pin(%q) = %q, want %q", id, got, want)
 		}
 	}
+}
+
+// TestPinMemFreeLeavesNoStalePointer: a region given back leaves no
+// pointer to it in the spare capacity of the region list, which the
+// garbage collector still scans (a pointer into unmapped memory there is
+// "a bad pointer in the Go heap" should the heap ever be mapped at that
+// address).
+func TestPinMemFreeLeavesNoStalePointer(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		return
+	}
+	b := newPinTableBuilder(0, 0)
+	for i := range 5000 {
+		if err := b.add([]byte(fmt.Sprint("user-", i)), "EU"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := b.t.mem.regions
+	for i, r := range rs[len(rs):cap(rs)] {
+		if r != nil {
+			t.Fatalf("region list slot %d past its length still points at %p, given back", len(rs)+i, unsafe.SliceData(r))
+		}
+	}
+	runtime.KeepAlive(b)
 }
