@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"math"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/residency-router/residency/internal/config"
+	"github.com/residency-router/residency/router/rules"
 )
 
 // Where the soft memory limit of `residency route` comes from.
@@ -102,8 +104,8 @@ func fileRSS(readFile func(string) ([]byte, error)) int64 {
 }
 
 // applyMemoryLimit sets route's soft memory limit (memoryLimit) and logs
-// it.
-func applyMemoryLimit(cfg *config.Config, log *slog.Logger) {
+// it. It returns the limit it set and where it came from.
+func applyMemoryLimit(cfg *config.Config, log *slog.Logger) (int64, string) {
 	limit, from := memoryLimit(cfg.Router.MemoryLimit, os.LookupEnv, os.ReadFile)
 	if limit > 0 {
 		debug.SetMemoryLimit(limit)
@@ -113,4 +115,32 @@ func applyMemoryLimit(cfg *config.Config, log *slog.Logger) {
 		cur = 0 // the runtime's "no limit"
 	}
 	log.Info("memory limit", "bytes", cur, "from", from)
+	return limit, from
+}
+
+// limitLessPins returns the container-derived limit less the memory of
+// the pin set, which the pin table holds outside the Go heap (mapped
+// memory the container counts and the Go runtime's limit does not); never
+// below half of limit.
+func limitLessPins(limit int64, pinBytes int) int64 {
+	return max(limit-int64(pinBytes), limit/2)
+}
+
+// lowerLimitForPins waits for the first load of pins (or ctx's end) and
+// then lowers a limit route took from the container by the pin set's
+// memory, so that heap and pins together stay within the container's
+// share. A limit from router.memory_limit or GOMEMLIMIT is the operator's
+// and is left alone (it bounds the heap only: the pins come on top).
+func lowerLimitForPins(ctx context.Context, limit int64, from string, pins *rules.Pins, log *slog.Logger) {
+	if from != memLimitContainer || limit <= 0 || pins == nil {
+		return
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-pins.Loaded():
+	}
+	l := limitLessPins(limit, pins.Bytes())
+	debug.SetMemoryLimit(l)
+	log.Info("memory limit less the pins held outside the heap", "bytes", l, "pins_bytes", pins.Bytes())
 }

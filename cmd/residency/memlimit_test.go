@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"io/fs"
+	"log/slog"
+	"runtime/debug"
 	"testing"
+
+	"github.com/residency-router/residency/router/rules"
 )
 
 // TestMemoryLimitSources: router.memory_limit wins, then GOMEMLIMIT (left
@@ -46,5 +52,59 @@ func TestMemoryLimitSources(t *testing.T) {
 		if got != tc.want || from != tc.from {
 			t.Errorf("%s: memoryLimit = %d from %s, want %d from %s", tc.name, got, from, tc.want, tc.from)
 		}
+	}
+}
+
+// onePagePins is a rules.PinStore of a few pins in one page.
+type onePagePins struct{ pins []rules.Pin }
+
+func (s onePagePins) CountPins(context.Context) (int, error) { return len(s.pins), nil }
+func (s onePagePins) ScanPins(context.Context, uint64, int) ([]rules.Pin, uint64, error) {
+	return s.pins, 0, nil
+}
+func (s onePagePins) LookupPins(_ context.Context, ids [][]byte) ([]string, error) {
+	return make([]string, len(ids)), nil
+}
+func (s onePagePins) WatchPins(ctx context.Context) <-chan rules.PinEvent {
+	c := make(chan rules.PinEvent, 1)
+	c <- rules.PinEvent{Kind: rules.PinsSubscribed}
+	return c
+}
+
+// TestLowerLimitForPins: a limit taken from the container is lowered by the
+// pin set's memory (held outside the heap) once the pins are loaded, never
+// below half; a limit the operator set is left alone.
+func TestLowerLimitForPins(t *testing.T) {
+	if got := limitLessPins(100<<20, 30<<20); got != 70<<20 {
+		t.Fatalf("limitLessPins = %d, want 70 MiB", got)
+	}
+	if got := limitLessPins(100<<20, 80<<20); got != 50<<20 {
+		t.Fatalf("limitLessPins = %d, want half the limit", got)
+	}
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	store := onePagePins{}
+	for i := range 5000 {
+		store.pins = append(store.pins, rules.Pin{UserID: fmt.Sprint("user-", i), Jurisdiction: "EU"})
+	}
+	log := slog.New(slog.DiscardHandler)
+	for _, from := range []string{memLimitConfig, memLimitEnv, memLimitContainer} {
+		const limit = 512 << 20
+		debug.SetMemoryLimit(limit)
+		ctx, cancel := context.WithCancel(context.Background())
+		pins := rules.NewPins(store, rules.PinsOptions{})
+		done := make(chan struct{})
+		go func() { _ = pins.Run(ctx); close(done) }()
+		lowerLimitForPins(ctx, limit, from, pins, log)
+		<-pins.Loaded()
+		cur := debug.SetMemoryLimit(-1)
+		want := int64(limit)
+		if from == memLimitContainer {
+			want = limit - int64(pins.Bytes())
+		}
+		if pins.Bytes() <= 0 || cur != want {
+			t.Errorf("from %s: limit %d with %d bytes of pins, want %d", from, cur, pins.Bytes(), want)
+		}
+		cancel()
+		<-done
 	}
 }

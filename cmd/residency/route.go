@@ -59,11 +59,12 @@ func runRoute(ctx context.Context, e env) int {
 	}
 	log, reg := newService(e.stderr, cfg.LogLevel)
 	cfg.WarnDeprecated(log)
-	applyMemoryLimit(cfg, log)
+	limit, limitFrom := applyMemoryLimit(cfg, log)
 	w, err := wire(cfg, log, reg)
 	if err != nil {
 		return fail(e, "route", err)
 	}
+	w.limit, w.limitFrom = limit, limitFrom
 	shutdown, err := serveOps(cfg.HTTP.Listen, reg, w.router.Ready, log)
 	if err != nil {
 		w.close()
@@ -97,6 +98,8 @@ type wired struct {
 	log       *slog.Logger
 	revoked   func(context.Context, []router.Partition) // the router's Revoked, once built
 	shutdown  time.Duration
+	limit     int64  // the soft memory limit applyMemoryLimit set (0: none)
+	limitFrom string // where it came from
 }
 
 // wire builds the router from a finished config. Nothing connects yet. On
@@ -182,6 +185,7 @@ func (w *wired) run(ctx context.Context) error {
 	wg.Go(func() { _ = w.cache.Run(bg) })
 	if w.pins != nil {
 		wg.Go(func() { _ = w.pins.Run(bg) })
+		wg.Go(func() { lowerLimitForPins(bg, w.limit, w.limitFrom, w.pins, w.log) })
 	}
 	err := w.router.Run(ctx)
 	cancel()

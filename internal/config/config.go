@@ -187,7 +187,10 @@ type RouterConfig struct {
 	// 90% of the container's memory limit (cgroup v2 memory.max or v1
 	// memory.limit_in_bytes) less the binary's resident pages (RssFile at
 	// start, about 25 MiB, which the container counts and the Go runtime
-	// does not) when there is one, otherwise no limit.
+	// does not) when there is one, lowered once the pins are loaded by
+	// the pin set's memory (held outside the Go heap, about 29 MB per
+	// million pins), otherwise no limit. A limit set here or in GOMEMLIMIT
+	// bounds the heap only: the pins come on top of it.
 	MemoryLimit int64 `yaml:"memory_limit"`
 	// ShutdownTimeout bounds the flush and commit after SIGINT/SIGTERM.
 	// Default 10s.

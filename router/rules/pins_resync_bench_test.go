@@ -17,6 +17,9 @@ type pageStore struct {
 	gcEvery int
 	pages   int
 	peak    uint64
+	// peakMapped is the most memory mapped for pin tables (outside the
+	// heap) seen at a page.
+	peakMapped int64
 }
 
 func (s *pageStore) CountPins(context.Context) (int, error) { return len(s.pins), nil }
@@ -25,6 +28,7 @@ func (s *pageStore) ScanPins(_ context.Context, cursor uint64, count int) ([]Pin
 	if s.pages++; s.pages%s.gcEvery == 0 {
 		s.peak = max(s.peak, heapAfterGC())
 	}
+	s.peakMapped = max(s.peakMapped, pinMappedBytes.Load())
 	end := min(int(cursor)+count, len(s.pins))
 	page := make([]Pin, 0, end-int(cursor))
 	for _, p := range s.pins[cursor:end] {
@@ -48,8 +52,9 @@ func (s *pageStore) WatchPins(context.Context) <-chan PinEvent { return nil }
 // place), in bytes per pin: the live heap after the load (liveB/pin), its
 // peak during the load (loadPeakB/pin) and during the resync with 1000
 // pins changed in the store (resyncPeakB/pin), all above the heap before
-// the first read. The store's own pins are not counted (they are in the
-// baseline).
+// the first read; and the memory the table maps outside the heap after
+// the load (mappedB/pin) and at most during the reads (mappedPeakB/pin).
+// The store's own pins are not counted (they are in the baseline).
 func BenchmarkPinsResyncMemory(b *testing.B) {
 	const n = 1_000_000
 	jurs := []string{"US", "EU", "UK", "IN", "BR"}
@@ -65,6 +70,7 @@ func BenchmarkPinsResyncMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 		live := heapAfterGC()
+		mapped := pinMappedBytes.Load()
 		loadPeak := max(s.peak, live)
 		for i := 0; i < n; i += n / 1000 {
 			s.pins[i].Jurisdiction = jurs[(i+1)%len(jurs)]
@@ -87,6 +93,8 @@ func BenchmarkPinsResyncMemory(b *testing.B) {
 		b.ReportMetric(float64(live-base)/n, "liveB/pin")
 		b.ReportMetric(float64(loadPeak-base)/n, "loadPeakB/pin")
 		b.ReportMetric(float64(resyncPeak-base)/n, "resyncPeakB/pin")
+		b.ReportMetric(float64(mapped)/n, "mappedB/pin")
+		b.ReportMetric(float64(max(s.peakMapped, mapped))/n, "mappedPeakB/pin")
 		runtime.KeepAlive(p)
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math/bits"
+	"runtime"
 	"strconv"
+	"unsafe"
 )
 
 // PinView answers "is this user pinned to a jurisdiction?" from memory: one
@@ -27,7 +29,10 @@ type PinView interface {
 // jurisdiction number. Ids in a canonical form are stored packed, exactly
 // and reversibly (see packID): a lowercase UUID in 16 bytes, a decimal
 // number in its varint. About len(packed id) + 1 + 8/maxLoad bytes per
-// pin; no pointers, so the garbage collector never scans it.
+// pin, plus a byte for the filter. The slots, arena and filter are mapped
+// outside the Go heap where the system allows (see pinMem), so the
+// garbage collector neither scans them nor counts them into its heap goal;
+// they are given back when the table becomes unreachable.
 type pinTable struct {
 	seed  maphash.Seed
 	slots []uint64 // 0: empty; else (offset+1)<<32 | tag<<8 | jurisdiction
@@ -41,6 +46,9 @@ type pinTable struct {
 	// in cache instead of a probe into the slots (16 MB for a million
 	// pins), a cache miss each. nil: no filter (a table being built).
 	filter []uint64
+	// mem owns slots, arena and filter when they are mapped (nil for
+	// emptyPins, which lives in the heap).
+	mem *pinMem
 }
 
 const (
@@ -163,18 +171,21 @@ func (t *pinTable) mayHold(h uint64) bool {
 		return true
 	}
 	w, m := t.filterBits(h)
-	return t.filter[w]&m == m
+	ok := t.filter[w]&m == m
+	runtime.KeepAlive(t)
+	return ok
 }
 
 // buildFilter sets the filter from every pin's hash.
 func (t *pinTable) buildFilter() {
-	t.filter = make([]uint64, max(1, (t.n+7)/8))
+	t.filter = t.mem.words(max(1, (t.n+7)/8))
 	for _, s := range t.slots {
 		if s != 0 {
 			w, m := t.filterBits(t.hashAt(s))
 			t.filter[w] |= m
 		}
 	}
+	runtime.KeepAlive(t)
 }
 
 // find returns the slot holding userID, and whether there is one. The
@@ -191,10 +202,11 @@ func (t *pinTable) findHash(userID []byte, h uint64) (int, bool) {
 	packed := false
 	var kind byte
 	var b []byte
+	found := false
 	for {
 		s := t.slots[i]
 		if s == 0 {
-			return i, false
+			break
 		}
 		if (s>>8)&tagMask == tag {
 			if !packed {
@@ -202,23 +214,30 @@ func (t *pinTable) findHash(userID []byte, h uint64) (int, bool) {
 				packed = true
 			}
 			if k, id := t.idAt(s); k == kind && string(id) == string(b) {
-				return i, true
+				found = true
+				break
 			}
 		}
 		if i++; i == len(t.slots) {
 			i = 0
 		}
 	}
+	runtime.KeepAlive(t) // the slots and arena are read: t may go now
+	return i, found
 }
 
 // hashAt returns the hash of the user id a full slot points at.
 func (t *pinTable) hashAt(s uint64) uint64 {
 	var buf [40]byte
 	k, b := t.idAt(s)
-	return maphash.Bytes(t.seed, appendUnpacked(buf[:0], k, b))
+	h := maphash.Bytes(t.seed, appendUnpacked(buf[:0], k, b))
+	runtime.KeepAlive(t)
+	return h
 }
 
-// idAt returns the packed user id a full slot points at.
+// idAt returns the packed user id a full slot points at: b is in the
+// arena, valid only while t is reachable (its caller keeps t alive until
+// it is done with b, and never keeps b).
 func (t *pinTable) idAt(s uint64) (kind byte, b []byte) {
 	off := int(s>>32) - 1
 	h, n := binary.Uvarint(t.arena[off:])
@@ -232,25 +251,30 @@ func (t *pinTable) get(userID []byte) string {
 	if !t.mayHold(h) {
 		return ""
 	}
+	j := ""
 	if i, ok := t.findHash(userID, h); ok {
-		return t.jurs[t.slots[i]&0xff]
+		j = t.jurs[t.slots[i]&0xff]
 	}
-	return ""
+	runtime.KeepAlive(t)
+	return j
 }
 
 // Pin returns userID's jurisdiction, "" for none.
 func (t *pinTable) Pin(userID []byte) string { return t.get(userID) }
 
-// each calls fn for every pin (slot index, user id, jurisdiction).
+// each calls fn for every pin (slot index, user id, jurisdiction); the
+// user id is a copy of its own, fn may keep it.
 func (t *pinTable) each(fn func(slot int, userID []byte, jurisdiction string)) {
 	for i, s := range t.slots {
 		if s != 0 {
 			fn(i, unpackID(t.idAt(s)), t.jurs[s&0xff])
 		}
 	}
+	runtime.KeepAlive(t)
 }
 
-// bytes returns the memory the table holds (index, arena, names).
+// bytes returns the memory the table holds (index, arena, filter, names),
+// mapped or in the heap.
 func (t *pinTable) bytes() int {
 	n := 8*cap(t.slots) + cap(t.arena) + 8*cap(t.filter)
 	for _, j := range t.jurs {
@@ -267,13 +291,16 @@ type pinTableBuilder struct {
 }
 
 // newPinTableBuilder returns a builder sized for about n pins whose ids
-// take about idBytes bytes in all (both may be 0: it grows).
+// take about idBytes bytes in all (both may be 0: it grows). The index is
+// sized for n up front; the arena is reserved for idBytes + n (mapped
+// pages cost memory only once written, and finish gives back the pages
+// left unused).
 func newPinTableBuilder(n, idBytes int) *pinTableBuilder {
-	return &pinTableBuilder{
-		t: &pinTable{seed: maphash.MakeSeed(), slots: make([]uint64, slotsFor(n)),
-			arena: make([]byte, 0, idBytes+n)},
-		jurNo: map[string]uint8{},
-	}
+	t := &pinTable{seed: maphash.MakeSeed()}
+	m := ownMem(t)
+	t.slots = m.words(slotsFor(n))
+	t.arena = m.bytes(idBytes + n + binary.MaxVarintLen64)[:0]
+	return &pinTableBuilder{t: t, jurNo: map[string]uint8{}}
 }
 
 // add sets userID's pin to jurisdiction (not ""), replacing an earlier one.
@@ -299,8 +326,12 @@ func (b *pinTableBuilder) add(userID []byte, jurisdiction string) error {
 		return nil
 	}
 	off := len(t.arena)
-	if off+binary.MaxVarintLen64+len(id) > maxArena {
+	need := binary.MaxVarintLen64 + len(id)
+	if off+need > maxArena {
 		return fmt.Errorf("rules: pins: the user ids take more than %d bytes", maxArena)
+	}
+	if off+need > cap(t.arena) {
+		b.growArena(max(2*cap(t.arena), off+need, 4096))
 	}
 	t.arena = binary.AppendUvarint(t.arena, uint64(len(id))<<2|uint64(kind))
 	t.arena = append(t.arena, id...)
@@ -310,11 +341,20 @@ func (b *pinTableBuilder) add(userID []byte, jurisdiction string) error {
 	return nil
 }
 
+// growArena moves the arena to one of size bytes (the appends of add
+// never reallocate it: they stay within its capacity).
+func (b *pinTableBuilder) growArena(size int) {
+	t := b.t
+	old := t.arena
+	t.arena = append(t.mem.bytes(size)[:0], old...)
+	t.mem.free(unsafe.Pointer(unsafe.SliceData(old)))
+}
+
 // grow rebuilds the index with size slots.
 func (b *pinTableBuilder) grow(size int) {
 	t := b.t
 	old := t.slots
-	t.slots = make([]uint64, size)
+	t.slots = t.mem.words(size)
 	for _, s := range old {
 		if s == 0 {
 			continue
@@ -327,6 +367,7 @@ func (b *pinTableBuilder) grow(size int) {
 		}
 		t.slots[i] = s
 	}
+	t.mem.free(unsafe.Pointer(unsafe.SliceData(old)))
 }
 
 // finish returns the table; the builder must not be used afterwards.
@@ -334,7 +375,14 @@ func (b *pinTableBuilder) finish() *pinTable {
 	t := b.t
 	b.t = nil
 	if c := cap(t.arena); c > len(t.arena)+len(t.arena)/8+4096 {
-		t.arena = append([]byte(nil), t.arena...) // give back what growing left over
+		// Give back what was reserved and not used: the pages past the
+		// ids, or (in the heap) the slack of a copy.
+		p := unsafe.Pointer(unsafe.SliceData(t.arena))
+		if k := t.mem.trim(p, len(t.arena)); k >= 0 {
+			t.arena = t.arena[:len(t.arena):min(k, cap(t.arena))]
+		} else {
+			t.arena = append([]byte(nil), t.arena...)
+		}
 	}
 	t.buildFilter()
 	return t
