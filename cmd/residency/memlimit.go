@@ -140,7 +140,13 @@ func lowerLimitForPins(ctx context.Context, limit int64, from string, pins *rule
 		return
 	case <-pins.Loaded():
 	}
-	l := limitLessPins(limit, pins.Bytes())
+	// Only what is mapped outside the heap: a table that fell back to the
+	// heap is inside the limit already.
+	mapped := pins.MappedBytes()
+	if mapped == 0 {
+		return
+	}
+	l := limitLessPins(limit, mapped)
 	debug.SetMemoryLimit(l)
-	log.Info("memory limit less the pins held outside the heap", "bytes", l, "pins_bytes", pins.Bytes())
+	log.Info("memory limit less the pins held outside the heap", "bytes", l, "pins_bytes", mapped)
 }

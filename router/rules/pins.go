@@ -275,6 +275,18 @@ func (p *Pins) Bytes() int {
 	return n
 }
 
+// MappedBytes returns how many bytes of the pin set's table are mapped
+// outside the Go heap (router/rules/pinmem.go: on Linux, unless mapping
+// failed and the table fell back to the heap); 0 before the first load.
+// The Go runtime's memory limit does not count them.
+func (p *Pins) MappedBytes() int {
+	s := p.snap.Load()
+	if s == nil {
+		return 0
+	}
+	return s.base.mem.mapped()
+}
+
 // Loaded returns a channel closed once the pin set is first loaded.
 func (p *Pins) Loaded() <-chan struct{} { return p.loaded }
 
