@@ -33,6 +33,10 @@ type pinMem struct {
 // reports each table's share.
 var pinMappedBytes atomic.Int64
 
+// mapPages maps n bytes of anonymous memory (mapMem), or returns nil when
+// it cannot; a variable so that a test can make every mapping fail.
+var mapPages = mapMem
+
 // pageSize is the operating system's page size.
 var pageSize = max(4096, osPageSize())
 
@@ -48,7 +52,7 @@ func (m *pinMem) bytes(n int) []byte {
 	if m == nil {
 		return make([]byte, n)
 	}
-	if b := mapMem(roundPage(n)); b != nil {
+	if b := mapPages(roundPage(n)); b != nil {
 		m.regions = append(m.regions, b)
 		pinMappedBytes.Add(int64(len(b)))
 		return b[:n:n]

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -274,4 +275,56 @@ func TestPinsResyncsUnderReaders(t *testing.T) {
 		}
 		runtime.KeepAlive(s)
 	}
+}
+
+// TestPinTableWhenMappingFails: when the system maps no memory (mapMem
+// answers nil), a table is built in the Go heap instead, answers every
+// lookup as a mapped one does, counts nothing as mapped, and a Pins over
+// it reports no bytes outside the heap (so route lowers no memory limit
+// for it).
+func TestPinTableWhenMappingFails(t *testing.T) {
+	waitMapped(t, 0)
+	mapPages = func(int) []byte { return nil }
+	t.Cleanup(func() { mapPages = mapMem })
+	const n = 5_000
+	b := newPinTableBuilder(0, 0) // grows its index and arena: every growth asks for memory again
+	want := map[string]string{}
+	for i := range n {
+		id := fmt.Sprintf("user-%d", i*31)
+		if err := b.add([]byte(id), []string{"US", "EU", "IN"}[i%3]); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = []string{"US", "EU", "IN"}[i%3]
+	}
+	tab := b.finish()
+	if got := pinMappedBytes.Load(); got != 0 || tab.mem.mapped() != 0 {
+		t.Fatalf("%d bytes mapped (%d for the table) with every mapping failing", got, tab.mem.mapped())
+	}
+	runtime.GC()
+	for id, j := range want {
+		if got := tab.Pin([]byte(id)); got != j {
+			t.Fatalf("Pin(%q) = %q, want %q", id, got, j)
+		}
+	}
+	if got := tab.Pin([]byte("user-1")); got != "" {
+		t.Fatalf("a user without a pin: %q", got)
+	}
+	store := newFakePinStore()
+	for id, j := range want {
+		store.set(id, j)
+	}
+	pins := NewPins(store, PinsOptions{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pins.Run(ctx) }()
+	select {
+	case <-pins.Loaded():
+	case <-time.After(10 * time.Second):
+		t.Fatal("pins not loaded")
+	}
+	if pins.Len() != n || pins.Bytes() == 0 || pins.MappedBytes() != 0 {
+		t.Fatalf("Len %d, Bytes %d, MappedBytes %d: want %d pins, all in the heap", pins.Len(), pins.Bytes(), pins.MappedBytes(), n)
+	}
+	cancel()
+	<-done
 }
