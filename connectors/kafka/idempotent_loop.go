@@ -286,9 +286,7 @@ func (p *Producer) sendRequest(br *pbroker, pss []*pstate, now time.Time) bool {
 		return false
 	}
 	for _, b := range batches {
-		if b.data == nil {
-			p.compressSealed(b)
-		}
+		p.compressSealed(b) // once: a batch compressed already keeps its data
 		setProducer(b.data, b.pid, b.epoch, b.seq)
 	}
 	req := &preq{br: br, conn: br.conn, version: v, batches: batches}

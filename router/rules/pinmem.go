@@ -29,8 +29,8 @@ type pinMem struct {
 }
 
 // pinMappedBytes is the memory mapped for pin tables in this process now
-// (what release has not yet given back). Tests read it; Pins.Bytes
-// reports each table's share.
+// (what release has not yet given back). Tests read it; Pins.MappedBytes
+// reports the current table's share.
 var pinMappedBytes atomic.Int64
 
 // mapPages maps n bytes of anonymous memory (mapMem), or returns nil when
