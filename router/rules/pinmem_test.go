@@ -29,6 +29,17 @@ func waitMapped(t *testing.T, want int64) {
 	}
 }
 
+// checkPins looks every user of want up in tab and fails at the first
+// jurisdiction that is not want's.
+func checkPins(t *testing.T, tab *pinTable, want map[string]string) {
+	t.Helper()
+	for id, j := range want {
+		if got := tab.Pin([]byte(id)); got != j {
+			t.Fatalf("Pin(%q) = %q, want %q", id, got, j)
+		}
+	}
+}
+
 // TestPinTableMemoryMapped: on Linux a table's slots, arena and filter are
 // mapped outside the heap, counted while the table lives, and unmapped
 // once it is unreachable; lookups read them correctly throughout (with
@@ -63,11 +74,7 @@ func TestPinTableMemoryMapped(t *testing.T) {
 	}
 	for i := 0; i < 3; i++ {
 		runtime.GC()
-		for id, j := range want {
-			if got := tab.Pin([]byte(id)); got != j {
-				t.Fatalf("Pin(%q) = %q, want %q", id, got, j)
-			}
-		}
+		checkPins(t, tab, want)
 	}
 	if got := tab.Pin([]byte("00000000-0000-4000-8000-ffffffffffff")); got != "" {
 		t.Fatalf("a user without a pin: %q", got)
@@ -301,11 +308,7 @@ func TestPinTableWhenMappingFails(t *testing.T) {
 		t.Fatalf("%d bytes mapped (%d for the table) with every mapping failing", got, tab.mem.mapped())
 	}
 	runtime.GC()
-	for id, j := range want {
-		if got := tab.Pin([]byte(id)); got != j {
-			t.Fatalf("Pin(%q) = %q, want %q", id, got, j)
-		}
-	}
+	checkPins(t, tab, want)
 	if got := tab.Pin([]byte("user-1")); got != "" {
 		t.Fatalf("a user without a pin: %q", got)
 	}
