@@ -164,21 +164,31 @@ func (g *schemaGen) captureType() string {
 	return t
 }
 
+// randomPlan draws a random writer schema whose country and user_id are
+// of random capture types, and returns it parsed with its compiled plan
+// for those two fields; it fails the test (naming the schema as name) if
+// either step fails.
+func randomPlan(t *testing.T, r *rand.Rand, name string) (*node, *prog) {
+	t.Helper()
+	g := &schemaGen{r: r}
+	text := g.record(2, [][2]string{{"country", g.captureType()}, {"user_id", g.captureType()}})
+	root, err := parseSchema(text)
+	if err != nil {
+		t.Fatalf("%s %s: %v", name, text, err)
+	}
+	paths := []fieldPath{{segs: []string{"country"}, slot: slotCountry}, {segs: []string{"user_id"}, slot: slotUserID}}
+	p, err := compilePlan(root, paths)
+	if err != nil {
+		t.Fatalf("%s %s: %v", name, text, err)
+	}
+	return root, p
+}
+
 func TestLoweredRunRandomSchemas(t *testing.T) {
 	r := rand.New(rand.NewPCG(2026, 12))
-	paths := []fieldPath{{segs: []string{"country"}, slot: slotCountry}, {segs: []string{"user_id"}, slot: slotUserID}}
 	runs, fused, levelled := 0, 0, 0
 	for s := range 1000 {
-		g := &schemaGen{r: r}
-		text := g.record(2, [][2]string{{"country", g.captureType()}, {"user_id", g.captureType()}})
-		root, err := parseSchema(text)
-		if err != nil {
-			t.Fatalf("schema %d %s: %v", s, text, err)
-		}
-		plan, err := compilePlan(root, paths)
-		if err != nil {
-			t.Fatalf("schema %d %s: %v", s, text, err)
-		}
+		root, plan := randomPlan(t, r, fmt.Sprint("schema ", s))
 		walk := compileWalk(root)
 		// Count the fused guarded runs, and those inside unions, so that the
 		// test is known to reach them.
@@ -296,19 +306,9 @@ func FuzzLoweredRandomSchema(f *testing.F) {
 		f.Add(seed, uint16(1000), []byte{})
 		f.Add(seed, uint16(3), []byte{0x02, 0x80, 0x00})
 	}
-	paths := []fieldPath{{segs: []string{"country"}, slot: slotCountry}, {segs: []string{"user_id"}, slot: slotUserID}}
 	f.Fuzz(func(t *testing.T, seed uint64, valid uint16, tail []byte) {
 		r := rand.New(rand.NewPCG(seed, seed>>32))
-		g := &schemaGen{r: r}
-		text := g.record(2, [][2]string{{"country", g.captureType()}, {"user_id", g.captureType()}})
-		root, err := parseSchema(text)
-		if err != nil {
-			t.Fatalf("seed %d: %s: %v", seed, text, err)
-		}
-		plan, err := compilePlan(root, paths)
-		if err != nil {
-			t.Fatalf("seed %d: %s: %v", seed, text, err)
-		}
+		root, plan := randomPlan(t, r, fmt.Sprint("seed ", seed))
 		v := genValue(r, nil, root, 0)
 		b := append(v[:min(int(valid), len(v)):min(int(valid), len(v))], tail...)
 		sameRun(t, fmt.Sprint("seed ", seed), plan, compileWalk(root), b)
