@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/router/rules"
@@ -126,12 +127,19 @@ func limitLessPins(limit int64, pinBytes int) int64 {
 	return max(limit-int64(pinBytes), limit/2)
 }
 
+// pinsLimitEvery is how often route reads again how much of the pin set is
+// mapped outside the heap, to follow a table a later resync rebuilt
+// larger or smaller.
+const pinsLimitEvery = time.Minute
+
 // lowerLimitForPins waits for the first load of pins (or ctx's end) and
 // then lowers a limit route took from the container by the pin set's
 // memory, so that heap and pins together stay within the container's
-// share. A limit from router.memory_limit or GOMEMLIMIT is the operator's
-// and is left alone (it bounds the heap only: the pins come on top).
-func lowerLimitForPins(ctx context.Context, limit int64, from string, pins *rules.Pins, log *slog.Logger) {
+// share; every `every` until ctx ends it reads the pins' memory again and
+// follows it (a resync may have built a larger or a smaller table). A
+// limit from router.memory_limit or GOMEMLIMIT is the operator's and is
+// left alone (it bounds the heap only: the pins come on top).
+func lowerLimitForPins(ctx context.Context, limit int64, from string, pins *rules.Pins, log *slog.Logger, every time.Duration) {
 	if from != memLimitContainer || limit <= 0 || pins == nil {
 		return
 	}
@@ -140,13 +148,31 @@ func lowerLimitForPins(ctx context.Context, limit int64, from string, pins *rule
 		return
 	case <-pins.Loaded():
 	}
-	// Only what is mapped outside the heap: a table that fell back to the
-	// heap is inside the limit already.
-	mapped := pins.MappedBytes()
-	if mapped == 0 {
-		return
+	set := limit // what applyMemoryLimit set
+	follow := func() {
+		// Only what is mapped outside the heap: a table that fell back to
+		// the heap is inside the limit already.
+		mapped := pins.MappedBytes()
+		l := limit
+		if mapped > 0 {
+			l = limitLessPins(limit, mapped)
+		}
+		if l == set {
+			return
+		}
+		debug.SetMemoryLimit(l)
+		set = l
+		log.Info("memory limit less the pins held outside the heap", "bytes", l, "pins_bytes", mapped)
 	}
-	l := limitLessPins(limit, mapped)
-	debug.SetMemoryLimit(l)
-	log.Info("memory limit less the pins held outside the heap", "bytes", l, "pins_bytes", mapped)
+	follow()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			follow()
+		}
+	}
 }

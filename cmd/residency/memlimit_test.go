@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router/rules"
 )
 
@@ -93,22 +96,102 @@ func TestLowerLimitForPins(t *testing.T) {
 		debug.SetMemoryLimit(limit)
 		ctx, cancel := context.WithCancel(context.Background())
 		pins := rules.NewPins(store, rules.PinsOptions{})
-		done := make(chan struct{})
-		go func() { _ = pins.Run(ctx); close(done) }()
-		lowerLimitForPins(ctx, limit, from, pins, log)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = pins.Run(ctx) })
+		wg.Go(func() { lowerLimitForPins(ctx, limit, from, pins, log, time.Hour) })
 		<-pins.Loaded()
-		cur := debug.SetMemoryLimit(-1)
+		if runtime.GOOS == "linux" && pins.MappedBytes() <= 0 {
+			t.Errorf("from %s: no pin bytes mapped outside the heap on Linux", from)
+		}
 		want := int64(limit)
 		if from == memLimitContainer {
 			want = limit - int64(pins.MappedBytes())
 		}
-		if runtime.GOOS == "linux" && pins.MappedBytes() <= 0 {
-			t.Errorf("from %s: no pin bytes mapped outside the heap on Linux", from)
-		}
-		if pins.Bytes() <= 0 || cur != want {
-			t.Errorf("from %s: limit %d with %d bytes of pins, want %d", from, cur, pins.Bytes(), want)
+		testenv.Eventually(t, 10*time.Second, "the limit less the pins", func() bool { return debug.SetMemoryLimit(-1) == want })
+		if pins.Bytes() <= 0 {
+			t.Errorf("from %s: %d bytes of pins", from, pins.Bytes())
 		}
 		cancel()
-		<-done
+		wg.Wait()
 	}
+}
+
+// growingPins is a pin store whose pin set a test replaces.
+type growingPins struct {
+	mu   sync.Mutex
+	pins []rules.Pin
+}
+
+func (s *growingPins) set(n int) {
+	pins := make([]rules.Pin, n)
+	for i := range pins {
+		pins[i] = rules.Pin{UserID: fmt.Sprint("user-", i), Jurisdiction: "EU"}
+	}
+	s.mu.Lock()
+	s.pins = pins
+	s.mu.Unlock()
+}
+
+func (s *growingPins) CountPins(context.Context) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pins), nil
+}
+
+func (s *growingPins) ScanPins(context.Context, uint64, int) ([]rules.Pin, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pins, 0, nil
+}
+
+func (s *growingPins) LookupPins(_ context.Context, ids [][]byte) ([]string, error) {
+	return make([]string, len(ids)), nil
+}
+
+func (s *growingPins) WatchPins(ctx context.Context) <-chan rules.PinEvent {
+	c := make(chan rules.PinEvent, 1)
+	c <- rules.PinEvent{Kind: rules.PinsSubscribed}
+	return c
+}
+
+// TestLimitFollowsPins: when a later resync builds a larger pin table,
+// the limit taken from the container is lowered again by the new table's
+// mapped bytes; when the table shrinks, it rises again.
+func TestLimitFollowsPins(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	const limit = 1 << 30
+	debug.SetMemoryLimit(limit)
+	store := &growingPins{}
+	store.set(1000)
+	ctx, cancel := context.WithCancel(context.Background())
+	pins := rules.NewPins(store, rules.PinsOptions{ResyncInterval: 20 * time.Millisecond})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = pins.Run(ctx) })
+	wg.Go(func() {
+		lowerLimitForPins(ctx, limit, memLimitContainer, pins, slog.New(slog.DiscardHandler), 10*time.Millisecond)
+	})
+	defer func() { cancel(); wg.Wait() }()
+	<-pins.Loaded()
+	small := pins.MappedBytes()
+	if runtime.GOOS != "linux" { // the table stays in the heap: the limit is left alone
+		store.set(200_000)
+		time.Sleep(100 * time.Millisecond)
+		if got := debug.SetMemoryLimit(-1); small != 0 || got != limit {
+			t.Fatalf("limit %d with %d pin bytes mapped off Linux, want %d and 0", got, small, limit)
+		}
+		return
+	}
+	testenv.Eventually(t, 10*time.Second, "the limit less the first table", func() bool { return debug.SetMemoryLimit(-1) == limit-int64(small) })
+	store.set(200_000)
+	testenv.Eventually(t, 10*time.Second, "a larger table", func() bool { return pins.MappedBytes() > small })
+	testenv.Eventually(t, 10*time.Second, "the limit less the larger table", func() bool {
+		return debug.SetMemoryLimit(-1) == limit-int64(pins.MappedBytes())
+	})
+	if got := debug.SetMemoryLimit(-1); got >= limit-int64(small) {
+		t.Fatalf("limit %d after the pins grew, want below %d", got, limit-int64(small))
+	}
+	store.set(1000)
+	testenv.Eventually(t, 10*time.Second, "the limit back up with the smaller table", func() bool {
+		return pins.MappedBytes() == small && debug.SetMemoryLimit(-1) == limit-int64(small)
+	})
 }

@@ -185,7 +185,7 @@ func (w *wired) run(ctx context.Context) error {
 	wg.Go(func() { _ = w.cache.Run(bg) })
 	if w.pins != nil {
 		wg.Go(func() { _ = w.pins.Run(bg) })
-		wg.Go(func() { lowerLimitForPins(bg, w.limit, w.limitFrom, w.pins, w.log) })
+		wg.Go(func() { lowerLimitForPins(bg, w.limit, w.limitFrom, w.pins, w.log, pinsLimitEvery) })
 	}
 	err := w.router.Run(ctx)
 	cancel()
