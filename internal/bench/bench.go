@@ -1295,7 +1295,7 @@ func newBenchPool(seed uint64, pins int) (*benchPool, error) {
 			case strings.HasPrefix(k.name, "routable") && i%64 == 0:
 				routablePins = append(routablePins, user)
 			}
-			ev := sample.Event{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", rng.IntN(1e12)), UserID: user,
+			ev := sample.Event{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", rng.Int64N(1e12)), UserID: user,
 				Country: k.countries[i%len(k.countries)], Type: types[rng.IntN(len(types))]}
 			var v []byte
 			var err error

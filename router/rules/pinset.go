@@ -327,8 +327,8 @@ func (b *pinTableBuilder) add(userID []byte, jurisdiction string) error {
 	}
 	off := len(t.arena)
 	need := binary.MaxVarintLen64 + len(id)
-	if off+need > maxArena {
-		return fmt.Errorf("rules: pins: the user ids take more than %d bytes", maxArena)
+	if int64(off)+int64(need) > maxArena { // in int64: maxArena overflows a 32-bit int
+		return fmt.Errorf("rules: pins: the user ids take more than %d bytes", int64(maxArena))
 	}
 	if off+need > cap(t.arena) {
 		b.growArena(max(2*cap(t.arena), off+need, 4096))
