@@ -877,7 +877,11 @@ func TestLoopRevokeCommitsSettled(t *testing.T) {
 	// gives up the partitions with b's events uncommitted (counted).
 	f.pb.set(true, "")
 	f.produce(t, ukEvents(4, 100)...)
-	testenv.Eventually(t, 10*time.Second, "uk events fetched", func() bool { return f.cons.polled.Load() == 16 })
+	// Polled is not yet in flight: the router decides and registers a batch
+	// after Poll returns. Revoke once b's sender holds all four.
+	testenv.Eventually(t, 10*time.Second, "uk events in flight at cluster b", func() bool {
+		return gauge(t, f.reg, "residency_router_backlog_events", "cluster", "b") == 4
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	r.Revoked(ctx, all)
 	cancel()
