@@ -665,7 +665,11 @@ func TestLoopCoalescesQueuedChunks(t *testing.T) {
 	f.produce(t, ukEvents(60, 0)...)
 	_, stop := f.start(t)
 	testenv.Eventually(t, 10*time.Second, "every event polled", func() bool { return f.cons.polled.Load() == 60 })
-	time.Sleep(20 * time.Millisecond)
+	// Polled is not yet queued: open the producer only once b's sender
+	// holds every chunk, so that the ones behind the held calls coalesce.
+	testenv.Eventually(t, 10*time.Second, "every chunk queued at cluster b", func() bool {
+		return gauge(t, f.reg, "residency_router_backlog_events", "cluster", "b") == 60
+	})
 	f.pb.set(false, "")
 	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 60 })
 	if err := stop(); err != nil {
@@ -715,7 +719,11 @@ func TestLoopCoalescedCallMissingTopic(t *testing.T) {
 	f.pa.set(true, quarantine)
 	f.produce(t, event("ZZ", "zz-1", "z1"), event("ZZ", "zz-2", "z2"))
 	testenv.Eventually(t, 10*time.Second, "every event polled", func() bool { return f.cons.polled.Load() == 16 })
-	time.Sleep(20 * time.Millisecond)
+	// The quarantined chunk must be queued behind the US ones before the
+	// held calls are acknowledged, or no coalesced call would write it.
+	testenv.Eventually(t, 10*time.Second, "every chunk queued at cluster a", func() bool {
+		return gauge(t, f.reg, "residency_router_backlog_events", "cluster", "a") == 16
+	})
 	f.pa.set(false, quarantine)
 	testenv.Eventually(t, 10*time.Second, "the US events produced while quarantine is missing",
 		func() bool { return len(f.a.Records("pinned.us")) == 14 })
