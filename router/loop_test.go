@@ -493,6 +493,9 @@ func TestLoopWindowBoundsBytes(t *testing.T) {
 	f.pb.set(true, "")
 	f.produce(t, ukEvents(20, 0)...)
 	_, stop := f.start(t)
+	// Wait for the first poll (a loaded host may take longer than any
+	// fixed sleep to start the loop), then give the loop time to overshoot.
+	testenv.Eventually(t, 10*time.Second, "a first event polled", func() bool { return f.cons.polled.Load() >= 1 })
 	time.Sleep(100 * time.Millisecond)
 	if n := f.cons.polled.Load(); n < 1 || n > 5 {
 		t.Fatalf("polled %d events with a window of 100 bytes", n)
