@@ -813,8 +813,12 @@ func (l *flakyLedger) Append(ctx context.Context, rulesets []*rules.Ruleset, lea
 func TestLoopCommitNeverOvertakesLeaves(t *testing.T) {
 	f := newLoopFixture(t)
 	f.cfg.BatchSize = 3
-	f.cfg.MaxInflightEvents = 24
-	f.cfg.MaxUncommittedEvents = 40
+	// Fetching stops once the settled backlog reaches its bound, passed by
+	// at most the window: no commit can take more than 12+12 events, so
+	// 300 events take at least 13 commits however slow the committer is
+	// on a loaded host (with 24 and 40 it once made only 7).
+	f.cfg.MaxInflightEvents = 12
+	f.cfg.MaxUncommittedEvents = 12
 	f.cfg.CommitInterval = time.Millisecond
 	led := &flakyLedger{recLedger: &recLedger{recorded: map[string]int{}}}
 	f.cfg.Ledger = led
