@@ -387,6 +387,9 @@ func (c *Consumer) begin(kg *kafka.Generation) {
 	c.log.Info("kafka: consumer joined the group", "generation", kg.ID, "partitions", len(g.assigned))
 	m := &fetchManager{c: c, g: g, events: make(chan func(), 16), wake: make(chan struct{}, 1), brokers: map[int32]*brokerFetch{}}
 	go m.run(ctx)
+	if beforeGenerationStart != nil {
+		beforeGenerationStart()
+	}
 	c.gens.Add(1)
 	kg.Start(func(gctx context.Context) {
 		defer c.gens.Done()
@@ -394,6 +397,10 @@ func (c *Consumer) begin(kg *kafka.Generation) {
 		c.revoke(g)
 	})
 }
+
+// beforeGenerationStart, when set (by tests only), runs in begin just
+// before the generation's revoke function is started.
+var beforeGenerationStart func()
 
 // revoke ends generation g (in kafka-go's generation goroutine, which
 // rejoins once it returns): it stops fetching, drops what Poll has not
