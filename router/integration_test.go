@@ -476,17 +476,29 @@ func TestIntegrationTwoRoutersRebalance(t *testing.T) {
 	samples := s.goodEvents(t, "rebal", 2000)
 	r1, _ := s.newRouter(t, "router-1", nil)
 	stop1 := runRouter(t, r1)
-	produced := make(chan struct{})
+	// The second half is produced once router-2 holds partitions, so that
+	// it has events to route however long the rebalance takes (on a loaded
+	// host router-1 could route all 2000 before router-2 was in the group).
+	produced, r2in := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(produced)
 		for i := 0; i < len(samples); i += 100 {
+			if i == len(samples)/2 {
+				select {
+				case <-r2in:
+				case <-ctx.Done():
+					return
+				}
+			}
 			s.produce(t, ctx, samples[i:i+100])
 			time.Sleep(40 * time.Millisecond)
 		}
 	}()
 	time.Sleep(300 * time.Millisecond)
-	r2, _ := s.newRouter(t, "router-2", nil) // joins: rebalance while routing
+	r2, rd2 := s.newRouter(t, "router-2", nil) // joins: rebalance while routing
 	stop2 := runRouter(t, r2)
+	testenv.Eventually(t, 60*time.Second, "router-2 in the group", rd2.Joined)
+	close(r2in)
 	<-produced
 	s.waitCommitted(t, ctx)
 	if err := stop1(); err != nil {

@@ -493,6 +493,9 @@ func TestLoopWindowBoundsBytes(t *testing.T) {
 	f.pb.set(true, "")
 	f.produce(t, ukEvents(20, 0)...)
 	_, stop := f.start(t)
+	// Wait for the first poll (a loaded host may take longer than any
+	// fixed sleep to start the loop), then give the loop time to overshoot.
+	testenv.Eventually(t, 10*time.Second, "a first event polled", func() bool { return f.cons.polled.Load() >= 1 })
 	time.Sleep(100 * time.Millisecond)
 	if n := f.cons.polled.Load(); n < 1 || n > 5 {
 		t.Fatalf("polled %d events with a window of 100 bytes", n)
@@ -665,7 +668,11 @@ func TestLoopCoalescesQueuedChunks(t *testing.T) {
 	f.produce(t, ukEvents(60, 0)...)
 	_, stop := f.start(t)
 	testenv.Eventually(t, 10*time.Second, "every event polled", func() bool { return f.cons.polled.Load() == 60 })
-	time.Sleep(20 * time.Millisecond)
+	// Polled is not yet queued: open the producer only once b's sender
+	// holds every chunk, so that the ones behind the held calls coalesce.
+	testenv.Eventually(t, 10*time.Second, "every chunk queued at cluster b", func() bool {
+		return gauge(t, f.reg, "residency_router_backlog_events", "cluster", "b") == 60
+	})
 	f.pb.set(false, "")
 	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 60 })
 	if err := stop(); err != nil {
@@ -715,7 +722,11 @@ func TestLoopCoalescedCallMissingTopic(t *testing.T) {
 	f.pa.set(true, quarantine)
 	f.produce(t, event("ZZ", "zz-1", "z1"), event("ZZ", "zz-2", "z2"))
 	testenv.Eventually(t, 10*time.Second, "every event polled", func() bool { return f.cons.polled.Load() == 16 })
-	time.Sleep(20 * time.Millisecond)
+	// The quarantined chunk must be queued behind the US ones before the
+	// held calls are acknowledged, or no coalesced call would write it.
+	testenv.Eventually(t, 10*time.Second, "every chunk queued at cluster a", func() bool {
+		return gauge(t, f.reg, "residency_router_backlog_events", "cluster", "a") == 16
+	})
 	f.pa.set(false, quarantine)
 	testenv.Eventually(t, 10*time.Second, "the US events produced while quarantine is missing",
 		func() bool { return len(f.a.Records("pinned.us")) == 14 })
@@ -802,8 +813,12 @@ func (l *flakyLedger) Append(ctx context.Context, rulesets []*rules.Ruleset, lea
 func TestLoopCommitNeverOvertakesLeaves(t *testing.T) {
 	f := newLoopFixture(t)
 	f.cfg.BatchSize = 3
-	f.cfg.MaxInflightEvents = 24
-	f.cfg.MaxUncommittedEvents = 40
+	// Fetching stops once the settled backlog reaches its bound, passed by
+	// at most the window: no commit can take more than 12+12 events, so
+	// 300 events take at least 13 commits however slow the committer is
+	// on a loaded host (with 24 and 40 it once made only 7).
+	f.cfg.MaxInflightEvents = 12
+	f.cfg.MaxUncommittedEvents = 12
 	f.cfg.CommitInterval = time.Millisecond
 	led := &flakyLedger{recLedger: &recLedger{recorded: map[string]int{}}}
 	f.cfg.Ledger = led
@@ -877,7 +892,11 @@ func TestLoopRevokeCommitsSettled(t *testing.T) {
 	// gives up the partitions with b's events uncommitted (counted).
 	f.pb.set(true, "")
 	f.produce(t, ukEvents(4, 100)...)
-	testenv.Eventually(t, 10*time.Second, "uk events fetched", func() bool { return f.cons.polled.Load() == 16 })
+	// Polled is not yet in flight: the router decides and registers a batch
+	// after Poll returns. Revoke once b's sender holds all four.
+	testenv.Eventually(t, 10*time.Second, "uk events in flight at cluster b", func() bool {
+		return gauge(t, f.reg, "residency_router_backlog_events", "cluster", "b") == 4
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	r.Revoked(ctx, all)
 	cancel()

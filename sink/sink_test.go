@@ -324,7 +324,13 @@ func TestRevocationStopsWritingWithinOneBatch(t *testing.T) {
 	s := h.newSink(t)
 	start(t, s)
 	testenv.Eventually(t, waitWithin, "not-ready", func() bool { return errors.Is(s.Ready(), sink.ErrNotApproved) })
-	time.Sleep(100 * time.Millisecond) // give a faulty sink time to write more
+	// Batch 1 was being written when the revocation landed: wait for it to
+	// be stored and committed (a loaded host may take longer than any fixed
+	// sleep), then give a faulty sink time to write more.
+	testenv.Eventually(t, waitWithin, "batch 1 stored and committed", func() bool {
+		return h.store.count() >= batchSize && committed(h) >= batchSize
+	})
+	time.Sleep(100 * time.Millisecond)
 	if n := h.store.count(); n != batchSize {
 		t.Fatalf("store holds %d events after the revocation, want %d (one batch)", n, batchSize)
 	}

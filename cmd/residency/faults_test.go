@@ -555,12 +555,27 @@ func TestRouteRebalanceDuplicates(t *testing.T) {
 	}
 	r1 := start(t, "route", "--config", config(freeAddr(t)))
 	log1 := r1.stderr
-	published := make(chan struct{})
+	// The publisher runs until the rebalance happened and then a second
+	// more (at least 30 batches of 100, at most 300): a fixed 3 seconds of
+	// publishing could end before two routes started and rebalanced on a
+	// loaded host.
+	published, rebalanced := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(published)
-		for i := 0; i < 30; i++ {
+		after := -1 // the batch during which the rebalance was seen
+		for i := 0; i < 300 && ctx.Err() == nil; i++ {
 			ev.publish(ctx, 100)
 			time.Sleep(100 * time.Millisecond)
+			select {
+			case <-rebalanced:
+				if after < 0 {
+					after = i
+				}
+			default:
+			}
+			if i >= 29 && after >= 0 && i-after >= 10 {
+				return
+			}
 		}
 	}()
 	joined := `"msg":"kafka: consumer joined the group"`
@@ -584,6 +599,7 @@ func TestRouteRebalanceDuplicates(t *testing.T) {
 	until("router-2 took partitions and router-1 gave some up", func() bool {
 		return strings.Contains(log2.String(), joined) && strings.Contains(log1.String(), "gave up its partitions")
 	})
+	close(rebalanced)
 	<-published
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if lag, err := admin.Lag(ctx, group, ingest); err == nil && lag == 0 {

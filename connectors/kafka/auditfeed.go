@@ -81,9 +81,9 @@ func (f *AuditFeed) Fetch(ctx context.Context, from audit.Cursor, max int) ([]au
 	for {
 		bounds, err := f.admin.Bounds(ctx, f.topic)
 		if err != nil {
-			if ctx.Err() != nil {
+			if cerr := ended(ctx); cerr != nil {
 				// Not idle: the topic could not be read before ctx ended.
-				return nil, fmt.Errorf("%w: kafka: audit feed %s: %w", ctx.Err(), f.topic, err)
+				return nil, fmt.Errorf("%w: kafka: audit feed %s: %w", cerr, f.topic, err)
 			}
 			return nil, fmt.Errorf("kafka: audit feed %s: %w", f.topic, err)
 		}
@@ -102,8 +102,8 @@ func (f *AuditFeed) Fetch(ctx context.Context, from audit.Cursor, max int) ([]au
 			end := min(b.End, start+int64(max-len(out)))
 			recs, err := f.read(ctx, int32(b.Partition), start, end)
 			if err != nil {
-				if ctx.Err() != nil {
-					return nil, fmt.Errorf("%w: %w", ctx.Err(), err)
+				if cerr := ended(ctx); cerr != nil {
+					return nil, fmt.Errorf("%w: %w", cerr, err)
 				}
 				return nil, err
 			}
@@ -120,6 +120,19 @@ func (f *AuditFeed) Fetch(ctx context.Context, from audit.Cursor, max int) ([]au
 		case <-t.C:
 		}
 	}
+}
+
+// ended returns ctx's error, or context.DeadlineExceeded once its
+// deadline has passed: a connection deadline taken from ctx can expire (an
+// i/o timeout) before ctx's own timer has marked it done, on a loaded host.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // Read returns exactly the records of partition p with offsets in

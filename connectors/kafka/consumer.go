@@ -214,6 +214,11 @@ type Consumer struct {
 	errs    map[string]error
 	ready   chan struct{}
 	joined  atomic.Bool
+
+	// gens counts the generations' revoke functions not yet returned:
+	// Close waits for them (kafka-go's does not wait for one started on a
+	// generation that ended just as it was handed over).
+	gens sync.WaitGroup
 }
 
 const (
@@ -382,11 +387,20 @@ func (c *Consumer) begin(kg *kafka.Generation) {
 	c.log.Info("kafka: consumer joined the group", "generation", kg.ID, "partitions", len(g.assigned))
 	m := &fetchManager{c: c, g: g, events: make(chan func(), 16), wake: make(chan struct{}, 1), brokers: map[int32]*brokerFetch{}}
 	go m.run(ctx)
+	if beforeGenerationStart != nil {
+		beforeGenerationStart()
+	}
+	c.gens.Add(1)
 	kg.Start(func(gctx context.Context) {
+		defer c.gens.Done()
 		<-gctx.Done()
 		c.revoke(g)
 	})
 }
+
+// beforeGenerationStart, when set (by tests only), runs in begin just
+// before the generation's revoke function is started.
+var beforeGenerationStart func()
 
 // revoke ends generation g (in kafka-go's generation goroutine, which
 // rejoins once it returns): it stops fetching, drops what Poll has not
@@ -696,8 +710,11 @@ func (c *Consumer) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		_ = c.cg.Close() // ends the generation (OnRevoke runs) and leaves the group
+		<-c.groupEnd     // no generation begins after this
+		// A generation handed over just before Close revokes (and runs
+		// OnRevoke) in a goroutine kafka-go's Close does not wait for.
+		c.gens.Wait()
 		c.stop()
-		<-c.groupEnd
 		c.w.close()
 		close(done)
 	}()

@@ -376,7 +376,10 @@ func TestConsumerRebalanceHandover(t *testing.T) {
 				sent = append(sent, stream.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i%97), Value: fmt.Appendf(nil, "v%06d", i)})
 			}
 			p := newProducer(t, kafka.ProducerConfig{Cluster: cluster})
-			if err := p.Publish(ctx, sent...); err != nil {
+			// Half now, half once member b is in the group: b must have
+			// records to read however long the rebalance takes (on a loaded
+			// host a could otherwise read all 8000 first).
+			if err := p.Publish(ctx, sent[:n/2]...); err != nil {
 				t.Fatal(err)
 			}
 			var mu sync.Mutex
@@ -400,6 +403,10 @@ func TestConsumerRebalanceHandover(t *testing.T) {
 			a, waitA := startMember(t, runCtx, cluster, group, topic, hook, seen("a"))
 			testenv.Eventually(t, 60*time.Second, "member a reads", func() bool { return distinct() > n/5 })
 			b, waitB := startMember(t, runCtx, cluster, group, topic, hook, seen("b"))
+			testenv.Eventually(t, 60*time.Second, "member b in the group", b.c.Joined)
+			if err := p.Publish(ctx, sent[n/2:]...); err != nil {
+				t.Fatal(err)
+			}
 			testenv.Eventually(t, 90*time.Second, "every record read", func() bool { return distinct() == n })
 			time.Sleep(time.Second) // let a late duplicate show
 			stop()

@@ -589,6 +589,13 @@ func (p *Producer) failFrom(ps *pstate, b *pbatch, err error, unsure bool) {
 	}
 	ps.queue = ps.queue[:i]
 	ps.sendIdx = min(ps.sendIdx, i)
+	if i == 0 && ps.inflight == 0 {
+		// Nothing of the partition is left: the backoff of the failed
+		// batches is not the next one's. Kept, it could hold a batch
+		// produced after the cause was gone past its own DeliveryTimeout
+		// without ever sending it (the backoff reaches 1s).
+		ps.fails, ps.retryAt = 0, time.Time{}
+	}
 	if unsure {
 		p.bumpWanted = true
 	} else if b.seq >= 0 {

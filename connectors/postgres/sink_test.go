@@ -187,8 +187,14 @@ func TestSinkStopsWithinOneBatchWhenApprovalRevoked(t *testing.T) {
 	}
 	runSink(t, s)
 	testenv.Eventually(t, 20*time.Second, "not ready", func() bool { return errors.Is(s.Ready(), sink.ErrNotApproved) })
+	// Batch 2 was in flight when the approval went: it completes (wait for
+	// it: on a loaded host it may take longer than any fixed sleep);
+	// nothing after it (give a faulty sink time to write more).
+	testenv.Eventually(t, 20*time.Second, "batch 2 stored and committed", func() bool {
+		n, _ := count(t, store)
+		return n >= 20 && b.Committed("g", usTopic, 0) >= 20
+	})
 	time.Sleep(200 * time.Millisecond)
-	// Batch 2 was in flight when the approval went: it completes; nothing after it.
 	if n, _ := count(t, store); n != 20 {
 		t.Fatalf("rows = %d after the revocation, want 20 (two batches of 10)", n)
 	}

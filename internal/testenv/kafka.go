@@ -103,7 +103,7 @@ func CreateTopics(ctx context.Context, brokers []string, partitions int, names .
 	}
 	for {
 		md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
-		if err == nil && allLed(md, names, partitions) {
+		if err == nil && allLed(md, names, partitions) && allServed(ctx, c, names, partitions) {
 			return nil
 		}
 		select {
@@ -131,6 +131,34 @@ func allLed(md *kafka.MetadataResponse, names []string, partitions int) bool {
 		found++
 	}
 	return found == len(names)
+}
+
+// allServed reports whether the leader of every partition answers a
+// ListOffsets request: a broker names itself leader in the metadata a
+// moment before it serves the partition (NotLeaderForPartition meanwhile),
+// and the code under test may list offsets first thing.
+func allServed(ctx context.Context, c *kafka.Client, names []string, partitions int) bool {
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for _, n := range names {
+		for p := range partitions {
+			req.Topics[n] = append(req.Topics[n], kafka.FirstOffsetOf(p))
+		}
+	}
+	resp, err := c.ListOffsets(ctx, req)
+	if err != nil {
+		return false
+	}
+	for _, n := range names {
+		if len(resp.Topics[n]) < partitions {
+			return false
+		}
+		for _, po := range resp.Topics[n] {
+			if po.Error != nil {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func dialAny(addrs []string) error {
