@@ -441,6 +441,7 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 	if path := os.Getenv("RESIDENCY_BENCH_TRACE"); path != "" {
 		tr := newStageTrace()
 		defer tr.write(path)
+		tr.reg = reg
 		consumer = &tracedConsumer{BatchConsumer: consumer, t: tr}
 		for name, p := range prods {
 			prods[name] = &tracedProducer{AsyncProducer: p, t: tr}
