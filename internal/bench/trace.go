@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/stream"
@@ -31,6 +32,7 @@ type stageTrace struct {
 	lastRet time.Time
 	gaps    []pollGap
 	reg     *prometheus.Registry // the router's metrics (window-full seconds)
+	name    string               // the contender's
 }
 
 type pollGap struct {
@@ -134,7 +136,7 @@ func (t *stageTrace) write(path string) {
 		return
 	}
 	defer f.Close()
-	fmt.Fprintf(f, "trace: %d events polled\n", len(t.polled))
+	fmt.Fprintf(f, "trace %s: %d events polled\n", t.name, len(t.polled))
 	for _, s := range stages {
 		var d []time.Duration
 		for k, a := range s.from {
@@ -234,5 +236,44 @@ func (t *stageTrace) write(path string) {
 	for _, w := range worst[:min(10, len(worst))] {
 		fmt.Fprintf(f, "  slow seq %d: sent->ingest %.1f sent->polled %.1f polled->produce %.1f produce->acked %.1f ms\n", w.seq, float64(t.ingest[w.seq].Sub(t.sent[w.seq]))/1e6,
 			float64(t.polled[w.seq].Sub(t.sent[w.seq]))/1e6, float64(t.produce[w.seq].Sub(t.polled[w.seq]))/1e6, float64(t.acked[w.seq].Sub(t.produce[w.seq]))/1e6)
+	}
+}
+
+// franzSeq is traceSeq for a franz-go record.
+func franzSeq(r *kgo.Record) (seq int64, sent time.Time, ok bool) {
+	seq = -1
+	for _, h := range r.Headers {
+		switch h.Key {
+		case benchSeqHeader:
+			seq, _ = strconv.ParseInt(string(h.Value), 10, 64)
+		case benchSentHeader:
+			ns, _ := strconv.ParseInt(string(h.Value), 10, 64)
+			sent = time.Unix(0, ns)
+		}
+	}
+	return seq, sent, seq >= 0
+}
+
+// franzPolled notes the timed records of one poll of the franz-go
+// pass-through as polled and handed to its producer now.
+func (t *stageTrace) franzPolled(recs []*kgo.Record) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, r := range recs {
+		if seq, sent, ok := franzSeq(r); ok {
+			t.sent[seq], t.ingest[seq], t.polled[seq], t.produce[seq] = sent, r.Timestamp, now, now
+		}
+	}
+}
+
+// franzAcked wraps a produce callback of the franz-go pass-through to note
+// when a timed record was acknowledged.
+func (t *stageTrace) franzAcked(next func(*kgo.Record, error)) func(*kgo.Record, error) {
+	return func(r *kgo.Record, err error) {
+		if seq, _, ok := franzSeq(r); ok {
+			t.first(t.acked, []int64{seq})
+		}
+		next(r, err)
 	}
 }
