@@ -36,8 +36,9 @@ type stageTrace struct {
 }
 
 type pollGap struct {
-	at, gap, in time.Duration // at: since the first sent event; in: inside Poll
-	call        time.Time
+	gap  time.Duration // since the previous Poll returned
+	in   time.Duration // inside Poll
+	call time.Time     // when Poll was called
 }
 
 func newStageTrace() *stageTrace {
