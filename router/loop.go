@@ -90,14 +90,25 @@ type window struct {
 	changed               notifier
 }
 
-// room returns how many events the fetch stage may poll now (0: full).
-func (w *window) room() int64 {
+// Why the window has no room (window.room, the reason label of
+// residency_router_window_full_seconds_total).
+const (
+	fullInflight    = "inflight"    // events or bytes between poll and settlement
+	fullUncommitted = "uncommitted" // settled events (or leaf bytes) awaiting their commit
+)
+
+// room returns how many events the fetch stage may poll now; when none,
+// it says which bound is reached (fullInflight or fullUncommitted).
+func (w *window) room() (int64, string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.events >= w.maxEvents || w.bytes >= w.maxByte || w.done >= w.maxDone || w.doneBytes >= w.maxDoneBytes {
-		return 0
+	if w.events >= w.maxEvents || w.bytes >= w.maxByte {
+		return 0, fullInflight
 	}
-	return w.maxEvents - w.events
+	if w.done >= w.maxDone || w.doneBytes >= w.maxDoneBytes {
+		return 0, fullUncommitted
+	}
+	return w.maxEvents - w.events, ""
 }
 
 func (w *window) add(events, bytes int64) {

@@ -482,6 +482,36 @@ func TestLoopWindowBoundsInflight(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+	// The wait is counted, under the bound that was reached.
+	if s := counter(t, f.reg, "residency_router_window_full_seconds_total", "reason", "inflight"); s <= 0 {
+		t.Errorf("window full (inflight) %v s, want > 0", s)
+	}
+	if s := counter(t, f.reg, "residency_router_window_full_seconds_total", "reason", "uncommitted"); s != 0 {
+		t.Errorf("window full (uncommitted) %v s with commits succeeding, want 0", s)
+	}
+}
+
+// counter returns the value of the counter name of reg with label=value
+// (-1 when there is none).
+func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }
 
 // TestLoopWindowBoundsBytes: the byte bound stops fetching too (one batch
@@ -630,6 +660,9 @@ func TestLoopUncommittedBound(t *testing.T) {
 			testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 80 })
 			if err := stop(); err != nil {
 				t.Fatalf("Run: %v", err)
+			}
+			if s := counter(t, f.reg, "residency_router_window_full_seconds_total", "reason", "uncommitted"); s <= 0 {
+				t.Errorf("window full (uncommitted) %v s with commits failing, want > 0", s)
 			}
 		})
 	}

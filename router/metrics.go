@@ -38,6 +38,7 @@ type Metrics struct {
 	regionReady  *prometheus.GaugeVec
 	backlog      *prometheus.GaugeVec
 	revoked      prometheus.Counter
+	fullWait     *prometheus.CounterVec
 
 	mu       sync.Mutex
 	seenVer  int64
@@ -104,6 +105,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "residency_router_revoked_inflight_events_total",
 			Help: "Events in flight when their partitions were given up (read again by the next owner).",
 		}),
+		fullWait: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "residency_router_window_full_seconds_total",
+			Help: "Seconds the fetch stage waited for room in the window instead of fetching, by the bound reached: " +
+				"inflight (events or bytes not yet acknowledged at their destination) or uncommitted (settled events awaiting their commit).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{fullInflight, fullUncommitted} {
+		m.fullWait.WithLabelValues(r)
 	}
 	for _, r := range quarantineReasons {
 		m.quarantined.WithLabelValues(r)
@@ -117,7 +126,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, m.rulesetAge)
 	if reg != nil {
 		reg.MustRegister(m.routed, m.quarantined, m.deadLettered, m.retries, m.batchSeconds,
-			m.batchEvents, m.endToEnd, m.lag, m.version, m.ready, m.regionReady, m.backlog, m.revoked, age)
+			m.batchEvents, m.endToEnd, m.lag, m.version, m.ready, m.regionReady, m.backlog, m.revoked, m.fullWait, age)
 	}
 	return m
 }
@@ -188,5 +197,13 @@ func (m *Metrics) committed(n int) {
 func (m *Metrics) revokedInflight(n int) {
 	if m != nil {
 		m.revoked.Add(float64(n))
+	}
+}
+
+// windowFull adds d to the time the fetch stage waited for room, reason
+// saying which bound was reached.
+func (m *Metrics) windowFull(reason string, d time.Duration) {
+	if m != nil {
+		m.fullWait.WithLabelValues(reason).Add(d.Seconds())
 	}
 }

@@ -210,10 +210,12 @@ func (r *Router) fetchLoop(ctx, work context.Context) (held []stream.Message) {
 			continue
 		}
 		changed := r.win.changed.wait()
-		room := r.win.room()
+		room, full := r.win.room()
 		if room == 0 {
 			poke(r.wakeCmt)
+			t0 := time.Now()
 			sleepUntil(ctx, r.cfg.RulesPoll, changed)
+			r.cfg.Metrics.windowFull(full, time.Since(t0))
 			continue
 		}
 		n := int(min(int64(r.cfg.BatchSize), room))

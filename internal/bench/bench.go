@@ -17,6 +17,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -773,7 +774,10 @@ func (b *benchRun) throughput(ctx context.Context, mode, ingest string, round in
 func (b *benchRun) latency(ctx context.Context, mode string, rate float64, pass int) (LatencyReport, []time.Duration, float64, float64, error) {
 	prefix := fmt.Sprintf("%s.lat%d.%s", b.id, pass, mode)
 	ingest := prefix + ".ingest"
-	if err := b.createTopics(ctx, b.client, false, ingest); err != nil {
+	// Traced (RESIDENCY_BENCH_TRACE), the ingest topic keeps the broker's
+	// append time: the trace splits the bench producer's write from the
+	// contender's fetch.
+	if err := b.createTopics(ctx, b.client, os.Getenv("RESIDENCY_BENCH_TRACE") != "", ingest); err != nil {
 		return LatencyReport{}, nil, 0, 0, err
 	}
 	dests, err := b.destinations(ctx, mode, prefix)

@@ -441,6 +441,7 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 	if path := os.Getenv("RESIDENCY_BENCH_TRACE"); path != "" {
 		tr := newStageTrace()
 		defer tr.write(path)
+		tr.reg, tr.name = reg, spec.Mode
 		consumer = &tracedConsumer{BatchConsumer: consumer, t: tr}
 		for name, p := range prods {
 			prods[name] = &tracedProducer{AsyncProducer: p, t: tr}
@@ -559,6 +560,12 @@ func runFranzGo(ctx context.Context, spec childSpec, m *meter) error {
 	inflight := make(chan *franzPoll, franzInFlight)
 	committed := make(chan error, 1)
 	go func() { committed <- franzCommit(ctx, cl, spec.Ingest, inflight, m) }()
+	var tr *stageTrace
+	if path := os.Getenv("RESIDENCY_BENCH_TRACE"); path != "" {
+		tr = newStageTrace()
+		tr.name = spec.Mode
+		defer tr.write(path)
+	}
 	for polled := 0; polled < spec.Expect; {
 		fs := cl.PollRecords(ctx, spec.BatchSize)
 		if err := ctx.Err(); err != nil {
@@ -590,8 +597,15 @@ func runFranzGo(ctx context.Context, spec childSpec, m *meter) error {
 		case <-ctx.Done():
 			return fmt.Errorf("franz-go: %w", ctx.Err())
 		}
+		if tr != nil {
+			tr.franzPolled(recs)
+		}
 		for _, r := range recs {
-			cl.Produce(ctx, &kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}, p.acked)
+			acked := p.acked
+			if tr != nil {
+				acked = tr.franzAcked(p.acked)
+			}
+			cl.Produce(ctx, &kgo.Record{Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}, acked)
 		}
 		polled += len(recs)
 	}
