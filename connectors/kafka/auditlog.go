@@ -17,6 +17,9 @@ import (
 // audit.topic).
 const DefaultAuditTopic = "residency.audit"
 
+// DefaultAuditCompression is AuditLogConfig.Compression by default.
+const DefaultAuditCompression = "none"
+
 // AuditLogConfig configures an AuditLog.
 type AuditLogConfig struct {
 	// Cluster is the ingest cluster, which holds the audit topic. Required.
@@ -28,7 +31,7 @@ type AuditLogConfig struct {
 	// nothing meanwhile). Default 10s.
 	Timeout time.Duration
 	// Compression is the audit records' compression ("none", "gzip",
-	// "snappy", "lz4", "zstd"). Default "none": the records
+	// "snappy", "lz4", "zstd"). Default DefaultAuditCompression: the records
 	// (audit.WireRecord) carry each shared name once and are mostly
 	// digests, which no codec shrinks (lz4 saves 5 %, BenchmarkAuditCodec).
 	Compression string
@@ -66,7 +69,7 @@ var ErrAuditRecordTooLarge = errors.New("kafka: audit record too large")
 func NewAuditLog(cfg AuditLogConfig) (*AuditLog, error) {
 	cfg.Topic = cmp.Or(cfg.Topic, DefaultAuditTopic)
 	cfg.Timeout = cmp.Or(cfg.Timeout, 10*time.Second)
-	cfg.Compression = cmp.Or(cfg.Compression, "none")
+	cfg.Compression = cmp.Or(cfg.Compression, DefaultAuditCompression)
 	cfg.MaxRecordBytes = cmp.Or(cfg.MaxRecordBytes, DefaultAuditMaxRecordBytes)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Timeout < 0 || cfg.MaxRecordBytes < 0 {

@@ -1420,7 +1420,7 @@ func (r *Report) auditName(mode, codec string) string {
 	if r.RouterAuditB == nil {
 		return mode
 	}
-	return mode + " (" + cmp.Or(codec, "lz4") + ")"
+	return mode + " (" + cmp.Or(codec, kafka.DefaultAuditCompression) + ")"
 }
 
 // Table prints the report for people.
