@@ -33,7 +33,8 @@ type AuditLogConfig struct {
 	// Compression is the audit records' compression ("none", "gzip",
 	// "snappy", "lz4", "zstd"). Default DefaultAuditCompression: the records
 	// (audit.WireRecord) carry each shared name once and are mostly
-	// digests, which no codec shrinks (lz4 saves 5 %, BenchmarkAuditCodec).
+	// digests, which no codec shrinks (lz4 saves 5 % for about 0.6 µs of
+	// CPU a leaf, BenchmarkAuditCodec).
 	Compression string
 	// MaxRecordBytes is the largest audit record Append accepts; the
 	// writers split their records below it (auditwire.LedgerConfig). It
