@@ -26,7 +26,9 @@ func BenchmarkPerEvent(b *testing.B) {
 		Dest:    Destination{Cluster: "b", Topic: "residency.eu", Partition: 1, Offset: 9000}}
 	in := AttestationInput{Decision: Routed, Jurisdiction: "EU", Region: "eu", RulesetVersion: 7,
 		DestCluster: "b", DestTopic: "residency.eu", SrcTopic: "events", SrcPartition: 3}
-	rec := NewWireRecord(1 << 13)
+	var rec WireRecord
+	rec.Start(make([]byte, 0, 1<<20))
+	entry := make([]byte, 0, 512)
 	tag := make([]byte, 0, 128)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchValue)))
@@ -36,10 +38,11 @@ func BenchmarkPerEvent(b *testing.B) {
 		leaf.SetRecord(key, benchValue)
 		in.Value, in.Key, in.SrcOffset = leaf.Value, leaf.Key, leaf.Src.Offset
 		tag = a.AppendTag(tag[:0], &in)
-		if len(rec) > cap(rec)-2048 {
-			rec = rec[:1]
+		entry, _ = AppendWireEntry(entry[:0], &leaf)
+		if !rec.Fits(entry, 1<<20) {
+			rec.Start(rec.Bytes())
 		}
-		rec, _ = AppendWireLeaf(rec, &leaf)
+		_ = rec.Add(entry)
 	}
 	b.ReportMetric(float64(benchtest.CPUTime()-cpu)/float64(b.N), "cpu-ns/op")
 }
@@ -64,10 +67,22 @@ func BenchmarkPerEventParts(b *testing.B) {
 		}
 	})
 	b.Run("leaf-wire", func(b *testing.B) {
-		rec := NewWireRecord(1)
+		entry := make([]byte, 0, 512)
 		b.ReportAllocs()
 		for b.Loop() {
-			rec, _ = AppendWireLeaf(rec[:1], &leaf)
+			entry, _ = AppendWireEntry(entry[:0], &leaf)
+		}
+	})
+	b.Run("leaf-record", func(b *testing.B) {
+		entry, _ := AppendWireEntry(nil, &leaf)
+		var rec WireRecord
+		rec.Start(make([]byte, 0, 1<<20))
+		b.ReportAllocs()
+		for b.Loop() {
+			if !rec.Fits(entry, 1<<20) {
+				rec.Start(rec.Bytes())
+			}
+			_ = rec.Add(entry)
 		}
 	})
 	b.Run("attest-sign", func(b *testing.B) {
@@ -217,18 +232,40 @@ func BenchmarkAttestInputOf(b *testing.B) {
 	}
 }
 
-// BenchmarkLeafWire is one route leaf's wire encoding.
+// BenchmarkLeafWire is one route leaf's wire encoding (AppendWireEntry)
+// and its addition to a record (WireRecord.Add), per format: format 1
+// (the leaf spelled out) is the reference.
 func BenchmarkLeafWire(b *testing.B) {
-	defer benchtest.ReportCPU(b)()
 	leaf := benchRouteLeaf()
-	rec := NewWireRecord(512)
-	b.ReportAllocs()
-	for b.Loop() {
-		if len(rec) > cap(rec)-512 {
-			rec = rec[:1]
+	b.Run("format=2", func(b *testing.B) {
+		defer benchtest.ReportCPU(b)()
+		entry := make([]byte, 0, 512)
+		var rec WireRecord
+		rec.Start(make([]byte, 0, 1<<20))
+		b.ReportAllocs()
+		for b.Loop() {
+			entry, _ = AppendWireEntry(entry[:0], &leaf)
+			if !rec.Fits(entry, 1<<20) {
+				rec.Start(rec.Bytes())
+			}
+			_ = rec.Add(entry)
 		}
-		rec, _ = AppendWireLeaf(rec, &leaf)
-	}
+		b.ReportMetric(float64(rec.Len()-1)/float64(rec.Leaves()), "B/leaf")
+	})
+	b.Run("format=1", func(b *testing.B) {
+		defer benchtest.ReportCPU(b)()
+		rec := newV1Record(4096)
+		b.ReportAllocs()
+		n := 0
+		for b.Loop() {
+			if len(rec) > cap(rec)-512 {
+				rec, n = rec[:1], 0
+			}
+			rec, _ = appendV1Leaf(rec, &leaf)
+			n++
+		}
+		b.ReportMetric(float64(len(rec)-1)/float64(n), "B/leaf")
+	})
 }
 
 // BenchmarkLeafSetRecord is a leaf's value and key digests (a ~250-byte
@@ -249,9 +286,14 @@ func BenchmarkLeafSetRecord(b *testing.B) {
 func BenchmarkWireDecode(b *testing.B) {
 	defer benchtest.ReportCPU(b)()
 	leaf := benchRouteLeaf()
-	rec := NewWireRecord(500)
-	for range 500 {
-		rec, _ = AppendWireLeaf(rec, &leaf)
+	leaves := make([]Leaf, 500)
+	for i := range leaves {
+		leaves[i] = leaf
+		leaves[i].Src.Offset += int64(i)
+	}
+	rec, err := EncodeWireRecord(leaves)
+	if err != nil {
+		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -4,24 +4,31 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"unicode/utf8"
 )
 
-// WireFormat is the first byte of every audit-topic record value this
-// package writes.
+// Audit-topic record formats: the first byte of every audit-topic record
+// value.
 //
 // Actors do not put canonical JSON on the audit topic: they send each leaf
-// in a compact binary form (raw digests, varints), a third of the JSON's
-// size and several times cheaper to build on the router's hot path; the
+// in a compact binary form (raw digests, varints), several times smaller
+// than the JSON and cheaper to build on the router's hot path; the
 // integrator turns each into its canonical JSON (Leaf.Encode) before it
 // enters the log. The wire form never leaves this module; the JSON is the
-// log's format. Layout of a record value (docs/audit.md):
+// log's format. Layouts (docs/audit.md, "Audit record format"):
 //
-//	0x01, then per leaf: uvarint length, leaf
-//	leaf: uvarint flags, string kind, varint time, then the fields whose
-//	      flag is set, in flag order (strings: uvarint length + UTF-8)
-const WireFormat byte = 0x01
+//	format 2 (WireRecord): 0x02, then per leaf: uvarint ref, [uvarint
+//	  length, context when ref is 0], uvarint length, own fields. A leaf's
+//	  context is what the leaves of a batch share (flags, kind, actor,
+//	  names, ruleset); ref 0 defines a new one, numbered from 1 in order,
+//	  ref k refers to context k.
+//	format 1 (read, no longer written): 0x01, then per leaf: uvarint
+//	  length, leaf: uvarint flags, string kind, varint time, then the
+//	  fields whose flag is set, in flag order.
+const (
+	WireFormat   byte = 0x02 // what WireRecord writes
+	WireFormatV1 byte = 0x01 // decoded, no longer written
+)
 
 // ErrInvalidWire is wrapped by every error about an audit-topic record that
 // cannot be decoded.
@@ -48,31 +55,15 @@ const (
 	wAll = wContent<<1 - 1
 )
 
-// wireLeafRoom is the room NewWireRecord makes per leaf: a route leaf with
-// its subject hash and a deployment's names (router instance, topics of
-// 20 to 30 characters) takes 200 to 300 bytes on the wire
-// (TestNewWireRecordRoom); a record that outgrows its buffer is copied
-// as it grows, which cost more than the larger buffer.
-const wireLeafRoom = 320
+// MaxWireContexts bounds the contexts of one record (WireRecord.Fits): a
+// router's leaves have a few dozen (decision, reason, region, destination
+// and ruleset combinations); a decoder refuses more.
+const MaxWireContexts = 4096
 
-// maxWireRoom bounds the room NewWireRecord makes: an audit record is at
-// most about 1 MiB (the brokers' default message.max.bytes), and a writer
-// splits a larger batch of leaves into several records.
-const maxWireRoom = 1 << 20
+// maxWireLeaf bounds the wire form of one leaf (context and own fields).
+const maxWireLeaf = 1<<21 - 1
 
-// NewWireRecord returns a buffer holding the start of an audit-topic
-// record, with room for n leaves of typical size (at most 1 MiB).
-func NewWireRecord(n int) []byte {
-	b := make([]byte, 1, 1+min(n, maxWireRoom/wireLeafRoom)*wireLeafRoom)
-	b[0] = WireFormat
-	return b
-}
-
-// AppendWireLeaf appends l, in its wire form with its length, to a record
-// started by NewWireRecord. It does not allocate while rec has room for a
-// typical leaf (320 bytes) to spare, a ruleset leaf's policy aside; when it
-// has less, it doubles rec's capacity first.
-func AppendWireLeaf(rec []byte, l *Leaf) ([]byte, error) {
+func wireFlags(l *Leaf) uint64 {
 	var flags uint64
 	set := func(cond bool, f uint64) {
 		if cond {
@@ -95,80 +86,220 @@ func AppendWireLeaf(rec []byte, l *Leaf) ([]byte, error) {
 	set(l.Count != 0, wCount)
 	set(l.Policy != nil, wPolicy)
 	set(l.Content != "", wContent)
+	return flags
+}
 
-	if cap(rec)-len(rec) < wireLeafRoom {
-		// Double the record, as append does only for small slices (past a
-		// few hundred bytes it grows by a quarter, which copies a large
-		// record four times over while it fills).
-		rec = slices.Grow(rec, max(len(rec), 8*wireLeafRoom))
-	}
-	start := len(rec)
-	rec = append(rec, 0, 0) // room for the length (a route leaf's 128 to 16383 bytes); the body moves if it needs another size
-	body := len(rec)
-	rec = binary.AppendUvarint(rec, flags)
-	rec = appendWireString(rec, string(l.Kind))
-	rec = binary.AppendVarint(rec, l.Time)
+// AppendWireEntry appends l to dst as a wire entry: its context (flags,
+// kind, actor, source cluster and topic, decision, reason, decided by,
+// jurisdiction, region, ruleset, destination cluster, topic and store)
+// and its own fields (time, source partition and offsets, digests,
+// destination partition and offset, count, policy, content), each with
+// its uvarint length. WireRecord.Add puts entries into a record, writing
+// each distinct context once. It does not allocate when dst has room
+// (a route leaf's entry is 150 to 250 bytes), a ruleset leaf's policy
+// aside.
+func AppendWireEntry(dst []byte, l *Leaf) ([]byte, error) {
+	flags := wireFlags(l)
+	start := len(dst)
+	dst = append(dst, 0, 0) // room for the context's length; moved when it needs another size
+	body := len(dst)
+	dst = binary.AppendUvarint(dst, flags)
+	dst = appendWireString(dst, string(l.Kind))
 	if flags&wActor != 0 {
-		rec = appendWireString(rec, l.Actor)
+		dst = appendWireString(dst, l.Actor)
 	}
 	if flags&wSrc != 0 {
-		rec = appendWireString(rec, l.Src.Cluster)
-		rec = appendWireString(rec, l.Src.Topic)
-		rec = binary.AppendVarint(rec, int64(l.Src.Partition))
-		rec = binary.AppendVarint(rec, l.Src.Offset)
-		rec = binary.AppendVarint(rec, l.Src.EndOffset)
-	}
-	if flags&wValue != 0 {
-		rec = append(rec, l.Value[:]...)
-		if flags&wKeyNull == 0 {
-			rec = append(rec, l.Key[:]...)
-		}
-	}
-	if flags&wEvent != 0 {
-		rec = append(rec, l.Event[:]...)
-	}
-	if flags&wSubject != 0 {
-		rec = append(rec, l.Subject[:]...)
+		dst = appendWireString(dst, l.Src.Cluster)
+		dst = appendWireString(dst, l.Src.Topic)
 	}
 	for _, f := range [...]struct {
 		flag uint64
 		s    string
 	}{{wDecision, string(l.Decision)}, {wReason, l.Reason}, {wDecidedBy, l.DecidedBy}, {wJurisdiction, l.Jurisdiction}, {wRegion, l.Region}} {
 		if flags&f.flag != 0 {
-			rec = appendWireString(rec, f.s)
+			dst = appendWireString(dst, f.s)
 		}
 	}
 	if flags&wRuleset != 0 {
-		rec = binary.AppendVarint(rec, l.Ruleset.Version)
-		rec = append(rec, l.Ruleset.Digest[:]...)
+		dst = binary.AppendVarint(dst, l.Ruleset.Version)
+		dst = append(dst, l.Ruleset.Digest[:]...)
 	}
 	if flags&wDest != 0 {
-		rec = appendWireString(rec, l.Dest.Cluster)
-		rec = appendWireString(rec, l.Dest.Topic)
-		rec = binary.AppendVarint(rec, int64(l.Dest.Partition))
-		rec = binary.AppendVarint(rec, l.Dest.Offset)
-		rec = appendWireString(rec, l.Dest.Store)
+		dst = appendWireString(dst, l.Dest.Cluster)
+		dst = appendWireString(dst, l.Dest.Topic)
+		dst = appendWireString(dst, l.Dest.Store)
+	}
+	ctx := len(dst) - body
+	if ctx > maxWireLeaf {
+		return dst[:start], fmt.Errorf("%w: leaf context of %d bytes", ErrInvalidLeaf, ctx)
+	}
+	dst = putLength(dst, start, ctx)
+
+	own := len(dst)
+	dst = append(dst, 0, 0)
+	body = len(dst)
+	dst = binary.AppendVarint(dst, l.Time)
+	if flags&wSrc != 0 {
+		dst = binary.AppendVarint(dst, int64(l.Src.Partition))
+		dst = binary.AppendVarint(dst, l.Src.Offset)
+		dst = binary.AppendVarint(dst, l.Src.EndOffset)
+	}
+	if flags&wValue != 0 {
+		dst = append(dst, l.Value[:]...)
+		if flags&wKeyNull == 0 {
+			dst = append(dst, l.Key[:]...)
+		}
+	}
+	if flags&wEvent != 0 {
+		dst = append(dst, l.Event[:]...)
+	}
+	if flags&wSubject != 0 {
+		dst = append(dst, l.Subject[:]...)
+	}
+	if flags&wDest != 0 {
+		dst = binary.AppendVarint(dst, int64(l.Dest.Partition))
+		dst = binary.AppendVarint(dst, l.Dest.Offset)
 	}
 	if flags&wCount != 0 {
-		rec = binary.AppendVarint(rec, l.Count)
+		dst = binary.AppendVarint(dst, l.Count)
 	}
 	if flags&wPolicy != 0 {
-		n := len(rec)
-		rec = append(rec, 0, 0)
+		n := len(dst)
+		dst = append(dst, 0, 0)
 		var err error
-		if rec, err = l.Policy.appendJSON(rec); err != nil {
-			return rec[:start], err
+		if dst, err = l.Policy.appendJSON(dst); err != nil {
+			return dst[:start], err
 		}
-		rec = putLength(rec, n, len(rec)-n-2)
+		dst = putLength(dst, n, len(dst)-n-2)
 	}
 	if flags&wContent != 0 {
-		rec = appendWireString(rec, l.Content)
+		dst = appendWireString(dst, l.Content)
 	}
-	size := len(rec) - body
-	if size > 1<<21-1 {
-		return rec[:start], fmt.Errorf("%w: leaf of %d bytes", ErrInvalidLeaf, size)
+	if size := len(dst) - body; size > maxWireLeaf {
+		return dst[:start], fmt.Errorf("%w: leaf of %d bytes", ErrInvalidLeaf, size)
 	}
-	return putLength(rec, start, size), nil
+	return putLength(dst, own, len(dst)-body), nil
+}
+
+// splitEntry returns the context and the own fields of a wire entry.
+func splitEntry(e []byte) (ctx, own []byte, err error) {
+	r := wireReader{b: e}
+	ctx = r.bytes(r.uvarint())
+	own = r.bytes(r.uvarint())
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("bytes after the entry")
+	}
+	return ctx, own, r.err
+}
+
+// WireRecord builds one audit-topic record (format 2) out of wire entries
+// (AppendWireEntry), writing each distinct context once and referring to
+// it by number afterwards: a router's batch of route leaves takes about
+// 110 bytes a leaf (its digests, offsets and time) instead of 250 to 300
+// when every leaf spells out its names, without a compressor. The zero
+// value is ready for Start. A WireRecord is not safe for concurrent use.
+type WireRecord struct {
+	buf    []byte
+	ctxs   map[string]*wireContext // contexts seen, this record's and earlier ones'
+	gen    uint64                  // this record's number (Start)
+	nctx   uint64                  // contexts defined in this record
+	leaves int
+}
+
+// wireContext is a context a WireRecord has seen: its number in the
+// record gen, the last record it was defined in. Kept from record to
+// record, so that a warm record allocates nothing.
+type wireContext struct{ gen, num uint64 }
+
+// Start begins a new record in buf (its contents are overwritten; nil
+// makes a buffer), forgetting the previous record's contexts. The record
+// keeps buf until the next Start.
+func (w *WireRecord) Start(buf []byte) {
+	w.buf = append(buf[:0], WireFormat)
+	if w.ctxs == nil || len(w.ctxs) > 2*MaxWireContexts {
+		w.ctxs = make(map[string]*wireContext, 32)
+	}
+	w.gen++
+	w.nctx, w.leaves = 0, 0
+}
+
+// Fits reports whether entry, added now, keeps the record within maxBytes
+// and MaxWireContexts. An empty record takes any entry.
+func (w *WireRecord) Fits(entry []byte, maxBytes int) bool {
+	if w.leaves == 0 {
+		return true
+	}
+	return len(w.buf)+len(entry)+1 <= maxBytes && w.nctx < MaxWireContexts
+}
+
+// Add appends a wire entry to the record. It does not allocate when the
+// record has room and entry's context is in it already.
+func (w *WireRecord) Add(entry []byte) error {
+	ctx, own, err := splitEntry(entry)
+	if err != nil {
+		return err
+	}
+	if len(w.buf) == 0 {
+		w.Start(nil)
+	}
+	c := w.ctxs[string(ctx)] // no allocation: map lookup by converted bytes
+	if c != nil && c.gen == w.gen {
+		w.buf = binary.AppendUvarint(w.buf, c.num)
+	} else {
+		if c == nil {
+			c = new(wireContext)
+			w.ctxs[string(ctx)] = c
+		}
+		w.nctx++
+		c.gen, c.num = w.gen, w.nctx
+		w.buf = append(w.buf, 0)
+		w.buf = binary.AppendUvarint(w.buf, uint64(len(ctx)))
+		w.buf = append(w.buf, ctx...)
+	}
+	w.buf = binary.AppendUvarint(w.buf, uint64(len(own)))
+	w.buf = append(w.buf, own...)
+	w.leaves++
+	return nil
+}
+
+// AddLeaf encodes l (AppendWireEntry) and adds it, using scratch for the
+// entry; it returns scratch for the next call.
+func (w *WireRecord) AddLeaf(scratch []byte, l *Leaf) ([]byte, error) {
+	e, err := AppendWireEntry(scratch[:0], l)
+	if err != nil {
+		return e, err
+	}
+	return e, w.Add(e)
+}
+
+// Bytes returns the record: valid until the next Start.
+func (w *WireRecord) Bytes() []byte {
+	if len(w.buf) == 0 {
+		w.Start(nil)
+	}
+	return w.buf
+}
+
+// Len returns the record's size in bytes.
+func (w *WireRecord) Len() int { return max(len(w.buf), 1) }
+
+// Leaves returns how many leaves the record holds.
+func (w *WireRecord) Leaves() int { return w.leaves }
+
+// EncodeWireRecord returns the audit-topic record of leaves, in one
+// record whatever its size: for callers with a few leaves (purge,
+// erasure, tests).
+func EncodeWireRecord(leaves []Leaf) ([]byte, error) {
+	var w WireRecord
+	w.Start(nil)
+	var scratch []byte
+	for i := range leaves {
+		var err error
+		if scratch, err = w.AddLeaf(scratch, &leaves[i]); err != nil {
+			return nil, err
+		}
+	}
+	return w.Bytes(), nil
 }
 
 // putLength writes n as a uvarint into the 2 bytes reserved at rec[at:],
@@ -280,20 +411,67 @@ func (r *wireReader) int32() int32 {
 	return int32(v)
 }
 
-// DecodeWireRecord decodes an audit-topic record value into its leaves.
+// DecodeWireRecord decodes an audit-topic record value (either format)
+// into its leaves.
 func DecodeWireRecord(b []byte) ([]Leaf, error) {
-	if len(b) == 0 || b[0] != WireFormat {
+	if len(b) == 0 || (b[0] != WireFormat && b[0] != WireFormatV1) {
 		return nil, fmt.Errorf("%w: unknown format", ErrInvalidWire)
 	}
 	r := wireReader{b: b[1:]}
 	names := make(map[string]string, 16) // shared by the record's leaves
-	leaves := make([]Leaf, 0, len(b)/200+1)
+	leaves := make([]Leaf, 0, len(b)/100+1)
+	if b[0] == WireFormatV1 {
+		for len(r.b) > 0 && r.err == nil {
+			body := r.bytes(r.uvarint())
+			if r.err != nil {
+				break
+			}
+			l, err := decodeWireLeaf(body, names)
+			if err != nil {
+				return nil, fmt.Errorf("leaf %d: %w", len(leaves), err)
+			}
+			leaves = append(leaves, l)
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+		return leaves, nil
+	}
+	type context struct {
+		leaf  Leaf // the context's fields
+		flags uint64
+	}
+	var ctxs []context
 	for len(r.b) > 0 && r.err == nil {
-		body := r.bytes(r.uvarint())
+		ref := r.uvarint()
 		if r.err != nil {
 			break
 		}
-		l, err := decodeWireLeaf(body, names)
+		if ref == 0 {
+			if len(ctxs) == MaxWireContexts {
+				return nil, fmt.Errorf("leaf %d: %w: more than %d contexts", len(leaves), ErrInvalidWire, MaxWireContexts)
+			}
+			raw := r.bytes(r.uvarint())
+			if r.err != nil {
+				break
+			}
+			var c context
+			var err error
+			if c.leaf, c.flags, err = decodeWireContext(raw, names); err != nil {
+				return nil, fmt.Errorf("leaf %d: %w", len(leaves), err)
+			}
+			ctxs = append(ctxs, c)
+			ref = uint64(len(ctxs))
+		}
+		if ref > uint64(len(ctxs)) {
+			return nil, fmt.Errorf("leaf %d: %w: context %d not defined", len(leaves), ErrInvalidWire, ref)
+		}
+		own := r.bytes(r.uvarint())
+		if r.err != nil {
+			break
+		}
+		c := &ctxs[ref-1]
+		l, err := decodeWireOwn(own, &c.leaf, c.flags)
 		if err != nil {
 			return nil, fmt.Errorf("leaf %d: %w", len(leaves), err)
 		}
@@ -305,6 +483,104 @@ func DecodeWireRecord(b []byte) ([]Leaf, error) {
 	return leaves, nil
 }
 
+// decodeWireContext decodes the context of a format 2 entry into the
+// fields of a leaf it sets, and returns the leaf's flags.
+func decodeWireContext(b []byte, names map[string]string) (Leaf, uint64, error) {
+	r := wireReader{b: b, names: names}
+	var l Leaf
+	flags := r.uvarint()
+	if flags&^wAll != 0 {
+		r.fail("unknown flags")
+	}
+	if flags&wKeyNull != 0 && flags&wValue == 0 {
+		r.fail("null key flag without digests")
+	}
+	l.Kind = Kind(r.name())
+	if flags&wActor != 0 {
+		l.Actor = r.name()
+	}
+	if flags&wSrc != 0 {
+		l.Src.Cluster, l.Src.Topic = r.name(), r.name()
+	}
+	for _, f := range [...]struct {
+		flag uint64
+		s    *string
+	}{{wDecision, (*string)(&l.Decision)}, {wReason, &l.Reason}, {wDecidedBy, &l.DecidedBy}, {wJurisdiction, &l.Jurisdiction}, {wRegion, &l.Region}} {
+		if flags&f.flag != 0 {
+			*f.s = r.name()
+		}
+	}
+	if flags&wRuleset != 0 {
+		l.Ruleset.Version = r.varint()
+		r.digest(&l.Ruleset.Digest)
+	}
+	if flags&wDest != 0 {
+		l.Dest.Cluster, l.Dest.Topic, l.Dest.Store = r.name(), r.name(), r.name()
+	}
+	if r.err != nil {
+		return Leaf{}, 0, r.err
+	}
+	if len(r.b) != 0 {
+		return Leaf{}, 0, fmt.Errorf("%w: %d bytes after the context", ErrInvalidWire, len(r.b))
+	}
+	if !l.Kind.valid() {
+		return Leaf{}, 0, fmt.Errorf("%w: unknown kind %q", ErrInvalidWire, printable([]byte(l.Kind)))
+	}
+	return l, flags, nil
+}
+
+// decodeWireOwn decodes the own fields of a format 2 entry into a copy of
+// its context's leaf.
+func decodeWireOwn(b []byte, ctx *Leaf, flags uint64) (Leaf, error) {
+	r := wireReader{b: b}
+	l := *ctx
+	l.Time = r.varint()
+	if flags&wSrc != 0 {
+		l.Src.Partition, l.Src.Offset, l.Src.EndOffset = r.int32(), r.varint(), r.varint()
+	}
+	if flags&wValue != 0 {
+		r.digest(&l.Value)
+		if flags&wKeyNull != 0 {
+			l.KeyNull = true
+		} else {
+			r.digest(&l.Key)
+		}
+	}
+	if flags&wEvent != 0 {
+		r.digest(&l.Event)
+	}
+	if flags&wSubject != 0 {
+		r.digest(&l.Subject)
+	}
+	if flags&wDest != 0 {
+		l.Dest.Partition, l.Dest.Offset = r.int32(), r.varint()
+	}
+	if flags&wCount != 0 {
+		l.Count = r.varint()
+	}
+	if flags&wPolicy != 0 {
+		raw := r.bytes(r.uvarint())
+		if r.err == nil {
+			p, err := parsePolicy(raw)
+			if err != nil {
+				return Leaf{}, err
+			}
+			l.Policy = p
+		}
+	}
+	if flags&wContent != 0 {
+		l.Content = r.str()
+	}
+	if r.err != nil {
+		return Leaf{}, r.err
+	}
+	if len(r.b) != 0 {
+		return Leaf{}, fmt.Errorf("%w: %d bytes after the leaf", ErrInvalidWire, len(r.b))
+	}
+	return l, nil
+}
+
+// decodeWireLeaf decodes one leaf of a format 1 record.
 func decodeWireLeaf(b []byte, names map[string]string) (Leaf, error) {
 	r := wireReader{b: b, names: names}
 	var l Leaf

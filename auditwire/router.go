@@ -40,11 +40,11 @@ type LedgerConfig struct {
 }
 
 // Ledger implements router.Ledger over a Log: AppendLeaf encodes a
-// decision leaf (its wire form, audit.AppendWireLeaf) on the caller's
-// goroutine; each Append appends one audit record (more when they do not
-// fit in MaxRecordBytes) holding the ruleset leaf of every ruleset
-// (version and digest) this Ledger has not logged yet, then the leaves it
-// is given. It keeps no reference to what it is given; it keeps its record
+// decision leaf (its wire entry, audit.AppendWireEntry) on the caller's
+// goroutine; each Append appends one audit record (audit.WireRecord: the
+// leaves' shared names once; more records when they do not fit in
+// MaxRecordBytes) holding the ruleset leaf of every ruleset (version and
+// digest) this Ledger has not logged yet, then the leaves it is given. It keeps no reference to what it is given; it keeps its record
 // buffers (up to 8 MiB) from one Append to the next, so a warm Append
 // allocates nothing. It is safe for concurrent use.
 type Ledger struct {
@@ -57,7 +57,7 @@ type Ledger struct {
 
 	mu     sync.Mutex                // one Append at a time
 	logged map[audit.RulesetRef]bool // ruleset leaves appended
-	buf    []byte                    // the current record
+	rec    audit.WireRecord          // the current record
 	recs   [][]byte                  // the records of one Append call
 	left   int                       // bytes of the call's leaves not yet in a record
 	spare  [][]byte                  // record buffers kept from call to call, by index in recs
@@ -102,8 +102,8 @@ var _ router.Ledger = (*Ledger)(nil)
 var leafPool = sync.Pool{New: func() any { return new(audit.Leaf) }}
 
 // AppendLeaf implements router.Ledger: it appends the decision leaf of s,
-// in its wire form with its length (audit.AppendWireLeaf), to dst. Its
-// time is the call's.
+// as a wire entry (audit.AppendWireEntry), to dst. Its time is the
+// call's.
 func (l *Ledger) AppendLeaf(dst []byte, s *router.Settled) ([]byte, error) {
 	ref, err := l.rulesetRef(s.Ruleset)
 	if err != nil {
@@ -111,7 +111,7 @@ func (l *Ledger) AppendLeaf(dst []byte, s *router.Settled) ([]byte, error) {
 	}
 	leaf := leafPool.Get().(*audit.Leaf)
 	l.fill(leaf, s, ref, l.cfg.Now().UnixMilli())
-	b, err := audit.AppendWireLeaf(dst, leaf)
+	b, err := audit.AppendWireEntry(dst, leaf)
 	*leaf = audit.Leaf{}
 	leafPool.Put(leaf)
 	if err != nil {
@@ -136,7 +136,7 @@ func (l *Ledger) Append(ctx context.Context, rulesets []*rules.Ruleset, leaves [
 	}
 	// Room for the leaves, the ruleset leaves of a new ruleset aside
 	// (append grows the record for them).
-	l.buf = l.record(0, l.left+1024)
+	l.rec.Start(l.record(0, l.left+1024))
 	defer l.keep()
 	var fresh []audit.RulesetRef
 	for _, rs := range rulesets {
@@ -151,18 +151,22 @@ func (l *Ledger) Append(ctx context.Context, rulesets []*rules.Ruleset, leaves [
 		if err != nil {
 			return err
 		}
-		b, err := audit.AppendWireLeaf(nil, &rl)
+		b, err := audit.AppendWireEntry(nil, &rl)
+		if err == nil {
+			err = l.add(b)
+		}
 		if err != nil {
 			return fmt.Errorf("auditwire: %s leaf: %w", rl.Kind, err)
 		}
-		l.add(b)
 		fresh = append(fresh, ref)
 	}
-	for _, lf := range leaves {
-		l.add(lf)
+	for i, lf := range leaves {
+		if err := l.add(lf); err != nil {
+			return fmt.Errorf("auditwire: leaf %d of %d: %w", i, len(leaves), err)
+		}
 		l.left -= len(lf)
 	}
-	l.recs = append(l.recs, l.buf)
+	l.recs = append(l.recs, l.rec.Bytes())
 	if err := l.log.Append(ctx, l.recs...); err != nil {
 		return fmt.Errorf("auditwire: append %d leaves: %w", len(leaves)+len(fresh), err)
 	}
@@ -187,29 +191,25 @@ func containsRef(refs []audit.RulesetRef, r audit.RulesetRef) bool {
 	return false
 }
 
-// add appends one encoded leaf (with its length) to the current record,
-// starting a new one when it would pass MaxRecordBytes.
-func (l *Ledger) add(leaf []byte) {
-	if len(l.buf)+len(leaf) > l.cfg.MaxRecordBytes && len(l.buf) > 1 {
-		l.recs = append(l.recs, l.buf)
-		l.buf = l.record(len(l.recs), l.left+1)
+// add adds one leaf's wire entry to the current record, starting a new
+// one when it would pass MaxRecordBytes (or its contexts' bound).
+func (l *Ledger) add(entry []byte) error {
+	if !l.rec.Fits(entry, l.cfg.MaxRecordBytes) {
+		l.recs = append(l.recs, l.rec.Bytes())
+		l.rec.Start(l.record(len(l.recs), l.left+1))
 	}
-	l.buf = append(l.buf, leaf...)
+	return l.rec.Add(entry)
 }
 
-// record returns record i of the call, empty but for its format byte: the
-// spare buffer i when it has room for want bytes (at most MaxRecordBytes),
-// else a new one of that room. l.mu is held.
+// record returns the buffer of record i of the call: the spare buffer i
+// when it has room for want bytes (at most MaxRecordBytes), else a new one
+// of that room. l.mu is held.
 func (l *Ledger) record(i, want int) []byte {
 	want = max(min(want, l.cfg.MaxRecordBytes), 1)
-	var b []byte
 	if i < len(l.spare) && cap(l.spare[i]) >= want {
-		b = l.spare[i][:1]
-	} else {
-		b = make([]byte, 1, want)
+		return l.spare[i][:0]
 	}
-	b[0] = audit.WireFormat
-	return b
+	return make([]byte, 0, want)
 }
 
 // keep keeps the record buffers of the call (the Log keeps no reference
@@ -238,7 +238,6 @@ func (l *Ledger) keep() {
 	}
 	clear(l.recs)
 	l.recs = l.recs[:0]
-	l.buf = nil
 }
 
 // rulesetRef returns the version and digest of rs. Safe for concurrent

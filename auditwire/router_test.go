@@ -3,7 +3,6 @@ package auditwire_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -470,14 +469,16 @@ func TestLedgerConformance(t *testing.T) {
 			if len(rec) == 0 || rec[0] != audit.WireFormat {
 				t.Fatalf("record without the wire format byte")
 			}
-			b := rec[1:]
-			for len(b) > 0 {
-				n, w := binary.Uvarint(b)
-				if w <= 0 || uint64(len(b)-w) < n {
-					t.Fatalf("truncated audit record")
+			leaves, err := audit.DecodeWireRecord(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range leaves {
+				e, err := audit.AppendWireEntry(nil, &leaves[i]) // as AppendLeaf encoded it
+				if err != nil {
+					t.Fatal(err)
 				}
-				out = append(out, bytes.Clone(b[:w+int(n)]))
-				b = b[w+int(n):]
+				out = append(out, e)
 			}
 		}
 		return out

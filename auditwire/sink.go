@@ -92,7 +92,8 @@ type SinkLedger struct {
 	actor string // "sink:<store>"
 
 	mu      sync.Mutex
-	rec     []byte
+	rec     audit.WireRecord  // kept from call to call, with its buffer
+	entry   []byte            // one leaf's wire entry
 	rsHex   string            // the last ruleset digest parsed, in hex
 	rsParse audit.Digest      // and parsed
 	names   map[string]string // jurisdiction and region header values seen
@@ -123,21 +124,17 @@ func (l *SinkLedger) Record(ctx context.Context, entries []sink.Entry) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.cfg.Now().UnixMilli()
-	rec := append(l.rec[:0], audit.WireFormat) // the Log keeps no reference to it
-	if l.rec == nil {
-		rec = audit.NewWireRecord(len(entries))
-	}
+	l.rec.Start(l.rec.Bytes()) // the Log keeps no reference to it
 	for i := range entries {
 		leaf, err := l.leaf(&entries[i], now)
 		if err == nil {
-			rec, err = audit.AppendWireLeaf(rec, &leaf)
+			l.entry, err = l.rec.AddLeaf(l.entry, &leaf)
 		}
 		if err != nil {
 			return fmt.Errorf("auditwire: sink leaf of %s/%d@%d: %w", entries[i].Msg.Topic, entries[i].Msg.Partition, entries[i].Msg.Offset, err)
 		}
 	}
-	l.rec = rec
-	if err := l.log.Append(ctx, rec); err != nil {
+	if err := l.log.Append(ctx, l.rec.Bytes()); err != nil {
 		return fmt.Errorf("auditwire: sink leaves: %w", err)
 	}
 	return nil
@@ -229,12 +226,9 @@ func (l *LeafLedger) Append(ctx context.Context, leaves []audit.Leaf) error {
 	if len(leaves) == 0 {
 		return nil
 	}
-	rec := audit.NewWireRecord(len(leaves))
-	for i := range leaves {
-		var err error
-		if rec, err = audit.AppendWireLeaf(rec, &leaves[i]); err != nil {
-			return fmt.Errorf("auditwire: %s leaf: %w", leaves[i].Kind, err)
-		}
+	rec, err := audit.EncodeWireRecord(leaves)
+	if err != nil {
+		return fmt.Errorf("auditwire: %s leaf: %w", leaves[0].Kind, err)
 	}
 	if err := l.log.Append(ctx, rec); err != nil {
 		return fmt.Errorf("auditwire: %d %s leaves: %w", len(leaves), leaves[0].Kind, err)

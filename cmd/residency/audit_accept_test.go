@@ -222,12 +222,9 @@ func (s *auditStack) flush(t *testing.T) {
 	if len(s.pending) == 0 {
 		return
 	}
-	rec := audit.NewWireRecord(len(s.pending))
-	for i := range s.pending {
-		var err error
-		if rec, err = audit.AppendWireLeaf(rec, &s.pending[i]); err != nil {
-			t.Fatal(err)
-		}
+	rec, err := audit.EncodeWireRecord(s.pending)
+	if err != nil {
+		t.Fatal(err)
 	}
 	produce(t, s.clA, &kgo.Record{Topic: s.auditTopic, Partition: 0, Value: rec})
 	s.pending = nil

@@ -73,7 +73,7 @@ func runBench(ctx context.Context, e env) int {
 	fs.IntVar(&o.Pins, "pins", o.Pins, "load this many per-user pins into Redis first and route with pins on (0: pins off)")
 	fs.StringVar(&o.Redis, "redis", "", "`host:port` of the Redis to load the pins into, no password (default: the embedded stack's; needed with --brokers and --pins)")
 	fs.BoolVar(&o.Diagnose, "diagnose", false, "add two throughput contenders: the pass-through plus the router's fan-out to seven topics and its nine headers, without decoding; and the pass-through with the router's writer instead of kafka-go's")
-	fs.StringVar(&o.AuditCompression, "audit-compression", "", "compression of router+audit's audit topic: none, gzip, snappy, lz4 or zstd (default: the audit log's, lz4)")
+	fs.StringVar(&o.AuditCompression, "audit-compression", "", "compression of router+audit's audit topic: none, gzip, snappy, lz4 or zstd (default: the audit log's, none)")
 	fs.StringVar(&o.AuditCompressionB, "audit-compression-b", "", "add a contender, router+audit-b, whose audit topic has this compression, beside router+audit in every round (default: none)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	child := fs.String("child", "", "internal: run one contender from a JSON spec")

@@ -17,6 +17,9 @@ import (
 // audit.topic).
 const DefaultAuditTopic = "residency.audit"
 
+// DefaultAuditCompression is AuditLogConfig.Compression by default.
+const DefaultAuditCompression = "none"
+
 // AuditLogConfig configures an AuditLog.
 type AuditLogConfig struct {
 	// Cluster is the ingest cluster, which holds the audit topic. Required.
@@ -28,7 +31,10 @@ type AuditLogConfig struct {
 	// nothing meanwhile). Default 10s.
 	Timeout time.Duration
 	// Compression is the audit records' compression ("none", "gzip",
-	// "snappy", "lz4", "zstd"). Default "lz4": leaves repeat their strings.
+	// "snappy", "lz4", "zstd"). Default DefaultAuditCompression: the records
+	// (audit.WireRecord) carry each shared name once and are mostly
+	// digests, which no codec shrinks (lz4 saves 5 % for about 0.6 µs of
+	// CPU a leaf, BenchmarkAuditCodec).
 	Compression string
 	// MaxRecordBytes is the largest audit record Append accepts; the
 	// writers split their records below it (auditwire.LedgerConfig). It
@@ -64,7 +70,7 @@ var ErrAuditRecordTooLarge = errors.New("kafka: audit record too large")
 func NewAuditLog(cfg AuditLogConfig) (*AuditLog, error) {
 	cfg.Topic = cmp.Or(cfg.Topic, DefaultAuditTopic)
 	cfg.Timeout = cmp.Or(cfg.Timeout, 10*time.Second)
-	cfg.Compression = cmp.Or(cfg.Compression, "lz4")
+	cfg.Compression = cmp.Or(cfg.Compression, DefaultAuditCompression)
 	cfg.MaxRecordBytes = cmp.Or(cfg.MaxRecordBytes, DefaultAuditMaxRecordBytes)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Timeout < 0 || cfg.MaxRecordBytes < 0 {

@@ -21,8 +21,10 @@ func benchAuditRecord(b *testing.B, size int) []byte {
 		{"IN", "in", "bench.in", "ingest"}, {"BR", "br", "bench.br", "ingest"},
 	}
 	rs := audit.RulesetRef{Version: 7, Digest: audit.Sum([]byte("ruleset"))}
-	rec := audit.NewWireRecord(size / 280)
-	for i := 0; len(rec) < size-audit.MaxLeafSize; i++ {
+	var rec audit.WireRecord
+	rec.Start(make([]byte, 0, size))
+	var entry []byte
+	for i := 0; rec.Len() < size-audit.MaxLeafSize; i++ {
 		g := regions[i%len(regions)]
 		l := audit.Leaf{Kind: audit.KindRoute, Time: 1_764_000_000_000 + int64(i/100), Actor: "bench",
 			Src:      audit.Source{Topic: "bench.ingest", Partition: int32(i % 6), Offset: int64(4_000_000 + i)},
@@ -32,11 +34,11 @@ func benchAuditRecord(b *testing.B, size int) []byte {
 			Decision: audit.Routed, DecidedBy: "country", Jurisdiction: g.j, Region: g.r, Ruleset: rs,
 			Dest: audit.Destination{Cluster: g.cluster, Topic: g.topic, Partition: int32(i % 6), Offset: int64(800_000 + i/5)}}
 		var err error
-		if rec, err = audit.AppendWireLeaf(rec, &l); err != nil {
+		if entry, err = rec.AddLeaf(entry, &l); err != nil {
 			b.Fatal(err)
 		}
 	}
-	return rec
+	return rec.Bytes()
 }
 
 // BenchmarkAuditCodec compresses one 900 KiB audit record of route leaves

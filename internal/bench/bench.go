@@ -225,7 +225,7 @@ type Report struct {
 	// AuditRounds is AuditRatio per round.
 	AuditRounds []float64 `json:"audit_rounds"`
 	// AuditCompression is router+audit's audit topic compression
-	// (--audit-compression; "" the audit log's default, lz4).
+	// (--audit-compression; "" the audit log's default, none).
 	AuditCompression string `json:"audit_compression,omitempty"`
 	// RouterAuditB is the router with the audit on and its audit topic
 	// compressed with AuditCompressionB (--audit-compression-b; throughput
@@ -1420,7 +1420,7 @@ func (r *Report) auditName(mode, codec string) string {
 	if r.RouterAuditB == nil {
 		return mode
 	}
-	return mode + " (" + cmp.Or(codec, "lz4") + ")"
+	return mode + " (" + cmp.Or(codec, kafka.DefaultAuditCompression) + ")"
 }
 
 // Table prints the report for people.
