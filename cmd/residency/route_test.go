@@ -5,9 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,14 +25,61 @@ import (
 	"github.com/residency-router/residency/stream"
 )
 
+// freeAddr returns a loopback address no one listens on, for a command's
+// operations endpoint. The port comes from below the kernel's ephemeral
+// range (ip_local_port_range), where no outgoing connection takes it
+// between this check and the command's listen, and is never handed out
+// twice in one test process. Where the range is unusual it falls back to
+// a port the kernel picks.
 func freeAddr(t *testing.T) string {
 	t.Helper()
+	freePorts.Lock()
+	defer freePorts.Unlock()
+	lo, hi := freePortRange()
+	for range 200 {
+		if hi <= lo {
+			break
+		}
+		p := lo + rand.IntN(hi-lo)
+		if freePorts.given[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue // taken by another process
+		}
+		ln.Close()
+		freePorts.given[p] = true
+		return ln.Addr().String()
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// freePorts are the ports freeAddr handed out.
+var freePorts = struct {
+	sync.Mutex
+	given map[int]bool
+}{given: map[int]bool{}}
+
+// freePortRange is where freeAddr picks ports: 20000 up to the start of
+// the ephemeral range, at most 29000 (the dev stack's fixed ports are
+// below 20000 or at 29092).
+func freePortRange() (lo, hi int) {
+	lo, hi = 20000, 29000
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, lo // not Linux: the kernel picks
+	}
+	var first, last int
+	if _, err := fmt.Sscan(string(b), &first, &last); err != nil {
+		return lo, lo
+	}
+	return lo, min(hi, first)
 }
 
 func get(addr, path string) (int, string) {
@@ -212,5 +262,30 @@ stores:
 	}
 	if !strings.Contains(stderr.String(), "uncommitted") || !strings.Contains(stderr.String(), `"partition":0`) {
 		t.Errorf("the log does not say what stays uncommitted per partition:\n%s", stderr.String())
+	}
+}
+
+// TestFreeAddr: the addresses are distinct, below the ephemeral range
+// (where the range allows), and free.
+func TestFreeAddr(t *testing.T) {
+	lo, hi := freePortRange()
+	seen := map[string]bool{}
+	for range 20 {
+		a := freeAddr(t)
+		if seen[a] {
+			t.Fatalf("%s handed out twice", a)
+		}
+		seen[a] = true
+		_, port, _ := net.SplitHostPort(a)
+		var p int
+		fmt.Sscan(port, &p)
+		if hi > lo && (p < lo || p >= hi) {
+			t.Errorf("%s is outside %d-%d", a, lo, hi)
+		}
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			t.Fatalf("%s is not free: %v", a, err)
+		}
+		ln.Close()
 	}
 }
