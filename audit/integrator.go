@@ -33,7 +33,7 @@ var ErrAuditTopicChanged = errors.New("audit: the audit topic changed under an i
 var ErrStateAhead = errors.New("audit: another integrator moved the log")
 
 // AuditRecord is one record of the audit topic: a value written by
-// NewWireRecord and AppendWireLeaf.
+// WireRecord (format 2), or format 1 by an earlier version.
 type AuditRecord struct {
 	// Partition and Offset are its coordinates in the audit topic.
 	Partition int32

@@ -329,7 +329,7 @@ func appendWireString(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// wireReader decodes one wire leaf.
+// wireReader decodes the fields of a wire record.
 type wireReader struct {
 	b     []byte
 	err   error

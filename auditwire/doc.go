@@ -12,8 +12,8 @@ import "context"
 // Log is where audit records go: the audit topic on the ingest cluster
 // (connectors/kafka.AuditLog implements it).
 type Log interface {
-	// Append writes records (each an audit wire record: audit.NewWireRecord
-	// and audit.AppendWireLeaf) in order and durably, acknowledged by every
+	// Append writes records (each an audit wire record: audit.WireRecord)
+	// in order and durably, acknowledged by every
 	// in-sync replica of the audit topic, before it returns nil. It keeps
 	// no reference to records after it returns. An error is transient: the
 	// caller retries and commits nothing meanwhile.
