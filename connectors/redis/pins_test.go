@@ -34,12 +34,13 @@ func loaded(t *testing.T, p *rules.Pins) {
 }
 
 // TestPinsFollowPinAndUnpin (real Redis): two routers' pin sets load what
-// is there and see a pin and an unpin without a restart and without a
-// full read (the resync is 5 minutes away: only the announcement can
-// bring them within the test's wait); probes of their subscriptions keep
-// them confirmed past a short staleness bound while nothing changes. How
-// soon they see it is logged, not asserted: a timed assertion fails on a
-// loaded host, not on a slow design.
+// is there and see a pin within the documented bound (one second,
+// docs/rules.md) and an unpin, without a restart and without a full read
+// (the resync is 5 minutes away: only the announcement can bring them);
+// probes of their subscriptions keep them confirmed past a short
+// staleness bound while nothing changes. A loaded host can stall a process
+// for longer than the bound now and then, so a miss is measured again
+// with another user: a broken announcement path misses every time.
 func TestPinsFollowPinAndUnpin(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
 	s := newStore(t)
@@ -62,20 +63,32 @@ func TestPinsFollowPinAndUnpin(t *testing.T) {
 		t.Fatalf("loaded %d pins; old-7 %q", a.Len(), pinOf(a, "old-7"))
 	}
 
-	pinned := time.Now()
-	if err := s.Pin(ctx, "user-1", "EU"); err != nil {
-		t.Fatal(err)
+	const documented = time.Second
+	var took []time.Duration
+	for attempt := range 3 {
+		user := fmt.Sprint("user-", attempt+1)
+		pinned := time.Now()
+		if err := s.Pin(ctx, user, "EU"); err != nil {
+			t.Fatal(err)
+		}
+		seen := testenv.Eventually(t, 5*time.Second, "both to see the pin", func() bool {
+			return pinOf(a, user) == "EU" && pinOf(b, user) == "EU"
+		})
+		took = append(took, seen.Sub(pinned))
+		t.Logf("%s's pin was in force %s after it was made", user, took[attempt])
+		if err := s.Unpin(ctx, user); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 5*time.Second, "both to see the unpin", func() bool {
+			return pinOf(a, user) == "" && pinOf(b, user) == ""
+		})
+		if took[attempt] <= documented {
+			break
+		}
 	}
-	seen := testenv.Eventually(t, 5*time.Second, "both to see the pin", func() bool {
-		return pinOf(a, "user-1") == "EU" && pinOf(b, "user-1") == "EU"
-	})
-	t.Logf("the pin was in force %s after it was made", seen.Sub(pinned))
-	if err := s.Unpin(ctx, "user-1"); err != nil {
-		t.Fatal(err)
+	if took[len(took)-1] > documented {
+		t.Fatalf("pins were in force %v after they were made, %d times in a row; the documented bound is %s", took, len(took), documented)
 	}
-	testenv.Eventually(t, 5*time.Second, "both to see the unpin", func() bool {
-		return pinOf(a, "user-1") == "" && pinOf(b, "user-1") == ""
-	})
 	// Nothing changes for longer than the bound: the probes keep both
 	// confirmed.
 	time.Sleep(2 * bound)
