@@ -233,7 +233,9 @@ func (w *WireRecord) Fits(entry []byte, maxBytes int) bool {
 }
 
 // Add appends a wire entry to the record. It does not allocate when the
-// record has room and entry's context is in it already.
+// record has room and entry's context is in it already. It refuses, and
+// leaves the record as it was, a context past MaxWireContexts in the
+// record (use Fits), which DecodeWireRecord would refuse.
 func (w *WireRecord) Add(entry []byte) error {
 	ctx, own, err := splitEntry(entry)
 	if err != nil {
@@ -246,6 +248,9 @@ func (w *WireRecord) Add(entry []byte) error {
 	if c != nil && c.gen == w.gen {
 		w.buf = binary.AppendUvarint(w.buf, c.num)
 	} else {
+		if w.nctx == MaxWireContexts {
+			return fmt.Errorf("%w: more than %d contexts", ErrInvalidWire, MaxWireContexts)
+		}
 		if c == nil {
 			c = new(wireContext)
 			w.ctxs[string(ctx)] = c
@@ -288,7 +293,7 @@ func (w *WireRecord) Leaves() int { return w.leaves }
 
 // EncodeWireRecord returns the audit-topic record of leaves, in one
 // record whatever its size: for callers with a few leaves (purge,
-// erasure, tests).
+// erasure, tests). It fails past MaxWireContexts distinct contexts.
 func EncodeWireRecord(leaves []Leaf) ([]byte, error) {
 	var w WireRecord
 	w.Start(nil)
