@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/residency-router/residency/audit"
 	"github.com/residency-router/residency/router"
@@ -192,8 +194,16 @@ func (l *SinkLedger) leaf(e *sink.Entry, now int64) (audit.Leaf, error) {
 	return leaf, nil
 }
 
+// maxHeaderName bounds a jurisdiction or region name a sink puts in a
+// leaf from a record's header.
+const maxHeaderName = 256
+
 // name returns v as a string, from the few jurisdiction and region names
-// a sink sees (no allocation once seen; at most 256 kept).
+// a sink sees (no allocation once seen; at most 256 kept). A refused
+// record's headers are whatever its writer put there: a value that is not
+// UTF-8 or longer than maxHeaderName is made valid and cut, so that the
+// leaf encodes (a leaf that does not would make the integrator skip the
+// whole record, every other leaf of the batch with it).
 func (l *SinkLedger) name(v []byte) string {
 	if s, ok := l.names[string(v)]; ok { // no allocation: map lookup by converted bytes
 		return s
@@ -202,6 +212,17 @@ func (l *SinkLedger) name(v []byte) string {
 		l.names = make(map[string]string, 16)
 	}
 	s := string(v)
+	if len(s) > maxHeaderName || !utf8.ValidString(s) {
+		t := strings.ToValidUTF8(s, "\uFFFD")
+		if len(t) > maxHeaderName {
+			t = t[:maxHeaderName]
+			for !utf8.ValidString(t) { // a rune cut: at most 3 bytes go
+				t = t[:len(t)-1]
+			}
+		}
+		l.names[s] = t
+		return t
+	}
 	l.names[s] = s
 	return s
 }
