@@ -85,9 +85,10 @@ type SinkLedgerConfig struct {
 	Now func() time.Time
 }
 
-// SinkLedger implements sink.Ledger over a Log: one audit record per call,
-// holding a sink_write leaf per stored record and a sink_refusal leaf per
-// refused one (docs/audit.md). It is safe for concurrent use.
+// SinkLedger implements sink.Ledger over a Log: one audit record per call
+// (more past DefaultMaxRecordBytes or audit.MaxWireContexts), holding a
+// sink_write leaf per stored record and a sink_refusal leaf per refused
+// one (docs/audit.md). It is safe for concurrent use.
 type SinkLedger struct {
 	cfg   SinkLedgerConfig
 	log   Log
@@ -95,6 +96,7 @@ type SinkLedger struct {
 
 	mu      sync.Mutex
 	rec     audit.WireRecord  // kept from call to call, with its buffer
+	recs    [][]byte          // the records of one call
 	entry   []byte            // one leaf's wire entry
 	rsHex   string            // the last ruleset digest parsed, in hex
 	rsParse audit.Digest      // and parsed
@@ -117,26 +119,36 @@ func NewSinkLedger(log Log, cfg SinkLedgerConfig) (*SinkLedger, error) {
 	return &SinkLedger{cfg: cfg, log: log, actor: "sink:" + cfg.Store}, nil
 }
 
-// Record appends the leaves of entries as one audit record and returns once
-// the log acknowledged it.
+// Record appends the leaves of entries as one audit record (more when
+// they pass DefaultMaxRecordBytes or audit.MaxWireContexts) and returns
+// once the log acknowledged it.
 func (l *SinkLedger) Record(ctx context.Context, entries []sink.Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	defer func() { clear(l.recs); l.recs = l.recs[:0] }()
 	now := l.cfg.Now().UnixMilli()
 	l.rec.Start(l.rec.Bytes()) // the Log keeps no reference to it
 	for i := range entries {
 		leaf, err := l.leaf(&entries[i], now)
 		if err == nil {
-			l.entry, err = l.rec.AddLeaf(l.entry, &leaf)
+			l.entry, err = audit.AppendWireEntry(l.entry[:0], &leaf)
+		}
+		if err == nil {
+			if !l.rec.Fits(l.entry, DefaultMaxRecordBytes) {
+				l.recs = append(l.recs, l.rec.Bytes())
+				l.rec.Start(nil) // a new buffer: the record before is still to be appended
+			}
+			err = l.rec.Add(l.entry)
 		}
 		if err != nil {
 			return fmt.Errorf("auditwire: sink leaf of %s/%d@%d: %w", entries[i].Msg.Topic, entries[i].Msg.Partition, entries[i].Msg.Offset, err)
 		}
 	}
-	if err := l.log.Append(ctx, l.rec.Bytes()); err != nil {
+	l.recs = append(l.recs, l.rec.Bytes())
+	if err := l.log.Append(ctx, l.recs...); err != nil {
 		return fmt.Errorf("auditwire: sink leaves: %w", err)
 	}
 	return nil
