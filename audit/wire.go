@@ -173,6 +173,9 @@ func AppendWireEntry(dst []byte, l *Leaf) ([]byte, error) {
 		dst = putLength(dst, n, len(dst)-n-2)
 	}
 	if flags&wContent != 0 {
+		if !utf8.ValidString(l.Content) {
+			return dst[:start], fmt.Errorf("%w: content is not valid UTF-8", ErrInvalidLeaf)
+		}
 		dst = appendWireString(dst, l.Content)
 	}
 	if size := len(dst) - body; size > maxWireLeaf {
@@ -233,7 +236,10 @@ func (w *WireRecord) Fits(entry []byte, maxBytes int) bool {
 }
 
 // Add appends a wire entry to the record. It does not allocate when the
-// record has room and entry's context is in it already.
+// record has room and entry's context is in it already. It refuses, and
+// leaves the record as it was, an entry DecodeWireRecord would refuse: a
+// context that does not decode (an unknown kind, a string that is not
+// UTF-8) or one past MaxWireContexts in the record (use Fits).
 func (w *WireRecord) Add(entry []byte) error {
 	ctx, own, err := splitEntry(entry)
 	if err != nil {
@@ -246,7 +252,17 @@ func (w *WireRecord) Add(entry []byte) error {
 	if c != nil && c.gen == w.gen {
 		w.buf = binary.AppendUvarint(w.buf, c.num)
 	} else {
+		if w.nctx == MaxWireContexts {
+			return fmt.Errorf("%w: more than %d contexts", ErrInvalidWire, MaxWireContexts)
+		}
 		if c == nil {
+			// A context not seen yet: checked once, as the decoder will.
+			if len(ctx) > MaxLeafSize {
+				return fmt.Errorf("%w: leaf context of %d bytes", ErrInvalidLeaf, len(ctx))
+			}
+			if _, _, err := decodeWireContext(ctx, nil); err != nil {
+				return err
+			}
 			c = new(wireContext)
 			w.ctxs[string(ctx)] = c
 		}
@@ -288,7 +304,7 @@ func (w *WireRecord) Leaves() int { return w.leaves }
 
 // EncodeWireRecord returns the audit-topic record of leaves, in one
 // record whatever its size: for callers with a few leaves (purge,
-// erasure, tests).
+// erasure, tests). It fails past MaxWireContexts distinct contexts.
 func EncodeWireRecord(leaves []Leaf) ([]byte, error) {
 	var w WireRecord
 	w.Start(nil)
@@ -395,7 +411,7 @@ func (r *wireReader) name() string {
 		return ""
 	}
 	v := string(s)
-	if len(s) <= 128 && len(r.names) < 256 {
+	if r.names != nil && len(s) <= 128 && len(r.names) < 256 {
 		r.names[v] = v
 	}
 	return v

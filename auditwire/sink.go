@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/residency-router/residency/audit"
 	"github.com/residency-router/residency/router"
@@ -83,9 +85,10 @@ type SinkLedgerConfig struct {
 	Now func() time.Time
 }
 
-// SinkLedger implements sink.Ledger over a Log: one audit record per call,
-// holding a sink_write leaf per stored record and a sink_refusal leaf per
-// refused one (docs/audit.md). It is safe for concurrent use.
+// SinkLedger implements sink.Ledger over a Log: one audit record per call
+// (more past DefaultMaxRecordBytes or audit.MaxWireContexts), holding a
+// sink_write leaf per stored record and a sink_refusal leaf per refused
+// one (docs/audit.md). It is safe for concurrent use.
 type SinkLedger struct {
 	cfg   SinkLedgerConfig
 	log   Log
@@ -93,6 +96,7 @@ type SinkLedger struct {
 
 	mu      sync.Mutex
 	rec     audit.WireRecord  // kept from call to call, with its buffer
+	recs    [][]byte          // the records of one call
 	entry   []byte            // one leaf's wire entry
 	rsHex   string            // the last ruleset digest parsed, in hex
 	rsParse audit.Digest      // and parsed
@@ -115,26 +119,36 @@ func NewSinkLedger(log Log, cfg SinkLedgerConfig) (*SinkLedger, error) {
 	return &SinkLedger{cfg: cfg, log: log, actor: "sink:" + cfg.Store}, nil
 }
 
-// Record appends the leaves of entries as one audit record and returns once
-// the log acknowledged it.
+// Record appends the leaves of entries as one audit record (more when
+// they pass DefaultMaxRecordBytes or audit.MaxWireContexts) and returns
+// once the log acknowledged it.
 func (l *SinkLedger) Record(ctx context.Context, entries []sink.Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	defer func() { clear(l.recs); l.recs = l.recs[:0] }()
 	now := l.cfg.Now().UnixMilli()
 	l.rec.Start(l.rec.Bytes()) // the Log keeps no reference to it
 	for i := range entries {
 		leaf, err := l.leaf(&entries[i], now)
 		if err == nil {
-			l.entry, err = l.rec.AddLeaf(l.entry, &leaf)
+			l.entry, err = audit.AppendWireEntry(l.entry[:0], &leaf)
+		}
+		if err == nil {
+			if !l.rec.Fits(l.entry, DefaultMaxRecordBytes) {
+				l.recs = append(l.recs, l.rec.Bytes())
+				l.rec.Start(nil) // a new buffer: the record before is still to be appended
+			}
+			err = l.rec.Add(l.entry)
 		}
 		if err != nil {
 			return fmt.Errorf("auditwire: sink leaf of %s/%d@%d: %w", entries[i].Msg.Topic, entries[i].Msg.Partition, entries[i].Msg.Offset, err)
 		}
 	}
-	if err := l.log.Append(ctx, l.rec.Bytes()); err != nil {
+	l.recs = append(l.recs, l.rec.Bytes())
+	if err := l.log.Append(ctx, l.recs...); err != nil {
 		return fmt.Errorf("auditwire: sink leaves: %w", err)
 	}
 	return nil
@@ -192,8 +206,16 @@ func (l *SinkLedger) leaf(e *sink.Entry, now int64) (audit.Leaf, error) {
 	return leaf, nil
 }
 
+// maxHeaderName bounds a jurisdiction or region name a sink puts in a
+// leaf from a record's header.
+const maxHeaderName = 256
+
 // name returns v as a string, from the few jurisdiction and region names
-// a sink sees (no allocation once seen; at most 256 kept).
+// a sink sees (no allocation once seen; at most 256 kept). A refused
+// record's headers are whatever its writer put there: a value that is not
+// UTF-8 or longer than maxHeaderName is made valid and cut, so that the
+// leaf encodes (a leaf that does not would make the integrator skip the
+// whole record, every other leaf of the batch with it).
 func (l *SinkLedger) name(v []byte) string {
 	if s, ok := l.names[string(v)]; ok { // no allocation: map lookup by converted bytes
 		return s
@@ -202,6 +224,17 @@ func (l *SinkLedger) name(v []byte) string {
 		l.names = make(map[string]string, 16)
 	}
 	s := string(v)
+	if len(s) > maxHeaderName || !utf8.ValidString(s) {
+		t := strings.ToValidUTF8(s, "\uFFFD")
+		if len(t) > maxHeaderName {
+			t = t[:maxHeaderName]
+			for !utf8.ValidString(t) { // a rune cut: at most 3 bytes go
+				t = t[:len(t)-1]
+			}
+		}
+		l.names[s] = t
+		return t
+	}
 	l.names[s] = s
 	return s
 }
