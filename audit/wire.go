@@ -60,6 +60,12 @@ const (
 // and ruleset combinations); a decoder refuses more.
 const MaxWireContexts = 4096
 
+// MaxWireLeaves bounds the leaves of one record (WireRecord.Fits): a
+// 900 KiB record of route leaves holds about 8,000; a decoder refuses
+// more, so that a record of tiny leaves cannot make it decode hundreds of
+// thousands (each leaf takes a few hundred bytes decoded).
+const MaxWireLeaves = 1 << 16
+
 // maxWireLeaf bounds the wire form of one leaf (context and own fields).
 const maxWireLeaf = 1<<21 - 1
 
@@ -227,23 +233,27 @@ func (w *WireRecord) Start(buf []byte) {
 }
 
 // Fits reports whether entry, added now, keeps the record within maxBytes
-// and MaxWireContexts. An empty record takes any entry.
+// MaxWireContexts and MaxWireLeaves. An empty record takes any entry.
 func (w *WireRecord) Fits(entry []byte, maxBytes int) bool {
 	if w.leaves == 0 {
 		return true
 	}
-	return len(w.buf)+len(entry)+1 <= maxBytes && w.nctx < MaxWireContexts
+	return len(w.buf)+len(entry)+1 <= maxBytes && w.nctx < MaxWireContexts && w.leaves < MaxWireLeaves
 }
 
 // Add appends a wire entry to the record. It does not allocate when the
 // record has room and entry's context is in it already. It refuses, and
 // leaves the record as it was, an entry DecodeWireRecord would refuse: a
 // context that does not decode (an unknown kind, a string that is not
-// UTF-8) or one past MaxWireContexts in the record (use Fits).
+// UTF-8), one past MaxWireContexts in the record, or a leaf past
+// MaxWireLeaves (use Fits).
 func (w *WireRecord) Add(entry []byte) error {
 	ctx, own, err := splitEntry(entry)
 	if err != nil {
 		return err
+	}
+	if w.leaves == MaxWireLeaves {
+		return fmt.Errorf("%w: more than %d leaves", ErrInvalidWire, MaxWireLeaves)
 	}
 	if len(w.buf) == 0 {
 		w.Start(nil)
@@ -304,7 +314,8 @@ func (w *WireRecord) Leaves() int { return w.leaves }
 
 // EncodeWireRecord returns the audit-topic record of leaves, in one
 // record whatever its size: for callers with a few leaves (purge,
-// erasure, tests). It fails past MaxWireContexts distinct contexts.
+// erasure, tests). It fails past MaxWireContexts distinct contexts or
+// MaxWireLeaves leaves; EncodeWireRecords splits instead.
 func EncodeWireRecord(leaves []Leaf) ([]byte, error) {
 	var w WireRecord
 	w.Start(nil)
@@ -316,6 +327,32 @@ func EncodeWireRecord(leaves []Leaf) ([]byte, error) {
 		}
 	}
 	return w.Bytes(), nil
+}
+
+// EncodeWireRecords returns the audit-topic records of leaves, in order:
+// a new record starts where the next leaf would take one past maxBytes
+// (a leaf larger than that alone in its own), MaxWireContexts or
+// MaxWireLeaves.
+func EncodeWireRecords(leaves []Leaf, maxBytes int) ([][]byte, error) {
+	var recs [][]byte
+	var w WireRecord
+	w.Start(nil)
+	var entry []byte
+	for i := range leaves {
+		var err error
+		if entry, err = AppendWireEntry(entry[:0], &leaves[i]); err != nil {
+			return nil, fmt.Errorf("leaf %d: %w", i, err)
+		}
+		if !w.Fits(entry, maxBytes) {
+			recs = append(recs, w.Bytes())
+			w = WireRecord{ctxs: w.ctxs, gen: w.gen} // the record before keeps its buffer
+			w.Start(nil)
+		}
+		if err := w.Add(entry); err != nil {
+			return nil, fmt.Errorf("leaf %d: %w", i, err)
+		}
+	}
+	return append(recs, w.Bytes()), nil
 }
 
 // putLength writes n as a uvarint into the 2 bytes reserved at rec[at:],
@@ -438,6 +475,9 @@ func DecodeWireRecord(b []byte) ([]Leaf, error) {
 	leaves := make([]Leaf, 0, len(b)/100+1)
 	if b[0] == WireFormatV1 {
 		for len(r.b) > 0 && r.err == nil {
+			if len(leaves) == MaxWireLeaves {
+				return nil, fmt.Errorf("%w: more than %d leaves", ErrInvalidWire, MaxWireLeaves)
+			}
 			body := r.bytes(r.uvarint())
 			if r.err != nil {
 				break
@@ -459,6 +499,9 @@ func DecodeWireRecord(b []byte) ([]Leaf, error) {
 	}
 	var ctxs []context
 	for len(r.b) > 0 && r.err == nil {
+		if len(leaves) == MaxWireLeaves {
+			return nil, fmt.Errorf("%w: more than %d leaves", ErrInvalidWire, MaxWireLeaves)
+		}
 		ref := r.uvarint()
 		if r.err != nil {
 			break

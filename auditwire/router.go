@@ -286,6 +286,10 @@ func (l *Ledger) fill(leaf *audit.Leaf, s *router.Settled, ref audit.RulesetRef,
 		leaf.DecidedBy = "country"
 		if d.Pinned {
 			leaf.DecidedBy = "pin"
+			// A pin to a jurisdiction the ruleset lacks is the pin's value
+			// as Redis holds it: the one name of a router's leaf from
+			// outside its config and ruleset.
+			leaf.Jurisdiction = cleanName(leaf.Jurisdiction)
 		}
 	}
 	if l.cfg.Subjects != nil && ev.Err == nil && len(ev.Fields.UserID) > 0 {

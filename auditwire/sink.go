@@ -207,7 +207,7 @@ func (l *SinkLedger) leaf(e *sink.Entry, now int64) (audit.Leaf, error) {
 }
 
 // maxHeaderName bounds a jurisdiction or region name a sink puts in a
-// leaf from a record's header.
+// leaf from a record's header, or a router from a pin (cleanName).
 const maxHeaderName = 256
 
 // name returns v as a string, from the few jurisdiction and region names
@@ -224,23 +224,33 @@ func (l *SinkLedger) name(v []byte) string {
 		l.names = make(map[string]string, 16)
 	}
 	s := string(v)
-	if len(s) > maxHeaderName || !utf8.ValidString(s) {
-		t := strings.ToValidUTF8(s, "\uFFFD")
-		if len(t) > maxHeaderName {
-			t = t[:maxHeaderName]
-			for !utf8.ValidString(t) { // a rune cut: at most 3 bytes go
-				t = t[:len(t)-1]
-			}
-		}
-		l.names[s] = t
-		return t
+	t := cleanName(s)
+	l.names[s] = t
+	return t
+}
+
+// cleanName returns s when it is UTF-8 and at most maxHeaderName bytes;
+// else s made valid (U+FFFD for each bad sequence) and cut there. For the
+// names a leaf takes from outside the ruleset (a record's headers, a pin
+// from Redis): one that does not encode would make the integrator skip
+// the whole audit record, every other leaf with it.
+func cleanName(s string) string {
+	if len(s) <= maxHeaderName && utf8.ValidString(s) {
+		return s
 	}
-	l.names[s] = s
-	return s
+	t := strings.ToValidUTF8(s, "\uFFFD")
+	if len(t) > maxHeaderName {
+		t = t[:maxHeaderName]
+		for !utf8.ValidString(t) { // a rune cut: at most 3 bytes go
+			t = t[:len(t)-1]
+		}
+	}
+	return t
 }
 
 // LeafLedger appends ready-made leaves (purge, erasure: erasure.Ledger) to
-// a Log, as one audit record per call. It is safe for concurrent use.
+// a Log, as one audit record per call (more when they do not fit in
+// one). It is safe for concurrent use.
 type LeafLedger struct {
 	log Log
 }
@@ -253,17 +263,18 @@ func NewLeafLedger(log Log) (*LeafLedger, error) {
 	return &LeafLedger{log: log}, nil
 }
 
-// Append appends leaves as one audit record and returns once the log
-// acknowledged it.
+// Append appends leaves as one audit record (more past
+// DefaultMaxRecordBytes, audit.MaxWireContexts or audit.MaxWireLeaves)
+// and returns once the log acknowledged them.
 func (l *LeafLedger) Append(ctx context.Context, leaves []audit.Leaf) error {
 	if len(leaves) == 0 {
 		return nil
 	}
-	rec, err := audit.EncodeWireRecord(leaves)
+	recs, err := audit.EncodeWireRecords(leaves, DefaultMaxRecordBytes)
 	if err != nil {
-		return fmt.Errorf("auditwire: %s leaf: %w", leaves[0].Kind, err)
+		return fmt.Errorf("auditwire: %s leaves: %w", leaves[0].Kind, err)
 	}
-	if err := l.log.Append(ctx, rec); err != nil {
+	if err := l.log.Append(ctx, recs...); err != nil {
 		return fmt.Errorf("auditwire: %d %s leaves: %w", len(leaves), leaves[0].Kind, err)
 	}
 	return nil
