@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"unicode/utf8"
 )
 
@@ -288,16 +289,6 @@ func (w *WireRecord) Add(entry []byte) error {
 	return nil
 }
 
-// AddLeaf encodes l (AppendWireEntry) and adds it, using scratch for the
-// entry; it returns scratch for the next call.
-func (w *WireRecord) AddLeaf(scratch []byte, l *Leaf) ([]byte, error) {
-	e, err := AppendWireEntry(scratch[:0], l)
-	if err != nil {
-		return e, err
-	}
-	return e, w.Add(e)
-}
-
 // Bytes returns the record: valid until the next Start.
 func (w *WireRecord) Bytes() []byte {
 	if len(w.buf) == 0 {
@@ -313,20 +304,18 @@ func (w *WireRecord) Len() int { return max(len(w.buf), 1) }
 func (w *WireRecord) Leaves() int { return w.leaves }
 
 // EncodeWireRecord returns the audit-topic record of leaves, in one
-// record whatever its size: for callers with a few leaves (purge,
-// erasure, tests). It fails past MaxWireContexts distinct contexts or
-// MaxWireLeaves leaves; EncodeWireRecords splits instead.
+// record whatever its size: for callers with a few leaves (tests, tools).
+// It fails past MaxWireContexts distinct contexts or MaxWireLeaves
+// leaves; EncodeWireRecords splits instead.
 func EncodeWireRecord(leaves []Leaf) ([]byte, error) {
-	var w WireRecord
-	w.Start(nil)
-	var scratch []byte
-	for i := range leaves {
-		var err error
-		if scratch, err = w.AddLeaf(scratch, &leaves[i]); err != nil {
-			return nil, err
-		}
+	recs, err := EncodeWireRecords(leaves, math.MaxInt)
+	if err != nil {
+		return nil, err
 	}
-	return w.Bytes(), nil
+	if len(recs) > 1 {
+		return nil, fmt.Errorf("%w: %d leaves take more than one record (at most %d contexts and %d leaves)", ErrInvalidWire, len(leaves), MaxWireContexts, MaxWireLeaves)
+	}
+	return recs[0], nil
 }
 
 // EncodeWireRecords returns the audit-topic records of leaves, in order:

@@ -143,12 +143,10 @@ func TestEntryRefusedLikeJSON(t *testing.T) {
 			}
 			var w WireRecord
 			w.Start(nil)
-			var scratch []byte
-			var err error
-			if scratch, err = w.AddLeaf(scratch, &good); err != nil {
+			if err := addLeaf(&w, &good); err != nil {
 				t.Fatal(err)
 			}
-			if _, err = w.AddLeaf(scratch, &bad); err != nil {
+			if err := addLeaf(&w, &bad); err != nil {
 				if !errors.Is(err, ErrInvalidLeaf) && !errors.Is(err, ErrInvalidWire) {
 					t.Fatalf("refused with %v", err)
 				}
@@ -157,8 +155,17 @@ func TestEntryRefusedLikeJSON(t *testing.T) {
 				}
 				return
 			}
-			_, err = DecodeWireRecord(w.Bytes())
+			_, err := DecodeWireRecord(w.Bytes())
 			t.Fatalf("the leaf is taken; the record (with a good leaf) then decodes to: %v", err)
 		})
 	}
+}
+
+// addLeaf encodes l and adds it to w, as a writer does.
+func addLeaf(w *WireRecord, l *Leaf) error {
+	e, err := AppendWireEntry(nil, l)
+	if err != nil {
+		return err
+	}
+	return w.Add(e)
 }

@@ -44,9 +44,10 @@ type LedgerConfig struct {
 // goroutine; each Append appends one audit record (audit.WireRecord: the
 // leaves' shared names once; more records when they do not fit in
 // MaxRecordBytes) holding the ruleset leaf of every ruleset (version and
-// digest) this Ledger has not logged yet, then the leaves it is given. It keeps no reference to what it is given; it keeps its record
-// buffers (up to 8 MiB) from one Append to the next, so a warm Append
-// allocates nothing. It is safe for concurrent use.
+// digest) this Ledger has not logged yet, then the leaves it is given. It
+// keeps no reference to what it is given; it keeps its record buffers (up
+// to 8 MiB) from one Append to the next, so a warm Append allocates
+// nothing. It is safe for concurrent use.
 type Ledger struct {
 	log Log
 	cfg LedgerConfig

@@ -95,9 +95,7 @@ type SinkLedger struct {
 	actor string // "sink:<store>"
 
 	mu      sync.Mutex
-	rec     audit.WireRecord  // kept from call to call, with its buffer
-	recs    [][]byte          // the records of one call
-	entry   []byte            // one leaf's wire entry
+	leaves  []audit.Leaf      // the leaves of one call, kept for the next
 	rsHex   string            // the last ruleset digest parsed, in hex
 	rsParse audit.Digest      // and parsed
 	names   map[string]string // jurisdiction and region header values seen
@@ -128,27 +126,21 @@ func (l *SinkLedger) Record(ctx context.Context, entries []sink.Entry) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	defer func() { clear(l.recs); l.recs = l.recs[:0] }()
 	now := l.cfg.Now().UnixMilli()
-	l.rec.Start(l.rec.Bytes()) // the Log keeps no reference to it
+	l.leaves = l.leaves[:0]
+	defer func() { clear(l.leaves) }() // keep no reference to the entries' strings
 	for i := range entries {
 		leaf, err := l.leaf(&entries[i], now)
-		if err == nil {
-			l.entry, err = audit.AppendWireEntry(l.entry[:0], &leaf)
-		}
-		if err == nil {
-			if !l.rec.Fits(l.entry, DefaultMaxRecordBytes) {
-				l.recs = append(l.recs, l.rec.Bytes())
-				l.rec.Start(nil) // a new buffer: the record before is still to be appended
-			}
-			err = l.rec.Add(l.entry)
-		}
 		if err != nil {
 			return fmt.Errorf("auditwire: sink leaf of %s/%d@%d: %w", entries[i].Msg.Topic, entries[i].Msg.Partition, entries[i].Msg.Offset, err)
 		}
+		l.leaves = append(l.leaves, leaf)
 	}
-	l.recs = append(l.recs, l.rec.Bytes())
-	if err := l.log.Append(ctx, l.recs...); err != nil {
+	recs, err := audit.EncodeWireRecords(l.leaves, DefaultMaxRecordBytes)
+	if err != nil {
+		return fmt.Errorf("auditwire: sink leaves: %w", err)
+	}
+	if err := l.log.Append(ctx, recs...); err != nil {
 		return fmt.Errorf("auditwire: sink leaves: %w", err)
 	}
 	return nil

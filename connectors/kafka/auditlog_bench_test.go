@@ -34,7 +34,10 @@ func benchAuditRecord(b *testing.B, size int) []byte {
 			Decision: audit.Routed, DecidedBy: "country", Jurisdiction: g.j, Region: g.r, Ruleset: rs,
 			Dest: audit.Destination{Cluster: g.cluster, Topic: g.topic, Partition: int32(i % 6), Offset: int64(800_000 + i/5)}}
 		var err error
-		if entry, err = rec.AddLeaf(entry, &l); err != nil {
+		if entry, err = audit.AppendWireEntry(entry[:0], &l); err != nil {
+			b.Fatal(err)
+		}
+		if err := rec.Add(entry); err != nil {
 			b.Fatal(err)
 		}
 	}
