@@ -531,15 +531,97 @@ func DecodeWireRecord(b []byte) ([]Leaf, error) {
 	return leaves, nil
 }
 
+// flags reads a leaf's flags, refusing unknown ones.
+func (r *wireReader) flags() uint64 {
+	f := r.uvarint()
+	if f&^wAll != 0 {
+		r.fail("unknown flags")
+	}
+	return f
+}
+
+// decision reads decision, reason, decided by, jurisdiction and region,
+// as flagged.
+func (r *wireReader) decision(l *Leaf, flags uint64) {
+	for _, f := range [...]struct {
+		flag uint64
+		s    *string
+	}{{wDecision, (*string)(&l.Decision)}, {wReason, &l.Reason}, {wDecidedBy, &l.DecidedBy}, {wJurisdiction, &l.Jurisdiction}, {wRegion, &l.Region}} {
+		if flags&f.flag != 0 {
+			*f.s = r.name()
+		}
+	}
+}
+
+// ruleset reads the ruleset version and digest, if flagged.
+func (r *wireReader) ruleset(l *Leaf, flags uint64) {
+	if flags&wRuleset != 0 {
+		l.Ruleset.Version = r.varint()
+		r.digest(&l.Ruleset.Digest)
+	}
+}
+
+// digests reads the value and key, event and subject digests, as flagged.
+func (r *wireReader) digests(l *Leaf, flags uint64) {
+	if flags&wValue != 0 {
+		r.digest(&l.Value)
+		if flags&wKeyNull != 0 {
+			l.KeyNull = true
+		} else {
+			r.digest(&l.Key)
+		}
+	}
+	if flags&wEvent != 0 {
+		r.digest(&l.Event)
+	}
+	if flags&wSubject != 0 {
+		r.digest(&l.Subject)
+	}
+}
+
+// tail reads the count, policy and content, as flagged: the last fields
+// of a leaf in either format.
+func (r *wireReader) tail(l *Leaf, flags uint64) {
+	if flags&wCount != 0 {
+		l.Count = r.varint()
+	}
+	if flags&wPolicy != 0 {
+		raw := r.bytes(r.uvarint())
+		if r.err == nil {
+			l.Policy, r.err = parsePolicy(raw)
+		}
+	}
+	if flags&wContent != 0 {
+		l.Content = r.str()
+	}
+}
+
+// end returns the first error, or one when bytes are left after what
+// (a leaf or a context).
+func (r *wireReader) end(what string) error {
+	if r.err != nil {
+		return r.err
+	}
+	if len(r.b) != 0 {
+		return fmt.Errorf("%w: %d bytes after the %s", ErrInvalidWire, len(r.b), what)
+	}
+	return nil
+}
+
+// validKind refuses a kind the log does not know.
+func validKind(k Kind) error {
+	if !k.valid() {
+		return fmt.Errorf("%w: unknown kind %q", ErrInvalidWire, printable([]byte(k)))
+	}
+	return nil
+}
+
 // decodeWireContext decodes the context of a format 2 entry into the
 // fields of a leaf it sets, and returns the leaf's flags.
 func decodeWireContext(b []byte, names map[string]string) (Leaf, uint64, error) {
 	r := wireReader{b: b, names: names}
 	var l Leaf
-	flags := r.uvarint()
-	if flags&^wAll != 0 {
-		r.fail("unknown flags")
-	}
+	flags := r.flags()
 	if flags&wKeyNull != 0 && flags&wValue == 0 {
 		r.fail("null key flag without digests")
 	}
@@ -550,29 +632,16 @@ func decodeWireContext(b []byte, names map[string]string) (Leaf, uint64, error) 
 	if flags&wSrc != 0 {
 		l.Src.Cluster, l.Src.Topic = r.name(), r.name()
 	}
-	for _, f := range [...]struct {
-		flag uint64
-		s    *string
-	}{{wDecision, (*string)(&l.Decision)}, {wReason, &l.Reason}, {wDecidedBy, &l.DecidedBy}, {wJurisdiction, &l.Jurisdiction}, {wRegion, &l.Region}} {
-		if flags&f.flag != 0 {
-			*f.s = r.name()
-		}
-	}
-	if flags&wRuleset != 0 {
-		l.Ruleset.Version = r.varint()
-		r.digest(&l.Ruleset.Digest)
-	}
+	r.decision(&l, flags)
+	r.ruleset(&l, flags)
 	if flags&wDest != 0 {
 		l.Dest.Cluster, l.Dest.Topic, l.Dest.Store = r.name(), r.name(), r.name()
 	}
-	if r.err != nil {
-		return Leaf{}, 0, r.err
+	if err := r.end("context"); err != nil {
+		return Leaf{}, 0, err
 	}
-	if len(r.b) != 0 {
-		return Leaf{}, 0, fmt.Errorf("%w: %d bytes after the context", ErrInvalidWire, len(r.b))
-	}
-	if !l.Kind.valid() {
-		return Leaf{}, 0, fmt.Errorf("%w: unknown kind %q", ErrInvalidWire, printable([]byte(l.Kind)))
+	if err := validKind(l.Kind); err != nil {
+		return Leaf{}, 0, err
 	}
 	return l, flags, nil
 }
@@ -586,44 +655,13 @@ func decodeWireOwn(b []byte, ctx *Leaf, flags uint64) (Leaf, error) {
 	if flags&wSrc != 0 {
 		l.Src.Partition, l.Src.Offset, l.Src.EndOffset = r.int32(), r.varint(), r.varint()
 	}
-	if flags&wValue != 0 {
-		r.digest(&l.Value)
-		if flags&wKeyNull != 0 {
-			l.KeyNull = true
-		} else {
-			r.digest(&l.Key)
-		}
-	}
-	if flags&wEvent != 0 {
-		r.digest(&l.Event)
-	}
-	if flags&wSubject != 0 {
-		r.digest(&l.Subject)
-	}
+	r.digests(&l, flags)
 	if flags&wDest != 0 {
 		l.Dest.Partition, l.Dest.Offset = r.int32(), r.varint()
 	}
-	if flags&wCount != 0 {
-		l.Count = r.varint()
-	}
-	if flags&wPolicy != 0 {
-		raw := r.bytes(r.uvarint())
-		if r.err == nil {
-			p, err := parsePolicy(raw)
-			if err != nil {
-				return Leaf{}, err
-			}
-			l.Policy = p
-		}
-	}
-	if flags&wContent != 0 {
-		l.Content = r.str()
-	}
-	if r.err != nil {
-		return Leaf{}, r.err
-	}
-	if len(r.b) != 0 {
-		return Leaf{}, fmt.Errorf("%w: %d bytes after the leaf", ErrInvalidWire, len(r.b))
+	r.tail(&l, flags)
+	if err := r.end("leaf"); err != nil {
+		return Leaf{}, err
 	}
 	return l, nil
 }
@@ -632,10 +670,7 @@ func decodeWireOwn(b []byte, ctx *Leaf, flags uint64) (Leaf, error) {
 func decodeWireLeaf(b []byte, names map[string]string) (Leaf, error) {
 	r := wireReader{b: b, names: names}
 	var l Leaf
-	flags := r.uvarint()
-	if flags&^wAll != 0 {
-		r.fail("unknown flags")
-	}
+	flags := r.flags()
 	l.Kind = Kind(r.name())
 	l.Time = r.varint()
 	if flags&wActor != 0 {
@@ -645,68 +680,20 @@ func decodeWireLeaf(b []byte, names map[string]string) (Leaf, error) {
 		l.Src.Cluster, l.Src.Topic = r.name(), r.name()
 		l.Src.Partition, l.Src.Offset, l.Src.EndOffset = r.int32(), r.varint(), r.varint()
 	}
-	if flags&wValue != 0 {
-		r.digest(&l.Value)
-		if flags&wKeyNull != 0 {
-			l.KeyNull = true
-		} else {
-			r.digest(&l.Key)
-		}
-	}
-	if flags&wEvent != 0 {
-		r.digest(&l.Event)
-	}
-	if flags&wSubject != 0 {
-		r.digest(&l.Subject)
-	}
-	if flags&wDecision != 0 {
-		l.Decision = Decision(r.name())
-	}
-	if flags&wReason != 0 {
-		l.Reason = r.name()
-	}
-	if flags&wDecidedBy != 0 {
-		l.DecidedBy = r.name()
-	}
-	if flags&wJurisdiction != 0 {
-		l.Jurisdiction = r.name()
-	}
-	if flags&wRegion != 0 {
-		l.Region = r.name()
-	}
-	if flags&wRuleset != 0 {
-		l.Ruleset.Version = r.varint()
-		r.digest(&l.Ruleset.Digest)
-	}
+	r.digests(&l, flags)
+	r.decision(&l, flags)
+	r.ruleset(&l, flags)
 	if flags&wDest != 0 {
 		l.Dest.Cluster, l.Dest.Topic = r.name(), r.name()
 		l.Dest.Partition, l.Dest.Offset = r.int32(), r.varint()
 		l.Dest.Store = r.name()
 	}
-	if flags&wCount != 0 {
-		l.Count = r.varint()
+	r.tail(&l, flags)
+	if err := r.end("leaf"); err != nil {
+		return Leaf{}, err
 	}
-	if flags&wPolicy != 0 {
-		raw := r.bytes(r.uvarint())
-		if r.err == nil {
-			p, err := parsePolicy(raw)
-			if err != nil {
-				return Leaf{}, err
-			}
-			l.Policy = p
-		}
-	}
-	if flags&wContent != 0 {
-		l.Content = r.str()
-	}
-	if r.err != nil {
-		return Leaf{}, r.err
-	}
-	if len(r.b) != 0 {
-		return Leaf{}, fmt.Errorf("%w: %d bytes after the leaf", ErrInvalidWire, len(r.b))
-	}
-	if !l.Kind.valid() {
-		return Leaf{}, fmt.Errorf("%w: unknown kind %q", ErrInvalidWire, printable([]byte(l.Kind)))
+	if err := validKind(l.Kind); err != nil {
+		return Leaf{}, err
 	}
 	return l, nil
 }
