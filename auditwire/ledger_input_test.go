@@ -40,21 +40,14 @@ func TestSinkLedgerForgedHeaders(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n := 0
-			for _, r := range log.recs {
-				ls, err := audit.DecodeWireRecord(r)
-				if err != nil {
-					t.Fatalf("the sink's audit record does not decode (the integrator skips both leaves): %v", err)
+			ls := log.leaves(t) // fails when a record does not decode (the integrator skips its leaves)
+			for i := range ls {
+				if _, err := ls[i].Encode(); err != nil {
+					t.Fatalf("leaf %d does not encode (the integrator skips the record): %v", i, err)
 				}
-				for i := range ls {
-					if _, err := ls[i].Encode(); err != nil {
-						t.Fatalf("leaf %d does not encode (the integrator skips the record): %v", i, err)
-					}
-				}
-				n += len(ls)
 			}
-			if n != 2 {
-				t.Fatalf("%d leaves, want 2", n)
+			if len(ls) != 2 {
+				t.Fatalf("%d leaves, want 2", len(ls))
 			}
 		})
 	}
@@ -80,15 +73,7 @@ func TestSinkLedgerManyContexts(t *testing.T) {
 	if err := led.Record(context.Background(), entries); err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for _, r := range log.recs {
-		ls, err := audit.DecodeWireRecord(r)
-		if err != nil {
-			t.Fatalf("%d records; one does not decode: %v", len(log.recs), err)
-		}
-		n += len(ls)
-	}
-	if n != len(entries) {
+	if n := len(log.leaves(t)); n != len(entries) {
 		t.Fatalf("%d leaves, want %d", n, len(entries))
 	}
 }
@@ -113,14 +98,7 @@ func TestLedgerCleansPinJurisdiction(t *testing.T) {
 	if err := l.Record(context.Background(), settled); err != nil {
 		t.Fatal(err)
 	}
-	var got []audit.Leaf
-	for _, r := range log.recs {
-		ls, err := audit.DecodeWireRecord(r)
-		if err != nil {
-			t.Fatalf("the router's audit record does not decode: %v", err)
-		}
-		got = append(got, ls...)
-	}
+	got := log.leaves(t) // fails when the router's audit record does not decode
 	var js []string
 	for i := range got {
 		if got[i].Kind != audit.KindRoute {
@@ -153,20 +131,13 @@ func TestLeafLedgerSplits(t *testing.T) {
 	if err := led.Append(context.Background(), leaves); err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for _, r := range log.recs {
-		ls, err := audit.DecodeWireRecord(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range ls {
-			if ls[i].Time != int64(n) {
-				t.Fatalf("leaf %d has time %d", n, ls[i].Time)
-			}
-			n++
+	got := log.leaves(t)
+	for i := range got {
+		if got[i].Time != int64(i) {
+			t.Fatalf("leaf %d has time %d", i, got[i].Time)
 		}
 	}
-	if n != len(leaves) || len(log.recs) < 2 {
-		t.Fatalf("%d leaves in %d records, want %d in at least 2", n, len(log.recs), len(leaves))
+	if len(got) != len(leaves) || len(log.recs) < 2 {
+		t.Fatalf("%d leaves in %d records, want %d in at least 2", len(got), len(log.recs), len(leaves))
 	}
 }
