@@ -176,30 +176,45 @@ func (m *meter) result(mode string) childResult {
 // partMeter counts committed events from committed offsets: the router
 // commits one offset per partition (the next to read), so the events it
 // covers are the distance from the partition's previous commit (or from
-// the first offset fetched).
+// the first offset fetched). It works per run of records of one partition,
+// not per record, so the meter costs the router's fetch stage next to
+// nothing, as the other contenders' meters cost theirs.
 type partMeter struct {
 	mu   sync.Mutex
-	base map[string]int64 // "topic/partition" -> next offset not yet counted
+	base map[partKey]int64 // next offset not yet counted
 }
 
-func (p *partMeter) fetched(m *stream.Message) {
+// partKey names one partition of one topic.
+type partKey struct {
+	topic     string
+	partition int
+}
+
+// fetched notes the first offset fetched of every partition in msgs.
+func (p *partMeter) fetched(msgs []stream.Message) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	k := fmt.Sprintf("%s/%d", m.Topic, m.Partition)
-	if _, ok := p.base[k]; !ok {
-		p.base[k] = m.Offset
+	for i := 0; i < len(msgs); {
+		k := partKey{msgs[i].Topic, msgs[i].Partition}
+		if _, ok := p.base[k]; !ok {
+			p.base[k] = msgs[i].Offset
+		}
+		// Skip the rest of this partition's run: its offsets are later.
+		for i++; i < len(msgs) && msgs[i].Partition == k.partition && msgs[i].Topic == k.topic; i++ {
+		}
 	}
 }
 
-func (p *partMeter) committed(msgs []stream.Message) int {
+// committed counts the events the committed offsets cover.
+func (p *partMeter) committed(offsets []router.Offset) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
-	for i := range msgs {
-		k := fmt.Sprintf("%s/%d", msgs[i].Topic, msgs[i].Partition)
-		if b, ok := p.base[k]; ok && msgs[i].Offset+1 > b {
-			n += int(msgs[i].Offset + 1 - b)
-			p.base[k] = msgs[i].Offset + 1
+	for _, o := range offsets {
+		k := partKey{o.Topic, o.Partition}
+		if b, ok := p.base[k]; ok && o.Next > b {
+			n += int(o.Next - b)
+			p.base[k] = o.Next
 		}
 	}
 	return n
@@ -218,9 +233,7 @@ func (c *meteredConsumer) Poll(ctx context.Context, dst []stream.Message, max in
 	dst, err := c.BatchConsumer.Poll(ctx, dst, max)
 	if len(dst) > n {
 		c.m.fetched()
-		for i := n; i < len(dst); i++ {
-			c.pm.fetched(&dst[i])
-		}
+		c.pm.fetched(dst[n:])
 	}
 	return dst, err
 }
@@ -231,11 +244,7 @@ func (c *meteredConsumer) Commit(ctx context.Context, offsets ...router.Offset) 
 	if err := c.BatchConsumer.Commit(ctx, offsets...); err != nil {
 		return err
 	}
-	msgs := make([]stream.Message, len(offsets))
-	for i, o := range offsets {
-		msgs[i] = stream.Message{Topic: o.Topic, Partition: o.Partition, Offset: o.Next - 1}
-	}
-	c.m.commit(c.pm.committed(msgs))
+	c.m.commit(c.pm.committed(offsets))
 	return nil
 }
 
@@ -437,7 +446,7 @@ func runBenchRouter(ctx context.Context, spec childSpec, m *meter) (map[string]i
 		defer p.Close()
 		prods[name] = p.RouterProducer()
 	}
-	var consumer router.BatchConsumer = &meteredConsumer{BatchConsumer: cons.RouterConsumer(), m: m, pm: &partMeter{base: map[string]int64{}}}
+	var consumer router.BatchConsumer = &meteredConsumer{BatchConsumer: cons.RouterConsumer(), m: m, pm: &partMeter{base: map[partKey]int64{}}}
 	if path := os.Getenv("RESIDENCY_BENCH_TRACE"); path != "" {
 		tr := newStageTrace()
 		defer tr.write(path)
