@@ -303,7 +303,8 @@ func (r *Router) routing() (*rules.Ruleset, PinView, bool) {
 }
 
 // dispatch registers a decided batch with the tracker and the window and
-// hands each cluster's records to its sender.
+// hands each cluster's events to its sender, which builds their records
+// when it produces them (build).
 func (r *Router) dispatch(b *Batch) {
 	fb := &fetched{msgs: b.msgs, batch: b, out: make([]outcome, len(b.Events)), parts: make([]*partState, len(b.Events))}
 	var bytes int64
@@ -333,18 +334,17 @@ func (r *Router) dispatch(b *Batch) {
 	r.win.add(int64(len(b.Events)), bytes)
 	r.trk.add(fb)
 	for _, g := range groups {
-		c := &chunk{fb: fb, idx: g.idx}
-		r.build(c)
-		r.senders[g.cluster].enqueue(c)
+		r.senders[g.cluster].enqueue(&chunk{fb: fb, idx: g.idx})
 	}
 }
 
 // build builds the outgoing records of c's events, their headers in a
-// builder of headerPool that c then owns: the fetch stage for a new chunk,
-// a sender for a resend of a chunk whose records it freed (the records
-// are the same: the headers and the attestation depend only on the
-// decided event). The pipeline's Attester is called by one goroutine at a
-// time (buildMu).
+// builder of headerPool that c then owns. A sender calls it when it
+// produces c, and again for a resend when it freed them meanwhile (a
+// producer that copies them had them): the records are the same, the
+// headers and the attestation depending only on the decided event. The
+// pipeline's Attester is called by one goroutine at a time (buildMu: the
+// senders of several clusters).
 func (r *Router) build(c *chunk) {
 	b := c.fb.batch
 	hdr := headerPool.Get().(*headerBuilder)

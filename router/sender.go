@@ -14,7 +14,7 @@ import (
 type chunk struct {
 	fb   *fetched
 	idx  []int32          // the events of fb, in batch order
-	out  []stream.Message // their outgoing records; nil once a producer that copies them has them (built again to resend)
+	out  []stream.Message // their outgoing records, built when produced; nil again once a producer that copies them has them
 	hdr  *headerBuilder   // owns out's headers while out is held
 	kept bool             // a producer may still read out: never reuse hdr
 
@@ -85,7 +85,7 @@ func newSender(r *Router, cluster string, prod AsyncProducer) *sender {
 	return s
 }
 
-// enqueue hands c, its records built, to the sender.
+// enqueue hands c, its records not built yet, to the sender.
 func (s *sender) enqueue(c *chunk) {
 	c.acked = make([]bool, len(c.idx))
 	c.left = len(c.idx)
@@ -313,9 +313,11 @@ const (
 )
 
 // produce hands the current records of run (consecutive queued chunks) to
-// the producer in one call, building again those of chunks whose records
-// a producer that copies them was given before (a resend). Once such a
-// producer has them, their memory is freed.
+// the producer in one call, building the records of chunks that have
+// none: at their first produce, and at a resend when a producer that
+// copies them had them. Once such a producer has them, their memory is
+// freed: headers exist only for the length of a call, not while a chunk
+// waits in the queue or for its acknowledgement.
 func (s *sender) produce(ctx context.Context, run []*chunk) error {
 	for _, c := range run {
 		if c.out == nil {
