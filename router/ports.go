@@ -261,7 +261,7 @@ type AsyncProducer interface {
 // memory at once: the router then frees a chunk's outgoing records and
 // their headers as soon as they are handed over, not when they are
 // acknowledged, and builds them again from the decided events for the
-// rare resend (docs/router.md, "One sender per cluster").
+// rare resend (docs/router.md, "Records and headers").
 type RecordCopier interface {
 	// CopiesRecords reports whether Produce keeps no reference to its
 	// records once it returns. Its answer never changes.
