@@ -16,9 +16,10 @@ import (
 //   - the fetch stage (Run's goroutine) polls a batch, takes the ruleset and
 //     the pin view once for it, decides it, registers its events with the
 //     tracker, splits them by destination cluster and hands each cluster's
-//     records (a chunk) to that cluster's sender;
-//   - one sender per destination cluster produces its chunks, in order,
-//     through the cluster's AsyncProducer, and resends what failed;
+//     events (a chunk) to that cluster's sender;
+//   - one sender per destination cluster builds its chunks' records and
+//     produces them, in order, through the cluster's AsyncProducer, and
+//     resends what failed;
 //   - the committer appends the leaves of what settled to the Ledger and
 //     commits the contiguous acknowledged prefix of every partition.
 //

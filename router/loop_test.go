@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -75,9 +76,11 @@ func (c *ctlConsumer) Err() error {
 // it holds every call (unacknowledged, in order), and it writes and
 // acknowledges them in order once open; while missing names a topic,
 // Produce fails at once for calls writing it; while failCalls > 0 each call
-// fails as a whole (Err set, nothing written).
+// fails as a whole (Err set, nothing written). With copies it copies every
+// call's records before Produce returns and says so (router.RecordCopier).
 type gateProducer struct {
 	pub       *streamtest.Publisher
+	copies    bool
 	mu        sync.Mutex
 	closed    bool
 	missing   string
@@ -109,6 +112,9 @@ func (g *gateProducer) Produce(ctx context.Context, msgs []stream.Message, done 
 		return nil
 	}
 	g.calls++
+	if g.copies {
+		msgs = copyRecords(msgs)
+	}
 	g.held = append(g.held, heldCall{msgs, done})
 	if !g.closed {
 		g.flushLocked()
@@ -128,6 +134,21 @@ func (g *gateProducer) flushLocked() {
 		c.done(a)
 	}
 	g.held = nil
+}
+
+func (g *gateProducer) CopiesRecords() bool { return g.copies }
+
+// copyRecords returns deep copies of msgs (topic, key, value, headers,
+// time), null kept apart from empty.
+func copyRecords(msgs []stream.Message) []stream.Message {
+	out := make([]stream.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = stream.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value), Time: m.Time}
+		for _, h := range m.Headers {
+			out[i].Headers = append(out[i].Headers, stream.Header{Key: strings.Clone(h.Key), Value: bytes.Clone(h.Value)})
+		}
+	}
+	return out
 }
 
 func (g *gateProducer) set(closed bool, missing string) {
@@ -1006,5 +1027,75 @@ func TestLoopResendKeepsKeyOrder(t *testing.T) {
 	}
 	if len(seen) != 60 {
 		t.Fatalf("%d distinct events at the destination, want 60", len(seen))
+	}
+}
+
+// TestLoopCopyingProducerResends: with producers that copy the records
+// during Produce (router.RecordCopier), the router frees each chunk's
+// records and headers as soon as the producer has them, so later batches
+// reuse that memory, and builds them again for a resend. With an
+// Attester, a cluster held unreachable (its calls waiting, as copies)
+// and calls of the other failing as a whole: every event arrives, and
+// every record written, first attempt or resend, is its own event's
+// (producer headers, source coordinates, attestation over its key and
+// value), not one whose memory was reused.
+func TestLoopCopyingProducerResends(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.BatchSize = 5
+	att := &fakeAttester{}
+	f.cfg.Attester = att
+	f.pa.copies, f.pb.copies = true, true
+	f.pa.set(true, "")
+	f.pb.mu.Lock()
+	f.pb.failCalls = 6
+	f.pb.mu.Unlock()
+	var sent []stream.Message
+	for i := range 200 {
+		c := []string{"US", "DE", "GB", "IN", "-"}[i%5]
+		sent = append(sent, event(c, fmt.Sprintf("user-%d", i%7), fmt.Sprintf("id%d", i)))
+	}
+	f.produce(t, sent...)
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "cluster b's events committed behind a's", func() bool {
+		return f.cons.polled.Load() == 200 && len(f.b.Records("pinned.eu"))+len(f.b.Records("pinned.uk")) >= 80
+	})
+	f.pa.set(false, "")
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 200 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	// Where each event was read: its id is the last field of its value.
+	type coord struct{ partition, offset string }
+	read := map[string]coord{}
+	for _, m := range f.a.Records(ingest) {
+		parts := strings.Split(string(m.Value), "|")
+		read[parts[len(parts)-1]] = coord{fmt.Sprint(m.Partition), fmt.Sprint(m.Offset)}
+	}
+	seen := map[string]bool{}
+	for _, c := range []struct {
+		name   string
+		b      *streamtest.Broker
+		topics []string
+	}{{"a", f.a, []string{"pinned.us", "pinned.in", quarantine}}, {"b", f.b, []string{"pinned.eu", "pinned.uk"}}} {
+		for _, topic := range c.topics {
+			for _, m := range c.b.Records(topic) {
+				parts := strings.Split(string(m.Value), "|")
+				id := parts[len(parts)-1]
+				seen[id] = true
+				if got := header(m, "trace"); got != "t-"+id {
+					t.Errorf("%s/%s: event %s carries trace header %q", c.name, topic, id, got)
+				}
+				if w := read[id]; header(m, router.HeaderSourcePartition) != w.partition || header(m, router.HeaderSourceOffset) != w.offset {
+					t.Errorf("%s/%s: event %s says it was read at %s@%s, not %s@%s", c.name, topic, id,
+						header(m, router.HeaderSourcePartition), header(m, router.HeaderSourceOffset), w.partition, w.offset)
+				}
+				if got, want := header(m, router.HeaderAttestation), expectedTag(c.name, topic, m); got != want {
+					t.Errorf("%s/%s: attestation\n%q, want\n%q", c.name, topic, got, want)
+				}
+			}
+		}
+	}
+	if len(seen) != 200 {
+		t.Fatalf("%d distinct events written, want 200", len(seen))
 	}
 }

@@ -239,7 +239,8 @@ type ProduceAck struct {
 //
 // Memory contract: msgs and everything they point to are borrowed until
 // done is called (or Produce returns an error), unless the ack says
-// Retained.
+// Retained; a producer that implements RecordCopier and says so borrows
+// them only until Produce returns.
 type AsyncProducer interface {
 	// Produce queues msgs and returns; done is called once, from any
 	// goroutine and without blocking, when every record is acknowledged or
@@ -250,6 +251,21 @@ type AsyncProducer interface {
 	// Err reports what currently keeps the producer from writing (a broker
 	// unreachable), or nil.
 	Err() error
+}
+
+// RecordCopier is implemented by AsyncProducers that may copy the records
+// given to Produce (encode them into buffers of their own) before it
+// returns. When CopiesRecords reports true, Produce keeps no reference to
+// msgs nor to anything they point to once it returns (with or without an
+// error), its acks never say Retained, and the caller may reuse that
+// memory at once: the router then frees a chunk's outgoing records and
+// their headers as soon as they are handed over, not when they are
+// acknowledged, and builds them again from the decided events for the
+// rare resend (docs/router.md, "Records and headers").
+type RecordCopier interface {
+	// CopiesRecords reports whether Produce keeps no reference to its
+	// records once it returns. Its answer never changes.
+	CopiesRecords() bool
 }
 
 // TopicChecker is implemented by producers that can say whether topics

@@ -22,7 +22,8 @@ type Router struct {
 	cfg     Config
 	log     *slog.Logger
 	retry   stream.Retry
-	pipe    *Pipeline // decides every batch and builds its records
+	pipe    *Pipeline  // decides every batch and builds its records
+	buildMu sync.Mutex // held while the pipeline builds records (build)
 	cons    BatchConsumer
 	pins    PinSource // nil: pins looked up per batch (or none)
 	running atomic.Bool
@@ -302,7 +303,8 @@ func (r *Router) routing() (*rules.Ruleset, PinView, bool) {
 }
 
 // dispatch registers a decided batch with the tracker and the window and
-// hands each cluster's records to its sender.
+// hands each cluster's events to its sender, which builds their records
+// when it produces them (build).
 func (r *Router) dispatch(b *Batch) {
 	fb := &fetched{msgs: b.msgs, batch: b, out: make([]outcome, len(b.Events)), parts: make([]*partState, len(b.Events))}
 	var bytes int64
@@ -332,13 +334,26 @@ func (r *Router) dispatch(b *Batch) {
 	r.win.add(int64(len(b.Events)), bytes)
 	r.trk.add(fb)
 	for _, g := range groups {
-		hdr := headerPool.Get().(*headerBuilder)
-		hdr.tags = r.cfg.Attester != nil
-		hdr.startBatch(b.msgs, b.Ruleset.VersionString(), b.Ruleset.ShortDigest(), r.cfg.Instance)
-		c := &chunk{fb: fb, idx: g.idx, hdr: hdr}
-		c.out = r.pipe.records(b, g.idx, hdr, make([]stream.Message, 0, len(g.idx)))
-		r.senders[g.cluster].enqueue(c)
+		r.senders[g.cluster].enqueue(&chunk{fb: fb, idx: g.idx})
 	}
+}
+
+// build builds the outgoing records of c's events, their headers in a
+// builder of headerPool that c then owns. A sender calls it when it
+// produces c, and again for a resend when it freed them meanwhile (a
+// producer that copies them had them): the records are the same, the
+// headers and the attestation depending only on the decided event. The
+// pipeline's Attester is called by one goroutine at a time (buildMu: the
+// senders of several clusters).
+func (r *Router) build(c *chunk) {
+	b := c.fb.batch
+	hdr := headerPool.Get().(*headerBuilder)
+	hdr.tags = r.cfg.Attester != nil
+	r.buildMu.Lock()
+	hdr.startBatch(b.msgs, b.Ruleset.VersionString(), b.Ruleset.ShortDigest(), r.cfg.Instance)
+	c.out = r.pipe.records(b, c.idx, hdr, make([]stream.Message, 0, len(c.idx)))
+	r.buildMu.Unlock()
+	c.hdr = hdr
 }
 
 // Revoked is the consumer's hook before it gives up partitions (a

@@ -14,8 +14,8 @@ import (
 type chunk struct {
 	fb   *fetched
 	idx  []int32          // the events of fb, in batch order
-	out  []stream.Message // their outgoing records
-	hdr  *headerBuilder   // owns the records' headers until every one is acknowledged
+	out  []stream.Message // their outgoing records, built when produced; nil again once a producer that copies them has them
+	hdr  *headerBuilder   // owns out's headers while out is held
 	kept bool             // a producer may still read out: never reuse hdr
 
 	acked []bool  // per record
@@ -49,6 +49,7 @@ type sender struct {
 	r       *Router
 	cluster string
 	prod    AsyncProducer
+	copies  bool // prod keeps no reference to a call's records once Produce returns (RecordCopier)
 
 	mu      sync.Mutex
 	all     []*chunk // unresolved chunks, oldest first
@@ -77,20 +78,24 @@ func resize[T any](b []T, n int) []T {
 }
 
 func newSender(r *Router, cluster string, prod AsyncProducer) *sender {
-	return &sender{r: r, cluster: cluster, prod: prod, wake: make(chan struct{}, 1)}
+	s := &sender{r: r, cluster: cluster, prod: prod, wake: make(chan struct{}, 1)}
+	if rc, ok := prod.(RecordCopier); ok {
+		s.copies = rc.CopiesRecords()
+	}
+	return s
 }
 
-// enqueue hands c to the sender.
+// enqueue hands c, its records not built yet, to the sender.
 func (s *sender) enqueue(c *chunk) {
-	c.acked = make([]bool, len(c.out))
-	c.left = len(c.out)
-	c.recs = make([]int32, len(c.out))
+	c.acked = make([]bool, len(c.idx))
+	c.left = len(c.idx)
+	c.recs = make([]int32, len(c.idx))
 	for i := range c.recs {
 		c.recs[i] = int32(i)
 	}
 	s.mu.Lock()
 	s.all = append(s.all, c)
-	s.events += len(c.out)
+	s.events += len(c.idx)
 	s.mu.Unlock()
 	s.r.cfg.Metrics.setBacklog(s.cluster, s.backlog())
 	poke(s.wake)
@@ -308,8 +313,17 @@ const (
 )
 
 // produce hands the current records of run (consecutive queued chunks) to
-// the producer in one call.
+// the producer in one call, building the records of chunks that have
+// none: at their first produce, and at a resend when a producer that
+// copies them had them. Once such a producer has them, their memory is
+// freed: headers exist only for the length of a call, not while a chunk
+// waits in the queue or for its acknowledgement.
 func (s *sender) produce(ctx context.Context, run []*chunk) error {
+	for _, c := range run {
+		if c.out == nil {
+			s.r.build(c)
+		}
+	}
 	var msgs []stream.Message
 	if len(run) == 1 && len(run[0].recs) == len(run[0].out) {
 		msgs = run[0].out
@@ -368,6 +382,14 @@ func (s *sender) produce(ctx context.Context, run []*chunk) error {
 		s.problem = nil
 		s.single = false
 		s.mu.Unlock()
+		if s.copies {
+			// The producer has its own copy: only a resend needs the
+			// records again (resolve runs on this goroutine, so none of
+			// run is being resolved meanwhile).
+			for _, c := range run {
+				c.free()
+			}
+		}
 		return nil
 	}
 	s.mu.Lock()
@@ -412,11 +434,7 @@ func (s *sender) resolve(c *chunk, ack ProduceAck) {
 	s.mu.Unlock()
 	if c.left == 0 {
 		s.attempt = 0
-		if !c.kept && c.hdr != nil {
-			c.hdr.release()
-			headerPool.Put(c.hdr)
-		}
-		c.hdr, c.out = nil, nil
+		c.free()
 	} else if ack.Err != nil {
 		s.r.log.Warn("router: produce failed; producing again", "cluster", s.cluster, "records", c.left, "error", ack.Err)
 	}
@@ -496,7 +514,19 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 	return a
 }
 
-// headerPool holds the header builders of chunks acknowledged in full:
-// each chunk in flight owns one, so a builder's memory is reused only once
-// no producer refers to it (the AsyncProducer memory contract).
+// free drops c's outgoing records, returning their header builder to
+// headerPool unless a producer may still read them (kept). No producer may
+// refer to them any more.
+func (c *chunk) free() {
+	if !c.kept && c.hdr != nil {
+		c.hdr.release()
+		headerPool.Put(c.hdr)
+	}
+	c.hdr, c.out = nil, nil
+}
+
+// headerPool holds the header builders of chunks acknowledged in full, or
+// handed to a producer that copies their records: each chunk holding
+// records owns one, so a builder's memory is reused only once no producer
+// refers to it (the AsyncProducer memory contract).
 var headerPool = sync.Pool{New: func() any { return new(headerBuilder) }}

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/stream"
 )
 
@@ -593,4 +595,75 @@ func TestProducerWaitsForBufferSpace(t *testing.T) {
 			t.Fatal(a.Err)
 		}
 	}
+}
+
+// TestRouterProducerCopiesRecords: the router's adapter says its Produce
+// copies the records (router.RecordCopier), and it does: the records'
+// keys, values and headers overwritten as soon as Produce returns, before
+// anything is acknowledged (what the router does with that memory), what
+// is written is what was given, with and without compression.
+func TestRouterProducerCopiesRecords(t *testing.T) {
+	for _, codec := range []string{"none", "lz4"} {
+		t.Run(codec, func(t *testing.T) {
+			c := fakeKafka(t, 1, 3, "copied")
+			rp := fakeProducer(t, c, ProducerConfig{Compression: codec}).RouterProducer()
+			var _ router.RecordCopier = rp
+			if !rp.CopiesRecords() {
+				t.Fatal("CopiesRecords = false")
+			}
+			ctx := context.Background()
+			const calls, per = 20, 50
+			var want []stream.Message
+			acks := make(chan router.ProduceAck, calls)
+			for k := range calls {
+				msgs := seqMessages("copied", fmt.Sprint(k), 5, 0, per)
+				for i := range msgs {
+					msgs[i].Headers = []stream.Header{{Key: "h", Value: fmt.Appendf(nil, "h-%d-%d", k, i)}}
+				}
+				want = append(want, copyMessages(msgs)...)
+				if err := rp.Produce(ctx, msgs, func(a router.ProduceAck) { acks <- a }); err != nil {
+					t.Fatal(err)
+				}
+				for i := range msgs {
+					for _, b := range [][]byte{msgs[i].Key, msgs[i].Value, msgs[i].Headers[0].Value} {
+						for j := range b {
+							b[j] = 'X'
+						}
+					}
+				}
+			}
+			for range calls {
+				if a := <-acks; a.Err != nil || a.Retained {
+					t.Fatalf("ack %+v", a)
+				}
+			}
+			got := map[string]string{}
+			for _, r := range readBack(t, c.ListenAddrs(), "copied", len(want)) {
+				if len(r.Headers) != 1 {
+					t.Fatalf("record %q has %d headers", r.Value, len(r.Headers))
+				}
+				got[string(r.Value)] = string(r.Key) + "/" + string(r.Headers[0].Value)
+			}
+			for _, m := range want {
+				if w := string(m.Key) + "/" + string(m.Headers[0].Value); got[string(m.Value)] != w {
+					t.Errorf("record %q: key/header %q, want %q", m.Value, got[string(m.Value)], w)
+				}
+			}
+			if len(got) != len(want) {
+				t.Errorf("%d distinct records written, want %d", len(got), len(want))
+			}
+		})
+	}
+}
+
+// copyMessages returns deep copies of msgs' keys, values and headers.
+func copyMessages(msgs []stream.Message) []stream.Message {
+	out := make([]stream.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = stream.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
+		for _, h := range m.Headers {
+			out[i].Headers = append(out[i].Headers, stream.Header{Key: h.Key, Value: bytes.Clone(h.Value)})
+		}
+	}
+	return out
 }

@@ -62,9 +62,9 @@ func RevokeHook(f *func(context.Context, []router.Partition)) func(context.Conte
 	}
 }
 
-// RouterProducer adapts a Producer to router.AsyncProducer and
-// router.TopicChecker: a produce to a topic the cluster lacks fails with a
-// router.MissingTopicError naming it.
+// RouterProducer adapts a Producer to router.AsyncProducer,
+// router.RecordCopier and router.TopicChecker: a produce to a topic the
+// cluster lacks fails with a router.MissingTopicError naming it.
 type RouterProducer struct {
 	p *Producer
 }
@@ -92,6 +92,11 @@ func (r *RouterProducer) Produce(ctx context.Context, msgs []stream.Message, don
 	}
 	return err
 }
+
+// CopiesRecords returns true: Produce encodes the records into the
+// producer's own buffers before it returns and keeps no reference to msgs
+// (Producer.Produce), so the router may reuse their memory at once.
+func (r *RouterProducer) CopiesRecords() bool { return true }
 
 // Err is Producer.Err.
 func (r *RouterProducer) Err() error { return r.p.Err() }

@@ -111,7 +111,13 @@ func (p *tracedProducer) Produce(ctx context.Context, msgs []stream.Message, don
 	})
 }
 
-// write prints the stage percentiles to path.
+// CopiesRecords is the traced producer's (router.RecordCopier): tracing
+// reads msgs only during Produce.
+func (p *tracedProducer) CopiesRecords() bool {
+	rc, ok := p.AsyncProducer.(router.RecordCopier)
+	return ok && rc.CopiesRecords()
+}
+
 // first records now as the time of each of seqs in stage, unless one is
 // there already (a record produced again keeps its first time).
 func (t *stageTrace) first(stage map[int64]time.Time, seqs []int64) {
@@ -125,6 +131,7 @@ func (t *stageTrace) first(stage map[int64]time.Time, seqs []int64) {
 	}
 }
 
+// write prints the stage percentiles to path.
 func (t *stageTrace) write(path string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
