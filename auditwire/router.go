@@ -35,7 +35,9 @@ type LedgerConfig struct {
 	// fit is split into several records, appended in one call. Default
 	// DefaultMaxRecordBytes.
 	MaxRecordBytes int
-	// Now is the clock of the leaves' time. Default time.Now.
+	// Now is the clock of the leaves' time, for the settled events that
+	// do not carry their own (router.Settled.At: the router's do).
+	// Default time.Now.
 	Now func() time.Time
 }
 
@@ -111,7 +113,11 @@ func (l *Ledger) AppendLeaf(dst []byte, s *router.Settled) ([]byte, error) {
 		return dst, err
 	}
 	leaf := leafPool.Get().(*audit.Leaf)
-	l.fill(leaf, s, ref, l.cfg.Now().UnixMilli())
+	at := s.At
+	if at.IsZero() {
+		at = l.cfg.Now()
+	}
+	l.fill(leaf, s, ref, at.UnixMilli())
 	b, err := audit.AppendWireEntry(dst, leaf)
 	*leaf = audit.Leaf{}
 	leafPool.Put(leaf)

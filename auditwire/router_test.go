@@ -93,6 +93,38 @@ func settledEvent(i int, d router.Decision, rs *rules.Ruleset, cluster, topic st
 	return router.Settled{Event: ev, Ruleset: rs, Cluster: cluster, Topic: topic, Partition: int32(i % 2), Offset: int64(7000 + i)}
 }
 
+// TestLedgerLeafTime: a leaf's time is when its event settled, as the
+// router says (Settled.At, one clock reading per produce result), and the
+// Ledger's own clock only for an event that does not say.
+func TestLedgerLeafTime(t *testing.T) {
+	log := &memLog{}
+	const clock = 1764028800123
+	l, err := auditwire.NewLedger(log, auditwire.LedgerConfig{Actor: "router-1",
+		Now: func() time.Time { return time.UnixMilli(clock) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := ruleset(t, testRules, 3)
+	routed := router.Decision{Outcome: router.Routed, Jurisdiction: "EU", Region: "eu", Cluster: "b", Topic: "pinned.eu"}
+	said, unsaid := settledEvent(0, routed, rs, "b", "pinned.eu"), settledEvent(1, routed, rs, "b", "pinned.eu")
+	said.At = time.UnixMilli(clock + 4567)
+	if err := l.Record(context.Background(), []router.Settled{said, unsaid}); err != nil {
+		t.Fatal(err)
+	}
+	times := map[int64]int64{}
+	for _, lf := range log.leaves(t) {
+		if lf.Kind == audit.KindRoute {
+			times[lf.Src.Offset] = lf.Time
+		}
+	}
+	if got := times[said.Event.Msg.Offset]; got != clock+4567 {
+		t.Errorf("leaf of an event settled at %d has time %d", clock+4567, got)
+	}
+	if got := times[unsaid.Event.Msg.Offset]; got != clock {
+		t.Errorf("leaf of an event without its settlement time has time %d, want the clock's %d", got, clock)
+	}
+}
+
 // TestLedgerLeaves records settled events in three calls under two
 // ruleset versions: each ruleset leaf comes once, at the head of the
 // first Append holding a leaf decided under it (so before that leaf),

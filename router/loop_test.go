@@ -568,11 +568,14 @@ type recLedger struct {
 }
 
 // AppendLeaf encodes the event's source coordinates; it fails for an
-// event without its destination or ruleset.
+// event without its destination, its ruleset or the time it settled.
 func (l *recLedger) AppendLeaf(dst []byte, s *router.Settled) ([]byte, error) {
 	m := s.Event.Msg
 	if s.Topic == "" || s.Cluster == "" || s.Ruleset == nil {
 		return dst, fmt.Errorf("settled event without its destination: %+v", s)
+	}
+	if s.At.IsZero() || s.At.After(time.Now()) {
+		return dst, fmt.Errorf("settled event without the time it settled: %v", s.At)
 	}
 	return fmt.Appendf(dst, "%s/%d/%d", m.Topic, m.Partition, m.Offset), nil
 }

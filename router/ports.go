@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
@@ -139,6 +140,10 @@ type Settled struct {
 	// acknowledgement; Offset is -1 when the broker did not say.
 	Partition int32
 	Offset    int64
+	// At is when it settled: the router reads one produce result's
+	// acknowledgements at one clock reading, which every event of it
+	// shares. Zero: the Ledger reads its own clock.
+	At time.Time
 }
 
 // Partition names one partition of an ingest topic.

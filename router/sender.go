@@ -476,6 +476,7 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 	s.leaves = a.leaves
 	ends := s.ends
 	buf := make([]byte, 0, 320*n) // a route leaf with its subject: 250-300 bytes
+	now := time.Now()             // one clock reading for the result, not one per leaf
 	for k, i := range a.idx {
 		ends[k] = len(buf)
 		if !a.ok[k] {
@@ -484,7 +485,7 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 		o := &fb.out[i]
 		st := &s.settled
 		*st = Settled{Event: &fb.batch.Events[i], Ruleset: fb.batch.Ruleset, Cluster: o.cluster, Topic: o.topic,
-			Partition: a.parts[k], Offset: a.offsets[k]}
+			Partition: a.parts[k], Offset: a.offsets[k], At: now}
 		b, err := led.AppendLeaf(buf, st)
 		if err == nil && len(b) == len(buf) {
 			err = errors.New("the ledger encoded an empty leaf")
