@@ -98,7 +98,7 @@ func settledEvent(i int, d router.Decision, rs *rules.Ruleset, cluster, topic st
 // Ledger's own clock only for an event that does not say.
 func TestLedgerLeafTime(t *testing.T) {
 	log := &memLog{}
-	const clock = 1764028800123
+	const clock int64 = 1764028800123
 	l, err := auditwire.NewLedger(log, auditwire.LedgerConfig{Actor: "router-1",
 		Now: func() time.Time { return time.UnixMilli(clock) }})
 	if err != nil {
