@@ -10,6 +10,7 @@ import (
 	"github.com/residency-router/residency/internal/testenv"
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
 )
 
 // TestRouterKeepsBytesExactly runs the pipeline over the in-memory brokers
@@ -55,7 +56,7 @@ func TestRouterKeepsBytesExactly(t *testing.T) {
 			}
 		}
 	}
-	f.produce(t, cloneMessages(sent)...)
+	f.produce(t, streamtest.CloneMessages(sent)...)
 	_, stop := f.start(t)
 	testenv.Eventually(t, 10*time.Second, "all events committed", func() bool { return f.committed() == int64(len(sent)) })
 	if err := stop(); err != nil {
@@ -102,17 +103,4 @@ func TestRouterKeepsBytesExactly(t *testing.T) {
 			t.Errorf("event %s: headers %v, want %v followed by residency headers", id, out.Headers, want)
 		}
 	}
-}
-
-// cloneMessages returns deep copies of msgs, null kept apart from empty,
-// so the test compares against memory no broker shares.
-func cloneMessages(msgs []stream.Message) []stream.Message {
-	out := make([]stream.Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = stream.Message{Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
-		for _, h := range m.Headers {
-			out[i].Headers = append(out[i].Headers, stream.Header{Key: h.Key, Value: bytes.Clone(h.Value)})
-		}
-	}
-	return out
 }

@@ -1,7 +1,6 @@
 package router_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -113,7 +112,7 @@ func (g *gateProducer) Produce(ctx context.Context, msgs []stream.Message, done 
 	}
 	g.calls++
 	if g.copies {
-		msgs = copyRecords(msgs)
+		msgs = streamtest.CloneMessages(msgs)
 	}
 	g.held = append(g.held, heldCall{msgs, done})
 	if !g.closed {
@@ -137,19 +136,6 @@ func (g *gateProducer) flushLocked() {
 }
 
 func (g *gateProducer) CopiesRecords() bool { return g.copies }
-
-// copyRecords returns deep copies of msgs (topic, key, value, headers,
-// time), null kept apart from empty.
-func copyRecords(msgs []stream.Message) []stream.Message {
-	out := make([]stream.Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = stream.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value), Time: m.Time}
-		for _, h := range m.Headers {
-			out[i].Headers = append(out[i].Headers, stream.Header{Key: strings.Clone(h.Key), Value: bytes.Clone(h.Value)})
-		}
-	}
-	return out
-}
 
 func (g *gateProducer) set(closed bool, missing string) {
 	g.mu.Lock()

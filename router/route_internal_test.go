@@ -15,6 +15,7 @@ import (
 	"github.com/residency-router/residency/router/rules"
 	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
 )
 
 // recordingPub is a Publisher that honours the memory contract: it copies
@@ -38,11 +39,11 @@ func (p *recordingPub) Publish(_ context.Context, msgs ...stream.Message) error 
 			p.fail--
 		}
 		if p.kept == nil {
-			p.kept, p.keptCopy = msgs, cloneMessages(msgs)
+			p.kept, p.keptCopy = msgs, streamtest.CloneMessages(msgs)
 		}
 		return errors.New("broker down")
 	}
-	p.published = append(p.published, cloneMessages(msgs)...)
+	p.published = append(p.published, streamtest.CloneMessages(msgs)...)
 	return nil
 }
 
@@ -55,17 +56,6 @@ func (p *recordingPub) take() []stream.Message {
 	ms := p.published
 	p.published = nil
 	return ms
-}
-
-func cloneMessages(msgs []stream.Message) []stream.Message {
-	out := make([]stream.Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = stream.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
-		for _, h := range m.Headers {
-			out[i].Headers = append(out[i].Headers, stream.Header{Key: h.Key, Value: bytes.Clone(h.Value)})
-		}
-	}
-	return out
 }
 
 func sameHeaders(a, b []stream.Header) bool {

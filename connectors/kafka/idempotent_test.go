@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/residency-router/residency/router"
 	"github.com/residency-router/residency/stream"
+	"github.com/residency-router/residency/stream/streamtest"
 )
 
 // These tests drive the producer's state machine against kfake, whose
@@ -620,7 +620,7 @@ func TestRouterProducerCopiesRecords(t *testing.T) {
 				for i := range msgs {
 					msgs[i].Headers = []stream.Header{{Key: "h", Value: fmt.Appendf(nil, "h-%d-%d", k, i)}}
 				}
-				want = append(want, copyMessages(msgs)...)
+				want = append(want, streamtest.CloneMessages(msgs)...)
 				if err := rp.Produce(ctx, msgs, func(a router.ProduceAck) { acks <- a }); err != nil {
 					t.Fatal(err)
 				}
@@ -654,16 +654,4 @@ func TestRouterProducerCopiesRecords(t *testing.T) {
 			}
 		})
 	}
-}
-
-// copyMessages returns deep copies of msgs' keys, values and headers.
-func copyMessages(msgs []stream.Message) []stream.Message {
-	out := make([]stream.Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = stream.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
-		for _, h := range m.Headers {
-			out[i].Headers = append(out[i].Headers, stream.Header{Key: h.Key, Value: bytes.Clone(h.Value)})
-		}
-	}
-	return out
 }

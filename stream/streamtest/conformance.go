@@ -254,7 +254,7 @@ func publishReusingMemory(ctx context.Context, p stream.Publisher, topic string)
 				Headers: slab[start:len(slab):len(slab)],
 			})
 		}
-		given := cloneMessages(msgs)
+		given := CloneMessages(msgs)
 		if err := p.Publish(ctx, msgs...); err != nil {
 			return nil, fmt.Errorf("publish call %d: %w", call+1, err)
 		}
@@ -277,12 +277,16 @@ func publishReusingMemory(ctx context.Context, p stream.Publisher, topic string)
 	return want, nil
 }
 
-// cloneMessages returns deep copies of msgs' topics, keys, values and
-// headers.
-func cloneMessages(msgs []stream.Message) []stream.Message {
+// CloneMessages returns deep copies of msgs: every field, with keys,
+// values, headers and header values in memory of their own, a null key,
+// value or header value kept apart from an empty one. Tests use it to keep
+// what they gave a producer apart from memory the producer, or the code
+// under test, may reuse.
+func CloneMessages(msgs []stream.Message) []stream.Message {
 	out := make([]stream.Message, len(msgs))
 	for i, m := range msgs {
-		out[i] = stream.Message{Topic: m.Topic, Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value), Headers: cloneHeaders(m.Headers)}
+		m.Key, m.Value, m.Headers = bytes.Clone(m.Key), bytes.Clone(m.Value), cloneHeaders(m.Headers)
+		out[i] = m
 	}
 	return out
 }
