@@ -6,8 +6,6 @@ import (
 	"github.com/residency-router/residency/internal/benchtest"
 	"testing"
 	"time"
-
-	"gocloud.dev/blob/fileblob"
 )
 
 // benchValue is the size of the bench mix's canonical events (~250 bytes).
@@ -103,46 +101,10 @@ func BenchmarkPerEventParts(b *testing.B) {
 	})
 }
 
-// BenchmarkIntegrate measures the integrator's throughput into a file://
-// bucket: audit records of 500 leaves (one router batch each), 8 records
-// (4000 leaves) per integration batch and checkpoint.
-func BenchmarkIntegrate(b *testing.B) {
-	dir := b.TempDir()
-	bucket, err := fileblob.OpenBucket(dir, &fileblob.Options{NoTempDir: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bucket.Close()
-	feed := newMemFeed(1)
-	const perRecord = 500
-	n := 0
-	for n < b.N {
-		ls := make([]Leaf, 0, perRecord)
-		for i := 0; i < perRecord; i++ {
-			ls = append(ls, routeLeaf(0, int64(n)))
-			n++
-		}
-		feed.add(b, 0, ls...)
-	}
-	it, _ := NewIntegrator(IntegratorConfig{Store: BlobStore{Bucket: bucket}, Feed: feed, SignerKey: testLogKey, BatchRecords: 8})
-	ctx := context.Background()
-	b.ResetTimer()
-	start, cpu := time.Now(), benchtest.CPUTime()
-	for {
-		k, err := it.Step(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if k == 0 {
-			break
-		}
-	}
-	b.ReportMetric(float64(it.Size())/time.Since(start).Seconds(), "leaves/s")
-	b.ReportMetric(float64(it.Size())/(benchtest.CPUTime()-cpu).Seconds(), "leaves/cpu-s")
-}
-
-// BenchmarkIntegrateMem is BenchmarkIntegrate into memory: the
-// integrator's own CPU, without the file system.
+// BenchmarkIntegrateMem measures the integrator's own CPU, into memory:
+// audit records of 500 leaves (one router batch each), 8 records (4000
+// leaves) per integration batch and checkpoint. connectors/objectstore's
+// BenchmarkIntegrate is the same into a file:// bucket.
 func BenchmarkIntegrateMem(b *testing.B) {
 	feed := newMemFeed(1)
 	const perRecord = 500

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-
-	"gocloud.dev/blob"
-	"gocloud.dev/gcerrors"
 )
 
 // Store errors; callers branch with errors.Is.
@@ -19,7 +16,9 @@ var (
 )
 
 // Store is where the log lives: objects by path. The integrator writes it;
-// readers and verifiers only Get.
+// readers and verifiers only Get. connectors/objectstore.AuditLogStore is
+// the adapter on a bucket (file://, s3://); audittest.TestStore checks an
+// adapter.
 type Store interface {
 	// Get returns the object at path, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, path string) ([]byte, error)
@@ -29,50 +28,6 @@ type Store interface {
 	// PutIfAbsent writes the object only if none exists at path, else it
 	// returns an error wrapping ErrExists.
 	PutIfAbsent(ctx context.Context, path string, data []byte) error
-}
-
-// BlobStore is a Store on a gocloud.dev/blob bucket (file://, s3://,
-// mem://), every path under Prefix.
-//
-// PutIfAbsent uses the bucket's conditional write (IfNotExist): atomic on
-// S3; on file:// only within one process (fileblob checks, then renames).
-type BlobStore struct {
-	// Bucket is the bucket.
-	Bucket *blob.Bucket
-	// Prefix is prepended to every path (e.g. "audit/"); default "".
-	Prefix string
-}
-
-// Get implements Store.
-func (s BlobStore) Get(ctx context.Context, path string) ([]byte, error) {
-	b, err := s.Bucket.ReadAll(ctx, s.Prefix+path)
-	if gcerrors.Code(err) == gcerrors.NotFound {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("audit: read %s: %w", path, err)
-	}
-	return b, nil
-}
-
-// Put implements Store.
-func (s BlobStore) Put(ctx context.Context, path string, data []byte) error {
-	if err := s.Bucket.WriteAll(ctx, s.Prefix+path, data, &blob.WriterOptions{ContentType: "application/octet-stream"}); err != nil {
-		return fmt.Errorf("audit: write %s: %w", path, err)
-	}
-	return nil
-}
-
-// PutIfAbsent implements Store.
-func (s BlobStore) PutIfAbsent(ctx context.Context, path string, data []byte) error {
-	err := s.Bucket.WriteAll(ctx, s.Prefix+path, data, &blob.WriterOptions{ContentType: "application/octet-stream", IfNotExist: true})
-	if gcerrors.Code(err) == gcerrors.FailedPrecondition {
-		return fmt.Errorf("%w: %s", ErrExists, path)
-	}
-	if err != nil {
-		return fmt.Errorf("audit: write %s: %w", path, err)
-	}
-	return nil
 }
 
 // MemStore is an in-memory Store for tests and tools. The zero value is

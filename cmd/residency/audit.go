@@ -11,6 +11,7 @@ import (
 
 	"github.com/residency-router/residency/audit"
 	"github.com/residency-router/residency/connectors/kafka"
+	"github.com/residency-router/residency/connectors/objectstore"
 	"github.com/residency-router/residency/internal/config"
 )
 
@@ -74,7 +75,7 @@ func openAuditBucket(ctx context.Context, cfg *config.Config) (audit.Store, func
 	if err != nil {
 		return nil, nil, exitError{code: exitUsage, err: fmt.Errorf("audit.bucket: %w", err)}
 	}
-	return audit.BlobStore{Bucket: b}, func() { _ = b.Close() }, nil
+	return objectstore.AuditLogStore{Bucket: b}, func() { _ = b.Close() }, nil
 }
 
 // logPublicKey returns the log's verifier key: from keyFile (--log-key) or

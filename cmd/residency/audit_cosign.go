@@ -9,6 +9,7 @@ import (
 	"gocloud.dev/blob"
 
 	"github.com/residency-router/residency/audit"
+	"github.com/residency-router/residency/connectors/objectstore"
 )
 
 // runAuditCosign is `residency audit cosign`: a witness's run. It reads the
@@ -62,7 +63,7 @@ func auditCosign(ctx context.Context, e env, cfgPath, logKey, witnessKey, stateU
 		return usagef("--state: %v", err)
 	}
 	defer func() { _ = sb.Close() }()
-	w, err := audit.NewWitness(string(trimSpace(skey)), vkey, audit.BlobStore{Bucket: sb})
+	w, err := audit.NewWitness(string(trimSpace(skey)), vkey, objectstore.AuditLogStore{Bucket: sb})
 	if err != nil {
 		return usagef("--witness-key: %s: %v", witnessKey, err)
 	}

@@ -49,7 +49,7 @@ var rules = map[string]rule{
 	"sink":          {module: []string{"stream", "router", "router/rules", "schemas"}, clients: clientLibraries, why: "sink imports only stream, router, router/rules and schemas, and no client library"},
 	"erasure":       {module: []string{"stream", "router", "router/rules", "schemas", "audit"}, clients: clientLibraries, why: "erasure imports only stream, router, router/rules, schemas and audit, and no client library"},
 	"connectors/":   {module: []string{"stream", "router", "router/rules", "router/replay", "schemas", "sink", "erasure", "audit"}, why: "an adapter in connectors/ imports only the packages whose ports it implements (stream, router, router/rules, router/replay, schemas, sink, erasure, audit): never cmd, internal/ or another adapter"},
-	"audit":         {module: []string{}, why: "audit imports no package of this module"},
+	"audit":         {module: []string{}, clients: clientLibraries, why: "audit imports no package of this module, and no client library (its Store adapter is in connectors/objectstore)"},
 	"auditwire":     {module: []string{"stream", "router", "router/rules", "router/replay", "schemas", "sink", "erasure", "audit"}, clients: clientLibraries, why: "auditwire imports only the runtimes it connects (stream, router, router/rules, router/replay, schemas, sink, erasure) and audit, and no client library"},
 }
 
