@@ -40,7 +40,15 @@ DIR a heap profile at its largest live heap (the report gives each
 contender's peak live heap beside its peak RSS). Without
 --brokers it starts the embedded stack (and its Redis for --pins).
 --diagnose adds two throughput contenders: the pass-through with the
-router's fan-out and headers, and the pass-through with the router's writer.`
+router's fan-out and headers, and the pass-through with the router's writer.
+--contenders LIST runs only the contenders named, comma-separated, by the
+names the progress lines give them: pass-through (the kafka-go one),
+franz-go, router, router+audit, and those the flags add (router+audit-b,
+router-alt, pass-through+fan-out+headers, pass-through+router-writer),
+e.g. --contenders router,franz-go; they run in the usual order whatever
+the list's. A flag that adds contenders needs one of them named there.
+Ratios and targets that need a contender left out say "not measured"
+(absent from --json); without the router, the latency passes need --rate.`
 
 // runBench is `residency bench`.
 func runBench(ctx context.Context, e env) int {
@@ -75,6 +83,10 @@ func runBench(ctx context.Context, e env) int {
 	fs.BoolVar(&o.Diagnose, "diagnose", false, "add two throughput contenders: the pass-through plus the router's fan-out to seven topics and its nine headers, without decoding; and the pass-through with the router's writer instead of kafka-go's")
 	fs.StringVar(&o.AuditCompression, "audit-compression", "", "compression of router+audit's audit topic: none, gzip, snappy, lz4 or zstd (default: the audit log's, none)")
 	fs.StringVar(&o.AuditCompressionB, "audit-compression-b", "", "add a contender, router+audit-b, whose audit topic has this compression, beside router+audit in every round (default: none)")
+	fs.Func("contenders", "run only these contenders (comma-separated `list`, e.g. router,franz-go; default: all, with those the flags add)", func(s string) error {
+		o.Contenders = append([]string{}, config.SplitList(s)...) // not nil: an empty list is refused, not taken for all
+		return nil
+	})
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	child := fs.String("child", "", "internal: run one contender from a JSON spec")
 	if code, ok := parseFlags(fs, e.args); !ok {

@@ -134,6 +134,119 @@ type Options struct {
 	// every round beside router+audit, so two codecs are compared in the
 	// same run. Default "": no such contender.
 	AuditCompressionB string
+	// Contenders, if not nil, names the contenders to run (--contenders),
+	// each once, by the names the progress lines and the report give them
+	// (knownContenders). Those that other options add (router+audit-b,
+	// router-alt, the --diagnose pair) run only with their option, and
+	// each such option needs one of its contenders named here. Ratios and
+	// targets that need a contender left out are not measured. Without the
+	// router, a latency pass needs Rate. Default nil: every contender.
+	Contenders []string
+}
+
+// knownContenders are the names --contenders takes, in the order the
+// report lists them.
+var knownContenders = []string{contenderPassThrough, contenderFranzGo, contenderRouter, contenderRouterAudit,
+	contenderRouterAuditB, contenderRouterAlt, contenderFanOut, contenderWriterPass}
+
+// runs reports whether the run includes mode: the options that add it are
+// given and Contenders, if set, names it.
+func (o Options) runs(mode string) bool {
+	switch mode {
+	case contenderRouterAuditB:
+		if o.AuditCompressionB == "" {
+			return false
+		}
+	case contenderRouterAlt:
+		if o.RouterCompressionAlt == "" {
+			return false
+		}
+	case contenderFanOut, contenderWriterPass:
+		if !o.Diagnose {
+			return false
+		}
+	}
+	return o.Contenders == nil || slices.Contains(o.Contenders, mode)
+}
+
+// throughputOrder is the order of the contenders in throughput round
+// round (from 0): every other round reversed.
+func (o Options) throughputOrder(round int) []string {
+	order := []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderFranzGo}
+	if o.AuditCompressionB != "" {
+		// Between the router and router+audit: in every round the two
+		// audit contenders sit on either side of the router's run.
+		order = []string{contenderPassThrough, contenderRouterAudit, contenderRouter, contenderRouterAuditB, contenderFranzGo}
+	}
+	if o.RouterCompressionAlt != "" {
+		order = slices.Insert(order, slices.Index(order, contenderFranzGo), contenderRouterAlt)
+	}
+	if o.Diagnose {
+		order = append(order, contenderFanOut, contenderWriterPass)
+	}
+	order = slices.DeleteFunc(order, func(mode string) bool { return !o.runs(mode) })
+	if round%2 == 1 {
+		slices.Reverse(order)
+	}
+	return order
+}
+
+// latencyOrder is the order of the contenders in latency pass pass (from
+// 0), A B B A ...: the contenders with a latency pass (not the audit's or
+// --diagnose's) that the run includes.
+func (o Options) latencyOrder(pass int) []string {
+	order := []string{contenderPassThrough, contenderRouter, contenderRouterAlt, contenderFranzGo}
+	order = slices.DeleteFunc(order, func(mode string) bool { return !o.runs(mode) })
+	if pass%2 == 1 {
+		slices.Reverse(order)
+	}
+	return order
+}
+
+// validateContenders checks --contenders and how it agrees with the
+// options that add contenders and with --rate.
+func (o Options) validateContenders() error {
+	if o.Contenders == nil {
+		return nil
+	}
+	known := strings.Join(knownContenders, ", ")
+	if len(o.Contenders) == 0 {
+		return fmt.Errorf("--contenders: empty list (name one or more of: %s)", known)
+	}
+	for i, c := range o.Contenders {
+		if !slices.Contains(knownContenders, c) {
+			return fmt.Errorf("--contenders: unknown contender %q (known: %s)", c, known)
+		}
+		if slices.Contains(o.Contenders[:i], c) {
+			return fmt.Errorf("--contenders: %q named twice", c)
+		}
+	}
+	for _, f := range []struct {
+		flag  string
+		given bool
+		adds  []string
+	}{
+		{"--audit-compression-b", o.AuditCompressionB != "", []string{contenderRouterAuditB}},
+		{"--router-compression-alt", o.RouterCompressionAlt != "", []string{contenderRouterAlt}},
+		{"--diagnose", o.Diagnose, []string{contenderFanOut, contenderWriterPass}},
+	} {
+		named := slices.DeleteFunc(slices.Clone(f.adds), func(c string) bool { return !slices.Contains(o.Contenders, c) })
+		switch {
+		case f.given && len(named) == 0:
+			it := "it"
+			if len(f.adds) > 1 {
+				it = "one of them"
+			}
+			return fmt.Errorf("%s adds %s, which --contenders leaves out: name %s in --contenders or drop %s",
+				f.flag, strings.Join(f.adds, " and "), it, f.flag)
+		case !f.given && len(named) > 0:
+			return fmt.Errorf("--contenders: %s runs only with %s", named[0], f.flag)
+		}
+	}
+	if o.Rate == 0 && !o.runs(contenderRouter) && len(o.latencyOrder(0)) > 0 {
+		return errors.New("--contenders leaves out router, whose events/s set the latency passes' offered rate by default: give --rate")
+	}
+	return nil
 }
 
 // codecs are the values of --audit-compression, --audit-compression-b,
@@ -166,7 +279,7 @@ func (o Options) Validate() error {
 	if o.Pins > 0 && len(o.Brokers) > 0 && o.Redis == "" {
 		return errors.New("--pins needs --redis (the Redis to load the pins into) when --brokers is given")
 	}
-	return nil
+	return o.validateContenders()
 }
 
 // Report is the result of `residency bench` (its --json output).
@@ -202,13 +315,20 @@ type Report struct {
 	PinnedEvents int `json:"pinned_events"`
 	// Mix counts the preloaded events by kind.
 	Mix map[string]int `json:"mix"`
+	// Contenders is --contenders: the contenders run, in the first
+	// round's order; absent when the flag was not given (every contender
+	// ran).
+	Contenders []string `json:"contenders,omitempty"`
 	// PassThrough (kafka-go), Router and FranzGo are the three contenders
-	// of every run.
-	PassThrough ContenderReport `json:"pass_through"`
-	Router      ContenderReport `json:"router"`
-	FranzGo     ContenderReport `json:"franz_go"`
+	// of every run unless --contenders leaves one out; a contender that
+	// did not run has a zero report (absent from the JSON), and every
+	// ratio that needs it is zero (absent from the JSON, "not measured"
+	// in the table).
+	PassThrough ContenderReport `json:"pass_through,omitzero"`
+	Router      ContenderReport `json:"router,omitzero"`
+	FranzGo     ContenderReport `json:"franz_go,omitzero"`
 	// RouterAudit is the router with the audit on (throughput only).
-	RouterAudit ContenderReport `json:"router_audit"`
+	RouterAudit ContenderReport `json:"router_audit,omitzero"`
 	// RouterAlt is the --router-compression-alt contender: the router with
 	// another produce compression, in the same rounds and passes.
 	RouterAlt *ContenderReport `json:"router_alt,omitempty"`
@@ -221,9 +341,9 @@ type Report struct {
 	CPURouterAltToFranzGo    float64   `json:"cpu_router_alt_to_franz_go,omitempty"`
 	// AuditRatio is RouterAudit.EventsPerSecond / Router.EventsPerSecond:
 	// what the audit costs (issue 14 asks >= 0.9).
-	AuditRatio float64 `json:"audit_ratio"`
+	AuditRatio float64 `json:"audit_ratio,omitempty"`
 	// AuditRounds is AuditRatio per round.
-	AuditRounds []float64 `json:"audit_rounds"`
+	AuditRounds []float64 `json:"audit_rounds,omitempty"`
 	// AuditCompression is router+audit's audit topic compression
 	// (--audit-compression; "" the audit log's default, none).
 	AuditCompression string `json:"audit_compression,omitempty"`
@@ -255,18 +375,19 @@ type Report struct {
 	RouterToWriterPass float64 `json:"router_to_writer_pass,omitempty"`
 	// Ratio is Router.EventsPerSecond / PassThrough.EventsPerSecond
 	// (router / kafka-go).
-	Ratio float64 `json:"ratio"`
+	Ratio float64 `json:"ratio,omitempty"`
 	// RoundRatios is the same ratio per round.
-	RoundRatios []float64 `json:"round_ratios"`
+	RoundRatios []float64 `json:"round_ratios,omitempty"`
 	// RouterToFranzGo is Router.EventsPerSecond / FranzGo.EventsPerSecond.
-	RouterToFranzGo float64 `json:"router_to_franz_go"`
+	RouterToFranzGo float64 `json:"router_to_franz_go,omitempty"`
 	// RouterToFranzGoRounds is the same ratio per round.
-	RouterToFranzGoRounds []float64 `json:"router_to_franz_go_rounds"`
+	RouterToFranzGoRounds []float64 `json:"router_to_franz_go_rounds,omitempty"`
 	// CPURouterToFranzGo is Router.CPUMicrosPerEvent /
 	// FranzGo.CPUMicrosPerEvent.
-	CPURouterToFranzGo float64 `json:"cpu_router_to_franz_go"`
+	CPURouterToFranzGo float64 `json:"cpu_router_to_franz_go,omitempty"`
 	// RateBasis says where the latency passes' offered rate came from:
-	// "half the router's events/s" or "--rate".
+	// "half the router's events/s" or "--rate"; "" when no contender with
+	// a latency pass ran.
 	RateBasis string `json:"rate_basis"`
 	// Targets are issue 16's targets with the values measured here.
 	Targets []TargetCheck `json:"targets"`
@@ -308,11 +429,15 @@ type TargetCheck struct {
 	Target string `json:"target"`
 	// Limit is the target's bound, in Unit.
 	Limit float64 `json:"limit"`
-	// Measured is this run's value, in Unit.
-	Measured float64 `json:"measured"`
+	// Measured is this run's value, in Unit; zero (absent from the JSON)
+	// when Verdict is "not measured".
+	Measured float64 `json:"measured,omitempty"`
 	// Unit of Limit and Measured: "x franz-go", "ms" or "MB".
 	Unit string `json:"unit"`
-	// Verdict is "pass" when Measured is within Limit, else "miss".
+	// Verdict is "pass" when Measured is within Limit, "miss" when not,
+	// and "not measured" when a contender the target needs did not run
+	// (--contenders) or the router had no latency pass; Caveat then says
+	// which.
 	Verdict string `json:"verdict"`
 	// Caveat lists where this run's conditions differ from the target's
 	// (e.g. pins off, fewer events, --rate); "" when they do not.
@@ -370,9 +495,34 @@ func (r *Report) checkTargets() {
 		}
 		return TargetCheck{Name: name, Target: target, Limit: limit, Measured: measured, Unit: unit, Verdict: verdict, Caveat: cav}
 	}
-	var p99 float64 = math.NaN()
+	// notRun says which of the contenders a target needs did not run, ""
+	// when all did.
+	notRun := func(modes ...string) string {
+		var out []string
+		for _, m := range modes {
+			if !r.contender(m).ran() {
+				out = append(out, m)
+			}
+		}
+		if len(out) == 0 {
+			return ""
+		}
+		return strings.Join(out, " and ") + " not run (--contenders)"
+	}
+	// unless returns c, or c not measured when why says why it could not
+	// be (a contender it needs did not run, no latency pass).
+	unless := func(why string, c TargetCheck) TargetCheck {
+		if why != "" {
+			c.Measured, c.Verdict, c.Caveat = 0, verdictNotMeasured, why
+		}
+		return c
+	}
+	var p99 float64
+	p99Missing := notRun(contenderRouter)
 	if l := r.Router.Latency; l != nil {
 		p99 = l.P99Ms
+	} else if p99Missing == "" {
+		p99Missing = "no latency pass of the router"
 	}
 	rateCaveat := []string{}
 	if r.RateBasis != rateBasisRouter {
@@ -383,16 +533,20 @@ func (r *Report) checkTargets() {
 		rssCaveat = append(rssCaveat, fmt.Sprintf("%d pins loaded, not %d", r.Pins, targetPins))
 	}
 	r.Targets = []TargetCheck{
-		check("throughput", fmt.Sprintf("router events/s >= %.1f x franz-go's", TargetThroughputVsFranzGo),
-			TargetThroughputVsFranzGo, r.RouterToFranzGo, "x franz-go", false, caveat(pinsOff...)),
-		check("cpu_per_event", fmt.Sprintf("router CPU per event <= %.0f x franz-go's", TargetCPUVsFranzGo),
-			TargetCPUVsFranzGo, r.CPURouterToFranzGo, "x franz-go", true, caveat(pinsOff...)),
-		check("p99_latency", fmt.Sprintf("router p99 <= %.0f ms at half its own max rate", TargetP99Ms),
-			TargetP99Ms, p99, "ms", true, caveat(append(pinsOff, rateCaveat...)...)),
-		check("peak_rss", fmt.Sprintf("router peak RSS <= %.0f MB with %d pins loaded", TargetPeakRSSMB, targetPins),
-			TargetPeakRSSMB, r.Router.PeakRSSMiB*(1<<20)/1e6, "MB", true, caveat(rssCaveat...)),
+		unless(notRun(contenderRouter, contenderFranzGo), check("throughput", fmt.Sprintf("router events/s >= %.1f x franz-go's", TargetThroughputVsFranzGo),
+			TargetThroughputVsFranzGo, r.RouterToFranzGo, "x franz-go", false, caveat(pinsOff...))),
+		unless(notRun(contenderRouter, contenderFranzGo), check("cpu_per_event", fmt.Sprintf("router CPU per event <= %.0f x franz-go's", TargetCPUVsFranzGo),
+			TargetCPUVsFranzGo, r.CPURouterToFranzGo, "x franz-go", true, caveat(pinsOff...))),
+		unless(p99Missing, check("p99_latency", fmt.Sprintf("router p99 <= %.0f ms at half its own max rate", TargetP99Ms),
+			TargetP99Ms, p99, "ms", true, caveat(append(pinsOff, rateCaveat...)...))),
+		unless(notRun(contenderRouter), check("peak_rss", fmt.Sprintf("router peak RSS <= %.0f MB with %d pins loaded", TargetPeakRSSMB, targetPins),
+			TargetPeakRSSMB, r.Router.PeakRSSMiB*(1<<20)/1e6, "MB", true, caveat(rssCaveat...))),
 	}
 }
+
+// verdictNotMeasured is the verdict of a target that this run could not
+// measure (TargetCheck.Verdict).
+const verdictNotMeasured = "not measured"
 
 // Where the latency passes' offered rate came from (Report.RateBasis).
 const (
@@ -544,34 +698,24 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 		return nil, err
 	}
 	fmt.Fprintf(log, "Preloaded in %s.\n", time.Since(start).Round(time.Millisecond))
-	if o.Diagnose {
-		rep.FanOut, rep.WriterPass = &ContenderReport{}, &ContenderReport{}
+	if o.runs(contenderFanOut) {
+		rep.FanOut = &ContenderReport{}
 	}
-	if o.RouterCompressionAlt != "" {
+	if o.runs(contenderWriterPass) {
+		rep.WriterPass = &ContenderReport{}
+	}
+	if o.runs(contenderRouterAlt) {
 		rep.RouterAlt = &ContenderReport{}
 	}
 	rep.AuditCompression, rep.AuditCompressionB = o.AuditCompression, o.AuditCompressionB
-	if o.AuditCompressionB != "" {
+	if o.runs(contenderRouterAuditB) {
 		rep.RouterAuditB = &ContenderReport{}
 	}
+	if o.Contenders != nil {
+		rep.Contenders = o.throughputOrder(0)
+	}
 	for round := range o.Rounds {
-		order := []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderFranzGo}
-		if o.AuditCompressionB != "" {
-			// Between the router and router+audit: in every round the two
-			// audit contenders sit on either side of the router's run.
-			order = []string{contenderPassThrough, contenderRouterAudit, contenderRouter, contenderRouterAuditB, contenderFranzGo}
-		}
-		if o.RouterCompressionAlt != "" {
-			order = slices.Insert(order, slices.Index(order, contenderFranzGo), contenderRouterAlt)
-		}
-		if o.Diagnose {
-			order = append(order, contenderFanOut, contenderWriterPass)
-		}
-		if round%2 == 1 {
-			slices.Reverse(order)
-		}
-		eps := map[string]float64{}
-		for _, mode := range order {
+		for _, mode := range o.throughputOrder(round) {
 			res, err := b.throughput(ctx, mode, ingest, round)
 			if err != nil {
 				return nil, err
@@ -586,50 +730,20 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 			if res.Decisions != nil {
 				c.Decisions = res.Decisions
 			}
-			eps[mode] = rate
 			fmt.Fprintf(log, "Round %d, %s: %d events in %.2fs: %.0f events/s, %.2f CPU s per million (µs per event), peak RSS %.0f MiB, peak live heap %.0f MiB\n",
 				round+1, mode, res.Events, res.Seconds, rate, cpu, float64(res.PeakRSSBytes)/(1<<20), float64(res.PeakLiveHeapBytes)/(1<<20))
 		}
-		rep.RoundRatios = append(rep.RoundRatios, eps[contenderRouter]/eps[contenderPassThrough])
-		rep.RouterToFranzGoRounds = append(rep.RouterToFranzGoRounds, eps[contenderRouter]/eps[contenderFranzGo])
-		rep.AuditRounds = append(rep.AuditRounds, eps[contenderRouterAudit]/eps[contenderRouter])
-		if rep.RouterAlt != nil {
-			rep.RouterAltToFranzGoRounds = append(rep.RouterAltToFranzGoRounds, eps[contenderRouterAlt]/eps[contenderFranzGo])
-		}
-		if rep.RouterAuditB != nil {
-			rep.AuditRoundsB = append(rep.AuditRoundsB, eps[contenderRouterAuditB]/eps[contenderRouter])
-			rep.AuditBToARounds = append(rep.AuditBToARounds, eps[contenderRouterAuditB]/eps[contenderRouterAudit])
-		}
 	}
-	for _, mode := range []string{contenderPassThrough, contenderRouter, contenderRouterAudit, contenderRouterAuditB, contenderFranzGo, contenderFanOut, contenderWriterPass, contenderRouterAlt} {
-		if c := rep.contender(mode); c != nil {
-			c.EventsPerSecond = median(c.RoundEventsPerSecond)
-			c.CPUSecondsPerMillion = median(c.RoundCPUSecondsPerMillion)
-			c.CPUMicrosPerEvent = c.CPUSecondsPerMillion // 1 s per million events is 1 µs per event
-		}
-	}
-	rep.Ratio = rep.Router.EventsPerSecond / rep.PassThrough.EventsPerSecond
-	rep.RouterToFranzGo = rep.Router.EventsPerSecond / rep.FranzGo.EventsPerSecond
-	rep.AuditRatio = rep.RouterAudit.EventsPerSecond / rep.Router.EventsPerSecond
-	if rep.RouterAuditB != nil {
-		rep.AuditRatioB = rep.RouterAuditB.EventsPerSecond / rep.Router.EventsPerSecond
-		rep.AuditBToA = rep.RouterAuditB.EventsPerSecond / rep.RouterAudit.EventsPerSecond
-	}
-	rep.CPURouterToFranzGo = rep.Router.CPUMicrosPerEvent / rep.FranzGo.CPUMicrosPerEvent
-	if rep.RouterAlt != nil {
-		rep.RouterAltToFranzGo = rep.RouterAlt.EventsPerSecond / rep.FranzGo.EventsPerSecond
-		rep.CPURouterAltToFranzGo = rep.RouterAlt.CPUMicrosPerEvent / rep.FranzGo.CPUMicrosPerEvent
-	}
-	if rep.FanOut != nil {
-		rep.FanOutRatio = rep.FanOut.EventsPerSecond / rep.PassThrough.EventsPerSecond
-		rep.RouterToWriterPass = rep.Router.EventsPerSecond / rep.WriterPass.EventsPerSecond
-	}
+	rep.derive()
 
-	// Latency at a fixed offered rate.
+	// Latency at a fixed offered rate (Validate: the router runs, or --rate
+	// is given, when any contender has a latency pass).
 	rate := o.Rate
-	rep.RateBasis = rateBasisFlag
-	if rate == 0 {
-		rate, rep.RateBasis = rep.Router.EventsPerSecond/2, rateBasisRouter
+	if len(o.latencyOrder(0)) > 0 {
+		rep.RateBasis = rateBasisFlag
+		if rate == 0 {
+			rate, rep.RateBasis = rep.Router.EventsPerSecond/2, rateBasisRouter
+		}
 	}
 	// Passes in the order A B B A ...: whatever changes over the run (the
 	// broker after millions of records, the host's other load) weighs on
@@ -637,14 +751,7 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	// events.
 	pooled := map[string][]time.Duration{}
 	for k := range o.LatencyPasses {
-		order := []string{contenderPassThrough, contenderRouter, contenderFranzGo}
-		if rep.RouterAlt != nil {
-			order = []string{contenderPassThrough, contenderRouter, contenderRouterAlt, contenderFranzGo}
-		}
-		if k%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, mode := range order {
+		for _, mode := range o.latencyOrder(k) {
 			lat, lats, peak, heap, err := b.latency(ctx, mode, rate, k+1)
 			if err != nil {
 				return nil, err
@@ -665,8 +772,60 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	return rep, nil
 }
 
-// contender returns the report of mode; for contenderFanOut, nil unless
-// it has been started with fanOut.
+// derive sets each contender's medians over its rounds and, from them, the
+// ratios between contenders. A ratio one of whose contenders did not run
+// (--contenders) stays zero: absent from the JSON, "not measured" in the
+// table; it is never computed against a zero.
+func (r *Report) derive() {
+	for _, c := range []*ContenderReport{&r.PassThrough, &r.Router, &r.RouterAudit, r.RouterAuditB, &r.FranzGo, r.FanOut, r.WriterPass, r.RouterAlt} {
+		if c != nil {
+			c.EventsPerSecond = median(c.RoundEventsPerSecond)
+			c.CPUSecondsPerMillion = median(c.RoundCPUSecondsPerMillion)
+			c.CPUMicrosPerEvent = c.CPUSecondsPerMillion // 1 s per million events is 1 µs per event
+		}
+	}
+	r.Ratio, r.RoundRatios = eventsRatio(&r.Router, &r.PassThrough)
+	r.RouterToFranzGo, r.RouterToFranzGoRounds = eventsRatio(&r.Router, &r.FranzGo)
+	r.CPURouterToFranzGo = cpuRatio(&r.Router, &r.FranzGo)
+	r.AuditRatio, r.AuditRounds = eventsRatio(&r.RouterAudit, &r.Router)
+	r.AuditRatioB, r.AuditRoundsB = eventsRatio(r.RouterAuditB, &r.Router)
+	r.AuditBToA, r.AuditBToARounds = eventsRatio(r.RouterAuditB, &r.RouterAudit)
+	r.RouterAltToFranzGo, r.RouterAltToFranzGoRounds = eventsRatio(r.RouterAlt, &r.FranzGo)
+	r.CPURouterAltToFranzGo = cpuRatio(r.RouterAlt, &r.FranzGo)
+	r.FanOutRatio, _ = eventsRatio(r.FanOut, &r.PassThrough)
+	r.RouterToWriterPass, _ = eventsRatio(&r.Router, r.WriterPass)
+}
+
+// ran reports whether c's contender ran: a contender left out has no
+// report or a zero one.
+func (c *ContenderReport) ran() bool { return c != nil && c.EventsPerSecond > 0 }
+
+// eventsRatio is a's events/s over b's, the median and each round's; zero
+// and nil unless both ran.
+func eventsRatio(a, b *ContenderReport) (float64, []float64) {
+	if !a.ran() || !b.ran() {
+		return 0, nil
+	}
+	var rounds []float64
+	for i := range min(len(a.RoundEventsPerSecond), len(b.RoundEventsPerSecond)) {
+		if b.RoundEventsPerSecond[i] > 0 {
+			rounds = append(rounds, a.RoundEventsPerSecond[i]/b.RoundEventsPerSecond[i])
+		}
+	}
+	return a.EventsPerSecond / b.EventsPerSecond, rounds
+}
+
+// cpuRatio is a's CPU per event over b's; zero unless both ran.
+func cpuRatio(a, b *ContenderReport) float64 {
+	if !a.ran() || !b.ran() || b.CPUMicrosPerEvent <= 0 {
+		return 0
+	}
+	return a.CPUMicrosPerEvent / b.CPUMicrosPerEvent
+}
+
+// contender returns the report of mode; for the contenders that options
+// add (router+audit-b, router-alt, the --diagnose pair), nil unless the
+// run includes them.
 func (r *Report) contender(mode string) *ContenderReport {
 	switch mode {
 	case contenderRouter:
@@ -1439,7 +1598,11 @@ func (r *Report) Table(out io.Writer) {
 	}
 	fmt.Fprintf(out, "\nTarget %s, %d events, %d partitions, batches of %d, %d round(s), contenders in %s, %s;\n",
 		target, r.Events, r.Partitions, r.BatchSize, r.Rounds, where, pins)
-	fmt.Fprintf(out, "%s %s, %d CPUs, load average %.2f at start, %.2f at end.\n\n", r.GoVersion, r.Platform, r.CPUs, r.LoadStart, r.LoadEnd)
+	fmt.Fprintf(out, "%s %s, %d CPUs, load average %.2f at start, %.2f at end.\n", r.GoVersion, r.Platform, r.CPUs, r.LoadStart, r.LoadEnd)
+	if len(r.Contenders) > 0 {
+		fmt.Fprintf(out, "Contenders run (--contenders): %s.\n", strings.Join(r.Contenders, ", "))
+	}
+	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "CONTENDER\tEVENTS/S\tCPU S/1M EVENTS\tCPU µs/EVENT\tPEAK RSS MiB\tLIVE HEAP MiB\tOFFERED/S\tP50 ms\tP99 ms\tMAX ms\t")
 	for _, c := range []struct {
@@ -1450,7 +1613,7 @@ func (r *Report) Table(out io.Writer) {
 		{r.auditName(contenderRouterAuditB, r.AuditCompressionB), r.RouterAuditB},
 		{contenderRouterAlt + " (" + r.RouterCompressionAlt + ")", r.RouterAlt},
 		{contenderFanOut, r.FanOut}, {contenderWriterPass, r.WriterPass}} {
-		if c.c == nil {
+		if !c.c.ran() {
 			continue
 		}
 		lat := "-\t-\t-\t-"
@@ -1461,27 +1624,30 @@ func (r *Report) Table(out io.Writer) {
 			c.c.CPUMicrosPerEvent, c.c.PeakRSSMiB, c.c.PeakLiveHeapMiB, lat)
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(out, "\nRouter / franz-go: %.2f (per round: %s); router CPU per event / franz-go's: %.2f\n",
+	fmt.Fprintln(out)
+	// A ratio's line appears when the contender it is about ran; if the
+	// one it is taken against did not, the line says so.
+	r.ratioLine(out, contenderRouter, contenderFranzGo, "Router / franz-go", "%.2f (per round: %s); router CPU per event / franz-go's: %.2f",
 		r.RouterToFranzGo, joinFloats(r.RouterToFranzGoRounds), r.CPURouterToFranzGo)
-	fmt.Fprintf(out, "Router / pass-through (kafka-go): %.2f (per round: %s)\n", r.Ratio, joinFloats(r.RoundRatios))
-	if r.RouterAlt != nil {
-		fmt.Fprintf(out, "Router with compression %s / franz-go: %.2f (per round: %s); its CPU per event / franz-go's: %.2f\n",
-			r.RouterCompressionAlt, r.RouterAltToFranzGo, joinFloats(r.RouterAltToFranzGoRounds), r.CPURouterAltToFranzGo)
+	r.ratioLine(out, contenderRouter, contenderPassThrough, "Router / pass-through (kafka-go)", "%.2f (per round: %s)", r.Ratio, joinFloats(r.RoundRatios))
+	r.ratioLine(out, contenderRouterAlt, contenderFranzGo, "Router with compression "+r.RouterCompressionAlt+" / franz-go",
+		"%.2f (per round: %s); its CPU per event / franz-go's: %.2f", r.RouterAltToFranzGo, joinFloats(r.RouterAltToFranzGoRounds), r.CPURouterAltToFranzGo)
+	r.ratioLine(out, contenderRouterAudit, contenderRouter, "Router with the audit on / router", "%.2f (per round: %s; issue 14 asks >= 0.9)",
+		r.AuditRatio, joinFloats(r.AuditRounds))
+	if r.RouterAuditB.ran() {
+		toRouter := fmt.Sprintf("%.2f (per round: %s)", r.AuditRatioB, joinFloats(r.AuditRoundsB))
+		if !r.Router.ran() {
+			toRouter = notMeasured(contenderRouter)
+		}
+		toA := fmt.Sprintf("%.2f (per round: %s)", r.AuditBToA, joinFloats(r.AuditBToARounds))
+		if !r.RouterAudit.ran() {
+			toA = notMeasured(contenderRouterAudit)
+		}
+		fmt.Fprintf(out, "%s / router: %s; / %s: %s\n", r.auditName(contenderRouterAuditB, r.AuditCompressionB), toRouter,
+			r.auditName(contenderRouterAudit, r.AuditCompression), toA)
 	}
-	if r.RouterAudit.EventsPerSecond > 0 {
-		fmt.Fprintf(out, "Router with the audit on / router: %.2f (per round: %s; issue 14 asks >= 0.9)\n", r.AuditRatio, joinFloats(r.AuditRounds))
-	}
-	if r.RouterAuditB != nil {
-		fmt.Fprintf(out, "%s / router: %.2f (per round: %s); / %s: %.2f (per round: %s)\n",
-			r.auditName(contenderRouterAuditB, r.AuditCompressionB), r.AuditRatioB, joinFloats(r.AuditRoundsB),
-			r.auditName(contenderRouterAudit, r.AuditCompression), r.AuditBToA, joinFloats(r.AuditBToARounds))
-	}
-	if r.FanOut != nil {
-		fmt.Fprintf(out, "Pass-through with fan-out and headers / pass-through: %.2f\n", r.FanOutRatio)
-	}
-	if r.WriterPass != nil {
-		fmt.Fprintf(out, "Router / pass-through with the router's writer: %.2f\n", r.RouterToWriterPass)
-	}
+	r.ratioLine(out, contenderFanOut, contenderPassThrough, "Pass-through with fan-out and headers / pass-through", "%.2f", r.FanOutRatio)
+	r.ratioLine(out, contenderWriterPass, contenderRouter, "Router / pass-through with the router's writer", "%.2f", r.RouterToWriterPass)
 	if r.RateBasis != "" {
 		fmt.Fprintf(out, "Latency passes offered %s.\n", r.RateBasis)
 	}
@@ -1496,10 +1662,31 @@ func (r *Report) Table(out io.Writer) {
 		if c.Unit == "ms" || c.Unit == "MB" {
 			measured = fmt.Sprintf("%.1f %s", c.Measured, c.Unit)
 		}
+		if c.Verdict == verdictNotMeasured {
+			measured = "-"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Target, measured, c.Verdict, c.Caveat)
 	}
 	_ = tw.Flush()
 }
+
+// ratioLine prints "label: " and the ratio (format, args) of contender
+// about to contender against when both ran; "not measured" when against
+// did not; nothing when about did not.
+func (r *Report) ratioLine(out io.Writer, about, against, label, format string, args ...any) {
+	if !r.contender(about).ran() {
+		return
+	}
+	value := fmt.Sprintf(format, args...)
+	if !r.contender(against).ran() {
+		value = notMeasured(against)
+	}
+	fmt.Fprintf(out, "%s: %s\n", label, value)
+}
+
+// notMeasured is what the table says of a ratio taken against mode, which
+// did not run.
+func notMeasured(mode string) string { return "not measured (" + mode + " not run)" }
 
 func joinFloats(xs []float64) string {
 	s := make([]string, len(xs))

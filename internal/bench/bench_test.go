@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,13 @@ func benchJSON(t *testing.T, o Options) *Report {
 	if err != nil {
 		t.Fatalf("bench: %v\nprogress:\n%s\nstderr:\n%s", err, log.String(), errOut.String())
 	}
+	return benchJSONOf(t, rep)
+}
+
+// benchJSONOf is rep encoded as `residency bench --json` prints it and
+// decoded back, refusing unknown fields.
+func benchJSONOf(t *testing.T, rep *Report) *Report {
+	t.Helper()
 	data, err := json.Marshal(rep)
 	if err != nil {
 		t.Fatal(err)
@@ -250,6 +258,70 @@ func TestBenchInProcessTwoClusters(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestBenchContendersSubset runs only the router and franz-go
+// (--contenders franz-go,router), in this process on the real Kafka, two
+// rounds and two latency passes: the others never start, the rounds and
+// passes alternate the two's order, the report (JSON and table) has no
+// trace of the others and no ratio against them, and the targets are
+// checked.
+func TestBenchContendersSubset(t *testing.T) {
+	k := testenv.KafkaA(t)
+	o := DefaultOptions()
+	o.Brokers, o.Contenders = k.Brokers, []string{"franz-go", "router"}
+	o.InProcess, o.Events, o.Partitions, o.Rounds = true, 1000, 2, 2
+	o.LatencyFor, o.LatencyWarmup, o.LatencyPasses = 500*time.Millisecond, 0, 2
+	var log, errOut, out bytes.Buffer
+	rep, err := Run(context.Background(), o, &log, &errOut)
+	if err != nil {
+		t.Fatalf("bench: %v\nprogress:\n%s\nstderr:\n%s", err, log.String(), errOut.String())
+	}
+	var ran []string
+	for _, l := range strings.Split(log.String(), "\n") {
+		if strings.HasPrefix(l, "Round ") || strings.HasPrefix(l, "Latency pass ") {
+			ran = append(ran, strings.SplitN(l, ":", 2)[0])
+		}
+	}
+	want := []string{"Round 1, router", "Round 1, franz-go", "Round 2, franz-go", "Round 2, router",
+		"Latency pass 1, router at", "Latency pass 1, franz-go at", "Latency pass 2, franz-go at", "Latency pass 2, router at"}
+	if len(ran) != len(want) {
+		t.Fatalf("runs %q, want %q", ran, want)
+	}
+	for i := range want {
+		if !strings.HasPrefix(ran[i], want[i]) {
+			t.Errorf("run %d: %q, want %q", i+1, ran[i], want[i])
+		}
+	}
+	if len(rep.RouterToFranzGoRounds) != 2 || rep.RouterToFranzGo != rep.Router.EventsPerSecond/rep.FranzGo.EventsPerSecond || rep.RouterToFranzGo <= 0 ||
+		rep.CPURouterToFranzGo != rep.Router.CPUMicrosPerEvent/rep.FranzGo.CPUMicrosPerEvent || rep.CPURouterToFranzGo <= 0 {
+		t.Errorf("router / franz-go %v (rounds %v), CPU %v", rep.RouterToFranzGo, rep.RouterToFranzGoRounds, rep.CPURouterToFranzGo)
+	}
+	if rep.PassThrough.ran() || rep.RouterAudit.ran() || rep.Ratio != 0 || rep.RoundRatios != nil || rep.AuditRatio != 0 || rep.AuditRounds != nil {
+		t.Errorf("contenders not selected: pass-through %+v, router+audit %+v, ratios %v %v %v %v",
+			rep.PassThrough, rep.RouterAudit, rep.Ratio, rep.RoundRatios, rep.AuditRatio, rep.AuditRounds)
+	}
+	if !slices.Equal(rep.Contenders, []string{"router", "franz-go"}) || rep.RateBasis != rateBasisRouter || rep.FranzGo.Latency.OfferedRate != rep.Router.EventsPerSecond/2 {
+		t.Errorf("contenders %v, rate basis %q, offered %v/s", rep.Contenders, rep.RateBasis, rep.FranzGo.Latency.OfferedRate)
+	}
+	for _, c := range rep.Targets {
+		if c.Verdict == "not measured" {
+			t.Errorf("target %+v: router and franz-go both ran", c)
+		}
+	}
+	back := benchJSONOf(t, rep)
+	if back.PassThrough.ran() || !back.Router.ran() || !back.FranzGo.ran() {
+		t.Errorf("the report read back from JSON: %+v", back)
+	}
+	rep.Table(&out)
+	for _, want := range []string{"Contenders run (--contenders): router, franz-go.", "Router / franz-go: ", "Router / pass-through (kafka-go): not measured (pass-through not run)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "router+audit") || strings.Contains(out.String(), "pass-through (kafka-go) ") {
+		t.Errorf("table has a contender not run:\n%s", out.String())
 	}
 }
 

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -62,12 +63,16 @@ func TestTargetsPassAndMiss(t *testing.T) {
 		}
 	}
 
-	// No latency pass (nothing measured): a miss, never a pass.
+	// No latency pass (nothing measured): not measured, never a pass,
+	// and no NaN to break the JSON.
 	r = reportWith(400_000, 500_000, 2, 1.5, 10, 50)
 	r.Router.Latency = nil
 	r.checkTargets()
-	if c := targetsByName(t, r)["p99_latency"]; c.Verdict != "miss" {
-		t.Errorf("p99 without a latency pass: %+v, want miss", c)
+	if c := targetsByName(t, r)["p99_latency"]; c.Verdict != "not measured" || c.Measured != 0 || c.Caveat != "no latency pass of the router" {
+		t.Errorf("p99 without a latency pass: %+v, want not measured", c)
+	}
+	if _, err := json.Marshal(r); err != nil {
+		t.Errorf("the report without a latency pass does not encode: %v", err)
 	}
 }
 
