@@ -1088,3 +1088,126 @@ func TestLoopCopyingProducerResends(t *testing.T) {
 		t.Fatalf("%d distinct events written, want 200", len(seen))
 	}
 }
+
+// rulesetLedger records, per source offset, the destination and the
+// ruleset (version and digest) of each leaf it is given, and which
+// rulesets each Append names.
+type rulesetLedger struct {
+	mu     sync.Mutex
+	leaves map[string][]string // "topic/partition/offset" -> "cluster/topic version digest", one per leaf appended
+	named  map[string]bool     // digests of the rulesets Append was given
+}
+
+func (l *rulesetLedger) AppendLeaf(dst []byte, s *router.Settled) ([]byte, error) {
+	m := s.Event.Msg
+	return fmt.Appendf(dst, "%s/%d/%d=%s/%s %d %s", m.Topic, m.Partition, m.Offset, s.Cluster, s.Topic,
+		s.Ruleset.Version(), s.Ruleset.ShortDigest()), nil
+}
+
+func (l *rulesetLedger) Append(_ context.Context, rulesets []*rules.Ruleset, leaves [][]byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, rs := range rulesets {
+		l.named[rs.ShortDigest()] = true
+	}
+	for _, lf := range leaves {
+		src, what, _ := strings.Cut(string(lf), "=")
+		l.leaves[src] = append(l.leaves[src], what)
+	}
+	return nil
+}
+
+// TestLoopResendAcrossRulesetChange: a chunk decided under one ruleset and
+// produced again after another one came into force (one that moves its
+// region to the other cluster) is resent as it was first built, not as
+// the new ruleset would place it: with a producer that copies the records
+// (so the resend builds them again, in header builders the other
+// cluster's sender used under the new ruleset meanwhile) and an Attester,
+// each resent record goes to the old region's cluster and topic with the
+// old version and digest in its headers and its attestation, and its
+// audit leaf names the same destination and ruleset; the events decided
+// after the change go where the new ruleset sends them.
+func TestLoopResendAcrossRulesetChange(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.BatchSize = 5
+	f.cfg.Attester = &fakeAttester{}
+	led := &rulesetLedger{leaves: map[string][]string{}, named: map[string]bool{}}
+	f.cfg.Ledger = led
+	f.pa.copies, f.pb.copies = true, true
+	f.a.CreateTopic("pinned.uk", 2)
+	v3 := mustRules(t, 3)
+	v4 := mustRulesFrom(t, strings.Replace(testRules, "{name: uk, cluster: b, topic: pinned.uk}",
+		"{name: uk, cluster: a, topic: pinned.uk}", 1), 4)
+	if v3.ShortDigest() == v4.ShortDigest() {
+		t.Fatal("the two rulesets have one digest")
+	}
+	f.rules.set(v3, nil)
+	const failing = 1 << 30
+	f.pb.mu.Lock()
+	f.pb.failCalls = failing
+	f.pb.mu.Unlock()
+	f.produce(t, ukEvents(20, 0)...)
+	_, stop := f.start(t)
+	// All 20 decided under v3 and handed to b's sender (its backlog), and
+	// produced and failed a few times, before v4 comes into force.
+	testenv.Eventually(t, 10*time.Second, "the first events decided and their produce failed on cluster b", func() bool {
+		f.pb.mu.Lock()
+		defer f.pb.mu.Unlock()
+		return gauge(t, f.reg, "residency_router_backlog_events", "cluster", "b") == 20 && f.pb.failCalls < failing-2
+	})
+	f.rules.set(v4, nil)
+	f.produce(t, ukEvents(20, 100)...)
+	testenv.Eventually(t, 10*time.Second, "the events decided under v4 written to cluster a", func() bool {
+		return len(f.a.Records("pinned.uk")) == 20
+	})
+	f.pb.mu.Lock()
+	f.pb.failCalls = 0
+	f.pb.mu.Unlock()
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 40 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	src := map[string]string{} // event id -> "topic/partition/offset"
+	for _, m := range f.a.Records(ingest) {
+		parts := strings.Split(string(m.Value), "|")
+		src[parts[len(parts)-1]] = fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset)
+	}
+	check := func(cluster string, b *streamtest.Broker, rs *rules.Ruleset, first int) {
+		t.Helper()
+		seen := map[string]bool{}
+		for _, m := range b.Records("pinned.uk") {
+			parts := strings.Split(string(m.Value), "|")
+			id := parts[len(parts)-1]
+			var n int
+			fmt.Sscan(id, &n)
+			if n < first || n >= first+20 {
+				t.Errorf("%s/pinned.uk: event %s, decided under the other ruleset", cluster, id)
+			}
+			seen[id] = true
+			if v, d := header(m, router.HeaderRulesetVersion), header(m, router.HeaderRulesetDigest); v != rs.VersionString() || d != rs.ShortDigest() {
+				t.Errorf("%s/pinned.uk: event %s carries ruleset %s (%s), want %s (%s)", cluster, id, v, d, rs.VersionString(), rs.ShortDigest())
+			}
+			if got, want := header(m, router.HeaderAttestation), expectedTag(cluster, "pinned.uk", m); got != want {
+				t.Errorf("%s/pinned.uk: event %s: attestation\n%q, want\n%q", cluster, id, got, want)
+			}
+			led.mu.Lock()
+			leaves := led.leaves[src[id]]
+			led.mu.Unlock()
+			want := fmt.Sprintf("%s/pinned.uk %d %s", cluster, rs.Version(), rs.ShortDigest())
+			if len(leaves) != 1 || leaves[0] != want {
+				t.Errorf("event %s (%s): leaves %q, want one %q", id, src[id], leaves, want)
+			}
+		}
+		if len(seen) != 20 {
+			t.Errorf("%s/pinned.uk: %d distinct events, want 20", cluster, len(seen))
+		}
+	}
+	check("b", f.b, v3, 0)
+	check("a", f.a, v4, 100)
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	if !led.named[v3.ShortDigest()] || !led.named[v4.ShortDigest()] {
+		t.Errorf("the ledger was given rulesets %v, want both %s and %s", led.named, v3.ShortDigest(), v4.ShortDigest())
+	}
+}
