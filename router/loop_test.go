@@ -1211,3 +1211,88 @@ func TestLoopResendAcrossRulesetChange(t *testing.T) {
 		t.Errorf("the ledger was given rulesets %v, want both %s and %s", led.named, v3.ShortDigest(), v4.ShortDigest())
 	}
 }
+
+// blockingProducer is a gateProducer whose Produce waits, as a producer
+// whose buffer is full does, until the test opens it or ctx ends (then it
+// fails with ctx's error, nothing taken).
+type blockingProducer struct {
+	*gateProducer
+	open   chan struct{}
+	inside atomic.Int32 // Produce calls waiting
+	calls  atomic.Int32 // Produce calls made
+}
+
+func (p *blockingProducer) Produce(ctx context.Context, msgs []stream.Message, done func(router.ProduceAck)) error {
+	p.calls.Add(1)
+	p.inside.Add(1)
+	defer p.inside.Add(-1)
+	select {
+	case <-p.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return p.gateProducer.Produce(ctx, msgs, done)
+}
+
+// TestLoopBlockedProduceOthersFlow: a sender stuck inside Produce (cluster
+// b's producer waiting for buffer space) holds nothing the other senders
+// need: with an Attester (records are built under the router's build
+// lock) and copying producers, cluster a's events keep being built,
+// written and acknowledged; b's arrive once it takes them; and a router
+// stopped while b's sender is stuck returns after its shutdown timeout,
+// its sender out of Produce.
+func TestLoopBlockedProduceOthersFlow(t *testing.T) {
+	for _, stuck := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stuck_at_shutdown=%v", stuck), func(t *testing.T) {
+			f := newLoopFixture(t)
+			f.cfg.BatchSize = 4
+			f.cfg.ShutdownTimeout = 100 * time.Millisecond
+			f.cfg.Attester = &fakeAttester{}
+			f.pa.copies, f.pb.copies = true, true
+			pb := &blockingProducer{gateProducer: f.pb, open: make(chan struct{})}
+			f.cfg.Producers["b"] = pb
+			f.produce(t, append(ukEvents(6, 0), usEvents(20, 100)...)...)
+			_, stop := f.start(t)
+			testenv.Eventually(t, 10*time.Second, "cluster a's events while b's sender waits in Produce", func() bool {
+				return len(f.a.Records("pinned.us")) == 20 && pb.inside.Load() == 1
+			})
+			f.produce(t, usEvents(20, 200)...)
+			testenv.Eventually(t, 10*time.Second, "cluster a's later events", func() bool { return len(f.a.Records("pinned.us")) == 40 })
+			if n := len(f.b.Records("pinned.uk")); n != 0 {
+				t.Fatalf("pinned.uk has %d events while its producer took none", n)
+			}
+			if stuck {
+				err := stop()
+				if !errors.Is(err, router.ErrUncommitted) {
+					t.Fatalf("Run = %v, want ErrUncommitted", err)
+				}
+				if n := pb.inside.Load(); n != 0 {
+					t.Fatalf("%d Produce calls still waiting after Run returned", n)
+				}
+				calls := pb.calls.Load()
+				time.Sleep(50 * time.Millisecond)
+				if n := pb.calls.Load(); n != calls {
+					t.Fatalf("%d Produce calls after Run returned", n-calls)
+				}
+				return
+			}
+			close(pb.open)
+			testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 46 })
+			if n := len(f.b.Records("pinned.uk")); n != 6 {
+				t.Fatalf("pinned.uk has %d events, want 6", n)
+			}
+			for _, m := range append(f.a.Records("pinned.us"), f.b.Records("pinned.uk")...) {
+				topic, cluster := "pinned.us", "a"
+				if header(m, router.HeaderRegion) == "uk" {
+					topic, cluster = "pinned.uk", "b"
+				}
+				if got, want := header(m, router.HeaderAttestation), expectedTag(cluster, topic, m); got != want {
+					t.Errorf("%s/%s: attestation\n%q, want\n%q", cluster, topic, got, want)
+				}
+			}
+			if err := stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+		})
+	}
+}
