@@ -1296,3 +1296,29 @@ func TestLoopBlockedProduceOthersFlow(t *testing.T) {
 		})
 	}
 }
+
+// TestLoopShutdownStopsPublishing: a router stopped while a cluster
+// written through a Publisher (Config.Publishers) is down returns after its
+// shutdown timeout and leaves nothing behind: no goroutine keeps calling
+// the Publisher after Run returned (the caller closes it then).
+func TestLoopShutdownStopsPublishing(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.ShutdownTimeout = 100 * time.Millisecond
+	pb := &flakyPub{Publisher: f.pubs["b"]}
+	pb.failures.Store(1 << 30)
+	f.cfg.Publishers = map[string]stream.Publisher{"a": f.pubs["a"], "b": pb}
+	f.produce(t, ukEvents(3, 0)...)
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "cluster b's publisher called", func() bool { return pb.calls.Load() > 1 })
+	if err := stop(); !errors.Is(err, router.ErrUncommitted) {
+		t.Fatalf("Run = %v, want ErrUncommitted", err)
+	}
+	// A Publish under way when Run returned may still end; nothing starts
+	// after it.
+	time.Sleep(20 * time.Millisecond)
+	calls := pb.calls.Load()
+	time.Sleep(100 * time.Millisecond)
+	if n := pb.calls.Load() - calls; n != 0 {
+		t.Fatalf("the Publisher of cluster b was called %d times after Run returned", n)
+	}
+}
