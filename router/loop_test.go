@@ -1,10 +1,12 @@
 package router_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1320,5 +1322,179 @@ func TestLoopShutdownStopsPublishing(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if n := pb.calls.Load() - calls; n != 0 {
 		t.Fatalf("the Publisher of cluster b was called %d times after Run returned", n)
+	}
+}
+
+// asyncProducer is an AsyncProducer over an in-memory cluster that
+// acknowledges each call from a goroutine of its own, 0-3 ms later,
+// failing each record with probability failRate (the ack's Err set, its
+// offset -1; the others are written). Unless copies, it checks that the
+// records of a call are not changed while it may read them: until its
+// done, and, when its ack says Retained (retain: each ack with a failure
+// does), until the end of the test (check). With copies it copies them
+// in Produce and says so (router.RecordCopier).
+type asyncProducer struct {
+	pub      *streamtest.Publisher
+	failRate float64
+	retain   bool
+	copies   bool
+	mu       sync.Mutex
+	kept     [][2][]stream.Message // retained calls' records, and their copies
+	bad      atomic.Pointer[string]
+}
+
+func (p *asyncProducer) Produce(_ context.Context, msgs []stream.Message, done func(router.ProduceAck)) error {
+	given := streamtest.CloneMessages(msgs)
+	go func() {
+		time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+		a := router.ProduceAck{Partitions: make([]int32, len(msgs)), Offsets: make([]int64, len(msgs))}
+		var written []stream.Message
+		for i := range msgs {
+			if rand.Float64() < p.failRate {
+				a.Offsets[i], a.Err = -1, errors.New("not enough replicas")
+				continue
+			}
+			a.Offsets[i] = int64(i)
+			written = append(written, given[i])
+		}
+		p.mu.Lock()
+		if len(written) > 0 {
+			if err := p.pub.Publish(context.Background(), written...); err != nil {
+				panic(err) // the in-memory broker has every topic the tests write
+			}
+		}
+		if !p.copies && !sameMessages(msgs, given) {
+			why := "records changed while the producer could read them (before done)"
+			p.bad.Store(&why)
+		}
+		a.Retained = p.retain && a.Err != nil
+		if a.Retained {
+			p.kept = append(p.kept, [2][]stream.Message{msgs, given})
+		}
+		p.mu.Unlock()
+		done(a)
+	}()
+	return nil
+}
+
+func (p *asyncProducer) Err() error { return nil }
+
+// check fails t if the records of a call were changed while the producer
+// could read them.
+func (p *asyncProducer) check(t *testing.T, cluster string) {
+	t.Helper()
+	if why := p.bad.Load(); why != nil {
+		t.Errorf("cluster %s: %s", cluster, *why)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, k := range p.kept {
+		if !sameMessages(k[0], k[1]) {
+			t.Errorf("cluster %s: records of a call whose ack said Retained changed after it", cluster)
+			return
+		}
+	}
+}
+
+// copyingAsyncProducer is an asyncProducer that says it copies the records.
+type copyingAsyncProducer struct{ *asyncProducer }
+
+func (copyingAsyncProducer) CopiesRecords() bool { return true }
+
+// sameMessages reports whether a and b hold the same records (topics,
+// keys, values and headers; null apart from empty).
+func sameMessages(a, b []stream.Message) bool {
+	same := func(x, y []byte) bool { return (x == nil) == (y == nil) && bytes.Equal(x, y) }
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Topic != b[i].Topic || !same(a[i].Key, b[i].Key) || !same(a[i].Value, b[i].Value) || len(a[i].Headers) != len(b[i].Headers) {
+			return false
+		}
+		for j := range a[i].Headers {
+			if a[i].Headers[j].Key != b[i].Headers[j].Key || !same(a[i].Headers[j].Value, b[i].Headers[j].Value) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// TestLoopProducerMemoryContract: under acknowledgements that come from
+// another goroutine, late and partly failed (so chunks are resent in part,
+// and calls hold several chunks), the router keeps the AsyncProducer
+// memory contract for each kind of producer: it reuses a call's records
+// and headers only after the call's done (a producer that borrows them),
+// never after an ack that says Retained (one that may keep reading them),
+// and at once after Produce for a producer that copies them, which it
+// gives records built again for each resend. Every event arrives, each
+// record as its own event's (producer headers, source coordinates,
+// attestation), with a leaf per event.
+func TestLoopProducerMemoryContract(t *testing.T) {
+	for _, kind := range []string{"borrowing", "retaining", "copying"} {
+		t.Run(kind, func(t *testing.T) {
+			f := newLoopFixture(t)
+			f.cfg.BatchSize = 7
+			f.cfg.Attester = &fakeAttester{}
+			led := &recLedger{recorded: map[string]int{}}
+			f.cfg.Ledger = led
+			pa := &asyncProducer{pub: f.a.Publisher(), failRate: 0.1, retain: kind == "retaining", copies: kind == "copying"}
+			pb := &asyncProducer{pub: f.b.Publisher(), failRate: 0.1, retain: kind == "retaining", copies: kind == "copying"}
+			f.cfg.Producers = map[string]router.AsyncProducer{"a": pa, "b": pb}
+			if kind == "copying" {
+				f.cfg.Producers = map[string]router.AsyncProducer{"a": copyingAsyncProducer{pa}, "b": copyingAsyncProducer{pb}}
+			}
+			const n = 500
+			var sent []stream.Message
+			for i := range n {
+				c := []string{"US", "DE", "GB", "IN", "-"}[i%5]
+				sent = append(sent, event(c, fmt.Sprintf("user-%d", i%11), fmt.Sprintf("id%d", i)))
+			}
+			f.produce(t, sent...)
+			_, stop := f.start(t)
+			testenv.Eventually(t, 30*time.Second, "everything committed", func() bool { return f.committed() == n })
+			if err := stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			pa.check(t, "a")
+			pb.check(t, "b")
+			read := map[string]stream.Message{}
+			for _, m := range f.a.Records(ingest) {
+				parts := strings.Split(string(m.Value), "|")
+				read[parts[len(parts)-1]] = m
+			}
+			seen := map[string]bool{}
+			for _, c := range []struct {
+				name   string
+				b      *streamtest.Broker
+				topics []string
+			}{{"a", f.a, []string{"pinned.us", "pinned.in", quarantine}}, {"b", f.b, []string{"pinned.eu", "pinned.uk"}}} {
+				for _, topic := range c.topics {
+					for _, m := range c.b.Records(topic) {
+						parts := strings.Split(string(m.Value), "|")
+						id := parts[len(parts)-1]
+						seen[id] = true
+						r := read[id]
+						if header(m, "trace") != "t-"+id || header(m, router.HeaderSourcePartition) != fmt.Sprint(r.Partition) ||
+							header(m, router.HeaderSourceOffset) != fmt.Sprint(r.Offset) {
+							t.Errorf("%s/%s: event %s carries trace %q, source %s@%s; read at %d@%d", c.name, topic, id, header(m, "trace"),
+								header(m, router.HeaderSourcePartition), header(m, router.HeaderSourceOffset), r.Partition, r.Offset)
+						}
+						if got, want := header(m, router.HeaderAttestation), expectedTag(c.name, topic, m); got != want {
+							t.Errorf("%s/%s: attestation\n%q, want\n%q", c.name, topic, got, want)
+						}
+					}
+				}
+			}
+			if len(seen) != n {
+				t.Errorf("%d distinct events written, want %d", len(seen), n)
+			}
+			for id, m := range read {
+				if !led.has(m.Topic, m.Partition, m.Offset) {
+					t.Errorf("event %s: no leaf", id)
+				}
+			}
+		})
 	}
 }
