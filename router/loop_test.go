@@ -1,10 +1,12 @@
 package router_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1086,5 +1088,413 @@ func TestLoopCopyingProducerResends(t *testing.T) {
 	}
 	if len(seen) != 200 {
 		t.Fatalf("%d distinct events written, want 200", len(seen))
+	}
+}
+
+// rulesetLedger records, per source offset, the destination and the
+// ruleset (version and digest) of each leaf it is given, and which
+// rulesets each Append names.
+type rulesetLedger struct {
+	mu     sync.Mutex
+	leaves map[string][]string // "topic/partition/offset" -> "cluster/topic version digest", one per leaf appended
+	named  map[string]bool     // digests of the rulesets Append was given
+}
+
+func (l *rulesetLedger) AppendLeaf(dst []byte, s *router.Settled) ([]byte, error) {
+	m := s.Event.Msg
+	return fmt.Appendf(dst, "%s/%d/%d=%s/%s %d %s", m.Topic, m.Partition, m.Offset, s.Cluster, s.Topic,
+		s.Ruleset.Version(), s.Ruleset.ShortDigest()), nil
+}
+
+func (l *rulesetLedger) Append(_ context.Context, rulesets []*rules.Ruleset, leaves [][]byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, rs := range rulesets {
+		l.named[rs.ShortDigest()] = true
+	}
+	for _, lf := range leaves {
+		src, what, _ := strings.Cut(string(lf), "=")
+		l.leaves[src] = append(l.leaves[src], what)
+	}
+	return nil
+}
+
+// TestLoopResendAcrossRulesetChange: a chunk decided under one ruleset and
+// produced again after another one came into force (one that moves its
+// region to the other cluster) is resent as it was first built, not as
+// the new ruleset would place it: with a producer that copies the records
+// (so the resend builds them again, in header builders the other
+// cluster's sender used under the new ruleset meanwhile) and an Attester,
+// each resent record goes to the old region's cluster and topic with the
+// old version and digest in its headers and its attestation, and its
+// audit leaf names the same destination and ruleset; the events decided
+// after the change go where the new ruleset sends them.
+func TestLoopResendAcrossRulesetChange(t *testing.T) {
+	f := newLoopFixture(t)
+	f.cfg.BatchSize = 5
+	f.cfg.Attester = &fakeAttester{}
+	led := &rulesetLedger{leaves: map[string][]string{}, named: map[string]bool{}}
+	f.cfg.Ledger = led
+	f.pa.copies, f.pb.copies = true, true
+	f.a.CreateTopic("pinned.uk", 2)
+	v3 := mustRules(t, 3)
+	v4 := mustRulesFrom(t, strings.Replace(testRules, "{name: uk, cluster: b, topic: pinned.uk}",
+		"{name: uk, cluster: a, topic: pinned.uk}", 1), 4)
+	if v3.ShortDigest() == v4.ShortDigest() {
+		t.Fatal("the two rulesets have one digest")
+	}
+	f.rules.set(v3, nil)
+	const failing = 1 << 30
+	f.pb.mu.Lock()
+	f.pb.failCalls = failing
+	f.pb.mu.Unlock()
+	f.produce(t, ukEvents(20, 0)...)
+	_, stop := f.start(t)
+	// All 20 decided under v3 and handed to b's sender (its backlog), and
+	// produced and failed a few times, before v4 comes into force.
+	testenv.Eventually(t, 10*time.Second, "the first events decided and their produce failed on cluster b", func() bool {
+		f.pb.mu.Lock()
+		defer f.pb.mu.Unlock()
+		return gauge(t, f.reg, "residency_router_backlog_events", "cluster", "b") == 20 && f.pb.failCalls < failing-2
+	})
+	f.rules.set(v4, nil)
+	f.produce(t, ukEvents(20, 100)...)
+	testenv.Eventually(t, 10*time.Second, "the events decided under v4 written to cluster a", func() bool {
+		return len(f.a.Records("pinned.uk")) == 20
+	})
+	f.pb.mu.Lock()
+	f.pb.failCalls = 0
+	f.pb.mu.Unlock()
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 40 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	src := map[string]string{} // event id -> "topic/partition/offset"
+	for _, m := range f.a.Records(ingest) {
+		parts := strings.Split(string(m.Value), "|")
+		src[parts[len(parts)-1]] = fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset)
+	}
+	check := func(cluster string, b *streamtest.Broker, rs *rules.Ruleset, first int) {
+		t.Helper()
+		seen := map[string]bool{}
+		for _, m := range b.Records("pinned.uk") {
+			parts := strings.Split(string(m.Value), "|")
+			id := parts[len(parts)-1]
+			var n int
+			fmt.Sscan(id, &n)
+			if n < first || n >= first+20 {
+				t.Errorf("%s/pinned.uk: event %s, decided under the other ruleset", cluster, id)
+			}
+			seen[id] = true
+			if v, d := header(m, router.HeaderRulesetVersion), header(m, router.HeaderRulesetDigest); v != rs.VersionString() || d != rs.ShortDigest() {
+				t.Errorf("%s/pinned.uk: event %s carries ruleset %s (%s), want %s (%s)", cluster, id, v, d, rs.VersionString(), rs.ShortDigest())
+			}
+			if got, want := header(m, router.HeaderAttestation), expectedTag(cluster, "pinned.uk", m); got != want {
+				t.Errorf("%s/pinned.uk: event %s: attestation\n%q, want\n%q", cluster, id, got, want)
+			}
+			led.mu.Lock()
+			leaves := led.leaves[src[id]]
+			led.mu.Unlock()
+			want := fmt.Sprintf("%s/pinned.uk %d %s", cluster, rs.Version(), rs.ShortDigest())
+			if len(leaves) != 1 || leaves[0] != want {
+				t.Errorf("event %s (%s): leaves %q, want one %q", id, src[id], leaves, want)
+			}
+		}
+		if len(seen) != 20 {
+			t.Errorf("%s/pinned.uk: %d distinct events, want 20", cluster, len(seen))
+		}
+	}
+	check("b", f.b, v3, 0)
+	check("a", f.a, v4, 100)
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	if !led.named[v3.ShortDigest()] || !led.named[v4.ShortDigest()] {
+		t.Errorf("the ledger was given rulesets %v, want both %s and %s", led.named, v3.ShortDigest(), v4.ShortDigest())
+	}
+}
+
+// blockingProducer is a gateProducer whose Produce waits, as a producer
+// whose buffer is full does, until the test opens it or ctx ends (then it
+// fails with ctx's error, nothing taken).
+type blockingProducer struct {
+	*gateProducer
+	open   chan struct{}
+	inside atomic.Int32 // Produce calls waiting
+	calls  atomic.Int32 // Produce calls made
+}
+
+func (p *blockingProducer) Produce(ctx context.Context, msgs []stream.Message, done func(router.ProduceAck)) error {
+	p.calls.Add(1)
+	p.inside.Add(1)
+	defer p.inside.Add(-1)
+	select {
+	case <-p.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return p.gateProducer.Produce(ctx, msgs, done)
+}
+
+// TestLoopBlockedProduceOthersFlow: a sender stuck inside Produce (cluster
+// b's producer waiting for buffer space) holds nothing the other senders
+// need: with an Attester (records are built under the router's build
+// lock) and copying producers, cluster a's events keep being built,
+// written and acknowledged; b's arrive once it takes them; and a router
+// stopped while b's sender is stuck returns after its shutdown timeout,
+// its sender out of Produce.
+func TestLoopBlockedProduceOthersFlow(t *testing.T) {
+	for _, stuck := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stuck_at_shutdown=%v", stuck), func(t *testing.T) {
+			f := newLoopFixture(t)
+			f.cfg.BatchSize = 4
+			f.cfg.ShutdownTimeout = 100 * time.Millisecond
+			f.cfg.Attester = &fakeAttester{}
+			f.pa.copies, f.pb.copies = true, true
+			pb := &blockingProducer{gateProducer: f.pb, open: make(chan struct{})}
+			f.cfg.Producers["b"] = pb
+			f.produce(t, append(ukEvents(6, 0), usEvents(20, 100)...)...)
+			_, stop := f.start(t)
+			testenv.Eventually(t, 10*time.Second, "cluster a's events while b's sender waits in Produce", func() bool {
+				return len(f.a.Records("pinned.us")) == 20 && pb.inside.Load() == 1
+			})
+			f.produce(t, usEvents(20, 200)...)
+			testenv.Eventually(t, 10*time.Second, "cluster a's later events", func() bool { return len(f.a.Records("pinned.us")) == 40 })
+			if n := len(f.b.Records("pinned.uk")); n != 0 {
+				t.Fatalf("pinned.uk has %d events while its producer took none", n)
+			}
+			if stuck {
+				err := stop()
+				if !errors.Is(err, router.ErrUncommitted) {
+					t.Fatalf("Run = %v, want ErrUncommitted", err)
+				}
+				if n := pb.inside.Load(); n != 0 {
+					t.Fatalf("%d Produce calls still waiting after Run returned", n)
+				}
+				calls := pb.calls.Load()
+				time.Sleep(50 * time.Millisecond)
+				if n := pb.calls.Load(); n != calls {
+					t.Fatalf("%d Produce calls after Run returned", n-calls)
+				}
+				return
+			}
+			close(pb.open)
+			testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == 46 })
+			if n := len(f.b.Records("pinned.uk")); n != 6 {
+				t.Fatalf("pinned.uk has %d events, want 6", n)
+			}
+			for _, m := range append(f.a.Records("pinned.us"), f.b.Records("pinned.uk")...) {
+				topic, cluster := "pinned.us", "a"
+				if header(m, router.HeaderRegion) == "uk" {
+					topic, cluster = "pinned.uk", "b"
+				}
+				if got, want := header(m, router.HeaderAttestation), expectedTag(cluster, topic, m); got != want {
+					t.Errorf("%s/%s: attestation\n%q, want\n%q", cluster, topic, got, want)
+				}
+			}
+			if err := stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+		})
+	}
+}
+
+// TestLoopShutdownStopsPublishing: a router stopped while a cluster
+// written through a Publisher (Config.Publishers) is down returns after its
+// shutdown timeout and leaves nothing behind: no goroutine keeps calling
+// the Publisher after Run returned (the caller closes it then).
+func TestLoopShutdownStopsPublishing(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.ShutdownTimeout = 100 * time.Millisecond
+	pb := &flakyPub{Publisher: f.pubs["b"]}
+	pb.failures.Store(1 << 30)
+	f.cfg.Publishers = map[string]stream.Publisher{"a": f.pubs["a"], "b": pb}
+	f.produce(t, ukEvents(3, 0)...)
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "cluster b's publisher called", func() bool { return pb.calls.Load() > 1 })
+	if err := stop(); !errors.Is(err, router.ErrUncommitted) {
+		t.Fatalf("Run = %v, want ErrUncommitted", err)
+	}
+	// A Publish under way when Run returned may still end; nothing starts
+	// after it.
+	time.Sleep(20 * time.Millisecond)
+	calls := pb.calls.Load()
+	time.Sleep(100 * time.Millisecond)
+	if n := pb.calls.Load() - calls; n != 0 {
+		t.Fatalf("the Publisher of cluster b was called %d times after Run returned", n)
+	}
+}
+
+// asyncProducer is an AsyncProducer over an in-memory cluster that
+// acknowledges each call from a goroutine of its own, 0-3 ms later,
+// failing each record with probability failRate (the ack's Err set, its
+// offset -1; the others are written). Unless copies, it checks that the
+// records of a call are not changed while it may read them: until its
+// done, and, when its ack says Retained (retain: each ack with a failure
+// does), until the end of the test (check). With copies it copies them
+// in Produce and says so (router.RecordCopier).
+type asyncProducer struct {
+	pub      *streamtest.Publisher
+	failRate float64
+	retain   bool
+	copies   bool
+	mu       sync.Mutex
+	kept     [][2][]stream.Message // retained calls' records, and their copies
+	bad      atomic.Pointer[string]
+}
+
+func (p *asyncProducer) Produce(_ context.Context, msgs []stream.Message, done func(router.ProduceAck)) error {
+	given := streamtest.CloneMessages(msgs)
+	go func() {
+		time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+		a := router.ProduceAck{Partitions: make([]int32, len(msgs)), Offsets: make([]int64, len(msgs))}
+		var written []stream.Message
+		for i := range msgs {
+			if rand.Float64() < p.failRate {
+				a.Offsets[i], a.Err = -1, errors.New("not enough replicas")
+				continue
+			}
+			a.Offsets[i] = int64(i)
+			written = append(written, given[i])
+		}
+		p.mu.Lock()
+		if len(written) > 0 {
+			if err := p.pub.Publish(context.Background(), written...); err != nil {
+				panic(err) // the in-memory broker has every topic the tests write
+			}
+		}
+		if !p.copies && !sameMessages(msgs, given) {
+			why := "records changed while the producer could read them (before done)"
+			p.bad.Store(&why)
+		}
+		a.Retained = p.retain && a.Err != nil
+		if a.Retained {
+			p.kept = append(p.kept, [2][]stream.Message{msgs, given})
+		}
+		p.mu.Unlock()
+		done(a)
+	}()
+	return nil
+}
+
+func (p *asyncProducer) Err() error { return nil }
+
+// check fails t if the records of a call were changed while the producer
+// could read them.
+func (p *asyncProducer) check(t *testing.T, cluster string) {
+	t.Helper()
+	if why := p.bad.Load(); why != nil {
+		t.Errorf("cluster %s: %s", cluster, *why)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, k := range p.kept {
+		if !sameMessages(k[0], k[1]) {
+			t.Errorf("cluster %s: records of a call whose ack said Retained changed after it", cluster)
+			return
+		}
+	}
+}
+
+// copyingAsyncProducer is an asyncProducer that says it copies the records.
+type copyingAsyncProducer struct{ *asyncProducer }
+
+func (copyingAsyncProducer) CopiesRecords() bool { return true }
+
+// sameMessages reports whether a and b hold the same records (topics,
+// keys, values and headers; null apart from empty).
+func sameMessages(a, b []stream.Message) bool {
+	same := func(x, y []byte) bool { return (x == nil) == (y == nil) && bytes.Equal(x, y) }
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Topic != b[i].Topic || !same(a[i].Key, b[i].Key) || !same(a[i].Value, b[i].Value) || len(a[i].Headers) != len(b[i].Headers) {
+			return false
+		}
+		for j := range a[i].Headers {
+			if a[i].Headers[j].Key != b[i].Headers[j].Key || !same(a[i].Headers[j].Value, b[i].Headers[j].Value) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// TestLoopProducerMemoryContract: under acknowledgements that come from
+// another goroutine, late and partly failed (so chunks are resent in part,
+// and calls hold several chunks), the router keeps the AsyncProducer
+// memory contract for each kind of producer: it reuses a call's records
+// and headers only after the call's done (a producer that borrows them),
+// never after an ack that says Retained (one that may keep reading them),
+// and at once after Produce for a producer that copies them, which it
+// gives records built again for each resend. Every event arrives, each
+// record as its own event's (producer headers, source coordinates,
+// attestation), with a leaf per event.
+func TestLoopProducerMemoryContract(t *testing.T) {
+	for _, kind := range []string{"borrowing", "retaining", "copying"} {
+		t.Run(kind, func(t *testing.T) {
+			f := newLoopFixture(t)
+			f.cfg.BatchSize = 7
+			f.cfg.Attester = &fakeAttester{}
+			led := &recLedger{recorded: map[string]int{}}
+			f.cfg.Ledger = led
+			pa := &asyncProducer{pub: f.a.Publisher(), failRate: 0.1, retain: kind == "retaining", copies: kind == "copying"}
+			pb := &asyncProducer{pub: f.b.Publisher(), failRate: 0.1, retain: kind == "retaining", copies: kind == "copying"}
+			f.cfg.Producers = map[string]router.AsyncProducer{"a": pa, "b": pb}
+			if kind == "copying" {
+				f.cfg.Producers = map[string]router.AsyncProducer{"a": copyingAsyncProducer{pa}, "b": copyingAsyncProducer{pb}}
+			}
+			const n = 500
+			var sent []stream.Message
+			for i := range n {
+				c := []string{"US", "DE", "GB", "IN", "-"}[i%5]
+				sent = append(sent, event(c, fmt.Sprintf("user-%d", i%11), fmt.Sprintf("id%d", i)))
+			}
+			f.produce(t, sent...)
+			_, stop := f.start(t)
+			testenv.Eventually(t, 30*time.Second, "everything committed", func() bool { return f.committed() == n })
+			if err := stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			pa.check(t, "a")
+			pb.check(t, "b")
+			read := map[string]stream.Message{}
+			for _, m := range f.a.Records(ingest) {
+				parts := strings.Split(string(m.Value), "|")
+				read[parts[len(parts)-1]] = m
+			}
+			seen := map[string]bool{}
+			for _, c := range []struct {
+				name   string
+				b      *streamtest.Broker
+				topics []string
+			}{{"a", f.a, []string{"pinned.us", "pinned.in", quarantine}}, {"b", f.b, []string{"pinned.eu", "pinned.uk"}}} {
+				for _, topic := range c.topics {
+					for _, m := range c.b.Records(topic) {
+						parts := strings.Split(string(m.Value), "|")
+						id := parts[len(parts)-1]
+						seen[id] = true
+						r := read[id]
+						if header(m, "trace") != "t-"+id || header(m, router.HeaderSourcePartition) != fmt.Sprint(r.Partition) ||
+							header(m, router.HeaderSourceOffset) != fmt.Sprint(r.Offset) {
+							t.Errorf("%s/%s: event %s carries trace %q, source %s@%s; read at %d@%d", c.name, topic, id, header(m, "trace"),
+								header(m, router.HeaderSourcePartition), header(m, router.HeaderSourceOffset), r.Partition, r.Offset)
+						}
+						if got, want := header(m, router.HeaderAttestation), expectedTag(c.name, topic, m); got != want {
+							t.Errorf("%s/%s: attestation\n%q, want\n%q", c.name, topic, got, want)
+						}
+					}
+				}
+			}
+			if len(seen) != n {
+				t.Errorf("%d distinct events written, want %d", len(seen), n)
+			}
+			for id, m := range read {
+				if !led.has(m.Topic, m.Partition, m.Offset) {
+					t.Errorf("event %s: no leaf", id)
+				}
+			}
+		})
 	}
 }

@@ -683,7 +683,10 @@ func (s *subscriberConsumer) Err() error { return nil }
 
 // publisherProducer adapts a stream.Publisher to AsyncProducer: one
 // goroutine publishes the calls in order, each retried until acknowledged
-// (or its ctx ends).
+// or its ctx ends. That ctx is the sender's, which ends when Run does (its
+// shutdown timeout past): a call not acknowledged by then fails, and a
+// call queued behind it fails without a Publish, so nothing publishes
+// after Run returned (the caller may close the Publisher then).
 type publisherProducer struct {
 	pub   stream.Publisher
 	retry stream.Retry
@@ -705,7 +708,7 @@ func newPublisherProducer(pub stream.Publisher, retry stream.Retry) *publisherPr
 
 func (p *publisherProducer) Produce(ctx context.Context, msgs []stream.Message, done func(ProduceAck)) error {
 	p.mu.Lock()
-	p.queue = append(p.queue, pubJob{context.WithoutCancel(ctx), msgs, done})
+	p.queue = append(p.queue, pubJob{ctx, msgs, done})
 	start := !p.busy
 	p.busy = true
 	p.mu.Unlock()
@@ -728,15 +731,18 @@ func (p *publisherProducer) drain() {
 		p.queue = p.queue[1:]
 		p.mu.Unlock()
 		failed := false
-		err := p.retry.Do(j.ctx, "publish", func(ctx context.Context) error {
-			err := p.pub.Publish(ctx, j.msgs...)
-			if err != nil {
-				failed = true
-				why := err.Error()
-				p.err.Store(&why)
-			}
-			return err
-		})
+		err := j.ctx.Err() // the router stopped: publish nothing more
+		if err == nil {
+			err = p.retry.Do(j.ctx, "publish", func(ctx context.Context) error {
+				err := p.pub.Publish(ctx, j.msgs...)
+				if err != nil {
+					failed = true
+					why := err.Error()
+					p.err.Store(&why)
+				}
+				return err
+			})
+		}
 		if err == nil {
 			p.err.Store(nil)
 		}
