@@ -46,7 +46,7 @@ var storeChecks = []struct {
 func checkGetMissing(ctx context.Context, s audit.Store) error {
 	for _, p := range []string{"checkpoint", "tile/0/000", "nothing/here"} {
 		if b, err := s.Get(ctx, p); !errors.Is(err, audit.ErrNotFound) {
-			return fmt.Errorf("Get(%q) of a path never written = %d bytes, %v; want an error wrapping audit.ErrNotFound", p, len(b), err)
+			return fmt.Errorf("store.Get(%q) of a path never written = %d bytes, %v; want an error wrapping audit.ErrNotFound", p, len(b), err)
 		}
 	}
 	return nil
@@ -65,7 +65,7 @@ func checkPutGet(ctx context.Context, s audit.Store) error {
 	for _, o := range objects {
 		data := bytes.Clone(o.data)
 		if err := s.Put(ctx, o.path, data); err != nil {
-			return fmt.Errorf("Put(%q): %w", o.path, err)
+			return fmt.Errorf("store.Put(%q): %w", o.path, err)
 		}
 		for i := range data {
 			data[i] ^= 0xFF // the caller reuses its buffer
@@ -74,16 +74,16 @@ func checkPutGet(ctx context.Context, s audit.Store) error {
 	for _, o := range objects {
 		got, err := s.Get(ctx, o.path)
 		if err != nil {
-			return fmt.Errorf("Get(%q): %w", o.path, err)
+			return fmt.Errorf("store.Get(%q): %w", o.path, err)
 		}
 		if !bytes.Equal(got, o.data) {
-			return fmt.Errorf("Get(%q) = %d bytes %.16x, want %d bytes %.16x", o.path, len(got), got, len(o.data), o.data)
+			return fmt.Errorf("store.Get(%q) = %d bytes %.16x, want %d bytes %.16x", o.path, len(got), got, len(o.data), o.data)
 		}
 		for i := range got {
 			got[i] ^= 0xFF // the caller changes what it read
 		}
 		if again, err := s.Get(ctx, o.path); err != nil || !bytes.Equal(again, o.data) {
-			return fmt.Errorf("Get(%q) after the caller changed an earlier result = %.16x, %v; want %.16x", o.path, again, err, o.data)
+			return fmt.Errorf("store.Get(%q) after the caller changed an earlier result = %.16x, %v; want %.16x", o.path, again, err, o.data)
 		}
 	}
 	return nil
@@ -93,10 +93,10 @@ func checkPutReplaces(ctx context.Context, s audit.Store) error {
 	for i := range 3 {
 		want := fmt.Appendf(nil, "checkpoint %d", i)
 		if err := s.Put(ctx, "checkpoint", want); err != nil {
-			return fmt.Errorf("Put #%d: %w", i, err)
+			return fmt.Errorf("store.Put #%d: %w", i, err)
 		}
 		if got, err := s.Get(ctx, "checkpoint"); err != nil || !bytes.Equal(got, want) {
-			return fmt.Errorf("Get after Put #%d = %q, %v; want %q", i, got, err, want)
+			return fmt.Errorf("store.Get after Put #%d = %q, %v; want %q", i, got, err, want)
 		}
 	}
 	return nil
@@ -105,19 +105,19 @@ func checkPutReplaces(ctx context.Context, s audit.Store) error {
 func checkPutIfAbsent(ctx context.Context, s audit.Store) error {
 	first := []byte("witnessed checkpoint 7")
 	if err := s.PutIfAbsent(ctx, "witness/7", first); err != nil {
-		return fmt.Errorf("PutIfAbsent on a new path: %w", err)
+		return fmt.Errorf("store.PutIfAbsent on a new path: %w", err)
 	}
 	if err := s.PutIfAbsent(ctx, "witness/7", []byte("another checkpoint 7")); !errors.Is(err, audit.ErrExists) {
-		return fmt.Errorf("PutIfAbsent on a path already written = %v, want an error wrapping audit.ErrExists", err)
+		return fmt.Errorf("store.PutIfAbsent on a path already written = %v, want an error wrapping audit.ErrExists", err)
 	}
 	if got, err := s.Get(ctx, "witness/7"); err != nil || !bytes.Equal(got, first) {
 		return fmt.Errorf("after a refused PutIfAbsent, Get = %q, %v; want the first object %q", got, err, first)
 	}
 	if err := s.Put(ctx, "witness/8", []byte("x")); err != nil {
-		return fmt.Errorf("Put: %w", err)
+		return fmt.Errorf("store.Put: %w", err)
 	}
 	if err := s.PutIfAbsent(ctx, "witness/8", []byte("y")); !errors.Is(err, audit.ErrExists) {
-		return fmt.Errorf("PutIfAbsent on a path written by Put = %v, want an error wrapping audit.ErrExists", err)
+		return fmt.Errorf("store.PutIfAbsent on a path written by Put = %v, want an error wrapping audit.ErrExists", err)
 	}
 	return nil
 }
@@ -126,16 +126,16 @@ func checkDistinctPaths(ctx context.Context, s audit.Store) error {
 	paths := []string{"tile/0/001", "tile/0/001.p/5", "tile/0/0010", "tile/1/001"}
 	for _, p := range paths {
 		if err := s.Put(ctx, p, []byte(p)); err != nil {
-			return fmt.Errorf("Put(%q): %w", p, err)
+			return fmt.Errorf("store.Put(%q): %w", p, err)
 		}
 	}
 	for _, p := range paths {
 		if got, err := s.Get(ctx, p); err != nil || string(got) != p {
-			return fmt.Errorf("Get(%q) = %q, %v; want %q", p, got, err, p)
+			return fmt.Errorf("store.Get(%q) = %q, %v; want %q", p, got, err, p)
 		}
 	}
 	if _, err := s.Get(ctx, "tile/0"); !errors.Is(err, audit.ErrNotFound) {
-		return fmt.Errorf("Get of a path that only prefixes objects = %v, want audit.ErrNotFound", err)
+		return fmt.Errorf("store.Get of a path that only prefixes objects = %v, want audit.ErrNotFound", err)
 	}
 	return nil
 }
