@@ -29,7 +29,8 @@ var (
 	// are read again by the next owner of their partitions (duplicates,
 	// never a loss). `residency route` exits 3 for it.
 	ErrUncommitted = errors.New("router: stopped with events uncommitted")
-	// ErrRunning: Run was called while the router was already running.
+	// ErrRunning: Run was called while the router was running, or after
+	// it returned (a Router runs once; make a new one to route again).
 	ErrRunning = errors.New("router: already running")
 )
 

@@ -690,3 +690,24 @@ func TestRouterLeavesFailedPublishIntact(t *testing.T) {
 		t.Fatalf("%d events routed, want 40", len(seen))
 	}
 }
+
+// TestRouterRunsOnce: Run while running fails with ErrRunning, and so does
+// Run after it returned (its senders, tracker and window belong to that
+// run): a router that stopped is replaced by a new one, never restarted.
+func TestRouterRunsOnce(t *testing.T) {
+	f := newFixture(t)
+	f.produce(t, event("US", "u1", "1"), event("DE", "u2", "2"))
+	r, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "events committed", func() bool { return f.committed() == 2 })
+	if err := r.Run(context.Background()); !errors.Is(err, router.ErrRunning) {
+		t.Fatalf("Run while running = %v, want ErrRunning", err)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("first Run: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Run(ctx); !errors.Is(err, router.ErrRunning) {
+		t.Fatalf("Run after Run returned = %v, want ErrRunning", err)
+	}
+}

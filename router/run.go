@@ -25,8 +25,9 @@ type Router struct {
 	pipe    *Pipeline  // decides every batch and builds its records
 	buildMu sync.Mutex // held while the pipeline builds records (build)
 	cons    BatchConsumer
-	pins    PinSource // nil: pins looked up per batch (or none)
-	running atomic.Bool
+	pins    PinSource   // nil: pins looked up per batch (or none)
+	running atomic.Bool // Run is running
+	started atomic.Bool // Run was called: a Router runs once
 
 	senders  map[string]*sender
 	clusters []string // of senders, sorted
@@ -121,6 +122,8 @@ func (noPublisher) Publish(context.Context, ...stream.Message) error {
 func (noPublisher) Close() error { return nil }
 
 // Run routes events until ctx is cancelled (docs/router.md, "The loop").
+// A Router runs once: Run while it runs, or after it returned, returns
+// ErrRunning (make a new Router to route again).
 // Then it stops fetching, waits up to Config.ShutdownTimeout for the
 // records in flight to be acknowledged, records and commits what settled,
 // and returns nil, or an error wrapping ErrUncommitted (after logging, per
@@ -130,9 +133,10 @@ func (noPublisher) Close() error { return nil }
 // waits and resumes by itself. Offsets are never committed past an event
 // that was not acknowledged at its destination.
 func (r *Router) Run(ctx context.Context) error {
-	if !r.running.CompareAndSwap(false, true) {
-		return ErrRunning
+	if !r.started.CompareAndSwap(false, true) {
+		return ErrRunning // running, or ran: its senders, tracker and window were that run's
 	}
+	r.running.Store(true)
 	defer r.running.Store(false)
 	// work is the context of the senders and the committer: it outlives
 	// ctx by ShutdownTimeout so the records in flight can be finished.
