@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/residency-router/residency/internal/bench"
 	"github.com/residency-router/residency/internal/config"
@@ -48,7 +49,16 @@ router-alt, pass-through+fan-out+headers, pass-through+router-writer),
 e.g. --contenders router,franz-go; they run in the usual order whatever
 the list's. A flag that adds contenders needs one of them named there.
 Ratios and targets that need a contender left out say "not measured"
-(absent from --json); without the router, the latency passes need --rate.`
+(absent from --json); without the router, the latency passes need --rate.
+--broker-pid PID (with --brokers; Linux) adds the broker's CPU: the
+user+system CPU time of process PID, the broker on this host, read from
+/proc/PID/stat (1/100 s ticks) where each contender reads its own, at its
+first fetch and its last commit in every throughput round; the report
+gives the broker's CPU µs per event of each contender (mean of the
+rounds; per round in --json) and the broker's plus the contender's, what
+an event costs a host they share. Only the throughput rounds are
+measured. --broker-pid auto takes the process of this host listening on
+the first --brokers address's port.`
 
 // runBench is `residency bench`.
 func runBench(ctx context.Context, e env) int {
@@ -87,6 +97,19 @@ func runBench(ctx context.Context, e env) int {
 		o.Contenders = append([]string{}, config.SplitList(s)...) // not nil: an empty list is refused, not taken for all
 		return nil
 	})
+	brokerAuto := false
+	fs.Func("broker-pid", "read the CPU time of the broker's process `pid` (on this host, Linux) over each throughput round and report the broker's CPU per event of each contender; auto: the process listening on the first --brokers address's port", func(s string) error {
+		if s == "auto" {
+			brokerAuto, o.BrokerPID = true, 0
+			return nil
+		}
+		pid, err := strconv.Atoi(s)
+		if err != nil || pid <= 0 {
+			return errors.New("want a process id (a positive integer) or auto")
+		}
+		brokerAuto, o.BrokerPID = false, pid
+		return nil
+	})
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	child := fs.String("child", "", "internal: run one contender from a JSON spec")
 	if code, ok := parseFlags(fs, e.args); !ok {
@@ -106,6 +129,18 @@ func runBench(ctx context.Context, e env) int {
 		return exitUsage
 	}
 	o.Brokers, o.Remote = config.SplitList(*brokers), config.SplitList(*remote)
+	if brokerAuto {
+		if len(o.Brokers) == 0 {
+			fmt.Fprintln(e.stderr, "residency bench: --broker-pid auto needs --brokers: the embedded stack's brokers run inside the bench's own process")
+			return exitUsage
+		}
+		pid, err := bench.FindBrokerPID(o.Brokers[0])
+		if err != nil {
+			fmt.Fprintf(e.stderr, "residency bench: --broker-pid auto: %v\n", err)
+			return exitUsage
+		}
+		o.BrokerPID = pid
+	}
 	if err := o.Validate(); err != nil {
 		fmt.Fprintf(e.stderr, "residency bench: %v\n", err)
 		return exitUsage

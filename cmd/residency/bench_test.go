@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -11,7 +13,8 @@ import (
 // itself is tested in internal/bench) exit 2.
 func TestBenchRejectsBadFlags(t *testing.T) {
 	for _, args := range [][]string{{"--events", "5"}, {"--partitions", "0"}, {"--rate", "-1"}, {"--latency-warmup", "-1s"}, {"--latency-passes", "0"}, {"--pins", "-1"}, {"--max-inflight-events", "-1"}, {"--memory-limit", "-1"}, {"--router-compression", "brotli"}, {"--router-compression-alt", "brotli"},
-		{"--brokers", "127.0.0.1:1", "--pins", "10"}, {"extra"}, {"--child", "{not json"}, {"--contenders", "router,x"}, {"--contenders", ""}} {
+		{"--brokers", "127.0.0.1:1", "--pins", "10"}, {"extra"}, {"--child", "{not json"}, {"--contenders", "router,x"}, {"--contenders", ""},
+		{"--broker-pid", "x"}, {"--broker-pid", "0"}, {"--broker-pid", "1"}, {"--broker-pid", "auto"}, {"--brokers", "127.0.0.1:1", "--broker-pid", "1073741824"}} {
 		var out, errOut bytes.Buffer
 		if code := run(context.Background(), append([]string{"bench"}, args...), nil, &out, &errOut); code != exitUsage {
 			t.Errorf("bench %v exited %d, want %d", args, code, exitUsage)
@@ -52,6 +55,50 @@ func TestBenchContendersFlagErrors(t *testing.T) {
 			if !strings.Contains(msg, w) {
 				t.Errorf("bench %q: %q lacks %q", c.args, msg, w)
 			}
+		}
+	}
+}
+
+// TestBenchBrokerPIDFlagErrors: each way --broker-pid can be wrong exits 2
+// before anything starts, naming the flag: a value that is not a pid or
+// auto (the flag package's message and the usage), and, on one line, a
+// pid without --brokers, a process that does not exist, auto without
+// --brokers or with no local listener to find.
+func TestBenchBrokerPIDFlagErrors(t *testing.T) {
+	for _, v := range []string{"abc", "0", "-3", "", "12x", "auto,1"} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"bench", "--brokers", "127.0.0.1:1", "--broker-pid", v}, nil, &out, &errOut)
+		if code != exitUsage || !strings.Contains(errOut.String(), `invalid value "`+v+`" for flag -broker-pid: want a process id (a positive integer) or auto`) {
+			t.Errorf("bench --broker-pid %q exited %d, stderr %q", v, code, errOut.String())
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := l.Addr().String()
+	l.Close()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--broker-pid", "1"}, "--broker-pid needs --brokers"},
+		{[]string{"--broker-pid", "auto"}, "--broker-pid auto needs --brokers"},
+		{[]string{"--brokers", "192.0.2.1:9092", "--broker-pid", "auto"}, "--broker-pid auto: 192.0.2.1:9092: 192.0.2.1 is not an address of this host"},
+		{[]string{"--brokers", "127.0.0.1:1", "--broker-pid", "1073741824"}, "--broker-pid 1073741824: "},
+	}
+	if runtime.GOOS == "linux" {
+		cases = append(cases, struct {
+			args []string
+			want string
+		}{[]string{"--brokers", free, "--broker-pid", "auto"}, "--broker-pid auto: no socket of this host listens on port"})
+	}
+	for _, c := range cases {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append([]string{"bench"}, c.args...), nil, &out, &errOut)
+		msg := errOut.String()
+		if code != exitUsage || !strings.HasPrefix(msg, "residency bench: ") || strings.Count(msg, "\n") != 1 || out.Len() > 0 || !strings.Contains(msg, c.want) {
+			t.Errorf("bench %q exited %d, stdout %q, stderr %q: want 2 and one line with %q", c.args, code, out.String(), msg, c.want)
 		}
 	}
 }

@@ -142,6 +142,14 @@ type Options struct {
 	// targets that need a contender left out are not measured. Without the
 	// router, a latency pass needs Rate. Default nil: every contender.
 	Contenders []string
+	// BrokerPID, if set, is the process id of the broker (of Brokers) on
+	// this host: the bench reads its CPU time (Linux: /proc/PID/stat)
+	// over each contender's throughput span, where the contender reads its
+	// own, and reports the broker's CPU per event of each contender
+	// (ContenderReport.BrokerCPUMicrosPerEvent). Only the throughput
+	// rounds are measured. Needs Brokers. Default 0: the broker's CPU is
+	// not measured.
+	BrokerPID int
 }
 
 // knownContenders are the names --contenders takes, in the order the
@@ -279,7 +287,18 @@ func (o Options) Validate() error {
 	if o.Pins > 0 && len(o.Brokers) > 0 && o.Redis == "" {
 		return errors.New("--pins needs --redis (the Redis to load the pins into) when --brokers is given")
 	}
-	return o.validateContenders()
+	if err := o.validateContenders(); err != nil {
+		return err
+	}
+	switch {
+	case o.BrokerPID < 0:
+		return fmt.Errorf("--broker-pid must be a process id, not %d", o.BrokerPID)
+	case o.BrokerPID > 0 && len(o.Brokers) == 0:
+		return errors.New("--broker-pid needs --brokers: the embedded stack's brokers run inside the bench's own process")
+	case o.BrokerPID > 0:
+		return checkBrokerPID(o.BrokerPID)
+	}
+	return nil
 }
 
 // Report is the result of `residency bench` (its --json output).
@@ -391,6 +410,14 @@ type Report struct {
 	RateBasis string `json:"rate_basis"`
 	// Targets are issue 16's targets with the values measured here.
 	Targets []TargetCheck `json:"targets"`
+	// BrokerPID is --broker-pid: the broker process whose CPU time was
+	// read over each throughput span (0: none, and no broker CPU figures).
+	BrokerPID int `json:"broker_pid,omitempty"`
+	// BrokerCommand is that process's command name (/proc/PID/stat).
+	BrokerCommand string `json:"broker_command,omitempty"`
+	// BrokerClockTicks is the clock ticks per second of its CPU time: one
+	// tick is the resolution of each reading.
+	BrokerClockTicks int `json:"broker_clock_ticks_per_second,omitempty"`
 }
 
 // ContenderReport is what one contender measured.
@@ -418,6 +445,17 @@ type ContenderReport struct {
 	Decisions map[string]int `json:"decisions,omitempty"`
 	// Latency is the fixed-rate pass (none for the --diagnose contenders).
 	Latency *LatencyReport `json:"latency,omitempty"`
+	// BrokerCPUMicrosPerEvent (--broker-pid) is the broker process's CPU
+	// microseconds (user+system) per event over the contender's throughput
+	// spans, the mean of RoundBrokerCPUMicrosPerEvent.
+	BrokerCPUMicrosPerEvent float64 `json:"broker_cpu_us_per_event,omitempty"`
+	// RoundBrokerCPUMicrosPerEvent lists every round's.
+	RoundBrokerCPUMicrosPerEvent []float64 `json:"round_broker_cpu_us_per_event,omitempty"`
+	// BrokerPlusCPUMicrosPerEvent (--broker-pid) is
+	// BrokerCPUMicrosPerEvent + CPUMicrosPerEvent: the CPU an event costs
+	// the broker and the contender together, what decides throughput when
+	// they share the host's CPUs.
+	BrokerPlusCPUMicrosPerEvent float64 `json:"broker_plus_contender_cpu_us_per_event,omitempty"`
 }
 
 // TargetCheck is one target of issue 16 next to what this run measured.
@@ -639,6 +677,13 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 	if o.InProcess {
 		rep.Processes = "in-process"
 	}
+	if o.BrokerPID > 0 {
+		st, err := readProcStat(o.BrokerPID)
+		if err != nil {
+			return nil, fmt.Errorf("--broker-pid %d: %w", o.BrokerPID, err)
+		}
+		rep.BrokerPID, rep.BrokerCommand, rep.BrokerClockTicks = o.BrokerPID, st.Comm, clockTicksPerSecond()
+	}
 	if len(o.Brokers) == 0 {
 		fmt.Fprintln(log, "Starting the embedded stack ...")
 		st, err := embedded.Start(embedded.Options{Partitions: o.Partitions})
@@ -730,8 +775,14 @@ func Run(ctx context.Context, o Options, log, stderr io.Writer) (*Report, error)
 			if res.Decisions != nil {
 				c.Decisions = res.Decisions
 			}
-			fmt.Fprintf(log, "Round %d, %s: %d events in %.2fs: %.0f events/s, %.2f CPU s per million (µs per event), peak RSS %.0f MiB, peak live heap %.0f MiB\n",
-				round+1, mode, res.Events, res.Seconds, rate, cpu, float64(res.PeakRSSBytes)/(1<<20), float64(res.PeakLiveHeapBytes)/(1<<20))
+			broker := ""
+			if o.BrokerPID > 0 {
+				bcpu := res.BrokerCPUSeconds / float64(res.Events) * 1e6
+				c.RoundBrokerCPUMicrosPerEvent = append(c.RoundBrokerCPUMicrosPerEvent, bcpu)
+				broker = fmt.Sprintf(", broker %.2f CPU µs per event", bcpu)
+			}
+			fmt.Fprintf(log, "Round %d, %s: %d events in %.2fs: %.0f events/s, %.2f CPU s per million (µs per event)%s, peak RSS %.0f MiB, peak live heap %.0f MiB\n",
+				round+1, mode, res.Events, res.Seconds, rate, cpu, broker, float64(res.PeakRSSBytes)/(1<<20), float64(res.PeakLiveHeapBytes)/(1<<20))
 		}
 	}
 	rep.derive()
@@ -782,6 +833,12 @@ func (r *Report) derive() {
 			c.EventsPerSecond = median(c.RoundEventsPerSecond)
 			c.CPUSecondsPerMillion = median(c.RoundCPUSecondsPerMillion)
 			c.CPUMicrosPerEvent = c.CPUSecondsPerMillion // 1 s per million events is 1 µs per event
+			// Without --broker-pid (no rounds of the broker's CPU): absent.
+			c.BrokerCPUMicrosPerEvent, c.BrokerPlusCPUMicrosPerEvent = 0, 0
+			if len(c.RoundBrokerCPUMicrosPerEvent) > 0 {
+				c.BrokerCPUMicrosPerEvent = mean(c.RoundBrokerCPUMicrosPerEvent)
+				c.BrokerPlusCPUMicrosPerEvent = c.BrokerCPUMicrosPerEvent + c.CPUMicrosPerEvent
+			}
 		}
 	}
 	r.Ratio, r.RoundRatios = eventsRatio(&r.Router, &r.PassThrough)
@@ -920,7 +977,9 @@ func (b *benchRun) throughput(ctx context.Context, mode, ingest string, round in
 	if _, err := b.destinations(ctx, mode, prefix); err != nil {
 		return childResult{}, err
 	}
-	wait, err := startContender(ctx, b.profiled(b.childSpec(mode, ingest, prefix, b.o.Events), fmt.Sprintf("throughput-r%d-%s", round+1, mode)), b.o.InProcess, b.stderr)
+	spec := b.profiled(b.childSpec(mode, ingest, prefix, b.o.Events), fmt.Sprintf("throughput-r%d-%s", round+1, mode))
+	spec.BrokerPID = b.o.BrokerPID // throughput only: the latency passes' broker also serves the bench's producer
+	wait, err := startContender(ctx, spec, b.o.InProcess, b.stderr)
 	if err != nil {
 		return childResult{}, err
 	}
@@ -1555,6 +1614,17 @@ func (p *benchPool) next(rng *rand.Rand, topic string) kafkago.Message {
 	panic("unreachable")
 }
 
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	sum := 0.0
+	for _, x := range xs {
+		sum += x
+	}
+	return sum / float64(len(xs))
+}
+
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
@@ -1604,11 +1674,17 @@ func (r *Report) Table(out io.Writer) {
 	}
 	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "CONTENDER\tEVENTS/S\tCPU S/1M EVENTS\tCPU µs/EVENT\tPEAK RSS MiB\tLIVE HEAP MiB\tOFFERED/S\tP50 ms\tP99 ms\tMAX ms\t")
-	for _, c := range []struct {
+	brokerCol := ""
+	if r.BrokerPID > 0 {
+		brokerCol = "BROKER CPU µs/EVENT\t"
+	}
+	fmt.Fprintln(tw, "CONTENDER\tEVENTS/S\tCPU S/1M EVENTS\tCPU µs/EVENT\t"+brokerCol+"PEAK RSS MiB\tLIVE HEAP MiB\tOFFERED/S\tP50 ms\tP99 ms\tMAX ms\t")
+	type row struct {
 		name string
 		c    *ContenderReport
-	}{{contenderPassThrough + " (kafka-go)", &r.PassThrough}, {contenderFranzGo, &r.FranzGo}, {contenderRouter, &r.Router},
+	}
+	var ran []row
+	for _, c := range []row{{contenderPassThrough + " (kafka-go)", &r.PassThrough}, {contenderFranzGo, &r.FranzGo}, {contenderRouter, &r.Router},
 		{r.auditName(contenderRouterAudit, r.AuditCompression), &r.RouterAudit},
 		{r.auditName(contenderRouterAuditB, r.AuditCompressionB), r.RouterAuditB},
 		{contenderRouterAlt + " (" + r.RouterCompressionAlt + ")", r.RouterAlt},
@@ -1616,15 +1692,31 @@ func (r *Report) Table(out io.Writer) {
 		if !c.c.ran() {
 			continue
 		}
+		ran = append(ran, c)
 		lat := "-\t-\t-\t-"
 		if l := c.c.Latency; l != nil {
 			lat = fmt.Sprintf("%.0f\t%.1f\t%.1f\t%.1f", l.OfferedRate, l.P50Ms, l.P99Ms, l.MaxMs)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%s\t\n", c.name, c.c.EventsPerSecond, c.c.CPUSecondsPerMillion,
-			c.c.CPUMicrosPerEvent, c.c.PeakRSSMiB, c.c.PeakLiveHeapMiB, lat)
+		broker := ""
+		if r.BrokerPID > 0 {
+			broker = fmt.Sprintf("%.2f\t", c.c.BrokerCPUMicrosPerEvent)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%s%.0f\t%.0f\t%s\t\n", c.name, c.c.EventsPerSecond, c.c.CPUSecondsPerMillion,
+			c.c.CPUMicrosPerEvent, broker, c.c.PeakRSSMiB, c.c.PeakLiveHeapMiB, lat)
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(out)
+	if r.BrokerPID > 0 {
+		// One tick of the broker's CPU time, spread over a round's events.
+		tick := 1e6 / float64(max(r.BrokerClockTicks, 1)) / float64(max(r.Events, 1))
+		fmt.Fprintf(out, "Broker CPU: process %d (%s), user+system from /proc/%d/stat over each contender's throughput span (first fetch to last commit), mean of the rounds; "+
+			"resolution %.3f µs per event (one 1/%d s tick over %d events); the latency passes are not measured.\n",
+			r.BrokerPID, r.BrokerCommand, r.BrokerPID, tick, r.BrokerClockTicks, r.Events)
+		for _, c := range ran {
+			fmt.Fprintf(out, "Broker + contender CPU per event, %s: %.2f µs (broker %.2f, per round: %s; %s %.2f)\n", c.name, c.c.BrokerPlusCPUMicrosPerEvent,
+				c.c.BrokerCPUMicrosPerEvent, joinFloats(c.c.RoundBrokerCPUMicrosPerEvent), c.name, c.c.CPUMicrosPerEvent)
+		}
+	}
 	// A ratio's line appears when the contender it is about ran; if the
 	// one it is taken against did not, the line says so.
 	r.ratioLine(out, contenderRouter, contenderFranzGo, "Router / franz-go", "%.2f (per round: %s); router CPU per event / franz-go's: %.2f",

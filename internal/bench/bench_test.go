@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -273,10 +274,26 @@ func TestBenchContendersSubset(t *testing.T) {
 	o.Brokers, o.Contenders = k.Brokers, []string{"franz-go", "router"}
 	o.InProcess, o.Events, o.Partitions, o.Rounds = true, 1000, 2, 2
 	o.LatencyFor, o.LatencyWarmup, o.LatencyPasses = 500*time.Millisecond, 0, 2
+	if runtime.GOOS == "linux" {
+		// This process stands in for the broker: the sampling path end to
+		// end (in-process, the "broker" is the contender and the bench).
+		o.BrokerPID = os.Getpid()
+	}
 	var log, errOut, out bytes.Buffer
 	rep, err := Run(context.Background(), o, &log, &errOut)
 	if err != nil {
 		t.Fatalf("bench: %v\nprogress:\n%s\nstderr:\n%s", err, log.String(), errOut.String())
+	}
+	if o.BrokerPID != 0 {
+		for _, c := range []*ContenderReport{&rep.Router, &rep.FranzGo} {
+			if len(c.RoundBrokerCPUMicrosPerEvent) != 2 || c.RoundBrokerCPUMicrosPerEvent[0] < 0 || c.RoundBrokerCPUMicrosPerEvent[1] < 0 ||
+				c.BrokerCPUMicrosPerEvent != mean(c.RoundBrokerCPUMicrosPerEvent) || c.BrokerPlusCPUMicrosPerEvent != c.BrokerCPUMicrosPerEvent+c.CPUMicrosPerEvent {
+				t.Errorf("--broker-pid (this process): %+v", c)
+			}
+		}
+		if rep.BrokerPID != o.BrokerPID || rep.BrokerCommand == "" || rep.BrokerClockTicks <= 0 || !strings.Contains(log.String(), "CPU µs per event, peak RSS") {
+			t.Errorf("--broker-pid: report pid %d, command %q, ticks %d; progress:\n%s", rep.BrokerPID, rep.BrokerCommand, rep.BrokerClockTicks, log.String())
+		}
 	}
 	var ran []string
 	for _, l := range strings.Split(log.String(), "\n") {
@@ -318,6 +335,13 @@ func TestBenchContendersSubset(t *testing.T) {
 	for _, want := range []string{"Contenders run (--contenders): router, franz-go.", "Router / franz-go: ", "Router / pass-through (kafka-go): not measured (pass-through not run)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	if o.BrokerPID != 0 {
+		for _, want := range []string{"BROKER CPU µs/EVENT", "Broker + contender CPU per event, router: ", "Broker + contender CPU per event, franz-go: "} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("table with --broker-pid lacks %q:\n%s", want, out.String())
+			}
 		}
 	}
 	if strings.Contains(out.String(), "router+audit") || strings.Contains(out.String(), "pass-through (kafka-go) ") {

@@ -115,6 +115,10 @@ type childSpec struct {
 	// AuditCompression is the audit topic's compression of the audit
 	// contenders; "": the audit log's default.
 	AuditCompression string `json:"audit_compression,omitempty"`
+	// BrokerPID, if set, is the broker's process (--broker-pid): the run
+	// reads its CPU time where it reads its own (meter), at the first
+	// fetch and the last commit.
+	BrokerPID int `json:"broker_pid,omitempty"`
 }
 
 // childResult is what one contender run measured.
@@ -134,29 +138,40 @@ type childResult struct {
 	// Decisions counts the router's decisions by outcome ("routed",
 	// "quarantined", "dead_lettered"), from its metrics; router only.
 	Decisions map[string]int `json:"decisions,omitempty"`
+	// BrokerCPUSeconds is the broker process's user+system CPU over the
+	// same span as CPUSeconds (childSpec.BrokerPID; 0 without).
+	BrokerCPUSeconds float64 `json:"broker_cpu_seconds,omitempty"`
 }
 
 // meter wraps what a contender fetches and commits: it notes the first
-// fetch (time and CPU) and signals when Expect events are committed.
+// fetch (time and CPU, and the broker's CPU with brokerPID) and signals
+// when Expect events are committed, noting the same at that commit.
 type meter struct {
 	expect    int64
+	brokerPID int // 0: the broker's CPU is not read
 	committed atomic.Int64
 	firstOnce sync.Once
 	first     time.Time
 	firstCPU  float64
 	last      time.Time
 	lastCPU   float64
-	done      chan struct{}
+	// firstBroker and lastBroker are the broker's CPU time in clock
+	// ticks; brokerErr is the first failure to read them (read after
+	// done).
+	firstBroker, lastBroker uint64
+	brokerErr               error
+	done                    chan struct{}
 }
 
-func newMeter(expect int) *meter {
-	return &meter{expect: int64(expect), done: make(chan struct{})}
+func newMeter(expect, brokerPID int) *meter {
+	return &meter{expect: int64(expect), brokerPID: brokerPID, done: make(chan struct{})}
 }
 
 func (m *meter) fetched() {
 	m.firstOnce.Do(func() {
 		m.first = time.Now()
 		m.firstCPU = cpuSeconds()
+		m.firstBroker = m.brokerCPU()
 	})
 }
 
@@ -164,13 +179,31 @@ func (m *meter) commit(n int) {
 	if c := m.committed.Add(int64(n)); c >= m.expect && c-int64(n) < m.expect {
 		m.last = time.Now()
 		m.lastCPU = cpuSeconds()
+		m.lastBroker = m.brokerCPU()
 		close(m.done)
 	}
 }
 
-func (m *meter) result(mode string) childResult {
+// brokerCPU reads the broker's CPU time in clock ticks (0 without
+// brokerPID), noting the first error.
+func (m *meter) brokerCPU() uint64 {
+	if m.brokerPID <= 0 {
+		return 0
+	}
+	s, err := processCPUTicks(m.brokerPID)
+	if err != nil && m.brokerErr == nil {
+		m.brokerErr = fmt.Errorf("read the broker's CPU time (--broker-pid %d): %w", m.brokerPID, err)
+	}
+	return s
+}
+
+func (m *meter) result(mode string) (childResult, error) {
+	if m.brokerErr != nil {
+		return childResult{}, m.brokerErr
+	}
 	return childResult{Mode: mode, Events: int(m.committed.Load()), Seconds: m.last.Sub(m.first).Seconds(),
-		CPUSeconds: m.lastCPU - m.firstCPU, PeakRSSBytes: peakRSS()}
+		CPUSeconds: m.lastCPU - m.firstCPU, PeakRSSBytes: peakRSS(),
+		BrokerCPUSeconds: float64(m.lastBroker-m.firstBroker) / float64(clockTicksPerSecond())}, nil
 }
 
 // partMeter counts committed events from committed offsets: the router
@@ -252,7 +285,7 @@ func (c *meteredConsumer) Commit(ctx context.Context, offsets ...router.Offset) 
 func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, spec.Timeout)
 	defer cancel()
-	m := newMeter(spec.Expect)
+	m := newMeter(spec.Expect, spec.BrokerPID)
 	hw := startHeapWatch(spec.MemProfile != "")
 	defer hw.halt()
 	if spec.CPUProfile != "" {
@@ -281,7 +314,10 @@ func runContender(ctx context.Context, spec childSpec) (childResult, error) {
 	if err != nil {
 		return childResult{}, err
 	}
-	res := m.result(spec.Mode)
+	res, err := m.result(spec.Mode)
+	if err != nil {
+		return childResult{}, err
+	}
 	res.Decisions = decisions
 	var err2 error
 	res.PeakLiveHeapBytes, err2 = hw.stop(spec.MemProfile)

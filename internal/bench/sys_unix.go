@@ -7,8 +7,41 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
+
+// processCPUTicks returns the user+system CPU time process pid has used:
+// utime+stime of /proc/PID/stat (every thread of it), in clock ticks
+// (clockTicksPerSecond). It fails where there is no /proc (not Linux) or
+// no such process.
+func processCPUTicks(pid int) (uint64, error) {
+	s, err := readProcStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return s.UTime + s.STime, nil
+}
+
+// atClkTck is AT_CLKTCK, the auxiliary vector's entry for the clock ticks
+// per second of times(2) and /proc (Linux's USER_HZ).
+const atClkTck = 17
+
+// clockTicksPerSecond is sysconf(_SC_CLK_TCK) without cgo: what glibc
+// returns for it, AT_CLKTCK from the process's auxiliary vector, or 100
+// (Linux's USER_HZ on every architecture Go runs on) without one.
+var clockTicksPerSecond = sync.OnceValue(func() int {
+	if auxv, err := unix.Auxv(); err == nil {
+		for _, kv := range auxv {
+			if kv[0] == atClkTck && kv[1] > 0 {
+				return int(kv[1])
+			}
+		}
+	}
+	return 100
+})
 
 // cpuSeconds returns the user+system CPU time this process has used.
 func cpuSeconds() float64 {
