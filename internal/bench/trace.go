@@ -118,6 +118,16 @@ func (p *tracedProducer) CopiesRecords() bool {
 	return ok && rc.CopiesRecords()
 }
 
+// CheckTopics is the traced producer's (router.TopicChecker): the wrapped
+// producer's check, so that a traced router checks its destination topics
+// at start as route does; nil when the wrapped producer cannot check.
+func (p *tracedProducer) CheckTopics(ctx context.Context, topics []string) error {
+	if tc, ok := p.AsyncProducer.(router.TopicChecker); ok {
+		return tc.CheckTopics(ctx, topics)
+	}
+	return nil
+}
+
 // first records now as the time of each of seqs in stage, unless one is
 // there already (a record produced again keeps its first time).
 func (t *stageTrace) first(stage map[int64]time.Time, seqs []int64) {
