@@ -1055,37 +1055,7 @@ func TestLoopCopyingProducerResends(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	// Where each event was read: its id is the last field of its value.
-	type coord struct{ partition, offset string }
-	read := map[string]coord{}
-	for _, m := range f.a.Records(ingest) {
-		parts := strings.Split(string(m.Value), "|")
-		read[parts[len(parts)-1]] = coord{fmt.Sprint(m.Partition), fmt.Sprint(m.Offset)}
-	}
-	seen := map[string]bool{}
-	for _, c := range []struct {
-		name   string
-		b      *streamtest.Broker
-		topics []string
-	}{{"a", f.a, []string{"pinned.us", "pinned.in", quarantine}}, {"b", f.b, []string{"pinned.eu", "pinned.uk"}}} {
-		for _, topic := range c.topics {
-			for _, m := range c.b.Records(topic) {
-				parts := strings.Split(string(m.Value), "|")
-				id := parts[len(parts)-1]
-				seen[id] = true
-				if got := header(m, "trace"); got != "t-"+id {
-					t.Errorf("%s/%s: event %s carries trace header %q", c.name, topic, id, got)
-				}
-				if w := read[id]; header(m, router.HeaderSourcePartition) != w.partition || header(m, router.HeaderSourceOffset) != w.offset {
-					t.Errorf("%s/%s: event %s says it was read at %s@%s, not %s@%s", c.name, topic, id,
-						header(m, router.HeaderSourcePartition), header(m, router.HeaderSourceOffset), w.partition, w.offset)
-				}
-				if got, want := header(m, router.HeaderAttestation), expectedTag(c.name, topic, m); got != want {
-					t.Errorf("%s/%s: attestation\n%q, want\n%q", c.name, topic, got, want)
-				}
-			}
-		}
-	}
+	_, seen := checkWritten(t, f.a, f.b)
 	if len(seen) != 200 {
 		t.Fatalf("%d distinct events written, want 200", len(seen))
 	}
@@ -1172,15 +1142,13 @@ func TestLoopResendAcrossRulesetChange(t *testing.T) {
 
 	src := map[string]string{} // event id -> "topic/partition/offset"
 	for _, m := range f.a.Records(ingest) {
-		parts := strings.Split(string(m.Value), "|")
-		src[parts[len(parts)-1]] = fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset)
+		src[eventID(m)] = fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset)
 	}
 	check := func(cluster string, b *streamtest.Broker, rs *rules.Ruleset, first int) {
 		t.Helper()
 		seen := map[string]bool{}
 		for _, m := range b.Records("pinned.uk") {
-			parts := strings.Split(string(m.Value), "|")
-			id := parts[len(parts)-1]
+			id := eventID(m)
 			var n int
 			fmt.Sscan(id, &n)
 			if n < first || n >= first+20 {
@@ -1459,34 +1427,7 @@ func TestLoopProducerMemoryContract(t *testing.T) {
 			}
 			pa.check(t, "a")
 			pb.check(t, "b")
-			read := map[string]stream.Message{}
-			for _, m := range f.a.Records(ingest) {
-				parts := strings.Split(string(m.Value), "|")
-				read[parts[len(parts)-1]] = m
-			}
-			seen := map[string]bool{}
-			for _, c := range []struct {
-				name   string
-				b      *streamtest.Broker
-				topics []string
-			}{{"a", f.a, []string{"pinned.us", "pinned.in", quarantine}}, {"b", f.b, []string{"pinned.eu", "pinned.uk"}}} {
-				for _, topic := range c.topics {
-					for _, m := range c.b.Records(topic) {
-						parts := strings.Split(string(m.Value), "|")
-						id := parts[len(parts)-1]
-						seen[id] = true
-						r := read[id]
-						if header(m, "trace") != "t-"+id || header(m, router.HeaderSourcePartition) != fmt.Sprint(r.Partition) ||
-							header(m, router.HeaderSourceOffset) != fmt.Sprint(r.Offset) {
-							t.Errorf("%s/%s: event %s carries trace %q, source %s@%s; read at %d@%d", c.name, topic, id, header(m, "trace"),
-								header(m, router.HeaderSourcePartition), header(m, router.HeaderSourceOffset), r.Partition, r.Offset)
-						}
-						if got, want := header(m, router.HeaderAttestation), expectedTag(c.name, topic, m); got != want {
-							t.Errorf("%s/%s: attestation\n%q, want\n%q", c.name, topic, got, want)
-						}
-					}
-				}
-			}
+			read, seen := checkWritten(t, f.a, f.b)
 			if len(seen) != n {
 				t.Errorf("%d distinct events written, want %d", len(seen), n)
 			}
@@ -1497,4 +1438,48 @@ func TestLoopProducerMemoryContract(t *testing.T) {
 			}
 		})
 	}
+}
+
+// eventID is a test event's id: the last field of its value (event).
+func eventID(m stream.Message) string {
+	v := string(m.Value)
+	return v[strings.LastIndexByte(v, '|')+1:]
+}
+
+// checkWritten checks every record written to the loop fixture's
+// destinations (pinned.us, pinned.in and quarantine on cluster a,
+// pinned.eu and pinned.uk on b): it carries its event's trace header, the
+// source partition and offset the event was read at from the ingest topic,
+// and the attestation expectedTag makes. It returns the ingest records by
+// event id and the ids written.
+func checkWritten(t *testing.T, a, b *streamtest.Broker) (read map[string]stream.Message, seen map[string]bool) {
+	t.Helper()
+	read = map[string]stream.Message{}
+	for _, m := range a.Records(ingest) {
+		read[eventID(m)] = m
+	}
+	seen = map[string]bool{}
+	for _, c := range []struct {
+		name   string
+		b      *streamtest.Broker
+		topics []string
+	}{{"a", a, []string{"pinned.us", "pinned.in", quarantine}}, {"b", b, []string{"pinned.eu", "pinned.uk"}}} {
+		for _, topic := range c.topics {
+			for _, m := range c.b.Records(topic) {
+				id := eventID(m)
+				seen[id] = true
+				if got := header(m, "trace"); got != "t-"+id {
+					t.Errorf("%s/%s: event %s carries trace header %q", c.name, topic, id, got)
+				}
+				r := read[id]
+				if p, o := header(m, router.HeaderSourcePartition), header(m, router.HeaderSourceOffset); p != fmt.Sprint(r.Partition) || o != fmt.Sprint(r.Offset) {
+					t.Errorf("%s/%s: event %s says it was read at %s@%s, not %d@%d", c.name, topic, id, p, o, r.Partition, r.Offset)
+				}
+				if got, want := header(m, router.HeaderAttestation), expectedTag(c.name, topic, m); got != want {
+					t.Errorf("%s/%s: attestation\n%q, want\n%q", c.name, topic, got, want)
+				}
+			}
+		}
+	}
+	return read, seen
 }
