@@ -25,9 +25,8 @@ type Router struct {
 	pipe    *Pipeline  // decides every batch and builds its records
 	buildMu sync.Mutex // held while the pipeline builds records (build)
 	cons    BatchConsumer
-	pins    PinSource   // nil: pins looked up per batch (or none)
-	running atomic.Bool // Run is running
-	started atomic.Bool // Run was called: a Router runs once
+	pins    PinSource    // nil: pins looked up per batch (or none)
+	phase   atomic.Int32 // phaseNotStarted, phaseRunning, then phaseStopped: a Router runs once
 
 	senders  map[string]*sender
 	clusters []string // of senders, sorted
@@ -121,6 +120,13 @@ func (noPublisher) Publish(context.Context, ...stream.Message) error {
 }
 func (noPublisher) Close() error { return nil }
 
+// A Router's phases (Router.phase).
+const (
+	phaseNotStarted int32 = iota
+	phaseRunning
+	phaseStopped
+)
+
 // Run routes events until ctx is cancelled (docs/router.md, "The loop").
 // A Router runs once: Run while it runs, or after it returned, returns
 // ErrRunning (make a new Router to route again).
@@ -133,11 +139,10 @@ func (noPublisher) Close() error { return nil }
 // waits and resumes by itself. Offsets are never committed past an event
 // that was not acknowledged at its destination.
 func (r *Router) Run(ctx context.Context) error {
-	if !r.started.CompareAndSwap(false, true) {
+	if !r.phase.CompareAndSwap(phaseNotStarted, phaseRunning) {
 		return ErrRunning // running, or ran: its senders, tracker and window were that run's
 	}
-	r.running.Store(true)
-	defer r.running.Store(false)
+	defer r.phase.Store(phaseStopped)
 	// work is the context of the senders and the committer: it outlives
 	// ctx by ShutdownTimeout so the records in flight can be finished.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -367,7 +372,7 @@ func (r *Router) build(c *chunk) {
 // acknowledged by then is read again by the partitions' next owner
 // (logged with its count).
 func (r *Router) Revoked(ctx context.Context, parts []Partition) {
-	if !r.running.Load() || len(parts) == 0 {
+	if r.phase.Load() != phaseRunning || len(parts) == 0 {
 		return
 	}
 	for ctx.Err() == nil {
@@ -803,7 +808,7 @@ func (r *Router) setStopped() {
 // assess computes the readiness state from every source, stores it and
 // derives the metrics and the log from it (once per change).
 func (r *Router) assess() *readiness {
-	if !r.running.Load() {
+	if r.phase.Load() != phaseRunning {
 		return r.state.Load()
 	}
 	st := &readiness{fetch: true, regionDown: map[string]bool{}}
