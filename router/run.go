@@ -128,8 +128,6 @@ const (
 )
 
 // Run routes events until ctx is cancelled (docs/router.md, "The loop").
-// A Router runs once: Run while it runs, or after it returned, returns
-// ErrRunning (make a new Router to route again).
 // Then it stops fetching, waits up to Config.ShutdownTimeout for the
 // records in flight to be acknowledged, records and commits what settled,
 // and returns nil, or an error wrapping ErrUncommitted (after logging, per
@@ -137,7 +135,9 @@ const (
 // Outages (the ruleset, the pins, a destination cluster, a missing topic,
 // the ingest cluster, the ledger) never end Run: it reports not-ready,
 // waits and resumes by itself. Offsets are never committed past an event
-// that was not acknowledged at its destination.
+// that was not acknowledged at its destination. A Router runs once: Run
+// while it runs, or after it returned, returns ErrRunning (make a new
+// Router to route again).
 func (r *Router) Run(ctx context.Context) error {
 	if !r.phase.CompareAndSwap(phaseNotStarted, phaseRunning) {
 		return ErrRunning // running, or ran: its senders, tracker and window were that run's
