@@ -54,7 +54,7 @@ Ratios and targets that need a contender left out say "not measured"
 user+system CPU time of process PID, the broker on this host, read from
 /proc/PID/stat (1/100 s ticks) where each contender reads its own, at its
 first fetch and its last commit in every throughput round; the report
-gives the broker's CPU µs per event of each contender (mean of the
+gives the broker's CPU µs per event of each contender (median of the
 rounds; per round in --json) and the broker's plus the contender's, what
 an event costs a host they share. Only the throughput rounds are
 measured. --broker-pid auto takes the process of this host listening on

@@ -447,7 +447,8 @@ type ContenderReport struct {
 	Latency *LatencyReport `json:"latency,omitempty"`
 	// BrokerCPUMicrosPerEvent (--broker-pid) is the broker process's CPU
 	// microseconds (user+system) per event over the contender's throughput
-	// spans, the mean of RoundBrokerCPUMicrosPerEvent.
+	// spans, the median of RoundBrokerCPUMicrosPerEvent, as the
+	// contender's own CPUMicrosPerEvent is of its rounds.
 	BrokerCPUMicrosPerEvent float64 `json:"broker_cpu_us_per_event,omitempty"`
 	// RoundBrokerCPUMicrosPerEvent lists every round's.
 	RoundBrokerCPUMicrosPerEvent []float64 `json:"round_broker_cpu_us_per_event,omitempty"`
@@ -836,7 +837,7 @@ func (r *Report) derive() {
 			// Without --broker-pid (no rounds of the broker's CPU): absent.
 			c.BrokerCPUMicrosPerEvent, c.BrokerPlusCPUMicrosPerEvent = 0, 0
 			if len(c.RoundBrokerCPUMicrosPerEvent) > 0 {
-				c.BrokerCPUMicrosPerEvent = mean(c.RoundBrokerCPUMicrosPerEvent)
+				c.BrokerCPUMicrosPerEvent = median(c.RoundBrokerCPUMicrosPerEvent)
 				c.BrokerPlusCPUMicrosPerEvent = c.BrokerCPUMicrosPerEvent + c.CPUMicrosPerEvent
 			}
 		}
@@ -1614,17 +1615,6 @@ func (p *benchPool) next(rng *rand.Rand, topic string) kafkago.Message {
 	panic("unreachable")
 }
 
-func mean(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	sum := 0.0
-	for _, x := range xs {
-		sum += x
-	}
-	return sum / float64(len(xs))
-}
-
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
@@ -1709,7 +1699,7 @@ func (r *Report) Table(out io.Writer) {
 	if r.BrokerPID > 0 {
 		// One tick of the broker's CPU time, spread over a round's events.
 		tick := 1e6 / float64(max(r.BrokerClockTicks, 1)) / float64(max(r.Events, 1))
-		fmt.Fprintf(out, "Broker CPU: process %d (%s), user+system from /proc/%d/stat over each contender's throughput span (first fetch to last commit), mean of the rounds; "+
+		fmt.Fprintf(out, "Broker CPU: process %d (%s), user+system from /proc/%d/stat over each contender's throughput span (first fetch to last commit), median of the rounds; "+
 			"resolution %.3f µs per event (one 1/%d s tick over %d events); the latency passes are not measured.\n",
 			r.BrokerPID, r.BrokerCommand, r.BrokerPID, tick, r.BrokerClockTicks, r.Events)
 		for _, c := range ran {
