@@ -47,7 +47,11 @@ names the progress lines give them: pass-through (the kafka-go one),
 franz-go, router, router+audit, and those the flags add (router+audit-b,
 router-alt, pass-through+fan-out+headers, pass-through+router-writer),
 e.g. --contenders router,franz-go; they run in the usual order whatever
-the list's. A flag that adds contenders needs one of them named there.
+the list's. A flag that adds contenders needs one of them named there;
+so does one that configures only some (--audit-compression router+audit;
+--pins, --router-compression, --max-inflight-events,
+--max-uncommitted-events, --max-uncommitted-bytes and --memory-limit the
+router contenders).
 Ratios and targets that need a contender left out say "not measured"
 (absent from --json); without the router, the latency passes need --rate.
 --broker-pid PID (with --brokers; Linux) adds the broker's CPU: the

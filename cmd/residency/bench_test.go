@@ -41,6 +41,8 @@ func TestBenchContendersFlagErrors(t *testing.T) {
 		{[]string{"--contenders", "router", "--diagnose"}, []string{"--diagnose adds", "--contenders leaves out"}},
 		{[]string{"--contenders", "router,pass-through+fan-out+headers"}, []string{"--contenders: pass-through+fan-out+headers runs only with --diagnose"}},
 		{[]string{"--contenders", "franz-go"}, []string{"--contenders leaves out router", "--rate"}},
+		{[]string{"--contenders", "router", "--audit-compression", "zstd"}, []string{"--audit-compression configures router+audit, which --contenders leaves out"}},
+		{[]string{"--contenders", "franz-go", "--rate", "1000", "--pins", "10", "--redis", "127.0.0.1:1", "--brokers", "127.0.0.1:1"}, []string{"--pins configures router, router+audit, router+audit-b and router-alt"}},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), append([]string{"bench"}, c.args...), nil, &out, &errOut)

@@ -251,10 +251,40 @@ func (o Options) validateContenders() error {
 			return fmt.Errorf("--contenders: %s runs only with %s", named[0], f.flag)
 		}
 	}
+	// Flags that configure contenders without adding any: given (not
+	// their zero default) with none of those contenders named, they would
+	// be taken and have no effect.
+	routers := []string{contenderRouter, contenderRouterAudit, contenderRouterAuditB, contenderRouterAlt}
+	for _, f := range []struct {
+		flag       string
+		given      bool
+		configures []string
+	}{
+		{"--audit-compression", o.AuditCompression != "", []string{contenderRouterAudit}},
+		{"--router-compression", o.RouterCompression != "", routers},
+		{"--pins", o.Pins > 0, routers},
+		{"--max-inflight-events", o.MaxInflightEvents > 0, routers},
+		{"--max-uncommitted-events", o.MaxUncommittedEvents > 0, routers},
+		{"--max-uncommitted-bytes", o.MaxUncommittedBytes > 0, routers},
+		{"--memory-limit", o.MemoryLimit > 0, routers},
+	} {
+		if f.given && !slices.ContainsFunc(f.configures, o.runs) {
+			return fmt.Errorf("%s configures %s, which --contenders leaves out: name one in --contenders or drop %s",
+				f.flag, joinAnd(f.configures), f.flag)
+		}
+	}
 	if o.Rate == 0 && !o.runs(contenderRouter) && len(o.latencyOrder(0)) > 0 {
 		return errors.New("--contenders leaves out router, whose events/s set the latency passes' offered rate by default: give --rate")
 	}
 	return nil
+}
+
+// joinAnd joins names as "a", "a and b", "a, b and c".
+func joinAnd(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 // codecs are the values of --audit-compression, --audit-compression-b,

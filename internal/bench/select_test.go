@@ -34,6 +34,20 @@ func TestContendersRefused(t *testing.T) {
 			[]string{"--diagnose adds pass-through+fan-out+headers and pass-through+router-writer, which --contenders leaves out"}},
 		{"a --diagnose contender without --diagnose", func(o *Options) { o.Contenders = []string{"router", "pass-through+router-writer"} },
 			[]string{"--contenders: pass-through+router-writer runs only with --diagnose"}},
+		{"--audit-compression without router+audit", func(o *Options) { o.AuditCompression, o.Contenders = "lz4", []string{"router", "franz-go"} },
+			[]string{"--audit-compression configures router+audit, which --contenders leaves out"}},
+		{"--router-compression without a router", func(o *Options) { o.RouterCompression, o.Contenders, o.Rate = "zstd", []string{"franz-go"}, 1000 },
+			[]string{"--router-compression configures router, router+audit, router+audit-b and router-alt, which --contenders leaves out"}},
+		{"--pins without a router", func(o *Options) { o.Pins, o.Contenders, o.Rate = 1000, []string{"franz-go", "pass-through"}, 1000 },
+			[]string{"--pins configures router"}},
+		{"--max-inflight-events without a router", func(o *Options) { o.MaxInflightEvents, o.Contenders, o.Rate = 5000, []string{"franz-go"}, 1000 },
+			[]string{"--max-inflight-events configures router"}},
+		{"--max-uncommitted-events without a router", func(o *Options) { o.MaxUncommittedEvents, o.Contenders, o.Rate = 5000, []string{"franz-go"}, 1000 },
+			[]string{"--max-uncommitted-events configures router"}},
+		{"--max-uncommitted-bytes without a router", func(o *Options) { o.MaxUncommittedBytes, o.Contenders, o.Rate = 5000, []string{"franz-go"}, 1000 },
+			[]string{"--max-uncommitted-bytes configures router"}},
+		{"--memory-limit without a router", func(o *Options) { o.MemoryLimit, o.Contenders, o.Rate = 1<<26, []string{"franz-go"}, 1000 },
+			[]string{"--memory-limit configures router"}},
 		{"latency passes without the router or --rate", func(o *Options) { o.Contenders = []string{"franz-go", "pass-through"} },
 			[]string{"--contenders leaves out router", "--rate"}},
 	} {
@@ -66,6 +80,12 @@ func TestContendersAccepted(t *testing.T) {
 		func(o *Options) { o.Contenders, o.AuditCompressionB = []string{"router+audit-b"}, "zstd" },
 		func(o *Options) { o.Contenders, o.RouterCompressionAlt = []string{"router", "router-alt"}, "lz4" },
 		func(o *Options) { o.Contenders, o.Diagnose = []string{"router", "pass-through+router-writer"}, true },
+		func(o *Options) { o.Contenders, o.AuditCompression = []string{"router+audit"}, "zstd" },
+		func(o *Options) { o.Contenders, o.RouterCompression, o.Pins = []string{"router+audit"}, "zstd", 10 },
+		func(o *Options) {
+			o.Contenders, o.RouterCompressionAlt, o.MaxInflightEvents, o.Rate = []string{"router-alt"}, "lz4", 5000, 1000
+		},
+		func(o *Options) { o.Contenders, o.Pins = nil, 10 }, // every contender: nothing left out
 	} {
 		o := DefaultOptions()
 		set(&o)
