@@ -4,18 +4,7 @@
 // includes waiting for a core, the CPU time does not).
 package benchtest
 
-import (
-	"syscall"
-	"testing"
-	"time"
-)
-
-// CPUTime returns the process's user and system CPU time so far.
-func CPUTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+import "testing"
 
 // ReportCPU reports the process's CPU time per operation (cpu-ns/op) when
 // the benchmark returns. Use as `defer benchtest.ReportCPU(b)()` just

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -134,7 +133,7 @@ func (k *PrivateKafka) start() error {
 		"-Dlog4j2.configurationFile="+filepath.Join(k.dir, "log4j2.properties"),
 		"-cp", filepath.Join(k.libs, "*"), "kafka.Kafka", filepath.Join(k.dir, "server.properties"))
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownProcessGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		k.mu.Unlock()
 		_ = log.Close()
@@ -178,7 +177,7 @@ func (k *PrivateKafka) Kill() {
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	killProcessGroup(cmd)
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if c, err := net.DialTimeout("tcp", k.Brokers[0], 200*time.Millisecond); err != nil {
 			return
