@@ -95,8 +95,15 @@ func (l *Log) Scan(ctx context.Context, prev *Checkpoint, visit func(index int64
 	}
 	f := compact.RangeFactory{Hash: hasher.HashChildren}
 	r := f.NewEmptyRange(0)
+	// A prefix that does not hash to prev's root is remembered, not
+	// returned at once: when the leaves do not hash to this checkpoint's
+	// root either, they were altered in the bucket (ErrAlteredLog), which
+	// says more than "not extending" (and is what happened when prev is
+	// this very checkpoint); only leaves that do hash to the signed root
+	// but not to prev's make a checkpoint that does not extend prev.
+	var prevErr error
 	checkPrev := func() error {
-		if prev == nil || uint64(prev.Size) != r.End() {
+		if prev == nil || prevErr != nil || uint64(prev.Size) != r.End() {
 			return nil
 		}
 		root, err := rootOf(r)
@@ -104,7 +111,7 @@ func (l *Log) Scan(ctx context.Context, prev *Checkpoint, visit func(index int64
 			return err
 		}
 		if !bytes.Equal(root, prev.Root[:]) {
-			return fmt.Errorf("%w: the first %d leaves do not hash to the previous checkpoint's root", ErrNotExtending, prev.Size)
+			prevErr = fmt.Errorf("%w: the first %d leaves do not hash to the previous checkpoint's root", ErrNotExtending, prev.Size)
 		}
 		return nil
 	}
@@ -141,7 +148,7 @@ func (l *Log) Scan(ctx context.Context, prev *Checkpoint, visit func(index int64
 	if !bytes.Equal(root, l.cp.Root[:]) {
 		return fmt.Errorf("%w: the %d leaves do not hash to the checkpoint's root", ErrAlteredLog, l.cp.Size)
 	}
-	return nil
+	return prevErr
 }
 
 func rootOf(r *compact.Range) ([]byte, error) {

@@ -198,6 +198,17 @@ func TestCrossCheckInPython(t *testing.T) {
 		if err != nil || strings.TrimSpace(string(out)) != "ok" {
 			t.Fatalf("leaf %d: crosscheck.py: %v\n%s", i, err, out)
 		}
+		// It fails on another leaf presented as a tree of its own (one
+		// leaf, its hash the root) with the real signed checkpoint.
+		forged := *p
+		forged.Leaf = `{"v":1,"kind":"purge","time":1}`
+		forged.LeafHash = LeafHash([]byte(forged.Leaf)).String()
+		forged.LeafIndex, forged.TreeSize, forged.RootHash, forged.Inclusion = 0, 1, forged.LeafHash, []string{}
+		b, _ = json.Marshal(&forged)
+		os.WriteFile(path, b, 0o644)
+		if out, err := exec.Command(py, "testdata/crosscheck.py", "testdata/leaves.json", path).CombinedOutput(); err == nil {
+			t.Fatalf("leaf %d: a one-leaf tree not the checkpoint's passed: %s", i, out)
+		}
 		// And it fails on a wrong path.
 		p.Inclusion[0] = Sum(nil).String()
 		b, _ = json.Marshal(p)

@@ -329,7 +329,6 @@ func VerifyLog(ctx context.Context, store Store, cfg VerifyConfig) (*Verificatio
 			v.add(Finding{Code: CodeBadSignature, Leaf: -1, Offset: -1, Detail: "previous checkpoint: " + err.Error()})
 		} else {
 			v.prev = &prev
-			v.report.Previous = &CheckpointInfo{Origin: prev.Origin, Size: prev.Size, Root: prev.Root.String()}
 			if _, err := log.ProveExtends(ctx, prev); err != nil {
 				v.add(Finding{Code: CodeCheckpointNotExtending, Leaf: -1, Offset: -1,
 					Detail: fmt.Sprintf("checkpoint of %d leaves does not extend the previous one of %d leaves: %v", v.cp.Size, prev.Size, err)})
@@ -356,6 +355,10 @@ func VerifyLog(ctx context.Context, store Store, cfg VerifyConfig) (*Verificatio
 		v.add(Finding{Code: CodeCheckpointNotExtending, Leaf: -1, Offset: -1, Detail: err.Error()})
 	case err != nil:
 		return nil, err
+	case v.prev != nil:
+		// Shown to extend it (consistency proof and the leaves): only
+		// now does the report say so.
+		v.report.Previous = &CheckpointInfo{Origin: v.prev.Origin, Size: v.prev.Size, Root: v.prev.Root.String()}
 	}
 	v.report.Checked.Leaves = v.cp.Size
 	return v, nil

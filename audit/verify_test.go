@@ -846,3 +846,43 @@ func TestVerifyDeadLetterCrashCopyIsANote(t *testing.T) {
 		t.Fatalf("no duplicate_record note: %+v", r.Notes)
 	}
 }
+
+// TestVerifyAlteredLeafWithPreviousCheckpoint: a leaf altered in the bucket
+// is altered_log even when the reviewer gives the previous checkpoint (here
+// the very checkpoint in the bucket, which the log trivially extends), and
+// the report does not claim the log extends it.
+func TestVerifyAlteredLeafWithPreviousCheckpoint(t *testing.T) {
+	w := newWorld(t)
+	w.run(20)
+	prev, _ := w.store.Get(context.Background(), CheckpointPath)
+	path := w.firstBundle()
+	b, _ := w.store.Get(context.Background(), path)
+	nb := bytes.Replace(b, []byte(`"jurisdiction":"EU","region":"eu"`), []byte(`"jurisdiction":"EU","region":"us"`), 1)
+	if bytes.Equal(b, nb) {
+		t.Fatal("nothing altered")
+	}
+	w.store.Put(context.Background(), path, nb)
+	r := w.verify(VerifyConfig{Previous: prev})
+	expectHas(t, r, "altered_log")
+	if slices.Contains(codes(r.Findings), "checkpoint_not_extending") {
+		t.Errorf("an altered leaf reported as checkpoint_not_extending: %v", codes(r.Findings))
+	}
+	if r.Previous != nil {
+		t.Errorf("the report says the altered log extends the previous checkpoint: %+v", r.Previous)
+	}
+}
+
+// TestVerifyNotExtendingReportsNoPrevious: a checkpoint that does not
+// extend the previous one is not shown as extending it.
+func TestVerifyNotExtendingReportsNoPrevious(t *testing.T) {
+	w := newWorld(t)
+	w.run(10)
+	prev, _ := w.store.Get(context.Background(), CheckpointPath)
+	w2 := newWorld(t)
+	w2.run(12)
+	r := w2.verify(VerifyConfig{Previous: prev})
+	expect(t, r, "checkpoint_not_extending")
+	if r.Previous != nil {
+		t.Errorf("report.Previous = %+v for a checkpoint that does not extend it", r.Previous)
+	}
+}

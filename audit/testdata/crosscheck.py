@@ -10,6 +10,7 @@ proof.json: an inclusion proof; the leaf hash and the RFC 9162 2.1.3.2 fold
 of the inclusion path must give the root hash. (The checkpoint's Ed25519
 signature needs an Ed25519 library, which the standard library lacks.)
 """
+import base64
 import hashlib
 import json
 import sys
@@ -50,6 +51,12 @@ def check_proof(path):
         n >>= 1
     if n != 0 or h.hex() != p["root_hash"]:
         sys.exit("proof: does not lead to the root hash")
+    # The root and size must be the signed checkpoint's (lines 2 and 3 of
+    # the note: the tree size in decimal, the root in base64); otherwise
+    # any leaf "verifies" against a tree of its own making.
+    body = p["checkpoint"].split("\n")
+    if len(body) < 3 or body[1] != str(p["tree_size"]) or base64.b64decode(body[2], validate=True).hex() != p["root_hash"]:
+        sys.exit("proof: tree size or root differs from the checkpoint")
 
 
 check_vectors(sys.argv[1])

@@ -101,11 +101,22 @@ func auditProve(ctx context.Context, e env, cfgPath, logKey, source, eventID str
 	}
 	p, err := audit.Prove(ctx, lg, idx)
 	if err != nil {
-		return logOpenError(err)
+		return proveError(idx, err)
 	}
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(p)
+}
+
+// proveError gives an error of audit.Prove its exit code: a leaf found in
+// the bucket whose proof does not lead to the signed checkpoint's root was
+// altered there, so the log does not verify (exit 1), with a message that
+// says so rather than the Merkle library's roots as decimal bytes.
+func proveError(idx int64, err error) error {
+	if errors.Is(err, audit.ErrBadProof) {
+		return withCode(exitFailure, fmt.Errorf("%w: leaf %d in the bucket does not hash into the signed checkpoint (run audit verify)", audit.ErrAlteredLog, idx))
+	}
+	return logOpenError(err)
 }
 
 // logOpenError gives an error reading the log its exit code: a log that
