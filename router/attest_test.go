@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,10 +17,10 @@ import (
 // given: decision, reason, jurisdiction, region, ruleset version,
 // destination, source, and the digests of key and value, so a test can
 // recompute the tag from the record as written.
-type fakeAttester struct{ calls int }
+type fakeAttester struct{ calls atomic.Int64 }
 
 func (a *fakeAttester) AppendAttestation(dst []byte, r *router.AttestedRecord) []byte {
-	a.calls++
+	a.calls.Add(1)
 	d := &r.Event.Decision
 	m := r.Event.Msg
 	return fmt.Appendf(dst, "%s|%s|%s|%s|%d|%s/%s|%s/%d/%d|%x|%t|%x", d.Outcome, d.Reason, d.Jurisdiction, d.Region,
@@ -101,8 +102,8 @@ func TestRouterAttestsEveryRecord(t *testing.T) {
 			if n != len(sent) {
 				t.Errorf("%d records written, want %d", n, len(sent))
 			}
-			if on && att.calls < len(sent) {
-				t.Errorf("attester called %d times for %d records", att.calls, len(sent))
+			if on && att.calls.Load() < int64(len(sent)) {
+				t.Errorf("attester called %d times for %d records", att.calls.Load(), len(sent))
 			}
 		})
 	}

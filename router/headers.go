@@ -156,6 +156,7 @@ type headerBuilder struct {
 	parts               [][]byte                     // partition digits, by partition, shared read-only
 	released            bool                         // nothing refers to slab and arena: startBatch may reuse them
 	tags                bool                         // startBatch reserves arena room for attestation tags
+	tagSlice            [][]byte                     // tagSlots' slots
 }
 
 // placedHdr holds the first five residency headers of a jurisdiction's
@@ -571,6 +572,23 @@ func (b *headerBuilder) tag(a Attester, rec *AttestedRecord) []byte {
 	start := len(b.arena)
 	b.arena = a.AppendAttestation(b.arena, rec)
 	return b.arena[start:len(b.arena):len(b.arena)]
+}
+
+// tagRegions takes n regions of tagRoom bytes from the arena, for tags
+// made on several goroutines (Pipeline.attestAll): region k is
+// [k*tagRoom, (k+1)*tagRoom). startBatch reserved room for them.
+func (b *headerBuilder) tagRegions(n int) []byte {
+	start := len(b.arena)
+	b.arena = append(b.arena, make([]byte, n*tagRoom)...)
+	return b.arena[start:]
+}
+
+// tagSlots returns n nil slots for the tags of a chunk, reused from one
+// batch to the next.
+func (b *headerBuilder) tagSlots(n int) [][]byte {
+	b.tagSlice = resize(b.tagSlice, n)
+	clear(b.tagSlice)
+	return b.tagSlice
 }
 
 // frozen returns v with its capacity cut to its length.

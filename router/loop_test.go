@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1482,4 +1483,85 @@ func checkWritten(t *testing.T, a, b *streamtest.Broker) (read map[string]stream
 		}
 	}
 	return read, seen
+}
+
+// overlap counts how many calls are inside a section at once, and the
+// most there were.
+type overlap struct{ inside, most atomic.Int32 }
+
+func (o *overlap) enter() {
+	n := o.inside.Add(1)
+	for m := o.most.Load(); n > m && !o.most.CompareAndSwap(m, n); m = o.most.Load() {
+	}
+	time.Sleep(20 * time.Microsecond) // long enough for another goroutine to come in
+}
+
+func (o *overlap) leave() { o.inside.Add(-1) }
+
+// overlapAttester is fakeAttester, counting concurrent calls.
+type overlapAttester struct {
+	fakeAttester
+	overlap
+}
+
+func (a *overlapAttester) AppendAttestation(dst []byte, r *router.AttestedRecord) []byte {
+	a.enter()
+	defer a.leave()
+	return a.fakeAttester.AppendAttestation(dst, r)
+}
+
+// overlapLedger is recLedger, counting concurrent AppendLeaf calls.
+type overlapLedger struct {
+	*recLedger
+	overlap
+}
+
+func (l *overlapLedger) AppendLeaf(dst []byte, s *router.Settled) ([]byte, error) {
+	l.enter()
+	defer l.leave()
+	return l.recLedger.AppendLeaf(dst, s)
+}
+
+// TestLoopAuditWorkOnSeveralGoroutines: a large chunk's attestation tags
+// and decision leaves are made on several goroutines at once (one sender
+// per cluster would otherwise bound the audit's throughput to one core),
+// and each record still carries its own event's tag, each event its leaf.
+func TestLoopAuditWorkOnSeveralGoroutines(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	}
+	f := newLoopFixture(t)
+	const n = 400
+	f.cfg.BatchSize = n
+	att := &overlapAttester{}
+	led := &overlapLedger{recLedger: &recLedger{recorded: map[string]int{}}}
+	f.cfg.Attester, f.cfg.Ledger = att, led
+	f.pa.set(true, "") // hold cluster a until every event is polled: one chunk of n
+	f.produce(t, usEvents(n, 0)...)
+	_, stop := f.start(t)
+	testenv.Eventually(t, 10*time.Second, "every event polled", func() bool { return f.cons.polled.Load() == n })
+	f.pa.set(false, "")
+	testenv.Eventually(t, 10*time.Second, "everything committed", func() bool { return f.committed() == n })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if m := att.most.Load(); m < 2 {
+		t.Errorf("at most %d attestation at once for a chunk of %d records, want the work spread", m, n)
+	}
+	if m := led.most.Load(); m < 2 {
+		t.Errorf("at most %d leaf encoded at once for a chunk of %d records, want the work spread", m, n)
+	}
+	recs := f.a.Records("pinned.us")
+	if len(recs) != n {
+		t.Fatalf("%d records at pinned.us, want %d", len(recs), n)
+	}
+	for _, m := range recs {
+		if got, want := header(m, router.HeaderAttestation), expectedTag("a", "pinned.us", m); got != want {
+			t.Fatalf("record %s: attestation\n%q, want\n%q", m.Key, got, want)
+		}
+		src := fmt.Sprintf("%s/%s/%s", ingest, header(m, router.HeaderSourcePartition), header(m, router.HeaderSourceOffset))
+		if led.recorded[src] != 1 {
+			t.Fatalf("event %s: recorded %d times, want once", src, led.recorded[src])
+		}
+	}
 }

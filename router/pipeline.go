@@ -475,7 +475,7 @@ func (p *Pipeline) Publish(ctx context.Context, b *Batch) error {
 		}
 		cluster, _ := p.Destination(&ev.Decision)
 		g := groupOf(groups, cluster)
-		g.msgs = append(g.msgs, p.record(b, ev, &p.hdr))
+		g.msgs = append(g.msgs, p.record(b, ev, &p.hdr, nil))
 		g.events = append(g.events, int32(i))
 	}
 	b.parts, b.offs = nil, nil
@@ -623,27 +623,54 @@ func omitBody(out *stream.Message, m *stream.Message, err error) {
 // records builds the outgoing records of the events idx of b into out
 // (appended), their headers in hdr's memory (started for b), exactly as
 // Publish builds them.
-func (p *Pipeline) records(b *Batch, idx []int32, hdr *headerBuilder, out []stream.Message) []stream.Message {
-	for _, i := range idx {
-		out = append(out, p.record(b, &b.Events[i], hdr))
+func (p *Pipeline) records(b *Batch, idx []int32, hdr *headerBuilder, tags [][]byte, out []stream.Message) []stream.Message {
+	for k, i := range idx {
+		var tag []byte
+		if tags != nil {
+			tag = tags[k]
+		}
+		out = append(out, p.record(b, &b.Events[i], hdr, tag))
 	}
 	return out
+}
+
+// attestAll makes the attestation tags of the events idx of b on up to
+// workers goroutines (fanOut), in hdr's memory (started for b): tag k is
+// event idx[k]'s, as record would make it.
+func (p *Pipeline) attestAll(b *Batch, idx []int32, hdr *headerBuilder, workers int) [][]byte {
+	region := hdr.tagRegions(len(idx))
+	tags := hdr.tagSlots(len(idx))
+	fanOut(len(idx), workers, minFanOut, func(lo, hi int) {
+		for k := lo; k < hi; k++ {
+			rec := p.attested(b, &b.Events[idx[k]])
+			dst := region[k*tagRoom : k*tagRoom : (k+1)*tagRoom]
+			tags[k] = frozen(p.cfg.Attester.AppendAttestation(dst, &rec))
+		}
+	})
+	return tags
+}
+
+// attested returns the record an Attester is given for ev, an event of b.
+func (p *Pipeline) attested(b *Batch, ev *Event) AttestedRecord {
+	cluster, topic := p.Destination(&ev.Decision)
+	key, value := writtenBody(ev.Msg, ev.Err)
+	rec := AttestedRecord{Event: ev, Cluster: cluster, Topic: topic, Key: key, Value: value}
+	if ev.Decision.Outcome != DeadLettered && b.Ruleset != nil {
+		rec.RulesetVersion = b.Ruleset.Version()
+	}
+	return rec
 }
 
 // record builds the outgoing record of ev, an event of b, its headers in
 // hdr's memory (started for b): the event's key, value and producer
 // headers, its residency headers, its attestation when the pipeline has
-// an Attester, then its Extra headers.
-func (p *Pipeline) record(b *Batch, ev *Event, hdr *headerBuilder) stream.Message {
+// an Attester (tag, when attestAll made it; made here when nil), then its
+// Extra headers.
+func (p *Pipeline) record(b *Batch, ev *Event, hdr *headerBuilder, tag []byte) stream.Message {
 	m := ev.Msg
-	cluster, topic := p.Destination(&ev.Decision)
-	var tag []byte
-	if p.cfg.Attester != nil {
-		key, value := writtenBody(m, ev.Err)
-		rec := AttestedRecord{Event: ev, Cluster: cluster, Topic: topic, Key: key, Value: value}
-		if ev.Decision.Outcome != DeadLettered && b.Ruleset != nil {
-			rec.RulesetVersion = b.Ruleset.Version()
-		}
+	_, topic := p.Destination(&ev.Decision)
+	if p.cfg.Attester != nil && tag == nil {
+		rec := p.attested(b, ev)
 		tag = hdr.tag(p.cfg.Attester, &rec)
 	}
 	hs := hdr.headers(m, &ev.Decision, ev.Fields.Writer, ev.Err, tag)

@@ -291,8 +291,10 @@ type TopicChecker interface {
 // else. auditwire.NewAttester implements it over audit.Attester.
 //
 // Memory contract: rec and everything it points to are borrowed for the
-// call. Calls come from one goroutine at a time per Pipeline; an Attester
-// shared by pipelines must be safe for concurrent use.
+// call. An Attester must be safe for concurrent use: a Router calls it
+// from the senders of every cluster and spreads a large chunk's records
+// over several goroutines (one per core); a Pipeline's Route calls it from
+// one goroutine at a time.
 type Attester interface {
 	// AppendAttestation appends the attestation tag of rec (the header's
 	// value) to dst and returns it, without allocating when dst has room.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -22,8 +23,8 @@ type Router struct {
 	cfg     Config
 	log     *slog.Logger
 	retry   stream.Retry
-	pipe    *Pipeline  // decides every batch and builds its records
-	buildMu sync.Mutex // held while the pipeline builds records (build)
+	pipe    *Pipeline // decides every batch and builds its records
+	workers int       // goroutines a sender's audit work is spread over (fanOut): GOMAXPROCS at New
 	cons    BatchConsumer
 	pins    PinSource    // nil: pins looked up per batch (or none)
 	phase   atomic.Int32 // phaseNotStarted, phaseRunning, then phaseStopped: a Router runs once
@@ -60,7 +61,8 @@ func New(cfg Config) (*Router, error) {
 	}
 	cfg.defaults()
 	r := &Router{cfg: cfg, log: cfg.Logger, lags: map[topicPartition]lagEntry{}, senders: map[string]*sender{},
-		wakeCmt: make(chan struct{}, 1), flushSem: make(chan struct{}, 1), problems: map[string]string{}, missing: map[string]string{}}
+		wakeCmt: make(chan struct{}, 1), flushSem: make(chan struct{}, 1), problems: map[string]string{}, missing: map[string]string{},
+		workers: runtime.GOMAXPROCS(0)}
 	r.retry = stream.Retry{Min: cfg.RetryMin, Max: cfg.RetryMax, GiveUp: cfg.GiveUp, GaveUp: ErrGaveUp, Component: "router",
 		Logger: r.log, OnRetry: cfg.Metrics.retry}
 	// The pipeline's publishers only answer "is there a connection to this
@@ -352,16 +354,19 @@ func (r *Router) dispatch(b *Batch) {
 // produces c, and again for a resend when it freed them meanwhile (a
 // producer that copies them had them): the records are the same, the
 // headers and the attestation depending only on the decided event. The
-// pipeline's Attester is called by one goroutine at a time (buildMu: the
-// senders of several clusters).
+// attestation tags of a large chunk are made on several goroutines
+// (fanOut): the Attester is called concurrently, by the senders of
+// several clusters too.
 func (r *Router) build(c *chunk) {
 	b := c.fb.batch
 	hdr := headerPool.Get().(*headerBuilder)
 	hdr.tags = r.cfg.Attester != nil
-	r.buildMu.Lock()
 	hdr.startBatch(b.msgs, b.Ruleset.VersionString(), b.Ruleset.ShortDigest(), r.cfg.Instance)
-	c.out = r.pipe.records(b, c.idx, hdr, make([]stream.Message, 0, len(c.idx)))
-	r.buildMu.Unlock()
+	var tags [][]byte
+	if hdr.tags && r.workers > 1 && len(c.idx) >= 2*minFanOut {
+		tags = r.pipe.attestAll(b, c.idx, hdr, r.workers)
+	}
+	c.out = r.pipe.records(b, c.idx, hdr, tags, make([]stream.Message, 0, len(c.idx)))
 	c.hdr = hdr
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/residency-router/residency/stream"
@@ -65,7 +66,8 @@ type sender struct {
 	retryAt time.Time
 	ack     acks     // the last produce result read (acks): the tracker keeps no reference to it
 	leaves  [][]byte // ack.leaves' backing array, kept while ack.leaves is nil (no Ledger)
-	ends    []int    // scratch of acks
+	ends    []int    // scratch of acks: where each leaf ends in its range's buffer
+	bad     []bool   // scratch of acks: the leaves the Ledger could not encode
 	settled Settled  // scratch of acks: the event AppendLeaf borrows
 }
 
@@ -470,20 +472,45 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 	if led == nil {
 		return a
 	}
-	fb := c.fb
-	a.leaves, s.ends = resize(s.leaves, n), resize(s.ends, n)
+	a.leaves, s.ends, s.bad = resize(s.leaves, n), resize(s.ends, n), resize(s.bad, n)
 	clear(a.leaves)
+	clear(s.bad)
 	s.leaves = a.leaves
-	ends := s.ends
-	buf := make([]byte, 0, 320*n) // a route leaf with its subject: 250-300 bytes
-	now := time.Now()             // one clock reading for the result, not one per leaf
-	for k, i := range a.idx {
-		ends[k] = len(buf)
+	now := time.Now() // one clock reading for the result, not one per leaf
+	var bad atomic.Bool
+	fanOut(n, s.r.workers, minFanOut, func(lo, hi int) {
+		st := &s.settled // the caller's range: no allocation
+		if lo > 0 {
+			st = new(Settled)
+		}
+		if !s.encodeLeaves(led, c.fb, a, lo, hi, now, st) {
+			bad.Store(true)
+		}
+	})
+	if bad.Load() {
+		a.bad = s.bad
+	}
+	s.settled = Settled{} // keep no reference to the batch
+	return a
+}
+
+// encodeLeaves encodes the leaves of a's acknowledged events lo to hi-1
+// (of a result for a chunk of fb) into a new buffer of their own and sets
+// a.leaves[k] to each, and s.bad[k] for a leaf the Ledger could not
+// encode (false returned when there is one). Concurrent calls for
+// disjoint ranges are safe (acks spreads a result over fanOut); st is
+// the call's own scratch.
+func (s *sender) encodeLeaves(led Ledger, fb *fetched, a *acks, lo, hi int, now time.Time, st *Settled) bool {
+	ends := s.ends[lo:hi]
+	buf := make([]byte, 0, 320*(hi-lo)) // a route leaf with its subject: 250-300 bytes
+	good := true
+	for k := lo; k < hi; k++ {
+		ends[k-lo] = len(buf)
 		if !a.ok[k] {
 			continue
 		}
+		i := a.idx[k]
 		o := &fb.out[i]
-		st := &s.settled
 		*st = Settled{Event: &fb.batch.Events[i], Ruleset: fb.batch.Ruleset, Cluster: o.cluster, Topic: o.topic,
 			Partition: a.parts[k], Offset: a.offsets[k], At: now}
 		b, err := led.AppendLeaf(buf, st)
@@ -491,10 +518,7 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 			err = errors.New("the ledger encoded an empty leaf")
 		}
 		if err != nil {
-			if a.bad == nil {
-				a.bad = make([]bool, n)
-			}
-			a.bad[k] = true
+			s.bad[k], good = true, false
 			m := st.Event.Msg
 			s.r.log.Error("router: the audit leaf of an event cannot be encoded; its partition is not committed past it",
 				"topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "error", err)
@@ -502,17 +526,17 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 			continue
 		}
 		buf = b
-		ends[k] = len(buf)
+		ends[k-lo] = len(buf)
 	}
-	start := 0
+	from := 0
 	for k, e := range ends {
-		if e > start {
-			a.leaves[k] = buf[start:e:e]
+		if e > from {
+			a.leaves[lo+k] = buf[from:e:e]
 		}
-		start = e
+		from = e
 	}
-	s.settled = Settled{} // keep no reference to the batch
-	return a
+	*st = Settled{}
+	return good
 }
 
 // free drops c's outgoing records, returning their header builder to
