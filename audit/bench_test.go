@@ -3,9 +3,12 @@ package audit
 import (
 	"bytes"
 	"context"
-	"github.com/residency-router/residency/internal/benchtest"
+	"crypto/hmac"
+	"crypto/sha256"
 	"testing"
 	"time"
+
+	"github.com/residency-router/residency/internal/benchtest"
 )
 
 // benchValue is the size of the bench mix's canonical events (~250 bytes).
@@ -45,6 +48,47 @@ func BenchmarkPerEvent(b *testing.B) {
 	b.ReportMetric(float64(benchtest.CPUTime()-cpu)/float64(b.N), "cpu-ns/op")
 }
 
+// BenchmarkPerEventFloor is the least any router could add per event
+// and still meet issue 14's design, which asks for a leaf per decision
+// and an attestation per record: the value's and key's SHA-256, the
+// cheapest tag over them and the record's coordinates (HMAC-SHA256 of
+// 76 bytes: two digests, a partition and an offset; the pads' states
+// cached, so three SHA-256 blocks), and the leaf's wire entry added to
+// its audit record. It leaves out what the router's audit does beyond
+// that (the subject's keyed hash, the tag's context fields, the leaf's
+// trip through the settled backlog, the audit record's produce, the
+// attestation header's bytes on the destination records) and the
+// broker's share. docs/performance.md turns it into a bound on the
+// audit-on / audit-off throughput ratio on a host whose cores the
+// router shares with the broker.
+func BenchmarkPerEventFloor(b *testing.B) {
+	defer benchtest.ReportCPU(b)()
+	key := []byte("user-123456")
+	leaf := benchRouteLeaf()
+	mac := hmac.New(sha256.New, bytes.Repeat([]byte("k"), 32))
+	var in [76]byte
+	sum := make([]byte, 0, sha256.Size)
+	var rec WireRecord
+	rec.Start(make([]byte, 0, 1<<20))
+	entry := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		leaf.Src.Offset = int64(i)
+		leaf.Value, leaf.Key = sha256.Sum256(benchValue), sha256.Sum256(key)
+		copy(in[:32], leaf.Value[:])
+		copy(in[32:64], leaf.Key[:])
+		in[64], in[72] = byte(i), byte(i>>8)
+		mac.Reset()
+		mac.Write(in[:])
+		sum = mac.Sum(sum[:0])
+		entry, _ = AppendWireEntry(entry[:0], &leaf)
+		if !rec.Fits(entry, 1<<20) {
+			rec.Start(rec.Bytes())
+		}
+		_ = rec.Add(entry)
+	}
+}
+
 // BenchmarkPerEventParts splits BenchmarkPerEvent.
 func BenchmarkPerEventParts(b *testing.B) {
 	a, _ := NewAttester(testKey("k1"))
@@ -55,6 +99,13 @@ func BenchmarkPerEventParts(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			leaf.Value = Sum(benchValue)
+		}
+	})
+	b.Run("key-sha256", func(b *testing.B) {
+		key := []byte("user-123456")
+		b.ReportAllocs()
+		for b.Loop() {
+			leaf.Key = Sum(key)
 		}
 	})
 	b.Run("leaf-encode", func(b *testing.B) {

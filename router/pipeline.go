@@ -30,8 +30,10 @@ import (
 // is left to the caller, and so is where the events come from: the router
 // commits its consumer group's offsets, replay checkpoints its ranges.
 //
-// A Pipeline is used by one goroutine at a time: it builds each batch's
-// headers in memory it reuses from batch to batch (see headerBuilder).
+// Route is called by one goroutine at a time: it builds each batch's
+// headers in memory it reuses from batch to batch (see headerBuilder). The
+// Router's senders build their chunks' records concurrently, each in a
+// header builder of its own (records, attestAll).
 type Pipeline struct {
 	cfg    PipelineConfig
 	dest   Destinations
