@@ -101,7 +101,7 @@ func (r Retry) Do(ctx context.Context, op string, fn func(context.Context) error
 		}
 		wait := r.Delay(attempt)
 		if r.Logger != nil {
-			r.Logger.Warn(r.prefix()+op+" failed; retrying", "op", op, "attempt", attempt, "backoff", wait, "error", err)
+			r.Logger.Warn(r.prefix()+op+" failed; retrying", "op", op, "attempt", attempt, "backoff_ms", wait.Milliseconds(), "error", err)
 		}
 		if r.OnRetry != nil {
 			r.OnRetry(op)

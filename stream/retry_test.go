@@ -1,8 +1,11 @@
 package stream
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -64,5 +67,21 @@ func TestRetryDo(t *testing.T) {
 	err = fast.Do(cctx, "op", func(context.Context) error { return errBoom }) // no GiveUp: until ctx ends
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errBoom) || !strings.HasPrefix(err.Error(), "test: op: stopped while retrying") {
 		t.Fatalf("ctx ended: Do = %v", err)
+	}
+}
+
+// TestRetryLogsBackoffInMilliseconds: the retry warning's backoff is a
+// number of milliseconds named so (a JSON log renders a time.Duration as
+// bare nanoseconds).
+func TestRetryLogsBackoffInMilliseconds(t *testing.T) {
+	var buf bytes.Buffer
+	r := Retry{Min: 30 * time.Millisecond, Max: 30 * time.Millisecond, Attempts: 2, Logger: slog.New(slog.NewJSONHandler(&buf, nil))}
+	_ = r.Do(context.Background(), "probe", func(context.Context) error { return errors.New("down") })
+	var line map[string]any
+	if err := json.Unmarshal(bytes.TrimSpace(buf.Bytes()), &line); err != nil {
+		t.Fatalf("log %q: %v", buf.String(), err)
+	}
+	if ms, ok := line["backoff_ms"].(float64); !ok || ms < 15 || ms > 45 {
+		t.Fatalf("backoff_ms = %v in %q, want about 30", line["backoff_ms"], buf.String())
 	}
 }

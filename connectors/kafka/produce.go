@@ -201,7 +201,7 @@ func (p *producer) publish(ctx context.Context, msgs []stream.Message, pl *place
 		wait := p.retry.Delay(attempt)
 		if p.log != nil {
 			p.log.Warn("kafka: produce: retrying partitions", "partitions", len(retry),
-				"attempt", attempt, "backoff", wait, "error", retry[0].err)
+				"attempt", attempt, "backoff_ms", wait.Milliseconds(), "error", retry[0].err)
 		}
 		if err := sleep(ctx, wait); err != nil {
 			return errors.Join(err, batchesError(retry))

@@ -509,7 +509,7 @@ func (p *Pins) resync(ctx context.Context, ev <-chan PinEvent) error {
 	default:
 		close(p.loaded)
 		s := p.snap.Load()
-		p.log.Info("pins: loaded", "pins", s.n, "bytes", s.base.bytes(), "took", time.Since(began).Round(time.Millisecond))
+		p.log.Info("pins: loaded", "pins", s.n, "bytes", s.base.bytes(), "took_ms", time.Since(began).Milliseconds())
 	}
 	return nil
 }
