@@ -1028,7 +1028,10 @@ func (r *Replay) record(ctx context.Context, it *item, from, to string, stays bo
 	r.mu.Lock()
 	t := r.trans[k]
 	if t == nil {
-		t = &Transition{From: from, To: to, Moves: from != to}
+		// An event that stays was not written: not a move, whatever its
+		// reason reads now (a dead-letter record whose body the router
+		// left out decodes as empty_value).
+		t = &Transition{From: from, To: to, Moves: from != to && !stays}
 		r.trans[k] = t
 	}
 	t.Count++

@@ -19,7 +19,8 @@ type Transition struct {
 	// To is the new decision: region:R, quarantine:REASON or
 	// dead-letter:REASON.
 	To string `json:"to"`
-	// Moves is true when To differs from From.
+	// Moves is true when To differs from From and the events were
+	// written (not left where they are).
 	Moves bool `json:"moves"`
 	// Count is the number of events.
 	Count int64 `json:"count"`
