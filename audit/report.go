@@ -35,6 +35,13 @@ type Report struct {
 		Leaves int64 `json:"leaves"`
 		// Offsets of ingest topics.
 		Offsets int64 `json:"offsets"`
+		// TxnMarkers counts the ingest offsets of Offsets that hold a
+		// transaction marker (no event, no leaf needed).
+		TxnMarkers int64 `json:"txn_markers,omitempty"`
+		// Aborted counts the ingest offsets of aborted records, read
+		// read_committed as the router reads them (no event, no leaf
+		// needed).
+		Aborted int64 `json:"aborted,omitempty"`
 		// Records of pinned, quarantine, dead-letter and hold topics.
 		Records int64 `json:"records"`
 		// Rows of stores.
@@ -79,6 +86,23 @@ func (r *Report) regions() []*RegionCount {
 	}
 	slices.SortFunc(out, func(a, b *RegionCount) int { return strings.Compare(a.Region, b.Region) })
 	return out
+}
+
+// noEvents says how many of the ingest offsets checked held no event (a
+// transaction marker, an aborted record read read_committed), as
+// " (N transaction markers, N aborted records)"; empty when none.
+func (r *Report) noEvents() string {
+	var parts []string
+	if n := r.Checked.TxnMarkers; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d transaction markers", n))
+	}
+	if n := r.Checked.Aborted; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d aborted records", n))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }
 
 // WriteJSON writes the report as indented JSON, for tools.
@@ -143,8 +167,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if !r.Attestation {
 		att = "NOT checked (no verify keys given)"
 	}
-	fmt.Fprintf(tw, "checked\t%d leaves, %d ingest offsets, %d records, %d rows; attestations %s\n",
-		r.Checked.Leaves, r.Checked.Offsets, r.Checked.Records, r.Checked.Rows, att)
+	fmt.Fprintf(tw, "checked\t%d leaves, %d ingest offsets%s, %d records, %d rows; attestations %s\n",
+		r.Checked.Leaves, r.Checked.Offsets, r.noEvents(), r.Checked.Records, r.Checked.Rows, att)
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "REGION\tEVENTS\tRECORDS")
 	for _, c := range r.regions() {
@@ -197,7 +221,7 @@ pre{background:#f7f7f7;padding:.6rem;overflow-x:auto}
 </table>
 {{with .Checkpoint.Signed}}<details><summary>signed checkpoint (keep it for the next verification)</summary><pre>{{.}}</pre></details>{{end}}
 <h2>Checked</h2>
-<p>{{.Checked.Leaves}} leaves, {{.Checked.Offsets}} ingest offsets, {{.Checked.Records}} records, {{.Checked.Rows}} rows;
+<p>{{.Checked.Leaves}} leaves, {{.Checked.Offsets}} ingest offsets{{.NoEvents}}, {{.Checked.Records}} records, {{.Checked.Rows}} rows;
 attestations {{if .Attestation}}checked{{else}}<strong>not checked</strong>{{end}}.</p>
 <h2>Per region</h2>
 <table id="regions"><tr><th>region</th><th>events decided</th><th>records checked</th></tr>
@@ -220,7 +244,8 @@ attestations {{if .Attestation}}checked{{else}}<strong>not checked</strong>{{end
 func (r *Report) WriteHTML(w io.Writer) error {
 	return htmlReport.Execute(w, struct {
 		*Report
-		OK      bool
-		Regions []*RegionCount
-	}{r, r.OK(), r.regions()})
+		OK       bool
+		Regions  []*RegionCount
+		NoEvents string
+	}{r, r.OK(), r.regions(), r.noEvents()})
 }

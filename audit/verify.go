@@ -118,12 +118,38 @@ type Header struct {
 	Value []byte
 }
 
-// Record is a record read from a topic, for VerifyPlacement.
+// RecordKind says what a Record a RecordSource hands over stands for.
+type RecordKind uint8
+
+const (
+	// KindData is a data record: an ingest event, or a record of a
+	// destination topic. The zero value.
+	KindData RecordKind = iota
+	// KindTxnMarker is an offset that holds a transaction marker (the
+	// control record a transactional producer's commit or abort leaves in
+	// the partition): never an event and never a record a leaf wrote, at
+	// any isolation level. Key, Value and Headers are nil.
+	KindTxnMarker
+	// KindAborted is an offset that holds a record of an aborted
+	// transaction that the source did not return because it reads the
+	// topic read_committed, as a router with kafka.isolation_level
+	// read_committed does: not an event for that router. Key, Value and
+	// Headers are nil. (Read read_uncommitted, an aborted record is a
+	// KindData record like any other, and routed.)
+	KindAborted
+)
+
+// Record is a record read from a topic, for VerifyCompleteness and
+// VerifyPlacement.
 type Record struct {
 	// Partition and Offset are its coordinates in the range's topic.
 	Partition int32
 	// Offset: see Partition.
 	Offset int64
+	// Kind is what the offset holds: a data record (the zero value), or
+	// an offset without one that the source can account for (a
+	// transaction marker, an aborted record read read_committed).
+	Kind RecordKind
 	// Key is the record key (nil for a null key).
 	Key []byte
 	// Value is the record value.
@@ -148,11 +174,16 @@ type TopicRange struct {
 	To int64
 }
 
-// RecordSource reads topics for VerifyPlacement (the Kafka adapter in
-// production).
+// RecordSource reads topics for VerifyCompleteness and VerifyPlacement
+// (the Kafka adapter in production).
 type RecordSource interface {
 	// Records calls fn for each record of r that still exists, in offset
-	// order.
+	// order. A source that can tell also calls fn, in the same order, for
+	// each offset that holds a transaction marker (KindTxnMarker) and,
+	// when it reads r read_committed, for each offset of an aborted
+	// record it did not return (KindAborted): completeness then needs no
+	// leaf there, where an offset without a record needs one (or a gap
+	// note with AllowGaps). fn must not keep rec.
 	Records(ctx context.Context, r TopicRange, fn func(*Record) error) error
 }
 
@@ -268,9 +299,10 @@ type VerifyConfig struct {
 	// missing_row); 0 means unbounded.
 	Since, Until int64
 	// AllowGaps makes an ingest offset with neither record nor leaf a note
-	// (gap) instead of a missing_leaf finding: for ingest topics written
-	// by transactional producers (markers take offsets) or compacted.
-	// Default false.
+	// (gap) instead of a missing_leaf finding: for compacted ingest topics,
+	// or a RecordSource that cannot tell transaction markers apart (the
+	// Kafka source hands them over as KindTxnMarker, which never needs a
+	// leaf). Default false.
 	AllowGaps bool
 	// PolicyOf, when set, derives the policy from a ruleset leaf's content
 	// (the rules package's parser); a leaf whose policy differs is a
@@ -457,8 +489,12 @@ func sameDecision(a, b *Leaf) bool {
 // RoleIngest) has a route leaf, and explains the offsets that have several.
 // With src (nil skips it) it also reads the ingest records still there and
 // checks that each leaf's digests are its record's (record_mismatch);
-// offsets without a record (a transaction marker, compaction, or deleted by
-// purge or retention) need their leaf all the same, unless cfg.AllowGaps.
+// offsets without a record (compaction, or deleted by purge or retention)
+// need their leaf all the same, unless cfg.AllowGaps. An offset src
+// reports as a transaction marker (KindTxnMarker) needs no leaf and is
+// never a finding; nor is one it reports as an aborted record read
+// read_committed (KindAborted), which is checked only if leaves name it.
+// Both are counted (Report.Checked).
 func (v *Verification) VerifyCompleteness(ctx context.Context, ranges []TopicRange, src RecordSource) error {
 	for _, r := range ranges {
 		if src == nil {
@@ -475,7 +511,11 @@ func (v *Verification) VerifyCompleteness(ctx context.Context, ranges []TopicRan
 			for ; next < rec.Offset; next++ {
 				v.checkOffset(r, next, nil)
 			}
-			v.checkOffset(r, rec.Offset, rec)
+			if rec.Kind == KindData {
+				v.checkOffset(r, rec.Offset, rec)
+			} else {
+				v.passOffset(r, rec)
+			}
 			next = rec.Offset + 1
 			if v.cfg.Progress != nil && v.report.Checked.Offsets%100000 == 0 {
 				v.cfg.Progress("ingest", v.report.Checked.Offsets)
@@ -490,6 +530,28 @@ func (v *Verification) VerifyCompleteness(ctx context.Context, ranges []TopicRan
 		}
 	}
 	return nil
+}
+
+// passOffset accounts for an ingest offset that holds no event for the
+// router: a transaction marker (no leaf is needed, and a leaf naming it is
+// not checked: the router's consumer never hands a marker over), or an
+// aborted record read read_committed (checked only when leaves name it: a
+// router that read it read_uncommitted before).
+func (v *Verification) passOffset(r TopicRange, rec *Record) {
+	switch rec.Kind {
+	case KindTxnMarker:
+		v.report.Checked.Offsets++
+		v.report.Checked.TxnMarkers++
+	case KindAborted:
+		v.report.Checked.Aborted++
+		if len(v.bySource[coords{"", r.Topic, r.Partition, rec.Offset}]) > 0 {
+			v.checkOffset(r, rec.Offset, nil)
+			return
+		}
+		v.report.Checked.Offsets++
+	default:
+		v.checkOffset(r, rec.Offset, rec)
+	}
 }
 
 // checkOffset checks one ingest offset; rec is its record, nil when it was
@@ -669,8 +731,8 @@ func (v *Verification) VerifyPlacement(ctx context.Context, ranges []TopicRange,
 	for _, r := range ranges {
 		seen := map[int64]bool{}
 		err := src.Records(ctx, r, func(rec *Record) error {
-			if rec.Offset < r.From || rec.Offset >= r.To {
-				return nil
+			if rec.Offset < r.From || rec.Offset >= r.To || rec.Kind != KindData {
+				return nil // a transaction marker is not a record
 			}
 			seen[rec.Offset] = true
 			v.report.Checked.Records++

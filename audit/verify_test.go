@@ -167,7 +167,7 @@ func (w *world) drop(k partKey, off int64) {
 func (w *world) Records(_ context.Context, r TopicRange, fn func(*Record) error) error {
 	for i := range w.topics[partKey{r.Cluster, r.Topic, r.Partition}] {
 		rec := w.topics[partKey{r.Cluster, r.Topic, r.Partition}][i]
-		if rec.Value == nil && rec.Headers == nil { // deleted (compacted away) in a test
+		if rec.Kind == KindData && rec.Value == nil && rec.Headers == nil { // deleted (compacted away) in a test
 			continue
 		}
 		if err := fn(&rec); err != nil {
@@ -884,5 +884,72 @@ func TestVerifyNotExtendingReportsNoPrevious(t *testing.T) {
 	expect(t, r, "checkpoint_not_extending")
 	if r.Previous != nil {
 		t.Errorf("report.Previous = %+v for a checkpoint that does not extend it", r.Previous)
+	}
+}
+
+// TestVerifyTransactionMarkersAndAborted: an offset the source reports as
+// a transaction marker needs no leaf, in an ingest topic or any other, and
+// is never judged as a record (the Kafka source handed markers over as
+// records: every one was a missing_leaf, even with AllowGaps); an aborted
+// record read read_committed needs no leaf either; a real record still
+// does, and a record no leaf wrote in a pinned topic is still unlogged.
+func TestVerifyTransactionMarkersAndAborted(t *testing.T) {
+	w := newWorld(t)
+	w.run(3)
+	// A marker's control record, as a reader that does not tell them
+	// apart would hand it over (key: version and type; value: version,
+	// coordinator epoch).
+	marker := Record{Kind: KindTxnMarker, Key: []byte{0, 0, 0, 1}, Value: []byte{0, 0, 0, 0, 0, 0}}
+	w.produce(ingest, "events", 0, marker)
+	w.route(0, w.event(0, "US", 200))
+	w.produce(ingest, "events", 0, marker)
+	w.produce(ingest, "events", 1, Record{Kind: KindAborted})
+	w.produce(ingest, "events", 1, marker)
+	w.produce("a", "residency.us", 0, marker)
+	w.flush()
+	w.integrate()
+	for _, gaps := range []bool{false, true} {
+		r := w.verify(VerifyConfig{AllowGaps: gaps})
+		expect(t, r)
+		if len(r.Notes) != 0 {
+			t.Fatalf("AllowGaps %v: notes %v, want none", gaps, codes(r.Notes))
+		}
+		if r.Checked.TxnMarkers != 3 || r.Checked.Aborted != 1 {
+			t.Fatalf("AllowGaps %v: checked %d markers, %d aborted; want 3 and 1", gaps, r.Checked.TxnMarkers, r.Checked.Aborted)
+		}
+	}
+	var b bytes.Buffer
+	if err := w.verify(VerifyConfig{}).WriteTable(&b); err != nil || !strings.Contains(b.String(), "(3 transaction markers, 1 aborted records)") {
+		t.Fatalf("report without the markers and aborted records counted: %v\n%s", err, b.String())
+	}
+	// A data record without its leaf is still missing one, and a record
+	// no leaf wrote into a pinned topic is still unlogged.
+	w.event(1, "EU", 201)
+	expect(t, w.verify(VerifyConfig{}), "missing_leaf")
+	w2 := newWorld(t)
+	w2.run(2)
+	foreign := w2.produce("a", "residency.us", 1, Record{Key: []byte("k"), Value: []byte("written by another, transactionally")})
+	w2.produce("a", "residency.us", 1, marker)
+	r2 := w2.verify(VerifyConfig{})
+	expect(t, r2, "unlogged_record", "bad_attestation")
+	for _, f := range r2.Findings {
+		if f.Offset != foreign {
+			t.Fatalf("finding %s at %s/%d@%d, want only the foreign record's (%d)", f.Code, f.Topic, f.Partition, f.Offset, foreign)
+		}
+	}
+	// A leaf for an aborted record (a router that read it read_uncommitted
+	// before) counts as the event it decided on.
+	w3 := newWorld(t)
+	w3.run(1)
+	before := w3.verify(VerifyConfig{}).Counts["us"].Events
+	off := w3.event(0, "US", 300)
+	w3.route(0, off)
+	w3.topics[partKey{ingest, "events", 0}][off] = Record{Partition: 0, Offset: off, Kind: KindAborted}
+	w3.flush()
+	w3.integrate()
+	r := w3.verify(VerifyConfig{})
+	expect(t, r)
+	if r.Counts["us"].Events != before+1 {
+		t.Fatalf("us events %d, want %d (the aborted record's leaf counted)", r.Counts["us"].Events, before+1)
 	}
 }

@@ -167,53 +167,62 @@ func (s *auditStack) route(t *testing.T, n int) {
 			key := []byte(fmt.Sprintf("user-%d-%d", p, i))
 			val := []byte(fmt.Sprintf("event %d of %s", i, jur))
 			src := produce(t, s.clA, &kgo.Record{Topic: s.ingest, Partition: p, Key: key, Value: val})
-			s.time++
-			l := audit.Leaf{Kind: audit.KindRoute, Time: s.time, Actor: "router-test", Src: audit.Source{Topic: s.ingest, Partition: p, Offset: src.Offset}, Ruleset: s.rs}
-			l.SetRecord(key, val)
-			l.Event = s.ps.Event([]byte(fmt.Sprintf("ev-%d-%d", p, i)))
-			hs := []kgo.RecordHeader{{Key: "residency-ruleset-version", Value: []byte(strconv.FormatInt(s.rs.Version, 10))},
-				{Key: "residency-source-topic", Value: []byte(s.ingest)}, {Key: "residency-source-partition", Value: []byte(strconv.Itoa(int(p)))},
-				{Key: "residency-source-offset", Value: []byte(strconv.FormatInt(src.Offset, 10))}}
-			var cl *kgo.Client
-			var cluster, topic string
-			role := audit.RolePinned
-			if region, ok := map[string]string{"US": "us", "EU": "eu"}[jur]; ok {
-				g, _ := s.policy.Region(region)
-				l.Decision, l.DecidedBy, l.Jurisdiction, l.Region = audit.Routed, "country", jur, region
-				cluster, topic = g.Cluster, g.Topic
-				hs = append(hs, kgo.RecordHeader{Key: "residency-jurisdiction", Value: []byte(jur)}, kgo.RecordHeader{Key: "residency-region", Value: []byte(region)})
-			} else {
-				l.Decision, l.Reason = audit.Quarantined, "unknown_country"
-				cluster, topic, role = "a", s.quarantine, audit.RoleQuarantine
-				hs = append(hs, kgo.RecordHeader{Key: "residency-reason", Value: []byte("unknown_country")})
-			}
-			cl = s.clA
-			if cluster == "b" {
-				cl = s.clB
-			}
-			var ahs []audit.Header
-			for _, h := range hs {
-				ahs = append(ahs, audit.Header{Key: h.Key, Value: h.Value})
-			}
-			in := audit.AttestationInputOf(cluster, topic, role, key, val, ahs)
-			in.Decision, in.Reason = l.Decision, l.Reason
-			hs = append(hs, kgo.RecordHeader{Key: audit.HeaderAttestation, Value: s.attester.AppendTag(nil, &in)})
-			dp := p
-			if role == audit.RoleQuarantine {
-				dp = 0
-			}
-			out := produce(t, cl, &kgo.Record{Topic: topic, Partition: dp, Key: key, Value: val, Headers: hs})
-			l.Dest = audit.Destination{Cluster: cluster, Topic: topic, Partition: dp, Offset: out.Offset}
-			s.pending = append(s.pending, l)
-			switch topic {
-			case s.us:
-				s.usRecords = append(s.usRecords, out)
-			case s.eu:
-				s.euRecords = append(s.euRecords, out)
-			}
+			s.routeRecord(t, src, jur, fmt.Sprintf("ev-%d-%d", p, i))
 		}
 	}
 	s.flush(t)
+}
+
+// routeRecord routes the ingest record src, of jurisdiction jur and event
+// id event, as a router would: its record on the pinned topic or the
+// quarantine, its leaf pending.
+func (s *auditStack) routeRecord(t *testing.T, src *kgo.Record, jur, event string) {
+	t.Helper()
+	p, key, val := src.Partition, src.Key, src.Value
+	s.time++
+	l := audit.Leaf{Kind: audit.KindRoute, Time: s.time, Actor: "router-test", Src: audit.Source{Topic: s.ingest, Partition: p, Offset: src.Offset}, Ruleset: s.rs}
+	l.SetRecord(key, val)
+	l.Event = s.ps.Event([]byte(event))
+	hs := []kgo.RecordHeader{{Key: "residency-ruleset-version", Value: []byte(strconv.FormatInt(s.rs.Version, 10))},
+		{Key: "residency-source-topic", Value: []byte(s.ingest)}, {Key: "residency-source-partition", Value: []byte(strconv.Itoa(int(p)))},
+		{Key: "residency-source-offset", Value: []byte(strconv.FormatInt(src.Offset, 10))}}
+	var cl *kgo.Client
+	var cluster, topic string
+	role := audit.RolePinned
+	if region, ok := map[string]string{"US": "us", "EU": "eu"}[jur]; ok {
+		g, _ := s.policy.Region(region)
+		l.Decision, l.DecidedBy, l.Jurisdiction, l.Region = audit.Routed, "country", jur, region
+		cluster, topic = g.Cluster, g.Topic
+		hs = append(hs, kgo.RecordHeader{Key: "residency-jurisdiction", Value: []byte(jur)}, kgo.RecordHeader{Key: "residency-region", Value: []byte(region)})
+	} else {
+		l.Decision, l.Reason = audit.Quarantined, "unknown_country"
+		cluster, topic, role = "a", s.quarantine, audit.RoleQuarantine
+		hs = append(hs, kgo.RecordHeader{Key: "residency-reason", Value: []byte("unknown_country")})
+	}
+	cl = s.clA
+	if cluster == "b" {
+		cl = s.clB
+	}
+	var ahs []audit.Header
+	for _, h := range hs {
+		ahs = append(ahs, audit.Header{Key: h.Key, Value: h.Value})
+	}
+	in := audit.AttestationInputOf(cluster, topic, role, key, val, ahs)
+	in.Decision, in.Reason = l.Decision, l.Reason
+	hs = append(hs, kgo.RecordHeader{Key: audit.HeaderAttestation, Value: s.attester.AppendTag(nil, &in)})
+	dp := p
+	if role == audit.RoleQuarantine {
+		dp = 0
+	}
+	out := produce(t, cl, &kgo.Record{Topic: topic, Partition: dp, Key: key, Value: val, Headers: hs})
+	l.Dest = audit.Destination{Cluster: cluster, Topic: topic, Partition: dp, Offset: out.Offset}
+	s.pending = append(s.pending, l)
+	switch topic {
+	case s.us:
+		s.usRecords = append(s.usRecords, out)
+	case s.eu:
+		s.euRecords = append(s.euRecords, out)
+	}
 }
 
 // flush writes the pending leaves as one audit record.

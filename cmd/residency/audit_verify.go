@@ -47,7 +47,7 @@ func runAuditVerify(ctx context.Context, e env) int {
 	fs.StringVar(&f.previous, "previous-checkpoint", "", "the signed checkpoint `file` verified last time: the log must extend it")
 	fs.StringVar(&f.checkpoint, "checkpoint", "", "verify the log at this signed checkpoint `file` (default: the latest in the bucket)")
 	fs.Var(&f.witnesses, "witness-key", "require a cosignature by the witness whose public key is in `FILE` (repeatable)")
-	fs.BoolVar(&f.allowGaps, "allow-gaps", false, "an ingest offset with neither record nor leaf is a note, not a finding (transactional producers, compaction)")
+	fs.BoolVar(&f.allowGaps, "allow-gaps", false, "an ingest offset with neither record nor leaf is a note, not a finding (compaction; transaction markers never need one)")
 	fs.BoolVar(&f.noStores, "no-stores", false, "skip the stores (rows of the sinks[] stores)")
 	fs.StringVar(&f.output, "output", "text", "report format: text, json or html")
 	if code, ok := parseFlags(fs, e.args); !ok {
@@ -226,6 +226,9 @@ func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, err
 		return nil, exitError{code: exitUsage, err: err}
 	}
 	defer src.Close()
+	// The ingest topics are read as the router reads them: read_committed,
+	// an aborted record is no event and needs no leaf.
+	src.IngestIsolationLevel = cfg.Kafka.IsolationLevel
 	ing := cfg.Kafka.IngestCluster
 	topicRanges := func(cluster, topic string, role audit.Role) ([]audit.TopicRange, error) {
 		rs, err := src.Ranges(ctx, cluster, topic, role, since, until)

@@ -249,7 +249,7 @@ func brokenConfigs() []brokenConfig {
 		{name: "registry token file missing", yaml: base("schemas: {registry: {url: \"http://r:1\", bearer_token_file: /nonexistent/token}}\n"), want: []string{"schemas.registry.bearer_token_file"}},
 		{name: "partitioner unknown", yaml: strings.Replace(validBase, "kafka:\n", "kafka:\n  partitioner: crc32\n", 1), want: []string{"kafka.partitioner", `"crc32"`}},
 		{name: "isolation level unknown", yaml: strings.Replace(validBase, "kafka:\n", "kafka:\n  isolation_level: serializable\n", 1), want: []string{"kafka.isolation_level", `"serializable"`}},
-		{name: "read_committed with kafka-go's readers (replay, sink; route's batch consumer honours it)", yaml: strings.Replace(validBase, "kafka:\n", "kafka:\n  isolation_level: read_committed\n", 1), want: []string{"kafka.isolation_level", "read_committed"}, only: []string{"replay", "sink"}},
+		{name: "read_committed with kafka-go's reader (sink; route's batch consumer and replay's range reader honour it)", yaml: strings.Replace(validBase, "kafka:\n", "kafka:\n  isolation_level: read_committed\n", 1), want: []string{"kafka.isolation_level", "read_committed"}, only: []string{"sink"}},
 		{name: "min insync above replication", yaml: base("topics: {replication_factor: 2, min_insync_replicas: 3}\n"), want: []string{"topics.min_insync_replicas", "topics.replication_factor"}},
 		{name: "audit topic partitions", yaml: base("topics: {audit: {partitions: 4}}\n"), want: []string{"topics.audit.partitions"}},
 		{name: "history topic is the quarantine", yaml: strings.Replace(validBase, "rules: {file: RULES}", "rules: {file: RULES, history_topic: residency.quarantine}", 1), want: []string{"rules.history_topic", "router.quarantine_topic"}},

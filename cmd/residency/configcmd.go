@@ -112,7 +112,7 @@ func configLintOrPrint(e env, sub string) int {
 		problems = cfg.Validate(scope)
 		if len(problems) == 0 && scope.Sink != "" {
 			var ce *config.Error
-			if errors.As(readCommittedUnsupported(cfg), &ce) { // what replay and sink refuse today (route's batch consumer honours it)
+			if errors.As(readCommittedUnsupported(cfg), &ce) { // what sink refuses today (route's batch consumer and replay's range reader honour it)
 				problems = ce.Problems
 			}
 		}

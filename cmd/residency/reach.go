@@ -113,10 +113,11 @@ func newReader(cfg *config.Config, name, group string, topics []string, startOff
 }
 
 // readCommittedUnsupported is the error of a command reading with
-// kafka-go's readers (its consumer-group reader, replay's range reader)
-// when kafka.isolation_level is read_committed: they stop at the last
-// stable offset but return the records of aborted transactions, so they
-// refuse rather than route what a producer aborted.
+// kafka-go's consumer-group reader (sink) when kafka.isolation_level is
+// read_committed: it stops at the last stable offset but returns the
+// records of aborted transactions, so the command refuses rather than
+// handle what a producer aborted. (The range reader of replay and audit
+// verify honours read_committed.)
 func readCommittedUnsupported(cfg *config.Config) error {
 	if !strings.EqualFold(cfg.Kafka.IsolationLevel, "read_committed") {
 		return nil

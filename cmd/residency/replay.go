@@ -125,9 +125,6 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 	if err := cfg.Finish(config.Scope{Route: true, Attest: true}); err != nil {
 		return exitUsage, err
 	}
-	if err := readCommittedUnsupported(cfg); err != nil {
-		return exitUsage, err
-	}
 	lvl, _ := config.ParseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: max(lvl, slog.LevelWarn)}))
 	cfg.WarnDeprecated(log)
@@ -234,6 +231,9 @@ func replayMain(ctx context.Context, e env, f *replayFlags, fs *flag.FlagSet) (i
 		return exitUsage, config.ClusterError(cfg.Kafka.IngestCluster, err)
 	}
 	reader.Logger = log // offsets a range could not read are warned about
+	// Read as the router reads: read_committed, aborted records are not
+	// events (never replayed); transaction markers never are, at any level.
+	reader.IsolationLevel = cfg.Kafka.IsolationLevel
 	prog := replay.NewProgressView(e.stderr, f.progress, plan.ID)
 	rc := replay.Config{
 		Plan: plan, Rules: rs, InForce: inForce, Baseline: baseline, Reader: reader, Publishers: pubs, IngestCluster: cfg.Kafka.IngestCluster,

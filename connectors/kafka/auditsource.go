@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/residency-router/residency/audit"
@@ -17,6 +18,15 @@ import (
 type RecordSource struct {
 	readers map[string]*RangeReader
 	admins  map[string]*Admin
+	// IngestIsolationLevel is the isolation level the ingest ranges
+	// (audit.RoleIngest) are read at: the router's kafka.isolation_level,
+	// so that the verifier sees the events the router saw. Read
+	// read_committed, the offsets of aborted records are handed over as
+	// audit.KindAborted. The other roles are always read
+	// read_uncommitted: every data record in a destination topic is
+	// judged, whoever wrote it. Transaction markers are handed over as
+	// audit.KindTxnMarker at either level. Default read_uncommitted.
+	IngestIsolationLevel string
 }
 
 // NewRecordSource returns a RecordSource over clusters (by name).
@@ -46,15 +56,54 @@ func (s *RecordSource) Close() error {
 	return nil
 }
 
-// Records calls fn for each record of r that still exists, in offset order.
+// Records calls fn for each record of r that still exists, in offset
+// order, and for each offset of r that holds a transaction marker
+// (audit.KindTxnMarker) or, for an ingest range read read_committed, an
+// aborted record (audit.KindAborted); see IngestIsolationLevel.
 func (s *RecordSource) Records(ctx context.Context, r audit.TopicRange, fn func(*audit.Record) error) error {
-	rr, ok := s.readers[r.Cluster]
+	shared, ok := s.readers[r.Cluster]
 	if !ok {
 		return fmt.Errorf("%w: cluster %q is not configured", ErrConfig, r.Cluster)
 	}
-	return rr.ReadRange(ctx, r.Topic, int(r.Partition), r.From, r.To, 500, func(ms []stream.Message) error {
+	rr := *shared // a copy: its isolation level is this read's
+	rr.IsolationLevel = ReadUncommitted
+	if r.Role == audit.RoleIngest {
+		rr.IsolationLevel = s.IngestIsolationLevel
+	}
+	// The offsets without a data record, handed over in offset order
+	// between the records (ReadRangeSkips reports each skip before any
+	// record after it).
+	var pending []audit.Record
+	passed := func(upTo int64) error {
+		for len(pending) > 0 && pending[0].Offset < upTo {
+			rec := pending[0]
+			pending = pending[1:]
+			if err := fn(&rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	skip := func(sk Skip) {
+		kind := audit.KindData
+		switch sk.Reason {
+		case SkipTxnMarker:
+			kind = audit.KindTxnMarker
+		case SkipAborted:
+			kind = audit.KindAborted
+		default:
+			return // no record there: the verifier sees the offset without one
+		}
+		for o := max(sk.From, r.From); o < min(sk.To, r.To); o++ {
+			pending = append(pending, audit.Record{Partition: r.Partition, Offset: o, Kind: kind})
+		}
+	}
+	err := rr.ReadRangeSkips(ctx, r.Topic, int(r.Partition), r.From, r.To, 500, func(ms []stream.Message) error {
 		for i := range ms {
 			m := &ms[i]
+			if err := passed(m.Offset); err != nil {
+				return err
+			}
 			rec := audit.Record{Partition: r.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value}
 			for _, h := range m.Headers {
 				rec.Headers = append(rec.Headers, audit.Header{Key: h.Key, Value: h.Value})
@@ -64,7 +113,11 @@ func (s *RecordSource) Records(ctx context.Context, r audit.TopicRange, fn func(
 			}
 		}
 		return nil
-	})
+	}, skip)
+	if err != nil {
+		return err
+	}
+	return passed(math.MaxInt64)
 }
 
 // Ranges returns the offset ranges of every partition of topic on cluster

@@ -34,8 +34,10 @@ import (
 //
 // The price is a second fetch of the partition's data, for topics whose
 // records have null or empty keys (or values, or header values). Fetching
-// and decoding record batches with the protocol package in the first place
-// (instead of kafka-go's Reader) removes it.
+// and decoding record batches ourselves in the first place (instead of
+// kafka-go's Reader) removes it: the batch Consumer and the RangeReader
+// do (records.go), and need no exact; the consumer-group Reader and
+// Admin.ReadAll still read with kafka-go's Reader, and use one.
 
 // exactMaxBytes bounds one fetch of an exact, so its notes stay small.
 const exactMaxBytes = 1 << 20

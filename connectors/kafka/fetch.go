@@ -73,6 +73,9 @@ type partOutcome struct {
 	err      error // the records did not decode (corrupt, unsupported format)
 	answered bool
 	nrecords int // records in views (an upper bound: records before from are skipped)
+	// passed are the transaction markers and aborted batches passed
+	// over, when parseFetchPassed was asked for them.
+	passed []passedRange
 }
 
 // respReader reads a response body.
@@ -142,6 +145,13 @@ func (r *respReader) str() []byte {
 // body (recArena): nothing it returns refers to body, which the caller
 // recycles.
 func parseFetch(body []byte, parts []fetchPart, readCommitted bool) ([]partOutcome, error) {
+	return parseFetchPassed(body, parts, readCommitted, false)
+}
+
+// parseFetchPassed is parseFetch that, with passed, also notes in each
+// partition's outcome the offsets of the transaction markers and (when
+// readCommitted) aborted batches it passed over (RangeReader).
+func parseFetchPassed(body []byte, parts []fetchPart, readCommitted, passed bool) ([]partOutcome, error) {
 	r := respReader{b: body}
 	var arena recArena
 	r.i32() // throttle time
@@ -200,7 +210,11 @@ func parseFetch(body []byte, parts []fetchPart, readCommitted bool) ([]partOutco
 				continue
 			}
 			start := len(views)
-			views, o.next, o.err = scanBatches(records, o.fp.from, readCommitted, aborted, views, &arena)
+			var pp *[]passedRange
+			if passed {
+				pp = &o.passed
+			}
+			views, o.next, o.err = scanBatchesPassed(records, o.fp.from, readCommitted, aborted, views, &arena, pp)
 			o.views = views[start:len(views):len(views)]
 			for _, v := range o.views {
 				o.nrecords += int(v.left)

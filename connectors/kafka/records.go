@@ -416,6 +416,15 @@ type abortedTxn struct {
 	firstOffset int64
 }
 
+// passedRange is a part [from, to) of a partition that scanBatches passed
+// over because it holds no data record to deliver: a control batch (a
+// transaction marker), or, read_committed, a batch of an aborted
+// transaction.
+type passedRange struct {
+	from, to int64
+	aborted  bool // a batch of an aborted transaction; else a control batch
+}
+
 // scanBatches checks the record batches in raw (a fetch response's records
 // of one partition, fetched from offset from) and appends those with
 // records to deliver to views: not control batches and, when aborted is
@@ -426,6 +435,13 @@ type abortedTxn struct {
 // batches are copied into it, so that the views do not refer to raw;
 // without, they alias raw.
 func scanBatches(raw []byte, from int64, readCommitted bool, aborted []abortedTxn, views []batchView, arena *recArena) ([]batchView, int64, error) {
+	return scanBatchesPassed(raw, from, readCommitted, aborted, views, arena, nil)
+}
+
+// scanBatchesPassed is scanBatches that also appends to passed (when not
+// nil) the offsets of the control batches and aborted batches it passes
+// over, at or after from, in offset order.
+func scanBatchesPassed(raw []byte, from int64, readCommitted bool, aborted []abortedTxn, views []batchView, arena *recArena, passed *[]passedRange) ([]batchView, int64, error) {
 	next := from
 	var active map[int64]bool // producers whose transaction in progress was aborted
 	for len(raw) >= 12 {
@@ -459,9 +475,15 @@ func scanBatches(raw []byte, from int64, readCommitted bool, aborted []abortedTx
 			if readCommitted && active[h.producerID] && isAbortMarker(b) {
 				delete(active, h.producerID)
 			}
+			if passed != nil {
+				*passed = append(*passed, passedRange{from: max(h.baseOffset, from), to: h.lastOffset + 1})
+			}
 			continue
 		}
 		if readCommitted && h.attrs&attrTransactional != 0 && active[h.producerID] {
+			if passed != nil {
+				*passed = append(*passed, passedRange{from: max(h.baseOffset, from), to: h.lastOffset + 1, aborted: true})
+			}
 			continue
 		}
 		if h.recordCount == 0 {
