@@ -277,7 +277,9 @@ type VerifyConfig struct {
 	// ruleset_mismatch finding. Without it the logged policy is taken as
 	// the router wrote it.
 	PolicyOf func(content []byte) (*Policy, error)
-	// Progress, when set, is called now and then during long scans.
+	// Progress, when set, is called during long scans with the stage
+	// ("log", "ingest", "records", "rows") and the number of its items
+	// checked so far, at every 100,000th.
 	Progress func(stage string, done int64)
 }
 
@@ -337,9 +339,7 @@ func VerifyLog(ctx context.Context, store Store, cfg VerifyConfig) (*Verificatio
 		}
 	}
 	err = log.Scan(ctx, v.prev, func(i int64, b []byte) error {
-		if cfg.Progress != nil && i%100000 == 0 {
-			cfg.Progress("log", i)
-		}
+		v.progress("log", i+1)
 		l, err := ParseLeaf(b)
 		if err != nil {
 			v.add(Finding{Code: CodeBadLeaf, Leaf: i, Offset: -1, Detail: err.Error()})
@@ -362,6 +362,18 @@ func VerifyLog(ctx context.Context, store Store, cfg VerifyConfig) (*Verificatio
 	}
 	v.report.Checked.Leaves = v.cp.Size
 	return v, nil
+}
+
+// progressEvery is how often the scans call VerifyConfig.Progress: at
+// every multiple of it (a variable for the tests).
+var progressEvery int64 = 100000
+
+// progress reports that done items of stage ("log", "ingest", "records",
+// "rows") were checked, at every multiple of progressEvery (never at 0).
+func (v *Verification) progress(stage string, done int64) {
+	if v.cfg.Progress != nil && done > 0 && done%progressEvery == 0 {
+		v.cfg.Progress(stage, done)
+	}
 }
 
 func (v *Verification) add(f Finding) {
@@ -477,9 +489,6 @@ func (v *Verification) VerifyCompleteness(ctx context.Context, ranges []TopicRan
 			}
 			v.checkOffset(r, rec.Offset, rec)
 			next = rec.Offset + 1
-			if v.cfg.Progress != nil && v.report.Checked.Offsets%100000 == 0 {
-				v.cfg.Progress("ingest", v.report.Checked.Offsets)
-			}
 			return nil
 		})
 		if err != nil {
@@ -496,6 +505,7 @@ func (v *Verification) VerifyCompleteness(ctx context.Context, ranges []TopicRan
 // not read (no source, or no record there).
 func (v *Verification) checkOffset(r TopicRange, off int64, rec *Record) {
 	v.report.Checked.Offsets++
+	v.progress("ingest", v.report.Checked.Offsets)
 	refs := v.bySource[coords{"", r.Topic, r.Partition, off}]
 	f := Finding{Topic: r.Topic, Partition: r.Partition, Offset: off, Leaf: -1}
 	if len(refs) == 0 {
@@ -674,9 +684,7 @@ func (v *Verification) VerifyPlacement(ctx context.Context, ranges []TopicRange,
 			}
 			seen[rec.Offset] = true
 			v.report.Checked.Records++
-			if v.cfg.Progress != nil && v.report.Checked.Records%100000 == 0 {
-				v.cfg.Progress("records", v.report.Checked.Records)
-			}
+			v.progress("records", v.report.Checked.Records)
 			v.checkRecord(r, rec)
 			return nil
 		})
@@ -856,9 +864,7 @@ func (v *Verification) VerifyStores(ctx context.Context, stores []StoreCheck, ro
 			seen[c] = true
 			values[row.Value] = c
 			v.report.Checked.Rows++
-			if v.cfg.Progress != nil && v.report.Checked.Rows%100000 == 0 {
-				v.cfg.Progress("rows", v.report.Checked.Rows)
-			}
+			v.progress("rows", v.report.Checked.Rows)
 			v.checkRow(s.Store, c, row)
 			return nil
 		})

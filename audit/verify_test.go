@@ -886,3 +886,43 @@ func TestVerifyNotExtendingReportsNoPrevious(t *testing.T) {
 		t.Errorf("report.Previous = %+v for a checkpoint that does not extend it", r.Previous)
 	}
 }
+
+// TestVerifyProgress (D10): progress is reported at every multiple of the
+// interval, never at 0, for every stage, and the counts are the ones
+// checked so far.
+func TestVerifyProgress(t *testing.T) {
+	defer func(n int64) { progressEvery = n }(progressEvery)
+	progressEvery = 10
+	w := newWorld(t)
+	w.run(30)
+	calls := map[string][]int64{}
+	r := w.verify(VerifyConfig{Progress: func(stage string, done int64) { calls[stage] = append(calls[stage], done) }})
+	want := map[string]int64{"log": r.Checkpoint.Size, "ingest": r.Checked.Offsets, "records": r.Checked.Records, "rows": r.Checked.Rows}
+	for stage, total := range want {
+		var exp []int64
+		for n := int64(10); n <= total; n += 10 {
+			exp = append(exp, n)
+		}
+		if !slices.Equal(calls[stage], exp) {
+			t.Errorf("%s: progress %v, want %v (of %d)", stage, calls[stage], exp, total)
+		}
+	}
+	// Offsets checked without their records (no record source, or a gap
+	// in the records) count as much as the others.
+	var ingestCalls []int64
+	v, err := VerifyLog(context.Background(), w.store, VerifyConfig{LogKey: testLogPub, IngestCluster: ingest,
+		Progress: func(stage string, done int64) {
+			if stage == "ingest" {
+				ingestCalls = append(ingestCalls, done)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.VerifyCompleteness(context.Background(), []TopicRange{{Cluster: ingest, Topic: "events", Role: RoleIngest, Partition: 0, From: 0, To: 25}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ingestCalls, []int64{10, 20}) {
+		t.Errorf("ingest progress without records %v, want [10 20]", ingestCalls)
+	}
+}
