@@ -37,10 +37,13 @@ const (
 	// Notes: explained, not findings.
 	CodeDuplicateLeaf   Code = "duplicate_leaf"
 	CodeDuplicateRecord Code = "duplicate_record"
-	CodeDecisionChanged Code = "decision_changed"
-	CodePurged          Code = "purged"
-	CodeErased          Code = "erased"
-	CodeGap             Code = "gap"
+	// CodeRefusedUnattested notes a record in a sink quarantine topic
+	// without a valid attestation that its sink refused for that reason.
+	CodeRefusedUnattested Code = "refused_unattested"
+	CodeDecisionChanged   Code = "decision_changed"
+	CodePurged            Code = "purged"
+	CodeErased            Code = "erased"
+	CodeGap               Code = "gap"
 )
 
 // Finding is one problem (or, with Note, one explained irregularity) found
@@ -68,6 +71,10 @@ type Finding struct {
 	// Detail says what is wrong, in words and coordinates.
 	Detail string `json:"detail"`
 }
+
+// ReasonSinkBadAttestation is a sink's refusal reason for a record
+// without a valid attestation (sink.ReasonBadAttestation).
+const ReasonSinkBadAttestation = "sink_bad_attestation"
 
 // ReasonTooLarge is the dead-letter reason of an event too large to route,
 // whose dead-letter record carries neither key nor value.
@@ -768,6 +775,15 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 		if err := v.cfg.Attestation.Verify(header(rec.Headers, HeaderAttestation), &in); err != nil {
 			g := f
 			g.Code, g.Detail = CodeBadAttestation, err.Error()
+			if r.Role == RoleSinkQuarantine && ref.leaf != nil && ref.leaf.Decision == Refused && ref.leaf.Reason == ReasonSinkBadAttestation {
+				// The sink refused the record for exactly this: the copy
+				// it quarantined is explained by its refusal leaf; the
+				// record itself is reported where it was written (its
+				// pinned topic: unlogged_record, bad_attestation).
+				g.Code, g.Note, g.Leaf = CodeRefusedUnattested, true, ref.index
+				g.Detail = fmt.Sprintf("a record without a valid attestation (%v), refused by the sink as %s and quarantined here (refusal leaf %d); reported where it was written, %s/%s/%d@%d",
+					err, ReasonSinkBadAttestation, ref.index, ref.leaf.Src.Cluster, ref.leaf.Src.Topic, ref.leaf.Src.Partition, ref.leaf.Src.Offset)
+			}
 			v.add(g)
 		} else {
 			attested = true

@@ -887,6 +887,71 @@ func TestVerifyNotExtendingReportsNoPrevious(t *testing.T) {
 	}
 }
 
+// findingsOf returns the findings (or notes) with code.
+func findingsOf(fs []Finding, code Code) []Finding {
+	var out []Finding
+	for _, f := range fs {
+		if f.Code == code {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// TestVerifySinkRefusedInjection (D8): a record injected into a pinned
+// topic without a valid attestation, refused by the sink
+// (sink_bad_attestation) and quarantined with its refusal leaf, is
+// reported where it was written (unlogged_record, bad_attestation in the
+// pinned topic), and its quarantined copy only as the note
+// refused_unattested. A quarantined copy whose attestation broke although
+// its sink refused it for another reason stays bad_attestation.
+func TestVerifySinkRefusedInjection(t *testing.T) {
+	w := newWorld(t)
+	w.run(4)
+	k := partKey{"b", "residency.eu", 0}
+	real := w.topics[k][0]
+	injected := Record{Key: real.Key, Value: []byte("event 900 of EU"), Headers: real.Headers}
+	ioff := w.produce("b", "residency.eu", 0, injected)
+	refuse := func(rec Record, off int64, reason string) {
+		qhs := append(slices.Clip(rec.Headers), Header{"residency-reason", []byte(reason)},
+			Header{"residency-error", []byte("refused")}, Header{"residency-sink-store", []byte("eu-objectstore")})
+		qoff := w.produce(ingest, "residency.sink-quarantine", 0, Record{Key: rec.Key, Value: rec.Value, Headers: qhs})
+		l := Leaf{Kind: KindSinkRefusal, Time: w.time, Actor: "sink:eu-objectstore",
+			Src:      Source{Cluster: "b", Topic: "residency.eu", Partition: 0, Offset: off},
+			Decision: Refused, Reason: reason, Jurisdiction: "EU", Region: "eu", Ruleset: w.rs,
+			Dest: Destination{Cluster: ingest, Topic: "residency.sink-quarantine", Partition: 0, Offset: qoff}}
+		l.SetRecord(rec.Key, rec.Value)
+		w.log(l)
+		w.flush()
+		w.integrate()
+	}
+	refuse(injected, ioff, ReasonSinkBadAttestation)
+	r := w.verify(VerifyConfig{})
+	expect(t, r, "unlogged_record", "bad_attestation")
+	for _, f := range r.Findings {
+		if f.Cluster != "b" || f.Topic != "residency.eu" || f.Offset != ioff {
+			t.Fatalf("%s at %s, want only the injection in the pinned topic", f.Code, f.where())
+		}
+	}
+	n := findingsOf(r.Notes, CodeRefusedUnattested)
+	if len(n) != 1 || n[0].Topic != "residency.sink-quarantine" || n[0].Leaf < 0 {
+		t.Fatalf("notes %+v, want one refused_unattested on the quarantined copy", r.Notes)
+	}
+	// Refused for another reason, its copy's attestation broken (a header
+	// changed in the sink quarantine topic): still a finding.
+	w2 := newWorld(t)
+	w2.run(4)
+	w = w2
+	rec := w.topics[k][0]
+	changed := Record{Key: rec.Key, Value: rec.Value, Headers: append(slices.Clip(rec.Headers), Header{"residency-region", []byte("us")})}
+	refuse(changed, rec.Offset, "sink_region_moved")
+	r = w.verify(VerifyConfig{})
+	expect(t, r, "bad_attestation")
+	if f := r.Findings[0]; f.Topic != "residency.sink-quarantine" {
+		t.Fatalf("bad_attestation at %s", f.where())
+	}
+}
+
 // TestVerifyProgress (D10): progress is reported at every multiple of the
 // interval, never at 0, for every stage, and the counts are the ones
 // checked so far.
