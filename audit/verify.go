@@ -37,6 +37,7 @@ const (
 	// Notes: explained, not findings.
 	CodeDuplicateLeaf   Code = "duplicate_leaf"
 	CodeDuplicateRecord Code = "duplicate_record"
+	CodeDuplicateRow    Code = "duplicate_row"
 	// CodeRefusedUnattested notes a record in a sink quarantine topic
 	// without a valid attestation that its sink refused for that reason.
 	CodeRefusedUnattested Code = "refused_unattested"
@@ -180,6 +181,20 @@ type Row struct {
 	Region string
 	// Jurisdiction: see Region.
 	Jurisdiction string
+	// RulesetVersion is the row's ruleset_version column: the version the
+	// sink logged writing it under.
+	RulesetVersion string
+	// Stored are the digests of the row's event_id, user_id and event
+	// columns, Derived the same of what the sink writes for the stored
+	// value, decoded again (Decoded says whether it was): see SetColumns.
+	Stored RowColumns
+	// Derived: see Stored.
+	Derived RowColumns
+	// Decoded says whether Derived was computed.
+	Decoded RowDecoding
+	// DecodeError says why the stored value does not decode
+	// (RowUndecodable): the decoder's message, no payload.
+	DecodeError string
 }
 
 // RowSource reads stores for VerifyStores (PostgreSQL, the object store).
@@ -870,18 +885,23 @@ type StoreCheck struct {
 // leaves, and every sink_write leaf in the window against the rows.
 func (v *Verification) VerifyStores(ctx context.Context, stores []StoreCheck, rows RowSource) error {
 	for _, s := range stores {
-		seen := map[coords]bool{}
+		seen := map[coords]rowPrint{} // the first row at each coordinate
 		values := map[Digest]coords{} // a row per stored value, for copies kept once
 		err := rows.Rows(ctx, s.Store, func(row *Row) error {
 			if row.Cluster == "" {
 				row.Cluster = s.Cluster
 			}
 			c := coords{row.Cluster, row.Topic, row.Partition, row.Offset}
-			seen[c] = true
 			values[row.Value] = c
 			v.report.Checked.Rows++
 			v.progress("rows", v.report.Checked.Rows)
 			v.checkRow(s.Store, c, row)
+			p := printOf(row)
+			if first, ok := seen[c]; ok {
+				v.checkCopy(s.Store, c, first, p)
+			} else {
+				seen[c] = p
+			}
 			return nil
 		})
 		if err != nil {
@@ -890,7 +910,7 @@ func (v *Verification) VerifyStores(ctx context.Context, stores []StoreCheck, ro
 		for _, ref := range v.byStore[s.Store] {
 			l := ref.leaf
 			c := coords{l.Src.Cluster, l.Src.Topic, l.Src.Partition, l.Src.Offset}
-			if seen[c] || !v.inWindow(l) {
+			if _, ok := seen[c]; ok || !v.inWindow(l) {
 				continue
 			}
 			f := Finding{Cluster: c.cluster, Topic: c.topic, Partition: c.partition, Offset: c.offset, Store: s.Store, Leaf: ref.index}
@@ -908,6 +928,56 @@ func (v *Verification) VerifyStores(ctx context.Context, stores []StoreCheck, ro
 		}
 	}
 	return nil
+}
+
+// rowPrint is what VerifyStores keeps of the first row at a coordinate, to
+// compare a second one with: the first 8 bytes of the digest of each
+// column it compares (a few dozen bytes a row, like the rest of its
+// per-row state).
+type rowPrint struct {
+	value, eventID, userID, event, region, jurisdiction, ruleset uint64
+}
+
+func prefix(d Digest) uint64 {
+	return uint64(d[0])<<56 | uint64(d[1])<<48 | uint64(d[2])<<40 | uint64(d[3])<<32 |
+		uint64(d[4])<<24 | uint64(d[5])<<16 | uint64(d[6])<<8 | uint64(d[7])
+}
+
+func printOf(row *Row) rowPrint {
+	return rowPrint{value: prefix(row.Value), eventID: prefix(row.Stored.EventID), userID: prefix(row.Stored.UserID),
+		event: prefix(row.Stored.Event), region: prefix(Sum([]byte(row.Region))),
+		jurisdiction: prefix(Sum([]byte(row.Jurisdiction))), ruleset: prefix(Sum([]byte(row.RulesetVersion)))}
+}
+
+// checkCopy compares a second row at coordinate c with the first one
+// there. A sink writes one row per pinned-topic record, but the object
+// store may hold a record twice after a crash (an object written, the
+// sink killed before its leaves were durable, the batch redelivered and
+// written as another object overlapping the first): such a copy is the
+// same in every column, and a note (duplicate_row). A copy that differs
+// in any column (a row copied under a new event id, say) is row_mismatch:
+// no sink writes two different rows for one record.
+func (v *Verification) checkCopy(store string, c coords, first, p rowPrint) {
+	f := Finding{Cluster: c.cluster, Topic: c.topic, Partition: c.partition, Offset: c.offset, Store: store, Leaf: -1}
+	if first == p {
+		f.Code, f.Note, f.Detail = CodeDuplicateRow, true, "the store holds this record twice, identical in every column (a batch written again after a crash)"
+		v.add(f)
+		return
+	}
+	var cols []string
+	for _, x := range []struct {
+		name string
+		a, b uint64
+	}{{"raw", first.value, p.value}, {"event_id", first.eventID, p.eventID}, {"user_id", first.userID, p.userID},
+		{"event", first.event, p.event}, {"region", first.region, p.region}, {"jurisdiction", first.jurisdiction, p.jurisdiction},
+		{"ruleset_version", first.ruleset, p.ruleset}} {
+		if x.a != x.b {
+			cols = append(cols, x.name)
+		}
+	}
+	f.Code = CodeRowMismatch
+	f.Detail = fmt.Sprintf("another row for the same pinned-topic record differs from this one in %s: a sink writes one row per record", strings.Join(cols, ", "))
+	v.add(f)
 }
 
 // sameRecordAt reports whether a sink_write leaf of store at c logs the
@@ -945,8 +1015,11 @@ func (v *Verification) checkRow(store string, c coords, row *Row) {
 	}
 	l := ref.leaf
 	f.Leaf = ref.index
-	if row.Region != l.Region || row.Jurisdiction != l.Jurisdiction {
-		f.Code, f.Detail = CodeRowMismatch, fmt.Sprintf("row says %s/%s, the sink logged %s/%s", row.Jurisdiction, row.Region, l.Jurisdiction, l.Region)
+	if row.Decoded != RowNotDecoded {
+		v.report.Checked.RowContents++
+	}
+	if detail := rowMismatch(row, l); detail != "" {
+		f.Code, f.Detail = CodeRowMismatch, detail
 		v.add(f)
 		return
 	}
@@ -971,6 +1044,47 @@ func (v *Verification) checkRow(store string, c coords, row *Row) {
 		f.Code, f.Detail = CodeUnapprovedStore, fmt.Sprintf("ruleset version %d does not approve store %s for %s data (region %s)", l.Ruleset.Version, store, l.Jurisdiction, l.Region)
 		v.add(f)
 	}
+}
+
+// rowMismatch says which columns of a row whose value is the one its
+// sink_write leaf logged differ from what that sink wrote for the record:
+// region and jurisdiction (the leaf's), ruleset_version (the leaf's
+// ruleset version), and event_id, user_id and event (the stored value
+// decoded again, when the row source decoded it). It names columns, and
+// the leaf's region, jurisdiction and version, never a value of the row
+// but its region and jurisdiction; "" when they all match.
+func rowMismatch(row *Row, l *Leaf) string {
+	var cols []string
+	if row.Region != l.Region {
+		cols = append(cols, "region")
+	}
+	if row.Jurisdiction != l.Jurisdiction {
+		cols = append(cols, "jurisdiction")
+	}
+	if rv, err := strconv.ParseInt(row.RulesetVersion, 10, 64); err != nil || rv != l.Ruleset.Version {
+		cols = append(cols, "ruleset_version")
+	}
+	switch row.Decoded {
+	case RowDecoded:
+		cols = append(cols, row.Stored.differs(row.Derived)...)
+	case RowUndecodable:
+		return fmt.Sprintf("the stored value does not decode as its source_topic's framing says (%s), so no sink wrote this row this way (or the verifier lacks the routers' schemas settings)", row.DecodeError)
+	}
+	if len(cols) == 0 {
+		return ""
+	}
+	what := "column " + cols[0] + " differs"
+	if len(cols) > 1 {
+		what = "columns " + strings.Join(cols, ", ") + " differ"
+	}
+	d := fmt.Sprintf("%s from what the sink wrote for this record (leaf: %s/%s, ruleset version %d", what, l.Jurisdiction, l.Region, l.Ruleset.Version)
+	if row.Region != l.Region || row.Jurisdiction != l.Jurisdiction {
+		d += fmt.Sprintf("; the row says %s/%s", row.Jurisdiction, row.Region)
+	}
+	if row.Decoded == RowDecoded {
+		d += "; event_id, user_id and event compared with the stored value decoded again"
+	}
+	return d + ")"
 }
 
 // Report returns the report of the checks run so far.

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -17,11 +18,13 @@ import (
 // leaves to an audit feed and attest what they write, as the wiring of the
 // next phase will.
 type world struct {
-	t        *testing.T
-	feed     *memFeed
-	store    *MemStore
-	topics   map[partKey][]Record
-	rows     map[string][]Row
+	t      *testing.T
+	feed   *memFeed
+	store  *MemStore
+	topics map[partKey][]Record
+	rows   map[string][]storedRow
+	// decode is the EventDecoder Rows uses (decodeWorld; nil: none).
+	decode   EventDecoder
 	attester *Attester
 	verifier *AttestVerifier
 	policy   *Policy
@@ -35,7 +38,7 @@ const ingest = "ingest"
 func newWorld(t *testing.T) *world {
 	w := &world{
 		t: t, feed: newMemFeed(3), store: &MemStore{},
-		topics: map[partKey][]Record{}, rows: map[string][]Row{}, time: 1764028800000,
+		topics: map[partKey][]Record{}, rows: map[string][]storedRow{}, time: 1764028800000, decode: decodeWorld,
 	}
 	w.attester, _ = NewAttester(testKey("k1"))
 	w.verifier, _ = NewAttestVerifier(testKey("k1"))
@@ -116,7 +119,7 @@ func (w *world) sink(store, region string) {
 				Decision: Written, Jurisdiction: jur, Region: region, Ruleset: w.rs, Dest: Destination{Store: store}}
 			l.SetRecord(rec.Key, rec.Value)
 			w.log(l)
-			w.rows[store] = append(w.rows[store], Row{Topic: g.Topic, Partition: p, Offset: rec.Offset, Value: l.Value, Region: region, Jurisdiction: jur})
+			w.rows[store] = append(w.rows[store], storeRow(g.Topic, p, rec.Offset, rec.Value, region, jur))
 		}
 	}
 }
@@ -177,9 +180,45 @@ func (w *world) Records(_ context.Context, r TopicRange, fn func(*Record) error)
 	return nil
 }
 
-func (w *world) Rows(_ context.Context, store string, fn func(*Row) error) error {
+// storedRow is a row as a store holds it: the columns Row carries as they
+// are, and those it carries as digests (SetColumns).
+type storedRow struct {
+	Row
+	eventID, userID, sourceTopic string
+	event, raw                   []byte
+}
+
+// decodeWorld is the world's EventDecoder: the value "event N of J" is
+// event "ev-N" of user "user-N", the document {"n":N,"country":"J"}.
+func decodeWorld(_ context.Context, sourceTopic string, raw []byte) (string, string, []byte, error) {
+	f := strings.Fields(string(raw))
+	if sourceTopic != "events" || len(f) != 4 || f[0] != "event" || f[2] != "of" {
+		return "", "", nil, fmt.Errorf("%w: not an event of topic events", ErrUndecodable)
+	}
+	return "ev-" + f[1], "user-" + f[1], []byte(`{"n":` + f[1] + `,"country":"` + f[3] + `"}`), nil
+}
+
+// storeRow is the row a sink writes for the record at (topic, p, off) with
+// value raw: its columns derived from the value as the sink does.
+func storeRow(topic string, p int32, off int64, raw []byte, region, jur string) storedRow {
+	id, user, doc, _ := decodeWorld(context.Background(), "events", raw)
+	// As the PostgreSQL store keeps it: jsonb reorders members and
+	// rewrites numbers.
+	var m map[string]any
+	if json.Unmarshal(doc, &m) == nil {
+		doc, _ = json.Marshal(m)
+	}
+	return storedRow{Row: Row{Topic: topic, Partition: p, Offset: off, Value: Sum(raw), Region: region, Jurisdiction: jur, RulesetVersion: "3"},
+		eventID: id, userID: user, sourceTopic: "events", event: doc, raw: raw}
+}
+
+func (w *world) Rows(ctx context.Context, store string, fn func(*Row) error) error {
 	for i := range w.rows[store] {
-		row := w.rows[store][i]
+		sr := w.rows[store][i]
+		row := sr.Row
+		if err := row.SetColumns(ctx, w.decode, sr.eventID, sr.userID, sr.event, sr.sourceTopic, sr.raw); err != nil {
+			return err
+		}
 		if err := fn(&row); err != nil {
 			return err
 		}
@@ -375,7 +414,7 @@ func TestVerifyTamperRecordWithCopiedHeaders(t *testing.T) {
 func TestVerifyTamperInsertRow(t *testing.T) {
 	w := newWorld(t)
 	w.run(10)
-	w.rows["us-postgres"] = append(w.rows["us-postgres"], Row{Topic: "residency.us", Partition: 0, Offset: 999, Value: Sum([]byte("x")), Region: "us", Jurisdiction: "US"})
+	w.rows["us-postgres"] = append(w.rows["us-postgres"], storedRow{Row: Row{Topic: "residency.us", Partition: 0, Offset: 999, Value: Sum([]byte("x")), Region: "us", Jurisdiction: "US"}})
 	expect(t, w.verify(VerifyConfig{}), "unlogged_row")
 }
 
@@ -452,7 +491,7 @@ func TestVerifyMisplacedAndUnapproved(t *testing.T) {
 		Decision: Written, Jurisdiction: "EU", Region: "eu", Ruleset: w.rs, Dest: Destination{Store: "us-postgres"}}
 	sl.SetRecord(rec.Key, rec.Value)
 	w.log(sl)
-	w.rows["us-postgres"] = append(w.rows["us-postgres"], Row{Topic: "residency.us", Partition: 0, Offset: l.Dest.Offset, Value: sl.Value, Region: "eu", Jurisdiction: "EU"})
+	w.rows["us-postgres"] = append(w.rows["us-postgres"], storeRow("residency.us", 0, l.Dest.Offset, rec.Value, "eu", "EU"))
 	w.flush()
 	w.integrate()
 	// The record was attested for eu on cluster b, so it fails there too.
@@ -781,7 +820,7 @@ func TestVerifyReplayWithoutCoordinates(t *testing.T) {
 		Decision: Written, Jurisdiction: "US", Region: "us", Ruleset: w.rs, Dest: Destination{Store: "us-postgres"}}
 	sw.SetRecord(qrec.Key, qrec.Value)
 	w.log(sw)
-	w.rows["us-postgres"] = append(w.rows["us-postgres"], Row{Topic: "residency.us", Partition: 1, Offset: poff, Value: sw.Value, Region: "us", Jurisdiction: "US"})
+	w.rows["us-postgres"] = append(w.rows["us-postgres"], storeRow("residency.us", 1, poff, qrec.Value, "us", "US"))
 	w.flush()
 	w.integrate()
 	expect(t, w.verify(VerifyConfig{}))
