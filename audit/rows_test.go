@@ -229,3 +229,32 @@ func TestEventDigest(t *testing.T) {
 		t.Error("a huge exponent is still a number")
 	}
 }
+
+// TestVerifyRowRulesetIsThePlacingOne: a row's ruleset_version is the
+// version that placed its record (the router's leaf, whose header the sink
+// stores), not the one in force when the sink wrote it (its own leaf's).
+func TestVerifyRowRulesetIsThePlacingOne(t *testing.T) {
+	w := newWorld(t)
+	for i := 0; i < 6; i++ {
+		w.route(0, w.event(0, []string{"US", "EU"}[i%2], i))
+	}
+	w.flush()
+	// A new version lands between routing and sinking.
+	content := "jurisdictions: [US, EU] # v4\n"
+	w.rs = RulesetRef{Version: 4, Digest: Sum([]byte(content))}
+	w.log(Leaf{Kind: KindRuleset, Time: w.time, Actor: "rules", Ruleset: w.rs, Policy: w.policy, Content: content})
+	w.sink("us-postgres", "us")
+	w.sink("eu-objectstore", "eu")
+	w.flush()
+	w.integrate()
+	if w.rows["us-postgres"][0].RulesetVersion != "3" {
+		t.Fatal("the rows should hold the placing version")
+	}
+	expect(t, w.verify(VerifyConfig{}))
+	w.rows["us-postgres"][0].RulesetVersion = "4"
+	r := w.verify(VerifyConfig{})
+	expect(t, r, "row_mismatch")
+	if d := r.Findings[0].Detail; !strings.Contains(d, "column ruleset_version differs") || !strings.Contains(d, "placed under ruleset version 3") {
+		t.Fatalf("detail %q", d)
+	}
+}

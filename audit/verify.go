@@ -1018,18 +1018,21 @@ func (v *Verification) checkRow(store string, c coords, row *Row) {
 	if row.Decoded != RowNotDecoded {
 		v.report.Checked.RowContents++
 	}
-	if detail := rowMismatch(row, l); detail != "" {
+	// The record the sink read must be one a router wrote: its leaf holds
+	// the ruleset version that placed it (the sink's holds the one in
+	// force when it wrote).
+	var placed *Leaf
+	for _, x := range v.byDest[c] {
+		if x.leaf.Value == row.Value {
+			placed = x.leaf
+			break
+		}
+	}
+	routed := placed != nil
+	if detail := rowMismatch(row, l, placed); detail != "" {
 		f.Code, f.Detail = CodeRowMismatch, detail
 		v.add(f)
 		return
-	}
-	// The record the sink read must be one a router wrote.
-	routed := false
-	for _, x := range v.byDest[c] {
-		if x.leaf.Value == row.Value {
-			routed = true
-			break
-		}
 	}
 	if !routed {
 		g := f
@@ -1047,13 +1050,16 @@ func (v *Verification) checkRow(store string, c coords, row *Row) {
 }
 
 // rowMismatch says which columns of a row whose value is the one its
-// sink_write leaf logged differ from what that sink wrote for the record:
-// region and jurisdiction (the leaf's), ruleset_version (the leaf's
-// ruleset version), and event_id, user_id and event (the stored value
-// decoded again, when the row source decoded it). It names columns, and
-// the leaf's region, jurisdiction and version, never a value of the row
-// but its region and jurisdiction; "" when they all match.
-func rowMismatch(row *Row, l *Leaf) string {
+// sink_write leaf l logged differ from what that sink wrote for the
+// record: region and jurisdiction (l's), ruleset_version (the version of
+// the leaf that placed the record, the router's or replay's that wrote it
+// at the row's coordinates, whose residency-ruleset-version header the
+// sink stores; not checked when there is none: unlogged_record), and
+// event_id, user_id and event (the stored value decoded again, when the
+// row source decoded it). It names columns, and the leaves' region,
+// jurisdiction and version, never a value of the row but its region and
+// jurisdiction; "" when they all match.
+func rowMismatch(row *Row, l, placed *Leaf) string {
 	var cols []string
 	if row.Region != l.Region {
 		cols = append(cols, "region")
@@ -1061,8 +1067,12 @@ func rowMismatch(row *Row, l *Leaf) string {
 	if row.Jurisdiction != l.Jurisdiction {
 		cols = append(cols, "jurisdiction")
 	}
-	if rv, err := strconv.ParseInt(row.RulesetVersion, 10, 64); err != nil || rv != l.Ruleset.Version {
-		cols = append(cols, "ruleset_version")
+	version := l.Ruleset.Version
+	if placed != nil {
+		version = placed.Ruleset.Version
+		if rv, err := strconv.ParseInt(row.RulesetVersion, 10, 64); err != nil || rv != version {
+			cols = append(cols, "ruleset_version")
+		}
 	}
 	switch row.Decoded {
 	case RowDecoded:
@@ -1077,7 +1087,7 @@ func rowMismatch(row *Row, l *Leaf) string {
 	if len(cols) > 1 {
 		what = "columns " + strings.Join(cols, ", ") + " differ"
 	}
-	d := fmt.Sprintf("%s from what the sink wrote for this record (leaf: %s/%s, ruleset version %d", what, l.Jurisdiction, l.Region, l.Ruleset.Version)
+	d := fmt.Sprintf("%s from what the sink wrote for this record (leaf: %s/%s, placed under ruleset version %d", what, l.Jurisdiction, l.Region, version)
 	if row.Region != l.Region || row.Jurisdiction != l.Jurisdiction {
 		d += fmt.Sprintf("; the row says %s/%s", row.Jurisdiction, row.Region)
 	}
