@@ -17,6 +17,7 @@ import (
 	"github.com/residency-router/residency/connectors/postgres"
 	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/schemas"
 )
 
 // verifyFlags are the flags of `residency audit verify`.
@@ -297,7 +298,12 @@ func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, err
 	}
 	// Stores.
 	if !f.noStores && len(cfg.Sinks) > 0 {
-		rows := storeRows{read: map[string]func(context.Context, string, func(*audit.Row) error) error{}, cluster: map[string]string{}}
+		dec, err := rowDecoder(cfg)
+		if err != nil {
+			return nil, err
+		}
+		rows := storeRows{read: map[string]func(context.Context, string, audit.EventDecoder, func(*audit.Row) error) error{},
+			cluster: map[string]string{}, decode: dec}
 		var checks []audit.StoreCheck
 		for i := range cfg.Sinks {
 			sc := &cfg.Sinks[i]
@@ -354,8 +360,9 @@ func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, err
 
 // storeRows is the audit.RowSource over the stores, by store name.
 type storeRows struct {
-	read    map[string]func(ctx context.Context, cluster string, fn func(*audit.Row) error) error
+	read    map[string]func(ctx context.Context, cluster string, dec audit.EventDecoder, fn func(*audit.Row) error) error
 	cluster map[string]string // the cluster of each store's pinned topic
+	decode  audit.EventDecoder
 }
 
 // Rows calls fn for each row of store.
@@ -364,7 +371,32 @@ func (s storeRows) Rows(ctx context.Context, store string, fn func(*audit.Row) e
 	if !ok {
 		return fmt.Errorf("store %q is not configured", store)
 	}
-	return r(ctx, s.cluster[store], fn)
+	return r(ctx, s.cluster[store], s.decode, fn)
+}
+
+// rowDecoder returns the decoder the stores' rows are checked with: each
+// row's raw value decoded as a sink decodes it (schemas' DecodeJSONFast,
+// the sink's transcoding), with the config's schemas settings (the
+// routers': catalogue, raw schemas, framings, registry) and the framing of
+// the row's source_topic, so that `audit verify` compares event_id,
+// user_id and event with what the sink writes for the value. A value that
+// does not decode is audit.ErrUndecodable (a finding); a registry out of
+// reach stops the verification (exit 3).
+func rowDecoder(cfg *config.Config) (audit.EventDecoder, error) {
+	x, err := schemas.NewExtractor(cfg.Schemas)
+	if err != nil {
+		return nil, config.FieldError("schemas", err)
+	}
+	return func(ctx context.Context, sourceTopic string, raw []byte) (string, string, []byte, error) {
+		doc, keys, err := x.DecodeJSONFast(ctx, sourceTopic, raw)
+		switch {
+		case errors.Is(err, schemas.ErrRegistryUnavailable), ctx.Err() != nil:
+			return "", "", nil, err
+		case err != nil:
+			return "", "", nil, fmt.Errorf("%w: %w", audit.ErrUndecodable, err)
+		}
+		return keys.EventID, keys.UserID, doc, nil
+	}, nil
 }
 
 // logTopics returns the pinned topics the log knows of, as {cluster,
