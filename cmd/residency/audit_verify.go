@@ -132,6 +132,21 @@ func readFlagFile(flag, path string) ([]byte, error) {
 	return b, nil
 }
 
+// readCheckpointFlag reads the checkpoint file of --flag: a file that is
+// not a signed checkpoint note at all is bad usage (exit 2, naming the
+// flag); one that is, signed by another key, is left to the verification
+// (bad_signature, exit 1).
+func readCheckpointFlag(flag, path string) ([]byte, error) {
+	b, err := readFlagFile(flag, path)
+	if err != nil || b == nil {
+		return b, err
+	}
+	if err := audit.CheckCheckpointFormat(b); err != nil {
+		return nil, usagef("--%s %s: %v", flag, path, err)
+	}
+	return b, nil
+}
+
 func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, error) {
 	switch f.output {
 	case "text", "json", "html":
@@ -156,11 +171,11 @@ func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, err
 	if len(ranges) > 0 && (f.since != "" || f.until != "") {
 		return nil, usagef("--offsets and --since/--until exclude each other")
 	}
-	prev, err := readFlagFile("previous-checkpoint", f.previous)
+	prev, err := readCheckpointFlag("previous-checkpoint", f.previous)
 	if err != nil {
 		return nil, err
 	}
-	at, err := readFlagFile("checkpoint", f.checkpoint)
+	at, err := readCheckpointFlag("checkpoint", f.checkpoint)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +185,11 @@ func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, err
 		if err != nil {
 			return nil, err
 		}
-		witnesses = append(witnesses, string(trimSpace(b)))
+		k := string(trimSpace(b))
+		if err := audit.CheckWitnessKey(k); err != nil {
+			return nil, usagef("--witness-key %s: %v", w, err)
+		}
+		witnesses = append(witnesses, k)
 	}
 	cfg, err := auditConfig(f.cfgPath)
 	if err != nil {
