@@ -74,3 +74,25 @@ func OpenCheckpoint(signed []byte, vkey string) (Checkpoint, error) {
 	}
 	return Checkpoint{Origin: cp.Origin, Size: int64(cp.Size), Root: Digest(cp.Hash), Signed: bytes.Clone(signed)}, nil
 }
+
+// CheckCheckpointFormat reports whether b is a signed note whose text is a
+// checkpoint (origin, size, root hash), without checking any signature:
+// what a reviewer's checkpoint file must at least be. A file that is not
+// even that (a config, a key) is a usage error; a well-formed checkpoint
+// whose signature fails is a finding of the verification (bad_signature).
+// The error wraps ErrBadCheckpoint.
+func CheckCheckpointFormat(b []byte) error {
+	_, err := note.Open(b, note.VerifierList())
+	var u *note.UnverifiedNoteError
+	if !errors.As(err, &u) {
+		if err == nil {
+			err = errors.New("no signature") // not reached: no verifier is known
+		}
+		return fmt.Errorf("%w: not a signed note: %w", ErrBadCheckpoint, err)
+	}
+	var cp fmtlog.Checkpoint
+	if _, err := cp.Unmarshal([]byte(u.Note.Text)); err != nil {
+		return fmt.Errorf("%w: a signed note, but not a checkpoint: %w", ErrBadCheckpoint, err)
+	}
+	return nil
+}

@@ -37,10 +37,14 @@ const (
 	// Notes: explained, not findings.
 	CodeDuplicateLeaf   Code = "duplicate_leaf"
 	CodeDuplicateRecord Code = "duplicate_record"
-	CodeDecisionChanged Code = "decision_changed"
-	CodePurged          Code = "purged"
-	CodeErased          Code = "erased"
-	CodeGap             Code = "gap"
+	CodeDuplicateRow    Code = "duplicate_row"
+	// CodeRefusedUnattested notes a record in a sink quarantine topic
+	// without a valid attestation that its sink refused for that reason.
+	CodeRefusedUnattested Code = "refused_unattested"
+	CodeDecisionChanged   Code = "decision_changed"
+	CodePurged            Code = "purged"
+	CodeErased            Code = "erased"
+	CodeGap               Code = "gap"
 )
 
 // Finding is one problem (or, with Note, one explained irregularity) found
@@ -68,6 +72,10 @@ type Finding struct {
 	// Detail says what is wrong, in words and coordinates.
 	Detail string `json:"detail"`
 }
+
+// ReasonSinkBadAttestation is a sink's refusal reason for a record
+// without a valid attestation (sink.ReasonBadAttestation).
+const ReasonSinkBadAttestation = "sink_bad_attestation"
 
 // ReasonTooLarge is the dead-letter reason of an event too large to route,
 // whose dead-letter record carries neither key nor value.
@@ -204,6 +212,20 @@ type Row struct {
 	Region string
 	// Jurisdiction: see Region.
 	Jurisdiction string
+	// RulesetVersion is the row's ruleset_version column: the version the
+	// sink logged writing it under.
+	RulesetVersion string
+	// Stored are the digests of the row's event_id, user_id and event
+	// columns, Derived the same of what the sink writes for the stored
+	// value, decoded again (Decoded says whether it was): see SetColumns.
+	Stored RowColumns
+	// Derived: see Stored.
+	Derived RowColumns
+	// Decoded says whether Derived was computed.
+	Decoded RowDecoding
+	// DecodeError says why the stored value does not decode
+	// (RowUndecodable): the decoder's message, no payload.
+	DecodeError string
 }
 
 // RowSource reads stores for VerifyStores (PostgreSQL, the object store).
@@ -309,7 +331,9 @@ type VerifyConfig struct {
 	// ruleset_mismatch finding. Without it the logged policy is taken as
 	// the router wrote it.
 	PolicyOf func(content []byte) (*Policy, error)
-	// Progress, when set, is called now and then during long scans.
+	// Progress, when set, is called during long scans with the stage
+	// ("log", "ingest", "records", "rows") and the number of its items
+	// checked so far, at every 100,000th.
 	Progress func(stage string, done int64)
 }
 
@@ -369,9 +393,7 @@ func VerifyLog(ctx context.Context, store Store, cfg VerifyConfig) (*Verificatio
 		}
 	}
 	err = log.Scan(ctx, v.prev, func(i int64, b []byte) error {
-		if cfg.Progress != nil && i%100000 == 0 {
-			cfg.Progress("log", i)
-		}
+		v.progress("log", i+1)
 		l, err := ParseLeaf(b)
 		if err != nil {
 			v.add(Finding{Code: CodeBadLeaf, Leaf: i, Offset: -1, Detail: err.Error()})
@@ -394,6 +416,18 @@ func VerifyLog(ctx context.Context, store Store, cfg VerifyConfig) (*Verificatio
 	}
 	v.report.Checked.Leaves = v.cp.Size
 	return v, nil
+}
+
+// progressEvery is how often the scans call VerifyConfig.Progress: at
+// every multiple of it (a variable for the tests).
+var progressEvery int64 = 100000
+
+// progress reports that done items of stage ("log", "ingest", "records",
+// "rows") were checked, at every multiple of progressEvery (never at 0).
+func (v *Verification) progress(stage string, done int64) {
+	if v.cfg.Progress != nil && done > 0 && done%progressEvery == 0 {
+		v.cfg.Progress(stage, done)
+	}
 }
 
 func (v *Verification) add(f Finding) {
@@ -517,9 +551,6 @@ func (v *Verification) VerifyCompleteness(ctx context.Context, ranges []TopicRan
 				v.passOffset(r, rec)
 			}
 			next = rec.Offset + 1
-			if v.cfg.Progress != nil && v.report.Checked.Offsets%100000 == 0 {
-				v.cfg.Progress("ingest", v.report.Checked.Offsets)
-			}
 			return nil
 		})
 		if err != nil {
@@ -558,6 +589,7 @@ func (v *Verification) passOffset(r TopicRange, rec *Record) {
 // not read (no source, or no record there).
 func (v *Verification) checkOffset(r TopicRange, off int64, rec *Record) {
 	v.report.Checked.Offsets++
+	v.progress("ingest", v.report.Checked.Offsets)
 	refs := v.bySource[coords{"", r.Topic, r.Partition, off}]
 	f := Finding{Topic: r.Topic, Partition: r.Partition, Offset: off, Leaf: -1}
 	if len(refs) == 0 {
@@ -736,9 +768,7 @@ func (v *Verification) VerifyPlacement(ctx context.Context, ranges []TopicRange,
 			}
 			seen[rec.Offset] = true
 			v.report.Checked.Records++
-			if v.cfg.Progress != nil && v.report.Checked.Records%100000 == 0 {
-				v.cfg.Progress("records", v.report.Checked.Records)
-			}
+			v.progress("records", v.report.Checked.Records)
 			v.checkRecord(r, rec)
 			return nil
 		})
@@ -822,6 +852,15 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 		if err := v.cfg.Attestation.Verify(header(rec.Headers, HeaderAttestation), &in); err != nil {
 			g := f
 			g.Code, g.Detail = CodeBadAttestation, err.Error()
+			if r.Role == RoleSinkQuarantine && ref.leaf != nil && ref.leaf.Decision == Refused && ref.leaf.Reason == ReasonSinkBadAttestation {
+				// The sink refused the record for exactly this: the copy
+				// it quarantined is explained by its refusal leaf; the
+				// record itself is reported where it was written (its
+				// pinned topic: unlogged_record, bad_attestation).
+				g.Code, g.Note, g.Leaf = CodeRefusedUnattested, true, ref.index
+				g.Detail = fmt.Sprintf("a record without a valid attestation (%v), refused by the sink as %s and quarantined here (refusal leaf %d); reported where it was written, %s/%s/%d@%d",
+					err, ReasonSinkBadAttestation, ref.index, ref.leaf.Src.Cluster, ref.leaf.Src.Topic, ref.leaf.Src.Partition, ref.leaf.Src.Offset)
+			}
 			v.add(g)
 		} else {
 			attested = true
@@ -908,20 +947,23 @@ type StoreCheck struct {
 // leaves, and every sink_write leaf in the window against the rows.
 func (v *Verification) VerifyStores(ctx context.Context, stores []StoreCheck, rows RowSource) error {
 	for _, s := range stores {
-		seen := map[coords]bool{}
+		seen := map[coords]rowPrint{} // the first row at each coordinate
 		values := map[Digest]coords{} // a row per stored value, for copies kept once
 		err := rows.Rows(ctx, s.Store, func(row *Row) error {
 			if row.Cluster == "" {
 				row.Cluster = s.Cluster
 			}
 			c := coords{row.Cluster, row.Topic, row.Partition, row.Offset}
-			seen[c] = true
 			values[row.Value] = c
 			v.report.Checked.Rows++
-			if v.cfg.Progress != nil && v.report.Checked.Rows%100000 == 0 {
-				v.cfg.Progress("rows", v.report.Checked.Rows)
-			}
+			v.progress("rows", v.report.Checked.Rows)
 			v.checkRow(s.Store, c, row)
+			p := printOf(row)
+			if first, ok := seen[c]; ok {
+				v.checkCopy(s.Store, c, first, p)
+			} else {
+				seen[c] = p
+			}
 			return nil
 		})
 		if err != nil {
@@ -930,7 +972,7 @@ func (v *Verification) VerifyStores(ctx context.Context, stores []StoreCheck, ro
 		for _, ref := range v.byStore[s.Store] {
 			l := ref.leaf
 			c := coords{l.Src.Cluster, l.Src.Topic, l.Src.Partition, l.Src.Offset}
-			if seen[c] || !v.inWindow(l) {
+			if _, ok := seen[c]; ok || !v.inWindow(l) {
 				continue
 			}
 			f := Finding{Cluster: c.cluster, Topic: c.topic, Partition: c.partition, Offset: c.offset, Store: s.Store, Leaf: ref.index}
@@ -948,6 +990,56 @@ func (v *Verification) VerifyStores(ctx context.Context, stores []StoreCheck, ro
 		}
 	}
 	return nil
+}
+
+// rowPrint is what VerifyStores keeps of the first row at a coordinate, to
+// compare a second one with: the first 8 bytes of the digest of each
+// column it compares (a few dozen bytes a row, like the rest of its
+// per-row state).
+type rowPrint struct {
+	value, eventID, userID, event, region, jurisdiction, ruleset uint64
+}
+
+func prefix(d Digest) uint64 {
+	return uint64(d[0])<<56 | uint64(d[1])<<48 | uint64(d[2])<<40 | uint64(d[3])<<32 |
+		uint64(d[4])<<24 | uint64(d[5])<<16 | uint64(d[6])<<8 | uint64(d[7])
+}
+
+func printOf(row *Row) rowPrint {
+	return rowPrint{value: prefix(row.Value), eventID: prefix(row.Stored.EventID), userID: prefix(row.Stored.UserID),
+		event: prefix(row.Stored.Event), region: prefix(Sum([]byte(row.Region))),
+		jurisdiction: prefix(Sum([]byte(row.Jurisdiction))), ruleset: prefix(Sum([]byte(row.RulesetVersion)))}
+}
+
+// checkCopy compares a second row at coordinate c with the first one
+// there. A sink writes one row per pinned-topic record, but the object
+// store may hold a record twice after a crash (an object written, the
+// sink killed before its leaves were durable, the batch redelivered and
+// written as another object overlapping the first): such a copy is the
+// same in every column, and a note (duplicate_row). A copy that differs
+// in any column (a row copied under a new event id, say) is row_mismatch:
+// no sink writes two different rows for one record.
+func (v *Verification) checkCopy(store string, c coords, first, p rowPrint) {
+	f := Finding{Cluster: c.cluster, Topic: c.topic, Partition: c.partition, Offset: c.offset, Store: store, Leaf: -1}
+	if first == p {
+		f.Code, f.Note, f.Detail = CodeDuplicateRow, true, "the store holds this record twice, identical in every column (a batch written again after a crash)"
+		v.add(f)
+		return
+	}
+	var cols []string
+	for _, x := range []struct {
+		name string
+		a, b uint64
+	}{{"raw", first.value, p.value}, {"event_id", first.eventID, p.eventID}, {"user_id", first.userID, p.userID},
+		{"event", first.event, p.event}, {"region", first.region, p.region}, {"jurisdiction", first.jurisdiction, p.jurisdiction},
+		{"ruleset_version", first.ruleset, p.ruleset}} {
+		if x.a != x.b {
+			cols = append(cols, x.name)
+		}
+	}
+	f.Code = CodeRowMismatch
+	f.Detail = fmt.Sprintf("another row for the same pinned-topic record differs from this one in %s: a sink writes one row per record", strings.Join(cols, ", "))
+	v.add(f)
 }
 
 // sameRecordAt reports whether a sink_write leaf of store at c logs the
@@ -985,18 +1077,24 @@ func (v *Verification) checkRow(store string, c coords, row *Row) {
 	}
 	l := ref.leaf
 	f.Leaf = ref.index
-	if row.Region != l.Region || row.Jurisdiction != l.Jurisdiction {
-		f.Code, f.Detail = CodeRowMismatch, fmt.Sprintf("row says %s/%s, the sink logged %s/%s", row.Jurisdiction, row.Region, l.Jurisdiction, l.Region)
-		v.add(f)
-		return
+	if row.Decoded != RowNotDecoded {
+		v.report.Checked.RowContents++
 	}
-	// The record the sink read must be one a router wrote.
-	routed := false
+	// The record the sink read must be one a router wrote: its leaf holds
+	// the ruleset version that placed it (the sink's holds the one in
+	// force when it wrote).
+	var placed *Leaf
 	for _, x := range v.byDest[c] {
 		if x.leaf.Value == row.Value {
-			routed = true
+			placed = x.leaf
 			break
 		}
+	}
+	routed := placed != nil
+	if detail := rowMismatch(row, l, placed); detail != "" {
+		f.Code, f.Detail = CodeRowMismatch, detail
+		v.add(f)
+		return
 	}
 	if !routed {
 		g := f
@@ -1011,6 +1109,54 @@ func (v *Verification) checkRow(store string, c coords, row *Row) {
 		f.Code, f.Detail = CodeUnapprovedStore, fmt.Sprintf("ruleset version %d does not approve store %s for %s data (region %s)", l.Ruleset.Version, store, l.Jurisdiction, l.Region)
 		v.add(f)
 	}
+}
+
+// rowMismatch says which columns of a row whose value is the one its
+// sink_write leaf l logged differ from what that sink wrote for the
+// record: region and jurisdiction (l's), ruleset_version (the version of
+// the leaf that placed the record, the router's or replay's that wrote it
+// at the row's coordinates, whose residency-ruleset-version header the
+// sink stores; not checked when there is none: unlogged_record), and
+// event_id, user_id and event (the stored value decoded again, when the
+// row source decoded it). It names columns, and the leaves' region,
+// jurisdiction and version, never a value of the row but its region and
+// jurisdiction; "" when they all match.
+func rowMismatch(row *Row, l, placed *Leaf) string {
+	var cols []string
+	if row.Region != l.Region {
+		cols = append(cols, "region")
+	}
+	if row.Jurisdiction != l.Jurisdiction {
+		cols = append(cols, "jurisdiction")
+	}
+	version := l.Ruleset.Version
+	if placed != nil {
+		version = placed.Ruleset.Version
+		if rv, err := strconv.ParseInt(row.RulesetVersion, 10, 64); err != nil || rv != version {
+			cols = append(cols, "ruleset_version")
+		}
+	}
+	switch row.Decoded {
+	case RowDecoded:
+		cols = append(cols, row.Stored.differs(row.Derived)...)
+	case RowUndecodable:
+		return fmt.Sprintf("the stored value does not decode as its source_topic's framing says (%s), so no sink wrote this row this way (or the verifier lacks the routers' schemas settings)", row.DecodeError)
+	}
+	if len(cols) == 0 {
+		return ""
+	}
+	what := "column " + cols[0] + " differs"
+	if len(cols) > 1 {
+		what = "columns " + strings.Join(cols, ", ") + " differ"
+	}
+	d := fmt.Sprintf("%s from what the sink wrote for this record (leaf: %s/%s, placed under ruleset version %d", what, l.Jurisdiction, l.Region, version)
+	if row.Region != l.Region || row.Jurisdiction != l.Jurisdiction {
+		d += fmt.Sprintf("; the row says %s/%s", row.Jurisdiction, row.Region)
+	}
+	if row.Decoded == RowDecoded {
+		d += "; event_id, user_id and event compared with the stored value decoded again"
+	}
+	return d + ")"
 }
 
 // Report returns the report of the checks run so far.

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -17,11 +18,13 @@ import (
 // leaves to an audit feed and attest what they write, as the wiring of the
 // next phase will.
 type world struct {
-	t        *testing.T
-	feed     *memFeed
-	store    *MemStore
-	topics   map[partKey][]Record
-	rows     map[string][]Row
+	t      *testing.T
+	feed   *memFeed
+	store  *MemStore
+	topics map[partKey][]Record
+	rows   map[string][]storedRow
+	// decode is the EventDecoder Rows uses (decodeWorld; nil: none).
+	decode   EventDecoder
 	attester *Attester
 	verifier *AttestVerifier
 	policy   *Policy
@@ -35,7 +38,7 @@ const ingest = "ingest"
 func newWorld(t *testing.T) *world {
 	w := &world{
 		t: t, feed: newMemFeed(3), store: &MemStore{},
-		topics: map[partKey][]Record{}, rows: map[string][]Row{}, time: 1764028800000,
+		topics: map[partKey][]Record{}, rows: map[string][]storedRow{}, time: 1764028800000, decode: decodeWorld,
 	}
 	w.attester, _ = NewAttester(testKey("k1"))
 	w.verifier, _ = NewAttestVerifier(testKey("k1"))
@@ -116,7 +119,7 @@ func (w *world) sink(store, region string) {
 				Decision: Written, Jurisdiction: jur, Region: region, Ruleset: w.rs, Dest: Destination{Store: store}}
 			l.SetRecord(rec.Key, rec.Value)
 			w.log(l)
-			w.rows[store] = append(w.rows[store], Row{Topic: g.Topic, Partition: p, Offset: rec.Offset, Value: l.Value, Region: region, Jurisdiction: jur})
+			w.rows[store] = append(w.rows[store], storeRow(g.Topic, p, rec.Offset, rec.Value, region, jur))
 		}
 	}
 }
@@ -177,9 +180,45 @@ func (w *world) Records(_ context.Context, r TopicRange, fn func(*Record) error)
 	return nil
 }
 
-func (w *world) Rows(_ context.Context, store string, fn func(*Row) error) error {
+// storedRow is a row as a store holds it: the columns Row carries as they
+// are, and those it carries as digests (SetColumns).
+type storedRow struct {
+	Row
+	eventID, userID, sourceTopic string
+	event, raw                   []byte
+}
+
+// decodeWorld is the world's EventDecoder: the value "event N of J" is
+// event "ev-N" of user "user-N", the document {"n":N,"country":"J"}.
+func decodeWorld(_ context.Context, sourceTopic string, raw []byte) (string, string, []byte, error) {
+	f := strings.Fields(string(raw))
+	if sourceTopic != "events" || len(f) != 4 || f[0] != "event" || f[2] != "of" {
+		return "", "", nil, fmt.Errorf("%w: not an event of topic events", ErrUndecodable)
+	}
+	return "ev-" + f[1], "user-" + f[1], []byte(`{"n":` + f[1] + `,"country":"` + f[3] + `"}`), nil
+}
+
+// storeRow is the row a sink writes for the record at (topic, p, off) with
+// value raw: its columns derived from the value as the sink does.
+func storeRow(topic string, p int32, off int64, raw []byte, region, jur string) storedRow {
+	id, user, doc, _ := decodeWorld(context.Background(), "events", raw)
+	// As the PostgreSQL store keeps it: jsonb reorders members and
+	// rewrites numbers.
+	var m map[string]any
+	if json.Unmarshal(doc, &m) == nil {
+		doc, _ = json.Marshal(m)
+	}
+	return storedRow{Row: Row{Topic: topic, Partition: p, Offset: off, Value: Sum(raw), Region: region, Jurisdiction: jur, RulesetVersion: "3"},
+		eventID: id, userID: user, sourceTopic: "events", event: doc, raw: raw}
+}
+
+func (w *world) Rows(ctx context.Context, store string, fn func(*Row) error) error {
 	for i := range w.rows[store] {
-		row := w.rows[store][i]
+		sr := w.rows[store][i]
+		row := sr.Row
+		if err := row.SetColumns(ctx, w.decode, sr.eventID, sr.userID, sr.event, sr.sourceTopic, sr.raw); err != nil {
+			return err
+		}
 		if err := fn(&row); err != nil {
 			return err
 		}
@@ -375,7 +414,7 @@ func TestVerifyTamperRecordWithCopiedHeaders(t *testing.T) {
 func TestVerifyTamperInsertRow(t *testing.T) {
 	w := newWorld(t)
 	w.run(10)
-	w.rows["us-postgres"] = append(w.rows["us-postgres"], Row{Topic: "residency.us", Partition: 0, Offset: 999, Value: Sum([]byte("x")), Region: "us", Jurisdiction: "US"})
+	w.rows["us-postgres"] = append(w.rows["us-postgres"], storedRow{Row: Row{Topic: "residency.us", Partition: 0, Offset: 999, Value: Sum([]byte("x")), Region: "us", Jurisdiction: "US"}})
 	expect(t, w.verify(VerifyConfig{}), "unlogged_row")
 }
 
@@ -452,7 +491,7 @@ func TestVerifyMisplacedAndUnapproved(t *testing.T) {
 		Decision: Written, Jurisdiction: "EU", Region: "eu", Ruleset: w.rs, Dest: Destination{Store: "us-postgres"}}
 	sl.SetRecord(rec.Key, rec.Value)
 	w.log(sl)
-	w.rows["us-postgres"] = append(w.rows["us-postgres"], Row{Topic: "residency.us", Partition: 0, Offset: l.Dest.Offset, Value: sl.Value, Region: "eu", Jurisdiction: "EU"})
+	w.rows["us-postgres"] = append(w.rows["us-postgres"], storeRow("residency.us", 0, l.Dest.Offset, rec.Value, "eu", "EU"))
 	w.flush()
 	w.integrate()
 	// The record was attested for eu on cluster b, so it fails there too.
@@ -781,7 +820,7 @@ func TestVerifyReplayWithoutCoordinates(t *testing.T) {
 		Decision: Written, Jurisdiction: "US", Region: "us", Ruleset: w.rs, Dest: Destination{Store: "us-postgres"}}
 	sw.SetRecord(qrec.Key, qrec.Value)
 	w.log(sw)
-	w.rows["us-postgres"] = append(w.rows["us-postgres"], Row{Topic: "residency.us", Partition: 1, Offset: poff, Value: sw.Value, Region: "us", Jurisdiction: "US"})
+	w.rows["us-postgres"] = append(w.rows["us-postgres"], storeRow("residency.us", 1, poff, qrec.Value, "us", "US"))
 	w.flush()
 	w.integrate()
 	expect(t, w.verify(VerifyConfig{}))
@@ -951,5 +990,110 @@ func TestVerifyTransactionMarkersAndAborted(t *testing.T) {
 	expect(t, r)
 	if r.Counts["us"].Events != before+1 {
 		t.Fatalf("us events %d, want %d (the aborted record's leaf counted)", r.Counts["us"].Events, before+1)
+	}
+}
+
+// findingsOf returns the findings (or notes) with code.
+func findingsOf(fs []Finding, code Code) []Finding {
+	var out []Finding
+	for _, f := range fs {
+		if f.Code == code {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// TestVerifySinkRefusedInjection (D8): a record injected into a pinned
+// topic without a valid attestation, refused by the sink
+// (sink_bad_attestation) and quarantined with its refusal leaf, is
+// reported where it was written (unlogged_record, bad_attestation in the
+// pinned topic), and its quarantined copy only as the note
+// refused_unattested. A quarantined copy whose attestation broke although
+// its sink refused it for another reason stays bad_attestation.
+func TestVerifySinkRefusedInjection(t *testing.T) {
+	w := newWorld(t)
+	w.run(4)
+	k := partKey{"b", "residency.eu", 0}
+	real := w.topics[k][0]
+	injected := Record{Key: real.Key, Value: []byte("event 900 of EU"), Headers: real.Headers}
+	ioff := w.produce("b", "residency.eu", 0, injected)
+	refuse := func(rec Record, off int64, reason string) {
+		qhs := append(slices.Clip(rec.Headers), Header{"residency-reason", []byte(reason)},
+			Header{"residency-error", []byte("refused")}, Header{"residency-sink-store", []byte("eu-objectstore")})
+		qoff := w.produce(ingest, "residency.sink-quarantine", 0, Record{Key: rec.Key, Value: rec.Value, Headers: qhs})
+		l := Leaf{Kind: KindSinkRefusal, Time: w.time, Actor: "sink:eu-objectstore",
+			Src:      Source{Cluster: "b", Topic: "residency.eu", Partition: 0, Offset: off},
+			Decision: Refused, Reason: reason, Jurisdiction: "EU", Region: "eu", Ruleset: w.rs,
+			Dest: Destination{Cluster: ingest, Topic: "residency.sink-quarantine", Partition: 0, Offset: qoff}}
+		l.SetRecord(rec.Key, rec.Value)
+		w.log(l)
+		w.flush()
+		w.integrate()
+	}
+	refuse(injected, ioff, ReasonSinkBadAttestation)
+	r := w.verify(VerifyConfig{})
+	expect(t, r, "unlogged_record", "bad_attestation")
+	for _, f := range r.Findings {
+		if f.Cluster != "b" || f.Topic != "residency.eu" || f.Offset != ioff {
+			t.Fatalf("%s at %s, want only the injection in the pinned topic", f.Code, f.where())
+		}
+	}
+	n := findingsOf(r.Notes, CodeRefusedUnattested)
+	if len(n) != 1 || n[0].Topic != "residency.sink-quarantine" || n[0].Leaf < 0 {
+		t.Fatalf("notes %+v, want one refused_unattested on the quarantined copy", r.Notes)
+	}
+	// Refused for another reason, its copy's attestation broken (a header
+	// changed in the sink quarantine topic): still a finding.
+	w2 := newWorld(t)
+	w2.run(4)
+	w = w2
+	rec := w.topics[k][0]
+	changed := Record{Key: rec.Key, Value: rec.Value, Headers: append(slices.Clip(rec.Headers), Header{"residency-region", []byte("us")})}
+	refuse(changed, rec.Offset, "sink_region_moved")
+	r = w.verify(VerifyConfig{})
+	expect(t, r, "bad_attestation")
+	if f := r.Findings[0]; f.Topic != "residency.sink-quarantine" {
+		t.Fatalf("bad_attestation at %s", f.where())
+	}
+}
+
+// TestVerifyProgress (D10): progress is reported at every multiple of the
+// interval, never at 0, for every stage, and the counts are the ones
+// checked so far.
+func TestVerifyProgress(t *testing.T) {
+	defer func(n int64) { progressEvery = n }(progressEvery)
+	progressEvery = 10
+	w := newWorld(t)
+	w.run(30)
+	calls := map[string][]int64{}
+	r := w.verify(VerifyConfig{Progress: func(stage string, done int64) { calls[stage] = append(calls[stage], done) }})
+	want := map[string]int64{"log": r.Checkpoint.Size, "ingest": r.Checked.Offsets, "records": r.Checked.Records, "rows": r.Checked.Rows}
+	for stage, total := range want {
+		var exp []int64
+		for n := int64(10); n <= total; n += 10 {
+			exp = append(exp, n)
+		}
+		if !slices.Equal(calls[stage], exp) {
+			t.Errorf("%s: progress %v, want %v (of %d)", stage, calls[stage], exp, total)
+		}
+	}
+	// Offsets checked without their records (no record source, or a gap
+	// in the records) count as much as the others.
+	var ingestCalls []int64
+	v, err := VerifyLog(context.Background(), w.store, VerifyConfig{LogKey: testLogPub, IngestCluster: ingest,
+		Progress: func(stage string, done int64) {
+			if stage == "ingest" {
+				ingestCalls = append(ingestCalls, done)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.VerifyCompleteness(context.Background(), []TopicRange{{Cluster: ingest, Topic: "events", Role: RoleIngest, Partition: 0, From: 0, To: 25}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ingestCalls, []int64{10, 20}) {
+		t.Errorf("ingest progress without records %v, want [10 20]", ingestCalls)
 	}
 }

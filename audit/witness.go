@@ -131,3 +131,13 @@ func checkWitnesses(signed []byte, logKey string, witnesses []string) error {
 	}
 	return nil
 }
+
+// CheckWitnessKey reports whether vkey is a witness's public key
+// (cosignature/v1 note verifier key, as GenerateWitnessKey makes it); the
+// error wraps ErrKey.
+func CheckWitnessKey(vkey string) error {
+	if _, err := fnote.NewVerifierForCosignatureV1(vkey); err != nil {
+		return fmt.Errorf("%w: not a witness public key: %w", ErrKey, err)
+	}
+	return nil
+}

@@ -60,3 +60,35 @@ func TestWitnessCosignsExtensionsOnly(t *testing.T) {
 	}
 	expect(t, fork.verify(VerifyConfig{Checkpoint: forged, Witnesses: []string{wvkey}}), "unwitnessed_checkpoint")
 }
+
+// TestCheckFormats: a real checkpoint and witness key pass the format
+// checks `audit verify` runs on its file flags; a config, an empty file or
+// a log's signing key do not.
+func TestCheckFormats(t *testing.T) {
+	w := newWorld(t)
+	w.run(2)
+	cp, err := w.store.Get(context.Background(), CheckpointPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckCheckpointFormat(cp); err != nil {
+		t.Fatalf("a real checkpoint: %v", err)
+	}
+	for _, bad := range []string{"", "kafka:\n  clusters: {}\n", "residency.test/audit\n1\nnot base64\n\n— x y\n", testLogPub} {
+		if err := CheckCheckpointFormat([]byte(bad)); !errors.Is(err, ErrBadCheckpoint) {
+			t.Errorf("%q: %v, want ErrBadCheckpoint", bad, err)
+		}
+	}
+	_, wpub, err := GenerateWitnessKey("w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckWitnessKey(wpub); err != nil {
+		t.Fatalf("a real witness key: %v", err)
+	}
+	for _, bad := range []string{"", "kafka:\n  clusters: {}\n", "PRIVATE+KEY+x"} {
+		if err := CheckWitnessKey(bad); !errors.Is(err, ErrKey) {
+			t.Errorf("%q: %v, want ErrKey", bad, err)
+		}
+	}
+}

@@ -20,7 +20,9 @@ import (
 	"github.com/residency-router/residency/connectors/objectstore"
 	"github.com/residency-router/residency/connectors/postgres"
 	"github.com/residency-router/residency/internal/testenv"
+	"github.com/residency-router/residency/schemas"
 	"github.com/residency-router/residency/sink"
+	"github.com/residency-router/residency/sink/sinktest"
 )
 
 // auditStack is a small deployment on the dev stack whose routers and sink
@@ -165,7 +167,8 @@ func (s *auditStack) route(t *testing.T, n int) {
 				jur = "ZZ"
 			}
 			key := []byte(fmt.Sprintf("user-%d-%d", p, i))
-			val := []byte(fmt.Sprintf("event %d of %s", i, jur))
+			// A real event (the verifier decodes the rows' values again).
+			val := sinktest.Event(int(p)*1000+i, map[string]string{"US": "US", "EU": "DE", "ZZ": "ZZ"}[jur])
 			src := produce(t, s.clA, &kgo.Record{Topic: s.ingest, Partition: p, Key: key, Value: val})
 			s.routeRecord(t, src, jur, fmt.Sprintf("ev-%d-%d", p, i))
 		}
@@ -243,15 +246,16 @@ func (s *auditStack) flush(t *testing.T) {
 func (s *auditStack) sink(t *testing.T) {
 	t.Helper()
 	var batch []sink.Record
-	for i, r := range s.usRecords {
+	for _, r := range s.usRecords {
 		s.time++
 		l := audit.Leaf{Kind: audit.KindSinkWrite, Time: s.time, Actor: "sink:us-postgres",
 			Src:      audit.Source{Cluster: "a", Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
 			Decision: audit.Written, Jurisdiction: "US", Region: "us", Ruleset: s.rs, Dest: audit.Destination{Store: "us-postgres"}}
 		l.SetRecord(r.Key, r.Value)
 		s.pending = append(s.pending, l)
-		batch = append(batch, sink.Record{EventID: fmt.Sprintf("ev-%d", i), UserID: string(r.Key), Jurisdiction: "US", Region: "us",
-			RulesetVersion: "3", Topic: r.Topic, Partition: int(r.Partition), Offset: r.Offset, Time: r.Timestamp, Event: []byte(`{}`), Raw: r.Value})
+		id, user, doc := s.decoded(t, r.Value)
+		batch = append(batch, sink.Record{EventID: id, UserID: user, Jurisdiction: "US", Region: "us", RulesetVersion: "3", SourceTopic: s.ingest,
+			Topic: r.Topic, Partition: int(r.Partition), Offset: r.Offset, Time: r.Timestamp, Event: doc, Raw: r.Value})
 	}
 	s.flush(t)
 	if err := s.pg.Write(testenv.Context(t, 30*time.Second), batch); err != nil {
@@ -259,20 +263,37 @@ func (s *auditStack) sink(t *testing.T) {
 	}
 }
 
+// decoded is what a sink reads from a value: its event and user ids and
+// the event as a JSON document (the columns audit verify compares with the
+// value decoded again).
+func (s *auditStack) decoded(t *testing.T, value []byte) (eventID, userID string, doc []byte) {
+	t.Helper()
+	x, err := schemas.NewExtractor(schemas.ExtractorConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, keys, err := x.DecodeJSONFast(context.Background(), s.ingest, value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys.EventID, keys.UserID, doc
+}
+
 // sinkEU stores the EU records in the object store with their sink_write
 // leaves.
 func (s *auditStack) sinkEU(t *testing.T) {
 	t.Helper()
 	var batch []sink.Record
-	for i, r := range s.euRecords {
+	for _, r := range s.euRecords {
 		s.time++
 		l := audit.Leaf{Kind: audit.KindSinkWrite, Time: s.time, Actor: "sink:eu-objectstore",
 			Src:      audit.Source{Cluster: "b", Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
 			Decision: audit.Written, Jurisdiction: "EU", Region: "eu", Ruleset: s.rs, Dest: audit.Destination{Store: "eu-objectstore"}}
 		l.SetRecord(r.Key, r.Value)
 		s.pending = append(s.pending, l)
-		batch = append(batch, sink.Record{EventID: fmt.Sprintf("eu-%d", i), UserID: string(r.Key), Jurisdiction: "EU", Region: "eu",
-			RulesetVersion: "3", Topic: r.Topic, Partition: int(r.Partition), Offset: r.Offset, Time: r.Timestamp, Event: []byte(`{}`), Raw: r.Value})
+		id, user, doc := s.decoded(t, r.Value)
+		batch = append(batch, sink.Record{EventID: id, UserID: user, Jurisdiction: "EU", Region: "eu", RulesetVersion: "3", SourceTopic: s.ingest,
+			Topic: r.Topic, Partition: int(r.Partition), Offset: r.Offset, Time: r.Timestamp, Event: doc, Raw: r.Value})
 	}
 	s.flush(t)
 	for p := int32(0); p < 2; p++ { // one object per partition run
@@ -346,9 +367,10 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 	s.integrate(t)
 	code, codes, rep := s.verify(t)
 	if code != exitOK {
-		t.Fatalf("clean verify = %d, findings %v", code, codes)
+		t.Fatalf("clean verify = %d, findings %v: %+v", code, codes, rep.Findings)
 	}
-	if rep.Checked.Offsets != 20 || rep.Checked.Records != 20 || rep.Checked.Rows != int64(len(s.usRecords)+len(s.euRecords)) || len(s.euRecords) == 0 {
+	if rep.Checked.Offsets != 20 || rep.Checked.Records != 20 || rep.Checked.Rows != int64(len(s.usRecords)+len(s.euRecords)) || len(s.euRecords) == 0 ||
+		rep.Checked.RowContents != rep.Checked.Rows {
 		t.Fatalf("clean verify checked %+v, want 20 offsets, 20 records, %d rows", rep.Checked, len(s.usRecords)+len(s.euRecords))
 	}
 	cleanSize := rep.Checkpoint.Size
@@ -480,19 +502,19 @@ func TestAuditAcceptanceCleanThenTampered(t *testing.T) {
 		}
 	})
 	t.Run("RowRegionChanged", func(t *testing.T) {
-		if _, err := s.pg.Pool().Exec(ctx, `UPDATE audit_events SET region = 'eu' WHERE event_id = 'ev-0'`); err != nil {
+		if _, err := s.pg.Pool().Exec(ctx, `UPDATE audit_events SET region = 'eu' WHERE event_id = $1`, sinktest.EventID(0)); err != nil {
 			t.Fatal(err)
 		}
 		_, codes, _ := s.verify(t)
 		if !hasCode(codes, "row_mismatch") {
 			t.Fatalf("row region changed: findings %v, want row_mismatch", codes)
 		}
-		if _, err := s.pg.Pool().Exec(ctx, `UPDATE audit_events SET region = 'us' WHERE event_id = 'ev-0'`); err != nil {
+		if _, err := s.pg.Pool().Exec(ctx, `UPDATE audit_events SET region = 'us' WHERE event_id = $1`, sinktest.EventID(0)); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("RowDropped", func(t *testing.T) {
-		if _, err := s.pg.Pool().Exec(ctx, `DELETE FROM audit_events WHERE event_id = 'ev-1'`); err != nil {
+		if _, err := s.pg.Pool().Exec(ctx, `DELETE FROM audit_events WHERE event_id = $1`, sinktest.EventID(1000)); err != nil {
 			t.Fatal(err)
 		}
 		_, codes, _ := s.verify(t)

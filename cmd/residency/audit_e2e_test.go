@@ -405,6 +405,41 @@ func TestAuditE2E(t *testing.T) {
 			t.Fatalf("row region changed: exit %d, findings %v, want row_mismatch", code, findings)
 		}
 	})
+	t.Run("RowColumnsChanged", func(t *testing.T) {
+		// D6: everything but raw, region and jurisdiction, which readers
+		// of the store query.
+		s.e2eExec(t, ctx, fmt.Sprintf(`CREATE TABLE %s_saved AS SELECT * FROM %s WHERE event_id = 'e2e-0'`, s.table, s.table))
+		defer s.e2eExec(t, ctx, fmt.Sprintf(`DROP TABLE %s_saved`, s.table))
+		s.e2eExec(t, ctx, fmt.Sprintf(`UPDATE %s SET event_id = 'renamed', user_id = 'someone-else', event = jsonb_set(event, '{country}', '"DE"'), ruleset_version = '99' WHERE event_id = 'e2e-0'`, s.table))
+		defer s.e2eExec(t, ctx, fmt.Sprintf(`INSERT INTO %s SELECT * FROM %s_saved`, s.table, s.table))
+		defer s.e2eExec(t, ctx, fmt.Sprintf(`DELETE FROM %s WHERE event_id = 'renamed'`, s.table))
+		code, findings, _, rep := s.e2eVerify(t)
+		js, _ := json.Marshal(rep)
+		out := string(js)
+		if code != exitFailure || !e2eHas(findings, "row_mismatch") {
+			t.Fatalf("row columns changed: exit %d, findings %v, want row_mismatch", code, findings)
+		}
+		for _, col := range []string{"ruleset_version", "event_id", "user_id", "event"} {
+			if !strings.Contains(out, col) {
+				t.Errorf("the report does not name column %s:\n%s", col, out)
+			}
+		}
+		for _, v := range []string{"renamed", "someone-else", `"DE"`, `\"DE\"`} {
+			if strings.Contains(out, v) {
+				t.Errorf("the report holds the value %q", v)
+			}
+		}
+	})
+	t.Run("RowCopiedUnderNewEventID", func(t *testing.T) {
+		// D3: a real row copied at its own coordinates under a new id.
+		s.e2eExec(t, ctx, fmt.Sprintf(`INSERT INTO %s (event_id, user_id, jurisdiction, region, occurred_at, ruleset_version, source_topic, source_partition, source_offset, topic, partition, kafka_offset, event, raw)
+			SELECT 'copied', user_id, jurisdiction, region, occurred_at, ruleset_version, source_topic, source_partition, source_offset, topic, partition, kafka_offset, event, raw
+			FROM %s WHERE event_id = 'e2e-0'`, s.table, s.table))
+		defer s.e2eExec(t, ctx, fmt.Sprintf(`DELETE FROM %s WHERE event_id = 'copied'`, s.table))
+		if code, findings, _, _ := s.e2eVerify(t); code != exitFailure || !e2eHas(findings, "row_mismatch") {
+			t.Fatalf("row copied under a new event id: exit %d, findings %v, want row_mismatch", code, findings)
+		}
+	})
 	if code, findings, _, _ := s.e2eVerify(t); code != exitOK {
 		t.Fatalf("after undoing the tamperings: verify = %d, findings %v", code, findings)
 	}

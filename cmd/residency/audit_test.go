@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	fmtlog "github.com/transparency-dev/formats/log"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // auditRun runs `residency audit args...` with a short deadline.
@@ -181,6 +185,70 @@ func TestAuditErrorPaths(t *testing.T) {
 			code, _, errb := auditRun(t, tc.args...)
 			if code != tc.want || !strings.Contains(errb, tc.msg) {
 				t.Fatalf("audit %v = %d, %q; want %d and a message with %q", tc.args, code, errb, tc.want, tc.msg)
+			}
+		})
+	}
+}
+
+// TestAuditVerifyFileFlags (D9): a --witness-key, --previous-checkpoint or
+// --checkpoint file that is not a key or a signed checkpoint at all (the
+// config, a ruleset, a signed note of something else) is bad usage, exit
+// 2 naming the flag, before anything is read; a well-formed checkpoint
+// signed by another key is still the finding bad_signature (exit 1), and
+// a real witness key passes the flag checks.
+func TestAuditVerifyFileFlags(t *testing.T) {
+	keys := auditKeys(t)
+	bucket := "file://" + t.TempDir()
+	good := auditConfigFile(t, fmt.Sprintf("  bucket: %s\n  log_key_file: %s\n  log_public_key_file: %s", bucket, filepath.Join(keys, "log.key"), filepath.Join(keys, "log.pub")))
+	rulesFile := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(rulesFile, []byte("version: 1\njurisdictions: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	skey, _, err := note.GenerateKey(rand.Reader, "other.example/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := note.NewSigner(skey)
+	sign := func(text string) string {
+		b, err := note.Sign(&note.Note{Text: text}, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(t.TempDir(), "note")
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	notACheckpoint := sign("hello\n")
+	otherCheckpoint := sign(string(fmtlog.Checkpoint{Origin: "other.example/audit", Size: 1, Hash: make([]byte, 32)}.Marshal()))
+	empty := filepath.Join(t.TempDir(), "empty")
+	_ = os.WriteFile(empty, nil, 0o600)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+		msg  string
+	}{
+		{"WitnessKeyIsConfig", []string{"--witness-key", good}, exitUsage, "--witness-key"},
+		{"PreviousIsConfig", []string{"--previous-checkpoint", good}, exitUsage, "--previous-checkpoint"},
+		{"PreviousIsEmpty", []string{"--previous-checkpoint", empty}, exitUsage, "--previous-checkpoint"},
+		{"CheckpointIsRules", []string{"--checkpoint", rulesFile}, exitUsage, "--checkpoint"},
+		{"CheckpointIsAnotherNote", []string{"--checkpoint", notACheckpoint}, exitUsage, "not a checkpoint"},
+		{"CheckpointOfAnotherLog", []string{"--checkpoint", otherCheckpoint}, exitFailure, ""},
+		{"RealWitnessKey", []string{"--witness-key", filepath.Join(keys, "witness-w1.pub")}, exitNotReady, "could not read"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"verify", "--config", good, "--output", "json"}, tc.args...)
+			code, out, errb := auditRun(t, args...)
+			if code != tc.want || !strings.Contains(errb, tc.msg) {
+				t.Fatalf("audit %v = %d, %q; want %d and a message with %q", args, code, errb, tc.want, tc.msg)
+			}
+			if code == exitUsage && out != "" {
+				t.Fatalf("a usage error printed a report: %s", out)
+			}
+			if code == exitFailure && !strings.Contains(out, `"bad_signature"`) {
+				t.Fatalf("want the finding bad_signature: %s", out)
 			}
 		})
 	}

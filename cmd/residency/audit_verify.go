@@ -17,6 +17,7 @@ import (
 	"github.com/residency-router/residency/connectors/postgres"
 	"github.com/residency-router/residency/internal/config"
 	"github.com/residency-router/residency/router/rules"
+	"github.com/residency-router/residency/schemas"
 )
 
 // verifyFlags are the flags of `residency audit verify`.
@@ -131,6 +132,21 @@ func readFlagFile(flag, path string) ([]byte, error) {
 	return b, nil
 }
 
+// readCheckpointFlag reads the checkpoint file of --flag: a file that is
+// not a signed checkpoint note at all is bad usage (exit 2, naming the
+// flag); one that is, signed by another key, is left to the verification
+// (bad_signature, exit 1).
+func readCheckpointFlag(flag, path string) ([]byte, error) {
+	b, err := readFlagFile(flag, path)
+	if err != nil || b == nil {
+		return b, err
+	}
+	if err := audit.CheckCheckpointFormat(b); err != nil {
+		return nil, usagef("--%s %s: %v", flag, path, err)
+	}
+	return b, nil
+}
+
 func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, error) {
 	switch f.output {
 	case "text", "json", "html":
@@ -155,11 +171,11 @@ func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, err
 	if len(ranges) > 0 && (f.since != "" || f.until != "") {
 		return nil, usagef("--offsets and --since/--until exclude each other")
 	}
-	prev, err := readFlagFile("previous-checkpoint", f.previous)
+	prev, err := readCheckpointFlag("previous-checkpoint", f.previous)
 	if err != nil {
 		return nil, err
 	}
-	at, err := readFlagFile("checkpoint", f.checkpoint)
+	at, err := readCheckpointFlag("checkpoint", f.checkpoint)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +185,11 @@ func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, err
 		if err != nil {
 			return nil, err
 		}
-		witnesses = append(witnesses, string(trimSpace(b)))
+		k := string(trimSpace(b))
+		if err := audit.CheckWitnessKey(k); err != nil {
+			return nil, usagef("--witness-key %s: %v", w, err)
+		}
+		witnesses = append(witnesses, k)
 	}
 	cfg, err := auditConfig(f.cfgPath)
 	if err != nil {
@@ -300,7 +320,12 @@ func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, err
 	}
 	// Stores.
 	if !f.noStores && len(cfg.Sinks) > 0 {
-		rows := storeRows{read: map[string]func(context.Context, string, func(*audit.Row) error) error{}, cluster: map[string]string{}}
+		dec, err := rowDecoder(cfg)
+		if err != nil {
+			return nil, err
+		}
+		rows := storeRows{read: map[string]func(context.Context, string, audit.EventDecoder, func(*audit.Row) error) error{},
+			cluster: map[string]string{}, decode: dec}
 		var checks []audit.StoreCheck
 		for i := range cfg.Sinks {
 			sc := &cfg.Sinks[i]
@@ -357,8 +382,9 @@ func auditVerify(ctx context.Context, e env, f *verifyFlags) (*audit.Report, err
 
 // storeRows is the audit.RowSource over the stores, by store name.
 type storeRows struct {
-	read    map[string]func(ctx context.Context, cluster string, fn func(*audit.Row) error) error
+	read    map[string]func(ctx context.Context, cluster string, dec audit.EventDecoder, fn func(*audit.Row) error) error
 	cluster map[string]string // the cluster of each store's pinned topic
+	decode  audit.EventDecoder
 }
 
 // Rows calls fn for each row of store.
@@ -367,7 +393,32 @@ func (s storeRows) Rows(ctx context.Context, store string, fn func(*audit.Row) e
 	if !ok {
 		return fmt.Errorf("store %q is not configured", store)
 	}
-	return r(ctx, s.cluster[store], fn)
+	return r(ctx, s.cluster[store], s.decode, fn)
+}
+
+// rowDecoder returns the decoder the stores' rows are checked with: each
+// row's raw value decoded as a sink decodes it (schemas' DecodeJSONFast,
+// the sink's transcoding), with the config's schemas settings (the
+// routers': catalogue, raw schemas, framings, registry) and the framing of
+// the row's source_topic, so that `audit verify` compares event_id,
+// user_id and event with what the sink writes for the value. A value that
+// does not decode is audit.ErrUndecodable (a finding); a registry out of
+// reach stops the verification (exit 3).
+func rowDecoder(cfg *config.Config) (audit.EventDecoder, error) {
+	x, err := schemas.NewExtractor(cfg.Schemas)
+	if err != nil {
+		return nil, config.FieldError("schemas", err)
+	}
+	return func(ctx context.Context, sourceTopic string, raw []byte) (string, string, []byte, error) {
+		doc, keys, err := x.DecodeJSONFast(ctx, sourceTopic, raw)
+		switch {
+		case errors.Is(err, schemas.ErrRegistryUnavailable), ctx.Err() != nil:
+			return "", "", nil, err
+		case err != nil:
+			return "", "", nil, fmt.Errorf("%w: %w", audit.ErrUndecodable, err)
+		}
+		return keys.EventID, keys.UserID, doc, nil
+	}, nil
 }
 
 // logTopics returns the pinned topics the log knows of, as {cluster,
