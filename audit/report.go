@@ -51,7 +51,14 @@ type Report struct {
 		// (Row.Decoded); the others had only their value, region,
 		// jurisdiction and ruleset version checked.
 		RowContents int64 `json:"row_contents"`
+		// RowsUndecoded counts the rows whose stored value the verifier
+		// could not decode here (ErrCannotDecode: a schema registry out
+		// of reach), so their event columns were not compared;
+		// RowsUndecodedWhy says why (the first such row's reason).
+		RowsUndecoded int64 `json:"rows_undecoded,omitempty"`
 	} `json:"checked"`
+	// RowsUndecodedWhy: see Checked.RowsUndecoded.
+	RowsUndecodedWhy string `json:"rows_undecoded_why,omitempty"`
 	// Findings fail the verification.
 	Findings []Finding `json:"findings"`
 	// Notes are explained irregularities.
@@ -96,6 +103,15 @@ func (r *Report) regions() []*RegionCount {
 // noEvents says how many of the ingest offsets checked held no event (a
 // transaction marker, an aborted record read read_committed), as
 // " (N transaction markers, N aborted records)"; empty when none.
+// undecoded says how many rows' event columns were not compared because
+// the verifier could not decode their value here, and why ("" for none).
+func (r *Report) undecoded() string {
+	if r.Checked.RowsUndecoded == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d NOT, the verifier could not decode them: %s", r.Checked.RowsUndecoded, r.RowsUndecodedWhy)
+}
+
 func (r *Report) noEvents() string {
 	var parts []string
 	if n := r.Checked.TxnMarkers; n > 0 {
@@ -172,8 +188,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if !r.Attestation {
 		att = "NOT checked (no verify keys given)"
 	}
-	fmt.Fprintf(tw, "checked\t%d leaves, %d ingest offsets%s, %d records, %d rows (%d with their event columns decoded again); attestations %s\n",
-		r.Checked.Leaves, r.Checked.Offsets, r.noEvents(), r.Checked.Records, r.Checked.Rows, r.Checked.RowContents, att)
+	fmt.Fprintf(tw, "checked\t%d leaves, %d ingest offsets%s, %d records, %d rows (%d with their event columns decoded again%s); attestations %s\n",
+		r.Checked.Leaves, r.Checked.Offsets, r.noEvents(), r.Checked.Records, r.Checked.Rows, r.Checked.RowContents, r.undecoded(), att)
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "REGION\tEVENTS\tRECORDS")
 	for _, c := range r.regions() {
@@ -226,7 +242,7 @@ pre{background:#f7f7f7;padding:.6rem;overflow-x:auto}
 </table>
 {{with .Checkpoint.Signed}}<details><summary>signed checkpoint (keep it for the next verification)</summary><pre>{{.}}</pre></details>{{end}}
 <h2>Checked</h2>
-<p>{{.Checked.Leaves}} leaves, {{.Checked.Offsets}} ingest offsets{{.NoEvents}}, {{.Checked.Records}} records, {{.Checked.Rows}} rows ({{.Checked.RowContents}} with their event columns decoded again);
+<p>{{.Checked.Leaves}} leaves, {{.Checked.Offsets}} ingest offsets{{.NoEvents}}, {{.Checked.Records}} records, {{.Checked.Rows}} rows ({{.Checked.RowContents}} with their event columns decoded again{{with .Undecoded}}<strong>{{.}}</strong>{{end}});
 attestations {{if .Attestation}}checked{{else}}<strong>not checked</strong>{{end}}.</p>
 <h2>Per region</h2>
 <table id="regions"><tr><th>region</th><th>events decided</th><th>records checked</th></tr>
@@ -249,8 +265,9 @@ attestations {{if .Attestation}}checked{{else}}<strong>not checked</strong>{{end
 func (r *Report) WriteHTML(w io.Writer) error {
 	return htmlReport.Execute(w, struct {
 		*Report
-		OK       bool
-		Regions  []*RegionCount
-		NoEvents string
-	}{r, r.OK(), r.regions(), r.noEvents()})
+		OK        bool
+		Regions   []*RegionCount
+		NoEvents  string
+		Undecoded string
+	}{r, r.OK(), r.regions(), r.noEvents(), r.undecoded()})
 }

@@ -68,6 +68,14 @@ const (
 	RowUndecodable
 )
 
+// ErrCannotDecode is wrapped by an EventDecoder's error when the
+// verifier cannot decode the value here (the schema registry its framing
+// needs is out of reach): the row's event columns are not compared, and
+// the report says how many rows were left so and why (Checked.RowsUndecoded,
+// RowsUndecodedWhy), rather than the verification stopping: it reads only
+// Kafka, the stores and the log.
+var ErrCannotDecode = errors.New("audit: the verifier cannot decode the stored value")
+
 // ErrUndecodable is wrapped by an EventDecoder's error when the value
 // itself does not decode (truncated, corrupt, an unknown writer schema):
 // a property of the row, reported as a finding, not an I/O failure.
@@ -77,8 +85,10 @@ var ErrUndecodable = errors.New("audit: stored value does not decode")
 // event's event_id and user_id, and the event as the JSON document the
 // sink stores. sourceTopic is the row's source_topic column (the ingest
 // topic the router read the event from), whose framing the value carries.
-// An error wrapping ErrUndecodable means the value does not decode; any
-// other error (a schema registry out of reach) stops the verification.
+// An error wrapping ErrUndecodable means the value does not decode; one
+// wrapping ErrCannotDecode that the verifier cannot decode it here (a
+// schema registry out of reach: the row's event columns are then not
+// compared); any other error stops the verification.
 // The audit package does not decode events itself: `audit verify` passes
 // the schemas package's decoder (cmd/residency).
 type EventDecoder func(ctx context.Context, sourceTopic string, raw []byte) (eventID, userID string, event []byte, err error)
@@ -99,6 +109,9 @@ func (r *Row) SetColumns(ctx context.Context, dec EventDecoder, eventID, userID 
 	switch {
 	case errors.Is(err, ErrUndecodable):
 		r.Decoded, r.DecodeError = RowUndecodable, clip(err.Error(), 200)
+		return nil
+	case errors.Is(err, ErrCannotDecode):
+		r.DecodeError = clip(err.Error(), 200) // RowNotDecoded, and why
 		return nil
 	case err != nil:
 		return fmt.Errorf("audit: decode the row at %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)

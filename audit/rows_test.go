@@ -258,3 +258,33 @@ func TestVerifyRowRulesetIsThePlacingOne(t *testing.T) {
 		t.Fatalf("detail %q", d)
 	}
 }
+
+// TestVerifyRowsTheVerifierCannotDecode: rows whose value the verifier
+// cannot decode here (a schema registry out of reach) keep their other
+// checks, are no finding, and the report says how many and why, in text
+// and HTML; a tampered ruleset version among them is still caught.
+func TestVerifyRowsTheVerifierCannotDecode(t *testing.T) {
+	w := newWorld(t)
+	w.run(10)
+	w.decode = func(context.Context, string, []byte) (string, string, []byte, error) {
+		return "", "", nil, fmt.Errorf("%w: source topic events: schema registry unavailable", ErrCannotDecode)
+	}
+	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if r.Checked.Rows == 0 || r.Checked.RowsUndecoded != r.Checked.Rows || r.Checked.RowContents != 0 {
+		t.Fatalf("checked %+v: every row left undecoded", r.Checked)
+	}
+	text := reportText(t, r)
+	if !strings.Contains(text, fmt.Sprintf("%d NOT, the verifier could not decode them: ", r.Checked.Rows)) || !strings.Contains(text, "schema registry unavailable") {
+		t.Fatalf("the report does not say the rows were not decoded:\n%s", text)
+	}
+	var page bytes.Buffer
+	if err := r.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), "NOT, the verifier could not decode them") {
+		t.Fatal("the HTML report does not say the rows were not decoded")
+	}
+	w.rows["us-postgres"][0].RulesetVersion = "99"
+	expect(t, w.verify(VerifyConfig{}), "row_mismatch")
+}

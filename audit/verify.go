@@ -1077,8 +1077,14 @@ func (v *Verification) checkRow(store string, c coords, row *Row) {
 	}
 	l := ref.leaf
 	f.Leaf = ref.index
-	if row.Decoded != RowNotDecoded {
+	switch {
+	case row.Decoded != RowNotDecoded:
 		v.report.Checked.RowContents++
+	case row.DecodeError != "":
+		v.report.Checked.RowsUndecoded++
+		if v.report.RowsUndecodedWhy == "" {
+			v.report.RowsUndecodedWhy = row.DecodeError
+		}
 	}
 	// The record the sink read must be one a router wrote: its leaf holds
 	// the ruleset version that placed it (the sink's holds the one in

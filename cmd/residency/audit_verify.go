@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/residency-router/residency/audit"
@@ -402,18 +403,37 @@ func (s storeRows) Rows(ctx context.Context, store string, fn func(*audit.Row) e
 // routers': catalogue, raw schemas, framings, registry) and the framing of
 // the row's source_topic, so that `audit verify` compares event_id,
 // user_id and event with what the sink writes for the value. A value that
-// does not decode is audit.ErrUndecodable (a finding); a registry out of
-// reach stops the verification (exit 3).
+// does not decode is audit.ErrUndecodable (a finding). A schema registry
+// out of reach is audit.ErrCannotDecode: verify reads only Kafka, the
+// stores and the log, so the rows whose framing needs it keep their value,
+// region, jurisdiction and ruleset checks, and the report says how many
+// were not decoded and why; once the registry failed for a source topic,
+// its later rows are not sent to it again (each attempt waits out the
+// registry's retries).
 func rowDecoder(cfg *config.Config) (audit.EventDecoder, error) {
 	x, err := schemas.NewExtractor(cfg.Schemas)
 	if err != nil {
 		return nil, config.FieldError("schemas", err)
 	}
+	var mu sync.Mutex
+	down := map[string]error{} // source topic -> the registry's failure
 	return func(ctx context.Context, sourceTopic string, raw []byte) (string, string, []byte, error) {
+		mu.Lock()
+		failed := down[sourceTopic]
+		mu.Unlock()
+		if failed != nil {
+			return "", "", nil, failed
+		}
 		doc, keys, err := x.DecodeJSONFast(ctx, sourceTopic, raw)
 		switch {
-		case errors.Is(err, schemas.ErrRegistryUnavailable), ctx.Err() != nil:
+		case ctx.Err() != nil:
 			return "", "", nil, err
+		case errors.Is(err, schemas.ErrRegistryUnavailable):
+			failed = fmt.Errorf("%w: source topic %s: %w", audit.ErrCannotDecode, sourceTopic, err)
+			mu.Lock()
+			down[sourceTopic] = failed
+			mu.Unlock()
+			return "", "", nil, failed
 		case err != nil:
 			return "", "", nil, fmt.Errorf("%w: %w", audit.ErrUndecodable, err)
 		}
