@@ -879,7 +879,7 @@ func (v *Verification) checkRecord(r TopicRange, rec *Record) {
 				l.Value == value && l.KeyNull == (rec.Key == nil) && l.Key == key &&
 				l.Jurisdiction == in.Jurisdiction && l.Region == in.Region && (in.RulesetVersion == 0 || l.Ruleset.Version == in.RulesetVersion) {
 				f.Code, f.Note, f.Leaf = CodeDuplicateRecord, true, x.index
-				f.Detail = fmt.Sprintf("a router's copy of the record its leaf wrote at %s/%d@%d (written before a crash, routed again)", l.Dest.Topic, l.Dest.Partition, l.Dest.Offset)
+				f.Detail = fmt.Sprintf("a router's copy of the record its leaf wrote at %s/%d@%d (a copy written before a crash and routed again, or a byte-for-byte copy of it: the two cannot be told apart)", l.Dest.Topic, l.Dest.Partition, l.Dest.Offset)
 				v.add(f)
 				// The row a sink stored from this copy is the leaf's record.
 				v.byDest[at] = append(v.byDest[at], x)
