@@ -293,7 +293,7 @@ func TestSinkLeavesVerify(t *testing.T) {
 				sums = router.RecordSums{}
 			}
 			entries = append(entries, sink.Entry{Msg: &w.topics[us][i], Written: true, EventID: sinktest.EventID(i), Ruleset: rs, Sums: sums})
-			w.rows = append(w.rows, audit.Row{Topic: us, Partition: 0, Offset: int64(i), Value: audit.Sum(m.Value), Region: "us", Jurisdiction: "US"})
+			w.rows = append(w.rows, audit.Row{Topic: us, Partition: 0, Offset: int64(i), Value: audit.Sum(m.Value), Region: "us", Jurisdiction: "US", RulesetVersion: "7"})
 			continue
 		}
 		q := sinktest.WithHeader(sinktest.WithHeader(m, router.HeaderReason, sink.ReasonRegionMoved), sink.HeaderStore, "us-store")
