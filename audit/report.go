@@ -174,7 +174,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 		verdict = fmt.Sprintf("FAIL: %d findings", len(r.Findings))
 	}
 	fmt.Fprintf(tw, "audit verify: %s\n", verdict)
-	fmt.Fprintf(tw, "checkpoint\t%s\tsize %d\troot %s\n", r.Checkpoint.Origin, r.Checkpoint.Size, r.Checkpoint.Root)
+	if r.Checkpoint.Root == "" {
+		// Its signature or its format did not check: nothing of it is
+		// shown as verified (the findings say why).
+		fmt.Fprintf(tw, "checkpoint\tNOT verified (see the findings)\n")
+	} else {
+		fmt.Fprintf(tw, "checkpoint\t%s\tsize %d\troot %s\n", r.Checkpoint.Origin, r.Checkpoint.Size, r.Checkpoint.Root)
+	}
 	if r.Previous != nil {
 		fmt.Fprintf(tw, "extends\tprevious checkpoint\tsize %d\troot %s\n", r.Previous.Size, r.Previous.Root)
 	}
@@ -232,11 +238,11 @@ pre{background:#f7f7f7;padding:.6rem;overflow-x:auto}
 <body>
 <h1 id="verdict" class="{{if .OK}}pass{{else}}fail{{end}}">{{if .OK}}PASS: no findings{{else}}FAIL: {{len .Findings}} findings{{end}}</h1>
 <p>Generated {{now}} by <code>residency audit verify</code>.{{if .Window}} Window: {{.Window}}.{{end}}</p>
-<h2>Checkpoint verified</h2>
+{{if .Checkpoint.Root}}<h2>Checkpoint verified</h2>{{else}}<h2>Checkpoint <strong>NOT verified</strong> (see the findings)</h2>{{end}}
 <table id="checkpoint">
-<tr><th>log</th><td><code>{{.Checkpoint.Origin}}</code></td></tr>
+{{if .Checkpoint.Root}}<tr><th>log</th><td><code>{{.Checkpoint.Origin}}</code></td></tr>
 <tr><th>size</th><td>{{.Checkpoint.Size}} leaves</td></tr>
-<tr><th>root</th><td><code>{{.Checkpoint.Root}}</code></td></tr>
+<tr><th>root</th><td><code>{{.Checkpoint.Root}}</code></td></tr>{{end}}
 {{with .Previous}}<tr><th>extends</th><td>the previous checkpoint of {{.Size}} leaves, root <code>{{.Root}}</code></td></tr>{{end}}
 {{if .Witnessed}}<tr><th>witnessed</th><td>cosigned by {{.Witnessed}} required witnesses</td></tr>{{end}}
 </table>

@@ -470,7 +470,20 @@ func TestVerifyBadSignature(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expect(t, v.Report(), "bad_signature")
+	r := v.Report()
+	expect(t, r, "bad_signature")
+	// Nothing of the checkpoint is shown as verified.
+	text := reportText(t, r)
+	if !strings.Contains(text, "checkpoint  NOT verified (see the findings)") || strings.Contains(text, "size 0") {
+		t.Fatalf("text report:\n%s", text)
+	}
+	var page bytes.Buffer
+	if err := r.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), "<strong>NOT verified</strong>") || strings.Contains(page.String(), "Checkpoint verified") {
+		t.Fatal("the HTML report shows the checkpoint as verified")
+	}
 }
 
 func TestVerifyMisplacedAndUnapproved(t *testing.T) {
