@@ -33,8 +33,8 @@ Subcommands:
 The topics: the ingest topics (router.ingest_topics: created when missing,
 otherwise the producers'), each region's pinned topic on its cluster,
 router.quarantine_topic, router.dead_letter_topic, the sinks'
-quarantine_topic, each region's hold topic (residency.hold.<region>), the
-ruleset history (residency.rules-history, compacted) and the audit topic
+quarantine_topic, each region's hold topic (topics.hold_prefix, default
+residency.hold., and the region's name), the ruleset history (residency.rules-history, compacted) and the audit topic
 (residency.audit, one partition); with the partitions, replication factor,
 min.insync.replicas, retention, cleanup.policy and message.timestamp.type
 of the config's topics section. The ruleset is --rules FILE, else

@@ -74,9 +74,14 @@ type TopicsConfig struct {
 	Quarantine TopicSettings `yaml:"quarantine"`
 	// DeadLetter: router.dead_letter_topic. Defaults: 3 partitions, 720h.
 	DeadLetter TopicSettings `yaml:"dead_letter"`
-	// Hold: the regions' hold topics (residency.hold.<region>). Defaults:
-	// 6 partitions, 720h.
+	// Hold: the regions' hold topics (HoldPrefix followed by the region's
+	// name). Defaults: 6 partitions, 720h.
 	Hold TopicSettings `yaml:"hold"`
+	// HoldPrefix starts every region's hold topic name (on the ingest
+	// cluster), for deployments whose topic names follow a convention:
+	// letters, digits, '.', '_' and '-', at most 200 of them. Default
+	// "residency.hold." (DefaultHoldTopicPrefix).
+	HoldPrefix string `yaml:"hold_prefix"`
 	// Audit: the audit topic (always one partition). Default retention
 	// 720h.
 	Audit TopicSettings `yaml:"audit"`
@@ -113,6 +118,7 @@ func (c *Config) topicsDefaults() []fieldDefault {
 		def("topics.dead_letter.retention", &t.DeadLetter.Retention, DefaultReplayRetention),
 		def("topics.hold.partitions", &t.Hold.Partitions, DefaultHoldPartitions),
 		def("topics.hold.retention", &t.Hold.Retention, DefaultReplayRetention),
+		def("topics.hold_prefix", &t.HoldPrefix, DefaultHoldTopicPrefix),
 		def("topics.audit.partitions", &t.Audit.Partitions, 1),
 		def("topics.audit.retention", &t.Audit.Retention, DefaultReplayRetention),
 	}
@@ -146,14 +152,36 @@ func (c *Config) validateTopics(ps *problems) {
 	if t.Ingest.Retention != 0 {
 		ps.add("topics.ingest.retention", "the ingest topics' retention is the producers' to set (and purge's to shorten): residency never changes it")
 	}
+	if !legalTopicPrefix(t.HoldPrefix) {
+		ps.add("topics.hold_prefix", "%q: a topic name prefix is 1 to 200 of letters, digits, '.', '_' and '-'", t.HoldPrefix)
+	}
 	if t.Audit.Partitions != 1 {
 		ps.add("topics.audit.partitions", "%d: the audit topic has one partition (one total order for the audit log)", t.Audit.Partitions)
 	}
 }
 
 // HoldTopic is the hold topic of region (on the ingest cluster):
-// residency.hold.<region>.
-func (c *Config) HoldTopic(region string) string { return DefaultHoldTopicPrefix + region }
+// topics.hold_prefix followed by the region's name.
+func (c *Config) HoldTopic(region string) string { return c.holdPrefix() + region }
+
+// holdPrefix is topics.hold_prefix, its default before defaults are set.
+func (c *Config) holdPrefix() string { return cmp.Or(c.Topics.HoldPrefix, DefaultHoldTopicPrefix) }
+
+// legalTopicPrefix reports whether p may start Kafka topic names: 1 to 200
+// of the characters Kafka allows in them (room is left for the rest of
+// the name within Kafka's 249).
+func legalTopicPrefix(p string) bool {
+	if len(p) == 0 || len(p) > 200 {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // RulesetTopic is the ruleset history topic (on the ingest cluster):
 // rules.history_topic.
@@ -333,8 +361,8 @@ func (c *Config) RulesetWarnings(rs *rules.Ruleset) []Problem {
 		}
 		if f, ok := reserved[g.Topic]; ok {
 			ps.add("regions", "the ruleset's region %s has pinned topic %s on the ingest cluster, which is %s of the config: the router refuses to write there", g.Name, g.Topic, f)
-		} else if strings.HasPrefix(g.Topic, DefaultHoldTopicPrefix) {
-			ps.add("regions", "the ruleset's region %s has pinned topic %s, named like a hold topic (%s<region>) on the ingest cluster", g.Name, g.Topic, DefaultHoldTopicPrefix)
+		} else if strings.HasPrefix(g.Topic, c.holdPrefix()) {
+			ps.add("regions", "the ruleset's region %s has pinned topic %s, named like a hold topic (%s<region>, topics.hold_prefix) on the ingest cluster", g.Name, g.Topic, c.holdPrefix())
 		}
 	}
 	for i, sc := range c.Sinks {

@@ -230,3 +230,58 @@ sinks:
 		t.Errorf("warnings %v", ws)
 	}
 }
+
+// TestHoldPrefix: topics.hold_prefix names the hold topics `topics apply`
+// plans and a pinned topic may not look like one; a prefix Kafka would not
+// take is refused, naming the field.
+func TestHoldPrefix(t *testing.T) {
+	c, err := Load("../../deploy/examples/residency.yaml", func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Topics.HoldPrefix = "acme.parked-"
+	if err := c.Finish(Scope{Route: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.HoldTopic("us"); got != "acme.parked-us" {
+		t.Fatalf("HoldTopic(us) = %q", got)
+	}
+	topics, ps := c.NeededTopics(exampleRuleset(t))
+	if len(ps) > 0 {
+		t.Fatalf("problems: %v", ps)
+	}
+	holds := 0
+	for _, nt := range topics {
+		if nt.Kind == TopicHold {
+			holds++
+			if !strings.HasPrefix(nt.Spec.Name, "acme.parked-") {
+				t.Errorf("hold topic %s", nt.Spec.Name)
+			}
+		}
+	}
+	if holds == 0 {
+		t.Error("no hold topic planned")
+	}
+	lookalike, err := rules.Parse([]byte("jurisdictions: [{name: US, region: us, countries: [US]}]\nregions: [{name: us, cluster: ingest, topic: acme.parked-x}]\nstores: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws := c.RulesetWarnings(lookalike); !slices.ContainsFunc(ws, func(p Problem) bool {
+		return p.Field == "regions" && strings.Contains(p.Message, "named like a hold topic (acme.parked-<region>, topics.hold_prefix)")
+	}) {
+		t.Errorf("warnings %v", ws)
+	}
+	for _, bad := range []string{"bad prefix!", "ünicode.", strings.Repeat("x", 201)} {
+		c, err := Parse([]byte("topics: {hold_prefix: \"" + bad + "\"}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, p := range c.Validate(Scope{}) {
+			got = append(got, p.String())
+		}
+		if !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "topics.hold_prefix: ") }) {
+			t.Errorf("hold_prefix %q: problems %q", bad, got)
+		}
+	}
+}
