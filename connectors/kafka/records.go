@@ -461,6 +461,7 @@ func scanBatchesPassed(raw []byte, from int64, readCommitted bool, aborted []abo
 		if h.lastOffset < from {
 			continue // fetched already (the broker starts at a batch boundary)
 		}
+		at := next // where to fetch again if this batch's records do not decompress
 		next = h.lastOffset + 1
 		if readCommitted {
 			for len(aborted) > 0 && aborted[0].firstOffset <= h.lastOffset {
@@ -492,7 +493,9 @@ func scanBatchesPassed(raw []byte, from int64, readCommitted bool, aborted []abo
 		recs := b[batchHeaderSize:]
 		if c := compress.Compression(h.attrs & attrCompression); c != 0 {
 			if recs, err = decompress(c, recs); err != nil {
-				return views, next, err
+				// Not past it: its records would be passed over without a
+				// word. The caller fetches it again (and reports why).
+				return views, at, err
 			}
 		} else if arena != nil {
 			recs = arena.copy(recs)
