@@ -420,11 +420,11 @@ func (r *RangeReader) ReadRangeSkips(ctx context.Context, topic string, partitio
 				}
 				switch {
 				case o.hwm >= 0 && o.hwm <= next:
-					if err := flush(); err != nil {
-						return err
-					}
-					rd.skipped(Skip{Topic: topic, Partition: partition, From: next, To: end, Reason: SkipPastEnd})
-					return nil
+					// Below the range's end: a truncated log, or a new
+					// leader whose high-water mark has not caught up yet.
+					// Only the probe after an idle check concludes past_end,
+					// so a lagging mark does not cut the range short.
+					why = fmt.Errorf("the high-water mark is %d", o.hwm)
 				case stable <= next:
 					why = fmt.Errorf("the last stable offset is %d: a transaction is still open", stable)
 				default:
