@@ -142,8 +142,22 @@ func (a *Admin) EndOffsets(ctx context.Context, topic string) (map[int]int64, er
 	return retryTemporary(ctx, func() (map[int]int64, error) { return a.endOffsets(ctx, topic) })
 }
 
+// StableOffsets returns, for every partition of topic, its last stable
+// offset: the first offset of a transaction still open, else the
+// high-water mark (what a read_committed consumer can read up to).
+func (a *Admin) StableOffsets(ctx context.Context, topic string) (map[int]int64, error) {
+	return retryTemporary(ctx, func() (map[int]int64, error) { return a.listEnds(ctx, topic, kafka.ReadCommitted) })
+}
+
 // endOffsets is one attempt of EndOffsets.
 func (a *Admin) endOffsets(ctx context.Context, topic string) (map[int]int64, error) {
+	return a.listEnds(ctx, topic, kafka.ReadUncommitted)
+}
+
+// listEnds asks for the end offset of every partition of topic at an
+// isolation level: the high-water marks read uncommitted, the last stable
+// offsets read committed.
+func (a *Admin) listEnds(ctx context.Context, topic string, iso kafka.IsolationLevel) (map[int]int64, error) {
 	ps, err := a.partitions(ctx, topic)
 	if err != nil {
 		return nil, err
@@ -152,7 +166,7 @@ func (a *Admin) endOffsets(ctx context.Context, topic string) (map[int]int64, er
 	for i, p := range ps {
 		req[i] = kafka.LastOffsetOf(p)
 	}
-	resp, err := a.c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: req}})
+	resp, err := a.c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: req}, IsolationLevel: iso})
 	if err != nil {
 		return nil, fmt.Errorf("kafka: cluster %s: end offsets of %s: %w", a.cluster.Name, topic, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/residency-router/residency/audit"
@@ -27,6 +28,11 @@ type RecordSource struct {
 	// judged, whoever wrote it. Transaction markers are handed over as
 	// audit.KindTxnMarker at either level. Default read_uncommitted.
 	IngestIsolationLevel string
+	// OnUnstable, when set, is told of the ingest offsets Ranges leaves
+	// out read_committed because a transaction there is still open (from
+	// the last stable offset to the high-water mark): a read_committed
+	// router has not seen them yet either; the next verification does.
+	OnUnstable func(topic string, partition int32, from, to int64)
 }
 
 // NewRecordSource returns a RecordSource over clusters (by name).
@@ -140,10 +146,25 @@ func (s *RecordSource) Ranges(ctx context.Context, cluster, topic string, role a
 	if err != nil {
 		return nil, err
 	}
+	var stable map[int]int64
+	if role == audit.RoleIngest && strings.EqualFold(s.IngestIsolationLevel, ReadCommitted) {
+		// Read committed, the ingest ranges end at the last stable offset:
+		// past it a transaction is still open, and a read would wait for
+		// it to end (ErrStalled), as the router's consumer waits.
+		if stable, err = a.StableOffsets(ctx, topic); err != nil {
+			return nil, err
+		}
+	}
 	out := make([]audit.TopicRange, 0, len(prs))
 	for _, p := range prs {
 		if since.IsZero() {
 			p.Start = 0
+		}
+		if lso, ok := stable[p.Partition]; ok && lso < p.End {
+			if s.OnUnstable != nil {
+				s.OnUnstable(topic, int32(p.Partition), max(lso, p.Start), p.End)
+			}
+			p.End = max(lso, p.Start)
 		}
 		out = append(out, audit.TopicRange{Cluster: cluster, Topic: topic, Role: role, Partition: int32(p.Partition), From: p.Start, To: p.End})
 	}
