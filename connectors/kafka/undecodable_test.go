@@ -31,7 +31,7 @@ func TestScanStopsAtUndecompressableBatch(t *testing.T) {
 	}
 	bad := mk(2, "b2", "b3")
 	binary.BigEndian.PutUint16(bad[offAttributes:], 1) // gzip, but the records are not gzip
-	setProducer(bad, -1, 0, 0)                          // the checksum recomputed: it holds
+	setProducer(bad, -1, 0, 0)                         // the checksum recomputed: it holds
 	var raw []byte
 	raw = append(raw, mk(0, "a0", "a1")...)
 	raw = append(raw, bad...)
