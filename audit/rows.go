@@ -63,8 +63,10 @@ const (
 	// RowDecoded: Derived holds the columns of the stored value decoded
 	// again.
 	RowDecoded
-	// RowUndecodable: the stored value does not decode as the sink read
-	// it (row_mismatch: no sink writes such a row).
+	// RowUndecodable: the stored value does not decode with the
+	// verifier's schemas settings. When the value is the one its sink
+	// logged (the sink did decode it), the verifier lacks what the sink
+	// had: counted in Checked.RowsUndecoded, with why, not a finding.
 	RowUndecodable
 )
 
@@ -77,8 +79,11 @@ const (
 var ErrCannotDecode = errors.New("audit: the verifier cannot decode the stored value")
 
 // ErrUndecodable is wrapped by an EventDecoder's error when the value
-// itself does not decode (truncated, corrupt, an unknown writer schema):
-// a property of the row, reported as a finding, not an I/O failure.
+// itself does not decode with the verifier's settings (truncated, corrupt,
+// an unknown writer schema): not an I/O failure. A value its sink logged
+// decoded for that sink, so the verifier's settings lack something: the
+// row is counted as not decoded (Checked.RowsUndecoded), not a finding; a
+// value no sink logged is a finding already (row_mismatch).
 var ErrUndecodable = errors.New("audit: stored value does not decode")
 
 // EventDecoder decodes a stored record value the way a sink does: the
@@ -101,6 +106,7 @@ type EventDecoder func(ctx context.Context, sourceTopic string, raw []byte) (eve
 // every row.
 func (r *Row) SetColumns(ctx context.Context, dec EventDecoder, eventID, userID string, event []byte, sourceTopic string, raw []byte) error {
 	r.Stored = StoredColumns(eventID, userID, event)
+	r.SourceTopic = sourceTopic
 	r.Decoded, r.Derived, r.DecodeError = RowNotDecoded, RowColumns{}, ""
 	if dec == nil {
 		return nil

@@ -115,10 +115,24 @@ func TestVerifyRowColumnsWithoutDecoder(t *testing.T) {
 func TestVerifyRowUndecodable(t *testing.T) {
 	w := newWorld(t)
 	w.run(10)
-	w.rows["eu-objectstore"][0].sourceTopic = "other-events"
+	// A value the verifier cannot decode (here: a framing the sink did not
+	// read it with, as if the verifier's schemas settings lacked the
+	// sink's) is counted, not a finding: it is the value the sink logged.
+	w.decode = func(ctx context.Context, topic string, raw []byte) (string, string, []byte, error) {
+		return "", "", nil, fmt.Errorf("%w: unknown writer schema", ErrUndecodable)
+	}
 	r := w.verify(VerifyConfig{})
+	expect(t, r)
+	if r.Checked.RowsUndecoded != r.Checked.Rows || !strings.Contains(r.RowsUndecodedWhy, "unknown writer schema") {
+		t.Fatalf("checked %+v, why %q", r.Checked, r.RowsUndecodedWhy)
+	}
+	// A row's source_topic changed (its framing with it) is a mismatch
+	// of that column.
+	w.decode = decodeWorld
+	w.rows["eu-objectstore"][0].sourceTopic = "other-events"
+	r = w.verify(VerifyConfig{})
 	expect(t, r, "row_mismatch")
-	if d := r.Findings[0].Detail; !strings.Contains(d, "does not decode") {
+	if d := r.Findings[0].Detail; !strings.Contains(d, "column source_topic differs") {
 		t.Fatalf("detail %q", d)
 	}
 	w.decode = func(context.Context, string, []byte) (string, string, []byte, error) {

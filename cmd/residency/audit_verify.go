@@ -407,7 +407,8 @@ func (s storeRows) Rows(ctx context.Context, store string, fn func(*audit.Row) e
 // routers': catalogue, raw schemas, framings, registry) and the framing of
 // the row's source_topic, so that `audit verify` compares event_id,
 // user_id and event with what the sink writes for the value. A value that
-// does not decode is audit.ErrUndecodable (a finding). A schema registry
+// does not decode is audit.ErrUndecodable (the verifier's settings lack
+// what the sink had: counted, not a finding). A schema registry
 // out of reach is audit.ErrCannotDecode: verify reads only Kafka, the
 // stores and the log, so the rows whose framing needs it keep their value,
 // region, jurisdiction and ruleset checks, and the report says how many
