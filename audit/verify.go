@@ -578,6 +578,7 @@ func (v *Verification) passOffset(r TopicRange, rec *Record) {
 	case KindTxnMarker:
 		v.report.Checked.Offsets++
 		v.report.Checked.TxnMarkers++
+		v.progress("ingest", v.report.Checked.Offsets)
 	case KindAborted:
 		v.report.Checked.Aborted++
 		if len(v.bySource[coords{"", r.Topic, r.Partition, rec.Offset}]) > 0 {
@@ -585,6 +586,7 @@ func (v *Verification) passOffset(r TopicRange, rec *Record) {
 			return
 		}
 		v.report.Checked.Offsets++
+		v.progress("ingest", v.report.Checked.Offsets)
 	default:
 		v.checkOffset(r, rec.Offset, rec)
 	}

@@ -1,6 +1,9 @@
 package router
 
-import "sync"
+import (
+	"runtime"
+	"sync"
+)
 
 // fanOut calls fn over [0, n) split into at most workers contiguous
 // ranges of at least minPer items each, the first on the caller's
@@ -19,14 +22,20 @@ func fanOut(n, workers, minPer int, fn func(lo, hi int)) {
 		fn(0, n)
 		return
 	}
-	per := (n + w - 1) / w
+	// Even ranges: range i is [i*n/w, (i+1)*n/w), at least n/w >= minPer
+	// items each.
 	var wg sync.WaitGroup
-	for lo := per; lo < n; lo += per {
-		wg.Go(func() { fn(lo, min(lo+per, n)) })
+	for i := 1; i < w; i++ {
+		wg.Go(func() { fn(i*n/w, (i+1)*n/w) })
 	}
-	fn(0, per)
+	fn(0, n/w)
 	wg.Wait()
 }
+
+// workers is how many goroutines fanOut may spread a sender's audit work
+// over: GOMAXPROCS, read at each use (the runtime changes it when a
+// container's CPU limit changes).
+func workers() int { return runtime.GOMAXPROCS(0) }
 
 // minFanOut is the fewest records a goroutine of fanOut is given: starting
 // one costs about a microsecond, an attestation tag or a decision leaf

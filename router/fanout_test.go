@@ -11,7 +11,7 @@ import (
 func TestFanOutCoversEachItemOnce(t *testing.T) {
 	for _, c := range []struct{ n, workers, minPer, wantCalls int }{
 		{0, 4, 64, 1}, {1, 4, 64, 1}, {127, 4, 64, 1}, {128, 4, 64, 2}, {500, 2, 64, 2},
-		{500, 8, 64, 7}, {500, 1, 64, 1}, {10, 8, 0, 5}, {3, 8, 1, 3},
+		{500, 8, 64, 7}, {500, 1, 64, 1}, {10, 8, 0, 8}, {3, 8, 1, 3}, {193, 3, 64, 3}, {257, 4, 64, 4},
 	} {
 		var mu sync.Mutex
 		seen := make([]int, c.n)
@@ -20,7 +20,7 @@ func TestFanOutCoversEachItemOnce(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			calls++
-			if c.n >= 2*c.minPer && hi-lo < c.minPer {
+			if c.n >= 2*c.minPer && c.workers > 1 && hi-lo < c.minPer {
 				t.Errorf("%+v: range [%d, %d) below %d items", c, lo, hi, c.minPer)
 			}
 			for i := lo; i < hi; i++ {

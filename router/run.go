@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -24,7 +23,6 @@ type Router struct {
 	log     *slog.Logger
 	retry   stream.Retry
 	pipe    *Pipeline // decides every batch and builds its records
-	workers int       // goroutines a sender's audit work is spread over (fanOut): GOMAXPROCS at New
 	cons    BatchConsumer
 	pins    PinSource    // nil: pins looked up per batch (or none)
 	phase   atomic.Int32 // phaseNotStarted, phaseRunning, then phaseStopped: a Router runs once
@@ -61,8 +59,7 @@ func New(cfg Config) (*Router, error) {
 	}
 	cfg.defaults()
 	r := &Router{cfg: cfg, log: cfg.Logger, lags: map[topicPartition]lagEntry{}, senders: map[string]*sender{},
-		wakeCmt: make(chan struct{}, 1), flushSem: make(chan struct{}, 1), problems: map[string]string{}, missing: map[string]string{},
-		workers: runtime.GOMAXPROCS(0)}
+		wakeCmt: make(chan struct{}, 1), flushSem: make(chan struct{}, 1), problems: map[string]string{}, missing: map[string]string{}}
 	r.retry = stream.Retry{Min: cfg.RetryMin, Max: cfg.RetryMax, GiveUp: cfg.GiveUp, GaveUp: ErrGaveUp, Component: "router",
 		Logger: r.log, OnRetry: cfg.Metrics.retry}
 	// The pipeline's publishers only answer "is there a connection to this
@@ -363,8 +360,8 @@ func (r *Router) build(c *chunk) {
 	hdr.tags = r.cfg.Attester != nil
 	hdr.startBatch(b.msgs, b.Ruleset.VersionString(), b.Ruleset.ShortDigest(), r.cfg.Instance)
 	var tags [][]byte
-	if hdr.tags && r.workers > 1 && len(c.idx) >= 2*minFanOut {
-		tags = r.pipe.attestAll(b, c.idx, hdr, r.workers)
+	if w := workers(); hdr.tags && w > 1 && len(c.idx) >= 2*minFanOut {
+		tags = r.pipe.attestAll(b, c.idx, hdr, w)
 	}
 	c.out = r.pipe.records(b, c.idx, hdr, tags, make([]stream.Message, 0, len(c.idx)))
 	c.hdr = hdr

@@ -478,7 +478,7 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 	s.leaves = a.leaves
 	now := time.Now() // one clock reading for the result, not one per leaf
 	var bad atomic.Bool
-	fanOut(n, s.r.workers, minFanOut, func(lo, hi int) {
+	fanOut(n, workers(), minFanOut, func(lo, hi int) {
 		st := &s.settled // the caller's range: no allocation
 		if lo > 0 {
 			st = new(Settled)

@@ -78,12 +78,20 @@ func (s *RecordSource) Records(ctx context.Context, r audit.TopicRange, fn func(
 	}
 	// The offsets without a data record, handed over in offset order
 	// between the records (ReadRangeSkips reports each skip before any
-	// record after it).
-	var pending []audit.Record
+	// record after it): kept as ranges, so a large aborted transaction
+	// costs one entry, not one per offset.
+	type span struct {
+		from, to int64
+		kind     audit.RecordKind
+	}
+	var pending []span
 	passed := func(upTo int64) error {
-		for len(pending) > 0 && pending[0].Offset < upTo {
-			rec := pending[0]
-			pending = pending[1:]
+		for len(pending) > 0 && pending[0].from < upTo {
+			p := &pending[0]
+			rec := audit.Record{Partition: r.Partition, Offset: p.from, Kind: p.kind}
+			if p.from++; p.from >= p.to {
+				pending = pending[1:]
+			}
 			if err := fn(&rec); err != nil {
 				return err
 			}
@@ -100,8 +108,8 @@ func (s *RecordSource) Records(ctx context.Context, r audit.TopicRange, fn func(
 		default:
 			return // no record there: the verifier sees the offset without one
 		}
-		for o := max(sk.From, r.From); o < min(sk.To, r.To); o++ {
-			pending = append(pending, audit.Record{Partition: r.Partition, Offset: o, Kind: kind})
+		if from, to := max(sk.From, r.From), min(sk.To, r.To); from < to {
+			pending = append(pending, span{from, to, kind})
 		}
 	}
 	err := rr.ReadRangeSkips(ctx, r.Topic, int(r.Partition), r.From, r.To, 500, func(ms []stream.Message) error {
