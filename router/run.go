@@ -19,13 +19,13 @@ import (
 // Router consumes the ingest topics and routes every event. Create it with
 // New and run it with Run.
 type Router struct {
-	cfg     Config
-	log     *slog.Logger
-	retry   stream.Retry
-	pipe    *Pipeline // decides every batch and builds its records
-	cons    BatchConsumer
-	pins    PinSource    // nil: pins looked up per batch (or none)
-	phase   atomic.Int32 // phaseNotStarted, phaseRunning, then phaseStopped: a Router runs once
+	cfg   Config
+	log   *slog.Logger
+	retry stream.Retry
+	pipe  *Pipeline // decides every batch and builds its records
+	cons  BatchConsumer
+	pins  PinSource    // nil: pins looked up per batch (or none)
+	phase atomic.Int32 // phaseNotStarted, phaseRunning, then phaseStopped: a Router runs once
 
 	senders  map[string]*sender
 	clusters []string // of senders, sorted
