@@ -388,15 +388,20 @@ func (r *RangeReader) ReadRangeSkips(ctx context.Context, topic string, partitio
 			}
 			if done {
 				// A record at or past the end: the rest of the range holds
-				// none. Say so when no marker or aborted batch explains it.
-				tail := last + 1
-				for _, p := range o.passed {
-					if p.from <= tail && p.to > tail {
-						tail = p.to
+				// none. Say so of the offsets no marker or aborted batch
+				// (reported above) explains, each offset once.
+				at := last + 1
+				for _, p := range o.passed { // in offset order
+					if p.to <= at || p.from >= end {
+						continue
 					}
+					if p.from > at {
+						rd.skipped(Skip{Topic: topic, Partition: partition, From: at, To: min(p.from, end), Reason: SkipNoRecords})
+					}
+					at = p.to
 				}
-				if tail < end {
-					rd.skipped(Skip{Topic: topic, Partition: partition, From: tail, To: end, Reason: SkipNoRecords})
+				if at < end {
+					rd.skipped(Skip{Topic: topic, Partition: partition, From: at, To: end, Reason: SkipNoRecords})
 				}
 				return flush()
 			}
