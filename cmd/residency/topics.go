@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -159,6 +160,11 @@ func topicsMain(ctx context.Context, e env, sub string) int {
 			return fail(e, cmd, err)
 		}
 		defer admin.Close()
+		if has, err := admin.BrokerHasConfig(ctx, "log.message.timestamp.after.max.ms"); err == nil && !has {
+			// Brokers before Kafka 3.6 refuse a topic config they do not
+			// know: the topics keep their broker's timestamp limits.
+			byCluster[name] = withoutConfigs(byCluster[name], config.TimestampLimitConfigs...)
+		}
 		if err := describeCluster(ctx, admin, &cr, byCluster[name]); err != nil {
 			cr.Error = config.OneLine(err.Error())
 			unreachable = true
@@ -193,6 +199,20 @@ func topicsMain(ctx context.Context, e env, sub string) int {
 		return exitOK
 	}
 	return exitFailure
+}
+
+// withoutConfigs returns topics with the named configs left out of their
+// specs (the specs' maps are copied, not changed).
+func withoutConfigs(topics []config.NeededTopic, names ...string) []config.NeededTopic {
+	out := make([]config.NeededTopic, len(topics))
+	for i, nt := range topics {
+		nt.Spec.Configs = maps.Clone(nt.Spec.Configs)
+		for _, n := range names {
+			delete(nt.Spec.Configs, n)
+		}
+		out[i] = nt
+	}
+	return out
 }
 
 // topicsRuleset returns the ruleset topics derive from: --rules, else

@@ -152,6 +152,36 @@ func DiffTopic(want TopicSpec, have TopicState) []TopicChange {
 	return out
 }
 
+// BrokerHasConfig reports whether the cluster's brokers know the broker
+// config name (e.g. log.message.timestamp.after.max.ms, Kafka 3.6 and
+// later): a topic config they do not know makes creating or altering a
+// topic fail. It asks one broker (DescribeConfigs of its broker resource).
+func (a *Admin) BrokerHasConfig(ctx context.Context, name string) (bool, error) {
+	md, err := a.freshMetadata(ctx, []string{})
+	if err != nil {
+		return false, err
+	}
+	if len(md.Brokers) == 0 {
+		return false, fmt.Errorf("kafka: cluster %s: no broker in the metadata", a.cluster.Name)
+	}
+	resp, err := a.c.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeBroker, ResourceName: strconv.Itoa(int(md.Brokers[0].NodeID))}}})
+	if err != nil {
+		return false, fmt.Errorf("kafka: cluster %s: describe broker configs: %w", a.cluster.Name, err)
+	}
+	for _, r := range resp.Resources {
+		if r.Error != nil {
+			return false, fmt.Errorf("kafka: cluster %s: configs of broker %s: %w", a.cluster.Name, r.ResourceName, r.Error)
+		}
+		for _, e := range r.ConfigEntries {
+			if e.ConfigName == name {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
 // Brokers returns the number of brokers of the cluster.
 func (a *Admin) Brokers(ctx context.Context) (int, error) {
 	md, err := a.freshMetadata(ctx, []string{})

@@ -125,3 +125,28 @@ func TestAdminTopics(t *testing.T) {
 		})
 	}
 }
+
+// TestBrokerHasConfig: Apache Kafka (3.6 and later) knows the broker
+// config behind message.timestamp.after.max.ms, so `topics` sets the
+// timestamp limits of the topics the router writes; the embedded stand-in
+// does not (creating a topic with the config would fail there), and no
+// broker knows a made-up name.
+func TestBrokerHasConfig(t *testing.T) {
+	k := testenv.KafkaA(t)
+	ctx := testenv.Context(t, 30*time.Second)
+	a, err := kafka.NewAdmin(kafka.Cluster{Name: k.Name, Brokers: k.Brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	has, err := a.BrokerHasConfig(ctx, "log.message.timestamp.after.max.ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if has != k.Real {
+		t.Errorf("log.message.timestamp.after.max.ms known: %v on %s", has, k.Version)
+	}
+	if has, err := a.BrokerHasConfig(ctx, "log.no.such.config"); err != nil || has {
+		t.Errorf("a made-up config: %v, %v", has, err)
+	}
+}

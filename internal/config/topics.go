@@ -218,6 +218,18 @@ type NeededTopic struct {
 	Managed bool `json:"managed"`
 }
 
+// anyTimestamp is the value of message.timestamp.before.max.ms and
+// message.timestamp.after.max.ms that accepts every timestamp (Long.MAX_VALUE).
+const anyTimestamp = "9223372036854775807"
+
+// TimestampLimitConfigs are the topic configs that bound how far a
+// record's timestamp may be from the broker's clock (Kafka 3.6 and
+// later, KIP-937): NeededTopics sets both to accept any timestamp on the
+// topics the router writes. A cluster whose brokers do not know them
+// (older Kafka, the embedded stand-in) must be given specs without them
+// (`topics` checks the broker's log.message.timestamp.after.max.ms).
+var TimestampLimitConfigs = []string{"message.timestamp.before.max.ms", "message.timestamp.after.max.ms"}
+
 // NeededTopics returns every topic the config and the ruleset rs need, in a
 // stable order (by cluster, then kind, then name), each with the
 // partitions, replication factor and configs (cleanup.policy,
@@ -243,10 +255,19 @@ func (c *Config) NeededTopics(rs *rules.Ruleset) ([]NeededTopic, []Problem) {
 		}
 		return m
 	}
-	// Topics the router writes must take its largest event.
+	// Topics the router writes must take its largest event, and any
+	// timestamp: an event keeps its own (CreateTime) timestamp, which the
+	// ingest topic accepted under its own message.timestamp.*.max.ms; a
+	// destination stricter than that (Kafka 4's default refuses more than
+	// an hour ahead) answers INVALID_TIMESTAMP for the whole batch, which
+	// the router produces again for ever, stopping every ingest partition
+	// that writes to that destination partition.
 	routed := func(m map[string]string) map[string]string {
 		if need := c.Router.MaxValueBytes + 16<<10; need > kafkaMaxMessageBytes {
 			m["max.message.bytes"] = strconv.Itoa(need)
+		}
+		for _, k := range TimestampLimitConfigs {
+			m[k] = anyTimestamp
 		}
 		return m
 	}

@@ -72,6 +72,15 @@ func TestNeededTopicsOfTheExamples(t *testing.T) {
 		if s.Configs["message.timestamp.type"] != "CreateTime" || s.Configs["min.insync.replicas"] != "1" {
 			t.Errorf("%s: configs %v", k, s.Configs)
 		}
+		// Records keep the event's timestamp: topics residency writes into
+		// must accept any, as the ingest topic may have (acc2: a CreateTime
+		// two hours ahead stopped the router on INVALID_TIMESTAMP).
+		routedInto := nt.Kind == TopicPinned || nt.Kind == TopicQuarantine || nt.Kind == TopicDeadLetter || nt.Kind == TopicHold || nt.Kind == TopicSinkQuarantine
+		for _, key := range []string{"message.timestamp.before.max.ms", "message.timestamp.after.max.ms"} {
+			if got := s.Configs[key]; routedInto && got != "9223372036854775807" {
+				t.Errorf("%s (%s): %s=%q, want 9223372036854775807 (any timestamp)", k, nt.Kind, key, got)
+			}
+		}
 	}
 	for k, w := range map[string][3]string{ // partitions, cleanup.policy, retention.ms
 		"ingest/residency.quarantine":    {"3", "delete", "2592000000"},
