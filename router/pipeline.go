@@ -637,8 +637,8 @@ func (p *Pipeline) records(b *Batch, idx []int32, hdr *headerBuilder, tags [][]b
 }
 
 // attestAll makes the attestation tags of the events idx of b on up to
-// workers goroutines (fanOut), in hdr's memory (started for b): tag k is
-// event idx[k]'s, as record would make it.
+// workers goroutines (fanOut: one for a small chunk), in hdr's memory
+// (started for b): tag k is event idx[k]'s, as record would make it.
 func (p *Pipeline) attestAll(b *Batch, idx []int32, hdr *headerBuilder, workers int) [][]byte {
 	region := hdr.tagRegions(len(idx))
 	tags := hdr.tagSlots(len(idx))

@@ -360,8 +360,8 @@ func (r *Router) build(c *chunk) {
 	hdr.tags = r.cfg.Attester != nil
 	hdr.startBatch(b.msgs, b.Ruleset.VersionString(), b.Ruleset.ShortDigest(), r.cfg.Instance)
 	var tags [][]byte
-	if w := workers(); hdr.tags && w > 1 && len(c.idx) >= 2*minFanOut {
-		tags = r.pipe.attestAll(b, c.idx, hdr, w)
+	if hdr.tags {
+		tags = r.pipe.attestAll(b, c.idx, hdr, workers()) // on one goroutine for a small chunk
 	}
 	c.out = r.pipe.records(b, c.idx, hdr, tags, make([]stream.Message, 0, len(c.idx)))
 	c.hdr = hdr

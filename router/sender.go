@@ -490,7 +490,6 @@ func (s *sender) acks(c *chunk, ack ProduceAck) *acks {
 	if bad.Load() {
 		a.bad = s.bad
 	}
-	s.settled = Settled{} // keep no reference to the batch
 	return a
 }
 
