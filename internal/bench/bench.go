@@ -246,7 +246,7 @@ func (o Options) validateContenders() error {
 				it = "one of them"
 			}
 			return fmt.Errorf("%s adds %s, which --contenders leaves out: name %s in --contenders or drop %s",
-				f.flag, strings.Join(f.adds, " and "), it, f.flag)
+				f.flag, joinAnd(f.adds), it, f.flag)
 		case !f.given && len(named) > 0:
 			return fmt.Errorf("--contenders: %s runs only with %s", named[0], f.flag)
 		}
@@ -576,7 +576,7 @@ func (r *Report) checkTargets() {
 		if len(out) == 0 {
 			return ""
 		}
-		return strings.Join(out, " and ") + " not run (--contenders)"
+		return joinAnd(out) + " not run (--contenders)"
 	}
 	// unless returns c, or c not measured when why says why it could not
 	// be (a contender it needs did not run, no latency pass).
