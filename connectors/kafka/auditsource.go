@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/residency-router/residency/audit"
@@ -154,8 +153,12 @@ func (s *RecordSource) Ranges(ctx context.Context, cluster, topic string, role a
 	if err != nil {
 		return nil, err
 	}
+	iso, err := isolationLevel(s.IngestIsolationLevel)
+	if err != nil {
+		return nil, err
+	}
 	var stable map[int]int64
-	if role == audit.RoleIngest && strings.EqualFold(s.IngestIsolationLevel, ReadCommitted) {
+	if role == audit.RoleIngest && iso == 1 {
 		// Read committed, the ingest ranges end at the last stable offset:
 		// past it a transaction is still open, and a read would wait for
 		// it to end (ErrStalled), as the router's consumer waits.

@@ -265,13 +265,11 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	default:
 		return nil, fmt.Errorf("%w: start_offset: %q is not earliest or latest", ErrConfig, cfg.StartOffset)
 	}
-	switch strings.ToLower(cfg.IsolationLevel) {
-	case "", "read_uncommitted":
-	case "read_committed":
-		c.isolation = 1
-	default:
-		return nil, fmt.Errorf("%w: isolation_level: %q is not read_uncommitted or read_committed", ErrConfig, cfg.IsolationLevel)
+	iso, err := isolationLevel(cfg.IsolationLevel)
+	if err != nil {
+		return nil, err
 	}
+	c.isolation = iso
 	for name, v := range map[string]time.Duration{"session_timeout": cfg.SessionTimeout, "heartbeat_interval": cfg.HeartbeatInterval,
 		"rebalance_timeout": cfg.RebalanceTimeout, "join_group_backoff": cfg.JoinGroupBackoff, "max_wait": cfg.MaxWait, "request_timeout": cfg.RequestTimeout} {
 		if v < 0 {

@@ -229,15 +229,17 @@ func (r *RangeReader) logger() *slog.Logger {
 	return r.Logger
 }
 
-// isolation returns the Fetch request's isolation level of IsolationLevel.
-func (r *RangeReader) isolation() (int8, error) {
-	switch strings.ToLower(r.IsolationLevel) {
+// isolationLevel returns the Fetch and ListOffsets isolation level of a
+// config's isolation_level: 0 for "" or ReadUncommitted, 1 for
+// ReadCommitted (case insensitive); anything else is ErrConfig.
+func isolationLevel(level string) (int8, error) {
+	switch strings.ToLower(level) {
 	case "", ReadUncommitted:
 		return 0, nil
 	case ReadCommitted:
 		return 1, nil
 	}
-	return 0, fmt.Errorf("%w: isolation level %q is not %s or %s", ErrConfig, r.IsolationLevel, ReadUncommitted, ReadCommitted)
+	return 0, fmt.Errorf("%w: isolation_level: %q is not %s or %s", ErrConfig, level, ReadUncommitted, ReadCommitted)
 }
 
 // rangeFetchWait is how long a fetch of ReadRange waits on the broker for
@@ -275,7 +277,7 @@ func (r *RangeReader) ReadRangeSkips(ctx context.Context, topic string, partitio
 	if batch <= 0 {
 		batch = 100
 	}
-	iso, err := r.isolation()
+	iso, err := isolationLevel(r.IsolationLevel)
 	if err != nil {
 		return err
 	}

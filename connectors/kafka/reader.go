@@ -88,12 +88,10 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	if len(cfg.Topics) == 0 {
 		return nil, fmt.Errorf("%w: topics: required", ErrConfig)
 	}
-	switch strings.ToLower(cfg.IsolationLevel) {
-	case "", "read_uncommitted":
-	case "read_committed":
+	if iso, err := isolationLevel(cfg.IsolationLevel); err != nil {
+		return nil, err
+	} else if iso != 0 {
 		return nil, fmt.Errorf("%w: isolation_level: read_committed is not supported by this reader (kafka-go's reader returns the records of aborted transactions); the batch Consumer supports it", ErrConfig)
-	default:
-		return nil, fmt.Errorf("%w: isolation_level: %q is not read_uncommitted or read_committed", ErrConfig, cfg.IsolationLevel)
 	}
 	start := kafka.FirstOffset
 	switch strings.ToLower(cfg.StartOffset) {
