@@ -26,14 +26,7 @@ func TestAuditVerifyTransactionalIngest(t *testing.T) {
 	for _, level := range []string{"read_uncommitted", "read_committed"} {
 		t.Run(level, func(t *testing.T) {
 			s := newAuditStack(t)
-			cfg, err := os.ReadFile(s.cfgFile)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg = []byte(strings.Replace(string(cfg), "kafka:\n", "kafka:\n  isolation_level: "+level+"\n", 1))
-			if err := os.WriteFile(s.cfgFile, cfg, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			setIsolationLevel(t, s.cfgFile, level)
 			committed := level == "read_committed"
 			ctx := testenv.Context(t, 60*time.Second)
 			txn := s.a.Franz(t, kgo.TransactionalID(testenv.Name(t, "txn")), kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -126,4 +119,17 @@ func findingsOf(r *audit.Report) []string {
 		out = append(out, fmt.Sprintf("%s %s/%d@%d: %s", f.Code, f.Topic, f.Partition, f.Offset, f.Detail))
 	}
 	return out
+}
+
+// setIsolationLevel sets kafka.isolation_level in the config file.
+func setIsolationLevel(t *testing.T, cfgFile, level string) {
+	t.Helper()
+	cfg, err := os.ReadFile(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = []byte(strings.Replace(string(cfg), "kafka:\n", "kafka:\n  isolation_level: "+level+"\n", 1))
+	if err := os.WriteFile(cfgFile, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

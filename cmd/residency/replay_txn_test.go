@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -27,14 +25,7 @@ func TestReplayCommandTransactionalIngest(t *testing.T) {
 		t.Run(level, func(t *testing.T) {
 			s := newReplayStack(t)
 			ctx := testenv.Context(t, 90*time.Second)
-			cfg, err := os.ReadFile(s.cfgFile)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg = []byte(strings.Replace(string(cfg), "kafka:\n", "kafka:\n  isolation_level: "+level+"\n", 1))
-			if err := os.WriteFile(s.cfgFile, cfg, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			setIsolationLevel(t, s.cfgFile, level)
 			s.apply(t, "US")
 			a := testenv.KafkaA(t)
 			txn := a.Franz(t, kgo.TransactionalID(testenv.Name(t, "txn")), kgo.RecordPartitioner(kgo.ManualPartitioner()))
