@@ -138,21 +138,28 @@ func TestBatchRoundTrip(t *testing.T) {
 // skipped as read_committed requires, records before the fetch offset are
 // not returned, a corrupt batch is an error, and an incomplete batch at the
 // end waits for the next fetch.
+// testBatch encodes a record batch of values at offset base, of producer
+// pid, with attributes attrs (its checksum recomputed: it holds).
+func testBatch(t *testing.T, base int64, pid int64, attrs int16, values ...string) []byte {
+	t.Helper()
+	var msgs []stream.Message
+	for _, v := range values {
+		msgs = append(msgs, stream.Message{Value: []byte(v)})
+	}
+	b, err := (&batchEncoder{}).encode(msgs, allIdx(len(msgs)), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.BigEndian.PutUint64(b, uint64(base))
+	binary.BigEndian.PutUint16(b[offAttributes:], uint16(attrs))
+	setProducer(b, pid, 0, 0)
+	return b
+}
+
 func TestScanSkipsAndChecks(t *testing.T) {
 	e := batchEncoder{}
 	mk := func(base int64, pid int64, attrs int16, values ...string) []byte {
-		var msgs []stream.Message
-		for _, v := range values {
-			msgs = append(msgs, stream.Message{Value: []byte(v)})
-		}
-		b, err := e.encode(msgs, allIdx(len(msgs)), time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		binary.BigEndian.PutUint64(b, uint64(base))
-		binary.BigEndian.PutUint16(b[offAttributes:], uint16(attrs))
-		setProducer(b, pid, 0, 0)
-		return b
+		return testBatch(t, base, pid, attrs, values...)
 	}
 	marker := func(base, pid int64, abort bool) []byte {
 		typ := byte(1)

@@ -1,12 +1,6 @@
 package kafka
 
-import (
-	"encoding/binary"
-	"testing"
-	"time"
-
-	"github.com/residency-router/residency/stream"
-)
+import "testing"
 
 // TestScanStopsAtUndecompressableBatch: a batch whose checksum holds but
 // whose records do not decompress (garbage behind a codec bit, a codec
@@ -15,27 +9,12 @@ import (
 // why) instead of passing over its records without a word. The batches
 // before it are delivered.
 func TestScanStopsAtUndecompressableBatch(t *testing.T) {
-	e := batchEncoder{}
-	mk := func(base int64, values ...string) []byte {
-		var msgs []stream.Message
-		for _, v := range values {
-			msgs = append(msgs, stream.Message{Value: []byte(v)})
-		}
-		b, err := e.encode(msgs, allIdx(len(msgs)), time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		binary.BigEndian.PutUint64(b, uint64(base))
-		setProducer(b, -1, 0, 0)
-		return b
-	}
-	bad := mk(2, "b2", "b3")
-	binary.BigEndian.PutUint16(bad[offAttributes:], 1) // gzip, but the records are not gzip
-	setProducer(bad, -1, 0, 0)                         // the checksum recomputed: it holds
+	// gzip, but the records are not gzip
+	bad := testBatch(t, 2, -1, 1, "b2", "b3")
 	var raw []byte
-	raw = append(raw, mk(0, "a0", "a1")...)
+	raw = append(raw, testBatch(t, 0, -1, 0, "a0", "a1")...)
 	raw = append(raw, bad...)
-	raw = append(raw, mk(4, "a4")...)
+	raw = append(raw, testBatch(t, 4, -1, 0, "a4")...)
 	for _, from := range []int64{0, 2} {
 		views, next, err := scanBatches(raw, from, false, nil, nil, nil)
 		if err == nil {
