@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -1007,10 +1008,7 @@ type rowPrint struct {
 	value, eventID, userID, event, region, jurisdiction, ruleset uint64
 }
 
-func prefix(d Digest) uint64 {
-	return uint64(d[0])<<56 | uint64(d[1])<<48 | uint64(d[2])<<40 | uint64(d[3])<<32 |
-		uint64(d[4])<<24 | uint64(d[5])<<16 | uint64(d[6])<<8 | uint64(d[7])
-}
+func prefix(d Digest) uint64 { return binary.BigEndian.Uint64(d[:8]) }
 
 func printOf(row *Row) rowPrint {
 	return rowPrint{value: prefix(row.Value), eventID: prefix(row.Stored.EventID), userID: prefix(row.Stored.UserID),
