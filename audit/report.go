@@ -52,8 +52,8 @@ type Report struct {
 		// jurisdiction and ruleset version checked.
 		RowContents int64 `json:"row_contents"`
 		// RowsUndecoded counts the rows whose stored value the verifier
-		// could not decode here (ErrCannotDecode: a schema registry out
-		// of reach), so their event columns were not compared;
+		// could not decode here (ErrUndecodable: a writer schema its
+		// settings lack, a schema registry out of reach), so their event columns were not compared;
 		// RowsUndecodedWhy says why (the first such row's reason).
 		RowsUndecoded int64 `json:"rows_undecoded,omitempty"`
 	} `json:"checked"`

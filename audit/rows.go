@@ -56,51 +56,41 @@ type RowDecoding uint8
 
 // Row decodings.
 const (
-	// RowNotDecoded: the RowSource decoded nothing (it has no decoder); the
-	// event columns are not compared, and the report's
-	// Checked.RowContents does not count the row.
+	// RowNotDecoded: the RowSource decoded nothing: it has no decoder, or
+	// its decoder could not decode the value (DecodeError says why). The
+	// event columns are not compared; Checked.RowContents does not count
+	// the row, Checked.RowsUndecoded does when there is a why.
 	RowNotDecoded RowDecoding = iota
 	// RowDecoded: Derived holds the columns of the stored value decoded
 	// again.
 	RowDecoded
-	// RowUndecodable: the stored value does not decode with the
-	// verifier's schemas settings. When the value is the one its sink
-	// logged (the sink did decode it), the verifier lacks what the sink
-	// had: counted in Checked.RowsUndecoded, with why, not a finding.
-	RowUndecodable
 )
 
-// ErrCannotDecode is wrapped by an EventDecoder's error when the
-// verifier cannot decode the value here (the schema registry its framing
-// needs is out of reach): the row's event columns are not compared, and
-// the report says how many rows were left so and why (Checked.RowsUndecoded,
-// RowsUndecodedWhy), rather than the verification stopping: it reads only
-// Kafka, the stores and the log.
-var ErrCannotDecode = errors.New("audit: the verifier cannot decode the stored value")
-
-// ErrUndecodable is wrapped by an EventDecoder's error when the value
-// itself does not decode with the verifier's settings (truncated, corrupt,
-// an unknown writer schema): not an I/O failure. A value its sink logged
-// decoded for that sink, so the verifier's settings lack something: the
-// row is counted as not decoded (Checked.RowsUndecoded), not a finding; a
-// value no sink logged is a finding already (row_mismatch).
-var ErrUndecodable = errors.New("audit: stored value does not decode")
+// ErrUndecodable is wrapped by an EventDecoder's error when the verifier
+// cannot decode the value with its settings: the value does not decode as
+// they say (they lack a writer schema the sink had), or the schema
+// registry its framing needs is out of reach. It is no I/O failure of the
+// store and no finding (the row's value is checked against its sink's
+// leaf, and that sink did decode it): the row's event columns are not
+// compared, and the report says how many rows were left so and why
+// (Checked.RowsUndecoded, RowsUndecodedWhy), rather than the verification
+// stopping: it reads only Kafka, the stores and the log.
+var ErrUndecodable = errors.New("audit: the verifier cannot decode the stored value")
 
 // EventDecoder decodes a stored record value the way a sink does: the
 // event's event_id and user_id, and the event as the JSON document the
 // sink stores. sourceTopic is the row's source_topic column (the ingest
 // topic the router read the event from), whose framing the value carries.
-// An error wrapping ErrUndecodable means the value does not decode; one
-// wrapping ErrCannotDecode that the verifier cannot decode it here (a
-// schema registry out of reach: the row's event columns are then not
-// compared); any other error stops the verification.
+// An error wrapping ErrUndecodable means the verifier cannot decode the
+// value (the row's event columns are then not compared); any other error
+// stops the verification.
 // The audit package does not decode events itself: `audit verify` passes
 // the schemas package's decoder (cmd/residency).
 type EventDecoder func(ctx context.Context, sourceTopic string, raw []byte) (eventID, userID string, event []byte, err error)
 
 // SetColumns sets r.Stored from a row's event_id, user_id and event
 // columns and, when dec is not nil, r.Derived from its raw column decoded
-// again with dec (r.Decoded RowDecoded, or RowUndecodable with
+// again with dec (r.Decoded RowDecoded; or RowNotDecoded with
 // r.DecodeError saying why when dec's error wraps ErrUndecodable). Another
 // error of dec is returned, wrapped. What the stores' RowSources call for
 // every row.
@@ -114,20 +104,17 @@ func (r *Row) SetColumns(ctx context.Context, dec EventDecoder, eventID, userID 
 	id, user, doc, err := dec(ctx, sourceTopic, raw)
 	switch {
 	case errors.Is(err, ErrUndecodable):
-		r.Decoded, r.DecodeError = RowUndecodable, clip(err.Error(), 200)
-		return nil
-	case errors.Is(err, ErrCannotDecode):
-		r.DecodeError = clip(err.Error(), 200) // RowNotDecoded, and why
+		r.DecodeError = clip(err.Error(), 200)
 		return nil
 	case err != nil:
 		return fmt.Errorf("audit: decode the row at %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
 	}
-	r.Decoded = RowDecoded
-	r.Derived = StoredColumns(id, user, doc)
-	if r.Derived.Event.IsZero() {
-		// The decoder's document is not JSON: nothing stored can match it.
-		r.Decoded, r.DecodeError = RowUndecodable, "the decoded event is not a JSON document"
+	if r.Derived = StoredColumns(id, user, doc); r.Derived.Event.IsZero() {
+		// The decoder's document is not JSON: nothing to compare with.
+		r.Derived, r.DecodeError = RowColumns{}, "the decoded event is not a JSON document"
+		return nil
 	}
+	r.Decoded = RowDecoded
 	return nil
 }
 

@@ -281,7 +281,7 @@ func TestVerifyRowsTheVerifierCannotDecode(t *testing.T) {
 	w := newWorld(t)
 	w.run(10)
 	w.decode = func(context.Context, string, []byte) (string, string, []byte, error) {
-		return "", "", nil, fmt.Errorf("%w: source topic events: schema registry unavailable", ErrCannotDecode)
+		return "", "", nil, fmt.Errorf("%w: source topic events: schema registry unavailable", ErrUndecodable)
 	}
 	r := w.verify(VerifyConfig{})
 	expect(t, r)

@@ -224,9 +224,8 @@ type Row struct {
 	Derived RowColumns
 	// Decoded says whether Derived was computed.
 	Decoded RowDecoding
-	// DecodeError says why the stored value was not decoded
-	// (RowUndecodable, or RowNotDecoded with ErrCannotDecode): the
-	// decoder's message, no payload.
+	// DecodeError says why the stored value was not decoded (a decoder's
+	// ErrUndecodable): its message, no payload.
 	DecodeError string
 	// SourceTopic is the row's source_topic column: the ingest topic the
 	// router read the event from (set by SetColumns; compared with the

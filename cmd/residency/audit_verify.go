@@ -407,14 +407,13 @@ func (s storeRows) Rows(ctx context.Context, store string, fn func(*audit.Row) e
 // routers': catalogue, raw schemas, framings, registry) and the framing of
 // the row's source_topic, so that `audit verify` compares event_id,
 // user_id and event with what the sink writes for the value. A value that
-// does not decode is audit.ErrUndecodable (the verifier's settings lack
-// what the sink had: counted, not a finding). A schema registry
-// out of reach is audit.ErrCannotDecode: verify reads only Kafka, the
-// stores and the log, so the rows whose framing needs it keep their value,
-// region, jurisdiction and ruleset checks, and the report says how many
-// were not decoded and why; once the registry failed for a source topic,
-// its later rows are not sent to it again (each attempt waits out the
-// registry's retries).
+// does not decode (the verifier's settings lack what the sink had), or
+// whose framing needs a schema registry out of reach, is
+// audit.ErrUndecodable: verify reads only Kafka, the stores and the log,
+// so such rows keep their value, region, jurisdiction and ruleset checks,
+// and the report says how many were not decoded and why. Once the registry
+// failed for a source topic, its later rows are not sent to it again (each
+// attempt waits out the registry's retries).
 func rowDecoder(cfg *config.Config) (audit.EventDecoder, error) {
 	x, err := schemas.NewExtractor(cfg.Schemas)
 	if err != nil {
@@ -434,7 +433,7 @@ func rowDecoder(cfg *config.Config) (audit.EventDecoder, error) {
 		case ctx.Err() != nil:
 			return "", "", nil, err
 		case errors.Is(err, schemas.ErrRegistryUnavailable):
-			failed = fmt.Errorf("%w: source topic %s: %w", audit.ErrCannotDecode, sourceTopic, err)
+			failed = fmt.Errorf("%w: source topic %s: %w", audit.ErrUndecodable, sourceTopic, err)
 			mu.Lock()
 			down[sourceTopic] = failed
 			mu.Unlock()
