@@ -50,8 +50,7 @@ func TestBenchProcessCPUTicks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for start := time.Now(); time.Since(start) < 100*time.Millisecond; {
-	}
+	spinCPU(0.1)
 	after, err := processCPUTicks(os.Getpid())
 	if spun := float64(after-before) / float64(clockTicksPerSecond()); err != nil || spun < 0.05 || spun > 5 {
 		t.Errorf("CPU seconds %v then, after 100ms spinning, %v (%v)", before, after, err)
@@ -70,8 +69,7 @@ func TestBenchMeterReadsTheBroker(t *testing.T) {
 	}
 	m := newMeter(10, os.Getpid())
 	m.fetched()
-	for start := time.Now(); time.Since(start) < 100*time.Millisecond; {
-	}
+	spinCPU(0.1)
 	m.commit(10)
 	res, err := m.result(contenderRouter)
 	if err != nil || res.BrokerCPUSeconds < 0.05 || res.BrokerCPUSeconds > 5 {
@@ -265,4 +263,12 @@ func lineWith(s, sub string) string {
 		}
 	}
 	return ""
+}
+
+// spinCPU spins until this process has used seconds of CPU (not of wall
+// time: on a loaded host a spinning goroutine gets a fraction of a core),
+// for at most 20 seconds.
+func spinCPU(seconds float64) {
+	for start, deadline := cpuSeconds(), time.Now().Add(20*time.Second); cpuSeconds()-start < seconds && time.Now().Before(deadline); {
+	}
 }
